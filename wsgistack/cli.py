@@ -1,0 +1,62 @@
+"""The ``wsgistack`` command: ``check`` a pipeline file (``serve`` and ``demo`` join later).
+
+$ wsgistack check stack.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .compose import describe
+from .errors import ConfigError
+from .pipeline import load_pipeline
+
+__all__ = ["main"]
+
+
+def _check(args: argparse.Namespace) -> int:
+    app = load_pipeline(args.file)
+    print(f"{args.file}: ok")
+    print(describe(app))
+    return 0
+
+
+def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    parser = commands.add_parser("check", help="load and validate a pipeline file, print it")
+    parser.add_argument("file", help="a TOML pipeline file")
+    return _check
+
+
+#: Each subcommand: a function that adds its parser and returns its handler.
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], Callable[..., int]], ...] = (_add_check,)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int]]]:
+    parser = argparse.ArgumentParser(prog="wsgistack", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Callable[..., int]] = {}
+    for add in SUBCOMMANDS:
+        handler = add(commands)
+        handlers[list(commands.choices)[-1]] = handler
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for a bad configuration)."""
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    # Like gunicorn: modules named in the config are importable from the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"wsgistack {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

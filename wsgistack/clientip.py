@@ -1,0 +1,203 @@
+"""Who is the client: the one place that decides, for every layer.
+
+``REMOTE_ADDR`` is the peer.  A forwarded header (``X-Forwarded-For`` or RFC
+7239 ``Forwarded``, one of them, chosen in configuration) is believed only
+when the peer is a trusted proxy.  The chain is walked from the right and the
+walk stops at the first hop that is not a trusted proxy: that hop is the
+client.  Security: configure exactly the header your proxy *sets*; a header
+your proxy merely passes through is written by the client.
+
+    trust = ProxyTrust(["10.0.0.0/8"])            # our load balancers
+    client_ip(environ, trust)                      # IPv4Address('203.0.113.9')
+
+Hop-count mode (like werkzeug's ``ProxyFix(x_for=N)``) trusts that exactly N
+proxies stand in front and takes the N-th address from the right.
+
+The answer is cached in ``environ["wsgistack.client_ip"]`` (text) so layers
+below reuse it and never disagree about who asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+from ._types import WSGIEnvironment
+from .errors import ConfigError
+from .netset import IPAddress, NetworkSet, parse_address
+
+__all__ = ["CACHE_KEY", "ProxyTrust", "client_addr", "client_ip", "forwarded_for_values"]
+
+CACHE_KEY = "wsgistack.client_ip"
+_TRUST_KEY = "wsgistack.client_ip.trust"
+
+Header = Literal["x-forwarded-for", "forwarded"]
+_ENVIRON_KEYS: dict[str, str] = {
+    "x-forwarded-for": "HTTP_X_FORWARDED_FOR",
+    "forwarded": "HTTP_FORWARDED",
+}
+
+
+class ProxyTrust:
+    """Which peers may tell us who the client is, and through which header.
+
+    :param proxies: addresses or networks of trusted proxies.
+    :param hops: instead of ``proxies``, the exact number of proxies in front.
+    :param header: ``"x-forwarded-for"`` (default) or ``"forwarded"`` (RFC 7239).
+    """
+
+    __slots__ = ("environ_key", "header", "hops", "proxies")
+
+    def __init__(
+        self,
+        proxies: Iterable[str] = (),
+        *,
+        hops: int = 0,
+        header: Header = "x-forwarded-for",
+    ) -> None:
+        if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
+            raise ConfigError(f"trusted_proxies: hops must be a whole number >= 0, got {hops!r}")
+        key = header.lower() if isinstance(header, str) else header
+        if key not in _ENVIRON_KEYS:
+            raise ConfigError(
+                f"trusted_proxies: header must be 'x-forwarded-for' or 'forwarded', got {header!r}"
+            )
+        self.proxies = NetworkSet(proxies, option="trusted_proxies")
+        if hops and self.proxies:
+            raise ConfigError("trusted_proxies: give proxy networks or a hop count, not both")
+        self.hops = hops
+        self.header: Header = key  # type: ignore[assignment]
+        self.environ_key = _ENVIRON_KEYS[key]
+
+    @classmethod
+    def coerce(cls, value: ProxyTrust | Iterable[str] | int | None) -> ProxyTrust | None:
+        """Accept the forms users write: None, a hop count, a list of networks, a ProxyTrust."""
+        if value is None or isinstance(value, ProxyTrust):
+            return value
+        if isinstance(value, bool):
+            raise ConfigError(f"trusted_proxies: expected networks or a hop count, got {value!r}")
+        if isinstance(value, int):
+            return cls(hops=value)
+        if isinstance(value, str):
+            return cls([value])
+        return cls(value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProxyTrust):
+            return NotImplemented
+        return (self.proxies, self.hops, self.header) == (other.proxies, other.hops, other.header)
+
+    def __hash__(self) -> int:
+        return hash((self.proxies, self.hops, self.header))
+
+    def __repr__(self) -> str:
+        if self.hops:
+            return f"ProxyTrust(hops={self.hops}, header={self.header!r})"
+        nets = [str(n) for n in self.proxies.networks]
+        return f"ProxyTrust({nets!r}, header={self.header!r})"
+
+
+def _split_outside_quotes(text: str, separator: str) -> Iterator[str]:
+    """Split on ``separator`` except inside double quotes (RFC 7239 quoted-string)."""
+    start = 0
+    quoted = False
+    escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            yield text[start:index]
+            start = index + 1
+    yield text[start:]
+
+
+def _forwarded_node(element: str) -> str | None:
+    """The ``for=`` value of one RFC 7239 element, unquoted; None if it has none."""
+    for pair in _split_outside_quotes(element, ";"):
+        name, sep, value = pair.partition("=")
+        if sep and name.strip().lower() == "for":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            return value
+    return None
+
+
+def _node_address(node: str) -> IPAddress | None:
+    """Parse an X-Forwarded-For entry or a Forwarded node (``"[v6]:port"``, ``v4:port``)."""
+    node = node.strip()
+    if node.startswith("["):
+        end = node.find("]")
+        if end == -1:
+            return None
+        rest = node[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return parse_address(node[1:end])
+    if node.count(":") == 1:  # IPv4 with a port; a bare IPv6 has several colons
+        host, _, port = node.partition(":")
+        if not port.isdigit():
+            return None
+        node = host
+    return parse_address(node)
+
+
+def forwarded_for_values(environ: WSGIEnvironment, trust: ProxyTrust) -> list[str]:
+    """The forwarded chain, left (client side) to right (nearest proxy), as raw nodes."""
+    raw = environ.get(trust.environ_key, "")
+    if not raw:
+        return []
+    if trust.header == "forwarded":
+        nodes = []
+        for element in _split_outside_quotes(raw, ","):
+            node = _forwarded_node(element)
+            nodes.append("" if node is None else node)
+        return nodes
+    return [part.strip() for part in raw.split(",")]
+
+
+def _resolve(environ: WSGIEnvironment, trust: ProxyTrust | None) -> IPAddress | None:
+    peer = parse_address(environ.get("REMOTE_ADDR", "") or "")
+    if trust is None:
+        return peer
+    chain = forwarded_for_values(environ, trust)
+    if trust.hops:
+        if len(chain) < trust.hops:
+            return peer
+        return _node_address(chain[-trust.hops]) or peer
+    if peer is None or peer not in trust.proxies:
+        return peer
+    nearest = peer
+    for node in reversed(chain):
+        address = _node_address(node)
+        if address is None:  # unknown, _obfuscated or malformed: stop at what we know
+            return nearest
+        if address not in trust.proxies:
+            return address
+        nearest = address
+    return nearest
+
+
+def client_ip(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> IPAddress | None:
+    """The client's address; ``None`` when the peer has none (a unix socket).
+
+    With ``trust=None`` a layer reuses the answer an outer layer cached, or
+    takes the peer: forwarded headers are never believed without configuration.
+    """
+    cached = environ.get(CACHE_KEY)
+    if cached is not None and (trust is None or environ.get(_TRUST_KEY) == trust):
+        return parse_address(cached) if cached else None
+    address = _resolve(environ, trust)
+    environ[CACHE_KEY] = "" if address is None else str(address)
+    environ[_TRUST_KEY] = trust
+    return address
+
+
+def client_addr(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> str:
+    """The client's address as text for logs and keys; ``"-"`` when unknown."""
+    address = client_ip(environ, trust)
+    return "-" if address is None else str(address)

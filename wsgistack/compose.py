@@ -1,0 +1,179 @@
+"""Declare a pipeline top to bottom: ``compose(layer, layer, ..., app)``.
+
+The first layer is the outermost, the one a request meets first; the app
+comes last.  A layer is anything that takes an app and returns an app: a
+middleware class, ``use(Middleware, **options)``, a ``functools.partial``, a
+plain function.  The result is the outermost layer itself, a plain WSGI
+callable with no wrapper on the hot path.
+
+    application = compose(
+        use(ErrorCatcher),
+        use(IPFilter, allow=["10.0.0.0/8"]),
+        flask_app.wsgi_app,
+    )
+    print(describe(application))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Concatenate, Generic, ParamSpec
+
+from ._types import WSGIApplication
+
+__all__ = ["Layer", "compose", "describe", "label", "use"]
+
+P = ParamSpec("P")
+
+
+class Layer(Generic[P]):
+    """A middleware with its options, waiting for the app it will wrap."""
+
+    __slots__ = ("args", "factory", "kwargs")
+
+    def __init__(
+        self,
+        factory: Callable[Concatenate[WSGIApplication, P], WSGIApplication],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        if not callable(factory):
+            raise TypeError(f"use(): {factory!r} is not callable; pass a middleware class")
+        self.factory = factory
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, app: WSGIApplication) -> WSGIApplication:
+        return self.factory(app, *self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        parts = [getattr(self.factory, "__qualname__", repr(self.factory))]
+        parts += [repr(a) for a in self.args]
+        parts += [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"use({', '.join(parts)})"
+
+
+def use(
+    factory: Callable[Concatenate[WSGIApplication, P], WSGIApplication],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Layer[P]:
+    """A layer that builds ``factory(app, *args, **kwargs)``; options are type-checked."""
+    return Layer(factory, *args, **kwargs)
+
+
+def _arity_says_app(obj: object) -> bool:
+    """True when ``obj`` accepts (environ, start_response) but not a single app."""
+    try:
+        signature = inspect.signature(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+    def binds(count: int) -> bool:
+        try:
+            signature.bind(*([None] * count))
+        except TypeError:
+            return False
+        return True
+
+    return binds(2) and not binds(1)
+
+
+def compose(*parts: Any) -> WSGIApplication:
+    """Stack ``parts[:-1]`` around the app ``parts[-1]``, first layer outermost."""
+    if not parts:
+        raise TypeError("compose() needs the app as its last argument, got nothing")
+    *layers, app = parts
+    position = len(parts)
+    if isinstance(app, Layer):
+        raise TypeError(
+            f"compose(): the last argument must be the WSGI app, got the layer {app!r}; "
+            "put the app last"
+        )
+    if not callable(app):
+        raise TypeError(f"compose(): the app (argument {position}) is not callable: {app!r}")
+    for index, layer in enumerate(layers, start=1):
+        if not callable(layer):
+            raise TypeError(
+                f"compose(): argument {index} ({layer!r}) is not a layer: "
+                "a layer is a callable that takes an app and returns an app"
+            )
+        if not isinstance(layer, Layer) and _arity_says_app(layer):
+            raise TypeError(
+                f"compose(): argument {index} ({label(layer)}) is a WSGI app, not a layer "
+                "(it takes environ and start_response); only the last argument is the app"
+            )
+    result: WSGIApplication = app
+    for index in range(len(layers), 0, -1):
+        layer = layers[index - 1]
+        wrapped = layer(result)
+        if not callable(wrapped):
+            raise TypeError(
+                f"compose(): layer {index} ({label(layer)}) returned {wrapped!r}, not a WSGI app"
+            )
+        if getattr(wrapped, "app", None) is None and getattr(wrapped, "__wrapped__", None) is None:
+            # Lets describe() see through plain function layers (inspect.unwrap's convention).
+            with contextlib.suppress(AttributeError, TypeError):
+                wrapped.__wrapped__ = result  # type: ignore[attr-defined]
+        result = wrapped
+    return result
+
+
+def label(obj: object) -> str:
+    """A one-line name for a layer or app: its repr, or its qualified name if the repr is bare."""
+    text = repr(obj)
+    if (text.startswith("<") and " at 0x" in text) or inspect.isfunction(obj):
+        target = obj if inspect.isfunction(obj) or inspect.ismethod(obj) else type(obj)
+        module = getattr(target, "__module__", "")
+        name = getattr(target, "__qualname__", type(obj).__name__)
+        return f"{module}.{name}" if module else name
+    return text
+
+
+def _inner(obj: object) -> object | None:
+    inner = getattr(obj, "app", None)
+    if inner is None or not callable(inner):
+        inner = getattr(obj, "__wrapped__", None)
+    return inner if callable(inner) else None
+
+
+def _lines(obj: object, indent: str, path: str | None, host: str | None) -> Iterator[str]:
+    seen: set[int] = set()
+    node: object | None = obj
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        yield indent + label(node)
+        route = getattr(node, "route", None)
+        mounts = getattr(node, "mounts", None)
+        if path is not None and callable(route):
+            match = route(path, host)
+            if match is None:
+                yield indent + "  (no mount matches)"
+                return
+            prefix, child, rest = match
+            yield f"{indent}  {prefix or '(default)'} ->"
+            yield from _lines(child, indent + "    ", rest, host)
+            return
+        if isinstance(mounts, Mapping):
+            for prefix, child in mounts.items():
+                yield f"{indent}  {prefix} ->"
+                yield from _lines(child, indent + "    ", None, None)
+            default = getattr(node, "default", None)
+            if default is not None:
+                yield f"{indent}  (default) ->"
+                yield from _lines(default, indent + "    ", None, None)
+            return
+        node = _inner(node)
+
+
+def describe(app: object, path: str | None = None, host: str | None = None) -> str:
+    """The stack under ``app``, one layer a line, outermost first; never calls an app.
+
+    With ``path`` (and optionally ``host``), a dispatcher shows only the mount
+    a request for that path would reach: "which layers does this URL pass?".
+    """
+    return "\n".join(_lines(app, "", path, host))

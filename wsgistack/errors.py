@@ -1,0 +1,39 @@
+"""The one error hierarchy of wsgistack.
+
+``ConfigError`` is raised at start-up for a bad option, so a mistake in a
+pipeline fails before the first request.  ``ProtocolError`` carries the HTTP
+status a server answers with.  ``UpstreamError`` is what the forwarder raises
+when a backend fails.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "ProtocolError", "UpstreamError", "WsgiStackError"]
+
+
+class WsgiStackError(Exception):
+    """Base class of every error wsgistack raises on purpose."""
+
+
+class ConfigError(WsgiStackError, ValueError):
+    """A bad option or configuration, detected before serving.
+
+    The message names the option and the bad value, e.g.
+    ``IPFilter: allow: '10.0.0.300' is not an IP address or network``.
+    """
+
+
+class ProtocolError(WsgiStackError):
+    """A peer broke the protocol; ``status_hint`` is the status to answer with."""
+
+    def __init__(self, message: str, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class UpstreamError(WsgiStackError):
+    """An upstream server failed; ``status_hint`` is 502, 503 or 504."""
+
+    def __init__(self, message: str, status_hint: int = 502) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint

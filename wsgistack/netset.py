@@ -1,0 +1,126 @@
+"""A set of IP networks with O(log n) membership, for allow/deny lists and proxies.
+
+Networks are parsed once, merged into disjoint integer ranges per address
+family, and looked up with a binary search, so 100,000 networks cost about
+what 10 do.  IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) are treated as
+the IPv4 address they carry, in entries and in lookups alike.
+
+    offices = NetworkSet(["10.0.0.0/8", "2001:db8::/32"], option="allow")
+    "10.1.2.3" in offices          # True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_right
+from collections.abc import Iterable
+
+from .errors import ConfigError
+
+__all__ = ["IPAddress", "IPNetwork", "NetworkSet", "parse_address", "parse_network"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """Parse an address, unmapping IPv4-mapped IPv6; ``None`` if it is not one."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_network(text: str, *, option: str = "network") -> IPNetwork:
+    """Parse ``10.0.0.0/8``, ``10.0.0.1`` or ``::ffff:10.0.0.0/104``; ConfigError if bad.
+
+    Host bits must be zero (``10.0.0.1/8`` is refused: it is almost always a typo).
+    """
+    cleaned = text.strip()
+    try:
+        network = ipaddress.ip_network(cleaned)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {text!r} is not an IP address or network ({exc})") from None
+    if isinstance(network, ipaddress.IPv6Network):
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None and network.prefixlen >= 96:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+def _merge(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    ranges.sort()
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in ranges:
+        if ends and start <= ends[-1] + 1:
+            if end > ends[-1]:
+                ends[-1] = end
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+class NetworkSet:
+    """An immutable set of networks answering ``address in netset`` in O(log n)."""
+
+    __slots__ = ("_ends4", "_ends6", "_starts4", "_starts6", "networks")
+
+    def __init__(self, entries: Iterable[str | IPNetwork] = (), *, option: str = "networks"):
+        if isinstance(entries, str):
+            raise ConfigError(f"{option}: expected a list of networks, got the string {entries!r}")
+        networks: list[IPNetwork] = []
+        for entry in entries:
+            if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
+                networks.append(entry)
+            elif isinstance(entry, str):
+                networks.append(parse_network(entry, option=option))
+            else:
+                raise ConfigError(f"{option}: {entry!r} is not an IP address or network")
+        self.networks: tuple[IPNetwork, ...] = tuple(networks)
+        spans = [(n.version, int(n.network_address), int(n.broadcast_address)) for n in networks]
+        self._starts4, self._ends4 = _merge([(s, e) for v, s, e in spans if v == 4])
+        self._starts6, self._ends6 = _merge([(s, e) for v, s, e in spans if v == 6])
+
+    def __contains__(self, address: object) -> bool:
+        if isinstance(address, str):
+            address = parse_address(address)
+        if isinstance(address, ipaddress.IPv4Address):
+            starts, ends = self._starts4, self._ends4
+        elif isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return address.ipv4_mapped in self
+            starts, ends = self._starts6, self._ends6
+        else:
+            return False
+        value = int(address)
+        index = bisect_right(starts, value) - 1
+        return index >= 0 and value <= ends[index]
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NetworkSet):
+            return NotImplemented
+        return (self._starts4, self._ends4, self._starts6, self._ends6) == (
+            other._starts4,
+            other._ends4,
+            other._starts6,
+            other._ends6,
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self._starts4), tuple(self._starts6), len(self.networks)))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(str(n) for n in self.networks[:4])
+        more = f", ... {len(self.networks) - 4} more" if len(self.networks) > 4 else ""
+        return f"NetworkSet([{shown}{more}])"

@@ -1,0 +1,56 @@
+"""PasteDeploy entry points, so the middlewares work in an existing ``[pipeline:main]``.
+
+Ini values are strings; each is read as a TOML value when it parses as one
+(``allow = ["10.0.0.0/8"]``, ``debug = true``, ``burst = 5``) and kept as a
+string otherwise (``limits = 100/minute``).
+
+    [filter:errors]
+    use = egg:wsgistack#error_catcher
+    debug = false
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._types import WSGIApplication
+from .errors import ConfigError
+from .pipeline import resolve_factory
+
+__all__ = ["ini_value", "make_filter_factory"]
+
+FilterFactory = Callable[..., Callable[[WSGIApplication], WSGIApplication]]
+
+
+def ini_value(text: str) -> Any:
+    """A PasteDeploy option value as the TOML value it spells, else the string itself."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _options(local_conf: Mapping[str, str]) -> dict[str, Any]:
+    return {key: ini_value(value) for key, value in local_conf.items()}
+
+
+def make_filter_factory(use: str) -> FilterFactory:
+    """A ``paste.filter_factory`` for the built-in (or ``module:attr``) middleware ``use``."""
+
+    def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Any:
+        factory, _ = resolve_factory(use)
+        options = _options(local_conf)
+
+        def wrap(app: WSGIApplication) -> WSGIApplication:
+            # PasteDeploy calls this while loading, so a bad option fails at start-up.
+            try:
+                return factory(app, **options)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"filter {use}: {exc}") from exc
+
+        return wrap
+
+    filter_factory.__name__ = filter_factory.__qualname__ = f"{use}_filter_factory"
+    return filter_factory

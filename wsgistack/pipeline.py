@@ -1,0 +1,209 @@
+"""Pipelines as data: the same stack as ``compose()``, from a TOML file or a dict.
+
+    # stack.toml
+    [[layer]]
+    use = "error_catcher"                              # a built-in name ...
+    [[layer]]
+    use = "werkzeug.middleware.proxy_fix:ProxyFix"     # ... or any module:attr
+    x_for = 1
+    [app]
+    use = "myproject.wsgi:application"
+
+    application = load_pipeline("stack.toml")
+
+Every error names the file, the layer and the option, e.g.
+``stack.toml: layer 2 (ip_filter): unknown option 'alow' (did you mean 'allow'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ._types import WSGIApplication
+from .compose import compose
+from .errors import ConfigError
+from .loader import import_object, load_app
+
+__all__ = ["BUILTINS", "Builtin", "build_pipeline", "load_pipeline", "resolve_factory"]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in name: where its factory lives and whether it wraps an app or is one.
+
+    ``app_options`` name options whose values are app specs, and ``app_maps``
+    options whose values map names to app specs; both are built recursively.
+    """
+
+    target: str
+    kind: Literal["layer", "app"] = "layer"
+    app_options: tuple[str, ...] = ()
+    app_maps: tuple[str, ...] = ()
+
+
+#: Built-in names usable as ``use = "..."``; grows as middlewares land.
+BUILTINS: dict[str, Builtin] = {}
+
+_PIPELINE_KEYS = ("layer", "app")
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
+    """The factory named by ``use``: a built-in name or a ``module:attr`` path."""
+    if not isinstance(use, str) or not use:
+        raise ConfigError(f"'use' must be a built-in name or 'module:attr', got {use!r}")
+    builtin = BUILTINS.get(use)
+    if builtin is not None:
+        return import_object(builtin.target), builtin
+    if ":" not in use:
+        names = sorted(BUILTINS)
+        known = ", ".join(names) if names else "none yet"
+        raise ConfigError(
+            f"unknown built-in {use!r}{_suggest(use, names)}; built-ins: {known}; "
+            "or give 'module:attr'"
+        )
+    return import_object(use, allow_call=True), None
+
+
+def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip: int) -> None:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = list(signature.parameters.values())[skip:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in options:
+        if name not in accepted:
+            raise ConfigError(f"unknown option {name!r}{_suggest(name, accepted)}")
+
+
+class _Builder:
+    """Builds apps and layers from config, carrying the source name for messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {message}")
+
+    def _options(self, table: Mapping[str, Any], builtin: Builtin | None, where: str) -> dict:
+        options = {k: v for k, v in table.items() if k != "use"}
+        if builtin is None:
+            return options
+        for name in builtin.app_options:
+            if name in options and options[name] is not None:
+                options[name] = self.app(options[name], f"{where} {name}")
+        for name in builtin.app_maps:
+            if name in options:
+                value = options[name]
+                if not isinstance(value, Mapping):
+                    raise self.fail(where, f"option {name!r} must be a table, got {value!r}")
+                options[name] = {k: self.app(v, f"{where} {name}.{k}") for k, v in value.items()}
+        return options
+
+    def _construct(self, factory: Any, options: dict, where: str, skip: int, *head: Any) -> Any:
+        try:
+            _check_options(factory, options, skip)
+            return factory(*head, **options)
+        except ConfigError as exc:
+            raise self.fail(where, str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise self.fail(where, str(exc)) from exc
+
+    def layer(self, table: Any, index: int) -> Callable[[WSGIApplication], WSGIApplication]:
+        if not isinstance(table, Mapping) or "use" not in table:
+            raise self.fail(f"layer {index}", "each [[layer]] needs use = 'name' or 'module:attr'")
+        use = table["use"]
+        where = f"layer {index} ({use})"
+        try:
+            factory, builtin = resolve_factory(use)
+        except ConfigError as exc:
+            raise self.fail(where, str(exc)) from None
+        if builtin is not None and builtin.kind == "app":
+            raise self.fail(where, f"{use!r} is an app, not a layer; put it in [app]")
+        options = self._options(table, builtin, where)
+        if not callable(factory):
+            raise self.fail(where, f"{use!r} is not callable")
+
+        def build(app: WSGIApplication) -> WSGIApplication:
+            return self._construct(factory, options, where, 1, app)
+
+        build.__qualname__ = build.__name__ = f"layer {index} ({use})"
+        return build
+
+    def app(self, spec: Any, where: str = "app") -> WSGIApplication:
+        if isinstance(spec, str):
+            try:
+                return load_app(spec)
+            except ConfigError as exc:
+                raise self.fail(where, str(exc)) from None
+        if not isinstance(spec, Mapping):
+            raise self.fail(where, f"expected 'module:attr' or a table, got {spec!r}")
+        if "use" not in spec:
+            return self.pipeline(spec, where)
+        use = spec["use"]
+        where = f"{where} ({use})"
+        try:
+            factory, builtin = resolve_factory(use)
+        except ConfigError as exc:
+            raise self.fail(where, str(exc)) from None
+        if builtin is not None and builtin.kind == "layer":
+            raise self.fail(where, f"{use!r} is a layer, not an app; put it in [[layer]]")
+        options = self._options(spec, builtin, where)
+        if builtin is None and not options:
+            if not callable(factory):
+                raise self.fail(where, f"{use!r} is not a WSGI app (not callable)")
+            return factory
+        return self._construct(factory, options, where, 0)
+
+    def pipeline(self, config: Any, where: str = "") -> WSGIApplication:
+        prefix = f"{where}: " if where else ""
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{self.source}: {prefix}expected a table, got {config!r}")
+        for key in config:
+            if key not in _PIPELINE_KEYS:
+                raise ConfigError(
+                    f"{self.source}: {prefix}unknown key {key!r}"
+                    f"{_suggest(key, list(_PIPELINE_KEYS))}; a pipeline has [[layer]] and [app]"
+                )
+        if "app" not in config:
+            raise ConfigError(f"{self.source}: {prefix}no [app]: a pipeline needs an app to serve")
+        layers = config.get("layer", [])
+        if not isinstance(layers, list):
+            raise ConfigError(f"{self.source}: {prefix}'layer' must be an array of tables")
+        built = [self.layer(table, index) for index, table in enumerate(layers, start=1)]
+        app = self.app(config["app"], f"{where} app".strip())
+        try:
+            return compose(*built, app)
+        except TypeError as exc:
+            raise ConfigError(f"{self.source}: {prefix}{exc}") from exc
+
+
+def build_pipeline(config: Mapping[str, Any], *, source: str = "<pipeline>") -> WSGIApplication:
+    """Build the app a pipeline dict describes (the parsed form of a TOML file)."""
+    return _Builder(source).pipeline(config)
+
+
+def load_pipeline(path: str | Path) -> WSGIApplication:
+    """Build the app a TOML pipeline file describes."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            config = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return build_pipeline(config, source=str(path))

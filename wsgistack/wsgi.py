@@ -1,0 +1,62 @@
+"""Shared WSGI plumbing: closing response iterables exactly once.
+
+Every layer that wraps an ``app_iter`` uses :class:`ClosingIterator`, so the
+inner ``close()`` runs once, also when iteration raised, and every cleanup runs
+even when an earlier one fails (PEP 3333, "the close() method").
+
+    body = ClosingIterator(app(environ, start_response), release_connection)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+__all__ = ["ClosingIterator", "close_iterable", "run_cleanups"]
+
+
+def run_cleanups(callbacks: Iterable[Callable[[], object]]) -> None:
+    """Call every callback; if any raised, re-raise the first error after all ran."""
+    first: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except BaseException as exc:  # collected, re-raised below
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+def close_iterable(iterable: object) -> None:
+    """Call ``iterable.close()`` if it has one (PEP 3333)."""
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
+
+
+class ClosingIterator:
+    """Iterate over ``iterable``; on ``close()`` close it, then run ``callbacks``.
+
+    ``close()`` is idempotent: the second call does nothing, so a server and a
+    layer that both close cannot close the inner iterable twice.
+    """
+
+    __slots__ = ("_callbacks", "_closed", "_iterable", "_iterator")
+
+    def __init__(self, iterable: Iterable[bytes], *callbacks: Callable[[], object]) -> None:
+        self._iterable = iterable
+        self._iterator: Iterator[bytes] = iter(iterable)
+        self._callbacks = callbacks
+        self._closed = False
+
+    def __iter__(self) -> ClosingIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        run_cleanups([lambda: close_iterable(self._iterable), *self._callbacks])
