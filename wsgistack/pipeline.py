@@ -136,6 +136,10 @@ class _Builder:
         options = self._options(table, builtin, where)
         if not callable(factory):
             raise self.fail(where, f"{use!r} is not callable")
+        try:  # option names are checked in file order, before the app is loaded
+            _check_options(factory, options, 1)
+        except ConfigError as exc:
+            raise self.fail(where, str(exc)) from None
 
         def build(app: WSGIApplication) -> WSGIApplication:
             return self._construct(factory, options, where, 1, app)

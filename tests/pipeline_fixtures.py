@@ -1,0 +1,56 @@
+"""Small real middlewares and apps that the foundation tests stack and load by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from wsgistack._types import StartResponse, WSGIApplication, WSGIEnvironment
+from wsgistack.errors import ConfigError
+from wsgistack.paste import make_filter_factory
+
+
+class Tagger:
+    """Records ``tag`` in ``environ["tests.tags"]`` ."""
+
+    def __init__(self, app: WSGIApplication, *, tag: str, strict: bool = False) -> None:
+        if not isinstance(tag, str) or not tag:
+            raise ConfigError(f"Tagger: tag: expected a non-empty string, got {tag!r}")
+        self.app = app
+        self.tag = tag
+        self.strict = strict
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.setdefault("tests.tags", []).append(self.tag)
+        return self.app(environ, start_response)
+
+    def __repr__(self) -> str:
+        return f"Tagger(tag={self.tag!r})"
+
+
+def tags_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Answers with the tags the request collected on its way down, in order."""
+    body = ",".join(environ.get("tests.tags", [])).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def make_tags_app(greeting: str = "") -> WSGIApplication:
+    """A factory in gunicorn's ``module:factory()`` style."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        body = (greeting + ",".join(environ.get("tests.tags", []))).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    return app
+
+
+not_an_app = 42
+
+#: A paste.filter_factory built the way wsgistack.paste builds its entry points.
+tagger_filter_factory = make_filter_factory("tests.pipeline_fixtures:Tagger")
+
+
+def tags_app_factory(global_conf: dict, **local_conf: str) -> WSGIApplication:
+    """A paste.app_factory for the PasteDeploy test."""
+    return tags_app

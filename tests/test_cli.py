@@ -1,0 +1,58 @@
+"""``wsgistack check``: validate a pipeline file without serving it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[[layer]]
+use = "tests.pipeline_fixtures:Tagger"
+tag = "a"
+[app]
+use = "tests.pipeline_fixtures:tags_app"
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_prints_the_stack(tmp_path):
+    path = tmp_path / "stack.toml"
+    path.write_text(GOOD)
+    result = run("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{path}: ok",
+        "Tagger(tag='a')",
+        "tests.pipeline_fixtures.tags_app",
+    ]
+
+
+def test_check_fails_with_the_reason(tmp_path):
+    path = tmp_path / "stack.toml"
+    path.write_text(GOOD.replace('tag = "a"', 'tga = "a"'))
+    result = run("check", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"wsgistack check: error: {path}: layer 1 (tests.pipeline_fixtures:Tagger): "
+        "unknown option 'tga' (did you mean 'tag'?)"
+    )
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).with_name("wsgistack")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "check" in result.stdout

@@ -1,0 +1,165 @@
+"""compose(), use() and describe(): order, third-party layers, errors."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import pytest
+from flask import Flask
+from webtest import TestApp
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from tests.conftest import hello_app
+from tests.pipeline_fixtures import Tagger, tags_app
+from wsgistack import compose, describe, use
+from wsgistack.wsgi import close_iterable
+
+
+def test_layers_run_in_the_order_they_are_listed(checked):
+    stack = compose(
+        use(Tagger, tag="outer"),
+        use(Tagger, tag="middle"),
+        functools.partial(Tagger, tag="inner"),
+        checked(tags_app),
+    )
+    assert TestApp(checked(stack)).get("/").text == "outer,middle,inner"
+
+
+def test_compose_returns_the_outermost_layer_itself():
+    stack = compose(use(Tagger, tag="a"), use(Tagger, tag="b"), tags_app)
+    assert isinstance(stack, Tagger) and stack.tag == "a"
+    assert stack.app.tag == "b" and stack.app.app is tags_app
+
+
+def test_an_app_alone_is_returned_unchanged():
+    assert compose(tags_app) is tags_app
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        pytest.param([functools.partial(ProxyFix, x_for=1, x_proto=1)], id="partial"),
+        pytest.param([use(ProxyFix, x_for=1), use(ProxyFix, x_proto=1)], id="use"),
+    ],
+)
+def test_werkzeug_proxyfix_joins_as_partial_and_as_use(checked, layers):
+    seen = {}
+
+    def spy(environ, start_response):
+        seen["addr"], seen["scheme"] = environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]
+        return hello_app(environ, start_response)
+
+    stack = compose(*layers, checked(spy))
+    TestApp(checked(stack)).get(
+        "/",
+        headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+        extra_environ={"REMOTE_ADDR": "10.0.0.1"},
+    )
+    assert seen == {"addr": "203.0.113.7", "scheme": "https"}
+
+
+def test_a_plain_function_is_a_layer_and_describe_sees_through_it(checked):
+    def shout(app):
+        def wrapped(environ, start_response):
+            body = app(environ, start_response)
+            try:
+                return [chunk.upper() for chunk in body]
+            finally:
+                close_iterable(body)
+
+        return wrapped
+
+    stack = compose(use(Tagger, tag="t"), shout, checked(tags_app))
+    assert TestApp(checked(stack)).get("/").text == "T"
+    lines = describe(stack).splitlines()
+    assert lines[0] == "Tagger(tag='t')"
+    assert lines[1].endswith("shout.<locals>.wrapped")
+    assert len(lines) == 3
+
+
+def test_describe_lists_each_layer_outermost_first_without_calling():
+    called = []
+
+    def app(environ, start_response):  # pragma: no cover - must never run
+        called.append(1)
+        return []
+
+    stack = compose(use(Tagger, tag="a"), functools.partial(ProxyFix, x_for=1), app)
+    assert describe(stack).splitlines() == [
+        "Tagger(tag='a')",
+        "werkzeug.middleware.proxy_fix.ProxyFix",
+        "tests.test_compose.test_describe_lists_each_layer_outermost_first_without_calling"
+        ".<locals>.app",
+    ]
+    assert called == []
+
+
+def test_describe_shows_mounts_as_an_indented_tree():
+    class Mounts:
+        def __init__(self):
+            self.mounts = {"/api": compose(use(Tagger, tag="api"), tags_app)}
+            self.default = tags_app
+
+        def __call__(self, environ, start_response):  # pragma: no cover - never called
+            return tags_app(environ, start_response)
+
+        def __repr__(self):
+            return "Mounts()"
+
+    text = describe(compose(use(Tagger, tag="top"), Mounts()))
+    assert text.splitlines() == [
+        "Tagger(tag='top')",
+        "Mounts()",
+        "  /api ->",
+        "    Tagger(tag='api')",
+        "    tests.pipeline_fixtures.tags_app",
+        "  (default) ->",
+        "    tests.pipeline_fixtures.tags_app",
+    ]
+
+
+def test_use_repr_shows_the_options():
+    assert repr(use(Tagger, tag="x", strict=True)) == "use(Tagger, tag='x', strict=True)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param((), "needs the app as its last argument", id="nothing"),
+        pytest.param(
+            (use(Tagger, tag="a"),), "the last argument must be the WSGI app", id="layer-last"
+        ),
+        pytest.param(
+            (use(Tagger, tag="a"), 42), "the app (argument 2) is not callable", id="app-42"
+        ),
+        pytest.param(("ProxyFix", tags_app), "argument 1 ('ProxyFix') is not a layer", id="str"),
+        pytest.param(
+            (tags_app, tags_app),
+            "argument 1 (tests.pipeline_fixtures.tags_app) is a WSGI app",
+            id="app-as-layer",
+        ),
+    ],
+)
+def test_wrong_shapes_fail_at_compose_time(args, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        compose(*args)
+
+
+def test_a_flask_app_where_a_layer_belongs_is_named():
+    flask_app = Flask("shop")
+    with pytest.raises(TypeError, match=r"argument 2 \(<Flask 'shop'>\) is a WSGI app"):
+        compose(use(Tagger, tag="a"), flask_app, tags_app)
+
+
+def test_a_layer_that_returns_no_app_is_named():
+    def broken(app):
+        return None
+
+    with pytest.raises(TypeError, match=r"layer 1 \(.*broken\) returned None, not a WSGI app"):
+        compose(broken, tags_app)
+
+
+def test_a_bad_option_fails_when_the_layer_is_built():
+    with pytest.raises(ValueError, match="Tagger: tag: expected a non-empty string, got ''"):
+        compose(use(Tagger, tag=""), tags_app)

@@ -1,0 +1,60 @@
+"""The module:attr loader, gunicorn's convention."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import pipeline_fixtures
+from wsgistack.errors import ConfigError
+from wsgistack.loader import import_object, load_app
+
+FIX = "tests.pipeline_fixtures"
+
+
+def test_module_attr():
+    assert load_app(FIX + ":tags_app") is pipeline_fixtures.tags_app
+
+
+def test_module_alone_means_application(tmp_path, monkeypatch):
+    (tmp_path / "site_wsgi.py").write_text(
+        "def application(environ, start_response):\n    return []\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_app("site_wsgi").__name__ == "application"
+
+
+def test_factory_call_with_literal_arguments():
+    app = load_app(FIX + ":make_tags_app('hi ')")
+    assert app.__qualname__ == "make_tags_app.<locals>.app"
+
+
+def test_dotted_attribute():
+    assert import_object(FIX + ":Tagger.__call__") is pipeline_fixtures.Tagger.__call__
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param("no_such_module_xyz:app", "no module named 'no_such_module_xyz'", id="module"),
+        pytest.param(FIX + ":nope", "has no attribute 'nope'", id="attr"),
+        pytest.param(FIX + ":not_an_app", "int object is not a WSGI app", id="int"),
+        pytest.param(FIX + ":make_tags_app(x)", "must be literals", id="nonliteral"),
+        pytest.param(FIX + ":1+", "is not an attribute name or a call", id="syntax"),
+        pytest.param("", "expected 'module:attr'", id="empty"),
+    ],
+)
+def test_errors_name_the_spec(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        load_app(spec)
+
+
+def test_calls_are_refused_where_an_object_is_expected():
+    with pytest.raises(ConfigError, match="a call is not allowed here"):
+        import_object(FIX + ":make_tags_app()")
+
+
+def test_a_module_that_fails_to_import_says_why(tmp_path, monkeypatch):
+    (tmp_path / "broken_mod.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="importing 'broken_mod' failed"):
+        load_app("broken_mod:app")

@@ -1,0 +1,56 @@
+"""PasteDeploy: wsgistack filters inside a real [pipeline:main] ini."""
+
+from __future__ import annotations
+
+import pytest
+from paste.deploy import loadapp
+from webtest import TestApp
+
+from wsgistack.errors import ConfigError
+from wsgistack.paste import ini_value
+
+INI = """
+[pipeline:main]
+pipeline = first last app
+
+[filter:first]
+use = call:tests.pipeline_fixtures:tagger_filter_factory
+tag = one
+
+[filter:last]
+use = call:tests.pipeline_fixtures:tagger_filter_factory
+tag = two
+strict = {strict}
+
+[app:app]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def test_a_paste_pipeline_loads_and_runs_in_order(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(INI.format(strict="true"))
+    app = loadapp(f"config:{ini}")
+    assert TestApp(app).get("/").text == "one,two"
+    assert app.app.strict is True
+
+
+def test_a_bad_option_fails_while_loading(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(INI.format(strict="true").replace("tag = two", "tag = ''"))
+    with pytest.raises(ConfigError, match=r"tests\.pipeline_fixtures:Tagger: Tagger: tag"):
+        loadapp(f"config:{ini}")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        pytest.param('["10.0.0.0/8", "::1"]', ["10.0.0.0/8", "::1"], id="list"),
+        pytest.param("true", True, id="bool"),
+        pytest.param("5", 5, id="int"),
+        pytest.param("100/minute", "100/minute", id="plain-string"),
+        pytest.param('"quoted"', "quoted", id="toml-string"),
+    ],
+)
+def test_ini_values_read_as_toml_where_they_parse(text, value):
+    assert ini_value(text) == value

@@ -1,0 +1,158 @@
+"""Pipelines from TOML files and dicts, and the messages their mistakes get."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from webtest import TestApp
+
+from tests.pipeline_fixtures import Tagger
+from wsgistack import build_pipeline, describe, load_pipeline
+from wsgistack.errors import ConfigError
+from wsgistack.pipeline import BUILTINS, Builtin
+
+STACK = """
+[[layer]]
+use = "tests.pipeline_fixtures:Tagger"
+tag = "first"
+
+[[layer]]
+use = "werkzeug.middleware.proxy_fix:ProxyFix"
+x_for = 1
+
+[[layer]]
+use = "tests.pipeline_fixtures:Tagger"
+tag = "last"
+
+[app]
+use = "tests.pipeline_fixtures:tags_app"
+"""
+
+
+@pytest.fixture
+def builtins(monkeypatch):
+    """Two real entries in the registry: a layer and an app factory."""
+    monkeypatch.setitem(BUILTINS, "tagger", Builtin("tests.pipeline_fixtures:Tagger"))
+    monkeypatch.setitem(
+        BUILTINS, "tags_site", Builtin("tests.pipeline_fixtures:make_tags_app", kind="app")
+    )
+
+
+def write(tmp_path, text):
+    path = tmp_path / "stack.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_toml_pipeline_serves_in_order(tmp_path):
+    app = load_pipeline(write(tmp_path, STACK))
+    assert TestApp(app).get("/").text == "first,last"
+    assert describe(app).splitlines() == [
+        "Tagger(tag='first')",
+        "werkzeug.middleware.proxy_fix.ProxyFix",
+        "Tagger(tag='last')",
+        "tests.pipeline_fixtures.tags_app",
+    ]
+
+
+def test_a_dict_pipeline_with_builtin_names(builtins):
+    app = build_pipeline(
+        {
+            "layer": [{"use": "tagger", "tag": "a"}, {"use": "tagger", "tag": "b"}],
+            "app": {"use": "tags_site", "greeting": "tags: "},
+        }
+    )
+    assert isinstance(app, Tagger)
+    assert TestApp(app).get("/").text == "tags: a,b"
+
+
+def test_app_as_a_string_and_as_a_factory_call():
+    app = build_pipeline({"app": "tests.pipeline_fixtures:make_tags_app('hey ')"})
+    assert TestApp(app).get("/").text == "hey "
+
+
+def test_nested_pipeline_as_the_app():
+    app = build_pipeline(
+        {
+            "layer": [{"use": "tests.pipeline_fixtures:Tagger", "tag": "outer"}],
+            "app": {
+                "layer": [{"use": "tests.pipeline_fixtures:Tagger", "tag": "inner"}],
+                "app": "tests.pipeline_fixtures:tags_app",
+            },
+        }
+    )
+    assert TestApp(app).get("/").text == "outer,inner"
+
+
+BAD = [
+    pytest.param(
+        {"layer": [{"use": "tagger", "tag": "a"}, {"use": "tagger", "tg": "b"}], "app": "x:y"},
+        "stack.toml: layer 2 (tagger): unknown option 'tg' (did you mean 'tag'?)",
+        id="unknown-option",
+    ),
+    pytest.param(
+        {"layer": [{"use": "tagerr", "tag": "a"}], "app": "x:y"},
+        "stack.toml: layer 1 (tagerr): unknown built-in 'tagerr' (did you mean 'tagger'?)",
+        id="unknown-builtin",
+    ),
+    pytest.param(
+        {"layer": [{"use": "tagger", "tag": ""}], "app": "tests.pipeline_fixtures:tags_app"},
+        "stack.toml: layer 1 (tagger): Tagger: tag: expected a non-empty string, got ''",
+        id="bad-value",
+    ),
+    pytest.param(
+        {"layer": [{"use": "tagger"}], "app": "tests.pipeline_fixtures:tags_app"},
+        "stack.toml: layer 1 (tagger): ",
+        id="missing-option",
+    ),
+    pytest.param(
+        {"layer": [{"tag": "a"}], "app": "x:y"},
+        "stack.toml: layer 1: each [[layer]] needs use = 'name' or 'module:attr'",
+        id="no-use",
+    ),
+    pytest.param(
+        {"layer": [{"use": "tags_site"}], "app": "x:y"},
+        "stack.toml: layer 1 (tags_site): 'tags_site' is an app, not a layer; put it in [app]",
+        id="app-as-layer",
+    ),
+    pytest.param(
+        {"app": {"use": "tagger", "tag": "a"}},
+        "stack.toml: app (tagger): 'tagger' is a layer, not an app; put it in [[layer]]",
+        id="layer-as-app",
+    ),
+    pytest.param({"layer": []}, "stack.toml: no [app]", id="no-app"),
+    pytest.param(
+        {"layers": [], "app": "x:y"},
+        "stack.toml: unknown key 'layers' (did you mean 'layer'?)",
+        id="unknown-key",
+    ),
+    pytest.param(
+        {"app": "tests.pipeline_fixtures:nothing_here"},
+        "stack.toml: app: 'tests.pipeline_fixtures:nothing_here': "
+        "'tests.pipeline_fixtures' has no attribute 'nothing_here'",
+        id="app-missing",
+    ),
+    pytest.param(
+        {"app": "tests.pipeline_fixtures:not_an_app"},
+        "stack.toml: app: 'tests.pipeline_fixtures:not_an_app': int object is not a WSGI app",
+        id="app-not-callable",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), BAD)
+def test_errors_name_the_file_the_layer_and_the_option(builtins, config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_pipeline(config, source="stack.toml")
+
+
+def test_a_file_that_is_not_toml(tmp_path):
+    path = write(tmp_path, "[[layer]\nuse=")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not valid TOML")):
+        load_pipeline(path)
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_pipeline(tmp_path / "absent.toml")
