@@ -54,3 +54,6 @@ def make_filter_factory(use: str) -> FilterFactory:
 
     filter_factory.__name__ = filter_factory.__qualname__ = f"{use}_filter_factory"
     return filter_factory
+
+
+error_catcher = make_filter_factory("error_catcher")

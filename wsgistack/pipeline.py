@@ -48,7 +48,9 @@ class Builtin:
 
 
 #: Built-in names usable as ``use = "..."``; grows as middlewares land.
-BUILTINS: dict[str, Builtin] = {}
+BUILTINS: dict[str, Builtin] = {
+    "error_catcher": Builtin("wsgistack.middlewares.errors:ErrorCatcher"),
+}
 
 _PIPELINE_KEYS = ("layer", "app")
 

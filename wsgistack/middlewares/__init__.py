@@ -1,5 +1,10 @@
-"""The stackable middlewares, one module each."""
+"""The stackable middlewares, one module each.
+
+from wsgistack.middlewares import ErrorCatcher
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .errors import ErrorCatcher
+
+__all__ = ["ErrorCatcher"]

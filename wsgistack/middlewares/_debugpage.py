@@ -1,0 +1,56 @@
+"""The debug traceback page: each frame with its source line and local variables.
+
+Everything shown is HTML-escaped and every repr is cut short, so a hostile
+value cannot inject markup and a huge one cannot flood the page.
+"""
+
+from __future__ import annotations
+
+import html
+import reprlib
+import traceback
+from types import TracebackType
+from typing import Any
+
+__all__ = ["debug_page"]
+
+_repr = reprlib.Repr()
+_repr.maxstring = 200
+_repr.maxother = 200
+_repr.maxlevel = 3
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return _repr.repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the page
+        return f"<repr failed: {type(exc).__name__}>"
+
+
+def _frames(tb: TracebackType | None) -> str:
+    parts = []
+    for frame, lineno in traceback.walk_tb(tb):
+        code = frame.f_code
+        line = traceback.FrameSummary(code.co_filename, lineno, code.co_name).line or ""
+        local_rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(_safe_repr(value))}</code>"
+            "</td></tr>"
+            for name, value in sorted(frame.f_locals.items())
+        )
+        parts.append(
+            f"<section><h3>{html.escape(code.co_filename)}:{lineno} in "
+            f"{html.escape(code.co_name)}</h3><pre>{html.escape(line)}</pre>"
+            f"<table>{local_rows}</table></section>"
+        )
+    return "".join(parts)
+
+
+def debug_page(exc_info: tuple[Any, BaseException, TracebackType | None], error_id: str) -> str:
+    """An HTML page describing the exception, for ``ErrorCatcher(debug=True)`` only."""
+    _, error, tb = exc_info
+    summary = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return (
+        "<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body>"
+        f"<h1>{html.escape(summary)}</h1><p>Error id: {html.escape(error_id)}</p>"
+        f"{_frames(tb)}</body></html>"
+    )

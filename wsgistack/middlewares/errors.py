@@ -1,0 +1,271 @@
+"""ErrorCatcher: every failure answered, logged once, and never leaked.
+
+An exception can strike while the app runs, while its result is iterated,
+while it is closed, or after the response headers went out.  Before the
+headers are sent the client gets a clean 500 (HTML, plain text or JSON by
+``Accept``) carrying an error id and nothing about the exception; after they
+are sent ``start_response`` is called with ``exc_info``, so the server aborts
+the connection instead of passing off half a body as a whole one.  Each
+failure is one ERROR log record with the traceback and the same error id.
+
+    application = ErrorCatcher(flask_app.wsgi_app, on_error=[report_to_sentry])
+
+``debug=True`` answers with the traceback and each frame's local variables:
+never turn it on where strangers can reach the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import webob.exc
+
+from .._types import StartResponse, WSGIApplication, WSGIEnvironment
+from ..clientip import client_addr
+from ..errors import ConfigError
+from ..wsgi import close_iterable
+from ._debugpage import debug_page
+
+__all__ = ["ErrorCatcher"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+ErrorHook = Callable[[ExcInfo, WSGIEnvironment, str], object]
+
+ERROR_ID_KEY = "wsgistack.error_id"
+
+
+class _Exchange:
+    """One request's view of the response: has anything reached the wire yet?"""
+
+    __slots__ = ("sent", "start_response")
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self.start_response = start_response
+        self.sent = False
+
+    def begin(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        write = self.start_response(status, headers, exc_info)
+
+        def guarded_write(data: bytes) -> object:
+            # A server sends the headers with the first non-empty write().
+            if data:
+                self.sent = True
+            return write(data)
+
+        return guarded_write
+
+
+class ErrorCatcher:
+    """Answer any exception from the wrapped app with a 500 (or a mapped status).
+
+    :param app: the WSGI app to guard.
+    :param debug: answer with the traceback and frame locals (development only).
+    :param logger: where failures are logged; ``logging.getLogger("wsgistack.errors")``.
+    :param on_error: a callable or a list of callables ``(exc_info, environ, error_id)``,
+        for reporting services; a failing hook is logged and cannot break the response.
+    :param statuses: exception type -> HTTP status, e.g. ``{TimeoutError: 504}``; the
+        most specific class in the exception's MRO wins; anything else is 500.
+    :param pass_http_exceptions: let ``webob.exc.HTTPException`` raised by the app
+        answer as the response it is (a 404 raised deep inside stays a 404).
+    :param error_id_header: the response header carrying the error id.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        /,
+        *,
+        debug: bool = False,
+        logger: logging.Logger | None = None,
+        on_error: ErrorHook | Iterable[ErrorHook] | None = None,
+        statuses: Mapping[type[BaseException], int] | None = None,
+        pass_http_exceptions: bool = True,
+        error_id_header: str = "X-Error-Id",
+    ) -> None:
+        if not isinstance(debug, bool):
+            raise ConfigError(f"ErrorCatcher: debug: expected true or false, got {debug!r}")
+        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+            raise ConfigError(f"ErrorCatcher: logger: expected a logging.Logger, got {logger!r}")
+        hooks = [] if on_error is None else [on_error] if callable(on_error) else list(on_error)
+        for hook in hooks:
+            if not callable(hook):
+                raise ConfigError(f"ErrorCatcher: on_error: {hook!r} is not callable")
+        self.app = app
+        self.debug = debug
+        self.logger = logger or logging.getLogger("wsgistack.errors")
+        self.on_error = tuple(hooks)
+        self.statuses = self._check_statuses(statuses or {})
+        self.pass_http_exceptions = pass_http_exceptions
+        if not isinstance(error_id_header, str) or not error_id_header.isascii():
+            raise ConfigError(f"ErrorCatcher: error_id_header: bad name {error_id_header!r}")
+        self.error_id_header = error_id_header
+        if debug:
+            self.logger.warning(
+                "ErrorCatcher debug=True: tracebacks and local variables are shown to clients"
+            )
+
+    @staticmethod
+    def _check_statuses(statuses: Mapping[Any, Any]) -> dict[type[BaseException], int]:
+        checked: dict[type[BaseException], int] = {}
+        for kind, status in statuses.items():
+            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+                raise ConfigError(f"ErrorCatcher: statuses: {kind!r} is not an exception class")
+            if not isinstance(status, int) or status not in webob.exc.status_map or status < 400:
+                raise ConfigError(
+                    f"ErrorCatcher: statuses: {kind.__name__}: {status!r} is not an error status"
+                )
+            checked[kind] = status
+        return checked
+
+    def __repr__(self) -> str:
+        options = [f"debug={self.debug!r}"] if self.debug else []
+        if self.on_error:
+            options.append(f"on_error={[getattr(h, '__name__', h) for h in self.on_error]!r}")
+        if self.statuses:
+            mapped = {k.__name__: v for k, v in self.statuses.items()}
+            options.append(f"statuses={mapped!r}")
+        return f"ErrorCatcher({', '.join(options)})"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        exchange = _Exchange(start_response)
+        try:
+            body = self.app(environ, exchange.begin)
+        except Exception:
+            return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
+        return _GuardedBody(self, environ, exchange, body)
+
+    def handle(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
+        """Answer a failure with an error response, or abort if the headers went out."""
+        if exchange.sent:
+            # Too late for an error page: log, then let the server abort the connection
+            # (PEP 3333: start_response re-raises exc_info once headers are sent).
+            self.report(environ, exc_info)
+            error = exc_info[1]
+            exchange.start_response(
+                "500 Internal Server Error", [("Content-Type", "text/plain")], exc_info
+            )
+            raise error  # a server that did not re-raise still must not end the body cleanly
+        return self.answer(environ, exchange, exc_info)
+
+    def answer(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
+        """Answer a failure before the headers were sent: a negotiated error response."""
+        error = exc_info[1]
+        if self.pass_http_exceptions and isinstance(error, webob.exc.WSGIHTTPException):
+            return self._respond(error, environ, exchange, exc_info)
+        error_id = self.report(environ, exc_info)
+        status = self._status_for(type(error))
+        headers = [(self.error_id_header, error_id)]
+        if self.debug:
+            page = debug_page(exc_info, error_id)
+            response = webob.exc.status_map[status](
+                body=page, content_type="text/html", charset="utf-8", headers=headers
+            )
+        else:
+            response = webob.exc.status_map[status](detail=f"Error id: {error_id}", headers=headers)
+        return self._respond(response, environ, exchange, exc_info)
+
+    def _respond(
+        self, response: Any, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo
+    ) -> Any:
+        def replace(status: str, headers: list[tuple[str, str]], _: Any = None) -> Any:
+            # PEP 3333: with exc_info, start_response may replace headers not yet sent.
+            return exchange.start_response(status, headers, exc_info)
+
+        return response(environ, replace)
+
+    def _status_for(self, kind: type[BaseException]) -> int:
+        for base in kind.__mro__:
+            status = self.statuses.get(base)
+            if status is not None:
+                return status
+        return 500
+
+    def report(self, environ: WSGIEnvironment, exc_info: ExcInfo) -> str:
+        """Log the failure once and run the hooks; returns the new error id."""
+        error_id = secrets.token_hex(8)
+        environ[ERROR_ID_KEY] = error_id
+        self.logger.error(
+            "error %s: %s %s from %s",
+            error_id,
+            environ.get("REQUEST_METHOD", "-"),
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            client_addr(environ),
+            exc_info=exc_info,
+        )
+        for hook in self.on_error:
+            try:
+                hook(exc_info, environ, error_id)
+            except Exception:
+                self.logger.exception("error %s: on_error hook %r failed", error_id, hook)
+        return error_id
+
+
+class _GuardedBody:
+    """The app's body, with failures in iteration and close() caught."""
+
+    __slots__ = ("_body", "_catcher", "_closed", "_environ", "_exchange", "_iterator")
+
+    def __init__(
+        self, catcher: ErrorCatcher, environ: WSGIEnvironment, exchange: _Exchange, body: Any
+    ) -> None:
+        self._catcher = catcher
+        self._environ = environ
+        self._exchange = exchange
+        self._body = body
+        self._iterator: Iterator[bytes] | None = None
+        self._closed = False
+
+    def __iter__(self) -> _GuardedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            if self._iterator is None:
+                self._iterator = iter(self._body)
+            chunk = next(self._iterator)
+        except StopIteration:
+            raise
+        except Exception:
+            return self._fail(sys.exc_info())  # type: ignore[arg-type]
+        if chunk:
+            self._exchange.sent = True
+        return chunk
+
+    def _fail(self, exc_info: ExcInfo) -> bytes:
+        replacement = self._catcher.handle(self._environ, self._exchange, exc_info)
+        self._iterator = _Replacement(replacement)
+        return next(self._iterator, b"")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close_iterable(self._body)
+        except Exception:
+            # The response is complete by now: log it with an id; nothing is left to answer.
+            self._catcher.report(self._environ, sys.exc_info())  # type: ignore[arg-type]
+        finally:
+            if isinstance(self._iterator, _Replacement):
+                close_iterable(self._iterator.body)
+
+
+class _Replacement:
+    """Iterates an error response's body and keeps it for close()."""
+
+    __slots__ = ("body", "iterator")
+
+    def __init__(self, body: Iterable[bytes]) -> None:
+        self.body = body
+        self.iterator = iter(body)
+
+    def __iter__(self) -> _Replacement:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.iterator)
