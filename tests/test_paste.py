@@ -54,3 +54,27 @@ def test_a_bad_option_fails_while_loading(tmp_path):
 )
 def test_ini_values_read_as_toml_where_they_parse(text, value):
     assert ini_value(text) == value
+
+
+EGG_INI = """
+[pipeline:main]
+pipeline = errors office app
+
+[filter:errors]
+use = egg:wsgistack#error_catcher
+
+[filter:office]
+use = egg:wsgistack#ip_filter
+allow = ["192.0.2.0/24"]
+
+[app:app]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def test_the_installed_entry_points_load_the_builtin_middlewares(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(EGG_INI)
+    app = TestApp(loadapp(f"config:{ini}"))
+    assert app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
+    assert app.get("/", extra_environ={"REMOTE_ADDR": "203.0.113.1"}, status=403)

@@ -86,20 +86,54 @@ class NetworkSet:
         self._starts4, self._ends4 = _merge([(s, e) for v, s, e in spans if v == 4])
         self._starts6, self._ends6 = _merge([(s, e) for v, s, e in spans if v == 6])
 
-    def __contains__(self, address: object) -> bool:
+    def _span(self, address: object) -> tuple[int, int, int] | None:
+        """(version, start, end) of the merged range holding ``address``, if any."""
         if isinstance(address, str):
-            address = parse_address(address)
+            try:
+                address = ipaddress.ip_address(address.strip())
+            except ValueError:
+                return None
         if isinstance(address, ipaddress.IPv4Address):
-            starts, ends = self._starts4, self._ends4
+            version, starts, ends = 4, self._starts4, self._ends4
         elif isinstance(address, ipaddress.IPv6Address):
+            # A mapped address is its IPv4 self first, and still inside any IPv6
+            # network (such as ::/80) that covers ::ffff:0:0/96.
             if address.ipv4_mapped is not None:
-                return address.ipv4_mapped in self
-            starts, ends = self._starts6, self._ends6
+                span = self._span(address.ipv4_mapped)
+                if span is not None:
+                    return span
+            version, starts, ends = 6, self._starts6, self._ends6
         else:
-            return False
+            return None
         value = int(address)
         index = bisect_right(starts, value) - 1
-        return index >= 0 and value <= ends[index]
+        if index >= 0 and value <= ends[index]:
+            return version, starts[index], ends[index]
+        return None
+
+    def __contains__(self, address: object) -> bool:
+        return self._span(address) is not None
+
+    def match(self, address: object) -> str | None:
+        """The network (as text) that holds ``address``, for logs; ``None`` if none does.
+
+        Overlapping and adjacent entries were merged, so this names the
+        largest CIDR block of the merged range that holds the address.
+        """
+        span = self._span(address)
+        if span is None:
+            return None
+        version, start, end = span
+        make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        if isinstance(address, str):
+            address = ipaddress.ip_address(address.strip())
+        candidates = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.insert(0, address.ipv4_mapped)
+        for network in ipaddress.summarize_address_range(make(start), make(end)):
+            if any(c.version == network.version and c in network for c in candidates):
+                return str(network)
+        return None  # pragma: no cover - the span holds the address by construction
 
     def __len__(self) -> int:
         return len(self.networks)

@@ -57,3 +57,4 @@ def make_filter_factory(use: str) -> FilterFactory:
 
 
 error_catcher = make_filter_factory("error_catcher")
+ip_filter = make_filter_factory("ip_filter")

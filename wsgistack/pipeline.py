@@ -50,6 +50,7 @@ class Builtin:
 #: Built-in names usable as ``use = "..."``; grows as middlewares land.
 BUILTINS: dict[str, Builtin] = {
     "error_catcher": Builtin("wsgistack.middlewares.errors:ErrorCatcher"),
+    "ip_filter": Builtin("wsgistack.middlewares.ipfilter:IPFilter"),
 }
 
 _PIPELINE_KEYS = ("layer", "app")

@@ -6,5 +6,6 @@ from wsgistack.middlewares import ErrorCatcher
 from __future__ import annotations
 
 from .errors import ErrorCatcher
+from .ipfilter import IPFilter
 
-__all__ = ["ErrorCatcher"]
+__all__ = ["ErrorCatcher", "IPFilter"]

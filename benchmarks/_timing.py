@@ -1,0 +1,22 @@
+"""Shared timing helpers for the in-process benchmarks: best-of-N per-call cost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def per_call(func: Callable[[], object], *, calls: int, repeat: int = 5) -> float:
+    """Seconds per call, the best of ``repeat`` runs of ``calls`` calls (least noisy)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(calls):
+            func()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def fmt(seconds: float) -> str:
+    """A per-call cost in microseconds."""
+    return f"{seconds * 1e6:9.2f} us"

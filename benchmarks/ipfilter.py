@@ -1,0 +1,80 @@
+"""IPFilter cost per request at 10, 10,000 and 100,000 networks, against a naive filter.
+
+The naive filter is what people write first: ``any(ip in net for net in networks)``
+over ``ipaddress`` networks.  Both run in this process, in the same run.
+
+    python benchmarks/ipfilter.py
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import fmt, per_call
+
+from wsgistack.middlewares import IPFilter
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+class NaiveFilter:
+    def __init__(self, app, deny):
+        self.app = app
+        self.deny = [ipaddress.ip_network(n) for n in deny]
+
+    def __call__(self, environ, start_response):
+        ip = ipaddress.ip_address(environ["REMOTE_ADDR"])
+        if any(ip in net for net in self.deny):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"forbidden"]
+        return self.app(environ, start_response)
+
+
+def networks(count: int, rng: random.Random) -> list[str]:
+    nets = set()
+    while len(nets) < count:
+        prefix = rng.randint(16, 32)
+        address = rng.randint(0, 2**32 - 1) >> (32 - prefix) << (32 - prefix)
+        nets.add(f"{ipaddress.IPv4Address(address)}/{prefix}")
+    return sorted(nets)
+
+
+def start_response(status, headers, exc_info=None):
+    return None
+
+
+def main() -> None:
+    rng = random.Random(7)
+    environ = {"REMOTE_ADDR": "203.0.113.77", "PATH_INFO": "/", "SCRIPT_NAME": ""}
+    results = {}
+    print(f"{'networks':>9} {'IPFilter':>12} {'naive':>12} {'ratio':>9}")
+    for count in (10, 10_000, 100_000):
+        deny = networks(count, rng)
+        deny = [
+            n for n in deny if ipaddress.IPv4Address("203.0.113.77") not in ipaddress.ip_network(n)
+        ]
+        ours = IPFilter(app, deny=deny)
+        naive = NaiveFilter(app, deny)
+
+        def call_ours(ours=ours):
+            ours(dict(environ), start_response)
+
+        def call_naive(naive=naive):
+            naive(dict(environ), start_response)
+
+        fast = per_call(call_ours, calls=20_000)
+        slow = per_call(call_naive, calls=max(5, 200_000 // count), repeat=3)
+        results[count] = fast
+        print(f"{count:>9} {fmt(fast)} {fmt(slow)} {slow / fast:8.1f}x")
+    print(f"IPFilter 100,000 vs 10 networks: {results[100_000] / results[10]:.2f}x the cost")
+
+
+if __name__ == "__main__":
+    main()

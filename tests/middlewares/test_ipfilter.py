@@ -1,0 +1,226 @@
+"""IPFilter: allow/deny semantics, proxies, paths, files with reload, dry run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from wsgiref.validate import validator
+
+import pytest
+from webtest import TestApp
+
+from tests.conftest import hello_app
+from wsgistack import build_pipeline
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import IPFilter
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def client(app, **options):
+    return TestApp(validator(IPFilter(validator(app), **options)))
+
+
+def status_for(app, peer, path="/", **headers):
+    return app.get(
+        path, headers=headers, extra_environ={"REMOTE_ADDR": peer}, expect_errors=True
+    ).status_int
+
+
+RULES = [
+    # (id, options, peer, expected status)
+    ("allow-only-in", {"allow": ["10.0.0.0/8"]}, "10.1.2.3", 200),
+    ("allow-only-out", {"allow": ["10.0.0.0/8"]}, "192.0.2.1", 403),
+    ("deny-only-in", {"deny": ["192.0.2.0/24"]}, "192.0.2.1", 403),
+    ("deny-only-out", {"deny": ["192.0.2.0/24"]}, "198.51.100.1", 200),
+    ("both-deny-wins", {"allow": ["10.0.0.0/8"], "deny": ["10.9.0.0/16"]}, "10.9.1.1", 403),
+    ("both-allowed", {"allow": ["10.0.0.0/8"], "deny": ["10.9.0.0/16"]}, "10.8.1.1", 200),
+    ("both-neither", {"allow": ["10.0.0.0/8"], "deny": ["10.9.0.0/16"]}, "192.0.2.1", 403),
+    (
+        "allow-precedence-exception",
+        {"allow": ["10.9.9.9"], "deny": ["10.0.0.0/8"], "precedence": "allow"},
+        "10.9.9.9",
+        200,
+    ),
+    (
+        "allow-precedence-still-denies",
+        {"allow": ["10.9.9.9"], "deny": ["10.0.0.0/8"], "precedence": "allow"},
+        "10.9.9.8",
+        403,
+    ),
+    ("v6-allow", {"allow": ["2001:db8::/32"]}, "2001:db8::1", 200),
+    ("v6-refused", {"allow": ["2001:db8::/32"]}, "2001:db9::1", 403),
+    ("mapped-peer", {"allow": ["10.0.0.0/8"]}, "::ffff:10.0.0.1", 200),
+    ("mapped-entry", {"deny": ["::ffff:192.0.2.0/120"]}, "192.0.2.77", 403),
+    ("empty-allow-refuses-all", {"allow": []}, "10.0.0.1", 403),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "peer", "expected"), [r[1:] for r in RULES], ids=[r[0] for r in RULES]
+)
+def test_rules(options, peer, expected):
+    assert status_for(client(hello_app, **options), peer) == expected
+
+
+def test_a_spoofed_forwarded_header_from_an_untrusted_peer_is_ignored():
+    app = client(hello_app, allow=["192.0.2.0/24"], trusted_proxies=["10.0.0.0/8"])
+    assert status_for(app, "203.0.113.9", X_Forwarded_For="192.0.2.5") == 403
+    assert status_for(app, "203.0.113.9", Forwarded="for=192.0.2.5") == 403
+
+
+def test_a_trusted_proxy_is_believed():
+    app = client(hello_app, allow=["192.0.2.0/24"], trusted_proxies=["10.0.0.0/8"])
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="192.0.2.5") == 200
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="192.0.2.5, 203.0.113.9") == 403
+
+
+def test_hop_count_mode():
+    app = client(hello_app, deny=["203.0.113.0/24"], trusted_proxies=1)
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="203.0.113.9") == 403
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="203.0.113.9, 198.51.100.1") == 200
+
+
+def test_malformed_forwarded_headers_fall_back_without_error():
+    app = client(hello_app, allow=["10.0.0.0/8"], trusted_proxies=["10.0.0.0/8"])
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="not-an-ip") == 200  # the proxy itself
+    assert status_for(app, "10.0.0.1", X_Forwarded_For="[::1") == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("/admin", 403, id="prefix"),
+        pytest.param("/admin/users", 403, id="below"),
+        pytest.param("/administrator", 200, id="not-a-segment"),
+        pytest.param("/", 200, id="root"),
+        pytest.param("/public/admin", 200, id="elsewhere"),
+    ],
+)
+def test_rules_apply_only_under_the_given_paths(path, expected):
+    app = client(hello_app, allow=["10.0.0.0/8"], paths=["/admin/"])
+    assert status_for(app, "192.0.2.1", path) == expected
+
+
+def test_the_refusal_is_negotiated_and_logged(caplog):
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    app = client(hello_app, deny=["192.0.2.0/24"])
+    response = app.get(
+        "/x",
+        headers={"Accept": "application/json"},
+        extra_environ={"REMOTE_ADDR": "192.0.2.9"},
+        status=403,
+    )
+    assert response.content_type == "application/json"
+    [record] = [r for r in caplog.records if r.name == "wsgistack.ipfilter"]
+    assert record.getMessage() == "IPFilter refused 192.0.2.9 /x: deny 192.0.2.0/24"
+
+
+def test_a_custom_refusal_app():
+    def teapot(environ, start_response):
+        start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
+        return [b"no"]
+
+    app = client(hello_app, deny=["192.0.2.0/24"], refuse=validator(teapot))
+    assert status_for(app, "192.0.2.1") == 418
+
+
+def test_dry_run_logs_but_admits(caplog):
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    app = client(hello_app, allow=["10.0.0.0/8"], dry_run=True)
+    assert status_for(app, "192.0.2.1") == 200
+    assert "would refuse 192.0.2.1 /: not in the allow list" in caplog.text
+
+
+def write_list(path, *lines, mtime=None):
+    path.write_text("\n".join(lines) + "\n")
+    if mtime is not None:
+        os.utime(path, ns=(mtime, mtime))
+
+
+def test_list_files_are_read_and_reloaded_when_they_change(tmp_path, caplog):
+    clock = FakeClock()
+    blocklist = tmp_path / "deny.txt"
+    write_list(blocklist, "# bad actors", "192.0.2.0/24  # a comment", "", mtime=1)
+    app = client(hello_app, deny_files=[blocklist], reload_interval=5, clock=clock)
+    assert status_for(app, "192.0.2.1") == 403
+    assert status_for(app, "198.51.100.1") == 200
+
+    write_list(blocklist, "198.51.100.0/24", mtime=2)
+    assert status_for(app, "198.51.100.1") == 200  # not checked again before the interval
+    clock.now += 5
+    assert status_for(app, "198.51.100.1") == 403
+    assert status_for(app, "192.0.2.1") == 200
+
+
+def test_a_bad_line_on_reload_is_reported_and_the_previous_list_kept(tmp_path, caplog):
+    clock = FakeClock()
+    blocklist = tmp_path / "deny.txt"
+    write_list(blocklist, "192.0.2.0/24", mtime=1)
+    app = client(hello_app, deny_files=[blocklist], clock=clock)
+    write_list(blocklist, "198.51.100.0/24", "not-an-address", mtime=2)
+    clock.now += 10
+    assert status_for(app, "192.0.2.1") == 403
+    assert status_for(app, "198.51.100.1") == 200
+    assert f"{blocklist}:2: 'not-an-address' is not an IP address or network" in caplog.text
+
+
+def test_a_bad_line_at_start_up_fails_loudly(tmp_path):
+    blocklist = tmp_path / "deny.txt"
+    write_list(blocklist, "10.0.0.0/8", "10.0.0.1/8")
+    with pytest.raises(ConfigError, match=r"deny.txt:2: '10.0.0.1/8'"):
+        IPFilter(hello_app, deny_files=[blocklist])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"allow": ["10.0.0.300"]}, "IPFilter: allow: '10.0.0.300'", id="bad-entry"),
+        pytest.param({"allow": "10.0.0.0/8"}, "expected a list, got the string", id="string"),
+        pytest.param({}, "give allow and/or deny", id="nothing"),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "precedence": "first"},
+            "precedence: expected",
+            id="precedence",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "paths": ["admin"]},
+            "must be a path starting with '/'",
+            id="path",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "refuse": 403}, "refuse: 403 is not a WSGI app", id="refuse"
+        ),
+    ],
+)
+def test_bad_options_fail_at_start_up(options, message):
+    with pytest.raises(ConfigError, match=message):
+        IPFilter(hello_app, **options)
+
+
+def test_in_a_pipeline_and_its_typo_message():
+    app = build_pipeline(
+        {
+            "layer": [{"use": "ip_filter", "deny": ["192.0.2.0/24"]}],
+            "app": "tests.conftest:hello_app",
+        }
+    )
+    assert repr(app) == "IPFilter(deny=1 networks)"
+    with pytest.raises(ConfigError) as error:
+        build_pipeline(
+            {
+                "layer": [{"use": "error_catcher"}, {"use": "ip_filter", "alow": ["10.0.0.0/8"]}],
+                "app": "x:y",
+            },
+            source="stack.toml",
+        )
+    assert (
+        str(error.value)
+        == "stack.toml: layer 2 (ip_filter): unknown option 'alow' (did you mean 'allow'?)"
+    )

@@ -1,0 +1,115 @@
+"""Who is the client: truth tables for trusted and untrusted peers and headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgistack.clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip
+from wsgistack.errors import ConfigError
+
+LB = ProxyTrust(["10.0.0.0/8", "2001:db8:ffff::/48"])
+FWD = ProxyTrust(["10.0.0.0/8"], header="forwarded")
+
+
+def env(peer, xff=None, forwarded=None):
+    environ = {"REMOTE_ADDR": peer}
+    if xff is not None:
+        environ["HTTP_X_FORWARDED_FOR"] = xff
+    if forwarded is not None:
+        environ["HTTP_FORWARDED"] = forwarded
+    return environ
+
+
+CASES = [
+    # (id, environ, trust, expected)
+    ("no-trust-ignores-xff", env("203.0.113.5", xff="1.2.3.4"), None, "203.0.113.5"),
+    ("untrusted-peer-spoofs", env("203.0.113.5", xff="1.2.3.4"), LB, "203.0.113.5"),
+    ("trusted-peer", env("10.0.0.1", xff="198.51.100.7"), LB, "198.51.100.7"),
+    ("spoof-left-of-real", env("10.0.0.1", xff="1.2.3.4, 198.51.100.7"), LB, "198.51.100.7"),
+    (
+        "chain-of-proxies",
+        env("10.0.0.1", xff="198.51.100.7, 10.0.0.9, 10.0.0.8"),
+        LB,
+        "198.51.100.7",
+    ),
+    ("all-trusted", env("10.0.0.1", xff="10.0.0.3, 10.0.0.2"), LB, "10.0.0.3"),
+    ("no-header", env("10.0.0.1"), LB, "10.0.0.1"),
+    ("garbage-stops-at-nearest", env("10.0.0.1", xff="1.2.3.4, garbage"), LB, "10.0.0.1"),
+    ("garbage-behind-proxy", env("10.0.0.1", xff="nonsense, 10.0.0.7"), LB, "10.0.0.7"),
+    ("empty-entry", env("10.0.0.1", xff="1.2.3.4,,"), LB, "10.0.0.1"),
+    ("ipv6-client", env("2001:db8:ffff::1", xff="2001:db8::42"), LB, "2001:db8::42"),
+    ("mapped-peer", env("::ffff:10.0.0.1", xff="198.51.100.7"), LB, "198.51.100.7"),
+    ("mapped-client", env("10.0.0.1", xff="::ffff:198.51.100.7"), LB, "198.51.100.7"),
+    ("xff-with-port", env("10.0.0.1", xff="198.51.100.7:5555"), LB, "198.51.100.7"),
+    ("xff-bracketed-v6", env("10.0.0.1", xff="[2001:db8::9]:80"), LB, "2001:db8::9"),
+    ("hops-1", env("192.0.2.1", xff="1.1.1.1, 198.51.100.7"), ProxyTrust(hops=1), "198.51.100.7"),
+    ("hops-2", env("192.0.2.1", xff="1.1.1.1, 198.51.100.7"), ProxyTrust(hops=2), "1.1.1.1"),
+    ("hops-too-few", env("192.0.2.1", xff="198.51.100.7"), ProxyTrust(hops=2), "192.0.2.1"),
+    ("hops-garbage", env("192.0.2.1", xff="junk"), ProxyTrust(hops=1), "192.0.2.1"),
+    ("forwarded", env("10.0.0.1", forwarded="for=198.51.100.7;proto=https"), FWD, "198.51.100.7"),
+    (
+        "forwarded-quoted-v6-port",
+        env("10.0.0.1", forwarded='for="[2001:db8::1]:4711"'),
+        FWD,
+        "2001:db8::1",
+    ),
+    (
+        "forwarded-chain",
+        env("10.0.0.1", forwarded="for=1.2.3.4, for=198.51.100.7;by=10.0.0.1, for=10.0.0.5"),
+        FWD,
+        "198.51.100.7",
+    ),
+    ("forwarded-unknown", env("10.0.0.1", forwarded="for=unknown"), FWD, "10.0.0.1"),
+    (
+        "forwarded-obfuscated",
+        env("10.0.0.1", forwarded="for=_hidden, for=10.0.0.4"),
+        FWD,
+        "10.0.0.4",
+    ),
+    ("forwarded-no-for", env("10.0.0.1", forwarded="proto=https"), FWD, "10.0.0.1"),
+    ("forwarded-unbalanced-quote", env("10.0.0.1", forwarded='for="1.2.3.4'), FWD, "10.0.0.1"),
+    ("forwarded-header-not-xff", env("10.0.0.1", xff="1.2.3.4"), FWD, "10.0.0.1"),
+    ("xff-trust-ignores-forwarded", env("10.0.0.1", forwarded="for=1.2.3.4"), LB, "10.0.0.1"),
+    ("unix-socket-peer", env(""), LB, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("environ", "trust", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_who_is_the_client(environ, trust, expected):
+    address = client_ip(environ, trust)
+    assert (None if address is None else str(address)) == expected
+    assert environ[CACHE_KEY] == (expected or "")
+
+
+def test_the_answer_is_cached_for_later_layers():
+    environ = env("10.0.0.1", xff="198.51.100.7")
+    assert str(client_ip(environ, LB)) == "198.51.100.7"
+    environ["HTTP_X_FORWARDED_FOR"] = "6.6.6.6"  # a later change does not make layers disagree
+    assert client_addr(environ) == "198.51.100.7"
+    assert str(client_ip(environ, LB)) == "198.51.100.7"
+
+
+def test_a_layer_with_other_trust_recomputes():
+    environ = env("10.0.0.1", xff="198.51.100.7")
+    assert str(client_ip(environ, LB)) == "198.51.100.7"
+    assert str(client_ip(environ, ProxyTrust(["192.168.0.0/16"]))) == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(["10.0.0.300"], "not an IP address or network", id="bad-network"),
+        pytest.param(True, "expected networks or a hop count", id="bool"),
+        pytest.param(-1, "hops must be a whole number", id="negative"),
+    ],
+)
+def test_bad_trust_fails_at_start_up(value, message):
+    with pytest.raises(ConfigError, match=message):
+        ProxyTrust.coerce(value)
+
+
+def test_unknown_header_is_refused():
+    with pytest.raises(ConfigError, match="header must be"):
+        ProxyTrust(["10.0.0.0/8"], header="x-real-ip")  # type: ignore[arg-type]

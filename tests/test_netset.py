@@ -1,0 +1,71 @@
+"""NetworkSet agrees with a naive scan of ipaddress networks, on random data."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsgistack.errors import ConfigError
+from wsgistack.netset import NetworkSet, parse_network
+
+
+def v4_networks():
+    return st.builds(
+        lambda addr, plen: ipaddress.IPv4Network((addr, plen), strict=False),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 32),
+    )
+
+
+def v6_networks():
+    return st.builds(
+        lambda addr, plen: ipaddress.IPv6Network((addr, plen), strict=False),
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 128),
+    )
+
+
+addresses = st.one_of(
+    st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+    st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(v4_networks(), v6_networks()), max_size=30), st.lists(addresses, max_size=20)
+)
+def test_matches_the_naive_scan(networks, probes):
+    netset = NetworkSet(networks)
+    for network in networks:  # the edges of every network, where off-by-ones live
+        probes += [network.network_address, network.broadcast_address]
+        if int(network.broadcast_address) < (2**32 if network.version == 4 else 2**128) - 1:
+            probes.append(network.broadcast_address + 1)
+    for address in probes:
+        selves = [address]
+        if address.version == 6 and address.ipv4_mapped is not None:
+            selves.append(address.ipv4_mapped)  # a mapped address is also its IPv4 self
+        naive = any(a.version == n.version and a in n for a in selves for n in networks)
+        assert (address in netset) is naive, (address, networks)
+        assert (netset.match(address) is not None) is naive
+
+
+def test_mapped_addresses_match_their_ipv4_network():
+    netset = NetworkSet(["10.0.0.0/8", "::ffff:192.0.2.0/120"])
+    assert "::ffff:10.1.2.3" in netset
+    assert "192.0.2.200" in netset
+    assert "11.0.0.1" not in netset
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.1/8", "10.0.0", "fe80::zz", ""])
+def test_bad_entries_are_refused(bad):
+    with pytest.raises(ConfigError, match="is not an IP address or network"):
+        parse_network(bad)
+
+
+def test_a_string_is_not_a_list():
+    with pytest.raises(ConfigError, match="expected a list of networks"):
+        NetworkSet("10.0.0.0/8")
