@@ -78,3 +78,32 @@ def test_the_installed_entry_points_load_the_builtin_middlewares(tmp_path):
     app = TestApp(loadapp(f"config:{ini}"))
     assert app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
     assert app.get("/", extra_environ={"REMOTE_ADDR": "203.0.113.1"}, status=403)
+
+
+COMPOSITE_INI = """
+[composite:main]
+use = egg:wsgistack#dispatch
+/tags = tags
+/guarded = guarded
+default = tags
+
+[pipeline:guarded]
+pipeline = office tags
+
+[filter:office]
+use = egg:wsgistack#ip_filter
+deny = ["192.0.2.0/24"]
+
+[app:tags]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def test_the_dispatcher_as_a_paste_composite(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(COMPOSITE_INI)
+    app = TestApp(loadapp(f"config:{ini}"))
+    assert app.get("/tags/x").status_int == 200
+    assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=403)
+    assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "198.51.100.1"}).status_int == 200
+    assert app.get("/anything").status_int == 200

@@ -58,3 +58,20 @@ def make_filter_factory(use: str) -> FilterFactory:
 
 error_catcher = make_filter_factory("error_catcher")
 ip_filter = make_filter_factory("ip_filter")
+
+
+def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
+    """A ``paste.composite_factory``: each ``/prefix = appname`` line mounts an app.
+
+    Like ``paste.urlmap``, keys are prefixes or hosts and values name other
+    sections; ``default = appname`` answers what no mount matches.
+    """
+    from .middlewares.dispatch import PrefixDispatcher
+
+    default_name = local_conf.pop("default", None)
+    redirect = ini_value(local_conf.pop("redirect_slash", "true"))
+    mounts = {
+        key: loader.get_app(name, global_conf=global_conf) for key, name in local_conf.items()
+    }
+    default = loader.get_app(default_name, global_conf=global_conf) if default_name else None
+    return PrefixDispatcher(mounts, default=default, redirect_slash=redirect)

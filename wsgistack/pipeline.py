@@ -49,6 +49,12 @@ class Builtin:
 
 #: Built-in names usable as ``use = "..."``; grows as middlewares land.
 BUILTINS: dict[str, Builtin] = {
+    "dispatch": Builtin(
+        "wsgistack.middlewares.dispatch:PrefixDispatcher",
+        kind="app",
+        app_options=("default",),
+        app_maps=("mounts",),
+    ),
     "error_catcher": Builtin("wsgistack.middlewares.errors:ErrorCatcher"),
     "ip_filter": Builtin("wsgistack.middlewares.ipfilter:IPFilter"),
 }

@@ -5,7 +5,8 @@ from wsgistack.middlewares import ErrorCatcher
 
 from __future__ import annotations
 
+from .dispatch import PrefixDispatcher
 from .errors import ErrorCatcher
 from .ipfilter import IPFilter
 
-__all__ = ["ErrorCatcher", "IPFilter"]
+__all__ = ["ErrorCatcher", "IPFilter", "PrefixDispatcher"]

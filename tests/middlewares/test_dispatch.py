@@ -1,0 +1,218 @@
+"""PrefixDispatcher with real Flask and Django apps mounted side by side."""
+
+from __future__ import annotations
+
+from wsgiref.validate import validator
+
+import pytest
+from flask import Flask, redirect, url_for
+from webtest import TestApp
+
+from tests.djangoapp import application as django_app
+from wsgistack import build_pipeline, compose, describe, use
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher
+
+
+def make_flask() -> Flask:
+    app = Flask("mounted", static_folder=None)
+    app.add_url_rule("/static/<path:filename>", endpoint="static", view_func=lambda filename: "")
+
+    @app.get("/users/<name>")
+    def user(name):
+        return {"self": url_for("user", name=name), "static": url_for("static", filename="a.css")}
+
+    @app.get("/old")
+    def old():
+        return redirect(url_for("user", name="moved"))
+
+    return app
+
+
+def echo(name):
+    def app(environ, start_response):
+        body = f"{name} {environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode("latin-1")
+        start_response("200 OK", [("Content-Type", "text/plain; charset=latin-1")])
+        return [body]
+
+    return validator(app)
+
+
+@pytest.fixture
+def site():
+    dispatcher = PrefixDispatcher(
+        {"/flask": validator(make_flask().wsgi_app), "/django": validator(django_app)},
+        default=echo("default"),
+    )
+    return TestApp(validator(dispatcher))
+
+
+def test_flask_builds_prefixed_urls(site):
+    assert site.get("/flask/users/ann").json == {
+        "self": "/flask/users/ann",
+        "static": "/flask/static/a.css",
+    }
+
+
+def test_flask_redirects_land_under_the_prefix(site):
+    assert site.get("/flask/old", status=302).location.endswith("/flask/users/moved")
+
+
+def test_django_builds_prefixed_urls(site):
+    assert site.get("/django/articles/intro/").json == {
+        "self": "/django/articles/intro/",
+        "path": "/django/articles/intro/",
+        "path_info": "/articles/intro/",
+        "static": "/django/static/site.css",
+    }
+
+
+def test_django_redirects_land_under_the_prefix(site):
+    assert site.get("/django/old/", status=302).location.endswith("/django/articles/home/")
+
+
+def test_unmatched_goes_to_the_default(site):
+    assert site.get("/elsewhere").text == "default |/elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("/api/users", "api /api|/users", id="below"),
+        pytest.param("/api/", "api /api|/", id="slash"),
+        pytest.param("/apiv2/users", "404", id="not-a-segment"),
+        pytest.param("/api/v2/users", "v2 /api/v2|/users", id="longest"),
+        pytest.param("/api/v2x", "api /api|/v2x", id="longest-not-a-segment"),
+        pytest.param("/api//double", "api /api|//double", id="double-slash"),
+        pytest.param("/caf%C3%A9/menu", "cafe /caf\xc3\xa9|/menu", id="utf8"),
+        pytest.param("/a%20b/x", "space /a b|/x", id="percent-encoded"),
+    ],
+)
+def test_segment_boundaries_and_encodings(path, expected):
+    dispatcher = PrefixDispatcher(
+        {"/api": echo("api"), "/api/v2": echo("v2"), "/café": echo("cafe"), "/a b": echo("space")}
+    )
+    response = TestApp(validator(dispatcher)).get(path, expect_errors=True)
+    assert (response.text if response.status_int == 200 else str(response.status_int)) == expected
+
+
+def test_an_existing_script_name_stays_in_front():
+    dispatcher = PrefixDispatcher({"/api": echo("api")})
+    response = TestApp(validator(dispatcher)).get("/api/x", extra_environ={"SCRIPT_NAME": "/site"})
+    assert response.text == "api /site/api|/x"
+
+
+def test_the_bare_prefix_redirects_to_the_slash_keeping_the_query():
+    dispatcher = PrefixDispatcher({"/admin": echo("admin")})
+    app = TestApp(validator(dispatcher))
+    response = app.get("/admin?next=%2Fusers&x=1", status=308)
+    assert response.location == "http://localhost/admin/?next=%2Fusers&x=1"
+    nested = app.get("/admin", extra_environ={"SCRIPT_NAME": "/caf\xc3\xa9"}, status=308)
+    assert nested.location == "http://localhost/caf%C3%A9/admin/"
+
+
+def test_the_bare_prefix_can_pass_through():
+    dispatcher = PrefixDispatcher({"/admin": echo("admin")}, redirect_slash=False)
+    assert TestApp(validator(dispatcher)).get("/admin").text == "admin /admin|"
+
+
+def test_nested_dispatchers():
+    inner = PrefixDispatcher({"/v1": echo("v1")}, default=echo("inner-default"))
+    outer = PrefixDispatcher({"/api": validator(inner)})
+    app = TestApp(validator(outer))
+    assert app.get("/api/v1/items").text == "v1 /api/v1|/items"
+    assert app.get("/api/other").text == "inner-default /api|/other"
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "expected"),
+    [
+        pytest.param("api.example.com", "/x", "api |/x", id="host"),
+        pytest.param("API.Example.COM:8443", "/x", "api |/x", id="case-and-port"),
+        pytest.param("api.example.com", "/v1/x", "api-v1 /v1|/x", id="host-path"),
+        pytest.param("admin.internal:8080", "/x", "admin-8080 |/x", id="host-port"),
+        pytest.param("admin.internal", "/x", "paths |/x", id="port-mismatch"),
+        pytest.param("t1.example.com", "/x", "tenant |/x", id="wildcard"),
+        pytest.param("a.b.example.com", "/x", "tenant |/x", id="wildcard-deep"),
+        pytest.param("example.com", "/x", "paths |/x", id="wildcard-not-apex"),
+        pytest.param("[::1]:8080", "/x", "paths |/x", id="ipv6-literal"),
+    ],
+)
+def test_host_mounts(host, path, expected):
+    dispatcher = PrefixDispatcher(
+        {
+            "api.example.com": echo("api"),
+            "api.example.com/v1": echo("api-v1"),
+            "admin.internal:8080": echo("admin-8080"),
+            "*.example.com": echo("tenant"),
+            "/": echo("paths"),
+        }
+    )
+    assert TestApp(validator(dispatcher)).get(path, headers={"Host": host}).text == expected
+
+
+def test_no_default_is_a_negotiated_404():
+    app = TestApp(validator(PrefixDispatcher({"/a": echo("a")})))
+    response = app.get("/b", headers={"Accept": "application/json"}, status=404)
+    assert response.content_type == "application/json"
+
+
+def test_describe_follows_a_path_through_nested_dispatchers():
+    api = compose(use(ErrorCatcher), PrefixDispatcher({"/v1": echo("v1")}))
+    stack = compose(use(IPFilter, deny=["192.0.2.0/24"]), PrefixDispatcher({"/api": api}))
+    lines = describe(stack, path="/api/v1/users").splitlines()
+    assert lines[:5] == [
+        "IPFilter(deny=1 networks)",
+        "PrefixDispatcher(1 mounts)",
+        "  /api ->",
+        "    ErrorCatcher()",
+        "    PrefixDispatcher(1 mounts)",
+    ]
+    assert lines[5] == "      /v1 ->"
+    assert lines[6].startswith("        wsgiref.validate")
+    assert describe(stack, path="/nowhere").splitlines()[-1] == "  (no mount matches)"
+
+
+def test_describe_shows_the_mounts_as_a_tree():
+    stack = PrefixDispatcher({"/a": echo("a"), "b.example.com": echo("b")})
+    text = describe(stack)
+    assert text.splitlines()[:3] == [
+        "PrefixDispatcher(2 mounts)",
+        "  /a ->",
+        "    wsgiref.validate.validator.<locals>.lint_app",
+    ]
+    assert "  b.example.com ->" in text
+
+
+@pytest.mark.parametrize(
+    ("mounts", "message"),
+    [
+        pytest.param(["/a"], "expected a mapping", id="list"),
+        pytest.param({"/a": 1}, "'/a': 1 is not a WSGI app", id="app"),
+        pytest.param({"/a": echo("x"), "/a/": echo("y")}, "are the same mount", id="dup"),
+        pytest.param({"*foo.com": echo("x")}, "is not a host mount", id="bad-wildcard"),
+    ],
+)
+def test_bad_mounts_fail_at_start_up(mounts, message):
+    with pytest.raises(ConfigError, match=message):
+        PrefixDispatcher(mounts)
+
+
+def test_mounts_in_a_pipeline_with_nested_pipelines():
+    app = build_pipeline(
+        {
+            "app": {
+                "use": "dispatch",
+                "mounts": {
+                    "/hello": "tests.conftest:hello_app",
+                    "/guarded": {
+                        "layer": [{"use": "ip_filter", "deny": ["192.0.2.0/24"]}],
+                        "app": "tests.conftest:hello_app",
+                    },
+                },
+            }
+        }
+    )
+    client = TestApp(validator(app))
+    assert client.get("/hello/x").text == "hello /hello|/x"
+    assert client.get("/guarded/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=403)

@@ -1,0 +1,29 @@
+"""The Flask + Django recipe, driven in its own interpreter (Django settings are global)."""
+
+from __future__ import annotations
+
+DRIVER = """
+import json, warnings
+warnings.simplefilter("error")
+warnings.filterwarnings("ignore", "'cgi' is deprecated", DeprecationWarning)
+from wsgiref.validate import validator
+from webtest import TestApp
+from recipes.mount_flask_and_django import app
+site = TestApp(validator(app))
+print(json.dumps({
+    "api": site.get("/api/users/ann").json,
+    "site": site.get("/site/articles/hi/").json,
+    "slash": site.get("/site?x=1", status=308).location,
+    "index": site.get("/").text,
+    "neighbour": site.get("/apiv2/users/ann").text,
+}))
+"""
+
+
+def test_each_framework_builds_urls_under_its_prefix(in_subprocess):
+    result = in_subprocess(DRIVER)
+    assert result["api"] == {"self": "/api/users/ann"}
+    assert result["site"] == {"self": "/site/articles/hi/"}
+    assert result["slash"] == "http://localhost/site/?x=1"
+    assert "Flask API" in result["index"]
+    assert result["neighbour"] == result["index"]  # /apiv2 is not /api: the index answers

@@ -1,0 +1,260 @@
+"""PrefixDispatcher: many apps in one process, each under its own prefix or host name.
+
+Each mounted app believes it is the whole site: the matched prefix moves from
+``PATH_INFO`` to ``SCRIPT_NAME`` (PEP 3333), so Flask's ``url_for`` and
+Django's ``reverse`` build prefixed URLs by themselves.
+
+    application = PrefixDispatcher({
+        "/api": flask_app.wsgi_app,
+        "/admin": django_application,
+        "docs.example.com": docs_app,         # a host
+        "*.example.com/v1": tenant_app,       # any subdomain, under /v1
+    }, default=legacy_app)
+
+Rules: the longest prefix wins, matched on whole path segments (``/api``
+does not match ``/apiv2``); host mounts are tried before path-only ones, an
+exact host before a wildcard, and a host with a port only on that port.
+Matching walks the request path's segments through dicts: its cost does not
+grow with the number of mounts.  ``/admin`` (no slash) is redirected to
+``/admin/`` with the query string kept, unless ``redirect_slash=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import webob.exc
+
+from .._types import StartResponse, WSGIApplication, WSGIEnvironment
+from ..errors import ConfigError
+
+__all__ = ["PrefixDispatcher"]
+
+
+@dataclass(slots=True)
+class _Table:
+    """The mounts of one host (or of any host): canonical prefix -> (label, app).
+
+    ``depths`` lists the segment counts that have a mount, deepest first, so a
+    lookup tries at most that many prefixes of the path, however many mounts.
+    """
+
+    mounts: dict[str, tuple[str, WSGIApplication]] = field(default_factory=dict)
+    depths: tuple[int, ...] = ()
+
+
+def _wsgi_str(text: str) -> str:
+    """A unicode path as PEP 3333 shows it in PATH_INFO: UTF-8 bytes read as latin-1."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _segments(path: str) -> list[str]:
+    return [segment for segment in path.strip("/").split("/") if segment]
+
+
+def _split_key(key: str) -> tuple[str | None, str]:
+    """``"api.example.com:8080/v1"`` -> (host, path); a path-only key has host None."""
+    if key.startswith("/") or key == "":
+        return None, key
+    host, slash, path = key.partition("/")
+    return host.lower(), slash + path
+
+
+def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
+    """(host, port) of the request, lower-cased, from Host or SERVER_NAME."""
+    host = environ.get("HTTP_HOST")
+    if host:
+        host = host.lower()
+        if host.startswith("["):  # an IPv6 literal: [::1]:8080
+            end = host.find("]")
+            return host[: end + 1], host[end + 2 :] if end != -1 else ""
+        name, _, port = host.partition(":")
+        return name, port
+    return environ.get("SERVER_NAME", "").lower(), environ.get("SERVER_PORT", "")
+
+
+def _lookup_uneven(table: _Table, path: str) -> tuple[tuple[str, WSGIApplication], int] | None:
+    """The slow lookup for paths with repeated slashes: match on their non-empty segments."""
+    segments: list[str] = []
+    ends: list[int] = []
+    end = -1
+    for piece in path.split("/"):
+        end += len(piece) + 1
+        if piece:
+            segments.append(piece)
+            ends.append(end)
+    for depth in table.depths:
+        if depth == 0:
+            found = table.mounts.get("")
+            return None if found is None else (found, 0)
+        if depth <= len(segments):
+            found = table.mounts.get("/" + "/".join(segments[:depth]))
+            if found is not None:
+                return found, ends[depth - 1]
+    return None
+
+
+class PrefixDispatcher:
+    """An app that sends each request to the app mounted at its prefix or host.
+
+    :param mounts: prefix or host (``"/api"``, ``"api.example.com"``,
+        ``"api.example.com:8080/v1"``, ``"*.example.com"``) -> WSGI app.
+    :param default: the app for requests no mount matches; a 404 otherwise.
+    :param redirect_slash: redirect ``/prefix`` to ``/prefix/`` (308, query kept);
+        when false, pass it to the mount with an empty ``PATH_INFO``.
+    """
+
+    def __init__(
+        self,
+        mounts: Mapping[str, WSGIApplication],
+        *,
+        default: WSGIApplication | None = None,
+        redirect_slash: bool = True,
+    ) -> None:
+        if not isinstance(mounts, Mapping):
+            raise ConfigError(f"PrefixDispatcher: mounts: expected a mapping, got {mounts!r}")
+        if default is not None and not callable(default):
+            raise ConfigError(f"PrefixDispatcher: default: {default!r} is not a WSGI app")
+        self.mounts = dict(mounts)
+        self.default = default
+        self.redirect_slash = bool(redirect_slash)
+        self._paths = _Table()
+        self._hosts: dict[str, _Table] = {}  # "host" or "host:port" -> its mounts
+        self._wildcards: dict[str, _Table] = {}  # ".example.com" or ".example.com:port"
+        for key, app in self.mounts.items():
+            self._add(key, app)
+        self._by_host = bool(self._hosts or self._wildcards)
+        # Path-only mounts take the inlined fast path in __call__.
+        self._simple = self._paths.mounts if self._paths.depths and not self._by_host else None
+        self._deepest = self._paths.depths[0] if self._paths.depths else 0
+        self._not_found = webob.exc.HTTPNotFound()
+
+    def _add(self, key: str, app: WSGIApplication) -> None:
+        if not isinstance(key, str):
+            raise ConfigError(f"PrefixDispatcher: mounts: key {key!r} is not a string")
+        if not callable(app):
+            raise ConfigError(f"PrefixDispatcher: mounts: {key!r}: {app!r} is not a WSGI app")
+        host, path = _split_key(key)
+        if host is not None:
+            if not host or " " in host or (host.startswith("*") and not host.startswith("*.")):
+                raise ConfigError(f"PrefixDispatcher: mounts: {key!r} is not a host mount")
+            tables = self._wildcards if host.startswith("*.") else self._hosts
+            table = tables.setdefault(host[1:] if host.startswith("*.") else host, _Table())
+        else:
+            table = self._paths
+        segments = _segments(_wsgi_str(path))
+        prefix = "/" + "/".join(segments) if segments else ""
+        if prefix in table.mounts:
+            raise ConfigError(
+                f"PrefixDispatcher: mounts: {key!r} and {table.mounts[prefix][0]!r} "
+                "are the same mount"
+            )
+        table.mounts[prefix] = (key, app)
+        table.depths = tuple(sorted({*table.depths, len(segments)}, reverse=True))
+
+    def _host_tables(self, environ: WSGIEnvironment) -> Iterable[_Table]:
+        if not (self._hosts or self._wildcards):
+            return
+        name, port = _request_host(environ)
+        with_port = f"{name}:{port}" if port else None
+        for key in (with_port, name):
+            if key is not None and key in self._hosts:
+                yield self._hosts[key]
+        if self._wildcards:
+            labels = name.split(".")
+            for start in range(1, len(labels)):
+                suffix = "." + ".".join(labels[start:])
+                for key in (f"{suffix}:{port}" if port else None, suffix):
+                    if key is not None and key in self._wildcards:
+                        yield self._wildcards[key]
+
+    @staticmethod
+    def _lookup(table: _Table, path: str) -> tuple[tuple[str, WSGIApplication], int] | None:
+        """The longest mount of ``table`` on ``path``, and where in ``path`` it ends."""
+        if "//" in path:
+            return _lookup_uneven(table, path)
+        mounts = table.mounts
+        # parts[0] is "" (the path starts with "/"); split no deeper than the deepest mount.
+        parts = path.split("/", table.depths[0] + 1)
+        for depth in table.depths:
+            if depth < len(parts):
+                prefix = "/".join(parts[: depth + 1]) if depth else ""
+                found = mounts.get(prefix)
+                if found is not None:
+                    return found, len(prefix)
+        return None
+
+    def _match(
+        self, environ: WSGIEnvironment, path: str
+    ) -> tuple[tuple[str, WSGIApplication], int] | None:
+        if not path.startswith("/"):
+            path = "/" + path if path else ""
+            if not path:
+                found = self._paths.mounts.get("")
+                return None if found is None else (found, 0)
+        if self._by_host:
+            for table in self._host_tables(environ):
+                found = self._lookup(table, path)
+                if found is not None:
+                    return found
+        return self._lookup(self._paths, path) if self._paths.depths else None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if self._simple and path[:1] == "/" and "//" not in path:
+            # The common case, inlined from _lookup: a call costs more than the lookup.
+            mounts = self._simple
+            parts = path.split("/", self._deepest + 1)
+            for depth in self._paths.depths:
+                if depth < len(parts):
+                    prefix = "/".join(parts[: depth + 1]) if depth else ""
+                    mount = mounts.get(prefix)
+                    if mount is not None:
+                        app = mount[1]
+                        cut = len(prefix)
+                        break
+            else:
+                return (self.default or self._not_found)(environ, start_response)
+        else:
+            found = self._match(environ, path)
+            if found is None:
+                return (self.default or self._not_found)(environ, start_response)
+            (_, app), cut = found
+        if cut:
+            # Move exactly the matched text, so SCRIPT_NAME + PATH_INFO is still the path.
+            if cut >= len(path) and self.redirect_slash:
+                return self._redirect(environ, start_response, path)
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + path[:cut]
+            environ["PATH_INFO"] = path[cut:]
+        return app(environ, start_response)
+
+    @staticmethod
+    def _redirect(environ: WSGIEnvironment, start_response: StartResponse, prefix: str) -> Any:
+        target = environ.get("SCRIPT_NAME", "") + prefix + "/"
+        location = quote(target.encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
+        query = environ.get("QUERY_STRING", "")
+        if query:
+            location += "?" + query
+        return webob.exc.HTTPPermanentRedirect(location=location)(environ, start_response)
+
+    def route(self, path: str, host: str | None = None) -> tuple[str, WSGIApplication, str] | None:
+        """Where a request for ``path`` (and ``host``) goes, without calling anything.
+
+        Returns (mount label, app, remaining path) for :func:`wsgistack.describe`.
+        """
+        wsgi_path = _wsgi_str(path)
+        found = self._match({"HTTP_HOST": host or ""}, wsgi_path)
+        if found is None:
+            if self.default is None:
+                return None
+            return "", self.default, path
+        (label, app), cut = found
+        rest = wsgi_path[cut:].encode("latin-1").decode("utf-8", "replace")
+        return label, app, rest or "/"
+
+    def __repr__(self) -> str:
+        default = ", default" if self.default is not None else ""
+        return f"PrefixDispatcher({len(self.mounts)} mounts{default})"
