@@ -8,16 +8,19 @@ from __future__ import annotations
 from .compose import Layer, compose, describe, use
 from .errors import ConfigError, ProtocolError, UpstreamError, WsgiStackError
 from .pipeline import build_pipeline, load_pipeline
+from .server import Server, serve
 
 __all__ = [
     "ConfigError",
     "Layer",
     "ProtocolError",
+    "Server",
     "UpstreamError",
     "WsgiStackError",
     "build_pipeline",
     "compose",
     "describe",
     "load_pipeline",
+    "serve",
     "use",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from .compose import describe
 from .errors import ConfigError
 from .pipeline import load_pipeline
+from .server.cli import add_serve
 
 __all__ = ["main"]
 
@@ -31,7 +32,10 @@ def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Names
 
 
 #: Each subcommand: a function that adds its parser and returns its handler.
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], Callable[..., int]], ...] = (_add_check,)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], Callable[..., int]], ...] = (
+    add_serve,
+    _add_check,
+)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int]]]:
