@@ -1,0 +1,59 @@
+"""Drive a server with wrk on loopback and read req/s and p99 latency from its output."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range, so wrk's own client ports never take it."""
+    for _ in range(200):
+        port = random.randint(20000, 30000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 30000")
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} ({last!r})")
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def wrk(url: str, *, seconds: int, connections: int, threads: int = 2, close: bool = False) -> dict:
+    """Run wrk once; returns {'rps': float, 'p99': seconds, 'errors': int}."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if close:
+        command[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s|m)", out)
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p99": _seconds(*p99.groups()) if p99 else float("nan"),
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+    }
