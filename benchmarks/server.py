@@ -96,31 +96,32 @@ def commands(port: int, workers: int, threads: int) -> dict[str, list[str]]:
 
 
 def measure(name: str, command: list[str], port: int, seconds: int, connections: int) -> dict:
-    said = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=said, start_new_session=True
-    )
-    try:
+    with tempfile.TemporaryFile() as said:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=said, start_new_session=True
+        )
         try:
-            wait_listening(port)
-        except RuntimeError as exc:
-            said.seek(0)
-            text = said.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{name} did not start (exit {proc.poll()}): {exc}\n{text}") from None
-        url = f"http://127.0.0.1:{port}/"
-        wrk(url, seconds=1, connections=connections)  # warm up
-        return {
-            "keep-alive": wrk(url, seconds=seconds, connections=connections),
-            "close": wrk(url, seconds=seconds, connections=connections, close=True),
-        }
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group, by its PID
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        said.close()
+            try:
+                wait_listening(port)
+            except RuntimeError as exc:
+                said.seek(0)
+                text = said.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"{name} did not start (exit {proc.poll()}): {exc}\n{text}"
+                ) from None
+            url = f"http://127.0.0.1:{port}/"
+            wrk(url, seconds=1, connections=connections)  # warm up
+            return {
+                "keep-alive": wrk(url, seconds=seconds, connections=connections),
+                "close": wrk(url, seconds=seconds, connections=connections, close=True),
+            }
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group, by its PID
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ def make_filter_factory(use: str) -> FilterFactory:
 
 error_catcher = make_filter_factory("error_catcher")
 ip_filter = make_filter_factory("ip_filter")
+rate_limit = make_filter_factory("rate_limit")
 
 
 def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:

@@ -8,5 +8,6 @@ from __future__ import annotations
 from .dispatch import PrefixDispatcher
 from .errors import ErrorCatcher
 from .ipfilter import IPFilter
+from .ratelimit import RateLimiter
 
-__all__ = ["ErrorCatcher", "IPFilter", "PrefixDispatcher"]
+__all__ = ["ErrorCatcher", "IPFilter", "PrefixDispatcher", "RateLimiter"]

@@ -1,0 +1,363 @@
+"""RateLimiter: exact limits, headers, keys, stores (memory and a real Redis), failure modes."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+from wsgiref.validate import validator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from webtest import TestApp
+
+from tests.conftest import hello_app
+from wsgistack import build_pipeline
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares.ratelimit import MemoryStore, Rate, RedisStore, gcra, parse_limits
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(limits="10/minute", clock=None, **options):
+    clock = clock or Clock()
+    layer = RateLimiter(validator(hello_app), limits, clock=clock, **options)
+    return TestApp(validator(layer)), clock
+
+
+def hit(app, peer="192.0.2.1", **headers):
+    return app.get("/", headers=headers, extra_environ={"REMOTE_ADDR": peer}, expect_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "rates"),
+    [
+        pytest.param("100/minute", [(100, 60.0)], id="per-minute"),
+        pytest.param("10/second; 1000/hour", [(10, 1.0), (1000, 3600.0)], id="two"),
+        pytest.param("5 per 10 seconds", [(5, 10.0)], id="per-n-seconds"),
+        pytest.param("3/5min", [(3, 300.0)], id="abbreviated"),
+        pytest.param("7/day", [(7, 86400.0)], id="day"),
+    ],
+)
+def test_limits_parse(text, rates):
+    assert [(r.amount, r.period) for r in parse_limits(text)] == rates
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("lots/minute", "is not a rate", id="words"),
+        pytest.param("10/fortnight", "unknown unit 'fortnight'", id="unit"),
+        pytest.param("0/minute", "must be > 0", id="zero"),
+        pytest.param("", "at least one rate", id="empty"),
+        pytest.param("1/s; 1/s", "the same rate is given twice", id="twice"),
+    ],
+)
+def test_bad_limits_fail_at_start_up(text, message):
+    with pytest.raises(ConfigError, match=message):
+        RateLimiter(hello_app, text)
+
+
+def test_ten_per_minute_admits_exactly_ten_then_says_when_to_retry():
+    app, clock = limited("10/minute")
+    assert [hit(app).status_int for _ in range(10)] == [200] * 10
+    refused = hit(app)
+    assert refused.status_int == 429
+    assert refused.headers["Retry-After"] == "6"
+    clock.now += 5.9
+    assert hit(app).status_int == 429
+    clock.now += 0.1
+    assert hit(app).status_int == 200
+    assert hit(app).status_int == 429
+
+
+def test_burst_is_configurable():
+    app, clock = limited("60/minute", burst=2)
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    clock.now += 1
+    assert hit(app).status_int == 200
+
+
+def test_every_response_carries_the_ietf_fields():
+    app, _ = limited("10/minute; 100/hour", legacy_headers=True)
+    response = hit(app)
+    assert (
+        response.headers["RateLimit-Policy"]
+        == '"10-per-60s";q=10;w=60, "100-per-3600s";q=100;w=3600'
+    )
+    assert response.headers["RateLimit"] == '"10-per-60s";r=9;t=6'
+    assert response.headers["X-RateLimit-Remaining"] == "9"
+
+
+def test_the_tightest_limit_answers():
+    app, clock = limited("2/second; 3/minute")
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    clock.now += 1
+    assert hit(app).status_int == 200  # the third of the minute
+    clock.now += 1
+    refused = hit(app)
+    assert refused.status_int == 429
+    assert refused.headers["RateLimit"].startswith('"3-per-60s";r=0')
+    assert int(refused.headers["Retry-After"]) == 18  # the minute's quota, 20 s per request
+
+
+def test_the_refusal_is_negotiated():
+    app, _ = limited("1/minute")
+    hit(app)
+    response = app.get(
+        "/",
+        headers={"Accept": "application/json"},
+        extra_environ={"REMOTE_ADDR": "192.0.2.1"},
+        status=429,
+    )
+    assert response.content_type == "application/json"
+
+
+def test_clients_are_counted_apart_and_ipv6_by_64():
+    app, _ = limited("1/minute")
+    assert hit(app, "192.0.2.1").status_int == 200
+    assert hit(app, "192.0.2.2").status_int == 200
+    assert hit(app, "2001:db8:1:2::1").status_int == 200
+    assert hit(app, "2001:db8:1:2::ffff").status_int == 429  # same /64
+    assert hit(app, "2001:db8:1:3::1").status_int == 200
+
+
+def test_trusted_proxies_are_honoured_and_spoofing_ignored():
+    app, _ = limited("1/minute", trusted_proxies=["10.0.0.0/8"])
+    assert hit(app, "10.0.0.1", X_Forwarded_For="198.51.100.1").status_int == 200
+    assert hit(app, "10.0.0.1", X_Forwarded_For="198.51.100.2").status_int == 200
+    assert hit(app, "10.0.0.1", X_Forwarded_For="198.51.100.1").status_int == 429
+    assert hit(app, "203.0.113.5", X_Forwarded_For="9.9.9.9").status_int == 200
+    assert hit(app, "203.0.113.5", X_Forwarded_For="8.8.8.8").status_int == 429  # same peer
+
+
+def test_key_by_header_and_unkeyed_requests_pass():
+    app, _ = limited("1/minute", key="header:X-Api-Key")
+    assert hit(app, **{"X-Api-Key": "a"}).status_int == 200
+    assert hit(app, "192.0.2.99", **{"X-Api-Key": "a"}).status_int == 429
+    assert hit(app, **{"X-Api-Key": "b"}).status_int == 200
+    assert [hit(app).status_int for _ in range(3)] == [200] * 3  # no key: not limited
+
+
+def test_exemptions_by_network_and_callable():
+    app, _ = limited("1/minute", exempt=["10.0.0.0/8"])
+    assert [hit(app, "10.1.1.1").status_int for _ in range(3)] == [200] * 3
+    app, _ = limited("1/minute", exempt=lambda environ: environ.get("HTTP_X_INTERNAL") == "1")
+    assert [hit(app, X_Internal="1").status_int for _ in range(3)] == [200] * 3
+
+
+def test_paths_scope_the_limit():
+    app, _ = limited("1/minute", paths=["/api"])
+    assert app.get("/api/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
+    assert app.get("/api/y", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=429)
+    assert app.get("/apiv2", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
+
+
+def test_dry_run_counts_and_logs_but_never_refuses(caplog):
+    caplog.set_level(logging.INFO, "wsgistack.ratelimit")
+    app, _ = limited("1/minute", dry_run=True)
+    responses = [hit(app) for _ in range(3)]
+    assert [r.status_int for r in responses] == [200] * 3
+    assert responses[-1].headers["RateLimit"] == '"1-per-60s";r=0;t=60'
+    assert "would refuse" in caplog.text
+
+
+def test_sixteen_threads_admit_exactly_the_limit():
+    clock = Clock()
+    layer = RateLimiter(hello_app, "100/hour", clock=clock)
+    admitted = []
+
+    def burst():
+        app = TestApp(layer)
+        for _ in range(1000 // 16 + 1):
+            if (
+                app.get(
+                    "/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True
+                ).status_int
+                == 200
+            ):
+                admitted.append(1)
+
+    threads = [threading.Thread(target=burst) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(admitted) == 100
+
+
+def test_memory_stays_bounded_under_a_million_keys():
+    store = MemoryStore(max_keys=10_000)
+    rates = parse_limits("5/minute")
+    for n in range(1_000_000):
+        store.check(f"k{n}", rates, "gcra", 1000.0)
+    assert len(store) == 10_000
+
+
+def test_expired_keys_are_evicted():
+    store = MemoryStore()
+    rates = parse_limits("1/second")
+    for n in range(100):
+        store.check(f"k{n}", rates, "gcra", 1000.0)
+    store.check("late", rates, "gcra", 2000.0)
+    assert len(store) < 100
+
+
+# -- GCRA against a reference model --------------------------------------------------
+def bucket_model(rate: Rate, times_ms: list[int]) -> list[bool]:
+    """A token bucket in exact fractions: capacity ``burst``, refill amount/period."""
+    tokens = Fraction(rate.burst)
+    per_ms = Fraction(rate.amount) / Fraction(int(rate.period * 1000))
+    last = times_ms[0]
+    answers = []
+    for t in times_ms:
+        tokens = min(Fraction(rate.burst), tokens + (t - last) * per_ms)
+        last = t
+        if tokens >= 1:
+            tokens -= 1
+            answers.append(True)
+        else:
+            answers.append(False)
+    return answers
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=st.integers(1, 20),
+    period_s=st.sampled_from([1, 2, 5, 10, 60]),
+    burst=st.integers(1, 20),
+    gaps=st.lists(st.integers(0, 3000), min_size=1, max_size=60),
+)
+def test_gcra_matches_a_token_bucket(amount, period_s, burst, gaps):
+    rate = Rate(amount=amount, period=float(period_s), burst=burst)
+    times = []
+    t = 1_000_000
+    for gap in gaps:
+        t += gap
+        times.append(t)
+    tat = None
+    ours = []
+    for ms in times:
+        decision, new_tat = gcra(rate, tat, ms / 1000)
+        ours.append(decision.allowed)
+        if new_tat is not None:
+            tat = new_tat
+    assert ours == bucket_model(rate, times)
+
+
+# -- Redis ------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+def test_redis_agrees_with_memory(redis_server, strategy):
+    clock = Clock()
+    memory, _ = limited("3/second; 5/minute", clock=clock, strategy=strategy)
+    shared = RateLimiter(
+        validator(hello_app),
+        "3/second; 5/minute",
+        clock=clock,
+        strategy=strategy,
+        store=RedisStore(redis_server.url, prefix=f"t-{strategy}-{id(clock)}:"),
+    )
+    redis_app = TestApp(validator(shared))
+    for step in [0, 0, 0, 0, 0.5, 1, 1, 2, 30, 30, 61]:
+        clock.now += step
+        a, b = hit(memory), hit(redis_app)
+        assert (a.status_int, a.headers.get("RateLimit")) == (
+            b.status_int,
+            b.headers.get("RateLimit"),
+        )
+
+
+def test_redis_exactness_with_retry_after(redis_server):
+    app, clock = limited("10/minute", store=RedisStore(redis_server.url, prefix="exact:"))
+    assert [hit(app).status_int for _ in range(10)] == [200] * 10
+    assert hit(app).headers["Retry-After"] == "6"
+    clock.now += 6
+    assert hit(app).status_int == 200
+
+
+WORKER = """
+import sys
+from webtest import TestApp
+from wsgistack.middlewares import RateLimiter
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+limited = TestApp(RateLimiter(app, "100/day", store=sys.argv[1]))
+ok = sum(limited.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True).status_int == 200 for _ in range(250))
+print(ok)
+"""
+
+
+def test_four_processes_sharing_redis_admit_exactly_the_limit(redis_server):
+    url = redis_server.url.replace("/0", "/1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    counts = [int(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert sum(counts) == 100
+
+
+@pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
+def test_redis_down_fails_open_or_closed_then_recovers(own_redis, caplog, fail, status):
+    store = RedisStore(own_redis.url, timeout=0.5)
+    app, _ = limited("2/minute", store=store, fail=fail)
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    own_redis.stop()
+    assert [hit(app).status_int for _ in range(3)] == [status] * 3
+    warnings = [r for r in caplog.records if "store failed" in r.getMessage()]
+    assert len(warnings) == 1  # rate-limited: one warning, not one per request
+    own_redis.start()  # a fresh server: the counts start over
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"key": "cookie"}, "key: expected 'ip', 'path'", id="key"),
+        pytest.param(
+            {"store": "mysql://x"}, "store: expected 'memory' or a redis:// URL", id="store"
+        ),
+        pytest.param({"strategy": "leaky"}, "strategy: expected", id="strategy"),
+        pytest.param({"fail": "maybe"}, "fail: expected 'open' or 'closed'", id="fail"),
+        pytest.param({"burst": 0}, "burst: must be at least 1", id="burst"),
+        pytest.param({"exempt": ["10.0.0.300"]}, "exempt: '10.0.0.300'", id="exempt"),
+    ],
+)
+def test_bad_options_fail_at_start_up(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RateLimiter(hello_app, "1/minute", **options)
+
+
+def test_in_a_pipeline_with_a_store_url(redis_server):
+    app = build_pipeline(
+        {
+            "layer": [
+                {
+                    "use": "rate_limit",
+                    "limits": "1/minute",
+                    "store": redis_server.url.replace("/0", "/2"),
+                }
+            ],
+            "app": "tests.conftest:hello_app",
+        }
+    )
+    assert repr(app).startswith("RateLimiter('1/60s', key='ip', store=RedisStore(")
+    client = TestApp(app)
+    assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}).status_int == 200
+    assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}, status=429)

@@ -1,0 +1,39 @@
+"""The Django + Redis recipe: two separate interpreters share one limit through Redis."""
+
+from __future__ import annotations
+
+import os
+
+DRIVER = """
+import json, warnings
+warnings.simplefilter("error")
+warnings.filterwarnings("ignore", "'cgi' is deprecated", DeprecationWarning)
+from wsgiref.validate import validator
+from webtest import TestApp
+from recipes.django_rate_limited_api import application
+site = TestApp(validator(application))
+api = [site.get("/api/items/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True) for _ in range(3)]
+print(json.dumps({
+    "statuses": [r.status_int for r in api],
+    "items": api[0].json if api[0].status_int == 200 else None,
+    "policy": api[0].headers.get("RateLimit-Policy"),
+    "retry": api[-1].headers.get("Retry-After"),
+    "home": [site.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int for _ in range(6)],
+}))
+"""
+
+
+def test_two_processes_share_the_limit(in_subprocess, redis_server):
+    env = {
+        **os.environ,
+        "RATE_LIMIT": "5/minute",
+        "RATE_LIMIT_STORE": redis_server.url.replace("/0", "/3"),
+    }
+    first = in_subprocess(DRIVER, env=env)
+    second = in_subprocess(DRIVER, env=env)
+    assert first["statuses"] == [200, 200, 200]
+    assert first["items"] == {"items": ["apple", "pear"]}
+    assert first["policy"] == '"5-per-60s";q=5;w=60'
+    assert second["statuses"] == [200, 200, 429]  # the other process already used three
+    assert second["retry"] == "12"
+    assert first["home"] == [200] * 6  # only /api is limited

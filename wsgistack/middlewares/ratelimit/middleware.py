@@ -1,0 +1,253 @@
+"""RateLimiter: the middleware that applies rates to requests, by client or any key."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import webob.exc
+
+from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
+from ...clientip import ProxyTrust, client_ip
+from ...errors import ConfigError
+from ...netset import NetworkSet
+from .rate import Rate, parse_limits
+from .stores import STRATEGIES, Store, StoreError, make_store
+from .strategies import Decision
+
+__all__ = ["RateLimiter"]
+
+KeyFunc = Callable[[WSGIEnvironment], "str | None"]
+
+
+class RateLimiter:
+    """Refuse requests over the limit with 429; tell every client where it stands.
+
+    :param app: the WSGI app to protect.
+    :param limits: ``"100/minute"``, ``"10/second; 1000/hour"``, ``"5 per 10 seconds"``
+        or a list; every rate must hold, the tightest answers.
+    :param key: ``"ip"`` (the client address via :mod:`wsgistack.clientip`, the
+        default), ``"header:X-Api-Key"``, ``"path"`` (per path), or a callable of
+        environ returning a key or None (None: not limited).
+    :param store: ``"memory"`` (this process), a ``redis://`` URL (shared), or a store.
+    :param strategy: ``"gcra"`` (default, exact) or ``"sliding_window"``.
+    :param burst: how many requests may come at once (default: each rate's amount).
+    :param trusted_proxies: networks (or a hop count) whose forwarded headers are believed.
+    :param ipv6_prefix: IPv6 clients share a limit per network of this size (/64).
+    :param exempt: networks, or a callable of environ, that are never limited.
+    :param paths: limit only requests under these path prefixes (whole segments).
+    :param fail: ``"open"`` (admit, log a warning) or ``"closed"`` (503) when the store fails.
+    :param dry_run: count, log and send headers, but never refuse.
+    :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
+    :param clock: seconds since the epoch; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        limits: str | Rate | list[str | Rate],
+        *,
+        key: str | KeyFunc = "ip",
+        store: Any = "memory",
+        strategy: Literal["gcra", "sliding_window"] = "gcra",
+        burst: int | None = None,
+        trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
+        ipv6_prefix: int = 64,
+        exempt: Iterable[str] | Callable[[WSGIEnvironment], bool] | None = None,
+        paths: Iterable[str] | None = None,
+        fail: Literal["open", "closed"] = "open",
+        dry_run: bool = False,
+        legacy_headers: bool = False,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.app = app
+        self.rates = parse_limits(limits, burst)
+        if strategy not in STRATEGIES:
+            raise ConfigError(
+                f"RateLimiter: strategy: expected 'gcra' or 'sliding_window', got {strategy!r}"
+            )
+        self.strategy = strategy
+        if fail not in ("open", "closed"):
+            raise ConfigError(f"RateLimiter: fail: expected 'open' or 'closed', got {fail!r}")
+        self.fail = fail
+        if (
+            isinstance(ipv6_prefix, bool)
+            or not isinstance(ipv6_prefix, int)
+            or not 1 <= ipv6_prefix <= 128
+        ):
+            raise ConfigError(f"RateLimiter: ipv6_prefix: expected 1..128, got {ipv6_prefix!r}")
+        self.ipv6_prefix = ipv6_prefix
+        self.store: Store = make_store(store)
+        self.trust = ProxyTrust.coerce(trusted_proxies)
+        self.key_name, self._key = self._key_function(key)
+        self._exempt_nets, self._exempt_call = self._exemptions(exempt)
+        self.paths = self._paths(paths)
+        self.dry_run = bool(dry_run)
+        self.legacy_headers = bool(legacy_headers)
+        self.clock = clock
+        self.logger = logger or logging.getLogger("wsgistack.ratelimit")
+        self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{self.key_name}:"
+        self._policy = ", ".join(
+            f'"{rate.name}";q={rate.amount};w={math.ceil(rate.period)}' for rate in self.rates
+        )
+        self._last_warning = -math.inf
+        self._names = {rate: f'"{rate.name}";r=' for rate in self.rates}
+
+    # -- configuration helpers ------------------------------------------------------
+    def _key_function(self, key: str | KeyFunc) -> tuple[str, KeyFunc]:
+        if callable(key):
+            return getattr(key, "__name__", "custom"), key
+        if key == "ip":
+            return "ip", self._client_key
+        if key == "path":
+            return (
+                "path",
+                lambda environ: environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            )
+        if isinstance(key, str) and key.lower().startswith("header:") and len(key) > 7:
+            environ_key = "HTTP_" + key[7:].strip().upper().replace("-", "_")
+            return key.lower(), lambda environ: environ.get(environ_key) or None
+        raise ConfigError(
+            f"RateLimiter: key: expected 'ip', 'path', 'header:NAME' or a callable, got {key!r}"
+        )
+
+    @staticmethod
+    def _exemptions(exempt: Any) -> tuple[NetworkSet | None, Callable[..., bool] | None]:
+        if exempt is None:
+            return None, None
+        if callable(exempt):
+            return None, exempt
+        return NetworkSet(exempt, option="RateLimiter: exempt"), None
+
+    @staticmethod
+    def _paths(paths: Iterable[str] | None) -> tuple[str, ...]:
+        if paths is None:
+            return ()
+        if isinstance(paths, str):
+            raise ConfigError(f"RateLimiter: paths: expected a list, got the string {paths!r}")
+        for prefix in paths:
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise ConfigError(f"RateLimiter: paths: {prefix!r} must start with '/'")
+        return tuple(prefix.rstrip("/") for prefix in paths)
+
+    def _client_key(self, environ: WSGIEnvironment) -> str | None:
+        if self.trust is None and "wsgistack.client_ip" not in environ:
+            peer = environ.get("REMOTE_ADDR", "")
+            if peer and ":" not in peer:
+                return peer  # plain IPv4 from the server: the hot path skips parsing
+        address = client_ip(environ, self.trust)
+        if address is None:
+            return None
+        if address.version == 6 and self.ipv6_prefix < 128:
+            network = ipaddress.IPv6Network(
+                (
+                    int(address) >> (128 - self.ipv6_prefix) << (128 - self.ipv6_prefix),
+                    self.ipv6_prefix,
+                )
+            )
+            return str(network)
+        return str(address)
+
+    # -- per request ------------------------------------------------------------------
+    def _limited(self, environ: WSGIEnvironment) -> bool:
+        if self.paths:
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            if not any(
+                path.startswith(p) and (len(path) == len(p) or path[len(p)] == "/")
+                for p in self.paths
+            ):
+                return False
+        if self._exempt_nets is not None and client_ip(environ, self.trust) in self._exempt_nets:
+            return False
+        return not (self._exempt_call is not None and self._exempt_call(environ))
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if (
+            self.paths or self._exempt_nets is not None or self._exempt_call is not None
+        ) and not self._limited(environ):
+            return self.app(environ, start_response)
+        key = self._key(environ)
+        if key is None:
+            return self.app(environ, start_response)
+        try:
+            decisions = self.store.check(self._scope + key, self.rates, self.strategy, self.clock())
+        except StoreError as error:
+            return self._store_failed(error, environ, start_response)
+        answer = decisions[0] if len(decisions) == 1 else _tightest(decisions)
+        headers = self._headers(answer)
+        if not answer.allowed:
+            retry = str(max(1, _seconds(answer.retry_after)))
+            self.logger.info(
+                "RateLimiter %s %s: %s over %s (retry in %ss)",
+                "would refuse" if self.dry_run else "refused",
+                key,
+                environ.get("PATH_INFO", ""),
+                answer.rate.name,
+                retry,
+            )
+            if not self.dry_run:
+                refusal = webob.exc.HTTPTooManyRequests(headers=[*headers, ("Retry-After", retry)])
+                return refusal(environ, start_response)
+
+        def add_headers(
+            status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            return start_response(status, response_headers + headers, exc_info)
+
+        return self.app(environ, add_headers)
+
+    def _headers(self, answer: Decision) -> list[tuple[str, str]]:
+        reset = max(0, _seconds(answer.reset))
+        headers = [
+            ("RateLimit-Policy", self._policy),
+            ("RateLimit", f"{self._names[answer.rate]}{answer.remaining};t={reset}"),
+        ]
+        if self.legacy_headers:
+            headers += [
+                ("X-RateLimit-Limit", str(answer.rate.amount)),
+                ("X-RateLimit-Remaining", str(answer.remaining)),
+                ("X-RateLimit-Reset", str(reset)),
+            ]
+        return headers
+
+    def _store_failed(
+        self, error: StoreError, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Any:
+        now = time.monotonic()
+        if now - self._last_warning >= 30.0:  # one warning every 30 s, not one per request
+            self._last_warning = now
+            self.logger.warning("RateLimiter: store failed (%s); failing %s", error, self.fail)
+        if self.fail == "open":
+            return self.app(environ, start_response)
+        return webob.exc.HTTPServiceUnavailable(headers=[("Retry-After", "1")])(
+            environ, start_response
+        )
+
+    def __repr__(self) -> str:
+        limits = "; ".join(f"{r.amount}/{r.period:g}s" for r in self.rates)
+        options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]
+        if self.strategy != "gcra":
+            options.append(f"strategy={self.strategy!r}")
+        if self.fail != "open":
+            options.append("fail='closed'")
+        if self.dry_run:
+            options.append("dry_run=True")
+        return f"RateLimiter({', '.join(options)})"
+
+
+def _seconds(value: float) -> int:
+    """Whole seconds for a header, rounding up but not float noise (1.0000000001 is 1)."""
+    return math.ceil(value - 1e-6)
+
+
+def _tightest(decisions: list[Decision]) -> Decision:
+    """The answer the client hears: the refusal that lasts longest, else the least room left."""
+    refused = [d for d in decisions if not d.allowed]
+    if refused:
+        return max(refused, key=lambda d: d.retry_after)
+    return min(decisions, key=lambda d: (d.remaining, -d.reset))

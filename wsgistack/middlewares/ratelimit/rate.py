@@ -1,0 +1,109 @@
+"""What is limited: ``Rate`` values parsed from text such as ``"10/second; 1000/hour"``.
+
+parse_limits("100/minute")               # (Rate(amount=100, period=60.0, burst=100),)
+parse_limits("5 per 10 seconds", burst=2)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ...errors import ConfigError
+
+__all__ = ["Rate", "parse_limits"]
+
+UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+
+# "100/minute", "100 / 5 minutes", "5 per 10 seconds", "10/s"
+_RATE = re.compile(
+    r"^\s*(?P<amount>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+?)s?\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``amount`` requests per ``period`` seconds; ``burst`` of them may come at once."""
+
+    amount: int
+    period: float
+    burst: int
+    #: Seconds between two requests at the sustained rate (GCRA's emission interval).
+    interval: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interval", self.period / self.amount)
+
+    @property
+    def name(self) -> str:
+        """A stable name for headers and store keys: ``100-per-60s``."""
+        period = int(self.period) if self.period == int(self.period) else self.period
+        return f"{self.amount}-per-{period}s"
+
+    def __str__(self) -> str:
+        return f"{self.amount} per {self.period:g} seconds (burst {self.burst})"
+
+
+def _parse_one(text: str, burst: int | None) -> Rate:
+    match = _RATE.match(text)
+    if match is None:
+        raise ConfigError(
+            f"limits: {text.strip()!r} is not a rate; write it like '100/minute', "
+            "'10/second' or '5 per 10 seconds'"
+        )
+    amount = int(match["amount"])
+    unit = match["unit"].lower()
+    if unit not in UNITS:
+        raise ConfigError(
+            f"limits: {text.strip()!r}: unknown unit {match['unit']!r} "
+            "(second, minute, hour or day)"
+        )
+    count = float(match["count"]) if match["count"] else 1.0
+    period = count * UNITS[unit]
+    if amount < 1 or period <= 0:
+        raise ConfigError(f"limits: {text.strip()!r}: the amount and the period must be > 0")
+    size = amount if burst is None else burst
+    if size < 1:
+        raise ConfigError(f"burst: must be at least 1, got {burst!r}")
+    return Rate(amount=amount, period=period, burst=size)
+
+
+def parse_limits(
+    limits: str | Rate | list[str | Rate] | tuple, burst: int | None = None
+) -> tuple[Rate, ...]:
+    """Parse ``"10/second; 1000/hour"`` (or a list) into rates; all must hold.
+
+    ``burst`` (default: each rate's amount) is how many requests may arrive at
+    once before the sustained rate applies.
+    """
+    if isinstance(burst, bool) or (burst is not None and not isinstance(burst, int)):
+        raise ConfigError(f"burst: expected a whole number, got {burst!r}")
+    items: list[str | Rate]
+    if isinstance(limits, Rate):
+        items = [limits]
+    elif isinstance(limits, str):
+        items = [part for part in re.split(r"[;,]", limits) if part.strip()]
+    elif isinstance(limits, list | tuple):
+        items = list(limits)
+    else:
+        raise ConfigError(f"limits: expected text like '100/minute', got {limits!r}")
+    if not items:
+        raise ConfigError("limits: give at least one rate, like '100/minute'")
+    rates = tuple(
+        item if isinstance(item, Rate) else _parse_one(str(item), burst) for item in items
+    )
+    if len({rate.name for rate in rates}) != len(rates):
+        raise ConfigError(f"limits: the same rate is given twice in {limits!r}")
+    return rates

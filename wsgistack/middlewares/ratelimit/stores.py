@@ -1,0 +1,302 @@
+"""Where the counts live: in this process (``MemoryStore``) or shared (``RedisStore``).
+
+A store checks every rate of one key atomically: a request is admitted only
+if all rates admit it, and a refused request consumes nothing.
+
+    store = make_store("memory")                          # the embedded default
+    store = make_store("redis://127.0.0.1:6379/0")        # shared by every worker and host
+
+``MemoryStore`` is one dict behind a lock, in least-recently-used order, so
+expired keys are evicted from its front in O(1) and ``max_keys`` bounds its
+memory (a key evicted before it expired starts afresh: under memory pressure
+the limit errs towards admitting).  ``RedisStore`` runs one Lua script per
+check: one round trip (``EVALSHA``), keys that expire by themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from ...errors import ConfigError, WsgiStackError
+from .rate import Rate
+from .strategies import Decision, gcra, sliding_window
+
+__all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
+
+Strategy = Literal["gcra", "sliding_window"]
+STRATEGIES: dict[str, Callable[..., Any]] = {"gcra": gcra, "sliding_window": sliding_window}
+
+
+class StoreError(WsgiStackError):
+    """The store could not answer (down, timed out); the limiter fails open or closed."""
+
+
+class Store(Protocol):
+    def check(
+        self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
+    ) -> list[Decision]:
+        """Decide one request for ``key`` under every rate, atomically."""
+        ...
+
+
+def _expiry(strategy: str, rate: Rate, state: Any, now: float) -> float:
+    if strategy == "gcra":
+        return state if state is not None else now
+    return state[0] + 2 * rate.period if state is not None else now
+
+
+class MemoryStore:
+    """Counts in this process: thread-safe, O(1) per check, at most ``max_keys`` keys."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigError(
+                f"MemoryStore: max_keys: expected a whole number >= 1, got {max_keys!r}"
+            )
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._data: OrderedDict[str, tuple[float, tuple[Any, ...]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def check(
+        self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
+    ) -> list[Decision]:
+        decide = STRATEGIES[strategy]
+        data = self._data
+        with self._lock:
+            entry = data.get(key)
+            if len(rates) == 1:  # the common case, without the loops below
+                rate = rates[0]
+                decision, state = decide(rate, entry[1][0] if entry is not None else None, now)
+                if decision.allowed:
+                    data[key] = (_expiry(strategy, rate, state, now), (state,))
+                    data.move_to_end(key)
+                self._evict(now)
+                return [decision]
+            states = entry[1] if entry is not None else (None,) * len(rates)
+            decisions = []
+            new_states = []
+            for rate, state in zip(rates, states, strict=True):
+                decision, new_state = decide(rate, state, now)
+                decisions.append(decision)
+                new_states.append(new_state)
+            if all(d.allowed for d in decisions):
+                expires = max(
+                    _expiry(strategy, rate, state, now)
+                    for rate, state in zip(rates, new_states, strict=True)
+                )
+                data[key] = (expires, tuple(new_states))
+                data.move_to_end(key)
+            self._evict(now)
+        return decisions
+
+    def _evict(self, now: float) -> None:
+        data = self._data
+        for _ in range(4):  # a few expired keys per check keeps eviction O(1)
+            if not data:
+                break
+            oldest = next(iter(data))
+            if data[oldest][0] > now:
+                break
+            del data[oldest]
+        while len(data) > self.max_keys:
+            data.popitem(last=False)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_keys={self.max_keys})"
+
+
+# GCRA over N rates in one call. KEYS[i]: rate i's key; ARGV[1]: now; then interval, burst
+# per rate. Returns {allowed, remaining_1, reset_1, retry_1, ...}; numbers as strings
+# because Redis truncates Lua numbers to integers.
+GCRA_LUA = """
+local now = tonumber(ARGV[1])
+local allowed = 1
+local out = {}
+local new_tats = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  local base = now
+  if tat and tat > now then base = tat end
+  local new_tat = base + interval
+  local allow_at = new_tat - burst * interval
+  if allow_at > now + 1e-9 then
+    allowed = 0
+    out[#out + 1] = '0'
+    out[#out + 1] = tostring(base - now)
+    out[#out + 1] = tostring(allow_at - now)
+  else
+    out[#out + 1] = tostring(math.floor((burst * interval - (new_tat - now)) / interval + 1e-9))
+    out[#out + 1] = tostring(new_tat - now)
+    out[#out + 1] = '0'
+    new_tats[i] = new_tat
+  end
+end
+if allowed == 1 then
+  for i = 1, #KEYS do
+    local ttl = math.ceil((new_tats[i] - now) * 1000) + 1000
+    redis.call('SET', KEYS[i], string.format('%.6f', new_tats[i]), 'PX', ttl)
+  end
+end
+table.insert(out, 1, tostring(allowed))
+return out
+"""
+
+# The sliding-window counter over N rates. State per key: "start previous current".
+SLIDING_LUA = """
+local now = tonumber(ARGV[1])
+local allowed = 1
+local out = {}
+local updates = {}
+for i = 1, #KEYS do
+  local period = tonumber(ARGV[2 * i])
+  local amount = tonumber(ARGV[2 * i + 1])
+  local start = math.floor(now / period) * period
+  local previous, current = 0, 0
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local s, p, c = string.match(raw, '^(%S+) (%S+) (%S+)$')
+    s, p, c = tonumber(s), tonumber(p), tonumber(c)
+    if s == start then previous, current = p, c
+    elseif s == start - period then previous = c end
+  end
+  local elapsed = now - start
+  local estimate = previous * (1 - elapsed / period) + current
+  if estimate + 1 > amount + 1e-9 then
+    allowed = 0
+    local retry
+    if current + 1 > amount then
+      local need = 0
+      if current > 0 then need = 1 - (amount - 1) / current end
+      if need < 0 then need = 0 end
+      retry = (period - elapsed) + need * period
+    else
+      retry = period * (1 - (amount - 1 - current) / previous) - elapsed
+    end
+    if retry < 0.001 then retry = 0.001 end
+    out[#out + 1] = '0'
+    out[#out + 1] = tostring(period - elapsed)
+    out[#out + 1] = tostring(retry)
+  else
+    local remaining = math.floor(amount - (estimate + 1))
+    if remaining < 0 then remaining = 0 end
+    out[#out + 1] = tostring(remaining)
+    out[#out + 1] = tostring(period - elapsed)
+    out[#out + 1] = '0'
+    local ttl = math.ceil((start + 2 * period - now) * 1000)
+    updates[i] = {string.format('%.6f %d %d', start, previous, current + 1), ttl}
+  end
+end
+if allowed == 1 then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], updates[i][1], 'PX', updates[i][2])
+  end
+end
+table.insert(out, 1, tostring(allowed))
+return out
+"""
+
+
+class RedisStore:
+    """Counts in Redis, shared by every process and host using the same server.
+
+    :param target: a ``redis://`` URL or a ``redis.Redis`` client.
+    :param prefix: prepended to every key, so limiters can share a database.
+    :param timeout: seconds a check may take before it counts as a store failure.
+    :param max_connections: size of the connection pool (per process).
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        prefix: str = "wsgistack:rl:",
+        timeout: float = 0.25,
+        max_connections: int = 50,
+    ) -> None:
+        try:
+            import redis
+        except ImportError:  # pragma: no cover - the extra is installed for tests
+            raise ConfigError(
+                "RedisStore needs the redis package: pip install 'wsgistack[redis]'"
+            ) from None
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        if isinstance(target, str):
+            if not target.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
+            self.client = redis.Redis.from_url(
+                target,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                max_connections=max_connections,
+            )
+            self.url = target
+        else:
+            self.client = target
+            self.url = repr(target)
+        self.prefix = prefix
+        self._noscript = redis.exceptions.NoScriptError
+        self._sources = {"gcra": GCRA_LUA, "sliding_window": SLIDING_LUA}
+        self._shas = {
+            name: hashlib.sha1(source.encode()).hexdigest()
+            for name, source in self._sources.items()
+        }
+
+    def check(
+        self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
+    ) -> list[Decision]:
+        keys = [f"{self.prefix}{key}:{rate.name}" for rate in rates]
+        args: list[Any] = [repr(now)]
+        for rate in rates:
+            if strategy == "gcra":
+                args += [repr(rate.interval), rate.burst]
+            else:
+                args += [repr(rate.period), rate.amount]
+        sha = self._shas[strategy]
+        try:
+            try:  # one round trip; the script is loaded once per Redis server
+                reply = self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            except self._noscript:
+                self.client.script_load(self._sources[strategy])
+                reply = self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        except self._errors as exc:
+            raise StoreError(f"Redis at {self.url}: {exc}") from exc
+        allowed_all = reply[0] == b"1"
+        decisions = []
+        for index, rate in enumerate(rates):
+            remaining, reset, retry = reply[1 + 3 * index : 4 + 3 * index]
+            retry_after = float(retry)
+            decisions.append(
+                Decision(
+                    rate,
+                    retry_after == 0.0,
+                    int(float(remaining)),
+                    float(reset),
+                    retry_after,
+                )
+            )
+        if not allowed_all and all(d.allowed for d in decisions):  # pragma: no cover - defensive
+            raise StoreError("inconsistent reply from the rate-limit script")
+        return decisions
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+
+def make_store(value: Any) -> Store:
+    """``"memory"``, a ``redis://`` URL, or a store object (anything with ``check``)."""
+    if value is None or value == "memory":
+        return MemoryStore()
+    if isinstance(value, str):
+        return RedisStore(value)
+    if callable(getattr(value, "check", None)):
+        return value
+    raise ConfigError(f"store: expected 'memory', a redis:// URL or a store, got {value!r}")
