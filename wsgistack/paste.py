@@ -76,3 +76,14 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
     }
     default = loader.get_app(default_name, global_conf=global_conf) if default_name else None
     return PrefixDispatcher(mounts, default=default, redirect_slash=redirect)
+
+
+def load_balance(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
+    """A ``paste.app_factory`` for the forwarder: ``upstreams = ["http://...", ...]``."""
+    from .middlewares.forward import LoadBalancer
+
+    options = _options(local_conf)
+    try:
+        return LoadBalancer(**options)
+    except TypeError as exc:
+        raise ConfigError(f"app load_balance: {exc}") from exc

@@ -57,6 +57,7 @@ BUILTINS: dict[str, Builtin] = {
     ),
     "error_catcher": Builtin("wsgistack.middlewares.errors:ErrorCatcher"),
     "ip_filter": Builtin("wsgistack.middlewares.ipfilter:IPFilter"),
+    "load_balance": Builtin("wsgistack.middlewares.forward:LoadBalancer", kind="app"),
     "rate_limit": Builtin("wsgistack.middlewares.ratelimit:RateLimiter"),
 }
 

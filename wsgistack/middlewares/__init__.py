@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .dispatch import PrefixDispatcher
 from .errors import ErrorCatcher
+from .forward import LoadBalancer
 from .ipfilter import IPFilter
 from .ratelimit import RateLimiter
 
-__all__ = ["ErrorCatcher", "IPFilter", "PrefixDispatcher", "RateLimiter"]
+__all__ = ["ErrorCatcher", "IPFilter", "LoadBalancer", "PrefixDispatcher", "RateLimiter"]

@@ -308,6 +308,7 @@ class Connection:
         self.lingering = False  # refused: reading and dropping until the client closes
         self.deadline = 0.0
         self.partial = False  # bytes of a request head have arrived
+        self.served = 0  # requests answered on this connection
 
     @property
     def stopping(self) -> bool:
@@ -430,6 +431,7 @@ class Connection:
                 self.refuse(error)
             return False
         finally:
+            self.served += 1
             self.worker.count_request()
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(environ, response, started)

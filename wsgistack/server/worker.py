@@ -127,7 +127,10 @@ class Worker:
             while True:
                 if self.stopping and deadline is None:
                     deadline = self._begin_stop()
-                if deadline is not None and (self._busy == 0 or time.monotonic() > deadline):
+                if deadline is not None and (
+                    (self._busy == 0 and not self._awaiting_first_request())
+                    or time.monotonic() > deadline
+                ):
                     break
                 for key, _ in selector.select(timeout=0.5):
                     source = key.fileobj
@@ -153,12 +156,17 @@ class Worker:
         for sock in self.listeners:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
+        # Idle keep-alive connections close now; a connection accepted but not yet
+        # served keeps its chance: its request is answered (with Connection: close).
         for connection in list(self._idle):
-            if not connection.partial:
+            if connection.served and not connection.partial:
                 self._forget(connection)
                 connection.close()
         grace = self.config.graceful_timeout if self._graceful else 0.0
         return time.monotonic() + grace
+
+    def _awaiting_first_request(self) -> bool:
+        return any(not c.served and not c.lingering for c in self._idle)
 
     def _accept(self, listener: socket.socket) -> None:
         base = self._bases[listener.fileno()]
@@ -223,7 +231,7 @@ class Worker:
     def _serve(self, connection: Connection) -> None:
         try:
             connection.serve(self.app)
-        except Exception:  # a bug here must not kill the worker thread or leak the socket
+        except BaseException:  # even SystemExit from an app must not leak the socket
             log.exception("unexpected error serving a connection")
             connection.close()
         finally:
@@ -242,7 +250,7 @@ class Worker:
             self._busy -= 1
             if connection.closed:
                 continue
-            if self.stopping and not connection.lingering:
+            if self.stopping and not connection.lingering and connection.served:
                 connection.close()
             elif connection.ready:
                 self._dispatch(connection, pool)

@@ -1,0 +1,453 @@
+"""LoadBalancer against real upstream servers on loopback ports."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import tracemalloc
+from wsgiref.validate import validator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from webtest import TestApp
+
+from tests.server.conftest import read_until_close
+from wsgistack import build_pipeline, compose, describe, use
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import ErrorCatcher, LoadBalancer, PrefixDispatcher
+from wsgistack.middlewares.forward import Upstream
+from wsgistack.middlewares.forward.balance import (
+    ConsistentHash,
+    LeastConnections,
+    PowerOfTwo,
+    SmoothRoundRobin,
+)
+from wsgistack.server import Server
+
+
+class Upstreams:
+    """Real reference servers, each stoppable and restartable on its own port."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, Server] = {}
+        self.apps: dict[str, object] = {}
+        self.ports: dict[str, int] = {}
+        self.received: collections.Counter = collections.Counter()
+
+    def start(self, name: str, app=None) -> str:
+        app = app or self.named(name)
+        self.apps[name] = app
+        bind = f"127.0.0.1:{self.ports.get(name, 0)}"
+        server = Server(app, bind=bind, threads=4)
+        self.ports[name] = server.address[1]
+        self.servers[name] = server.start()
+        return server.url
+
+    def stop(self, name: str) -> None:
+        self.servers.pop(name).stop()
+
+    def restart(self, name: str) -> None:
+        self.start(name, self.apps[name])
+
+    def named(self, name: str):
+        def app(environ, start_response):
+            body = b""
+            while chunk := environ["wsgi.input"].read(65536):
+                body += chunk
+            self.received[(name, environ["REQUEST_METHOD"])] += 1
+            text = f"{name} {environ['PATH_INFO']} {len(body)}".encode()
+            start_response(
+                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
+            )
+            return [text]
+
+        return app
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def upstreams():
+    pool = Upstreams()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def lb():
+    """lb(upstreams, **options): a LoadBalancer whose pooled connections close after the test."""
+    made = []
+
+    def make(*args, **options):
+        balancer = LoadBalancer(*args, **options)
+        made.append(balancer)
+        return balancer
+
+    yield make
+    for balancer in made:
+        balancer.close()
+
+
+def names(app, count, path="/"):
+    return [TestApp(app).get(path).text.split()[0] for _ in range(count)]
+
+
+# -- strategies, pure -------------------------------------------------------------------
+def test_smooth_weighted_round_robin_spreads_weights_evenly():
+    a, b, c = Upstream("http://a:1", weight=5), Upstream("http://b:1"), Upstream("http://c:1")
+    picker = SmoothRoundRobin([a, b, c])
+    assert [picker.pick([a, b, c]).host for _ in range(7)] == ["a", "a", "b", "a", "c", "a", "a"]
+
+
+def test_least_connections_prefers_the_idle():
+    a, b = Upstream("http://a:1"), Upstream("http://b:1")
+    a.active = 3
+    assert LeastConnections([a, b]).pick([a, b]) is b
+
+
+def test_power_of_two_never_picks_the_busier_of_two():
+    a, b = Upstream("http://a:1"), Upstream("http://b:1")
+    a.active = 5
+    picker = PowerOfTwo([a, b])
+    assert {picker.pick([a, b]).host for _ in range(20)} == {"b"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(3, 8),
+    st.lists(st.text(min_size=1, max_size=12), min_size=200, max_size=400, unique=True),
+)
+def test_consistent_hashing_moves_only_the_keys_of_the_upstream_that_left(count, keys):
+    pool = [Upstream(f"http://u{i}:80") for i in range(count)]
+    ring = ConsistentHash(pool)
+    before = {key: ring.pick(pool, key) for key in keys}
+    gone = pool[0]
+    rest = pool[1:]
+    after = {key: ring.pick(rest, key) for key in keys}
+    moved = [key for key in keys if before[key] is not after[key]]
+    assert all(before[key] is gone for key in moved)  # only the leaver's keys move
+    assert len(moved) <= len(keys) * 2.5 / count  # about 1/n of them
+
+
+# -- forwarding -----------------------------------------------------------------------------
+def test_round_robin_and_weights_over_real_upstreams(lb, upstreams):
+    a, b = upstreams.start("a"), upstreams.start("b")
+    balancer = lb([a, {"url": b, "weight": 3}])
+    got = collections.Counter(names(validator(balancer), 40))
+    assert got == {"a": 10, "b": 30}
+
+
+def test_backups_serve_only_when_every_primary_is_down(lb, upstreams):
+    a, spare = upstreams.start("a"), upstreams.start("spare")
+    balancer = lb([a, {"url": spare, "backup": True}])
+    assert set(names(balancer, 4)) == {"a"}
+    upstreams.stop("a")
+    assert set(names(balancer, 4)) == {"spare"}
+
+
+def test_an_upstream_killed_mid_stream_costs_no_client_a_failure(lb, upstreams):
+    a, b = upstreams.start("a"), upstreams.start("b")
+    balancer = lb([a, b], fail_timeout=30)
+    app = TestApp(validator(balancer))
+    statuses = []
+    for n in range(60):
+        if n == 20:
+            upstreams.stop("a")
+        statuses.append(app.get("/", expect_errors=True).status_int)
+    assert statuses == [200] * 60
+    assert {row["url"]: row["up"] for row in balancer.status()} == {a: False, b: True}
+
+
+class DyingUpstream:
+    """A raw server that reads each whole request, counts it, and hangs up unanswered."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
+                        b"Content-Length", b"0"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(head.split(b" ")[0] + b" " + body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def dying():
+    upstream = DyingUpstream()
+    yield upstream
+    upstream.close()
+
+
+def test_a_post_to_a_dying_upstream_is_never_sent_twice(lb, upstreams, dying):
+    good = upstreams.start("b")
+    balancer = lb([dying.url, good])
+    response = TestApp(balancer).post("/order", b"pay 100", expect_errors=True)
+    assert response.status_int == 502
+    assert dying.requests == [b"POST pay 100"]
+    assert upstreams.received[("b", "POST")] == 0
+
+
+def test_a_get_to_a_dying_upstream_is_retried_elsewhere(lb, upstreams, dying):
+    good = upstreams.start("b")
+    balancer = lb([dying.url, good])
+    assert set(names(balancer, 4)) == {"b"}
+    assert dying.requests == [b"GET "]
+
+
+def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
+    a, b = upstreams.start("a"), upstreams.start("b")
+    balancer = lb([a, b], health_path="/health", health_rise=2)
+    upstreams.stop("a")
+    balancer.check_now()
+    assert set(names(balancer, 4)) == {"b"}
+    upstreams.restart("a")
+    balancer.check_now()
+    assert set(names(balancer, 4)) == {"b"}  # one success is not enough
+    balancer.check_now()
+    assert set(names(balancer, 4)) == {"a", "b"}
+    assert "DOWN" not in repr(balancer)
+
+
+def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    assert TestApp(lb([closed])).get("/", expect_errors=True).status_int == 502
+    balancer = lb([closed], max_fails=1)
+    TestApp(balancer).get("/", expect_errors=True)
+    assert (
+        TestApp(balancer)
+        .get("/", headers={"Accept": "application/json"}, expect_errors=True)
+        .status_int
+        == 503
+    )
+    release = threading.Event()
+
+    def slow(environ, start_response):
+        release.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"late"]
+
+    slow_url = upstreams.start("slow", slow)
+    try:
+        assert (
+            TestApp(lb([slow_url], read_timeout=0.3)).get("/", expect_errors=True).status_int == 504
+        )
+    finally:
+        release.set()
+
+
+def test_headers_in_and_out(lb, upstreams):
+    seen = {}
+
+    def echo_headers(environ, start_response):
+        seen.update(environ)
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("X-Upstream-Private", "drop me"),
+                ("Content-Length", "2"),
+            ],
+        )
+        return [b"ok"]
+
+    url = upstreams.start("h", echo_headers)
+    proxy = Server(lb([url]), threads=2).start()
+    try:
+        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+            sock.sendall(
+                b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
+                b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n"
+            )
+            raw = read_until_close(sock)
+    finally:
+        proxy.stop()
+    assert seen["HTTP_HOST"] == "shop.example"
+    assert seen["HTTP_X_KEPT"] == "yes" and seen["QUERY_STRING"] == "q=1"
+    assert "HTTP_X_SECRET" not in seen and "HTTP_KEEP_ALIVE" not in seen
+    assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"  # an untrusted client's chain is dropped
+    assert seen["HTTP_X_FORWARDED_HOST"] == "shop.example"
+    assert seen["HTTP_FORWARDED"] == 'for=127.0.0.1;proto=http;host="shop.example"'
+    assert raw.count(b"Set-Cookie:") == 2
+    assert b"ok" in raw
+
+
+def test_a_trusted_chain_is_extended(lb, upstreams):
+    seen = {}
+
+    def capture(environ, start_response):
+        seen.update(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b""]
+
+    balancer = lb([upstreams.start("c", capture)], trusted_proxies=["10.0.0.0/8"])
+    TestApp(balancer).get(
+        "/", headers={"X-Forwarded-For": "203.0.113.9"}, extra_environ={"REMOTE_ADDR": "10.0.0.2"}
+    )
+    assert seen["HTTP_X_FORWARDED_FOR"] == "203.0.113.9, 10.0.0.2"
+
+
+def test_paths_base_paths_and_redirects_are_mapped(lb, upstreams):
+    seen = {}
+
+    def based(environ, start_response):
+        seen["path"] = environ["PATH_INFO"]
+        start_response(
+            "302 Found",
+            [
+                ("Location", "/base/next?x=1"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "0"),
+            ],
+        )
+        return []
+
+    url = upstreams.start("based", based) + "/base"
+    site = PrefixDispatcher({"/pool": lb([url])})
+    response = TestApp(validator(site)).get("/pool/caf%C3%A9", status=302)
+    assert seen["path"] == "/base/caf\xc3\xa9"
+    assert response.location.endswith("/pool/next?x=1")
+
+
+def test_keep_alive_connections_are_reused(lb, upstreams):
+    url = upstreams.start("a")
+    balancer = lb([url])
+    app = TestApp(balancer)
+    for _ in range(25):
+        app.get("/")
+    assert balancer.status()[0]["connections_made"] == 1
+
+
+def test_chunked_both_ways_through_the_real_server(lb, upstreams):
+    def streaming(environ, start_response):
+        body = b""
+        while chunk := environ["wsgi.input"].read(65536):
+            body += chunk
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"got "
+        yield str(len(body)).encode()
+
+    url = upstreams.start("s", streaming)
+    proxy = Server(lb([url]), threads=2).start()
+    try:
+        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+            raw = read_until_close(sock)
+    finally:
+        proxy.stop()
+    assert b"Transfer-Encoding: chunked" in raw
+    assert raw.endswith(b"4\r\ngot \r\n2\r\n11\r\n0\r\n\r\n")
+
+
+def test_a_hundred_megabytes_each_way_with_bounded_memory(lb, upstreams):
+    size = 100 * 1024 * 1024
+    block = b"x" * 65536
+
+    def counter(environ, start_response):
+        total = 0
+        while chunk := environ["wsgi.input"].read(65536):
+            total += len(chunk)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(size))])
+        return (block for _ in range(size // len(block)))
+
+    url = upstreams.start("big", counter)
+    proxy = Server(lb([url]), threads=2).start()
+    tracemalloc.start()
+    try:
+        with socket.create_connection(proxy.address[:2], timeout=30) as sock:
+            sock.sendall(
+                f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+            )
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+            received = 0
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        proxy.stop()
+    assert received > size  # the head plus all of the body came back
+    assert peak < 16 * 1024 * 1024, f"peak Python memory {peak} bytes"
+
+
+def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
+    url = upstreams.start("a")
+    proxy = Server(lb([url]), threads=2).start()
+    try:
+        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+            sock.sendall(
+                b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+            )
+            raw = read_until_close(sock)
+    finally:
+        proxy.stop()
+    assert raw.endswith(b"a /latest 0")
+
+
+def test_describe_and_status_show_health(lb, upstreams):
+    a = upstreams.start("a")
+    stack = compose(use(ErrorCatcher), lb([a, {"url": "http://127.0.0.1:9", "backup": True}]))
+    text = describe(stack)
+    assert f"LoadBalancer([{a}, http://127.0.0.1:9 (backup)], strategy='round_robin')" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param((["ftp://x"],), "is not an http://host:port URL", id="scheme"),
+        pytest.param(([],), "at least one", id="empty"),
+        pytest.param((["http://a:1"],), "strategy: expected one of", id="strategy", marks=()),
+        pytest.param(([{"url": "http://a:1", "weight": 0}],), "weight must be >= 1", id="weight"),
+        pytest.param(
+            ([{"url": "http://a:1", "backup": True}],), "must not be a backup", id="backups-only"
+        ),
+    ],
+)
+def test_bad_options_fail_at_start_up(args, message):
+    options = {"strategy": "random"} if "strategy" in message else {}
+    with pytest.raises(ConfigError, match=message):
+        LoadBalancer(*args, **options)
+
+
+def test_in_a_pipeline(upstreams):
+    url = upstreams.start("a")
+    app = build_pipeline(
+        {"app": {"use": "load_balance", "upstreams": [url], "strategy": "least_conn"}}
+    )
+    assert TestApp(app).get("/p").text == "a /p 0"
+    app.close()

@@ -1,0 +1,460 @@
+"""LoadBalancer: forward requests to a pool of upstream HTTP servers.
+
+    application = LoadBalancer(
+        ["http://10.0.0.5:8000", {"url": "http://10.0.0.6:8000", "weight": 2},
+         {"url": "http://10.0.0.9:8000", "backup": True}],
+        strategy="least_conn", health_path="/health",
+    )
+
+Rules: the upstream is chosen only from configuration; nothing in the
+request (an absolute URI, ``Host``) can make this an open proxy.  Hop-by-hop
+headers never cross (RFC 9110 §7.6.1), in either direction, including those
+named in ``Connection``.  Bodies stream both ways.  Retries are safe: a
+connect failure moves to the next upstream for any method (nothing was
+sent); after the request went out, only a bodiless idempotent request is
+retried, and only on the conditions in ``next_upstream``.  No upstream
+available is 503, a failed or garbled exchange 502, a timeout 504.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import webob.exc
+
+from ..._types import StartResponse, WSGIEnvironment
+from ...clientip import ProxyTrust, client_addr, client_ip
+from ...errors import ConfigError
+from ...wsgi import ClosingIterator
+from .balance import STRATEGIES
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .upstream import Upstream, parse_upstream
+
+__all__ = ["LoadBalancer"]
+
+log = logging.getLogger("wsgistack.forward")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
+SAFE_PATH = "/:@!$&'()*+,;=-._~"
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.kind = kind  # "error" or "timeout", as in next_upstream
+        self.sent = sent  # did any of the request reach the upstream?
+
+
+class LoadBalancer:
+    """A WSGI app that forwards every request to one of ``upstreams``.
+
+    :param upstreams: URLs (``http://host:port[/base]``) or tables with ``url``,
+        ``weight`` and ``backup``; backups serve only when all others are down.
+    :param strategy: ``round_robin`` (smooth, weighted), ``least_conn``, ``p2c``
+        (power of two choices) or ``hash`` (consistent hashing on ``hash_key``).
+    :param hash_key: for ``hash``: a callable of environ; the client address by default.
+    :param max_fails: failures within ``fail_timeout`` seconds that take an upstream out
+        for ``fail_timeout`` seconds (passive health, as nginx).
+    :param health_path: if set, a background thread GETs it on each upstream every
+        ``health_interval`` seconds; a failure takes it out, ``health_rise`` successes
+        bring it back.
+    :param next_upstream: when to try another upstream: ``error``, ``timeout``,
+        ``http_502``, ``http_503``, ``http_504`` (as nginx's ``proxy_next_upstream``).
+    :param tries: upstreams tried at most per request; ``retry_timeout``: seconds at most.
+    :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
+    :param preserve_host: send the client's Host (default) or the upstream's.
+    :param trusted_proxies: whose X-Forwarded-For/Forwarded chain is kept and extended.
+    :param max_idle: idle keep-alive connections kept per upstream.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[Any],
+        *,
+        strategy: str = "round_robin",
+        hash_key: Callable[[WSGIEnvironment], str] | None = None,
+        max_fails: int = 1,
+        fail_timeout: float = 10.0,
+        health_path: str | None = None,
+        health_interval: float = 5.0,
+        health_rise: int = 2,
+        next_upstream: Iterable[str] = ("error", "timeout"),
+        tries: int = 3,
+        retry_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 60.0,
+        preserve_host: bool = True,
+        trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
+        max_idle: int = 32,
+        idle_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(upstreams, str) or not upstreams:
+            raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
+        defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
+        self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
+        self.primaries = [u for u in self.upstreams if not u.backup]
+        self.backups = [u for u in self.upstreams if u.backup]
+        if not self.primaries:
+            raise ConfigError("LoadBalancer: upstreams: at least one must not be a backup")
+        if strategy not in STRATEGIES:
+            raise ConfigError(
+                f"LoadBalancer: strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            )
+        self.strategy = strategy
+        self._pick_primary = STRATEGIES[strategy](self.primaries)
+        self._pick_backup = STRATEGIES[strategy](self.backups) if self.backups else None
+        if hash_key is not None and not callable(hash_key):
+            raise ConfigError(f"LoadBalancer: hash_key: {hash_key!r} is not callable")
+        self.hash_key = hash_key
+        conditions = set(next_upstream)
+        if conditions - CONDITIONS:
+            raise ConfigError(
+                f"LoadBalancer: next_upstream: unknown {sorted(conditions - CONDITIONS)}"
+            )
+        self.next_upstream = frozenset(conditions)
+        self._retry_statuses = {int(c[5:]) for c in conditions if c.startswith("http_")}
+        for name, value in (
+            ("tries", tries),
+            ("health_rise", health_rise),
+            ("max_fails", max_fails),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"LoadBalancer: {name}: expected a whole number >= 1, got {value!r}"
+                )
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("fail_timeout", fail_timeout),
+            ("retry_timeout", retry_timeout),
+            ("health_interval", health_interval),
+            ("idle_timeout", idle_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"LoadBalancer: {name}: expected seconds > 0, got {value!r}")
+        if health_path is not None and not str(health_path).startswith("/"):
+            raise ConfigError(
+                f"LoadBalancer: health_path: must start with '/', got {health_path!r}"
+            )
+        self.tries = tries
+        self.retry_timeout = float(retry_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.read_timeout = float(read_timeout)
+        self.idle_timeout = float(idle_timeout)
+        self.preserve_host = preserve_host
+        self.trust = ProxyTrust.coerce(trusted_proxies)
+        self.health_path = health_path
+        self.health_interval = float(health_interval)
+        self.health_rise = health_rise
+        self.clock = clock
+        self._checker: threading.Thread | None = None
+        self._checker_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    # -- status ---------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        """Each upstream's state, for status pages and describe()."""
+        now = self.clock()
+        return [u.status(now) for u in self.upstreams]
+
+    def __repr__(self) -> str:
+        now = self.clock()
+        parts = [
+            f"{u.url}{'*' + str(u.weight) if u.weight != 1 else ''}"
+            f"{' (backup)' if u.backup else ''}{'' if u.available(now) else ' DOWN'}"
+            for u in self.upstreams
+        ]
+        return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r})"
+
+    # -- active health ------------------------------------------------------------------
+    def _start_checker(self) -> None:
+        with self._checker_lock:
+            if self._checker is None or not self._checker.is_alive():
+                # Started on first use, so a preforking server starts one per worker.
+                self._checker = threading.Thread(
+                    target=self._check_loop, name="wsgistack-health", daemon=True
+                )
+                self._checker.start()
+
+    def check_now(self) -> None:
+        """Run one round of active health checks (the checker thread calls this)."""
+        for upstream in self.upstreams:
+            upstream.check_result(self._probe(upstream), self.health_rise)
+
+    def _probe(self, upstream: Upstream) -> bool:
+        try:
+            sock = upstream.connect(self.connect_timeout)
+        except OSError:
+            return False
+        try:
+            sock.settimeout(self.read_timeout)
+            target = upstream.base + (self.health_path or "/")
+            send_request(
+                sock,
+                "GET",
+                target,
+                [("Host", upstream.host_header), ("Connection", "close")],
+                None,
+                None,
+                False,
+            )
+            exchange = Exchange(sock, head_only=False)
+            exchange.read_head()
+            for _ in exchange.body():
+                pass
+            return exchange.status[:1] in ("2", "3")
+        except (OSError, UpstreamClosed, ReadTimeout):
+            return False
+        finally:
+            sock.close()
+
+    def _check_loop(self) -> None:
+        while not self._stopped.wait(self.health_interval):
+            self.check_now()
+
+    def close(self) -> None:
+        """Stop the health checker and close idle connections."""
+        self._stopped.set()
+        for upstream in self.upstreams:
+            upstream.close_idle()
+
+    # -- forwarding ------------------------------------------------------------------------
+    def _choose(self, environ: WSGIEnvironment, tried: set[int]) -> Upstream | None:
+        now = self.clock()
+        key = None
+        if self.strategy == "hash":
+            key = self.hash_key(environ) if self.hash_key else client_addr(environ, self.trust)
+        for group, picker in (
+            (self.primaries, self._pick_primary),
+            (self.backups, self._pick_backup),
+        ):
+            candidates = [u for u in group if id(u) not in tried and u.available(now)]
+            if candidates and picker is not None:
+                return picker.pick(candidates, key)
+        return None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.health_path is not None and (self._checker is None or not self._checker.is_alive()):
+            self._start_checker()
+        method = environ["REQUEST_METHOD"]
+        length_text = environ.get("CONTENT_LENGTH", "")
+        length = int(length_text) if length_text.isdigit() else None
+        chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        has_body = chunked or bool(length)
+        headers = self._request_headers(environ)
+        deadline = self.clock() + self.retry_timeout
+        tried: set[int] = set()
+        failure: _Failure | None = None
+        for _ in range(self.tries):
+            upstream = self._choose(environ, tried)
+            if upstream is None:
+                break
+            tried.add(id(upstream))
+            try:
+                exchange, sock = self._forward(upstream, environ, method, headers, length, chunked)
+            except _Failure as error:
+                failure = error
+                upstream.failed(self.clock())
+                log.warning("upstream %s failed (%s): %s", upstream.url, error.kind, error)
+                # Nothing sent: any method may go elsewhere. Sent: only a bodiless
+                # idempotent request (a streamed body cannot be sent twice).
+                safe = not error.sent or (method in IDEMPOTENT and not has_body)
+                if error.kind in self.next_upstream and safe and self.clock() < deadline:
+                    continue
+                break
+            code = int(exchange.status[:3])
+            retry = code in self._retry_statuses and not has_body and method in IDEMPOTENT
+            if retry and self.clock() < deadline and len(tried) < self.tries:
+                upstream.active -= 1
+                sock.close()
+                log.warning("upstream %s answered %s; trying the next", upstream.url, code)
+                continue
+            upstream.succeeded()
+            return self._respond(upstream, exchange, sock, environ, start_response)
+        if failure is None:
+            refusal = webob.exc.HTTPServiceUnavailable("No upstream is available.")
+        elif failure.kind == "timeout":
+            refusal = webob.exc.HTTPGatewayTimeout("The upstream did not answer in time.")
+        else:
+            refusal = webob.exc.HTTPBadGateway("The upstream failed.")
+        return refusal(environ, start_response)
+
+    def _forward(
+        self,
+        upstream: Upstream,
+        environ: WSGIEnvironment,
+        method: str,
+        headers: list[tuple[str, str]],
+        length: int | None,
+        chunked: bool,
+    ) -> tuple[Exchange, socket.socket]:
+        """Send the request and read the response head; raises _Failure."""
+        sock = upstream.take_idle(self.clock(), self.idle_timeout)
+        reused = sock is not None
+        if sock is None:
+            try:
+                sock = upstream.connect(self.connect_timeout)
+            except TimeoutError:
+                raise _Failure(
+                    "timeout", f"connecting to {upstream.url} timed out", False
+                ) from None
+            except OSError as exc:
+                raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
+        sock.settimeout(self.read_timeout)
+        upstream.active += 1
+        target = self._target(upstream, environ)
+        host = upstream.host_header
+        if self.preserve_host:
+            host = environ.get("HTTP_HOST", host)
+        body = environ["wsgi.input"]
+        try:
+            send_request(sock, method, target, [("Host", host), *headers], body, length, chunked)
+            exchange = Exchange(sock, head_only=method == "HEAD")
+            exchange.read_head()
+            return exchange, sock
+        except (UpstreamClosed, OSError, ReadTimeout) as exc:
+            upstream.active -= 1
+            sock.close()
+            stale = reused and isinstance(exc, UpstreamClosed) and not exc.started
+            if stale and not (chunked or length):
+                # A pooled connection the upstream had closed while idle: the request
+                # never reached it, so a fresh connection is safe for a bodiless request.
+                return self._forward(upstream, environ, method, headers, length, chunked)
+            kind = "timeout" if isinstance(exc, ReadTimeout | TimeoutError) else "error"
+            raise _Failure(kind, f"{upstream.url}: {exc}", True) from None
+
+    @staticmethod
+    def _target(upstream: Upstream, environ: WSGIEnvironment) -> str:
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe=SAFE_PATH) or "/"
+        query = environ.get("QUERY_STRING", "")
+        return upstream.base + path + ("?" + query if query else "")
+
+    def _request_headers(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
+        named = {
+            token.strip().lower()
+            for token in environ.get("HTTP_CONNECTION", "").split(",")
+            if token.strip()
+        }
+        headers = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                name = key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE",) and value:
+                name = "Content-Type"
+            else:
+                continue
+            lower = name.lower()
+            if (
+                lower in HOP_BY_HOP
+                or lower in named
+                or lower in ("host", "x-forwarded-for", "forwarded")
+            ):
+                continue
+            headers.append((name, value))
+        peer = environ.get("REMOTE_ADDR", "") or "unknown"
+        proto = environ.get("wsgi.url_scheme", "http")
+        host = environ.get("HTTP_HOST", environ.get("SERVER_NAME", ""))
+        chain = ""
+        fchain = ""
+        if (
+            self.trust is not None
+            and client_ip(environ, self.trust) is not None
+            and peer != client_addr(environ, self.trust)
+        ):
+            # The peer is a trusted proxy: keep the chain it sent and extend it.
+            chain = environ.get("HTTP_X_FORWARDED_FOR", "")
+            fchain = environ.get("HTTP_FORWARDED", "")
+        node = f'"[{peer}]"' if ":" in peer else peer
+        headers += [
+            ("X-Forwarded-For", f"{chain}, {peer}" if chain else peer),
+            ("X-Forwarded-Proto", proto),
+            ("X-Forwarded-Host", host),
+            (
+                "Forwarded",
+                (fchain + ", " if fchain else "") + f'for={node};proto={proto};host="{host}"',
+            ),
+        ]
+        if environ.get("SCRIPT_NAME"):
+            headers.append(("X-Forwarded-Prefix", environ["SCRIPT_NAME"]))
+        return headers
+
+    def _respond(
+        self,
+        upstream: Upstream,
+        exchange: Exchange,
+        sock: socket.socket,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        named = {
+            token.strip().lower()
+            for name, value in exchange.headers
+            if name.lower() == "connection"
+            for token in value.split(",")
+        }
+        headers = []
+        for name, value in exchange.headers:
+            lower = name.lower()
+            if lower in HOP_BY_HOP or lower in named:
+                continue
+            if lower == "location":
+                value = self._rewrite_location(upstream, value, environ)
+            headers.append((name, value))
+        start_response(exchange.status, headers)
+        finished = threading.Event()
+
+        def release() -> None:
+            upstream.active -= 1
+            if exchange.complete and exchange.keep_alive and finished.is_set():
+                upstream.give_back(sock, self.clock())
+            else:
+                sock.close()  # the client left early or the upstream misbehaved
+
+        def stream() -> Iterator[bytes]:
+            try:
+                yield from exchange.body()
+            except ReadTimeout:
+                log.warning("upstream %s stalled mid-response; aborting", upstream.url)
+                raise
+            finished.set()
+
+        return ClosingIterator(stream(), release)
+
+    @staticmethod
+    def _rewrite_location(upstream: Upstream, location: str, environ: WSGIEnvironment) -> str:
+        """Map an upstream redirect back into the client's view of the site."""
+        parts = urlsplit(location)
+        if parts.netloc and parts.netloc != upstream.host_header:
+            return location  # somewhere else entirely
+        path = parts.path
+        if upstream.base and (path == upstream.base or path.startswith(upstream.base + "/")):
+            path = path[len(upstream.base) :] or "/"
+        elif upstream.base:
+            return location
+        rewritten = environ.get("SCRIPT_NAME", "") + path
+        if parts.query:
+            rewritten += "?" + parts.query
+        if parts.fragment:
+            rewritten += "#" + parts.fragment
+        return rewritten

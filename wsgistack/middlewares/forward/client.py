@@ -1,0 +1,151 @@
+"""A lean HTTP/1.1 client for forwarding: raw sockets, httptools' response parser.
+
+Strategy: the request head goes out in one send; the body streams from
+``wsgi.input`` in blocks (Content-Length as given, or chunked, terminated).
+The response head is parsed, then the body is yielded as it arrives, never
+buffered whole.  A connection returns to its upstream's pool only when the
+exchange ended cleanly and both sides allow keep-alive; anything else
+(an early close by the client, an error) closes it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httptools
+
+__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
+
+BLOCK = 65536
+
+
+class UpstreamClosed(Exception):
+    """The upstream closed or reset the connection; ``started``: response bytes had arrived."""
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+
+class ReadTimeout(Exception):
+    """The upstream did not answer within the read timeout."""
+
+
+class Exchange:
+    """The upstream's response: status, headers, and a body to iterate once."""
+
+    def __init__(self, sock: socket.socket, head_only: bool) -> None:
+        self.sock = sock
+        self.head_only = head_only
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.keep_alive = False
+        self.complete = False
+        self._reason = b""
+        self._chunks: list[bytes] = []
+        self._headers_done = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._received = False
+        self._framed = True
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        code = self._parser.get_status_code()
+        self.status = f"{code} {self._reason.decode('latin-1') or 'Unknown'}"
+        self.keep_alive = self._parser.should_keep_alive()
+        self._framed = any(
+            name.lower() in ("content-length", "transfer-encoding") for name, _ in self.headers
+        )
+        if self.head_only or code in (204, 304) or 100 <= code < 200:
+            self.complete = code >= 200
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def _feed(self) -> None:
+        try:
+            data = self.sock.recv(BLOCK)
+        except TimeoutError:
+            raise ReadTimeout("the upstream did not answer in time") from None
+        except OSError as exc:
+            raise UpstreamClosed(str(exc), self._received) from None
+        if not data:
+            if self._headers_done and not self.complete and not self._framed:
+                self.complete = True  # a body delimited by the close (RFC 9112 §6.3 item 8)
+                self.keep_alive = False
+                return
+            if not self.complete:
+                raise UpstreamClosed("the upstream closed the connection", self._received)
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise UpstreamClosed(f"bad response from the upstream: {exc}", True) from None
+
+    def read_head(self) -> None:
+        while not self._headers_done:
+            self._feed()
+        if self.status.startswith("1"):  # an interim 100 Continue: wait for the real one
+            self._headers_done = False
+            self.headers = []
+            self._reason = b""
+            self.read_head()
+
+    def body(self) -> Iterator[bytes]:
+        while True:
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                yield from chunks
+            if self.complete:
+                return
+            self._feed()
+
+
+def _chunked(body: Any) -> Iterator[bytes]:
+    while block := body.read(BLOCK):
+        yield b"%x\r\n%s\r\n" % (len(block), block)
+    yield b"0\r\n\r\n"
+
+
+def send_request(
+    sock: socket.socket,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: Any,
+    length: int | None,
+    chunked: bool,
+) -> None:
+    """Send the head, then stream the body (exactly ``length`` bytes, or chunked)."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    elif chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    sock.sendall("".join(lines).encode("latin-1"))
+    if length:
+        remaining = length
+        while remaining > 0:
+            block = body.read(min(BLOCK, remaining))
+            if not block:
+                raise ConnectionAbortedError("the client sent less than its Content-Length")
+            sock.sendall(block)
+            remaining -= len(block)
+    elif chunked:
+        for piece in _chunked(body):
+            sock.sendall(piece)

@@ -1,0 +1,167 @@
+"""Upstreams: where requests go, how healthy each one is, and its pool of connections.
+
+Health is passive (``max_fails`` failures within ``fail_timeout`` seconds take
+an upstream out for ``fail_timeout``, as nginx does) and, when configured,
+active (a checker marks an upstream down at once and up again after
+``rise`` good answers).  Time comes from the balancer's clock.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...errors import ConfigError
+
+__all__ = ["Upstream", "parse_upstream"]
+
+
+@dataclass
+class _Idle:
+    sock: socket.socket
+    since: float
+
+
+class Upstream:
+    """One backend server: address, weight, health, idle keep-alive connections."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        weight: int = 1,
+        backup: bool = False,
+        max_fails: int = 1,
+        fail_timeout: float = 10.0,
+        max_idle: int = 32,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"LoadBalancer: upstreams: {url!r} is not an http://host:port URL")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"LoadBalancer: upstreams: {url!r} must not have a query or fragment")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise ConfigError(
+                f"LoadBalancer: upstreams: {url!r}: weight must be >= 1, got {weight!r}"
+            )
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise ConfigError(f"LoadBalancer: upstreams: {url!r} has a bad port") from None
+        self.url = url.rstrip("/")
+        self.host = parts.hostname
+        self.port = port
+        self.host_header = parts.netloc
+        self.base = parts.path.rstrip("/")
+        self.weight = weight
+        self.backup = backup
+        self.max_fails = max_fails
+        self.fail_timeout = fail_timeout
+        self.max_idle = max_idle
+        # Health and load, guarded by the lock.
+        self._lock = threading.Lock()
+        self.active = 0
+        self.fails = 0
+        self.first_fail = 0.0
+        self.down_until = 0.0
+        self.checked_down = False  # the active checker says down
+        self.rises = 0
+        self._idle: deque[_Idle] = deque()
+        self.connections_made = 0
+
+    # -- health ------------------------------------------------------------------
+    def available(self, now: float) -> bool:
+        return not self.checked_down and now >= self.down_until
+
+    def failed(self, now: float) -> None:
+        with self._lock:
+            if now - self.first_fail > self.fail_timeout:
+                self.fails = 0
+                self.first_fail = now
+            self.fails += 1
+            if self.fails >= self.max_fails:
+                self.down_until = now + self.fail_timeout
+                self.fails = 0
+
+    def succeeded(self) -> None:
+        if self.fails:
+            with self._lock:
+                self.fails = 0
+
+    def check_result(self, ok: bool, rise: int) -> None:
+        """An active health check's answer."""
+        with self._lock:
+            if ok:
+                self.rises += 1
+                if self.checked_down and self.rises >= rise:
+                    self.checked_down = False
+                    self.down_until = 0.0
+            else:
+                self.rises = 0
+                self.checked_down = True
+
+    # -- connections ------------------------------------------------------------------
+    def connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self.connections_made += 1
+        return sock
+
+    def take_idle(self, now: float, max_age: float) -> socket.socket | None:
+        with self._lock:
+            while self._idle:
+                idle = self._idle.pop()  # the most recent: least likely closed by the peer
+                if now - idle.since < max_age:
+                    return idle.sock
+                idle.sock.close()
+        return None
+
+    def give_back(self, sock: socket.socket, now: float) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(_Idle(sock, now))
+                return
+        sock.close()
+
+    def close_idle(self) -> None:
+        with self._lock:
+            while self._idle:
+                self._idle.pop().sock.close()
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "weight": self.weight,
+            "backup": self.backup,
+            "up": self.available(now),
+            "active": self.active,
+            "idle": len(self._idle),
+            "connections_made": self.connections_made,
+        }
+
+    def __repr__(self) -> str:
+        extra = f", weight={self.weight}" if self.weight != 1 else ""
+        return f"Upstream({self.url!r}{extra}{', backup' if self.backup else ''})"
+
+
+def parse_upstream(spec: Any, defaults: dict[str, Any]) -> Upstream:
+    """``"http://host:port"``, ``{"url": ..., "weight": 2, "backup": true}`` or an Upstream."""
+    if isinstance(spec, Upstream):
+        return spec
+    if isinstance(spec, str):
+        return Upstream(spec, **defaults)
+    if isinstance(spec, dict):
+        options = dict(spec)
+        url = options.pop("url", None)
+        unknown = set(options) - {"weight", "backup"}
+        if url is None or unknown:
+            raise ConfigError(
+                f"LoadBalancer: upstreams: {spec!r}: expected url and optional weight, backup"
+            )
+        return Upstream(url, **options, **defaults)
+    raise ConfigError(f"LoadBalancer: upstreams: {spec!r} is not a URL or a table")
