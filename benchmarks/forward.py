@@ -1,0 +1,159 @@
+"""The forwarder against werkzeug's ProxyMiddleware, WSGIProxy2 and nginx, to one upstream.
+
+The upstream is bjoern (a C server) serving hello world, so the proxies are
+the bottleneck.  The three Python proxies run under the reference server
+with the same workers and threads; nginx runs ``proxy_pass`` with upstream
+keepalive as the reference limit; "direct" hits the upstream itself.  wrk
+drives each in turn, keep-alive, on loopback.
+
+    python benchmarks/forward.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _wrk import free_port, wait_listening, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+NGINX_CONF = """
+worker_processes 2;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)  # the process group we started, by its PID
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+PATH = "/x/hello"  # the same path for every proxy (werkzeug proxies only under a prefix)
+
+
+def measure(url: str, port: int, seconds: int) -> dict:
+    url += PATH.lstrip("/")
+    wait_listening(port)
+    wrk(url, seconds=1, connections=50)
+    return wrk(url, seconds=seconds, connections=50)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    print(
+        f"werkzeug {version('werkzeug')}, WSGIProxy2 {version('wsgiproxy2')}, bjoern {version('bjoern')}"
+    )
+    upstream_port = free_port()
+    upstream = start(
+        [
+            PY,
+            "-c",
+            f"import bjoern, benchmarks.apps as a; bjoern.run(a.hello, '127.0.0.1', {upstream_port})",
+        ]
+    )
+    results = {}
+    try:
+        results["direct (bjoern)"] = measure(
+            f"http://127.0.0.1:{upstream_port}/", upstream_port, args.seconds
+        )
+        env = {**os.environ, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
+        for name, factory in (
+            ("wsgistack LoadBalancer", "forwarder()"),
+            ("werkzeug ProxyMiddleware", "werkzeug_proxy()"),
+            ("WSGIProxy2", "wsgiproxy2()"),
+        ):
+            port = free_port()
+            proc = start(
+                [
+                    PY,
+                    "-m",
+                    "wsgistack.cli",
+                    "serve",
+                    f"benchmarks.apps:{factory}",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+            try:
+                results[name] = measure(f"http://127.0.0.1:{port}/", port, args.seconds)
+            finally:
+                stop(proc)
+        if os.path.exists(nginx):
+            with tempfile.TemporaryDirectory() as directory:
+                port = free_port()
+                conf = Path(directory, "nginx.conf")
+                conf.write_text(NGINX_CONF.format(dir=directory, upstream=upstream_port, port=port))
+                proc = start([nginx, "-c", str(conf), "-p", directory])
+                try:
+                    results["nginx proxy_pass"] = measure(
+                        f"http://127.0.0.1:{port}/", port, args.seconds
+                    )
+                finally:
+                    stop(proc)
+    finally:
+        stop(upstream)
+    ours = results["wsgistack LoadBalancer"]["rps"]
+    print(f"\n{'':<26} {'req/s':>9} {'p99':>10} {'errors':>7} {'wsgistack is':>13}")
+    for name, r in results.items():
+        print(
+            f"{name:<26} {r['rps']:>9.0f} {r['p99'] * 1000:>8.2f}ms {r['errors']:>7} {ours / r['rps']:>12.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
