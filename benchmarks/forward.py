@@ -88,15 +88,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    print(
-        f"werkzeug {version('werkzeug')}, WSGIProxy2 {version('wsgiproxy2')}, bjoern {version('bjoern')}"
-    )
+    peers = ("werkzeug", "wsgiproxy2", "bjoern")
+    print(", ".join(f"{name} {version(name)}" for name in peers))
     upstream_port = free_port()
     upstream = start(
         [
             PY,
             "-c",
-            f"import bjoern, benchmarks.apps as a; bjoern.run(a.hello, '127.0.0.1', {upstream_port})",
+            "import bjoern, benchmarks.apps as a; "
+            f"bjoern.run(a.hello, '127.0.0.1', {upstream_port})",
         ]
     )
     results = {}
@@ -150,9 +150,8 @@ def main() -> None:
     ours = results["wsgistack LoadBalancer"]["rps"]
     print(f"\n{'':<26} {'req/s':>9} {'p99':>10} {'errors':>7} {'wsgistack is':>13}")
     for name, r in results.items():
-        print(
-            f"{name:<26} {r['rps']:>9.0f} {r['p99'] * 1000:>8.2f}ms {r['errors']:>7} {ours / r['rps']:>12.2f}x"
-        )
+        p99 = f"{r['p99'] * 1000:.2f}ms"
+        print(f"{name:<26} {r['rps']:>9.0f} {p99:>10} {r['errors']:>7} {ours / r['rps']:>12.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,20 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.port)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    parser = commands.add_parser("demo", help="run the demo site: every middleware at work")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)"
+    )
+    return _demo
+
+
 def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     parser = commands.add_parser("check", help="load and validate a pipeline file, print it")
     parser.add_argument("file", help="a TOML pipeline file")
@@ -33,6 +47,7 @@ def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Names
 
 #: Each subcommand: a function that adds its parser and returns its handler.
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], Callable[..., int]], ...] = (
+    _add_demo,
     add_serve,
     _add_check,
 )
