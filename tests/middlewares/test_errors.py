@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.validate import validator
 
 import pytest
@@ -14,9 +12,11 @@ import webob.exc
 from webtest import TestApp
 
 from tests.harness import serve_once
+from tests.server.conftest import read_until_close
 from wsgistack import build_pipeline, compose, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher
+from wsgistack.server import Server
 
 SECRET = "db-password-hunter2"
 
@@ -225,42 +225,21 @@ def test_repr_shows_the_options():
     assert repr(layer) == "ErrorCatcher(on_error=['report'], statuses={'TimeoutError': 504})"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def _get(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
-def test_over_a_real_socket_an_error_after_headers_truncates_and_the_server_lives_on():
-    """wsgiref stands in for the server here; the reference server's tests repeat this."""
-    calls = []
-
+def test_over_the_reference_server_an_error_after_headers_truncates_and_the_worker_lives_on():
     def streaming(environ, start_response):
-        calls.append(1)
-        fail = len(calls) == 1
-        return app_with(Body([b"a" * 10, b"b" * 10], fail_at=1 if fail else None), length=20)(
+        path = environ["PATH_INFO"]
+        return app_with(Body([b"a" * 10, b"b" * 10], fail_at=1 if path == "/fail" else None))(
             environ, start_response
         )
 
-    server = make_server("127.0.0.1", 0, ErrorCatcher(streaming), handler_class=_QuietHandler)
-    server.handle_error = lambda request, address: None
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        first = _get(server.server_port)
-        second = _get(server.server_port)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with Server(ErrorCatcher(streaming), bind="127.0.0.1:0") as server:
+        with socket.create_connection(server.address[:2], timeout=5) as sock:
+            sock.sendall(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = read_until_close(sock)
+        with socket.create_connection(server.address[:2], timeout=5) as sock:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            second = read_until_close(sock)
     head, _, body = first.partition(b"\r\n\r\n")
-    assert b"Content-Length: 20" in head and body == b"a" * 10  # short: visibly truncated
-    assert second.endswith(b"a" * 10 + b"b" * 10)
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"a\r\n" + b"a" * 10 + b"\r\n"  # no terminating chunk: visibly cut short
+    assert second.endswith(b"0\r\n\r\n") and b"b" * 10 in second
