@@ -35,3 +35,20 @@ def wsgiproxy2():
     from wsgiproxy import HostProxy
 
     return HostProxy(_upstream())
+
+
+def _office_networks(count: int = 10_000) -> list[str]:
+    return [f"10.{(n >> 8) & 255}.{n & 255}.0/24" for n in range(count)]
+
+
+def stack():
+    """The issue's stack around hello: errors, IP filter (10,000 networks), limiter, dispatcher."""
+    from wsgistack import compose, use
+    from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher, RateLimiter
+
+    return compose(
+        use(ErrorCatcher),
+        use(IPFilter, deny=_office_networks()),
+        use(RateLimiter, "1000000000/hour"),
+        PrefixDispatcher({"/a": hello, "/b": hello, "/c": hello}, default=hello),
+    )

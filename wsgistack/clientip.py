@@ -20,6 +20,7 @@ below reuse it and never disagree about who asked.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Literal
 
 from ._types import WSGIEnvironment
@@ -30,6 +31,7 @@ __all__ = ["CACHE_KEY", "ProxyTrust", "client_addr", "client_ip", "forwarded_for
 
 CACHE_KEY = "wsgistack.client_ip"
 _TRUST_KEY = "wsgistack.client_ip.trust"
+_ADDRESS_KEY = "wsgistack.client_ip.address"
 
 Header = Literal["x-forwarded-for", "forwarded"]
 _ENVIRON_KEYS: dict[str, str] = {
@@ -190,11 +192,17 @@ def client_ip(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> IPAd
     """
     cached = environ.get(CACHE_KEY)
     if cached is not None and (trust is None or environ.get(_TRUST_KEY) == trust):
-        return parse_address(cached) if cached else None
+        return environ.get(_ADDRESS_KEY)
     address = _resolve(environ, trust)
-    environ[CACHE_KEY] = "" if address is None else str(address)
+    environ[CACHE_KEY] = "" if address is None else _text(address)
     environ[_TRUST_KEY] = trust
+    environ[_ADDRESS_KEY] = address
     return address
+
+
+@lru_cache(maxsize=65536)
+def _text(address: IPAddress) -> str:
+    return str(address)
 
 
 def client_addr(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .errors import ConfigError
 
@@ -23,8 +24,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@lru_cache(maxsize=65536)
 def parse_address(text: str) -> IPAddress | None:
-    """Parse an address, unmapping IPv4-mapped IPv6; ``None`` if it is not one."""
+    """Parse an address, unmapping IPv4-mapped IPv6; ``None`` if it is not one.
+
+    Memoised (bounded): the same clients come back, and parsing is the costliest
+    step of deciding who asked.
+    """
     try:
         address = ipaddress.ip_address(text.strip())
     except ValueError:

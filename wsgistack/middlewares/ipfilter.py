@@ -221,7 +221,8 @@ class IPFilter:
     def verdict(self, address: Any) -> str | None:
         """Why ``address`` is refused (the rule that matched), or ``None`` if admitted."""
         rules = self._rules
-        denied = rules.deny.match(address) if address is not None else None
+        # Membership first (fast); the matching rule is named only for a refusal's log line.
+        denied = address is not None and address in rules.deny and rules.deny.match(address)
         allowed = rules.allow is None or (address is not None and address in rules.allow)
         if denied and (self.precedence == "deny" or rules.allow is None or not allowed):
             return f"deny {denied}"

@@ -1,0 +1,153 @@
+"""A whole stack's cost per request, against the nearest equivalent from werkzeug/webob/limits.
+
+Ours: ErrorCatcher + IPFilter (10,000 networks) + RateLimiter (memory) +
+PrefixDispatcher (3 mounts) around hello world.  Theirs, as people build it
+today: werkzeug's ProxyFix and DispatcherMiddleware, webob ``wsgify``
+middlewares for the error catcher and the IP filter (a scan of ``ipaddress``
+networks), and ``limits`` for the rate limit.  Both in process, same run; then
+our stack served by the reference server against the bare app, with wrk.
+
+    python benchmarks/stack.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import limits
+import limits.storage
+import limits.strategies
+import webob.dec
+import webob.exc
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _timing import fmt, per_call
+from _wrk import free_port, wait_listening, wrk
+
+from benchmarks.apps import _office_networks, hello, stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def their_stack():
+    networks = [ipaddress.ip_network(n) for n in _office_networks()]
+    limiter = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+    rate = limits.parse("1000000000/hour")
+
+    @webob.dec.wsgify.middleware
+    def catch_errors(request, app):
+        try:
+            return request.get_response(app)
+        except Exception:
+            return webob.exc.HTTPInternalServerError()
+
+    @webob.dec.wsgify.middleware
+    def ip_filter(request, app):
+        client = ipaddress.ip_address(request.remote_addr)
+        if any(client in network for network in networks):
+            return webob.exc.HTTPForbidden()
+        return request.get_response(app)
+
+    @webob.dec.wsgify.middleware
+    def rate_limit(request, app):
+        if not limiter.hit(rate, request.remote_addr):
+            return webob.exc.HTTPTooManyRequests()
+        return request.get_response(app)
+
+    dispatcher = DispatcherMiddleware(hello, {"/a": hello, "/b": hello, "/c": hello})
+    return catch_errors(ProxyFix(ip_filter(rate_limit(dispatcher))))
+
+
+def start_response(status, headers, exc_info=None):
+    return None
+
+
+def call(app, environ):
+    result = app(dict(environ), start_response)
+    for _ in result:
+        pass
+    close = getattr(result, "close", None)
+    if close:
+        close()
+
+
+def served(spec: str, seconds: int) -> float:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wsgistack.cli",
+            "serve",
+            spec,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_listening(port)
+        url = f"http://127.0.0.1:{port}/b/x"
+        wrk(url, seconds=1, connections=50)
+        return wrk(url, seconds=seconds, connections=50)["rps"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    print(f"werkzeug {version('werkzeug')}, webob {version('webob')}, limits {version('limits')}")
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/b/x",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "203.0.113.9",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "localhost",
+    }
+    bare = per_call(lambda: call(hello, environ), calls=20_000)
+    ours = per_call(lambda: call(OURS, environ), calls=20_000)
+    theirs = per_call(lambda: call(THEIRS, environ), calls=200, repeat=3)
+    print(f"bare app            {fmt(bare)}")
+    print(f"wsgistack stack     {fmt(ours)}  (+{fmt(ours - bare).strip()})")
+    print(f"werkzeug/webob/limits {fmt(theirs)}  (+{fmt(theirs - bare).strip()})")
+    print(f"added cost: ours is {(theirs - bare) / (ours - bare):.1f}x lighter")
+    bare_rps = served("benchmarks.apps:hello", args.seconds)
+    stack_rps = served("benchmarks.apps:stack()", args.seconds)
+    print(
+        f"\nserved (wrk, keep-alive): bare {bare_rps:.0f} req/s, stack {stack_rps:.0f} req/s "
+        f"({(1 - stack_rps / bare_rps) * 100:.1f}% below the bare app)"
+    )
+
+
+OURS = stack()
+THEIRS = their_stack()
+
+if __name__ == "__main__":
+    main()
