@@ -58,6 +58,9 @@ def upstream(name: str):
 if __name__ == "__main__":
     from wsgistack.server import Server, serve
 
-    with Server(upstream("A"), bind="127.0.0.1:8001"), Server(upstream("B"), bind="127.0.0.1:8002"):
+    with (
+        Server(upstream("A"), bind="127.0.0.1:8001", workers=0),
+        Server(upstream("B"), bind="127.0.0.1:8002", workers=0),
+    ):
         print("upstreams A and B on 127.0.0.1:8001 and :8002; the pool on http://127.0.0.1:8000")
-        serve(app, bind="127.0.0.1:8000")
+        serve(app, bind="127.0.0.1:8000", workers=0)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import queue
 import re
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,15 +34,15 @@ def test_the_demo_shows_every_middleware_at_work():
         text=True,
     )
     try:
-        printed = []
+        printed: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [printed.put(line) for line in proc.stdout], daemon=True
+        ).start()
+        lines: list[str] = []
         deadline = time.monotonic() + 30
-        while (
-            not any("curl -i" in line and "/boom" in line for line in printed)
-            and time.monotonic() < deadline
-        ):
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                printed.append(proc.stdout.readline())
-        text = "".join(printed)
+        while not any("curl -i" in line and "/boom" in line for line in lines):
+            lines.append(printed.get(timeout=max(0.1, deadline - time.monotonic())))
+        text = "".join(lines)
         port = int(re.search(r"demo on http://127\.0\.0\.1:(\d+)", text).group(1))
         urls = re.findall(r"curl -i (http://\S+)", text)
         assert [u.split(str(port), 1)[1] for u in urls] == [

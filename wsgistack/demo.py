@@ -13,12 +13,12 @@ Ctrl-C stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import TextIO
 
 from ._types import StartResponse, WSGIApplication, WSGIEnvironment
 from .compose import compose, describe, use
@@ -87,28 +87,20 @@ def build_demo(upstream_urls: list[str]) -> WSGIApplication:
 def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
     """Serve the demo in the foreground until Ctrl-C (or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    upstreams = [Server(upstream(name), bind="127.0.0.1:0", threads=2) for name in "AB"]
-    servers: list[Any] = list(upstreams)
-    try:
-        for server in upstreams:
-            server.start()
-        stack = build_demo([server.url for server in upstreams])
-        main = Server(stack, bind=f"127.0.0.1:{port}", threads=8)
-        servers.append(main)
+    with contextlib.ExitStack() as stack:
+        upstreams = [
+            stack.enter_context(Server(upstream(name), bind="127.0.0.1:0", workers=0, threads=2))
+            for name in "AB"
+        ]
+        app = build_demo([server.url for server in upstreams])
+        main = Server(app, bind=f"127.0.0.1:{port}", workers=0, threads=8)
+        main.bind()
         print(f"wsgistack demo on {main.url}  (Ctrl-C to stop)\n", file=out)
-        print(describe(stack), file=out)
+        print(describe(app), file=out)
         print("\nTry:", file=out)
         for path, what in TRIES:
             print(f"  curl -i {main.url}{path}    {what}", file=out)
         out.flush()
-        signal.signal(signal.SIGINT, lambda *_: main.worker.stop(graceful=False))
-        signal.signal(signal.SIGTERM, lambda *_: main.worker.stop(graceful=True))
-        main.worker.run()
-        for listener in main.listeners:
-            listener.close()
-        servers.remove(main)
-    finally:
-        for server in servers:
-            server.stop()
+        main.serve_forever()  # SIGINT stops at once, SIGTERM after in-flight requests
     print("demo stopped", file=out)
     return 0

@@ -12,7 +12,7 @@ import webob.exc
 from webtest import TestApp
 
 from tests.harness import serve_once
-from tests.server.conftest import read_until_close
+from tests.server.live import read_until_close
 from wsgistack import build_pipeline, compose, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher
@@ -232,11 +232,11 @@ def test_over_the_reference_server_an_error_after_headers_truncates_and_the_work
             environ, start_response
         )
 
-    with Server(ErrorCatcher(streaming), bind="127.0.0.1:0") as server:
-        with socket.create_connection(server.address[:2], timeout=5) as sock:
+    with Server(ErrorCatcher(streaming), bind="127.0.0.1:0", workers=0) as server:
+        with socket.create_connection(server.addresses[0], timeout=5) as sock:
             sock.sendall(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
             first = read_until_close(sock)
-        with socket.create_connection(server.address[:2], timeout=5) as sock:
+        with socket.create_connection(server.addresses[0], timeout=5) as sock:
             sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             second = read_until_close(sock)
     head, _, body = first.partition(b"\r\n\r\n")

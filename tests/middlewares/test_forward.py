@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from webtest import TestApp
 
-from tests.server.conftest import read_until_close
+from tests.server.live import read_until_close
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, LoadBalancer, PrefixDispatcher
@@ -40,13 +40,13 @@ class Upstreams:
         app = app or self.named(name)
         self.apps[name] = app
         bind = f"127.0.0.1:{self.ports.get(name, 0)}"
-        server = Server(app, bind=bind, threads=4)
-        self.ports[name] = server.address[1]
+        server = Server(app, bind=bind, workers=0, threads=4)
         self.servers[name] = server.start()
+        self.ports[name] = server.addresses[0][1]
         return server.url
 
     def stop(self, name: str) -> None:
-        self.servers.pop(name).stop()
+        self.servers.pop(name).close()
 
     def restart(self, name: str) -> None:
         self.start(name, self.apps[name])
@@ -67,7 +67,7 @@ class Upstreams:
 
     def close(self) -> None:
         for server in self.servers.values():
-            server.stop()
+            server.close()
 
 
 @pytest.fixture
@@ -283,16 +283,16 @@ def test_headers_in_and_out(lb, upstreams):
         return [b"ok"]
 
     url = upstreams.start("h", echo_headers)
-    proxy = Server(lb([url]), threads=2).start()
+    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
     try:
-        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
             sock.sendall(
                 b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
                 b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n"
             )
             raw = read_until_close(sock)
     finally:
-        proxy.stop()
+        proxy.close()
     assert seen["HTTP_HOST"] == "shop.example"
     assert seen["HTTP_X_KEPT"] == "yes" and seen["QUERY_STRING"] == "q=1"
     assert "HTTP_X_SECRET" not in seen and "HTTP_KEEP_ALIVE" not in seen
@@ -359,16 +359,16 @@ def test_chunked_both_ways_through_the_real_server(lb, upstreams):
         yield str(len(body)).encode()
 
     url = upstreams.start("s", streaming)
-    proxy = Server(lb([url]), threads=2).start()
+    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
     try:
-        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
             sock.sendall(
                 b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
             )
             raw = read_until_close(sock)
     finally:
-        proxy.stop()
+        proxy.close()
     assert b"Transfer-Encoding: chunked" in raw
     assert raw.endswith(b"4\r\ngot \r\n2\r\n11\r\n0\r\n\r\n")
 
@@ -385,10 +385,10 @@ def test_a_hundred_megabytes_each_way_with_bounded_memory(lb, upstreams):
         return (block for _ in range(size // len(block)))
 
     url = upstreams.start("big", counter)
-    proxy = Server(lb([url]), threads=2).start()
+    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
     tracemalloc.start()
     try:
-        with socket.create_connection(proxy.address[:2], timeout=30) as sock:
+        with socket.create_connection(proxy.addresses[0], timeout=30) as sock:
             sock.sendall(
                 f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
             )
@@ -400,22 +400,22 @@ def test_a_hundred_megabytes_each_way_with_bounded_memory(lb, upstreams):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-        proxy.stop()
+        proxy.close()
     assert received > size  # the head plus all of the body came back
     assert peak < 16 * 1024 * 1024, f"peak Python memory {peak} bytes"
 
 
 def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
     url = upstreams.start("a")
-    proxy = Server(lb([url]), threads=2).start()
+    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
     try:
-        with socket.create_connection(proxy.address[:2], timeout=5) as sock:
+        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
             sock.sendall(
                 b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
             )
             raw = read_until_close(sock)
     finally:
-        proxy.stop()
+        proxy.close()
     assert raw.endswith(b"a /latest 0")
 
 

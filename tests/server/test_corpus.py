@@ -1,81 +1,103 @@
-"""The raw-request corpus: each file one test id, delivered whole, by byte and in random splits.
+"""The raw-request corpus (tests/corpus/{valid,invalid}/*.http + .toml), over real sockets.
 
-``tests/corpus/valid/*.http`` must reach the app as the sidecar says;
-``tests/corpus/invalid/*.http`` must be refused with the sidecar's status
-and leave the server serving; the app never gets a malformed request.  (A
-body that turns out malformed after a valid head was already handed to the
-app, as bodies stream: its read raises, and the client still gets the 400.)
+Each file is delivered whole, one byte at a time, and in random splits: the
+parser must give the same answer however TCP cuts the bytes.
 """
 
 from __future__ import annotations
 
-import io
 import random
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import echo_app, exchange, split_response
+from wsgistack.server import Server
 
-CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+from .conftest import echo_app
+from .live import RawClient, live_server
+
+CORPUS = Path(__file__).parent.parent / "corpus"
 
 
-def cases(kind: str) -> list:
-    params = []
+def _cases(kind: str) -> list[pytest.param]:
+    cases = []
     for path in sorted((CORPUS / kind).glob("*.http")):
-        expected = tomllib.loads(path.with_suffix(".toml").read_text(encoding="utf-8"))
-        for delivery in ("whole", "bytes", "random"):
-            params.append(
-                pytest.param(path.read_bytes(), expected, delivery, id=f"{path.stem}-{delivery}")
-            )
-    return params
+        expected = tomllib.loads(path.with_suffix(".toml").read_text("utf-8"))
+        cases.append(pytest.param(path.read_bytes(), expected, id=path.stem))
+    return cases
 
 
-def pieces(raw: bytes, delivery: str) -> list[bytes]:
-    if delivery == "whole":
-        return [raw]
-    if delivery == "bytes":
-        return [raw[i : i + 1] for i in range(min(len(raw), 2000))] + (
-            [raw[2000:]] if len(raw) > 2000 else []
-        )
-    rng = random.Random(raw)
-    cuts = sorted(rng.sample(range(1, len(raw)), min(8, len(raw) - 1)))
-    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+def _whole(data: bytes) -> list[bytes]:
+    return [data]
+
+
+def _bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def _random(data: bytes) -> list[bytes]:
+    rng = random.Random(len(data))
+    cuts = sorted(rng.sample(range(1, len(data)), min(5, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+DELIVERIES = [
+    pytest.param(_whole, id="whole"),
+    pytest.param(_bytewise, id="by-byte"),
+    pytest.param(_random, id="random-splits"),
+]
+
+
+REACHED: list[str] = []
+
+
+def recording_echo(environ, start_response):
+    """The echo app, noting each request that reached it."""
+    REACHED.append(environ["PATH_INFO"])
+    return echo_app(environ, start_response)
 
 
 @pytest.fixture(scope="module")
-def server():
-    from tests.server.conftest import live
-
-    calls = []
-
-    def counting(environ, start_response):
-        body = environ["wsgi.input"].read()  # a malformed body raises here, uncounted
-        calls.append(environ["PATH_INFO"])
-        environ["wsgi.input"] = io.BytesIO(body)
-        return echo_app(environ, start_response)
-
-    with live(counting, threads=4) as running:
-        running.calls = calls  # type: ignore[attr-defined]
-        yield running
+def server() -> Iterator[Server]:
+    with live_server(recording_echo) as server:
+        yield server
 
 
-@pytest.mark.parametrize(("raw", "expected", "delivery"), cases("valid"))
-def test_valid_requests_reach_the_app_as_sent(server, raw, expected, delivery):
-    close = raw.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
-    status, _, body = split_response(exchange(server, *pieces(close, delivery)))
-    assert status == expected["status"]
-    assert body.decode("latin-1") == expected["body"]
+def _deliver(client: RawClient, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        try:
+            client.send(piece)
+        except OSError:
+            return  # the server refused early and closed: the answer is already there
 
 
-@pytest.mark.parametrize(("raw", "expected", "delivery"), cases("invalid"))
-def test_invalid_requests_are_refused_before_the_app(server, raw, expected, delivery):
-    before = len(server.calls)
-    data = exchange(server, *pieces(raw, delivery))
-    status, headers, _ = split_response(data)
-    assert status == expected["status"]
-    assert headers["connection"] == "close"
-    assert len(server.calls) == before
-    # ... and the server still serves.
-    assert split_response(exchange(server, b"GET /ok HTTP/1.0\r\n\r\n"))[0] == 200
+@pytest.mark.parametrize("deliver", DELIVERIES)
+@pytest.mark.parametrize(("raw", "expected"), _cases("valid"))
+def test_valid_request_is_served_and_kept_alive(server, raw, expected, deliver):
+    with RawClient(server.address) as client:
+        _deliver(client, deliver(raw))
+        status, _headers, body = client.response()
+        assert status == expected["status"]
+        assert body.decode("utf-8") == expected["echo"]
+        if raw.startswith(b"GET /old HTTP/1.0"):
+            assert client.closed_by_peer()  # HTTP/1.0 without keep-alive closes
+            return
+        # The connection stays usable: a second request on it is answered.
+        status, _, _ = client.request(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status == 200
+
+
+@pytest.mark.parametrize("deliver", DELIVERIES)
+@pytest.mark.parametrize(("raw", "expected"), _cases("invalid"))
+def test_invalid_request_is_refused_and_closed(server, raw, expected, deliver):
+    REACHED.clear()
+    with RawClient(server.address) as client:
+        _deliver(client, deliver(raw))
+        status, headers, _ = client.response()
+        assert status == expected["status"]
+        assert headers["connection"] == "close"
+        assert client.closed_by_peer()
+    if not expected.get("body_error"):
+        assert REACHED == []  # a refused request head never reaches the app

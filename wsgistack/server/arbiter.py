@@ -1,22 +1,22 @@
-"""The master process: prefork workers, keep their number, obey signals.
+"""The prefork master: N workers on shared listening sockets, kept alive and replaced safely.
 
-Rules: signal handlers only enqueue (a byte on a pipe); the loop does the
-work.  Workers import the app after the fork, so SIGHUP loads fresh code.
+Signals (handlers only record the signal; the loop acts on it):
+SIGTERM  graceful stop: workers stop accepting, finish in-flight requests
+         within --graceful-timeout, then the master exits.
+SIGHUP   graceful reload: a new set of workers loads the app afresh and
+         reports ready before the old set is told to drain, so no request
+         fails; if the new workers cannot load the app, the old ones stay.
+SIGINT / SIGQUIT  quick stop.
+A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
+Workers load the app after the fork (``load()``), so a reload picks up new code;
+if the first workers cannot load it, the master exits with status 2.
 
-- SIGTERM: graceful stop; workers finish in-flight requests within
-  ``graceful_timeout``, then are killed.
-- SIGINT, SIGQUIT: quick stop.
-- SIGHUP: graceful reload; a new generation of workers is started and only
-  once all of them are ready is the old generation told to drain.
-- A worker that dies (crash, ``kill -9``, recycling after ``max_requests``)
-  is replaced.  A worker that cannot load the app stops the master: a broken
-  deploy should fail loudly, not respawn forever.
-
-    Arbiter(lambda: load_app("myproject.wsgi"), config).run()
+    Arbiter(lambda: load_app("myapp:app"), config, listeners).run()
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -24,199 +24,122 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._types import WSGIApplication
 from .config import ServerConfig
-from .listener import open_listeners
 from .worker import Worker
 
-__all__ = ["Arbiter", "run_single"]
+__all__ = ["Arbiter"]
 
 log = logging.getLogger("wsgistack.server")
 
-BOOT_FAILED = 3
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
-
-
-def _announce(listeners: list[socket.socket], workers: int) -> None:
-    for sock in listeners:
-        address = sock.getsockname()
-        where = (
-            f"unix:{address}"
-            if isinstance(address, str)
-            else (
-                f"http://[{address[0]}]:{address[1]}"
-                if ":" in address[0]
-                else f"http://{address[0]}:{address[1]}"
-            )
-        )
-        log.info("listening on %s (%s)", where, f"{workers} workers" if workers else "1 process")
-
-
-def _unlink_unix(listeners: list[socket.socket]) -> None:
-    for sock in listeners:
-        address = sock.getsockname()
-        sock.close()
-        if isinstance(address, str) and address:
-            with contextlib.suppress(OSError):
-                os.unlink(address)
-
-
-def run_single(load: Callable[[], WSGIApplication], config: ServerConfig) -> int:
-    """Serve in this process until SIGTERM (graceful) or SIGINT (quick)."""
-    listeners = open_listeners(config.binds, config.backlog)
-    try:
-        worker = Worker(load(), config, listeners)
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
-        signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
-        _announce(listeners, 0)
-        worker.run()
-    finally:
-        _unlink_unix(listeners)
-    return 0
+#: A worker's exit status when it could not load the app.
+BOOT_ERROR = 3
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
 
 class Arbiter:
-    """Preforks ``config.workers`` workers, each calling ``load()`` for its app."""
+    """Run and supervise ``config.workers`` worker processes until stopped."""
 
-    def __init__(self, load: Callable[[], WSGIApplication], config: ServerConfig) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Callable[..., Any]],
+        config: ServerConfig,
+        listeners: list[socket.socket],
+    ) -> None:
         self.load = load
         self.config = config
-        self.workers: dict[int, int] = {}  # pid -> generation
-        self.ready: set[int] = set()
-        self.generation = 0
-        self.stopping: float | None = None  # the kill deadline once stopping
-        self.reloading = False
-        self.exit_status = 0
-        self._signals: list[int] = []
-
-    # -- signal handlers: enqueue only ----------------------------------------
-    def _enqueue(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"s")
-
-    def run(self) -> int:
-        self.listeners = open_listeners(self.config.binds, self.config.backlog)
+        self.listeners = listeners
+        self.workers: dict[int, float] = {}  # pid -> start time
+        self._retiring: set[int] = set()
+        self._ready: set[int] = set()
+        self._signals: collections.deque[int] = collections.deque()
+        self._stopping = False
+        self._deadline = 0.0
+        self._respawn_at = 0.0  # a worker failing at start delays the next spawn
+        self._booted = False  # some worker has loaded the app
+        self._status = 0
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.set_blocking(fd, False)
-        for signum in HANDLED:
-            signal.signal(signum, self._enqueue)
-        _announce(self.listeners, self.config.workers)
+
+    # -- signals: record only ---------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit status."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
+        old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        log.info("master %d: %d workers", os.getpid(), self.config.workers)
         try:
             self._spawn_missing()
-            while self.workers or self.stopping is None:
-                self._loop_once()
+            while self.workers or not self._stopping:
+                self._wait()
+                while self._signals:
+                    self._handle(self._signals.popleft())
+                self._reap()
+                self._read_ready()
+                self._finish_reload()
+                if self._stopping:
+                    self._enforce_deadline()
+                else:
+                    self._spawn_missing()
         finally:
-            _unlink_unix(self.listeners)
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             for fd in (self._wake_r, self._wake_w, self._ready_r, self._ready_w):
                 os.close(fd)
-        return self.exit_status
+        log.info("master %d: stopped", os.getpid())
+        return self._status
 
-    def _loop_once(self) -> None:
+    def _wait(self) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._wake_r, self._ready_r], [], [], 1.0)
         try:
-            readable, _, _ = select.select([self._wake_r, self._ready_r], [], [], 1.0)
-        except InterruptedError:
-            readable = []
-        if self._wake_r in readable:
-            self._drain(self._wake_r)
-        if self._ready_r in readable:
-            for chunk in self._read_all(self._ready_r):
-                self.ready.add(chunk)
-        while self._signals:
-            self._handle(self._signals.pop(0))
-        self._reap()
-        if self.stopping is not None:
-            if time.monotonic() > self.stopping:
-                self._kill_all(signal.SIGKILL)
-            return
-        self._spawn_missing()
-        if self.reloading and self._generation_ready(self.generation):
-            self.reloading = False
-            old = [pid for pid, gen in self.workers.items() if gen < self.generation]
-            log.info("reload: new workers ready, draining %d old ones", len(old))
-            for pid in old:
-                self._signal(pid, signal.SIGTERM)
-
-    @staticmethod
-    def _drain(fd: int) -> None:
-        try:
-            while os.read(fd, 4096):
+            while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
 
-    @staticmethod
-    def _read_all(fd: int) -> list[int]:
-        data = b""
-        try:
-            while chunk := os.read(fd, 4096):
-                data += chunk
-        except BlockingIOError:
-            pass
-        return [value for (value,) in struct.iter_unpack("=i", data[: len(data) // 4 * 4])]
-
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
-            return  # reaped every loop
-        if signum == signal.SIGHUP and self.stopping is None:
-            log.info("SIGHUP: graceful reload")
-            self.generation += 1
-            self.reloading = True
+            return  # _reap runs on every turn
+        if signum == signal.SIGHUP and not self._stopping:
+            log.info("master: reload, starting new workers")
+            self._retiring |= set(self.workers)
+            self._ready -= self._retiring
+            for _ in range(self.config.workers):
+                self._spawn()
             return
         graceful = signum == signal.SIGTERM
-        if self.stopping is None:
-            log.info(
-                "%s: %s stop", signal.Signals(signum).name, "graceful" if graceful else "quick"
-            )
-            grace = self.config.graceful_timeout if graceful else 1.0
-            self.stopping = time.monotonic() + grace
-        self._kill_all(signal.SIGTERM if graceful else signal.SIGINT)
+        if not self._stopping:
+            log.info("master: %s", "graceful stop" if graceful else "quick stop")
+        self._stopping = True
+        timeout = self.config.graceful_timeout if graceful else 0.0
+        self._deadline = time.monotonic() + timeout + 1.0
+        self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
-    def _generation_ready(self, generation: int) -> bool:
-        current = [pid for pid, gen in self.workers.items() if gen == generation]
-        return len(current) >= self.config.workers and all(pid in self.ready for pid in current)
-
-    def _spawn_missing(self) -> None:
-        current = sum(1 for gen in self.workers.values() if gen == self.generation)
-        for _ in range(self.config.workers - current):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        pid = os.fork()
-        if pid:
-            self.workers[pid] = self.generation
+    def _finish_reload(self) -> None:
+        if not self._retiring:
             return
-        status = 1
-        try:
-            status = self._child()
-        finally:
-            os._exit(status)
+        fresh = [pid for pid in self.workers if pid not in self._retiring]
+        if len([pid for pid in fresh if pid in self._ready]) >= self.config.workers:
+            for pid in self._retiring & set(self.workers):
+                _kill(pid, signal.SIGTERM)
+            self._retiring = set()
 
-    def _child(self) -> int:
-        for signum in HANDLED:
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        os.close(self._wake_r)
-        os.close(self._ready_r)
-        try:
-            app = self.load()
-        except BaseException:
-            log.exception("worker %d: cannot load the app", os.getpid())
-            return BOOT_FAILED
-        worker = Worker(app, self.config, self.listeners)
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
-        signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
-        signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
-        os.write(self._ready_w, struct.pack("=i", os.getpid()))
-        worker.run()
-        return 0
+    def _enforce_deadline(self) -> None:
+        if time.monotonic() > self._deadline:
+            self._kill_all(signal.SIGKILL)
+
+    def _kill_all(self, signum: int) -> None:
+        for pid in list(self.workers):
+            _kill(pid, signum)
 
     def _reap(self) -> None:
         while True:
@@ -226,26 +149,95 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            self.workers.pop(pid, None)
-            was_ready = pid in self.ready
-            self.ready.discard(pid)
+            started = self.workers.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
-            if code == BOOT_FAILED and not was_ready:
-                log.error("a worker failed to load the app; stopping")
-                self.exit_status = 1
-                if self.stopping is None:
-                    self.stopping = time.monotonic() + self.config.graceful_timeout
-                    self._kill_all(signal.SIGTERM)
-            elif self.stopping is None and code != 0:
-                log.warning("worker %d exited with %s; replacing it", pid, code)
+            if started is not None and code == BOOT_ERROR:
+                self._boot_failed(pid)
+            elif started is not None and not self._stopping and pid not in self._retiring:
+                level = logging.INFO if code == 0 else logging.WARNING
+                log.log(level, "worker %d exited (status %d), respawning", pid, code)
+                if code != 0 and time.monotonic() - started < 1.0:
+                    self._respawn_at = time.monotonic() + 1.0  # no fork storm on a start failure
+            self._retiring.discard(pid)
+            self._ready.discard(pid)
 
-    def _signal(self, pid: int, signum: int) -> None:
+    def _boot_failed(self, pid: int) -> None:
+        if not self._booted and not self._stopping:
+            log.error("master: the app cannot be loaded, stopping")
+            self._status = 2
+            self._handle(signal.SIGQUIT)
+        elif self._retiring and pid not in self._retiring:
+            log.error(
+                "master: reload failed (the new app cannot be loaded), keeping the old workers"
+            )
+            for fresh in set(self.workers) - self._retiring:
+                _kill(fresh, signal.SIGQUIT)
+            self._retiring = set()
+        else:
+            self._respawn_at = time.monotonic() + 1.0
+
+    def _read_ready(self) -> None:
         try:
-            os.kill(pid, signum)
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                raise
+            data = os.read(self._ready_r, 4096)
+        except BlockingIOError:
+            return
+        for index in range(0, len(data) - 3, 4):
+            self._ready.add(int.from_bytes(data[index : index + 4], "little"))
+            self._booted = True
 
-    def _kill_all(self, signum: int) -> None:
-        for pid in list(self.workers):
-            self._signal(pid, signum)
+    def _spawn_missing(self) -> None:
+        if time.monotonic() < self._respawn_at:
+            return
+        active = len([pid for pid in self.workers if pid not in self._retiring])
+        for _ in range(self.config.workers - active):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = time.monotonic()
+            return
+        status = 1
+        try:
+            status = self._child()
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            os._exit(status)
+
+    # -- in the child -----------------------------------------------------------------
+    def _child(self) -> int:
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wake_r, self._wake_w, self._ready_r):
+            os.close(fd)
+        parent = os.getppid()
+        try:
+            app = self.load()
+        except Exception as exc:
+            log.error("worker %d: cannot load the app: %s", os.getpid(), exc)
+            return BOOT_ERROR
+        worker = Worker(
+            app,
+            self.config,
+            self.listeners,
+            multiprocess=self.config.workers > 1,
+            watchdog=lambda: os.getppid() == parent,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
+        signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
+        signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            os.write(self._ready_w, os.getpid().to_bytes(4, "little"))
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+        os.close(self._ready_w)
+        worker.run()
+        return 0
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)

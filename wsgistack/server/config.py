@@ -1,211 +1,183 @@
-"""ServerConfig: every server option, validated in one place.
+"""ServerConfig: every option of the reference server, typed, frozen, validated in one place.
 
-The same table of (name, converter) pairs serves keyword arguments, the CLI
-and pipeline files, so an option means the same thing wherever it is given
-and a bad one fails at start-up with a message naming it.
+The CLI and the keyword arguments of ``Server``/``serve`` share one table of
+``(name, converter)`` pairs (``OPTIONS``), so an option means the same thing
+however it is given, and a bad value fails at start-up with a ``ConfigError``
+that names it.
 
-    config = ServerConfig(binds=("127.0.0.1:8000",), workers=2, threads=8)
-    config = ServerConfig.from_strings({"workers": "2", "bind": "[::1]:8000"})
+    config = ServerConfig.from_options(bind="127.0.0.1:0", threads=8)
+    config.binds  # (Bind(kind='tcp', host='127.0.0.1', port=0, path=None),)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import socket
+import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
-__all__ = ["Bind", "ServerConfig", "parse_bind"]
+__all__ = ["OPTIONS", "Bind", "ServerConfig", "parse_bind"]
 
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Bind:
-    """Where to listen: a TCP host and port, or a unix socket path."""
+    """One address to listen on: ``tcp`` (host, port) or ``unix`` (path)."""
 
-    family: int
+    kind: Literal["tcp", "unix"]
     host: str = ""
     port: int = 0
     path: str = ""
 
     def __str__(self) -> str:
-        if self.family == socket.AF_UNIX:
+        if self.kind == "unix":
             return f"unix:{self.path}"
-        if self.family == socket.AF_INET6:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_bind(text: str) -> Bind:
-    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` (all IPv4) or ``unix:/path``."""
-    if not isinstance(text, str) or not text:
-        raise ConfigError(f"bind: expected HOST:PORT or unix:PATH, got {text!r}")
-    if text.startswith("unix:"):
-        path = text[5:]
+def parse_bind(value: str) -> Bind:
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``unix:/path``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"bind: {value!r} is not HOST:PORT or unix:/path")
+    if value.startswith("unix:"):
+        path = value[5:]
         if not path:
-            raise ConfigError(f"bind: {text!r} has no socket path")
-        return Bind(socket.AF_UNIX, path=path)
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        family = socket.AF_INET6
-        if not sep:
-            raise ConfigError(f"bind: {text!r}: expected [IPV6]:PORT")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ConfigError(f"bind: {text!r}: expected HOST:PORT")
-        family = socket.AF_INET
-        host = host or "0.0.0.0"
-    if not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"bind: {text!r}: {port!r} is not a port number")
-    return Bind(family, host=host, port=int(port))
-
-
-def _positive_int(name: str, minimum: int = 1) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{name}: expected a whole number >= {minimum}, got {value!r}")
-        return value
-
-    return convert
-
-
-def _seconds(name: str) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
+            raise ConfigError(f"bind: {value!r} names no socket path")
+        return Bind("unix", path=path)
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"bind: {value!r} is not HOST:PORT (port 0-65535) or unix:/path")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
         try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = -1.0
-        if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
-            raise ConfigError(f"{name}: expected a number of seconds > 0, got {value!r}")
-        return seconds
-
-    return convert
-
-
-def _size(name: str) -> Callable[[Any], int]:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-
-    def convert(value: Any) -> int:
-        if isinstance(value, str):
-            text = value.strip().lower().removesuffix("b")
-            factor = units.get(text[-1:], 1)
-            digits = text[:-1] if text[-1:] in units else text
-            if digits.isdigit():
-                return int(digits) * factor
-        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        raise ConfigError(f"{name}: expected a size in bytes (e.g. 10m), got {value!r}")
-
-    return convert
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"bind: {value!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ConfigError(f"bind: {value!r}: write an IPv6 address in brackets, [::1]:8000")
+    return Bind("tcp", host=host or "0.0.0.0", port=int(port_text))
 
 
 def _binds(value: Any) -> tuple[Bind, ...]:
     items = [value] if isinstance(value, str | Bind) else list(value)
     if not items:
-        raise ConfigError("bind: give at least one address")
+        raise ConfigError("bind: at least one address is needed")
     return tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in choices:
-            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-        return value
+def _integer(name: str, minimum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {value!r} is not an integer") from None
+        if isinstance(value, float | bool) or number < minimum:
+            raise ConfigError(f"{name}: {value!r} must be an integer >= {minimum}")
+        return number
 
     return convert
 
 
-def _optional_text(name: str) -> Callable[[Any], str | None]:
-    def convert(value: Any) -> str | None:
-        if value is None or (isinstance(value, str) and value):
-            return value
-        raise ConfigError(f"{name}: expected '-' or a file path, got {value!r}")
+def _seconds(name: str, minimum: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if isinstance(value, bool) or not number >= minimum or number == float("inf"):
+            raise ConfigError(f"{name}: {value!r} must be a finite number >= {minimum}")
+        return number
 
     return convert
 
 
 def _root_path(value: Any) -> str:
-    if not isinstance(value, str) or (value and not value.startswith("/")):
-        raise ConfigError(f"root_path: expected '' or a path starting with '/', got {value!r}")
-    return value.rstrip("/")
+    if not isinstance(value, str) or (value and (value[0] != "/" or value.endswith("/"))):
+        raise ConfigError(f"root_path: {value!r} must be '' or start with '/' and not end with '/'")
+    return value
 
 
-@dataclass(frozen=True)
+def _access_log(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
+
+
+def _log_level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+#: Every option: its name and the converter that validates it (shared by CLI and kwargs).
+OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "bind": _binds,
+    "workers": _integer("workers", 0),
+    "threads": _integer("threads", 1),
+    "timeout": _seconds("timeout", 0.001),
+    "keepalive": _seconds("keepalive", 0.0),
+    "graceful_timeout": _seconds("graceful_timeout", 0.0),
+    "max_requests": _integer("max_requests", 0),
+    "max_body_size": _integer("max_body_size", 0),
+    "root_path": _root_path,
+    "access_log": _access_log,
+    "log_level": _log_level,
+    "backlog": _integer("backlog", 1),
+    "max_request_line": _integer("max_request_line", 64),
+    "max_headers": _integer("max_headers", 1),
+    "max_header_size": _integer("max_header_size", 256),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    """The reference server's options (defaults suit a small production box).
+    """The server's options (see ``wsgistack serve --help`` for each one's meaning).
 
-    ``workers=0`` serves in this process (tests, embedding); N >= 1 preforks N.
+    Build it with ``from_options(**kwargs)``, which converts and validates
+    every value through ``OPTIONS``; the constructor re-checks the result.
     """
 
-    binds: tuple[Bind, ...] = (Bind(socket.AF_INET, "127.0.0.1", 8000),)
-    workers: int = 0
-    threads: int = 8
-    #: Seconds a client may take to send a request's head or the next body bytes.
+    bind: tuple[Bind, ...] = (Bind("tcp", host="127.0.0.1", port=8000),)
+    workers: int = 1
+    threads: int = 4
     timeout: float = 30.0
-    #: Seconds an idle keep-alive connection is kept.
     keepalive: float = 5.0
-    #: Seconds in-flight requests get to finish on SIGTERM or reload.
     graceful_timeout: float = 30.0
-    #: Requests after which a worker is replaced (0: never), plus up to this jitter.
     max_requests: int = 0
-    max_requests_jitter: int = 0
-    max_body_size: int = 1024**3
-    #: Limits on the request head, with the statuses users expect (414, 431).
-    max_request_line: int = 8190
-    max_header_count: int = 100
-    max_header_size: int = 65536
+    max_body_size: int = 100 * 1024 * 1024
     root_path: str = ""
     access_log: str | None = None
     log_level: str = "info"
     backlog: int = 2048
+    max_request_line: int = 8190
+    max_headers: int = 100
+    max_header_size: int = 16384
 
     def __post_init__(self) -> None:
-        for name, convert in _CONVERTERS.items():
-            object.__setattr__(self, name, convert(getattr(self, name)))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if OPTIONS[field.name](value) != value:
+                raise ConfigError(f"{field.name}: {value!r} is not a valid value")
 
     @classmethod
-    def from_strings(cls, values: Mapping[str, Any]) -> ServerConfig:
-        """Build from CLI-style names and strings (``bind`` may repeat as a list)."""
-        options: dict[str, Any] = {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        for name, value in values.items():
-            key = {"bind": "binds"}.get(name, name).replace("-", "_")
-            if key not in known:
-                raise ConfigError(f"unknown server option {name!r}")
-            options[key] = value
-        return cls(**options)
-
-    def replace(self, **changes: Any) -> ServerConfig:
-        return dataclasses.replace(self, **changes)
+    def from_options(cls, **options: Any) -> ServerConfig:
+        """Convert and validate keyword options (strings from the CLI are fine too)."""
+        return cls(**convert_options(options))
 
     @property
-    def level(self) -> int:
-        return int(getattr(logging, self.log_level.upper()))
+    def binds(self) -> tuple[Bind, ...]:
+        return self.bind
 
 
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "binds": _binds,
-    "workers": _positive_int("workers", 0),
-    "threads": _positive_int("threads"),
-    "timeout": _seconds("timeout"),
-    "keepalive": _seconds("keepalive"),
-    "graceful_timeout": _seconds("graceful_timeout"),
-    "max_requests": _positive_int("max_requests", 0),
-    "max_requests_jitter": _positive_int("max_requests_jitter", 0),
-    "max_body_size": _size("max_body_size"),
-    "max_request_line": _positive_int("max_request_line", 64),
-    "max_header_count": _positive_int("max_header_count"),
-    "max_header_size": _positive_int("max_header_size", 256),
-    "root_path": _root_path,
-    "access_log": _optional_text("access_log"),
-    "log_level": _choice("log_level", LOG_LEVELS),
-    "backlog": _positive_int("backlog"),
-}
+def convert_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply ``OPTIONS`` to each given option; unknown names are a ``ConfigError``."""
+    converted: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise ConfigError(f"{name}: unknown server option (known: {', '.join(OPTIONS)})")
+        converted[name] = OPTIONS[name](value)
+    return converted

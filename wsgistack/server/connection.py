@@ -1,501 +1,382 @@
-"""One client connection: reading requests, calling the app, framing the response.
+"""One client connection: read into the parser, run the app for each request, write.
 
-Rules (PEP 3333 and RFC 9112), in the order a request meets them:
-- The selector thread reads the head without blocking; a worker thread gets
-  the connection only once a whole head is parsed, so a slow client holds no
-  thread while it dawdles over its headers.
-- ``wsgi.input`` never reads past this request's body; ``100 Continue`` is
-  sent only when the app first reads a body it was asked to wait for.
-- Headers go out with the first non-empty body chunk (or ``write()``), in one
-  send with it.  Length: the app's Content-Length, else computed for a list
-  body, else chunked on HTTP/1.1, else the connection closes to end the body.
-- ``start_response`` with ``exc_info`` replaces unsent headers and re-raises
-  once they are sent; an app failing after that aborts the connection, so the
-  client never mistakes half a body for a whole one.
-- ``close()`` is always called on the app's result.
+Only this module and ``listener.py`` touch sockets.  ``Connection.serve()``
+runs in a pool thread: it answers every request already parsed (pipelining,
+in order), then tells the worker whether to keep the connection (hand it back
+to the selector) or close it.
+
+Rules for the response (PEP 3333): headers go out with the first non-empty
+body chunk; ``start_response`` with ``exc_info`` replaces headers before that
+and re-raises after; a status or header with CR/LF or non-latin-1 is refused
+with a 500 and logged; the result's ``close()`` is always called.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import re
 import socket
-import stat
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._types import WSGIApplication
 from ..errors import ProtocolError
-from .http import (
-    BODY,
-    END,
-    HEAD,
-    RequestHead,
-    RequestParser,
-    build_environ,
-    check_response,
-    error_response,
-    http_date,
-    response_head,
-)
+from ..wsgi import close_iterable
+from .environ import FileWrapper, Input, build_environ
+from .http import Request, RequestParser, error_response, response_head
 
-__all__ = ["Connection", "FileWrapper"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("wsgistack.server")
-access_log = logging.getLogger("wsgistack.access")
 
-RECV_SIZE = 65536
-DRAIN_LIMIT = 1024 * 1024  # unread body bytes we skip to keep a connection alive
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-NO_BODY_STATUSES = ("1", "204", "304")
-
-
-class FileWrapper:
-    """``wsgi.file_wrapper``: a file the server may send with ``sendfile``."""
-
-    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
-        self.filelike = filelike
-        self.blksize = blksize
-        if hasattr(filelike, "close"):
-            self.close = filelike.close
-
-    def __iter__(self) -> Any:
-        read = self.filelike.read
-        while chunk := read(self.blksize):
-            yield chunk
+# RFC 9110 5.1 field-name = token; 5.5 field-value excludes CR, LF and NUL.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE = re.compile(r"[^\r\n\x00]*\Z")
+_STATUS = re.compile(r"[1-5][0-9][0-9] [^\r\n\x00]*\Z")
+# RFC 9110 7.6.1: hop-by-hop fields belong to the server, not the app.
+_HOP_BY_HOP = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+    )
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ClientGone(Exception):
-    """The client closed the connection or stopped reading."""
-
-
-class InputStream:
-    """``wsgi.input``: this request's body, decoded, never past its end."""
-
-    def __init__(self, connection: Connection, head: RequestHead) -> None:
-        self._connection = connection
-        self._head = head
-        self._buffer = b""
-        self.done = False  # set when this message's END event is consumed, body or not
-        has_body = head.chunked or bool(head.content_length)
-        self._continue_pending = head.expect_continue and has_body
-
-    def _more(self) -> bool:
-        """Move the next body piece into the buffer; False at the end of the body."""
-        if self.done:
-            return False
-        if self._continue_pending:
-            self._continue_pending = False
-            self._connection.send(CONTINUE)
-        events = self._connection.parser.events
-        while not events:
-            self._connection.fill()
-        kind, value = events[0]
-        if kind == BODY:
-            events.popleft()
-            self._buffer += value
-            return True
-        if kind == END:
-            events.popleft()
-        self.done = True
-        return False
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buffer = self._buffer, b""
-            return data
-        while len(self._buffer) < size and self._more():
-            pass
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        while b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size):
-            if not self._more():
-                break
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        if size is not None and size >= 0:
-            end = min(end, size)
-        data, self._buffer = self._buffer[:end], self._buffer[end:]
-        return data
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> InputStream:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
-
-    @property
-    def waiting_for_continue(self) -> bool:
-        return self._continue_pending
-
-    def drain(self, limit: int) -> bool:
-        """Skip the unread rest of the body; False if more than ``limit`` bytes remain."""
-        skipped = len(self._buffer)
-        self._buffer = b""
-        while skipped <= limit and self._more():
-            skipped += len(self._buffer)
-            self._buffer = b""
-        return self.done
+class AbortConnection(Exception):
+    """The response cannot be completed: close the connection without more bytes."""
 
 
 class Response:
-    """The response side of one request: start_response, write, framing."""
+    """The state of one response: what the app said and what was sent."""
 
-    def __init__(self, connection: Connection, head: RequestHead, body: InputStream) -> None:
-        self.connection = connection
-        self.head = head
-        self.body = body
+    __slots__ = (
+        "chunked",
+        "close",
+        "continued",
+        "head_only",
+        "headers",
+        "length",
+        "sent",
+        "status",
+        "written",
+    )
+
+    def __init__(self, head_only: bool) -> None:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.headers_sent = False
+        self.sent = False
+        self.continued = False
         self.chunked = False
-        self.close_after = not head.keep_alive
+        self.close = False
+        self.head_only = head_only
         self.length: int | None = None
-        self.sent_bytes = 0
-        self.is_head = head.method == "HEAD"
-        self.known_length: int | None = None  # the body's length when the app gave a list
-
-    def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], None]:
-        if exc_info is not None:
-            try:
-                if self.headers_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise AssertionError("start_response called a second time without exc_info")
-        check_response(status, headers)
-        self.status = status
-        self.headers = headers
-        self.length = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower == "content-length":
-                if not value.strip().isdigit():
-                    raise ValueError(f"bad Content-Length from the app: {value!r}")
-                self.length = int(value)
-            elif lower == "connection":
-                self.close_after = True
-        return self.write
-
-    def _frame(self, known_length: int | None) -> bytes:
-        """Choose the framing and return the head bytes (``known_length``: the body's size)."""
-        if self.status is None:
-            raise AssertionError("the app returned without calling start_response")
-        extra = [f"Date: {http_date()}\r\nServer: wsgistack\r\n"]
-        if self.status.startswith(NO_BODY_STATUSES):
-            pass
-        elif self.length is None and known_length is not None:
-            self.length = known_length
-            extra.append(f"Content-Length: {known_length}\r\n")
-        elif self.length is None:
-            if self.head.version == "1.1":
-                self.chunked = not self.is_head
-                if self.chunked:
-                    extra.append("Transfer-Encoding: chunked\r\n")
-            else:
-                self.close_after = True  # HTTP/1.0 with no length: the close ends the body
-        if self.body.waiting_for_continue:
-            self.close_after = True  # the body may or may not follow: we cannot tell
-        if self.close_after or self.connection.stopping:
-            self.close_after = True
-            if not any(name.lower() == "connection" for name, _ in self.headers):
-                extra.append("Connection: close\r\n")
-        elif self.head.version == "1.0":
-            extra.append("Connection: keep-alive\r\n")
-        self.headers_sent = True
-        return response_head(self.head.version, self.status, self.headers, "".join(extra))
-
-    def write(self, data: bytes) -> None:
-        """Send a body chunk (the head first, with it); the ``write()`` callable too."""
-        if not data:
-            return
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"the app yielded {type(data).__name__}, not bytes")
-        head = b"" if self.headers_sent else self._frame(self.known_length)
-        if self.is_head:
-            if head:
-                self.connection.send(head)
-            return
-        if self.length is not None:
-            room = self.length - self.sent_bytes
-            if len(data) > room:
-                log.error("the app sent more than its Content-Length; response truncated")
-                data = data[:room]
-                self.close_after = True
-        self.sent_bytes += len(data)
-        if self.chunked:
-            self.connection.send(b"".join((head, b"%x\r\n" % len(data), data, b"\r\n")))
-        else:
-            self.connection.send(head + data if head else data)
-
-    def finish(self) -> None:
-        """End the response: the head if nothing was sent, the last chunk if chunked."""
-        if not self.headers_sent:
-            self.connection.send(self._frame(self.known_length or 0))
-        elif self.chunked:
-            self.connection.send(b"0\r\n\r\n")
-        if self.length is not None and self.sent_bytes < self.length and not self.is_head:
-            log.error("the app sent less than its Content-Length; closing the connection")
-            self.close_after = True
-
-    def send_file(self, wrapper: FileWrapper) -> bool:
-        """Send a real file with sendfile; False if it is not one (iterate it instead)."""
-        filelike = wrapper.filelike
-        try:
-            fileno = filelike.fileno()
-            info = os.fstat(fileno)
-            offset = filelike.tell()
-        except (AttributeError, OSError, ValueError):
-            return False
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        remaining = info.st_size - offset
-        count = remaining if self.length is None else min(self.length, remaining)
-        self.connection.send(self._frame(count))
-        if not self.is_head and count > 0:
-            if self.chunked:
-                return False  # not reachable: a known length never chunks
-            self.connection.sendfile(filelike, offset, count)
-            self.sent_bytes += count
-        return True
+        self.written = 0
 
 
 class Connection:
-    """A client connection, owned by the selector thread or by one worker thread at a time."""
+    """A client socket plus its parser; ``serve()`` answers buffered requests."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        peer: Any,
-        base_environ: dict[str, Any],
-        worker: Any,
-    ) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, worker: Any) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
+        self.busy = False  # owned by a pool thread: the loop must not touch it
+        self.peer = peer
         self.worker = worker
-        config = worker.config
         self.parser = RequestParser(worker.limits)
-        self.base = base_environ.copy()
-        if isinstance(peer, tuple) and peer:
-            self.base["REMOTE_ADDR"] = str(peer[0])
-            self.base["REMOTE_PORT"] = str(peer[1])
-        else:
-            self.base["REMOTE_ADDR"] = ""
-            self.base["REMOTE_PORT"] = ""
-        self.root_path = config.root_path
-        self.timeout = config.timeout
-        self.closed = False
-        self.lingering = False  # refused: reading and dropping until the client closes
         self.deadline = 0.0
-        self.partial = False  # bytes of a request head have arrived
-        self.served = 0  # requests answered on this connection
+        self.requests = 0
+        self.served = False  # answered a request: an idle one may be closed on shutdown
 
-    @property
-    def stopping(self) -> bool:
-        return self.worker.stopping
-
-    # -- the selector side -----------------------------------------------------
+    # -- reading ---------------------------------------------------------------------
     def receive(self) -> bool:
-        """Read what is there without blocking; False when the peer closed."""
+        """Read what is available into the parser; False when the peer closed."""
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             return False
         if not data:
             return False
-        self.partial = True
-        self.parser.feed(data)  # ProtocolError goes to the caller, who refuses
+        self.parser.feed(data)
         return True
 
-    @property
-    def ready(self) -> bool:
-        """A whole request head is waiting."""
-        return bool(self.parser.events) and self.parser.events[0][0] == HEAD
-
-    def refuse(self, error: ProtocolError) -> None:
-        """Answer a bad request with its status, then linger before closing.
-
-        Closing with unread request bytes makes the kernel send a reset that
-        can destroy the answer before the client reads it; so the write side
-        is shut and what the client still sends is read and dropped (by the
-        selector, without blocking) until it stops or the linger time ends.
-        """
-        log.info("refused %s: %s %s", self.base["REMOTE_ADDR"], error.status_hint, error)
+    def _fill(self) -> None:
+        """Block (up to --timeout) for more body bytes; used by ``wsgi.input``."""
         try:
-            self.sock.settimeout(1.0)
-            self.sock.sendall(error_response(error.status_hint))
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.setblocking(False)
-        except OSError:
-            self.close()
-            return
-        self.lingering = True
-
-    def discard(self) -> bool:
-        """While lingering: drop what arrives; False once the client has closed."""
-        try:
-            while self.sock.recv(RECV_SIZE):
-                pass
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        return False
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-
-    # -- the worker thread side ------------------------------------------------
-    def fill(self) -> None:
-        """Block (up to the timeout) for more request bytes."""
-        try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(65536)
         except TimeoutError:
-            raise ProtocolError("client too slow sending the body", 408) from None
+            raise ProtocolError("timed out reading the request body", 408) from None
         except OSError as exc:
-            raise ClientGone(str(exc)) from None
+            raise ProtocolError(f"reading the request body failed: {exc}", 400) from None
         if not data:
-            raise ClientGone("client closed the connection mid-request")
+            raise ProtocolError("the client closed before the body ended", 400)
         self.parser.feed(data)
 
-    def send(self, data: bytes) -> None:
+    # -- serving ---------------------------------------------------------------------
+    def serve(self) -> bool:
+        """Answer every parsed request; True to keep the connection open."""
+        parser = self.parser
+        while (request := parser.next_request()) is not None:
+            if request.error is not None:
+                self.send_refusal(request.error)  # broken before the app saw it
+                return False
+            self.requests += 1
+            self.served = True
+            if not self._handle(request):
+                return False
+            if self.worker.stopping:
+                return False
+        if parser.error is not None:
+            self.send_refusal(parser.error)
+            return False
+        return True
+
+    def send_refusal(self, error: ProtocolError) -> None:
+        log.debug("refused %s: %s", self.peer, error)
+        self.sendall(error_response(error.status_hint))
+
+    def sendall(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
-        except OSError as exc:
-            raise ClientGone(str(exc)) from None
+        except OSError:
+            raise AbortConnection from None
 
-    def sendfile(self, filelike: Any, offset: int, count: int) -> None:
-        try:
-            self.sock.sendfile(filelike, offset, count)
-        except OSError as exc:
-            raise ClientGone(str(exc)) from None
+    def _handle(self, request: Request) -> bool:
+        worker = self.worker
+        response = Response(request.method == "HEAD")
 
-    def serve(self, app: WSGIApplication) -> bool:
-        """Answer every request already buffered; True to hand the connection back idle."""
-        self.sock.settimeout(self.timeout)
-        try:
-            while self.ready and not self.closed:
-                if not self._one(app):
-                    if not self.lingering:
-                        self.close()
-                    return self.lingering
-                if self.stopping:
-                    self.close()
-                    return False
-        finally:
-            if not self.closed:
-                self.sock.setblocking(False)
-        self.partial = bool(self.parser.events)
-        return not self.closed
+        def send_continue() -> None:
+            if request.expect_continue and not response.sent:
+                self.sendall(_CONTINUE)
+                response.continued = True
 
-    def _one(self, app: WSGIApplication) -> bool:
-        """One request/response exchange; False if the connection must close."""
-        _, head = self.parser.events.popleft()
-        started = time.time()
-        environ = build_environ(head, self.base, self.root_path)
-        body = InputStream(self, head)
-        environ["wsgi.input"] = body
-        response = Response(self, head, body)
+        wsgi_input = Input(request, self._fill, send_continue)
         try:
-            self._call(app, environ, response)
-        except ClientGone:
+            environ = build_environ(worker.environ_base, request, self.peer, wsgi_input)
+        except ProtocolError as exc:
+            self.send_refusal(exc)
             return False
-        except ProtocolError as error:  # 408/413 while the app read the body
-            if not response.headers_sent:
-                self.refuse(error)
-            return False
-        finally:
-            self.served += 1
-            self.worker.count_request()
-            if access_log.isEnabledFor(logging.INFO):
-                _log_access(environ, response, started)
-        if response.close_after:
-            return False
+        keep_alive = request.keep_alive
         try:
-            return body.done or body.drain(DRAIN_LIMIT)
-        except (ClientGone, ProtocolError):
+            self._run_app(environ, request, response)
+        except AbortConnection:
             return False
+        except ProtocolError as exc:
+            if not response.sent:
+                self.send_refusal(exc)
+            return False
+        if worker.access_log is not None:
+            worker.access_log(environ, response)
+        if response.close or not keep_alive or request.error is not None:
+            return False
+        # An unread body that fully arrived is skipped; one still arriving means close.
+        return wsgi_input.exhausted or request.complete
 
-    def _call(self, app: WSGIApplication, environ: dict[str, Any], response: Response) -> None:
+    def _run_app(self, environ: dict[str, Any], request: Request, response: Response) -> None:
+        start_response = self._start_response(request, response)
         try:
-            result: Iterable[bytes] = app(environ, response.start_response)
-        except (ClientGone, ProtocolError):
+            result = self.worker.app(environ, start_response)
+        except (AbortConnection, ProtocolError):
             raise
         except Exception:
-            self._app_failed(environ, response)
+            self._fail(response, "the application raised")
             return
         try:
-            if type(result) is FileWrapper and response.send_file(result):
-                pass
-            else:
-                if isinstance(result, list | tuple):
-                    # The whole body is known: send a Content-Length, not chunks.
-                    response.known_length = sum(len(chunk) for chunk in result)
-                for chunk in result:
-                    response.write(chunk)
-                response.finish()
-        except (ClientGone, ProtocolError):
+            if (
+                isinstance(result, FileWrapper)
+                and not response.sent
+                and response.status is not None
+                and self._sendfile(result, request, response)
+            ):
+                return
+            self._write_all(result, request, response)
+        except (AbortConnection, ProtocolError):
             raise
         except Exception:
-            self._app_failed(environ, response)
+            self._fail(response, "the application raised while iterating its response")
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
+            try:
+                close_iterable(result)
+            except Exception:
+                log.exception("the application's close() raised")
+                response.close = True
+
+    def _write_all(self, result: Iterable[bytes], request: Request, response: Response) -> None:
+        if (
+            type(result) is list
+            and len(result) == 1
+            and not response.sent
+            and response.status is not None
+            and response.length is None
+        ):
+            # One block, no length given: send a Content-Length instead of chunking.
+            response.length = len(result[0])
+            response.headers.append(("Content-Length", str(response.length)))
+        write = self._writer(request, response)
+        for chunk in result:
+            if chunk:
+                write(chunk)
+        if not response.sent:
+            write(b"")
+            if response.status is None:
+                raise ProtocolError("the application never called start_response", 500)
+        self._finish(response)
+
+    def _finish(self, response: Response) -> None:
+        if response.chunked:
+            self.sendall(b"0\r\n\r\n")
+        elif (
+            response.length is not None
+            and response.written < response.length
+            and not response.head_only
+        ):
+            log.error("the application sent fewer bytes than its Content-Length")
+            raise AbortConnection
+
+    def _fail(self, response: Response, message: str) -> None:
+        log.error("%s", message, exc_info=True)
+        if response.sent:
+            raise AbortConnection
+        response.close = True
+        self.sendall(error_response(500))
+        response.status = "500 Internal Server Error"
+        response.sent = True
+
+    def _start_response(self, request: Request, response: Response) -> Callable[..., Any]:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            if exc_info is not None:
                 try:
-                    close()
-                except Exception:
-                    log.exception("error closing the response of %s", environ["PATH_INFO"])
+                    if response.sent:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif response.status is not None:
+                raise AssertionError("start_response called twice without exc_info")
+            _check_head(status, headers)
+            response.status = status
+            response.length = None
+            response.headers = kept = []
+            for name, value in headers:
+                lower = name.lower()
+                if lower in _HOP_BY_HOP:
+                    if lower == "connection" and "close" in value.lower():
+                        response.close = True
+                    continue
+                if lower == "content-length":
+                    if not value.isdigit():
+                        raise _BadHead(f"invalid Content-Length {value!r}")
+                    response.length = int(value)
+                kept.append((name, value))
+            return self._writer(request, response)
 
-    def _app_failed(self, environ: dict[str, Any], response: Response) -> None:
-        log.exception(
-            "error in the app answering %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"]
-        )
-        if response.headers_sent:
-            raise ClientGone("response aborted after its headers were sent")
-        self.send(error_response(500, response.head.version))
-        response.close_after = True
-        response.status = response.status or "500 Internal Server Error"
+        return start_response
+
+    def _writer(self, request: Request, response: Response) -> Callable[[bytes], None]:
+        def write(data: bytes) -> None:
+            if response.status is None:
+                raise AssertionError("write() before start_response()")
+            if not response.sent:
+                head = self._head(request, response)
+                response.sent = True
+                if response.head_only:
+                    self.sendall(head)
+                    return
+                self.sendall(head + self._frame(response, data))
+                return
+            if data and not response.head_only:
+                self.sendall(self._frame(response, data))
+
+        return write
+
+    def _frame(self, response: Response, data: bytes) -> bytes:
+        response.written += len(data)
+        if response.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        if response.length is not None and response.written > response.length:
+            log.error("the application sent more bytes than its Content-Length")
+            raise AbortConnection
+        return data
+
+    def _head(self, request: Request, response: Response) -> bytes:
+        extra = b""
+        status_code = response.status[:3]  # type: ignore[index]
+        bodyless = status_code in ("204", "304") or status_code[0] == "1"
+        if bodyless:
+            response.head_only = True  # RFC 9110 6.4.1: these responses have no content
+        if response.length is None and not bodyless and not response.head_only:
+            if request.version == "1.1":
+                response.chunked = True
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                response.close = True  # HTTP/1.0 without a length: the close ends the body
+        if request.expect_continue and not response.continued and not request.complete:
+            response.close = True  # the client still holds a body we never asked for
+        if response.close or not request.keep_alive or self.worker.stopping:
+            response.close = True
+            extra += b"Connection: close\r\n"
+        elif request.version == "1.0":
+            extra += b"Connection: keep-alive\r\n"
+        return response_head(response.status, response.headers, extra)  # type: ignore[arg-type]
+
+    def _sendfile(self, wrapper: FileWrapper, request: Request, response: Response) -> bool:
+        """Send a real file with os.sendfile; False to fall back to iteration."""
+        filelike = wrapper.filelike
+        try:
+            fileno = filelike.fileno()
+            offset = filelike.tell()
+            size = os.fstat(fileno).st_size - offset
+        except (AttributeError, OSError, ValueError):
+            return False
+        if response.length is None:
+            response.length = size
+            response.headers.append(("Content-Length", str(size)))
+        head = self._head(request, response)
+        response.sent = True
+        self.sendall(head)
+        if response.head_only or response.length is None:
+            return True
+        remaining = min(size, response.length)
+        try:
+            self.sock.sendfile(filelike, offset, remaining)
+        except OSError:
+            raise AbortConnection from None
+        response.written = remaining
+        self._finish(response)
+        return True
 
 
-def _log_access(environ: dict[str, Any], response: Response, started: float) -> None:
-    """One line in the combined log format (Apache/nginx), to the wsgistack.access logger."""
-    when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(started))
-    request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
-    status = (response.status or "000")[:3]
-    size = response.sent_bytes or "-"
-    access_log.info(
-        '%s - - [%s] "%s" %s %s "%s" "%s"',
-        environ.get("REMOTE_ADDR") or "-",
-        when,
-        request,
-        status,
-        size,
-        environ.get("HTTP_REFERER", "-"),
-        environ.get("HTTP_USER_AGENT", "-"),
-    )
+def _check_head(status: Any, headers: Any) -> None:
+    """Refuse a status or header that would inject into the response (500, logged)."""
+    if type(status) is not str or not _STATUS.match(status):
+        raise _BadHead(f"invalid status {status!r}")
+    if type(headers) is not list:
+        raise _BadHead(f"headers must be a list, not {type(headers).__name__}")
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise _BadHead(f"invalid header {item!r}")
+        name, value = item
+        if type(name) is not str or not _TOKEN.match(name):
+            raise _BadHead(f"invalid header name {name!r}")
+        if type(value) is not str or not _FIELD_VALUE.match(value):
+            raise _BadHead(f"invalid header value for {name}: {value!r}")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise _BadHead(f"header {name} is not latin-1: {value!r}") from None
+    try:
+        status.encode("latin-1")
+    except UnicodeEncodeError:
+        raise _BadHead(f"status is not latin-1: {status!r}") from None
+
+
+class _BadHead(Exception):
+    """An app gave a status or header we refuse to send."""

@@ -1,62 +1,34 @@
-"""HTTP/1.x without sockets: bytes in, request events out; response heads out as bytes.
+"""The sans-IO HTTP/1.1 core: bytes in, requests out; status and headers in, bytes out.
 
-Strategy: ``httptools`` (llhttp, the parser of Node.js) does the RFC 9112
-grammar and already refuses the classic smuggling shapes: Content-Length
-with Transfer-Encoding (§6.1), duplicate or non-numeric Content-Length
-(§6.3), obs-fold (§5.2), bare CR or LF (§2.2), control characters in fields
-and bad chunk sizes (§7.1).  This module adds what llhttp leaves to the
-server: limits with their own statuses (414, 431, 413), transfer codings we
-do not implement (501), versions other than 1.0 and 1.1 (505), chunked over
-HTTP/1.0 and Host rules (§3.2: exactly one Host on HTTP/1.1).  Every refusal
-is a :class:`~wsgistack.errors.ProtocolError` carrying its status.
+Nothing here touches a socket.  ``RequestParser.feed(data)`` runs the bytes
+through llhttp (``httptools``) and queues complete request heads; body bytes
+are kept per request.  Refusals are ``ProtocolError(status_hint)``.
 
     parser = RequestParser(limits)
-    parser.feed(data)               # may raise ProtocolError
-    while parser.events: kind, value = parser.events.popleft()
+    parser.feed(b"GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")
+    request = parser.next_request()
+
+Rules (RFC 9112).  llhttp in its strict default mode already refuses CL+TE
+together (section 6.1), duplicate or non-numeric Content-Length (6.3), bad chunk
+sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
+headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
+other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
+(6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
+100-continue (417, RFC 9110 10.1.1) and the size limits (414, 431, 413).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import time
-from collections import deque
-from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from ..errors import ProtocolError
 
-__all__ = [
-    "BODY",
-    "END",
-    "HEAD",
-    "Limits",
-    "RequestHead",
-    "RequestParser",
-    "build_environ",
-    "check_response",
-    "error_response",
-    "http_date",
-    "response_head",
-]
-
-HEAD, BODY, END = "head", "body", "end"
-
-# RFC 9110 §7.6.1: connection-specific fields an application must not set.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+__all__ = ["Limits", "Request", "RequestParser", "error_response", "http_date", "response_head"]
 
 REASONS = {
     400: "Bad Request",
@@ -71,259 +43,254 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Limits:
+    """Parser limits: request line, header count and bytes, body bytes."""
+
     max_request_line: int = 8190
-    max_header_count: int = 100
-    max_header_size: int = 65536
-    max_body_size: int = 1024**3
+    max_headers: int = 100
+    max_header_size: int = 16384
+    max_body_size: int = 100 * 1024 * 1024
 
 
-@dataclass
-class RequestHead:
-    """A parsed request head; ``headers`` are raw (name, value) byte pairs."""
+class Request:
+    """One request head plus its body bytes as the parser delivers them."""
 
-    method: str
-    target: bytes
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool
-    content_length: int | None
-    chunked: bool
-    expect_continue: bool
-    upgrade: bool
+    __slots__ = (
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "content_length",
+        "error",
+        "expect_continue",
+        "expect_other",
+        "headers",
+        "keep_alive",
+        "method",
+        "url",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.url = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: collections.deque[bytes] = collections.deque()
+        self.body_size = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.complete = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.expect_other = False
+        self.error: ProtocolError | None = None
 
 
 class RequestParser:
-    """Feeds bytes to llhttp and queues (kind, value) events: head, body, end."""
+    """Feed bytes; take complete request heads in order (pipelining keeps order)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.events: deque[tuple[str, Any]] = deque()
         self._parser = httptools.HttpRequestParser(self)
-        self._error: ProtocolError | None = None
+        self._current: Request | None = None
         self._in_head = False
         self._head_bytes = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
-        self._body_bytes = 0
+        self._hosts = 0
+        self._te: bytes | None = None
+        self._pending: collections.deque[Request] = collections.deque()
+        self._callback_error: ProtocolError | None = None
+        self._closed = False
+        #: A refusal found after the queued requests; answer it once they are done.
+        self.error: ProtocolError | None = None
 
-    # -- llhttp callbacks: record, never raise (llhttp would wrap the exception) --
-    def on_message_begin(self) -> None:
-        self._reset()
-        self._in_head = True
-        self._head_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_request_line:
-            self._fail(414, "request line too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
-        if len(self._headers) > self.limits.max_header_count:
-            self._fail(431, "too many header fields")
-        elif self._header_bytes > self.limits.max_header_size:
-            self._fail(431, "header fields too large")
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._error is None:
-            try:
-                self.events.append((HEAD, self._head()))
-            except ProtocolError as error:
-                self._error = error
-
-    def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body_size:
-            self._fail(413, "request body too large")
-        elif self._error is None:
-            self.events.append((BODY, body))
-
-    def on_message_complete(self) -> None:
-        if self._error is None:
-            self.events.append((END, None))
-
-    def _fail(self, status: int, message: str) -> None:
-        if self._error is None:
-            self._error = ProtocolError(message, status)
-
-    # -------------------------------------------------------------------------
+    # -- the public side ---------------------------------------------------------------
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises ProtocolError (with its status) on a bad request."""
-        if self._error is not None:
-            raise self._error
+        """Parse ``data``; a protocol error is recorded in ``self.error`` (never raised)."""
+        if self.error is not None or self._closed:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT: we speak only HTTP/1.x; the head was queued (or refused).
-            if self._error is None and not self.events:
-                self._error = ProtocolError("upgrade not supported", 501)
+            self._refuse_upgrade()
         except httptools.HttpParserError as exc:
-            if self._error is None:
-                self._error = self._classify(exc)
-        if self._error is not None:
-            raise self._error
+            self._fail(self._callback_error or _classify(exc))
+            return
         if self._in_head:
             self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_size + self.limits.max_request_line:
-                self._fail(431, "request head too large")
-                raise self._error  # type: ignore[misc]
+            if self._head_bytes > self.limits.max_request_line + self.limits.max_header_size:
+                # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
+                status = 431 if self._current and self._current.url else 414
+                self._fail(ProtocolError("request head too large", status))
 
-    def _classify(self, exc: Exception) -> ProtocolError:
-        text = str(exc)
-        codings = [
-            coding.strip().lower()
-            for name, value in self._headers
-            if name.lower() == b"transfer-encoding"
-            for coding in value.split(b",")
-        ]
-        if any(coding != b"chunked" for coding in codings):
-            # RFC 9112 §6.1: a coding we do not implement is 501, not a syntax error
-            # (chunked applied twice is simply malformed: 400 below).
-            return ProtocolError(f"unsupported transfer coding ({text})", 501)
-        if "HTTP version" in text:
-            return ProtocolError(text, 505)
-        return ProtocolError(text or type(exc).__name__, 400)
+    def next_request(self) -> Request | None:
+        """The oldest request whose head is complete, or None."""
+        return self._pending.popleft() if self._pending else None
 
-    def _head(self) -> RequestHead:
+    @property
+    def has_request(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def mid_request(self) -> bool:
+        """True when some bytes of a request head have arrived (for the 408 decision)."""
+        return self._in_head and self._head_bytes > 0
+
+    # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._current = Request()
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._hosts = 0
+        self._te = None
+
+    def on_url(self, url: bytes) -> None:
+        request = self._current
+        assert request is not None
+        request.url += url
+        if len(request.url) > self.limits.max_request_line:
+            raise self._refusal("request line too long", 414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._current
+        if request is None or not self._in_head:
+            return  # trailer fields of a chunked body: dropped (RFC 9112 7.1.2 allows it)
+        headers = request.headers
+        headers.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if len(headers) > self.limits.max_headers:
+            raise self._refusal("too many header fields", 431)
+        if self._header_bytes > self.limits.max_header_size:
+            raise self._refusal("header fields too large", 431)
+        lower = name.lower()
+        if lower == b"host":
+            self._hosts += 1
+        elif lower == b"transfer-encoding":
+            self._te = value if self._te is None else self._te + b"," + value
+        elif lower == b"content-length":
+            request.content_length = int(value)  # llhttp already refused bad or repeated ones
+        elif lower == b"expect":
+            if value.strip().lower() == b"100-continue":
+                request.expect_continue = True
+            else:
+                request.expect_other = True
+
+    def on_headers_complete(self) -> None:
+        request = self._current
+        assert request is not None
         parser = self._parser
-        version = parser.get_http_version()
+        request.method = parser.get_method().decode("ascii")
+        request.version = version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        self._in_head = False
         if version not in ("1.1", "1.0"):
-            raise ProtocolError(f"HTTP/{version} is not supported", 505)
-        method = parser.get_method().decode("ascii")
-        if method == "CONNECT":
-            raise ProtocolError("CONNECT is not supported", 501)
-        hosts = 0
-        length: int | None = None
-        chunked = expect = upgrade = False
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"host":
-                hosts += 1
-            elif lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    raise ProtocolError(f"unsupported transfer coding {value!r}", 501)
-                if version == "1.0":  # RFC 9112 §6.1: chunked is not defined for 1.0
-                    raise ProtocolError("chunked transfer coding over HTTP/1.0", 400)
-                chunked = True
-            elif lower == b"expect":
-                if value.strip().lower() != b"100-continue":
-                    raise ProtocolError(f"unsupported expectation {value!r}", 417)
-                expect = version == "1.1"
-            elif lower == b"upgrade":
-                upgrade = True
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
-            raise ProtocolError("HTTP/1.1 needs exactly one Host header (RFC 9112 §3.2)", 400)
+            raise self._refusal(f"HTTP/{version} is not supported", 505)
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            # RFC 9112 3.2: a 1.1 request without Host, or with several, gets 400.
+            raise self._refusal("exactly one Host header is required", 400)
+        if request.method == "CONNECT":
+            # A WSGI app cannot tunnel: CONNECT is a method we do not implement.
+            raise self._refusal("CONNECT is not supported", 501)
+        if request.expect_other:
+            # RFC 9110 10.1.1: an expectation other than 100-continue may get 417.
+            raise self._refusal("only the 100-continue expectation is supported", 417)
+        if self._te is not None:
+            if version == "1.0":
+                # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+                raise self._refusal("Transfer-Encoding in an HTTP/1.0 request", 400)
+            if self._te.strip().lower() != b"chunked":
+                # RFC 9112 6.1: a transfer coding we do not implement is 501.
+                raise self._refusal("only the chunked transfer coding is supported", 501)
+            request.chunked = True
+        length = request.content_length
         if length is not None and length > self.limits.max_body_size:
-            raise ProtocolError("request body too large", 413)
-        return RequestHead(
-            method=method,
-            target=self._url,
-            version=version,
-            headers=self._headers,
-            keep_alive=parser.should_keep_alive() and not upgrade,
-            content_length=length,
-            chunked=chunked,
-            expect_continue=expect,
-            upgrade=upgrade,
-        )
+            raise self._refusal("request body too large", 413)
+        self._pending.append(request)
+
+    def on_body(self, body: bytes) -> None:
+        request = self._current
+        assert request is not None
+        request.body_size += len(body)
+        if request.body_size > self.limits.max_body_size:
+            raise self._refusal("request body too large", 413)
+        request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = self._current
+        assert request is not None
+        request.complete = True
+        self._current = None
+
+    # -- helpers -----------------------------------------------------------------------
+    def _refusal(self, message: str, status: int) -> ProtocolError:
+        self._callback_error = ProtocolError(message, status)
+        return self._callback_error
+
+    def _fail(self, error: ProtocolError) -> None:
+        self.error = error
+        if self._current is not None:
+            self._current.error = error  # its body is broken: its reader raises this
+
+    def _refuse_upgrade(self) -> None:
+        # We do not switch protocols: a request that asked to upgrade is answered
+        # as plain HTTP (RFC 9110 7.8 lets a server ignore Upgrade), then closed.
+        request = self._pending[-1] if self._pending else None
+        if request is None or request.content_length or request.chunked:
+            self._fail(ProtocolError("upgrade with a request body", 400))
+            return
+        request.keep_alive = False  # answered, then closed: no bytes after it are parsed
+        request.complete = True
+        self._current = None
+        self._closed = True
 
 
-def build_environ(head: RequestHead, base: dict[str, Any], root_path: str) -> dict[str, Any]:
-    """The PEP 3333 environ for ``head``, on top of the per-listener ``base``."""
-    environ = base.copy()
-    target = head.target
-    if target.startswith((b"http://", b"https://")):  # absolute-form (RFC 9112 §3.2.2)
-        slash = target.find(b"/", target.find(b"//") + 2)
-        target = target[slash:] if slash != -1 else b"/"
-    path, _, query = target.partition(b"?")
-    path_info = unquote_to_bytes(path).decode("latin-1")
-    if root_path and (path_info == root_path or path_info.startswith(root_path + "/")):
-        path_info = path_info[len(root_path) :]
-    environ["REQUEST_METHOD"] = head.method
-    environ["SCRIPT_NAME"] = root_path
-    environ["PATH_INFO"] = path_info
-    environ["QUERY_STRING"] = query.decode("latin-1")
-    environ["RAW_URI"] = head.target.decode("latin-1")
-    environ["SERVER_PROTOCOL"] = "HTTP/" + head.version
-    for raw_name, raw_value in head.headers:
-        name = raw_name.decode("latin-1")
-        if "_" in name:
-            continue  # X_Forwarded_For must not pass for X-Forwarded-For
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        value = raw_value.decode("latin-1").strip()
-        if key in environ and key.startswith("HTTP_"):
-            separator = "; " if key == "HTTP_COOKIE" else ", "
-            environ[key] += separator + value
-        else:
-            environ[key] = value
-    return environ
+def _classify(exc: Exception) -> ProtocolError:
+    text = str(exc)
+    if "HTTP version" in text:
+        return ProtocolError(text, 505)
+    if "Transfer-Encoding" in text and "invalid" in text.lower():
+        return ProtocolError(text, 501 if "Request has invalid" in text else 400)
+    return ProtocolError(text or "malformed request", 400)
 
 
-def _bad(text: str) -> bool:
-    return "\r" in text or "\n" in text or "\0" in text
+def http_date(now: float | None = None) -> bytes:
+    """An IMF-fixdate (RFC 9110 5.6.7), cached per second because it is on every response."""
+    second = int(time.time() if now is None else now)
+    if _DATE_CACHE[0] != second:
+        _DATE_CACHE[:] = [second, formatdate(second, usegmt=True).encode("ascii")]
+    return _DATE_CACHE[1]  # type: ignore[return-value]
 
 
-def check_response(status: str, headers: list[tuple[str, str]]) -> None:
-    """Refuse what must never reach the wire: CR/LF, non-latin-1, hop-by-hop fields."""
-    if not isinstance(status, str) or _bad(status) or len(status) < 4 or not status[:3].isdigit():
-        raise ValueError(f"bad status line from the app: {status!r}")
-    status.encode("latin-1")
-    if not isinstance(headers, list):
-        raise TypeError(f"headers must be a list of (name, value) tuples, got {type(headers)}")
-    for item in headers:
-        if not (isinstance(item, tuple) and len(item) == 2):
-            raise TypeError(f"bad header from the app: {item!r}")
-        name, value = item
-        if not isinstance(name, str) or not isinstance(value, str) or _bad(name) or _bad(value):
-            raise ValueError(f"bad header from the app: {item!r}")
-        if ":" in name or " " in name or not name:
-            raise ValueError(f"bad header name from the app: {name!r}")
-        name.encode("latin-1")
-        value.encode("latin-1")
-        if name.lower() in HOP_BY_HOP and not (
-            name.lower() == "connection" and value.strip().lower() == "close"
-        ):
-            raise ValueError(f"hop-by-hop header {name!r} from the app (PEP 3333)")
+_DATE_CACHE: list[object] = [0, b""]
+
+SERVER_HEADER = b"Server: wsgistack\r\n"
 
 
-_date_cache: list[Any] = [0, ""]
+def response_head(status: str, headers: list[tuple[str, str]], extra: bytes) -> bytes:
+    """Encode a response head; ``status``/``headers`` were validated by the caller."""
+    lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    lines.append(b"Date: " + http_date() + b"\r\n" + SERVER_HEADER + extra + b"\r\n")
+    return b"".join(lines)
 
 
-def http_date() -> str:
-    """The current time as an HTTP date, recomputed at most once a second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, formatdate(now, usegmt=True)]
-    return _date_cache[1]
-
-
-def response_head(version: str, status: str, headers: list[tuple[str, str]], extra: str) -> bytes:
-    """Status line, the app's headers, then the server's own ``extra`` lines (CRLF-ended)."""
-    lines = [f"HTTP/{version} {status}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    lines.append(extra)
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
-
-
-def error_response(status: int, version: str = "1.1") -> bytes:
-    """A small, complete refusal that closes the connection."""
-    reason = REASONS.get(status, "Error")
-    body = f"{status} {reason}\n".encode()
+def error_response(status: int, keep_alive: bool = False) -> bytes:
+    """A small plain-text refusal, always with ``Connection: close`` unless told."""
+    body = f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
+    connection = b"" if keep_alive else b"Connection: close\r\n"
     return (
-        f"HTTP/{version} {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {http_date()}\r\n"
-        "Server: wsgistack\r\n\r\n"
-    ).encode("latin-1") + body
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n".encode("ascii")
+        + b"Content-Type: text/plain; charset=utf-8\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode("ascii")
+        + b"Date: "
+        + http_date()
+        + b"\r\n"
+        + SERVER_HEADER
+        + connection
+        + b"\r\n"
+        + body
+    )

@@ -1,4 +1,8 @@
-"""Listening sockets for the configured binds (TCP v4/v6 and unix), made once in the master."""
+"""Listening sockets for the configured binds (TCP v4/v6 and unix), bound before serving.
+
+sockets = open_listeners(config.bind, backlog=2048)
+addresses = [describe_socket(sock) for sock in sockets]
+"""
 
 from __future__ import annotations
 
@@ -10,33 +14,35 @@ import stat
 from ..errors import ConfigError
 from .config import Bind
 
-__all__ = ["open_listeners"]
+__all__ = ["accept", "describe_socket", "open_listeners"]
 
 
 def _open(bind: Bind, backlog: int) -> socket.socket:
-    sock = socket.socket(bind.family, socket.SOCK_STREAM)
+    if bind.kind == "unix":
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(bind.path).st_mode):
+                os.unlink(bind.path)  # a stale socket from a previous run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address: str | tuple[str, int] = bind.path
+    else:
+        family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        address = (bind.host, bind.port)
     try:
-        if bind.family == socket.AF_UNIX:
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.stat(bind.path).st_mode):
-                    os.unlink(bind.path)  # a stale socket from a previous run
-            sock.bind(bind.path)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if bind.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((bind.host, bind.port))
+        sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"bind: cannot listen on {bind}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
+    sock.setblocking(False)
     return sock
 
 
 def open_listeners(binds: tuple[Bind, ...], backlog: int) -> list[socket.socket]:
-    """One listening socket per bind; all or nothing (a failure closes the others)."""
+    """Bind and listen on every address; on any failure close those already open."""
     sockets: list[socket.socket] = []
     try:
         for bind in binds:
@@ -46,3 +52,23 @@ def open_listeners(binds: tuple[Bind, ...], backlog: int) -> list[socket.socket]
             sock.close()
         raise
     return sockets
+
+
+def describe_socket(sock: socket.socket) -> tuple[str, int]:
+    """(host, port) of a listening socket; for unix sockets (path, 0)."""
+    name = sock.getsockname()
+    if isinstance(name, str | bytes):
+        return (os.fsdecode(name), 0)
+    return (name[0], name[1])
+
+
+def accept(listener: socket.socket, timeout: float) -> tuple[socket.socket, object] | None:
+    """Accept one connection (non-blocking listener); None when none is waiting."""
+    try:
+        sock, peer = listener.accept()
+    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return None
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(timeout)
+    return sock, peer

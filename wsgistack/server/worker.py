@@ -1,268 +1,225 @@
-"""A worker: one selector for connections, a bounded pool of threads for requests.
+"""One worker: a selector for accepting and idle connections plus a bounded thread pool.
 
-Strategy: the selector thread accepts, reads request heads without blocking,
-and hands a connection to a thread only when a whole head is parsed, so idle
-keep-alive connections and clients dribbling their headers cost no thread.
-A thread answers every request already buffered on its connection
-(pipelining), then hands the connection back through a queue and a wake-up
-socket; only the selector thread touches the selector.  Each second it closes
-connections past their deadline: 408 for a half-sent head, silence for an
-idle keep-alive.
+Strategy: the selector thread accepts, reads request heads (so a slow client
+holds no thread: slowloris costs a file descriptor, not a thread) and hands a
+connection with a complete head to one of ``threads`` pool threads.  The pool
+thread answers every buffered request (pipelining) and gives the connection
+back to the selector through a queue plus a wake-up socket.
 
     worker = Worker(app, config, listeners)
-    worker.run()              # until worker.stop() from another thread or a signal
+    worker.run()           # until worker.stop() (from any thread) or a signal
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import random
-import selectors
 import socket
-import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
-from .._types import WSGIApplication
-from ..errors import ProtocolError
+from .access import AccessLog
 from .config import ServerConfig
-from .connection import Connection, FileWrapper
-from .http import Limits
+from .connection import AbortConnection, Connection
+from .environ import environ_base
+from .http import Limits, error_response
+from .listener import accept, describe_socket
+from .poller import make_poller
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("wsgistack.server")
 
-ACCEPT_BATCH = 64
-LINGER = 2.0  # seconds a refused connection is drained before it is closed
-
-
-def base_environ(sock: socket.socket, config: ServerConfig) -> dict[str, Any]:
-    """The environ keys that are the same for every request on one listener."""
-    address = sock.getsockname()
-    if isinstance(address, tuple):
-        name, port = str(address[0]), str(address[1])
-    else:
-        name, port = "localhost", ""
-    return {
-        "SERVER_NAME": name,
-        "SERVER_PORT": port,
-        "SCRIPT_NAME": config.root_path,
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": config.threads > 1,
-        "wsgi.multiprocess": config.workers > 1,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }
-
 
 class Worker:
-    """Serves ``app`` on ``listeners`` until stopped; safe to stop from any thread."""
+    """Serve ``app`` on ``listeners`` until ``stop()``; ``graceful`` lets in-flight finish."""
 
     def __init__(
-        self, app: WSGIApplication, config: ServerConfig, listeners: list[socket.socket]
+        self,
+        app: Callable[..., Any],
+        config: ServerConfig,
+        listeners: list[socket.socket],
+        *,
+        multiprocess: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        watchdog: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self.listeners = listeners
+        self.clock = clock
+        self.watchdog = watchdog  # False when the master is gone: stop
         self.limits = Limits(
             config.max_request_line,
-            config.max_header_count,
+            config.max_headers,
             config.max_header_size,
             config.max_body_size,
         )
+        host, port = describe_socket(listeners[0])
+        self.environ_base = environ_base(config, host, port, multiprocess=multiprocess)
+        self.access_log = AccessLog.open(config.access_log)
         self.stopping = False
         self._graceful = True
-        self._returned: deque[Connection] = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._idle: dict[Connection, None] = {}
+        self._poller = make_poller()
+        self._listeners = {sock.fileno(): sock for sock in listeners}
+        self._connections: dict[int, Connection] = {}
+        self._jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._busy = 0
-        self._requests = 0
-        self._count_lock = threading.Lock()
-        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
-        self._max_requests = config.max_requests + jitter if config.max_requests else 0
-        self._bases = {sock.fileno(): base_environ(sock, config) for sock in listeners}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.requests = 0
+        limit = config.max_requests
+        self.max_requests = limit + random.randint(0, limit // 10) if limit else 0
+        self.ready = threading.Event()
 
-    # -- control, from any thread ------------------------------------------------
+    # -- control (thread-safe) --------------------------------------------------------
     def stop(self, graceful: bool = True) -> None:
-        """Stop accepting; finish in-flight requests (graceful) or drop them."""
-        self._graceful = self._graceful and graceful
+        """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout)."""
+        self._graceful = graceful
         self.stopping = True
-        self._wake()
+        self._poller.wake()
 
-    def _wake(self) -> None:
-        # A full buffer already holds a wake-up; a closed socket means we are done.
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def count_request(self) -> None:
-        with self._count_lock:
-            self._requests += 1
-            recycle = self._max_requests and self._requests >= self._max_requests
-        if recycle and not self.stopping:
-            log.info("worker %s: recycling after %s requests", id(self), self._requests)
-            self.stop(graceful=True)
-
-    # -- the selector loop ---------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
-        selector = self._selector
-        for sock in self.listeners:
-            sock.setblocking(False)
-            selector.register(sock, selectors.EVENT_READ, None)
-        selector.register(self._wake_r, selectors.EVENT_READ, None)
-        pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wsgistack")
-        next_sweep = time.monotonic() + 1.0
-        deadline: float | None = None
+        """Serve until stopped; closes every connection and the pool before returning."""
+        for fd in self._listeners:
+            self._poller.add(fd, oneshot=False)
+        for _ in range(self.config.threads):
+            thread = threading.Thread(target=self._pool_thread, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.ready.set()
         try:
-            while True:
-                if self.stopping and deadline is None:
-                    deadline = self._begin_stop()
-                if deadline is not None and (
-                    (self._busy == 0 and not self._awaiting_first_request())
-                    or time.monotonic() > deadline
-                ):
-                    break
-                for key, _ in selector.select(timeout=0.5):
-                    source = key.fileobj
-                    if key.data is not None:
-                        self._readable(key.data, pool)
-                    elif source is self._wake_r:
-                        self._drain_wake(pool)
-                    else:
-                        self._accept(source)  # type: ignore[arg-type]
-                now = time.monotonic()
-                if now >= next_sweep:
-                    self._sweep(now)
-                    next_sweep = now + 1.0
+            self._loop()
         finally:
-            pool.shutdown(wait=self._graceful and self._busy > 0, cancel_futures=True)
-            for connection in list(self._idle):
-                connection.close()
-            selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._shutdown()
 
-    def _begin_stop(self) -> float:
-        for sock in self.listeners:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-        # Idle keep-alive connections close now; a connection accepted but not yet
-        # served keeps its chance: its request is answered (with Connection: close).
-        for connection in list(self._idle):
-            if connection.served and not connection.partial:
-                self._forget(connection)
-                connection.close()
-        grace = self.config.graceful_timeout if self._graceful else 0.0
-        return time.monotonic() + grace
+    def _loop(self) -> None:
+        next_sweep = self.clock() + 0.5
+        while not self.stopping:
+            self._dispatch(self._poller.poll(0.5))
+            now = self.clock()
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + 0.5
+                if self.watchdog is not None and not self.watchdog():
+                    log.warning("the master is gone, worker stopping")
+                    self.stopping = True
+            if self.max_requests and self.requests >= self.max_requests:
+                log.info("worker recycled after %d requests", self.requests)
+                self.stopping = True
 
-    def _awaiting_first_request(self) -> bool:
-        return any(not c.served and not c.lingering for c in self._idle)
+    def _dispatch(self, fds: list[int]) -> None:
+        for fd in fds:
+            listener = self._listeners.get(fd)
+            if listener is not None:
+                self._accept(listener)
+            elif (connection := self._connections.get(fd)) is not None:
+                self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
-        base = self._bases[listener.fileno()]
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
+        for _ in range(64):
+            accepted = accept(listener, self.config.timeout)
+            if accepted is None:
                 return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = Connection(sock, peer, base, self)
-            self._watch(connection, time.monotonic())
+            sock, peer = accepted
+            connection = Connection(sock, peer, self)
+            connection.deadline = self.clock() + self.config.timeout
+            self._connections[connection.fd] = connection
+            self._poller.add(connection.fd, oneshot=True)
 
-    def _watch(self, connection: Connection, now: float) -> None:
-        if connection.lingering:
-            limit = LINGER
-        elif connection.partial:
-            limit = self.config.timeout
+    def _readable(self, connection: Connection) -> None:
+        parser = connection.parser
+        was_idle = not parser.mid_request
+        if not connection.receive():
+            self._close(connection)
+        elif parser.has_request or parser.error is not None:
+            connection.busy = True
+            with self._lock:
+                self._busy += 1
+            self._jobs.put(connection)
         else:
-            limit = self.config.keepalive
-        connection.deadline = now + limit
-        self._idle[connection] = None
-        self._selector.register(connection.sock, selectors.EVENT_READ, connection)
-
-    def _forget(self, connection: Connection) -> None:
-        self._idle.pop(connection, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(connection.sock)
-
-    def _readable(self, connection: Connection, pool: ThreadPoolExecutor) -> None:
-        if connection.lingering:
-            if not connection.discard():
-                self._forget(connection)
-                connection.close()
-            return
-        was_partial = connection.partial
-        try:
-            alive = connection.receive()
-        except ProtocolError as error:
-            self._forget(connection)
-            connection.refuse(error)
-            if connection.lingering:
-                self._watch(connection, time.monotonic())
-            return
-        if not alive:
-            self._forget(connection)
-            connection.close()
-        elif connection.ready:
-            self._forget(connection)
-            self._dispatch(connection, pool)
-        elif connection.partial and not was_partial:
-            connection.deadline = time.monotonic() + self.config.timeout
-
-    def _dispatch(self, connection: Connection, pool: ThreadPoolExecutor) -> None:
-        self._busy += 1
-        pool.submit(self._serve, connection)
-
-    def _serve(self, connection: Connection) -> None:
-        try:
-            connection.serve(self.app)
-        except BaseException:  # even SystemExit from an app must not leak the socket
-            log.exception("unexpected error serving a connection")
-            connection.close()
-        finally:
-            self._returned.append(connection)
-            self._wake()
-
-    def _drain_wake(self, pool: ThreadPoolExecutor) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        now = time.monotonic()
-        while self._returned:
-            connection = self._returned.popleft()
-            self._busy -= 1
-            if connection.closed:
-                continue
-            if self.stopping and not connection.lingering and connection.served:
-                connection.close()
-            elif connection.ready:
-                self._dispatch(connection, pool)
-            else:
-                self._watch(connection, now)
+            if was_idle and parser.mid_request:
+                # The whole head must arrive within --timeout of its first byte (slowloris).
+                connection.deadline = self.clock() + self.config.timeout
+            self._poller.rearm(connection.fd)
 
     def _sweep(self, now: float) -> None:
-        for connection in [c for c in self._idle if c.deadline <= now]:
-            self._forget(connection)
-            if connection.partial and not connection.lingering:
-                connection.refuse(ProtocolError("client too slow sending the request head", 408))
-                if connection.lingering:
-                    self._watch(connection, now)
+        # list() copies in one step: pool threads may close connections meanwhile.
+        for connection in list(self._connections.values()):
+            if connection.busy or connection.deadline > now:
+                continue
+            if connection.parser.mid_request:
+                with contextlib.suppress(OSError):
+                    connection.sock.send(error_response(408))
+            self._close(connection)
+
+    def _close(self, connection: Connection) -> None:
+        """Forget and close a connection (from the loop or a pool thread)."""
+        if self._connections.pop(connection.fd, None) is None:
+            return
+        self._poller.remove(connection.fd)
+        connection.sock.close()
+
+    # -- the pool ---------------------------------------------------------------------
+    def _pool_thread(self) -> None:
+        jobs = self._jobs
+        while (connection := jobs.get()) is not None:
+            keep = self._serve(connection)
+            while keep and connection.parser.has_request and not self.stopping:
+                keep = self._serve(connection)  # pipelined: the next request is buffered
+            with self._lock:
+                self._busy -= 1
+                self.requests += connection.requests
+            connection.requests = 0
+            if keep and not self.stopping:
+                connection.deadline = self.clock() + self.config.keepalive
+                connection.busy = False
+                try:
+                    self._poller.rearm(connection.fd)
+                except OSError:
+                    self._close(connection)
             else:
-                connection.close()
+                self._close(connection)
+            if self.stopping:
+                self._poller.wake()
+
+    def _serve(self, connection: Connection) -> bool:
+        try:
+            return connection.serve()
+        except AbortConnection:
+            return False
+        except Exception:
+            log.exception("unexpected error serving %s", connection.peer)
+            return False
+
+    def _shutdown(self) -> None:
+        for fd in self._listeners:
+            self._poller.remove(fd)
+        # Graceful: a connection accepted before the stop still gets its request
+        # answered (with Connection: close); idle keep-alive connections close now.
+        deadline = self.clock() + (self.config.graceful_timeout if self._graceful else 0.0)
+        while self.clock() < deadline:
+            for connection in list(self._connections.values()):
+                if connection.served and not connection.busy and not connection.parser.mid_request:
+                    self._close(connection)
+            if not self._busy and not self._connections:
+                break
+            self._dispatch(self._poller.poll(0.05))
+            self._sweep(self.clock())
+        for connection in list(self._connections.values()):
+            if not connection.busy:
+                self._close(connection)
+        for _ in self._threads:
+            self._jobs.put(None)
+        if not self._busy:
+            for thread in self._threads:
+                thread.join(timeout=1.0)
+        self._poller.close()
+        if self.access_log is not None:
+            self.access_log.close()
+        log.debug("worker stopped (%d requests)", self.requests)

@@ -1,0 +1,120 @@
+"""ServerConfig, the serve CLI and Server's interfaces: binds, validation, access log."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from wsgistack import Server, cli
+from wsgistack.errors import ConfigError
+from wsgistack.server.config import Bind, ServerConfig, parse_bind
+
+from .conftest import echo_app
+from .live import RawClient, live_server
+
+GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        pytest.param("127.0.0.1:8000", Bind("tcp", "127.0.0.1", 8000), id="ipv4"),
+        pytest.param("[::1]:0", Bind("tcp", "::1", 0), id="ipv6"),
+        pytest.param(":9000", Bind("tcp", "0.0.0.0", 9000), id="port-only"),
+        pytest.param("localhost:80", Bind("tcp", "localhost", 80), id="name"),
+        pytest.param("unix:/tmp/s.sock", Bind("unix", path="/tmp/s.sock"), id="unix"),
+    ],
+)
+def test_parse_bind(text, bind):
+    assert parse_bind(text) == bind
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"bind": "8000"}, "bind: '8000' is not HOST:PORT", id="bind-no-colon"),
+        pytest.param({"bind": "::1:80"}, "bind: '::1:80': write an IPv6", id="bind-ipv6-bare"),
+        pytest.param({"bind": "h:70000"}, "bind: 'h:70000' is not HOST:PORT", id="bind-port"),
+        pytest.param({"bind": []}, "bind: at least one address", id="bind-empty"),
+        pytest.param({"workers": -1}, "workers: -1 must be an integer >= 0", id="workers"),
+        pytest.param({"threads": "many"}, "threads: 'many' is not an integer", id="threads"),
+        pytest.param({"timeout": 0}, "timeout: 0 must be a finite number", id="timeout"),
+        pytest.param({"keepalive": "x"}, "keepalive: 'x' is not a number", id="keepalive"),
+        pytest.param({"root_path": "api"}, "root_path: 'api' must be", id="root-path"),
+        pytest.param({"log_level": "loud"}, "log_level: 'loud' is not one of", id="log-level"),
+        pytest.param({"max_body_size": 1.5}, "max_body_size: 1.5 must be an integer", id="float"),
+        pytest.param({"bogus": 1}, "bogus: unknown server option", id="unknown"),
+    ],
+)
+def test_bad_options_name_themselves(options, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
+        ServerConfig.from_options(**options)
+
+
+def test_cli_strings_are_converted_like_keywords():
+    config = ServerConfig.from_options(workers="3", timeout="2.5", bind=["[::1]:0", "unix:/x"])
+    assert (config.workers, config.timeout) == (3, 2.5)
+    assert config.bind == (Bind("tcp", "::1", 0), Bind("unix", path="/x"))
+
+
+def test_cli_reports_a_bad_option_with_status_2(capsys):
+    assert cli.main(["serve", "x:app", "--threads", "0"]) == 2
+    assert "threads: '0' must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_cli_needs_an_app_or_a_config(capsys):
+    assert cli.main(["serve"]) == 2
+    assert "exactly one of APP" in capsys.readouterr().err
+
+
+def test_serves_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with live_server(echo_app, bind="[::1]:0") as server, RawClient(server.address) as client:
+        assert server.url.startswith("http://[::1]:")
+        assert client.request(GET)[2] == b"GET /x  "
+
+
+def test_serves_on_several_binds_and_a_unix_socket(tmp_path):
+    path = str(tmp_path / "s.sock")
+    with live_server(echo_app, bind=["127.0.0.1:0", f"unix:{path}"]) as server:
+        with RawClient(server.addresses[0]) as client:
+            assert client.request(GET)[0] == 200
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(b"GET /u HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            data = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"GET /u  ")
+
+
+def test_bind_failure_is_a_config_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"bind: cannot listen on 127.0.0.1:{port}"):
+            Server(echo_app, bind=f"127.0.0.1:{port}", workers=0).bind()
+
+
+def test_context_manager_needs_workers_0():
+    with pytest.raises(ConfigError, match="workers"), Server(echo_app, workers=2):
+        pass
+
+
+def test_access_log_uses_the_combined_format(tmp_path):
+    log = tmp_path / "access.log"
+    with live_server(echo_app, access_log=str(log)) as server, RawClient(server.address) as client:
+        client.request(
+            b"GET /x?q=1 HTTP/1.1\r\nHost: a\r\nReferer: http://r/\r\nUser-Agent: t/1\r\n\r\n"
+        )
+    line = log.read_text()
+    assert line.startswith("127.0.0.1 - - [")
+    assert line.endswith('] "GET /x?q=1 HTTP/1.1" 200 11 "http://r/" "t/1"\n')
+
+
+def test_unwritable_access_log_fails_at_bind(tmp_path):
+    server = Server(echo_app, workers=0, access_log=str(tmp_path / "missing" / "a.log"))
+    with pytest.raises(ConfigError, match="access_log: cannot open"):
+        server.bind()

@@ -1,0 +1,46 @@
+"""Real frameworks behind the server: Flask forms, streaming and send_file."""
+
+from __future__ import annotations
+
+import flask
+
+from .live import RawClient, live_server
+
+
+def make_app(static_file):
+    app = flask.Flask(__name__)
+
+    @app.post("/form")
+    def form():
+        return f"{flask.request.form['name']}:{len(flask.request.files['upload'].read())}"
+
+    @app.get("/stream")
+    def stream():
+        return flask.Response((f"{i}," for i in range(3)), mimetype="text/plain")
+
+    @app.get("/file")
+    def file():
+        return flask.send_file(static_file)
+
+    return app
+
+
+def test_flask_app_through_the_server(tmp_path):
+    static = tmp_path / "static.txt"
+    static.write_bytes(b"s" * 5000)
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="name"\r\n\r\nann\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="upload"; filename="u.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"u" * 3000 + b"\r\n--B--\r\n"
+    )
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    with live_server(make_app(static)) as server, RawClient(server.address) as client:
+        status, _, text = client.request(
+            b"POST /form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\n\r\n" + chunked
+        )
+        assert (status, text) == (200, b"ann:3000")
+        status, headers, text = client.request(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (headers["transfer-encoding"], text) == ("chunked", b"0,1,2,")
+        status, headers, text = client.request(b"GET /file HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (headers["content-length"], text) == ("5000", static.read_bytes())

@@ -1,0 +1,85 @@
+"""The sans-IO parser alone: the corpus fed whole, by line and by byte, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsgistack.server.http import Limits, RequestParser, error_response, response_head
+
+from .test_corpus import _bytewise, _cases, _random, _whole
+
+
+def _by_line(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)
+
+
+FEEDS = [
+    pytest.param(_whole, id="whole"),
+    pytest.param(_by_line, id="by-line"),
+    pytest.param(_bytewise, id="by-byte"),
+    pytest.param(_random, id="random-splits"),
+]
+
+
+def _parse(raw: bytes, split) -> RequestParser:
+    parser = RequestParser(Limits())
+    for piece in split(raw):
+        parser.feed(piece)
+    return parser
+
+
+@pytest.mark.parametrize("split", FEEDS)
+@pytest.mark.parametrize(("raw", "expected"), _cases("valid"))
+def test_valid_corpus_parses_to_one_complete_request(raw, expected, split):
+    parser = _parse(raw, split)
+    request = parser.next_request()
+    assert parser.error is None and request is not None and request.error is None
+    assert request.complete
+    assert expected["echo"].startswith(request.method + " ")
+    assert parser.next_request() is None
+
+
+@pytest.mark.parametrize("split", FEEDS)
+@pytest.mark.parametrize(("raw", "expected"), _cases("invalid"))
+def test_invalid_corpus_is_a_protocol_error_with_its_status(raw, expected, split):
+    parser = _parse(raw, split)
+    request = parser.next_request()
+    error = request.error if request is not None else parser.error
+    assert error is not None
+    assert error.status_hint == expected["status"]
+
+
+def test_pipelined_heads_come_out_in_order():
+    parser = RequestParser(Limits())
+    parser.feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [parser.next_request().url, parser.next_request().url] == [b"/1", b"/2"]
+
+
+def test_body_limit_applies_to_chunked_bodies_as_they_arrive():
+    parser = RequestParser(Limits(max_body_size=4))
+    parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    request = parser.next_request()
+    assert request.error is None
+    parser.feed(b"3\r\ndef\r\n")
+    assert request.error.status_hint == 413
+
+
+def test_response_head_and_refusal_bytes():
+    head = response_head("200 OK", [("Content-Type", "text/plain")], b"Connection: close\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: ")
+    assert head.endswith(b"\r\nServer: wsgistack\r\nConnection: close\r\n\r\n")
+    refusal = error_response(431)
+    assert refusal.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"Connection: close\r\n" in refusal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_feed_never_raises_whatever_the_bytes(pieces):
+    parser = RequestParser(Limits(max_request_line=256, max_header_size=512))
+    for piece in [b"POST / HTTP/1.1\r\nHost: a\r\n", *pieces]:
+        parser.feed(piece)
+    error = parser.error
+    assert error is None or 400 <= error.status_hint <= 505

@@ -1,0 +1,124 @@
+"""Limits and slow clients: 414, 431, 413, 408, and random bytes never kill a worker."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import echo_app
+from .live import RawClient, live_server
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with live_server(
+        echo_app,
+        max_request_line=1024,
+        max_headers=20,
+        max_header_size=4096,
+        max_body_size=1000,
+        timeout=0.5,
+    ) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, id="long-url"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 30 + b"\r\n", 431, id="many-headers"
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 8000 + b"\r\n\r\n",
+            431,
+            id="big-header",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 8000, 431, id="big-header-unfinished"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", 413, id="content-length"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"100\r\n"
+            + b"x" * 256
+            + b"\r\n" * 1
+            + b"400\r\n"
+            + b"x" * 1024
+            + b"\r\n0\r\n\r\n",
+            413,
+            id="chunked",
+        ),
+    ],
+)
+def test_limits_are_refused_with_their_status(server, raw, status):
+    with RawClient(server.address) as client:
+        with contextlib.suppress(OSError):  # refused before we finished sending
+            client.send(raw)
+        got, headers, _ = client.response()
+        assert (got, headers["connection"]) == (status, "close")
+        assert client.closed_by_peer()
+
+
+def test_content_length_over_limit_is_refused_before_the_body_is_sent(server):
+    with RawClient(server.address) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n\r\n")
+        assert client.response()[0] == 413
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\n", id="head"),
+        pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", id="body"),
+    ],
+)
+def test_slow_client_gets_408_after_the_timeout(server, partial):
+    with RawClient(server.address) as client:
+        client.send(partial)
+        status, headers, _ = client.response()  # waits for the server's own --timeout
+        assert (status, headers["connection"]) == (408, "close")
+
+
+def test_idle_keep_alive_connection_is_closed_after_keepalive():
+    with live_server(echo_app, keepalive=0.2) as server, RawClient(server.address) as client:
+        assert client.request(GET)[0] == 200
+        assert client.closed_by_peer()  # closed, no 408: it was between requests
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    noise=st.one_of(
+        st.binary(min_size=1, max_size=300),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from([b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\nHost: a\r\n"]),
+            st.binary(max_size=200),
+        ),
+    )
+)
+def test_random_bytes_get_4xx_or_close_and_the_server_keeps_serving(server, noise):
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(noise)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    if answer:
+        status = int(answer.split(b" ", 2)[1])
+        assert status < 500 or status in (501, 505) or status == 200
+    with RawClient(server.address) as client:
+        assert client.request(GET)[0] == 200

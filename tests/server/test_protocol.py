@@ -1,0 +1,190 @@
+"""HTTP/1.1 behaviour over real sockets: keep-alive, pipelining, chunked, 100-continue, HEAD."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from .conftest import echo_app
+from .live import RawClient, live_server
+
+GET = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def streaming_app(environ, start_response):
+    """No Content-Length: the server must frame the body itself."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first,"
+    yield b""
+    yield b"second"
+
+
+def test_pipelined_requests_are_answered_in_order():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(GET % b"one" + GET % b"two" + GET % b"three")
+        bodies = [client.response()[2] for _ in range(3)]
+        assert bodies == [b"GET /one  ", b"GET /two  ", b"GET /three  "]
+
+
+def test_pipelined_post_bodies_do_not_leak_into_each_other():
+    first = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+    second = (
+        b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(first + second + GET % b"c")
+        assert [client.response()[2] for _ in range(3)] == [
+            b"POST /a  abc",
+            b"POST /b  de",
+            b"GET /c  ",
+        ]
+
+
+def test_response_without_length_is_chunked_for_http11():
+    with live_server(streaming_app) as server, RawClient(server.address) as client:
+        _status, headers, body = client.request(GET % b"")
+        assert headers["transfer-encoding"] == "chunked"
+        assert body == b"first,second"
+        assert client.request(GET % b"")[2] == b"first,second"  # still keep-alive
+
+
+def test_response_without_length_is_close_delimited_for_http10():
+    with live_server(streaming_app) as server, RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        _status, headers, body = client.response()
+        assert "transfer-encoding" not in headers
+        assert headers["connection"] == "close"
+        assert body == b"first,second"
+
+
+def test_http10_keep_alive_when_asked():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        request = b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        _status, headers, _body = client.request(request)
+        assert headers["connection"] == "keep-alive"
+        assert client.request(request)[2] == b"GET /k  "
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "app_closes"),
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", False, id="client"),
+        pytest.param(GET % b"", True, id="app"),
+    ],
+)
+def test_connection_close_is_honoured_both_ways(request_bytes, app_closes):
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
+        if app_closes:
+            headers.append(("Connection", "close"))
+        start_response("200 OK", headers)
+        return [b"ok"]
+
+    # wsgiref's validator forbids hop-by-hop headers from apps; real apps still send them.
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(request_bytes)
+        assert (status, headers["connection"], body) == (200, "close", b"ok")
+        assert client.closed_by_peer()
+
+
+def test_head_sends_headers_without_body():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        _status, headers, _ = client.request(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", head_only=True)
+        assert headers["content-length"] == str(len(b"HEAD /h  "))
+        # No body bytes were sent: the next response starts right away.
+        assert client.request(GET % b"next")[2] == b"GET /next  "
+
+
+def test_date_and_server_headers():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        _, headers, _ = client.request(GET % b"")
+        assert headers["server"] == "wsgistack"
+        assert headers["date"].endswith(" GMT")
+
+
+def test_expect_100_continue_is_sent_when_the_app_reads():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert client.response()[0] == 100
+        client.send(b"data")
+        assert client.response()[2] == b"POST /up  data"
+
+
+def test_expect_100_continue_is_not_sent_when_the_app_does_not_read():
+    def app(environ, start_response):
+        start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"no"]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        status, headers, body = client.response()
+        assert (status, body) == (403, b"no")
+        assert headers["connection"] == "close"  # the unsent body cannot be skipped
+
+
+def test_wsgi_input_stops_at_the_end_of_the_body():
+    seen = {}
+
+    def app(environ, start_response):
+        stream = environ["wsgi.input"]
+        if environ["REQUEST_METHOD"] == "GET":
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+            return []
+        seen["lines"] = [stream.readline(), stream.readline()]
+        seen["rest"] = stream.read(100)
+        seen["after"] = stream.read(10)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+        return []
+
+    body = b"line1\nline2\nend"
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(request + GET % b"")
+        assert client.response()[0] == 200
+        assert client.response()[0] == 200  # the pipelined GET was not eaten as body
+    assert seen == {"lines": [b"line1\n", b"line2\n"], "rest": b"end", "after": b""}
+
+
+def test_large_chunked_upload_streams_into_wsgi_input():
+    payload = bytes(range(256)) * 2000
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(payload[i : i + 7000]), payload[i : i + 7000])
+        for i in range(0, len(payload), 7000)
+    )
+    request = b"POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(request + b"0\r\n\r\n")
+        assert client.response()[2] == b"POST /big  " + payload
+
+
+def test_idle_keep_alive_connections_do_not_starve_a_client():
+    with live_server(echo_app, threads=2, keepalive=60) as server:
+        idle = []
+        try:
+            for _ in range(1000):
+                sock = socket.create_connection(server.address)
+                idle.append(sock)
+            # Half of them even sent a partial head (slowloris): still no thread held.
+            for sock in idle[::2]:
+                sock.sendall(b"GET / HTTP/1.1\r\n")
+            with RawClient(server.address) as client:
+                assert client.request(GET % b"normal")[2] == b"GET /normal  "
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_upgrade_request_is_answered_as_plain_http_then_closed():
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"\x81\x05hello"
+        )
+        status, headers, body = client.response()
+        assert (status, headers["connection"], body) == (200, "close", b"GET /ws  ")
+        assert client.closed_by_peer()

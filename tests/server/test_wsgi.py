@@ -1,0 +1,219 @@
+"""PEP 3333 as the server implements it: environ, start_response, exc_info, file_wrapper."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from .live import RawClient, live_server
+
+GET = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
+TEXT = [("Content-Type", "text/plain")]
+
+
+def environ_app(seen):
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("200 OK", [*TEXT, ("Content-Length", "2")])
+        return [b"ok"]
+
+    return app
+
+
+def test_environ_has_every_required_key():
+    seen = {}
+    with (
+        live_server(environ_app(seen), root_path="/api") as server,
+        RawClient(server.address) as client,
+    ):
+        client.request(
+            b"POST /api/caf%C3%A9/x?a=1&b=%20 HTTP/1.1\r\nHost: example.com:8080\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 0\r\nX-Multi: 1\r\nX-Multi: 2\r\n"
+            b"Cookie: a=1\r\nCookie: b=2\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n"
+        )
+        port = server.address[1]
+        local_port = client.sock.getsockname()[1]
+    assert seen["REQUEST_METHOD"] == "POST"
+    assert seen["SCRIPT_NAME"] == "/api"
+    assert seen["PATH_INFO"] == "/caf\u00c3\u00a9/x"  # percent-decoded, carried as latin-1
+    assert seen["QUERY_STRING"] == "a=1&b=%20"
+    assert seen["RAW_URI"] == "/api/caf%C3%A9/x?a=1&b=%20"
+    assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == ("127.0.0.1", str(port))
+    assert seen["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("127.0.0.1", str(local_port))
+    assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"]) == ("text/plain", "0")
+    assert seen["HTTP_HOST"] == "example.com:8080"
+    assert seen["HTTP_X_MULTI"] == "1, 2"
+    assert seen["HTTP_COOKIE"] == "a=1; b=2"
+    assert "HTTP_X_FORWARDED_FOR" not in seen  # X_Forwarded_For cannot impersonate it
+    assert seen["wsgi.version"] == (1, 0)
+    assert seen["wsgi.url_scheme"] == "http"
+    assert seen["wsgi.input_terminated"] is True
+    assert seen["wsgi.multithread"] is True
+    assert seen["wsgi.multiprocess"] is False
+    assert seen["wsgi.run_once"] is False
+    assert callable(seen["wsgi.errors"].write)
+    assert callable(seen["wsgi.file_wrapper"])
+
+
+def test_write_callable_and_iterable_are_both_sent():
+    def app(environ, start_response):
+        write = start_response("200 OK", TEXT)
+        write(b"written,")
+        return [b"returned"]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        assert client.request(GET % b"")[2] == b"written,returned"
+
+
+def test_close_is_called_even_when_iteration_raises():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"start"
+            raise RuntimeError("boom")
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        return Body() if environ["PATH_INFO"] == "/boom" else [b"fine"]
+
+    with live_server(app, validate=False) as server:
+        with RawClient(server.address) as client:
+            client.send(GET % b"boom")
+            # Headers and "start" went out chunked; then the connection is aborted.
+            data = client.read_to_close()
+            assert data.startswith(b"HTTP/1.1 200 OK")
+            assert not data.endswith(b"0\r\n\r\n")
+        assert closed == [True]
+        with RawClient(server.address) as client:  # the worker is alive
+            assert client.request(GET % b"")[0] == 200
+
+
+def test_exc_info_replaces_headers_before_anything_was_sent():
+    def app(environ, start_response):
+        start_response("200 OK", [*TEXT, ("X-Old", "1")])
+        try:
+            raise ValueError("late failure")
+        except ValueError:
+            start_response("500 Internal Server Error", [*TEXT, ("X-New", "1")], sys.exc_info())
+        return [b"replaced"]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(GET % b"")
+        assert (status, body) == (500, b"replaced")
+        assert "x-old" not in headers and headers["x-new"] == "1"
+
+
+def test_exc_info_after_headers_were_sent_aborts_the_connection():
+    def app(environ, start_response):
+        write = start_response("200 OK", TEXT)
+        write(b"partial")
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            start_response("500 Internal Server Error", TEXT, sys.exc_info())
+        return [b"never"]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        client.send(GET % b"")
+        data = client.read_to_close()
+        assert b"partial" in data and b"never" not in data and not data.endswith(b"0\r\n\r\n")
+
+
+def test_start_response_twice_without_exc_info_is_a_500():
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        start_response("200 OK", TEXT)
+        return [b""]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        assert client.request(GET % b"")[0] == 500
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        pytest.param("200 OK", [("X-Evil", "a\r\nSet-Cookie: x=1")], id="crlf-in-value"),
+        pytest.param("200 OK", [("X-Evil", "a\nb")], id="lf-in-value"),
+        pytest.param("200 OK", [("X-Evil\r\nX", "a")], id="crlf-in-name"),
+        pytest.param("200 OK", [("X-Uni", "caf\u00e9\u2603")], id="non-latin-1-value"),
+        pytest.param("200 OK\r\nSet-Cookie: x=1", [], id="crlf-in-status"),
+        pytest.param("OK", [], id="status-without-code"),
+        pytest.param("200 OK", [("Content-Length", "x")], id="bad-content-length"),
+    ],
+)
+def test_injected_status_or_header_is_refused_with_500(status, headers):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        client.send(GET % b"")
+        data = client.read_to_close()
+        assert data.startswith(b"HTTP/1.1 500 ")
+        assert b"Set-Cookie" not in data and b"body" not in data
+
+
+def test_app_exception_before_start_is_500_and_worker_survives():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("boom")
+        start_response("200 OK", [*TEXT, ("Content-Length", "2")])
+        return [b"ok"]
+
+    with live_server(app) as server:
+        with RawClient(server.address) as client:
+            assert client.request(GET % b"boom")[0] == 500
+        with RawClient(server.address) as client:
+            assert client.request(GET % b"fine")[2] == b"ok"
+
+
+def test_file_wrapper_uses_sendfile_for_real_files(tmp_path, monkeypatch):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"0123456789" * 10000)
+    used = []
+    import socket as socket_module
+
+    real_sendfile = socket_module.socket.sendfile
+
+    def spy(self, file, offset=0, count=None):
+        used.append(count)
+        return real_sendfile(self, file, offset, count)
+
+    monkeypatch.setattr(socket_module.socket, "sendfile", spy)
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        _status, headers, body = client.request(GET % b"")
+        assert body == path.read_bytes()
+        assert headers["content-length"] == "100000"
+    assert used == [100000]
+
+
+def test_file_wrapper_over_a_non_file_is_iterated():
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"in memory"), 4)
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        assert client.request(GET % b"")[2] == b"in memory"
+
+
+def test_bodyless_statuses_send_no_body():
+    def app(environ, start_response):
+        start_response("304 Not Modified", [])
+        return []
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        status, headers, _ = client.request(GET % b"")
+        assert status == 304 and "transfer-encoding" not in headers
+        assert client.request(GET % b"")[0] == 304  # nothing stray was left on the wire

@@ -1,0 +1,210 @@
+"""PEP 3333 environ for one parsed request, and ``wsgi.input`` over the parsed body.
+
+Sans-IO: ``Input`` asks its ``fill`` callback for more bytes; the connection
+module supplies that callback (the only place that reads the socket).
+
+    base = environ_base(config, "127.0.0.1", 8000, multiprocess=False)
+    environ = build_environ(base, request, ("127.0.0.1", 5555), Input(request, fill))
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from ..errors import ProtocolError
+from .config import ServerConfig
+from .http import Request
+
+__all__ = ["FileWrapper", "Input", "build_environ", "environ_base"]
+
+#: Common header names mapped to their environ keys, so the hot path skips the string work.
+_KNOWN = {
+    name: "HTTP_" + name.decode().upper().replace("-", "_")
+    for name in (
+        b"host",
+        b"user-agent",
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"connection",
+        b"cookie",
+        b"referer",
+        b"cache-control",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+        b"authorization",
+        b"origin",
+        b"expect",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+}
+_KNOWN.update({b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"})
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterates a file in blocks; the server sendfile()s real files."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while block := read(self.blksize):
+            yield block
+
+
+def environ_base(
+    config: ServerConfig, host: str, port: int, *, multiprocess: bool
+) -> dict[str, Any]:
+    """The keys every request of one listener shares, computed once."""
+    return {
+        "SERVER_NAME": host,
+        "SERVER_PORT": str(port),
+        "SCRIPT_NAME": config.root_path,
+        "SERVER_SOFTWARE": "wsgistack",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+
+
+def _path(raw: bytes) -> str:
+    # PEP 3333: PATH_INFO is the percent-decoded path, bytes carried as latin-1.
+    return unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
+
+
+def build_environ(
+    base: dict[str, Any], request: Request, peer: Any, wsgi_input: Input
+) -> dict[str, Any]:
+    """The environ for ``request`` (headers with ``_`` in their name are dropped)."""
+    environ = base.copy()
+    url = request.url
+    if url[:1] == b"/":
+        path, _, query = url.partition(b"?")
+        path = path.partition(b"#")[0]
+        query = query.partition(b"#")[0]
+    elif url == b"*":
+        path, query = b"", b""  # RFC 9112 3.2.4 asterisk-form: RAW_URI keeps the "*"
+    else:
+        try:
+            parsed = httptools.parse_url(url)  # RFC 9112 3.2.2 absolute-form
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError("invalid request target", 400) from None
+        path, query = parsed.path or b"/", parsed.query or b""
+    path_info = _path(path)
+    script_name = base["SCRIPT_NAME"]
+    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
+        path_info = path_info[len(script_name) :]
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["RAW_URI"] = url.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = "127.0.0.1" if peer is None else str(peer or "")
+        environ["REMOTE_PORT"] = "0"
+    known = _KNOWN
+    for name, value in request.headers:
+        key = known.get(name) or known.get(name.lower())
+        if key is None:
+            if b"_" in name:
+                continue  # X_Forwarded_For must not impersonate X-Forwarded-For
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        if key in environ:
+            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+        environ[key] = text
+    if request.chunked:
+        environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = wsgi_input
+    return environ
+
+
+class Input:
+    """``wsgi.input``: reads exactly the request body, then returns b"" (never past it).
+
+    ``fill()`` reads more bytes into the parser (raising ``ProtocolError`` on a
+    timeout or a broken body); ``on_first_read()`` sends ``100 Continue``.
+    """
+
+    def __init__(
+        self, request: Request, fill: Callable[[], None], on_first_read: Callable[[], None]
+    ) -> None:
+        self._request = request
+        self._fill = fill
+        self._on_first_read: Callable[[], None] | None = on_first_read
+        self._buffer = b""
+
+    def _more(self) -> bool:
+        """Move one parsed block into the buffer; False at the end of the body."""
+        request = self._request
+        while not request.body:
+            if request.error is not None:
+                raise request.error
+            if request.complete:
+                return False
+            first = self._on_first_read
+            if first is not None:
+                self._on_first_read = None
+                first()
+            self._fill()
+        self._buffer += request.body.popleft()
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = sys.maxsize if size is None or size < 0 else size
+        while b"\n" not in self._buffer and len(self._buffer) < limit and self._more():
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        end = min(end, limit)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    @property
+    def exhausted(self) -> bool:
+        request = self._request
+        return request.complete and not request.body and not self._buffer

@@ -1,0 +1,154 @@
+"""``Server`` and ``serve()``: the programmatic face of the reference server.
+
+In-process (``workers=0``), e.g. in tests: the sockets are bound before the
+``with`` body runs, so ``server.url`` is ready and no sleep is needed.
+
+    with Server(app, bind="127.0.0.1:0", workers=0) as server:
+        urllib.request.urlopen(server.url + "/")
+
+``serve(app, bind="0.0.0.0:8000", workers=2)`` blocks: a prefork master for
+``workers >= 1``, a single in-process worker for ``workers=0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConfigError
+from .access import AccessLog
+from .arbiter import Arbiter
+from .config import ServerConfig
+from .listener import describe_socket, open_listeners
+from .worker import Worker
+
+__all__ = ["Server", "serve"]
+
+
+class Server:
+    """A WSGI server for ``app``; keyword options are those of ``ServerConfig``.
+
+    ``loader`` instead of ``app``: a function returning the app, called in each
+    worker after the fork, so SIGHUP reloads the code (the CLI uses this).
+
+    ``bind()`` opens the listening sockets (``addresses``/``url`` are known
+    from then on); ``serve_forever()`` blocks; ``start()`` (or ``with
+    Server(...)``) serves in a background thread (``workers=0`` only) until
+    ``close()`` (or the end of the ``with``) stops it gracefully.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Any] | None = None,
+        /,
+        *,
+        loader: Callable[[], Callable[..., Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        if (app is None) == (loader is None):
+            raise ConfigError("app: give either an app or a loader")
+        if app is not None and not callable(app):
+            raise ConfigError(f"app: {app!r} is not a WSGI application (not callable)")
+        self.app = app
+        self.loader: Callable[[], Callable[..., Any]] = loader or (lambda: app)  # type: ignore[assignment,return-value]
+        self.config = ServerConfig.from_options(**options)
+        self._workers_given = "workers" in options
+        self.listeners: list[socket.socket] = []
+        self._worker: Worker | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        binds = ", ".join(str(bind) for bind in self.config.bind)
+        target = repr(self.app) if self.app is not None else f"loader={self.loader!r}"
+        return f"Server({target}, bind=[{binds}], workers={self.config.workers})"
+
+    def bind(self) -> None:
+        """Open the listening sockets (idempotent)."""
+        if not self.listeners:
+            access_log = AccessLog.open(self.config.access_log)  # fail here, not in a worker
+            if access_log is not None:
+                access_log.close()
+            self.listeners = open_listeners(self.config.bind, self.config.backlog)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [describe_socket(sock) for sock in self.listeners]
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the first TCP listener."""
+        for sock in self.listeners:
+            if sock.family != socket.AF_UNIX:
+                host, port = describe_socket(sock)
+                return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        raise ConfigError("bind: no TCP listener, so there is no URL")
+
+    def serve_forever(self) -> int:
+        """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit status."""
+        self.bind()
+        try:
+            if self.config.workers:
+                return Arbiter(self.loader, self.config, self.listeners).run()
+            self._worker = Worker(self.loader(), self.config, self.listeners)
+            if threading.current_thread() is threading.main_thread():
+                worker = self._worker
+                signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
+                signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
+            self._worker.run()
+            return 0
+        finally:
+            self.close()
+
+    def stop(self, graceful: bool = True) -> None:
+        """Ask an in-process server to stop (thread-safe)."""
+        if self._worker is not None:
+            self._worker.stop(graceful)
+
+    def start(self) -> Server:
+        """Serve in a background thread of this process; returns when ready.
+
+        This is one in-process worker, so an explicit ``workers`` >= 1 is an error.
+        """
+        if self.config.workers and self._workers_given:
+            raise ConfigError("workers: an in-process server (start/with) needs workers=0")
+        self.bind()
+        self._worker = Worker(self.loader(), self.config, self.listeners)
+        self._thread = threading.Thread(target=self._worker.run, name="wsgistack-server")
+        self._thread.start()
+        self._worker.ready.wait(10.0)
+        return self
+
+    def close(self) -> None:
+        """Stop a background server gracefully, then close (and unlink) the sockets."""
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            self.stop(graceful=True)
+            thread.join(timeout=self.config.graceful_timeout + 5.0)
+        for sock in self.listeners:
+            if sock.family == socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    os.unlink(sock.getsockname())
+            sock.close()
+        self.listeners = []
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def serve(app: Callable[..., Any], **options: Any) -> int:
+    """Serve ``app`` until stopped (see ``Server`` for the options)."""
+    return Server(app, **options).serve_forever()
