@@ -1,13 +1,21 @@
-"""Drive a server with wrk on loopback and read req/s and p99 latency from its output."""
+"""Benchmark plumbing: start servers in their own process group, drive them with wrk.
+
+Servers are stopped by the PID we started (its process group), never by name.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -21,6 +29,28 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port between 20000 and 30000")
+
+
+def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``command`` from the repository root in a new process group."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group we started (by its PID); SIGKILL if it lingers."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import free_port, wait_listening, wrk
+from _wrk import free_port, start, stop, wait_listening, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -51,26 +49,6 @@ http {{
   }}
 }}
 """
-
-
-def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)  # the process group we started, by its PID
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 PATH = "/x/hello"  # the same path for every proxy (werkzeug proxies only under a prefix)

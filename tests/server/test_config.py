@@ -55,7 +55,11 @@ def test_bad_options_name_themselves(options, message):
 def test_cli_strings_are_converted_like_keywords():
     config = ServerConfig.from_options(workers="3", timeout="2.5", bind=["[::1]:0", "unix:/x"])
     assert (config.workers, config.timeout) == (3, 2.5)
-    assert config.bind == (Bind("tcp", "::1", 0), Bind("unix", path="/x"))
+    http = "http"
+    assert config.bind == (
+        Bind("tcp", "::1", 0, protocol=http),
+        Bind("unix", path="/x", protocol=http),
+    )
 
 
 def test_cli_reports_a_bad_option_with_status_2(capsys):

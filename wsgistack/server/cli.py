@@ -16,13 +16,15 @@ from ..errors import ConfigError
 from ..loader import load_app
 from ..pipeline import load_pipeline
 from .config import ServerConfig
+from .listener import describe_socket
 from .server import Server
 
 __all__ = ["add_serve"]
 
 #: (option, help) in the order --help shows them; values go through config.OPTIONS.
 _HELP = (
-    ("bind", "HOST:PORT, [IPv6]:PORT or unix:/path; repeat for several (default 127.0.0.1:8000)"),
+    ("bind", "HOST:PORT, [IPv6]:PORT, unix:/path, uwsgi://...; repeatable (127.0.0.1:8000)"),
+    ("protocol", "http, or uwsgi for nginx's uwsgi_pass; a uwsgi:// bind overrides (default http)"),
     ("workers", "worker processes; 0 serves in this process (default 1)"),
     ("threads", "request threads per worker (default 4)"),
     ("timeout", "seconds a client has to send a request head or body (default 30)"),
@@ -54,11 +56,13 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         server = Server(loader=loader, **options)  # workers load it: SIGHUP reloads code
     server.bind()
-    for sock, (host, port) in zip(server.listeners, server.addresses, strict=True):
+    for sock, bind in zip(server.listeners, server.config.bind, strict=True):
+        host, port = describe_socket(sock)
+        scheme = "uwsgi://" if bind.protocol == "uwsgi" else "http://"
         if sock.family == socket.AF_UNIX:
-            where = f"unix:{host}"
+            where = f"{scheme}unix:{host}"
         else:
-            where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            where = f"{scheme}[{host}]:{port}" if ":" in host else f"{scheme}{host}:{port}"
         logging.getLogger("wsgistack.server").info("listening on %s", where)
     return server.serve_forever()
 

@@ -24,25 +24,44 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+PROTOCOLS = ("http", "uwsgi")
+
+
 @dataclasses.dataclass(frozen=True)
 class Bind:
-    """One address to listen on: ``tcp`` (host, port) or ``unix`` (path)."""
+    """One address to listen on: ``tcp`` (host, port) or ``unix`` (path).
+
+    ``protocol`` is what the socket speaks: ``http``, ``uwsgi`` (nginx's
+    ``uwsgi_pass``), or ``""`` until ``ServerConfig`` applies ``--protocol``.
+    """
 
     kind: Literal["tcp", "unix"]
     host: str = ""
     port: int = 0
     path: str = ""
+    protocol: str = ""
 
     def __str__(self) -> str:
+        scheme = "uwsgi://" if self.protocol == "uwsgi" else ""
         if self.kind == "unix":
-            return f"unix:{self.path}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            return f"{scheme}unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}{host}:{self.port}"
 
 
 def parse_bind(value: str) -> Bind:
-    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``unix:/path``."""
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``unix:/path``.
+
+    A ``uwsgi://`` or ``http://`` prefix sets the bind's protocol, so HTTP and
+    uwsgi listeners can sit side by side (``uwsgi://127.0.0.1:9000``).
+    """
     if not isinstance(value, str) or not value:
         raise ConfigError(f"bind: {value!r} is not HOST:PORT or unix:/path")
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme not in PROTOCOLS:
+            raise ConfigError(f"bind: {value!r}: unknown scheme {scheme!r} (http or uwsgi)")
+        return dataclasses.replace(parse_bind(rest), protocol=scheme)
     if value.startswith("unix:"):
         path = value[5:]
         if not path:
@@ -107,6 +126,12 @@ def _access_log(value: Any) -> str | None:
     raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
 
 
+def _protocol(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in PROTOCOLS:
+        raise ConfigError(f"protocol: {value!r} is not one of {', '.join(PROTOCOLS)}")
+    return value.lower()
+
+
 def _log_level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -116,6 +141,7 @@ def _log_level(value: Any) -> str:
 #: Every option: its name and the converter that validates it (shared by CLI and kwargs).
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "bind": _binds,
+    "protocol": _protocol,
     "workers": _integer("workers", 0),
     "threads": _integer("threads", 1),
     "timeout": _seconds("timeout", 0.001),
@@ -142,6 +168,7 @@ class ServerConfig:
     """
 
     bind: tuple[Bind, ...] = (Bind("tcp", host="127.0.0.1", port=8000),)
+    protocol: str = "http"
     workers: int = 1
     threads: int = 4
     timeout: float = 30.0
@@ -165,8 +192,18 @@ class ServerConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> ServerConfig:
-        """Convert and validate keyword options (strings from the CLI are fine too)."""
-        return cls(**convert_options(options))
+        """Convert and validate keyword options (strings from the CLI are fine too).
+
+        A bind without a ``uwsgi://``/``http://`` prefix speaks ``protocol``.
+        """
+        converted = convert_options(options)
+        protocol = converted.get("protocol", "http")
+        binds = converted.get("bind", cls.bind)
+        converted["bind"] = tuple(
+            bind if bind.protocol else dataclasses.replace(bind, protocol=protocol)
+            for bind in binds
+        )
+        return cls(**converted)
 
     @property
     def binds(self) -> tuple[Bind, ...]:

@@ -24,6 +24,7 @@ from ..errors import ProtocolError
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser, error_response, response_head
+from .uwsgi import UwsgiParser, build_uwsgi_environ
 
 __all__ = ["Connection"]
 
@@ -80,15 +81,26 @@ class Response:
 
 
 class Connection:
-    """A client socket plus its parser; ``serve()`` answers buffered requests."""
+    """A client socket plus its parser; ``serve()`` answers buffered requests.
 
-    def __init__(self, sock: socket.socket, peer: Any, worker: Any) -> None:
+    ``uwsgi``: the peer (nginx's ``uwsgi_pass``) sends uwsgi packets instead of
+    HTTP; everything after the parser and the environ is the same.
+    """
+
+    def __init__(self, sock: socket.socket, peer: Any, worker: Any, uwsgi: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.busy = False  # owned by a pool thread: the loop must not touch it
         self.peer = peer
         self.worker = worker
-        self.parser = RequestParser(worker.limits)
+        self.uwsgi = uwsgi
+        self.parser: RequestParser | UwsgiParser
+        if uwsgi:
+            self.parser = UwsgiParser(worker.limits)
+            self._build_environ = build_uwsgi_environ
+        else:
+            self.parser = RequestParser(worker.limits)
+            self._build_environ = build_environ
         self.deadline = 0.0
         self.requests = 0
         self.served = False  # answered a request: an idle one may be closed on shutdown
@@ -103,6 +115,8 @@ class Connection:
         except OSError:
             return False
         if not data:
+            if self.uwsgi and self.parser.mid_request:
+                log.warning("uwsgi: %s closed in the middle of a packet", self.peer or "a peer")
             return False
         self.parser.feed(data)
         return True
@@ -159,7 +173,7 @@ class Connection:
 
         wsgi_input = Input(request, self._fill, send_continue)
         try:
-            environ = build_environ(worker.environ_base, request, self.peer, wsgi_input)
+            environ = self._build_environ(worker.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
             self.send_refusal(exc)
             return False

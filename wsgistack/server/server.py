@@ -82,12 +82,12 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the first TCP listener."""
-        for sock in self.listeners:
-            if sock.family != socket.AF_UNIX:
+        """``http://host:port`` of the first TCP listener that speaks HTTP."""
+        for sock, bind in zip(self.listeners, self.config.bind, strict=True):
+            if sock.family != socket.AF_UNIX and bind.protocol != "uwsgi":
                 host, port = describe_socket(sock)
                 return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        raise ConfigError("bind: no TCP listener, so there is no URL")
+        raise ConfigError("bind: no HTTP TCP listener, so there is no URL")
 
     def serve_forever(self) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit status."""

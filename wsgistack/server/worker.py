@@ -66,6 +66,11 @@ class Worker:
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
+        self._uwsgi = {
+            sock.fileno()
+            for sock, bind in zip(listeners, config.bind, strict=False)
+            if bind.protocol == "uwsgi"
+        }
         self._connections: dict[int, Connection] = {}
         self._jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._busy = 0
@@ -127,7 +132,7 @@ class Worker:
             if accepted is None:
                 return
             sock, peer = accepted
-            connection = Connection(sock, peer, self)
+            connection = Connection(sock, peer, self, uwsgi=listener.fileno() in self._uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
             self._poller.add(connection.fd, oneshot=True)

@@ -1,0 +1,115 @@
+"""nginx in front of the reference server: ``uwsgi_pass`` against ``proxy_pass``, and uWSGI.
+
+One nginx (1 worker, the stock ``uwsgi_params``) serves three locations in
+one run, each driven by wrk in turn:
+
+- ``/uwsgi/``: ``uwsgi_pass`` to ``wsgistack serve --bind uwsgi://...``
+- ``/http/``: ``proxy_pass`` to the same server's HTTP bind, nginx's default
+  (a new upstream connection per request, as uwsgi_pass does)
+- ``/http-keepalive/``: ``proxy_pass`` with an upstream ``keepalive`` pool
+- ``/uwsgi-native/``: ``uwsgi_pass`` to uWSGI itself serving the same app
+
+Every backend runs 2 processes x 4 threads of ``benchmarks.apps:hello``.
+The machine is shared and the first run after a start pays for it, so each
+round runs the four in a rotated order and the medians over the rounds are
+reported.
+
+    python benchmarks/uwsgi.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from statistics import median
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _wrk import ROOT, free_port, start, stop, wait_listening, wrk
+
+sys.path.insert(0, str(ROOT))
+from tests.server.nginx import Nginx, uwsgi_params
+
+PY = sys.executable
+
+LOCATIONS = """
+    location /uwsgi/ {{ include {params}; uwsgi_pass 127.0.0.1:{ours_uwsgi}; }}
+    location /http/ {{ proxy_pass http://127.0.0.1:{ours_http}; }}
+    location /http-keepalive/ {{
+      proxy_pass http://ours;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+    location /uwsgi-native/ {{ include {params}; uwsgi_pass 127.0.0.1:{native}; }}
+"""
+
+
+CASES = [
+    ("uwsgi_pass -> wsgistack", "/uwsgi/"),
+    ("proxy_pass -> wsgistack", "/http/"),
+    ("proxy_pass keepalive -> wsgistack", "/http-keepalive/"),
+    ("uwsgi_pass -> uWSGI", "/uwsgi-native/"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    uwsgi = shutil.which("uwsgi") or str(Path(PY).parent / "uwsgi")
+    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    print(f"{nginx_version}, uWSGI {version('uwsgi')}, wrk -c{args.connections}")
+    ours_uwsgi, ours_http, native, front = (free_port() for _ in range(4))
+    ours = start(
+        [
+            *(PY, "-m", "wsgistack.cli", "serve", "benchmarks.apps:hello"),
+            *("--bind", f"uwsgi://127.0.0.1:{ours_uwsgi}", "--bind", f"127.0.0.1:{ours_http}"),
+            *("--workers", "2", "--threads", "4", "--log-level", "warning"),
+        ]
+    )
+    theirs = start(
+        [
+            *(uwsgi, "--socket", f"127.0.0.1:{native}", "--module", "benchmarks.apps:hello"),
+            *("--processes", "2", "--threads", "4", "--master", "--disable-logging"),
+            *("--chdir", str(ROOT), "--need-app"),
+        ]
+    )
+    runs: dict[str, list[dict]] = {name: [] for name, _ in CASES}
+    try:
+        for port in (ours_uwsgi, ours_http, native):
+            wait_listening(port)
+        locations = LOCATIONS.format(
+            params=uwsgi_params(), ours_uwsgi=ours_uwsgi, ours_http=ours_http, native=native
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            config = f"upstream ours {{ server 127.0.0.1:{ours_http}; keepalive 32; }}"
+            with Nginx(Path(directory), locations, port=front, http_extra=config) as nginx:
+                for round_ in range(args.rounds):
+                    shift = round_ % len(CASES)
+                    for name, path in CASES[shift:] + CASES[:shift]:
+                        url = nginx.url + path
+                        wrk(url, seconds=1, connections=args.connections)  # warm up
+                        runs[name].append(
+                            wrk(url, seconds=args.seconds, connections=args.connections)
+                        )
+    finally:
+        stop(ours)
+        stop(theirs)
+    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+    mine = rps[CASES[0][0]]
+    print(f"\nmedians of {args.rounds} rounds")
+    print(f"{'':<36} {'req/s':>9} {'p99':>10} {'errors':>7} {'uwsgi_pass/wsgistack is':>24}")
+    for name, results in runs.items():
+        p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
+        errors = sum(r["errors"] for r in results)
+        print(f"{name:<36} {rps[name]:>9.0f} {p99:>10} {errors:>7} {mine / rps[name]:>23.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""A real nginx with ``uwsgi_pass`` and the stock ``uwsgi_params`` in front of the server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from wsgistack.server import Server
+
+from .live import live_server
+from .nginx import Nginx, uwsgi_params
+
+SHOWN = (
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "HTTP_HOST",
+    "HTTP_X_TAG",
+    "HTTP_COOKIE",
+    "CONTENT_TYPE",
+    "wsgi.url_scheme",
+)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("the app failed")
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"line %d\n" % i for i in range(1000))
+    if path == "/upload":
+        digest, size = hashlib.sha256(), 0
+        while block := environ["wsgi.input"].read(65536):
+            digest.update(block)
+            size += len(block)
+        body = f"{size} {digest.hexdigest()}".encode()
+    else:
+        body = json.dumps({key: environ.get(key) for key in SHOWN}).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with live_server(app, bind="uwsgi://127.0.0.1:0", threads=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nginx(server, tmp_path_factory) -> Iterator[Nginx]:
+    port = server.addresses[0][1]
+    locations = f"""
+    location / {{
+      include {uwsgi_params()};
+      uwsgi_pass 127.0.0.1:{port};
+    }}
+    location /mounted/ {{
+      include {uwsgi_params()};
+      uwsgi_param SCRIPT_NAME /mounted;
+      uwsgi_pass 127.0.0.1:{port};
+    }}"""
+    with Nginx(tmp_path_factory.mktemp("nginx"), locations) as nginx:
+        yield nginx
+
+
+def request(nginx: Nginx, method: str, path: str, body=None, headers=()) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_a_get_with_a_query_arrives_as_the_client_sent_it(nginx):
+    status, _, body = request(nginx, "GET", "/shop/caf%C3%A9?q=1&r=%20", headers=[("X-Tag", "t")])
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["REQUEST_METHOD"] == "GET" and seen["QUERY_STRING"] == "q=1&r=%20"
+    assert seen["PATH_INFO"] == "/shop/café".encode().decode("latin-1")  # PEP 3333 bytes-as-latin-1
+    assert seen["REMOTE_ADDR"] == "127.0.0.1" and seen["HTTP_X_TAG"] == "t"
+    assert seen["HTTP_HOST"] == "127.0.0.1" and seen["wsgi.url_scheme"] == "http"
+    assert seen["SERVER_PROTOCOL"] == "HTTP/1.1" and seen["SCRIPT_NAME"] == ""
+
+
+def test_script_name_from_uwsgi_param_is_split_off_path_info(nginx):
+    seen = json.loads(request(nginx, "GET", "/mounted/orders/7")[2])
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/mounted", "/orders/7")
+
+
+def test_a_large_post_body_arrives_whole(nginx):
+    body = bytes(range(256)) * 40_000  # 10 MB
+    status, _, answer = request(nginx, "POST", "/upload", body, [("Content-Type", "x/y")])
+    assert status == 200
+    assert answer.decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+
+
+def test_repeated_headers_and_cookies_are_joined(nginx):
+    headers = [("X-Tag", "a"), ("X-Tag", "b"), ("Cookie", "s=1"), ("Cookie", "t=2")]
+    seen = json.loads(request(nginx, "GET", "/", headers=headers)[2])
+    assert seen["HTTP_X_TAG"] == "a, b"
+    assert seen["HTTP_COOKIE"] == "s=1; t=2"
+
+
+def test_a_streamed_response_of_unknown_length_arrives_whole(nginx):
+    status, headers, body = request(nginx, "GET", "/stream")
+    assert status == 200 and "Content-Length" not in headers
+    assert body == b"".join(b"line %d\n" % i for i in range(1000))
+
+
+def test_an_app_error_is_a_500_and_the_next_request_is_served(nginx, caplog):
+    caplog.set_level(logging.ERROR, logger="wsgistack.server")
+    status, _, body = request(nginx, "GET", "/boom")
+    assert status == 500 and b"the app failed" not in body
+    assert any("the application raised" in r.getMessage() for r in caplog.records)
+    assert request(nginx, "GET", "/after")[0] == 200
+
+
+def test_many_requests_in_a_row_each_get_their_own_answer(nginx):
+    for n in range(30):
+        seen = json.loads(request(nginx, "GET", f"/n/{n}")[2])
+        assert seen["PATH_INFO"] == f"/n/{n}"
+    assert "upstream prematurely closed" not in nginx.error_log()

@@ -1,0 +1,224 @@
+"""The uwsgi protocol over raw sockets: well-formed packets served, bad ones refused unseen."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsgistack.errors import ConfigError
+from wsgistack.server import Server
+from wsgistack.server.config import ServerConfig, parse_bind
+from wsgistack.server.http import Limits
+from wsgistack.server.uwsgi import UwsgiParser
+
+from .conftest import echo_app
+from .live import RawClient, live_server
+
+
+def packet(
+    variables: dict[str, str] | list[tuple[str, str]],
+    body: bytes = b"",
+    modifier1: int = 0,
+    modifier2: int = 0,
+) -> bytes:
+    """A uwsgi request packet as nginx's uwsgi_pass writes it."""
+    pairs = variables.items() if isinstance(variables, dict) else variables
+    block = b""
+    for key, value in pairs:
+        for item in (key.encode("latin-1"), value.encode("latin-1")):
+            block += len(item).to_bytes(2, "little") + item
+    head = bytes([modifier1]) + len(block).to_bytes(2, "little") + bytes([modifier2])
+    return head + block + body
+
+
+def nginx_vars(method: str = "GET", uri: str = "/", **extra: str) -> dict[str, str]:
+    path, _, query = uri.partition("?")
+    variables = {
+        "QUERY_STRING": query,
+        "REQUEST_METHOD": method,
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "",
+        "REQUEST_URI": uri,
+        "PATH_INFO": path,
+        "DOCUMENT_ROOT": "/usr/share/nginx/html",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_SCHEME": "http",
+        "REMOTE_ADDR": "203.0.113.7",
+        "REMOTE_PORT": "51234",
+        "SERVER_PORT": "80",
+        "SERVER_NAME": "shop.example",
+        "HTTP_HOST": "shop.example",
+    }
+    variables.update(extra)
+    return variables
+
+
+SEEN: list[dict] = []
+
+
+def recording(environ, start_response):
+    """The echo app, keeping each environ so a test sees what the app was given."""
+    SEEN.append(dict(environ))
+    return echo_app(environ, start_response)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    SEEN.clear()
+    with live_server(recording, bind=["uwsgi://127.0.0.1:0", "127.0.0.1:0"], timeout=2) as server:
+        yield server
+
+
+def exchange(server: Server, data: bytes | list[bytes]) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` (in pieces if a list) on a fresh uwsgi connection; read the answer."""
+    with RawClient(server.addresses[0]) as client:
+        for piece in data if isinstance(data, list) else [data]:
+            client.send(piece)
+        answer = client.response()
+        assert client.closed_by_peer()  # uwsgi: one request per connection, the close ends it
+    return answer
+
+
+def test_a_get_gets_the_environ_nginx_computed(server):
+    status, headers, body = exchange(server, packet(nginx_vars(uri="/a/b%20c?x=1&y=2")))
+    assert status == 200 and body == b"GET /a/b%20c x=1&y=2 "
+    environ = SEEN[0]
+    assert environ["REMOTE_ADDR"] == "203.0.113.7"  # the client nginx saw, not nginx itself
+    assert environ["SERVER_NAME"] == "shop.example" and environ["SERVER_PORT"] == "80"
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1" and environ["RAW_URI"] == "/a/b%20c?x=1&y=2"
+    assert environ["wsgi.url_scheme"] == "http"
+    assert "CONTENT_LENGTH" not in environ and "CONTENT_TYPE" not in environ  # empty: absent
+    assert headers["content-length"] == str(len(body))
+
+
+def test_a_post_body_is_streamed_by_content_length_even_when_split(server):
+    body = bytes(range(256)) * 1000
+    data = packet(nginx_vars("POST", "/upload", CONTENT_LENGTH=str(len(body))), body)
+    pieces = [data[i : i + 7001] for i in range(0, len(data), 7001)]
+    status, _, answer = exchange(server, pieces)
+    assert status == 200 and answer == b"POST /upload  " + body
+    assert SEEN[0]["CONTENT_LENGTH"] == str(len(body))
+
+
+def test_repeated_variables_are_joined_as_repeated_headers(server):
+    variables = [*nginx_vars().items(), ("HTTP_X_TAG", "a"), ("HTTP_X_TAG", "b")]
+    variables += [("HTTP_COOKIE", "s=1"), ("HTTP_COOKIE", "t=2")]
+    assert exchange(server, packet(variables))[0] == 200
+    assert SEEN[0]["HTTP_X_TAG"] == "a, b" and SEEN[0]["HTTP_COOKIE"] == "s=1; t=2"
+
+
+def test_https_and_the_script_name_nginx_sends_are_honoured(server):
+    variables = nginx_vars(uri="/shop/cart", HTTPS="on", SCRIPT_NAME="/shop")
+    variables["HTTP_CONTENT_TYPE"] = "text/plain"  # nginx doubles these: PEP 3333 forbids it
+    assert exchange(server, packet(variables))[0] == 200
+    environ = SEEN[0]
+    assert environ["wsgi.url_scheme"] == "https"
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/shop", "/cart")
+    assert "HTTP_CONTENT_TYPE" not in environ
+
+
+def test_a_streamed_response_ends_with_the_close_not_chunks(server):
+    def stream(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"part %d\n" % i for i in range(50))
+
+    with live_server(stream, bind="uwsgi://127.0.0.1:0") as streaming:
+        status, headers, body = exchange(streaming, packet(nginx_vars()))
+    assert status == 200 and "transfer-encoding" not in headers
+    assert body == b"".join(b"part %d\n" % i for i in range(50))
+
+
+def test_http_and_uwsgi_binds_serve_side_by_side(server):
+    with RawClient(server.addresses[1]) as client:
+        status, _, body = client.request(b"GET /plain?q HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (status, body) == (200, b"GET /plain q ")
+    assert exchange(server, packet(nginx_vars(uri="/wire")))[2] == b"GET /wire  "
+    assert server.url == f"http://127.0.0.1:{server.addresses[1][1]}"  # the HTTP bind
+
+
+BAD_PACKETS = {
+    "unknown modifier1": (packet(nginx_vars(), modifier1=5), 400),
+    "unknown modifier2": (packet(nginx_vars(), modifier2=1), 400),
+    "no REQUEST_METHOD": (packet({"PATH_INFO": "/"}), 400),
+    "empty REQUEST_METHOD": (packet(nginx_vars(method="")), 400),
+    "key size past the packet": (b"\x00\x04\x00\x00\x09\x00ABC", 400),
+    "value size past the packet": (b"\x00\x09\x00\x00\x01\x00K\x09\x00abcd", 400),
+    "a key with no value": (b"\x00\x02\x00\x00\x00\x00", 400),
+    "a key that is not a name": (packet([("BAD KEY", "x"), ("REQUEST_METHOD", "GET")]), 400),
+    "a CR in a value": (packet(nginx_vars(HTTP_X_EVIL="a\r\nSet-Cookie: b")), 400),
+    "a bad CONTENT_LENGTH": (packet(nginx_vars("POST", CONTENT_LENGTH="-5")), 400),
+    "HTTP sent to the uwsgi bind": (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "a packet past the buffer": (packet(nginx_vars(HTTP_X_BIG="x" * 30000)), 431),
+    "a body past --max-body-size": (packet(nginx_vars("POST", CONTENT_LENGTH="99999999999")), 413),
+}
+
+
+@pytest.mark.parametrize(("data", "status"), BAD_PACKETS.values(), ids=BAD_PACKETS.keys())
+def test_a_bad_packet_is_refused_logged_and_never_reaches_the_app(server, data, status, caplog):
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    assert exchange(server, data)[0] == status
+    assert SEEN == []
+    assert any("uwsgi" in record.getMessage() for record in caplog.records)
+
+
+def test_a_truncated_packet_is_logged_and_closed_unseen(server, caplog):
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    with RawClient(server.addresses[0]) as client:
+        client.send(packet(nginx_vars())[:20])
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read_to_close() == b""
+    assert SEEN == []
+    assert any("middle of a packet" in record.getMessage() for record in caplog.records)
+
+
+def test_a_packet_that_stalls_gets_408_after_the_timeout(server):
+    with RawClient(server.addresses[0]) as client:
+        client.send(packet(nginx_vars())[:10])
+        status, headers, _ = client.response()
+        assert status == 408 and headers["connection"] == "close"
+    assert SEEN == []
+
+
+def test_a_body_shorter_than_its_length_is_refused_when_nginx_gives_up(server):
+    data = packet(nginx_vars("POST", CONTENT_LENGTH="100"), b"only ten b")
+    with RawClient(server.addresses[0]) as client:
+        client.send(data)
+        client.sock.shutdown(socket.SHUT_WR)
+        status, _, _ = client.response()
+    assert status == 400  # the app's read failed; nothing partial was handed over as whole
+
+
+def test_binds_and_protocol_options_are_validated_by_name():
+    assert parse_bind("uwsgi://127.0.0.1:9000").protocol == "uwsgi"
+    assert str(parse_bind("uwsgi://[::1]:9000")) == "uwsgi://[::1]:9000"
+    assert parse_bind("uwsgi://unix:/run/app.sock").path == "/run/app.sock"
+    config = ServerConfig.from_options(protocol="uwsgi", bind=["127.0.0.1:1", "http://[::1]:2"])
+    assert [bind.protocol for bind in config.bind] == ["uwsgi", "http"]
+    with pytest.raises(ConfigError, match=r"^bind: .*unknown scheme 'fcgi'"):
+        parse_bind("fcgi://127.0.0.1:9000")
+    with pytest.raises(ConfigError, match=r"^protocol: 'spdy'"):
+        ServerConfig.from_options(protocol="spdy")
+
+
+def test_a_server_with_only_uwsgi_binds_has_no_http_url():
+    with (
+        live_server(echo_app, bind="uwsgi://127.0.0.1:0") as server,
+        pytest.raises(ConfigError, match="no HTTP"),
+    ):
+        server.url  # noqa: B018
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=50))
+def test_the_parser_answers_any_bytes_without_raising(data, step):
+    parser = UwsgiParser(Limits())
+    for at in range(0, len(data), step):
+        parser.feed(data[at : at + step])
+    request = parser.next_request()
+    if request is not None:
+        assert request.method  # only a packet with a REQUEST_METHOD becomes a request

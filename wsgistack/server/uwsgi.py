@@ -1,0 +1,222 @@
+"""The uwsgi wire protocol (nginx's ``uwsgi_pass``), sans-IO, beside the HTTP parser.
+
+A packet is a 4-byte header (modifier1, a little-endian 16-bit size,
+modifier2) and then that many bytes of variables, each a little-endian
+16-bit length and bytes for the key, then the same for the value.  The
+request body follows, ``CONTENT_LENGTH`` bytes of it.  The variables are the
+WSGI environ as nginx computed it (``uwsgi_params`` plus ``HTTP_*``), so
+there is no HTTP to re-parse; the response is plain HTTP/1.x, ended by
+closing the connection (nginx sends one request per uwsgi connection).
+
+    parser = UwsgiParser(limits)
+    parser.feed(packet)
+    request = parser.next_request()   # request.vars: the variables, decoded latin-1
+
+``UwsgiParser`` has the interface of ``http.RequestParser``, so the
+connection and worker serve both.  Refusals are ``ProtocolError``s.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+from typing import Any
+
+from ..errors import ProtocolError
+from .environ import Input
+from .http import Limits, Request
+
+__all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
+
+log = logging.getLogger("wsgistack.server")
+
+_KEYS = re.compile(r"[A-Za-z0-9_.\-]+(?:\n[A-Za-z0-9_.\-]+)*\Z")
+_VALUE_FORBIDDEN = re.compile(r"[\x00\r\n]")
+#: PEP 3333 names these without HTTP_; nginx sends the headers under both names.
+_SHADOWED = frozenset(("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"))
+#: What an environ holds when nginx's variables leave it out.
+_DEFAULTS = {
+    "SERVER_PROTOCOL": "HTTP/1.0",
+    "QUERY_STRING": "",
+    "PATH_INFO": "",
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "0",
+}
+_HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+class UwsgiRequest(Request):
+    """A request whose head arrived as uwsgi variables rather than HTTP lines."""
+
+    __slots__ = ("vars",)
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        super().__init__()
+        self.vars = variables
+        self.method = variables["REQUEST_METHOD"]
+        self.url = variables.get("REQUEST_URI", "").encode("latin-1")
+        self.version = "1.0"  # no chunking, no keep-alive: the close ends the response
+        self.keep_alive = False
+
+
+def parse_vars(block: bytes) -> dict[str, str]:
+    """Decode a variable block; repeated keys are joined as repeated headers are."""
+    text = block.decode("latin-1")  # one decode; sizes are read from the bytes
+    variables: dict[str, str] = {}
+    end = len(block)
+    at = 0
+    while at < end:
+        if at + 2 > end:
+            raise ProtocolError("uwsgi: a key size runs past the packet", 400)
+        key_at = at + 2
+        at = key_at + (block[at] | block[at + 1] << 8)
+        if at + 2 > end:
+            raise ProtocolError(
+                f"uwsgi: the key {text[key_at:at][:40]!r} runs past the packet", 400
+            )
+        value_at = at + 2
+        at = value_at + (block[at] | block[at + 1] << 8)
+        key = text[key_at : value_at - 2]
+        if at > end:
+            raise ProtocolError(f"uwsgi: the value of {key[:40]!r} runs past the packet", 400)
+        if key in variables:
+            joiner = "; " if key == "HTTP_COOKIE" else ", "
+            variables[key] += joiner + text[value_at:at]
+        else:
+            variables[key] = text[value_at:at]
+    # One check over all names and one over all values, not one per variable.
+    if variables and not _KEYS.match("\n".join(variables)):
+        bad = next(key for key in variables if not _KEYS.match(key))
+        raise ProtocolError(f"uwsgi: invalid variable name {bad[:40]!r}", 400)
+    if _VALUE_FORBIDDEN.search("".join(variables.values())):
+        bad = next(key for key, value in variables.items() if _VALUE_FORBIDDEN.search(value))
+        raise ProtocolError(f"uwsgi: a control character in {bad}", 400)
+    return variables
+
+
+class UwsgiParser:
+    """Feed bytes; take the one request of the connection (``RequestParser``'s interface)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._buffer = b""
+        self._current: UwsgiRequest | None = None
+        self._pending: collections.deque[Request] = collections.deque()
+        self._done = False
+        #: A refusal found while parsing; the connection answers it and closes.
+        self.error: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; a protocol error is recorded in ``self.error`` (never raised)."""
+        if self.error is not None or self._done:
+            return  # after the one request, nginx sends nothing more; ignore strays
+        request = self._current
+        if request is None:
+            self._buffer += data
+            try:
+                self._head()
+            except ProtocolError as exc:
+                self.error = exc
+                log.warning("refused a uwsgi packet: %s", exc)
+            return
+        self._body(request, data)
+
+    def next_request(self) -> Request | None:
+        return self._pending.popleft() if self._pending else None
+
+    @property
+    def has_request(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def mid_request(self) -> bool:
+        """True while part of a packet header has arrived (for the 408 decision)."""
+        return self._current is None and bool(self._buffer)
+
+    def _head(self) -> None:
+        buffer = self._buffer
+        if len(buffer) < 4:
+            return
+        modifier1, size, modifier2 = buffer[0], int.from_bytes(buffer[1:3], "little"), buffer[3]
+        if buffer[:4] in _HTTP_METHODS:
+            raise ProtocolError("uwsgi: this looks like HTTP sent to a uwsgi bind", 400)
+        if modifier1 != 0:
+            raise ProtocolError(f"uwsgi: unsupported modifier1 {modifier1} (0 is WSGI)", 400)
+        if modifier2 != 0:
+            raise ProtocolError(f"uwsgi: unsupported modifier2 {modifier2}", 400)
+        limit = self.limits.max_request_line + self.limits.max_header_size
+        if size > limit:
+            raise ProtocolError(f"uwsgi: a {size}-byte packet is over the {limit}-byte limit", 431)
+        if len(buffer) < 4 + size:
+            return
+        variables = parse_vars(buffer[4 : 4 + size])
+        rest = buffer[4 + size :]
+        self._buffer = b""
+        if not variables.get("REQUEST_METHOD"):
+            raise ProtocolError("uwsgi: the packet has no REQUEST_METHOD", 400)
+        length_text = variables.get("CONTENT_LENGTH", "")
+        if length_text and not length_text.isdigit():
+            raise ProtocolError(f"uwsgi: invalid CONTENT_LENGTH {length_text[:40]!r}", 400)
+        length = int(length_text or 0)
+        if length > self.limits.max_body_size:
+            raise ProtocolError("request body too large", 413)
+        request = UwsgiRequest(variables)
+        request.content_length = length
+        self._current = request
+        self._pending.append(request)
+        if length == 0:
+            self._complete(request)
+        elif rest:
+            self._body(request, rest)
+
+    def _body(self, request: UwsgiRequest, data: bytes) -> None:
+        wanted = request.content_length - request.body_size  # type: ignore[operator]
+        if len(data) > wanted:
+            data = data[:wanted]  # bytes past the body are not ours
+        if data:
+            request.body.append(data)
+            request.body_size += len(data)
+        if request.body_size == request.content_length:
+            self._complete(request)
+
+    def _complete(self, request: UwsgiRequest) -> None:
+        request.complete = True
+        self._current = None
+        self._done = True
+
+
+def build_uwsgi_environ(
+    base: dict[str, Any], request: Request, peer: Any, wsgi_input: Input
+) -> dict[str, Any]:
+    """The environ from nginx's variables over the listener's defaults.
+
+    ``SCRIPT_NAME`` (sent, or ``--root-path``) is taken off the front of
+    ``PATH_INFO``, which nginx sends whole; ``HTTPS``/``REQUEST_SCHEME`` set
+    ``wsgi.url_scheme``.
+    """
+    variables: dict[str, str] = request.vars  # type: ignore[attr-defined]
+    environ = base.copy()
+    environ.update(_DEFAULTS)
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer[0], str(peer[1])
+    environ.update(variables)
+    for key in _SHADOWED:
+        if key in environ:
+            del environ[key]
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+        if key in environ and not environ[key]:
+            del environ[key]  # nginx sends them empty; PEP 3333 wants them absent
+    script_name = environ["SCRIPT_NAME"]
+    if script_name:
+        path_info = environ["PATH_INFO"]
+        if path_info == script_name or path_info.startswith(script_name + "/"):
+            environ["PATH_INFO"] = path_info[len(script_name) :]
+    if (
+        variables.get("HTTPS", "").lower() in ("on", "1")
+        or variables.get("REQUEST_SCHEME") == "https"
+    ):
+        environ["wsgi.url_scheme"] = "https"
+    environ["RAW_URI"] = variables.get("REQUEST_URI", "")
+    environ["wsgi.input"] = wsgi_input
+    return environ
