@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from wsgiref.validate import validator
 
 import pytest
+
+from wsgistack.server import Server
 
 from .conftest import echo_app
 from .live import RawClient, live_server
@@ -188,3 +192,17 @@ def test_upgrade_request_is_answered_as_plain_http_then_closed():
         status, headers, body = client.response()
         assert (status, headers["connection"], body) == (200, "close", b"GET /ws  ")
         assert client.closed_by_peer()
+
+
+def test_a_request_waiting_at_accept_is_served_and_the_connection_kept():
+    # Sent before the worker runs, the request is read at accept and skips the
+    # poller; the keep-alive connection must still be watched for the next one.
+    with contextlib.ExitStack() as stack:
+        server = Server(validator(echo_app), bind="127.0.0.1:0", workers=0, timeout=5)
+        server.bind()
+        stack.callback(server.close)
+        client = stack.enter_context(RawClient(server.addresses[0]))
+        client.send(GET % b"first")
+        server.start()
+        assert client.response()[::2] == (200, b"GET /first  ")
+        assert client.request(GET % b"second")[::2] == (200, b"GET /second  ")

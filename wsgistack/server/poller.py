@@ -57,7 +57,10 @@ class EpollPoller:
         self._epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if oneshot else 0))
 
     def rearm(self, fd: int) -> None:
-        self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        try:
+            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        except FileNotFoundError:  # served straight from accept: never registered
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
     def remove(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -131,10 +131,16 @@ class Worker:
             accepted = accept(listener, self.config.timeout)
             if accepted is None:
                 return
-            sock, peer = accepted
+            sock, peer, early = accepted
             connection = Connection(sock, peer, self, uwsgi=listener.fileno() in self._uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
+            if early:
+                parser = connection.parser
+                parser.feed(early)
+                if parser.has_request or parser.error is not None:
+                    self._submit(connection)  # the pool thread arms the poller if it keeps it
+                    continue
             self._poller.add(connection.fd, oneshot=True)
 
     def _readable(self, connection: Connection) -> None:
@@ -143,15 +149,19 @@ class Worker:
         if not connection.receive():
             self._close(connection)
         elif parser.has_request or parser.error is not None:
-            connection.busy = True
-            with self._lock:
-                self._busy += 1
-            self._jobs.put(connection)
+            self._submit(connection)
         else:
             if was_idle and parser.mid_request:
                 # The whole head must arrive within --timeout of its first byte (slowloris).
                 connection.deadline = self.clock() + self.config.timeout
             self._poller.rearm(connection.fd)
+
+    def _submit(self, connection: Connection) -> None:
+        """Hand a connection with a complete request to the pool."""
+        connection.busy = True
+        with self._lock:
+            self._busy += 1
+        self._jobs.put(connection)
 
     def _sweep(self, now: float) -> None:
         # list() copies in one step: pool threads may close connections meanwhile.
