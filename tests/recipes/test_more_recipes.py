@@ -39,10 +39,11 @@ def test_the_gateway_forwards_legacy_and_serves_the_rest(monkeypatch):
 class Served:
     """A CLI server in a subprocess, stopped by PID."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *args],
             cwd=ROOT,
+            env=env,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

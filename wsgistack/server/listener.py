@@ -62,9 +62,7 @@ def describe_socket(sock: socket.socket) -> tuple[str, int]:
     return (name[0], name[1])
 
 
-def accept(
-    listener: socket.socket, timeout: float
-) -> tuple[socket.socket, object, bytes] | None:
+def accept(listener: socket.socket, timeout: float) -> tuple[socket.socket, object, bytes] | None:
     """Accept one connection (non-blocking listener); None when none is waiting.
 
     Also returns what the client has already sent (b"" if nothing yet): a
