@@ -53,6 +53,27 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
+def group_cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time (user + system) used so far by the live processes of ``proc``'s group.
+
+    Per-request CPU is steadier than req/s on a shared machine: other tenants
+    slow the clock, not the work.  Linux only (reads /proc).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == proc.pid:  # process group: ours were started with a new session
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def wait_listening(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     last: OSError | None = None

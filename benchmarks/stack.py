@@ -5,21 +5,21 @@ PrefixDispatcher (3 mounts) around hello world.  Theirs, as people build it
 today: werkzeug's ProxyFix and DispatcherMiddleware, webob ``wsgify``
 middlewares for the error catcher and the IP filter (a scan of ``ipaddress``
 networks), and ``limits`` for the rate limit.  Both in process, same run; then
-our stack served by the reference server against the bare app, with wrk.
+our stack served by the reference server against the bare app, with wrk:
+both servers up at once and measured in alternating turns, medians reported.
 
-    python benchmarks/stack.py [--seconds 5]
+    python benchmarks/stack.py [--seconds 5] [--rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
-import signal
 import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from statistics import median
 
 import limits
 import limits.storage
@@ -32,7 +32,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _timing import fmt, per_call
-from _wrk import free_port, wait_listening, wrk
+from _wrk import free_port, group_cpu_seconds, start, stop, wait_listening, wrk
 
 from benchmarks.apps import _office_networks, hello, stack
 
@@ -81,42 +81,51 @@ def call(app, environ):
         close()
 
 
-def served(spec: str, seconds: int) -> float:
-    port = free_port()
-    proc = subprocess.Popen(
+def serve(spec: str, port: int) -> subprocess.Popen:
+    return start(
         [
-            sys.executable,
-            "-m",
-            "wsgistack.cli",
-            "serve",
-            spec,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+            *(sys.executable, "-m", "wsgistack.cli", "serve", spec),
+            *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
+            *("--log-level", "warning"),
+        ]
     )
+
+
+def served(seconds: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Median (req/s, server CPU us per request) of the bare app and of the stack.
+
+    Both are up at once and measured in turns, so a slow spell of the machine
+    falls on both.
+    """
+    ports = {"bare": free_port(), "stack": free_port()}
+    procs = [serve("benchmarks.apps:hello", ports["bare"])]
+    procs.append(serve("benchmarks.apps:stack()", ports["stack"]))
+    rps: dict[str, list[float]] = {"bare": [], "stack": []}
+    cpu: dict[str, list[float]] = {"bare": [], "stack": []}
     try:
-        wait_listening(port)
-        url = f"http://127.0.0.1:{port}/b/x"
-        wrk(url, seconds=1, connections=50)
-        return wrk(url, seconds=seconds, connections=50)["rps"]
+        for port in ports.values():
+            wait_listening(port)
+        for round_ in range(rounds):
+            order = ["bare", "stack"] if round_ % 2 == 0 else ["stack", "bare"]
+            for name in order:
+                url = f"http://127.0.0.1:{ports[name]}/b/x"
+                proc = procs[list(ports).index(name)]
+                wrk(url, seconds=1, connections=50)
+                before = group_cpu_seconds(proc)
+                result = wrk(url, seconds=seconds, connections=50)
+                used = group_cpu_seconds(proc) - before
+                rps[name].append(result["rps"])
+                cpu[name].append(used / (result["rps"] * seconds) * 1e6)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+        for proc in procs:
+            stop(proc)
+    return {name: (median(rps[name]), median(cpu[name])) for name in ports}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     print(f"werkzeug {version('werkzeug')}, webob {version('webob')}, limits {version('limits')}")
     environ = {
@@ -138,11 +147,14 @@ def main() -> None:
     print(f"wsgistack stack     {fmt(ours)}  (+{fmt(ours - bare).strip()})")
     print(f"werkzeug/webob/limits {fmt(theirs)}  (+{fmt(theirs - bare).strip()})")
     print(f"added cost: ours is {(theirs - bare) / (ours - bare):.1f}x lighter")
-    bare_rps = served("benchmarks.apps:hello", args.seconds)
-    stack_rps = served("benchmarks.apps:stack()", args.seconds)
+    results = served(args.seconds, args.rounds)
+    (bare_rps, bare_cpu), (stack_rps, stack_cpu) = results["bare"], results["stack"]
+    print(f"\nserved by wsgistack (wrk, keep-alive), medians of {args.rounds} rounds:")
+    print(f"bare app   {bare_rps:8.0f} req/s  {bare_cpu:6.1f} us server CPU per request")
+    print(f"stack      {stack_rps:8.0f} req/s  {stack_cpu:6.1f} us server CPU per request")
     print(
-        f"\nserved (wrk, keep-alive): bare {bare_rps:.0f} req/s, stack {stack_rps:.0f} req/s "
-        f"({(1 - stack_rps / bare_rps) * 100:.1f}% below the bare app)"
+        f"the stack: {(1 - stack_rps / bare_rps) * 100:.1f}% fewer req/s, "
+        f"{(stack_cpu / bare_cpu - 1) * 100:.1f}% more CPU per request"
     )
 
 
