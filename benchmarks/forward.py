@@ -20,34 +20,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import free_port, start, stop, wait_listening, wrk
+from _wrk import ROOT, free_port, start, stop, wait_listening, wrk
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.server.nginx import Nginx
+
 PY = sys.executable
 
-NGINX_CONF = """
-worker_processes 2;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
+NGINX_LOCATION = """
+    location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-    }}
-  }}
-}}
+    }
 """
 
 
@@ -65,7 +50,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     peers = ("werkzeug", "wsgiproxy2", "bjoern")
     print(", ".join(f"{name} {version(name)}" for name in peers))
     upstream_port = free_port()
@@ -111,18 +95,17 @@ def main() -> None:
                 results[name] = measure(f"http://127.0.0.1:{port}/", port, args.seconds)
             finally:
                 stop(proc)
-        if os.path.exists(nginx):
+        if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
             with tempfile.TemporaryDirectory() as directory:
-                port = free_port()
-                conf = Path(directory, "nginx.conf")
-                conf.write_text(NGINX_CONF.format(dir=directory, upstream=upstream_port, port=port))
-                proc = start([nginx, "-c", str(conf), "-p", directory])
-                try:
-                    results["nginx proxy_pass"] = measure(
-                        f"http://127.0.0.1:{port}/", port, args.seconds
-                    )
-                finally:
-                    stop(proc)
+                backend = f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 32; }}"
+                with Nginx(
+                    Path(directory),
+                    NGINX_LOCATION,
+                    workers=2,
+                    port=free_port(),
+                    http_extra=backend,
+                ) as nginx:
+                    results["nginx proxy_pass"] = measure(nginx.url + "/", nginx.port, args.seconds)
     finally:
         stop(upstream)
     ours = results["wsgistack LoadBalancer"]["rps"]
