@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,14 +32,16 @@ def free_port() -> int:
     raise RuntimeError("no free port between 20000 and 30000")
 
 
-def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(
+    command: list[str], env: dict[str, str] | None = None, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen:
     """Start ``command`` from the repository root in a new process group."""
     return subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         start_new_session=True,
     )
 

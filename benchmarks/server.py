@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import free_port, wait_listening, wrk
+from _wrk import free_port, start, stop, wait_listening, wrk
 
-ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
@@ -97,9 +93,7 @@ def commands(port: int, workers: int, threads: int) -> dict[str, list[str]]:
 
 def measure(name: str, command: list[str], port: int, seconds: int, connections: int) -> dict:
     with tempfile.TemporaryFile() as said:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=said, start_new_session=True
-        )
+        proc = start(command, stderr=said)
         try:
             try:
                 wait_listening(port)
@@ -116,12 +110,7 @@ def measure(name: str, command: list[str], port: int, seconds: int, connections:
                 "close": wrk(url, seconds=seconds, connections=connections, close=True),
             }
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group, by its PID
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop(proc)
 
 
 def main() -> None:
