@@ -122,3 +122,27 @@ def test_random_bytes_get_4xx_or_close_and_the_server_keeps_serving(server, nois
         assert status < 500 or status in (501, 505) or status == 200
     with RawClient(server.address) as client:
         assert client.request(GET)[0] == 200
+
+
+def _big_app(environ, start_response):
+    body = bytes(range(256)) * 32_768  # 8 MiB: far more than the socket buffers hold
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body[: len(body) // 2], body[len(body) // 2 :]]
+
+
+def test_a_large_response_reaches_a_reader_slower_than_the_server_whole():
+    with live_server(_big_app) as server, RawClient(server.address) as client:
+        client.send(GET)
+        status, _, body = client.response()  # the server fills the buffers and waits on them
+        assert (status, body) == (200, bytes(range(256)) * 32_768)
+        assert client.request(GET)[0] == 200  # and the connection is still good
+
+
+def test_a_client_that_never_reads_is_dropped_after_the_timeout_and_others_are_served():
+    with live_server(_big_app, timeout=0.5, threads=1) as server:
+        with socket.create_connection(server.address) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(GET)  # then never reads: the only pool thread is stuck sending
+            with RawClient(server.address) as client:
+                status, _, body = client.request(GET)  # served once the stuck one is dropped
+                assert (status, len(body)) == (200, 256 * 32_768)
