@@ -265,6 +265,29 @@ def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
         release.set()
 
 
+def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstreams, caplog):
+    release = threading.Event()
+
+    def stalls(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        yield b"abc"
+        release.wait(5)  # the other 7 bytes come too late
+        yield b"defghij"
+
+    slow_url = upstreams.start("stalls", stalls)
+    try:
+        front = Server(lb([slow_url], read_timeout=0.3), bind="127.0.0.1:0")
+        with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            received = read_until_close(client)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 10" in head
+        assert body == b"abc"  # cut short by a close: the client knows it is incomplete
+        assert "stalled mid-response" in caplog.text
+    finally:
+        release.set()
+
+
 def test_headers_in_and_out(lb, upstreams):
     seen = {}
 

@@ -139,10 +139,12 @@ def test_a_large_response_reaches_a_reader_slower_than_the_server_whole():
 
 
 def test_a_client_that_never_reads_is_dropped_after_the_timeout_and_others_are_served():
-    with live_server(_big_app, timeout=0.5, threads=1) as server:
-        with socket.create_connection(server.address) as stuck:
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stuck.sendall(GET)  # then never reads: the only pool thread is stuck sending
-            with RawClient(server.address) as client:
-                status, _, body = client.request(GET)  # served once the stuck one is dropped
-                assert (status, len(body)) == (200, 256 * 32_768)
+    with (
+        live_server(_big_app, timeout=0.5, threads=1) as server,
+        socket.create_connection(server.address) as stuck,
+    ):
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(GET)  # then never reads: the only pool thread is stuck sending
+        with RawClient(server.address) as client:
+            status, _, body = client.request(GET)  # served once the stuck one is dropped
+            assert (status, len(body)) == (200, 256 * 32_768)

@@ -33,7 +33,7 @@ from ...clientip import ProxyTrust, client_addr, client_ip
 from ...errors import ConfigError
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request, set_io_timeout
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -321,7 +321,7 @@ class LoadBalancer:
                 ) from None
             except OSError as exc:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
-        sock.settimeout(self.read_timeout)
+            set_io_timeout(sock, self.read_timeout)
         upstream.active += 1
         target = self._target(upstream, environ)
         host = upstream.host_header

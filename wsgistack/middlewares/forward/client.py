@@ -11,14 +11,29 @@ exchange ended cleanly and both sides allow keep-alive; anything else
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
 import httptools
 
-__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
+__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request", "set_io_timeout"]
 
 BLOCK = 65536
+
+
+def set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each send and receive by ``seconds``, enforced by the kernel.
+
+    The socket stays in blocking mode: a Python-level timeout would poll before
+    every call, one more GIL release per call, which costs dearly with many
+    threads.  On expiry the call fails with EAGAIN (``BlockingIOError``).
+    """
+    sock.settimeout(None)
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 class UpstreamClosed(Exception):
@@ -77,7 +92,7 @@ class Exchange:
     def _feed(self) -> None:
         try:
             data = self.sock.recv(BLOCK)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
             raise ReadTimeout("the upstream did not answer in time") from None
         except OSError as exc:
             raise UpstreamClosed(str(exc), self._received) from None
