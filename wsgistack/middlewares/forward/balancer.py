@@ -31,9 +31,10 @@ import webob.exc
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr, client_ip
 from ...errors import ConfigError
+from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request, set_io_timeout
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]

@@ -11,29 +11,14 @@ exchange ended cleanly and both sides allow keep-alive; anything else
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import httptools
 
-__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request", "set_io_timeout"]
+__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
 
 BLOCK = 65536
-
-
-def set_io_timeout(sock: socket.socket, seconds: float) -> None:
-    """Bound each send and receive by ``seconds``, enforced by the kernel.
-
-    The socket stays in blocking mode: a Python-level timeout would poll before
-    every call, one more GIL release per call, which costs dearly with many
-    threads.  On expiry the call fails with EAGAIN (``BlockingIOError``).
-    """
-    sock.settimeout(None)
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 class UpstreamClosed(Exception):

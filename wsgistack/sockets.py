@@ -1,0 +1,31 @@
+"""Socket timeouts enforced by the kernel, shared by the server and the forwarder.
+
+A Python socket timeout (``sock.settimeout(30)``) polls before every send and
+receive: one more system call and one more release of the GIL per call, which
+threads then contend to take back.  ``set_io_timeout`` leaves the socket in
+blocking mode and asks the kernel for the same bound (``SO_RCVTIMEO``,
+``SO_SNDTIMEO``); a call that waits past it fails with EAGAIN, which Python
+raises as ``BlockingIOError``.
+
+    set_io_timeout(sock, 30.0)
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        ...  # nothing for 30 seconds
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+__all__ = ["set_io_timeout"]
+
+
+def set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each blocking send and receive on ``sock`` by ``seconds``."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
