@@ -24,7 +24,8 @@ __all__ = ["set_io_timeout"]
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     """Bound each blocking send and receive on ``sock`` by ``seconds``."""
-    sock.settimeout(None)
+    if sock.gettimeout() is not None:
+        sock.settimeout(None)  # an accepted socket already blocks: no system call then
     whole = int(seconds)
     timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)

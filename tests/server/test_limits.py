@@ -138,13 +138,29 @@ def test_a_large_response_reaches_a_reader_slower_than_the_server_whole():
         assert client.request(GET)[0] == 200  # and the connection is still good
 
 
-def test_a_client_that_never_reads_is_dropped_after_the_timeout_and_others_are_served():
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(range(256)) * 32_768)
+    return path
+
+
+@pytest.mark.parametrize("sendfile", [False, True], ids=["iterated", "sendfile"])
+def test_a_client_that_never_reads_is_dropped_after_the_timeout_and_others_are_served(
+    sendfile, big_file
+):
+    def app(environ, start_response):
+        if not sendfile:
+            return _big_app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(big_file, "rb"))
+
     with (
-        live_server(_big_app, timeout=0.5, threads=1) as server,
+        live_server(app, validate=not sendfile, timeout=0.5, threads=1) as server,
         socket.create_connection(server.address) as stuck,
     ):
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.sendall(GET)  # then never reads: the only pool thread is stuck sending
         with RawClient(server.address) as client:
             status, _, body = client.request(GET)  # served once the stuck one is dropped
-            assert (status, len(body)) == (200, 256 * 32_768)
+            assert (status, body) == (200, bytes(range(256)) * 32_768)

@@ -1,6 +1,9 @@
 """One client connection: read into the parser, run the app for each request, write.
 
-Only this module and ``listener.py`` touch sockets.  ``Connection.serve()``
+Only this module and ``listener.py`` touch sockets.  They block without a
+Python timeout (which would poll before every call): a send is tried
+without waiting first, and only a connection that must wait gets
+``--timeout`` set in the kernel (``wsgistack.sockets``).  ``Connection.serve()``
 runs in a pool thread: it answers every request already parsed (pipelining,
 in order), then tells the worker whether to keep the connection (hand it back
 to the selector) or close it.
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..sockets import set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser, error_response, response_head
@@ -90,7 +94,10 @@ class Connection:
     def __init__(self, sock: socket.socket, peer: Any, worker: Any, uwsgi: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        self._timeout = worker.config.timeout
         self.busy = False  # owned by a pool thread: the loop must not touch it
+        self.polled = False  # registered with the worker's poller
+        self._bounded = False  # --timeout set on the socket for blocking calls
         self.peer = peer
         self.worker = worker
         self.uwsgi = uwsgi
@@ -109,7 +116,7 @@ class Connection:
     def receive(self) -> bool:
         """Read what is available into the parser; False when the peer closed."""
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(65536, socket.MSG_DONTWAIT)  # the loop thread never waits
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
@@ -123,9 +130,10 @@ class Connection:
 
     def _fill(self) -> None:
         """Block (up to --timeout) for more body bytes; used by ``wsgi.input``."""
+        self._bound_waits()
         try:
             data = self.sock.recv(65536)
-        except TimeoutError:
+        except BlockingIOError:  # --timeout passed (SO_RCVTIMEO)
             raise ProtocolError("timed out reading the request body", 408) from None
         except OSError as exc:
             raise ProtocolError(f"reading the request body failed: {exc}", 400) from None
@@ -157,10 +165,24 @@ class Connection:
         self.sendall(error_response(error.status_hint))
 
     def sendall(self, data: bytes) -> None:
+        """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
+        sock = self.sock
         try:
-            self.sock.sendall(data)
-        except OSError:
+            try:
+                sent = sock.send(data, socket.MSG_DONTWAIT)  # usually all of it, at once
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self._bound_waits()
+                sock.sendall(memoryview(data)[sent:])
+        except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
             raise AbortConnection from None
+
+    def _bound_waits(self) -> None:
+        """Before a call that may wait: bound each wait by --timeout, in the kernel."""
+        if not self._bounded:
+            set_io_timeout(self.sock, self._timeout)
+            self._bounded = True
 
     def _handle(self, request: Request) -> bool:
         worker = self.worker
@@ -359,11 +381,17 @@ class Connection:
         if response.head_only or response.length is None:
             return True
         remaining = min(size, response.length)
-        try:
-            self.sock.sendfile(filelike, offset, remaining)
-        except OSError:
-            raise AbortConnection from None
-        response.written = remaining
+        self._bound_waits()
+        while remaining:  # not socket.sendfile(): on EAGAIN it would wait without a bound
+            try:
+                sent = os.sendfile(self.fd, fileno, offset, remaining)
+            except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
+                raise AbortConnection from None
+            if not sent:
+                break  # the file shrank: _finish reports the short body
+            offset += sent
+            remaining -= sent
+            response.written += sent
         self._finish(response)
         return True
 

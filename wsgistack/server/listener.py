@@ -62,22 +62,22 @@ def describe_socket(sock: socket.socket) -> tuple[str, int]:
     return (name[0], name[1])
 
 
-def accept(listener: socket.socket, timeout: float) -> tuple[socket.socket, object, bytes] | None:
+def accept(listener: socket.socket) -> tuple[socket.socket, object, bytes] | None:
     """Accept one connection (non-blocking listener); None when none is waiting.
 
     Also returns what the client has already sent (b"" if nothing yet): a
     request that arrived with the handshake is served without a trip through
-    the poller.
+    the poller.  The socket is left blocking, without a Python timeout:
+    ``Connection`` bounds its waits (see ``Connection.sendall``).
     """
     try:
         sock, peer = listener.accept()
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
         return None
     try:
-        early = sock.recv(65536, socket.MSG_DONTWAIT)  # still blocking mode: no poll first
+        early = sock.recv(65536, socket.MSG_DONTWAIT)
     except OSError:
         early = b""  # nothing yet (EAGAIN), or a reset the poller will report
     if sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(timeout)
     return sock, peer, early

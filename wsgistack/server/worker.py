@@ -128,7 +128,7 @@ class Worker:
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
-            accepted = accept(listener, self.config.timeout)
+            accepted = accept(listener)
             if accepted is None:
                 return
             sock, peer, early = accepted
@@ -142,6 +142,7 @@ class Worker:
                     self._submit(connection)  # the pool thread arms the poller if it keeps it
                     continue
             self._poller.add(connection.fd, oneshot=True)
+            connection.polled = True
 
     def _readable(self, connection: Connection) -> None:
         parser = connection.parser
@@ -170,14 +171,15 @@ class Worker:
                 continue
             if connection.parser.mid_request:
                 with contextlib.suppress(OSError):
-                    connection.sock.send(error_response(408))
+                    connection.sock.send(error_response(408), socket.MSG_DONTWAIT)
             self._close(connection)
 
     def _close(self, connection: Connection) -> None:
         """Forget and close a connection (from the loop or a pool thread)."""
         if self._connections.pop(connection.fd, None) is None:
             return
-        self._poller.remove(connection.fd)
+        if connection.polled:  # one served straight from accept never was
+            self._poller.remove(connection.fd)
         connection.sock.close()
 
     # -- the pool ---------------------------------------------------------------------
@@ -194,6 +196,7 @@ class Worker:
             if keep and not self.stopping:
                 connection.deadline = self.clock() + self.config.keepalive
                 connection.busy = False
+                connection.polled = True  # rearm registers one served straight from accept
                 try:
                     self._poller.rearm(connection.fd)
                 except OSError:
