@@ -66,25 +66,22 @@ def parse_vars(block: bytes) -> dict[str, str]:
     variables: dict[str, str] = {}
     end = len(block)
     at = 0
-    while at < end:
-        if at + 2 > end:
-            raise ProtocolError("uwsgi: a key size runs past the packet", 400)
-        key_at = at + 2
-        at = key_at + (block[at] | block[at + 1] << 8)
-        if at + 2 > end:
-            raise ProtocolError(
-                f"uwsgi: the key {text[key_at:at][:40]!r} runs past the packet", 400
-            )
-        value_at = at + 2
-        at = value_at + (block[at] | block[at + 1] << 8)
-        key = text[key_at : value_at - 2]
-        if at > end:
-            raise ProtocolError(f"uwsgi: the value of {key[:40]!r} runs past the packet", 400)
-        if key in variables:
-            joiner = "; " if key == "HTTP_COOKIE" else ", "
-            variables[key] += joiner + text[value_at:at]
-        else:
-            variables[key] = text[value_at:at]
+    try:
+        while at < end:
+            key_at = at + 2
+            at = key_at + (block[at] | block[at + 1] << 8)
+            value_at = at + 2  # reading this size fails if the key ran past the end
+            at = value_at + (block[at] | block[at + 1] << 8)
+            key = text[key_at : value_at - 2]
+            if key in variables:
+                joiner = "; " if key == "HTTP_COOKIE" else ", "
+                variables[key] += joiner + text[value_at:at]
+            else:
+                variables[key] = text[value_at:at]
+    except IndexError:
+        raise ProtocolError("uwsgi: a variable's size runs past the packet", 400) from None
+    if at != end:
+        raise ProtocolError("uwsgi: the last value runs past the packet", 400)
     # One check over all names and one over all values, not one per variable.
     if variables and not _KEYS.match("\n".join(variables)):
         bad = next(key for key in variables if not _KEYS.match(key))
