@@ -27,6 +27,7 @@ def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     if sock.gettimeout() is not None:
         sock.settimeout(None)  # an accepted socket already blocks: no system call then
     whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    micro = max(int((seconds - whole) * 1_000_000), 0 if whole else 1)  # 0 would mean never
+    timeval = struct.pack("ll", whole, micro)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)

@@ -27,7 +27,7 @@ _HELP = (
     ("protocol", "http, or uwsgi for nginx's uwsgi_pass; a uwsgi:// bind overrides (default http)"),
     ("workers", "worker processes; 0 serves in this process (default 1)"),
     ("threads", "request threads per worker (default 4)"),
-    ("timeout", "seconds a client has to send a request head or body (default 30)"),
+    ("timeout", "seconds a client has to send a request, or to take a response (default 30)"),
     ("keepalive", "seconds an idle keep-alive connection is kept (default 5)"),
     ("graceful_timeout", "seconds in-flight requests get on stop or reload (default 30)"),
     ("max_requests", "recycle a worker after about this many requests; 0 never (default 0)"),
