@@ -278,14 +278,17 @@ def test_redis_agrees_with_memory(redis_server, strategy):
             b.status_int,
             b.headers.get("RateLimit"),
         )
+    shared.close()
 
 
 def test_redis_exactness_with_retry_after(redis_server):
-    app, clock = limited("10/minute", store=RedisStore(redis_server.url, prefix="exact:"))
+    store = RedisStore(redis_server.url, prefix="exact:")
+    app, clock = limited("10/minute", store=store)
     assert [hit(app).status_int for _ in range(10)] == [200] * 10
     assert hit(app).headers["Retry-After"] == "6"
     clock.now += 6
     assert hit(app).status_int == 200
+    store.close()
 
 
 WORKER = """
@@ -324,6 +327,7 @@ def test_redis_down_fails_open_or_closed_then_recovers(own_redis, caplog, fail, 
     assert len(warnings) == 1  # rate-limited: one warning, not one per request
     own_redis.start()  # a fresh server: the counts start over
     assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    store.close()
 
 
 @pytest.mark.parametrize(
@@ -361,3 +365,28 @@ def test_in_a_pipeline_with_a_store_url(redis_server):
     client = TestApp(app)
     assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}).status_int == 200
     assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}, status=429)
+    app.close()
+
+
+def test_close_releases_the_redis_connections_the_limiter_opened(redis_server):
+    import redis
+
+    observer = redis.Redis.from_url(redis_server.url)  # database 0
+    url = redis_server.url.replace("/0", "/3")
+    limiter = RateLimiter(hello_app, "5/minute", store=url)
+    TestApp(limiter).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
+
+    def ours() -> int:
+        return sum(1 for client in observer.client_list() if client["db"] == "3")
+
+    assert ours() == 1
+    limiter.close()
+    assert ours() == 0
+    # A client the caller passed in stays the caller's to close.
+    theirs = redis.Redis.from_url(url)
+    passed = RateLimiter(hello_app, "5/minute", store=RedisStore(theirs))
+    TestApp(passed).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
+    passed.close()
+    assert theirs.ping() and ours() == 1
+    theirs.close()
+    observer.close()

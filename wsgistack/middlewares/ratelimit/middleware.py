@@ -228,6 +228,12 @@ class RateLimiter:
             environ, start_response
         )
 
+    def close(self) -> None:
+        """Release the store's connections (a Redis pool); for shutdowns, reloads and tests."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
     def __repr__(self) -> str:
         limits = "; ".join(f"{r.amount}/{r.period:g}s" for r in self.rates)
         options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]

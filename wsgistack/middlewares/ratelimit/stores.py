@@ -239,9 +239,11 @@ class RedisStore:
                 max_connections=max_connections,
             )
             self.url = target
+            self._owns_client = True
         else:
             self.client = target
             self.url = repr(target)
+            self._owns_client = False  # the caller's client: the caller closes it
         self.prefix = prefix
         self._noscript = redis.exceptions.NoScriptError
         self._sources = {"gcra": GCRA_LUA, "sliding_window": SLIDING_LUA}
@@ -286,6 +288,11 @@ class RedisStore:
         if not allowed_all and all(d.allowed for d in decisions):  # pragma: no cover - defensive
             raise StoreError("inconsistent reply from the rate-limit script")
         return decisions
+
+    def close(self) -> None:
+        """Close the connections this store opened (a client passed in is left open)."""
+        if self._owns_client:
+            self.client.close()
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
