@@ -43,8 +43,8 @@ class Layer(Generic[P]):
         if not callable(factory):
             raise TypeError(f"use(): {factory!r} is not callable; pass a middleware class")
         self.factory = factory
-        self.args = args
-        self.kwargs = kwargs
+        self.args: tuple[Any, ...] = tuple(args)
+        self.kwargs: dict[str, Any] = dict(kwargs)
 
     def __call__(self, app: WSGIApplication) -> WSGIApplication:
         return self.factory(app, *self.args, **self.kwargs)

@@ -133,7 +133,9 @@ class NetworkSet:
         make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
         if isinstance(address, str):
             address = ipaddress.ip_address(address.strip())
-        candidates = [address]
+        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return None  # pragma: no cover - _span found it, so it is an address
+        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             candidates.insert(0, address.ipv4_mapped)
         for network in ipaddress.summarize_address_range(make(start), make(end)):

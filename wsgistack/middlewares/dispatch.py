@@ -193,8 +193,8 @@ class PrefixDispatcher:
         if not path.startswith("/"):
             path = "/" + path if path else ""
             if not path:
-                found = self._paths.mounts.get("")
-                return None if found is None else (found, 0)
+                root = self._paths.mounts.get("")
+                return None if root is None else (root, 0)
         if self._by_host:
             for table in self._host_tables(environ):
                 found = self._lookup(table, path)

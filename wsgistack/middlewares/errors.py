@@ -33,7 +33,7 @@ from ._debugpage import debug_page
 
 __all__ = ["ErrorCatcher"]
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 ErrorHook = Callable[[ExcInfo, WSGIEnvironment, str], object]
 
 ERROR_ID_KEY = "wsgistack.error_id"

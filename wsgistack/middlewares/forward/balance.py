@@ -90,7 +90,9 @@ class ConsistentHash:
         return candidates[0]
 
 
-STRATEGIES = {
+Picker = SmoothRoundRobin | LeastConnections | PowerOfTwo | ConsistentHash
+
+STRATEGIES: dict[str, type[Picker]] = {
     "round_robin": SmoothRoundRobin,
     "least_conn": LeastConnections,
     "p2c": PowerOfTwo,

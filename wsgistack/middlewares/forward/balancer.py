@@ -144,7 +144,7 @@ class LoadBalancer:
                 raise ConfigError(
                     f"LoadBalancer: {name}: expected a whole number >= 1, got {value!r}"
                 )
-        for name, value in (
+        for name, seconds in (
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
             ("fail_timeout", fail_timeout),
@@ -152,8 +152,8 @@ class LoadBalancer:
             ("health_interval", health_interval),
             ("idle_timeout", idle_timeout),
         ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"LoadBalancer: {name}: expected seconds > 0, got {value!r}")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                raise ConfigError(f"LoadBalancer: {name}: expected seconds > 0, got {seconds!r}")
         if health_path is not None and not str(health_path).startswith("/"):
             raise ConfigError(
                 f"LoadBalancer: health_path: must start with '/', got {health_path!r}"
