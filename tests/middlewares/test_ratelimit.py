@@ -390,3 +390,17 @@ def test_close_releases_the_redis_connections_the_limiter_opened(redis_server):
     assert theirs.ping() and ours() == 1
     theirs.close()
     observer.close()
+
+
+def test_a_client_that_decodes_replies_works_too(redis_server, caplog):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url.replace("/0", "/4"), decode_responses=True)
+    client.flushdb()
+    app, _ = limited("2/minute", store=RedisStore(client))
+    responses = [hit(app) for _ in range(3)]
+    assert [r.status_int for r in responses] == [200, 200, 429]
+    remaining = [r.headers["RateLimit"].split(";")[1] for r in responses[:2]]
+    assert remaining == ["r=1", "r=0"]  # counted by the store, not admitted by failing open
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]  # no fail-open
+    client.close()
