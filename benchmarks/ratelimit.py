@@ -4,16 +4,14 @@ Same run, same keys: our GCRA and sliding-window stores against limits'
 moving-window and sliding-window-counter strategies.  On Redis they take
 turns over several rounds and the medians are reported.  Then the middleware's
 added cost per request around a hello-world app (memory store).  A Redis
-server is started on a free loopback port for the run and stopped by PID.
+server (``tests/redis_server.py``) is started on a free loopback port for the run
+and stopped by PID.
 
     python benchmarks/ratelimit.py
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,10 @@ import limits.strategies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import fmt, per_call
+from _wrk import ROOT
 
+sys.path.insert(0, str(ROOT))
+from tests.redis_server import RedisServer
 from wsgistack.middlewares import RateLimiter
 from wsgistack.middlewares.ratelimit import MemoryStore, RedisStore, parse_limits
 
@@ -39,35 +40,6 @@ def hello(environ, start_response):
 
 def start_response(status, headers, exc_info=None):
     return None
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 REDIS_ROUNDS = 6
@@ -116,9 +88,10 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as directory:
-        proc, port = start_redis(directory)
+        server = RedisServer(directory)
+        server.start()
         try:
-            url = f"redis://127.0.0.1:{port}/0"
+            url = server.url
             redis_store = RedisStore(url)
             rstorage = limits.storage.RedisStorage(url)
             rmoving = limits.strategies.MovingWindowRateLimiter(rstorage)
@@ -150,8 +123,7 @@ def main() -> None:
             calls = {name: entry["calls"] for name, entry in stats.items()}
             round_trips = calls.get("cmdstat_evalsha", 0) / 100
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
 
     print(f"\n{'store':<7} {'implementation':<26} {'checks/s':>10}")
     for store, name, rate in rows:

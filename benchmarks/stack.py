@@ -36,8 +36,6 @@ from _wrk import free_port, group_cpu_seconds, start, stop, wait_listening, wrk
 
 from benchmarks.apps import _office_networks, hello, stack
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def their_stack():
     networks = [ipaddress.ip_network(n) for n in _office_networks()]

@@ -68,7 +68,7 @@ class Worker:
         self._listeners = {sock.fileno(): sock for sock in listeners}
         self._uwsgi = {
             sock.fileno()
-            for sock, bind in zip(listeners, config.bind, strict=False)
+            for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
             if bind.protocol == "uwsgi"
         }
         self._connections: dict[int, Connection] = {}
