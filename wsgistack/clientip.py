@@ -137,12 +137,12 @@ def _node_address(node: str) -> IPAddress | None:
         if end == -1:
             return None
         rest = node[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit()):
             return None
         return parse_address(node[1:end])
     if node.count(":") == 1:  # IPv4 with a port; a bare IPv6 has several colons
         host, _, port = node.partition(":")
-        if not port.isdigit():
+        if not (port.isascii() and port.isdigit()):
             return None
         node = host
     return parse_address(node)

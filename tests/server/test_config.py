@@ -36,6 +36,7 @@ def test_parse_bind(text, bind):
         pytest.param({"bind": "8000"}, "bind: '8000' is not HOST:PORT", id="bind-no-colon"),
         pytest.param({"bind": "::1:80"}, "bind: '::1:80': write an IPv6", id="bind-ipv6-bare"),
         pytest.param({"bind": "h:70000"}, "bind: 'h:70000' is not HOST:PORT", id="bind-port"),
+        pytest.param({"bind": "h:\xb2"}, "bind: 'h:\xb2' is not HOST:PORT", id="bind-port-digit"),
         pytest.param({"bind": []}, "bind: at least one address", id="bind-empty"),
         pytest.param({"workers": -1}, "workers: -1 must be an integer >= 0", id="workers"),
         pytest.param({"threads": "many"}, "threads: 'many' is not an integer", id="threads"),

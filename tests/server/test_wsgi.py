@@ -147,6 +147,7 @@ def test_start_response_twice_without_exc_info_is_a_500():
         pytest.param("200 OK\r\nSet-Cookie: x=1", [], id="crlf-in-status"),
         pytest.param("OK", [], id="status-without-code"),
         pytest.param("200 OK", [("Content-Length", "x")], id="bad-content-length"),
+        pytest.param("200 OK", [("Content-Length", "\xb2")], id="non-ascii-digit-length"),
     ],
 )
 def test_injected_status_or_header_is_refused_with_500(status, headers):

@@ -68,7 +68,7 @@ def parse_bind(value: str) -> Bind:
             raise ConfigError(f"bind: {value!r} names no socket path")
         return Bind("unix", path=path)
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise ConfigError(f"bind: {value!r} is not HOST:PORT (port 0-65535) or unix:/path")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -308,7 +308,7 @@ class Connection:
                         response.close = True
                     continue
                 if lower == "content-length":
-                    if not value.isdigit():
+                    if not (value.isascii() and value.isdigit()):
                         raise _BadHead(f"invalid Content-Length {value!r}")
                     response.length = int(value)
                 kept.append((name, value))

@@ -260,7 +260,7 @@ class LoadBalancer:
             self._start_checker()
         method = environ["REQUEST_METHOD"]
         length_text = environ.get("CONTENT_LENGTH", "")
-        length = int(length_text) if length_text.isdigit() else None
+        length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         has_body = chunked or bool(length)
         headers = self._request_headers(environ)
