@@ -152,6 +152,9 @@ BAD_PACKETS = {
     "a key that is not a name": (packet([("BAD KEY", "x"), ("REQUEST_METHOD", "GET")]), 400),
     "a CR in a value": (packet(nginx_vars(HTTP_X_EVIL="a\r\nSet-Cookie: b")), 400),
     "a bad CONTENT_LENGTH": (packet(nginx_vars("POST", CONTENT_LENGTH="-5")), 400),
+    "non-ASCII digits in CONTENT_LENGTH": (packet(nginx_vars("POST", CONTENT_LENGTH="\xb2")), 400),
+    "a NUL in a value": (packet(nginx_vars(HTTP_X_EVIL="a\x00b")), 400),
+    "an LF in a value": (packet(nginx_vars(HTTP_X_EVIL="a\nb")), 400),
     "HTTP sent to the uwsgi bind": (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     "a packet past the buffer": (packet(nginx_vars(HTTP_X_BIG="x" * 30000)), 431),
     "a body past --max-body-size": (packet(nginx_vars("POST", CONTENT_LENGTH="99999999999")), 413),
@@ -211,6 +214,32 @@ def test_a_server_with_only_uwsgi_binds_has_no_http_url():
         pytest.raises(ConfigError, match="no HTTP"),
     ):
         server.url  # noqa: B018
+
+
+NAMES = st.from_regex(r"[A-Za-z0-9_.\-]{1,12}", fullmatch=True).filter(
+    lambda name: name not in ("CONTENT_LENGTH", "REQUEST_METHOD")
+)
+VALUES = st.text(
+    st.characters(min_codepoint=1, max_codepoint=255, blacklist_characters="\r\n"), max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(NAMES, VALUES), max_size=20), st.integers(min_value=1, max_value=64))
+def test_any_well_formed_packet_gives_back_its_variables(pairs, step):
+    pairs = [("REQUEST_METHOD", "GET"), *pairs]
+    expected: dict[str, str] = {}
+    for key, value in pairs:
+        if key in expected:
+            value = expected[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        expected[key] = value
+    data = packet(pairs)
+    parser = UwsgiParser(Limits())
+    for at in range(0, len(data), step):
+        parser.feed(data[at : at + step])
+    request = parser.next_request()
+    assert parser.error is None and request is not None
+    assert request.vars == expected
 
 
 @settings(max_examples=300, deadline=None)

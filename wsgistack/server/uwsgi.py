@@ -31,8 +31,11 @@ __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 
 log = logging.getLogger("wsgistack.server")
 
-_KEYS = re.compile(r"[A-Za-z0-9_.\-]+(?:\n[A-Za-z0-9_.\-]+)*\Z")
-_VALUE_FORBIDDEN = re.compile(r"[\x00\r\n]")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+_NAMES = re.compile(r"[A-Za-z0-9_.\-]+(?:\n[A-Za-z0-9_.\-]+)*\Z")
+#: Names that passed ``_NAMES``: nginx sends the same few dozen on every packet.
+_CHECKED_NAMES: set[str] = set()
+_CHECKED_NAMES_MAX = 1024
 #: PEP 3333 names these without HTTP_; nginx sends the headers under both names.
 _SHADOWED = frozenset(("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"))
 #: What an environ holds when nginx's variables leave it out.
@@ -61,35 +64,59 @@ class UwsgiRequest(Request):
 
 
 def parse_vars(block: bytes) -> dict[str, str]:
-    """Decode a variable block; repeated keys are joined as repeated headers are."""
-    text = block.decode("latin-1")  # one decode; sizes are read from the bytes
+    """Decode a variable block; repeated keys are joined as repeated headers are.
+
+    This runs once per request, so the loop is kept to the fewest steps:
+    sizes are read from the bytes, strings sliced from one latin-1 decode,
+    and the names and values are checked once over all of them afterwards.
+    """
+    text = block.decode("latin-1")
     variables: dict[str, str] = {}
     end = len(block)
     at = 0
     try:
         while at < end:
-            key_at = at + 2
-            at = key_at + (block[at] | block[at + 1] << 8)
-            value_at = at + 2  # reading this size fails if the key ran past the end
-            at = value_at + (block[at] | block[at + 1] << 8)
-            key = text[key_at : value_at - 2]
+            size = block[at] | block[at + 1] << 8
+            at += 2
+            key = text[at : at + size]
+            at += size
+            size = block[at] | block[at + 1] << 8  # fails if the key ran past the end
+            at += 2
             if key in variables:
                 joiner = "; " if key == "HTTP_COOKIE" else ", "
-                variables[key] += joiner + text[value_at:at]
+                variables[key] += joiner + text[at : at + size]
             else:
-                variables[key] = text[value_at:at]
+                variables[key] = text[at : at + size]
+            at += size
     except IndexError:
         raise ProtocolError("uwsgi: a variable's size runs past the packet", 400) from None
     if at != end:
         raise ProtocolError("uwsgi: the last value runs past the packet", 400)
-    # One check over all names and one over all values, not one per variable.
-    if variables and not _KEYS.match("\n".join(variables)):
-        bad = next(key for key in variables if not _KEYS.match(key))
-        raise ProtocolError(f"uwsgi: invalid variable name {bad[:40]!r}", 400)
-    if _VALUE_FORBIDDEN.search("".join(variables.values())):
-        bad = next(key for key, value in variables.items() if _VALUE_FORBIDDEN.search(value))
+    if not _CHECKED_NAMES.issuperset(variables):
+        _check_names(variables)
+    values = "".join(variables.values())
+    if "\r" in values or "\n" in values or "\x00" in values:
+        bad = next(k for k, v in variables.items() if "\r" in v or "\n" in v or "\x00" in v)
         raise ProtocolError(f"uwsgi: a control character in {bad}", 400)
     return variables
+
+
+def _check_names(variables: dict[str, str]) -> None:
+    """Refuse a variable name that is not a token; remember the good ones."""
+    if variables and not _NAMES.match("\n".join(variables)):
+        bad = next(key for key in variables if not _NAME.match(key))
+        raise ProtocolError(f"uwsgi: invalid variable name {bad[:40]!r}", 400)
+    if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
+        _CHECKED_NAMES.update(variables)
+
+
+def _refuse_modifiers(header: bytes) -> None:
+    """Say why a packet header with a non-zero modifier is refused."""
+    if header[:4] in _HTTP_METHODS:
+        raise ProtocolError("uwsgi: this looks like HTTP sent to a uwsgi bind", 400)
+    if header[0]:
+        raise ProtocolError(f"uwsgi: unsupported modifier1 {header[0]} (0 is WSGI)", 400)
+    raise ProtocolError(f"uwsgi: unsupported modifier2 {header[3]}", 400)
 
 
 class UwsgiParser:
@@ -110,7 +137,7 @@ class UwsgiParser:
             return  # after the one request, nginx sends nothing more; ignore strays
         request = self._current
         if request is None:
-            self._buffer += data
+            self._buffer = self._buffer + data if self._buffer else data
             try:
                 self._head()
             except ProtocolError as exc:
@@ -135,13 +162,9 @@ class UwsgiParser:
         buffer = self._buffer
         if len(buffer) < 4:
             return
-        modifier1, size, modifier2 = buffer[0], int.from_bytes(buffer[1:3], "little"), buffer[3]
-        if buffer[:4] in _HTTP_METHODS:
-            raise ProtocolError("uwsgi: this looks like HTTP sent to a uwsgi bind", 400)
-        if modifier1 != 0:
-            raise ProtocolError(f"uwsgi: unsupported modifier1 {modifier1} (0 is WSGI)", 400)
-        if modifier2 != 0:
-            raise ProtocolError(f"uwsgi: unsupported modifier2 {modifier2}", 400)
+        if buffer[0] or buffer[3]:
+            _refuse_modifiers(buffer)
+        size = buffer[1] | buffer[2] << 8
         limit = self.limits.max_request_line + self.limits.max_header_size
         if size > limit:
             raise ProtocolError(f"uwsgi: a {size}-byte packet is over the {limit}-byte limit", 431)
@@ -152,12 +175,15 @@ class UwsgiParser:
         self._buffer = b""
         if not variables.get("REQUEST_METHOD"):
             raise ProtocolError("uwsgi: the packet has no REQUEST_METHOD", 400)
-        length_text = variables.get("CONTENT_LENGTH", "")
-        if length_text and not length_text.isdigit():
-            raise ProtocolError(f"uwsgi: invalid CONTENT_LENGTH {length_text[:40]!r}", 400)
-        length = int(length_text or 0)
-        if length > self.limits.max_body_size:
-            raise ProtocolError("request body too large", 413)
+        length_text = variables.get("CONTENT_LENGTH")
+        if length_text:
+            if not (length_text.isascii() and length_text.isdigit()):
+                raise ProtocolError(f"uwsgi: invalid CONTENT_LENGTH {length_text[:40]!r}", 400)
+            length = int(length_text)
+            if length > self.limits.max_body_size:
+                raise ProtocolError("request body too large", 413)
+        else:
+            length = 0
         request = UwsgiRequest(variables)
         request.content_length = length
         self._current = request
