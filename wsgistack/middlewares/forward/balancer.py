@@ -57,6 +57,27 @@ HOP_BY_HOP = frozenset(
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
+#: Request headers this layer writes itself, besides the hop-by-hop ones.
+_REPLACED = frozenset({"host", "x-forwarded-for", "forwarded"})
+#: environ key -> the header name sent upstream ("" for keys that are not sent);
+#: filled as keys are seen, up to a bound, so most requests only look names up.
+_FORWARDED_NAMES: dict[str, str] = {}
+_FORWARDED_NAMES_MAX = 512
+
+
+def _forwarded_name(key: str) -> str:
+    """The upstream header for an environ key, or "" (not a header, or hop-by-hop)."""
+    if key.startswith("HTTP_"):
+        name = key[5:].replace("_", "-").title()
+    elif key == "CONTENT_TYPE":
+        name = "Content-Type"
+    else:
+        name = ""
+    if name.lower() in HOP_BY_HOP or name.lower() in _REPLACED:
+        name = ""
+    if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
+        _FORWARDED_NAMES[key] = name
+    return name
 
 
 class _Failure(Exception):
@@ -352,25 +373,21 @@ class LoadBalancer:
         return upstream.base + path + ("?" + query if query else "")
 
     def _request_headers(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
-        named = {
-            token.strip().lower()
-            for token in environ.get("HTTP_CONNECTION", "").split(",")
-            if token.strip()
-        }
+        connection = environ.get("HTTP_CONNECTION")
+        named = (
+            {token.strip().lower() for token in connection.split(",") if token.strip()}
+            if connection
+            else ()
+        )
         headers = []
+        names = _FORWARDED_NAMES
         for key, value in environ.items():
-            if key.startswith("HTTP_"):
-                name = key[5:].replace("_", "-").title()
-            elif key in ("CONTENT_TYPE",) and value:
-                name = "Content-Type"
-            else:
+            name = names.get(key)
+            if name is None:
+                name = _forwarded_name(key)
+            if not name or (named and name.lower() in named):
                 continue
-            lower = name.lower()
-            if (
-                lower in HOP_BY_HOP
-                or lower in named
-                or lower in ("host", "x-forwarded-for", "forwarded")
-            ):
+            if not value and key == "CONTENT_TYPE":
                 continue
             headers.append((name, value))
         peer = environ.get("REMOTE_ADDR", "") or "unknown"
@@ -408,39 +425,52 @@ class LoadBalancer:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        named = {
-            token.strip().lower()
-            for name, value in exchange.headers
-            if name.lower() == "connection"
-            for token in value.split(",")
-        }
         headers = []
+        named: list[str] = []  # headers the upstream's Connection header makes hop-by-hop
         for name, value in exchange.headers:
             lower = name.lower()
-            if lower in HOP_BY_HOP or lower in named:
+            if lower in HOP_BY_HOP:
+                if lower == "connection":
+                    named += (token.strip().lower() for token in value.split(","))
                 continue
             if lower == "location":
                 value = self._rewrite_location(upstream, value, environ)
             headers.append((name, value))
+        if named:
+            headers = [(name, value) for name, value in headers if name.lower() not in named]
         start_response(exchange.status, headers)
-        finished = threading.Event()
-
-        def release() -> None:
-            upstream.active -= 1
-            if exchange.complete and exchange.keep_alive and finished.is_set():
-                upstream.give_back(sock, self.clock())
-            else:
-                sock.close()  # the client left early or the upstream misbehaved
+        if exchange.complete:
+            # The whole response is in hand (the usual small one): the connection
+            # goes back to the pool now and the body is a plain list.
+            self._release(upstream, exchange, sock)
+            return exchange.take_body()
+        delivered = False
 
         def stream() -> Iterator[bytes]:
+            nonlocal delivered
             try:
                 yield from exchange.body()
             except ReadTimeout:
                 log.warning("upstream %s stalled mid-response; aborting", upstream.url)
                 raise
-            finished.set()
+            delivered = True
+
+        def release() -> None:
+            if delivered:
+                self._release(upstream, exchange, sock)
+            else:
+                upstream.active -= 1
+                sock.close()  # the client left early or the upstream misbehaved
 
         return ClosingIterator(stream(), release)
+
+    def _release(self, upstream: Upstream, exchange: Exchange, sock: socket.socket) -> None:
+        """The exchange ended: pool the connection if both sides allow, else close it."""
+        upstream.active -= 1
+        if exchange.complete and exchange.keep_alive:
+            upstream.give_back(sock, self.clock())
+        else:
+            sock.close()
 
     @staticmethod
     def _rewrite_location(upstream: Upstream, location: str, environ: WSGIEnvironment) -> str:

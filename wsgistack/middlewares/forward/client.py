@@ -48,7 +48,6 @@ class Exchange:
         self._headers_done = False
         self._parser = httptools.HttpResponseParser(self)
         self._received = False
-        self._framed = True
 
     # httptools callbacks
     def on_status(self, reason: bytes) -> None:
@@ -62,9 +61,6 @@ class Exchange:
         code = self._parser.get_status_code()
         self.status = f"{code} {self._reason.decode('latin-1') or 'Unknown'}"
         self.keep_alive = self._parser.should_keep_alive()
-        self._framed = any(
-            name.lower() in ("content-length", "transfer-encoding") for name, _ in self.headers
-        )
         if self.head_only or code in (204, 304) or 100 <= code < 200:
             self.complete = code >= 200
 
@@ -82,7 +78,7 @@ class Exchange:
         except OSError as exc:
             raise UpstreamClosed(str(exc), self._received) from None
         if not data:
-            if self._headers_done and not self.complete and not self._framed:
+            if self._headers_done and not self.complete and not self._framed():
                 self.complete = True  # a body delimited by the close (RFC 9112 §6.3 item 8)
                 self.keep_alive = False
                 return
@@ -95,6 +91,12 @@ class Exchange:
         except httptools.HttpParserError as exc:
             raise UpstreamClosed(f"bad response from the upstream: {exc}", True) from None
 
+    def _framed(self) -> bool:
+        """True if the response said where its body ends (else the close ends it)."""
+        return any(
+            name.lower() in ("content-length", "transfer-encoding") for name, _ in self.headers
+        )
+
     def read_head(self) -> None:
         while not self._headers_done:
             self._feed()
@@ -103,6 +105,11 @@ class Exchange:
             self.headers = []
             self._reason = b""
             self.read_head()
+
+    def take_body(self) -> list[bytes]:
+        """The body of a complete exchange, all of it already received."""
+        chunks, self._chunks = self._chunks, []
+        return chunks
 
     def body(self) -> Iterator[bytes]:
         while True:
