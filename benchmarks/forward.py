@@ -4,20 +4,22 @@ The upstream is bjoern (a C server) serving hello world, so the proxies are
 the bottleneck.  The three Python proxies run under the reference server
 with the same workers and threads; nginx runs ``proxy_pass`` with upstream
 keepalive as the reference limit; "direct" hits the upstream itself.  wrk
-drives each in turn, keep-alive, on loopback.
+drives each in rotated turns, keep-alive, on loopback; medians are reported.
 
-    python benchmarks/forward.py [--seconds 5]
+    python benchmarks/forward.py [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _wrk import ROOT, free_port, start, stop, wait_listening, wrk
@@ -38,17 +40,28 @@ NGINX_LOCATION = """
 
 PATH = "/x/hello"  # the same path for every proxy (werkzeug proxies only under a prefix)
 
+PROXIES = (
+    ("wsgistack LoadBalancer", "forwarder()"),
+    ("werkzeug ProxyMiddleware", "werkzeug_proxy()"),
+    ("WSGIProxy2", "wsgiproxy2()"),
+)
 
-def measure(url: str, port: int, seconds: int) -> dict:
-    url += PATH.lstrip("/")
-    wait_listening(port)
-    wrk(url, seconds=1, connections=50)
-    return wrk(url, seconds=seconds, connections=50)
+
+def serve(factory: str, port: int, env: dict[str, str]):
+    return start(
+        [
+            *(PY, "-m", "wsgistack.cli", "serve", f"benchmarks.apps:{factory}"),
+            *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
+            *("--log-level", "warning"),
+        ],
+        env,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     peers = ("werkzeug", "wsgiproxy2", "bjoern")
     print(", ".join(f"{name} {version(name)}" for name in peers))
@@ -61,58 +74,48 @@ def main() -> None:
             f"bjoern.run(a.hello, '127.0.0.1', {upstream_port})",
         ]
     )
-    results = {}
+    env = {**os.environ, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
+    urls = {"direct (bjoern)": f"http://127.0.0.1:{upstream_port}"}
+    procs = []
+    runs: dict[str, list[dict]] = {}
     try:
-        results["direct (bjoern)"] = measure(
-            f"http://127.0.0.1:{upstream_port}/", upstream_port, args.seconds
-        )
-        env = {**os.environ, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
-        for name, factory in (
-            ("wsgistack LoadBalancer", "forwarder()"),
-            ("werkzeug ProxyMiddleware", "werkzeug_proxy()"),
-            ("WSGIProxy2", "wsgiproxy2()"),
-        ):
+        for name, factory in PROXIES:
             port = free_port()
-            proc = start(
-                [
-                    PY,
-                    "-m",
-                    "wsgistack.cli",
-                    "serve",
-                    f"benchmarks.apps:{factory}",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-            )
-            try:
-                results[name] = measure(f"http://127.0.0.1:{port}/", port, args.seconds)
-            finally:
-                stop(proc)
-        if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
-            with tempfile.TemporaryDirectory() as directory:
+            procs.append(serve(factory, port, env))
+            urls[name] = f"http://127.0.0.1:{port}"
+        with contextlib.ExitStack() as stack:
+            if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
+                directory = stack.enter_context(tempfile.TemporaryDirectory())
                 backend = f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 32; }}"
-                with Nginx(
-                    Path(directory),
-                    NGINX_LOCATION,
-                    workers=2,
-                    port=free_port(),
-                    http_extra=backend,
-                ) as nginx:
-                    results["nginx proxy_pass"] = measure(nginx.url + "/", nginx.port, args.seconds)
+                nginx = Nginx(
+                    Path(directory), NGINX_LOCATION, workers=2, port=free_port(), http_extra=backend
+                )
+                stack.enter_context(nginx)
+                urls["nginx proxy_pass"] = nginx.url
+            for url in urls.values():
+                wait_listening(int(url.rsplit(":", 1)[1]))
+            # All are up at once and measured in rotated turns: a slow spell of the
+            # machine falls on every one of them, not on whichever ran then.
+            names = list(urls)
+            runs = {name: [] for name in names}
+            for round_ in range(args.rounds):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    url = urls[name] + PATH
+                    wrk(url, seconds=1, connections=50)  # warm up
+                    runs[name].append(wrk(url, seconds=args.seconds, connections=50))
     finally:
+        for proc in procs:
+            stop(proc)
         stop(upstream)
-    ours = results["wsgistack LoadBalancer"]["rps"]
-    print(f"\n{'':<26} {'req/s':>9} {'p99':>10} {'errors':>7} {'wsgistack is':>13}")
-    for name, r in results.items():
-        p99 = f"{r['p99'] * 1000:.2f}ms"
-        print(f"{name:<26} {r['rps']:>9.0f} {p99:>10} {r['errors']:>7} {ours / r['rps']:>12.2f}x")
+    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+    ours = rps["wsgistack LoadBalancer"]
+    print(f"\nmedians of {args.rounds} rounds")
+    print(f"{'':<26} {'req/s':>9} {'p99':>10} {'errors':>7} {'wsgistack is':>13}")
+    for name, results in runs.items():
+        p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
+        errors = sum(r["errors"] for r in results)
+        print(f"{name:<26} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ours / rps[name]:>12.2f}x")
 
 
 if __name__ == "__main__":
