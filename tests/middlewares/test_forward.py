@@ -326,6 +326,76 @@ def test_headers_in_and_out(lb, upstreams):
     assert b"ok" in raw
 
 
+class RawUpstream:
+    """A socket server answering each request on a connection with ``reply`` (bytes parts).
+
+    Each part is sent on its own, a moment apart, so a body can arrive after its head.
+    """
+
+    def __init__(self, *reply: bytes) -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
+
+    def _answer(self, sock: socket.socket) -> None:
+        with sock:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer.split(b"\r\n\r\n", 1)[1]
+                for part in self.reply:
+                    sock.sendall(part)
+                    threading.Event().wait(0.02)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_headers_the_upstream_names_in_connection_do_not_reach_the_client(lb):
+    upstream = RawUpstream(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Upstream-Private\r\n"
+        b"X-Upstream-Private: drop me\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+    )
+    try:
+        response = TestApp(validator(lb([upstream.url]))).get("/")
+    finally:
+        upstream.close()
+    assert response.body == b"ok" and response.headers["X-Kept"] == "yes"
+    for name in ("X-Upstream-Private", "Keep-Alive", "Connection"):
+        assert name not in response.headers
+
+
+def test_a_body_arriving_after_its_head_streams_and_the_connection_is_reused(lb):
+    upstream = RawUpstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n",
+        b"first",
+        b"-last",
+    )
+    balancer = lb([upstream.url])
+    try:
+        app = TestApp(validator(balancer))
+        assert [app.get("/").body for _ in range(3)] == [b"first-last"] * 3
+    finally:
+        upstream.close()
+    assert upstream.connections == 1  # pooled after each whole body, not closed
+
+
 def test_a_trusted_chain_is_extended(lb, upstreams):
     seen = {}
 
