@@ -137,6 +137,8 @@ class ErrorCatcher:
             body = self.app(environ, exchange.begin)
         except Exception:
             return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
+        if type(body) is list or type(body) is tuple:
+            return body  # iterating it cannot fail and there is no close() to guard
         return _GuardedBody(self, environ, exchange, body)
 
     def handle(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
