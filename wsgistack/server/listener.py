@@ -62,8 +62,8 @@ def describe_socket(sock: socket.socket) -> tuple[str, int]:
     return (name[0], name[1])
 
 
-def accept(listener: socket.socket, family: int) -> tuple[socket.socket, object, bytes] | None:
-    """Accept one connection (non-blocking listener of ``family``); None when none is waiting.
+def accept(listener: socket.socket) -> tuple[socket.socket, object, bytes] | None:
+    """Accept one connection (non-blocking listener); None when none is waiting.
 
     Also returns what the client has already sent (b"" if nothing yet): a
     request that arrived with the handshake is served without a trip through
@@ -71,16 +71,13 @@ def accept(listener: socket.socket, family: int) -> tuple[socket.socket, object,
     ``Connection`` bounds its waits (see ``Connection.sendall``).
     """
     try:
-        # socket.accept() would look the family and type up as enums for every
-        # connection; the caller's plain integer makes the same socket.
-        fd, peer = listener._accept()  # type: ignore[attr-defined]
+        sock, peer = listener.accept()
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
         return None
-    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
         early = sock.recv(65536, socket.MSG_DONTWAIT)
     except OSError:
         early = b""  # nothing yet (EAGAIN), or a reset the poller will report
-    if family != socket.AF_UNIX:
+    if sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, peer, early

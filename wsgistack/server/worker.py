@@ -71,7 +71,6 @@ class Worker:
             for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
             if bind.protocol == "uwsgi"
         }
-        self._families = {sock.fileno(): int(sock.family) for sock in listeners}
         self._connections: dict[int, Connection] = {}
         self._jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._busy = 0
@@ -128,14 +127,12 @@ class Worker:
                 self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
-        fd = listener.fileno()
-        family, uwsgi = self._families[fd], fd in self._uwsgi
         for _ in range(64):
-            accepted = accept(listener, family)
+            accepted = accept(listener)
             if accepted is None:
                 return
             sock, peer, early = accepted
-            connection = Connection(sock, peer, self, uwsgi=uwsgi)
+            connection = Connection(sock, peer, self, uwsgi=listener.fileno() in self._uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
             if early:
