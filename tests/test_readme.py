@@ -572,6 +572,6 @@ def test_the_readme_begins_with_the_demo_then_the_tests():
     assert lines[1].endswith("# run the tests")
 
 
-def test_the_readme_ends_behind_nginx():
+def test_the_tour_ends_behind_nginx_and_only_notes_for_developers_follow():
     headings = re.findall(r"^## (.+)$", README.read_text(), flags=re.M)
-    assert headings[-1] == "Behind nginx"
+    assert headings[-2:] == ["Behind nginx", "Developing"]
