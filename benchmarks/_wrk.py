@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +112,34 @@ def wrk(url: str, *, seconds: int, connections: int, threads: int = 2, close: bo
         "p99": _seconds(*p99.groups()) if p99 else float("nan"),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
     }
+
+
+def rotated_rounds(
+    urls: dict[str, str], *, rounds: int, seconds: int, connections: int
+) -> dict[str, list[dict]]:
+    """wrk each URL once per round (after a 1 s warm-up), the order rotated every round.
+
+    Everything is up at once and measured in turns, so a slow spell of the
+    shared machine falls on every case rather than on whichever ran then.
+    """
+    names = list(urls)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            wrk(urls[name], seconds=1, connections=connections)
+            runs[name].append(wrk(urls[name], seconds=seconds, connections=connections))
+    return runs
+
+
+def print_medians(runs: dict[str, list[dict]], reference: str, heading: str) -> None:
+    """A table of median req/s and p99 per case, and ``reference``'s ratio to each."""
+    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+    width, last = max(len(name) for name in runs) + 2, len(heading) + 2
+    print(f"\nmedians of {len(runs[reference])} rounds")
+    print(f"{'':<{width}} {'req/s':>9} {'p99':>10} {'errors':>7} {heading:>{last}}")
+    for name, results in runs.items():
+        p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
+        errors = sum(r["errors"] for r in results)
+        ratio = f"{rps[reference] / rps[name]:.2f}x"
+        print(f"{name:<{width}} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ratio:>{last}}")

@@ -19,10 +19,9 @@ import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import ROOT, free_port, start, stop, wait_listening, wrk
+from _wrk import ROOT, free_port, print_medians, rotated_rounds, start, stop, wait_listening
 
 sys.path.insert(0, str(ROOT))
 from tests.server.nginx import Nginx
@@ -94,28 +93,17 @@ def main() -> None:
                 urls["nginx proxy_pass"] = nginx.url
             for url in urls.values():
                 wait_listening(int(url.rsplit(":", 1)[1]))
-            # All are up at once and measured in rotated turns: a slow spell of the
-            # machine falls on every one of them, not on whichever ran then.
-            names = list(urls)
-            runs = {name: [] for name in names}
-            for round_ in range(args.rounds):
-                shift = round_ % len(names)
-                for name in names[shift:] + names[:shift]:
-                    url = urls[name] + PATH
-                    wrk(url, seconds=1, connections=50)  # warm up
-                    runs[name].append(wrk(url, seconds=args.seconds, connections=50))
+            runs = rotated_rounds(
+                {name: url + PATH for name, url in urls.items()},
+                rounds=args.rounds,
+                seconds=args.seconds,
+                connections=50,
+            )
     finally:
         for proc in procs:
             stop(proc)
         stop(upstream)
-    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
-    ours = rps["wsgistack LoadBalancer"]
-    print(f"\nmedians of {args.rounds} rounds")
-    print(f"{'':<26} {'req/s':>9} {'p99':>10} {'errors':>7} {'wsgistack is':>13}")
-    for name, results in runs.items():
-        p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
-        errors = sum(r["errors"] for r in results)
-        print(f"{name:<26} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ours / rps[name]:>12.2f}x")
+    print_medians(runs, "wsgistack LoadBalancer", "wsgistack is")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,9 @@ import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import ROOT, free_port, start, stop, wait_listening, wrk
+from _wrk import ROOT, free_port, print_medians, rotated_rounds, start, stop, wait_listening
 
 sys.path.insert(0, str(ROOT))
 from tests.server.nginx import Nginx, uwsgi_params
@@ -80,7 +79,6 @@ def main() -> None:
             *("--chdir", str(ROOT), "--need-app"),
         ]
     )
-    runs: dict[str, list[dict]] = {name: [] for name, _ in CASES}
     try:
         for port in (ours_uwsgi, ours_http, native):
             wait_listening(port)
@@ -90,25 +88,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             config = f"upstream ours {{ server 127.0.0.1:{ours_http}; keepalive 32; }}"
             with Nginx(Path(directory), locations, port=front, http_extra=config) as nginx:
-                for round_ in range(args.rounds):
-                    shift = round_ % len(CASES)
-                    for name, path in CASES[shift:] + CASES[:shift]:
-                        url = nginx.url + path
-                        wrk(url, seconds=1, connections=args.connections)  # warm up
-                        runs[name].append(
-                            wrk(url, seconds=args.seconds, connections=args.connections)
-                        )
+                urls = {name: nginx.url + path for name, path in CASES}
+                runs = rotated_rounds(
+                    urls, rounds=args.rounds, seconds=args.seconds, connections=args.connections
+                )
     finally:
         stop(ours)
         stop(theirs)
-    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
-    mine = rps[CASES[0][0]]
-    print(f"\nmedians of {args.rounds} rounds")
-    print(f"{'':<36} {'req/s':>9} {'p99':>10} {'errors':>7} {'uwsgi_pass/wsgistack is':>24}")
-    for name, results in runs.items():
-        p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
-        errors = sum(r["errors"] for r in results)
-        print(f"{name:<36} {rps[name]:>9.0f} {p99:>10} {errors:>7} {mine / rps[name]:>23.2f}x")
+    print_medians(runs, CASES[0][0], "uwsgi_pass/wsgistack is")
 
 
 if __name__ == "__main__":
