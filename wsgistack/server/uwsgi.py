@@ -31,7 +31,6 @@ __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 
 log = logging.getLogger("wsgistack.server")
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 _NAMES = re.compile(r"[A-Za-z0-9_.\-]+(?:\n[A-Za-z0-9_.\-]+)*\Z")
 #: Names that passed ``_NAMES``: nginx sends the same few dozen on every packet.
 _CHECKED_NAMES: set[str] = set()
@@ -104,7 +103,7 @@ def parse_vars(block: bytes) -> dict[str, str]:
 def _check_names(variables: dict[str, str]) -> None:
     """Refuse a variable name that is not a token; remember the good ones."""
     if variables and not _NAMES.match("\n".join(variables)):
-        bad = next(key for key in variables if not _NAME.match(key))
+        bad = next(key for key in variables if not _NAMES.match(key))
         raise ProtocolError(f"uwsgi: invalid variable name {bad[:40]!r}", 400)
     if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
         _CHECKED_NAMES.update(variables)

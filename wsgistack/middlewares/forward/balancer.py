@@ -73,7 +73,8 @@ def _forwarded_name(key: str) -> str:
         name = "Content-Type"
     else:
         name = ""
-    if name.lower() in HOP_BY_HOP or name.lower() in _REPLACED:
+    lower = name.lower()
+    if lower in HOP_BY_HOP or lower in _REPLACED:
         name = ""
     if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
         _FORWARDED_NAMES[key] = name
@@ -456,18 +457,17 @@ class LoadBalancer:
             delivered = True
 
         def release() -> None:
-            if delivered:
-                self._release(upstream, exchange, sock)
-            else:
-                upstream.active -= 1
-                sock.close()  # the client left early or the upstream misbehaved
+            # Not delivered: the client left early or the upstream misbehaved.
+            self._release(upstream, exchange, sock, delivered)
 
         return ClosingIterator(stream(), release)
 
-    def _release(self, upstream: Upstream, exchange: Exchange, sock: socket.socket) -> None:
-        """The exchange ended: pool the connection if both sides allow, else close it."""
+    def _release(
+        self, upstream: Upstream, exchange: Exchange, sock: socket.socket, delivered: bool = True
+    ) -> None:
+        """The exchange ended: pool the connection if it is clean and both sides allow."""
         upstream.active -= 1
-        if exchange.complete and exchange.keep_alive:
+        if delivered and exchange.complete and exchange.keep_alive:
             upstream.give_back(sock, self.clock())
         else:
             sock.close()
