@@ -28,7 +28,15 @@ import httptools
 
 from ..errors import ProtocolError
 
-__all__ = ["Limits", "Request", "RequestParser", "error_response", "http_date", "response_head"]
+__all__ = [
+    "Limits",
+    "Request",
+    "RequestParser",
+    "RequestQueue",
+    "error_response",
+    "http_date",
+    "response_head",
+]
 
 REASONS = {
     400: "Bad Request",
@@ -88,10 +96,32 @@ class Request:
         self.error: ProtocolError | None = None
 
 
-class RequestParser:
+class RequestQueue:
+    """What a connection takes from a parser: complete requests in order, then any refusal.
+
+    The HTTP and the uwsgi parsers fill ``_pending`` and set ``error``; the
+    connection drains the first and answers the second.
+    """
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[Request] = collections.deque()
+        #: A refusal found after the queued requests; answer it once they are done.
+        self.error: ProtocolError | None = None
+
+    def next_request(self) -> Request | None:
+        """The oldest request whose head is complete, or None."""
+        return self._pending.popleft() if self._pending else None
+
+    @property
+    def has_request(self) -> bool:
+        return bool(self._pending)
+
+
+class RequestParser(RequestQueue):
     """Feed bytes; take complete request heads in order (pipelining keeps order)."""
 
     def __init__(self, limits: Limits) -> None:
+        super().__init__()
         self.limits = limits
         self._parser = httptools.HttpRequestParser(self)
         self._current: Request | None = None
@@ -100,11 +130,8 @@ class RequestParser:
         self._header_bytes = 0
         self._hosts = 0
         self._te: bytes | None = None
-        self._pending: collections.deque[Request] = collections.deque()
         self._callback_error: ProtocolError | None = None
         self._closed = False
-        #: A refusal found after the queued requests; answer it once they are done.
-        self.error: ProtocolError | None = None
 
     # -- the public side ---------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -124,14 +151,6 @@ class RequestParser:
                 # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
                 status = 431 if self._current and self._current.url else 414
                 self._fail(ProtocolError("request head too large", status))
-
-    def next_request(self) -> Request | None:
-        """The oldest request whose head is complete, or None."""
-        return self._pending.popleft() if self._pending else None
-
-    @property
-    def has_request(self) -> bool:
-        return bool(self._pending)
 
     @property
     def mid_request(self) -> bool:

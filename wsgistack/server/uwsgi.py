@@ -18,14 +18,13 @@ connection and worker serve both.  Refusals are ``ProtocolError``s.
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
 from typing import Any
 
 from ..errors import ProtocolError
 from .environ import Input
-from .http import Limits, Request
+from .http import Limits, Request, RequestQueue
 
 __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 
@@ -118,17 +117,15 @@ def _refuse_modifiers(header: bytes) -> None:
     raise ProtocolError(f"uwsgi: unsupported modifier2 {header[3]}", 400)
 
 
-class UwsgiParser:
+class UwsgiParser(RequestQueue):
     """Feed bytes; take the one request of the connection (``RequestParser``'s interface)."""
 
     def __init__(self, limits: Limits) -> None:
+        super().__init__()
         self.limits = limits
         self._buffer = b""
         self._current: UwsgiRequest | None = None
-        self._pending: collections.deque[Request] = collections.deque()
         self._done = False
-        #: A refusal found while parsing; the connection answers it and closes.
-        self.error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; a protocol error is recorded in ``self.error`` (never raised)."""
@@ -144,13 +141,6 @@ class UwsgiParser:
                 log.warning("refused a uwsgi packet: %s", exc)
             return
         self._body(request, data)
-
-    def next_request(self) -> Request | None:
-        return self._pending.popleft() if self._pending else None
-
-    @property
-    def has_request(self) -> bool:
-        return bool(self._pending)
 
     @property
     def mid_request(self) -> bool:
