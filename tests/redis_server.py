@@ -16,6 +16,8 @@ import socket
 import subprocess
 import time
 
+from tests.processes import stop_process
+
 __all__ = ["REDIS_SERVER", "RedisServer"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -62,7 +64,6 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None

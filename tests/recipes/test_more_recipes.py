@@ -6,7 +6,6 @@ import importlib
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.middlewares.test_forward import Upstreams
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,12 +71,7 @@ class Served:
             return error.code, error.read().decode()
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, grace=20)
         self.proc.stderr.close()
 
 

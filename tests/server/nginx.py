@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.processes import stop_process
 
 __all__ = ["Nginx", "free_port", "uwsgi_params"]
 
@@ -123,13 +124,7 @@ class Nginx:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # the master we started, by its PID
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)  # the master we started, by its PID
         self.proc.stderr.close()
         self.proc = None
 
