@@ -10,6 +10,7 @@ same run.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -32,6 +33,8 @@ def start_response(status, headers, exc_info=None):
 
 
 def main() -> None:
+    # No options; --help says what the script measures instead of running it.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     print(f"werkzeug {version('werkzeug')}")
     print(f"{'mounts':>7} {'path':<28} {'wsgistack':>12} {'werkzeug':>12} {'speed-up':>9}")
     costs = {}

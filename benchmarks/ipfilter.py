@@ -8,6 +8,7 @@ over ``ipaddress`` networks.  Both run in this process, in the same run.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import random
 import sys
@@ -51,6 +52,8 @@ def start_response(status, headers, exc_info=None):
 
 
 def main() -> None:
+    # No options; --help says what the script measures instead of running it.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     rng = random.Random(7)
     environ = {"REMOTE_ADDR": "203.0.113.77", "PATH_INFO": "/", "SCRIPT_NAME": ""}
     results = {}
