@@ -127,12 +127,13 @@ class Worker:
                 self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
+        uwsgi = listener.fileno() in self._uwsgi  # the same for every connection of the batch
         for _ in range(64):
             accepted = accept(listener)
             if accepted is None:
                 return
             sock, peer, early = accepted
-            connection = Connection(sock, peer, self, uwsgi=listener.fileno() in self._uwsgi)
+            connection = Connection(sock, peer, self, uwsgi=uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
             if early:
