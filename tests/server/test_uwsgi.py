@@ -150,6 +150,7 @@ BAD_PACKETS = {
     "value size past the packet": (b"\x00\x09\x00\x00\x01\x00K\x09\x00abcd", 400),
     "a key with no value": (b"\x00\x02\x00\x00\x00\x00", 400),
     "a key that is not a name": (packet([("BAD KEY", "x"), ("REQUEST_METHOD", "GET")]), 400),
+    "an LF inside a key": (packet(nginx_vars(**{"HTTP_X\nSET_COOKIE": "a"})), 400),
     "a CR in a value": (packet(nginx_vars(HTTP_X_EVIL="a\r\nSet-Cookie: b")), 400),
     "a bad CONTENT_LENGTH": (packet(nginx_vars("POST", CONTENT_LENGTH="-5")), 400),
     "non-ASCII digits in CONTENT_LENGTH": (packet(nginx_vars("POST", CONTENT_LENGTH="\xb2")), 400),

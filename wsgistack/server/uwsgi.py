@@ -101,8 +101,12 @@ def parse_vars(block: bytes) -> dict[str, str]:
 
 def _check_names(variables: dict[str, str]) -> None:
     """Refuse a variable name that is not a token; remember the good ones."""
-    if variables and not _NAMES.match("\n".join(variables)):
-        bad = next(key for key in variables if not _NAMES.match(key))
+    if not variables:
+        return
+    joined = "\n".join(variables)
+    # The count catches a name that itself holds "\n" (two tokens would pass as one list).
+    if joined.count("\n") != len(variables) - 1 or not _NAMES.match(joined):
+        bad = next(key for key in variables if "\n" in key or not _NAMES.match(key))
         raise ProtocolError(f"uwsgi: invalid variable name {bad[:40]!r}", 400)
     if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
         _CHECKED_NAMES.update(variables)
