@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from wsgiref.validate import validator
 
 import pytest
 
 from wsgistack.server import Server
+from wsgistack.server.config import parse_bind
+from wsgistack.server.listener import accept, open_listeners
 
 from .conftest import echo_app
 from .live import RawClient, live_server
@@ -206,3 +209,18 @@ def test_a_request_waiting_at_accept_is_served_and_the_connection_kept():
         server.start()
         assert client.response()[::2] == (200, b"GET /first  ")
         assert client.request(GET % b"second")[::2] == (200, b"GET /second  ")
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:0", "[::1]:0"])
+def test_accepted_tcp_connections_have_nagle_off(bind):
+    # Small writes of a streamed response must leave at once, not wait for an ACK.
+    (listener,) = open_listeners((parse_bind(bind),), backlog=8)
+    with listener, socket.create_connection(listener.getsockname()[:2], timeout=5):
+        for _ in range(100):
+            if (accepted := accept(listener)) is not None:
+                break
+            time.sleep(0.01)
+        assert accepted is not None
+        sock = accepted[0]
+        with sock:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -10,11 +10,16 @@ import contextlib
 import os
 import socket
 import stat
+import sys
 
 from ..errors import ConfigError
 from .config import Bind
 
 __all__ = ["accept", "describe_socket", "open_listeners"]
+
+#: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
+#: spares a system call per connection; elsewhere ``accept`` sets it.
+_NODELAY_INHERITED = sys.platform.startswith("linux")
 
 
 def _open(bind: Bind, backlog: int) -> socket.socket:
@@ -28,6 +33,7 @@ def _open(bind: Bind, backlog: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         address = (bind.host, bind.port)
@@ -78,6 +84,6 @@ def accept(listener: socket.socket) -> tuple[socket.socket, object, bytes] | Non
         early = sock.recv(65536, socket.MSG_DONTWAIT)
     except OSError:
         early = b""  # nothing yet (EAGAIN), or a reset the poller will report
-    if sock.family != socket.AF_UNIX:
+    if not _NODELAY_INHERITED and sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, peer, early
