@@ -69,3 +69,15 @@ def test_bad_entries_are_refused(bad):
 def test_a_string_is_not_a_list():
     with pytest.raises(ConfigError, match="expected a list of networks"):
         NetworkSet("10.0.0.0/8")
+
+
+def test_equal_sets_hash_alike():
+    # __eq__ compares the merged ranges, so the hash must too: two spellings of
+    # one set are one element of a set or dict.
+    whole = NetworkSet(["10.0.0.0/8"])
+    halves = NetworkSet(["10.0.0.0/9", "10.128.0.0/9"])
+    assert whole == halves
+    assert hash(whole) == hash(halves)
+    assert len({whole, halves}) == 1
+    v6 = NetworkSet(["2001:db8::/32"])
+    assert hash(v6) == hash(NetworkSet(["2001:db8::/33", "2001:db8:8000::/33"]))

@@ -160,7 +160,10 @@ class NetworkSet:
         )
 
     def __hash__(self) -> int:
-        return hash((tuple(self._starts4), tuple(self._starts6), len(self.networks)))
+        # Exactly what __eq__ compares: two spellings of one set hash alike.
+        return hash(
+            (tuple(self._starts4), tuple(self._ends4), tuple(self._starts6), tuple(self._ends6))
+        )
 
     def __repr__(self) -> str:
         shown = ", ".join(str(n) for n in self.networks[:4])
