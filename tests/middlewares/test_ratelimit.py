@@ -51,6 +51,8 @@ def hit(app, peer="192.0.2.1", **headers):
         pytest.param("5 per 10 seconds", [(5, 10.0)], id="per-n-seconds"),
         pytest.param("3/5min", [(3, 300.0)], id="abbreviated"),
         pytest.param("7/day", [(7, 86400.0)], id="day"),
+        pytest.param("7 per 2 mins", [(7, 120.0)], id="plural-abbreviation"),
+        pytest.param("7/s", [(7, 1.0)], id="one-letter"),
     ],
 )
 def test_limits_parse(text, rates):
@@ -62,6 +64,10 @@ def test_limits_parse(text, rates):
     [
         pytest.param("lots/minute", "is not a rate", id="words"),
         pytest.param("10/fortnight", "unknown unit 'fortnight'", id="unit"),
+        # Not "10/m" plus a plural s: milliseconds are no unit here, and never minutes.
+        pytest.param("10/ms", "limits: '10/ms': unknown unit 'ms'", id="ms-is-not-minutes"),
+        pytest.param("10/ss", "unknown unit 'ss'", id="one-letter-has-no-plural"),
+        pytest.param("10/hrs", "unknown unit 'hrs'", id="hrs"),
         pytest.param("0/minute", "must be > 0", id="zero"),
         pytest.param("", "at least one rate", id="empty"),
         pytest.param("1/s; 1/s", "the same rate is given twice", id="twice"),

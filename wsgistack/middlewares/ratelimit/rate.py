@@ -26,11 +26,23 @@ UNITS = {
     "day": 86400,
 }
 
-# "100/minute", "100 / 5 minutes", "5 per 10 seconds", "10/s"
+# "100/minute", "100 / 5 minutes", "5 per 10 seconds", "10/s". The unit is the
+# whole word: a lazy match with an optional plural "s" read "10/ms" as per minute.
 _RATE = re.compile(
-    r"^\s*(?P<amount>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+?)s?\s*$",
+    r"^\s*(?P<amount>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+)\s*$",
     re.IGNORECASE,
 )
+
+
+def _unit(word: str) -> int | None:
+    """Seconds in ``word``: a unit or the plural of a word unit ("mins", not "ms")."""
+    word = word.lower()
+    if word in UNITS:
+        return UNITS[word]
+    singular = word[:-1]
+    if word.endswith("s") and len(singular) > 1 and singular in UNITS:
+        return UNITS[singular]
+    return None
 
 
 @dataclass(frozen=True)
@@ -64,14 +76,14 @@ def _parse_one(text: str, burst: int | None) -> Rate:
             "'10/second' or '5 per 10 seconds'"
         )
     amount = int(match["amount"])
-    unit = match["unit"].lower()
-    if unit not in UNITS:
+    seconds = _unit(match["unit"])
+    if seconds is None:
         raise ConfigError(
             f"limits: {text.strip()!r}: unknown unit {match['unit']!r} "
             "(second, minute, hour or day)"
         )
     count = float(match["count"]) if match["count"] else 1.0
-    period = count * UNITS[unit]
+    period = count * seconds
     if amount < 1 or period <= 0:
         raise ConfigError(f"limits: {text.strip()!r}: the amount and the period must be > 0")
     size = amount if burst is None else burst
