@@ -159,6 +159,19 @@ def test_key_by_header_and_unkeyed_requests_pass():
     assert [hit(app).status_int for _ in range(3)] == [200] * 3  # no key: not limited
 
 
+@pytest.mark.parametrize("returned", [42, b"client"], ids=["int", "bytes"])
+def test_a_key_function_returning_a_non_string_is_named_in_the_error(returned):
+    def tenant(environ):
+        return returned
+
+    app, _ = limited("1/minute", key=tenant)
+    with pytest.raises(
+        TypeError,
+        match=f"key: the key function 'tenant' must return a str or None, got {type(returned).__name__}",
+    ):
+        hit(app)
+
+
 def test_exemptions_by_network_and_callable():
     app, _ = limited("1/minute", exempt=["10.0.0.0/8"])
     assert [hit(app, "10.1.1.1").status_int for _ in range(3)] == [200] * 3

@@ -32,7 +32,8 @@ class RateLimiter:
         or a list; every rate must hold, the tightest answers.
     :param key: ``"ip"`` (the client address via :mod:`wsgistack.clientip`, the
         default), ``"header:X-Api-Key"``, ``"path"`` (per path), or a callable of
-        environ returning a key or None (None: not limited).
+        environ returning a str key or None (None: not limited; any other type
+        raises a TypeError naming this option).
     :param store: ``"memory"`` (this process), a ``redis://`` URL (shared), or a store.
     :param strategy: ``"gcra"`` (default, exact) or ``"sliding_window"``.
     :param burst: how many requests may come at once (default: each rate's amount).
@@ -174,6 +175,13 @@ class RateLimiter:
         key = self._key(environ)
         if key is None:
             return self.app(environ, start_response)
+        if not isinstance(key, str):
+            # A programming error in the key function, not a client's: say which
+            # option and what came back, rather than a TypeError deep in the store.
+            raise TypeError(
+                f"RateLimiter: key: the key function {self.key_name!r} must return a str "
+                f"or None, got {type(key).__name__} {key!r}"
+            )
         try:
             decisions = self.store.check(self._scope + key, self.rates, self.strategy, self.clock())
         except StoreError as error:
