@@ -9,6 +9,7 @@ from wsgistack.errors import ConfigError
 
 LB = ProxyTrust(["10.0.0.0/8", "2001:db8:ffff::/48"])
 FWD = ProxyTrust(["10.0.0.0/8"], header="forwarded")
+UNIX = ProxyTrust(["unix", "10.0.0.0/8"])  # nginx in front over a unix socket
 
 
 def env(peer, xff=None, forwarded=None):
@@ -70,9 +71,45 @@ CASES = [
     ),
     ("forwarded-no-for", env("10.0.0.1", forwarded="proto=https"), FWD, "10.0.0.1"),
     ("forwarded-unbalanced-quote", env("10.0.0.1", forwarded='for="1.2.3.4'), FWD, "10.0.0.1"),
+    (
+        # The client leaves a quote open to swallow the element our proxy appended.
+        "forwarded-open-quote-cannot-swallow-the-proxys-element",
+        env("10.0.0.1", forwarded='for=192.0.2.10;proto="x, for=198.51.100.7'),
+        FWD,
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-open-quote-hops",
+        env("10.0.0.1", forwarded='for=192.0.2.10;proto="x, for=198.51.100.7'),
+        ProxyTrust(hops=1, header="forwarded"),
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-quoted-comma-is-one-element",
+        env("10.0.0.1", forwarded='for=198.51.100.7;ext="a, b", for=10.0.0.2'),
+        FWD,
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-escaped-quote",
+        env("10.0.0.1", forwarded='for=198.51.100.7;ext="a\\"b, c"'),
+        FWD,
+        "198.51.100.7",
+    ),
+    ("forwarded-two-fors", env("10.0.0.1", forwarded="for=1.2.3.4;for=10.0.0.2"), FWD, "10.0.0.1"),
     ("forwarded-header-not-xff", env("10.0.0.1", xff="1.2.3.4"), FWD, "10.0.0.1"),
     ("xff-trust-ignores-forwarded", env("10.0.0.1", forwarded="for=1.2.3.4"), LB, "10.0.0.1"),
     ("unix-socket-peer", env(""), LB, None),
+    ("unix-socket-peer-untrusted", env("", xff="198.51.100.7"), LB, None),
+    ("unix-socket-trusted", env("", xff="198.51.100.7"), UNIX, "198.51.100.7"),
+    (
+        "unix-socket-trusted-chain",
+        env("", xff="1.2.3.4, 198.51.100.7, 10.0.0.3"),
+        UNIX,
+        "198.51.100.7",
+    ),
+    ("unix-socket-trusted-no-header", env(""), UNIX, None),
+    ("unix-trust-still-checks-tcp-peers", env("203.0.113.5", xff="1.2.3.4"), UNIX, "203.0.113.5"),
 ]
 
 

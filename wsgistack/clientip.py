@@ -19,7 +19,8 @@ below reuse it and never disagree about who asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Literal
 
@@ -43,12 +44,14 @@ _ENVIRON_KEYS: dict[str, str] = {
 class ProxyTrust:
     """Which peers may tell us who the client is, and through which header.
 
-    :param proxies: addresses or networks of trusted proxies.
+    :param proxies: addresses or networks of trusted proxies; ``"unix"`` trusts
+        a peer on a unix socket (nginx in front through ``unix:/run/app.sock``),
+        which has no address to list.
     :param hops: instead of ``proxies``, the exact number of proxies in front.
     :param header: ``"x-forwarded-for"`` (default) or ``"forwarded"`` (RFC 7239).
     """
 
-    __slots__ = ("environ_key", "header", "hops", "proxies")
+    __slots__ = ("environ_key", "header", "hops", "proxies", "unix")
 
     def __init__(
         self,
@@ -64,8 +67,14 @@ class ProxyTrust:
             raise ConfigError(
                 f"trusted_proxies: header must be 'x-forwarded-for' or 'forwarded', got {header!r}"
             )
-        self.proxies = NetworkSet(proxies, option="trusted_proxies")
-        if hops and self.proxies:
+        if isinstance(proxies, str):
+            proxies = [proxies]
+        entries = list(proxies)
+        self.unix = "unix" in entries
+        self.proxies = NetworkSet(
+            [entry for entry in entries if entry != "unix"], option="trusted_proxies"
+        )
+        if hops and (self.proxies or self.unix):
             raise ConfigError("trusted_proxies: give proxy networks or a hop count, not both")
         self.hops = hops
         self.header: Header = key  # type: ignore[assignment]
@@ -87,46 +96,59 @@ class ProxyTrust:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProxyTrust):
             return NotImplemented
-        return (self.proxies, self.hops, self.header) == (other.proxies, other.hops, other.header)
+        return self._identity() == other._identity()
 
     def __hash__(self) -> int:
-        return hash((self.proxies, self.hops, self.header))
+        return hash(self._identity())
+
+    def _identity(self) -> tuple[NetworkSet, bool, int, str]:
+        return (self.proxies, self.unix, self.hops, self.header)
 
     def __repr__(self) -> str:
         if self.hops:
             return f"ProxyTrust(hops={self.hops}, header={self.header!r})"
-        nets = [str(n) for n in self.proxies.networks]
+        nets = ["unix"] * self.unix + [str(n) for n in self.proxies.networks]
         return f"ProxyTrust({nets!r}, header={self.header!r})"
 
 
-def _split_outside_quotes(text: str, separator: str) -> Iterator[str]:
-    """Split on ``separator`` except inside double quotes (RFC 7239 quoted-string)."""
-    start = 0
-    quoted = False
-    escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            yield text[start:index]
-            start = index + 1
-    yield text[start:]
+#: One RFC 7239 forwarded-pair.  A value is a quoted-string, or (leniently, as
+#: proxies send ``for=192.0.2.1:80`` unquoted) a run without separators or quotes.
+_PAIR = re.compile(r'[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[^;,"\s]*)[ \t]*')
 
 
-def _forwarded_node(element: str) -> str | None:
-    """The ``for=`` value of one RFC 7239 element, unquoted; None if it has none."""
-    for pair in _split_outside_quotes(element, ";"):
-        name, sep, value = pair.partition("=")
-        if sep and name.strip().lower() == "for":
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-            return value
-    return None
+def _forwarded_nodes(raw: str) -> list[str]:
+    """The ``for=`` node of each element of a ``Forwarded`` value, left to right.
+
+    Parsed strictly: an element that does not parse (an unclosed quote, a
+    repeated ``for``) gives "" and the parse resumes at the next comma, so a
+    client's stray quote cannot swallow the elements proxies appended after it.
+    """
+    nodes: list[str] = []
+    end = len(raw)
+    at = 0
+    while True:
+        node: str | None = None
+        valid = True
+        while (match := _PAIR.match(raw, at)) is not None:
+            at = match.end()
+            if match[1].lower() == "for":
+                valid = valid and node is None  # RFC 7239 4: at most once per element
+                value = match[2]
+                if value[:1] == '"':
+                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
+                node = value
+            if at < end and raw[at] == ";":
+                at += 1
+                continue
+            break
+        if at < end and raw[at] != ",":
+            valid = False
+            comma = raw.find(",", at)
+            at = end if comma == -1 else comma
+        nodes.append(node if valid and node is not None else "")
+        if at >= end:
+            return nodes
+        at += 1  # past the comma
 
 
 def _node_address(node: str) -> IPAddress | None:
@@ -154,11 +176,7 @@ def forwarded_for_values(environ: WSGIEnvironment, trust: ProxyTrust) -> list[st
     if not raw:
         return []
     if trust.header == "forwarded":
-        nodes = []
-        for element in _split_outside_quotes(raw, ","):
-            node = _forwarded_node(element)
-            nodes.append("" if node is None else node)
-        return nodes
+        return _forwarded_nodes(raw)
     return [part.strip() for part in raw.split(",")]
 
 
@@ -171,7 +189,8 @@ def _resolve(environ: WSGIEnvironment, trust: ProxyTrust | None) -> IPAddress | 
         if len(chain) < trust.hops:
             return peer
         return _node_address(chain[-trust.hops]) or peer
-    if peer is None or peer not in trust.proxies:
+    trusted = trust.unix if peer is None else peer in trust.proxies
+    if not trusted:
         return peer
     nearest = peer
     for node in reversed(chain):
