@@ -350,6 +350,48 @@ def test_redis_down_fails_open_or_closed_then_recovers(own_redis, caplog, fail, 
     store.close()
 
 
+def _out_of_memory(admin):
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    return lambda: admin.config_set("maxmemory", "0")
+
+
+def _read_only_replica(admin):  # what a client sees after a failover
+    admin.replicaof("127.0.0.1", "1")  # nothing listens on port 1: it stays a replica
+    return lambda: admin.replicaof("NO", "ONE")
+
+
+def _script_load_denied(admin):  # the error comes while loading the script
+    admin.acl_setuser("default", enabled=True, commands=["-script|load"])
+    admin.script_flush()
+    return lambda: admin.acl_setuser("default", enabled=True, commands=["+script|load"])
+
+
+@pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
+@pytest.mark.parametrize(
+    "breakage",
+    [_out_of_memory, _read_only_replica, _script_load_denied],
+    ids=["oom", "readonly", "script-load-denied"],
+)
+def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fail, status):
+    import redis
+
+    admin = redis.Redis.from_url(own_redis.url)
+    store = RedisStore(own_redis.url)
+    app, _ = limited("2/minute", store=store, fail=fail)
+    assert hit(app).status_int == 200
+    repair = breakage(admin)
+    try:
+        assert [hit(app).status_int for _ in range(3)] == [status] * 3
+    finally:
+        repair()
+    warnings = [r for r in caplog.records if "store failed" in r.getMessage()]
+    assert len(warnings) == 1  # the documented, throttled warning, not a 500
+    assert [hit(app).status_int for _ in range(2)] == [200, 429]  # counting again
+    store.close()
+    admin.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -32,7 +32,7 @@ STRATEGIES: dict[str, Callable[..., Any]] = {"gcra": gcra, "sliding_window": sli
 
 
 class StoreError(WsgiStackError):
-    """The store could not answer (down, timed out); the limiter fails open or closed."""
+    """The store could not answer (down, slow, an error reply); the limiter fails open/closed."""
 
 
 class Store(Protocol):
@@ -230,7 +230,10 @@ class RedisStore:
             raise ConfigError(
                 "RedisStore needs the redis package: pip install 'wsgistack[redis]'"
             ) from None
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        # Every failure of the store, not only a lost connection: an error reply
+        # (OOM under maxmemory, READONLY after a failover, MISCONF, NOPERM) is the
+        # store failing too, for fail="open"/"closed" to handle, never a 500.
+        self._errors = redis.exceptions.RedisError
         if isinstance(target, str):
             if not target.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
