@@ -217,3 +217,48 @@ def test_bodyless_statuses_send_no_body():
         status, headers, _ = client.request(GET % b"")
         assert status == 304 and "transfer-encoding" not in headers
         assert client.request(GET % b"")[0] == 304  # nothing stray was left on the wire
+
+
+def test_bodyless_statuses_get_no_content_length_from_a_one_block_body():
+    # RFC 9110 8.6: a 204 has no Content-Length; on a 304 it would misstate the resource.
+    def app(environ, start_response):
+        start_response(environ["PATH_INFO"][1:] + " Status", [])
+        return [b""]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        for status in (204, 304):
+            got, headers, body = client.request(GET % str(status).encode())
+            assert (got, body) == (status, b"")
+            assert "content-length" not in headers and "transfer-encoding" not in headers
+
+
+def _str_body(environ, start_response):
+    start_response("200 OK", TEXT)
+    return ["text, not bytes"]
+
+
+def _longer_than_its_length(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return iter([b"hello"])
+
+
+@pytest.mark.parametrize("app", [_str_body, _longer_than_its_length])
+def test_a_first_chunk_that_cannot_be_sent_is_answered_500(app, caplog):
+    # Nothing went out yet, so the client hears why instead of an empty reply.
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        status, headers, _ = client.request(GET % b"")
+        assert status == 500 and headers["connection"] == "close"
+    assert any(record.exc_info for record in caplog.records)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs procfs")
+def test_file_wrapper_over_a_proc_file_sends_its_content():
+    # fstat says 0 bytes for /proc files: sendfile would send an empty body.
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        return environ["wsgi.file_wrapper"](open("/proc/self/status", "rb"))
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(GET % b"")
+    assert status == 200 and body.startswith(b"Name:")
+    assert headers.get("content-length") != "0"

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import socket
+import stat
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,6 +52,8 @@ _HOP_BY_HOP = frozenset(
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: RFC 9110 6.4.1: responses that have no content, so no Content-Length either.
+_BODYLESS = frozenset(("204", "304", *(f"1{n:02d}" for n in range(100))))
 
 
 class AbortConnection(Exception):
@@ -251,6 +254,7 @@ class Connection:
             and not response.sent
             and response.status is not None
             and response.length is None
+            and response.status[:3] not in _BODYLESS
         ):
             # One block, no length given: send a Content-Length instead of chunking.
             response.length = len(result[0])
@@ -322,11 +326,10 @@ class Connection:
                 raise AssertionError("write() before start_response()")
             if not response.sent:
                 head = self._head(request, response)
-                response.sent = True
-                if response.head_only:
-                    self.sendall(head)
-                    return
-                self.sendall(head + self._frame(response, data))
+                if not response.head_only:
+                    head += self._frame(response, data)  # a bad first chunk raises here,
+                response.sent = True  # while a 500 can still go out instead
+                self.sendall(head)
                 return
             if data and not response.head_only:
                 self.sendall(self._frame(response, data))
@@ -338,6 +341,8 @@ class Connection:
         if response.chunked:
             return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
         if response.length is not None and response.written > response.length:
+            if not response.sent:
+                raise _BadBody("the application sent more bytes than its Content-Length")
             log.error("the application sent more bytes than its Content-Length")
             raise AbortConnection
         return data
@@ -345,7 +350,7 @@ class Connection:
     def _head(self, request: Request, response: Response) -> bytes:
         extra = b""
         status_code = response.status[:3]  # type: ignore[index]
-        bodyless = status_code in ("204", "304") or status_code[0] == "1"
+        bodyless = status_code in _BODYLESS
         if bodyless:
             response.head_only = True  # RFC 9110 6.4.1: these responses have no content
         if response.length is None and not bodyless and not response.head_only:
@@ -369,9 +374,14 @@ class Connection:
         try:
             fileno = filelike.fileno()
             offset = filelike.tell()
-            size = os.fstat(fileno).st_size - offset
+            info = os.fstat(fileno)
         except (AttributeError, OSError, ValueError):
             return False
+        if not stat.S_ISREG(info.st_mode) or not info.st_size:
+            # Pipes and devices, and /proc files (regular, but "0 bytes"): fstat's
+            # size is not their length, so they are read and sent as they come.
+            return False
+        size = info.st_size - offset
         if response.length is None:
             response.length = size
             response.headers.append(("Content-Length", str(size)))
@@ -422,3 +432,7 @@ def _check_head(status: Any, headers: Any) -> None:
 
 class _BadHead(Exception):
     """An app gave a status or header we refuse to send."""
+
+
+class _BadBody(Exception):
+    """An app's first body chunk cannot be sent as it said (nothing went out yet: 500)."""
