@@ -6,6 +6,7 @@ from wsgiref.validate import validator
 
 import pytest
 from flask import Flask, redirect, url_for
+from webob import Request
 from webtest import TestApp
 
 from tests.djangoapp import application as django_app
@@ -114,6 +115,43 @@ def test_the_bare_prefix_redirects_to_the_slash_keeping_the_query():
 def test_the_bare_prefix_can_pass_through():
     dispatcher = PrefixDispatcher({"/admin": echo("admin")}, redirect_slash=False)
     assert TestApp(validator(dispatcher)).get("/admin").text == "admin /admin|"
+
+
+@pytest.mark.parametrize(
+    ("path_info", "expected"),
+    [
+        pytest.param("a/x", "a /mnt/a|/x", id="below"),
+        pytest.param("a/", "a /mnt/a|/", id="slash"),
+        pytest.param("ab/x", "404", id="not-a-segment"),
+    ],
+)
+def test_a_path_info_without_its_slash_is_cut_where_the_match_ends(path_info, expected):
+    # Servers send "/..."; a hand-built or proxied environ may not (PEP 3333 allows it).
+    dispatcher = PrefixDispatcher({"/a": echo("a")})
+    request = Request.blank("/", environ={"SCRIPT_NAME": "/mnt", "PATH_INFO": path_info})
+    response = request.get_response(dispatcher)
+    assert (response.text if response.status_int == 200 else str(response.status_int)) == expected
+
+
+def test_a_path_info_without_its_slash_redirects_under_the_prefix():
+    dispatcher = PrefixDispatcher({"/a": echo("a")})
+    request = Request.blank("/", environ={"SCRIPT_NAME": "/mnt", "PATH_INFO": "a"})
+    assert request.get_response(dispatcher).location == "http://localhost/mnt/a/"
+
+
+def test_an_empty_path_info_still_tries_the_host_mounts():
+    inner = PrefixDispatcher(
+        {"docs.example.com": echo("docs"), "*.example.com": echo("wild")},
+        default=echo("default"),
+    )
+    outer = PrefixDispatcher({"/site": validator(inner)}, redirect_slash=False)
+    app = TestApp(validator(outer))
+    for path in ("/site", "/site/"):
+        rest = path.removeprefix("/site")
+        assert app.get(path, headers={"Host": "docs.example.com"}).text == f"docs /site|{rest}"
+        assert app.get(path, headers={"Host": "x.example.com"}).text == f"wild /site|{rest}"
+    assert app.get("/site", headers={"Host": "other.org"}).text == "default /site|"
+    assert inner.route("", "docs.example.com")[0] == "docs.example.com"
 
 
 def test_nested_dispatchers():

@@ -55,6 +55,15 @@ def _segments(path: str) -> list[str]:
     return [segment for segment in path.strip("/").split("/") if segment]
 
 
+def _rooted(path: str) -> str:
+    """PATH_INFO as matched and cut: "" stays "", "a/x" is read as "/a/x".
+
+    Matching and cutting use this one string, so the cut falls where the
+    match ended (SCRIPT_NAME "/mnt" + "/a", PATH_INFO "/x"), never a character off.
+    """
+    return path if path[:1] == "/" or not path else "/" + path
+
+
 def _split_key(key: str) -> tuple[str | None, str]:
     """``"api.example.com:8080/v1"`` -> (host, path); a path-only key has host None."""
     if key.startswith("/") or key == "":
@@ -190,11 +199,7 @@ class PrefixDispatcher:
     def _match(
         self, environ: WSGIEnvironment, path: str
     ) -> tuple[tuple[str, WSGIApplication], int] | None:
-        if not path.startswith("/"):
-            path = "/" + path if path else ""
-            if not path:
-                root = self._paths.mounts.get("")
-                return None if root is None else (root, 0)
+        """The mount for ``path`` ("" or starting with "/", see _rooted) and its length."""
         if self._by_host:
             for table in self._host_tables(environ):
                 found = self._lookup(table, path)
@@ -219,6 +224,7 @@ class PrefixDispatcher:
             else:
                 return (self.default or self._not_found)(environ, start_response)
         else:
+            path = _rooted(path)
             found = self._match(environ, path)
             if found is None:
                 return (self.default or self._not_found)(environ, start_response)
@@ -245,7 +251,7 @@ class PrefixDispatcher:
 
         Returns (mount label, app, remaining path) for :func:`wsgistack.describe`.
         """
-        wsgi_path = _wsgi_str(path)
+        wsgi_path = _rooted(_wsgi_str(path))
         found = self._match({"HTTP_HOST": host or ""}, wsgi_path)
         if found is None:
             if self.default is None:
