@@ -189,6 +189,33 @@ def test_host_mounts(host, path, expected):
     assert TestApp(validator(dispatcher)).get(path, headers={"Host": host}).text == expected
 
 
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        pytest.param("example.com", "443", "tls |/x", id="default-https"),
+        pytest.param("example.com", "80", "plain |/x", id="default-http"),
+        pytest.param("example.com:443", "8443", "tls |/x", id="host-port-wins"),
+        pytest.param("example.com", "8080", "any |/x", id="other-port"),
+        pytest.param("[::1]", "443", "v6 |/x", id="ipv6-literal"),
+    ],
+)
+def test_a_host_without_a_port_is_on_the_server_port(host, port, expected):
+    # Browsers leave out the default port: "Host: example.com" on 443 is example.com:443.
+    dispatcher = PrefixDispatcher(
+        {
+            "example.com:443": echo("tls"),
+            "example.com:80": echo("plain"),
+            "example.com": echo("any"),
+            "[::1]:443": echo("v6"),
+        }
+    )
+    environ = {"SERVER_PORT": port, "wsgi.url_scheme": "https" if port == "443" else "http"}
+    response = TestApp(validator(dispatcher)).get(
+        "/x", headers={"Host": host}, extra_environ=environ
+    )
+    assert response.text == expected
+
+
 def test_no_default_is_a_negotiated_404():
     app = TestApp(validator(PrefixDispatcher({"/a": echo("a")})))
     response = app.get("/b", headers={"Accept": "application/json"}, status=404)

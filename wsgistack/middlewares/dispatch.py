@@ -13,7 +13,8 @@ Django's ``reverse`` build prefixed URLs by themselves.
 
 Rules: the longest prefix wins, matched on whole path segments (``/api``
 does not match ``/apiv2``); host mounts are tried before path-only ones, an
-exact host before a wildcard, and a host with a port only on that port.
+exact host before a wildcard, and a host with a port only on that port (a
+Host header without one is on SERVER_PORT: browsers omit :80 and :443).
 Matching walks the request path's segments through dicts: its cost does not
 grow with the number of mounts.  ``/admin`` (no slash) is redirected to
 ``/admin/`` with the query string kept, unless ``redirect_slash=False``.
@@ -73,16 +74,21 @@ def _split_key(key: str) -> tuple[str | None, str]:
 
 
 def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
-    """(host, port) of the request, lower-cased, from Host or SERVER_NAME."""
+    """(host, port) of the request, lower-cased, from Host or SERVER_NAME.
+
+    A Host without a port (browsers leave out :80 and :443) is on the port the
+    request came in on, SERVER_PORT, so a mount "example.com:443" still matches.
+    """
     host = environ.get("HTTP_HOST")
-    if host:
-        host = host.lower()
-        if host.startswith("["):  # an IPv6 literal: [::1]:8080
-            end = host.find("]")
-            return host[: end + 1], host[end + 2 :] if end != -1 else ""
+    if not host:
+        return environ.get("SERVER_NAME", "").lower(), environ.get("SERVER_PORT", "")
+    host = host.lower()
+    if host.startswith("["):  # an IPv6 literal: [::1]:8080
+        end = host.find("]")
+        name, port = host[: end + 1], host[end + 2 :] if end != -1 else ""
+    else:
         name, _, port = host.partition(":")
-        return name, port
-    return environ.get("SERVER_NAME", "").lower(), environ.get("SERVER_PORT", "")
+    return name, port or environ.get("SERVER_PORT", "")
 
 
 def _lookup_uneven(table: _Table, path: str) -> tuple[tuple[str, WSGIApplication], int] | None:
