@@ -186,6 +186,57 @@ def test_paths_scope_the_limit():
     assert app.get("/apiv2", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
 
 
+def _per_path_stack(store, **names):
+    login = RateLimiter(
+        validator(hello_app),
+        "3/minute",
+        store=store,
+        paths=["/login"],
+        clock=Clock(),
+        **names.get("login", {}),
+    )
+    search = RateLimiter(
+        login, "3/minute", store=store, paths=["/search"], clock=Clock(), **names.get("search", {})
+    )
+    return TestApp(validator(search))
+
+
+def _get(app, path):
+    return app.get(path, extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True).status_int
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_limiters_on_different_paths_sharing_a_store_count_apart(redis_server, store_kind):
+    url = redis_server.url.replace("/0", "/5")
+    store = MemoryStore() if store_kind == "memory" else RedisStore(url)
+    if store_kind == "redis":
+        store.client.flushdb()
+    app = _per_path_stack(store)
+    assert [_get(app, "/search") for _ in range(4)] == [200, 200, 200, 429]
+    assert [_get(app, "/login") for _ in range(4)] == [200, 200, 200, 429]
+    if store_kind == "redis":  # short keys, the same in every process and after restarts
+        assert sorted(store.client.keys()) == [
+            b"wsgistack:rl:gcra:3-per-60s:ip@/login:192.0.2.1:3-per-60s",
+            b"wsgistack:rl:gcra:3-per-60s:ip@/search:192.0.2.1:3-per-60s",
+        ]
+        store.close()
+
+
+def test_a_name_shares_counts_on_purpose_and_tells_callable_keys_apart():
+    store = MemoryStore()
+    app = _per_path_stack(store, login={"name": "auth"}, search={"name": "auth"})
+    assert [_get(app, "/search") for _ in range(2)] == [200, 200]
+    assert [_get(app, "/login") for _ in range(2)] == [200, 429]  # one quota for both
+    inner = RateLimiter(
+        hello_app, "1/minute", store=store, key=lambda e: "k", name="a", clock=Clock()
+    )
+    outer = TestApp(
+        RateLimiter(inner, "1/minute", store=store, key=lambda e: "k", name="b", clock=Clock())
+    )
+    assert [_get(outer, "/") for _ in range(2)] == [200, 429]  # each admits its first
+    assert "name='b'" in repr(outer.app)
+
+
 def test_dry_run_counts_and_logs_but_never_refuses(caplog):
     caplog.set_level(logging.INFO, "wsgistack.ratelimit")
     app, _ = limited("1/minute", dry_run=True)
@@ -403,6 +454,9 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
         pytest.param({"fail": "maybe"}, "fail: expected 'open' or 'closed'", id="fail"),
         pytest.param({"burst": 0}, "burst: must be at least 1", id="burst"),
         pytest.param({"exempt": ["10.0.0.300"]}, "exempt: '10.0.0.300'", id="exempt"),
+        pytest.param({"name": ""}, "name: expected 1-64 letters", id="name-empty"),
+        pytest.param({"name": "a b"}, "name: expected .* got 'a b'", id="name-space"),
+        pytest.param({"name": 7}, "name: expected .* got 7", id="name-int"),
     ],
 )
 def test_bad_options_fail_at_start_up(options, message):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -22,6 +24,9 @@ from .strategies import Decision
 __all__ = ["RateLimiter"]
 
 KeyFunc = Callable[[WSGIEnvironment], "str | None"]
+
+# A limiter's name is part of every store key: short, and safe in any store.
+_NAME = re.compile(r"[A-Za-z0-9_./-]{1,64}")
 
 
 class RateLimiter:
@@ -41,6 +46,10 @@ class RateLimiter:
     :param ipv6_prefix: IPv6 clients share a limit per network of this size (/64).
     :param exempt: networks, or a callable of environ, that are never limited.
     :param paths: limit only requests under these path prefixes (whole segments).
+    :param name: what tells this limiter's counts apart in a shared store (1-64
+        letters, digits, ``_.-/``). Default: the key and the paths, so limiters on
+        different paths never share; limiters with the same name, strategy and
+        rates share their counts (for two callable keys, name them apart).
     :param fail: ``"open"`` (admit, log a warning) or ``"closed"`` (503) when the store fails.
     :param dry_run: count, log and send headers, but never refuse.
     :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
@@ -60,6 +69,7 @@ class RateLimiter:
         ipv6_prefix: int = 64,
         exempt: Iterable[str] | Callable[[WSGIEnvironment], bool] | None = None,
         paths: Iterable[str] | None = None,
+        name: str | None = None,
         fail: Literal["open", "closed"] = "open",
         dry_run: bool = False,
         legacy_headers: bool = False,
@@ -88,11 +98,13 @@ class RateLimiter:
         self.key_name, self._key = self._key_function(key)
         self._exempt_nets, self._exempt_call = self._exemptions(exempt)
         self.paths = self._paths(paths)
+        self.name = name
+        identity = self._identity(name, key)
         self.dry_run = bool(dry_run)
         self.legacy_headers = bool(legacy_headers)
         self.clock = clock
         self.logger = logger or logging.getLogger("wsgistack.ratelimit")
-        self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{self.key_name}:"
+        self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
         self._policy = ", ".join(
             f'"{rate.name}";q={rate.amount};w={math.ceil(rate.period)}' for rate in self.rates
         )
@@ -116,6 +128,23 @@ class RateLimiter:
         raise ConfigError(
             f"RateLimiter: key: expected 'ip', 'path', 'header:NAME' or a callable, got {key!r}"
         )
+
+    def _identity(self, name: str | None, key: str | KeyFunc) -> str:
+        """The part of the store keys that tells this limiter apart; stable across processes."""
+        if name is not None:
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise ConfigError(
+                    f"RateLimiter: name: expected 1-64 letters, digits or '_.-/', got {name!r}"
+                )
+            return name
+        identity = self.key_name
+        if callable(key) and hasattr(key, "__qualname__"):
+            identity = f"{getattr(key, '__module__', '')}.{key.__qualname__}"
+        if self.paths:
+            identity += "@" + ",".join(self.paths)
+        if len(identity) > 64:  # a stable digest (not hash(): that is salted per process)
+            identity = hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+        return identity
 
     @staticmethod
     def _exemptions(exempt: Any) -> tuple[NetworkSet | None, Callable[..., bool] | None]:
@@ -245,6 +274,8 @@ class RateLimiter:
     def __repr__(self) -> str:
         limits = "; ".join(f"{r.amount}/{r.period:g}s" for r in self.rates)
         options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]
+        if self.name is not None:
+            options.append(f"name={self.name!r}")
         if self.strategy != "gcra":
             options.append(f"strategy={self.strategy!r}")
         if self.fail != "open":
