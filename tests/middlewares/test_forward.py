@@ -26,70 +26,8 @@ from wsgistack.middlewares.forward.balance import (
 )
 from wsgistack.server import Server
 
-
-class Upstreams:
-    """Real reference servers, each stoppable and restartable on its own port."""
-
-    def __init__(self) -> None:
-        self.servers: dict[str, Server] = {}
-        self.apps: dict[str, object] = {}
-        self.ports: dict[str, int] = {}
-        self.received: collections.Counter = collections.Counter()
-
-    def start(self, name: str, app=None) -> str:
-        app = app or self.named(name)
-        self.apps[name] = app
-        bind = f"127.0.0.1:{self.ports.get(name, 0)}"
-        server = Server(app, bind=bind, workers=0, threads=4)
-        self.servers[name] = server.start()
-        self.ports[name] = server.addresses[0][1]
-        return server.url
-
-    def stop(self, name: str) -> None:
-        self.servers.pop(name).close()
-
-    def restart(self, name: str) -> None:
-        self.start(name, self.apps[name])
-
-    def named(self, name: str):
-        def app(environ, start_response):
-            body = b""
-            while chunk := environ["wsgi.input"].read(65536):
-                body += chunk
-            self.received[(name, environ["REQUEST_METHOD"])] += 1
-            text = f"{name} {environ['PATH_INFO']} {len(body)}".encode()
-            start_response(
-                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
-            )
-            return [text]
-
-        return app
-
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.close()
-
-
-@pytest.fixture
-def upstreams():
-    pool = Upstreams()
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def lb():
-    """lb(upstreams, **options): a LoadBalancer whose pooled connections close after the test."""
-    made = []
-
-    def make(*args, **options):
-        balancer = LoadBalancer(*args, **options)
-        made.append(balancer)
-        return balancer
-
-    yield make
-    for balancer in made:
-        balancer.close()
+# Upstreams is imported from here by the recipe tests.
+from .forward_parts import RawUpstream, Upstreams  # noqa: F401
 
 
 def names(app, count, path="/"):
@@ -160,50 +98,6 @@ def test_an_upstream_killed_mid_stream_costs_no_client_a_failure(lb, upstreams):
         statuses.append(app.get("/", expect_errors=True).status_int)
     assert statuses == [200] * 60
     assert {row["url"]: row["up"] for row in balancer.status()} == {a: False, b: True}
-
-
-class DyingUpstream:
-    """A raw server that reads each whole request, counts it, and hangs up unanswered."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests: list[bytes] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = int(
-                    dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
-                        b"Content-Length", b"0"
-                    )
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append(head.split(b" ")[0] + b" " + body)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def dying():
-    upstream = DyingUpstream()
-    yield upstream
-    upstream.close()
 
 
 def test_a_post_to_a_dying_upstream_is_never_sent_twice(lb, upstreams, dying):
@@ -324,46 +218,6 @@ def test_headers_in_and_out(lb, upstreams):
     assert seen["HTTP_FORWARDED"] == 'for=127.0.0.1;proto=http;host="shop.example"'
     assert raw.count(b"Set-Cookie:") == 2
     assert b"ok" in raw
-
-
-class RawUpstream:
-    """A socket server answering each request on a connection with ``reply`` (bytes parts).
-
-    Each part is sent on its own, a moment apart, so a body can arrive after its head.
-    """
-
-    def __init__(self, *reply: bytes) -> None:
-        self.reply = reply
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
-
-    def _answer(self, sock: socket.socket) -> None:
-        with sock:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                buffer = buffer.split(b"\r\n\r\n", 1)[1]
-                for part in self.reply:
-                    sock.sendall(part)
-                    threading.Event().wait(0.02)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_headers_the_upstream_names_in_connection_do_not_reach_the_client(lb):

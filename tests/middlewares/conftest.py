@@ -1,0 +1,3 @@
+"""Fixtures shared by the middleware tests: the forwarder's real upstreams."""
+
+from tests.middlewares.forward_parts import dying, lb, raw, upstreams  # noqa: F401

@@ -1,0 +1,226 @@
+"""Real upstreams for the LoadBalancer tests: reference servers and scripted raw sockets."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from wsgistack.middlewares import LoadBalancer
+from wsgistack.server import Server
+
+__all__ = ["DyingUpstream", "RawUpstream", "Upstreams", "dying", "lb", "raw", "upstreams"]
+
+
+class Upstreams:
+    """Real reference servers, each stoppable and restartable on its own port."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, Server] = {}
+        self.apps: dict[str, object] = {}
+        self.ports: dict[str, int] = {}
+        self.received: collections.Counter = collections.Counter()
+
+    def start(self, name: str, app=None, **options) -> str:
+        app = app or self.named(name)
+        self.apps[name] = app
+        bind = f"127.0.0.1:{self.ports.get(name, 0)}"
+        server = Server(app, bind=bind, workers=0, threads=4, **options)
+        self.servers[name] = server.start()
+        self.ports[name] = server.addresses[0][1]
+        return server.url
+
+    def stop(self, name: str) -> None:
+        self.servers.pop(name).close()
+
+    def restart(self, name: str) -> None:
+        self.start(name, self.apps[name])
+
+    def named(self, name: str):
+        def app(environ, start_response):
+            body = b""
+            while chunk := environ["wsgi.input"].read(65536):
+                body += chunk
+            self.received[(name, environ["REQUEST_METHOD"])] += 1
+            text = f"{name} {environ['PATH_INFO']} {len(body)}".encode()
+            start_response(
+                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
+            )
+            return [text]
+
+        return app
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+
+
+class DyingUpstream:
+    """A raw server that reads each whole request, counts it, and hangs up unanswered."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(
+                        b"Content-Length", b"0"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(head.split(b" ")[0] + b" " + body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class RawUpstream:
+    """A socket server answering each request with ``reply`` (bytes parts), or a queued one.
+
+    Each part is sent on its own, a moment apart, so a body can arrive after its
+    head.  ``queue(*parts)`` sets the answer to the next request only;
+    ``close_after=True`` hangs up after each answer (with no warning in it).
+    ``heads`` records each request head, ``replied`` is released once an answer
+    is fully out (and the socket closed, with ``close_after``).
+    """
+
+    def __init__(self, *reply: bytes, close_after: bool = False) -> None:
+        self.reply = reply
+        self.close_after = close_after
+        self.queued: collections.deque[tuple[bytes, ...]] = collections.deque()
+        self.heads: list[bytes] = []
+        self.replied = threading.Semaphore(0)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def queue(self, *parts: bytes) -> None:
+        self.queued.append(parts)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
+
+    def _answer(self, sock: socket.socket) -> None:
+        sock.settimeout(10)
+        with sock:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                length = _content_length(head)
+                while len(buffer) < length:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer[length:]
+                parts = self.queued.popleft() if self.queued else self.reply
+                for index, part in enumerate(parts):
+                    if index:
+                        threading.Event().wait(0.02)
+                    sock.sendall(part)
+                if self.close_after:
+                    sock.close()
+                    self.replied.release()
+                    return
+                self.replied.release()
+
+    def header(self, name: bytes, index: int = -1) -> list[bytes]:
+        """The values of header ``name`` in request ``index``."""
+        values = []
+        for line in self.heads[index].split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower():
+                values.append(value.strip())
+        return values
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Upstreams]:
+    pool = Upstreams()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def lb() -> Iterator[Callable[..., LoadBalancer]]:
+    """lb(upstreams, **options): a LoadBalancer whose pooled connections close after the test."""
+    made = []
+
+    def make(*args, **options):
+        balancer = LoadBalancer(*args, **options)
+        made.append(balancer)
+        return balancer
+
+    yield make
+    for balancer in made:
+        balancer.close()
+
+
+@pytest.fixture
+def dying() -> Iterator[DyingUpstream]:
+    upstream = DyingUpstream()
+    yield upstream
+    upstream.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawUpstream]]:
+    """raw(*reply, close_after=False): a RawUpstream closed after the test."""
+    made = []
+
+    def make(*reply: bytes, close_after: bool = False) -> RawUpstream:
+        upstream = RawUpstream(*reply, close_after=close_after)
+        made.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in made:
+        upstream.close()
