@@ -33,6 +33,10 @@ class ReadTimeout(Exception):
     """The upstream did not answer within the read timeout."""
 
 
+class _Excess(Exception):
+    """Raised inside the parser to stop it at bytes that follow the whole response."""
+
+
 class Exchange:
     """The upstream's response: status, headers, and a body to iterate once."""
 
@@ -46,10 +50,18 @@ class Exchange:
         self._reason = b""
         self._chunks: list[bytes] = []
         self._headers_done = False
+        self._interim = False
         self._parser = httptools.HttpResponseParser(self)
         self._received = False
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Excess  # a message after the whole response: the upstream said too much
+        # The final response, or the one after an interim 1xx: start it afresh.
+        self.headers = []
+        self._reason = b""
+
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
@@ -57,17 +69,25 @@ class Exchange:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self._headers_done = True
         code = self._parser.get_status_code()
+        if code < 200:
+            # 100 Continue, 103 Early Hints: WSGI has no way to pass an interim
+            # response on (RFC 9110 §15.2), so it is skipped; the final one follows.
+            self._interim = True
+            return
+        self._headers_done = True
         self.status = f"{code} {self._reason.decode('latin-1') or 'Unknown'}"
         self.keep_alive = self._parser.should_keep_alive()
-        if self.head_only or code in (204, 304) or 100 <= code < 200:
-            self.complete = code >= 200
+        if self.head_only:
+            self.complete = True  # a HEAD's answer has no body, whatever it announces
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
 
     def _feed(self) -> None:
@@ -89,6 +109,9 @@ class Exchange:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if self.complete:  # bytes after the whole response: answer it, never pool
+                self.keep_alive = False
+                return
             raise UpstreamClosed(f"bad response from the upstream: {exc}", True) from None
 
     def _framed(self) -> bool:
@@ -98,13 +121,9 @@ class Exchange:
         )
 
     def read_head(self) -> None:
+        """Read up to the final response's head (interim 1xx ones are skipped)."""
         while not self._headers_done:
             self._feed()
-        if self.status.startswith("1"):  # an interim 100 Continue: wait for the real one
-            self._headers_done = False
-            self.headers = []
-            self._reason = b""
-            self.read_head()
 
     def take_body(self) -> list[bytes]:
         """The body of a complete exchange, all of it already received."""
