@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 
 import pytest
@@ -164,3 +165,43 @@ def test_a_client_that_never_reads_is_dropped_after_the_timeout_and_others_are_s
         with RawClient(server.address) as client:
             status, _, body = client.request(GET)  # served once the stuck one is dropped
             assert (status, body) == (200, bytes(range(256)) * 32_768)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_client_still_uploading_hears_its_413(server, chunked):
+    # http.client sends the whole body before it reads: if the server closed with
+    # the upload unread, the kernel's reset would discard the 413 (lingering close).
+    body = b"x" * (4 * 1024 * 1024)
+    connection = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        if chunked:
+            blocks = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+            connection.request("POST", "/upload", body=blocks, encode_chunked=True)
+        else:
+            connection.request("POST", "/upload", body=body)
+        response = connection.getresponse()
+        assert response.status == 413
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    with RawClient(server.address) as client:
+        assert client.request(GET)[0] == 200
+
+
+def test_an_early_answer_to_an_upload_reaches_the_client_and_says_close():
+    # An app may answer (401 here) without reading the body; the client, still
+    # sending, must get the answer and know the connection ends with it.
+    def deny(environ, start_response):
+        start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+        return [b"denied"]
+
+    with live_server(deny) as server:
+        for _ in range(3):
+            connection = http.client.HTTPConnection(*server.address, timeout=10)
+            try:
+                connection.request("POST", "/upload", body=b"x" * (4 * 1024 * 1024))
+                response = connection.getresponse()
+                assert (response.status, response.read()) == (401, b"denied")
+                assert response.getheader("Connection") == "close"
+            finally:
+                connection.close()

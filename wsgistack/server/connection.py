@@ -114,6 +114,11 @@ class Connection:
         self.deadline = 0.0
         self.requests = 0
         self.served = False  # answered a request: an idle one may be closed on shutdown
+        #: Closing while the client may still be sending: the worker reads it away
+        #: first, or the kernel's reset would discard our answer at the client.
+        self.linger = False
+        self.lingering = False  # half-closed, draining (the worker's loop owns it)
+        self.linger_until = 0.0
 
     # -- reading ---------------------------------------------------------------------
     def receive(self) -> bool:
@@ -165,6 +170,7 @@ class Connection:
 
     def send_refusal(self, error: ProtocolError) -> None:
         log.debug("refused %s: %s", self.peer, error)
+        self.linger = True
         self.sendall(error_response(error.status_hint))
 
     def sendall(self, data: bytes) -> None:
@@ -213,10 +219,11 @@ class Connection:
             return False
         if worker.access_log is not None:
             worker.access_log(environ, response)
-        if response.close or not keep_alive or request.error is not None:
+        if not request.complete:
+            self.linger = True  # the body is still arriving: close, after reading it away
             return False
-        # An unread body that fully arrived is skipped; one still arriving means close.
-        return wsgi_input.exhausted or request.complete
+        # An unread body that fully arrived is skipped.
+        return not (response.close or not keep_alive or request.error is not None)
 
     def _run_app(self, environ: dict[str, Any], request: Request, response: Response) -> None:
         start_response = self._start_response(request, response)
@@ -359,8 +366,8 @@ class Connection:
                 extra = b"Transfer-Encoding: chunked\r\n"
             else:
                 response.close = True  # HTTP/1.0 without a length: the close ends the body
-        if request.expect_continue and not response.continued and not request.complete:
-            response.close = True  # the client still holds a body we never asked for
+        if not request.complete:
+            response.close = True  # the body is still arriving: this connection ends here
         if response.close or not request.keep_alive or self.worker.stopping:
             response.close = True
             extra += b"Connection: close\r\n"

@@ -34,6 +34,12 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("wsgistack.server")
 
+#: A lingering close (see ``Worker._linger``) ends after this long without a
+#: byte from the client, or this long in all (nginx's lingering_timeout and
+#: lingering_time).
+LINGER_IDLE = 5.0
+LINGER_TOTAL = 30.0
+
 
 class Worker:
     """Serve ``app`` on ``listeners`` until ``stop()``; ``graceful`` lets in-flight finish."""
@@ -146,6 +152,9 @@ class Worker:
             connection.polled = True
 
     def _readable(self, connection: Connection) -> None:
+        if connection.lingering:
+            self._drain(connection)
+            return
         parser = connection.parser
         was_idle = not parser.mid_request
         if not connection.receive():
@@ -170,7 +179,7 @@ class Worker:
         for connection in list(self._connections.values()):
             if connection.busy or connection.deadline > now:
                 continue
-            if connection.parser.mid_request:
+            if connection.parser.mid_request and not connection.lingering:
                 with contextlib.suppress(OSError):
                     connection.sock.send(error_response(408), socket.MSG_DONTWAIT)
             self._close(connection)
@@ -196,21 +205,62 @@ class Worker:
             connection.requests = 0
             if keep and not self.stopping:
                 connection.deadline = self.clock() + self.config.keepalive
-                connection.busy = False
-                connection.polled = True  # rearm registers one served straight from accept
-                try:
-                    self._poller.rearm(connection.fd)
-                except OSError:
-                    self._close(connection)
+                self._hand_back(connection)
+            elif connection.linger and not self.stopping:
+                self._linger(connection)
             else:
                 self._close(connection)
             if self.stopping:
                 self._poller.wake()
 
+    def _hand_back(self, connection: Connection) -> None:
+        """Give a connection the pool is done with back to the loop to watch."""
+        connection.busy = False
+        connection.polled = True  # rearm registers one served straight from accept
+        try:
+            self._poller.rearm(connection.fd)
+        except OSError:
+            self._close(connection)
+
+    def _linger(self, connection: Connection) -> None:
+        """Half-close, then let the loop read away what the client still sends.
+
+        Closing a socket with unread bytes makes the kernel send a reset, and a
+        reset discards our response from the client's buffer before it reads
+        it: a client still uploading would never see its 413.  As nginx's
+        lingering close, bounded by ``LINGER_IDLE`` per read and ``LINGER_TOTAL``.
+        """
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(connection)
+            return
+        now = self.clock()
+        connection.lingering = True
+        connection.linger_until = now + LINGER_TOTAL
+        connection.deadline = now + LINGER_IDLE
+        self._hand_back(connection)
+
+    def _drain(self, connection: Connection) -> None:
+        """Discard what a lingering connection sent; close at its end or its deadline."""
+        for _ in range(16):
+            try:
+                data = connection.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._close(connection)
+                return
+        connection.deadline = min(self.clock() + LINGER_IDLE, connection.linger_until)
+        self._poller.rearm(connection.fd)
+
     def _serve(self, connection: Connection) -> bool:
         try:
             return connection.serve()
         except AbortConnection:
+            connection.linger = False  # the connection is broken: nothing to wait for
             return False
         except Exception:
             log.exception("unexpected error serving %s", connection.peer)
