@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from paste.deploy import loadapp
 from webtest import TestApp
@@ -107,3 +109,59 @@ def test_the_dispatcher_as_a_paste_composite(tmp_path):
     assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=403)
     assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "198.51.100.1"}).status_int == 200
     assert app.get("/anything").status_int == 200
+
+
+@pytest.mark.parametrize(
+    ("spelling", "redirects"),
+    [
+        pytest.param("False", False, id="False"),
+        pytest.param("off", False, id="off"),
+        pytest.param("0", False, id="zero"),
+        pytest.param("YES", True, id="YES"),
+        pytest.param("true", True, id="true"),
+    ],
+)
+def test_redirect_slash_reads_the_ini_spellings_of_a_flag(tmp_path, spelling, redirects):
+    ini = tmp_path / "site.ini"
+    ini.write_text(COMPOSITE_INI.replace("default = tags", f"redirect_slash = {spelling}"))
+    response = TestApp(loadapp(f"config:{ini}")).get("/tags", expect_errors=True)
+    assert response.status_int == (308 if redirects else 200)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "value"),
+    [
+        pytest.param("no", False, id="no"),
+        pytest.param("Off", False, id="Off"),
+        pytest.param("On", True, id="On"),
+        pytest.param("1", True, id="one"),
+    ],
+)
+def test_flag_options_of_a_filter_read_the_ini_spellings(tmp_path, spelling, value):
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        EGG_INI.replace("[filter:office]", f"pass_http_exceptions = {spelling}\n\n[filter:office]")
+    )
+    assert loadapp(f"config:{ini}").pass_http_exceptions is value
+
+
+@pytest.mark.parametrize(
+    ("ini_text", "message"),
+    [
+        pytest.param(
+            COMPOSITE_INI.replace("default = tags", "redirect_slash = nope"),
+            "composite dispatch: redirect_slash: expected true/yes/on/1 or false/no/off/0, got 'nope'",
+            id="composite",
+        ),
+        pytest.param(
+            EGG_INI.replace("[filter:office]", "debug = 2\n\n[filter:office]"),
+            "filter error_catcher: debug: expected true/yes/on/1 or false/no/off/0, got '2'",
+            id="filter",
+        ),
+    ],
+)
+def test_a_flag_spelled_otherwise_fails_while_loading(tmp_path, ini_text, message):
+    ini = tmp_path / "site.ini"
+    ini.write_text(ini_text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        loadapp(f"config:{ini}")

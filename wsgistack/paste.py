@@ -1,8 +1,9 @@
 """PasteDeploy entry points, so the middlewares work in an existing ``[pipeline:main]``.
 
 Ini values are strings; each is read as a TOML value when it parses as one
-(``allow = ["10.0.0.0/8"]``, ``debug = true``, ``burst = 5``) and kept as a
-string otherwise (``limits = 100/minute``).
+(``allow = ["10.0.0.0/8"]``, ``burst = 5``) and kept as a string otherwise
+(``limits = 100/minute``).  An option whose default is ``True``/``False`` is a
+flag: ``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0``, any case.
 
     [filter:errors]
     use = egg:wsgistack#error_catcher
@@ -11,12 +12,14 @@ string otherwise (``limits = 100/minute``).
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._types import WSGIApplication
 from .errors import ConfigError
+from .options import ini_flag
 from .pipeline import resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
@@ -32,8 +35,23 @@ def ini_value(text: str) -> Any:
         return text
 
 
-def _options(local_conf: Mapping[str, str]) -> dict[str, Any]:
-    return {key: ini_value(value) for key, value in local_conf.items()}
+def _flags(factory: Callable[..., Any]) -> frozenset[str]:
+    """The options of ``factory`` that default to True or False: flags, read by ini_flag."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(p.name for p in parameters if isinstance(p.default, bool))
+
+
+def _options(
+    local_conf: Mapping[str, str], factory: Callable[..., Any], where: str
+) -> dict[str, Any]:
+    flags = _flags(factory)
+    return {
+        key: ini_flag(value, f"{where}: {key}") if key in flags else ini_value(value)
+        for key, value in local_conf.items()
+    }
 
 
 def make_filter_factory(use: str) -> FilterFactory:
@@ -41,7 +59,7 @@ def make_filter_factory(use: str) -> FilterFactory:
 
     def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Any:
         factory, _ = resolve_factory(use)
-        options = _options(local_conf)
+        options = _options(local_conf, factory, f"filter {use}")
 
         def wrap(app: WSGIApplication) -> WSGIApplication:
             # PasteDeploy calls this while loading, so a bad option fails at start-up.
@@ -70,7 +88,9 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
     from .middlewares.dispatch import PrefixDispatcher
 
     default_name = local_conf.pop("default", None)
-    redirect = ini_value(local_conf.pop("redirect_slash", "true"))
+    redirect = ini_flag(
+        local_conf.pop("redirect_slash", "true"), "composite dispatch: redirect_slash"
+    )
     mounts = {
         key: loader.get_app(name, global_conf=global_conf) for key, name in local_conf.items()
     }
@@ -82,8 +102,7 @@ def load_balance(global_conf: Mapping[str, str], **local_conf: str) -> WSGIAppli
     """A ``paste.app_factory`` for the forwarder: ``upstreams = ["http://...", ...]``."""
     from .middlewares.forward import LoadBalancer
 
-    options = _options(local_conf)
     try:
-        return LoadBalancer(**options)
+        return LoadBalancer(**_options(local_conf, LoadBalancer, "app load_balance"))
     except TypeError as exc:
         raise ConfigError(f"app load_balance: {exc}") from exc

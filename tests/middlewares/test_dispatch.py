@@ -154,6 +154,25 @@ def test_an_empty_path_info_still_tries_the_host_mounts():
     assert inner.route("", "docs.example.com")[0] == "docs.example.com"
 
 
+@pytest.mark.parametrize("value", ["false", 0, None], ids=["string", "int", "none"])
+def test_redirect_slash_takes_only_true_or_false(value):
+    # bool("false") is True: a string from a config file must not leave the redirect on.
+    with pytest.raises(ConfigError, match="PrefixDispatcher: redirect_slash: expected true or"):
+        PrefixDispatcher({"/admin": echo("admin")}, redirect_slash=value)
+    config = {
+        "app": {
+            "use": "dispatch",
+            "redirect_slash": value,
+            "mounts": {"/a": "tests.conftest:hello_app"},
+        }
+    }
+    if value is not None:  # TOML has no null
+        with pytest.raises(
+            ConfigError, match=r"app \(dispatch\): PrefixDispatcher: redirect_slash"
+        ):
+            build_pipeline(config)
+
+
 def test_nested_dispatchers():
     inner = PrefixDispatcher({"/v1": echo("v1")}, default=echo("inner-default"))
     outer = PrefixDispatcher({"/api": validator(inner)})

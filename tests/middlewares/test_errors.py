@@ -202,6 +202,11 @@ def test_debug_page_shows_escaped_locals_and_warns_at_start_up(caplog):
     ("options", "message"),
     [
         pytest.param({"debug": "yes"}, "debug: expected true or false", id="debug"),
+        pytest.param(
+            {"pass_http_exceptions": "no"},
+            "pass_http_exceptions: expected true or false, got 'no'",
+            id="pass-http-exceptions",
+        ),
         pytest.param({"on_error": [42]}, "on_error: 42 is not callable", id="hook"),
         pytest.param({"statuses": {"Timeout": 504}}, "'Timeout' is not an exception", id="type"),
         pytest.param({"statuses": {TimeoutError: 200}}, "200 is not an error status", id="status"),

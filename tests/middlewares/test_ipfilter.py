@@ -197,6 +197,11 @@ def test_a_bad_line_at_start_up_fails_loudly(tmp_path):
         pytest.param(
             {"deny": ["192.0.2.0/24"], "refuse": 403}, "refuse: 403 is not a WSGI app", id="refuse"
         ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "dry_run": "false"},
+            "IPFilter: dry_run: expected true or false, got 'false'",
+            id="dry-run",
+        ),
     ],
 )
 def test_bad_options_fail_at_start_up(options, message):

@@ -31,6 +31,7 @@ import webob.exc
 
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..errors import ConfigError
+from ..options import flag
 
 __all__ = ["PrefixDispatcher"]
 
@@ -135,7 +136,7 @@ class PrefixDispatcher:
             raise ConfigError(f"PrefixDispatcher: default: {default!r} is not a WSGI app")
         self.mounts = dict(mounts)
         self.default = default
-        self.redirect_slash = bool(redirect_slash)
+        self.redirect_slash = flag(redirect_slash, "PrefixDispatcher: redirect_slash")
         self._paths = _Table()
         self._hosts: dict[str, _Table] = {}  # "host" or "host:port" -> its mounts
         self._wildcards: dict[str, _Table] = {}  # ".example.com" or ".example.com:port"

@@ -28,6 +28,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
 from ..errors import ConfigError
+from ..options import flag
 from ..wsgi import close_iterable
 from ._debugpage import debug_page
 
@@ -87,8 +88,6 @@ class ErrorCatcher:
         pass_http_exceptions: bool = True,
         error_id_header: str = "X-Error-Id",
     ) -> None:
-        if not isinstance(debug, bool):
-            raise ConfigError(f"ErrorCatcher: debug: expected true or false, got {debug!r}")
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigError(f"ErrorCatcher: logger: expected a logging.Logger, got {logger!r}")
         hooks = [] if on_error is None else [on_error] if callable(on_error) else list(on_error)
@@ -96,11 +95,11 @@ class ErrorCatcher:
             if not callable(hook):
                 raise ConfigError(f"ErrorCatcher: on_error: {hook!r} is not callable")
         self.app = app
-        self.debug = debug
+        self.debug = flag(debug, "ErrorCatcher: debug")
         self.logger = logger or logging.getLogger("wsgistack.errors")
         self.on_error = tuple(hooks)
         self.statuses = self._check_statuses(statuses or {})
-        self.pass_http_exceptions = pass_http_exceptions
+        self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")
         if not isinstance(error_id_header, str) or not error_id_header.isascii():
             raise ConfigError(f"ErrorCatcher: error_id_header: bad name {error_id_header!r}")
         self.error_id_header = error_id_header

@@ -33,6 +33,7 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
 from ..netset import NetworkSet, parse_network
+from ..options import flag
 
 __all__ = ["IPFilter"]
 
@@ -154,7 +155,7 @@ class IPFilter:
         self.paths = _prefixes(paths)
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.refuse = refuse or webob.exc.HTTPForbidden()
-        self.dry_run = bool(dry_run)
+        self.dry_run = flag(dry_run, "IPFilter: dry_run")
         self.reload_interval = float(reload_interval)
         self.clock = clock
         self.logger = logger or logging.getLogger("wsgistack.ipfilter")

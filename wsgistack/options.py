@@ -1,0 +1,37 @@
+"""Checks shared by the middlewares' options, so each kind of option fails the same way.
+
+A flag must be a real ``bool``: ``bool("false")`` is True, so taking any
+truthy value would leave an option on when a config file spells it as a
+string.  Ini files (PasteDeploy) have only strings; they get the usual
+spellings, read by :func:`ini_flag`.
+
+    self.dry_run = flag(dry_run, "IPFilter: dry_run")
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+__all__ = ["flag", "ini_flag"]
+
+_INI_TRUE = frozenset({"true", "yes", "on", "1"})
+_INI_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def flag(value: object, option: str) -> bool:
+    """``value`` if it is ``True`` or ``False``; a ``ConfigError`` naming ``option`` otherwise."""
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{option}: expected true or false, got {value!r}")
+
+
+def ini_flag(text: object, option: str) -> bool:
+    """An ini value as a flag: true/yes/on/1 or false/no/off/0, in any case."""
+    if isinstance(text, bool):
+        return text
+    word = text.strip().lower() if isinstance(text, str) else None
+    if word in _INI_TRUE:
+        return True
+    if word in _INI_FALSE:
+        return False
+    raise ConfigError(f"{option}: expected true/yes/on/1 or false/no/off/0, got {text!r}")
