@@ -82,6 +82,9 @@ class Exchange:
             self.complete = True  # a HEAD's answer has no body, whatever it announces
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:  # a body for a HEAD: not the client's, and the connection is spoilt
+            self.keep_alive = False
+            return
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:

@@ -26,6 +26,24 @@ class _Idle:
     since: float
 
 
+def _clean(sock: socket.socket) -> bool:
+    """True if an idle connection is open with nothing waiting to be read.
+
+    An upstream closes idle connections on its own schedule (the reference
+    server after 5 s, nginx after 60 s); a close or bytes it sent after its
+    response (a body too long, a body for a HEAD) would otherwise meet the next
+    request, which would fail and count against a healthy upstream.  One
+    non-blocking peek sees both.
+    """
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing to read: open and clean
+    except OSError:
+        return False  # reset
+    return False  # end of stream, or bytes nobody asked for
+
+
 class Upstream:
     """One backend server: address, weight, health, idle keep-alive connections."""
 
@@ -113,13 +131,15 @@ class Upstream:
         return sock
 
     def take_idle(self, now: float, max_age: float) -> socket.socket | None:
-        with self._lock:
-            while self._idle:
+        """The most recent idle connection that is younger than ``max_age`` and still clean."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
                 idle = self._idle.pop()  # the most recent: least likely closed by the peer
-                if now - idle.since < max_age:
-                    return idle.sock
-                idle.sock.close()
-        return None
+            if now - idle.since < max_age and _clean(idle.sock):
+                return idle.sock
+            idle.sock.close()
 
     def give_back(self, sock: socket.socket, now: float) -> None:
         with self._lock:
