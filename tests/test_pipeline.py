@@ -121,6 +121,26 @@ BAD = [
         "stack.toml: app (tagger): 'tagger' is a layer, not an app; put it in [[layer]]",
         id="layer-as-app",
     ),
+    pytest.param(
+        {
+            "app": {
+                "use": "dispatch",
+                "mounts": {
+                    "/admin": {
+                        "layer": [{"use": "tagger", "tag": "a"}, {"use": "tagger", "tg": "b"}],
+                        "app": "tests.pipeline_fixtures:tags_app",
+                    }
+                },
+            }
+        },
+        "stack.toml: app (dispatch) mounts./admin: layer 2 (tagger): unknown option 'tg'",
+        id="nested-in-a-mount",
+    ),
+    pytest.param(
+        {"app": {"layer": [{"tag": "a"}], "app": "tests.pipeline_fixtures:tags_app"}},
+        "stack.toml: app: layer 1: each [[layer]] needs use",
+        id="nested-no-use",
+    ),
     pytest.param({"layer": []}, "stack.toml: no [app]", id="no-app"),
     pytest.param(
         {"layers": [], "app": "x:y"},

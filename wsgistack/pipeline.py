@@ -133,11 +133,17 @@ class _Builder:
         except (TypeError, ValueError) as exc:
             raise self.fail(where, str(exc)) from exc
 
-    def layer(self, table: Any, index: int) -> Callable[[WSGIApplication], WSGIApplication]:
+    def layer(
+        self, table: Any, index: int, within: str = ""
+    ) -> Callable[[WSGIApplication], WSGIApplication]:
+        """Layer ``index`` of the pipeline at ``within`` ("" at the top, else e.g. a mount)."""
+        prefix = f"{within}: " if within else ""
         if not isinstance(table, Mapping) or "use" not in table:
-            raise self.fail(f"layer {index}", "each [[layer]] needs use = 'name' or 'module:attr'")
+            raise self.fail(
+                f"{prefix}layer {index}", "each [[layer]] needs use = 'name' or 'module:attr'"
+            )
         use = table["use"]
-        where = f"layer {index} ({use})"
+        where = f"{prefix}layer {index} ({use})"
         try:
             factory, builtin = resolve_factory(use)
         except ConfigError as exc:
@@ -198,7 +204,7 @@ class _Builder:
         layers = config.get("layer", [])
         if not isinstance(layers, list):
             raise ConfigError(f"{self.source}: {prefix}'layer' must be an array of tables")
-        built = [self.layer(table, index) for index, table in enumerate(layers, start=1)]
+        built = [self.layer(table, index, where) for index, table in enumerate(layers, start=1)]
         app = self.app(config["app"], f"{where} app".strip())
         try:
             return compose(*built, app)
