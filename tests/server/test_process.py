@@ -7,7 +7,9 @@ a bounded poll, never a fixed sleep.
 from __future__ import annotations
 
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -81,7 +83,10 @@ def serve(tmp_path) -> Iterator:
     started: list[subprocess.Popen] = []
 
     def start(
-        *options: str, target: tuple[str, ...] = ("slowapp:app",), wait: bool = True
+        *options: str,
+        target: tuple[str, ...] = ("slowapp:app",),
+        wait: bool = True,
+        max_files: int = 0,
     ) -> Served:
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as handle:
@@ -100,6 +105,7 @@ def serve(tmp_path) -> Iterator:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MARKER": str(tmp_path / "marker")},
+                preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
             )
         started.append(proc)
         return Served(proc, log, tmp_path / "marker", wait)
@@ -113,6 +119,10 @@ def serve(tmp_path) -> Iterator:
                 proc.wait(timeout=10)
             for pid in _orphans(proc.pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 def _orphans(master: int) -> list[int]:
@@ -249,3 +259,19 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"%s"]
 """
+
+
+def test_running_out_of_descriptors_pauses_accepting_and_the_worker_lives(serve):
+    # Idle connections hold a descriptor each; past the limit accept() fails with
+    # EMFILE, which used to escape the loop and end the worker.
+    server = serve("--workers", "0", max_files=64)
+    held = []
+    try:
+        for _ in range(80):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        poll(lambda: "pausing accepts" in server.log.read_text())
+    finally:
+        for sock in held:
+            sock.close()
+    assert server.get().isdigit()  # descriptors freed: accepting resumed
+    assert server.proc.poll() is None

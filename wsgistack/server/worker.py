@@ -13,6 +13,7 @@ back to the selector through a queue plus a wake-up socket.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import random
@@ -39,6 +40,8 @@ log = logging.getLogger("wsgistack.server")
 #: lingering_time).
 LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
+#: How long listeners rest after accept() ran out of descriptors or memory.
+ACCEPT_PAUSE = 0.5
 
 
 class Worker:
@@ -78,6 +81,8 @@ class Worker:
             if bind.protocol == "uwsgi"
         }
         self._connections: dict[int, Connection] = {}
+        self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
+        self._accept_warned = -60.0
         self._jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._busy = 0
         self._lock = threading.Lock()
@@ -114,6 +119,10 @@ class Worker:
         while not self.stopping:
             self._dispatch(self._poller.poll(0.5))
             now = self.clock()
+            if self._accept_resume and now >= self._accept_resume:
+                self._accept_resume = 0.0
+                for fd in self._listeners:
+                    self._poller.add(fd, oneshot=False)
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + 0.5
@@ -135,7 +144,11 @@ class Worker:
     def _accept(self, listener: socket.socket) -> None:
         uwsgi = listener.fileno() in self._uwsgi  # the same for every connection of the batch
         for _ in range(64):
-            accepted = accept(listener)
+            try:
+                accepted = accept(listener)
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
             if accepted is None:
                 return
             sock, peer, early = accepted
@@ -150,6 +163,25 @@ class Worker:
                     continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors or memory: stop accepting for a moment, keep serving.
+
+        The pending connection stays in the backlog and the listener stays
+        readable, so retrying at once would spin; as nginx does, listeners leave
+        the poller for ``ACCEPT_PAUSE`` while open connections finish and free
+        their descriptors.  Errors about one connection (it was reset) just skip it.
+        """
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.info("accept failed: %s", exc)
+            return
+        now = self.clock()
+        if now - self._accept_warned >= 30.0:
+            self._accept_warned = now
+            log.warning("accept failed (%s): pausing accepts for %.1f s", exc, ACCEPT_PAUSE)
+        for fd in self._listeners:
+            self._poller.remove(fd)
+        self._accept_resume = now + ACCEPT_PAUSE
 
     def _readable(self, connection: Connection) -> None:
         if connection.lingering:
