@@ -51,6 +51,19 @@ def test_check_fails_with_the_reason(tmp_path):
     )
 
 
+def test_check_a_bad_app_spec_or_a_directory_exits_2_naming_it(tmp_path):
+    path = tmp_path / "stack.toml"
+    path.write_text('[app]\nuse = ":app"\n')
+    result = run("check", str(path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"wsgistack check: error: {path}: app (:app): ")
+    result = run("check", str(tmp_path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr.strip() == f"wsgistack check: error: {tmp_path}: cannot read: Is a directory"
+    )
+
+
 def test_the_console_script_is_installed():
     script = Path(sys.executable).with_name("wsgistack")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests import pipeline_fixtures
@@ -41,11 +43,30 @@ def test_dotted_attribute():
         pytest.param(FIX + ":make_tags_app(x)", "must be literals", id="nonliteral"),
         pytest.param(FIX + ":1+", "is not an attribute name or a call", id="syntax"),
         pytest.param("", "expected 'module:attr'", id="empty"),
+        pytest.param(":app", "'' is not a module name", id="no-module"),
+        pytest.param(".relative:app", "'.relative' is not a module name", id="relative"),
+        pytest.param(
+            FIX + ":make_tags_app(nope=1)",
+            "make_tags_app() does not take these arguments: got an unexpected keyword argument",
+            id="bad-argument",
+        ),
+        pytest.param(FIX + ":not_an_app()", "int object is not callable", id="call-a-constant"),
+        pytest.param(
+            FIX + ":make_tags_app(**{'greeting': 'x'})", "not as **mapping", id="double-star"
+        ),
     ],
 )
 def test_errors_name_the_spec(spec, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_app(spec)
+
+
+def test_a_type_error_inside_a_factory_stays_a_traceback(tmp_path, monkeypatch):
+    # Only arguments the factory cannot take are a configuration error; its own bugs are not.
+    (tmp_path / "buggy_factory.py").write_text("def make():\n    return len(5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match="has no len"):
+        load_app("buggy_factory:make()")
 
 
 def test_calls_are_refused_where_an_object_is_expected():

@@ -176,3 +176,8 @@ def test_a_file_that_is_not_toml(tmp_path):
 def test_a_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_pipeline(tmp_path / "absent.toml")
+
+
+def test_a_directory_instead_of_a_file(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path}: cannot read: Is a directory")):
+        load_pipeline(tmp_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 from typing import Any
 
 from .errors import ConfigError
@@ -44,6 +45,27 @@ def _parse_target(target: str, spec: str) -> tuple[list[str], ast.Call | None]:
     return names[::-1], call
 
 
+def _call(obj: Any, call: ast.Call, target: str, spec: str) -> Any:
+    """Call the factory ``obj`` as ``call`` spells it; a spec that cannot work is a ConfigError."""
+    args = [_literal(arg, spec) for arg in call.args]
+    kwargs = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:  # **{...}: not silently dropped, refused
+            raise ConfigError(f"{spec!r}: write factory arguments out, not as **mapping")
+        kwargs[keyword.arg] = _literal(keyword.value, spec)
+    if not callable(obj):
+        raise ConfigError(f"{spec!r}: {type(obj).__name__} object is not callable")
+    try:
+        inspect.signature(obj).bind(*args, **kwargs)
+    except ValueError:
+        pass  # no signature to check against (some builtins): let the call decide
+    except TypeError as exc:
+        # Checked before calling, so a TypeError raised inside the factory stays a traceback.
+        name = target.partition("(")[0].strip()
+        raise ConfigError(f"{spec!r}: {name}() does not take these arguments: {exc}") from None
+    return obj(*args, **kwargs)
+
+
 def import_object(spec: str, *, default_attr: str | None = None, allow_call: bool = False) -> Any:
     """Import ``module:attr`` (``attr`` may be dotted, or a call when ``allow_call``)."""
     if not isinstance(spec, str) or not spec.strip():
@@ -53,6 +75,10 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
         if default_attr is None:
             raise ConfigError(f"{spec!r}: expected 'module:attr' (for example 'myapp.wsgi:app')")
         target = default_attr
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise ConfigError(
+            f"{spec!r}: {module_name!r} is not a module name (absolute and dotted, 'pkg.module')"
+        )
     names, call = _parse_target(target, spec)
     if call is not None and not allow_call:
         raise ConfigError(f"{spec!r}: a call is not allowed here, name the object itself")
@@ -68,9 +94,7 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
         except AttributeError:
             raise ConfigError(f"{spec!r}: {module_name!r} has no attribute {target!r}") from None
     if call is not None:
-        args = [_literal(arg, spec) for arg in call.args]
-        kwargs = {kw.arg: _literal(kw.value, spec) for kw in call.keywords if kw.arg}
-        obj = obj(*args, **kwargs)
+        obj = _call(obj, call, target, spec)
     return obj
 
 
