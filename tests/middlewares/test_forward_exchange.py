@@ -3,10 +3,16 @@ bytes nobody asked for, bodies the client never finishes, timeouts, answers to r
 
 from __future__ import annotations
 
+import io
+import socket
 from wsgiref.validate import validator
 
 import pytest
+import webob
 from webtest import TestApp
+
+from tests.server.live import read_until_close
+from wsgistack.server import Server
 
 FINAL = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nSet-Cookie: s=1\r\n\r\n"
@@ -101,3 +107,54 @@ def test_bytes_after_a_whole_response_never_meet_the_next_request(lb, raw, metho
     assert app.get("/").body == b"ok"
     assert upstream.connections == 2
     assert balancer.status()[0]["up"]
+
+
+# -- a client body that never arrives whole --------------------------------------------------
+class _Reset(io.RawIOBase):
+    """A wsgi.input as a server whose client reset the connection gives it."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise ConnectionResetError("the client reset the connection")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(lambda: io.BytesIO(b"x" * 10), id="shorter-than-content-length"),
+        pytest.param(_Reset, id="input-raises-oserror"),
+    ],
+)
+def test_a_client_body_failing_is_400_and_never_blamed_on_the_upstream(lb, upstreams, body):
+    balancer = lb([upstreams.start("a")], max_fails=1, strategy="least_conn")
+    environ = webob.Request.blank("/", method="POST").environ
+    environ.update(CONTENT_LENGTH="1000", CONTENT_TYPE="text/plain")
+    environ["wsgi.input"] = body()
+    statuses = []
+    result = validator(balancer)(environ, lambda status, headers: statuses.append(status))
+    b"".join(result)
+    result.close()
+    assert statuses == ["400 Bad Request"]
+    assert [(row["up"], row["active"]) for row in balancer.status()] == [(True, 0)]
+    assert TestApp(balancer).get("/").text == "a / 0"
+
+
+@pytest.mark.parametrize(
+    ("stall", "status"),
+    [
+        pytest.param(False, b"400", id="client-left"),
+        pytest.param(True, b"408", id="client-stalled"),
+    ],
+)
+def test_the_reference_servers_own_answer_when_its_client_fails_mid_body(
+    lb, upstreams, stall, status
+):
+    balancer = lb([upstreams.start("a")], max_fails=1, strategy="least_conn")
+    front = Server(balancer, bind="127.0.0.1:0", workers=0, threads=2, timeout=0.5)
+    with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        if not stall:
+            client.shutdown(socket.SHUT_WR)  # gone before the rest of its body
+        received = read_until_close(client)
+    assert received.startswith(b"HTTP/1.1 " + status)
+    assert [(row["up"], row["active"]) for row in balancer.status()] == [(True, 0)]
+    assert TestApp(balancer).get("/").text == "a / 0"

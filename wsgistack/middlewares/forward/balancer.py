@@ -30,11 +30,11 @@ import webob.exc
 
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr, client_ip
-from ...errors import ConfigError
+from ...errors import ConfigError, ProtocolError
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import ClientBodyError, Exchange, ReadTimeout, UpstreamClosed, send_request
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -296,6 +296,8 @@ class LoadBalancer:
             tried.add(id(upstream))
             try:
                 exchange, sock = self._forward(upstream, environ, method, headers, length, chunked)
+            except ClientBodyError as error:
+                return self._body_failed(error, environ, start_response)
             except _Failure as error:
                 failure = error
                 upstream.failed(self.clock())
@@ -356,6 +358,10 @@ class LoadBalancer:
             exchange = Exchange(sock, head_only=method == "HEAD")
             exchange.read_head()
             return exchange, sock
+        except ClientBodyError:
+            upstream.active -= 1
+            sock.close()  # the upstream sees a request cut short, and drops it
+            raise
         except (UpstreamClosed, OSError, ReadTimeout) as exc:
             upstream.active -= 1
             sock.close()
@@ -366,6 +372,22 @@ class LoadBalancer:
                 return self._forward(upstream, environ, method, headers, length, chunked)
             kind = "timeout" if isinstance(exc, ReadTimeout | TimeoutError) else "error"
             raise _Failure(kind, f"{upstream.url}: {exc}", True) from None
+
+    @staticmethod
+    def _body_failed(
+        error: ClientBodyError, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The client's body failed: its fault, not the upstream's (which is not blamed).
+
+        The reference server's own ProtocolError goes back to it, so it answers
+        as it does to any app (408 for a slow client, 400 for one that left);
+        anything else is 400, as nginx answers a body cut short.
+        """
+        if isinstance(error.__cause__, ProtocolError):
+            raise error.__cause__
+        log.info("request body failed: %s", error)
+        refusal = webob.exc.HTTPBadRequest("The request body did not arrive whole.")
+        return refusal(environ, start_response)
 
     @staticmethod
     def _target(upstream: Upstream, environ: WSGIEnvironment) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httptools
 
-__all__ = ["Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
+__all__ = ["ClientBodyError", "Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
 
 BLOCK = 65536
 
@@ -31,6 +31,11 @@ class UpstreamClosed(Exception):
 
 class ReadTimeout(Exception):
     """The upstream did not answer within the read timeout."""
+
+
+class ClientBodyError(Exception):
+    """The client's request body failed to arrive: it ended early, or reading it raised
+    (then the server's own exception is the ``__cause__``)."""
 
 
 class _Excess(Exception):
@@ -143,10 +148,11 @@ class Exchange:
             self._feed()
 
 
-def _chunked(body: Any) -> Iterator[bytes]:
-    while block := body.read(BLOCK):
-        yield b"%x\r\n%s\r\n" % (len(block), block)
-    yield b"0\r\n\r\n"
+def _read(body: Any, size: int) -> bytes:
+    try:
+        return body.read(size)  # type: ignore[no-any-return]
+    except Exception as exc:  # the client's side, whatever the server in front raises
+        raise ClientBodyError(f"reading the request body failed: {exc}") from exc
 
 
 def send_request(
@@ -158,7 +164,11 @@ def send_request(
     length: int | None,
     chunked: bool,
 ) -> None:
-    """Send the head, then stream the body (exactly ``length`` bytes, or chunked)."""
+    """Send the head, then stream the body (exactly ``length`` bytes, or chunked).
+
+    A failure to read ``body`` raises ClientBodyError, so the caller never
+    blames the upstream for it; a failure to send raises OSError.
+    """
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
     if length is not None:
@@ -170,11 +180,12 @@ def send_request(
     if length:
         remaining = length
         while remaining > 0:
-            block = body.read(min(BLOCK, remaining))
+            block = _read(body, min(BLOCK, remaining))
             if not block:
-                raise ConnectionAbortedError("the client sent less than its Content-Length")
+                raise ClientBodyError("the client sent less than its Content-Length")
             sock.sendall(block)
             remaining -= len(block)
     elif chunked:
-        for piece in _chunked(body):
-            sock.sendall(piece)
+        while block := _read(body, BLOCK):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+        sock.sendall(b"0\r\n\r\n")
