@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 from wsgiref.validate import validator
 
 import pytest
@@ -158,3 +159,23 @@ def test_the_reference_servers_own_answer_when_its_client_fails_mid_body(
     assert received.startswith(b"HTTP/1.1 " + status)
     assert [(row["up"], row["active"]) for row in balancer.status()] == [(True, 0)]
     assert TestApp(balancer).get("/").text == "a / 0"
+
+
+# -- timeouts ------------------------------------------------------------------------------------
+def test_an_upstream_that_stops_reading_the_body_is_a_504(lb):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        port = listener.getsockname()[1]
+        held = []
+        accepting = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+        accepting.start()
+        balancer = lb([f"http://127.0.0.1:{port}"], read_timeout=0.3)
+        try:
+            response = TestApp(balancer).post(
+                "/", b"x" * 16_000_000, content_type="text/plain", expect_errors=True
+            )
+        finally:
+            accepting.join(5)
+            for sock in held:
+                sock.close()
+    assert response.status_int == 504

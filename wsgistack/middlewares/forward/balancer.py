@@ -370,7 +370,9 @@ class LoadBalancer:
                 # A pooled connection the upstream had closed while idle: the request
                 # never reached it, so a fresh connection is safe for a bodiless request.
                 return self._forward(upstream, environ, method, headers, length, chunked)
-            kind = "timeout" if isinstance(exc, ReadTimeout | TimeoutError) else "error"
+            # BlockingIOError: a send or receive waited past SO_SNDTIMEO/SO_RCVTIMEO.
+            timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
+            kind = "timeout" if timeout else "error"
             raise _Failure(kind, f"{upstream.url}: {exc}", True) from None
 
     @staticmethod
