@@ -6,6 +6,7 @@ parse_limits("5 per 10 seconds", burst=2)
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -54,9 +55,30 @@ class Rate:
     burst: int
     #: Seconds between two requests at the sustained rate (GCRA's emission interval).
     interval: float = field(init=False, repr=False, compare=False)
+    #: The period in whole microseconds: the strategies count in integers, exactly.
+    period_us: int = field(init=False, repr=False, compare=False)
+    #: GCRA's clock ticks this many times a microsecond, so that an interval is
+    #: ``interval_ticks`` ticks, a whole number (see ``strategies``).
+    ticks_per_us: int = field(init=False, repr=False, compare=False)
+    interval_ticks: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "interval", self.period / self.amount)
+        period_us = round(self.period * 1_000_000)
+        if period_us < 1:
+            raise ConfigError(f"limits: a period of {self.period!r} s is under a microsecond")
+        common = math.gcd(self.amount, period_us)
+        for name, value in [
+            ("interval", self.period / self.amount),
+            ("period_us", period_us),
+            ("ticks_per_us", self.amount // common),
+            ("interval_ticks", period_us // common),
+        ]:
+            object.__setattr__(self, name, value)
+        if self.burst * self.interval_ticks >= 2**53:  # Redis's Lua counts in doubles
+            raise ConfigError(
+                f"limits: {self.amount} per {self.period:g} s with a burst of {self.burst} "
+                "is too fine to count exactly; round the amount or shorten the period"
+            )
 
     @property
     def name(self) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from ...errors import ConfigError, WsgiStackError
 from .rate import Rate
-from .strategies import Decision, gcra, sliding_window
+from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
 
@@ -44,8 +44,8 @@ class Store(Protocol):
 
 
 def _expiry(strategy: str, rate: Rate, state: Any, now: float) -> float:
-    if strategy == "gcra":
-        return state if state is not None else now
+    if strategy == "gcra":  # at the TAT: (whole microseconds, a fraction of one)
+        return (state[0] + 1) / 1_000_000 if state is not None else now
     return state[0] + 2 * rate.period if state is not None else now
 
 
@@ -112,39 +112,52 @@ class MemoryStore:
         return f"MemoryStore(max_keys={self.max_keys})"
 
 
-# GCRA over N rates in one call. KEYS[i]: rate i's key; ARGV[1]: now; then interval, burst
-# per rate. Returns "allowed remaining_1 reset_1 retry_1 ...", one space-separated
-# string: Redis would truncate Lua numbers to integers, and one string parses faster
-# in redis-py than an array.
+# GCRA over N rates in one call, in the integers of strategies.gcra. KEYS[i]: rate i's
+# key, holding "tat_us ticks"; ARGV[1]: now in whole microseconds; then interval_ticks,
+# ticks_per_us, burst per rate. Returns "allowed remaining_1 reset_1 retry_1 ...", one
+# space-separated string: Redis would truncate Lua numbers to integers, and one string
+# parses faster in redis-py than an array. '%.17g' keeps every bit of a float, so both
+# stores answer alike. Integers below 2**53 are exact in Lua's doubles, and so are
+# floor(a / b) and fmod(a, b) for them.
 GCRA_LUA = """
 local now = tonumber(ARGV[1])
 local allowed = 1
 local out = {}
 local new_tats = {}
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]))
-  local base = now
-  if tat and tat > now then base = tat end
-  local new_tat = base + interval
-  local allow_at = new_tat - burst * interval
-  if allow_at > now + 1e-9 then
+  local step = tonumber(ARGV[3 * i - 1])
+  local per_us = tonumber(ARGV[3 * i])
+  local burst = tonumber(ARGV[3 * i + 1])
+  local per_second = per_us * 1000000
+  local ahead = 0
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local tat, ticks = string.match(raw, '^(%d+) (%d+)$')
+    if tat then
+      ahead = (tonumber(tat) - now) * per_us + tonumber(ticks)
+      if ahead < 0 then ahead = 0 end
+    end
+  end
+  local room = (burst - 1) * step - ahead
+  if room < 0 then
     allowed = 0
     out[#out + 1] = '0'
-    out[#out + 1] = tostring(base - now)
-    out[#out + 1] = tostring(allow_at - now)
+    out[#out + 1] = string.format('%.17g', ahead / per_second)
+    out[#out + 1] = string.format('%.17g', -room / per_second)
   else
-    out[#out + 1] = tostring(math.floor((burst * interval - (new_tat - now)) / interval + 1e-9))
-    out[#out + 1] = tostring(new_tat - now)
+    ahead = ahead + step
+    local ticks = math.fmod(ahead, per_us)
+    out[#out + 1] = string.format('%d', math.floor(room / step))
+    out[#out + 1] = string.format('%.17g', ahead / per_second)
     out[#out + 1] = '0'
-    new_tats[i] = new_tat
+    new_tats[i] = {now + (ahead - ticks) / per_us, ticks, ahead / per_second}
   end
 end
 if allowed == 1 then
   for i = 1, #KEYS do
-    local ttl = math.ceil((new_tats[i] - now) * 1000) + 1000
-    redis.call('SET', KEYS[i], string.format('%.6f', new_tats[i]), 'PX', ttl)
+    local tat = new_tats[i]
+    local ttl = math.ceil(tat[3] * 1000) + 1000
+    redis.call('SET', KEYS[i], string.format('%d %d', tat[1], tat[2]), 'PX', ttl)
   end
 end
 table.insert(out, 1, tostring(allowed))
@@ -261,11 +274,13 @@ class RedisStore:
         self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
     ) -> list[Decision]:
         keys = [f"{self.prefix}{key}:{rate.name}" for rate in rates]
-        args: list[Any] = [repr(now)]
-        for rate in rates:
-            if strategy == "gcra":
-                args += [repr(rate.interval), rate.burst]
-            else:
+        if strategy == "gcra":
+            args: list[Any] = [microseconds(now)]
+            for rate in rates:
+                args += [rate.interval_ticks, rate.ticks_per_us, rate.burst]
+        else:
+            args = [repr(now)]
+            for rate in rates:
                 args += [repr(rate.period), rate.amount]
         sha = self._shas[strategy]
         try:

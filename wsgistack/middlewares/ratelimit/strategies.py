@@ -5,6 +5,13 @@ theoretical arrival time (TAT): a request at ``now`` is admitted when
 ``max(TAT, now) + interval - burst * interval <= now``, and then moves TAT on
 by one interval.  It is a token bucket with exact, O(1) arithmetic.
 
+Exact means integers: at ``time.time()`` values (1.7e9 s) a float's step is
+2.4e-7 s, enough to refuse the last request of a burst.  Times are whole
+microseconds, and GCRA counts in ticks small enough that an interval is a whole
+number of them (``Rate.ticks_per_us``, ``Rate.interval_ticks``).  TAT is kept
+as (whole microseconds, ticks): every number stays below 2**53, exact in Redis's
+Lua doubles too.
+
 The sliding-window counter keeps the counts of the current and the previous
 fixed window and weighs the previous one by how much of it still overlaps
 the sliding window: cheaper to explain, approximate at window edges.
@@ -20,7 +27,10 @@ from typing import NamedTuple
 
 from .rate import Rate
 
-__all__ = ["Decision", "gcra", "sliding_window"]
+__all__ = ["Decision", "GcraState", "gcra", "microseconds", "sliding_window"]
+
+#: GCRA's state: the TAT as (whole microseconds, ticks past them).
+GcraState = tuple[int, int]
 
 
 class Decision(NamedTuple):
@@ -33,16 +43,23 @@ class Decision(NamedTuple):
     retry_after: float  # seconds until a refused request would be admitted (0 if admitted)
 
 
-def gcra(rate: Rate, tat: float | None, now: float) -> tuple[Decision, float | None]:
+def microseconds(seconds: float) -> int:
+    """Whole microseconds: the one rounding of a clock reading, in Python and Lua alike."""
+    return round(seconds * 1_000_000)
+
+
+def gcra(rate: Rate, tat: GcraState | None, now: float) -> tuple[Decision, GcraState | None]:
     """Decide on one request; returns the decision and the new TAT (None: unchanged)."""
-    interval = rate.interval
-    base = now if tat is None or tat < now else tat
-    new_tat = base + interval
-    allow_at = new_tat - rate.burst * interval
-    if allow_at > now + 1e-9:
-        return Decision(rate, False, 0, base - now, allow_at - now), None
-    remaining = int((now - allow_at) / interval + 1e-9)
-    return Decision(rate, True, remaining, new_tat - now, 0.0), new_tat
+    per_us, step = rate.ticks_per_us, rate.interval_ticks
+    now_us = microseconds(now)
+    ahead = 0 if tat is None else max(0, (tat[0] - now_us) * per_us + tat[1])  # TAT - now
+    room = (rate.burst - 1) * step - ahead
+    per_second = per_us * 1_000_000
+    if room < 0:
+        return Decision(rate, False, 0, ahead / per_second, -room / per_second), None
+    ahead += step
+    whole, ticks = divmod(ahead, per_us)
+    return Decision(rate, True, room // step, ahead / per_second, 0.0), (now_us + whole, ticks)
 
 
 def sliding_window(
