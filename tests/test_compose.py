@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 
 import pytest
@@ -144,6 +145,72 @@ def test_use_repr_shows_the_options():
 def test_wrong_shapes_fail_at_compose_time(args, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         compose(*args)
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        pytest.param(functools.partial(Tagger, tag="x"), id="partial-of-a-class"),
+        pytest.param(functools.partial(ProxyFix, x_proto=1), id="partial-proxyfix"),
+        pytest.param(ProxyFix, id="class"),
+        pytest.param(lambda app: app, id="one-argument-function"),
+    ],
+)
+def test_a_layer_in_the_app_position_is_refused(last):
+    # The app forgotten: compose(use(A), partial(B, ...)) must not build a stack that 500s.
+    with pytest.raises(TypeError, match=r"the last argument must be the WSGI app, got .*"):
+        compose(use(Tagger, tag="a"), last)
+
+
+class ClassApp:
+    """PEP 3333 allows a class as the app: calling it with (environ, start_response)."""
+
+    def __init__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        self.body = [b"from a class"]
+
+    def __iter__(self):
+        return iter(self.body)
+
+
+class InstanceApp:
+    def __call__(self, environ, start_response):
+        return hello_app(environ, start_response)
+
+
+def flask_home() -> Flask:
+    app = Flask("real")
+    app.add_url_rule("/", "home", lambda: "flask home")
+    return app
+
+
+@pytest.mark.parametrize(
+    ("app", "text"),
+    [
+        pytest.param(ClassApp, "from a class", id="class-app"),
+        pytest.param(InstanceApp(), "hello |/", id="instance-app"),
+        pytest.param(flask_home(), "flask home", id="flask-app"),
+        pytest.param(flask_home().wsgi_app, "flask home", id="flask-wsgi-app"),
+        pytest.param(functools.partial(hello_app), "hello |/", id="partial-of-a-function"),
+    ],
+)
+def test_real_apps_are_still_taken_as_the_app(checked, app, text):
+    stack = compose(use(Tagger, tag="a"), checked(app))
+    assert TestApp(checked(stack)).get("/").text == text
+
+
+def test_an_identity_layer_leaves_the_app_untouched():
+    def app(environ, start_response):
+        return hello_app(environ, start_response)
+
+    def shared(environ, start_response):  # a module-level app a layer hands back
+        return hello_app(environ, start_response)
+
+    assert compose(lambda inner: inner, app) is app
+    assert not hasattr(app, "__wrapped__")
+    assert str(inspect.signature(app)) == "(environ, start_response)"
+    assert compose(lambda inner: shared, app) is shared
+    assert not hasattr(shared, "__wrapped__")
 
 
 def test_a_flask_app_where_a_layer_belongs_is_named():

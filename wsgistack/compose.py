@@ -17,6 +17,7 @@ callable with no wrapper on the hot path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Concatenate, Generic, ParamSpec
@@ -66,21 +67,40 @@ def use(
     return Layer(factory, *args, **kwargs)
 
 
-def _arity_says_app(obj: object) -> bool:
-    """True when ``obj`` accepts (environ, start_response) but not a single app."""
+def _binds(obj: object, count: int) -> bool | None:
+    """Whether ``obj`` can be called with ``count`` positional arguments; None: unknown."""
     try:
         signature = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
         return False
+    return True
 
-    def binds(count: int) -> bool:
-        try:
-            signature.bind(*([None] * count))
-        except TypeError:
-            return False
-        return True
 
-    return binds(2) and not binds(1)
+def _arity_says_app(obj: object) -> bool:
+    """True when ``obj`` accepts (environ, start_response) but not a single app."""
+    return bool(_binds(obj, 2)) and _binds(obj, 1) is False
+
+
+def _not_an_app(obj: object) -> str | None:
+    """Why the last argument of compose() cannot be the app, or None if it may be.
+
+    A class (or a partial of one) that can be built from one argument is a
+    layer: WSGI apps are objects (a Flask or Django app, a function, an
+    instance with ``__call__``), and a class that is itself an app is built
+    from (environ, start_response).  Anything else must accept those two.
+    """
+    factory = obj
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    if inspect.isclass(factory) and _binds(obj, 1):
+        return "a class that takes an app: a layer, not the app"
+    if _binds(obj, 2) is False:
+        return "it cannot be called with (environ, start_response)"
+    return None
 
 
 def compose(*parts: Any) -> WSGIApplication:
@@ -96,6 +116,12 @@ def compose(*parts: Any) -> WSGIApplication:
         )
     if not callable(app):
         raise TypeError(f"compose(): the app (argument {position}) is not callable: {app!r}")
+    reason = _not_an_app(app)
+    if reason is not None:
+        raise TypeError(
+            f"compose(): the last argument must be the WSGI app, got {label(app)}: {reason}; "
+            "put the app last"
+        )
     for index, layer in enumerate(layers, start=1):
         if not callable(layer):
             raise TypeError(
@@ -115,12 +141,26 @@ def compose(*parts: Any) -> WSGIApplication:
             raise TypeError(
                 f"compose(): layer {index} ({label(layer)}) returned {wrapped!r}, not a WSGI app"
             )
-        if getattr(wrapped, "app", None) is None and getattr(wrapped, "__wrapped__", None) is None:
+        if _closes_over(wrapped, result):
             # Lets describe() see through plain function layers (inspect.unwrap's convention).
             with contextlib.suppress(AttributeError, TypeError):
                 wrapped.__wrapped__ = result  # type: ignore[attr-defined]
         result = wrapped
     return result
+
+
+def _closes_over(wrapped: object, inner: object) -> bool:
+    """True for a function a layer made around ``inner`` that names no inner app itself.
+
+    Only such a closure gets ``__wrapped__``: an identity layer returns
+    ``inner`` itself (``__wrapped__`` pointing at itself breaks
+    ``inspect.signature``), and any other object may be the caller's to keep.
+    """
+    if wrapped is inner or not inspect.isfunction(wrapped):
+        return False
+    if getattr(wrapped, "app", None) is not None or hasattr(wrapped, "__wrapped__"):
+        return False
+    return any(cell.cell_contents is inner for cell in wrapped.__closure__ or ())
 
 
 def label(obj: object) -> str:
