@@ -179,3 +179,32 @@ def test_an_upstream_that_stops_reading_the_body_is_a_504(lb):
             for sock in held:
                 sock.close()
     assert response.status_int == 504
+
+
+# -- retries on an upstream's status -------------------------------------------------------------
+def _busy(name: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(name), name)
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "tries"),
+    [pytest.param([b"a", b"b"], 3, id="every-upstream-busy"), pytest.param([b"a"], 3, id="one")],
+)
+def test_when_every_retry_answers_busy_the_client_gets_the_last_answer(lb, raw, names, tries):
+    urls = [raw(_busy(name)).url for name in names]
+    balancer = lb(urls, next_upstream=["error", "http_503"], tries=tries)
+    response = TestApp(validator(balancer)).get("/", status=503)
+    assert response.headers["Retry-After"] == "7"
+    assert response.body == names[-1]  # round robin: tried in order
+
+
+def test_a_busy_answer_beats_a_later_upstream_that_is_down(lb, raw):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    balancer = lb([raw(_busy(b"a")).url, down], next_upstream=["error", "http_503"])
+    response = TestApp(validator(balancer)).get("/", status=503)
+    assert (response.headers["Retry-After"], response.body) == ("7", b"a")

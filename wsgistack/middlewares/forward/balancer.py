@@ -289,6 +289,9 @@ class LoadBalancer:
         deadline = self.clock() + self.retry_timeout
         tried: set[int] = set()
         failure: _Failure | None = None
+        # The latest answer with a status in next_upstream, held while another
+        # upstream is tried: if none does better, the client gets it (as with tries=1).
+        kept: tuple[Upstream, Exchange, socket.socket] | None = None
         for _ in range(self.tries):
             upstream = self._choose(environ, tried)
             if upstream is None:
@@ -308,15 +311,20 @@ class LoadBalancer:
                 if error.kind in self.next_upstream and safe and self.clock() < deadline:
                     continue
                 break
+            if kept is not None:
+                self._release(*kept)  # superseded: pooled if it was whole
+                kept = None
             code = int(exchange.status[:3])
             retry = code in self._retry_statuses and not has_body and method in IDEMPOTENT
             if retry and self.clock() < deadline and len(tried) < self.tries:
-                upstream.active -= 1
-                sock.close()
+                kept = (upstream, exchange, sock)
                 log.warning("upstream %s answered %s; trying the next", upstream.url, code)
                 continue
             upstream.succeeded()
             return self._respond(upstream, exchange, sock, environ, start_response)
+        if kept is not None:
+            kept[0].succeeded()
+            return self._respond(*kept, environ, start_response)
         if failure is None:
             refusal = webob.exc.HTTPServiceUnavailable("No upstream is available.")
         elif failure.kind == "timeout":
