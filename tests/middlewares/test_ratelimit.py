@@ -359,8 +359,10 @@ def test_a_full_burst_at_an_epoch_instant(redis_server, store_kind, limits):
         store.close()
 
 
-@pytest.mark.parametrize("strategy", ["gcra"])
-@pytest.mark.parametrize("limits", ["3/minute", "5 per 10 seconds; 20/minute", "7 per 3 seconds"])
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+@pytest.mark.parametrize(
+    "limits", ["3/minute", "5 per 10 seconds; 20/minute", "7 per 3 seconds", "2 per 0.3 seconds"]
+)
 def test_stores_agree_at_epoch_times(redis_server, strategy, limits):
     rates = parse_limits(limits)
     memory = MemoryStore()
@@ -369,9 +371,44 @@ def test_stores_agree_at_epoch_times(redis_server, strategy, limits):
     steps = random.Random(1)
     now = 1_700_000_000.0
     for _ in range(300):
-        now += steps.choice([0, 0, 0.1, 0.37, 1.0, 2.5])
+        now += steps.choice([0, 0, 0.1, 0.37, 1.0, 2.5, -0.6])  # clocks step back too
         assert memory.check("k", rates, strategy, now) == shared.check("k", rates, strategy, now)
     shared.close()
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_sliding_window_never_moves_back_when_the_clock_does(redis_server, store_kind):
+    store = MemoryStore() if store_kind == "memory" else RedisStore(redis_server.url)
+    app, clock = limited(
+        "3/minute",
+        clock=Clock(1_700_000_040.5),
+        strategy="sliding_window",
+        store=store,
+        key=lambda environ: f"back-{store_kind}",
+    )
+    assert [hit(app).status_int for _ in range(4)] == [200, 200, 200, 429]
+    clock.now -= 0.6  # NTP steps the clock back, into the previous minute
+    assert [hit(app).status_int for _ in range(4)] == [429] * 4
+    clock.now += 0.6
+    assert [hit(app).status_int for _ in range(4)] == [429] * 4
+    if store_kind == "redis":
+        store.close()
+
+
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+def test_hosts_with_skewed_clocks_share_one_quota(redis_server, strategy):
+    url = redis_server.url.replace("/0", "/6")
+    stores = [RedisStore(url), RedisStore(url)]
+    stores[0].client.flushdb()
+    host_a = Clock(1_700_000_040.1)  # just after a minute boundary
+    host_b = Clock(host_a.now - 0.3)  # ordinary NTP skew: still in the minute before
+    app_a, _ = limited("10/minute", clock=host_a, strategy=strategy, store=stores[0])
+    app_b, _ = limited("10/minute", clock=host_b, strategy=strategy, store=stores[1])
+    admitted = sum(hit(app_a).status_int == 200 for _ in range(12))
+    admitted += sum(hit(app_b).status_int == 200 for _ in range(12))
+    assert admitted == 10
+    for store in stores:
+        store.close()
 
 
 # -- Redis ------------------------------------------------------------------------------

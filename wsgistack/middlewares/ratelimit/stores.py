@@ -46,7 +46,7 @@ class Store(Protocol):
 def _expiry(strategy: str, rate: Rate, state: Any, now: float) -> float:
     if strategy == "gcra":  # at the TAT: (whole microseconds, a fraction of one)
         return (state[0] + 1) / 1_000_000 if state is not None else now
-    return state[0] + 2 * rate.period if state is not None else now
+    return (state[0] + 2 * rate.period_us) / 1_000_000 if state is not None else now
 
 
 class MemoryStore:
@@ -164,8 +164,10 @@ table.insert(out, 1, tostring(allowed))
 return table.concat(out, ' ')
 """
 
-# The sliding-window counter over N rates. State per key: "start previous current".
-# Same arguments (period, amount per rate) and the same one-string reply as GCRA_LUA.
+# The sliding-window counter over N rates, as strategies.sliding_window: the same
+# integers and the same float operations in the same order. State per key:
+# "start_us previous current". ARGV[1]: now in whole microseconds; then period_us,
+# amount per rate; the same one-string reply as GCRA_LUA.
 SLIDING_LUA = """
 local now = tonumber(ARGV[1])
 local allowed = 1
@@ -174,40 +176,41 @@ local updates = {}
 for i = 1, #KEYS do
   local period = tonumber(ARGV[2 * i])
   local amount = tonumber(ARGV[2 * i + 1])
-  local start = math.floor(now / period) * period
+  local start = now - math.fmod(now, period)
   local previous, current = 0, 0
   local raw = redis.call('GET', KEYS[i])
   if raw then
-    local s, p, c = string.match(raw, '^(%S+) (%S+) (%S+)$')
-    s, p, c = tonumber(s), tonumber(p), tonumber(c)
-    if s == start then previous, current = p, c
-    elseif s == start - period then previous = c end
+    local s, p, c = string.match(raw, '^(%d+) (%d+) (%d+)$')
+    if s then
+      s, p, c = tonumber(s), tonumber(p), tonumber(c)
+      -- a window ahead of this clock is kept: a window never moves backwards
+      if s >= start then start, previous, current = s, p, c
+      elseif s == start - period then previous = c end
+    end
   end
   local elapsed = now - start
-  local estimate = previous * (1 - elapsed / period) + current
+  local weight = (period - math.max(elapsed, 0)) / period
+  local estimate = previous * weight + current
   if estimate + 1 > amount + 1e-9 then
     allowed = 0
     local retry
     if current + 1 > amount then
-      local need = 0
-      if current > 0 then need = 1 - (amount - 1) / current end
-      if need < 0 then need = 0 end
+      local need = math.max(0, 1 - (amount - 1) / current)
       retry = (period - elapsed) + need * period
     else
       retry = period * (1 - (amount - 1 - current) / previous) - elapsed
     end
-    if retry < 0.001 then retry = 0.001 end
+    retry = math.max(retry, 1000)
     out[#out + 1] = '0'
-    out[#out + 1] = tostring(period - elapsed)
-    out[#out + 1] = tostring(retry)
+    out[#out + 1] = string.format('%.17g', (period - elapsed) / 1000000)
+    out[#out + 1] = string.format('%.17g', retry / 1000000)
   else
-    local remaining = math.floor(amount - (estimate + 1))
-    if remaining < 0 then remaining = 0 end
-    out[#out + 1] = tostring(remaining)
-    out[#out + 1] = tostring(period - elapsed)
+    local remaining = math.max(math.floor(amount - (estimate + 1)), 0)
+    out[#out + 1] = string.format('%d', remaining)
+    out[#out + 1] = string.format('%.17g', (period - elapsed) / 1000000)
     out[#out + 1] = '0'
-    local ttl = math.ceil((start + 2 * period - now) * 1000)
-    updates[i] = {string.format('%.6f %d %d', start, previous, current + 1), ttl}
+    local ttl = math.ceil((start + 2 * period - now) / 1000)
+    updates[i] = {string.format('%d %d %d', start, previous, current + 1), ttl}
   end
 end
 if allowed == 1 then
@@ -274,14 +277,12 @@ class RedisStore:
         self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
     ) -> list[Decision]:
         keys = [f"{self.prefix}{key}:{rate.name}" for rate in rates]
-        if strategy == "gcra":
-            args: list[Any] = [microseconds(now)]
-            for rate in rates:
+        args: list[Any] = [microseconds(now)]
+        for rate in rates:
+            if strategy == "gcra":
                 args += [rate.interval_ticks, rate.ticks_per_us, rate.burst]
-        else:
-            args = [repr(now)]
-            for rate in rates:
-                args += [repr(rate.period), rate.amount]
+            else:
+                args += [rate.period_us, rate.amount]
         sha = self._shas[strategy]
         try:
             try:  # one round trip; the script is loaded once per Redis server

@@ -14,7 +14,9 @@ Lua doubles too.
 
 The sliding-window counter keeps the counts of the current and the previous
 fixed window and weighs the previous one by how much of it still overlaps
-the sliding window: cheaper to explain, approximate at window edges.
+the sliding window: cheaper to explain, approximate at window edges.  Its
+window starts are whole microseconds too, and its float arithmetic runs in the
+same order in Lua, so both stores answer alike.
 
 The Redis store runs the same arithmetic in Lua (``stores.py``); the tests
 check both against a reference model.
@@ -22,15 +24,16 @@ check both against a reference model.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from .rate import Rate
 
-__all__ = ["Decision", "GcraState", "gcra", "microseconds", "sliding_window"]
+__all__ = ["Decision", "GcraState", "WindowState", "gcra", "microseconds", "sliding_window"]
 
 #: GCRA's state: the TAT as (whole microseconds, ticks past them).
 GcraState = tuple[int, int]
+#: The sliding window's state: (window start in microseconds, previous count, current count).
+WindowState = tuple[int, int, int]
 
 
 class Decision(NamedTuple):
@@ -63,35 +66,40 @@ def gcra(rate: Rate, tat: GcraState | None, now: float) -> tuple[Decision, GcraS
 
 
 def sliding_window(
-    rate: Rate, state: tuple[float, int, int] | None, now: float
-) -> tuple[Decision, tuple[float, int, int] | None]:
+    rate: Rate, state: WindowState | None, now: float
+) -> tuple[Decision, WindowState | None]:
     """Decide on one request with a sliding-window counter.
 
-    ``state`` is (current window start, previous count, current count).
+    ``state`` is (current window start in microseconds, previous count, current count).
+    A stored window ahead of ``now`` (another host's clock, or this one stepped
+    back) is kept with its counts, weighed as if it had just begun: a window
+    never moves backwards, so a late clock cannot reopen a spent quota.
     """
-    period = rate.period
-    start = math.floor(now / period) * period
+    period = rate.period_us
+    now_us = microseconds(now)
+    start = now_us - now_us % period
     previous = current = 0
     if state is not None:
         old_start, old_previous, old_current = state
-        if old_start == start:
-            previous, current = old_previous, old_current
+        if old_start >= start:
+            start, previous, current = old_start, old_previous, old_current
         elif old_start == start - period:
             previous = old_current
-    elapsed = now - start
-    weight = 1.0 - elapsed / period
+    elapsed = now_us - start  # negative while the stored window is ahead of this clock
+    weight = (period - max(elapsed, 0)) / period
     estimate = previous * weight + current
     if estimate + 1 > rate.amount + 1e-9:
         if current + 1 > rate.amount:
             # Full in this window: wait for the next, where this window weighs in.
-            need = 1.0 - (rate.amount - 1) / current if current else 0.0
-            retry = (period - elapsed) + max(0.0, need) * period
+            need = max(0.0, 1.0 - (rate.amount - 1) / current)
+            retry = (period - elapsed) + need * period
         else:
             # Wait until the previous window's weight has decayed enough.
             retry = period * (1.0 - (rate.amount - 1 - current) / previous) - elapsed
-        return Decision(rate, False, 0, period - elapsed, max(retry, 0.001)), None
-    remaining = int(rate.amount - (estimate + 1))
-    return Decision(rate, True, max(remaining, 0), period - elapsed, 0.0), (
+        retry = max(retry, 1000.0)  # at least a millisecond
+        return Decision(rate, False, 0, (period - elapsed) / 1_000_000, retry / 1_000_000), None
+    remaining = max(int(rate.amount - (estimate + 1)), 0)
+    return Decision(rate, True, remaining, (period - elapsed) / 1_000_000, 0.0), (
         start,
         previous,
         current + 1,
