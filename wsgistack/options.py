@@ -10,9 +10,14 @@ spellings, read by :func:`ini_flag`.
 
 from __future__ import annotations
 
+import re
+
 from .errors import ConfigError
 
-__all__ = ["flag", "ini_flag"]
+__all__ = ["flag", "header_name", "ini_flag"]
+
+# RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 _INI_TRUE = frozenset({"true", "yes", "on", "1"})
 _INI_FALSE = frozenset({"false", "no", "off", "0"})
@@ -35,3 +40,14 @@ def ini_flag(text: object, option: str) -> bool:
     if word in _INI_FALSE:
         return False
     raise ConfigError(f"{option}: expected true/yes/on/1 or false/no/off/0, got {text!r}")
+
+
+def header_name(value: object, option: str) -> str:
+    """``value`` if it is a valid HTTP header name (an RFC 9110 token); else a ConfigError.
+
+    Checked at start-up: a bad name would otherwise break the response that
+    carries it, at the first request.
+    """
+    if isinstance(value, str) and _TOKEN.match(value):
+        return value
+    raise ConfigError(f"{option}: {value!r} is not a header name (letters, digits, '-', ...)")

@@ -210,11 +210,45 @@ def test_debug_page_shows_escaped_locals_and_warns_at_start_up(caplog):
         pytest.param({"on_error": [42]}, "on_error: 42 is not callable", id="hook"),
         pytest.param({"statuses": {"Timeout": 504}}, "'Timeout' is not an exception", id="type"),
         pytest.param({"statuses": {TimeoutError: 200}}, "200 is not an error status", id="status"),
+        pytest.param(
+            {"statuses": [(TimeoutError, 504)]},
+            "statuses: expected a mapping of exception class to status",
+            id="statuses-pairs",
+        ),
+        pytest.param(
+            {"on_error": "report"},
+            "on_error: expected a callable or a list of callables, got 'report'",
+            id="hook-name",
+        ),
+        pytest.param({"on_error": 5}, "on_error: expected a callable", id="hook-int"),
+        pytest.param({"error_id_header": ""}, "error_id_header: '' is not a header", id="empty"),
+        pytest.param(
+            {"error_id_header": "X Error: Id"}, "error_id_header: 'X Error: Id'", id="spaces"
+        ),
+        pytest.param(
+            {"error_id_header": "X-Id\r\nSet-Cookie: a=b"},
+            "error_id_header: 'X-Id\\r\\nSet-Cookie: a=b' is not a header",
+            id="injection",
+        ),
     ],
 )
 def test_bad_options_fail_at_start_up(options, message):
-    with pytest.raises(ConfigError, match=message):
+    # Each of these used to be accepted and then broke the first error response.
+    with pytest.raises(ConfigError, match=re.escape(message)):
         ErrorCatcher(app_with([b""]), **options)
+
+
+def test_an_app_that_is_not_callable_fails_at_start_up():
+    with pytest.raises(
+        ConfigError, match=re.escape("ErrorCatcher: app: 'myapp:app' is not a WSGI")
+    ):
+        ErrorCatcher("myapp:app")
+
+
+def test_a_custom_error_id_header_carries_the_id():
+    app = TestApp(catcher(app_with(raise_in_call=ValueError(SECRET)), error_id_header="X-Trace"))
+    response = app.get("/", status=500)
+    assert response.headers["X-Trace"] in response.text
 
 
 def test_registry_name_in_a_pipeline():

@@ -28,7 +28,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
 from ..errors import ConfigError
-from ..options import flag
+from ..options import flag, header_name
 from ..wsgi import close_iterable
 from ._debugpage import debug_page
 
@@ -88,28 +88,49 @@ class ErrorCatcher:
         pass_http_exceptions: bool = True,
         error_id_header: str = "X-Error-Id",
     ) -> None:
+        if not callable(app):
+            raise ConfigError(f"ErrorCatcher: app: {app!r} is not a WSGI app (not callable)")
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigError(f"ErrorCatcher: logger: expected a logging.Logger, got {logger!r}")
-        hooks = [] if on_error is None else [on_error] if callable(on_error) else list(on_error)
-        for hook in hooks:
-            if not callable(hook):
-                raise ConfigError(f"ErrorCatcher: on_error: {hook!r} is not callable")
         self.app = app
         self.debug = flag(debug, "ErrorCatcher: debug")
         self.logger = logger or logging.getLogger("wsgistack.errors")
-        self.on_error = tuple(hooks)
-        self.statuses = self._check_statuses(statuses or {})
+        self.on_error = self._check_hooks(on_error)
+        self.statuses = self._check_statuses(statuses)
         self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")
-        if not isinstance(error_id_header, str) or not error_id_header.isascii():
-            raise ConfigError(f"ErrorCatcher: error_id_header: bad name {error_id_header!r}")
-        self.error_id_header = error_id_header
+        self.error_id_header = header_name(error_id_header, "ErrorCatcher: error_id_header")
         if debug:
             self.logger.warning(
                 "ErrorCatcher debug=True: tracebacks and local variables are shown to clients"
             )
 
     @staticmethod
-    def _check_statuses(statuses: Mapping[Any, Any]) -> dict[type[BaseException], int]:
+    def _check_hooks(on_error: Any) -> tuple[ErrorHook, ...]:
+        if on_error is None:
+            return ()
+        if callable(on_error):
+            return (on_error,)
+        # A string is iterable too: "report" would become the hooks 'r', 'e', 'p', ...
+        if isinstance(on_error, str | bytes) or not isinstance(on_error, Iterable):
+            raise ConfigError(
+                f"ErrorCatcher: on_error: expected a callable or a list of callables, "
+                f"got {on_error!r}"
+            )
+        hooks = tuple(on_error)
+        for hook in hooks:
+            if not callable(hook):
+                raise ConfigError(f"ErrorCatcher: on_error: {hook!r} is not callable")
+        return hooks
+
+    @staticmethod
+    def _check_statuses(statuses: Any) -> dict[type[BaseException], int]:
+        if statuses is None:
+            return {}
+        if not isinstance(statuses, Mapping):
+            raise ConfigError(
+                "ErrorCatcher: statuses: expected a mapping of exception class to status, "
+                f"like {{TimeoutError: 504}}, got {statuses!r}"
+            )
         checked: dict[type[BaseException], int] = {}
         for kind, status in statuses.items():
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
