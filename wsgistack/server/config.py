@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from ..errors import ConfigError
@@ -82,7 +82,15 @@ def parse_bind(value: str) -> Bind:
 
 
 def _binds(value: Any) -> tuple[Bind, ...]:
-    items = [value] if isinstance(value, str | Bind) else list(value)
+    if isinstance(value, str | Bind):
+        items = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
+        items = list(value)
+    else:  # 8000, None, b"...": a port alone is not an address
+        raise ConfigError(
+            f"bind: {value!r} is not HOST:PORT or unix:/path (or a list of them), "
+            "e.g. '127.0.0.1:8000'"
+        )
     if not items:
         raise ConfigError("bind: at least one address is needed")
     return tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
