@@ -28,7 +28,14 @@ from ._types import WSGIEnvironment
 from .errors import ConfigError
 from .netset import IPAddress, NetworkSet, parse_address
 
-__all__ = ["CACHE_KEY", "ProxyTrust", "client_addr", "client_ip", "forwarded_for_values"]
+__all__ = [
+    "CACHE_KEY",
+    "ProxyTrust",
+    "client_addr",
+    "client_ip",
+    "forwarded_for_values",
+    "trusts_peer",
+]
 
 CACHE_KEY = "wsgistack.client_ip"
 _TRUST_KEY = "wsgistack.client_ip.trust"
@@ -180,6 +187,24 @@ def forwarded_for_values(environ: WSGIEnvironment, trust: ProxyTrust) -> list[st
     return [part.strip() for part in raw.split(",")]
 
 
+def _trusted(peer: IPAddress | None, trust: ProxyTrust) -> bool:
+    return trust.unix if peer is None else peer in trust.proxies
+
+
+def trusts_peer(environ: WSGIEnvironment, trust: ProxyTrust | None) -> bool:
+    """True if ``trust`` believes the forwarded headers the peer sent.
+
+    The peer is a trusted proxy (its parsed address, so ``::ffff:10.0.0.1`` is
+    ``10.0.0.1``), or in hop-count mode the chain is long enough.  A forwarder
+    keeps and extends such a peer's ``X-Forwarded-*`` and replaces anyone else's.
+    """
+    if trust is None:
+        return False
+    if trust.hops:
+        return len(forwarded_for_values(environ, trust)) >= trust.hops
+    return _trusted(parse_address(environ.get("REMOTE_ADDR", "") or ""), trust)
+
+
 def _resolve(environ: WSGIEnvironment, trust: ProxyTrust | None) -> IPAddress | None:
     peer = parse_address(environ.get("REMOTE_ADDR", "") or "")
     if trust is None:
@@ -189,8 +214,7 @@ def _resolve(environ: WSGIEnvironment, trust: ProxyTrust | None) -> IPAddress | 
         if len(chain) < trust.hops:
             return peer
         return _node_address(chain[-trust.hops]) or peer
-    trusted = trust.unix if peer is None else peer in trust.proxies
-    if not trusted:
+    if not _trusted(peer, trust):
         return peer
     nearest = peer
     for node in reversed(chain):

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import webob.exc
 
 from ..._types import StartResponse, WSGIEnvironment
-from ...clientip import ProxyTrust, client_addr, client_ip
+from ...clientip import ProxyTrust, client_addr, trusts_peer
 from ...errors import ConfigError, ProtocolError
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
@@ -57,8 +57,21 @@ HOP_BY_HOP = frozenset(
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
-#: Request headers this layer writes itself, besides the hop-by-hop ones.
-_REPLACED = frozenset({"host", "x-forwarded-for", "forwarded"})
+#: Request headers this layer writes itself, besides the hop-by-hop ones; the
+#: body's length and type come from CONTENT_LENGTH and CONTENT_TYPE, never from
+#: an HTTP_CONTENT_* copy (nginx's uwsgi_params sends both), so never twice.
+_REPLACED = frozenset(
+    {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-prefix",
+        "forwarded",
+        "content-length",
+        "content-type",
+    }
+)
 #: environ key -> the header name sent upstream ("" for keys that are not sent);
 #: filled as keys are seen, up to a bound, so most requests only look names up.
 _FORWARDED_NAMES: dict[str, str] = {}
@@ -67,14 +80,14 @@ _FORWARDED_NAMES_MAX = 512
 
 def _forwarded_name(key: str) -> str:
     """The upstream header for an environ key, or "" (not a header, or hop-by-hop)."""
-    if key.startswith("HTTP_"):
-        name = key[5:].replace("_", "-").title()
-    elif key == "CONTENT_TYPE":
+    if key == "CONTENT_TYPE":
         name = "Content-Type"
+    elif key.startswith("HTTP_"):
+        name = key[5:].replace("_", "-").title()
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in _REPLACED:
+            name = ""
     else:
-        name = ""
-    lower = name.lower()
-    if lower in HOP_BY_HOP or lower in _REPLACED:
         name = ""
     if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
         _FORWARDED_NAMES[key] = name
@@ -426,28 +439,33 @@ class LoadBalancer:
         peer = environ.get("REMOTE_ADDR", "") or "unknown"
         proto = environ.get("wsgi.url_scheme", "http")
         host = environ.get("HTTP_HOST", environ.get("SERVER_NAME", ""))
-        chain = ""
-        fchain = ""
-        if (
-            self.trust is not None
-            and client_ip(environ, self.trust) is not None
-            and peer != client_addr(environ, self.trust)
-        ):
-            # The peer is a trusted proxy: keep the chain it sent and extend it.
-            chain = environ.get("HTTP_X_FORWARDED_FOR", "")
-            fchain = environ.get("HTTP_FORWARDED", "")
         node = f'"[{peer}]"' if ":" in peer else peer
+        forwarded_for = peer
+        forwarded_proto = proto
+        forwarded_host = host
+        forwarded = f'for={node};proto={proto};host="{host}"'
+        prefix = environ.get("SCRIPT_NAME", "")
+        if self.trust is not None and trusts_peer(environ, self.trust):
+            # A trusted proxy's headers tell of the hops before it: each chain is
+            # kept and extended by this hop; its prefix is where SCRIPT_NAME starts.
+            # Anyone else's are replaced, not extended: a client writes what it likes.
+            if chain := environ.get("HTTP_X_FORWARDED_FOR"):
+                forwarded_for = f"{chain}, {peer}"
+            if chain := environ.get("HTTP_X_FORWARDED_PROTO"):
+                forwarded_proto = f"{chain}, {proto}"
+            if chain := environ.get("HTTP_X_FORWARDED_HOST"):
+                forwarded_host = f"{chain}, {host}"
+            if chain := environ.get("HTTP_FORWARDED"):
+                forwarded = f"{chain}, {forwarded}"
+            prefix = environ.get("HTTP_X_FORWARDED_PREFIX", "").rstrip("/") + prefix
         headers += [
-            ("X-Forwarded-For", f"{chain}, {peer}" if chain else peer),
-            ("X-Forwarded-Proto", proto),
-            ("X-Forwarded-Host", host),
-            (
-                "Forwarded",
-                (fchain + ", " if fchain else "") + f'for={node};proto={proto};host="{host}"',
-            ),
+            ("X-Forwarded-For", forwarded_for),
+            ("X-Forwarded-Proto", forwarded_proto),
+            ("X-Forwarded-Host", forwarded_host),
+            ("Forwarded", forwarded),
         ]
-        if environ.get("SCRIPT_NAME"):
-            headers.append(("X-Forwarded-Prefix", environ["SCRIPT_NAME"]))
+        if prefix:
+            headers.append(("X-Forwarded-Prefix", prefix))
         return headers
 
     def _respond(

@@ -1,0 +1,141 @@
+"""What the LoadBalancer tells an upstream about the request, and how it maps answers back."""
+
+from __future__ import annotations
+
+from wsgiref.validate import validator
+
+import pytest
+import webob
+from webtest import TestApp
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+SENT = {
+    "X-Forwarded-For": "6.6.6.6",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Prefix": "/evil",
+    "Forwarded": "for=6.6.6.6",
+}
+FORWARDING = [name.encode() for name in SENT]
+
+
+def _forwarded(upstream) -> dict[bytes, list[bytes]]:
+    return {name: upstream.header(name) for name in FORWARDING}
+
+
+REPLACED = {
+    b"X-Forwarded-For": [b"203.0.113.9"],
+    b"X-Forwarded-Proto": [b"http"],
+    b"X-Forwarded-Host": [b"site.example"],
+    b"X-Forwarded-Prefix": [b"/legacy"],
+    b"Forwarded": [b'for=203.0.113.9;proto=http;host="site.example"'],
+}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "expected"),
+    [
+        pytest.param(None, "203.0.113.9", REPLACED, id="no-trusted-proxies"),
+        pytest.param(["10.0.0.0/8"], "203.0.113.9", REPLACED, id="untrusted-peer"),
+        pytest.param(
+            ["10.0.0.0/8"],
+            "::ffff:203.0.113.9",
+            {
+                **REPLACED,
+                b"X-Forwarded-For": [b"::ffff:203.0.113.9"],
+                b"Forwarded": [b'for="[::ffff:203.0.113.9]";proto=http;host="site.example"'],
+            },
+            id="untrusted-ipv4-mapped-peer",
+        ),
+        pytest.param(
+            ["10.0.0.0/8"],
+            "10.0.0.2",
+            {
+                b"X-Forwarded-For": [b"6.6.6.6, 10.0.0.2"],
+                b"X-Forwarded-Proto": [b"https, http"],
+                b"X-Forwarded-Host": [b"evil.example, site.example"],
+                b"X-Forwarded-Prefix": [b"/evil/legacy"],
+                b"Forwarded": [b'for=6.6.6.6, for=10.0.0.2;proto=http;host="site.example"'],
+            },
+            id="trusted-peer-chains-extended",
+        ),
+        pytest.param(
+            ["10.0.0.0/8"],
+            "::ffff:10.0.0.2",
+            {
+                b"X-Forwarded-For": [b"6.6.6.6, ::ffff:10.0.0.2"],
+                b"X-Forwarded-Proto": [b"https, http"],
+                b"X-Forwarded-Host": [b"evil.example, site.example"],
+                b"X-Forwarded-Prefix": [b"/evil/legacy"],
+                b"Forwarded": [
+                    b'for=6.6.6.6, for="[::ffff:10.0.0.2]";proto=http;host="site.example"'
+                ],
+            },
+            id="trusted-ipv4-mapped-peer",
+        ),
+        pytest.param(
+            1,
+            "203.0.113.9",
+            {
+                b"X-Forwarded-For": [b"6.6.6.6, 203.0.113.9"],
+                b"X-Forwarded-Proto": [b"https, http"],
+                b"X-Forwarded-Host": [b"evil.example, site.example"],
+                b"X-Forwarded-Prefix": [b"/evil/legacy"],
+                b"Forwarded": [b'for=6.6.6.6, for=203.0.113.9;proto=http;host="site.example"'],
+            },
+            id="one-trusted-hop",
+        ),
+    ],
+)
+def test_forwarding_headers_are_replaced_unless_a_trusted_proxy_sent_them(
+    lb, raw, trusted, peer, expected
+):
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url], trusted_proxies=trusted)))
+    app.get(
+        "/x",
+        headers={**SENT, "Host": "site.example"},
+        extra_environ={"REMOTE_ADDR": peer, "SCRIPT_NAME": "/legacy"},
+    )
+    assert _forwarded(upstream) == expected
+
+
+def test_a_trusted_proxy_that_sent_only_a_proto_keeps_it(lb, raw):
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url], trusted_proxies=["10.0.0.0/8"])))
+    app.get("/", headers={"X-Forwarded-Proto": "https"}, extra_environ={"REMOTE_ADDR": "10.0.0.2"})
+    assert upstream.header(b"X-Forwarded-Proto") == [b"https, http"]
+    assert upstream.header(b"X-Forwarded-For") == [b"10.0.0.2"]
+    assert upstream.header(b"X-Forwarded-Prefix") == []  # no prefix anywhere
+
+
+@pytest.mark.parametrize(
+    ("framing", "length", "encoding"),
+    [
+        pytest.param({"CONTENT_LENGTH": "3"}, [b"3"], [], id="content-length"),
+        pytest.param(
+            {"HTTP_TRANSFER_ENCODING": "chunked"},
+            [],
+            [b"chunked"],
+            id="chunked-never-with-a-length",
+        ),
+    ],
+)
+def test_the_body_is_framed_once_whatever_http_content_keys_say(lb, raw, framing, length, encoding):
+    upstream = raw(OK)
+    environ = webob.Request.blank("/", method="POST", body=b"abc").environ
+    del environ["CONTENT_LENGTH"]
+    # Not PEP 3333 (so no validator), but what a uwsgi server builds from nginx's
+    # uwsgi_params, which sends CONTENT_LENGTH and HTTP_CONTENT_LENGTH both.
+    environ.update(
+        CONTENT_TYPE="text/plain",
+        HTTP_CONTENT_LENGTH="3",
+        HTTP_CONTENT_TYPE="application/evil",
+        **framing,
+    )
+    result = lb([upstream.url])(environ, lambda status, headers: None)
+    assert b"".join(result) == b"ok"
+    assert upstream.header(b"Content-Length") == length
+    assert upstream.header(b"Transfer-Encoding") == encoding
+    assert upstream.header(b"Content-Type") == [b"text/plain"]
