@@ -395,6 +395,21 @@ def test_sliding_window_never_moves_back_when_the_clock_does(redis_server, store
         store.close()
 
 
+def test_sliding_window_refusal_resets_no_sooner_than_retry_after():
+    app, clock = limited("3/minute", clock=Clock(1000.0), strategy="sliding_window")
+    responses = [hit(app) for _ in range(4)]  # 40 s into the window [960, 1020)
+    refused = responses[-1]
+    assert refused.headers["Retry-After"] == "40"
+    assert refused.headers["RateLimit"] == '"3-per-60s";r=0;t=40'
+    steps = random.Random(2)
+    for _ in range(200):  # either way of refusing: full window, or a heavy previous one
+        clock.now += steps.choice([0, 0.5, 3, 7, 19])
+        response = hit(app)
+        if response.status_int == 429:
+            t = int(response.headers["RateLimit"].rsplit("t=", 1)[1])
+            assert t >= int(response.headers["Retry-After"]), (clock.now, response.headers)
+
+
 @pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
 def test_hosts_with_skewed_clocks_share_one_quota(redis_server, strategy):
     url = redis_server.url.replace("/0", "/6")

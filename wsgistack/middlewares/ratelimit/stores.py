@@ -202,7 +202,7 @@ for i = 1, #KEYS do
     end
     retry = math.max(retry, 1000)
     out[#out + 1] = '0'
-    out[#out + 1] = string.format('%.17g', (period - elapsed) / 1000000)
+    out[#out + 1] = string.format('%.17g', math.max(period - elapsed, retry) / 1000000)
     out[#out + 1] = string.format('%.17g', retry / 1000000)
   else
     local remaining = math.max(math.floor(amount - (estimate + 1)), 0)

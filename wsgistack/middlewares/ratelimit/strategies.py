@@ -42,7 +42,7 @@ class Decision(NamedTuple):
     rate: Rate
     allowed: bool
     remaining: int
-    reset: float  # seconds until the full quota is back
+    reset: float  # seconds until the full quota is back (refused: never before retry_after)
     retry_after: float  # seconds until a refused request would be admitted (0 if admitted)
 
 
@@ -97,7 +97,10 @@ def sliding_window(
             # Wait until the previous window's weight has decayed enough.
             retry = period * (1.0 - (rate.amount - 1 - current) / previous) - elapsed
         retry = max(retry, 1000.0)  # at least a millisecond
-        return Decision(rate, False, 0, (period - elapsed) / 1_000_000, retry / 1_000_000), None
+        # Refused, the window's end is no reset: the client has room again only
+        # after `retry`, so the RateLimit field never promises sooner than Retry-After.
+        reset = max(period - elapsed, retry)
+        return Decision(rate, False, 0, reset / 1_000_000, retry / 1_000_000), None
     remaining = max(int(rate.amount - (estimate + 1)), 0)
     return Decision(rate, True, remaining, (period - elapsed) / 1_000_000, 0.0), (
         start,
