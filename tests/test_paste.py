@@ -165,3 +165,30 @@ def test_a_flag_spelled_otherwise_fails_while_loading(tmp_path, ini_text, messag
     ini.write_text(ini_text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         loadapp(f"config:{ini}")
+
+
+HOST_INI = """
+[composite:main]
+use = egg:wsgistack#dispatch
+{mount} = tags
+
+[app:tags]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def test_a_host_mount_in_a_composite_matches_any_port(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(HOST_INI.format(mount="API.example.com"))
+    app = TestApp(loadapp(f"config:{ini}"))
+    assert app.get("/", headers={"Host": "api.example.com:8080"}).status_int == 200
+    assert app.get("/", headers={"Host": "other.example.com"}, status=404)
+
+
+@pytest.mark.parametrize("mount", ["api.example.com:8080", "api.example.com:8080/v1"])
+def test_a_host_mount_with_a_port_is_refused_with_the_reason(tmp_path, mount):
+    # configparser splits "api.example.com:8080 = tags" at the ":": say so, not "no section".
+    ini = tmp_path / "site.ini"
+    ini.write_text(HOST_INI.format(mount=mount))
+    with pytest.raises(ConfigError, match=re.escape(f"'{mount} = tags': an ini key ends at ':'")):
+        loadapp(f"config:{ini}")

@@ -13,6 +13,7 @@ flag: ``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0``, any case.
 from __future__ import annotations
 
 import inspect
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +26,10 @@ from .pipeline import resolve_factory
 __all__ = ["ini_value", "make_filter_factory"]
 
 FilterFactory = Callable[..., Callable[[WSGIApplication], WSGIApplication]]
+
+# configparser ends a key at the first "=" or ":", so "api.example.com:8080 = app"
+# arrives as the key "api.example.com" with the value "8080 = app".
+_PORT_CUT_OFF = re.compile(r"\d+(/\S*)?\s*[=:]")
 
 
 def ini_value(text: str) -> Any:
@@ -83,10 +88,18 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
     """A ``paste.composite_factory``: each ``/prefix = appname`` line mounts an app.
 
     Like ``paste.urlmap``, keys are prefixes or hosts and values name other
-    sections; ``default = appname`` answers what no mount matches.
+    sections; ``default = appname`` answers what no mount matches.  An ini key
+    cannot hold ":", so a host mount here names no port (it matches any port).
     """
     from .middlewares.dispatch import PrefixDispatcher
 
+    for key, name in local_conf.items():
+        if _PORT_CUT_OFF.match(name):
+            raise ConfigError(
+                f"composite dispatch: '{key}:{name}': an ini key ends at ':', so a host "
+                "mount cannot name a port here; mount the host without its port (it then "
+                "matches any port), or mount it in a TOML pipeline or in Python"
+            )
     default_name = local_conf.pop("default", None)
     redirect = ini_flag(
         local_conf.pop("redirect_slash", "true"), "composite dispatch: redirect_slash"
