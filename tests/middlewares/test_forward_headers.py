@@ -139,3 +139,79 @@ def test_the_body_is_framed_once_whatever_http_content_keys_say(lb, raw, framing
     assert upstream.header(b"Content-Length") == length
     assert upstream.header(b"Transfer-Encoding") == encoding
     assert upstream.header(b"Content-Type") == [b"text/plain"]
+
+
+# -- redirects ---------------------------------------------------------------------------------
+def _redirect(location: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Location: %s\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n" % (location, location)
+    )
+
+
+UPSTREAM = "{upstream}"  # stands for the upstream's own http://host:port
+
+
+@pytest.mark.parametrize(
+    ("base", "options", "script", "location", "expected"),
+    [
+        pytest.param("", {}, "/legacy", "/next?x=1", "/legacy/next?x=1", id="path"),
+        pytest.param("", {}, "/legacy", "next", "next", id="relative-left-alone"),
+        pytest.param("", {}, "/legacy", "?page=2", "?page=2", id="query-only-left-alone"),
+        pytest.param("/app", {}, "/legacy", "/app/next", "/legacy/next", id="base-swapped"),
+        pytest.param("/app", {}, "/legacy", "/other", "/other", id="outside-the-base"),
+        pytest.param(
+            "",
+            {},
+            "/legacy",
+            "http://site.example/next",
+            "http://site.example/legacy/next",
+            id="the-clients-host",
+        ),
+        pytest.param(
+            "/app",
+            {},
+            "/legacy",
+            "https://SITE.example/app/n#f",
+            "https://SITE.example/legacy/n#f",
+            id="the-clients-host-with-a-base",
+        ),
+        pytest.param(
+            "",
+            {"preserve_host": False},
+            "/legacy",
+            "http://site.example/next",
+            "http://site.example/next",
+            id="the-clients-host-unseen-by-the-upstream",
+        ),
+        pytest.param(
+            "/app",
+            {"preserve_host": False},
+            "/legacy",
+            UPSTREAM + "/app/next",
+            "/legacy/next",
+            id="the-upstreams-address",
+        ),
+        pytest.param(
+            "",
+            {},
+            "/legacy",
+            "http://other.example/next",
+            "http://other.example/next",
+            id="another-site",
+        ),
+        pytest.param("", {}, "/my app", "/next", "/my%20app/next", id="script-name-encoded"),
+        pytest.param("", {}, "", "mailto:a@site.example", "mailto:a@site.example", id="mailto"),
+    ],
+)
+def test_location_and_content_location_map_back_to_the_client(
+    lb, raw, base, options, script, location, expected
+):
+    upstream = raw(OK)
+    address = upstream.url.removeprefix("http://")
+    upstream.queue(_redirect(location.replace(UPSTREAM, upstream.url).encode()))
+    app = TestApp(validator(lb([upstream.url + base], **options)))
+    response = app.get("/", extra_environ={"SCRIPT_NAME": script, "HTTP_HOST": "site.example"})
+    assert response.status_int == 302
+    assert response.headers["Location"] == expected.replace(UPSTREAM, address)
+    assert response.headers["Content-Location"] == expected.replace(UPSTREAM, address)

@@ -484,7 +484,7 @@ class LoadBalancer:
                 if lower == "connection":
                     named += (token.strip().lower() for token in value.split(","))
                 continue
-            if lower == "location":
+            if lower == "location" or lower == "content-location":
                 value = self._rewrite_location(upstream, value, environ)
             headers.append((name, value))
         if named:
@@ -522,18 +522,36 @@ class LoadBalancer:
         else:
             sock.close()
 
-    @staticmethod
-    def _rewrite_location(upstream: Upstream, location: str, environ: WSGIEnvironment) -> str:
-        """Map an upstream redirect back into the client's view of the site."""
+    def _rewrite_location(self, upstream: Upstream, location: str, environ: WSGIEnvironment) -> str:
+        """Map an upstream URL (Location, Content-Location) back into the client's view.
+
+        Mapped: a path from the root, and an absolute URL naming the upstream
+        (made a path) or, with ``preserve_host``, the client's own Host (which
+        the upstream saw); its base path is swapped for SCRIPT_NAME.  A relative
+        reference (``next``, ``?page=2``) resolves against the client's URL as
+        it stands, and another site's URL is not ours: both are left alone.
+        """
         parts = urlsplit(location)
-        if parts.netloc and parts.netloc != upstream.host_header:
-            return location  # somewhere else entirely
-        path = parts.path
-        if upstream.base and (path == upstream.base or path.startswith(upstream.base + "/")):
+        origin = ""
+        if parts.netloc:
+            netloc = parts.netloc.lower()
+            if netloc == upstream.host_header.lower():
+                pass  # the upstream's own address: the client gets a path
+            elif self.preserve_host and netloc == environ.get("HTTP_HOST", "").lower():
+                origin = location[: location.index(parts.netloc) + len(parts.netloc)]
+            else:
+                return location  # somewhere else entirely
+        elif parts.scheme or not parts.path.startswith("/"):
+            return location  # relative, or no place on the web (mailto:, urn:)
+        path = parts.path or "/"
+        if upstream.base:
+            if path != upstream.base and not path.startswith(upstream.base + "/"):
+                return location  # outside what this pool serves
             path = path[len(upstream.base) :] or "/"
-        elif upstream.base:
-            return location
-        rewritten = environ.get("SCRIPT_NAME", "") + path
+        script = environ.get("SCRIPT_NAME", "")
+        if script:
+            path = quote(script.encode("latin-1"), safe=SAFE_PATH) + path
+        rewritten = origin + path
         if parts.query:
             rewritten += "?" + parts.query
         if parts.fragment:
