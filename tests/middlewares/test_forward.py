@@ -391,6 +391,34 @@ def test_bad_options_fail_at_start_up(args, message):
         LoadBalancer(*args, **options)
 
 
+@pytest.mark.parametrize(
+    ("upstream", "options", "message"),
+    [
+        pytest.param("http://a:1", {"max_idle": "10"}, "max_idle: expected a whole", id="idle-str"),
+        pytest.param(
+            "http://a:1", {"max_idle": None}, "max_idle: expected a whole", id="idle-none"
+        ),
+        pytest.param(
+            "http://a:1", {"max_idle": -1}, "max_idle: expected a whole", id="idle-below-0"
+        ),
+        pytest.param(
+            {"url": "http://a:1", "backup": "no"}, {}, "backup: expected true or false", id="backup"
+        ),
+        pytest.param("http://a:1", {"preserve_host": "no"}, "preserve_host: expected", id="host"),
+        pytest.param("http://a:0", {}, "'http://a:0' has a bad port", id="port-0"),
+        pytest.param("http://a:99999", {}, "has a bad port", id="port-too-big"),
+        pytest.param(
+            "http://admin:s3cret@a:1", {}, r"'http://...@a:1' must not carry a user", id="userinfo"
+        ),
+    ],
+)
+def test_each_bad_option_is_named_at_start_up(upstream, options, message):
+    primaries = ["http://b:1"] if isinstance(upstream, dict) else []
+    with pytest.raises(ConfigError, match=message) as raised:
+        LoadBalancer([*primaries, upstream], **options)
+    assert "s3cret" not in str(raised.value)
+
+
 def test_in_a_pipeline(upstreams):
     url = upstreams.start("a")
     app = build_pipeline(

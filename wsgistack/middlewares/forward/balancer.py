@@ -31,6 +31,7 @@ import webob.exc
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr, trusts_peer
 from ...errors import ConfigError, ProtocolError
+from ...options import flag
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
@@ -147,6 +148,10 @@ class LoadBalancer:
     ) -> None:
         if isinstance(upstreams, str) or not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
+        if isinstance(max_idle, bool) or not isinstance(max_idle, int) or max_idle < 0:
+            raise ConfigError(
+                f"LoadBalancer: max_idle: expected a whole number >= 0, got {max_idle!r}"
+            )
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
         self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
         self.primaries = [u for u in self.upstreams if not u.backup]
@@ -198,7 +203,7 @@ class LoadBalancer:
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
         self.idle_timeout = float(idle_timeout)
-        self.preserve_host = preserve_host
+        self.preserve_host = flag(preserve_host, "LoadBalancer: preserve_host")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path
         self.health_interval = float(health_interval)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import ConfigError
+from ...options import flag
 
 __all__ = ["Upstream", "parse_upstream"]
 
@@ -66,17 +67,24 @@ class Upstream:
             raise ConfigError(
                 f"LoadBalancer: upstreams: {url!r}: weight must be >= 1, got {weight!r}"
             )
+        if "@" in parts.netloc:  # it would reach the upstream in Host; say where, not what
+            shown = parts._replace(netloc="...@" + parts.netloc.rpartition("@")[2]).geturl()
+            raise ConfigError(
+                f"LoadBalancer: upstreams: {shown!r} must not carry a user or password"
+            )
         try:
-            port = parts.port or 80
+            port = 80 if parts.port is None else parts.port
         except ValueError:
-            raise ConfigError(f"LoadBalancer: upstreams: {url!r} has a bad port") from None
+            port = 0
+        if not port:
+            raise ConfigError(f"LoadBalancer: upstreams: {url!r} has a bad port")
         self.url = url.rstrip("/")
         self.host = parts.hostname
         self.port = port
         self.host_header = parts.netloc
         self.base = parts.path.rstrip("/")
         self.weight = weight
-        self.backup = backup
+        self.backup = flag(backup, f"LoadBalancer: upstreams: {url!r}: backup")
         self.max_fails = max_fails
         self.fail_timeout = fail_timeout
         self.max_idle = max_idle
