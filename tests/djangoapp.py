@@ -6,6 +6,9 @@ mounted Django app builds its URLs under the prefix it was mounted at.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import django
 from django.conf import settings
 
@@ -17,7 +20,7 @@ if not settings.configured:
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=["django.contrib.staticfiles"],
         MIDDLEWARE=[],
-        STATIC_URL="static/",
+        STATIC_URL="static/",  # relative: Django puts the script prefix in front
         USE_TZ=True,
     )
     django.setup()
@@ -26,6 +29,7 @@ from django.core.wsgi import get_wsgi_application
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.templatetags.static import static
+from django.test import override_settings
 from django.urls import path, reverse
 
 
@@ -50,3 +54,17 @@ urlpatterns = [
 ]
 
 application = get_wsgi_application()
+
+
+@contextmanager
+def fresh_static_url() -> Iterator[None]:
+    """Let the next request, not the first of the process, decide the static URL prefix.
+
+    Django prefixes a relative STATIC_URL with the script prefix of the first
+    request that reads it, then keeps the result for the process (in the
+    settings cache and the staticfiles storage). A test that runs the site at
+    "/" first would fix it at "/static/" for every later test; overriding the
+    setting clears both caches on the way in and on the way out.
+    """
+    with override_settings(STATIC_URL="static/"):
+        yield

@@ -10,6 +10,7 @@ from webob import Request
 from webtest import TestApp
 
 from tests.djangoapp import application as django_app
+from tests.djangoapp import fresh_static_url
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher
@@ -45,7 +46,8 @@ def site():
         {"/flask": validator(make_flask().wsgi_app), "/django": validator(django_app)},
         default=echo("default"),
     )
-    return TestApp(validator(dispatcher))
+    with fresh_static_url():  # whichever test ran Django first must not fix its prefix
+        yield TestApp(validator(dispatcher))
 
 
 def test_flask_builds_prefixed_urls(site):
