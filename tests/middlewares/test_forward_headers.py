@@ -8,6 +8,9 @@ import pytest
 import webob
 from webtest import TestApp
 
+from tests.server.live import RawClient, live_server
+from wsgistack.middlewares import PrefixDispatcher
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 
 SENT = {
@@ -215,3 +218,25 @@ def test_location_and_content_location_map_back_to_the_client(
     assert response.status_int == 302
     assert response.headers["Location"] == expected.replace(UPSTREAM, address)
     assert response.headers["Content-Location"] == expected.replace(UPSTREAM, address)
+
+
+# -- the path ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param(b"/pool/a%2Fb", b"/base/a%2Fb", id="encoded-slash-kept"),
+        pytest.param(b"/pool/a%2fb/c?x=%2F", b"/base/a%2fb/c?x=%2F", id="lower-case-and-query"),
+        pytest.param(b"/pool/caf%C3%A9/100%25", b"/base/caf%C3%A9/100%25", id="utf8-and-percent"),
+        pytest.param(b"/po%6Fl/a%2Fb", b"/base/a%2Fb", id="encoded-mount"),
+        pytest.param(b"/pool%2Fa", b"/base/a", id="slash-ending-the-mount-encoded-falls-back"),
+        pytest.param(b"/pool/a|b", b"/base/a%7Cb", id="no-percent-quoted-as-before"),
+        pytest.param(b"/pool/", b"/base/", id="the-mount-itself"),
+    ],
+)
+def test_the_upstream_gets_the_path_as_the_client_spelled_it(lb, raw, target, expected):
+    upstream = raw(OK)
+    site = PrefixDispatcher({"/pool": lb([upstream.url + "/base"])})
+    with live_server(site) as front, RawClient(front.address) as client:
+        status, _, _ = client.request(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+    assert status == 200
+    assert upstream.heads[-1].split(b" ")[1] == expected

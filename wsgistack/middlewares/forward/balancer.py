@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import webob.exc
 
@@ -93,6 +93,35 @@ def _forwarded_name(key: str) -> str:
     if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
         _FORWARDED_NAMES[key] = name
     return name
+
+
+def _raw_path(raw_uri: str, script: str, path_info: str) -> str | None:
+    """PATH_INFO as the client spelled it, so ``%2F`` stays ``%2F``; None if unsure.
+
+    PATH_INFO is decoded, so ``/a%2Fb`` and ``/a/b`` both arrive as ``/a/b``;
+    an upstream routing on its raw path must see what the client sent.  The raw
+    path is used only when it decodes to SCRIPT_NAME + PATH_INFO and a ``/`` in
+    it ends SCRIPT_NAME; otherwise (a normalised path, an absolute-form target)
+    PATH_INFO is quoted as usual.
+    """
+    try:
+        raw = raw_uri.partition("?")[0].encode("latin-1")
+    except UnicodeEncodeError:  # not a request's bytes
+        return None
+    if not raw.startswith(b"/") or unquote_to_bytes(raw) != (script + path_info).encode("latin-1"):
+        return None
+    end = 0
+    if script:
+        prefix = script.encode("latin-1")
+        while True:
+            end = raw.find(b"/", end + 1)
+            if end == -1:
+                end = len(raw)
+            if unquote_to_bytes(raw[:end]) == prefix:
+                break
+            if end == len(raw):
+                return None
+    return quote(raw[end:], safe=SAFE_PATH + "%")
 
 
 class _Failure(Exception):
@@ -419,9 +448,15 @@ class LoadBalancer:
 
     @staticmethod
     def _target(upstream: Upstream, environ: WSGIEnvironment) -> str:
-        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe=SAFE_PATH) or "/"
+        path_info = environ.get("PATH_INFO", "")
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        path = None
+        if raw and "%" in raw:  # else quoting PATH_INFO gives the same
+            path = _raw_path(raw, environ.get("SCRIPT_NAME", ""), path_info)
+        if path is None:
+            path = quote(path_info.encode("latin-1"), safe=SAFE_PATH)
         query = environ.get("QUERY_STRING", "")
-        return upstream.base + path + ("?" + query if query else "")
+        return upstream.base + (path or "/") + ("?" + query if query else "")
 
     def _request_headers(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
         connection = environ.get("HTTP_CONNECTION")
