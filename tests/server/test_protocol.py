@@ -197,6 +197,35 @@ def test_upgrade_request_is_answered_as_plain_http_then_closed():
         assert client.closed_by_peer()
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: 5\r\n\r\nhello", id="content-length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", id="chunked"),
+    ],
+)
+def test_upgrade_request_with_a_body_gets_one_400_and_never_reaches_the_app(framing):
+    # llhttp ends an upgrade request at its head and leaves the body unparsed, so
+    # serving it would hand the app an empty body.  Ignoring Upgrade (RFC 9110 7.8)
+    # would mean framing the body ourselves; refusing it (400, closed) is what we do.
+    calls = []
+
+    def app(environ, start_response):
+        calls.append(environ["wsgi.input"].read())
+        return echo_app(environ, start_response)
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+            + framing
+            + GET % b"smuggled"
+        )
+        status, headers, _ = client.response()
+        assert (status, headers["connection"]) == (400, "close")
+        assert client.closed_by_peer()  # one answer, nothing after it
+    assert calls == []
+
+
 def test_a_request_waiting_at_accept_is_served_and_the_connection_kept():
     # Sent before the worker runs, the request is read at accept and skips the
     # poller; the keep-alive connection must still be watched for the next one.

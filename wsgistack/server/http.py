@@ -14,7 +14,8 @@ sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
-100-continue (417, RFC 9110 10.1.1) and the size limits (414, 431, 413).
+100-continue (417, RFC 9110 10.1.1), an Upgrade with a body (400) and the size
+limits (414, 431, 413).
 """
 
 from __future__ import annotations
@@ -256,9 +257,14 @@ class RequestParser(RequestQueue):
     def _refuse_upgrade(self) -> None:
         # We do not switch protocols: a request that asked to upgrade is answered
         # as plain HTTP (RFC 9110 7.8 lets a server ignore Upgrade), then closed.
+        # llhttp ends the message at its head, so a body would be left unparsed:
+        # such a request is refused before the app sees it (it is still queued,
+        # as httptools completed it in this same feed).
         request = self._pending[-1] if self._pending else None
         if request is None or request.content_length or request.chunked:
-            self._fail(ProtocolError("upgrade with a request body", 400))
+            self.error = ProtocolError("upgrade with a request body", 400)
+            if request is not None:
+                request.error = self.error
             return
         request.keep_alive = False  # answered, then closed: no bytes after it are parsed
         request.complete = True
