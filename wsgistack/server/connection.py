@@ -94,8 +94,16 @@ class Connection:
     HTTP; everything after the parser and the environ is the same.
     """
 
-    def __init__(self, sock: socket.socket, peer: Any, worker: Any, uwsgi: bool = False) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: Any,
+        worker: Any,
+        environ_base: dict[str, Any],
+        uwsgi: bool = False,
+    ) -> None:
         self.sock = sock
+        self.environ_base = environ_base  # the listener's: its SERVER_NAME and SERVER_PORT
         self.fd = sock.fileno()
         self._timeout = worker.config.timeout
         self.busy = False  # owned by a pool thread: the loop must not touch it
@@ -204,7 +212,7 @@ class Connection:
 
         wsgi_input = Input(request, self._fill, send_continue)
         try:
-            environ = self._build_environ(worker.environ_base, request, self.peer, wsgi_input)
+            environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
             self.send_refusal(exc)
             return False

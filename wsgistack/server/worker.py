@@ -68,17 +68,19 @@ class Worker:
             config.max_header_size,
             config.max_body_size,
         )
-        host, port = describe_socket(listeners[0])
-        self.environ_base = environ_base(config, host, port, multiprocess=multiprocess)
         self.access_log = AccessLog.open(config.access_log)
         self.stopping = False
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
-        self._uwsgi = {
-            sock.fileno()
+        #: Per listener: does it speak uwsgi, and the environ keys its requests share
+        #: (SERVER_NAME and SERVER_PORT are the bind's own).
+        self._binds: dict[int, tuple[bool, dict[str, Any]]] = {
+            sock.fileno(): (
+                bind.protocol == "uwsgi",
+                environ_base(config, *describe_socket(sock), multiprocess=multiprocess),
+            )
             for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
-            if bind.protocol == "uwsgi"
         }
         self._connections: dict[int, Connection] = {}
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
@@ -142,7 +144,7 @@ class Worker:
                 self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
-        uwsgi = listener.fileno() in self._uwsgi  # the same for every connection of the batch
+        uwsgi, base = self._binds[listener.fileno()]  # the same for the whole batch
         for _ in range(64):
             try:
                 accepted = accept(listener)
@@ -152,7 +154,7 @@ class Worker:
             if accepted is None:
                 return
             sock, peer, early = accepted
-            connection = Connection(sock, peer, self, uwsgi=uwsgi)
+            connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
             if early:
