@@ -66,6 +66,82 @@ def test_body_limit_applies_to_chunked_bodies_as_they_arrive():
     assert request.error.status_hint == 413
 
 
+HEAD_LIMITS = Limits(max_request_line=64, max_header_size=256)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 100, id="pipelined-gets"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 900, id="body"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * 300
+            + b"0\r\n\r\n",
+            id="chunked-body",
+        ),
+    ],
+)
+def test_requests_before_a_split_head_do_not_count_toward_its_limit(before):
+    parser = RequestParser(HEAD_LIMITS)
+    parser.feed(before + b"GET /last HTTP/1.1\r\nHost: a\r\nX-Pad: ")
+    parser.feed(b"p" * 100 + b"\r\n\r\n")
+    requests = list(iter(parser.next_request, None))
+    assert parser.error is None and requests[-1].url == b"/last"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 400], id="one-read"),
+        pytest.param([b"GET / HTTP/1.1\r\nX-Big: ", b"b" * 200, b"b" * 200], id="later-reads"),
+        pytest.param(
+            [b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 400],
+            id="after-a-pipelined-request",
+        ),
+    ],
+)
+def test_a_head_that_does_not_end_is_refused_at_its_limit(pieces):
+    parser = RequestParser(HEAD_LIMITS)
+    for piece in pieces:
+        parser.feed(piece)
+    assert parser.error is not None and parser.error.status_hint == 431
+
+
+CHUNKED = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([CHUNKED + b"X-T: " + b"t" * 300], id="one-read"),
+        pytest.param([CHUNKED, b"X-T: ", b"t" * 150, b"t" * 150], id="later-reads"),
+        pytest.param([CHUNKED + b"X-T: t\r\n" * 20, b"X-T: t\r\n" * 20], id="many-fields"),
+    ],
+)
+def test_a_trailer_section_is_held_to_the_header_limit(pieces):
+    # httptools buffers a trailer field whole before it reports it: without this
+    # limit a client could make it hold any amount.
+    parser = RequestParser(HEAD_LIMITS)
+    for piece in pieces:
+        parser.feed(piece)
+    request = parser.next_request()
+    assert request.error is not None and request.error.status_hint == 431
+    assert parser.error is request.error
+
+
+def test_a_trailer_section_within_the_limit_is_dropped():
+    parser = RequestParser(HEAD_LIMITS)
+    for piece in [CHUNKED, b"X-T: " + b"t" * 100, b"\r\n\r\n"]:
+        parser.feed(piece)
+    request = parser.next_request()
+    assert parser.error is None and request.complete
+    assert b"".join(request.body) == b"abc"
+    assert [name for name, _ in request.headers] == [b"Host", b"Transfer-Encoding"]
+
+
 def test_response_head_and_refusal_bytes():
     head = response_head("200 OK", [("Content-Type", "text/plain")], b"Connection: close\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: ")

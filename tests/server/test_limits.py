@@ -58,6 +58,20 @@ def server():
             413,
             id="chunked",
         ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+            + b"X-Trailer: "
+            + b"t" * 200_000
+            + b"\r\n\r\n",
+            431,
+            id="big-trailer",
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+            + b"X-T: t\r\n" * 30_000,
+            431,
+            id="many-trailers-unfinished",
+        ),
     ],
 )
 def test_limits_are_refused_with_their_status(server, raw, status):
@@ -67,6 +81,26 @@ def test_limits_are_refused_with_their_status(server, raw, status):
         got, headers, _ = client.response()
         assert (got, headers["connection"]) == (status, "close")
         assert client.closed_by_peer()
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param(GET * 100, id="pipelined-gets"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 900, id="body"
+        ),
+    ],
+)
+def test_bytes_before_a_split_head_do_not_count_toward_its_limit(before):
+    # The limit is on one head; requests sent ahead of it in the same read are not part of it.
+    with live_server(echo_app, max_request_line=64, max_header_size=256) as server:
+        count = before.count(b" HTTP/1.1")
+        with RawClient(server.address) as client:
+            client.send(before + b"GET /last HT")
+            assert [client.response()[0] for _ in range(count)] == [200] * count
+            client.send(b"TP/1.1\r\nHost: a\r\n\r\n")
+            assert client.response()[::2] == (200, b"GET /last  ")
 
 
 def test_content_length_over_limit_is_refused_before_the_body_is_sent(server):

@@ -15,7 +15,7 @@ headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
 100-continue (417, RFC 9110 10.1.1), an Upgrade with a body (400) and the size
-limits (414, 431, 413).
+limits (414, 431, 413; a trailer section counts against the header limit).
 """
 
 from __future__ import annotations
@@ -127,7 +127,11 @@ class RequestParser(RequestQueue):
         self._parser = httptools.HttpRequestParser(self)
         self._current: Request | None = None
         self._in_head = False
-        self._head_bytes = 0
+        #: A head or a trailer section is arriving: httptools buffers its bytes.
+        self._open = False
+        #: ... and it began inside the data being fed (see _bound_open).
+        self._open_fresh = False
+        self._open_bytes = 0
         self._header_bytes = 0
         self._hosts = 0
         self._te: bytes | None = None
@@ -146,23 +150,18 @@ class RequestParser(RequestQueue):
         except httptools.HttpParserError as exc:
             self._fail(self._callback_error or _classify(exc))
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_request_line + self.limits.max_header_size:
-                # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
-                status = 431 if self._current and self._current.url else 414
-                self._fail(ProtocolError("request head too large", status))
+        if self._open:
+            self._bound_open(data)
 
     @property
     def mid_request(self) -> bool:
         """True when some bytes of a request head have arrived (for the 408 decision)."""
-        return self._in_head and self._head_bytes > 0
+        return self._in_head
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
         self._current = Request()
-        self._in_head = True
-        self._head_bytes = 0
+        self._in_head = self._open = self._open_fresh = True
         self._header_bytes = 0
         self._hosts = 0
         self._te = None
@@ -177,7 +176,10 @@ class RequestParser(RequestQueue):
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._current
         if request is None or not self._in_head:
-            return  # trailer fields of a chunked body: dropped (RFC 9112 7.1.2 allows it)
+            # A trailer field of a chunked body: dropped (RFC 9112 7.1.2 allows it).
+            if self._open_fresh:
+                self._open_bytes += len(name) + len(value) + 4  # see _bound_open
+            return
         headers = request.headers
         headers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
@@ -205,7 +207,7 @@ class RequestParser(RequestQueue):
         request.method = parser.get_method().decode("ascii")
         request.version = version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        self._in_head = False
+        self._in_head = self._open = False
         if version not in ("1.1", "1.0"):
             raise self._refusal(f"HTTP/{version} is not supported", 505)
         if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
@@ -237,17 +239,57 @@ class RequestParser(RequestQueue):
         if request.body_size > self.limits.max_body_size:
             raise self._refusal("request body too large", 413)
         request.body.append(body)
+        self._open = False  # chunk data: the chunk header before it was not the last
+
+    def on_chunk_header(self) -> None:
+        # Data follows, or (after the last chunk) a trailer section that httptools
+        # buffers whole: watch it like a head until on_body says otherwise.
+        self._open = self._open_fresh = True
+        self._open_bytes = 0
 
     def on_message_complete(self) -> None:
         request = self._current
         assert request is not None
         request.complete = True
         self._current = None
+        self._open = False
 
     # -- helpers -----------------------------------------------------------------------
     def _refusal(self, message: str, status: int) -> ProtocolError:
         self._callback_error = ProtocolError(message, status)
         return self._callback_error
+
+    def _bound_open(self, data: bytes) -> None:
+        """Refuse a head or trailer section that grows past its limit without ending.
+
+        httptools buffers an unfinished field whole, so the bytes of an open
+        section are counted as they arrive: all of any later data, but of the
+        data it began in only what is surely its own, as that data may also hold
+        the requests before it: the lines the callbacks saw, plus the line still
+        open after them once one of its field lines has ended.  What goes
+        uncounted is at most part of one read.
+        """
+        if self._open_fresh:
+            self._open_fresh = False
+            open_line = len(data) - 1 - data.rfind(b"\n")
+            if not self._in_head:
+                self._open_bytes += open_line  # the last-chunk line ended inside data
+            else:
+                request = self._current
+                self._open_bytes = (len(request.url) if request else 0) + self._header_bytes
+                if self._header_bytes:  # else the last line end may be an earlier request's
+                    self._open_bytes += open_line
+        else:
+            self._open_bytes += len(data)
+        limits = self.limits
+        if self._in_head:
+            if self._open_bytes > limits.max_request_line + limits.max_header_size:
+                # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
+                status = 431 if self._current and self._current.url else 414
+                self._fail(ProtocolError("request head too large", status))
+        elif self._open_bytes > limits.max_header_size:
+            # RFC 9112 7.1.2: trailer fields are header fields; the same limit holds.
+            self._fail(ProtocolError("trailer section too large", 431))
 
     def _fail(self, error: ProtocolError) -> None:
         self.error = error
