@@ -13,7 +13,10 @@ named in ``Connection``.  Bodies stream both ways.  Retries are safe: a
 connect failure moves to the next upstream for any method (nothing was
 sent); after the request went out, only a bodiless idempotent request is
 retried, and only on the conditions in ``next_upstream``.  No upstream
-available is 503, a failed or garbled exchange 502, a timeout 504.
+available is 503, a failed or garbled exchange 502, a timeout 504; a client
+body that fails is the client's (400, or the reference server's own status)
+and never counts against an upstream.  ``X-Forwarded-*`` describe this hop
+unless a trusted proxy sent them.
 """
 
 from __future__ import annotations
@@ -149,8 +152,11 @@ class LoadBalancer:
     :param tries: upstreams tried at most per request; ``retry_timeout``: seconds at most.
     :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
     :param preserve_host: send the client's Host (default) or the upstream's.
-    :param trusted_proxies: whose X-Forwarded-For/Forwarded chain is kept and extended.
-    :param max_idle: idle keep-alive connections kept per upstream.
+    :param trusted_proxies: whose X-Forwarded-For/Proto/Host and Forwarded chains are
+        kept and extended (and X-Forwarded-Prefix put before SCRIPT_NAME); anyone
+        else's are replaced.
+    :param max_idle: idle keep-alive connections kept per upstream (0: none);
+        ``idle_timeout``: seconds one may wait in the pool.  Each is checked before reuse.
     """
 
     def __init__(
