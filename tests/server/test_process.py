@@ -275,3 +275,14 @@ def test_running_out_of_descriptors_pauses_accepting_and_the_worker_lives(serve)
             sock.close()
     assert server.get().isdigit()  # descriptors freed: accepting resumed
     assert server.proc.poll() is None
+
+
+def test_a_graceful_stop_does_not_wait_out_the_timeout_for_a_silent_connection(serve):
+    # A browser's preconnect opens a connection and sends nothing; the stop must
+    # not keep the worker (and the master) for --timeout on its account.
+    server = serve("--workers", "1", "--timeout", "60", "--graceful-timeout", "60")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent:
+        assert server.get().isdigit()  # the worker is up and has accepted
+        server.proc.send_signal(signal.SIGTERM)
+        assert silent.recv(1) == b""  # closed by the server, well before --timeout
+    assert server.proc.wait(timeout=20) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from wsgiref.validate import validator
 
@@ -134,6 +135,21 @@ def test_expect_100_continue_is_not_sent_when_the_app_does_not_read():
         assert headers["connection"] == "close"  # the unsent body cannot be skipped
 
 
+def test_expect_100_continue_is_ignored_from_an_http10_client():
+    # RFC 9110 10.1.1: a server that receives 100-continue in HTTP/1.0 MUST ignore it.
+    reading = threading.Event()
+
+    def app(environ, start_response):
+        reading.set()  # the body has not been sent yet: read() must wait for it
+        return echo_app(environ, start_response)
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(b"POST /up HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        assert reading.wait(5)
+        client.send(b"data")
+        assert client.response()[::2] == (200, b"POST /up  data")  # no interim 100 first
+
+
 def test_wsgi_input_stops_at_the_end_of_the_body():
     seen = {}
 
@@ -253,3 +269,10 @@ def test_accepted_tcp_connections_have_nagle_off(bind):
         sock = accepted[0]
         with sock:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_keepalive_zero_closes_after_every_response():
+    with live_server(echo_app, keepalive=0) as server, RawClient(server.address) as client:
+        status, headers, _ = client.request(GET % b"once")
+        assert (status, headers["connection"]) == (200, "close")
+        assert client.closed_by_peer()

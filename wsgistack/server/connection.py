@@ -376,7 +376,8 @@ class Connection:
                 response.close = True  # HTTP/1.0 without a length: the close ends the body
         if not request.complete:
             response.close = True  # the body is still arriving: this connection ends here
-        if response.close or not request.keep_alive or self.worker.stopping:
+        worker = self.worker
+        if response.close or not request.keep_alive or worker.stopping or not worker.keeps_alive:
             response.close = True
             extra += b"Connection: close\r\n"
         elif request.version == "1.0":

@@ -42,6 +42,10 @@ LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
 #: How long listeners rest after accept() ran out of descriptors or memory.
 ACCEPT_PAUSE = 0.5
+#: On a graceful stop, how long a connection that has sent nothing yet may take
+#: to send its request (a browser's preconnect sends none; without this bound
+#: a stop or a --max-requests recycle waited out --timeout for it).
+STOP_GRACE = 1.0
 
 
 class Worker:
@@ -70,6 +74,7 @@ class Worker:
         )
         self.access_log = AccessLog.open(config.access_log)
         self.stopping = False
+        self.keeps_alive = config.keepalive > 0  # --keepalive 0: every response closes
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
@@ -220,11 +225,13 @@ class Worker:
 
     def _close(self, connection: Connection) -> None:
         """Forget and close a connection (from the loop or a pool thread)."""
-        if self._connections.pop(connection.fd, None) is None:
-            return
-        if connection.polled:  # one served straight from accept never was
-            self._poller.remove(connection.fd)
-        connection.sock.close()
+        with self._lock:  # against _hand_back: see there
+            if self._connections.get(connection.fd) is not connection:
+                return  # already closed; its fd may belong to a newer connection
+            del self._connections[connection.fd]
+            if connection.polled:  # one served straight from accept never was
+                self._poller.remove(connection.fd)
+            connection.sock.close()
 
     # -- the pool ---------------------------------------------------------------------
     def _pool_thread(self) -> None:
@@ -248,13 +255,24 @@ class Worker:
                 self._poller.wake()
 
     def _hand_back(self, connection: Connection) -> None:
-        """Give a connection the pool is done with back to the loop to watch."""
-        connection.busy = False
-        connection.polled = True  # rearm registers one served straight from accept
-        try:
-            self._poller.rearm(connection.fd)
-        except OSError:
-            self._close(connection)
+        """Give a connection the pool is done with back to the loop to watch.
+
+        Under the lock, as one step with ``_close``: once ``busy`` is False the
+        sweep may close the connection and a new one take its fd, and a late
+        rearm would then hand the newcomer's bytes to the loop while a pool
+        thread serves it.
+        """
+        with self._lock:
+            if self._connections.get(connection.fd) is not connection:
+                return
+            connection.busy = False
+            connection.polled = True  # rearm registers one served straight from accept
+            try:
+                self._poller.rearm(connection.fd)
+                return
+            except OSError:
+                pass
+        self._close(connection)
 
     def _linger(self, connection: Connection) -> None:
         """Half-close, then let the loop read away what the client still sends.
@@ -304,8 +322,13 @@ class Worker:
         for fd in self._listeners:
             self._poller.remove(fd)
         # Graceful: a connection accepted before the stop still gets its request
-        # answered (with Connection: close); idle keep-alive connections close now.
-        deadline = self.clock() + (self.config.graceful_timeout if self._graceful else 0.0)
+        # answered (with Connection: close) if it sends one within STOP_GRACE;
+        # idle keep-alive connections close now.
+        now = self.clock()
+        for connection in list(self._connections.values()):
+            if not connection.busy:
+                connection.deadline = min(connection.deadline, now + STOP_GRACE)
+        deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
         while self.clock() < deadline:
             for connection in list(self._connections.values()):
                 if connection.served and not connection.busy and not connection.parser.mid_request:
