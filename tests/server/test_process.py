@@ -286,3 +286,14 @@ def test_a_graceful_stop_does_not_wait_out_the_timeout_for_a_silent_connection(s
         server.proc.send_signal(signal.SIGTERM)
         assert silent.recv(1) == b""  # closed by the server, well before --timeout
     assert server.proc.wait(timeout=20) == 0
+
+
+def test_a_stop_while_the_app_loads_is_not_lost(serve, tmp_path):
+    # The worker imports for two seconds; a SIGTERM meanwhile must still stop it
+    # (it used to be recorded nowhere: the worker served on until SIGKILL).
+    (tmp_path / "slowimport.py").write_text("import time\ntime.sleep(2)\nfrom slowapp import app\n")
+    server = serve("--workers", "1", "--graceful-timeout", "60", target=("slowimport:app",))
+    poll(lambda: server.count_workers(1))
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+    assert "stopped while loading" in server.log.read_text()

@@ -211,11 +211,21 @@ class Arbiter:
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
         parent = os.getppid()
+        # A stop may come while the app loads (imports can take seconds): note it
+        # here, since the master's handler inherited by fork records into nothing.
+        stops: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, lambda signum, _: stops.append(signum))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
             app = self.load()
         except Exception as exc:
             log.error("worker %d: cannot load the app: %s", os.getpid(), exc)
             return BOOT_ERROR
+        if stops:
+            log.info("worker %d: stopped while loading the app", os.getpid())
+            return 0
         worker = Worker(
             app,
             self.config,
@@ -226,8 +236,6 @@ class Arbiter:
         signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
         signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
             os.write(self._ready_w, os.getpid().to_bytes(4, "little"))
         except OSError as exc:
