@@ -127,3 +127,26 @@ def test_unwritable_access_log_fails_at_bind(tmp_path):
     server = Server(echo_app, workers=0, access_log=str(tmp_path / "missing" / "a.log"))
     with pytest.raises(ConfigError, match="access_log: cannot open"):
         server.bind()
+
+
+def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(tmp_path):
+    path = tmp_path / "s.sock"
+    with live_server(echo_app, bind=f"unix:{path}"):
+        with pytest.raises(ConfigError, match="in use by a running server"):
+            Server(echo_app, bind=f"unix:{path}", workers=0).bind()
+    with socket.socket(socket.AF_UNIX) as crashed:  # a server killed without cleaning up
+        crashed.bind(str(path))
+    with live_server(echo_app, bind=f"unix:{path}") as server:
+        assert server.addresses[0][0] == str(path)
+
+
+def test_closing_leaves_alone_a_unix_socket_file_that_is_not_ours(tmp_path):
+    path = tmp_path / "s.sock"
+    with live_server(echo_app, bind=f"unix:{path}"):
+        path.unlink()  # someone removed ours, and another server took the path
+        with live_server(echo_app, bind=f"unix:{path}"):
+            pass
+        with socket.socket(socket.AF_UNIX) as other:
+            other.bind(str(path))  # a third party's file, there as we close
+            other.listen()
+    assert path.exists()

@@ -15,18 +15,49 @@ import sys
 from ..errors import ConfigError
 from .config import Bind
 
-__all__ = ["accept", "describe_socket", "open_listeners"]
+__all__ = ["accept", "close_listeners", "describe_socket", "open_listeners"]
 
 #: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
 #: spares a system call per connection; elsewhere ``accept`` sets it.
 _NODELAY_INHERITED = sys.platform.startswith("linux")
 
 
+#: The unix socket files this process created: path -> (st_dev, st_ino), so
+#: closing removes a file only while it is still ours.
+_UNIX_FILES: dict[str, tuple[int, int]] = {}
+
+
+def _listening(path: str) -> bool:
+    """Whether a server answers on the unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except TimeoutError:
+            return True  # accepting, but busy
+        except OSError:
+            return False  # refused: nobody listens, the file is left over
+    return True
+
+
+def _clear_stale(bind: Bind) -> None:
+    """Remove a socket file a previous run left; refuse one a live server uses."""
+    try:
+        if not stat.S_ISSOCK(os.stat(bind.path).st_mode):
+            return  # not a socket: bind() fails and says so
+    except FileNotFoundError:
+        return
+    if _listening(bind.path):
+        raise ConfigError(f"bind: {bind} is in use by a running server")
+    try:
+        os.unlink(bind.path)
+    except OSError as exc:
+        raise ConfigError(f"bind: cannot remove the stale {bind}: {exc.strerror}") from None
+
+
 def _open(bind: Bind, backlog: int) -> socket.socket:
     if bind.kind == "unix":
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.stat(bind.path).st_mode):
-                os.unlink(bind.path)  # a stale socket from a previous run
+        _clear_stale(bind)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         address: str | tuple[str, int] = bind.path
     else:
@@ -44,6 +75,9 @@ def _open(bind: Bind, backlog: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"bind: cannot listen on {bind}: {exc.strerror or exc}") from None
     sock.setblocking(False)
+    if bind.kind == "unix":
+        info = os.stat(bind.path)
+        _UNIX_FILES[bind.path] = (info.st_dev, info.st_ino)
     return sock
 
 
@@ -54,10 +88,26 @@ def open_listeners(binds: tuple[Bind, ...], backlog: int) -> list[socket.socket]
         for bind in binds:
             sockets.append(_open(bind, backlog))
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        close_listeners(sockets)
         raise
     return sockets
+
+
+def close_listeners(sockets: list[socket.socket]) -> None:
+    """Close listeners and remove their unix socket files, if still the ones we made.
+
+    Another server may have replaced the file since (after someone removed
+    ours); its file is left alone.
+    """
+    for sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            path = sock.getsockname()
+            ours = _UNIX_FILES.pop(path, None)
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                if ours == (info.st_dev, info.st_ino):
+                    os.unlink(path)
+        sock.close()
 
 
 def describe_socket(sock: socket.socket) -> tuple[str, int]:

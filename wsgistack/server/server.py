@@ -12,8 +12,6 @@ In-process (``workers=0``), e.g. in tests: the sockets are bound before the
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import threading
@@ -25,7 +23,7 @@ from ..errors import ConfigError
 from .access import AccessLog
 from .arbiter import Arbiter
 from .config import ServerConfig
-from .listener import describe_socket, open_listeners
+from .listener import close_listeners, describe_socket, open_listeners
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
@@ -130,11 +128,7 @@ class Server:
         if thread is not None and thread is not threading.current_thread():
             self.stop(graceful=True)
             thread.join(timeout=self.config.graceful_timeout + 5.0)
-        for sock in self.listeners:
-            if sock.family == socket.AF_UNIX:
-                with contextlib.suppress(OSError):
-                    os.unlink(sock.getsockname())
-            sock.close()
+        close_listeners(self.listeners)
         self.listeners = []
 
     def __enter__(self) -> Server:
