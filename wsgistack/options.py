@@ -14,10 +14,11 @@ import re
 
 from .errors import ConfigError
 
-__all__ = ["flag", "header_name", "ini_flag"]
+__all__ = ["TOKEN", "flag", "header_name", "ini_flag"]
 
-# RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.  The server checks
+#: the names an app sends with it too.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 _INI_TRUE = frozenset({"true", "yes", "on", "1"})
 _INI_FALSE = frozenset({"false", "no", "off", "0"})
@@ -48,6 +49,6 @@ def header_name(value: object, option: str) -> str:
     Checked at start-up: a bad name would otherwise break the response that
     carries it, at the first request.
     """
-    if isinstance(value, str) and _TOKEN.match(value):
+    if isinstance(value, str) and TOKEN.match(value):
         return value
     raise ConfigError(f"{option}: {value!r} is not a header name (letters, digits, '-', ...)")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..options import TOKEN
 from ..sockets import set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
@@ -35,8 +36,7 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("wsgistack.server")
 
-# RFC 9110 5.1 field-name = token; 5.5 field-value excludes CR, LF and NUL.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# RFC 9110 5.5: a field-value excludes CR, LF and NUL (field names: options.TOKEN).
 _FIELD_VALUE = re.compile(r"[^\r\n\x00]*\Z")
 _STATUS = re.compile(r"[1-5][0-9][0-9] [^\r\n\x00]*\Z")
 # RFC 9110 7.6.1: hop-by-hop fields belong to the server, not the app.
@@ -432,7 +432,7 @@ def _check_head(status: Any, headers: Any) -> None:
         if type(item) is not tuple or len(item) != 2:
             raise _BadHead(f"invalid header {item!r}")
         name, value = item
-        if type(name) is not str or not _TOKEN.match(name):
+        if type(name) is not str or not TOKEN.match(name):
             raise _BadHead(f"invalid header name {name!r}")
         if type(value) is not str or not _FIELD_VALUE.match(value):
             raise _BadHead(f"invalid header value for {name}: {value!r}")
