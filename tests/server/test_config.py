@@ -50,6 +50,11 @@ def test_parse_bind(text, bind):
         pytest.param({"log_level": "loud"}, "log_level: 'loud' is not one of", id="log-level"),
         pytest.param({"max_body_size": 1.5}, "max_body_size: 1.5 must be an integer", id="float"),
         pytest.param({"bogus": 1}, "bogus: unknown server option", id="unknown"),
+        pytest.param(
+            {"workers": 0, "max_requests": 3},
+            "max_requests: a recycled worker is replaced by the master",
+            id="max-requests-in-process",
+        ),
     ],
 )
 def test_bad_options_name_themselves(options, message):
@@ -131,9 +136,11 @@ def test_unwritable_access_log_fails_at_bind(tmp_path):
 
 def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(tmp_path):
     path = tmp_path / "s.sock"
-    with live_server(echo_app, bind=f"unix:{path}"):
-        with pytest.raises(ConfigError, match="in use by a running server"):
-            Server(echo_app, bind=f"unix:{path}", workers=0).bind()
+    with (
+        live_server(echo_app, bind=f"unix:{path}"),
+        pytest.raises(ConfigError, match="in use by a running server"),
+    ):
+        Server(echo_app, bind=f"unix:{path}", workers=0).bind()
     with socket.socket(socket.AF_UNIX) as crashed:  # a server killed without cleaning up
         crashed.bind(str(path))
     with live_server(echo_app, bind=f"unix:{path}") as server:
@@ -150,3 +157,9 @@ def test_closing_leaves_alone_a_unix_socket_file_that_is_not_ours(tmp_path):
             other.bind(str(path))  # a third party's file, there as we close
             other.listen()
     assert path.exists()
+
+
+def test_an_in_process_server_refuses_max_requests():
+    # start() runs one worker here whatever workers says: nothing would replace it.
+    with pytest.raises(ConfigError, match=r"^max_requests: "):
+        Server(echo_app, bind="127.0.0.1:0", max_requests=100).start()

@@ -197,6 +197,16 @@ class ServerConfig:
             value = getattr(self, field.name)
             if OPTIONS[field.name](value) != value:
                 raise ConfigError(f"{field.name}: {value!r} is not a valid value")
+        if not self.workers:
+            self.check_in_process()
+
+    def check_in_process(self) -> None:
+        """Refuse what needs a master, for a server that runs in this process."""
+        if self.max_requests:
+            raise ConfigError(
+                "max_requests: a recycled worker is replaced by the master, so it needs"
+                " workers >= 1 (in process the server would stop after that many requests)"
+            )
 
     @classmethod
     def from_options(cls, **options: Any) -> ServerConfig:

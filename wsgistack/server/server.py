@@ -115,6 +115,7 @@ class Server:
         """
         if self.config.workers and self._workers_given:
             raise ConfigError("workers: an in-process server (start/with) needs workers=0")
+        self.config.check_in_process()
         self.bind()
         self._worker = Worker(self.loader(), self.config, self.listeners)
         self._thread = threading.Thread(target=self._worker.run, name="wsgistack-server")
