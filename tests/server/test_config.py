@@ -8,6 +8,7 @@ import pytest
 
 from wsgistack import Server, cli
 from wsgistack.errors import ConfigError
+from wsgistack.server.access import AccessLog
 from wsgistack.server.config import Bind, ServerConfig, parse_bind
 
 from .conftest import echo_app
@@ -163,3 +164,40 @@ def test_an_in_process_server_refuses_max_requests():
     # start() runs one worker here whatever workers says: nothing would replace it.
     with pytest.raises(ConfigError, match=r"^max_requests: "):
         Server(echo_app, bind="127.0.0.1:0", max_requests=100).start()
+
+
+def test_access_log_escapes_what_clients_send(tmp_path):
+    # A quote would forge fields; bytes past ASCII and control characters are
+    # written as \xHH, as nginx does, so the log stays one line per request.
+    log = tmp_path / "access.log"
+    agent = 'evil" 200 999 "-" "fake \u00e9'.encode()
+    with live_server(echo_app, access_log=str(log)) as server, RawClient(server.address) as client:
+        client.request(b"GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: " + agent + b"\r\n\r\n")
+    assert log.read_text().endswith(
+        '"GET /x HTTP/1.1" 200 8 "-" "evil\\x22 200 999 \\x22-\\x22 \\x22fake \\xC3\\xA9"\n'
+    )
+    access = AccessLog.open(str(tmp_path / "unit.log"))
+    assert access is not None
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/\x1b[2J", "SERVER_PROTOCOL": "HTTP/1.0"}
+    access(environ, type("Sent", (), {"status": "200 OK", "written": 0})())
+    access.close()
+    assert '"GET /\\x1B[2J HTTP/1.0" 200 - "-" "-"' in (tmp_path / "unit.log").read_text()
+
+
+def test_access_log_has_a_line_for_refused_and_broken_off_requests(tmp_path):
+    def breaks(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise RuntimeError("the database went away")
+
+    log = tmp_path / "access.log"
+    with live_server(breaks, access_log=str(log)) as server:
+        with RawClient(server.address) as client:
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n")
+            assert client.response()[0] == 400
+        with RawClient(server.address) as client:
+            client.send(b"GET /broken HTTP/1.1\r\nHost: a\r\n\r\n")
+            client.read_to_close()
+    refused, broken = log.read_text().splitlines()
+    assert refused.startswith("127.0.0.1 - - [") and refused.endswith('] "-" 400 - "-" "-"')
+    assert '"GET /broken HTTP/1.1" 200 ' in broken  # what was sent before it broke

@@ -15,6 +15,15 @@ from ..errors import ConfigError
 
 __all__ = ["AccessLog"]
 
+#: As nginx writes its log: '"', '\\', control characters and bytes past ASCII
+#: become \xHH, so a client cannot forge fields or send escape sequences to a
+#: terminal.  (Environ text is latin-1: one character per byte received.)
+_ESCAPES = {code: f"\\x{code:02X}" for code in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
+
+
+def _field(text: str) -> str:
+    return text.translate(_ESCAPES) if text else "-"
+
 
 class AccessLog:
     """Writes ``host - - [date] "request" status size "referer" "agent"`` lines."""
@@ -37,15 +46,23 @@ class AccessLog:
         return cls(stream, owned=True)
 
     def __call__(self, environ: dict[str, Any], response: Any) -> None:
+        """Log a request the app answered (or began to: the bytes actually sent)."""
         status = (response.status or "500")[:3]
         size = response.written or "-"
-        line = (
-            f"{environ.get('REMOTE_ADDR', '-')} - - "
-            f"[{time.strftime('%d/%b/%Y:%H:%M:%S %z')}] "
-            f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
-            f"{status} {size} "
-            f'"{environ.get("HTTP_REFERER", "-")}" "{environ.get("HTTP_USER_AGENT", "-")}"\n'
+        request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
+        self._write(
+            f"{_field(environ.get('REMOTE_ADDR', ''))} - - [{_now()}] "
+            f'"{_field(request)}" {status} {size} '
+            f'"{_field(environ.get("HTTP_REFERER", ""))}" '
+            f'"{_field(environ.get("HTTP_USER_AGENT", ""))}"\n'
         )
+
+    def refused(self, peer: Any, status: int) -> None:
+        """Log a request refused before it had an environ (a malformed head: 400, 431...)."""
+        host = peer[0] if isinstance(peer, tuple) else ""
+        self._write(f'{_field(host)} - - [{_now()}] "-" {status} - "-" "-"\n')
+
+    def _write(self, line: str) -> None:
         with self._lock:
             self._stream.write(line)
             self._stream.flush()
@@ -53,3 +70,7 @@ class AccessLog:
     def close(self) -> None:
         if self._owned:
             self._stream.close()
+
+
+def _now() -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z")

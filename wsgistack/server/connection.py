@@ -177,8 +177,11 @@ class Connection:
         return True
 
     def send_refusal(self, error: ProtocolError) -> None:
+        """Answer a request refused before the app saw it (logged, as nginx logs its 400s)."""
         log.debug("refused %s: %s", self.peer, error)
         self.linger = True
+        if self.worker.access_log is not None:
+            self.worker.access_log.refused(self.peer, error.status_hint)
         self.sendall(error_response(error.status_hint))
 
     def sendall(self, data: bytes) -> None:
@@ -221,12 +224,15 @@ class Connection:
             self._run_app(environ, request, response)
         except AbortConnection:
             return False
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # the body broke (408, 400) while the app read it
             if not response.sent:
-                self.send_refusal(exc)
+                self.linger = True
+                response.status = str(exc.status_hint)
+                self.sendall(error_response(exc.status_hint))
             return False
-        if worker.access_log is not None:
-            worker.access_log(environ, response)
+        finally:  # every request the app saw is logged, also those that broke off
+            if worker.access_log is not None:
+                worker.access_log(environ, response)
         if not request.complete:
             self.linger = True  # the body is still arriving: close, after reading it away
             return False
