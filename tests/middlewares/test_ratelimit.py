@@ -554,6 +554,10 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
         pytest.param({"name": ""}, "name: expected 1-64 letters", id="name-empty"),
         pytest.param({"name": "a b"}, "name: expected .* got 'a b'", id="name-space"),
         pytest.param({"name": 7}, "name: expected .* got 7", id="name-int"),
+        pytest.param({"dry_run": "false"}, "dry_run: expected true or false", id="dry-run"),
+        pytest.param(
+            {"legacy_headers": "no"}, "legacy_headers: expected true or false", id="legacy"
+        ),
     ],
 )
 def test_bad_options_fail_at_start_up(options, message):

@@ -17,6 +17,7 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
+from ...options import flag
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
 from .strategies import Decision
@@ -100,8 +101,8 @@ class RateLimiter:
         self.paths = self._paths(paths)
         self.name = name
         identity = self._identity(name, key)
-        self.dry_run = bool(dry_run)
-        self.legacy_headers = bool(legacy_headers)
+        self.dry_run = flag(dry_run, "RateLimiter: dry_run")
+        self.legacy_headers = flag(legacy_headers, "RateLimiter: legacy_headers")
         self.clock = clock
         self.logger = logger or logging.getLogger("wsgistack.ratelimit")
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
