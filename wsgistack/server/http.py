@@ -180,9 +180,11 @@ class RequestParser(RequestQueue):
             if self._open_fresh:
                 self._open_bytes += len(name) + len(value) + 4  # see _bound_open
             return
+        self._header_bytes += len(name) + len(value) + 4
+        if value[-1:] in (b" ", b"\t"):
+            value = value.rstrip(b" \t")  # RFC 9112 5: llhttp strips only the leading OWS
         headers = request.headers
         headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
         if len(headers) > self.limits.max_headers:
             raise self._refusal("too many header fields", 431)
         if self._header_bytes > self.limits.max_header_size:
