@@ -197,8 +197,9 @@ class RequestParser(RequestQueue):
         elif lower == b"content-length":
             request.content_length = int(value)  # llhttp already refused bad or repeated ones
         elif lower == b"expect":
-            if value.strip().lower() == b"100-continue":
-                request.expect_continue = True
+            if value.lower() == b"100-continue":
+                # RFC 9110 10.1.1: a server ignores 100-continue from an HTTP/1.0 client.
+                request.expect_continue = self._parser.get_http_version() == "1.1"
             else:
                 request.expect_other = True
 
