@@ -89,24 +89,37 @@ def _path(raw: bytes) -> str:
     return unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
 
 
+def _absolute_form(url: bytes) -> tuple[bytes, bytes, str]:
+    """Path, query and authority ("host[:port]") of an RFC 9112 3.2.2 absolute-form target."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise ProtocolError("invalid request target", 400) from None
+    host = parsed.host
+    if not host:
+        raise ProtocolError("request target without a host", 400)  # RFC 9110 4.2.1
+    authority = host.decode("latin-1")
+    if ":" in authority:
+        authority = f"[{authority}]"  # an IPv6 literal keeps its brackets (RFC 3986 3.2.2)
+    if parsed.port is not None:
+        authority += f":{parsed.port}"
+    return parsed.path or b"/", parsed.query or b"", authority
+
+
 def build_environ(
     base: dict[str, Any], request: Request, peer: Any, wsgi_input: Input
 ) -> dict[str, Any]:
     """The environ for ``request`` (headers with ``_`` in their name are dropped)."""
     environ = base.copy()
     url = request.url
+    authority = None
     if url[:1] == b"/":
-        path, _, query = url.partition(b"?")
-        path = path.partition(b"#")[0]
-        query = query.partition(b"#")[0]
+        # The fragment goes first: a "?" inside it does not start a query.
+        path, _, query = url.partition(b"#")[0].partition(b"?")
     elif url == b"*":
         path, query = b"", b""  # RFC 9112 3.2.4 asterisk-form: RAW_URI keeps the "*"
     else:
-        try:
-            parsed = httptools.parse_url(url)  # RFC 9112 3.2.2 absolute-form
-        except httptools.HttpParserInvalidURLError:
-            raise ProtocolError("invalid request target", 400) from None
-        path, query = parsed.path or b"/", parsed.query or b""
+        path, query, authority = _absolute_form(url)
     path_info = _path(path)
     script_name = base["SCRIPT_NAME"]
     if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
@@ -133,6 +146,8 @@ def build_environ(
         if key in environ:
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
         environ[key] = text
+    if authority is not None:
+        environ["HTTP_HOST"] = authority  # RFC 9112 3.2.2: the target wins over Host
     if request.chunked:
         environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = wsgi_input
