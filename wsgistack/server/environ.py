@@ -159,6 +159,9 @@ class Input:
 
     ``fill()`` reads more bytes into the parser (raising ``ProtocolError`` on a
     timeout or a broken body); ``on_first_read()`` sends ``100 Continue``.
+    Sizes mean what they mean for ``io.BytesIO``.  Blocks are gathered in a list
+    and joined once, and unread bytes stay in ``_buffer`` from ``_pos`` on, so
+    reading a body costs time in proportion to its size, however it is read.
     """
 
     def __init__(
@@ -168,50 +171,83 @@ class Input:
         self._fill = fill
         self._on_first_read: Callable[[], None] | None = on_first_read
         self._buffer = b""
+        self._pos = 0
 
-    def _more(self) -> bool:
-        """Move one parsed block into the buffer; False at the end of the body."""
+    def _next_block(self) -> bytes:
+        """The next parsed block of the body; b"" at its end."""
         request = self._request
         while not request.body:
             if request.error is not None:
                 raise request.error
             if request.complete:
-                return False
+                return b""
             first = self._on_first_read
             if first is not None:
                 self._on_first_read = None
                 first()
             self._fill()
-        self._buffer += request.body.popleft()
-        return True
+        return request.body.popleft()
+
+    def _keep(self, data: bytes, end: int) -> bytes:
+        """Return ``data[:end]`` and keep the rest buffered."""
+        if end >= len(data):
+            self._buffer, self._pos = b"", 0
+            return data
+        self._buffer, self._pos = data, end
+        return data[:end]
+
+    def _rest(self) -> list[bytes]:
+        """What is buffered and unread, as the first of a list of parts (or none)."""
+        buffer, pos = self._buffer, self._pos
+        return [buffer[pos:]] if pos < len(buffer) else []
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buffer = self._buffer, b""
-            return data
-        while len(self._buffer) < size and self._more():
-            pass
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+            parts = self._rest()
+            while block := self._next_block():
+                parts.append(block)
+            self._buffer, self._pos = b"", 0
+            return b"".join(parts)  # one block is returned as is, not copied
+        buffer, pos = self._buffer, self._pos
+        if len(buffer) - pos >= size:
+            self._pos = pos + size
+            return buffer[pos : pos + size]
+        parts = self._rest()
+        have = len(buffer) - pos
+        while have < size and (block := self._next_block()):
+            parts.append(block)
+            have += len(block)
+        return self._keep(b"".join(parts), size)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = sys.maxsize if size is None or size < 0 else size
-        while b"\n" not in self._buffer and len(self._buffer) < limit and self._more():
-            pass
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        end = min(end, limit)
-        data, self._buffer = self._buffer[:end], self._buffer[end:]
-        return data
+        buffer, pos = self._buffer, self._pos
+        end = buffer.find(b"\n", pos, pos + limit)
+        if end >= 0 or len(buffer) - pos >= limit:
+            end = end + 1 if end >= 0 else pos + limit
+            self._pos = end
+            return buffer[pos:end]
+        # No line end in what is buffered: gather blocks, searching each new one only.
+        parts = self._rest()
+        have = searched = len(buffer) - pos
+        while have < limit and (block := self._next_block()):
+            parts.append(block)
+            searched = have
+            have += len(block)
+            if b"\n" in block:
+                break
+        data = b"".join(parts)
+        end = data.find(b"\n", searched, limit)
+        return self._keep(data, end + 1 if end >= 0 else limit)
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines: list[bytes] = []
         total = 0
+        limit = -1 if hint is None else hint
         while line := self.readline():
             lines.append(line)
             total += len(line)
-            if 0 < hint <= total:
+            if 0 < limit <= total:
                 break
         return lines
 
@@ -222,4 +258,4 @@ class Input:
     @property
     def exhausted(self) -> bool:
         request = self._request
-        return request.complete and not request.body and not self._buffer
+        return request.complete and not request.body and self._pos >= len(self._buffer)
