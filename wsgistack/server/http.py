@@ -181,8 +181,10 @@ class RequestParser(RequestQueue):
                 self._open_bytes += len(name) + len(value) + 4  # see _bound_open
             return
         self._header_bytes += len(name) + len(value) + 4
-        if value[-1:] in (b" ", b"\t"):
-            value = value.rstrip(b" \t")  # RFC 9112 5: llhttp strips only the leading OWS
+        # RFC 9112 5: llhttp strips only the leading OWS.  It refuses the other
+        # control bytes, so a last byte <= 32 is SP or HTAB (an int compare is cheapest).
+        if value and value[-1] <= 32:
+            value = value.rstrip(b" \t")
         headers = request.headers
         headers.append((name, value))
         if len(headers) > self.limits.max_headers:
