@@ -8,6 +8,7 @@ active (a checker marks an upstream down at once and up again after
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from collections import deque
@@ -34,15 +35,14 @@ def _clean(sock: socket.socket) -> bool:
     server after 5 s, nginx after 60 s); a close or bytes it sent after its
     response (a body too long, a body for a HEAD) would otherwise meet the next
     request, which would fail and count against a healthy upstream.  One
-    non-blocking peek sees both.
+    poll(2) with no wait sees both: readable means end of stream or unasked-for
+    bytes, and a reset or hang-up is always reported.  (A recv(MSG_PEEK) says
+    the same but raises BlockingIOError on every clean reuse, which measured
+    dearer on the forwarder's hot path.)
     """
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True  # nothing to read: open and clean
-    except OSError:
-        return False  # reset
-    return False  # end of stream, or bytes nobody asked for
+    poller = select.poll()  # one per call: a shared poll object is not thread-safe
+    poller.register(sock.fileno(), select.POLLIN)
+    return not poller.poll(0)
 
 
 class Upstream:
