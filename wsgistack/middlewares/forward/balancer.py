@@ -27,104 +27,26 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import webob.exc
 
 from ..._types import StartResponse, WSGIEnvironment
-from ...clientip import ProxyTrust, client_addr, trusts_peer
+from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
 from ...options import flag
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import ClientBodyError, Exchange, ReadTimeout, UpstreamClosed, send_request
+from .mapping import HOP_BY_HOP, map_location, request_headers, request_target
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
 
 log = logging.getLogger("wsgistack.forward")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
-SAFE_PATH = "/:@!$&'()*+,;=-._~"
-#: Request headers this layer writes itself, besides the hop-by-hop ones; the
-#: body's length and type come from CONTENT_LENGTH and CONTENT_TYPE, never from
-#: an HTTP_CONTENT_* copy (nginx's uwsgi_params sends both), so never twice.
-_REPLACED = frozenset(
-    {
-        "host",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-prefix",
-        "forwarded",
-        "content-length",
-        "content-type",
-    }
-)
-#: environ key -> the header name sent upstream ("" for keys that are not sent);
-#: filled as keys are seen, up to a bound, so most requests only look names up.
-_FORWARDED_NAMES: dict[str, str] = {}
-_FORWARDED_NAMES_MAX = 512
-
-
-def _forwarded_name(key: str) -> str:
-    """The upstream header for an environ key, or "" (not a header, or hop-by-hop)."""
-    if key == "CONTENT_TYPE":
-        name = "Content-Type"
-    elif key.startswith("HTTP_"):
-        name = key[5:].replace("_", "-").title()
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in _REPLACED:
-            name = ""
-    else:
-        name = ""
-    if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
-        _FORWARDED_NAMES[key] = name
-    return name
-
-
-def _raw_path(raw_uri: str, script: str, path_info: str) -> str | None:
-    """PATH_INFO as the client spelled it, so ``%2F`` stays ``%2F``; None if unsure.
-
-    PATH_INFO is decoded, so ``/a%2Fb`` and ``/a/b`` both arrive as ``/a/b``;
-    an upstream routing on its raw path must see what the client sent.  The raw
-    path is used only when it decodes to SCRIPT_NAME + PATH_INFO and a ``/`` in
-    it ends SCRIPT_NAME; otherwise (a normalised path, an absolute-form target)
-    PATH_INFO is quoted as usual.
-    """
-    try:
-        raw = raw_uri.partition("?")[0].encode("latin-1")
-    except UnicodeEncodeError:  # not a request's bytes
-        return None
-    if not raw.startswith(b"/") or unquote_to_bytes(raw) != (script + path_info).encode("latin-1"):
-        return None
-    end = 0
-    if script:
-        prefix = script.encode("latin-1")
-        while True:
-            end = raw.find(b"/", end + 1)
-            if end == -1:
-                end = len(raw)
-            if unquote_to_bytes(raw[:end]) == prefix:
-                break
-            if end == len(raw):
-                return None
-    return quote(raw[end:], safe=SAFE_PATH + "%")
 
 
 class _Failure(Exception):
@@ -338,7 +260,7 @@ class LoadBalancer:
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         has_body = chunked or bool(length)
-        headers = self._request_headers(environ)
+        headers = request_headers(environ, self.trust)
         deadline = self.clock() + self.retry_timeout
         tried: set[int] = set()
         failure: _Failure | None = None
@@ -409,7 +331,7 @@ class LoadBalancer:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
             set_io_timeout(sock, self.read_timeout)
         upstream.active += 1
-        target = self._target(upstream, environ)
+        target = request_target(upstream, environ)
         host = upstream.host_header
         if self.preserve_host:
             host = environ.get("HTTP_HOST", host)
@@ -452,68 +374,6 @@ class LoadBalancer:
         refusal = webob.exc.HTTPBadRequest("The request body did not arrive whole.")
         return refusal(environ, start_response)
 
-    @staticmethod
-    def _target(upstream: Upstream, environ: WSGIEnvironment) -> str:
-        path_info = environ.get("PATH_INFO", "")
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        path = None
-        if raw and "%" in raw:  # else quoting PATH_INFO gives the same
-            path = _raw_path(raw, environ.get("SCRIPT_NAME", ""), path_info)
-        if path is None:
-            path = quote(path_info.encode("latin-1"), safe=SAFE_PATH)
-        query = environ.get("QUERY_STRING", "")
-        return upstream.base + (path or "/") + ("?" + query if query else "")
-
-    def _request_headers(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
-        connection = environ.get("HTTP_CONNECTION")
-        named = (
-            {token.strip().lower() for token in connection.split(",") if token.strip()}
-            if connection
-            else ()
-        )
-        headers = []
-        names = _FORWARDED_NAMES
-        for key, value in environ.items():
-            name = names.get(key)
-            if name is None:
-                name = _forwarded_name(key)
-            if not name or (named and name.lower() in named):
-                continue
-            if not value and key == "CONTENT_TYPE":
-                continue
-            headers.append((name, value))
-        peer = environ.get("REMOTE_ADDR", "") or "unknown"
-        proto = environ.get("wsgi.url_scheme", "http")
-        host = environ.get("HTTP_HOST", environ.get("SERVER_NAME", ""))
-        node = f'"[{peer}]"' if ":" in peer else peer
-        forwarded_for = peer
-        forwarded_proto = proto
-        forwarded_host = host
-        forwarded = f'for={node};proto={proto};host="{host}"'
-        prefix = environ.get("SCRIPT_NAME", "")
-        if self.trust is not None and trusts_peer(environ, self.trust):
-            # A trusted proxy's headers tell of the hops before it: each chain is
-            # kept and extended by this hop; its prefix is where SCRIPT_NAME starts.
-            # Anyone else's are replaced, not extended: a client writes what it likes.
-            if chain := environ.get("HTTP_X_FORWARDED_FOR"):
-                forwarded_for = f"{chain}, {peer}"
-            if chain := environ.get("HTTP_X_FORWARDED_PROTO"):
-                forwarded_proto = f"{chain}, {proto}"
-            if chain := environ.get("HTTP_X_FORWARDED_HOST"):
-                forwarded_host = f"{chain}, {host}"
-            if chain := environ.get("HTTP_FORWARDED"):
-                forwarded = f"{chain}, {forwarded}"
-            prefix = environ.get("HTTP_X_FORWARDED_PREFIX", "").rstrip("/") + prefix
-        headers += [
-            ("X-Forwarded-For", forwarded_for),
-            ("X-Forwarded-Proto", forwarded_proto),
-            ("X-Forwarded-Host", forwarded_host),
-            ("Forwarded", forwarded),
-        ]
-        if prefix:
-            headers.append(("X-Forwarded-Prefix", prefix))
-        return headers
-
     def _respond(
         self,
         upstream: Upstream,
@@ -531,7 +391,7 @@ class LoadBalancer:
                     named += (token.strip().lower() for token in value.split(","))
                 continue
             if lower == "location" or lower == "content-location":
-                value = self._rewrite_location(upstream, value, environ)
+                value = map_location(upstream, value, environ, self.preserve_host)
             headers.append((name, value))
         if named:
             headers = [(name, value) for name, value in headers if name.lower() not in named]
@@ -567,39 +427,3 @@ class LoadBalancer:
             upstream.give_back(sock, self.clock())
         else:
             sock.close()
-
-    def _rewrite_location(self, upstream: Upstream, location: str, environ: WSGIEnvironment) -> str:
-        """Map an upstream URL (Location, Content-Location) back into the client's view.
-
-        Mapped: a path from the root, and an absolute URL naming the upstream
-        (made a path) or, with ``preserve_host``, the client's own Host (which
-        the upstream saw); its base path is swapped for SCRIPT_NAME.  A relative
-        reference (``next``, ``?page=2``) resolves against the client's URL as
-        it stands, and another site's URL is not ours: both are left alone.
-        """
-        parts = urlsplit(location)
-        origin = ""
-        if parts.netloc:
-            netloc = parts.netloc.lower()
-            if netloc == upstream.host_header.lower():
-                pass  # the upstream's own address: the client gets a path
-            elif self.preserve_host and netloc == environ.get("HTTP_HOST", "").lower():
-                origin = location[: location.index(parts.netloc) + len(parts.netloc)]
-            else:
-                return location  # somewhere else entirely
-        elif parts.scheme or not parts.path.startswith("/"):
-            return location  # relative, or no place on the web (mailto:, urn:)
-        path = parts.path or "/"
-        if upstream.base:
-            if path != upstream.base and not path.startswith(upstream.base + "/"):
-                return location  # outside what this pool serves
-            path = path[len(upstream.base) :] or "/"
-        script = environ.get("SCRIPT_NAME", "")
-        if script:
-            path = quote(script.encode("latin-1"), safe=SAFE_PATH) + path
-        rewritten = origin + path
-        if parts.query:
-            rewritten += "?" + parts.query
-        if parts.fragment:
-            rewritten += "#" + parts.fragment
-        return rewritten
