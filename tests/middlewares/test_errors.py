@@ -12,7 +12,7 @@ import webob.exc
 from webtest import TestApp
 
 from tests.harness import serve_once
-from tests.server.live import read_until_close
+from tests.server.live import RawClient, live_server, read_until_close
 from wsgistack import build_pipeline, compose, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher
@@ -282,3 +282,23 @@ def test_over_the_reference_server_an_error_after_headers_truncates_and_the_work
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"a\r\n" + b"a" * 10 + b"\r\n"  # no terminating chunk: visibly cut short
     assert second.endswith(b"0\r\n\r\n") and b"b" * 10 in second
+
+
+@pytest.mark.parametrize("lazily", [False, True], ids=["in-the-call", "while-iterating"])
+def test_a_client_whose_body_stalls_gets_the_servers_408_not_a_500(lazily, caplog):
+    # wsgi.input raises the server's ProtocolError: the client's fault, for the
+    # server to answer, not an application error with a traceback and an id.
+    def reader(environ, start_response):
+        def body():
+            yield environ["wsgi.input"].read(10)
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body() if lazily else [environ["wsgi.input"].read(10)]
+
+    with (
+        live_server(ErrorCatcher(reader), timeout=0.5) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        assert client.response()[0] == 408
+    assert error_records(caplog) == []

@@ -27,7 +27,7 @@ import webob.exc
 
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
-from ..errors import ConfigError
+from ..errors import ConfigError, ProtocolError
 from ..options import flag, header_name
 from ..wsgi import close_iterable
 from ._debugpage import debug_page
@@ -155,6 +155,8 @@ class ErrorCatcher:
         exchange = _Exchange(start_response)
         try:
             body = self.app(environ, exchange.begin)
+        except ProtocolError:
+            raise  # the client's fault (its body timed out, broke off): the server answers
         except Exception:
             return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
         if type(body) is list or type(body) is tuple:
@@ -250,7 +252,7 @@ class _GuardedBody:
             if self._iterator is None:
                 self._iterator = iter(self._body)
             chunk = next(self._iterator)
-        except StopIteration:
+        except (StopIteration, ProtocolError):
             raise
         except Exception:
             return self._fail(sys.exc_info())  # type: ignore[arg-type]
