@@ -61,17 +61,24 @@ class Rate:
     #: ``interval_ticks`` ticks, a whole number (see ``strategies``).
     ticks_per_us: int = field(init=False, repr=False, compare=False)
     interval_ticks: int = field(init=False, repr=False, compare=False)
+    #: Derived once for GCRA, which runs per request: how far past now the TAT
+    #: may be for a request to pass, and the ticks in a second.
+    room_ticks: int = field(init=False, repr=False, compare=False)
+    ticks_per_second: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         period_us = round(self.period * 1_000_000)
         if period_us < 1:
             raise ConfigError(f"limits: a period of {self.period!r} s is under a microsecond")
         common = math.gcd(self.amount, period_us)
+        ticks_per_us, interval_ticks = self.amount // common, period_us // common
         for name, value in [
             ("interval", self.period / self.amount),
             ("period_us", period_us),
-            ("ticks_per_us", self.amount // common),
-            ("interval_ticks", period_us // common),
+            ("ticks_per_us", ticks_per_us),
+            ("interval_ticks", interval_ticks),
+            ("room_ticks", (self.burst - 1) * interval_ticks),
+            ("ticks_per_second", ticks_per_us * 1_000_000),
         ]:
             object.__setattr__(self, name, value)
         if self.burst * self.interval_ticks >= 2**53:  # Redis's Lua counts in doubles

@@ -53,16 +53,25 @@ def microseconds(seconds: float) -> int:
 
 def gcra(rate: Rate, tat: GcraState | None, now: float) -> tuple[Decision, GcraState | None]:
     """Decide on one request; returns the decision and the new TAT (None: unchanged)."""
-    per_us, step = rate.ticks_per_us, rate.interval_ticks
-    now_us = microseconds(now)
-    ahead = 0 if tat is None else max(0, (tat[0] - now_us) * per_us + tat[1])  # TAT - now
-    room = (rate.burst - 1) * step - ahead
-    per_second = per_us * 1_000_000
+    per_us = rate.ticks_per_us
+    now_us = round(now * 1_000_000)  # microseconds(now), inline: this runs per request
+    if tat is None:
+        ahead = 0  # TAT - now, in ticks
+    else:
+        ahead = (tat[0] - now_us) * per_us + tat[1]
+        if ahead < 0:
+            ahead = 0
+    room = rate.room_ticks - ahead
     if room < 0:
+        per_second = rate.ticks_per_second
         return Decision(rate, False, 0, ahead / per_second, -room / per_second), None
+    step = rate.interval_ticks
     ahead += step
+    if per_us == 1:  # intervals of whole microseconds: most rates
+        return Decision(rate, True, room // step, ahead / 1_000_000, 0.0), (now_us + ahead, 0)
     whole, ticks = divmod(ahead, per_us)
-    return Decision(rate, True, room // step, ahead / per_second, 0.0), (now_us + whole, ticks)
+    decision = Decision(rate, True, room // step, ahead / rate.ticks_per_second, 0.0)
+    return decision, (now_us + whole, ticks)
 
 
 def sliding_window(
