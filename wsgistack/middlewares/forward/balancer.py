@@ -330,7 +330,7 @@ class LoadBalancer:
             except OSError as exc:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
             set_io_timeout(sock, self.read_timeout)
-        upstream.active += 1
+        upstream.started()
         target = request_target(upstream, environ)
         host = upstream.host_header
         if self.preserve_host:
@@ -342,11 +342,11 @@ class LoadBalancer:
             exchange.read_head()
             return exchange, sock
         except ClientBodyError:
-            upstream.active -= 1
+            upstream.ended()
             sock.close()  # the upstream sees a request cut short, and drops it
             raise
         except (UpstreamClosed, OSError, ReadTimeout) as exc:
-            upstream.active -= 1
+            upstream.ended()
             sock.close()
             stale = reused and isinstance(exc, UpstreamClosed) and not exc.started
             if stale and not (chunked or length):
@@ -422,7 +422,7 @@ class LoadBalancer:
         self, upstream: Upstream, exchange: Exchange, sock: socket.socket, delivered: bool = True
     ) -> None:
         """The exchange ended: pool the connection if it is clean and both sides allow."""
-        upstream.active -= 1
+        upstream.ended()
         if delivered and exchange.complete and exchange.keep_alive:
             upstream.give_back(sock, self.clock())
         else:

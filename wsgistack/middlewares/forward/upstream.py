@@ -99,6 +99,20 @@ class Upstream:
         self._idle: deque[_Idle] = deque()
         self.connections_made = 0
 
+    # -- load --------------------------------------------------------------------
+    def started(self) -> None:
+        """One more exchange in flight (what least connections and p2c compare).
+
+        Under the lock: ``active += 1`` is a read and a write, and a thread
+        switch between them would lose a count for good.
+        """
+        with self._lock:
+            self.active += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self.active -= 1
+
     # -- health ------------------------------------------------------------------
     def available(self, now: float) -> bool:
         return not self.checked_down and now >= self.down_until
