@@ -96,9 +96,7 @@ class ProxyTrust:
             raise ConfigError(f"trusted_proxies: expected networks or a hop count, got {value!r}")
         if isinstance(value, int):
             return cls(hops=value)
-        if isinstance(value, str):
-            return cls([value])
-        return cls(value)
+        return cls(value)  # one network as a str is taken by the constructor too
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProxyTrust):

@@ -139,7 +139,7 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     forwarded_host = host
     forwarded = f'for={node};proto={proto};host="{host}"'
     prefix = environ.get("SCRIPT_NAME", "")
-    if trust is not None and trusts_peer(environ, trust):
+    if trusts_peer(environ, trust):
         # A trusted proxy's headers tell of the hops before it: each chain is
         # kept and extended by this hop; its prefix is where SCRIPT_NAME starts.
         # Anyone else's are replaced, not extended: a client writes what it likes.
