@@ -179,10 +179,14 @@ class Connection:
     def send_refusal(self, error: ProtocolError) -> None:
         """Answer a request refused before the app saw it (logged, as nginx logs its 400s)."""
         log.debug("refused %s: %s", self.peer, error)
-        self.linger = True
         if self.worker.access_log is not None:
             self.worker.access_log.refused(self.peer, error.status_hint)
-        self.sendall(error_response(error.status_hint))
+        self._send_error(error.status_hint)
+
+    def _send_error(self, status: int) -> None:
+        """Send an error response; the connection then closes, lingering (see worker)."""
+        self.linger = True
+        self.sendall(error_response(status))
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
@@ -226,9 +230,8 @@ class Connection:
             return False
         except ProtocolError as exc:  # the body broke (408, 400) while the app read it
             if not response.sent:
-                self.linger = True
-                response.status = str(exc.status_hint)
-                self.sendall(error_response(exc.status_hint))
+                response.status = str(exc.status_hint)  # for the access log
+                self._send_error(exc.status_hint)
             return False
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
