@@ -67,35 +67,48 @@ def parse_vars(block: bytes) -> dict[str, str]:
     This runs once per request, so the loop is kept to the fewest steps:
     sizes are read from the bytes, strings sliced from one latin-1 decode,
     and the names and values are checked once over all of them afterwards.
+    A key sent twice is rare (nginx joins repeated headers itself), so it is
+    noticed after the loop, by the count, and the block is read again.
     """
     text = block.decode("latin-1")
     variables: dict[str, str] = {}
     end = len(block)
-    at = 0
+    at = pairs = 0
     try:
         while at < end:
-            size = block[at] | block[at + 1] << 8
-            at += 2
-            key = text[at : at + size]
-            at += size
-            size = block[at] | block[at + 1] << 8  # fails if the key ran past the end
-            at += 2
-            if key in variables:
-                joiner = "; " if key == "HTTP_COOKIE" else ", "
-                variables[key] += joiner + text[at : at + size]
-            else:
-                variables[key] = text[at : at + size]
-            at += size
+            key_end = at + 2 + (block[at] | block[at + 1] << 8)
+            # Indexing fails here if the key ran past the end of the block.
+            value_end = key_end + 2 + (block[key_end] | block[key_end + 1] << 8)
+            variables[text[at + 2 : key_end]] = text[key_end + 2 : value_end]
+            at = value_end
+            pairs += 1
     except IndexError:
         raise ProtocolError("uwsgi: a variable's size runs past the packet", 400) from None
     if at != end:
         raise ProtocolError("uwsgi: the last value runs past the packet", 400)
+    if pairs != len(variables):
+        variables = _joined(block, text)
     if not _CHECKED_NAMES.issuperset(variables):
         _check_names(variables)
     values = "".join(variables.values())
     if "\r" in values or "\n" in values or "\x00" in values:
         bad = next(k for k, v in variables.items() if "\r" in v or "\n" in v or "\x00" in v)
         raise ProtocolError(f"uwsgi: a control character in {bad}", 400)
+    return variables
+
+
+def _joined(block: bytes, text: str) -> dict[str, str]:
+    """The variables of a well-formed block, a repeated key's values joined."""
+    variables: dict[str, str] = {}
+    at = 0
+    while at < len(block):
+        key_end = at + 2 + (block[at] | block[at + 1] << 8)
+        value_end = key_end + 2 + (block[key_end] | block[key_end + 1] << 8)
+        key, value = text[at + 2 : key_end], text[key_end + 2 : value_end]
+        if key in variables:
+            value = variables[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        variables[key] = value
+        at = value_end
     return variables
 
 
