@@ -98,6 +98,15 @@ def test_a_get_with_a_query_arrives_as_the_client_sent_it(nginx):
     assert seen["SERVER_PROTOCOL"] == "HTTP/1.1" and seen["SCRIPT_NAME"] == ""
 
 
+def test_the_client_sees_nginx_date_and_server_as_behind_proxy_pass(nginx):
+    # nginx passes a uwsgi server's Date and Server through (proxy_pass hides
+    # them); ours are left out, so clients see the same head either way.
+    status, headers, _ = request(nginx, "GET", "/")
+    assert status == 200
+    assert headers["Server"].startswith("nginx")
+    assert headers["Date"].endswith(" GMT")
+
+
 def test_script_name_from_uwsgi_param_is_split_off_path_info(nginx):
     seen = json.loads(request(nginx, "GET", "/mounted/orders/7")[2])
     assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/mounted", "/orders/7")

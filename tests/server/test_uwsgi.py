@@ -133,6 +133,13 @@ def test_a_streamed_response_ends_with_the_close_not_chunks(server):
     assert body == b"".join(b"part %d\n" % i for i in range(50))
 
 
+def test_a_uwsgi_head_is_the_apps_own_headers(server):
+    # No Date, Server or Connection: nginx adds its own, as for uWSGI's responses.
+    status, headers, body = exchange(server, packet(nginx_vars(uri="/plain")))
+    assert status == 200 and body == b"GET /plain  "
+    assert not {"date", "server", "connection"} & set(headers)
+
+
 def test_http_and_uwsgi_binds_serve_side_by_side(server):
     with RawClient(server.addresses[1]) as client:
         status, _, body = client.request(b"GET /plain?q HTTP/1.1\r\nHost: a\r\n\r\n")

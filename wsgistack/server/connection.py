@@ -385,6 +385,11 @@ class Connection:
                 response.close = True  # HTTP/1.0 without a length: the close ends the body
         if not request.complete:
             response.close = True  # the body is still arriving: this connection ends here
+        if self.uwsgi:
+            # The close ends every uwsgi response, and nginx adds its own Date and
+            # Server, as it does for uWSGI's responses and for proxy_pass.
+            response.close = True
+            return response_head(response.status, response.headers, extra, stamp=False)  # type: ignore[arg-type]
         worker = self.worker
         if response.close or not request.keep_alive or worker.stopping or not worker.keeps_alive:
             response.close = True

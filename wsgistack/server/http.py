@@ -341,12 +341,20 @@ _DATE_CACHE: list[object] = [0, b""]
 SERVER_HEADER = b"Server: wsgistack\r\n"
 
 
-def response_head(status: str, headers: list[tuple[str, str]], extra: bytes) -> bytes:
-    """Encode a response head; ``status``/``headers`` were validated by the caller."""
+def response_head(
+    status: str, headers: list[tuple[str, str]], extra: bytes, *, stamp: bool = True
+) -> bytes:
+    """Encode a response head; ``status``/``headers`` were validated by the caller.
+
+    ``stamp`` adds our ``Date`` and ``Server``; behind ``uwsgi_pass`` nginx adds
+    its own instead (it passes a uwsgi server's through, unlike proxy_pass).
+    """
     lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
     for name, value in headers:
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    lines.append(b"Date: " + http_date() + b"\r\n" + SERVER_HEADER + extra + b"\r\n")
+    if stamp:
+        lines.append(b"Date: " + http_date() + b"\r\n" + SERVER_HEADER)
+    lines.append(extra + b"\r\n")
     return b"".join(lines)
 
 
