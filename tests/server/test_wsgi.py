@@ -184,6 +184,12 @@ def test_start_response_twice_without_exc_info_is_a_500():
         pytest.param("OK", [], id="status-without-code"),
         pytest.param("200 OK", [("Content-Length", "x")], id="bad-content-length"),
         pytest.param("200 OK", [("Content-Length", "\xb2")], id="non-ascii-digit-length"),
+        pytest.param("200 caf\u2603", [], id="non-latin-1-status"),
+        pytest.param("200 OK", [("X-Evil", "a\x00b")], id="nul-in-value"),
+        pytest.param("200 OK", [(b"X-Bytes", "a")], id="bytes-name"),
+        pytest.param("200 OK", [(["X-List"], "a")], id="unhashable-name"),
+        pytest.param("200 OK", [("X-Int", 5)], id="int-value"),
+        pytest.param("200 OK", [["X-Pair", "a"]], id="list-not-tuple"),
     ],
 )
 def test_injected_status_or_header_is_refused_with_500(status, headers):

@@ -36,8 +36,6 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("wsgistack.server")
 
-# RFC 9110 5.5: a field-value excludes CR, LF and NUL (field names: options.TOKEN).
-_FIELD_VALUE = re.compile(r"[^\r\n\x00]*\Z")
 _STATUS = re.compile(r"[1-5][0-9][0-9] [^\r\n\x00]*\Z")
 # RFC 9110 7.6.1: hop-by-hop fields belong to the server, not the app.
 _HOP_BY_HOP = frozenset(
@@ -325,21 +323,12 @@ class Connection:
                     exc_info = None
             elif response.status is not None:
                 raise AssertionError("start_response called twice without exc_info")
-            _check_head(status, headers)
+            kept, length, close = _app_head(status, headers)
             response.status = status
-            response.length = None
-            response.headers = kept = []
-            for name, value in headers:
-                lower = name.lower()
-                if lower in _HOP_BY_HOP:
-                    if lower == "connection" and "close" in value.lower():
-                        response.close = True
-                    continue
-                if lower == "content-length":
-                    if not (value.isascii() and value.isdigit()):
-                        raise _BadHead(f"invalid Content-Length {value!r}")
-                    response.length = int(value)
-                kept.append((name, value))
+            response.headers = kept
+            response.length = length
+            if close:
+                response.close = True
             return self._writer(request, response)
 
         return start_response
@@ -436,28 +425,63 @@ class Connection:
         return True
 
 
-def _check_head(status: Any, headers: Any) -> None:
-    """Refuse a status or header that would inject into the response (500, logged)."""
+def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """Check what an app gave ``start_response``: (headers to send, Content-Length, close).
+
+    A status or header that would inject into the response is refused (a 500,
+    logged); hop-by-hop fields belong to the server and are dropped, a
+    ``Connection: close`` among them asks for the connection to close.
+    """
     if type(status) is not str or not _STATUS.match(status):
         raise _BadHead(f"invalid status {status!r}")
+    if not status.isascii():
+        _latin1(status, "status")
     if type(headers) is not list:
         raise _BadHead(f"headers must be a list, not {type(headers).__name__}")
+    kept = []
+    length = None
+    close = False
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise _BadHead(f"invalid header {item!r}")
         name, value = item
-        if type(name) is not str or not TOKEN.match(name):
-            raise _BadHead(f"invalid header name {name!r}")
-        if type(value) is not str or not _FIELD_VALUE.match(value):
+        if type(name) is not str or name not in _GOOD_NAMES:
+            _check_name(name)
+        # RFC 9110 5.5: a field value excludes CR, LF and NUL.
+        if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
             raise _BadHead(f"invalid header value for {name}: {value!r}")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise _BadHead(f"header {name} is not latin-1: {value!r}") from None
+        if not value.isascii():
+            _latin1(value, f"header {name}")
+        lower = name.lower()
+        if lower in _HOP_BY_HOP:
+            if lower == "connection" and "close" in value.lower():
+                close = True
+            continue
+        if lower == "content-length":
+            if not (value.isascii() and value.isdigit()):
+                raise _BadHead(f"invalid Content-Length {value!r}")
+            length = int(value)
+        kept.append(item)
+    return kept, length, close
+
+
+#: Header names that passed ``_check_name``: apps send the same few again and again.
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 1024
+
+
+def _check_name(name: Any) -> None:
+    if type(name) is not str or not TOKEN.match(name):
+        raise _BadHead(f"invalid header name {name!r}")
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+        _GOOD_NAMES.add(name)
+
+
+def _latin1(text: str, what: str) -> None:
     try:
-        status.encode("latin-1")
+        text.encode("latin-1")
     except UnicodeEncodeError:
-        raise _BadHead(f"status is not latin-1: {status!r}") from None
+        raise _BadHead(f"{what} is not latin-1: {text!r}") from None
 
 
 class _BadHead(Exception):
