@@ -410,6 +410,10 @@ class LoadBalancer:
             except ReadTimeout:
                 log.warning("upstream %s stalled mid-response; aborting", upstream.url)
                 raise
+            except UpstreamClosed as exc:
+                # Not counted against it, as nginx: the answer had started.
+                log.warning("upstream %s closed mid-response (%s); aborting", upstream.url, exc)
+                raise
             delivered = True
 
         def release() -> None:
