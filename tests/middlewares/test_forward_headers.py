@@ -204,6 +204,19 @@ UPSTREAM = "{upstream}"  # stands for the upstream's own http://host:port
             id="another-site",
         ),
         pytest.param("", {}, "/my app", "/next", "/my%20app/next", id="script-name-encoded"),
+        # An upstream honouring X-Forwarded-Prefix already says where the client sees it.
+        pytest.param("", {}, "/legacy", "/legacy/login", "/legacy/login", id="prefix-applied"),
+        pytest.param("", {}, "/legacy", "/legacy", "/legacy", id="prefix-itself"),
+        pytest.param("", {}, "/legacy", "/legacyx", "/legacy/legacyx", id="prefix-not-a-segment"),
+        pytest.param("", {}, "/my app", "/my%20app/n", "/my%20app/n", id="prefix-applied-encoded"),
+        pytest.param(
+            "",
+            {"preserve_host": False},
+            "/legacy",
+            UPSTREAM + "/legacy/login",
+            "/legacy/login",
+            id="prefix-applied-on-the-upstreams-address",
+        ),
         pytest.param("", {}, "", "mailto:a@site.example", "mailto:a@site.example", id="mailto"),
     ],
 )
@@ -240,3 +253,27 @@ def test_the_upstream_gets_the_path_as_the_client_spelled_it(lb, raw, target, ex
         status, _, _ = client.request(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
     assert status == 200
     assert upstream.heads[-1].split(b" ")[1] == expected
+
+
+def test_a_flask_upstream_behind_proxyfix_redirects_once_under_the_mount(lb, upstreams):
+    # Flask with werkzeug's ProxyFix(x_prefix=1) builds URLs from the X-Forwarded-Prefix
+    # the forwarder sends: its redirect is already under the mount, and stays so.
+    import flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    flask_app = flask.Flask("legacy")
+
+    @flask_app.get("/")
+    def index():
+        return flask.redirect(flask.url_for("login"))
+
+    @flask_app.get("/login")
+    def login():
+        return "login page"
+
+    flask_app.wsgi_app = ProxyFix(flask_app.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    url = upstreams.start("flask", flask_app)
+    site = TestApp(validator(PrefixDispatcher({"/legacy": lb([url])})))
+    response = site.get("/legacy/")
+    assert response.status_int == 302 and response.headers["Location"] == "/legacy/login"
+    assert response.follow().text == "login page"

@@ -170,7 +170,9 @@ def map_location(
 
     Mapped: a path from the root, and an absolute URL naming the upstream
     (made a path) or, with ``preserve_host``, the client's own Host (which
-    the upstream saw); its base path is swapped for SCRIPT_NAME.  A relative
+    the upstream saw); its base path is swapped for SCRIPT_NAME, unless the
+    path is already under SCRIPT_NAME (an upstream that honours the
+    ``X-Forwarded-Prefix`` we send builds its URLs so).  A relative
     reference (``next``, ``?page=2``) resolves against the client's URL as
     it stands, and another site's URL is not ours: both are left alone.
     """
@@ -187,13 +189,16 @@ def map_location(
     elif parts.scheme or not parts.path.startswith("/"):
         return location  # relative, or no place on the web (mailto:, urn:)
     path = parts.path or "/"
-    if upstream.base:
-        if path != upstream.base and not path.startswith(upstream.base + "/"):
-            return location  # outside what this pool serves
-        path = path[len(upstream.base) :] or "/"
     script = environ.get("SCRIPT_NAME", "")
-    if script:
-        path = quote(script.encode("latin-1"), safe=SAFE_PATH) + path
+    prefix = quote(script.encode("latin-1"), safe=SAFE_PATH) if script else ""
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        pass  # the upstream applied X-Forwarded-Prefix itself: already the client's path
+    else:
+        if upstream.base:
+            if path != upstream.base and not path.startswith(upstream.base + "/"):
+                return location  # outside what this pool serves
+            path = path[len(upstream.base) :] or "/"
+        path = prefix + path
     rewritten = origin + path
     if parts.query:
         rewritten += "?" + parts.query
