@@ -185,9 +185,7 @@ def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstream
 def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, raw, caplog):
     # As nginx: the response had started, so the client's connection is cut
     # (it can tell the body is short) and the upstream is not marked failed.
-    upstream = raw(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"abc", close_after=True
-    )
+    upstream = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"abc", close_after=True)
     balancer = lb([upstream.url], max_fails=1)
     front = Server(balancer, bind="127.0.0.1:0")
     with front, socket.create_connection(front.addresses[0], timeout=5) as client:
