@@ -54,6 +54,13 @@ RULES = [
         "10.9.9.8",
         403,
     ),
+    (
+        # The point of carving exceptions: everyone outside the denied network is admitted.
+        "allow-precedence-outside-the-denied-network",
+        {"allow": ["10.9.9.9"], "deny": ["10.0.0.0/8"], "precedence": "allow"},
+        "192.0.2.1",
+        200,
+    ),
     ("v6-allow", {"allow": ["2001:db8::/32"]}, "2001:db8::1", 200),
     ("v6-refused", {"allow": ["2001:db8::/32"]}, "2001:db9::1", 403),
     ("mapped-peer", {"allow": ["10.0.0.0/8"]}, "::ffff:10.0.0.1", 200),
@@ -188,6 +195,12 @@ def test_a_bad_line_at_start_up_fails_loudly(tmp_path):
             {"deny": ["192.0.2.0/24"], "precedence": "first"},
             "precedence: expected",
             id="precedence",
+        ),
+        pytest.param(
+            # Allow entries would be exceptions to nothing: everyone would be admitted.
+            {"allow": ["10.0.0.0/8"], "precedence": "allow"},
+            "IPFilter: precedence: 'allow' makes the allow list exceptions to deny",
+            id="allow-precedence-without-deny",
         ),
         pytest.param(
             {"deny": ["192.0.2.0/24"], "paths": ["admin"]},

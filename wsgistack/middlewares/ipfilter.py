@@ -10,11 +10,16 @@ Lookups are O(log n): 100,000 networks cost about what 10 do.
     app = IPFilter(app, allow=["192.0.2.0/24"], paths=["/admin"],
                    trusted_proxies=["10.0.0.0/8"])
 
-Rules: a client in ``deny`` is refused; when ``allow`` is given, a client not
-in it is refused.  A client in both lists is refused by default
-(``precedence="deny"``); ``precedence="allow"`` lets the allow list carve
-exceptions out of a denied network.  A client with no address (a unix
-socket peer) counts as in neither list.
+Rules, by ``precedence``:
+
+- ``"deny"`` (default): a client in ``deny`` is refused; when ``allow`` is
+  given, a client not in it is refused too.  ``allow`` is an allow list.
+- ``"allow"``: ``allow`` holds exceptions to ``deny`` (like Apache's ``Order
+  Deny,Allow`` or nginx's ``allow`` written before ``deny``): a client in
+  ``deny`` is refused unless it is in ``allow``; everyone else is admitted.
+
+A client with no address (a unix socket peer, or a ``REMOTE_ADDR`` that is
+not an IP address) counts as in neither list.
 """
 
 from __future__ import annotations
@@ -92,11 +97,13 @@ class IPFilter:
     """Refuse clients by address with a 403 (or an app you give).
 
     :param app: the WSGI app to protect.
-    :param allow: addresses/networks admitted; when given, everyone else is refused.
+    :param allow: addresses/networks admitted; when given, everyone else is refused
+        (with ``precedence="allow"``: the exceptions to ``deny``).
     :param deny: addresses/networks refused.
     :param allow_files: files of allow entries, re-read when they change.
     :param deny_files: files of deny entries, re-read when they change.
-    :param precedence: ``"deny"`` (a client in both lists is refused) or ``"allow"``.
+    :param precedence: ``"deny"`` (a client in both lists is refused) or ``"allow"``
+        (a denied client in ``allow`` is admitted, and so is a client in neither).
     :param paths: apply the rules only under these path prefixes (whole segments).
     :param trusted_proxies: networks of your proxies, or a hop count, or a
         :class:`~wsgistack.clientip.ProxyTrust` (to choose the header).
@@ -151,6 +158,12 @@ class IPFilter:
             and not (self._deny_inline or self._deny_files)
         ):
             raise ConfigError("IPFilter: give allow and/or deny entries (or files)")
+        if precedence == "allow" and deny is None and not self._deny_files:
+            # Exceptions to an absent deny list would silently admit everyone.
+            raise ConfigError(
+                "IPFilter: precedence: 'allow' makes the allow list exceptions to deny; "
+                "give deny entries (or deny_files), or use precedence='deny'"
+            )
         self.precedence = precedence
         self.paths = _prefixes(paths)
         self.trust = ProxyTrust.coerce(trusted_proxies)
@@ -224,10 +237,13 @@ class IPFilter:
         rules = self._rules
         # Membership first (fast); the matching rule is named only for a refusal's log line.
         denied = address is not None and address in rules.deny and rules.deny.match(address)
-        allowed = rules.allow is None or (address is not None and address in rules.allow)
-        if denied and (self.precedence == "deny" or rules.allow is None or not allowed):
+        allowed = address is not None and rules.allow is not None and address in rules.allow
+        if self.precedence == "allow":
+            # allow entries are exceptions to deny; a client in neither list is admitted.
+            return f"deny {denied}" if denied and not allowed else None
+        if denied:
             return f"deny {denied}"
-        if not allowed:
+        if rules.allow is not None and not allowed:
             return "not in the allow list"
         return None
 
