@@ -12,7 +12,7 @@ from webtest import TestApp
 from tests.conftest import hello_app
 from wsgistack import build_pipeline
 from wsgistack.errors import ConfigError
-from wsgistack.middlewares import IPFilter
+from wsgistack.middlewares import IPFilter, PrefixDispatcher
 
 
 class FakeClock:
@@ -108,11 +108,29 @@ def test_malformed_forwarded_headers_fall_back_without_error():
         pytest.param("/administrator", 200, id="not-a-segment"),
         pytest.param("/", 200, id="root"),
         pytest.param("/public/admin", 200, id="elsewhere"),
+        pytest.param("//admin", 403, id="doubled-slash"),
+        pytest.param("/admin//users", 403, id="doubled-slash-below"),
+        pytest.param("/./admin", 403, id="dot-segment"),
+        pytest.param("/public/../admin/users", 403, id="dot-dot-segment"),
+        pytest.param("/../admin", 403, id="dot-dot-above-the-root"),
+        # An app may route the raw path (werkzeug's <path:...> takes "../public"): still filtered.
+        pytest.param("/admin/../public", 403, id="dot-dot-out-of-it-as-sent"),
+        pytest.param("/.admin", 200, id="dot-name-is-not-a-dot-segment"),
     ],
 )
 def test_rules_apply_only_under_the_given_paths(path, expected):
     app = client(hello_app, allow=["10.0.0.0/8"], paths=["/admin/"])
     assert status_for(app, "192.0.2.1", path) == expected
+
+
+def test_a_doubled_slash_cannot_reach_a_protected_mount_unfiltered():
+    # PrefixDispatcher matches mounts on non-empty segments, so //admin/users is
+    # served by the /admin app: the filter must see it as under /admin too.
+    admin = validator(hello_app)
+    dispatcher = PrefixDispatcher({"/admin": admin}, default=validator(hello_app))
+    app = client(dispatcher, allow=["10.0.0.0/8"], paths=["/admin"])
+    assert status_for(app, "192.0.2.1", "//admin/users") == 403
+    assert status_for(app, "192.0.2.1", "/public") == 200
 
 
 def test_the_refusal_is_negotiated_and_logged(caplog):

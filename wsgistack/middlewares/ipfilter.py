@@ -80,6 +80,29 @@ class _Rules:
     stamps: tuple[tuple[int, int] | None, ...]
 
 
+def _resolved(path: str) -> str:
+    """``path`` without empty and dot segments (RFC 3986 5.2.4), as a router may read it.
+
+    ``//admin`` reaches the ``/admin`` mount of a PrefixDispatcher, and
+    ``/x/../admin`` is ``/admin`` to anything that normalises paths.
+    """
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    for prefix in prefixes:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return True
+    return False
+
+
 def _prefixes(paths: Iterable[str] | None) -> tuple[str, ...]:
     if paths is None:
         return ()
@@ -89,7 +112,7 @@ def _prefixes(paths: Iterable[str] | None) -> tuple[str, ...]:
     for prefix in paths:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise ConfigError(f"IPFilter: paths: {prefix!r} must be a path starting with '/'")
-        cleaned.append(prefix.rstrip("/"))
+        cleaned.append(_resolved(prefix).rstrip("/"))
     return tuple(cleaned)
 
 
@@ -104,7 +127,8 @@ class IPFilter:
     :param deny_files: files of deny entries, re-read when they change.
     :param precedence: ``"deny"`` (a client in both lists is refused) or ``"allow"``
         (a denied client in ``allow`` is admitted, and so is a client in neither).
-    :param paths: apply the rules only under these path prefixes (whole segments).
+    :param paths: apply the rules only under these path prefixes (whole segments);
+        a path is under one as sent or with ``//``, ``.`` and ``..`` resolved.
     :param trusted_proxies: networks of your proxies, or a hop count, or a
         :class:`~wsgistack.clientip.ProxyTrust` (to choose the header).
     :param refuse: the app that answers a refused client; ``HTTPForbidden`` by default.
@@ -227,10 +251,11 @@ class IPFilter:
         if not self.paths:
             return True
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        for prefix in self.paths:
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return True
-        return False
+        if _under(path, self.paths):
+            return True
+        # Only odd paths pay for this: the rules apply if the path as sent or as
+        # resolved is under a prefix, so no spelling of a protected path slips by.
+        return ("//" in path or "/." in path) and _under(_resolved(path), self.paths)
 
     def verdict(self, address: Any) -> str | None:
         """Why ``address`` is refused (the rule that matched), or ``None`` if admitted."""
