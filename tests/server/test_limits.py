@@ -44,6 +44,7 @@ def server():
         pytest.param(
             b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 8000, 431, id="big-header-unfinished"
         ),
+        pytest.param(b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 8000, 431, id="first-header-unfinished"),
         pytest.param(
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", 413, id="content-length"
         ),
@@ -101,6 +102,14 @@ def test_bytes_before_a_split_head_do_not_count_toward_its_limit(before):
             assert [client.response()[0] for _ in range(count)] == [200] * count
             client.send(b"TP/1.1\r\nHost: a\r\n\r\n")
             assert client.response()[::2] == (200, b"GET /last  ")
+
+
+def test_an_unfinished_first_header_after_pipelined_requests_gets_431(server):
+    # Counted from its own request line, not from the requests before it in the read.
+    with RawClient(server.address) as client:
+        with contextlib.suppress(OSError):
+            client.send(GET * 3 + b"GET /x HTTP/1.1\r\nX-Big: " + b"b" * 8000)
+        assert [client.response()[0] for _ in range(4)] == [200, 200, 200, 431]
 
 
 def test_content_length_over_limit_is_refused_before_the_body_is_sent(server):

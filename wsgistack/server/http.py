@@ -271,8 +271,8 @@ class RequestParser(RequestQueue):
         section are counted as they arrive: all of any later data, but of the
         data it began in only what is surely its own, as that data may also hold
         the requests before it: the lines the callbacks saw, plus the line still
-        open after them once one of its field lines has ended.  What goes
-        uncounted is at most part of one read.
+        open after them once its request line has ended.  What goes uncounted
+        is at most the request line still arriving, which ``on_url`` bounds.
         """
         if self._open_fresh:
             self._open_fresh = False
@@ -280,9 +280,11 @@ class RequestParser(RequestQueue):
             if not self._in_head:
                 self._open_bytes += open_line  # the last-chunk line ended inside data
             else:
-                request = self._current
-                self._open_bytes = (len(request.url) if request else 0) + self._header_bytes
-                if self._header_bytes:  # else the last line end may be an earlier request's
+                url = self._current.url if self._current else b""
+                self._open_bytes = len(url) + self._header_bytes
+                # With no field line yet, the last line end may be an earlier
+                # request's: the open line is ours once our request line has ended.
+                if self._header_bytes or _ends_request_line(data, url):
                     self._open_bytes += open_line
         else:
             self._open_bytes += len(data)
@@ -317,6 +319,12 @@ class RequestParser(RequestQueue):
         request.complete = True
         self._current = None
         self._closed = True
+
+
+def _ends_request_line(data: bytes, url: bytes) -> bool:
+    """Whether the last line that ends in ``data`` is the request line for ``url``."""
+    line = data[: data.rfind(b"\n")].rstrip(b"\r")
+    return line[-9:-3] == b" HTTP/" and line[:-9].endswith(b" " + url)
 
 
 def _classify(exc: Exception) -> ProtocolError:
