@@ -25,12 +25,13 @@ def fetch(port: int, path: str) -> tuple[int, dict[str, str], str]:
         conn.close()
 
 
-def test_the_demo_shows_every_middleware_at_work():
+def test_the_demo_shows_every_middleware_at_work(tmp_path):
+    log = (tmp_path / "stderr").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "wsgistack.cli", "demo", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
     try:
@@ -58,11 +59,20 @@ def test_the_demo_shows_every_middleware_at_work():
         api = [fetch(port, "/api/hello") for _ in range(6)]
         assert [s for s, _, _ in api] == [200] * 5 + [429]
         assert api[0][1]["RateLimit-Policy"] == '"5-per-10s";q=5;w=10'
+        assert api[5][1]["Retry-After"] == "2"  # as printed: then one every 2 s
         pool = [fetch(port, "/pool/")[2].strip() for _ in range(4)]
         assert pool == ["served by upstream A", "served by upstream B"] * 2
         assert fetch(port, "/private/")[0] == 403
         status, headers, body = fetch(port, "/boom")
         assert status == 500 and headers["X-Error-Id"] in body and "secret" not in body
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        log.seek(0)
+        logged = log.read()
+        # The log shows each refusal, and the traceback under the id the client got.
+        assert "RateLimiter refused 127.0.0.1" in logged
+        assert "IPFilter refused 127.0.0.1 /private/" in logged
+        assert f"error {headers['X-Error-Id']}: GET /boom" in logged and "secret" in logged
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -72,3 +82,4 @@ def test_the_demo_shows_every_middleware_at_work():
                 proc.kill()
                 proc.wait(5)
             proc.stdout.close()
+            log.close()

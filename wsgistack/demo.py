@@ -4,7 +4,8 @@ No Redis, no network: everything listens on 127.0.0.1.  The demo starts two
 small upstream servers and the reference server with this pipeline:
 
     ErrorCatcher -> IPFilter (/private refused to this machine)
-                 -> RateLimiter (/api: 5 requests per 10 seconds, memory store)
+                 -> RateLimiter (/api: 5 per 10 seconds, memory store: a burst of 5,
+                    then one every 2 s)
                  -> PrefixDispatcher: /api (a JSON API), /pool (LoadBalancer over the
                     two upstreams), /boom (an app that fails), the site (default)
 
@@ -63,7 +64,7 @@ def upstream(name: str) -> WSGIApplication:
 
 TRIES = [
     ("/", "this page"),
-    ("/api/hello", "JSON; RateLimit headers; a 429 after 5 requests in 10 seconds"),
+    ("/api/hello", "JSON; RateLimit headers; 5 at once, then one every 2 s (429 when faster)"),
     ("/pool/", "forwarded to upstream A, then B, then A... (the load balancer)"),
     ("/private/", "403: the IP filter refuses this machine here"),
     ("/boom", "500 with an error id: the error catcher (details only in the log)"),
