@@ -28,6 +28,15 @@ def v6_networks():
     )
 
 
+def mapped_networks():
+    """IPv6 networks in and around ::ffff:0:0/96, where entries are their IPv4 selves."""
+    return st.builds(
+        lambda addr, plen: ipaddress.IPv6Network((0xFFFF_0000_0000 | addr, plen), strict=False),
+        st.integers(0, 2**32 - 1),
+        st.integers(80, 128),
+    )
+
+
 addresses = st.one_of(
     st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
     st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address),
@@ -58,6 +67,27 @@ def test_mapped_addresses_match_their_ipv4_network():
     assert "::ffff:10.1.2.3" in netset
     assert "192.0.2.200" in netset
     assert "11.0.0.1" not in netset
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(v4_networks(), mapped_networks()), max_size=20), st.data())
+def test_network_objects_mean_what_their_text_means(networks, data):
+    # An ipaddress network and its string are one entry: ::ffff:10.0.0.0/104 is
+    # 10.0.0.0/8 either way, so a plain IPv4 client is found in both.
+    from_objects = NetworkSet(networks)
+    from_text = NetworkSet([str(n) for n in networks])
+    assert from_objects == from_text
+    for network in networks:
+        edge = data.draw(st.sampled_from([network.network_address, network.broadcast_address]))
+        if edge.version == 6 and edge.ipv4_mapped is not None:
+            assert (edge.ipv4_mapped in from_objects) is (edge.ipv4_mapped in from_text)
+        assert (edge in from_objects) is (edge in from_text)
+
+
+def test_a_mapped_network_object_holds_plain_ipv4_clients():
+    netset = NetworkSet([ipaddress.ip_network("::ffff:10.0.0.0/104")])
+    assert "10.1.2.3" in netset
+    assert netset.match("10.1.2.3") == "10.0.0.0/8"
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.1/8", "10.0.0", "fe80::zz", ""])

@@ -50,6 +50,11 @@ def parse_network(text: str, *, option: str = "network") -> IPNetwork:
         network = ipaddress.ip_network(cleaned)
     except ValueError as exc:
         raise ConfigError(f"{option}: {text!r} is not an IP address or network ({exc})") from None
+    return _unmapped(network)
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/104``) as the IPv4 one it covers."""
     if isinstance(network, ipaddress.IPv6Network):
         mapped = network.network_address.ipv4_mapped
         if mapped is not None and network.prefixlen >= 96:
@@ -82,7 +87,7 @@ class NetworkSet:
         networks: list[IPNetwork] = []
         for entry in entries:
             if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                networks.append(entry)
+                networks.append(_unmapped(entry))  # the same entry as its text
             elif isinstance(entry, str):
                 networks.append(parse_network(entry, option=option))
             else:
