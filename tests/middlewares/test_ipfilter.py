@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from wsgiref.validate import validator
@@ -74,6 +75,21 @@ RULES = [
 )
 def test_rules(options, peer, expected):
     assert status_for(client(hello_app, **options), peer) == expected
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(ipaddress.ip_network("::ffff:192.0.2.0/120"), id="mapped-network"),
+        pytest.param(ipaddress.ip_network("192.0.2.0/24"), id="network"),
+        pytest.param(ipaddress.ip_address("192.0.2.9"), id="address"),
+        pytest.param(ipaddress.ip_address("::ffff:192.0.2.9"), id="mapped-address"),
+    ],
+)
+def test_ipaddress_objects_are_entries_like_their_text(entry):
+    app = client(hello_app, deny=[entry])
+    assert status_for(app, "192.0.2.9") == 403
+    assert status_for(app, "198.51.100.1") == 200
 
 
 def test_a_spoofed_forwarded_header_from_an_untrusted_peer_is_ignored():
@@ -209,6 +225,38 @@ def test_a_bad_line_at_start_up_fails_loudly(tmp_path):
         pytest.param({"allow": ["10.0.0.300"]}, "IPFilter: allow: '10.0.0.300'", id="bad-entry"),
         pytest.param({"allow": "10.0.0.0/8"}, "expected a list, got the string", id="string"),
         pytest.param({}, "give allow and/or deny", id="nothing"),
+        pytest.param({"deny": 5}, "IPFilter: deny: expected a list, got 5", id="not-a-list"),
+        pytest.param(
+            {"deny": [None]}, "IPFilter: deny: None is not an IP address or network", id="none"
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "allow_files": None},
+            "IPFilter: allow_files: expected a list of paths, got None",
+            id="files-none",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "deny_files": [1]},
+            "IPFilter: deny_files: 1 is not a path",
+            id="files-entry",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "paths": 5},
+            "IPFilter: paths: expected a list of prefixes, got 5",
+            id="paths-not-a-list",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "clock": 5}, "IPFilter: clock: 5 is not callable", id="clock"
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "logger": "myapp"},
+            "IPFilter: logger: expected a logging.Logger, got 'myapp'",
+            id="logger",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "reload_interval": float("nan")},
+            "IPFilter: reload_interval: expected seconds, got nan",
+            id="reload-nan",
+        ),
         pytest.param(
             {"deny": ["192.0.2.0/24"], "precedence": "first"},
             "precedence: expected",

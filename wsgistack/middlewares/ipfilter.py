@@ -24,7 +24,10 @@ not an IP address) counts as in neither list.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,13 +40,22 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
-from ..netset import NetworkSet, parse_network
+from ..netset import IPAddress, IPNetwork, NetworkSet, parse_network
 from ..options import flag
 
 __all__ = ["IPFilter"]
 
+#: What an inline entry may be: its text, or the ipaddress object it spells.
+_ENTRY_TYPES = (
+    str,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+)
 
-def _read_list(path: Path) -> list[str]:
+
+def _read_list(path: Path) -> list[IPNetwork]:
     """The entries of a list file; ConfigError naming file and line for a bad one."""
     entries = []
     try:
@@ -54,12 +66,11 @@ def _read_list(path: Path) -> list[str]:
         entry = line.split("#", 1)[0].strip()
         if entry:
             try:
-                parse_network(entry)
+                entries.append(parse_network(entry))
             except ConfigError:
                 raise ConfigError(
                     f"{path}:{number}: {entry!r} is not an IP address or network"
                 ) from None
-            entries.append(entry)
     return entries
 
 
@@ -103,11 +114,60 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return False
 
 
+def _check_scalars(
+    precedence: object, refuse: object, reload_interval: object, clock: object, logger: object
+) -> None:
+    """The single-valued options, checked before anything is built from them."""
+    if precedence not in ("deny", "allow"):
+        raise ConfigError(f"IPFilter: precedence: expected 'deny' or 'allow', got {precedence!r}")
+    if refuse is not None and not callable(refuse):
+        raise ConfigError(f"IPFilter: refuse: {refuse!r} is not a WSGI app")
+    if (
+        isinstance(reload_interval, bool)
+        or not isinstance(reload_interval, int | float)
+        or math.isnan(reload_interval)  # never >= the clock: the files would never reload
+    ):
+        raise ConfigError(f"IPFilter: reload_interval: expected seconds, got {reload_interval!r}")
+    if reload_interval < 0:
+        raise ConfigError(f"IPFilter: reload_interval: must be >= 0, got {reload_interval!r}")
+    if not callable(clock):
+        raise ConfigError(f"IPFilter: clock: {clock!r} is not callable")
+    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+        # Otherwise the first refusal would fail on logger.info, at request time.
+        raise ConfigError(f"IPFilter: logger: expected a logging.Logger, got {logger!r}")
+
+
+def _entries(option: str, values: object) -> list[IPNetwork]:
+    """Inline entries as networks: text or ``ipaddress`` objects, nothing else."""
+    if isinstance(values, str):
+        raise ConfigError(f"IPFilter: {option}: expected a list, got the string {values!r}")
+    if not isinstance(values, Iterable):
+        raise ConfigError(f"IPFilter: {option}: expected a list, got {values!r}")
+    networks = []
+    for value in values:
+        if not isinstance(value, _ENTRY_TYPES):
+            raise ConfigError(f"IPFilter: {option}: {value!r} is not an IP address or network")
+        networks.append(parse_network(str(value), option=f"IPFilter: {option}"))
+    return networks
+
+
+def _files(option: str, files: object) -> tuple[Path, ...]:
+    if isinstance(files, str | os.PathLike) or not isinstance(files, Iterable):
+        raise ConfigError(f"IPFilter: {option}: expected a list of paths, got {files!r}")
+    paths = tuple(files)
+    for path in paths:
+        if not isinstance(path, str | os.PathLike):
+            raise ConfigError(f"IPFilter: {option}: {path!r} is not a path")
+    return tuple(Path(path) for path in paths)
+
+
 def _prefixes(paths: Iterable[str] | None) -> tuple[str, ...]:
     if paths is None:
         return ()
     if isinstance(paths, str):
         raise ConfigError(f"IPFilter: paths: expected a list of prefixes, got the string {paths!r}")
+    if not isinstance(paths, Iterable):
+        raise ConfigError(f"IPFilter: paths: expected a list of prefixes, got {paths!r}")
     cleaned = []
     for prefix in paths:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -143,8 +203,8 @@ class IPFilter:
         app: WSGIApplication,
         /,
         *,
-        allow: Iterable[str] | None = None,
-        deny: Iterable[str] | None = None,
+        allow: Iterable[str | IPNetwork | IPAddress] | None = None,
+        deny: Iterable[str | IPNetwork | IPAddress] | None = None,
         allow_files: Sequence[str | Path] = (),
         deny_files: Sequence[str | Path] = (),
         precedence: Literal["deny", "allow"] = "deny",
@@ -156,26 +216,12 @@ class IPFilter:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
-        if precedence not in ("deny", "allow"):
-            raise ConfigError(
-                f"IPFilter: precedence: expected 'deny' or 'allow', got {precedence!r}"
-            )
-        if refuse is not None and not callable(refuse):
-            raise ConfigError(f"IPFilter: refuse: {refuse!r} is not a WSGI app")
-        if isinstance(reload_interval, bool) or not isinstance(reload_interval, int | float):
-            raise ConfigError(
-                f"IPFilter: reload_interval: expected seconds, got {reload_interval!r}"
-            )
-        if reload_interval < 0:
-            raise ConfigError(f"IPFilter: reload_interval: must be >= 0, got {reload_interval!r}")
-        for name, files in (("allow_files", allow_files), ("deny_files", deny_files)):
-            if isinstance(files, str | Path):
-                raise ConfigError(f"IPFilter: {name}: expected a list of paths, got {files!r}")
+        _check_scalars(precedence, refuse, reload_interval, clock, logger)
         self.app = app
-        self._allow_inline = None if allow is None else list(self._entries("allow", allow))
-        self._deny_inline = [] if deny is None else list(self._entries("deny", deny))
-        self._allow_files = tuple(Path(p) for p in allow_files)
-        self._deny_files = tuple(Path(p) for p in deny_files)
+        self._allow_inline = None if allow is None else _entries("allow", allow)
+        self._deny_inline = [] if deny is None else _entries("deny", deny)
+        self._allow_files = _files("allow_files", allow_files)
+        self._deny_files = _files("deny_files", deny_files)
         if (
             self._allow_inline is None
             and not self._allow_files
@@ -200,16 +246,6 @@ class IPFilter:
         self._watching = bool(self._allow_files or self._deny_files)
         self._rules = self._load()
         self._next_check = clock() + self.reload_interval
-
-    @staticmethod
-    def _entries(option: str, values: Iterable[str]) -> Iterable[str]:
-        if isinstance(values, str):
-            raise ConfigError(f"IPFilter: {option}: expected a list, got the string {values!r}")
-        for value in values:
-            parse_network(
-                value if isinstance(value, str) else str(value), option=f"IPFilter: {option}"
-            )
-            yield value
 
     def _load(self) -> _Rules:
         files = self._allow_files + self._deny_files
