@@ -494,9 +494,28 @@ def sh_commands(text: str) -> Iterator[list[str]]:
             words = words[cut + 1 :]
 
 
+def unquoted_globs(line: str) -> str:
+    """Glob characters outside quotes before any comment: zsh (macOS's shell) refuses
+    ``--bind [::1]:8000`` with "no matches found", and bash may expand it."""
+    found, quote, previous = [], "", " "
+    for char in line:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and previous.isspace():
+            break
+        elif char in "[]*?":
+            found.append(char)
+        previous = char
+    return "".join(found)
+
+
 def check_sh(block: Block, request: pytest.FixtureRequest) -> None:
     commands = list(sh_commands(block.text))
     assert commands, "an empty sh block"
+    for line in block.text.splitlines():
+        assert not unquoted_globs(line), f"quote the glob characters in: {line}"
     for argv in commands:
         assert argv[0] in SH_COMMANDS, f"no check for the command {argv[0]!r}: add one"
         SH_COMMANDS[argv[0]](argv, request)
@@ -551,6 +570,19 @@ def test_a_block_nothing_checks_fails(lang, text, request):
         check_block(Block("new-1", lang, text, 1), request)
 
 
+@pytest.mark.parametrize(
+    ("line", "globs"),
+    [
+        ("wsgistack serve app --bind [::1]:8000", "[]"),
+        ("wsgistack serve app --bind '[::1]:8000'  # [::1] in a comment", ""),
+        ("pip install -e '.[test]' && pytest", ""),
+        ('curl "http://x/?a=1" http://x/?b', "?"),
+    ],
+)
+def test_glob_characters_must_be_quoted(line, globs):
+    assert unquoted_globs(line) == globs
+
+
 def test_an_unknown_shell_command_fails(request):
     with pytest.raises(AssertionError, match="no check for the command 'docker'"):
         check_block(Block("new-1", "sh", "docker run wsgistack\n", 1), request)
@@ -570,6 +602,37 @@ def test_the_readme_begins_with_the_demo_then_the_tests():
     lines = first.text.splitlines()
     assert lines[0].split("#")[0].strip() == "pip install -e . && wsgistack demo"
     assert lines[1].endswith("# run the tests")
+
+
+def _shown(value: object) -> str:
+    """A ``ServerConfig`` default as the README's table shows it."""
+    if isinstance(value, tuple):
+        return ", ".join(str(item) for item in value)
+    if value is None:
+        return "off"
+    if value == "":
+        return "''"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and value >= 1 << 20 and value % (1 << 20) == 0:
+        return f"{value >> 20} MiB"
+    return str(value)
+
+
+def test_the_server_table_lists_every_serve_option_with_its_default():
+    parser, _ = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    flags = {
+        action.option_strings[-1]: action.dest
+        for action in serve._actions
+        if action.option_strings and action.dest not in ("help", "config")
+    }
+    rows = dict(re.findall(r"^\| `(--[\w-]+)` \| `?([^|`]*?)`? \|", README.read_text(), re.M))
+    assert set(rows) == set(flags)
+    defaults = ServerConfig()
+    assert {flag: rows[flag] for flag in flags} == {
+        flag: _shown(getattr(defaults, dest)) for flag, dest in flags.items()
+    }
 
 
 def test_the_tour_ends_behind_nginx_and_only_notes_for_developers_follow():
