@@ -284,6 +284,26 @@ def test_over_the_reference_server_an_error_after_headers_truncates_and_the_work
     assert second.endswith(b"0\r\n\r\n") and b"b" * 10 in second
 
 
+def test_a_file_wrapper_reaches_the_server_so_it_is_sent_whole_with_a_length(tmp_path):
+    # The server sendfile()s a wsgi.file_wrapper it recognises; wrapped in a guard
+    # it would stream it chunked with no Content-Length. (No validator here: its
+    # own iterator wrapper would hide the file wrapper just the same.)
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"%PDF" * 2000)
+
+    def download(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/pdf")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    with (
+        live_server(ErrorCatcher(download), validate=False) as server,
+        RawClient(server.address) as client,
+    ):
+        status, headers, body = client.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (status, headers.get("content-length"), body) == (200, "8000", b"%PDF" * 2000)
+    assert "transfer-encoding" not in headers
+
+
 @pytest.mark.parametrize("lazily", [False, True], ids=["in-the-call", "while-iterating"])
 def test_a_client_whose_body_stalls_gets_the_servers_408_not_a_500(lazily, caplog):
     # wsgi.input raises the server's ProtocolError: the client's fault, for the

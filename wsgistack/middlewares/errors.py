@@ -7,6 +7,9 @@ headers are sent the client gets a clean 500 (HTML, plain text or JSON by
 are sent ``start_response`` is called with ``exc_info``, so the server aborts
 the connection instead of passing off half a body as a whole one.  Each
 failure is one ERROR log record with the traceback and the same error id.
+A list body and a ``wsgi.file_wrapper`` body are returned untouched: the
+first cannot fail, the second must reach the server whole to be sendfile()d
+(the server reads and closes it, and reports its failures).
 
     application = ErrorCatcher(flask_app.wsgi_app, on_error=[report_to_sentry])
 
@@ -159,8 +162,13 @@ class ErrorCatcher:
             raise  # the client's fault (its body timed out, broke off): the server answers
         except Exception:
             return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
-        if type(body) is list or type(body) is tuple:
+        kind = type(body)
+        if kind is list or kind is tuple:
             return body  # iterating it cannot fail and there is no close() to guard
+        if kind is environ.get("wsgi.file_wrapper"):
+            # The server must recognise it to sendfile() it; it also reads and closes
+            # it, so a failing read is the server's to report (PEP 3333, file wrapper).
+            return body
         return _GuardedBody(self, environ, exchange, body)
 
     def handle(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
