@@ -5,7 +5,7 @@ against the same limit, so "100/minute" stays 100 with 4 workers, not 400.
 Only the API (/api/...) is limited; each client address has its own count.
 
 Run it (a Redis on 127.0.0.1:6379, or set RATE_LIMIT_STORE):
-    wsgistack serve recipes.django_rate_limited_api:application --workers 4
+    wsgistack serve recipes.django_rate_limited_api:application --workers 4 --bind 127.0.0.1:8000
 
 What to expect:
     for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8000/api/items/; done

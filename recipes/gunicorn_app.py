@@ -3,14 +3,15 @@
 What it solves: keep your server (gunicorn, uWSGI, waitress) and only add
 the layers. A wsgistack stack is a plain WSGI app, so any server runs it.
 
-Run it:
+Run it (from the repository, so that ``recipes`` is importable):
     gunicorn 'recipes.gunicorn_app:app' --bind 127.0.0.1:8000 --workers 2
-    # or, with PasteDeploy (recipes/site.ini has the same pipeline):
-    python -c "from paste.deploy import loadapp; import os; \\
-        app = loadapp('config:' + os.path.abspath('recipes/site.ini'))"
+    # or the same pipeline from the PasteDeploy ini, recipes/site.ini:
+    gunicorn --paste recipes/site.ini --bind 127.0.0.1:8000 --workers 2
 
-What to expect: / answers; /admin/ answers 403 outside the office network;
-/boom answers 500 with an error id.
+What to expect:
+    curl 127.0.0.1:8000/        -> 200 "served by any WSGI server"
+    curl 127.0.0.1:8000/admin/  -> 403 (127.0.0.1 is not the office network)
+    curl 127.0.0.1:8000/boom    -> 500 with an error id (the traceback goes to stderr)
 """
 
 from __future__ import annotations

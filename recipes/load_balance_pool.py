@@ -8,12 +8,14 @@ Run it against your own upstreams:
     UPSTREAMS=http://10.0.0.5:8000,http://10.0.0.6:8000 \\
         wsgistack serve recipes.load_balance_pool:app --bind 127.0.0.1:8000
 
-Or try it alone: this starts two small upstreams on loopback and the pool:
+Or try it alone: this starts two small upstreams of its own (on free
+loopback ports) and serves the pool on 127.0.0.1:8000 (a port as argument
+changes it) until Ctrl-C:
     python recipes/load_balance_pool.py
 
 What to expect:
     curl 127.0.0.1:8000/  (repeatedly) -> "served by upstream A", then B, A, B, ...
-    stop one upstream: every request still answers, from the other
+    stop one of your upstreams: every request still answers, from the other
     curl 127.0.0.1:8000/status -> the pool's health as JSON (a small status app below)
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from wsgistack.middlewares import LoadBalancer, PrefixDispatcher
 
@@ -30,18 +33,22 @@ UPSTREAMS = [
     if u
 ]
 
-pool = LoadBalancer(UPSTREAMS, strategy="round_robin", health_path="/", health_interval=2.0)
+
+def build(upstreams: list[str]) -> tuple[LoadBalancer, PrefixDispatcher]:
+    """The pool over ``upstreams``, and the site: /status shows its health, the rest goes on."""
+    pool = LoadBalancer(upstreams, strategy="round_robin", health_path="/", health_interval=2.0)
+
+    def status(environ, start_response):
+        body = json.dumps(pool.status(), indent=2).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return pool, PrefixDispatcher({"/status": status}, default=pool, redirect_slash=False)
 
 
-def status(environ, start_response):
-    body = json.dumps(pool.status(), indent=2).encode()
-    start_response(
-        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]
-
-
-app = PrefixDispatcher({"/status": status}, default=pool, redirect_slash=False)
+pool, app = build(UPSTREAMS)  # what wsgistack serve recipes.load_balance_pool:app serves
 
 
 def upstream(name: str):
@@ -55,12 +62,23 @@ def upstream(name: str):
     return answer
 
 
-if __name__ == "__main__":
-    from wsgistack.server import Server, serve
+def main(port: int = 8000) -> int:
+    from wsgistack import Server
 
     with (
-        Server(upstream("A"), bind="127.0.0.1:8001", workers=0),
-        Server(upstream("B"), bind="127.0.0.1:8002", workers=0),
+        Server(upstream("A"), bind="127.0.0.1:0", workers=0) as a,
+        Server(upstream("B"), bind="127.0.0.1:0", workers=0) as b,
     ):
-        print("upstreams A and B on 127.0.0.1:8001 and :8002; the pool on http://127.0.0.1:8000")
-        serve(app, bind="127.0.0.1:8000", workers=0)
+        local_pool, local_app = build([a.url, b.url])
+        server = Server(local_app, bind=f"127.0.0.1:{port}", workers=0)
+        server.bind()
+        print(f"upstreams A ({a.url}) and B ({b.url}); the pool listening on {server.url}")
+        sys.stdout.flush()
+        try:
+            return server.serve_forever()  # Ctrl-C stops it
+        finally:
+            local_pool.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 8000))

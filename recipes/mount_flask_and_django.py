@@ -9,7 +9,7 @@ Run it:
     wsgistack serve recipes.mount_flask_and_django:app --bind 127.0.0.1:8000
 
 What to expect:
-    curl 127.0.0.1:8000/api/users/ann     -> {"self": "/api/users/ann"}
+    curl 127.0.0.1:8000/api/users/ann     -> {"self":"/api/users/ann"}
     curl 127.0.0.1:8000/site/articles/hi/ -> {"self": "/site/articles/hi/"}
     curl -i 127.0.0.1:8000/site           -> 308 to /site/
     curl 127.0.0.1:8000/                  -> a page linking both

@@ -17,3 +17,7 @@ def admin(environ, start_response):
     body = b"admin area"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def boom(environ, start_response):
+    raise RuntimeError("fails on purpose: the error catcher answers 500 with an error id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from wsgiref.validate import validator
 
 from webtest import TestApp
 
@@ -17,7 +18,7 @@ def test_the_pool_alternates_and_survives_a_dead_upstream(monkeypatch):
         b = pool.start("b")
         monkeypatch.setenv("UPSTREAMS", f"{a},{b}")
         recipe = importlib.reload(importlib.import_module("recipes.load_balance_pool"))
-        site = TestApp(recipe.app)
+        site = TestApp(validator(recipe.app))
         assert [site.get("/x").text.split()[0] for _ in range(4)] == ["a", "b", "a", "b"]
         pool.stop("a")
         assert {site.get("/x").text.split()[0] for _ in range(4)} == {"b"}

@@ -1,4 +1,7 @@
-"""The gateway, the TOML stack under the real CLI, gunicorn, PasteDeploy and the error hook."""
+"""The gateway, PasteDeploy and the error hook in process; ``Served``, a CLI server by PID.
+
+The recipes' printed commands (the CLI, gunicorn) run in ``test_run_lines.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 from urllib.request import urlopen
+from wsgiref.validate import validator
 
-import pytest
 from paste.deploy import loadapp
 from webtest import TestApp
 
@@ -28,7 +31,7 @@ def test_the_gateway_forwards_legacy_and_serves_the_rest(monkeypatch):
         old = pool.start("old")
         monkeypatch.setenv("LEGACY_UPSTREAMS", old)
         recipe = importlib.reload(importlib.import_module("recipes.gateway_legacy"))
-        site = TestApp(recipe.app)
+        site = TestApp(validator(recipe.app))
         assert site.get("/").text == "the new site"
         assert site.get("/legacy/report").text == "old /report 0"
         recipe.legacy_pool.close()
@@ -75,57 +78,8 @@ class Served:
         self.proc.stderr.close()
 
 
-@pytest.fixture
-def served():
-    running = []
-
-    def start(*args):
-        server = Served(*args)
-        running.append(server)
-        return server
-
-    yield start
-    for server in running:
-        server.close()
-
-
-def test_the_toml_stack_passes_check_and_serves(served):
-    check = subprocess.run(
-        [sys.executable, "-m", "wsgistack.cli", "check", "recipes/stack.toml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert check.returncode == 0, check.stderr
-    assert "RateLimiter('20/60s'" in check.stdout
-    server = served(
-        "wsgistack.cli", "serve", "--config", "recipes/stack.toml", "--bind", "127.0.0.1:0"
-    )
-    assert server.get("/hello/x") == (200, '{"path": "/hello/x"}')
-    assert server.get("/admin/")[0] == 403  # 127.0.0.1 is not the office
-    statuses = [server.get("/api/items")[0] for _ in range(21)]
-    assert statuses == [200] * 20 + [429]
-
-
-def test_the_middlewares_inside_gunicorn(served):
-    server = served(
-        "gunicorn",
-        "recipes.gunicorn_app:app",
-        "--bind",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--no-control-socket",
-    )
-    assert server.get("/") == (200, "served by any WSGI server")
-    assert server.get("/admin/")[0] == 403
-    status, body = server.get("/boom")
-    assert status == 500 and "Error id" in body and "on purpose" not in body
-
-
 def test_the_same_pipeline_from_a_paste_ini():
-    app = TestApp(loadapp("config:" + os.path.join(ROOT, "recipes", "site.ini")))
+    app = TestApp(validator(loadapp("config:" + os.path.join(ROOT, "recipes", "site.ini"))))
     assert app.get("/").text == "served by any WSGI server"
     assert app.get("/admin/", extra_environ={"REMOTE_ADDR": "203.0.113.1"}, status=403)
     assert app.get("/admin/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
@@ -134,7 +88,7 @@ def test_the_same_pipeline_from_a_paste_ini():
 def test_the_error_hook_sees_the_id_the_client_sees(caplog):
     from recipes import error_hook
 
-    response = TestApp(error_hook.app).get("/orders/7", status=500)
+    response = TestApp(validator(error_hook.app)).get("/orders/7", status=500)
     error_id = response.headers["X-Error-Id"]
     assert error_hook.REPORTED[-1] == ("KeyError", "/orders/7", error_id)
     assert "customer_id" not in response.text
