@@ -101,6 +101,13 @@ def test_a_string_is_not_a_list():
         NetworkSet("10.0.0.0/8")
 
 
+@pytest.mark.parametrize("bad", [5.0, None, 10], ids=["float", "none", "int"])
+def test_a_non_list_is_refused_with_the_option_name(bad):
+    # A bare "not iterable" TypeError would name no option.
+    with pytest.raises(ConfigError, match=f"allow: expected a list of networks, got {bad}"):
+        NetworkSet(bad, option="allow")
+
+
 def test_equal_sets_hash_alike():
     # __eq__ compares the merged ranges, so the hash must too: two spellings of
     # one set are one element of a set or dict.

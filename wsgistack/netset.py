@@ -84,6 +84,8 @@ class NetworkSet:
     def __init__(self, entries: Iterable[str | IPNetwork] = (), *, option: str = "networks"):
         if isinstance(entries, str):
             raise ConfigError(f"{option}: expected a list of networks, got the string {entries!r}")
+        if not isinstance(entries, Iterable):
+            raise ConfigError(f"{option}: expected a list of networks, got {entries!r}")
         networks: list[IPNetwork] = []
         for entry in entries:
             if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
