@@ -142,6 +142,7 @@ def test_a_layer_with_other_trust_recomputes():
         pytest.param(["10.0.0.300"], "not an IP address or network", id="bad-network"),
         pytest.param(True, "expected networks or a hop count", id="bool"),
         pytest.param(-1, "hops must be a whole number", id="negative"),
+        pytest.param(5.0, "expected networks or a hop count", id="float"),
     ],
 )
 def test_bad_trust_fails_at_start_up(value, message):

@@ -76,6 +76,8 @@ class ProxyTrust:
             )
         if isinstance(proxies, str):
             proxies = [proxies]
+        elif not isinstance(proxies, Iterable):
+            raise ConfigError(f"trusted_proxies: expected networks or a hop count, got {proxies!r}")
         entries = list(proxies)
         self.unix = "unix" in entries
         self.proxies = NetworkSet(
