@@ -197,6 +197,16 @@ def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, r
     assert balancer.status()[0]["up"] and balancer.status()[0]["active"] == 0
 
 
+def test_a_forwarded_response_has_one_date_and_one_server(lb, upstreams):
+    # The upstream's own Date and Server come through; the server in front adds none.
+    url = upstreams.start("a")
+    front = Server(lb([url]), bind="127.0.0.1:0")
+    with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        head = read_until_close(client).partition(b"\r\n\r\n")[0].lower()
+    assert head.count(b"\r\ndate:") == 1 and head.count(b"\r\nserver:") == 1
+
+
 def test_headers_in_and_out(lb, upstreams):
     seen = {}
 

@@ -353,3 +353,32 @@ def test_each_bind_gives_its_own_server_name_and_port():
         for host, port in server.addresses:
             with RawClient((host, port)) as client:
                 assert client.request(GET % b"")[2] == f"{host} {port}".encode()
+
+
+@pytest.mark.parametrize(
+    ("given", "date", "server"),
+    [
+        pytest.param([], None, "wsgistack", id="none-given"),
+        pytest.param(
+            [("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Server", "upstream/1.0")],
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "upstream/1.0",
+            id="both-given",
+        ),
+        pytest.param([("server", "mine")], None, "mine", id="server-given"),
+    ],
+)
+def test_date_and_server_are_added_only_when_the_app_gave_none(given, date, server):
+    # RFC 9110 6.6.1 allows one Date: an app's own (a forwarded response's) wins.
+    def app(environ, start_response):
+        start_response("200 OK", [*TEXT, *given, ("Content-Length", "2")])
+        return [b"ok"]
+
+    with live_server(app) as live, RawClient(live.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        head = client.read_to_close().partition(b"\r\n\r\n")[0].decode("latin-1")
+    fields = [line.partition(":") for line in head.split("\r\n")[1:]]
+    dates = [value.strip() for name, _, value in fields if name.lower() == "date"]
+    servers = [value.strip() for name, _, value in fields if name.lower() == "server"]
+    assert len(dates) == 1 and (date is None or dates == [date])
+    assert servers == [server]

@@ -50,6 +50,9 @@ _HOP_BY_HOP = frozenset(
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
+_DATE, _SERVER = 1, 2
+_STAMPS = {"date": _DATE, "server": _SERVER}
 #: RFC 9110 6.4.1: responses that have no content, so no Content-Length either.
 _BODYLESS = frozenset(("204", "304", *(f"1{n:02d}" for n in range(100))))
 
@@ -68,6 +71,7 @@ class Response:
         "head_only",
         "headers",
         "length",
+        "own_fields",
         "sent",
         "status",
         "written",
@@ -83,6 +87,7 @@ class Response:
         self.head_only = head_only
         self.length: int | None = None
         self.written = 0
+        self.own_fields = 0  # _DATE | _SERVER: the app gave its own
 
 
 class Connection:
@@ -323,10 +328,11 @@ class Connection:
                     exc_info = None
             elif response.status is not None:
                 raise AssertionError("start_response called twice without exc_info")
-            kept, length, close = _app_head(status, headers)
+            kept, length, close, own_fields = _app_head(status, headers)
             response.status = status
             response.headers = kept
             response.length = length
+            response.own_fields = own_fields
             if close:
                 response.close = True
             return self._writer(request, response)
@@ -378,14 +384,27 @@ class Connection:
             # The close ends every uwsgi response, and nginx adds its own Date and
             # Server, as it does for uWSGI's responses and for proxy_pass.
             response.close = True
-            return response_head(response.status, response.headers, extra, stamp=False)  # type: ignore[arg-type]
+            return response_head(
+                response.status,  # type: ignore[arg-type]
+                response.headers,
+                extra,
+                date=False,
+                server=False,
+            )
         worker = self.worker
         if response.close or not request.keep_alive or worker.stopping or not worker.keeps_alive:
             response.close = True
             extra += b"Connection: close\r\n"
         elif request.version == "1.0":
             extra += b"Connection: keep-alive\r\n"
-        return response_head(response.status, response.headers, extra)  # type: ignore[arg-type]
+        own = response.own_fields
+        return response_head(
+            response.status,  # type: ignore[arg-type]
+            response.headers,
+            extra,
+            date=not own & _DATE,
+            server=not own & _SERVER,
+        )
 
     def _sendfile(self, wrapper: FileWrapper, request: Request, response: Response) -> bool:
         """Send a real file with os.sendfile; False to fall back to iteration."""
@@ -425,12 +444,14 @@ class Connection:
         return True
 
 
-def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | None, bool]:
-    """Check what an app gave ``start_response``: (headers to send, Content-Length, close).
+def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | None, bool, int]:
+    """Check what an app gave ``start_response``.
 
-    A status or header that would inject into the response is refused (a 500,
-    logged); hop-by-hop fields belong to the server and are dropped, a
-    ``Connection: close`` among them asks for the connection to close.
+    Returns the headers to send, the Content-Length, whether to close, and
+    which of Date and Server the app set (``_DATE | _SERVER``: the server adds
+    only the others).  A status or header that would inject into the response
+    is refused (a 500, logged); hop-by-hop fields belong to the server and are
+    dropped, a ``Connection: close`` among them asks for the connection to close.
     """
     if type(status) is not str or not _STATUS.match(status):
         raise _BadHead(f"invalid status {status!r}")
@@ -441,6 +462,7 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
     kept = []
     length = None
     close = False
+    own = 0
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise _BadHead(f"invalid header {item!r}")
@@ -461,8 +483,10 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
             if not (value.isascii() and value.isdigit()):
                 raise _BadHead(f"invalid Content-Length {value!r}")
             length = int(value)
+        elif lower in _STAMPS:
+            own |= _STAMPS[lower]
         kept.append(item)
-    return kept, length, close
+    return kept, length, close, own
 
 
 #: Header names that passed ``_check_name``: apps send the same few again and again.

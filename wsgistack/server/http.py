@@ -350,18 +350,27 @@ SERVER_HEADER = b"Server: wsgistack\r\n"
 
 
 def response_head(
-    status: str, headers: list[tuple[str, str]], extra: bytes, *, stamp: bool = True
+    status: str,
+    headers: list[tuple[str, str]],
+    extra: bytes,
+    *,
+    date: bool = True,
+    server: bool = True,
 ) -> bytes:
     """Encode a response head; ``status``/``headers`` were validated by the caller.
 
-    ``stamp`` adds our ``Date`` and ``Server``; behind ``uwsgi_pass`` nginx adds
-    its own instead (it passes a uwsgi server's through, unlike proxy_pass).
+    ``date`` and ``server`` add ours, for when the app gave none (a forwarded
+    response carries its upstream's; one of each is allowed).  Behind
+    ``uwsgi_pass`` nginx adds its own instead (it passes a uwsgi server's
+    through, unlike proxy_pass).
     """
     lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
     for name, value in headers:
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if stamp:
-        lines.append(b"Date: " + http_date() + b"\r\n" + SERVER_HEADER)
+    if date:
+        lines.append(b"Date: " + http_date() + b"\r\n")
+    if server:
+        lines.append(SERVER_HEADER)
     lines.append(extra + b"\r\n")
     return b"".join(lines)
 
