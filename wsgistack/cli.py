@@ -1,5 +1,7 @@
-"""The ``wsgistack`` command: ``check`` a pipeline file (``serve`` and ``demo`` join later).
+"""The ``wsgistack`` command: ``demo`` the toolkit, ``serve`` an app or a pipeline, ``check`` one.
 
+$ wsgistack demo
+$ wsgistack serve myapp:app --bind 127.0.0.1:8000
 $ wsgistack check stack.toml
 """
 

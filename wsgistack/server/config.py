@@ -6,7 +6,7 @@ however it is given, and a bad value fails at start-up with a ``ConfigError``
 that names it.
 
     config = ServerConfig.from_options(bind="127.0.0.1:0", threads=8)
-    config.binds  # (Bind(kind='tcp', host='127.0.0.1', port=0, path=None),)
+    config.binds  # (Bind(kind='tcp', host='127.0.0.1', port=0, path='', protocol='http'),)
 """
 
 from __future__ import annotations
