@@ -17,6 +17,26 @@ def per_call(func: Callable[[], object], *, calls: int, repeat: int = 5) -> floa
     return best
 
 
+def per_call_interleaved(
+    funcs: dict[str, Callable[[], object]], *, calls: int, repeat: int = 7
+) -> dict[str, float]:
+    """Seconds per call of each function, best of ``repeat`` turns taken in rotation.
+
+    Taking turns puts a slow spell of a shared machine on every function alike,
+    where timing one after the other would put it on whichever ran then.
+    """
+    best = dict.fromkeys(funcs, float("inf"))
+    names = list(funcs)
+    for turn in range(repeat):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            func = funcs[name]
+            start = time.perf_counter()
+            for _ in range(calls):
+                func()
+            best[name] = min(best[name], (time.perf_counter() - start) / calls)
+    return best
+
+
 def fmt(seconds: float) -> str:
     """A per-call cost in microseconds."""
     return f"{seconds * 1e6:9.2f} us"
