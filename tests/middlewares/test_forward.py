@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import random
 import socket
 import threading
 import tracemalloc
@@ -41,31 +42,45 @@ def test_smooth_weighted_round_robin_spreads_weights_evenly():
     assert [picker.pick([a, b, c]).host for _ in range(7)] == ["a", "a", "b", "a", "c", "a", "a"]
 
 
-def test_least_connections_prefers_the_idle():
-    a, b = Upstream("http://a:1"), Upstream("http://b:1")
-    a.active = 3
-    assert LeastConnections([a, b]).pick([a, b]) is b
+@pytest.mark.parametrize("idle", [0, 1, 2])
+def test_least_connections_prefers_the_idle(idle):
+    pool = [Upstream(f"http://u{i}:1") for i in range(3)]
+    for index, upstream in enumerate(pool):
+        upstream.active = 0 if index == idle else 3
+    picker = LeastConnections(pool)
+    assert {picker.pick(pool).host for _ in range(6)} == {f"u{idle}"}
+
+
+def test_least_connections_shares_ties_in_turn():
+    # Sequential requests see every upstream idle: they must not all go to the first.
+    pool = [Upstream(f"http://u{i}:1") for i in range(3)]
+    picker = LeastConnections(pool)
+    assert sorted(picker.pick(pool).host for _ in range(3)) == ["u0", "u1", "u2"]
 
 
 def test_power_of_two_never_picks_the_busier_of_two():
-    a, b = Upstream("http://a:1"), Upstream("http://b:1")
-    a.active = 5
-    picker = PowerOfTwo([a, b])
-    assert {picker.pick([a, b]).host for _ in range(20)} == {"b"}
+    a, b, c = Upstream("http://a:1"), Upstream("http://b:1"), Upstream("http://c:1")
+    a.active, c.active = 5, 1
+    picker = PowerOfTwo([a, b, c], rng=random.Random(7))
+    picks = collections.Counter(picker.pick([a, b, c]).host for _ in range(60))
+    # Of the three pairs, (a, b) and (b, c) go to b, (a, c) to c; a never wins one.
+    assert "a" not in picks and picks["b"] > picks["c"] > 0
 
 
 @settings(max_examples=30, deadline=None)
 @given(
     st.integers(3, 8),
+    st.integers(0, 7),
     st.lists(st.text(min_size=1, max_size=12), min_size=200, max_size=400, unique=True),
 )
-def test_consistent_hashing_moves_only_the_keys_of_the_upstream_that_left(count, keys):
+def test_consistent_hashing_moves_only_the_keys_of_the_upstream_that_left(count, leaver, keys):
     pool = [Upstream(f"http://u{i}:80") for i in range(count)]
     ring = ConsistentHash(pool)
     before = {key: ring.pick(pool, key) for key in keys}
-    gone = pool[0]
-    rest = pool[1:]
+    gone = pool[leaver % count]
+    rest = [upstream for upstream in pool if upstream is not gone]
     after = {key: ring.pick(rest, key) for key in keys}
+    assert all(any(after[key] is up for up in rest) for key in keys)  # never the leaver
     moved = [key for key in keys if before[key] is not after[key]]
     assert all(before[key] is gone for key in moved)  # only the leaver's keys move
     assert len(moved) <= len(keys) * 2.5 / count  # about 1/n of them
