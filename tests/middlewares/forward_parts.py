@@ -6,6 +6,7 @@ import collections
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from wsgiref.validate import validator
 
 import pytest
 
@@ -16,7 +17,7 @@ __all__ = ["DyingUpstream", "RawUpstream", "Upstreams", "dying", "lb", "raw", "u
 
 
 class Upstreams:
-    """Real reference servers, each stoppable and restartable on its own port."""
+    """Real reference servers (apps inside wsgiref's validator), each restartable on its port."""
 
     def __init__(self) -> None:
         self.servers: dict[str, Server] = {}
@@ -28,7 +29,7 @@ class Upstreams:
         app = app or self.named(name)
         self.apps[name] = app
         bind = f"127.0.0.1:{self.ports.get(name, 0)}"
-        server = Server(app, bind=bind, workers=0, threads=4, **options)
+        server = Server(validator(app), bind=bind, workers=0, threads=4, **options)
         self.servers[name] = server.start()
         self.ports[name] = server.addresses[0][1]
         return server.url

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from webtest import TestApp
 
-from tests.server.live import read_until_close
+from tests.server.live import live_server, read_until_close
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, LoadBalancer, PrefixDispatcher
@@ -25,14 +25,12 @@ from wsgistack.middlewares.forward.balance import (
     PowerOfTwo,
     SmoothRoundRobin,
 )
-from wsgistack.server import Server
 
-# Upstreams is imported from here by the recipe tests.
-from .forward_parts import RawUpstream, Upstreams  # noqa: F401
+from .forward_parts import RawUpstream
 
 
 def names(app, count, path="/"):
-    return [TestApp(app).get(path).text.split()[0] for _ in range(count)]
+    return [TestApp(validator(app)).get(path).text.split()[0] for _ in range(count)]
 
 
 # -- strategies, pure -------------------------------------------------------------------
@@ -118,7 +116,7 @@ def test_an_upstream_killed_mid_stream_costs_no_client_a_failure(lb, upstreams):
 def test_a_post_to_a_dying_upstream_is_never_sent_twice(lb, upstreams, dying):
     good = upstreams.start("b")
     balancer = lb([dying.url, good])
-    response = TestApp(balancer).post("/order", b"pay 100", expect_errors=True)
+    response = TestApp(validator(balancer)).post("/order", b"pay 100", expect_errors=True)
     assert response.status_int == 502
     assert dying.requests == [b"POST pay 100"]
     assert upstreams.received[("b", "POST")] == 0
@@ -149,11 +147,11 @@ def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    assert TestApp(lb([closed])).get("/", expect_errors=True).status_int == 502
+    assert TestApp(validator(lb([closed]))).get("/", expect_errors=True).status_int == 502
     balancer = lb([closed], max_fails=1)
-    TestApp(balancer).get("/", expect_errors=True)
+    TestApp(validator(balancer)).get("/", expect_errors=True)
     assert (
-        TestApp(balancer)
+        TestApp(validator(balancer))
         .get("/", headers={"Accept": "application/json"}, expect_errors=True)
         .status_int
         == 503
@@ -168,7 +166,10 @@ def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
     slow_url = upstreams.start("slow", slow)
     try:
         assert (
-            TestApp(lb([slow_url], read_timeout=0.3)).get("/", expect_errors=True).status_int == 504
+            TestApp(validator(lb([slow_url], read_timeout=0.3)))
+            .get("/", expect_errors=True)
+            .status_int
+            == 504
         )
     finally:
         release.set()
@@ -185,8 +186,10 @@ def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstream
 
     slow_url = upstreams.start("stalls", stalls)
     try:
-        front = Server(lb([slow_url], read_timeout=0.3), bind="127.0.0.1:0")
-        with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+        with (
+            live_server(lb([slow_url], read_timeout=0.3)) as front,
+            socket.create_connection(front.address, timeout=5) as client,
+        ):
             client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             received = read_until_close(client)
         head, _, body = received.partition(b"\r\n\r\n")
@@ -200,10 +203,16 @@ def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstream
 def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, raw, caplog):
     # As nginx: the response had started, so the client's connection is cut
     # (it can tell the body is short) and the upstream is not marked failed.
-    upstream = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"abc", close_after=True)
+    upstream = raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n",
+        b"abc",
+        close_after=True,
+    )
     balancer = lb([upstream.url], max_fails=1)
-    front = Server(balancer, bind="127.0.0.1:0")
-    with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+    with (
+        live_server(balancer) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
         client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         received = read_until_close(client)
     head, _, body = received.partition(b"\r\n\r\n")
@@ -215,8 +224,10 @@ def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, r
 def test_a_forwarded_response_has_one_date_and_one_server(lb, upstreams):
     # The upstream's own Date and Server come through; the server in front adds none.
     url = upstreams.start("a")
-    front = Server(lb([url]), bind="127.0.0.1:0")
-    with front, socket.create_connection(front.addresses[0], timeout=5) as client:
+    with (
+        live_server(lb([url])) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
         client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         head = read_until_close(client).partition(b"\r\n\r\n")[0].lower()
     assert head.count(b"\r\ndate:") == 1 and head.count(b"\r\nserver:") == 1
@@ -240,16 +251,15 @@ def test_headers_in_and_out(lb, upstreams):
         return [b"ok"]
 
     url = upstreams.start("h", echo_headers)
-    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
-    try:
-        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
-            sock.sendall(
-                b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
-                b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n"
-            )
-            raw = read_until_close(sock)
-    finally:
-        proxy.close()
+    with (
+        live_server(lb([url]), threads=2) as proxy,
+        socket.create_connection(proxy.address, timeout=5) as sock,
+    ):
+        sock.sendall(
+            b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
+            b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n"
+        )
+        raw = read_until_close(sock)
     assert seen["HTTP_HOST"] == "shop.example"
     assert seen["HTTP_X_KEPT"] == "yes" and seen["QUERY_STRING"] == "q=1"
     assert "HTTP_X_SECRET" not in seen and "HTTP_KEEP_ALIVE" not in seen
@@ -299,7 +309,7 @@ def test_a_trusted_chain_is_extended(lb, upstreams):
         return [b""]
 
     balancer = lb([upstreams.start("c", capture)], trusted_proxies=["10.0.0.0/8"])
-    TestApp(balancer).get(
+    TestApp(validator(balancer)).get(
         "/", headers={"X-Forwarded-For": "203.0.113.9"}, extra_environ={"REMOTE_ADDR": "10.0.0.2"}
     )
     assert seen["HTTP_X_FORWARDED_FOR"] == "203.0.113.9, 10.0.0.2"
@@ -330,7 +340,7 @@ def test_paths_base_paths_and_redirects_are_mapped(lb, upstreams):
 def test_keep_alive_connections_are_reused(lb, upstreams):
     url = upstreams.start("a")
     balancer = lb([url])
-    app = TestApp(balancer)
+    app = TestApp(validator(balancer))
     for _ in range(25):
         app.get("/")
     assert balancer.status()[0]["connections_made"] == 1
@@ -346,16 +356,15 @@ def test_chunked_both_ways_through_the_real_server(lb, upstreams):
         yield str(len(body)).encode()
 
     url = upstreams.start("s", streaming)
-    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
-    try:
-        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
-            sock.sendall(
-                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-            )
-            raw = read_until_close(sock)
-    finally:
-        proxy.close()
+    with (
+        live_server(lb([url]), threads=2) as proxy,
+        socket.create_connection(proxy.address, timeout=5) as sock,
+    ):
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        raw = read_until_close(sock)
     assert b"Transfer-Encoding: chunked" in raw
     assert raw.endswith(b"4\r\ngot \r\n2\r\n11\r\n0\r\n\r\n")
 
@@ -372,37 +381,35 @@ def test_a_hundred_megabytes_each_way_with_bounded_memory(lb, upstreams):
         return (block for _ in range(size // len(block)))
 
     url = upstreams.start("big", counter)
-    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
-    tracemalloc.start()
-    try:
-        with socket.create_connection(proxy.addresses[0], timeout=30) as sock:
-            sock.sendall(
-                f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
-            )
-            for _ in range(size // len(block)):
-                sock.sendall(block)
-            received = 0
-            while chunk := sock.recv(1 << 20):
-                received += len(chunk)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        proxy.close()
+    with live_server(lb([url]), threads=2, timeout=30) as proxy:
+        tracemalloc.start()
+        try:
+            with socket.create_connection(proxy.address, timeout=30) as sock:
+                sock.sendall(
+                    f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+                )
+                for _ in range(size // len(block)):
+                    sock.sendall(block)
+                received = 0
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert received > size  # the head plus all of the body came back
     assert peak < 16 * 1024 * 1024, f"peak Python memory {peak} bytes"
 
 
 def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
     url = upstreams.start("a")
-    proxy = Server(lb([url]), bind="127.0.0.1:0", workers=0, threads=2).start()
-    try:
-        with socket.create_connection(proxy.addresses[0], timeout=5) as sock:
-            sock.sendall(
-                b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
-            )
-            raw = read_until_close(sock)
-    finally:
-        proxy.close()
+    with (
+        live_server(lb([url]), threads=2) as proxy,
+        socket.create_connection(proxy.address, timeout=5) as sock,
+    ):
+        sock.sendall(
+            b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
+        )
+        raw = read_until_close(sock)
     assert raw.endswith(b"a /latest 0")
 
 
@@ -464,5 +471,5 @@ def test_in_a_pipeline(upstreams):
     app = build_pipeline(
         {"app": {"use": "load_balance", "upstreams": [url], "strategy": "least_conn"}}
     )
-    assert TestApp(app).get("/p").text == "a /p 0"
+    assert TestApp(validator(app)).get("/p").text == "a /p 0"
     app.close()

@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 
 from webtest import TestApp
 
-from tests.middlewares.test_forward import Upstreams
+from tests.middlewares.forward_parts import Upstreams
 
 
 def test_the_pool_alternates_and_survives_a_dead_upstream(monkeypatch):

@@ -19,7 +19,7 @@ from wsgiref.validate import validator
 from paste.deploy import loadapp
 from webtest import TestApp
 
-from tests.middlewares.test_forward import Upstreams
+from tests.middlewares.forward_parts import Upstreams
 from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ from urllib.request import Request, urlopen
 import pytest
 import redis
 
-from tests.middlewares.test_forward import Upstreams
+from tests.middlewares.forward_parts import Upstreams
 from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -294,14 +294,18 @@ def ctx(request, tmp_path):
     def answer(name: str):
         def app(environ, start_response):
             body = f"served by upstream {name}\n".encode()
-            start_response("200 OK", [("Content-Length", str(len(body)))])
+            start_response(
+                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+            )
             return [body]
 
         return app
 
     def legacy(environ, start_response):
         body = f"{environ['PATH_INFO']} {environ.get('HTTP_X_FORWARDED_PREFIX')}".encode()
-        start_response("200 OK", [("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     try:
