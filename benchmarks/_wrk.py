@@ -115,20 +115,23 @@ def wrk(url: str, *, seconds: int, connections: int, threads: int = 2, close: bo
 
 
 def rotated_rounds(
-    urls: dict[str, str], *, rounds: int, seconds: int, connections: int
+    urls: dict[str, str], *, rounds: int, seconds: int, connections: int, close: bool = False
 ) -> dict[str, list[dict]]:
     """wrk each URL once per round (after a 1 s warm-up), the order rotated every round.
 
     Everything is up at once and measured in turns, so a slow spell of the
     shared machine falls on every case rather than on whichever ran then.
+    ``close``: each request on its own connection (``Connection: close``).
     """
     names = list(urls)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            wrk(urls[name], seconds=1, connections=connections)
-            runs[name].append(wrk(urls[name], seconds=seconds, connections=connections))
+            wrk(urls[name], seconds=1, connections=connections, close=close)
+            runs[name].append(
+                wrk(urls[name], seconds=seconds, connections=connections, close=close)
+            )
     return runs
 
 

@@ -1,24 +1,31 @@
 """The reference server against gunicorn (gthread, sync), waitress and bjoern, with wrk.
 
-Each server serves ``benchmarks.apps:hello`` on a loopback port in turn, with
-the same process and thread counts where the server has them; wrk drives it
-with keep-alive and then with ``Connection: close``.  Ratios are computed
-within this one run (these machines are shared and noisy).
+Every server serves ``benchmarks.apps:hello`` on its own loopback port, all
+up at once, with the same process and thread counts where the server has
+them (waitress is one process: it gets workers x threads threads; bjoern is
+one process, one thread).  wrk drives them in turns, the order rotated each
+round, with keep-alive and then with ``Connection: close``; medians over the
+rounds are reported, ratios within this one run (these machines are shared
+and noisy).  gunicorn's sync worker has no keep-alive (it closes after each
+response, by design), so its keep-alive row measures connections anyway.
+gunicorn keeps its worker heartbeat files in /dev/shm, as its docs advise
+where /tmp is on disk.
 
-    python benchmarks/server.py [--seconds 5] [--workers 2] [--threads 4]
+    python benchmarks/server.py [--seconds 5] [--rounds 3] [--workers 2] [--threads 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import free_port, start, stop, wait_listening, wrk
+from _wrk import free_port, print_medians, rotated_rounds, start, stop, wait_listening
 
 PY = sys.executable
 
@@ -46,6 +53,8 @@ def commands(port: int, workers: int, threads: int) -> dict[str, list[str]]:
             "-m",
             "gunicorn",
             "--no-control-socket",  # gunicorn 27 shares one control socket path by default
+            "--worker-tmp-dir",
+            "/dev/shm",
             "-b",
             bind,
             "-w",
@@ -63,6 +72,8 @@ def commands(port: int, workers: int, threads: int) -> dict[str, list[str]]:
             "-m",
             "gunicorn",
             "--no-control-socket",  # gunicorn 27 shares one control socket path by default
+            "--worker-tmp-dir",
+            "/dev/shm",
             "-b",
             bind,
             "-w",
@@ -91,31 +102,23 @@ def commands(port: int, workers: int, threads: int) -> dict[str, list[str]]:
     return found
 
 
-def measure(name: str, command: list[str], port: int, seconds: int, connections: int) -> dict:
-    with tempfile.TemporaryFile() as said:
-        proc = start(command, stderr=said)
-        try:
-            try:
-                wait_listening(port)
-            except RuntimeError as exc:
-                said.seek(0)
-                text = said.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(
-                    f"{name} did not start (exit {proc.poll()}): {exc}\n{text}"
-                ) from None
-            url = f"http://127.0.0.1:{port}/"
-            wrk(url, seconds=1, connections=connections)  # warm up
-            return {
-                "keep-alive": wrk(url, seconds=seconds, connections=connections),
-                "close": wrk(url, seconds=seconds, connections=connections, close=True),
-            }
-        finally:
-            stop(proc)
+def launch(name: str, command: list[str], port: int, said) -> subprocess.Popen:
+    """Start one server and wait for its port; say why if it does not come up."""
+    proc = start(command, stderr=said)
+    try:
+        wait_listening(port)
+    except RuntimeError as exc:
+        said.seek(0)
+        text = said.read().decode(errors="replace")[-2000:]
+        stop(proc)
+        raise RuntimeError(f"{name} did not start (exit {proc.poll()}): {exc}\n{text}") from None
+    return proc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--connections", type=int, default=50)
@@ -126,24 +129,30 @@ def main() -> None:
     print("peers:", ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(
         f"workers={args.workers} threads={args.threads} connections={args.connections} "
-        f"seconds={args.seconds}"
+        f"seconds={args.seconds} rounds={args.rounds}"
     )
-    results = {}
-    for name in commands(0, args.workers, args.threads):
-        port = free_port()
-        command = commands(port, args.workers, args.threads)[name]
-        results[name] = measure(name, command, port, args.seconds, args.connections)
-    ours = results["wsgistack"]
-    for mode in ("keep-alive", "close"):
-        print(f"\n{mode}:")
-        print(f"  {'server':<18} {'req/s':>10} {'p99':>10} {'errors':>7} {'wsgistack is':>14}")
-        for name, result in results.items():
-            r = result[mode]
-            ratio = ours[mode]["rps"] / r["rps"]
-            print(
-                f"  {name:<18} {r['rps']:>10.0f} {r['p99'] * 1000:>8.2f}ms {r['errors']:>7} "
-                f"{ratio:>13.2f}x"
-            )
+    procs: list[subprocess.Popen] = []
+    urls = {}
+    with tempfile.TemporaryFile() as said:
+        try:
+            for name in commands(0, args.workers, args.threads):
+                port = free_port()
+                command = commands(port, args.workers, args.threads)[name]
+                procs.append(launch(name, command, port, said))
+                urls[name] = f"http://127.0.0.1:{port}/"
+            for mode in ("keep-alive", "close"):
+                runs = rotated_rounds(
+                    urls,
+                    rounds=args.rounds,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    close=mode == "close",
+                )
+                print(f"\n{mode}:", end="")
+                print_medians(runs, "wsgistack", "wsgistack is")
+        finally:
+            for proc in procs:
+                stop(proc)
 
 
 if __name__ == "__main__":
