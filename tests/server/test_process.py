@@ -288,12 +288,30 @@ def test_a_graceful_stop_does_not_wait_out_the_timeout_for_a_silent_connection(s
     assert server.proc.wait(timeout=20) == 0
 
 
+HELD_IMPORT = """
+import os, select, signal
+from pathlib import Path
+
+# Hold the import until a signal reaches this process: the wakeup fd is written
+# whatever Python handler the worker has installed for it.
+reader, writer = os.pipe()
+os.set_blocking(writer, False)
+signal.set_wakeup_fd(writer)
+Path("loading").touch()
+select.select([reader], [], [], 60)
+signal.set_wakeup_fd(-1)
+from slowapp import app
+"""
+
+
 def test_a_stop_while_the_app_loads_is_not_lost(serve, tmp_path):
-    # The worker imports for two seconds; a SIGTERM meanwhile must still stop it
-    # (it used to be recorded nowhere: the worker served on until SIGKILL).
-    (tmp_path / "slowimport.py").write_text("import time\ntime.sleep(2)\nfrom slowapp import app\n")
+    # A SIGTERM while the worker imports must still stop it (it used to be recorded
+    # nowhere: the worker served on until SIGKILL).  The import lasts until the
+    # signal arrives, and the test signals only once the worker is inside it: a
+    # fixed sleep in the import raced both the fork and a slow machine.
+    (tmp_path / "slowimport.py").write_text(HELD_IMPORT)
     server = serve("--workers", "1", "--graceful-timeout", "60", target=("slowimport:app",))
-    poll(lambda: server.count_workers(1))
+    poll((tmp_path / "loading").exists)  # in the import: its stop handlers are installed
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=20) == 0
     assert "stopped while loading" in server.log.read_text()
