@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from wsgiref.validate import validator
 
 import pytest
 from paste.deploy import loadapp
@@ -33,7 +34,7 @@ def test_a_paste_pipeline_loads_and_runs_in_order(tmp_path):
     ini = tmp_path / "site.ini"
     ini.write_text(INI.format(strict="true"))
     app = loadapp(f"config:{ini}")
-    assert TestApp(app).get("/").text == "one,two"
+    assert TestApp(validator(app)).get("/").text == "one,two"
     assert app.app.strict is True
 
 
@@ -77,7 +78,7 @@ use = call:tests.pipeline_fixtures:tags_app_factory
 def test_the_installed_entry_points_load_the_builtin_middlewares(tmp_path):
     ini = tmp_path / "site.ini"
     ini.write_text(EGG_INI)
-    app = TestApp(loadapp(f"config:{ini}"))
+    app = TestApp(validator(loadapp(f"config:{ini}")))
     assert app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
     assert app.get("/", extra_environ={"REMOTE_ADDR": "203.0.113.1"}, status=403)
 
@@ -104,7 +105,7 @@ use = call:tests.pipeline_fixtures:tags_app_factory
 def test_the_dispatcher_as_a_paste_composite(tmp_path):
     ini = tmp_path / "site.ini"
     ini.write_text(COMPOSITE_INI)
-    app = TestApp(loadapp(f"config:{ini}"))
+    app = TestApp(validator(loadapp(f"config:{ini}")))
     assert app.get("/tags/x").status_int == 200
     assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=403)
     assert app.get("/guarded/x", extra_environ={"REMOTE_ADDR": "198.51.100.1"}).status_int == 200
@@ -124,7 +125,7 @@ def test_the_dispatcher_as_a_paste_composite(tmp_path):
 def test_redirect_slash_reads_the_ini_spellings_of_a_flag(tmp_path, spelling, redirects):
     ini = tmp_path / "site.ini"
     ini.write_text(COMPOSITE_INI.replace("default = tags", f"redirect_slash = {spelling}"))
-    response = TestApp(loadapp(f"config:{ini}")).get("/tags", expect_errors=True)
+    response = TestApp(validator(loadapp(f"config:{ini}"))).get("/tags", expect_errors=True)
     assert response.status_int == (308 if redirects else 200)
 
 
@@ -180,7 +181,7 @@ use = call:tests.pipeline_fixtures:tags_app_factory
 def test_a_host_mount_in_a_composite_matches_any_port(tmp_path):
     ini = tmp_path / "site.ini"
     ini.write_text(HOST_INI.format(mount="API.example.com"))
-    app = TestApp(loadapp(f"config:{ini}"))
+    app = TestApp(validator(loadapp(f"config:{ini}")))
     assert app.get("/", headers={"Host": "api.example.com:8080"}).status_int == 200
     assert app.get("/", headers={"Host": "other.example.com"}, status=404)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from wsgiref.validate import validator
 
 import pytest
 from webtest import TestApp
@@ -47,7 +48,7 @@ def write(tmp_path, text):
 
 def test_a_toml_pipeline_serves_in_order(tmp_path):
     app = load_pipeline(write(tmp_path, STACK))
-    assert TestApp(app).get("/").text == "first,last"
+    assert TestApp(validator(app)).get("/").text == "first,last"
     assert describe(app).splitlines() == [
         "Tagger(tag='first')",
         "werkzeug.middleware.proxy_fix.ProxyFix",
@@ -64,12 +65,12 @@ def test_a_dict_pipeline_with_builtin_names(builtins):
         }
     )
     assert isinstance(app, Tagger)
-    assert TestApp(app).get("/").text == "tags: a,b"
+    assert TestApp(validator(app)).get("/").text == "tags: a,b"
 
 
 def test_app_as_a_string_and_as_a_factory_call():
     app = build_pipeline({"app": "tests.pipeline_fixtures:make_tags_app('hey ')"})
-    assert TestApp(app).get("/").text == "hey "
+    assert TestApp(validator(app)).get("/").text == "hey "
 
 
 def test_nested_pipeline_as_the_app():
@@ -82,7 +83,7 @@ def test_nested_pipeline_as_the_app():
             },
         }
     )
-    assert TestApp(app).get("/").text == "outer,inner"
+    assert TestApp(validator(app)).get("/").text == "outer,inner"
 
 
 BAD = [

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
+from wsgiref.validate import validator
 
 import pytest
 import redis
@@ -214,7 +215,9 @@ def fresh_namespace(block: Block) -> dict:
 
 # -- what some blocks promise, beyond running ---------------------------------------------
 def get(app, path: str, addr: str = "198.51.100.1", **kw):
-    return TestApp(app).get(path, extra_environ={"REMOTE_ADDR": addr}, expect_errors=True, **kw)
+    return TestApp(validator(app)).get(
+        path, extra_environ={"REMOTE_ADDR": addr}, expect_errors=True, **kw
+    )
 
 
 def flask_wrapped(ns, ctx):

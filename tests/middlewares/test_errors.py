@@ -16,7 +16,6 @@ from tests.server.live import RawClient, live_server, read_until_close
 from wsgistack import build_pipeline, compose, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher
-from wsgistack.server import Server
 
 SECRET = "db-password-hunter2"
 
@@ -271,11 +270,11 @@ def test_over_the_reference_server_an_error_after_headers_truncates_and_the_work
             environ, start_response
         )
 
-    with Server(ErrorCatcher(streaming), bind="127.0.0.1:0", workers=0) as server:
-        with socket.create_connection(server.addresses[0], timeout=5) as sock:
+    with live_server(ErrorCatcher(validator(streaming))) as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
             sock.sendall(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
             first = read_until_close(sock)
-        with socket.create_connection(server.addresses[0], timeout=5) as sock:
+        with socket.create_connection(server.address, timeout=5) as sock:
             sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             second = read_until_close(sock)
     head, _, body = first.partition(b"\r\n\r\n")

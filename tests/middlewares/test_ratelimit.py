@@ -233,13 +233,11 @@ def test_a_name_shares_counts_on_purpose_and_tells_callable_keys_apart():
     assert [_get(app, "/search") for _ in range(2)] == [200, 200]
     assert [_get(app, "/login") for _ in range(2)] == [200, 429]  # one quota for both
     inner = RateLimiter(
-        hello_app, "1/minute", store=store, key=lambda e: "k", name="a", clock=Clock()
+        validator(hello_app), "1/minute", store=store, key=lambda e: "k", name="a", clock=Clock()
     )
-    outer = TestApp(
-        RateLimiter(inner, "1/minute", store=store, key=lambda e: "k", name="b", clock=Clock())
-    )
-    assert [_get(outer, "/") for _ in range(2)] == [200, 429]  # each admits its first
-    assert "name='b'" in repr(outer.app)
+    outer = RateLimiter(inner, "1/minute", store=store, key=lambda e: "k", name="b", clock=Clock())
+    assert [_get(TestApp(validator(outer)), "/") for _ in range(2)] == [200, 429]  # each its first
+    assert "name='b'" in repr(outer)
 
 
 def test_dry_run_counts_and_logs_but_never_refuses(caplog):
@@ -257,7 +255,7 @@ def test_sixteen_threads_admit_exactly_the_limit():
     admitted = []
 
     def burst():
-        app = TestApp(layer)
+        app = TestApp(validator(layer))
         for _ in range(1000 // 16 + 1):
             if (
                 app.get(
@@ -579,7 +577,7 @@ def test_in_a_pipeline_with_a_store_url(redis_server):
         }
     )
     assert repr(app).startswith("RateLimiter('1/60s', key='ip', store=RedisStore(")
-    client = TestApp(app)
+    client = TestApp(validator(app))
     assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}).status_int == 200
     assert client.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}, status=429)
     app.close()
@@ -591,7 +589,7 @@ def test_close_releases_the_redis_connections_the_limiter_opened(redis_server):
     observer = redis.Redis.from_url(redis_server.url)  # database 0
     url = redis_server.url.replace("/0", "/3")
     limiter = RateLimiter(hello_app, "5/minute", store=url)
-    TestApp(limiter).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
+    TestApp(validator(limiter)).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
 
     def ours() -> int:
         return sum(1 for client in observer.client_list() if client["db"] == "3")
@@ -609,7 +607,7 @@ def test_close_releases_the_redis_connections_the_limiter_opened(redis_server):
     # A client the caller passed in stays the caller's to close.
     theirs = redis.Redis.from_url(url)
     passed = RateLimiter(hello_app, "5/minute", store=RedisStore(theirs))
-    TestApp(passed).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
+    TestApp(validator(passed)).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9"})
     passed.close()
     assert theirs.ping() and settles_at(1)
     theirs.close()
