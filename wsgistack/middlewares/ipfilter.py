@@ -4,7 +4,7 @@ The client is decided by :mod:`wsgistack.clientip`: ``REMOTE_ADDR``, or a
 forwarded address only when the peer is a configured trusted proxy.  Lists
 hold addresses and networks (IPv4, IPv6, IPv4-mapped), given inline or in
 files (one entry a line, ``#`` comments) that are re-read when they change.
-Lookups are O(log n): 100,000 networks cost about what 10 do.
+Lookups are O(log n): 100,000 networks cost within 2x of what 10 do.
 
     # /admin only from the office, behind our load balancers
     app = IPFilter(app, allow=["192.0.2.0/24"], paths=["/admin"],
