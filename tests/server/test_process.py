@@ -87,14 +87,14 @@ def serve(tmp_path) -> Iterator:
         target: tuple[str, ...] = ("slowapp:app",),
         wait: bool = True,
         max_files: int = 0,
+        launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
     ) -> Served:
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as handle:
             proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "wsgistack.cli",
+                    *launcher,
                     "serve",
                     *target,
                     "--bind",
@@ -315,3 +315,32 @@ def test_a_stop_while_the_app_loads_is_not_lost(serve, tmp_path):
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=20) == 0
     assert "stopped while loading" in server.log.read_text()
+
+
+SLOW_FORK = """
+import sys, time
+from wsgistack.server import arbiter
+
+child = arbiter.Arbiter._child
+
+def late_child(self, *args):
+    time.sleep(0.5)  # a worker not yet scheduled after fork: its handlers come late
+    return child(self, *args)
+
+arbiter.Arbiter._child = late_child
+from wsgistack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_that_reaches_a_worker_before_its_handlers_is_not_lost(serve):
+    # Between fork and the worker's own handlers, a stop used to run the master's
+    # inherited handler in the child, which recorded it nowhere: the worker
+    # served on and the master waited out --graceful-timeout.  It now waits,
+    # blocked, until the worker's handlers are in place.
+    server = serve(
+        "--workers", "1", "--graceful-timeout", "60", launcher=("-c", SLOW_FORK), wait=False
+    )
+    poll(server.workers)  # forked, and (for 0.5 s) without its own handlers
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0

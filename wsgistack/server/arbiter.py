@@ -25,7 +25,7 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import ServerConfig
@@ -193,20 +193,29 @@ class Arbiter:
             self._spawn()
 
     def _spawn(self) -> None:
-        pid = os.fork()
+        # Stop signals wait, blocked, across the fork until the child has its own
+        # handlers: one that came in between ran the master's inherited handler in
+        # the child, which recorded it nowhere, and the worker served on.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.workers[pid] = time.monotonic()
             return
         status = 1
         try:
-            status = self._child()
+            status = self._child(mask)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
             os._exit(status)
 
     # -- in the child -----------------------------------------------------------------
-    def _child(self) -> int:
+    def _child(self, mask: Iterable[int]) -> int:
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
@@ -218,6 +227,7 @@ class Arbiter:
             signal.signal(sig, lambda signum, _: stops.append(signum))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
         try:
             app = self.load()
         except Exception as exc:
@@ -236,6 +246,8 @@ class Arbiter:
         signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
         signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
+        if stops:  # one came after the check above, before these handlers
+            worker.stop(graceful=stops[0] == signal.SIGTERM)
         try:
             os.write(self._ready_w, os.getpid().to_bytes(4, "little"))
         except OSError as exc:
