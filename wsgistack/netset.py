@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .errors import ConfigError
+from .options import listed
 
 __all__ = ["IPAddress", "IPNetwork", "NetworkSet", "parse_address", "parse_network"]
 
@@ -82,12 +83,8 @@ class NetworkSet:
     __slots__ = ("_ends4", "_ends6", "_starts4", "_starts6", "networks")
 
     def __init__(self, entries: Iterable[str | IPNetwork] = (), *, option: str = "networks"):
-        if isinstance(entries, str):
-            raise ConfigError(f"{option}: expected a list of networks, got the string {entries!r}")
-        if not isinstance(entries, Iterable):
-            raise ConfigError(f"{option}: expected a list of networks, got {entries!r}")
         networks: list[IPNetwork] = []
-        for entry in entries:
+        for entry in listed(entries, option, "networks"):
             if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
                 networks.append(_unmapped(entry))  # the same entry as its text
             elif isinstance(entry, str):

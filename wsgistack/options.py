@@ -11,10 +11,12 @@ spellings, read by :func:`ini_flag`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TOKEN", "flag", "header_name", "ini_flag"]
+__all__ = ["TOKEN", "flag", "header_name", "ini_flag", "listed"]
 
 #: RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.  The server checks
 #: the names an app sends with it too.
@@ -52,3 +54,17 @@ def header_name(value: object, option: str) -> str:
     if isinstance(value, str) and TOKEN.match(value):
         return value
     raise ConfigError(f"{option}: {value!r} is not a header name (letters, digits, '-', ...)")
+
+
+def listed(value: object, option: str, of: str = "") -> list[Any]:
+    """``value`` as a list if it is a collection; a ``ConfigError`` naming ``option`` if not.
+
+    A string is iterable too: taken as a list it would be read a character at
+    a time, so it is refused by name.  ``of`` says what the list holds.
+    """
+    what = f"a list of {of}" if of else "a list"
+    if isinstance(value, str | bytes):
+        raise ConfigError(f"{option}: expected {what}, got the string {value!r}")
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{option}: expected {what}, got {value!r}")
+    return list(value)

@@ -191,6 +191,29 @@ def test_paths_scope_the_limit():
     assert app.get("/apiv2", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
 
 
+@pytest.mark.parametrize("spelling", ["//api/x", "/./api/x", "/public/../api/x", "/api//x"])
+def test_no_spelling_of_a_limited_path_escapes_the_limit(spelling):
+    # A PrefixDispatcher (and many routers) sends //api/x to the /api mount: the
+    # limit on /api must count it, or a client doubles a slash and is never limited.
+    from wsgistack.middlewares import PrefixDispatcher
+
+    site = PrefixDispatcher({"/api": validator(hello_app)}, default=validator(hello_app))
+    app = TestApp(
+        validator(RateLimiter(site, "1/minute", paths=["/api"], clock=Clock())),
+        extra_environ={"REMOTE_ADDR": "192.0.2.1"},
+    )
+    assert app.get("/api/x").status_int == 200
+    assert app.get(spelling, expect_errors=True).status_int == 429
+
+
+def test_paths_may_be_any_collection_but_a_string():
+    app, _ = limited("1/minute", paths=(p for p in ["/api"]))  # read once: still scoped
+    client = {"REMOTE_ADDR": "192.0.2.1"}
+    assert app.get("/api/x", extra_environ=client).status_int == 200
+    assert app.get("/api/y", extra_environ=client, status=429)
+    assert [app.get("/other", extra_environ=client).status_int for _ in range(2)] == [200, 200]
+
+
 def _per_path_stack(store, **names):
     login = RateLimiter(
         validator(hello_app),
@@ -553,6 +576,15 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
         pytest.param({"name": "a b"}, "name: expected .* got 'a b'", id="name-space"),
         pytest.param({"name": 7}, "name: expected .* got 7", id="name-int"),
         pytest.param({"dry_run": "false"}, "dry_run: expected true or false", id="dry-run"),
+        pytest.param(
+            {"paths": "/api"}, "paths: expected a list of prefixes, got the string", id="paths-str"
+        ),
+        pytest.param(
+            {"paths": 5}, "RateLimiter: paths: expected a list of prefixes, got 5", id="paths-int"
+        ),
+        pytest.param(
+            {"paths": ["api"]}, "paths: 'api' must be a path starting with '/'", id="path"
+        ),
         pytest.param(
             {"legacy_headers": "no"}, "legacy_headers: expected true or false", id="legacy"
         ),

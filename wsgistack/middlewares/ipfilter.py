@@ -41,7 +41,8 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, parse_network
-from ..options import flag
+from ..options import flag, listed
+from ..paths import prefixes, under
 
 __all__ = ["IPFilter"]
 
@@ -91,29 +92,6 @@ class _Rules:
     stamps: tuple[tuple[int, int] | None, ...]
 
 
-def _resolved(path: str) -> str:
-    """``path`` without empty and dot segments (RFC 3986 5.2.4), as a router may read it.
-
-    ``//admin`` reaches the ``/admin`` mount of a PrefixDispatcher, and
-    ``/x/../admin`` is ``/admin`` to anything that normalises paths.
-    """
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if segments:
-                segments.pop()
-        elif segment and segment != ".":
-            segments.append(segment)
-    return "/" + "/".join(segments)
-
-
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    for prefix in prefixes:
-        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-            return True
-    return False
-
-
 def _check_scalars(
     precedence: object, refuse: object, reload_interval: object, clock: object, logger: object
 ) -> None:
@@ -139,12 +117,8 @@ def _check_scalars(
 
 def _entries(option: str, values: object) -> list[IPNetwork]:
     """Inline entries as networks: text or ``ipaddress`` objects, nothing else."""
-    if isinstance(values, str):
-        raise ConfigError(f"IPFilter: {option}: expected a list, got the string {values!r}")
-    if not isinstance(values, Iterable):
-        raise ConfigError(f"IPFilter: {option}: expected a list, got {values!r}")
     networks = []
-    for value in values:
+    for value in listed(values, f"IPFilter: {option}"):
         if not isinstance(value, _ENTRY_TYPES):
             raise ConfigError(f"IPFilter: {option}: {value!r} is not an IP address or network")
         networks.append(parse_network(str(value), option=f"IPFilter: {option}"))
@@ -159,21 +133,6 @@ def _files(option: str, files: object) -> tuple[Path, ...]:
         if not isinstance(path, str | os.PathLike):
             raise ConfigError(f"IPFilter: {option}: {path!r} is not a path")
     return tuple(Path(path) for path in paths)
-
-
-def _prefixes(paths: Iterable[str] | None) -> tuple[str, ...]:
-    if paths is None:
-        return ()
-    if isinstance(paths, str):
-        raise ConfigError(f"IPFilter: paths: expected a list of prefixes, got the string {paths!r}")
-    if not isinstance(paths, Iterable):
-        raise ConfigError(f"IPFilter: paths: expected a list of prefixes, got {paths!r}")
-    cleaned = []
-    for prefix in paths:
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ConfigError(f"IPFilter: paths: {prefix!r} must be a path starting with '/'")
-        cleaned.append(_resolved(prefix).rstrip("/"))
-    return tuple(cleaned)
 
 
 class IPFilter:
@@ -235,7 +194,7 @@ class IPFilter:
                 "give deny entries (or deny_files), or use precedence='deny'"
             )
         self.precedence = precedence
-        self.paths = _prefixes(paths)
+        self.paths = prefixes(paths, "IPFilter: paths")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.refuse = refuse or webob.exc.HTTPForbidden()
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
@@ -284,14 +243,7 @@ class IPFilter:
             self._lock.release()
 
     def _applies(self, environ: WSGIEnvironment) -> bool:
-        if not self.paths:
-            return True
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        if _under(path, self.paths):
-            return True
-        # Only odd paths pay for this: the rules apply if the path as sent or as
-        # resolved is under a prefix, so no spelling of a protected path slips by.
-        return ("//" in path or "/." in path) and _under(_resolved(path), self.paths)
+        return not self.paths or under(environ, self.paths)
 
     def verdict(self, address: Any) -> str | None:
         """Why ``address`` is refused (the rule that matched), or ``None`` if admitted."""

@@ -18,6 +18,7 @@ from ...clientip import ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
 from ...options import flag
+from ...paths import prefixes, under
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
 from .strategies import Decision
@@ -98,7 +99,7 @@ class RateLimiter:
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.key_name, self._key = self._key_function(key)
         self._exempt_nets, self._exempt_call = self._exemptions(exempt)
-        self.paths = self._paths(paths)
+        self.paths = prefixes(paths, "RateLimiter: paths")
         self.name = name
         identity = self._identity(name, key)
         self.dry_run = flag(dry_run, "RateLimiter: dry_run")
@@ -155,17 +156,6 @@ class RateLimiter:
             return None, exempt
         return NetworkSet(exempt, option="RateLimiter: exempt"), None
 
-    @staticmethod
-    def _paths(paths: Iterable[str] | None) -> tuple[str, ...]:
-        if paths is None:
-            return ()
-        if isinstance(paths, str):
-            raise ConfigError(f"RateLimiter: paths: expected a list, got the string {paths!r}")
-        for prefix in paths:
-            if not isinstance(prefix, str) or not prefix.startswith("/"):
-                raise ConfigError(f"RateLimiter: paths: {prefix!r} must start with '/'")
-        return tuple(prefix.rstrip("/") for prefix in paths)
-
     def _client_key(self, environ: WSGIEnvironment) -> str | None:
         if self.trust is None and "wsgistack.client_ip" not in environ:
             peer = environ.get("REMOTE_ADDR", "")
@@ -186,13 +176,8 @@ class RateLimiter:
 
     # -- per request ------------------------------------------------------------------
     def _limited(self, environ: WSGIEnvironment) -> bool:
-        if self.paths:
-            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            if not any(
-                path.startswith(p) and (len(path) == len(p) or path[len(p)] == "/")
-                for p in self.paths
-            ):
-                return False
+        if self.paths and not under(environ, self.paths):
+            return False
         if self._exempt_nets is not None and client_ip(environ, self.trust) in self._exempt_nets:
             return False
         return not (self._exempt_call is not None and self._exempt_call(environ))

@@ -1,0 +1,61 @@
+"""Path-prefix scopes, for the middlewares that apply only under some paths.
+
+A prefix covers whole segments: ``/admin`` covers ``/admin`` and
+``/admin/users``, not ``/administrator``.  A request is under a prefix when
+its path is, as sent or with empty and dot segments resolved: ``//admin``
+and ``/x/../admin`` reach a PrefixDispatcher's ``/admin`` mount (and many
+routers' ``/admin``), so they must not slip past a filter or a limiter
+scoped to it.
+
+    scope = prefixes(["/admin"], "IPFilter: paths")
+    if under(environ, scope):
+        ...
+"""
+
+from __future__ import annotations
+
+from ._types import WSGIEnvironment
+from .errors import ConfigError
+from .options import listed
+
+__all__ = ["prefixes", "resolved", "under"]
+
+
+def prefixes(value: object, option: str) -> tuple[str, ...]:
+    """The prefixes of a ``paths`` option (None: none), checked and resolved."""
+    if value is None:
+        return ()
+    scope = []
+    for prefix in listed(value, option, "prefixes"):
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigError(f"{option}: {prefix!r} must be a path starting with '/'")
+        scope.append(resolved(prefix).rstrip("/"))
+    return tuple(scope)
+
+
+def resolved(path: str) -> str:
+    """``path`` without empty and dot segments (RFC 3986 5.2.4), as a router may read it."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
+    """Whether the request's path (SCRIPT_NAME + PATH_INFO) is under one of ``scope``."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if _starts(path, scope):
+        return True
+    # Only odd paths pay for resolving: as sent or as resolved, no spelling slips by.
+    return ("//" in path or "/." in path) and _starts(resolved(path), scope)
+
+
+def _starts(path: str, scope: tuple[str, ...]) -> bool:
+    for prefix in scope:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return True
+    return False
