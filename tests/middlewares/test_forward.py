@@ -29,6 +29,16 @@ from wsgistack.middlewares.forward.balance import (
 from .forward_parts import RawUpstream
 
 
+def exchange(app, request: bytes, **options) -> bytes:
+    """Serve ``app`` (validated) over a real socket, send ``request``, read to the close."""
+    with (
+        live_server(app, **options) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
+        client.sendall(request)
+        return read_until_close(client)
+
+
 def names(app, count, path="/"):
     return [TestApp(validator(app)).get(path).text.split()[0] for _ in range(count)]
 
@@ -186,12 +196,7 @@ def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstream
 
     slow_url = upstreams.start("stalls", stalls)
     try:
-        with (
-            live_server(lb([slow_url], read_timeout=0.3)) as front,
-            socket.create_connection(front.address, timeout=5) as client,
-        ):
-            client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            received = read_until_close(client)
+        received = exchange(lb([slow_url], read_timeout=0.3), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 10" in head
         assert body == b"abc"  # cut short by a close: the client knows it is incomplete
@@ -209,12 +214,7 @@ def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, r
         close_after=True,
     )
     balancer = lb([upstream.url], max_fails=1)
-    with (
-        live_server(balancer) as front,
-        socket.create_connection(front.address, timeout=5) as client,
-    ):
-        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        received = read_until_close(client)
+    received = exchange(balancer, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and body == b"abc"
     assert "closed mid-response" in caplog.text
@@ -224,12 +224,11 @@ def test_an_upstream_closing_mid_body_aborts_the_client_and_is_not_counted(lb, r
 def test_a_forwarded_response_has_one_date_and_one_server(lb, upstreams):
     # The upstream's own Date and Server come through; the server in front adds none.
     url = upstreams.start("a")
-    with (
-        live_server(lb([url])) as front,
-        socket.create_connection(front.address, timeout=5) as client,
-    ):
-        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        head = read_until_close(client).partition(b"\r\n\r\n")[0].lower()
+    head = (
+        exchange(lb([url]), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .partition(b"\r\n\r\n")[0]
+        .lower()
+    )
     assert head.count(b"\r\ndate:") == 1 and head.count(b"\r\nserver:") == 1
 
 
@@ -251,15 +250,12 @@ def test_headers_in_and_out(lb, upstreams):
         return [b"ok"]
 
     url = upstreams.start("h", echo_headers)
-    with (
-        live_server(lb([url]), threads=2) as proxy,
-        socket.create_connection(proxy.address, timeout=5) as sock,
-    ):
-        sock.sendall(
-            b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
-            b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n"
-        )
-        raw = read_until_close(sock)
+    raw = exchange(
+        lb([url]),
+        b"GET /x?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Secret\r\n"
+        b"X-Secret: hop\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n",
+        threads=2,
+    )
     assert seen["HTTP_HOST"] == "shop.example"
     assert seen["HTTP_X_KEPT"] == "yes" and seen["QUERY_STRING"] == "q=1"
     assert "HTTP_X_SECRET" not in seen and "HTTP_KEEP_ALIVE" not in seen
@@ -356,15 +352,12 @@ def test_chunked_both_ways_through_the_real_server(lb, upstreams):
         yield str(len(body)).encode()
 
     url = upstreams.start("s", streaming)
-    with (
-        live_server(lb([url]), threads=2) as proxy,
-        socket.create_connection(proxy.address, timeout=5) as sock,
-    ):
-        sock.sendall(
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-        )
-        raw = read_until_close(sock)
+    raw = exchange(
+        lb([url]),
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        threads=2,
+    )
     assert b"Transfer-Encoding: chunked" in raw
     assert raw.endswith(b"4\r\ngot \r\n2\r\n11\r\n0\r\n\r\n")
 
@@ -402,14 +395,11 @@ def test_a_hundred_megabytes_each_way_with_bounded_memory(lb, upstreams):
 
 def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
     url = upstreams.start("a")
-    with (
-        live_server(lb([url]), threads=2) as proxy,
-        socket.create_connection(proxy.address, timeout=5) as sock,
-    ):
-        sock.sendall(
-            b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"
-        )
-        raw = read_until_close(sock)
+    raw = exchange(
+        lb([url]),
+        b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
+        threads=2,
+    )
     assert raw.endswith(b"a /latest 0")
 
 
