@@ -48,7 +48,7 @@ def test_cleanups_run_even_when_the_inner_close_fails():
 def test_close_after_iteration_raised():
     body = Body([b"a", b"b"], fail_at=1)
     wrapped = ClosingIterator(body)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom while iterating"):
         list(wrapped)
     wrapped.close()
     assert body.closed == 1

@@ -405,9 +405,21 @@ def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
 
 def test_describe_and_status_show_health(lb, upstreams):
     a = upstreams.start("a")
-    stack = compose(use(ErrorCatcher), lb([a, {"url": "http://127.0.0.1:9", "backup": True}]))
+    b = upstreams.start("b")
+    balancer = lb([a, {"url": b, "backup": True}])
+    stack = compose(use(ErrorCatcher), balancer)
     text = describe(stack)
-    assert f"LoadBalancer([{a}, http://127.0.0.1:9 (backup)], strategy='round_robin')" in text
+    assert f"LoadBalancer([{a}, {b} (backup)], strategy='round_robin')" in text
+    assert [(u["url"], u["up"], u["backup"]) for u in balancer.status()] == [
+        (a, True, False),
+        (b, True, True),
+    ]
+    assert names(stack, 1) == ["a"]
+    assert balancer.status()[0]["connections_made"] == 1 and balancer.status()[0]["idle"] == 1
+    upstreams.stop("a")
+    assert names(stack, 2) == ["b", "b"]  # the failed try moved on; then the backup alone
+    assert [(u["url"], u["up"]) for u in balancer.status()] == [(a, False), (b, True)]
+    assert f"{a} DOWN" in describe(stack)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def test_two_processes_share_the_limit(in_subprocess, redis_server):
     env = {
         **os.environ,
         "RATE_LIMIT": "5/minute",
-        "RATE_LIMIT_STORE": redis_server.url.replace("/0", "/3"),
+        "RATE_LIMIT_STORE": redis_server.url.replace("/0", "/7"),  # a database of its own
     }
     started = time.monotonic()
     first = in_subprocess(DRIVER, env=env)

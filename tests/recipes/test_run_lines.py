@@ -315,7 +315,7 @@ def ctx(request, tmp_path):
         if "LEGACY_UPSTREAMS=" in request.node.name:
             env["LEGACY_UPSTREAMS"] = upstreams.start("legacy", legacy)
         if "django_rate_limited_api" in request.node.name:
-            url = request.getfixturevalue("redis_server").url.rsplit("/", 1)[0] + "/4"
+            url = request.getfixturevalue("redis_server").url.rsplit("/", 1)[0] + "/8"  # its own
             redis.Redis.from_url(url).flushdb()
             env["RATE_LIMIT_STORE"] = url
         yield type("Ctx", (), {"upstreams": upstreams, "env": env, "home": tmp_path})
