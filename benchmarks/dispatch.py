@@ -3,7 +3,7 @@
 werkzeug's ``DispatcherMiddleware`` tries the path's prefixes one by one
 (``rpartition("/")`` in a loop); ours walks the path's segments through a
 dict trie.  Both route the same requests to the same hello-world app, in the
-same run.
+same run, timed in alternating turns (best of each).
 
     python benchmarks/dispatch.py
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import fmt, per_call
+from _timing import fmt, per_call_interleaved
 
 from wsgistack.middlewares import PrefixDispatcher
 
@@ -52,8 +52,9 @@ def main() -> None:
             def call_theirs(environ=environ, theirs=theirs):
                 theirs(dict(environ), start_response)
 
-            a = per_call(call_ours, calls=50_000)
-            b = per_call(call_theirs, calls=50_000)
+            # In alternating turns: a slow spell falls on both alike.
+            times = per_call_interleaved({"ours": call_ours, "theirs": call_theirs}, calls=50_000)
+            a, b = times["ours"], times["theirs"]
             costs[(count, path.startswith("/unmounted"))] = a
             print(f"{count:>7} {path:<28} {fmt(a)} {fmt(b)} {b / a:8.2f}x")
     for unmounted in (False, True):
