@@ -96,6 +96,13 @@ def test_bad_entries_are_refused(bad):
         parse_network(bad)
 
 
+@pytest.mark.parametrize("scoped", ["fe80::1%eth0", ipaddress.ip_network("fe80::1%eth0")])
+def test_a_scoped_entry_is_refused_as_it_would_match_every_interface(scoped):
+    # fe80::1%eth0 as an entry would also hold fe80::1%eth1: matching is by address.
+    with pytest.raises(ConfigError, match=r"deny: 'fe80::1%eth0(/128)?' has a scope"):
+        NetworkSet([scoped], option="deny")
+
+
 def test_a_string_is_not_a_list():
     with pytest.raises(ConfigError, match="expected a list of networks"):
         NetworkSet("10.0.0.0/8")

@@ -45,12 +45,24 @@ def parse_network(text: str, *, option: str = "network") -> IPNetwork:
     """Parse ``10.0.0.0/8``, ``10.0.0.1`` or ``::ffff:10.0.0.0/104``; ConfigError if bad.
 
     Host bits must be zero (``10.0.0.1/8`` is refused: it is almost always a typo).
+    A scoped address (``fe80::1%eth0``) is refused too: matching is by address
+    alone, so it would hold ``fe80::1`` on every interface, not just ``eth0``.
     """
     cleaned = text.strip()
     try:
         network = ipaddress.ip_network(cleaned)
     except ValueError as exc:
         raise ConfigError(f"{option}: {text!r} is not an IP address or network ({exc})") from None
+    return _entry(network, option)
+
+
+def _entry(network: IPNetwork, option: str) -> IPNetwork:
+    """A parsed entry as it is matched: unscoped, and IPv4-mapped ones unmapped."""
+    if getattr(network.network_address, "scope_id", None):
+        raise ConfigError(
+            f"{option}: {str(network)!r} has a scope (%...): entries match by address on "
+            "every interface; give the address without it"
+        )
     return _unmapped(network)
 
 
@@ -86,7 +98,7 @@ class NetworkSet:
         networks: list[IPNetwork] = []
         for entry in listed(entries, option, "networks"):
             if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                networks.append(_unmapped(entry))  # the same entry as its text
+                networks.append(_entry(entry, option))  # the same entry as its text
             elif isinstance(entry, str):
                 networks.append(parse_network(entry, option=option))
             else:
