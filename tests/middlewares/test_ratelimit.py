@@ -164,6 +164,16 @@ def test_key_by_header_and_unkeyed_requests_pass():
     assert [hit(app).status_int for _ in range(3)] == [200] * 3  # no key: not limited
 
 
+def test_a_client_with_no_address_passes_and_is_reported_once(caplog):
+    # A unix-socket peer with no trusted forwarding header has no address: it is
+    # not limited (key None), and the likely setup gap is said once, not per request.
+    caplog.set_level(logging.WARNING, logger="wsgistack.ratelimit")
+    app, _ = limited("1/minute")
+    assert [hit(app, "").status_int for _ in range(3)] == [200] * 3
+    warnings = [r.getMessage() for r in caplog.records if "no client address" in r.getMessage()]
+    assert len(warnings) == 1 and "trusted_proxies=['unix']" in warnings[0]
+
+
 @pytest.mark.parametrize("returned", [42, b"client"], ids=["int", "bytes"])
 def test_a_key_function_returning_a_non_string_is_named_in_the_error(returned):
     def tenant(environ):

@@ -106,6 +106,7 @@ class RateLimiter:
         self.legacy_headers = flag(legacy_headers, "RateLimiter: legacy_headers")
         self.clock = clock
         self.logger = logger or logging.getLogger("wsgistack.ratelimit")
+        self._told_no_address = False  # warned, once, that a client had no address
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
         self._policy = ", ".join(
             f'"{rate.name}";q={rate.amount};w={math.ceil(rate.period)}' for rate in self.rates
@@ -174,6 +175,16 @@ class RateLimiter:
             return str(network)
         return str(address)
 
+    def _unknown_client(self, environ: WSGIEnvironment) -> None:
+        """Say once that a client without an address went unlimited: likely a setup gap."""
+        self._told_no_address = True
+        self.logger.warning(
+            "RateLimiter: a request with no client address (REMOTE_ADDR %r) was not "
+            "limited, nor will others be; behind a proxy on a unix socket, give "
+            "trusted_proxies=['unix'] and have it send X-Forwarded-For",
+            environ.get("REMOTE_ADDR", ""),
+        )
+
     # -- per request ------------------------------------------------------------------
     def _limited(self, environ: WSGIEnvironment) -> bool:
         if self.paths and not under(environ, self.paths):
@@ -189,6 +200,8 @@ class RateLimiter:
             return self.app(environ, start_response)
         key = self._key(environ)
         if key is None:
+            if self.key_name == "ip" and not self._told_no_address:
+                self._unknown_client(environ)
             return self.app(environ, start_response)
         if not isinstance(key, str):
             # A programming error in the key function, not a client's: say which
