@@ -136,13 +136,25 @@ def rotated_rounds(
 
 
 def print_medians(runs: dict[str, list[dict]], reference: str, heading: str) -> None:
-    """A table of median req/s and p99 per case, and ``reference``'s ratio to each."""
+    """A table of median req/s and p99 per case, and ``reference``'s ratio to each.
+
+    The ratio is of the medians; beside it, the lowest and highest of the
+    per-round ratios (each round's two runs are minutes apart at most), so a
+    reader sees how far the drift of this shared machine moves it.
+    """
     rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
     width, last = max(len(name) for name in runs) + 2, len(heading) + 2
     print(f"\nmedians of {len(runs[reference])} rounds")
-    print(f"{'':<{width}} {'req/s':>9} {'p99':>10} {'errors':>7} {heading:>{last}}")
+    print(f"{'':<{width}} {'req/s':>9} {'p99':>10} {'errors':>7} {heading:>{last}} {'rounds':>13}")
     for name, results in runs.items():
         p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
         errors = sum(r["errors"] for r in results)
         ratio = f"{rps[reference] / rps[name]:.2f}x"
-        print(f"{name:<{width}} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ratio:>{last}}")
+        per_round = [
+            ours["rps"] / theirs["rps"]
+            for ours, theirs in zip(runs[reference], results, strict=True)
+        ]
+        spread = f"{min(per_round):.2f}-{max(per_round):.2f}x"
+        print(
+            f"{name:<{width}} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ratio:>{last}} {spread:>13}"
+        )
