@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -63,6 +64,16 @@ def group_cpu_seconds(proc: subprocess.Popen) -> float:
     Per-request CPU is steadier than req/s on a shared machine: other tenants
     slow the clock, not the work.  Linux only (reads /proc).
     """
+    # Ours were started with a new session: the group is the server and its workers.
+    return _cpu_seconds(lambda pid, fields: int(fields[2]) == proc.pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` and its children (nginx: a master and its workers)."""
+    return _cpu_seconds(lambda each, fields: each == pid or int(fields[1]) == pid)
+
+
+def _cpu_seconds(belongs: Callable[[int, list[str]], bool]) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.scandir("/proc"):
@@ -73,7 +84,7 @@ def group_cpu_seconds(proc: subprocess.Popen) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        if int(fields[2]) == proc.pid:  # process group: ours were started with a new session
+        if belongs(int(entry.name), fields):
             total += int(fields[11]) + int(fields[12])
     return total / ticks
 
@@ -115,13 +126,21 @@ def wrk(url: str, *, seconds: int, connections: int, threads: int = 2, close: bo
 
 
 def rotated_rounds(
-    urls: dict[str, str], *, rounds: int, seconds: int, connections: int, close: bool = False
+    urls: dict[str, str],
+    *,
+    rounds: int,
+    seconds: int,
+    connections: int,
+    close: bool = False,
+    cpu: dict[str, Callable[[], float]] | None = None,
 ) -> dict[str, list[dict]]:
     """wrk each URL once per round (after a 1 s warm-up), the order rotated every round.
 
     Everything is up at once and measured in turns, so a slow spell of the
     shared machine falls on every case rather than on whichever ran then.
     ``close``: each request on its own connection (``Connection: close``).
+    ``cpu``: per case, a reading of the serving processes' CPU seconds; each
+    run then also records ``cpu_us``, their CPU per request.
     """
     names = list(urls)
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -129,9 +148,13 @@ def rotated_rounds(
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             wrk(urls[name], seconds=1, connections=connections, close=close)
-            runs[name].append(
-                wrk(urls[name], seconds=seconds, connections=connections, close=close)
-            )
+            reading = cpu.get(name) if cpu else None
+            before = reading() if reading else 0.0
+            result = wrk(urls[name], seconds=seconds, connections=connections, close=close)
+            if reading:
+                used = reading() - before
+                result["cpu_us"] = used / max(result["rps"] * seconds, 1.0) * 1e6
+            runs[name].append(result)
     return runs
 
 
@@ -145,7 +168,10 @@ def print_medians(runs: dict[str, list[dict]], reference: str, heading: str) -> 
     rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
     width, last = max(len(name) for name in runs) + 2, len(heading) + 2
     print(f"\nmedians of {len(runs[reference])} rounds")
-    print(f"{'':<{width}} {'req/s':>9} {'p99':>10} {'errors':>7} {heading:>{last}} {'rounds':>13}")
+    print(
+        f"{'':<{width}} {'req/s':>9} {'p99':>10} {'errors':>7} {heading:>{last}} "
+        f"{'rounds':>13} {'CPU us/req':>11}"
+    )
     for name, results in runs.items():
         p99 = f"{median(r['p99'] for r in results) * 1000:.2f}ms"
         errors = sum(r["errors"] for r in results)
@@ -155,6 +181,8 @@ def print_medians(runs: dict[str, list[dict]], reference: str, heading: str) -> 
             for ours, theirs in zip(runs[reference], results, strict=True)
         ]
         spread = f"{min(per_round):.2f}-{max(per_round):.2f}x"
+        cpu = f"{median(r['cpu_us'] for r in results):.1f}" if "cpu_us" in results[0] else "-"
         print(
-            f"{name:<{width}} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ratio:>{last}} {spread:>13}"
+            f"{name:<{width}} {rps[name]:>9.0f} {p99:>10} {errors:>7} {ratio:>{last}} "
+            f"{spread:>13} {cpu:>11}"
         )

@@ -17,11 +17,22 @@ import os
 import shutil
 import sys
 import tempfile
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import ROOT, free_port, print_medians, rotated_rounds, start, stop, wait_listening
+from _wrk import (
+    ROOT,
+    free_port,
+    group_cpu_seconds,
+    print_medians,
+    rotated_rounds,
+    start,
+    stop,
+    tree_cpu_seconds,
+    wait_listening,
+)
 
 sys.path.insert(0, str(ROOT))
 from tests.server.nginx import Nginx
@@ -75,6 +86,8 @@ def main() -> None:
     )
     env = {**os.environ, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
     urls = {"direct (bjoern)": f"http://127.0.0.1:{upstream_port}"}
+    # Each case's serving processes (not the shared upstream), for CPU per request.
+    cpu = {"direct (bjoern)": partial(group_cpu_seconds, upstream)}
     procs = []
     runs: dict[str, list[dict]] = {}
     try:
@@ -82,6 +95,7 @@ def main() -> None:
             port = free_port()
             procs.append(serve(factory, port, env))
             urls[name] = f"http://127.0.0.1:{port}"
+            cpu[name] = partial(group_cpu_seconds, procs[-1])
         with contextlib.ExitStack() as stack:
             if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
                 directory = stack.enter_context(tempfile.TemporaryDirectory())
@@ -91,6 +105,7 @@ def main() -> None:
                 )
                 stack.enter_context(nginx)
                 urls["nginx proxy_pass"] = nginx.url
+                cpu["nginx proxy_pass"] = partial(tree_cpu_seconds, nginx.proc.pid)  # type: ignore[union-attr]
             for url in urls.values():
                 wait_listening(int(url.rsplit(":", 1)[1]))
             runs = rotated_rounds(
@@ -98,6 +113,7 @@ def main() -> None:
                 rounds=args.rounds,
                 seconds=args.seconds,
                 connections=50,
+                cpu=cpu,
             )
     finally:
         for proc in procs:

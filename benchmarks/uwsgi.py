@@ -27,10 +27,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import ROOT, free_port, print_medians, rotated_rounds, start, stop, wait_listening
+from _wrk import (
+    ROOT,
+    free_port,
+    group_cpu_seconds,
+    print_medians,
+    rotated_rounds,
+    start,
+    stop,
+    wait_listening,
+)
 
 sys.path.insert(0, str(ROOT))
 from tests.server.nginx import Nginx, uwsgi_params
@@ -107,8 +117,15 @@ def main() -> None:
             config = f"upstream ours {{ server 127.0.0.1:{ours_http}; keepalive 32; }}"
             with Nginx(Path(directory), locations, port=front, http_extra=config) as nginx:
                 urls = {name: nginx.url + path for name, path in CASES}
+                # The backend's CPU per request (nginx spends the same on every case).
+                backend = {name: ours for name, _ in CASES[:3]}
+                backend.update(zip([name for name, _ in CASES[3:]], theirs, strict=True))
                 runs = rotated_rounds(
-                    urls, rounds=args.rounds, seconds=args.seconds, connections=args.connections
+                    urls,
+                    rounds=args.rounds,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    cpu={name: partial(group_cpu_seconds, proc) for name, proc in backend.items()},
                 )
     finally:
         stop(ours)
