@@ -126,9 +126,7 @@ def _entries(option: str, values: object) -> list[IPNetwork]:
 
 
 def _files(option: str, files: object) -> tuple[Path, ...]:
-    if isinstance(files, str | os.PathLike) or not isinstance(files, Iterable):
-        raise ConfigError(f"IPFilter: {option}: expected a list of paths, got {files!r}")
-    paths = tuple(files)
+    paths = listed(files, f"IPFilter: {option}", "paths")  # a lone Path is not a list either
     for path in paths:
         if not isinstance(path, str | os.PathLike):
             raise ConfigError(f"IPFilter: {option}: {path!r} is not a path")
