@@ -18,14 +18,20 @@ def per_call(func: Callable[[], object], *, calls: int, repeat: int = 5) -> floa
 
 
 def per_call_interleaved(
-    funcs: dict[str, Callable[[], object]], *, calls: int, repeat: int = 7
+    funcs: dict[str, Callable[[], object]],
+    *,
+    calls: int,
+    repeat: int = 7,
+    pick: Callable[[list[float]], float] = min,
 ) -> dict[str, float]:
-    """Seconds per call of each function, best of ``repeat`` turns taken in rotation.
+    """Seconds per call of each function over ``repeat`` turns taken in rotation.
 
     Taking turns puts a slow spell of a shared machine on every function alike,
     where timing one after the other would put it on whichever ran then.
+    ``pick`` reduces each function's turns: the best (``min``, for CPU-bound
+    code) or ``statistics.median`` (for round trips, whose floor is noise).
     """
-    best = dict.fromkeys(funcs, float("inf"))
+    turns: dict[str, list[float]] = {name: [] for name in funcs}
     names = list(funcs)
     for turn in range(repeat):
         for name in names[turn % len(names) :] + names[: turn % len(names)]:
@@ -33,8 +39,8 @@ def per_call_interleaved(
             start = time.perf_counter()
             for _ in range(calls):
                 func()
-            best[name] = min(best[name], (time.perf_counter() - start) / calls)
-    return best
+            turns[name].append((time.perf_counter() - start) / calls)
+    return {name: pick(times) for name, times in turns.items()}
 
 
 def fmt(seconds: float) -> str:

@@ -30,7 +30,7 @@ import limits.storage
 import limits.strategies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import fmt, per_call
+from _timing import fmt, per_call, per_call_interleaved
 from _wrk import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -55,16 +55,9 @@ FIXED = limits.strategies.FixedWindowRateLimiter
 
 
 def take_turns(contenders: list[tuple[str, Callable[[], object]]], calls: int) -> dict[str, float]:
-    """Median checks per second of each, over ``ROUNDS`` rounds in a rotated order.
-
-    This machine drifts: taking turns puts a slow spell on every contender alike.
-    """
-    measured: dict[str, list[float]] = {name: [] for name, _ in contenders}
-    for round_ in range(ROUNDS):
-        shift = round_ % len(contenders)
-        for name, check in contenders[shift:] + contenders[:shift]:
-            measured[name].append(1.0 / per_call(check, calls=calls, repeat=1))
-    return {name: median(rates) for name, rates in measured.items()}
+    """Median checks per second of each, over ``ROUNDS`` rounds in a rotated order."""
+    times = per_call_interleaved(dict(contenders), calls=calls, repeat=ROUNDS, pick=median)
+    return {name: 1.0 / seconds for name, seconds in times.items()}
 
 
 def main() -> None:
