@@ -23,19 +23,49 @@ __all__ = ["REDIS_SERVER", "RedisServer"]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+#: How often a first start may pick a new port because another process took
+#: the one chosen (it is free when chosen, and bound only later by redis-server).
+PORT_ATTEMPTS = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class RedisServer:
-    """A real redis-server on a free loopback port, stoppable and restartable, by PID."""
+    """A real redis-server on a free loopback port, stoppable and restartable, by PID.
+
+    The port is chosen free, then bound by redis-server, so another process may
+    take it in between.  A first start notices (our redis-server exits, or the
+    one answering has another PID) and tries a new port; a restart keeps the
+    port, since clients hold the URL.
+    """
 
     def __init__(self, directory) -> None:
         self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.port = _free_port()
         self.proc: subprocess.Popen | None = None
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        attempts = 1 if self._started else PORT_ATTEMPTS
+        for attempt in range(attempts):
+            if attempt:
+                self.port = _free_port()
+            if self._spawn():
+                self._started = True
+                return
+        raise RuntimeError(f"redis-server could not listen on port {self.port}")
+
+    def _spawn(self) -> bool:
+        """Start redis-server; True once it answers, False if it could not take the port."""
+        self.proc = proc = subprocess.Popen(
             [
                 REDIS_SERVER,
                 "--port",
@@ -54,16 +84,44 @@ class RedisServer:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)  # polling a starting process
+            if proc.poll() is not None:
+                self.proc = None
+                return False  # it exited: the port was taken
+            answering = _server_pid(self.port)
+            if answering == proc.pid:
+                return True
+            if answering is not None:  # another server has the port; ours will exit
+                stop_process(proc)
+                self.proc = None
+                return False
+            time.sleep(0.05)  # polling a starting process
+        stop_process(proc)
+        self.proc = None
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
         self.proc = None
+
+
+def _server_pid(port: int) -> int | None:
+    """The PID of the redis-server answering on ``port``; None if none answers yet.
+
+    Anything listening that is not Redis counts as "another server" (-1).
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                reply += data
+    except OSError:
+        return None
+    for line in reply.split(b"\r\n"):
+        if line.startswith(b"process_id:"):
+            return int(line.split(b":", 1)[1])
+    return -1 if reply else None
