@@ -114,6 +114,24 @@ def test_a_trusted_proxy_that_sent_only_a_proto_keeps_it(lb, raw):
 
 
 @pytest.mark.parametrize(
+    ("host", "quoted"),
+    [
+        pytest.param('a", for=6.6.6.6;by="b', r'"a\", for=6.6.6.6;by=\"b"', id="quote-ends-early"),
+        pytest.param('a\\", for=6.6.6.6', r'"a\\\", for=6.6.6.6"', id="backslash-before-quote"),
+    ],
+)
+def test_a_clients_host_cannot_add_a_hop_to_forwarded(lb, raw, host, quoted):
+    # The reference server passes such a Host on; unescaped in host="...", it
+    # would close the quotes and make the last element say for=6.6.6.6.
+    upstream = raw(OK)
+    request = b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode()
+    with live_server(lb([upstream.url])) as front, RawClient(front.address) as client:
+        status, _, _ = client.request(request)
+    assert status == 200
+    assert upstream.header(b"Forwarded") == [b"for=127.0.0.1;proto=http;host=" + quoted.encode()]
+
+
+@pytest.mark.parametrize(
     ("framing", "length", "encoding"),
     [
         pytest.param({"CONTENT_LENGTH": "3"}, [b"3"], [], id="content-length"),

@@ -111,6 +111,15 @@ def request_target(upstream: Upstream, environ: WSGIEnvironment) -> str:
     return upstream.base + (path or "/") + ("?" + query if query else "")
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a quoted-string (RFC 9110 §5.6.4), for a ``Forwarded`` parameter.
+
+    The client writes its Host: unescaped, ``a", for=6.6.6.6;by="b`` would end
+    the quotes and add a ``for`` of its choosing to this hop's element.
+    """
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[tuple[str, str]]:
     """The headers sent upstream: the client's end-to-end ones, then this hop's own."""
     connection = environ.get("HTTP_CONNECTION")
@@ -137,7 +146,7 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     forwarded_for = peer
     forwarded_proto = proto
     forwarded_host = host
-    forwarded = f'for={node};proto={proto};host="{host}"'
+    forwarded = f"for={node};proto={proto};host={_quoted(host)}"
     prefix = environ.get("SCRIPT_NAME", "")
     if trusts_peer(environ, trust):
         # A trusted proxy's headers tell of the hops before it: each chain is
