@@ -231,7 +231,10 @@ class Worker:
             del self._connections[connection.fd]
             if connection.polled:  # one served straight from accept never was
                 self._poller.remove(connection.fd)
-            connection.sock.close()
+        # Outside the lock: close() may wait on the kernel (FIN, a reset), and the
+        # loop must not wait with it.  The fd stays ours until here, so no newer
+        # connection can have taken its number meanwhile.
+        connection.sock.close()
 
     # -- the pool ---------------------------------------------------------------------
     def _pool_thread(self) -> None:
