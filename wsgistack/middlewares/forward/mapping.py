@@ -141,7 +141,7 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
         headers.append((name, value))
     peer = environ.get("REMOTE_ADDR", "") or "unknown"
     proto = environ.get("wsgi.url_scheme", "http")
-    host: str = environ.get("HTTP_HOST", environ.get("SERVER_NAME", ""))
+    host = str(environ.get("HTTP_HOST", environ.get("SERVER_NAME", "")))
     node = f'"[{peer}]"' if ":" in peer else peer
     forwarded_for = peer
     forwarded_proto = proto
