@@ -13,7 +13,16 @@ import pytest
 from wsgistack.middlewares import LoadBalancer
 from wsgistack.server import Server
 
-__all__ = ["DyingUpstream", "RawUpstream", "Upstreams", "dying", "lb", "raw", "upstreams"]
+__all__ = [
+    "DyingUpstream",
+    "HastyUpstream",
+    "RawUpstream",
+    "Upstreams",
+    "dying",
+    "lb",
+    "raw",
+    "upstreams",
+]
 
 
 class Upstreams:
@@ -94,6 +103,44 @@ class DyingUpstream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class HastyUpstream:
+    """A raw server that answers ``reply`` once a request's head is in, never reading its body.
+
+    Then, by ``then``: "close" (with the body unread, the kernel sends a reset)
+    or "hold" (open and unread until ``close()``), as servers refusing a large
+    upload (413) or an unauthorised one (401) do.
+    """
+
+    def __init__(self, reply: bytes, then: str) -> None:
+        self.reply = reply
+        self.then = then
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            sock.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)  # byte by byte: not one byte of the body
+            sock.sendall(self.reply)
+            if self.then == "hold":
+                self.held.append(sock)
+                continue
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.held:
+            sock.close()
 
 
 def _body_end(head: bytes, buffer: bytes) -> int | None:

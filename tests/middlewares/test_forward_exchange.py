@@ -14,6 +14,8 @@ from webtest import TestApp
 
 from tests.server.live import live_server, read_until_close
 
+from .forward_parts import HastyUpstream
+
 FINAL = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nSet-Cookie: s=1\r\n\r\n"
 )
@@ -211,3 +213,24 @@ def test_a_busy_answer_beats_a_later_upstream_that_is_down(lb, raw):
     balancer = lb([raw(_busy(b"a")).url, down], next_upstream=["error", "http_503"])
     response = TestApp(validator(balancer)).get("/", status=503)
     assert (response.headers["Retry-After"], response.body) == ("7", b"a")
+
+
+# -- an answer before the whole request ----------------------------------------------------------
+@pytest.mark.parametrize("then", ["close", "hold"])
+def test_an_answer_before_the_whole_body_is_the_clients(lb, then):
+    # A 413 or 401 sent before the body was read, then a close (the send fails
+    # with a reset) or no more reading (the send stalls): the client gets the
+    # upstream's answer, not a 502 or 504, and the upstream stays up.
+    upstream = HastyUpstream(
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 8\r\n\r\ntoo big!",
+        then,
+    )
+    balancer = lb([upstream.url], max_fails=1, read_timeout=0.5)
+    try:
+        app = TestApp(validator(balancer))
+        response = app.post("/", b"x" * 16_000_000, content_type="text/plain", status=413)
+    finally:
+        upstream.close()
+    assert response.body == b"too big!"
+    assert [(row["up"], row["active"], row["idle"]) for row in balancer.status()] == [(True, 0, 0)]

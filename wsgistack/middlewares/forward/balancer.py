@@ -337,9 +337,16 @@ class LoadBalancer:
             host = environ.get("HTTP_HOST", host)
         body = environ["wsgi.input"]
         try:
-            send_request(sock, method, target, [("Host", host), *headers], body, length, chunked)
             exchange = Exchange(sock, head_only=method == "HEAD")
-            exchange.read_head()
+            try:
+                send_request(
+                    sock, method, target, [("Host", host), *headers], body, length, chunked
+                )
+            except OSError:
+                if not exchange.read_early_head():
+                    raise
+                log.info("upstream %s answered before it had the whole request", upstream.url)
+            exchange.read_head()  # (a no-op if it answered early)
             return exchange, sock
         except ClientBodyError:
             upstream.ended()

@@ -10,13 +10,21 @@ exchange ended cleanly and both sides allow keep-alive; anything else
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httptools
 
-__all__ = ["ClientBodyError", "Exchange", "ReadTimeout", "UpstreamClosed", "send_request"]
+__all__ = [
+    "ClientBodyError",
+    "Exchange",
+    "ReadTimeout",
+    "UpstreamClosed",
+    "readable",
+    "send_request",
+]
 
 BLOCK = 65536
 
@@ -133,6 +141,23 @@ class Exchange:
         while not self._headers_done:
             self._feed()
 
+    def read_early_head(self) -> bool:
+        """After the request failed to go out whole: True if the upstream had answered.
+
+        An upstream may answer before it reads the whole body (413, 401) and
+        close (RFC 9112 §9.6), or stop reading; the send then fails, yet the
+        answer is waiting and is the client's, as with nginx.  The request was
+        cut short, so the connection is never pooled.
+        """
+        if not readable(self.sock):
+            return False
+        try:
+            self.read_head()
+        except (UpstreamClosed, ReadTimeout):
+            return False
+        self.keep_alive = False
+        return True
+
     def take_body(self) -> list[bytes]:
         """The body of a complete exchange, all of it already received."""
         chunks, self._chunks = self._chunks, []
@@ -146,6 +171,17 @@ class Exchange:
             if self.complete:
                 return
             self._feed()
+
+
+def readable(sock: socket.socket) -> bool:
+    """True if a receive on ``sock`` would not wait: bytes, an end of stream or a reset.
+
+    One poll(2) with no wait, on a poll object of its own (a shared one is not
+    thread-safe).
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _read(body: Any, size: int) -> bytes:

@@ -8,7 +8,6 @@ active (a checker marks an upstream down at once and up again after
 
 from __future__ import annotations
 
-import select
 import socket
 import threading
 from collections import deque
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ...errors import ConfigError
 from ...options import flag
+from .client import readable
 
 __all__ = ["Upstream", "parse_upstream"]
 
@@ -40,9 +40,7 @@ def _clean(sock: socket.socket) -> bool:
     the same but raises BlockingIOError on every clean reuse, which measured
     dearer on the forwarder's hot path.)
     """
-    poller = select.poll()  # one per call: a shared poll object is not thread-safe
-    poller.register(sock.fileno(), select.POLLIN)
-    return not poller.poll(0)
+    return not readable(sock)
 
 
 class Upstream:
