@@ -163,7 +163,8 @@ class RawUpstream:
     """A socket server answering each request with ``reply`` (bytes parts), or a queued one.
 
     Each part is sent on its own, a moment apart, so a body can arrive after its
-    head.  ``queue(*parts)`` sets the answer to the next request only;
+    head.  ``queue(*parts)`` sets the answer to the next request only (no parts:
+    hang up unanswered, as a server that crashed on it);
     ``close_after=True`` hangs up after each answer (with no warning in it).
     ``heads`` records each request head, ``replied`` is released once an answer
     is fully out (and the socket closed, with ``close_after``).
@@ -214,6 +215,9 @@ class RawUpstream:
                     buffer += data
                 buffer = buffer[end:]
                 parts = self.queued.popleft() if self.queued else self.reply
+                if not parts:
+                    self.replied.release()
+                    return  # hang up unanswered
                 for index, part in enumerate(parts):
                     if index:
                         threading.Event().wait(0.02)

@@ -91,6 +91,28 @@ def test_a_post_on_a_connection_the_upstream_closed_while_idle_goes_out_fresh(lb
 
 
 @pytest.mark.parametrize(
+    ("method", "sent", "status"),
+    [
+        pytest.param("GET", 3, 200, id="get-goes-out-again-on-a-fresh-connection"),
+        pytest.param("POST", 2, 502, id="post-never-twice"),
+    ],
+)
+def test_a_pooled_connection_closed_after_the_request_went_out(lb, raw, method, sent, status):
+    # The pooled connection was clean when taken, the request went out, and the
+    # upstream hung up without a word: it may have acted on it (RFC 9110 §9.2.2).
+    upstream = raw(OK)
+    balancer = lb([upstream.url])
+    app = TestApp(validator(balancer))
+    assert app.request("/", method=method, body=b"").body == b"ok"  # pools the connection
+    assert upstream.replied.acquire(timeout=5)
+    upstream.queue()  # the next request is read, then the connection closed
+    response = app.request("/", method=method, body=b"", status=status)
+    assert len(upstream.heads) == sent
+    assert all(head.startswith(method.encode()) for head in upstream.heads)
+    assert response.status_int == status
+
+
+@pytest.mark.parametrize(
     ("method", "first"),
     [
         pytest.param("GET", (FINAL + b"hello", b" and more"), id="a-body-longer-than-announced"),

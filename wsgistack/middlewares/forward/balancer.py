@@ -356,9 +356,10 @@ class LoadBalancer:
             upstream.ended()
             sock.close()
             stale = reused and isinstance(exc, UpstreamClosed) and not exc.started
-            if stale and not (chunked or length):
-                # A pooled connection the upstream had closed while idle: the request
-                # never reached it, so a fresh connection is safe for a bodiless request.
+            if stale and not (chunked or length) and method in IDEMPOTENT:
+                # A pooled connection closed with no answer: most likely closed while
+                # idle, but the upstream may have read the request and died on it, so
+                # only a bodiless idempotent one goes out again (RFC 9110 §9.2.2).
                 return self._forward(upstream, environ, method, headers, length, chunked)
             # BlockingIOError: a send or receive waited past SO_SNDTIMEO/SO_RCVTIMEO.
             timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
