@@ -142,6 +142,42 @@ def test_a_trailer_section_within_the_limit_is_dropped():
     assert [name for name, _ in request.headers] == [b"Host", b"Transfer-Encoding"]
 
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([CHUNKED_HEAD + b"3;x=" + b"e" * 300], id="extension-one-read"),
+        pytest.param([CHUNKED_HEAD, b"3;x=", b"e" * 150, b"e" * 150], id="extension-later-reads"),
+        pytest.param(
+            [CHUNKED_HEAD + b"3\r\nabc\r\n3;x=" + b"e" * 150, b"e" * 150],
+            id="extension-of-a-later-chunk",
+        ),
+        pytest.param([CHUNKED_HEAD, b"0" * 150, b"0" * 150], id="leading-zeros"),
+    ],
+)
+def test_a_chunk_size_line_is_held_to_the_header_limit(pieces):
+    # RFC 9112 7.1.1: llhttp skips chunk extensions without reporting them, so a
+    # size line that never ends would hold the connection however long it grew.
+    parser = RequestParser(HEAD_LIMITS)
+    request = None
+    for piece in pieces:
+        parser.feed(piece)
+        request = request or parser.next_request()
+    assert request.error is not None and request.error.status_hint == 413
+    assert parser.error is request.error
+
+
+def test_chunk_extensions_within_the_limit_are_skipped():
+    parser = RequestParser(HEAD_LIMITS)
+    for piece in [CHUNKED_HEAD, b"3;x=" + b"e" * 200, b"\r\nabc\r\n0;y=" + b"f" * 200, b"\r\n\r\n"]:
+        parser.feed(piece)
+    request = parser.next_request()
+    assert parser.error is None and request.complete
+    assert b"".join(request.body) == b"abc"
+
+
 def test_response_head_and_refusal_bytes():
     head = response_head("200 OK", [("Content-Type", "text/plain")], b"Connection: close\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: ")

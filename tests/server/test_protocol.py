@@ -276,3 +276,23 @@ def test_keepalive_zero_closes_after_every_response():
         status, headers, _ = client.request(GET % b"once")
         assert (status, headers["connection"]) == (200, "close")
         assert client.closed_by_peer()
+
+
+@pytest.mark.parametrize(
+    "size_line",
+    [
+        pytest.param(b"3;x=" + b"e" * 20_000, id="extension"),
+        pytest.param(b"0" * 20_000, id="leading-zeros"),
+    ],
+)
+def test_a_chunk_size_line_that_does_not_end_gets_413(size_line):
+    # RFC 9112 7.1.1: chunk extensions are bounded like a header section; the
+    # body is 3 bytes, far under --max-body-size, but the line never ends.
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        client.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with contextlib.suppress(OSError):  # refused before we finished sending
+            client.send(size_line)
+            client.sock.shutdown(socket.SHUT_WR)  # without the limit: a 400 for the early end
+        status, headers, _ = client.response()
+        assert (status, headers["connection"]) == (413, "close")
+        assert client.closed_by_peer()

@@ -15,7 +15,8 @@ headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
 100-continue (417, RFC 9110 10.1.1), an Upgrade with a body (400) and the size
-limits (414, 431, 413; a trailer section counts against the header limit).
+limits (414, 431, 413; a trailer section counts against the header limit, and
+so does each chunk-size line with its extensions, 413, RFC 9112 7.1.1).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class RequestParser(RequestQueue):
         self._open = False
         #: ... and it began inside the data being fed (see _bound_open).
         self._open_fresh = False
+        #: ... and it is a chunk-size line (llhttp skips its extensions unbuffered).
+        self._size_line = False
         self._open_bytes = 0
         self._header_bytes = 0
         self._hosts = 0
@@ -232,6 +235,7 @@ class RequestParser(RequestQueue):
                 # RFC 9112 6.1: a transfer coding we do not implement is 501.
                 raise self._refusal("only the chunked transfer coding is supported", 501)
             request.chunked = True
+            self._open_size_line()
         length = request.content_length
         if length is not None and length > self.limits.max_body_size:
             raise self._refusal("request body too large", 413)
@@ -250,7 +254,11 @@ class RequestParser(RequestQueue):
         # Data follows, or (after the last chunk) a trailer section that httptools
         # buffers whole: watch it like a head until on_body says otherwise.
         self._open = self._open_fresh = True
+        self._size_line = False
         self._open_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self._open_size_line()
 
     def on_message_complete(self) -> None:
         request = self._current
@@ -264,8 +272,15 @@ class RequestParser(RequestQueue):
         self._callback_error = ProtocolError(message, status)
         return self._callback_error
 
+    def _open_size_line(self) -> None:
+        # The next chunk-size line starts.  llhttp parses its extensions without
+        # reporting them, so a line that never ends (extensions, or leading zeros)
+        # would hold the connection for ever: watch it like a trailer section.
+        self._open = self._open_fresh = self._size_line = True
+        self._open_bytes = 0
+
     def _bound_open(self, data: bytes) -> None:
-        """Refuse a head or trailer section that grows past its limit without ending.
+        """Refuse a head, trailer section or chunk-size line that grows past its limit.
 
         httptools buffers an unfinished field whole, so the bytes of an open
         section are counted as they arrive: all of any later data, but of the
@@ -278,7 +293,7 @@ class RequestParser(RequestQueue):
             self._open_fresh = False
             open_line = len(data) - 1 - data.rfind(b"\n")
             if not self._in_head:
-                self._open_bytes += open_line  # the last-chunk line ended inside data
+                self._open_bytes += open_line  # the line before it ended inside data
             else:
                 url = self._current.url if self._current else b""
                 self._open_bytes = len(url) + self._header_bytes
@@ -295,8 +310,13 @@ class RequestParser(RequestQueue):
                 status = 431 if self._current and self._current.url else 414
                 self._fail(ProtocolError("request head too large", status))
         elif self._open_bytes > limits.max_header_size:
-            # RFC 9112 7.1.2: trailer fields are header fields; the same limit holds.
-            self._fail(ProtocolError("trailer section too large", 431))
+            if self._size_line:
+                # RFC 9112 7.1.1: a server ought to limit chunk extensions and answer
+                # with a 4xx; 413 as Node.js does (its limit is 16 KiB, as ours).
+                self._fail(ProtocolError("chunk-size line too long", 413))
+            else:
+                # RFC 9112 7.1.2: trailer fields are header fields; the same limit holds.
+                self._fail(ProtocolError("trailer section too large", 431))
 
     def _fail(self, error: ProtocolError) -> None:
         self.error = error
