@@ -256,3 +256,18 @@ def test_an_answer_before_the_whole_body_is_the_clients(lb, then):
         upstream.close()
     assert response.body == b"too big!"
     assert [(row["up"], row["active"], row["idle"]) for row in balancer.status()] == [(True, 0, 0)]
+
+
+# -- trailers ----------------------------------------------------------------------------------
+def test_an_upstreams_trailer_fields_are_dropped_not_made_headers(lb, raw):
+    # The whole chunked answer in one packet: its trailer is parsed before the head is passed on.
+    upstream = raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Sum: 1\r\nSet-Cookie: t=1\r\n\r\n"
+    )
+    app = TestApp(validator(lb([upstream.url])))
+    for _ in range(2):  # and the connection is reused cleanly after them
+        response = app.get("/")
+        assert (response.headers.get("X-Sum"), response.headers.get("Set-Cookie")) == (None, None)
+        assert response.body == b"ok"
+    assert upstream.connections == 1

@@ -79,6 +79,10 @@ class Exchange:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:
+            # A trailer field (after a chunked body): WSGI cannot send one, and
+            # made a header it would claim what the head did not (RFC 9110 §6.5.1).
+            return
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
