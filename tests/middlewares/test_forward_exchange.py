@@ -271,3 +271,30 @@ def test_an_upstreams_trailer_fields_are_dropped_not_made_headers(lb, raw):
         assert (response.headers.get("X-Sum"), response.headers.get("Set-Cookie")) == (None, None)
         assert response.body == b"ok"
     assert upstream.connections == 1
+
+
+# -- a response head without end ----------------------------------------------------------------
+def _head_of(size: int, interim: bytes = b"") -> bytes:
+    """A response head of exactly ``size`` bytes, ``interim`` heads included, and a body."""
+    start = interim + b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nX-Pad: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\nok"
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        pytest.param(_head_of(65536), 200, id="64-kib-passes"),
+        pytest.param(_head_of(65537), 502, id="a-byte-more-is-a-502"),
+        pytest.param(_head_of(100_000), 502, id="one-huge-field"),
+        pytest.param(_head_of(200_000, EARLY_HINTS * 3000), 502, id="endless-1xx"),
+    ],
+)
+def test_a_response_head_over_64_kib_is_a_502(lb, raw, caplog, reply, status):
+    upstream = raw(reply)
+    response = TestApp(validator(lb([upstream.url]))).get("/", status=status)
+    if status == 200:
+        assert response.body == b"ok"
+    assert ("a response head over 65536 bytes" in caplog.text) == (status == 502)

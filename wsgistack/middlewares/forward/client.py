@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 BLOCK = 65536
+#: The largest response head, interim 1xx heads included: past it the answer is a
+#: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
+MAX_HEAD = 65536
 
 
 class UpstreamClosed(Exception):
@@ -66,6 +69,7 @@ class Exchange:
         self._interim = False
         self._parser = httptools.HttpResponseParser(self)
         self._received = False
+        self._head_size = 0
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -112,7 +116,8 @@ class Exchange:
 
     def _feed(self) -> None:
         try:
-            data = self.sock.recv(BLOCK)
+            # While in the head, no more than it may still take: its bound is exact.
+            data = self.sock.recv(BLOCK if self._headers_done else MAX_HEAD - self._head_size)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
             raise ReadTimeout("the upstream did not answer in time") from None
         except OSError as exc:
@@ -133,6 +138,10 @@ class Exchange:
                 self.keep_alive = False
                 return
             raise UpstreamClosed(f"bad response from the upstream: {exc}", True) from None
+        if not self._headers_done:  # every byte so far was head, and it goes on
+            self._head_size += len(data)
+            if self._head_size >= MAX_HEAD:
+                raise UpstreamClosed(f"a response head over {MAX_HEAD} bytes", True)
 
     def _framed(self) -> bool:
         """True if the response said where its body ends (else the close ends it)."""
