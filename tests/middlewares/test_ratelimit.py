@@ -323,6 +323,18 @@ def test_expired_keys_are_evicted():
     assert len(store) < 100
 
 
+def test_a_full_store_forgets_expired_clients_before_a_live_one():
+    # GCRA keys do not expire in the order they were last admitted: a client that
+    # spent its burst expires long after the one-request clients that came later.
+    app, clock = limited("10/hour", store=MemoryStore(max_keys=5))
+    assert [hit(app, "192.0.2.1").status_int for _ in range(11)] == [200] * 10 + [429]
+    for n in range(6):  # each one-request client has expired (360 s) before the next
+        clock.now += 400
+        assert hit(app, f"198.51.100.{n}").status_int == 200
+    # 2400 s on, the first client has earned back 6 requests, not a fresh burst of 10.
+    assert [hit(app, "192.0.2.1").status_int for _ in range(7)] == [200] * 6 + [429]
+
+
 # -- GCRA against a reference model --------------------------------------------------
 def bucket_model(rate: Rate, times_ms: list[int]) -> list[tuple[bool, int]]:
     """A token bucket in exact fractions: capacity ``burst``, refill amount/period.

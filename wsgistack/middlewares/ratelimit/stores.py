@@ -6,10 +6,11 @@ if all rates admit it, and a refused request consumes nothing.
     store = make_store("memory")                          # the embedded default
     store = make_store("redis://127.0.0.1:6379/0")        # shared by every worker and host
 
-``MemoryStore`` is one dict behind a lock, in least-recently-used order, so
-expired keys are evicted from its front in O(1) and ``max_keys`` bounds its
-memory (a key evicted before it expired starts afresh: under memory pressure
-the limit errs towards admitting).  ``RedisStore`` runs one Lua script per
+``MemoryStore`` is one dict behind a lock, in least-recently-used order:
+expired keys are evicted from its front in O(1), and when it is full, every
+expired key goes before any live one (an amortized sweep).  ``max_keys``
+bounds its memory (a live key evicted starts afresh: with more live clients
+than ``max_keys`` the limit errs towards admitting).  ``RedisStore`` runs one Lua script per
 check: one round trip (``EVALSHA``), keys that expire by themselves.
 """
 
@@ -60,6 +61,9 @@ class MemoryStore:
         self.max_keys = max_keys
         self._lock = threading.Lock()
         self._data: OrderedDict[str, tuple[float, tuple[Any, ...]]] = OrderedDict()
+        # For _overflow: the size after the last sweep, and live keys dropped since.
+        self._swept_size = 0
+        self._dropped = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -105,8 +109,28 @@ class MemoryStore:
             if data[oldest][0] > now:
                 break
             del data[oldest]
+        if len(data) > self.max_keys:
+            self._overflow(now)
+
+    def _overflow(self, now: float) -> None:
+        """Full: drop every expired key, and only then the least recently admitted ones.
+
+        The front is the least recently admitted key, not the first to expire (a
+        GCRA key that spent its burst expires long after one-request keys that
+        came later), so expired keys can wait behind a live one; dropping that
+        live one instead would hand its client a fresh quota.  A sweep costs
+        O(max_keys), so it runs once per max_keys / 2 new keys at most: O(1) per
+        check, amortized, even under a flood of new clients.
+        """
+        data = self._data
+        if len(data) - self._swept_size + self._dropped >= max(1, self.max_keys // 2):
+            for key in [key for key, (expires, _) in data.items() if expires <= now]:
+                del data[key]
+            self._swept_size = len(data)
+            self._dropped = 0
         while len(data) > self.max_keys:
             data.popitem(last=False)
+            self._dropped += 1
 
     def __repr__(self) -> str:
         return f"MemoryStore(max_keys={self.max_keys})"
