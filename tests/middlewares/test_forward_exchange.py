@@ -298,3 +298,24 @@ def test_a_response_head_over_64_kib_is_a_502(lb, raw, caplog, reply, status):
     if status == 200:
         assert response.body == b"ok"
     assert ("a response head over 65536 bytes" in caplog.text) == (status == 502)
+
+
+# -- transfer codings --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        pytest.param(b"gzip, chunked", b"3\r\n\x1f\x8b\x08\r\n0\r\n\r\n", id="gzip-then-chunked"),
+        pytest.param(b"gzip", b"\x1f\x8b\x08", id="gzip-ended-by-the-close"),
+    ],
+)
+def test_a_transfer_coding_other_than_chunked_is_a_502(lb, raw, caplog, coding, body):
+    # Transfer-Encoding does not cross the hop, so the client would get gzip bytes
+    # with nothing saying so; nginx answers such an upstream with a 502 too.
+    upstream = raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: %s\r\n\r\n%s"
+        % (coding, body),
+        close_after=True,
+    )
+    response = TestApp(validator(lb([upstream.url]))).get("/", status=502)
+    assert response.status_int == 502
+    assert f"a Transfer-Encoding other than chunked: {coding.decode()}" in caplog.text

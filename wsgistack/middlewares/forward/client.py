@@ -53,6 +53,10 @@ class _Excess(Exception):
     """Raised inside the parser to stop it at bytes that follow the whole response."""
 
 
+class _Refused(Exception):
+    """Raised inside the parser at a response this hop must not pass on."""
+
+
 class Exchange:
     """The upstream's response: status, headers, and a body to iterate once."""
 
@@ -96,6 +100,12 @@ class Exchange:
             # response on (RFC 9110 §15.2), so it is skipped; the final one follows.
             self._interim = True
             return
+        codings = [value for name, value in self.headers if name.lower() == "transfer-encoding"]
+        if codings and ",".join(codings).strip().lower() != "chunked":
+            # Transfer-Encoding is hop-by-hop, so a coding other than chunked would
+            # reach the client undone and unnamed (gzip bytes, no Content-Encoding);
+            # without chunked last the close ends the body (RFC 9112 §6.3). nginx: 502.
+            raise _Refused(f"a Transfer-Encoding other than chunked: {', '.join(codings)}")
         self._headers_done = True
         self.status = f"{code} {self._reason.decode('latin-1') or 'Unknown'}"
         self.keep_alive = self._parser.should_keep_alive()
@@ -137,7 +147,8 @@ class Exchange:
             if self.complete:  # bytes after the whole response: answer it, never pool
                 self.keep_alive = False
                 return
-            raise UpstreamClosed(f"bad response from the upstream: {exc}", True) from None
+            reason = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
+            raise UpstreamClosed(f"bad response from the upstream: {reason}", True) from None
         if not self._headers_done:  # every byte so far was head, and it goes on
             self._head_size += len(data)
             if self._head_size >= MAX_HEAD:
