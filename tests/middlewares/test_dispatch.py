@@ -99,6 +99,20 @@ def test_segment_boundaries_and_encodings(path, expected):
     assert (response.text if response.status_int == 200 else str(response.status_int)) == expected
 
 
+@pytest.mark.parametrize("doubled", ["//", "///"], ids=["two", "three"])
+def test_a_doubled_slash_leaves_no_protocol_relative_urls(site, doubled):
+    # SCRIPT_NAME "//flask" would make url_for and reverse() write "//flask/...":
+    # a link (and a redirect) to the host "flask".
+    def get(path, **kwargs):
+        return site.get(path, extra_environ={"PATH_INFO": doubled + path[1:]}, **kwargs)
+
+    assert get("/flask/users/ann").json["self"] == "/flask/users/ann"
+    assert get("/flask/old", status=302).location == "/flask/users/moved"
+    assert get("/django/articles/intro/").json["self"] == "/django/articles/intro/"
+    assert get("/django/old/", status=302).location == "/django/articles/home/"
+    assert get("/flask", status=308).location == "http://localhost/flask/"
+
+
 def test_an_existing_script_name_stays_in_front():
     dispatcher = PrefixDispatcher({"/api": echo("api")})
     response = TestApp(validator(dispatcher)).get("/api/x", extra_environ={"SCRIPT_NAME": "/site"})

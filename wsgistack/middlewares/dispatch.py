@@ -236,11 +236,17 @@ class PrefixDispatcher:
             if found is None:
                 return (self.default or self._not_found)(environ, start_response)
             (_, app), cut = found
+            prefix = path[:cut]
+            if "//" in prefix:
+                # "//api" matched "/api": SCRIPT_NAME gets "/api", as url_for and
+                # reverse() write it before every link; "//api/x" is the host "api".
+                prefix = "/" + "/".join(_segments(prefix))
         if cut:
-            # Move exactly the matched text, so SCRIPT_NAME + PATH_INFO is still the path.
+            # The matched text moves: SCRIPT_NAME + PATH_INFO is still the path,
+            # with the slashes of the prefix made single.
             if cut >= len(path) and self.redirect_slash:
-                return self._redirect(environ, start_response, path)
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + path[:cut]
+                return self._redirect(environ, start_response, prefix)
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
             environ["PATH_INFO"] = path[cut:]
         return app(environ, start_response)
 
