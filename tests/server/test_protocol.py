@@ -111,10 +111,18 @@ def test_date_and_server_headers():
         assert headers["date"].endswith(" GMT")
 
 
-def test_expect_100_continue_is_sent_when_the_app_reads():
+@pytest.mark.parametrize(
+    "expect",
+    [
+        pytest.param(b"100-continue", id="plain"),
+        pytest.param(b"100-Continue", id="any-case"),
+        pytest.param(b", 100-continue ,", id="empty-list-elements"),  # RFC 9110 5.6.1
+    ],
+)
+def test_expect_100_continue_is_sent_when_the_app_reads(expect):
     with live_server(echo_app) as server, RawClient(server.address) as client:
         client.send(
-            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: %s\r\n\r\n" % expect
         )
         assert client.response()[0] == 100
         client.send(b"data")

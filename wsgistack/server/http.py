@@ -14,9 +14,10 @@ sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
-100-continue (417, RFC 9110 10.1.1), an Upgrade with a body (400) and the size
-limits (414, 431, 413; a trailer section counts against the header limit, and
-so does each chunk-size line with its extensions, 413, RFC 9112 7.1.1).
+100-continue (417, RFC 9110 10.1.1; an empty list expects nothing), an Upgrade
+with a body (400) and the size limits (414, 431, 413; a trailer section counts
+against the header limit, and so does each chunk-size line with its
+extensions, 413, RFC 9112 7.1.1).
 """
 
 from __future__ import annotations
@@ -202,11 +203,18 @@ class RequestParser(RequestQueue):
         elif lower == b"content-length":
             request.content_length = int(value)  # llhttp already refused bad or repeated ones
         elif lower == b"expect":
-            if value.lower() == b"100-continue":
-                # RFC 9110 10.1.1: a server ignores 100-continue from an HTTP/1.0 client.
-                request.expect_continue = self._parser.get_http_version() == "1.1"
-            else:
-                request.expect_other = True
+            expectations = value.lower()
+            if expectations != b"100-continue":
+                # RFC 9110 10.1.1: Expect is a list, and an empty element (or an empty
+                # field) expects nothing (5.6.1); any other expectation is unmet.
+                listed = {item.strip(b" \t") for item in expectations.split(b",")} - {b""}
+                if listed - {b"100-continue"}:
+                    request.expect_other = True
+                    return
+                if not listed:
+                    return
+            # RFC 9110 10.1.1: a server ignores 100-continue from an HTTP/1.0 client.
+            request.expect_continue = self._parser.get_http_version() == "1.1"
 
     def on_headers_complete(self) -> None:
         request = self._current
