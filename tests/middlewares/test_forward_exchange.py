@@ -319,3 +319,18 @@ def test_a_transfer_coding_other_than_chunked_is_a_502(lb, raw, caplog, coding, 
     response = TestApp(validator(lb([upstream.url]))).get("/", status=502)
     assert response.status_int == 502
     assert f"a Transfer-Encoding other than chunked: {coding.decode()}" in caplog.text
+
+
+# -- the status line ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        pytest.param(b"HTTP/1.1 404 \r\n", "404 Not Found", id="empty-reason"),
+        pytest.param(b"HTTP/1.1 201\r\n", "201 Created", id="no-reason"),
+        pytest.param(b"HTTP/1.1 599 \r\n", "599 Unknown", id="no-reason-unknown-code"),
+        pytest.param(b"HTTP/1.1 200 Fine\r\n", "200 Fine", id="the-upstreams-own-kept"),
+    ],
+)
+def test_an_empty_reason_phrase_becomes_the_usual_one(lb, raw, line, status):
+    upstream = raw(line + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+    assert TestApp(validator(lb([upstream.url]))).get("/", status="*").status == status

@@ -13,6 +13,7 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -30,6 +31,7 @@ BLOCK = 65536
 #: The largest response head, interim 1xx heads included: past it the answer is a
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 class UpstreamClosed(Exception):
@@ -107,7 +109,9 @@ class Exchange:
             # without chunked last the close ends the body (RFC 9112 §6.3). nginx: 502.
             raise _Refused(f"a Transfer-Encoding other than chunked: {', '.join(codings)}")
         self._headers_done = True
-        self.status = f"{code} {self._reason.decode('latin-1') or 'Unknown'}"
+        # The reason phrase may be empty (RFC 9112 §4); WSGI wants one, so the usual.
+        reason = self._reason.decode("latin-1") or _PHRASES.get(code, "Unknown")
+        self.status = f"{code} {reason}"
         self.keep_alive = self._parser.should_keep_alive()
         if self.head_only:
             self.complete = True  # a HEAD's answer has no body, whatever it announces
