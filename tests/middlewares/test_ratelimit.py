@@ -587,6 +587,12 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
     ("options", "message"),
     [
         pytest.param({"key": "cookie"}, "key: expected 'ip', 'path'", id="key"),
+        # No request has a header of that name: the limiter would silently limit no one.
+        pytest.param(
+            {"key": "header:X-Api-Key, X-Client"},
+            "RateLimiter: key: 'X-Api-Key, X-Client' is not a header name",
+            id="key-header-name",
+        ),
         pytest.param(
             {"store": "mysql://x"}, "store: expected 'memory' or a redis:// URL", id="store"
         ),
@@ -598,6 +604,13 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
         pytest.param({"name": "a b"}, "name: expected .* got 'a b'", id="name-space"),
         pytest.param({"name": 7}, "name: expected .* got 7", id="name-int"),
         pytest.param({"dry_run": "false"}, "dry_run: expected true or false", id="dry-run"),
+        # From a pipeline file these are strings; else the first 429 fails on logger.info.
+        pytest.param(
+            {"logger": "myapp.limits"},
+            "RateLimiter: logger: expected a logging.Logger, got 'myapp.limits'",
+            id="logger-name",
+        ),
+        pytest.param({"clock": "time.time"}, "RateLimiter: clock: 'time.time' is not", id="clock"),
         pytest.param(
             {"paths": "/api"}, "paths: expected a list of prefixes, got the string", id="paths-str"
         ),

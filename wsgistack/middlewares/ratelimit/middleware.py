@@ -17,7 +17,7 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
-from ...options import flag
+from ...options import flag, header_name
 from ...paths import prefixes, under
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
@@ -56,6 +56,7 @@ class RateLimiter:
     :param dry_run: count, log and send headers, but never refuse.
     :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
     :param clock: seconds since the epoch; injectable for tests.
+    :param logger: where refusals (INFO) and store failures (WARNING) are logged.
     """
 
     def __init__(
@@ -104,7 +105,12 @@ class RateLimiter:
         identity = self._identity(name, key)
         self.dry_run = flag(dry_run, "RateLimiter: dry_run")
         self.legacy_headers = flag(legacy_headers, "RateLimiter: legacy_headers")
+        if not callable(clock):
+            raise ConfigError(f"RateLimiter: clock: {clock!r} is not callable")
         self.clock = clock
+        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+            # As in IPFilter: else the first refusal fails on logger.info, at request time.
+            raise ConfigError(f"RateLimiter: logger: expected a logging.Logger, got {logger!r}")
         self.logger = logger or logging.getLogger("wsgistack.ratelimit")
         self._told_no_address = False  # warned, once, that a client had no address
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
@@ -126,7 +132,9 @@ class RateLimiter:
                 lambda environ: environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
             )
         if isinstance(key, str) and key.lower().startswith("header:") and len(key) > 7:
-            environ_key = "HTTP_" + key[7:].strip().upper().replace("-", "_")
+            # A name no request can carry would leave everyone unlimited, silently.
+            header = header_name(key[7:].strip(), "RateLimiter: key")
+            environ_key = "HTTP_" + header.upper().replace("-", "_")
             return key.lower(), lambda environ: environ.get(environ_key) or None
         raise ConfigError(
             f"RateLimiter: key: expected 'ip', 'path', 'header:NAME' or a callable, got {key!r}"
