@@ -344,3 +344,27 @@ def test_a_stop_that_reaches_a_worker_before_its_handlers_is_not_lost(serve):
     poll(server.workers)  # forked, and (for 0.5 s) without its own handlers
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=20) == 0
+
+
+def test_a_sighup_during_a_graceful_stop_does_not_cut_in_flight_requests(serve):
+    # A reload asked for while stopping is moot; it used to fall through to the
+    # quick stop, so a logrotate or deploy script's SIGHUP cut requests short.
+    server = serve("--workers", "1", "--graceful-timeout", "30")
+    result: list[str | BaseException] = []
+    thread = threading.Thread(target=lambda: result.append(fetch(server, "/slow?2")))
+    thread.start()
+    poll(server.marker.exists)  # the request is inside the app
+    server.proc.send_signal(signal.SIGTERM)
+    poll(lambda: "graceful stop" in server.log.read_text())
+    server.proc.send_signal(signal.SIGHUP)
+    thread.join(timeout=15)
+    assert len(result) == 1 and str(result[0]).isdigit(), (result, server.log.read_text())
+    assert server.proc.wait(timeout=15) == 0
+
+
+def fetch(server: Served, path: str) -> str | BaseException:
+    """``server.get(path)``, or the error it raised (for a request made in a thread)."""
+    try:
+        return server.get(path)
+    except (OSError, urllib.error.URLError) as exc:
+        return exc

@@ -6,6 +6,7 @@ SIGTERM  graceful stop: workers stop accepting, finish in-flight requests
 SIGHUP   graceful reload: a new set of workers loads the app afresh and
          reports ready before the old set is told to drain, so no request
          fails; if the new workers cannot load the app, the old ones stay.
+         Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
@@ -109,12 +110,13 @@ class Arbiter:
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return  # _reap runs on every turn
-        if signum == signal.SIGHUP and not self._stopping:
-            log.info("master: reload, starting new workers")
-            self._retiring |= set(self.workers)
-            self._ready -= self._retiring
-            for _ in range(self.config.workers):
-                self._spawn()
+        if signum == signal.SIGHUP:
+            if not self._stopping:  # while stopping, a reload is moot (not a quick stop)
+                log.info("master: reload, starting new workers")
+                self._retiring |= set(self.workers)
+                self._ready -= self._retiring
+                for _ in range(self.config.workers):
+                    self._spawn()
             return
         graceful = signum == signal.SIGTERM
         if not self._stopping:
