@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from webtest import TestApp
 
 from tests.conftest import hello_app
-from wsgistack import build_pipeline
+from wsgistack import build_pipeline, describe
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RateLimiter
 from wsgistack.middlewares.ratelimit import MemoryStore, Rate, RedisStore, gcra, parse_limits
@@ -628,6 +628,24 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
 def test_bad_options_fail_at_start_up(options, message):
     with pytest.raises(ConfigError, match=message):
         RateLimiter(hello_app, "1/minute", **options)
+
+
+def test_describe_shows_where_the_limit_applies_and_who_the_client_is():
+    # `wsgistack check` prints this: a limit scoped to /api must not read as site-wide.
+    layer = RateLimiter(
+        hello_app,
+        "100/minute",
+        burst=5,
+        paths=["/api"],
+        trusted_proxies=["10.0.0.0/8"],
+        exempt=["192.0.2.0/24", "198.51.100.7"],
+        legacy_headers=True,
+    )
+    assert describe(layer).splitlines()[0] == (
+        "RateLimiter('100/60s', key='ip', store=MemoryStore(max_keys=100000), burst=5, "
+        "paths=['/api'], trusted_proxies=ProxyTrust(['10.0.0.0/8'], "
+        "header='x-forwarded-for'), exempt=2 networks, legacy_headers=True)"
+    )
 
 
 def test_in_a_pipeline_with_a_store_url(redis_server):

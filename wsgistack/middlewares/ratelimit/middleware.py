@@ -81,6 +81,7 @@ class RateLimiter:
     ) -> None:
         self.app = app
         self.rates = parse_limits(limits, burst)
+        self.burst = burst
         if strategy not in STRATEGIES:
             raise ConfigError(
                 f"RateLimiter: strategy: expected 'gcra' or 'sliding_window', got {strategy!r}"
@@ -281,6 +282,18 @@ class RateLimiter:
     def __repr__(self) -> str:
         limits = "; ".join(f"{r.amount}/{r.period:g}s" for r in self.rates)
         options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]
+        # Everything that decides who is limited, so describe() tells the whole story.
+        if self.burst is not None:
+            options.append(f"burst={self.burst}")
+        if self.paths:
+            options.append(f"paths={list(self.paths)!r}")
+        if self.trust is not None:
+            options.append(f"trusted_proxies={self.trust!r}")
+        if self._exempt_nets is not None:
+            options.append(f"exempt={len(self._exempt_nets)} networks")
+        if self._exempt_call is not None:
+            exempt = self._exempt_call
+            options.append(f"exempt={getattr(exempt, '__qualname__', repr(exempt))}")
         if self.name is not None:
             options.append(f"name={self.name!r}")
         if self.strategy != "gcra":
@@ -289,6 +302,8 @@ class RateLimiter:
             options.append("fail='closed'")
         if self.dry_run:
             options.append("dry_run=True")
+        if self.legacy_headers:
+            options.append("legacy_headers=True")
         return f"RateLimiter({', '.join(options)})"
 
 
