@@ -291,6 +291,34 @@ def test_describe_shows_the_mounts_as_a_tree():
         pytest.param({"/a": 1}, "'/a': 1 is not a WSGI app", id="app"),
         pytest.param({"/a": echo("x"), "/a/": echo("y")}, "are the same mount", id="dup"),
         pytest.param({"*foo.com": echo("x")}, "is not a host mount", id="bad-wildcard"),
+        # Each of these was taken as a host no Host header can match: a mount never reached.
+        pytest.param(
+            {"http://example.com/api": echo("x")},
+            "mounts: 'http://example.com/api' is a URL; mount a path",
+            id="url",
+        ),
+        pytest.param(
+            {"example.com:http": echo("x")},
+            "mounts: 'example.com:http': the port must be 1-65535",
+            id="port-name",
+        ),
+        pytest.param(
+            {"example.com:99999": echo("x")},
+            "mounts: 'example.com:99999': the port must be 1-65535",
+            id="port-range",
+        ),
+        pytest.param({":8080": echo("x")}, "mounts: ':8080' is not a host mount", id="no-host"),
+        pytest.param(
+            {"*.": echo("x")}, "mounts: '\\*.' is not a host mount", id="wildcard-of-nothing"
+        ),
+        pytest.param(
+            {"::1": echo("x")}, "mounts: '::1': write an IPv6 host in brackets", id="ipv6-bare"
+        ),
+        pytest.param(
+            {"/api?v=1": echo("x")},
+            "mounts: '/api\\?v=1': a mount is matched on the path, without a query",
+            id="query",
+        ),
     ],
 )
 def test_bad_mounts_fail_at_start_up(mounts, message):

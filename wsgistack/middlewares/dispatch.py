@@ -74,6 +74,37 @@ def _split_key(key: str) -> tuple[str | None, str]:
     return host.lower(), slash + path
 
 
+def _key_problem(key: str, host: str | None, path: str) -> str | None:
+    """Why the mount ``key`` (split into ``host`` and ``path``) could match no request.
+
+    Read as a host, a URL or a bad port would be a mount no Host header reaches:
+    refused at start-up, not found missing in production.
+    """
+    if "://" in key:
+        return " is a URL; mount a path ('/api') or a host ('api.example.com/v1')"
+    if "?" in path or "#" in path:
+        return ": a mount is matched on the path, without a query or fragment"
+    if host is None:
+        return None
+    if host.startswith("["):  # an IPv6 literal: [::1]:8080
+        end = host.find("]")
+        name, port = host[: end + 1], host[end + 2 :] if end != -1 else ""
+        if end == -1 or host[end + 1 : end + 2] not in ("", ":"):
+            return " is not a host mount"
+        has_port = host[end + 1 : end + 2] == ":"
+    else:
+        name, colon, port = host.partition(":")
+        if ":" in port:
+            return ": write an IPv6 host in brackets ('[::1]:8080')"
+        has_port = bool(colon)
+    label = name[2:] if name.startswith("*.") else name
+    if not label or " " in name or label.startswith("*"):
+        return " is not a host mount"
+    if has_port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return ": the port must be 1-65535"
+    return None
+
+
 def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
     """(host, port) of the request, lower-cased, from Host or SERVER_NAME.
 
@@ -154,9 +185,10 @@ class PrefixDispatcher:
         if not callable(app):
             raise ConfigError(f"PrefixDispatcher: mounts: {key!r}: {app!r} is not a WSGI app")
         host, path = _split_key(key)
+        problem = _key_problem(key, host, path)
+        if problem is not None:
+            raise ConfigError(f"PrefixDispatcher: mounts: {key!r}{problem}")
         if host is not None:
-            if not host or " " in host or (host.startswith("*") and not host.startswith("*.")):
-                raise ConfigError(f"PrefixDispatcher: mounts: {key!r} is not a host mount")
             tables = self._wildcards if host.startswith("*.") else self._hosts
             table = tables.setdefault(host[1:] if host.startswith("*.") else host, _Table())
         else:
