@@ -368,3 +368,25 @@ def fetch(server: Served, path: str) -> str | BaseException:
         return server.get(path)
     except (OSError, urllib.error.URLError) as exc:
         return exc
+
+
+STUCK_IMPORT = """
+import time
+from pathlib import Path
+
+Path("loading").touch()
+time.sleep(120)  # resumes after every signal handler (PEP 475): only SIGKILL ends it
+"""
+
+
+def test_a_stop_once_begun_only_gets_quicker(serve, tmp_path):
+    # A SIGTERM after SIGINT (a supervisor stopping a server someone already
+    # interrupted) used to turn the quick stop back into a graceful one and
+    # push the deadline to --graceful-timeout: the master waited for a worker
+    # stuck in its import instead of killing it a second later.
+    (tmp_path / "stuckimport.py").write_text(STUCK_IMPORT)
+    server = serve("--workers", "1", "--graceful-timeout", "120", target=("stuckimport:app",))
+    poll((tmp_path / "loading").exists)
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0

@@ -7,7 +7,8 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          reports ready before the old set is told to drain, so no request
          fails; if the new workers cannot load the app, the old ones stay.
          Ignored once a stop has begun.
-SIGINT / SIGQUIT  quick stop.
+SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
+         only gets quicker (a second SIGTERM changes nothing).
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it, the master exits with status 2.
@@ -119,11 +120,13 @@ class Arbiter:
                     self._spawn()
             return
         graceful = signum == signal.SIGTERM
-        if not self._stopping:
-            log.info("master: %s", "graceful stop" if graceful else "quick stop")
-        self._stopping = True
+        if self._stopping and graceful:
+            return  # a stop once begun only gets quicker: no later deadline, no grace back
+        log.info("master: %s", "graceful stop" if graceful else "quick stop")
         timeout = self.config.graceful_timeout if graceful else 0.0
-        self._deadline = time.monotonic() + timeout + 1.0
+        deadline = time.monotonic() + timeout + 1.0
+        self._deadline = min(self._deadline, deadline) if self._stopping else deadline
+        self._stopping = True
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
