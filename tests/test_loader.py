@@ -79,3 +79,27 @@ def test_a_module_that_fails_to_import_says_why(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="importing 'broken_mod' failed"):
         load_app("broken_mod:app")
+
+
+def test_a_missing_package_reads_as_not_found_not_as_a_failed_import():
+    # 'mysite.wsgi' with no 'mysite' at all is a typo or a wrong directory, as
+    # when 'mysite.wsgi' alone is missing; not an import failing inside the app.
+    with pytest.raises(ConfigError) as caught:
+        load_app("no_such_package_xyz.wsgi:application")
+    assert str(caught.value) == (
+        "'no_such_package_xyz.wsgi:application': no module named 'no_such_package_xyz'"
+    )
+
+
+def test_a_circular_import_in_the_app_is_a_failed_import_not_a_missing_module(
+    tmp_path, monkeypatch
+):
+    # The ImportError names the module the name was wanted from, the app's own
+    # package here; it used to read "no module named 'circular_pkg'".
+    package = tmp_path / "circular_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from circular_pkg.views import app\nGREETING = 'hi'\n")
+    (package / "views.py").write_text("from circular_pkg import GREETING\napp = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="importing 'circular_pkg' failed: cannot import name"):
+        load_app("circular_pkg:app")

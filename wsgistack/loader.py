@@ -85,8 +85,12 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name and module_name.startswith(exc.name) and exc.name == module_name:
-            raise ConfigError(f"{spec!r}: no module named {module_name!r}") from None
+        # Not found: the module or a package on its path ('mysite' of 'mysite.wsgi').
+        # Any other ImportError (a missing dependency, a circular import whose
+        # ``name`` is the app's own package) happened while the app imported.
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise ConfigError(f"{spec!r}: no module named {missing!r}") from None
         raise ConfigError(f"{spec!r}: importing {module_name!r} failed: {exc}") from exc
     for name in names:
         try:
