@@ -83,6 +83,28 @@ def test_bad_limits_fail_at_start_up(text, message):
         RateLimiter(hello_app, text)
 
 
+@pytest.mark.parametrize(
+    ("rate", "message"),
+    [
+        # A burst of 0 refused every request, forever; amount 0 was a ZeroDivisionError.
+        pytest.param(
+            dict(amount=10, period=60.0, burst=0), "burst: expected a whole", id="burst-0"
+        ),
+        pytest.param(
+            dict(amount=0, period=60.0, burst=1), "amount: expected a whole", id="amount-0"
+        ),
+        pytest.param(
+            dict(amount=-5, period=60.0, burst=5), "amount: expected a whole", id="negative"
+        ),
+        pytest.param(dict(amount=10, period=math.nan, burst=10), "period: expected", id="nan"),
+        pytest.param(dict(amount=10, period=math.inf, burst=10), "period: expected", id="inf"),
+    ],
+)
+def test_a_rate_built_by_hand_is_checked_too(rate, message):
+    with pytest.raises(ConfigError, match=f"limits: Rate {message}"):
+        RateLimiter(hello_app, Rate(**rate))
+
+
 def test_ten_per_minute_admits_exactly_ten_then_says_when_to_retry():
     app, clock = limited("10/minute")
     assert [hit(app).status_int for _ in range(10)] == [200] * 10

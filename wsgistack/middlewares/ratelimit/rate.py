@@ -67,6 +67,19 @@ class Rate:
     ticks_per_second: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Checked here, not only in the parser: a Rate may be built by hand.
+        for option, count in (("amount", self.amount), ("burst", self.burst)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigError(
+                    f"limits: Rate {option}: expected a whole number >= 1, got {count!r}"
+                )
+        period = self.period
+        if (
+            isinstance(period, bool)
+            or not isinstance(period, int | float)
+            or not math.isfinite(period)
+        ):
+            raise ConfigError(f"limits: Rate period: expected seconds, got {period!r}")
         period_us = round(self.period * 1_000_000)
         if period_us < 1:
             raise ConfigError(f"limits: a period of {self.period!r} s is under a microsecond")
