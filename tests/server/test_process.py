@@ -390,3 +390,25 @@ def test_a_stop_once_begun_only_gets_quicker(serve, tmp_path):
     server.proc.send_signal(signal.SIGINT)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
+
+
+def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tmp_path):
+    # The worker used to log only str(exc): "cannot load the app: 'DATABASE_URL'",
+    # with neither the exception's type nor the line that raised it.
+    (tmp_path / "needsenv.py").write_text(
+        "import os\n\nDATABASE = os.environ['NO_SUCH_VARIABLE_XYZ']\n"
+    )
+    server = serve("--workers", "1", target=("needsenv:app",), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert "cannot load the app" in log
+    assert "KeyError: 'NO_SUCH_VARIABLE_XYZ'" in log
+    assert 'needsenv.py", line 3' in log
+
+
+def test_an_app_module_that_is_missing_is_one_line_without_a_traceback(serve):
+    server = serve("--workers", "1", target=("no_such_module_xyz:app",), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert "cannot load the app: 'no_such_module_xyz:app': no module named" in log
+    assert "Traceback" not in log
