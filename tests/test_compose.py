@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tests.conftest import hello_app
 from tests.pipeline_fixtures import Tagger, tags_app
 from wsgistack import compose, describe, use
+from wsgistack.middlewares import RateLimiter
 from wsgistack.wsgi import close_iterable
 
 
@@ -139,6 +140,18 @@ def test_use_repr_shows_the_options():
             (tags_app, tags_app),
             "argument 1 (tests.pipeline_fixtures.tags_app) is a WSGI app",
             id="app-as-layer",
+        ),
+        # Not "a WSGI app": a middleware class with a required option, given bare.
+        pytest.param(
+            (RateLimiter, tags_app),
+            "argument 1 (RateLimiter) cannot wrap the app by itself: it needs more "
+            "arguments (limits); write use(RateLimiter, ...)",
+            id="class-without-its-options",
+        ),
+        pytest.param(
+            (functools.partial(RateLimiter, key="path"), tags_app),
+            "needs more arguments (limits); write use(RateLimiter, ...)",
+            id="partial-without-its-options",
         ),
     ],
 )

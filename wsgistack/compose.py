@@ -85,6 +85,31 @@ def _arity_says_app(obj: object) -> bool:
     return bool(_binds(obj, 2)) and _binds(obj, 1) is False
 
 
+def _needs_options(layer: object) -> tuple[str, list[str]] | None:
+    """(name, required arguments after the app) of a middleware class given without them.
+
+    ``compose(RateLimiter, app)`` cannot build ``RateLimiter(app)``; its
+    arity alone makes it look like a WSGI app (two positional arguments).
+    """
+    factory = layer
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    if not inspect.isclass(factory):
+        return None
+    try:
+        params = list(inspect.signature(layer).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not params or params[0].name in ("environ", "env"):  # a class that is an app
+        return None
+    required = [
+        p.name
+        for p in params[1:]
+        if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD
+    ]
+    return (factory.__qualname__, required) if required else None
+
+
 def _not_an_app(obj: object) -> str | None:
     """Why the last argument of compose() cannot be the app, or None if it may be.
 
@@ -129,6 +154,13 @@ def compose(*parts: Any) -> WSGIApplication:
                 "a layer is a callable that takes an app and returns an app"
             )
         if not isinstance(layer, Layer) and _arity_says_app(layer):
+            needs = _needs_options(layer)
+            if needs is not None:
+                name, required = needs
+                raise TypeError(
+                    f"compose(): argument {index} ({name}) cannot wrap the app by itself: "
+                    f"it needs more arguments ({', '.join(required)}); write use({name}, ...)"
+                )
             raise TypeError(
                 f"compose(): argument {index} ({label(layer)}) is a WSGI app, not a layer "
                 "(it takes environ and start_response); only the last argument is the app"
