@@ -51,6 +51,23 @@ def test_parse_bind(text, bind):
         pytest.param({"log_level": "loud"}, "log_level: 'loud' is not one of", id="log-level"),
         pytest.param({"max_body_size": 1.5}, "max_body_size: 1.5 must be an integer", id="float"),
         pytest.param({"bogus": 1}, "bogus: unknown server option", id="unknown"),
+        # Too large for what consumes them: listen() took it with an OverflowError
+        # traceback, and a body read past --timeout 1e20 failed every upload with a 500.
+        pytest.param(
+            {"backlog": "3000000000"},
+            "backlog: '3000000000' must be an integer >= 1 and <= 2147483647",
+            id="backlog-huge",
+        ),
+        pytest.param(
+            {"timeout": "1e20"},
+            "timeout: '1e20' must be a finite number >= 0.001 and <= 31536000",
+            id="timeout-huge",
+        ),
+        pytest.param(
+            {"graceful_timeout": "1e300"},
+            "graceful_timeout: '1e300' must be a finite number >= 0.0 and <= 31536000",
+            id="graceful-timeout-huge",
+        ),
         pytest.param(
             {"workers": 0, "max_requests": 3},
             "max_requests: a recycled worker is replaced by the master",

@@ -96,14 +96,24 @@ def _binds(value: Any) -> tuple[Bind, ...]:
     return tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
 
 
-def _integer(name: str, minimum: int) -> Callable[[Any], int]:
+#: The largest number of seconds an option takes: "never" for every practical
+#: purpose, and well inside what the kernel's socket timeouts (a C ``long``) and
+#: ``threading``'s waits (``TIMEOUT_MAX``) accept.
+MAX_SECONDS = 365 * 24 * 3600
+#: listen() takes a C int (the kernel caps the backlog at net.core.somaxconn anyway).
+MAX_BACKLOG = 2**31 - 1
+
+
+def _integer(name: str, minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         try:
             number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: {value!r} is not an integer") from None
-        if isinstance(value, float | bool) or number < minimum:
-            raise ConfigError(f"{name}: {value!r} must be an integer >= {minimum}")
+        too_large = maximum is not None and number > maximum
+        if isinstance(value, float | bool) or number < minimum or too_large:
+            bound = "" if maximum is None else f" and <= {maximum}"
+            raise ConfigError(f"{name}: {value!r} must be an integer >= {minimum}{bound}")
         return number
 
     return convert
@@ -115,8 +125,11 @@ def _seconds(name: str, minimum: float) -> Callable[[Any], float]:
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
-        if isinstance(value, bool) or not number >= minimum or number == float("inf"):
-            raise ConfigError(f"{name}: {value!r} must be a finite number >= {minimum}")
+        if isinstance(value, bool) or not minimum <= number <= MAX_SECONDS:
+            raise ConfigError(
+                f"{name}: {value!r} must be a finite number >= {minimum}"
+                f" and <= {MAX_SECONDS} (a year)"
+            )
         return number
 
     return convert
@@ -160,7 +173,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "root_path": _root_path,
     "access_log": _access_log,
     "log_level": _log_level,
-    "backlog": _integer("backlog", 1),
+    "backlog": _integer("backlog", 1, MAX_BACKLOG),
     "max_request_line": _integer("max_request_line", 64),
     "max_headers": _integer("max_headers", 1),
     "max_header_size": _integer("max_header_size", 256),
