@@ -8,12 +8,12 @@ $ wsgistack check stack.toml
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from .compose import describe
 from .errors import ConfigError
+from .loader import working_directory
 from .pipeline import load_pipeline
 from .server.cli import add_serve
 
@@ -69,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad configuration)."""
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    # Like gunicorn: modules named in the config are importable from the working directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # Like gunicorn: modules named in the config are importable from the working
+    # directory, through a symlink as named (a reload then sees the new release).
+    workdir = working_directory()
+    if workdir not in sys.path:
+        sys.path.insert(0, workdir)
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

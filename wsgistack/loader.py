@@ -12,11 +12,30 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["import_object", "load_app"]
+__all__ = ["import_object", "load_app", "working_directory"]
+
+
+def working_directory() -> str:
+    """The working directory as it was named (the shell's ``$PWD``), symlinks kept.
+
+    A deploy points a ``current`` symlink at a new release and sends SIGHUP;
+    ``os.getcwd()`` names the release resolved at start-up for good, so the
+    CLI puts this on ``sys.path`` and workers ``chdir`` to it before loading,
+    as gunicorn does.
+    """
+    cwd = os.getcwd()
+    named = os.environ.get("PWD", "")
+    try:
+        if os.path.isabs(named) and os.path.samefile(named, cwd):
+            return named
+    except OSError:
+        pass
+    return cwd
 
 
 def _literal(node: ast.expr, spec: str) -> Any:

@@ -88,6 +88,7 @@ def serve(tmp_path) -> Iterator:
         wait: bool = True,
         max_files: int = 0,
         launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
+        cwd: Path = tmp_path,
     ) -> Served:
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as handle:
@@ -101,10 +102,11 @@ def serve(tmp_path) -> Iterator:
                     "127.0.0.1:0",
                     *options,
                 ],
-                cwd=tmp_path,
+                cwd=cwd,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MARKER": str(tmp_path / "marker")},
+                # PWD as a shell sets it: the directory as named, symlinks kept.
+                env={**os.environ, "MARKER": str(tmp_path / "marker"), "PWD": str(cwd)},
                 preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
             )
         started.append(proc)
@@ -412,3 +414,32 @@ def test_an_app_module_that_is_missing_is_one_line_without_a_traceback(serve):
     log = server.log.read_text()
     assert "cannot load the app: 'no_such_module_xyz:app': no module named" in log
     assert "Traceback" not in log
+
+
+RELEASE = """
+from pathlib import Path
+
+def app(environ, start_response):
+    body = ("%s:" + Path("release.txt").read_text()).encode()  # relative: the worker's cwd
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+
+def test_sighup_reloads_the_release_a_current_symlink_points_to_now(serve, tmp_path):
+    # The usual deploy: start in a 'current' symlink, point it at a new release,
+    # send SIGHUP.  The new workers must import, and run, in the release it names
+    # now, as gunicorn's do; they used to stay in the one resolved at start-up.
+    for name in ("one", "two"):
+        release = tmp_path / "releases" / name
+        release.mkdir(parents=True)
+        (release / "release_app.py").write_text(RELEASE % name)
+        (release / "release.txt").write_text(name)
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "one")
+    server = serve("--workers", "1", target=("release_app:app",), cwd=current)
+    assert server.get() == "one:one"
+    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
+    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: server.get() == "two:two")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import ConfigError
-from ..loader import load_app
+from ..loader import load_app, working_directory
 from ..pipeline import load_pipeline
 from .config import ServerConfig
 from .listener import describe_socket
@@ -48,9 +50,10 @@ def _serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
     )
     if args.app is not None:
-        loader = functools.partial(load_app, args.app)
+        load = functools.partial(load_app, args.app)
     else:
-        loader = functools.partial(load_pipeline, args.config)
+        load = functools.partial(load_pipeline, args.config)
+    loader = functools.partial(_load_in, working_directory(), load)
     if config.workers == 0:
         server = Server(loader(), **options)  # errors show here, before binding
     else:
@@ -65,6 +68,16 @@ def _serve(args: argparse.Namespace) -> int:
             where = f"{scheme}[{host}]:{port}" if ":" in host else f"{scheme}{host}:{port}"
         logging.getLogger("wsgistack.server").info("listening on %s", where)
     return server.serve_forever()
+
+
+def _load_in(workdir: str, load: Callable[[], Any]) -> Any:
+    """Load the app from ``workdir`` (in each worker, after the fork).
+
+    Through a symlink, that is the release it points to at this load: after a
+    deploy switched it, SIGHUP's new workers run in the new release.
+    """
+    os.chdir(workdir)
+    return load()
 
 
 def add_serve(
