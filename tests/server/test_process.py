@@ -443,3 +443,34 @@ def test_sighup_reloads_the_release_a_current_symlink_points_to_now(serve, tmp_p
     os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: server.get() == "two:two")
+
+
+def test_old_workers_ending_after_a_reload_are_not_reported_as_respawned(serve):
+    server = serve("--workers", "2")
+    old = poll(lambda: server.count_workers(2))
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: (pids := server.workers()) and len(pids) == 2 and not (pids & old), timeout=20)
+    log = server.log.read_text()
+    assert "respawning" not in log  # it said so for each old worker, and respawned none
+    assert "reload done" in log
+
+
+def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(serve):
+    # The draining old workers counted as serving ones, so a new worker lost then
+    # was replaced only after the old ones had finished (up to --graceful-timeout).
+    server = serve("--workers", "1", "--graceful-timeout", "60")
+    old = int(server.get())
+    result: list[str | BaseException] = []
+    thread = threading.Thread(target=lambda: result.append(fetch(server, "/slow?60")))
+    thread.start()
+    try:
+        poll(server.marker.exists)  # the old worker is busy for a minute
+        server.proc.send_signal(signal.SIGHUP)
+        new = poll(lambda: (pid := int(server.get())) != old and pid)
+        os.kill(new, signal.SIGKILL)
+        replacement = poll(lambda: server.workers() - {old, new})
+        assert int(server.get()) in replacement
+        assert old in server.workers()  # still draining its request
+    finally:
+        server.proc.kill()
+        thread.join(timeout=15)

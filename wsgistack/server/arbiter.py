@@ -56,7 +56,8 @@ class Arbiter:
         self.config = config
         self.listeners = listeners
         self.workers: dict[int, float] = {}  # pid -> start time
-        self._retiring: set[int] = set()
+        self._retiring: set[int] = set()  # the old set, during a reload
+        self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
@@ -115,7 +116,7 @@ class Arbiter:
         if signum == signal.SIGHUP:
             if not self._stopping:  # while stopping, a reload is moot (not a quick stop)
                 log.info("master: reload, starting new workers")
-                self._retiring |= set(self.workers)
+                self._retiring |= set(self.workers) - self._leaving
                 self._ready -= self._retiring
                 for _ in range(self.config.workers):
                     self._spawn()
@@ -135,8 +136,12 @@ class Arbiter:
             return
         fresh = [pid for pid in self.workers if pid not in self._retiring]
         if len([pid for pid in fresh if pid in self._ready]) >= self.config.workers:
+            log.info("master: reload done, the old workers drain")
             for pid in self._retiring & set(self.workers):
                 _kill(pid, signal.SIGTERM)
+            # Neither replaced nor counted as serving: a new worker lost while
+            # they drain is replaced at once.
+            self._leaving |= self._retiring
             self._retiring = set()
 
     def _enforce_deadline(self) -> None:
@@ -157,14 +162,17 @@ class Arbiter:
                 return
             started = self.workers.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
-            if started is not None and code == BOOT_ERROR:
+            if started is None or pid in self._leaving:
+                pass  # asked to leave: not replaced
+            elif code == BOOT_ERROR:
                 self._boot_failed(pid)
-            elif started is not None and not self._stopping and pid not in self._retiring:
+            elif not self._stopping and pid not in self._retiring:
                 level = logging.INFO if code == 0 else logging.WARNING
                 log.log(level, "worker %d exited (status %d), respawning", pid, code)
                 if code != 0 and time.monotonic() - started < 1.0:
                     self._respawn_at = time.monotonic() + 1.0  # no fork storm on a start failure
             self._retiring.discard(pid)
+            self._leaving.discard(pid)
             self._ready.discard(pid)
 
     def _boot_failed(self, pid: int) -> None:
@@ -176,8 +184,10 @@ class Arbiter:
             log.error(
                 "master: reload failed (the new app cannot be loaded), keeping the old workers"
             )
-            for fresh in set(self.workers) - self._retiring:
-                _kill(fresh, signal.SIGQUIT)
+            fresh = set(self.workers) - self._retiring - self._leaving
+            for each in fresh:
+                _kill(each, signal.SIGQUIT)
+            self._leaving |= fresh
             self._retiring = set()
         else:
             self._respawn_at = time.monotonic() + 1.0
@@ -194,7 +204,7 @@ class Arbiter:
     def _spawn_missing(self) -> None:
         if time.monotonic() < self._respawn_at:
             return
-        active = len([pid for pid in self.workers if pid not in self._retiring])
+        active = len(set(self.workers) - self._retiring - self._leaving)
         for _ in range(self.config.workers - active):
             self._spawn()
 
