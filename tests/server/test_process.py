@@ -474,3 +474,52 @@ def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(ser
     finally:
         server.proc.kill()
         thread.join(timeout=15)
+
+
+def test_in_process_sighup_is_ignored_and_sigquit_stops(serve):
+    # Without a master there is nothing to reload; SIGHUP's default action ended
+    # the server (and left a unix socket file behind), SIGQUIT's dumped core.
+    server = serve("--workers", "0")
+    assert server.get().isdigit()
+    server.proc.send_signal(signal.SIGHUP)
+    assert server.get().isdigit()
+    assert server.proc.poll() is None
+    server.proc.send_signal(signal.SIGQUIT)
+    assert server.proc.wait(timeout=15) == 0
+
+
+IN_PROCESS_THEN_CTRL_C = """
+import os, signal, threading, time
+from wsgiref.validate import validator
+from wsgistack import Server
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+def stop_once_serving():
+    while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=stop_once_serving).start()
+assert Server(validator(app), bind="127.0.0.1:0", workers=0).serve_forever() == 0
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)  # cut short by KeyboardInterrupt, if SIGINT raises it again
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_serving_in_process_gives_the_signal_handlers_back(tmp_path):
+    # After serve_forever() returned, SIGINT still went to the stopped worker:
+    # a script that went on after serving could not be interrupted.
+    result = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS_THEN_CTRL_C],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (0, "interrupted\n"), result.stderr

@@ -88,17 +88,34 @@ class Server:
         raise ConfigError("bind: no HTTP TCP listener, so there is no URL")
 
     def serve_forever(self) -> int:
-        """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit status."""
+        """Serve until SIGTERM/SIGINT/SIGQUIT (or ``stop()``); returns the exit status.
+
+        In process (``workers=0``) and in the main thread, SIGHUP is ignored
+        while serving, and the previous handlers are back afterwards.
+        """
         self.bind()
         try:
             if self.config.workers:
                 return Arbiter(self.loader, self.config, self.listeners).run()
             self._worker = Worker(self.loader(), self.config, self.listeners)
-            if threading.current_thread() is threading.main_thread():
-                worker = self._worker
-                signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
-                signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
-            self._worker.run()
+            if threading.current_thread() is not threading.main_thread():
+                self._worker.run()
+                return 0
+            worker = self._worker
+            handlers: dict[int, Any] = {
+                signal.SIGTERM: lambda *_: worker.stop(graceful=True),
+                signal.SIGINT: lambda *_: worker.stop(graceful=False),
+                signal.SIGQUIT: lambda *_: worker.stop(graceful=False),
+                # No master to reload: a deploy's SIGHUP must not end the server,
+                # which is what its default action does.
+                signal.SIGHUP: signal.SIG_IGN,
+            }
+            previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+            try:
+                worker.run()
+            finally:  # Ctrl-C works again once serving has ended
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             return 0
         finally:
             self.close()
