@@ -218,3 +218,18 @@ def test_access_log_has_a_line_for_refused_and_broken_off_requests(tmp_path):
     refused, broken = log.read_text().splitlines()
     assert refused.startswith("127.0.0.1 - - [") and refused.endswith('] "-" 400 - "-" "-"')
     assert '"GET /broken HTTP/1.1" 200 ' in broken  # what was sent before it broke
+
+
+def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):
+    # start() bound, then the loader raised: the listener stayed open, so the
+    # same address looked "in use by a running server" until the process ended.
+    path = tmp_path / "s.sock"
+
+    def broken_loader():
+        raise RuntimeError("the app cannot load")
+
+    with pytest.raises(RuntimeError, match="cannot load"):
+        Server(loader=broken_loader, bind=f"unix:{path}", workers=0).start()
+    assert not path.exists()
+    with live_server(echo_app, bind=f"unix:{path}") as server:
+        assert server.addresses[0][0] == str(path)

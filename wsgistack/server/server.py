@@ -134,7 +134,11 @@ class Server:
             raise ConfigError("workers: an in-process server (start/with) needs workers=0")
         self.config.check_in_process()
         self.bind()
-        self._worker = Worker(self.loader(), self.config, self.listeners)
+        try:
+            self._worker = Worker(self.loader(), self.config, self.listeners)
+        except BaseException:
+            self.close()  # no listener left open (nor its unix socket file) by a failed start
+            raise
         self._thread = threading.Thread(target=self._worker.run, name="wsgistack-server")
         self._thread.start()
         self._worker.ready.wait(10.0)
