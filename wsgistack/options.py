@@ -10,13 +10,14 @@ spellings, read by :func:`ini_flag`.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TOKEN", "flag", "header_name", "ini_flag", "listed"]
+__all__ = ["TOKEN", "flag", "function", "header_name", "ini_flag", "listed", "log_target"]
 
 #: RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.  The server checks
 #: the names an app sends with it too.
@@ -68,3 +69,29 @@ def listed(value: object, option: str, of: str = "") -> list[Any]:
     if not isinstance(value, Iterable):
         raise ConfigError(f"{option}: expected {what}, got {value!r}")
     return list(value)
+
+
+def function(value: object, option: str) -> Callable[..., Any]:
+    """``value`` if it is callable (a clock, a key function); else a ConfigError.
+
+    Checked at start-up: a string from a config file would otherwise fail at
+    the first request that calls it.
+    """
+    if callable(value):
+        return value
+    raise ConfigError(f"{option}: {value!r} is not callable")
+
+
+def log_target(
+    value: object, option: str, default: str
+) -> logging.Logger | logging.LoggerAdapter[Any]:
+    """``value`` if it is a logger, the logger named ``default`` if None; else a ConfigError.
+
+    A logger's name (``logger = "myapp"`` in a config file) is refused rather
+    than taken: the first refusal would otherwise fail on ``logger.info``.
+    """
+    if value is None:
+        return logging.getLogger(default)
+    if isinstance(value, logging.Logger | logging.LoggerAdapter):
+        return value
+    raise ConfigError(f"{option}: expected a logging.Logger, got {value!r}")

@@ -31,7 +31,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError
-from ..options import flag, header_name
+from ..options import flag, header_name, log_target
 from ..wsgi import close_iterable
 from ._debugpage import debug_page
 
@@ -93,11 +93,9 @@ class ErrorCatcher:
     ) -> None:
         if not callable(app):
             raise ConfigError(f"ErrorCatcher: app: {app!r} is not a WSGI app (not callable)")
-        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-            raise ConfigError(f"ErrorCatcher: logger: expected a logging.Logger, got {logger!r}")
         self.app = app
         self.debug = flag(debug, "ErrorCatcher: debug")
-        self.logger = logger or logging.getLogger("wsgistack.errors")
+        self.logger = log_target(logger, "ErrorCatcher: logger", "wsgistack.errors")
         self.on_error = self._check_hooks(on_error)
         self.statuses = self._check_statuses(statuses)
         self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")

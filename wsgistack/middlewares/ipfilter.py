@@ -41,7 +41,7 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, parse_network
-from ..options import flag, listed
+from ..options import flag, function, listed, log_target
 from ..paths import prefixes, under
 
 __all__ = ["IPFilter"]
@@ -92,9 +92,7 @@ class _Rules:
     stamps: tuple[tuple[int, int] | None, ...]
 
 
-def _check_scalars(
-    precedence: object, refuse: object, reload_interval: object, clock: object, logger: object
-) -> None:
+def _check_scalars(precedence: object, refuse: object, reload_interval: object) -> None:
     """The single-valued options, checked before anything is built from them."""
     if precedence not in ("deny", "allow"):
         raise ConfigError(f"IPFilter: precedence: expected 'deny' or 'allow', got {precedence!r}")
@@ -108,11 +106,6 @@ def _check_scalars(
         raise ConfigError(f"IPFilter: reload_interval: expected seconds, got {reload_interval!r}")
     if reload_interval < 0:
         raise ConfigError(f"IPFilter: reload_interval: must be >= 0, got {reload_interval!r}")
-    if not callable(clock):
-        raise ConfigError(f"IPFilter: clock: {clock!r} is not callable")
-    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-        # Otherwise the first refusal would fail on logger.info, at request time.
-        raise ConfigError(f"IPFilter: logger: expected a logging.Logger, got {logger!r}")
 
 
 def _entries(option: str, values: object) -> list[IPNetwork]:
@@ -173,7 +166,9 @@ class IPFilter:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
-        _check_scalars(precedence, refuse, reload_interval, clock, logger)
+        _check_scalars(precedence, refuse, reload_interval)
+        self.clock = function(clock, "IPFilter: clock")
+        self.logger = log_target(logger, "IPFilter: logger", "wsgistack.ipfilter")
         self.app = app
         self._allow_inline = None if allow is None else _entries("allow", allow)
         self._deny_inline = [] if deny is None else _entries("deny", deny)
@@ -197,8 +192,6 @@ class IPFilter:
         self.refuse = refuse or webob.exc.HTTPForbidden()
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
         self.reload_interval = float(reload_interval)
-        self.clock = clock
-        self.logger = logger or logging.getLogger("wsgistack.ipfilter")
         self._lock = threading.Lock()
         self._watching = bool(self._allow_files or self._deny_files)
         self._rules = self._load()

@@ -33,7 +33,7 @@ import webob.exc
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
-from ...options import flag
+from ...options import flag, function
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
@@ -122,9 +122,7 @@ class LoadBalancer:
         self.strategy = strategy
         self._pick_primary = STRATEGIES[strategy](self.primaries)
         self._pick_backup = STRATEGIES[strategy](self.backups) if self.backups else None
-        if hash_key is not None and not callable(hash_key):
-            raise ConfigError(f"LoadBalancer: hash_key: {hash_key!r} is not callable")
-        self.hash_key = hash_key
+        self.hash_key = None if hash_key is None else function(hash_key, "LoadBalancer: hash_key")
         conditions = set(next_upstream)
         if conditions - CONDITIONS:
             raise ConfigError(

@@ -17,7 +17,7 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
-from ...options import flag, header_name
+from ...options import flag, function, header_name, log_target
 from ...paths import prefixes, under
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
@@ -106,13 +106,8 @@ class RateLimiter:
         identity = self._identity(name, key)
         self.dry_run = flag(dry_run, "RateLimiter: dry_run")
         self.legacy_headers = flag(legacy_headers, "RateLimiter: legacy_headers")
-        if not callable(clock):
-            raise ConfigError(f"RateLimiter: clock: {clock!r} is not callable")
-        self.clock = clock
-        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-            # As in IPFilter: else the first refusal fails on logger.info, at request time.
-            raise ConfigError(f"RateLimiter: logger: expected a logging.Logger, got {logger!r}")
-        self.logger = logger or logging.getLogger("wsgistack.ratelimit")
+        self.clock = function(clock, "RateLimiter: clock")
+        self.logger = log_target(logger, "RateLimiter: logger", "wsgistack.ratelimit")
         self._told_no_address = False  # warned, once, that a client had no address
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
         self._policy = ", ".join(
