@@ -3,9 +3,9 @@
 A prefix covers whole segments: ``/admin`` covers ``/admin`` and
 ``/admin/users``, not ``/administrator``.  A request is under a prefix when
 its path is, as sent or with empty and dot segments resolved: ``//admin``
-and ``/x/../admin`` reach a PrefixDispatcher's ``/admin`` mount (and many
-routers' ``/admin``), so they must not slip past a filter or a limiter
-scoped to it.
+reaches a PrefixDispatcher's ``/admin`` mount, and ``/x/../admin`` reaches
+``/admin`` in an app or a proxy behind us that resolves dot segments, so
+neither may slip past a filter or a limiter scoped to ``/admin``.
 
     scope = prefixes(["/admin"], "IPFilter: paths")
     if under(environ, scope):
