@@ -6,6 +6,7 @@ a bounded poll, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -76,11 +77,23 @@ class Served:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         return {int(pid) for pid in children.split()}
 
+    def kill(self) -> None:
+        """SIGKILL the master and its workers, which are read first: once it is
+        reaped, nothing names them (a draining one would outlive the test)."""
+        if self.proc.poll() is not None:
+            return
+        workers = _orphans(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
 
 @pytest.fixture
 def serve(tmp_path) -> Iterator:
     (tmp_path / "slowapp.py").write_text(APP)
-    started: list[subprocess.Popen] = []
+    started: list[Served] = []
 
     def start(
         *options: str,
@@ -109,18 +122,17 @@ def serve(tmp_path) -> Iterator:
                 env={**os.environ, "MARKER": str(tmp_path / "marker"), "PWD": str(cwd)},
                 preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
             )
-        started.append(proc)
-        return Served(proc, log, tmp_path / "marker", wait)
+        served = Served(proc, log, tmp_path / "marker", wait=False)
+        started.append(served)
+        if wait:
+            served.port = poll(served._port)
+        return served
 
     try:
         yield start
     finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            for pid in _orphans(proc.pid):
-                os.kill(pid, signal.SIGKILL)
+        for served in started:
+            served.kill()
 
 
 def _limit_files(count: int) -> None:
@@ -472,7 +484,7 @@ def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(ser
         assert int(server.get()) in replacement
         assert old in server.workers()  # still draining its request
     finally:
-        server.proc.kill()
+        server.kill()  # the old worker too, and with it the request
         thread.join(timeout=15)
 
 
