@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import sys
@@ -216,6 +217,43 @@ def test_app_exception_before_start_is_500_and_worker_survives():
             assert client.request(GET % b"boom")[0] == 500
         with RawClient(server.address) as client:
             assert client.request(GET % b"fine")[2] == b"ok"
+
+
+def _exits(environ, start_response):
+    sys.exit("the app called sys.exit()")
+
+
+def _cancelled(environ, start_response):
+    raise asyncio.CancelledError  # a BaseException: asyncio.run() inside a view can leak it
+
+
+def _exits_while_iterating(environ, start_response):
+    start_response("200 OK", TEXT)
+    yield b"start"
+    sys.exit(1)
+
+
+@pytest.mark.parametrize(
+    ("failing", "answer"),
+    [(_exits, 500), (_cancelled, 500), (_exits_while_iterating, 200)],
+    ids=["sys-exit", "cancelled-error", "sys-exit-mid-body"],
+)
+def test_an_app_raising_a_base_exception_does_not_cost_the_worker_a_thread(failing, answer):
+    """The thread serving it survives: with one thread, a lost one would hang the next request."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/fail":
+            return failing(environ, start_response)
+        start_response("200 OK", [*TEXT, ("Content-Length", "2")])
+        return [b"ok"]
+
+    with live_server(app, validate=False, threads=1) as server:
+        for _ in range(2):
+            with RawClient(server.address) as client:
+                client.send(GET % b"fail")
+                assert client.read_to_close().startswith(b"HTTP/1.1 %d " % answer)
+            with RawClient(server.address, timeout=5) as client:
+                assert client.request(GET % b"fine")[2] == b"ok"
 
 
 def test_file_wrapper_uses_sendfile_for_real_files(tmp_path, monkeypatch):

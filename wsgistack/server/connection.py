@@ -247,11 +247,13 @@ class Connection:
 
     def _run_app(self, environ: dict[str, Any], request: Request, response: Response) -> None:
         start_response = self._start_response(request, response)
+        # BaseException: in a pool thread, sys.exit() or a leaked CancelledError would
+        # otherwise end the thread quietly, with the client left waiting.
         try:
             result = self.worker.app(environ, start_response)
         except (AbortConnection, ProtocolError):
             raise
-        except Exception:
+        except BaseException:
             self._fail(response, "the application raised")
             return
         try:
@@ -265,12 +267,12 @@ class Connection:
             self._write_all(result, request, response)
         except (AbortConnection, ProtocolError):
             raise
-        except Exception:
+        except BaseException:
             self._fail(response, "the application raised while iterating its response")
         finally:
             try:
                 close_iterable(result)
-            except Exception:
+            except BaseException:
                 log.exception("the application's close() raised")
                 response.close = True
 

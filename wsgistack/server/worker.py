@@ -317,7 +317,7 @@ class Worker:
         except AbortConnection:
             connection.linger = False  # the connection is broken: nothing to wait for
             return False
-        except Exception:
+        except BaseException:  # the pool thread must outlive anything a request raises
             log.exception("unexpected error serving %s", connection.peer)
             return False
 
