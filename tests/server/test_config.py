@@ -201,6 +201,20 @@ def test_access_log_escapes_what_clients_send(tmp_path):
     assert '"GET /\\x1B[2J HTTP/1.0" 200 - "-" "-"' in (tmp_path / "unit.log").read_text()
 
 
+def test_an_access_log_that_cannot_be_reopened_keeps_writing_to_the_old_file(tmp_path, caplog):
+    # Reopening must not lose lines: the directory went away (a botched rotation).
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    access = AccessLog.open(str(logs / "access.log"))
+    assert access is not None
+    moved = logs.rename(tmp_path / "moved")
+    access.reopen()
+    access.refused(("192.0.2.1", 5000), 400)
+    access.close()
+    assert "192.0.2.1" in (moved / "access.log").read_text()
+    assert "cannot reopen" in caplog.text
+
+
 def test_access_log_has_a_line_for_refused_and_broken_off_requests(tmp_path):
     def breaks(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -535,3 +535,20 @@ def test_serving_in_process_gives_the_signal_handlers_back(tmp_path):
         cwd=tmp_path,
     )
     assert (result.returncode, result.stdout) == (0, "interrupted\n"), result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_sigusr1_reopens_the_access_log_logrotate_moved(serve, tmp_path, workers):
+    # logrotate renames the file, then signals (gunicorn's convention); SIGUSR1's
+    # default action would end the server instead.
+    log = tmp_path / "access.log"
+    server = serve("--workers", workers, "--access-log", str(log))
+    server.get("/before")
+    poll(lambda: log.exists() and "/before" in log.read_text())
+    log.rename(tmp_path / "access.log.1")
+    server.proc.send_signal(signal.SIGUSR1)
+    poll(log.exists)  # opened again by its name
+    server.get("/after")
+    poll(lambda: "/after" in log.read_text())
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+    assert server.proc.poll() is None

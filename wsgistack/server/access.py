@@ -2,10 +2,12 @@
 
 access = AccessLog.open("-")      # stdout; a path appends to that file
 access(environ, response)
+access.reopen()                   # after logrotate moved the file (SIGUSR1)
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -14,6 +16,8 @@ from typing import Any, TextIO
 from ..errors import ConfigError
 
 __all__ = ["AccessLog"]
+
+log = logging.getLogger("wsgistack.server")
 
 #: As nginx writes its log: '"', '\\', control characters and bytes past ASCII
 #: become \xHH, so a client cannot forge fields or send escape sequences to a
@@ -28,9 +32,10 @@ def _field(text: str) -> str:
 class AccessLog:
     """Writes ``host - - [date] "request" status size "referer" "agent"`` lines."""
 
-    def __init__(self, stream: TextIO, owned: bool) -> None:
+    def __init__(self, stream: TextIO, owned: bool, path: str | None = None) -> None:
         self._stream = stream
         self._owned = owned
+        self._path = path  # the file to open again on reopen()
         self._lock = threading.Lock()
 
     @classmethod
@@ -40,10 +45,31 @@ class AccessLog:
         if target == "-":
             return cls(sys.stdout, owned=False)
         try:
-            stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (kept open)
+            stream = _append(target)
         except OSError as exc:
             raise ConfigError(f"access_log: cannot open {target!r}: {exc.strerror}") from None
-        return cls(stream, owned=True)
+        return cls(stream, owned=True, path=target)
+
+    def reopen(self) -> None:
+        """Open the file again by its name: logrotate moved the old one away.
+
+        Lines keep going to the old file until the new one is open, and if it
+        cannot be opened (a full disk, a missing directory) they stay there.
+        """
+        if self._path is None:
+            return  # stdout: nothing to reopen
+        try:
+            stream = _append(self._path)
+        except OSError as exc:
+            log.error(
+                "access_log: cannot reopen %r, still writing to the old file: %s",
+                self._path,
+                exc.strerror,
+            )
+            return
+        with self._lock:
+            old, self._stream = self._stream, stream
+        old.close()
 
     def __call__(self, environ: dict[str, Any], response: Any) -> None:
         """Log a request the app answered (or began to: the bytes actually sent)."""
@@ -70,6 +96,10 @@ class AccessLog:
     def close(self) -> None:
         if self._owned:
             self._stream.close()
+
+
+def _append(path: str) -> TextIO:
+    return open(path, "a", encoding="utf-8", buffering=1)
 
 
 def _now() -> str:

@@ -9,6 +9,8 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
+SIGUSR1  reopen log files: every worker opens its --access-log file again
+         (for logrotate, as gunicorn does).
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it, the master exits with status 2.
@@ -40,7 +42,14 @@ log = logging.getLogger("wsgistack.server")
 
 #: A worker's exit status when it could not load the app.
 BOOT_ERROR = 3
-_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+_HANDLED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
 
 
 class Arbiter:
@@ -113,6 +122,11 @@ class Arbiter:
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             return  # _reap runs on every turn
+        if signum == signal.SIGUSR1:
+            log.info("master: reopening the workers' log files")
+            for pid in self.workers:
+                _kill(pid, signal.SIGUSR1)
+            return
         if signum == signal.SIGHUP:
             if not self._stopping:  # while stopping, a reload is moot (not a quick stop)
                 log.info("master: reload, starting new workers")
@@ -242,6 +256,7 @@ class Arbiter:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, lambda signum, _: stops.append(signum))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default would end the worker
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
         try:
@@ -270,6 +285,7 @@ class Arbiter:
         signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
         signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
+        signal.signal(signal.SIGUSR1, lambda *_: worker.reopen_logs())
         if stops:  # one came after the check above, before these handlers
             worker.stop(graceful=stops[0] == signal.SIGTERM)
         try:

@@ -109,6 +109,7 @@ class Server:
                 # No master to reload: a deploy's SIGHUP must not end the server,
                 # which is what its default action does.
                 signal.SIGHUP: signal.SIG_IGN,
+                signal.SIGUSR1: lambda *_: worker.reopen_logs(),  # logrotate
             }
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
             try:

@@ -74,6 +74,7 @@ class Worker:
         )
         self.access_log = AccessLog.open(config.access_log)
         self.stopping = False
+        self._reopen = False  # reopen_logs() was asked for
         self.keeps_alive = config.keepalive > 0  # --keepalive 0: every response closes
         self._graceful = True
         self._poller = make_poller()
@@ -100,6 +101,11 @@ class Worker:
         self.ready = threading.Event()
 
     # -- control (thread-safe) --------------------------------------------------------
+    def reopen_logs(self) -> None:
+        """Open the access log file again, from the loop (logrotate's SIGUSR1)."""
+        self._reopen = True
+        self._poller.wake()
+
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout)."""
         self._graceful = graceful
@@ -125,6 +131,10 @@ class Worker:
         next_sweep = self.clock() + 0.5
         while not self.stopping:
             self._dispatch(self._poller.poll(0.5))
+            if self._reopen:
+                self._reopen = False
+                if self.access_log is not None:
+                    self.access_log.reopen()
             now = self.clock()
             if self._accept_resume and now >= self._accept_resume:
                 self._accept_resume = 0.0
