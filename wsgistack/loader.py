@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import logging
 import os
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["import_object", "load_app", "working_directory"]
+__all__ = ["import_object", "load_app", "log_load_failure", "working_directory"]
 
 
 def working_directory() -> str:
@@ -127,3 +128,19 @@ def load_app(spec: str) -> Any:
     if not callable(app):
         raise ConfigError(f"{spec!r}: {type(app).__name__} object is not a WSGI app (not callable)")
     return app
+
+
+def log_load_failure(log: logging.Logger, who: str, exc: BaseException) -> None:
+    """Log why the app could not load, the same way in a worker and in process.
+
+    A bad spec or a missing module is one line; what the app's own code raised
+    (also an import failing inside it, which ``load_app`` wraps) comes with its
+    traceback, so a missing setting shows its type and line.
+    """
+    raised = exc.__cause__ if isinstance(exc, ConfigError) else exc
+    log.error(
+        "%s: cannot load the app: %s",
+        who,
+        exc,
+        exc_info=(type(raised), raised, raised.__traceback__) if raised is not None else None,
+    )

@@ -406,13 +406,15 @@ def test_a_stop_once_begun_only_gets_quicker(serve, tmp_path):
     assert server.proc.wait(timeout=30) == 0
 
 
-def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tmp_path, workers):
     # The worker used to log only str(exc): "cannot load the app: 'DATABASE_URL'",
-    # with neither the exception's type nor the line that raised it.
+    # with neither the exception's type nor the line that raised it.  In process
+    # it was a bare traceback and status 1: the same failure, another status.
     (tmp_path / "needsenv.py").write_text(
         "import os\n\nDATABASE = os.environ['NO_SUCH_VARIABLE_XYZ']\n"
     )
-    server = serve("--workers", "1", target=("needsenv:app",), wait=False)
+    server = serve("--workers", workers, target=("needsenv:app",), wait=False)
     assert server.proc.wait(timeout=15) == 2
     log = server.log.read_text()
     assert "cannot load the app" in log

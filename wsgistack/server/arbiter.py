@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ConfigError
+from ..loader import log_load_failure
 from .config import ServerConfig
 from .worker import Worker
 
@@ -262,15 +262,7 @@ class Arbiter:
         try:
             app = self.load()
         except Exception as exc:
-            # A bad spec or a missing module is one line; what the app's own code
-            # raised (also an import failing inside it) comes with its traceback.
-            raised = exc.__cause__ if isinstance(exc, ConfigError) else exc
-            log.error(
-                "worker %d: cannot load the app: %s",
-                os.getpid(),
-                exc,
-                exc_info=raised and (type(raised), raised, raised.__traceback__),
-            )
+            log_load_failure(log, f"worker {os.getpid()}", exc)
             return BOOT_ERROR
         if stops:
             log.info("worker %d: stopped while loading the app", os.getpid())

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from ..loader import load_app, working_directory
+from ..loader import load_app, log_load_failure, working_directory
 from ..pipeline import load_pipeline
 from .config import ServerConfig
 from .listener import describe_socket
@@ -55,7 +55,16 @@ def _serve(args: argparse.Namespace) -> int:
         load = functools.partial(load_pipeline, args.config)
     loader = functools.partial(_load_in, working_directory(), load)
     if config.workers == 0:
-        server = Server(loader(), **options)  # errors show here, before binding
+        try:
+            app = loader()  # errors show here, before binding
+        except Exception as exc:
+            if isinstance(exc, ConfigError) and exc.__cause__ is None:
+                raise  # a bad spec: one line from main(), as for any bad option
+            # The app's own code failed: with its traceback and status 2, as a
+            # master reports a worker's.
+            log_load_failure(logging.getLogger("wsgistack.server"), "wsgistack serve", exc)
+            return 2
+        server = Server(app, **options)
     else:
         server = Server(loader=loader, **options)  # workers load it: SIGHUP reloads code
     server.bind()
