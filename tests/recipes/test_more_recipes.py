@@ -49,22 +49,24 @@ class Served:
             env=env,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            text=True,
+            bufsize=0,  # select() sees only the pipe: a buffered reader could hide lines
         )
         deadline = time.monotonic() + 30
-        lines = []
+        output = b""
         while time.monotonic() < deadline:
             if select.select([self.proc.stderr], [], [], 0.5)[0]:
-                line = self.proc.stderr.readline()
-                lines.append(line)
-                found = re.search(r"(?:listening on|Listening at:) http://127\.0\.0\.1:(\d+)", line)
+                data = os.read(self.proc.stderr.fileno(), 65536)
+                output += data
+                found = re.search(
+                    rb"(?:listening on|Listening at:) http://127\.0\.0\.1:(\d+)\n", output
+                )
                 if found:
                     self.port = int(found.group(1))
                     return
-                if not line:
+                if not data:
                     break
         self.close()
-        raise AssertionError("".join(lines))
+        raise AssertionError(output.decode(errors="replace"))
 
     def get(self, path: str) -> tuple[int, str]:
         try:

@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -90,25 +89,24 @@ class Running:
             text=True,
         )
         self.lines: list[str] = []
+        self.port = 0
+        # One thread reads every line (select() on a buffered pipe could miss one
+        # already read ahead) and notes the port; it drains the pipe afterwards.
+        self._listening = threading.Event()
         self._drainer = threading.Thread(target=self._drain, daemon=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.5)[0]:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.lines.append(line)
-                found = LISTENING.search(line)
-                if found:
-                    self.port = int(found.group(1))
-                    self._drainer.start()
-                    return
-        self.stop()
-        raise AssertionError(f"{command}: never listened\n{''.join(self.lines)}")
+        self._drainer.start()
+        if not self._listening.wait(60) or not self.port:
+            self.stop()
+            raise AssertionError(f"{command}: never listened\n{''.join(self.lines)}")
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
+            found = LISTENING.search(line)
+            if found and not self.port:
+                self.port = int(found.group(1))
+                self._listening.set()
+        self._listening.set()  # it ended: no port is coming
 
     def get(self, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
         request = Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
