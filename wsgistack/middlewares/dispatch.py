@@ -32,6 +32,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..errors import ConfigError
 from ..options import flag
+from ..refusals import refusal
 
 __all__ = ["PrefixDispatcher"]
 
@@ -177,7 +178,7 @@ class PrefixDispatcher:
         # Path-only mounts take the inlined fast path in __call__.
         self._simple = self._paths.mounts if self._paths.depths and not self._by_host else None
         self._deepest = self._paths.depths[0] if self._paths.depths else 0
-        self._not_found = webob.exc.HTTPNotFound()
+        self._not_found = refusal(webob.exc.HTTPNotFound)
 
     def _add(self, key: str, app: WSGIApplication) -> None:
         if not isinstance(key, str):
@@ -289,7 +290,8 @@ class PrefixDispatcher:
         query = environ.get("QUERY_STRING", "")
         if query:
             location += "?" + query
-        return webob.exc.HTTPPermanentRedirect(location=location)(environ, start_response)
+        moved = refusal(webob.exc.HTTPPermanentRedirect, location=location)
+        return moved(environ, start_response)
 
     def route(self, path: str, host: str | None = None) -> tuple[str, WSGIApplication, str] | None:
         """Where a request for ``path`` (and ``host``) goes, without calling anything.

@@ -32,6 +32,7 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError
 from ..options import flag, header_name, log_target
+from ..refusals import refusal
 from ..wsgi import close_iterable
 from ._debugpage import debug_page
 
@@ -196,7 +197,9 @@ class ErrorCatcher:
                 body=page, content_type="text/html", charset="utf-8", headers=headers
             )
         else:
-            response = webob.exc.status_map[status](detail=f"Error id: {error_id}", headers=headers)
+            response = refusal(
+                webob.exc.status_map[status], detail=f"Error id: {error_id}", headers=headers
+            )
         return self._respond(response, environ, exchange, exc_info)
 
     def _respond(

@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, parse_network
 from ..options import flag, function, listed, log_target
 from ..paths import prefixes, under
+from ..refusals import refusal
 
 __all__ = ["IPFilter"]
 
@@ -189,7 +190,7 @@ class IPFilter:
         self.precedence = precedence
         self.paths = prefixes(paths, "IPFilter: paths")
         self.trust = ProxyTrust.coerce(trusted_proxies)
-        self.refuse = refuse or webob.exc.HTTPForbidden()
+        self.refuse = refuse or refusal(webob.exc.HTTPForbidden)
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
         self.reload_interval = float(reload_interval)
         self._lock = threading.Lock()

@@ -34,6 +34,7 @@ from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
 from ...options import flag, function
+from ...refusals import refusal
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
@@ -299,12 +300,12 @@ class LoadBalancer:
             kept[0].succeeded()
             return self._respond(*kept, environ, start_response)
         if failure is None:
-            refusal = webob.exc.HTTPServiceUnavailable("No upstream is available.")
+            answer = refusal(webob.exc.HTTPServiceUnavailable, "No upstream is available.")
         elif failure.kind == "timeout":
-            refusal = webob.exc.HTTPGatewayTimeout("The upstream did not answer in time.")
+            answer = refusal(webob.exc.HTTPGatewayTimeout, "The upstream did not answer in time.")
         else:
-            refusal = webob.exc.HTTPBadGateway("The upstream failed.")
-        return refusal(environ, start_response)
+            answer = refusal(webob.exc.HTTPBadGateway, "The upstream failed.")
+        return answer(environ, start_response)
 
     def _forward(
         self,
@@ -377,8 +378,8 @@ class LoadBalancer:
         if isinstance(error.__cause__, ProtocolError):
             raise error.__cause__
         log.info("request body failed: %s", error)
-        refusal = webob.exc.HTTPBadRequest("The request body did not arrive whole.")
-        return refusal(environ, start_response)
+        answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
+        return answer(environ, start_response)
 
     def _respond(
         self,

@@ -19,6 +19,7 @@ from ...errors import ConfigError
 from ...netset import NetworkSet
 from ...options import flag, function, header_name, log_target
 from ...paths import prefixes, under
+from ...refusals import refusal
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
 from .strategies import Decision
@@ -231,8 +232,10 @@ class RateLimiter:
                 retry,
             )
             if not self.dry_run:
-                refusal = webob.exc.HTTPTooManyRequests(headers=[*headers, ("Retry-After", retry)])
-                return refusal(environ, start_response)
+                too_many = refusal(
+                    webob.exc.HTTPTooManyRequests, headers=[*headers, ("Retry-After", retry)]
+                )
+                return too_many(environ, start_response)
 
         def add_headers(
             status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
@@ -264,9 +267,8 @@ class RateLimiter:
             self.logger.warning("RateLimiter: store failed (%s); failing %s", error, self.fail)
         if self.fail == "open":
             return self.app(environ, start_response)
-        return webob.exc.HTTPServiceUnavailable(headers=[("Retry-After", "1")])(
-            environ, start_response
-        )
+        unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", "1")])
+        return unavailable(environ, start_response)
 
     def close(self) -> None:
         """Release the store's connections (a Redis pool); for shutdowns, reloads and tests."""
