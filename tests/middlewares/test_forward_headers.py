@@ -113,6 +113,15 @@ def test_a_trusted_proxy_that_sent_only_a_proto_keeps_it(lb, raw):
     assert upstream.header(b"X-Forwarded-Prefix") == []  # no prefix anywhere
 
 
+def test_a_proxy_header_is_not_passed_on(lb, raw):
+    # httpoxy: a CGI-style upstream would read it as HTTP_PROXY, its outgoing proxy.
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url])))
+    app.get("/", headers={"Proxy": "http://evil.example:3128", "X-Kept": "yes"})
+    assert upstream.header(b"Proxy") == []
+    assert upstream.header(b"X-Kept") == [b"yes"]
+
+
 @pytest.mark.parametrize(
     ("host", "quoted"),
     [

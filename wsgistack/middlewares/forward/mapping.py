@@ -1,7 +1,7 @@
 """What crosses the forwarder and how: request headers, the target path, redirects.
 
 Rules: hop-by-hop headers never cross (RFC 9110 §7.6.1), nor those named in
-``Connection``.  ``Host``, ``X-Forwarded-*``, ``Forwarded`` and the body's
+``Connection``, nor ``Proxy`` (httpoxy).  ``Host``, ``X-Forwarded-*``, ``Forwarded`` and the body's
 framing are written by this hop, never copied from the client: a trusted
 proxy's forwarding chains are kept and extended, anyone else's replaced.
 The path goes as the client spelled it; answers pointing into the pool are
@@ -47,6 +47,10 @@ _REPLACED = frozenset(
         "content-type",
     }
 )
+#: Never sent on: ``Proxy`` is no HTTP header, but a CGI-style upstream reads it
+#: as HTTP_PROXY, which many HTTP clients take for their outgoing proxy (httpoxy,
+#: CVE-2016-5385; nginx's advice is ``proxy_set_header Proxy ""``).
+_DROPPED = frozenset({"proxy"})
 #: environ key -> the header name sent upstream ("" for keys that are not sent);
 #: filled as keys are seen, up to a bound, so most requests only look names up.
 _FORWARDED_NAMES: dict[str, str] = {}
@@ -60,7 +64,7 @@ def _forwarded_name(key: str) -> str:
     elif key.startswith("HTTP_"):
         name = key[5:].replace("_", "-").title()
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in _REPLACED:
+        if lower in HOP_BY_HOP or lower in _REPLACED or lower in _DROPPED:
             name = ""
     else:
         name = ""
