@@ -312,6 +312,27 @@ def test_bodyless_statuses_get_no_content_length_from_a_one_block_body():
             assert "content-length" not in headers and "transfer-encoding" not in headers
 
 
+def test_a_204_never_carries_the_apps_content_length_and_a_304_keeps_it(tmp_path):
+    # RFC 9110 8.6: a server MUST NOT send Content-Length in a 204; a 304's tells
+    # the length of the representation the client has, so it is the app's to keep.
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"x")
+
+    def app(environ, start_response):
+        status = environ["PATH_INFO"][1:4]
+        if environ["PATH_INFO"].endswith("/file"):  # sendfile's path adds its own length
+            start_response(f"{status} Status", [])
+            return environ["wsgi.file_wrapper"](empty.open("rb"))
+        start_response(f"{status} Status", [("Content-Length", "0" if status == "204" else "7")])
+        return []
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        for path, length in ((b"204", None), (b"204/file", None), (b"304", "7")):
+            status, headers, body = client.request(GET % path)
+            assert status == int(path[:3]) and body == b""
+            assert headers.get("content-length") == length
+
+
 def _str_body(environ, start_response):
     start_response("200 OK", TEXT)
     return ["text, not bytes"]

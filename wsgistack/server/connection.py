@@ -374,6 +374,14 @@ class Connection:
         bodyless = status_code in _BODYLESS
         if bodyless:
             response.head_only = True  # RFC 9110 6.4.1: these responses have no content
+            if status_code != "304" and response.length is not None:
+                # RFC 9110 8.6: never a Content-Length on a 1xx or a 204 (a 304's
+                # tells the length of what the client already has, and stays).
+                response.headers = [
+                    (name, value)
+                    for name, value in response.headers
+                    if name.lower() != "content-length"
+                ]
         if response.length is None and not bodyless and not response.head_only:
             if request.version == "1.1":
                 response.chunked = True
