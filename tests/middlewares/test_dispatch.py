@@ -209,12 +209,18 @@ def test_nested_dispatchers():
         pytest.param("a.b.example.com", "/x", "tenant |/x", id="wildcard-deep"),
         pytest.param("example.com", "/x", "paths |/x", id="wildcard-not-apex"),
         pytest.param("[::1]:8080", "/x", "paths |/x", id="ipv6-literal"),
+        # The root's dot: "example.com." is the same name (nginx drops it too).
+        pytest.param("api.example.com.", "/x", "api |/x", id="trailing-dot"),
+        pytest.param("admin.internal.:8080", "/x", "admin-8080 |/x", id="trailing-dot-port"),
+        pytest.param("t1.example.com.", "/x", "tenant |/x", id="trailing-dot-wildcard"),
+        pytest.param("docs.example.com", "/x", "docs |/x", id="mount-key-with-a-trailing-dot"),
     ],
 )
 def test_host_mounts(host, path, expected):
     dispatcher = PrefixDispatcher(
         {
             "api.example.com": echo("api"),
+            "docs.example.com.": echo("docs"),
             "api.example.com/v1": echo("api-v1"),
             "admin.internal:8080": echo("admin-8080"),
             "*.example.com": echo("tenant"),

@@ -72,7 +72,10 @@ def _split_key(key: str) -> tuple[str | None, str]:
     if key.startswith("/") or key == "":
         return None, key
     host, slash, path = key.partition("/")
-    return host.lower(), slash + path
+    name, colon, port = host.lower().partition(":")
+    if name[-1:] == "." and not name.startswith("["):  # as a request's Host is read
+        name = name[:-1]
+    return name + colon + port, slash + path
 
 
 def _key_problem(key: str, host: str | None, path: str) -> str | None:
@@ -121,6 +124,8 @@ def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
         name, port = host[: end + 1], host[end + 2 :] if end != -1 else ""
     else:
         name, _, port = host.partition(":")
+        if name[-1:] == ".":  # the DNS root's dot: the same name (nginx drops it too)
+            name = name[:-1]
     return name, port or environ.get("SERVER_PORT", "")
 
 
