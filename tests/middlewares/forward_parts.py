@@ -105,7 +105,27 @@ class DyingUpstream:
         self.sock.close()
 
 
-class HastyUpstream:
+class _RawServer:
+    """A loopback listener whose accept loop hands each connection to ``accepted``."""
+
+    def __init__(self, accepted: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, args=(accepted,), daemon=True).start()
+
+    def _serve(self, accepted: Callable[[socket.socket], None]) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            accepted(sock)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class HastyUpstream(_RawServer):
     """A raw server that answers ``reply`` once a request's head is in, never reading its body.
 
     Then, by ``then``: "close" (with the body unread, the kernel sends a reset)
@@ -116,29 +136,22 @@ class HastyUpstream:
     def __init__(self, reply: bytes, then: str) -> None:
         self.reply = reply
         self.then = then
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(self._accepted)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            sock.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)  # byte by byte: not one byte of the body
-            sock.sendall(self.reply)
-            if self.then == "hold":
-                self.held.append(sock)
-                continue
+    def _accepted(self, sock: socket.socket) -> None:
+        sock.settimeout(10)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)  # byte by byte: not one byte of the body
+        sock.sendall(self.reply)
+        if self.then == "hold":
+            self.held.append(sock)
+        else:
             sock.close()
 
     def close(self) -> None:
-        self.listener.close()
+        super().close()
         for sock in self.held:
             sock.close()
 
@@ -159,7 +172,7 @@ def _body_end(head: bytes, buffer: bytes) -> int | None:
     return 0
 
 
-class RawUpstream:
+class RawUpstream(_RawServer):
     """A socket server answering each request with ``reply`` (bytes parts), or a queued one.
 
     Each part is sent on its own, a moment apart, so a body can arrive after its
@@ -176,22 +189,15 @@ class RawUpstream:
         self.queued: collections.deque[tuple[bytes, ...]] = collections.deque()
         self.heads: list[bytes] = []
         self.replied = threading.Semaphore(0)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(self._accepted)
 
     def queue(self, *parts: bytes) -> None:
         self.queued.append(parts)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
+    def _accepted(self, sock: socket.socket) -> None:
+        self.connections += 1
+        threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
 
     def _answer(self, sock: socket.socket) -> None:
         sock.settimeout(10)
@@ -236,9 +242,6 @@ class RawUpstream:
             if key.strip().lower() == name.lower():
                 values.append(value.strip())
         return values
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture
