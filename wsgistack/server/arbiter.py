@@ -274,10 +274,8 @@ class Arbiter:
             multiprocess=self.config.workers > 1,
             watchdog=lambda: os.getppid() == parent,
         )
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop(graceful=True))
-        signal.signal(signal.SIGINT, lambda *_: worker.stop(graceful=False))
-        signal.signal(signal.SIGQUIT, lambda *_: worker.stop(graceful=False))
-        signal.signal(signal.SIGUSR1, lambda *_: worker.reopen_logs())
+        for signum, handler in worker.signal_handlers().items():
+            signal.signal(signum, handler)
         if stops:  # one came after the check above, before these handlers
             worker.stop(graceful=stops[0] == signal.SIGTERM)
         try:

@@ -102,15 +102,7 @@ class Server:
                 self._worker.run()
                 return 0
             worker = self._worker
-            handlers: dict[int, Any] = {
-                signal.SIGTERM: lambda *_: worker.stop(graceful=True),
-                signal.SIGINT: lambda *_: worker.stop(graceful=False),
-                signal.SIGQUIT: lambda *_: worker.stop(graceful=False),
-                # No master to reload: a deploy's SIGHUP must not end the server,
-                # which is what its default action does.
-                signal.SIGHUP: signal.SIG_IGN,
-                signal.SIGUSR1: lambda *_: worker.reopen_logs(),  # logrotate
-            }
+            handlers = worker.signal_handlers()  # no master: SIGHUP is ignored
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
             try:
                 worker.run()

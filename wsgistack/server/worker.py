@@ -17,6 +17,7 @@ import errno
 import logging
 import queue
 import random
+import signal
 import socket
 import threading
 import time
@@ -101,6 +102,21 @@ class Worker:
         self.ready = threading.Event()
 
     # -- control (thread-safe) --------------------------------------------------------
+    def signal_handlers(self) -> dict[int, Any]:
+        """What each signal does to a serving worker, in a master's child or in process.
+
+        SIGTERM drains, SIGINT and SIGQUIT stop now, SIGUSR1 reopens the access
+        log (logrotate), and SIGHUP is ignored: reloading is a master's work, and
+        its default action would end the process.
+        """
+        return {
+            signal.SIGTERM: lambda *_: self.stop(graceful=True),
+            signal.SIGINT: lambda *_: self.stop(graceful=False),
+            signal.SIGQUIT: lambda *_: self.stop(graceful=False),
+            signal.SIGUSR1: lambda *_: self.reopen_logs(),
+            signal.SIGHUP: signal.SIG_IGN,
+        }
+
     def reopen_logs(self) -> None:
         """Open the access log file again, from the loop (logrotate's SIGUSR1)."""
         self._reopen = True
