@@ -80,10 +80,11 @@ class Worker:
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
-        #: Per listener: does it speak uwsgi, and the environ keys its requests share
-        #: (SERVER_NAME and SERVER_PORT are the bind's own).
-        self._binds: dict[int, tuple[bool, dict[str, Any]]] = {
+        #: Per listener: its address family, does it speak uwsgi, and the environ
+        #: keys its requests share (SERVER_NAME and SERVER_PORT are the bind's own).
+        self._binds: dict[int, tuple[int, bool, dict[str, Any]]] = {
             sock.fileno(): (
+                int(sock.family),
                 bind.protocol == "uwsgi",
                 environ_base(config, *describe_socket(sock), multiprocess=multiprocess),
             )
@@ -175,10 +176,10 @@ class Worker:
                 self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
-        uwsgi, base = self._binds[listener.fileno()]  # the same for the whole batch
+        family, uwsgi, base = self._binds[listener.fileno()]  # the same for the whole batch
         for _ in range(64):
             try:
-                accepted = accept(listener)
+                accepted = accept(listener, family)
             except OSError as exc:
                 self._accept_failed(exc)
                 return
