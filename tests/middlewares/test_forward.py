@@ -158,8 +158,8 @@ def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     assert TestApp(validator(lb([closed]))).get("/", expect_errors=True).status_int == 502
-    balancer = lb([closed], max_fails=1)
-    TestApp(validator(balancer)).get("/", expect_errors=True)
+    balancer = lb([closed, closed + "/other"], max_fails=1)
+    TestApp(validator(balancer)).get("/", expect_errors=True)  # both tried, both out
     assert (
         TestApp(validator(balancer))
         .get("/", headers={"Accept": "application/json"}, expect_errors=True)
@@ -183,6 +183,19 @@ def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
         )
     finally:
         release.set()
+
+
+def test_a_pool_of_one_is_tried_again_at_once_after_a_failure(lb, upstreams):
+    # As nginx's single-server group: taking the only upstream out would answer
+    # 503 for fail_timeout after one failed request (a restart, a deploy).
+    url = upstreams.start("a")
+    upstreams.stop("a")  # a restart: down for a moment, then back on its port
+    balancer = lb([url], max_fails=1, fail_timeout=60)
+    app = TestApp(validator(balancer))
+    assert app.get("/", expect_errors=True).status_int == 502
+    upstreams.restart("a")
+    assert app.get("/x").body == b"a /x 0"
+    assert balancer.status()[0]["up"]
 
 
 def test_an_upstream_stalling_mid_body_aborts_the_client_connection(lb, upstreams, caplog):

@@ -53,7 +53,11 @@ CASES = {
     "ratelimit-503": (_store_down, "/", 503),
     "errors-500": (lambda: (ErrorCatcher(_raises), 1), "/", 500),
     "forward-502": (lambda: (LoadBalancer([_closed_url("http")], max_fails=100), 1), "/", 502),
-    "forward-503": (lambda: (LoadBalancer([_closed_url("http")], max_fails=1), 2), "/", 503),
+    "forward-503": (
+        lambda: (LoadBalancer([_closed_url("http"), _closed_url("http")], max_fails=1), 2),
+        "/",
+        503,
+    ),
 }
 
 

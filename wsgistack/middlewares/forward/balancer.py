@@ -66,7 +66,9 @@ class LoadBalancer:
         (power of two choices) or ``hash`` (consistent hashing on ``hash_key``).
     :param hash_key: for ``hash``: a callable of environ; the client address by default.
     :param max_fails: failures within ``fail_timeout`` seconds that take an upstream out
-        for ``fail_timeout`` seconds (passive health, as nginx).
+        for ``fail_timeout`` seconds (passive health, as nginx).  As in nginx, a
+        pool of one upstream and no backup is never taken out this way: there
+        is nowhere else to go, so its next request tries it again.
     :param health_path: if set, a background thread GETs it on each upstream every
         ``health_interval`` seconds; a failure takes it out, ``health_rise`` successes
         bring it back.
@@ -113,6 +115,8 @@ class LoadBalancer:
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
         self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
         self.primaries = [u for u in self.upstreams if not u.backup]
+        #: Passive health needs somewhere else to send requests (nginx's "single").
+        self._passive = len(self.upstreams) > 1
         self.backups = [u for u in self.upstreams if u.backup]
         if not self.primaries:
             raise ConfigError("LoadBalancer: upstreams: at least one must not be a backup")
@@ -277,7 +281,8 @@ class LoadBalancer:
                 return self._body_failed(error, environ, start_response)
             except _Failure as error:
                 failure = error
-                upstream.failed(self.clock())
+                if self._passive:
+                    upstream.failed(self.clock())
                 log.warning("upstream %s failed (%s): %s", upstream.url, error.kind, error)
                 # Nothing sent: any method may go elsewhere. Sent: only a bodiless
                 # idempotent request (a streamed body cannot be sent twice).
