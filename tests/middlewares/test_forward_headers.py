@@ -174,8 +174,8 @@ def test_the_body_is_framed_once_whatever_http_content_keys_say(lb, raw, framing
 # -- redirects ---------------------------------------------------------------------------------
 def _redirect(location: bytes) -> bytes:
     return (
-        b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Location: %s\r\n"
-        b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n" % (location, location)
+        b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Location: %s\r\nRefresh: 3; url=%s\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n" % (location, location, location)
     )
 
 
@@ -247,7 +247,7 @@ UPSTREAM = "{upstream}"  # stands for the upstream's own http://host:port
         pytest.param("", {}, "", "mailto:a@site.example", "mailto:a@site.example", id="mailto"),
     ],
 )
-def test_location_and_content_location_map_back_to_the_client(
+def test_location_content_location_and_refresh_map_back_to_the_client(
     lb, raw, base, options, script, location, expected
 ):
     upstream = raw(OK)
@@ -258,6 +258,29 @@ def test_location_and_content_location_map_back_to_the_client(
     assert response.status_int == 302
     assert response.headers["Location"] == expected.replace(UPSTREAM, address)
     assert response.headers["Content-Location"] == expected.replace(UPSTREAM, address)
+    assert response.headers["Refresh"] == "3; url=" + expected.replace(UPSTREAM, address)
+
+
+@pytest.mark.parametrize(
+    ("refresh", "expected"),
+    [
+        pytest.param("5", "5", id="no-url"),
+        pytest.param("0;URL='/next'", "0;URL='/legacy/next'", id="quoted-upper-case"),
+        pytest.param('1, "/next"', '1, "/legacy/next"', id="comma-and-no-url-key"),
+        pytest.param("2.5; url = {upstream}/a", "2.5; url = /legacy/a", id="upstream-address"),
+        pytest.param("2; url=https://other.example/", "2; url=https://other.example/", id="other"),
+        pytest.param("soon; url=/next", "soon; url=/next", id="not-a-refresh-value"),
+    ],
+)
+def test_refresh_forms_map_as_browsers_read_them(lb, raw, refresh, expected):
+    upstream = raw(OK)
+    upstream.queue(
+        b"HTTP/1.1 200 OK\r\nRefresh: %s\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        % refresh.replace(UPSTREAM, upstream.url).encode()
+    )
+    app = TestApp(validator(lb([upstream.url], preserve_host=False)))
+    response = app.get("/", extra_environ={"SCRIPT_NAME": "/legacy"})
+    assert response.headers["Refresh"] == expected
 
 
 # -- the path ----------------------------------------------------------------------------------

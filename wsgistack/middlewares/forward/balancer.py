@@ -39,7 +39,7 @@ from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import ClientBodyError, Exchange, ReadTimeout, UpstreamClosed, send_request
-from .mapping import HOP_BY_HOP, map_location, request_headers, request_target
+from .mapping import HOP_BY_HOP, map_location, map_refresh, request_headers, request_target
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -404,6 +404,8 @@ class LoadBalancer:
                 continue
             if lower == "location" or lower == "content-location":
                 value = map_location(upstream, value, environ, self.preserve_host)
+            elif lower == "refresh":
+                value = map_refresh(upstream, value, environ, self.preserve_host)
             headers.append((name, value))
         if named:
             headers = [(name, value) for name, value in headers if name.lower() not in named]

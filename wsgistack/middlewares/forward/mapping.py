@@ -10,13 +10,14 @@ mapped back to where the client sees it.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
 from ...clientip import ProxyTrust, trusts_peer
 from .upstream import Upstream
 
-__all__ = ["HOP_BY_HOP", "map_location", "request_headers", "request_target"]
+__all__ = ["HOP_BY_HOP", "map_location", "map_refresh", "request_headers", "request_target"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -55,6 +56,11 @@ _DROPPED = frozenset({"proxy"})
 #: filled as keys are seen, up to a bound, so most requests only look names up.
 _FORWARDED_NAMES: dict[str, str] = {}
 _FORWARDED_NAMES_MAX = 512
+#: ``Refresh: 5; url=/next`` (HTML's refresh pragma): the delay, the separator
+#: and ``url=`` kept as sent, the URL (quoted or not) mapped as a Location.
+_REFRESH = re.compile(
+    r"""(\s*\d[\d.]*\s*[;,]\s*(?:url\s*=\s*)?)(["']?)(.+?)\2\s*\Z""", re.IGNORECASE
+)
 
 
 def _forwarded_name(key: str) -> str:
@@ -218,3 +224,20 @@ def map_location(
     if parts.fragment:
         rewritten += "#" + parts.fragment
     return rewritten
+
+
+def map_refresh(
+    upstream: Upstream, refresh: str, environ: WSGIEnvironment, preserve_host: bool
+) -> str:
+    """Map the URL in a ``Refresh`` header as ``map_location`` maps a Location.
+
+    nginx's ``proxy_redirect`` rewrites both fields: an upstream that sends a
+    client on after a delay names its own address or base path as a redirect
+    does.  A value with no URL (``Refresh: 5``) is left alone.
+    """
+    match = _REFRESH.match(refresh)
+    if match is None:
+        return refresh
+    lead, quote_mark, url = match.groups()
+    mapped = map_location(upstream, url, environ, preserve_host)
+    return f"{lead}{quote_mark}{mapped}{quote_mark}"
