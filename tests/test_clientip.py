@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from wsgistack.clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip
+from wsgistack.clientip import (
+    CACHE_KEY,
+    ProxyTrust,
+    client_addr,
+    client_ip,
+    forwarded_for_values,
+)
 from wsgistack.errors import ConfigError
 
 LB = ProxyTrust(["10.0.0.0/8", "2001:db8:ffff::/48"])
@@ -85,6 +93,32 @@ CASES = [
         "198.51.100.7",
     ),
     (
+        # RFC 7239 has proxies quote IPv6 (and some quote every node): the client's
+        # open quote must not pair with the quote our proxy wrote and hide its element.
+        "forwarded-open-quote-cannot-swallow-a-quoted-v6-element",
+        env("10.0.0.1", forwarded='for="x, for="[2001:db8::1]:4711"'),
+        FWD,
+        "2001:db8::1",
+    ),
+    (
+        "forwarded-open-quote-cannot-swallow-a-quoted-v4-element",
+        env("10.0.0.1", forwarded='for=192.0.2.10;proto="x, for="198.51.100.7"'),
+        FWD,
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-open-quote-cannot-swallow-a-quoted-element-hops",
+        env("10.0.0.1", forwarded='for="x, for="198.51.100.7"'),
+        ProxyTrust(hops=1, header="forwarded"),
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-escaped-backslash-before-the-closing-quote",
+        env("10.0.0.1", forwarded='for=198.51.100.7;ext="a\\\\", for=10.0.0.2'),
+        FWD,
+        "198.51.100.7",
+    ),
+    (
         "forwarded-quoted-comma-is-one-element",
         env("10.0.0.1", forwarded='for=198.51.100.7;ext="a, b", for=10.0.0.2'),
         FWD,
@@ -153,3 +187,25 @@ def test_bad_trust_fails_at_start_up(value, message):
 def test_unknown_header_is_refused():
     with pytest.raises(ConfigError, match="header must be"):
         ProxyTrust(["10.0.0.0/8"], header="x-real-ip")  # type: ignore[arg-type]
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_NODES = st.sampled_from(["198.51.100.7", "[2001:db8::1]:4711", "10.0.0.2", "_hidden", "unknown"])
+_FRAGMENTS = ["for=", "a=", '"', "\\", ",", ";", " ", "1.2.3.4", "[::1]"]
+_EXTRA = st.text(alphabet=' ,;="\\ab', max_size=8)  # quotes, escapes and separators
+
+
+@given(
+    prefix=st.lists(st.sampled_from(_FRAGMENTS), max_size=8).map("".join),
+    appended=st.lists(st.tuples(_NODES, st.booleans(), _EXTRA), min_size=1, max_size=4),
+)
+def test_what_a_client_prepends_never_changes_the_elements_proxies_appended(prefix, appended):
+    elements = [
+        f"for={_quoted(node) if quote else node};ext={_quoted(extra)}"
+        for node, quote, extra in appended
+    ]
+    nodes = forwarded_for_values({"HTTP_FORWARDED": ", ".join([prefix, *elements])}, FWD)
+    assert nodes[-len(appended) :] == [node for node, _, _ in appended]

@@ -126,36 +126,70 @@ _PAIR = re.compile(r'[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[^;
 def _forwarded_nodes(raw: str) -> list[str]:
     """The ``for=`` node of each element of a ``Forwarded`` value, left to right.
 
-    Parsed strictly: an element that does not parse (an unclosed quote, a
-    repeated ``for``) gives "" and the parse resumes at the next comma, so a
-    client's stray quote cannot swallow the elements proxies appended after it.
+    Elements are split from the right, where our proxies wrote: a client's
+    stray quote on the left cannot pair with a quote a proxy wrote (RFC 7239
+    quotes IPv6 nodes) and swallow the elements appended after it.  Each
+    element is then parsed strictly; one that does not parse (an unclosed
+    quote, a repeated ``for``) gives "".
     """
-    nodes: list[str] = []
-    end = len(raw)
-    at = 0
+    return [_element_node(element) for element in _elements(raw)]
+
+
+def _elements(raw: str) -> list[str]:
+    """``raw`` split at the commas outside quoted-strings, deciding quotes right to left."""
+    elements: list[str] = []
+    end = at = len(raw)
+    comma = raw.rfind(",")
+    quotes = True  # False once a quote had no opener: none further left has one either
     while True:
-        node: str | None = None
-        valid = True
-        while (match := _PAIR.match(raw, at)) is not None:
-            at = match.end()
-            if match[1].lower() == "for":
-                valid = valid and node is None  # RFC 7239 4: at most once per element
-                value = match[2]
-                if value[:1] == '"':
-                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
-                node = value
-            if at < end and raw[at] == ";":
-                at += 1
-                continue
-            break
-        if at < end and raw[at] != ",":
-            valid = False
-            comma = raw.find(",", at)
-            at = end if comma == -1 else comma
-        nodes.append(node if valid and node is not None else "")
-        if at >= end:
-            return nodes
-        at += 1  # past the comma
+        if comma >= at:
+            comma = raw.rfind(",", 0, at)
+        quote = raw.rfind('"', 0, at) if quotes else -1
+        if quote > comma:  # a quoted-string closes here; its commas split nothing
+            at = _opening_quote(raw, quote)
+            if at == -1:  # a stray quote: the element holding it will not parse
+                quotes, at = False, quote
+            continue
+        elements.append(raw[comma + 1 : end])
+        if comma == -1:
+            elements.reverse()
+            return elements
+        end = at = comma
+
+
+def _opening_quote(raw: str, closing: int) -> int:
+    """Where the quoted-string ending at ``closing`` opens; -1 if nowhere.
+
+    Inside one, a backslash only starts a quoted-pair, so a quote after an
+    odd run of backslashes is escaped and one after an even run opens it.
+    """
+    at = closing
+    while (at := raw.rfind('"', 0, at)) != -1:
+        run = at
+        while run and raw[run - 1] == "\\":
+            run -= 1
+        if (at - run) % 2 == 0:
+            return at
+    return -1
+
+
+def _element_node(element: str) -> str:
+    """The ``for`` value of one element, unquoted; "" if it has none or does not parse."""
+    node: str | None = None
+    end = len(element)
+    at = 0
+    while (match := _PAIR.match(element, at)) is not None:
+        at = match.end()
+        if match[1].lower() == "for":
+            if node is not None:
+                return ""  # RFC 7239 4: at most once per element
+            value = match[2]
+            node = re.sub(r"\\(.)", r"\1", value[1:-1]) if value[:1] == '"' else value
+        if at < end and element[at] == ";":
+            at += 1
+            continue
+        break
+    return node if at == end and node is not None else ""
 
 
 def _node_address(node: str) -> IPAddress | None:

@@ -12,6 +12,7 @@ from webtest import TestApp
 
 from tests.conftest import hello_app
 from wsgistack import build_pipeline
+from wsgistack.clientip import ProxyTrust
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import IPFilter, PrefixDispatcher
 
@@ -102,6 +103,16 @@ def test_a_trusted_proxy_is_believed():
     app = client(hello_app, allow=["192.0.2.0/24"], trusted_proxies=["10.0.0.0/8"])
     assert status_for(app, "10.0.0.1", X_Forwarded_For="192.0.2.5") == 200
     assert status_for(app, "10.0.0.1", X_Forwarded_For="192.0.2.5, 203.0.113.9") == 403
+
+
+def test_an_open_quote_in_forwarded_does_not_make_the_client_our_proxy():
+    # The client sends `Forwarded: for="x`; our proxy appends its quoted element.
+    # Misread, the chain would end at the proxy, which the allow list admits.
+    trust = ProxyTrust(["10.0.0.0/8"], header="forwarded")
+    app = client(hello_app, allow=["10.0.0.0/8"], trusted_proxies=trust)
+    joined = 'for="x, for="[2001:db8::1]"'
+    assert status_for(app, "10.0.0.1", Forwarded=joined) == 403
+    assert status_for(app, "10.0.0.1", Forwarded='for="x, for="10.0.0.7"') == 200
 
 
 def test_hop_count_mode():
