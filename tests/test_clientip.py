@@ -77,6 +77,25 @@ CASES = [
         FWD,
         "10.0.0.4",
     ),
+    (
+        # RFC 7239 6.3: a proxy may hide the port ("_" obfport) and still give the address.
+        "forwarded-obfuscated-port",
+        env("10.0.0.1", forwarded='for="198.51.100.7:_conn42"'),
+        FWD,
+        "198.51.100.7",
+    ),
+    (
+        "forwarded-obfuscated-port-v6",
+        env("10.0.0.1", forwarded='for="[2001:db8::1]:_p.1-x"'),
+        FWD,
+        "2001:db8::1",
+    ),
+    (
+        "forwarded-bare-underscore-port",
+        env("10.0.0.1", forwarded='for="1.2.3.4:_"'),
+        FWD,
+        "10.0.0.1",
+    ),
     ("forwarded-no-for", env("10.0.0.1", forwarded="proto=https"), FWD, "10.0.0.1"),
     ("forwarded-unbalanced-quote", env("10.0.0.1", forwarded='for="1.2.3.4'), FWD, "10.0.0.1"),
     (

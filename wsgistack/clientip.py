@@ -192,6 +192,10 @@ def _element_node(element: str) -> str:
     return node if at == end and node is not None else ""
 
 
+#: RFC 7239 6: node-port = port / obfport; obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-").
+_PORT = re.compile(r"[0-9]+|_[A-Za-z0-9._-]+")
+
+
 def _node_address(node: str) -> IPAddress | None:
     """Parse an X-Forwarded-For entry or a Forwarded node (``"[v6]:port"``, ``v4:port``)."""
     node = node.strip()
@@ -200,12 +204,12 @@ def _node_address(node: str) -> IPAddress | None:
         if end == -1:
             return None
         rest = node[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit()):
+        if rest and not (rest.startswith(":") and _PORT.fullmatch(rest, 1)):
             return None
         return parse_address(node[1:end])
     if node.count(":") == 1:  # IPv4 with a port; a bare IPv6 has several colons
         host, _, port = node.partition(":")
-        if not (port.isascii() and port.isdigit()):
+        if not _PORT.fullmatch(port):
             return None
         node = host
     return parse_address(node)
