@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -201,6 +203,11 @@ def test_a_layer_with_other_trust_recomputes():
 def test_bad_trust_fails_at_start_up(value, message):
     with pytest.raises(ConfigError, match=message):
         ProxyTrust.coerce(value)
+
+
+def test_proxies_given_as_address_objects():
+    trust = ProxyTrust([ipaddress.ip_address("10.0.0.1")])
+    assert str(client_ip(env("10.0.0.1", xff="198.51.100.7"), trust)) == "198.51.100.7"
 
 
 def test_unknown_header_is_refused():

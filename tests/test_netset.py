@@ -90,13 +90,29 @@ def test_a_mapped_network_object_holds_plain_ipv4_clients():
     assert netset.match("10.1.2.3") == "10.0.0.0/8"
 
 
+@pytest.mark.parametrize(
+    "address",
+    [ipaddress.ip_address("10.0.0.7"), ipaddress.ip_address("::ffff:10.0.0.7")],
+    ids=["v4", "mapped"],
+)
+def test_an_address_object_is_an_entry_like_its_text(address):
+    # IPFilter's allow/deny take them; trusted_proxies and exempt lists must too.
+    netset = NetworkSet([address], option="trusted_proxies")
+    assert netset.networks == (ipaddress.ip_network("10.0.0.7/32"),)
+    assert "10.0.0.7" in netset
+
+
 @pytest.mark.parametrize("bad", ["10.0.0.1/8", "10.0.0", "fe80::zz", ""])
 def test_bad_entries_are_refused(bad):
     with pytest.raises(ConfigError, match="is not an IP address or network"):
         parse_network(bad)
 
 
-@pytest.mark.parametrize("scoped", ["fe80::1%eth0", ipaddress.ip_network("fe80::1%eth0")])
+@pytest.mark.parametrize(
+    "scoped",
+    ["fe80::1%eth0", ipaddress.ip_network("fe80::1%eth0"), ipaddress.ip_address("fe80::1%eth0")],
+    ids=["text", "network", "address"],
+)
 def test_a_scoped_entry_is_refused_as_it_would_match_every_interface(scoped):
     # fe80::1%eth0 as an entry would also hold fe80::1%eth1: matching is by address.
     with pytest.raises(ConfigError, match=r"deny: 'fe80::1%eth0(/128)?' has a scope"):

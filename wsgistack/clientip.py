@@ -26,7 +26,7 @@ from typing import Literal
 
 from ._types import WSGIEnvironment
 from .errors import ConfigError
-from .netset import IPAddress, NetworkSet, parse_address
+from .netset import IPAddress, IPNetwork, NetworkSet, parse_address
 
 __all__ = [
     "CACHE_KEY",
@@ -62,7 +62,7 @@ class ProxyTrust:
 
     def __init__(
         self,
-        proxies: Iterable[str] = (),
+        proxies: Iterable[str | IPNetwork | IPAddress] = (),
         *,
         hops: int = 0,
         header: Header = "x-forwarded-for",
@@ -90,7 +90,9 @@ class ProxyTrust:
         self.environ_key = _ENVIRON_KEYS[key]
 
     @classmethod
-    def coerce(cls, value: ProxyTrust | Iterable[str] | int | None) -> ProxyTrust | None:
+    def coerce(
+        cls, value: ProxyTrust | Iterable[str | IPNetwork | IPAddress] | int | None
+    ) -> ProxyTrust | None:
         """Accept the forms users write: None, a hop count, a list of networks, a ProxyTrust."""
         if value is None or isinstance(value, ProxyTrust):
             return value

@@ -19,7 +19,14 @@ from functools import lru_cache
 from .errors import ConfigError
 from .options import listed
 
-__all__ = ["IPAddress", "IPNetwork", "NetworkSet", "parse_address", "parse_network"]
+__all__ = [
+    "IPAddress",
+    "IPNetwork",
+    "NetworkSet",
+    "as_network",
+    "parse_address",
+    "parse_network",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -54,6 +61,17 @@ def parse_network(text: str, *, option: str = "network") -> IPNetwork:
     except ValueError as exc:
         raise ConfigError(f"{option}: {text!r} is not an IP address or network ({exc})") from None
     return _entry(network, option)
+
+
+def as_network(entry: object, *, option: str = "network") -> IPNetwork:
+    """An entry as it is matched: its text, an ``ipaddress`` network, or an address."""
+    if isinstance(entry, str):
+        return parse_network(entry, option=option)
+    if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return _entry(entry, option)
+    if isinstance(entry, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return parse_network(str(entry), option=option)  # one address, as its text spells it
+    raise ConfigError(f"{option}: {entry!r} is not an IP address or network")
 
 
 def _entry(network: IPNetwork, option: str) -> IPNetwork:
@@ -94,15 +112,12 @@ class NetworkSet:
 
     __slots__ = ("_ends4", "_ends6", "_starts4", "_starts6", "networks")
 
-    def __init__(self, entries: Iterable[str | IPNetwork] = (), *, option: str = "networks"):
-        networks: list[IPNetwork] = []
-        for entry in listed(entries, option, "networks"):
-            if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                networks.append(_entry(entry, option))  # the same entry as its text
-            elif isinstance(entry, str):
-                networks.append(parse_network(entry, option=option))
-            else:
-                raise ConfigError(f"{option}: {entry!r} is not an IP address or network")
+    def __init__(
+        self, entries: Iterable[str | IPNetwork | IPAddress] = (), *, option: str = "networks"
+    ):
+        networks = [
+            as_network(entry, option=option) for entry in listed(entries, option, "networks")
+        ]
         self.networks: tuple[IPNetwork, ...] = tuple(networks)
         spans = [(n.version, int(n.network_address), int(n.broadcast_address)) for n in networks]
         self._starts4, self._ends4 = _merge([(s, e) for v, s, e in spans if v == 4])

@@ -24,7 +24,6 @@ not an IP address) counts as in neither list.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import os
@@ -40,21 +39,12 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
-from ..netset import IPAddress, IPNetwork, NetworkSet, parse_network
+from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
 from ..options import flag, function, listed, log_target
 from ..paths import prefixes, under
 from ..refusals import refusal
 
 __all__ = ["IPFilter"]
-
-#: What an inline entry may be: its text, or the ipaddress object it spells.
-_ENTRY_TYPES = (
-    str,
-    ipaddress.IPv4Network,
-    ipaddress.IPv6Network,
-    ipaddress.IPv4Address,
-    ipaddress.IPv6Address,
-)
 
 
 def _read_list(path: Path) -> list[IPNetwork]:
@@ -111,12 +101,10 @@ def _check_scalars(precedence: object, refuse: object, reload_interval: object) 
 
 def _entries(option: str, values: object) -> list[IPNetwork]:
     """Inline entries as networks: text or ``ipaddress`` objects, nothing else."""
-    networks = []
-    for value in listed(values, f"IPFilter: {option}"):
-        if not isinstance(value, _ENTRY_TYPES):
-            raise ConfigError(f"IPFilter: {option}: {value!r} is not an IP address or network")
-        networks.append(parse_network(str(value), option=f"IPFilter: {option}"))
-    return networks
+    return [
+        as_network(value, option=f"IPFilter: {option}")
+        for value in listed(values, f"IPFilter: {option}")
+    ]
 
 
 def _files(option: str, files: object) -> tuple[Path, ...]:
@@ -160,7 +148,7 @@ class IPFilter:
         deny_files: Sequence[str | Path] = (),
         precedence: Literal["deny", "allow"] = "deny",
         paths: Iterable[str] | None = None,
-        trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
+        trusted_proxies: ProxyTrust | Iterable[str | IPNetwork | IPAddress] | int | None = None,
         refuse: WSGIApplication | None = None,
         dry_run: bool = False,
         reload_interval: float = 5.0,
