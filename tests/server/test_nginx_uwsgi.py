@@ -67,6 +67,12 @@ def nginx(server, tmp_path_factory) -> Iterator[Nginx]:
       include {uwsgi_params()};
       uwsgi_param SCRIPT_NAME /mounted;
       uwsgi_pass 127.0.0.1:{port};
+    }}
+    location /flask-docs/ {{
+      include {uwsgi_params()};
+      uwsgi_param SCRIPT_NAME /flask-docs;
+      uwsgi_modifier1 30;
+      uwsgi_pass 127.0.0.1:{port};
     }}"""
     with Nginx(tmp_path_factory.mktemp("nginx"), locations) as nginx:
         yield nginx
@@ -110,6 +116,14 @@ def test_the_client_sees_nginx_date_and_server_as_behind_proxy_pass(nginx):
 def test_script_name_from_uwsgi_param_is_split_off_path_info(nginx):
     seen = json.loads(request(nginx, "GET", "/mounted/orders/7")[2])
     assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/mounted", "/orders/7")
+
+
+def test_uwsgi_modifier1_30_as_flasks_deployment_docs_write_it(nginx):
+    # Modifier 30 asks uWSGI to take SCRIPT_NAME off PATH_INFO: what we always do.
+    status, _, body = request(nginx, "GET", "/flask-docs/orders/7")
+    assert status == 200
+    seen = json.loads(body)
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/flask-docs", "/orders/7")
 
 
 def test_a_large_post_body_arrives_whole(nginx):

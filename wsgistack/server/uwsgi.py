@@ -45,6 +45,9 @@ _DEFAULTS = {
     "REMOTE_PORT": "0",
 }
 _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+#: uWSGI's modifier1 30 asks for SCRIPT_NAME to be taken off PATH_INFO, which
+#: we always do; Flask's and uWSGI's nginx examples pair it with SCRIPT_NAME.
+_MODIFIER1_SCRIPT_NAME = 30
 
 
 class UwsgiRequest(Request):
@@ -127,7 +130,9 @@ def _check_names(variables: dict[str, str]) -> None:
 
 
 def _refuse_modifiers(header: bytes) -> None:
-    """Say why a packet header with a non-zero modifier is refused."""
+    """Say why a packet header with a non-zero modifier is refused (30 is accepted)."""
+    if header[0] == _MODIFIER1_SCRIPT_NAME and not header[3]:
+        return
     if header[:4] in _HTTP_METHODS:
         raise ProtocolError("uwsgi: this looks like HTTP sent to a uwsgi bind", 400)
     if header[0]:
