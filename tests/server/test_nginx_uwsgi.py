@@ -26,6 +26,7 @@ SHOWN = (
     "HTTP_X_TAG",
     "HTTP_COOKIE",
     "CONTENT_TYPE",
+    "REQUEST_SCHEME",
     "wsgi.url_scheme",
 )
 
@@ -72,6 +73,13 @@ def nginx(server, tmp_path_factory) -> Iterator[Nginx]:
       include {uwsgi_params()};
       uwsgi_param SCRIPT_NAME /flask-docs;
       uwsgi_modifier1 30;
+      uwsgi_pass 127.0.0.1:{port};
+    }}
+    location /overrides/ {{
+      include {uwsgi_params()};
+      uwsgi_param REMOTE_ADDR $http_x_real_ip;
+      uwsgi_param HTTP_HOST $http_host;
+      uwsgi_param REQUEST_SCHEME https;
       uwsgi_pass 127.0.0.1:{port};
     }}"""
     with Nginx(tmp_path_factory.mktemp("nginx"), locations) as nginx:
@@ -124,6 +132,15 @@ def test_uwsgi_modifier1_30_as_flasks_deployment_docs_write_it(nginx):
     assert status == 200
     seen = json.loads(body)
     assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/flask-docs", "/orders/7")
+
+
+def test_a_uwsgi_param_after_include_uwsgi_params_overrides_it(nginx):
+    # nginx then sends the variable twice; the last one is the one configured, as in uWSGI.
+    headers = [("X-Real-IP", "198.51.100.9")]
+    seen = json.loads(request(nginx, "GET", "/overrides/", headers=headers)[2])
+    assert seen["REMOTE_ADDR"] == "198.51.100.9"
+    assert seen["HTTP_HOST"] == f"127.0.0.1:{nginx.port}"  # $http_host over the stock $host
+    assert seen["REQUEST_SCHEME"] == "https" and seen["wsgi.url_scheme"] == "https"
 
 
 def test_a_large_post_body_arrives_whole(nginx):

@@ -65,14 +65,14 @@ class UwsgiRequest(Request):
 
 
 def parse_vars(block: bytes) -> dict[str, str]:
-    """Decode a variable block; repeated keys are joined as repeated headers are.
+    """Decode a variable block; a repeated header is joined, another repeat overridden.
 
     This runs once per request, so the loop is kept to the fewest steps:
     sizes are read from the bytes (with ``+``, which CPython 3.11 specialises
     for ints, where ``|`` is generic), strings sliced from one latin-1 decode,
     and the names and values are checked once over all of them afterwards.
-    A key sent twice is rare (nginx joins repeated headers itself), so it is
-    noticed after the loop, by the count, and the block is read again.
+    A key sent twice is rare (a param overridden, or a header repeated), so it
+    is noticed after the loop, by the count, and the block is read again.
     """
     text = block.decode("latin-1")
     variables: dict[str, str] = {}
@@ -102,14 +102,21 @@ def parse_vars(block: bytes) -> dict[str, str]:
 
 
 def _joined(block: bytes, text: str) -> dict[str, str]:
-    """The variables of a well-formed block, a repeated key's values joined."""
+    """The variables of a well-formed block, a repeated header's values joined.
+
+    nginx before 1.23 sends a repeated request header once per line, so those
+    are joined.  Any other repeat is a ``uwsgi_param`` written after ``include
+    uwsgi_params`` (``REMOTE_ADDR $http_x_real_ip``, ``HTTP_HOST $http_host``):
+    nginx sends both, and the last, the one configured, wins, as in uWSGI.
+    A client cannot repeat Host (nginx refuses that), so HTTP_HOST is a param.
+    """
     variables: dict[str, str] = {}
     at = 0
     while at < len(block):
         key_end = at + 2 + block[at] + (block[at + 1] << 8)
         value_end = key_end + 2 + block[key_end] + (block[key_end + 1] << 8)
         key, value = text[at + 2 : key_end], text[key_end + 2 : value_end]
-        if key in variables:
+        if key in variables and key.startswith("HTTP_") and key != "HTTP_HOST":
             value = variables[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
         variables[key] = value
         at = value_end
