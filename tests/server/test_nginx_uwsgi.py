@@ -81,6 +81,11 @@ def nginx(server, tmp_path_factory) -> Iterator[Nginx]:
       uwsgi_param HTTP_HOST $http_host;
       uwsgi_param REQUEST_SCHEME https;
       uwsgi_pass 127.0.0.1:{port};
+    }}
+    location /scheme/ {{
+      include {uwsgi_params()};
+      uwsgi_param UWSGI_SCHEME https;
+      uwsgi_pass 127.0.0.1:{port};
     }}"""
     with Nginx(tmp_path_factory.mktemp("nginx"), locations) as nginx:
         yield nginx
@@ -141,6 +146,11 @@ def test_a_uwsgi_param_after_include_uwsgi_params_overrides_it(nginx):
     assert seen["REMOTE_ADDR"] == "198.51.100.9"
     assert seen["HTTP_HOST"] == f"127.0.0.1:{nginx.port}"  # $http_host over the stock $host
     assert seen["REQUEST_SCHEME"] == "https" and seen["wsgi.url_scheme"] == "https"
+
+
+def test_uwsgi_scheme_sets_the_url_scheme_as_in_uwsgi(nginx):
+    seen = json.loads(request(nginx, "GET", "/scheme/")[2])
+    assert seen["wsgi.url_scheme"] == "https"
 
 
 def test_a_large_post_body_arrives_whole(nginx):

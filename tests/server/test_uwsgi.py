@@ -122,6 +122,20 @@ def test_https_and_the_script_name_nginx_sends_are_honoured(server):
     assert "HTTP_CONTENT_TYPE" not in environ
 
 
+@pytest.mark.parametrize(
+    ("extra", "scheme"),
+    [
+        ({"UWSGI_SCHEME": "https"}, "https"),
+        ({"UWSGI_SCHEME": "http", "HTTPS": "on"}, "http"),  # uWSGI: UWSGI_SCHEME first
+        ({"UWSGI_SCHEME": "", "HTTPS": "on"}, "https"),
+    ],
+    ids=["uwsgi-scheme", "over-https-on", "empty"],
+)
+def test_uwsgi_scheme_sets_the_url_scheme_first(server, extra, scheme):
+    assert exchange(server, packet(nginx_vars(**extra)))[0] == 200
+    assert SEEN[0]["wsgi.url_scheme"] == scheme
+
+
 def test_a_streamed_response_ends_with_the_close_not_chunks(server):
     def stream(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -234,8 +234,8 @@ def build_uwsgi_environ(
     """The environ from nginx's variables over the listener's defaults.
 
     ``SCRIPT_NAME`` (sent, or ``--root-path``) is taken off the front of
-    ``PATH_INFO``, which nginx sends whole; ``HTTPS``/``REQUEST_SCHEME`` set
-    ``wsgi.url_scheme``.
+    ``PATH_INFO``, which nginx sends whole; ``UWSGI_SCHEME`` (http or https),
+    else ``HTTPS``/``REQUEST_SCHEME``, sets ``wsgi.url_scheme``.
     """
     variables: dict[str, str] = request.vars  # type: ignore[attr-defined]
     environ = base.copy()
@@ -254,7 +254,11 @@ def build_uwsgi_environ(
         path_info = environ["PATH_INFO"]
         if path_info == script_name or path_info.startswith(script_name + "/"):
             environ["PATH_INFO"] = path_info[len(script_name) :]
-    if (
+    scheme = variables.get("UWSGI_SCHEME")  # uWSGI's override wins when not empty, as there
+    if scheme:
+        if scheme.lower() in ("http", "https"):
+            environ["wsgi.url_scheme"] = scheme.lower()
+    elif (
         variables.get("HTTPS", "").lower() in ("on", "1")
         or variables.get("REQUEST_SCHEME") == "https"
     ):
