@@ -142,6 +142,24 @@ BAD = [
         "stack.toml: app: layer 1: each [[layer]] needs use",
         id="nested-no-use",
     ),
+    pytest.param(
+        {"app": {"use": "dispatch", "mounts": {"/a": "wsgistack.middlewares:IPFilter"}}},
+        "stack.toml: app (dispatch) mounts./a: 'wsgistack.middlewares:IPFilter': "
+        "a class that takes an app: a layer, not the app; put it in [[layer]]",
+        id="layer-class-as-a-mount",
+    ),
+    pytest.param(
+        {
+            "app": {
+                "use": "dispatch",
+                "mounts": {"/a": "tests.pipeline_fixtures:tags_app"},
+                "default": {"use": "wsgistack.middlewares:ErrorCatcher"},
+            }
+        },
+        "stack.toml: app (dispatch) default (wsgistack.middlewares:ErrorCatcher): "
+        "'wsgistack.middlewares:ErrorCatcher': a class that takes an app",
+        id="layer-class-as-the-default",
+    ),
     pytest.param({"layer": []}, "stack.toml: no [app]", id="no-app"),
     pytest.param(
         {"layers": [], "app": "x:y"},

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._types import WSGIApplication
-from .compose import compose
+from .compose import _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
 
@@ -167,9 +167,10 @@ class _Builder:
     def app(self, spec: Any, where: str = "app") -> WSGIApplication:
         if isinstance(spec, str):
             try:
-                return load_app(spec)
+                loaded = load_app(spec)
             except ConfigError as exc:
                 raise self.fail(where, str(exc)) from None
+            return self._checked_app(loaded, spec, where)
         if not isinstance(spec, Mapping):
             raise self.fail(where, f"expected 'module:attr' or a table, got {spec!r}")
         if "use" not in spec:
@@ -186,8 +187,19 @@ class _Builder:
         if builtin is None and not options:
             if not callable(factory):
                 raise self.fail(where, f"{use!r} is not a WSGI app (not callable)")
-            return factory
+            return self._checked_app(factory, use, where)
         return self._construct(factory, options, where, 0)
+
+    def _checked_app(self, app: Any, spec: str, where: str) -> WSGIApplication:
+        """``app`` if it can be one; a layer named where an app belongs fails now.
+
+        compose() checks the top-level app, but a mount or a default is only
+        called at the first request, where a class would be built per request.
+        """
+        reason = _not_an_app(app)
+        if reason is not None:
+            raise self.fail(where, f"{spec!r}: {reason}; put it in [[layer]]")
+        return app
 
     def pipeline(self, config: Any, where: str = "") -> WSGIApplication:
         prefix = f"{where}: " if where else ""
