@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,24 @@ def test_the_console_script_is_installed():
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "check" in result.stdout
+
+
+def test_check_an_app_that_raises_while_importing_exits_2_with_its_traceback(tmp_path):
+    # It was an uncaught traceback and status 1, where serve says why and exits 2.
+    (tmp_path / "needsenv.py").write_text(
+        "import os\n\nDATABASE = os.environ['NO_SUCH_VARIABLE_XYZ']\n"
+    )
+    path = tmp_path / "stack.toml"
+    path.write_text('[app]\nuse = "needsenv:app"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "check", str(path)],
+        cwd=tmp_path,
+        env={**os.environ, "PWD": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"wsgistack check: {path}: cannot load the app: ")
+    assert "KeyError: 'NO_SUCH_VARIABLE_XYZ'" in result.stderr
+    assert 'needsenv.py", line 3' in result.stderr  # the line that raised

@@ -8,12 +8,13 @@ $ wsgistack check stack.toml
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from .compose import describe
 from .errors import ConfigError
-from .loader import working_directory
+from .loader import log_load_failure, working_directory
 from .pipeline import load_pipeline
 from .server.cli import add_serve
 
@@ -21,7 +22,15 @@ __all__ = ["main"]
 
 
 def _check(args: argparse.Namespace) -> int:
-    app = load_pipeline(args.file)
+    try:
+        app = load_pipeline(args.file)
+    except Exception as exc:
+        if isinstance(exc, ConfigError) and exc.__cause__ is None:
+            raise  # a bad option or name: one line from main()
+        # The app's own code failed: its traceback and status 2, as serve reports it.
+        logging.basicConfig(format="%(message)s")
+        log_load_failure(logging.getLogger("wsgistack"), f"wsgistack check: {args.file}", exc)
+        return 2
     print(f"{args.file}: ok")
     print(describe(app))
     return 0
