@@ -193,3 +193,27 @@ def test_a_host_mount_with_a_port_is_refused_with_the_reason(tmp_path, mount):
     ini.write_text(HOST_INI.format(mount=mount))
     with pytest.raises(ConfigError, match=re.escape(f"'{mount} = tags': an ini key ends at ':'")):
         loadapp(f"config:{ini}")
+
+
+@pytest.mark.parametrize(
+    ("ini_text", "message"),
+    [
+        pytest.param(
+            EGG_INI.replace('allow = ["192.0.2.0/24"]', 'alow = ["192.0.2.0/24"]'),
+            ": filter ip_filter: unknown option 'alow' (did you mean 'allow'?)",
+            id="filter",
+        ),
+        pytest.param(
+            "[app:main]\nuse = egg:wsgistack#load_balance\n"
+            'upstreams = ["http://127.0.0.1:1"]\nread_timout = 5\n',
+            ": app load_balance: unknown option 'read_timout' (did you mean 'read_timeout'?)",
+            id="app",
+        ),
+    ],
+)
+def test_an_unknown_option_is_named_with_the_ini_file_and_a_hint(tmp_path, ini_text, message):
+    # It was "IPFilter.__init__() got an unexpected keyword argument 'alow'", no file named.
+    ini = tmp_path / "site.ini"
+    ini.write_text(ini_text)
+    with pytest.raises(ConfigError, match=re.escape(f"{ini}{message}")):
+        loadapp(f"config:{ini}")

@@ -21,7 +21,7 @@ from typing import Any
 from ._types import WSGIApplication
 from .errors import ConfigError
 from .options import ini_flag
-from .pipeline import resolve_factory
+from .pipeline import check_options, resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
 
@@ -59,19 +59,30 @@ def _options(
     }
 
 
+def _where(global_conf: Mapping[str, str], what: str) -> str:
+    """``what`` after the ini file PasteDeploy is loading (it passes ``__file__``)."""
+    path = global_conf.get("__file__")
+    return f"{path}: {what}" if path else what
+
+
 def make_filter_factory(use: str) -> FilterFactory:
     """A ``paste.filter_factory`` for the built-in (or ``module:attr``) middleware ``use``."""
 
     def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Any:
+        where = _where(global_conf, f"filter {use}")
         factory, _ = resolve_factory(use)
-        options = _options(local_conf, factory, f"filter {use}")
+        try:
+            check_options(factory, local_conf, 1)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        options = _options(local_conf, factory, where)
 
         def wrap(app: WSGIApplication) -> WSGIApplication:
             # PasteDeploy calls this while loading, so a bad option fails at start-up.
             try:
                 return factory(app, **options)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"filter {use}: {exc}") from exc
+                raise ConfigError(f"{where}: {exc}") from exc
 
         return wrap
 
@@ -93,17 +104,16 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
     """
     from .middlewares.dispatch import PrefixDispatcher
 
+    where = _where(global_conf, "composite dispatch")
     for key, name in local_conf.items():
         if _PORT_CUT_OFF.match(name):
             raise ConfigError(
-                f"composite dispatch: '{key}:{name}': an ini key ends at ':', so a host "
+                f"{where}: '{key}:{name}': an ini key ends at ':', so a host "
                 "mount cannot name a port here; mount the host without its port (it then "
                 "matches any port), or mount it in a TOML pipeline or in Python"
             )
     default_name = local_conf.pop("default", None)
-    redirect = ini_flag(
-        local_conf.pop("redirect_slash", "true"), "composite dispatch: redirect_slash"
-    )
+    redirect = ini_flag(local_conf.pop("redirect_slash", "true"), f"{where}: redirect_slash")
     mounts = {
         key: loader.get_app(name, global_conf=global_conf) for key, name in local_conf.items()
     }
@@ -115,7 +125,13 @@ def load_balance(global_conf: Mapping[str, str], **local_conf: str) -> WSGIAppli
     """A ``paste.app_factory`` for the forwarder: ``upstreams = ["http://...", ...]``."""
     from .middlewares.forward import LoadBalancer
 
+    where = _where(global_conf, "app load_balance")
     try:
-        return LoadBalancer(**_options(local_conf, LoadBalancer, "app load_balance"))
-    except TypeError as exc:
-        raise ConfigError(f"app load_balance: {exc}") from exc
+        check_options(LoadBalancer, local_conf, 0)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    options = _options(local_conf, LoadBalancer, where)
+    try:
+        return LoadBalancer(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc

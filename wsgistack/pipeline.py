@@ -30,7 +30,14 @@ from .compose import _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
 
-__all__ = ["BUILTINS", "Builtin", "build_pipeline", "load_pipeline", "resolve_factory"]
+__all__ = [
+    "BUILTINS",
+    "Builtin",
+    "build_pipeline",
+    "check_options",
+    "load_pipeline",
+    "resolve_factory",
+]
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
     return import_object(use, allow_call=True), None
 
 
-def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip: int) -> None:
+def check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip: int) -> None:
+    """Refuse an option ``factory`` does not take (after ``skip`` positional ones), with a hint."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -126,7 +134,7 @@ class _Builder:
 
     def _construct(self, factory: Any, options: dict, where: str, skip: int, *head: Any) -> Any:
         try:
-            _check_options(factory, options, skip)
+            check_options(factory, options, skip)
             return factory(*head, **options)
         except ConfigError as exc:
             raise self.fail(where, str(exc)) from None
@@ -154,7 +162,7 @@ class _Builder:
         if not callable(factory):
             raise self.fail(where, f"{use!r} is not callable")
         try:  # option names are checked in file order, before the app is loaded
-            _check_options(factory, options, 1)
+            check_options(factory, options, 1)
         except ConfigError as exc:
             raise self.fail(where, str(exc)) from None
 
