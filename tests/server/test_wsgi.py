@@ -191,6 +191,11 @@ def test_start_response_twice_without_exc_info_is_a_500():
         pytest.param("200 OK", [(["X-List"], "a")], id="unhashable-name"),
         pytest.param("200 OK", [("X-Int", 5)], id="int-value"),
         pytest.param("200 OK", [["X-Pair", "a"]], id="list-not-tuple"),
+        pytest.param(
+            "200 OK",
+            [("Content-Length", "4"), ("Content-Length", "40")],
+            id="conflicting-content-lengths",
+        ),
     ],
 )
 def test_injected_status_or_header_is_refused_with_500(status, headers):
@@ -203,6 +208,21 @@ def test_injected_status_or_header_is_refused_with_500(status, headers):
         data = client.read_to_close()
         assert data.startswith(b"HTTP/1.1 500 ")
         assert b"Set-Cookie" not in data and b"body" not in data
+
+
+def test_a_repeated_content_length_goes_out_once():
+    # RFC 9112 6.3: a response with two Content-Length fields is invalid framing;
+    # llhttp (Node's and our parser) refuses it even when both values agree.
+    def app(environ, start_response):
+        start_response("200 OK", [*TEXT, ("Content-Length", "2"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(GET % b"")
+        head = client._read_until(b"\r\n\r\n")
+        assert head.lower().count(b"content-length:") == 1
+        assert client._read_exact(2) == b"ok"
+        assert client.request(GET % b"")[2] == b"ok"  # framing intact: keep-alive works
 
 
 def test_app_exception_before_start_is_500_and_worker_survives():

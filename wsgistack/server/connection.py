@@ -492,6 +492,12 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
         if lower == "content-length":
             if not (value.isascii() and value.isdigit()):
                 raise _BadHead(f"invalid Content-Length {value!r}")
+            if length is not None:
+                # RFC 9112 6.3: two lengths are invalid framing (llhttp refuses even
+                # equal ones); two different ones would desync a proxy in front.
+                if int(value) != length:
+                    raise _BadHead(f"conflicting Content-Length values {length} and {value!r}")
+                continue
             length = int(value)
         elif lower in _STAMPS:
             own |= _STAMPS[lower]
