@@ -299,6 +299,24 @@ def test_file_wrapper_uses_sendfile_for_real_files(tmp_path, monkeypatch):
     assert sum(sent) == 100000  # the body went by sendfile, none of it by iteration
 
 
+def test_file_wrapper_positioned_past_the_end_sends_an_empty_body(tmp_path):
+    # A Range handler that seeks beyond a file that shrank must not get a
+    # negative Content-Length (an invalid response) for its sendfile().
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"hello")
+
+    def app(environ, start_response):
+        file = path.open("rb")
+        file.seek(10)
+        start_response("200 OK", TEXT)
+        return environ["wsgi.file_wrapper"](file)
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(GET % b"")
+        assert (status, headers["content-length"], body) == (200, "0", b"")
+        assert client.request(GET % b"")[0] == 200
+
+
 def test_file_wrapper_over_a_non_file_is_iterated():
     def app(environ, start_response):
         start_response("200 OK", TEXT)

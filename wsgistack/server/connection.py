@@ -429,7 +429,7 @@ class Connection:
             # Pipes and devices, and /proc files (regular, but "0 bytes"): fstat's
             # size is not their length, so they are read and sent as they come.
             return False
-        size = info.st_size - offset
+        size = max(info.st_size - offset, 0)  # a file that shrank below the position
         if response.length is None:
             response.length = size
             response.headers.append(("Content-Length", str(size)))
