@@ -78,6 +78,16 @@ def test_error_in_the_call_is_a_500_with_an_id_and_no_secret(caplog):
     assert record.exc_info[1].args == (SECRET,)
 
 
+def test_a_request_path_cannot_forge_lines_in_the_error_log(caplog):
+    # PATH_INFO is percent-decoded: /%0A would start a new, fake log line.
+    app = TestApp(catcher(app_with(raise_in_call=RuntimeError(SECRET))))
+    app.get("/a%0D%0A2031-01-01 ERROR forged%1B[2J", status=500)
+    [record] = error_records(caplog)
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message
+    assert "GET /a\\x0D\\x0A2031-01-01 ERROR forged\\x1B[2J from" in message
+
+
 def test_error_on_the_first_chunk_is_a_500_and_the_body_is_closed_once(caplog):
     body = Body([b"never"], fail_at=0)
     outcome = serve_once(catcher(app_with(body)))

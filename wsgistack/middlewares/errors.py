@@ -28,6 +28,7 @@ from typing import Any
 
 import webob.exc
 
+from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError
@@ -225,8 +226,9 @@ class ErrorCatcher:
         self.logger.error(
             "error %s: %s %s from %s",
             error_id,
-            environ.get("REQUEST_METHOD", "-"),
-            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            # Decoded text from the client: %0A in a path must not start a forged line.
+            log_text(environ.get("REQUEST_METHOD", "-")),
+            log_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")),
             client_addr(environ),
             exc_info=exc_info,
         )

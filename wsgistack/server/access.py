@@ -13,20 +13,17 @@ import threading
 import time
 from typing import Any, TextIO
 
+from .._logtext import LOG_ESCAPES
 from ..errors import ConfigError
 
 __all__ = ["AccessLog"]
 
 log = logging.getLogger("wsgistack.server")
 
-#: As nginx writes its log: '"', '\\', control characters and bytes past ASCII
-#: become \xHH, so a client cannot forge fields or send escape sequences to a
-#: terminal.  (Environ text is latin-1: one character per byte received.)
-_ESCAPES = {code: f"\\x{code:02X}" for code in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
-
 
 def _field(text: str) -> str:
-    return text.translate(_ESCAPES) if text else "-"
+    # Escaped as nginx escapes its log (see _logtext): no forged fields or lines.
+    return text.translate(LOG_ESCAPES) if text else "-"
 
 
 class AccessLog:
