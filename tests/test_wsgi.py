@@ -64,3 +64,19 @@ def test_run_cleanups_reraises_the_first_error_after_all_ran():
     with pytest.raises(ValueError, match="1"):
         run_cleanups([lambda: fail(1), lambda: calls.append(2), lambda: fail(3)])
     assert calls == [1, 2, 3]
+
+
+def test_cleanups_run_when_the_app_returned_something_not_iterable():
+    # An app that returns None (a forgotten return): the layer's cleanup (a pooled
+    # connection, a concurrency slot) must still run, as it does when iteration raises.
+    class NotIterable:
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    body = NotIterable()
+    calls = []
+    with pytest.raises(TypeError):
+        ClosingIterator(body, lambda: calls.append("cleanup"))  # type: ignore[arg-type]
+    assert (body.closed, calls) == (1, ["cleanup"])

@@ -45,9 +45,15 @@ class ClosingIterator:
 
     def __init__(self, iterable: Iterable[bytes], *callbacks: Callable[[], object]) -> None:
         self._iterable = iterable
-        self._iterator: Iterator[bytes] = iter(iterable)
         self._callbacks = callbacks
         self._closed = False
+        try:
+            self._iterator: Iterator[bytes] = iter(iterable)
+        except BaseException:
+            # Not iterable (an app that returned None): no one gets an object to
+            # close, so the cleanups run here, then the error goes on.
+            self.close()
+            raise
 
     def __iter__(self) -> ClosingIterator:
         return self
