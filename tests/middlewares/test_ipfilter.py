@@ -174,6 +174,18 @@ def test_the_refusal_is_negotiated_and_logged(caplog):
     assert record.getMessage() == "IPFilter refused 192.0.2.9 /x: deny 192.0.2.0/24"
 
 
+def test_a_decoded_newline_in_the_path_cannot_forge_a_log_line(caplog):
+    # PATH_INFO is percent-decoded: /x%0AIPFilter%20refused... arrives with a real LF.
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    app = client(hello_app, deny=["192.0.2.0/24"])
+    forged = "/x\nIPFilter admitted 10.0.0.1 /admin"
+    app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.9", "PATH_INFO": forged}, status=403)
+    [record] = [r for r in caplog.records if r.name == "wsgistack.ipfilter"]
+    assert record.getMessage() == (
+        "IPFilter refused 192.0.2.9 /x\\x0AIPFilter admitted 10.0.0.1 /admin: deny 192.0.2.0/24"
+    )
+
+
 def test_a_custom_refusal_app():
     def teapot(environ, start_response):
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])

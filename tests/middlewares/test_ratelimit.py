@@ -304,6 +304,18 @@ def test_dry_run_counts_and_logs_but_never_refuses(caplog):
     assert "would refuse" in caplog.text
 
 
+def test_the_refusal_log_line_escapes_what_the_client_sent(caplog):
+    # The key can be a header's value and PATH_INFO is decoded: neither may end the line.
+    caplog.set_level(logging.INFO, "wsgistack.ratelimit")
+    app, _ = limited("1/minute", key="header:X-Api-Key")
+    environ = {"REMOTE_ADDR": "192.0.2.1", "PATH_INFO": "/a\r\nforged"}
+    for _ in range(2):
+        app.get("/", headers={"X-Api-Key": 'k"1'}, extra_environ=environ, expect_errors=True)
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line == "RateLimiter refused k\\x221: /a\\x0D\\x0Aforged over 1-per-60s (retry in 60s)"
+    assert "\n" not in line and "\r" not in line
+
+
 def test_sixteen_threads_admit_exactly_the_limit():
     clock = Clock()
     layer = RateLimiter(hello_app, "100/hour", clock=clock)

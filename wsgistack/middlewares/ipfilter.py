@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import webob.exc
 
+from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip
 from ..errors import ConfigError
@@ -249,7 +250,7 @@ class IPFilter:
         reason = self.verdict(address)
         if reason is None:
             return self.app(environ, start_response)
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = log_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
         client = "-" if address is None else str(address)
         if self.dry_run:
             self.logger.info("IPFilter dry run: would refuse %s %s: %s", client, path, reason)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import webob.exc
 
+from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip
 from ...errors import ConfigError
@@ -226,8 +227,8 @@ class RateLimiter:
             self.logger.info(
                 "RateLimiter %s %s: %s over %s (retry in %ss)",
                 "would refuse" if self.dry_run else "refused",
-                key,
-                environ.get("PATH_INFO", ""),
+                log_text(key),
+                log_text(environ.get("PATH_INFO", "")),
                 answer.rate.name,
                 retry,
             )
