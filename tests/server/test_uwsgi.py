@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -207,6 +208,19 @@ def test_a_packet_that_stalls_gets_408_after_the_timeout(server):
         status, headers, _ = client.response()
         assert status == 408 and headers["connection"] == "close"
     assert SEEN == []
+
+
+def test_a_peer_that_connects_first_and_sends_later_is_served(server):
+    # The uwsgi listener is deferred (the kernel hands over connections once data
+    # came, as uWSGI's are); a peer slower than nginx must still be answered.
+    uwsgi_listener, http_listener = server.listeners
+    assert uwsgi_listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+    assert http_listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+    with RawClient(server.addresses[0]) as client:
+        time.sleep(0.3)
+        client.send(packet(nginx_vars(uri="/late")))
+        status, _, body = client.response()
+    assert status == 200 and body == b"GET /late  "
 
 
 def test_a_body_shorter_than_its_length_is_refused_when_nginx_gives_up(server):

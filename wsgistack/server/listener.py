@@ -22,6 +22,10 @@ __all__ = ["accept", "close_listeners", "describe_socket", "open_listeners"]
 _NODELAY_INHERITED = sys.platform.startswith("linux")
 
 
+#: uwsgi binds: how long the kernel holds a connection that has sent nothing
+#: before handing it over anyway (Linux ``TCP_DEFER_ACCEPT``).
+DEFER_ACCEPT_SECONDS = 5
+
 #: The unix socket files this process created: path -> (st_dev, st_ino), so
 #: closing removes a file only while it is still ours.
 _UNIX_FILES: dict[str, tuple[int, int]] = {}
@@ -67,6 +71,10 @@ def _open(bind: Bind, backlog: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if bind.protocol == "uwsgi" and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # nginx sends its packet as soon as it connects: have the kernel hand
+            # over connections only once it has, as uWSGI does.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         address = (bind.host, bind.port)
     try:
         sock.bind(address)
