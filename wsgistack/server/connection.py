@@ -113,7 +113,6 @@ class Connection:
         self.polled = False  # registered with the worker's poller
         self._bounded = False  # --timeout set on the socket for blocking calls
         self.peer = peer
-        self.listener_fd = -1  # the listener it came from (the worker sets it)
         self.worker = worker
         self.uwsgi = uwsgi
         self.parser: RequestParser | UwsgiParser
@@ -133,12 +132,6 @@ class Connection:
         self.linger_until = 0.0
 
     # -- reading ---------------------------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        """A whole request, or a refusal, is waiting to be served."""
-        parser = self.parser
-        return parser.has_request or parser.error is not None
-
     def receive(self) -> bool:
         """Read what is available into the parser; False when the peer closed."""
         try:

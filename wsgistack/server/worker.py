@@ -4,10 +4,7 @@ Strategy: the selector thread accepts, reads request heads (so a slow client
 holds no thread: slowloris costs a file descriptor, not a thread) and hands a
 connection with a complete head to one of ``threads`` pool threads.  The pool
 thread answers every buffered request (pipelining) and gives the connection
-back to the selector through a queue plus a wake-up socket.  A pool thread
-whose connection closed takes the listener's next connection itself when
-it arrived with a whole request (a uwsgi one always does), sparing the
-hand-over; anything incomplete still goes to the selector.
+back to the selector through a queue plus a wake-up socket.
 
     worker = Worker(app, config, listeners)
     worker.run()           # until worker.stop() (from any thread) or a signal
@@ -179,8 +176,7 @@ class Worker:
                 self._readable(connection)
 
     def _accept(self, listener: socket.socket) -> None:
-        fd = listener.fileno()
-        family = self._binds[fd][0]
+        family, uwsgi, base = self._binds[listener.fileno()]  # the same for the whole batch
         for _ in range(64):
             try:
                 accepted = accept(listener, family)
@@ -189,23 +185,18 @@ class Worker:
                 return
             if accepted is None:
                 return
-            connection = self._open(fd, *accepted)
+            sock, peer, early = accepted
+            connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
+            connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
-            if connection.ready:
-                self._submit(connection)  # the pool thread arms the poller if it keeps it
-                continue
+            if early:
+                parser = connection.parser
+                parser.feed(early)
+                if parser.has_request or parser.error is not None:
+                    self._submit(connection)  # the pool thread arms the poller if it keeps it
+                    continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
-
-    def _open(self, fd: int, sock: socket.socket, peer: Any, early: bytes) -> Connection:
-        """A connection accepted on listener ``fd``, fed what arrived with the handshake."""
-        _, uwsgi, base = self._binds[fd]
-        connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
-        connection.listener_fd = fd
-        connection.deadline = self.clock() + self.config.timeout
-        if early:
-            connection.parser.feed(early)
-        return connection
 
     def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory: stop accepting for a moment, keep serving.
@@ -234,7 +225,7 @@ class Worker:
         was_idle = not parser.mid_request
         if not connection.receive():
             self._close(connection)
-        elif connection.ready:
+        elif parser.has_request or parser.error is not None:
             self._submit(connection)
         else:
             if was_idle and parser.mid_request:
@@ -275,65 +266,23 @@ class Worker:
     # -- the pool ---------------------------------------------------------------------
     def _pool_thread(self) -> None:
         jobs = self._jobs
-        while (job := jobs.get()) is not None:
-            connection: Connection | None = job
-            while connection is not None:
-                closed = self._run(connection)
-                connection = self._accept_here(connection.listener_fd) if closed else None
-
-    def _accept_here(self, fd: int) -> Connection | None:
-        """After a connection closed, take the listener's next one in this thread.
-
-        Under load the backlog is rarely empty, and a connection that arrived
-        with its whole request (every uwsgi one: nginx sends the packet at
-        once) is then served by the thread that is free, without the loop
-        thread waking, accepting and handing it over: two thread switches
-        fewer per request.  One that must wait for more goes to the loop.
-        """
-        if (
-            self.stopping
-            or self._accept_resume  # out of descriptors: the loop resumes accepting
-            or not self._jobs.empty()  # connections the loop handed over come first
-            or (self.max_requests and self.requests >= self.max_requests)
-        ):
-            return None
-        listener = self._listeners[fd]
-        try:
-            accepted = accept(listener, self._binds[fd][0])
-        except OSError:
-            return None  # the loop meets the same error on its next accept and handles it
-        if accepted is None:
-            return None
-        connection = self._open(fd, *accepted)
-        connection.busy = True  # before the sweep can see it
-        self._connections[connection.fd] = connection
-        if connection.ready:
+        while (connection := jobs.get()) is not None:
+            keep = self._serve(connection)
+            while keep and connection.parser.has_request and not self.stopping:
+                keep = self._serve(connection)  # pipelined: the next request is buffered
             with self._lock:
-                self._busy += 1
-            return connection
-        self._hand_back(connection)  # the rest of its head is the loop's to wait for
-        return None
-
-    def _run(self, connection: Connection) -> bool:
-        """Serve a connection's requests, then keep, linger or close it; True if closed."""
-        keep = self._serve(connection)
-        while keep and connection.parser.has_request and not self.stopping:
-            keep = self._serve(connection)  # pipelined: the next request is buffered
-        with self._lock:
-            self._busy -= 1
-            self.requests += connection.requests
-        connection.requests = 0
-        if keep and not self.stopping:
-            connection.deadline = self.clock() + self.config.keepalive
-            self._hand_back(connection)
-            return False
-        if connection.linger and not self.stopping:
-            self._linger(connection)
-            return False
-        self._close(connection)
-        if self.stopping:
-            self._poller.wake()
-        return True
+                self._busy -= 1
+                self.requests += connection.requests
+            connection.requests = 0
+            if keep and not self.stopping:
+                connection.deadline = self.clock() + self.config.keepalive
+                self._hand_back(connection)
+            elif connection.linger and not self.stopping:
+                self._linger(connection)
+            else:
+                self._close(connection)
+            if self.stopping:
+                self._poller.wake()
 
     def _hand_back(self, connection: Connection) -> None:
         """Give a connection the pool is done with back to the loop to watch.
