@@ -18,7 +18,7 @@ from wsgistack.server.http import Limits
 from wsgistack.server.uwsgi import UwsgiParser
 
 from .conftest import echo_app
-from .live import RawClient, live_server
+from .live import RawClient, live_server, read_until_close
 
 
 def packet(
@@ -221,6 +221,24 @@ def test_a_peer_that_connects_first_and_sends_later_is_served(server):
         client.send(packet(nginx_vars(uri="/late")))
         status, _, body = client.response()
     assert status == 200 and body == b"GET /late  "
+
+
+@pytest.mark.parametrize("sent", [{}, {"REMOTE_ADDR": "203.0.113.7"}], ids=["absent", "sent"])
+def test_a_unix_socket_peer_without_remote_addr_has_no_address(tmp_path, sent):
+    # nginx's uwsgi_params always sends REMOTE_ADDR; a packet without it, on a
+    # unix socket, has no client address, as an HTTP request there has none.
+    SEEN.clear()
+    variables = {k: v for k, v in nginx_vars().items() if k not in ("REMOTE_ADDR", "REMOTE_PORT")}
+    path = tmp_path / "app.sock"
+    with (
+        live_server(recording, bind=f"uwsgi://unix:{path}"),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client,
+    ):
+        client.settimeout(5)
+        client.connect(str(path))
+        client.sendall(packet({**variables, **sent}))
+        assert read_until_close(client).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert SEEN[0]["REMOTE_ADDR"] == sent.get("REMOTE_ADDR", "")
 
 
 def test_a_body_shorter_than_its_length_is_refused_when_nginx_gives_up(server):

@@ -36,12 +36,14 @@ _CHECKED_NAMES: set[str] = set()
 _CHECKED_NAMES_MAX = 1024
 #: PEP 3333 names these without HTTP_; nginx sends the headers under both names.
 _SHADOWED = frozenset(("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"))
-#: What an environ holds when nginx's variables leave it out.
+#: What an environ holds when nginx's variables leave it out.  A peer on a
+#: unix socket has no address of its own (as for HTTP there): not 127.0.0.1,
+#: which an allow list or a trusted proxy list may well hold.
 _DEFAULTS = {
     "SERVER_PROTOCOL": "HTTP/1.0",
     "QUERY_STRING": "",
     "PATH_INFO": "",
-    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_ADDR": "",
     "REMOTE_PORT": "0",
 }
 _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
