@@ -75,3 +75,24 @@ def test_the_json_message_is_the_plain_sentence(case):
     assert body["code"].startswith(str(status))
     text = client.get(path, headers={"Accept": "text/plain"}, status=status).text
     assert message.split(" Error id: ")[0] in " ".join(text.split())
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("accept", ["application/json", "text/plain", "*/*"])
+def test_head_gets_the_head_get_gets_without_the_body(case, accept):
+    # webob answered HEAD with a bare text/html head and no Content-Length.
+    make, path, status = case
+    heads = {}
+    for method in ("GET", "HEAD"):
+        app, calls = make()
+        client = TestApp(validator(app), extra_environ=CLIENT)
+        for _ in range(calls - 1):
+            client.get(path, expect_errors=True)
+        response = client._gen_request(
+            method, path, headers={"Accept": accept}, status=status, expect_errors=True
+        )
+        heads[method] = response
+    get, head = heads["GET"], heads["HEAD"]
+    assert head.body == b"" and get.body
+    assert head.content_type == get.content_type
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.body))
