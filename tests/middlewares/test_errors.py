@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 from wsgiref.validate import validator
@@ -291,6 +292,23 @@ def test_over_the_reference_server_an_error_after_headers_truncates_and_the_work
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"a\r\n" + b"a" * 10 + b"\r\n"  # no terminating chunk: visibly cut short
     assert second.endswith(b"0\r\n\r\n") and b"b" * 10 in second
+
+
+def test_over_the_reference_server_an_error_after_headers_is_logged_once(caplog):
+    # ErrorCatcher logs it with its traceback and hands it to the server through
+    # start_response(exc_info); the server logged the same traceback again.
+    caplog.set_level(logging.INFO)
+    app = app_with(Body([b"a" * 10, b"b" * 10], fail_at=1))
+    with (
+        live_server(ErrorCatcher(validator(app))) as server,
+        socket.create_connection(server.address, timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_until_close(sock)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["wsgistack.errors"] and errors[0].exc_info
+    [cut] = [r for r in caplog.records if r.name == "wsgistack.server" and "cut off" in r.message]
+    assert cut.levelno == logging.WARNING and not cut.exc_info
 
 
 def test_a_file_wrapper_reaches_the_server_so_it_is_sent_whole_with_a_length(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 import threading
@@ -162,6 +163,35 @@ def test_exc_info_after_headers_were_sent_aborts_the_connection():
         client.send(GET % b"")
         data = client.read_to_close()
         assert b"partial" in data and b"never" not in data and not data.endswith(b"0\r\n\r\n")
+
+
+def test_an_error_the_app_reports_after_the_head_is_logged_once_by_the_app(caplog):
+    # exc_info after the head went out: the app has the error in hand (and logs
+    # it); the server says it cut the response off, without the traceback again.
+    # An error the app does not report still gets the server's ERROR with it.
+    def app(environ, start_response):
+        write = start_response("200 OK", TEXT)
+        write(b"partial")
+        if environ["PATH_INFO"] == "/silent":
+            raise ValueError("unreported")
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            start_response("500 Internal Server Error", TEXT, sys.exc_info())
+        return [b"never"]
+
+    caplog.set_level(logging.INFO, logger="wsgistack.server")
+    with live_server(app, validate=False) as server:
+        for path in (b"/reported", b"/silent"):
+            with RawClient(server.address) as client:
+                client.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                assert not client.read_to_close().endswith(b"0\r\n\r\n")
+    records = [r for r in caplog.records if r.name == "wsgistack.server"]
+    assert [(r.levelno, bool(r.exc_info)) for r in records] == [
+        (logging.WARNING, False),
+        (logging.ERROR, True),
+    ]
+    assert "reported ValueError after its response began" in records[0].getMessage()
 
 
 def test_start_response_twice_without_exc_info_is_a_500():

@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,6 +73,7 @@ class Response:
         "headers",
         "length",
         "own_fields",
+        "reported",
         "sent",
         "status",
         "written",
@@ -88,6 +90,9 @@ class Response:
         self.length: int | None = None
         self.written = 0
         self.own_fields = 0  # _DATE | _SERVER: the app gave its own
+        #: The error the app passed to start_response after the head went out:
+        #: it knows and has reported it (PEP 3333 exc_info); not logged twice.
+        self.reported: BaseException | None = None
 
 
 class Connection:
@@ -310,6 +315,15 @@ class Connection:
             raise AbortConnection
 
     def _fail(self, response: Response, message: str) -> None:
+        error = sys.exc_info()[1]
+        if response.sent and error is not None and error is response.reported:
+            # Handed back through start_response(exc_info): the app (an error
+            # catcher, say) has logged it with its traceback already.
+            log.warning(
+                "the application reported %s after its response began; cut off",
+                type(error).__name__,
+            )
+            raise AbortConnection
         log.error("%s", message, exc_info=True)
         if response.sent:
             raise AbortConnection
@@ -325,6 +339,7 @@ class Connection:
             if exc_info is not None:
                 try:
                     if response.sent:
+                        response.reported = exc_info[1]
                         raise exc_info[1].with_traceback(exc_info[2])
                 finally:
                     exc_info = None
