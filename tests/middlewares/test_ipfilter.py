@@ -223,6 +223,20 @@ def test_list_files_are_read_and_reloaded_when_they_change(tmp_path, caplog):
     assert status_for(app, "192.0.2.1") == 200
 
 
+def test_a_relative_list_file_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    write_list(tmp_path / "conf" / "blocked.txt", "192.0.2.0/24")
+    monkeypatch.chdir(tmp_path)
+    app = build_pipeline(
+        {
+            "layer": [{"use": "ip_filter", "deny_files": ["conf/blocked.txt"]}],
+            "app": {"use": "tests.conftest:hello_app"},
+        }
+    )
+    client = TestApp(validator(app))
+    assert status_for(client, "192.0.2.1") == 403 and status_for(client, "198.51.100.1") == 200
+
+
 def test_a_bad_line_on_reload_is_reported_and_the_previous_list_kept(tmp_path, caplog):
     clock = FakeClock()
     blocklist = tmp_path / "deny.txt"
