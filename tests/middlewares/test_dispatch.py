@@ -325,6 +325,8 @@ def test_describe_shows_the_mounts_as_a_tree():
             "mounts: '/api\\?v=1': a mount is matched on the path, without a query",
             id="query",
         ),
+        # Nothing to dispatch to: every request would be a 404 (a misspelt table).
+        pytest.param({}, "mounts: none given and no default app", id="empty"),
     ],
 )
 def test_bad_mounts_fail_at_start_up(mounts, message):
@@ -350,3 +352,8 @@ def test_mounts_in_a_pipeline_with_nested_pipelines():
     client = TestApp(validator(app))
     assert client.get("/hello/x").text == "hello /hello|/x"
     assert client.get("/guarded/x", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=403)
+
+
+def test_no_mounts_with_a_default_serves_the_default():
+    client = TestApp(validator(PrefixDispatcher({}, default=echo("site"))))
+    assert client.get("/anything").text.startswith("site")

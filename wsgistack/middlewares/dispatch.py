@@ -171,6 +171,9 @@ class PrefixDispatcher:
             raise ConfigError(f"PrefixDispatcher: mounts: expected a mapping, got {mounts!r}")
         if default is not None and not callable(default):
             raise ConfigError(f"PrefixDispatcher: default: {default!r} is not a WSGI app")
+        if not mounts and default is None:
+            # A misspelt mounts table, most likely: it would answer 404 to everything.
+            raise ConfigError("PrefixDispatcher: mounts: none given and no default app")
         self.mounts = dict(mounts)
         self.default = default
         self.redirect_slash = flag(redirect_slash, "PrefixDispatcher: redirect_slash")
