@@ -172,7 +172,7 @@ class PrefixDispatcher:
         if default is not None and not callable(default):
             raise ConfigError(f"PrefixDispatcher: default: {default!r} is not a WSGI app")
         if not mounts and default is None:
-            # A misspelt mounts table, most likely: it would answer 404 to everything.
+            # An empty mounts table (a template not filled in): 404 to everything.
             raise ConfigError("PrefixDispatcher: mounts: none given and no default app")
         self.mounts = dict(mounts)
         self.default = default
