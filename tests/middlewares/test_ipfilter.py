@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from wsgiref.validate import validator
 
 import pytest
@@ -221,6 +222,29 @@ def test_list_files_are_read_and_reloaded_when_they_change(tmp_path, caplog):
     clock.now += 5
     assert status_for(app, "198.51.100.1") == 403
     assert status_for(app, "192.0.2.1") == 200
+
+
+def test_a_list_file_with_a_byte_order_mark_reads_its_first_line(tmp_path):
+    blocklist = tmp_path / "deny.txt"
+    blocklist.write_bytes(b"\xef\xbb\xbf192.0.2.0/24\r\n198.51.100.7\r\n")  # Notepad's UTF-8
+    app = client(hello_app, deny_files=[blocklist])
+    assert status_for(app, "192.0.2.1") == 403 and status_for(app, "198.51.100.7") == 403
+
+
+def test_a_list_file_that_is_not_utf8_is_refused_and_on_reload_the_old_list_kept(tmp_path, caplog):
+    blocklist = tmp_path / "deny.txt"
+    blocklist.write_bytes(b"192.0.2.0/24\n# caf\xe9 wifi\n")  # saved as latin-1
+    with pytest.raises(ConfigError, match=re.escape(f"{blocklist}:2: not UTF-8 text")):
+        IPFilter(hello_app, deny_files=[blocklist])
+    clock = FakeClock()
+    write_list(blocklist, "192.0.2.0/24", mtime=1)
+    app = client(hello_app, deny_files=[blocklist], reload_interval=5, clock=clock)
+    blocklist.write_bytes(b"198.51.100.0/24\n# caf\xe9\n")
+    os.utime(blocklist, ns=(2, 2))
+    clock.now += 5
+    # It raised UnicodeDecodeError out of the request: a 500 every reload_interval.
+    assert status_for(app, "192.0.2.1") == 403 and status_for(app, "198.51.100.1") == 200
+    assert f"{blocklist}:2: not UTF-8 text" in caplog.text
 
 
 def test_a_relative_list_file_is_taken_from_the_working_directory(tmp_path, monkeypatch):
