@@ -112,13 +112,22 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
             raise ConfigError(f"{spec!r}: no module named {missing!r}") from None
         raise ConfigError(f"{spec!r}: importing {module_name!r} failed: {exc}") from exc
+    except SystemExit as exc:
+        # Not an Exception: it ended a worker as if it had served, and the
+        # master respawned it for ever instead of giving up with status 2.
+        raise ConfigError(
+            f"{spec!r}: importing {module_name!r} called sys.exit({exc.code!r})"
+        ) from exc
     for name in names:
         try:
             obj = getattr(obj, name)
         except AttributeError:
             raise ConfigError(f"{spec!r}: {module_name!r} has no attribute {target!r}") from None
     if call is not None:
-        obj = _call(obj, call, target, spec)
+        try:
+            obj = _call(obj, call, target, spec)
+        except SystemExit as exc:
+            raise ConfigError(f"{spec!r}: {target} called sys.exit({exc.code!r})") from exc
     return obj
 
 

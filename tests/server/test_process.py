@@ -422,6 +422,28 @@ def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tm
     assert 'needsenv.py", line 3' in log
 
 
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [
+        ("import sys\n\nsys.exit(3)\n", "quits:app"),
+        ("import sys\n\n\ndef make():\n    sys.exit('no config')\n", "quits:make()"),
+    ],
+    ids=["import", "factory"],
+)
+def test_an_app_that_calls_sys_exit_while_loading_stops_the_server(
+    serve, tmp_path, workers, module, target
+):
+    # SystemExit is not an Exception: a worker ended as if it had served, and
+    # the master respawned it twice a second for ever.
+    (tmp_path / "quits.py").write_text(module)
+    server = serve("--workers", workers, target=(target,), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert "cannot load the app" in log and "called sys.exit(" in log
+    assert "respawning" not in log
+
+
 def test_an_app_module_that_is_missing_is_one_line_without_a_traceback(serve):
     server = serve("--workers", "1", target=("no_such_module_xyz:app",), wait=False)
     assert server.proc.wait(timeout=15) == 2
