@@ -58,8 +58,8 @@ def _read_list(path: Path) -> list[IPNetwork]:
     try:
         text = data.decode("utf-8-sig")  # a BOM, as Windows editors write, is not an entry
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text") from None
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{bad_line}: not UTF-8 text") from None
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
