@@ -576,3 +576,30 @@ def test_sigusr1_reopens_the_access_log_logrotate_moved(serve, tmp_path, workers
     poll(lambda: "/after" in log.read_text())
     assert "/after" not in (tmp_path / "access.log.1").read_text()
     assert server.proc.poll() is None
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_the_pid_file_names_the_server_and_goes_at_exit(serve, tmp_path, workers):
+    pid_file = tmp_path / "run" / "app.pid"
+    pid_file.parent.mkdir()
+    pid_file.write_text("999999999\n")  # a PID no kernel hands out: left by a dead server
+    server = serve("--workers", workers, "--pid", str(pid_file))
+    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    assert server.get("/").isdigit()  # serving
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    assert not pid_file.exists()
+
+
+def test_a_pid_file_naming_a_live_server_refuses_the_second_start(serve, tmp_path):
+    first = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"))
+    second = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"), wait=False)
+    assert second.proc.wait(timeout=15) == 2
+    assert f"already running as PID {first.proc.pid}" in second.log.read_text()
+    assert (tmp_path / "app.pid").read_text() == f"{first.proc.pid}\n"  # the first's, kept
+
+
+def test_a_pid_file_in_a_missing_directory_fails_at_start_up(serve, tmp_path):
+    server = serve("--pid", str(tmp_path / "no" / "app.pid"), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    assert "error: pid: " in server.log.read_text() and "does not exist" in server.log.read_text()

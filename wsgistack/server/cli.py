@@ -37,6 +37,7 @@ _HELP = (
     ("root_path", "SCRIPT_NAME the app is mounted at, e.g. /api (default '')"),
     ("access_log", "'-' for stdout or a file: combined log format (default off)"),
     ("log_level", "debug, info, warning, error or critical (default info)"),
+    ("pid", "write the server's PID to this file, removed at exit (default none)"),
     ("backlog", "listen() backlog (default 2048)"),
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -147,6 +148,17 @@ def _access_log(value: Any) -> str | None:
     raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
 
 
+def _pid(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"pid: {value!r} must be a file path")
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"pid: {value!r}: the directory {directory!r} does not exist")
+    return value
+
+
 def _protocol(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in PROTOCOLS:
         raise ConfigError(f"protocol: {value!r} is not one of {', '.join(PROTOCOLS)}")
@@ -173,6 +185,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "root_path": _root_path,
     "access_log": _access_log,
     "log_level": _log_level,
+    "pid": _pid,
     "backlog": _integer("backlog", 1, MAX_BACKLOG),
     "max_request_line": _integer("max_request_line", 64),
     "max_headers": _integer("max_headers", 1),
@@ -200,6 +213,7 @@ class ServerConfig:
     root_path: str = ""
     access_log: str | None = None
     log_level: str = "info"
+    pid: str | None = None
     backlog: int = 2048
     max_request_line: int = 8190
     max_headers: int = 100

@@ -24,6 +24,7 @@ from .access import AccessLog
 from .arbiter import Arbiter
 from .config import ServerConfig
 from .listener import close_listeners, describe_socket, open_listeners
+from .pidfile import PidFile
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
@@ -94,7 +95,10 @@ class Server:
         while serving, and the previous handlers are back afterwards.
         """
         self.bind()
+        pid_file = None
         try:
+            if self.config.pid is not None:
+                pid_file = PidFile.create(self.config.pid)  # after bind: a failed start leaves none
             if self.config.workers:
                 return Arbiter(self.loader, self.config, self.listeners).run()
             self._worker = Worker(self.loader(), self.config, self.listeners)
@@ -111,6 +115,8 @@ class Server:
                     signal.signal(sig, handler)
             return 0
         finally:
+            if pid_file is not None:
+                pid_file.remove()
             self.close()
 
     def stop(self, graceful: bool = True) -> None:
