@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import time
 from email.utils import formatdate
 
@@ -40,6 +41,16 @@ __all__ = [
     "http_date",
     "response_head",
 ]
+
+#: RFC 9112 3.2 / RFC 3986 3.2.2: Host is uri-host [":" port]; anything else is a
+#: 400 (a MUST), so "example.com/x", "user@host", spaces or markup never reach an
+#: app that builds URLs from it.  An empty Host is valid (no authority).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:.%_~!$&'()*+,;=-]+\]|[0-9A-Za-z.%_~!$&'()*+,;=-]*)(?::[0-9]*)?\Z"
+)
+#: Host values that passed ``_HOST``: a server sees the same few again and again.
+_GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS_MAX = 1024
 
 REASONS = {
     400: "Bad Request",
@@ -198,6 +209,11 @@ class RequestParser(RequestQueue):
         lower = name.lower()
         if lower == b"host":
             self._hosts += 1
+            if value not in _GOOD_HOSTS:
+                if not _HOST.match(value):
+                    raise self._refusal("invalid Host header", 400)
+                if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+                    _GOOD_HOSTS.add(value)
         elif lower == b"transfer-encoding":
             self._te = value if self._te is None else self._te + b"," + value
         elif lower == b"content-length":
