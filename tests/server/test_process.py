@@ -584,7 +584,8 @@ def test_the_pid_file_names_the_server_and_goes_at_exit(serve, tmp_path, workers
     pid_file.parent.mkdir()
     pid_file.write_text("999999999\n")  # a PID no kernel hands out: left by a dead server
     server = serve("--workers", workers, "--pid", str(pid_file))
-    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    # Written just after the bind that "listening on" reports (atomically: whole or old).
+    poll(lambda: pid_file.read_text() == f"{server.proc.pid}\n")
     assert server.get("/").isdigit()  # serving
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
@@ -593,6 +594,7 @@ def test_the_pid_file_names_the_server_and_goes_at_exit(serve, tmp_path, workers
 
 def test_a_pid_file_naming_a_live_server_refuses_the_second_start(serve, tmp_path):
     first = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"))
+    poll((tmp_path / "app.pid").exists)
     second = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"), wait=False)
     assert second.proc.wait(timeout=15) == 2
     assert f"already running as PID {first.proc.pid}" in second.log.read_text()
