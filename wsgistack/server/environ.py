@@ -14,11 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import httptools
-
-from ..errors import ProtocolError
 from .config import ServerConfig
-from .http import Request
+from .http import Request, absolute_form
 
 __all__ = ["FileWrapper", "Input", "build_environ", "environ_base"]
 
@@ -89,23 +86,6 @@ def _path(raw: bytes) -> str:
     return unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
 
 
-def _absolute_form(url: bytes) -> tuple[bytes, bytes, str]:
-    """Path, query and authority ("host[:port]") of an RFC 9112 3.2.2 absolute-form target."""
-    try:
-        parsed = httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        raise ProtocolError("invalid request target", 400) from None
-    host = parsed.host
-    if not host:
-        raise ProtocolError("request target without a host", 400)  # RFC 9110 4.2.1
-    authority = host.decode("latin-1")
-    if ":" in authority:
-        authority = f"[{authority}]"  # an IPv6 literal keeps its brackets (RFC 3986 3.2.2)
-    if parsed.port is not None:
-        authority += f":{parsed.port}"
-    return parsed.path or b"/", parsed.query or b"", authority
-
-
 def build_environ(
     base: dict[str, Any], request: Request, peer: Any, wsgi_input: Input
 ) -> dict[str, Any]:
@@ -119,7 +99,7 @@ def build_environ(
     elif url == b"*":
         path, query = b"", b""  # RFC 9112 3.2.4 asterisk-form: RAW_URI keeps the "*"
     else:
-        path, query, authority = _absolute_form(url)
+        path, query, authority = absolute_form(url)  # checked by the parser
     path_info = _path(path)
     script_name = base["SCRIPT_NAME"]
     if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):

@@ -52,6 +52,41 @@ _HOST = re.compile(
 _GOOD_HOSTS: set[bytes] = set()
 _GOOD_HOSTS_MAX = 1024
 
+
+def valid_host(value: bytes) -> bool:
+    """Whether ``value`` is a Host field value (``host[:port]``, or empty)."""
+    if value in _GOOD_HOSTS:
+        return True
+    if not _HOST.match(value):
+        return False
+    if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+        _GOOD_HOSTS.add(value)
+    return True
+
+
+def absolute_form(url: bytes) -> tuple[bytes, bytes, str]:
+    """Path, query and authority ("host[:port]") of an RFC 9112 3.2.2 absolute-form target."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise ProtocolError("invalid request target", 400) from None
+    host = parsed.host
+    if not host:
+        raise ProtocolError("request target without a host", 400)  # RFC 9110 4.2.1
+    if parsed.userinfo is not None:
+        # RFC 9110 4.2.4: userinfo in an http(s) target is to be treated as an
+        # error (it dresses up the authority for phishing), not dropped.
+        raise ProtocolError("request target with userinfo", 400)
+    authority = host.decode("latin-1")
+    if ":" in authority:
+        authority = f"[{authority}]"  # an IPv6 literal keeps its brackets (RFC 3986 3.2.2)
+    if parsed.port is not None:
+        authority += f":{parsed.port}"
+    if not valid_host(authority.encode("latin-1")):  # it becomes HTTP_HOST: Host's rules
+        raise ProtocolError("invalid host in the request target", 400)
+    return parsed.path or b"/", parsed.query or b"", authority
+
+
 REASONS = {
     400: "Bad Request",
     408: "Request Timeout",
@@ -209,11 +244,8 @@ class RequestParser(RequestQueue):
         lower = name.lower()
         if lower == b"host":
             self._hosts += 1
-            if value not in _GOOD_HOSTS:
-                if not _HOST.match(value):
-                    raise self._refusal("invalid Host header", 400)
-                if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
-                    _GOOD_HOSTS.add(value)
+            if not valid_host(value):
+                raise self._refusal("invalid Host header", 400)
         elif lower == b"transfer-encoding":
             self._te = value if self._te is None else self._te + b"," + value
         elif lower == b"content-length":
@@ -248,6 +280,11 @@ class RequestParser(RequestQueue):
         if request.method == "CONNECT":
             # A WSGI app cannot tunnel: CONNECT is a method we do not implement.
             raise self._refusal("CONNECT is not supported", 501)
+        if request.url[:1] != b"/" and request.url != b"*":
+            try:
+                absolute_form(request.url)  # RFC 9112 3.2.2; build_environ takes it apart
+            except ProtocolError as exc:
+                raise self._refusal(str(exc), exc.status_hint) from None
         if request.expect_other:
             # RFC 9110 10.1.1: an expectation other than 100-continue may get 417.
             raise self._refusal("only the 100-continue expectation is supported", 417)
