@@ -325,7 +325,12 @@ def test_describe_shows_the_mounts_as_a_tree():
             "mounts: '/api\\?v=1': a mount is matched on the path, without a query",
             id="query",
         ),
-        # Nothing to dispatch to: every request would be a 404 (a misspelt table).
+        pytest.param(
+            {"/caf%C3%A9": echo("x")},
+            "mounts: '/caf%C3%A9': a mount is matched on the decoded path; write '/café'",
+            id="percent-encoded",
+        ),
+        # Nothing to dispatch to: every request would be a 404.
         pytest.param({}, "mounts: none given and no default app", id="empty"),
     ],
 )
@@ -357,3 +362,9 @@ def test_mounts_in_a_pipeline_with_nested_pipelines():
 def test_no_mounts_with_a_default_serves_the_default():
     client = TestApp(validator(PrefixDispatcher({}, default=echo("site"))))
     assert client.get("/anything").text.startswith("site")
+
+
+def test_a_mount_with_non_ascii_text_matches_the_encoded_request():
+    # The form the start-up error asks for: the key as text, the request as sent.
+    client = TestApp(validator(PrefixDispatcher({"/café": echo("menu")})))
+    assert client.get("/caf%C3%A9/du-jour").text == "menu /caf\xc3\xa9|/du-jour"

@@ -22,10 +22,11 @@ grow with the number of mounts.  ``/admin`` (no slash) is redirected to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import webob.exc
 
@@ -47,6 +48,9 @@ class _Table:
 
     mounts: dict[str, tuple[str, WSGIApplication]] = field(default_factory=dict)
     depths: tuple[int, ...] = ()
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def _wsgi_str(text: str) -> str:
@@ -88,6 +92,9 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
         return " is a URL; mount a path ('/api') or a host ('api.example.com/v1')"
     if "?" in path or "#" in path:
         return ": a mount is matched on the path, without a query or fragment"
+    if _PERCENT_ESCAPE.search(path):
+        # PATH_INFO arrives decoded (PEP 3333), so "%C3%A9" could never match.
+        return f": a mount is matched on the decoded path; write {unquote(path)!r}"
     if host is None:
         return None
     if host.startswith("["):  # an IPv6 literal: [::1]:8080
