@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .config import ServerConfig
-from .http import Request, absolute_form
+from .http import Request
 
 __all__ = ["FileWrapper", "Input", "build_environ", "environ_base"]
 
@@ -99,7 +99,8 @@ def build_environ(
     elif url == b"*":
         path, query = b"", b""  # RFC 9112 3.2.4 asterisk-form: RAW_URI keeps the "*"
     else:
-        path, query, authority = absolute_form(url)  # checked by the parser
+        assert request.target is not None  # the parser took an absolute-form target apart
+        path, query, authority = request.target
     path_info = _path(path)
     script_name = base["SCRIPT_NAME"]
     if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):

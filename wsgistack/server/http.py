@@ -125,6 +125,7 @@ class Request:
         "headers",
         "keep_alive",
         "method",
+        "target",
         "url",
         "version",
     )
@@ -132,6 +133,8 @@ class Request:
     def __init__(self) -> None:
         self.method = ""
         self.url = b""
+        #: An absolute-form target taken apart: path, query and authority.
+        self.target: tuple[bytes, bytes, str] | None = None
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: collections.deque[bytes] = collections.deque()
@@ -282,7 +285,7 @@ class RequestParser(RequestQueue):
             raise self._refusal("CONNECT is not supported", 501)
         if request.url[:1] != b"/" and request.url != b"*":
             try:
-                absolute_form(request.url)  # RFC 9112 3.2.2; build_environ takes it apart
+                request.target = absolute_form(request.url)  # RFC 9112 3.2.2
             except ProtocolError as exc:
                 raise self._refusal(str(exc), exc.status_hint) from None
         if request.expect_other:
