@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from wsgistack.server.pidfile import PidFile
+
 APP = """
 import os, time
 from pathlib import Path
@@ -605,3 +607,17 @@ def test_a_pid_file_in_a_missing_directory_fails_at_start_up(serve, tmp_path):
     server = serve("--pid", str(tmp_path / "no" / "app.pid"), wait=False)
     assert server.proc.wait(timeout=15) == 2
     assert "error: pid: " in server.log.read_text() and "does not exist" in server.log.read_text()
+
+
+def test_the_pid_file_never_writes_through_a_link_planted_at_its_temporary_name(tmp_path):
+    # The temporary file had a predictable name (.app.pid.<pid>) and was opened
+    # following links: in a shared directory, a link planted there made a server
+    # started as root overwrite the file it pointed to with its PID.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / f".app.pid.{os.getpid()}").symlink_to(victim)
+    pid_file = PidFile.create(tmp_path / "app.pid")
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "app.pid").read_text() == f"{os.getpid()}\n"
+    assert (tmp_path / "app.pid").stat().st_mode & 0o777 == 0o644  # readable by init scripts
+    pid_file.remove()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -49,13 +50,18 @@ class PidFile:
                 f"pid: {path}: a server is already running as PID {holder}"
                 " (remove the file if that process is not one)"
             )
-        temporary = path.with_name(f".{path.name}.{pid}")
+        temporary = None
         try:
-            temporary.write_text(f"{pid}\n")
+            # A fresh, unguessable name (O_EXCL): never a link someone planted.
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="ascii") as file:
+                os.fchmod(fd, 0o644)  # readable by init scripts, as gunicorn's
+                file.write(f"{pid}\n")
             os.replace(temporary, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             raise ConfigError(f"pid: cannot write {path}: {exc.strerror or exc}") from None
         return cls(path, pid)
 
