@@ -234,6 +234,20 @@ def test_access_log_has_a_line_for_refused_and_broken_off_requests(tmp_path):
     assert '"GET /broken HTTP/1.1" 200 ' in broken  # what was sent before it broke
 
 
+def test_access_log_has_a_line_for_a_request_head_that_timed_out(tmp_path):
+    # The 408 a slow client gets when its head does not arrive within --timeout
+    # went out unlogged: slowloris attempts left no trace (nginx logs its 408s).
+    log = tmp_path / "access.log"
+    with (
+        live_server(echo_app, access_log=str(log), timeout=0.3) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n")  # the head never ends
+        assert client.response()[0] == 408
+    (line,) = log.read_text().splitlines()
+    assert line.startswith("127.0.0.1 - - [") and line.endswith('] "-" 408 - "-" "-"')
+
+
 def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):
     # start() bound, then the loader raised: the listener stayed open, so the
     # same address looked "in use by a running server" until the process ended.

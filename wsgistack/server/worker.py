@@ -246,6 +246,8 @@ class Worker:
             if connection.busy or connection.deadline > now:
                 continue
             if connection.parser.mid_request and not connection.lingering:
+                if self.access_log is not None:  # logged, as send_refusal logs the others
+                    self.access_log.refused(connection.peer, 408)
                 with contextlib.suppress(OSError):
                     connection.sock.send(error_response(408), socket.MSG_DONTWAIT)
             self._close(connection)
