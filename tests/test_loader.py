@@ -41,6 +41,7 @@ def test_dotted_attribute():
         pytest.param(FIX + ":nope", "has no attribute 'nope'", id="attr"),
         pytest.param(FIX + ":not_an_app", "int object is not a WSGI app", id="int"),
         pytest.param(FIX + ":make_tags_app(x)", "must be literals", id="nonliteral"),
+        pytest.param(FIX + ":make_tags_app({[1]: 2})", "unhashable", id="unhashable-literal"),
         pytest.param(FIX + ":1+", "is not an attribute name or a call", id="syntax"),
         pytest.param("", "expected 'module:attr'", id="empty"),
         pytest.param(":app", "'' is not a module name", id="no-module"),

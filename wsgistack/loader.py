@@ -46,6 +46,8 @@ def _literal(node: ast.expr, spec: str) -> Any:
         raise ConfigError(
             f"{spec!r}: factory arguments must be literals (strings, numbers, lists, ...)"
         ) from None
+    except TypeError as exc:  # {[1]: 2}: a literal Python itself cannot build
+        raise ConfigError(f"{spec!r}: a factory argument cannot be built: {exc}") from None
 
 
 def _parse_target(target: str, spec: str) -> tuple[list[str], ast.Call | None]:
