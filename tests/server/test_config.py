@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -246,6 +247,27 @@ def test_access_log_has_a_line_for_a_request_head_that_timed_out(tmp_path):
         assert client.response()[0] == 408
     (line,) = log.read_text().splitlines()
     assert line.startswith("127.0.0.1 - - [") and line.endswith('] "-" 408 - "-" "-"')
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_access_log_that_cannot_be_written_does_not_break_serving(caplog):
+    # A full disk (or stdout piped to a collector that went away) raised out of
+    # every request: each keep-alive connection was cut after one response, a
+    # traceback logged each time, and the worker's shutdown itself crashed.
+    with (
+        live_server(echo_app, access_log="/dev/full") as server,
+        RawClient(server.address) as client,
+    ):
+        for _ in range(2):
+            client.send(GET)
+            assert client.response()[0] == 200
+    assert "unexpected error" not in caplog.text
+    assert caplog.text.count("access_log: cannot write") == 1  # once, not per request
+    access = AccessLog.open("/dev/full")
+    assert access is not None
+    access.refused(("192.0.2.1", 5000), 400)
+    access.reopen()  # SIGUSR1: closing the old file failed too, and ended the worker's loop
+    access.close()
 
 
 def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):

@@ -7,6 +7,7 @@ access.reopen()                   # after logrotate moved the file (SIGUSR1)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -34,6 +35,7 @@ class AccessLog:
         self._owned = owned
         self._path = path  # the file to open again on reopen()
         self._lock = threading.Lock()
+        self._failing = False  # the last write failed (logged once, not per line)
 
     @classmethod
     def open(cls, target: str | None) -> AccessLog | None:
@@ -66,7 +68,8 @@ class AccessLog:
             return
         with self._lock:
             old, self._stream = self._stream, stream
-        old.close()
+        with contextlib.suppress(OSError):  # lines it could not flush: already reported
+            old.close()
 
     def __call__(self, environ: dict[str, Any], response: Any) -> None:
         """Log a request the app answered (or began to: the bytes actually sent)."""
@@ -87,12 +90,23 @@ class AccessLog:
 
     def _write(self, line: str) -> None:
         with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except OSError as exc:  # a full disk, a closed pipe: serving goes on, as nginx's
+                if not self._failing:
+                    log.error(
+                        "access_log: cannot write, lines are lost until it works again: %s",
+                        exc.strerror or exc,
+                    )
+                self._failing = True
+            else:
+                self._failing = False
 
     def close(self) -> None:
         if self._owned:
-            self._stream.close()
+            with contextlib.suppress(OSError):  # the last lines could not be flushed: said
+                self._stream.close()
 
 
 def _append(path: str) -> TextIO:
