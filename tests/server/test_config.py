@@ -270,6 +270,14 @@ def test_an_access_log_that_cannot_be_written_does_not_break_serving(caplog):
     access.close()
 
 
+def test_a_background_server_writes_its_pid_file_too(tmp_path):
+    # start() (and ``with Server(...)``) took --pid and silently wrote nothing.
+    pid_file = tmp_path / "app.pid"
+    with Server(echo_app, bind="127.0.0.1:0", workers=0, pid=str(pid_file)):
+        assert pid_file.read_text() == f"{os.getpid()}\n"
+    assert not pid_file.exists()
+
+
 def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):
     # start() bound, then the loader raised: the listener stayed open, so the
     # same address looked "in use by a running server" until the process ended.

@@ -61,6 +61,7 @@ class Server:
         self.listeners: list[socket.socket] = []
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
+        self._pid_file: PidFile | None = None  # start()'s; serve_forever() keeps its own
 
     def __repr__(self) -> str:
         binds = ", ".join(str(bind) for bind in self.config.bind)
@@ -134,6 +135,8 @@ class Server:
         self.config.check_in_process()
         self.bind()
         try:
+            if self.config.pid is not None:
+                self._pid_file = PidFile.create(self.config.pid)
             self._worker = Worker(self.loader(), self.config, self.listeners)
         except BaseException:
             self.close()  # no listener left open (nor its unix socket file) by a failed start
@@ -151,6 +154,9 @@ class Server:
             thread.join(timeout=self.config.graceful_timeout + 5.0)
         close_listeners(self.listeners)
         self.listeners = []
+        pid_file, self._pid_file = self._pid_file, None
+        if pid_file is not None:
+            pid_file.remove()
 
     def __enter__(self) -> Server:
         return self.start()
