@@ -67,6 +67,18 @@ def test_environ_has_every_required_key():
     assert callable(seen["wsgi.file_wrapper"])
 
 
+def test_a_non_ascii_root_path_matches_and_is_a_pep_3333_string():
+    # SCRIPT_NAME was the text as given while PATH_INFO carries UTF-8 bytes as
+    # latin-1, so --root-path /café never matched a request and stayed undecodable.
+    seen = {}
+    with (
+        live_server(environ_app(seen), root_path="/caf\u00e9") as server,
+        RawClient(server.address) as client,
+    ):
+        client.request(b"GET /caf%C3%A9/x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/caf\u00c3\u00a9", "/x")
+
+
 def test_header_values_lose_the_whitespace_around_them():
     # RFC 9112 5: OWS around a field value is not part of it (Django's host check
     # would refuse "example.com ").

@@ -68,7 +68,8 @@ def environ_base(
     return {
         "SERVER_NAME": host,
         "SERVER_PORT": str(port),
-        "SCRIPT_NAME": config.root_path,
+        # As PATH_INFO, which it is matched against: UTF-8 bytes carried as latin-1.
+        "SCRIPT_NAME": config.root_path.encode("utf-8", "surrogateescape").decode("latin-1"),
         "SERVER_SOFTWARE": "wsgistack",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
