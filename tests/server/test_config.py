@@ -49,6 +49,17 @@ def test_parse_bind(text, bind):
         pytest.param({"timeout": 0}, "timeout: 0 must be a finite number", id="timeout"),
         pytest.param({"keepalive": "x"}, "keepalive: 'x' is not a number", id="keepalive"),
         pytest.param({"root_path": "api"}, "root_path: 'api' must be", id="root-path"),
+        # Matched on the decoded path, without the query: these could never match.
+        pytest.param(
+            {"root_path": "/caf%C3%A9"},
+            "root_path: '/caf%C3%A9': it is matched on the decoded path; write '/café'",
+            id="root-path-escaped",
+        ),
+        pytest.param(
+            {"root_path": "/api#top"},
+            "root_path: '/api#top': it is a path, without",
+            id="root-fragment",
+        ),
         pytest.param({"log_level": "loud"}, "log_level: 'loud' is not one of", id="log-level"),
         pytest.param({"max_body_size": 1.5}, "max_body_size: 1.5 must be an integer", id="float"),
         pytest.param({"bogus": 1}, "bogus: unknown server option", id="unknown"),

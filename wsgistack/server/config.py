@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from ..errors import ConfigError
 
@@ -139,6 +141,13 @@ def _seconds(name: str, minimum: float) -> Callable[[Any], float]:
 def _root_path(value: Any) -> str:
     if not isinstance(value, str) or (value and (value[0] != "/" or value.endswith("/"))):
         raise ConfigError(f"root_path: {value!r} must be '' or start with '/' and not end with '/'")
+    # Matched against PATH_INFO, which is decoded and has no query: these never match.
+    if "?" in value or "#" in value:
+        raise ConfigError(f"root_path: {value!r}: it is a path, without a query or fragment")
+    if re.search(r"%[0-9A-Fa-f]{2}", value):
+        raise ConfigError(
+            f"root_path: {value!r}: it is matched on the decoded path; write {unquote(value)!r}"
+        )
     return value
 
 
