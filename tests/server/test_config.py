@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
+import re
 import socket
 
 import pytest
@@ -287,6 +290,42 @@ def test_a_background_server_writes_its_pid_file_too(tmp_path):
     with Server(echo_app, bind="127.0.0.1:0", workers=0, pid=str(pid_file)):
         assert pid_file.read_text() == f"{os.getpid()}\n"
     assert not pid_file.exists()
+
+
+def test_access_log_dates_are_in_english_whatever_the_locale(tmp_path):
+    # %b followed LC_TIME: an app that set its locale (de_DE) logged "Mär", which
+    # log parsers (goaccess, fail2ban's date patterns) do not read.
+    previous = locale.setlocale(locale.LC_TIME)
+    for name in ("de_DE.UTF-8", "fr_FR.UTF-8", "es_ES.UTF-8", "ru_RU.UTF-8", "ja_JP.UTF-8"):
+        with contextlib.suppress(locale.Error):
+            locale.setlocale(locale.LC_TIME, name)
+            break
+    else:
+        pytest.skip("no non-English locale installed")
+    try:
+        access = AccessLog.open(str(tmp_path / "access.log"))
+        assert access is not None
+        access.refused(("192.0.2.1", 5000), 400)
+        access.close()
+    finally:
+        locale.setlocale(locale.LC_TIME, previous)
+    line = (tmp_path / "access.log").read_text()
+    month = re.search(r"\[\d\d/([^/]+)/\d{4}:", line)
+    assert month is not None, line
+    assert month[1] in [
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "May",
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Oct",
+        "Nov",
+        "Dec",
+    ]
 
 
 def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):

@@ -113,5 +113,10 @@ def _append(path: str) -> TextIO:
     return open(path, "a", encoding="utf-8", buffering=1)
 
 
+#: English, as Apache and nginx write them: %b follows the locale an app may set.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _now() -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S %z")
+    now = time.localtime()
+    return time.strftime(f"%d/{_MONTHS[now.tm_mon - 1]}/%Y:%H:%M:%S %z", now)
