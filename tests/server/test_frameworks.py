@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
+
 import flask
+import pytest
 
 from .live import RawClient, live_server
 
@@ -13,6 +18,10 @@ def make_app(static_file):
     @app.post("/form")
     def form():
         return f"{flask.request.form['name']}:{len(flask.request.files['upload'].read())}"
+
+    @app.post("/data")
+    def data():
+        return str(len(flask.request.get_data()))
 
     @app.get("/stream")
     def stream():
@@ -44,3 +53,34 @@ def test_flask_app_through_the_server(tmp_path):
         assert (headers["transfer-encoding"], text) == ("chunked", b"0,1,2,")
         status, headers, text = client.request(b"GET /file HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (headers["content-length"], text) == ("5000", static.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("rest", "status"),
+    [
+        pytest.param(b"800\r\n" + b"x" * 0x800 + b"\r\n0\r\n\r\n", 413, id="too-large"),
+        pytest.param(b"3\r\nabc", 408, id="client-stalls"),
+        pytest.param(None, 400, id="client-closes"),
+    ],
+)
+def test_a_body_that_breaks_while_flask_reads_it_gets_the_servers_status(
+    tmp_path, caplog, rest, status
+):
+    # Flask turns the error wsgi.input raises into its own 500: the client must
+    # still hear why its request failed (the 413 the server promises, or 408/400).
+    caplog.set_level(logging.CRITICAL, logger=__name__)  # Flask logs the 500 it built
+    reading = threading.Event()
+    app = make_app(tmp_path / "unused")
+    app.before_request(reading.set)
+    with (
+        live_server(app, validate=False, max_body_size=1000, timeout=0.5) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(b"POST /data HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert reading.wait(5)  # the app runs before the body arrives
+        if rest is None:
+            client.sock.shutdown(socket.SHUT_WR)
+        else:
+            client.send(rest)
+        received, headers, _ = client.response()
+    assert (received, headers["connection"]) == (status, "close")

@@ -71,6 +71,7 @@ class Response:
         "continued",
         "head_only",
         "headers",
+        "input",
         "length",
         "own_fields",
         "reported",
@@ -80,6 +81,7 @@ class Response:
     )
 
     def __init__(self, head_only: bool) -> None:
+        self.input: Input | None = None  # its error, if reading the body broke, is the answer
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.sent = False
@@ -225,7 +227,7 @@ class Connection:
                 self.sendall(_CONTINUE)
                 response.continued = True
 
-        wsgi_input = Input(request, self._fill, send_continue)
+        wsgi_input = response.input = Input(request, self._fill, send_continue)
         try:
             environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
@@ -384,6 +386,10 @@ class Connection:
         return data
 
     def _head(self, request: Request, response: Response) -> bytes:
+        if response.input is not None and response.input.error is not None:
+            # The body broke while the app read it, and the app answered anyway (a
+            # framework turns the error into its own 500): the client hears why.
+            raise response.input.error
         extra = b""
         status_code = response.status[:3]  # type: ignore[index]
         bodyless = status_code in _BODYLESS

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from ..errors import ProtocolError
 from .config import ServerConfig
 from .http import Request
 
@@ -154,12 +155,15 @@ class Input:
         self._on_first_read: Callable[[], None] | None = on_first_read
         self._buffer = b""
         self._pos = 0
+        #: The error a read raised (the body broke): the server answers with its status.
+        self.error: ProtocolError | None = None
 
     def _next_block(self) -> bytes:
         """The next parsed block of the body; b"" at its end."""
         request = self._request
         while not request.body:
             if request.error is not None:
+                self.error = request.error
                 raise request.error
             if request.complete:
                 return b""
@@ -167,7 +171,11 @@ class Input:
             if first is not None:
                 self._on_first_read = None
                 first()
-            self._fill()
+            try:
+                self._fill()
+            except ProtocolError as exc:
+                self.error = exc
+                raise
         return request.body.popleft()
 
     def _keep(self, data: bytes, end: int) -> bytes:
