@@ -328,6 +328,13 @@ def test_access_log_dates_are_in_english_whatever_the_locale(tmp_path):
     ]
 
 
+def test_file_options_take_a_path_object(tmp_path):
+    # Server(app, access_log=BASE_DIR / "access.log"), as a Django settings file
+    # spells paths, failed with "must be ... a file path".
+    config = ServerConfig.from_options(access_log=tmp_path / "a.log", pid=tmp_path / "a.pid")
+    assert (config.access_log, config.pid) == (str(tmp_path / "a.log"), str(tmp_path / "a.pid"))
+
+
 def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):
     # start() bound, then the loader raised: the listener stayed open, so the
     # same address looked "in use by a running server" until the process ended.

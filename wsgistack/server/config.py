@@ -152,6 +152,8 @@ def _root_path(value: Any) -> str:
 
 
 def _access_log(value: Any) -> str | None:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if value is None or (isinstance(value, str) and value):
         return value
     raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
@@ -160,6 +162,8 @@ def _access_log(value: Any) -> str | None:
 def _pid(value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"pid: {value!r} must be a file path")
     directory = os.path.dirname(os.path.abspath(value))
