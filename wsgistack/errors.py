@@ -8,7 +8,7 @@ when a backend fails.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ProtocolError", "UpstreamError", "WsgiStackError"]
+__all__ = ["ConfigError", "ProtocolError", "RequestBodyError", "UpstreamError", "WsgiStackError"]
 
 
 class WsgiStackError(Exception):
@@ -29,6 +29,14 @@ class ProtocolError(WsgiStackError):
     def __init__(self, message: str, status_hint: int = 400) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+
+
+class RequestBodyError(ProtocolError, OSError):
+    """Reading the request body failed: what ``wsgi.input`` raises (413, 408, 400).
+
+    An ``OSError`` too, as frameworks expect of a broken input stream (Django
+    raises ``UnreadablePostError`` from it, as it does under mod_wsgi or uWSGI).
+    """
 
 
 class UpstreamError(WsgiStackError):

@@ -84,3 +84,29 @@ def test_a_body_that_breaks_while_flask_reads_it_gets_the_servers_status(
             client.send(rest)
         received, headers, _ = client.response()
     assert (received, headers["connection"]) == (status, "close")
+
+
+def test_a_body_that_breaks_is_an_unreadable_post_error_for_django():
+    # Django expects a broken wsgi.input to raise OSError (as mod_wsgi, uWSGI and
+    # gunicorn's sockets do): it becomes UnreadablePostError, which its CSRF
+    # middleware and its documented log filters handle quietly.
+    from django.core.handlers.wsgi import WSGIRequest
+    from django.http import UnreadablePostError
+
+    import tests.djangoapp  # noqa: F401  (configures Django's settings)
+
+    raised = []
+
+    def app(environ, start_response):
+        try:
+            WSGIRequest(environ).body  # noqa: B018
+        except Exception as exc:
+            raised.append(exc)
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"no"]
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.response()[0] == 400
+    assert [type(exc) for exc in raised] == [UnreadablePostError]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, RequestBodyError
 from .config import ServerConfig
 from .http import Request
 
@@ -156,15 +156,14 @@ class Input:
         self._buffer = b""
         self._pos = 0
         #: The error a read raised (the body broke): the server answers with its status.
-        self.error: ProtocolError | None = None
+        self.error: RequestBodyError | None = None
 
     def _next_block(self) -> bytes:
         """The next parsed block of the body; b"" at its end."""
         request = self._request
         while not request.body:
             if request.error is not None:
-                self.error = request.error
-                raise request.error
+                raise self._broken(request.error)
             if request.complete:
                 return b""
             first = self._on_first_read
@@ -174,9 +173,15 @@ class Input:
             try:
                 self._fill()
             except ProtocolError as exc:
-                self.error = exc
-                raise
+                raise self._broken(exc) from None
         return request.body.popleft()
+
+    def _broken(self, error: ProtocolError) -> RequestBodyError:
+        """The error to raise for a broken body, remembered for the server's answer."""
+        if not isinstance(error, RequestBodyError):
+            error = RequestBodyError(str(error), error.status_hint)
+        self.error = error
+        return error
 
     def _keep(self, data: bytes, end: int) -> bytes:
         """Return ``data[:end]`` and keep the rest buffered."""
