@@ -248,3 +248,18 @@ def test_an_early_answer_to_an_upload_reaches_the_client_and_says_close():
                 assert response.getheader("Connection") == "close"
             finally:
                 connection.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_max_body_size_0_is_no_limit(framing):
+    # As nginx's client_max_body_size 0 (and our own max_requests 0): off. It
+    # refused every request with a body, which is not what anyone writing 0 meant.
+    body = b"x" * (1 << 20)
+    if framing == "chunked":
+        head = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        data = head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        data = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with live_server(echo_app, max_body_size=0) as server, RawClient(server.address) as client:
+        status, _, answer = client.request(data)
+    assert status == 200 and answer == b"POST /up  " + body

@@ -33,7 +33,7 @@ _HELP = (
     ("keepalive", "seconds an idle keep-alive connection is kept (default 5)"),
     ("graceful_timeout", "seconds in-flight requests get on stop or reload (default 30)"),
     ("max_requests", "recycle a worker after about this many requests; 0 never (default 0)"),
-    ("max_body_size", "largest request body in bytes, else 413 (default 100 MiB)"),
+    ("max_body_size", "largest request body in bytes, else 413; 0 for no limit (default 100 MiB)"),
     ("root_path", "SCRIPT_NAME the app is mounted at, e.g. /api (default '')"),
     ("access_log", "'-' for stdout or a file: combined log format (default off)"),
     ("log_level", "debug, info, warning, error or critical (default info)"),

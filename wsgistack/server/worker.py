@@ -47,6 +47,8 @@ ACCEPT_PAUSE = 0.5
 #: to send its request (a browser's preconnect sends none; without this bound
 #: a stop or a --max-requests recycle waited out --timeout for it).
 STOP_GRACE = 1.0
+#: ``--max-body-size 0``: larger than any body a client can send.
+NO_BODY_LIMIT = 2**63 - 1
 
 
 class Worker:
@@ -71,7 +73,7 @@ class Worker:
             config.max_request_line,
             config.max_headers,
             config.max_header_size,
-            config.max_body_size,
+            config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
         )
         self.access_log = AccessLog.open(config.access_log)
         self.stopping = False
