@@ -243,3 +243,31 @@ def test_a_layer_that_returns_no_app_is_named():
 def test_a_bad_option_fails_when_the_layer_is_built():
     with pytest.raises(ValueError, match="Tagger: tag: expected a non-empty string, got ''"):
         compose(use(Tagger, tag=""), tags_app)
+
+
+def test_describe_stops_at_a_mount_that_leads_back_up_the_stack():
+    # A dispatcher mounting the stack it sits in ("/v1" serving the same API) made
+    # describe() recurse until RecursionError; an app shared by two mounts is shown twice.
+    class Mounts:
+        def __init__(self):
+            self.mounts = {}
+
+        def __call__(self, environ, start_response):  # pragma: no cover - never called
+            return tags_app(environ, start_response)
+
+        def __repr__(self):
+            return "Mounts()"
+
+    mounts = Mounts()
+    stack = compose(use(Tagger, tag="top"), mounts)
+    mounts.mounts.update({"/v1": stack, "/a": tags_app, "/b": tags_app})
+    assert describe(stack).splitlines() == [
+        "Tagger(tag='top')",
+        "Mounts()",
+        "  /v1 ->",
+        "    Tagger(tag='top')  (a cycle: shown above)",
+        "  /a ->",
+        "    tests.pipeline_fixtures.tags_app",
+        "  /b ->",
+        "    tests.pipeline_fixtures.tags_app",
+    ]

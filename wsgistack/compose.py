@@ -213,10 +213,20 @@ def _inner(obj: object) -> object | None:
     return inner if callable(inner) else None
 
 
-def _lines(obj: object, indent: str, path: str | None, host: str | None) -> Iterator[str]:
-    seen: set[int] = set()
+def _lines(
+    obj: object,
+    indent: str,
+    path: str | None,
+    host: str | None,
+    above: frozenset[int] = frozenset(),
+) -> Iterator[str]:
+    # ``above``: the apps on the way down to here, so a mount that leads back up ends.
+    seen: set[int] = set(above)
     node: object | None = obj
-    while node is not None and id(node) not in seen:
+    while node is not None:
+        if id(node) in seen:
+            yield f"{indent}{label(node)}  (a cycle: shown above)"
+            return
         seen.add(id(node))
         yield indent + label(node)
         route = getattr(node, "route", None)
@@ -228,16 +238,16 @@ def _lines(obj: object, indent: str, path: str | None, host: str | None) -> Iter
                 return
             prefix, child, rest = match
             yield f"{indent}  {prefix or '(default)'} ->"
-            yield from _lines(child, indent + "    ", rest, host)
+            yield from _lines(child, indent + "    ", rest, host, frozenset(seen))
             return
         if isinstance(mounts, Mapping):
             for prefix, child in mounts.items():
                 yield f"{indent}  {prefix} ->"
-                yield from _lines(child, indent + "    ", None, None)
+                yield from _lines(child, indent + "    ", None, None, frozenset(seen))
             default = getattr(node, "default", None)
             if default is not None:
                 yield f"{indent}  (default) ->"
-                yield from _lines(default, indent + "    ", None, None)
+                yield from _lines(default, indent + "    ", None, None, frozenset(seen))
             return
         node = _inner(node)
 
