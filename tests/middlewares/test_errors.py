@@ -208,6 +208,17 @@ def test_debug_page_shows_escaped_locals_and_warns_at_start_up(caplog):
     assert "hostile" in text and "leaky" in text
 
 
+def test_debug_page_survives_text_that_is_not_utf_8(caplog):
+    # Bytes that are not UTF-8 decoded with surrogateescape (os.fsdecode, file names,
+    # PATH_INFO read as UTF-8) leave lone surrogates that UTF-8 cannot encode.
+    def undecodable(environ, start_response):
+        raise ValueError(environ["PATH_INFO"].encode("latin-1").decode("utf-8", "surrogateescape"))
+
+    response = TestApp(catcher(undecodable, debug=True)).get("/caf%E9", status=500)
+    assert response.content_type == "text/html"
+    assert "ValueError: /caf\\udce9" in response.text
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

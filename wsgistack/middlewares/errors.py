@@ -193,7 +193,8 @@ class ErrorCatcher:
         status = self._status_for(type(error))
         headers = [(self.error_id_header, error_id)]
         if self.debug:
-            page = debug_page(exc_info, error_id)
+            # Lone surrogates (bytes decoded with surrogateescape) cannot be UTF-8: shown as \udcXX.
+            page = debug_page(exc_info, error_id).encode("utf-8", "backslashreplace")
             response = webob.exc.status_map[status](
                 body=page, content_type="text/html", charset="utf-8", headers=headers
             )
