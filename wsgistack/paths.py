@@ -14,11 +14,16 @@ neither may slip past a filter or a limiter scoped to ``/admin``.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
 from ._types import WSGIEnvironment
 from .errors import ConfigError
 from .options import listed
 
 __all__ = ["prefixes", "resolved", "under"]
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def prefixes(value: object, option: str) -> tuple[str, ...]:
@@ -29,7 +34,19 @@ def prefixes(value: object, option: str) -> tuple[str, ...]:
     for prefix in listed(value, option, "prefixes"):
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise ConfigError(f"{option}: {prefix!r} must be a path starting with '/'")
-        scope.append(resolved(prefix).rstrip("/"))
+        # Matched against PATH_INFO, which is decoded and has no query: these never match.
+        if "?" in prefix or "#" in prefix:
+            raise ConfigError(f"{option}: {prefix!r}: it is a path, without a query or fragment")
+        if _PERCENT_ESCAPE.search(prefix):
+            raise ConfigError(
+                f"{option}: {prefix!r}: it is matched on the decoded path; "
+                f"write {unquote(prefix)!r}"
+            )
+        try:  # PEP 3333: PATH_INFO carries the path's UTF-8 bytes as latin-1 ("/café": "/cafÃ©")
+            wsgi_prefix = prefix.encode("utf-8").decode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{option}: {prefix!r} is not valid text") from None
+        scope.append(resolved(wsgi_prefix).rstrip("/"))
     return tuple(scope)
 
 

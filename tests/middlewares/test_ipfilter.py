@@ -151,6 +151,14 @@ def test_rules_apply_only_under_the_given_paths(path, expected):
     assert status_for(app, "192.0.2.1", path) == expected
 
 
+@pytest.mark.parametrize("path", ["/caf%C3%A9", "/caf%C3%A9/menu", "//caf%C3%A9/./menu"])
+def test_a_non_ascii_prefix_is_matched_on_the_path_as_sent(path):
+    # PATH_INFO carries the UTF-8 bytes as latin-1 (PEP 3333): "/café" is "/cafÃ©" there.
+    app = client(hello_app, allow=["10.0.0.0/8"], paths=["/café"])
+    assert status_for(app, "192.0.2.1", path) == 403
+    assert status_for(app, "192.0.2.1", "/cafe") == 200
+
+
 def test_a_doubled_slash_cannot_reach_a_protected_mount_unfiltered():
     # PrefixDispatcher matches mounts on non-empty segments, so //admin/users is
     # served by the /admin app: the filter must see it as under /admin too.
@@ -333,6 +341,17 @@ def test_a_bad_line_at_start_up_fails_loudly(tmp_path):
             {"deny": ["192.0.2.0/24"], "paths": ["admin"]},
             "must be a path starting with '/'",
             id="path",
+        ),
+        pytest.param(
+            # PATH_INFO is decoded: an escaped prefix would never match, and filter nothing.
+            {"deny": ["192.0.2.0/24"], "paths": ["/caf%C3%A9"]},
+            "IPFilter: paths: '/caf%C3%A9': it is matched on the decoded path; write '/café'",
+            id="path-escaped",
+        ),
+        pytest.param(
+            {"deny": ["192.0.2.0/24"], "paths": ["/admin?x=1"]},
+            "IPFilter: paths: '/admin.x=1': it is a path, without a query or fragment",
+            id="path-query",
         ),
         pytest.param(
             {"deny": ["192.0.2.0/24"], "refuse": 403}, "refuse: 403 is not a WSGI app", id="refuse"
