@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -103,6 +104,27 @@ def test_bad_limits_fail_at_start_up(text, message):
 def test_a_rate_built_by_hand_is_checked_too(rate, message):
     with pytest.raises(ConfigError, match=f"limits: Rate {message}"):
         RateLimiter(hello_app, Rate(**rate))
+
+
+@pytest.mark.parametrize(
+    ("burst", "message"),
+    [
+        pytest.param(0, "burst: must be at least 1, got 0", id="zero"),
+        pytest.param(-3, "burst: must be at least 1, got -3", id="negative"),
+        pytest.param(2, "burst: 2 differs from the burst of 10 in Rate(", id="ignored"),
+    ],
+)
+def test_burst_beside_a_rate_object_is_checked_not_dropped(burst, message):
+    # It was dropped without a word: burst=0 accepted, burst=2 left the Rate's 10 in force.
+    rate = Rate(amount=10, period=60.0, burst=10)
+    for limits in (rate, ["10/hour", rate]):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            RateLimiter(hello_app, limits, burst=burst)
+
+
+def test_burst_equal_to_the_rate_objects_own_is_fine():
+    rate = Rate(amount=10, period=60.0, burst=4)
+    assert RateLimiter(hello_app, rate, burst=4).rates == (rate,)
 
 
 def test_ten_per_minute_admits_exactly_ten_then_says_when_to_retry():

@@ -144,6 +144,8 @@ def parse_limits(
     """
     if isinstance(burst, bool) or (burst is not None and not isinstance(burst, int)):
         raise ConfigError(f"burst: expected a whole number, got {burst!r}")
+    if burst is not None and burst < 1:
+        raise ConfigError(f"burst: must be at least 1, got {burst!r}")
     items: list[str | Rate]
     if isinstance(limits, Rate):
         items = [limits]
@@ -155,6 +157,13 @@ def parse_limits(
         raise ConfigError(f"limits: expected text like '100/minute', got {limits!r}")
     if not items:
         raise ConfigError("limits: give at least one rate, like '100/minute'")
+    for item in items:
+        if isinstance(item, Rate) and burst is not None and burst != item.burst:
+            # A Rate carries its own burst; dropping this one would go unnoticed.
+            raise ConfigError(
+                f"burst: {burst} differs from the burst of {item.burst} in {item!r}; "
+                "set it on the Rate"
+            )
     rates = tuple(
         item if isinstance(item, Rate) else _parse_one(str(item), burst) for item in items
     )
