@@ -219,6 +219,17 @@ def test_debug_page_survives_text_that_is_not_utf_8(caplog):
     assert "ValueError: /caf\\udce9" in response.text
 
 
+def test_debug_page_survives_locals_that_are_not_named_by_strings():
+    # exec() takes any mapping as locals, and a module's globals may hold any key:
+    # sorting 1 with "x" and escaping 1 both raised, and the page was lost.
+    def templated(environ, start_response):
+        exec("raise LookupError('<no such name>')", {}, {1: "<one>", "x": 2})
+
+    text = TestApp(catcher(templated, debug=True)).get("/", status=500).text
+    assert "LookupError: &lt;no such name&gt;" in text
+    assert "&#x27;&lt;one&gt;&#x27;" in text and "<one>" not in text
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

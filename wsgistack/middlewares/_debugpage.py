@@ -32,10 +32,15 @@ def _frames(tb: TracebackType | None) -> str:
     for frame, lineno in traceback.walk_tb(tb):
         code = frame.f_code
         line = traceback.FrameSummary(code.co_filename, lineno, code.co_name).line or ""
+        # exec() takes any mapping as locals: a name may be any key, not only a str.
+        named = [
+            (name if isinstance(name, str) else _safe_repr(name), value)
+            for name, value in frame.f_locals.items()
+        ]
         local_rows = "".join(
             f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(_safe_repr(value))}</code>"
             "</td></tr>"
-            for name, value in sorted(frame.f_locals.items())
+            for name, value in sorted(named, key=lambda item: item[0])
         )
         parts.append(
             f"<section><h3>{html.escape(code.co_filename)}:{lineno} in "
