@@ -85,6 +85,25 @@ def test_bad_limits_fail_at_start_up(text, message):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "10/second; 999983/day", "limits: '999983/day': 999983 per 86400 s", id="too-fine"
+        ),
+        pytest.param(
+            "10/0.0000001 seconds",
+            "limits: '10/0.0000001 seconds': a period of 1e-07 s is under",
+            id="under-a-microsecond",
+        ),
+    ],
+)
+def test_a_rate_the_counters_cannot_hold_names_its_text(text, message):
+    # These came from Rate's own checks and named no text: which of the limits was it?
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RateLimiter(hello_app, text)
+
+
+@pytest.mark.parametrize(
     ("rate", "message"),
     [
         # A burst of 0 refused every request, forever; amount 0 was a ZeroDivisionError.

@@ -131,7 +131,11 @@ def _parse_one(text: str, burst: int | None) -> Rate:
     size = amount if burst is None else burst
     if size < 1:
         raise ConfigError(f"burst: must be at least 1, got {burst!r}")
-    return Rate(amount=amount, period=period, burst=size)
+    try:
+        return Rate(amount=amount, period=period, burst=size)
+    except ConfigError as exc:  # say which of the limits it was
+        detail = str(exc).removeprefix("limits: ")
+        raise ConfigError(f"limits: {text.strip()!r}: {detail}") from None
 
 
 def parse_limits(
