@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import socket
+import tracemalloc
 from wsgiref.validate import validator
 
 import pytest
@@ -228,6 +229,23 @@ def test_debug_page_survives_locals_that_are_not_named_by_strings():
     text = TestApp(catcher(templated, debug=True)).get("/", status=500).text
     assert "LookupError: &lt;no such name&gt;" in text
     assert "&#x27;&lt;one&gt;&#x27;" in text and "<one>" not in text
+
+
+def test_debug_page_cuts_a_huge_upload_before_its_repr_is_made():
+    # A view holding a 10 MB upload: its full repr (four bytes a byte) only to be cut to 200.
+    def upload(environ, start_response):
+        data = b"\0" * 10_000_000
+        raise ValueError(len(data))
+
+    app = TestApp(catcher(upload, debug=True))
+    tracemalloc.start()
+    try:
+        text = app.get("/", status=500).text
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "<code>b&#x27;\\x00\\x00" in text and "\\x00&#x27;</code>" in text
+    assert peak < 15_000_000  # the upload itself, not four copies of it
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,15 @@ from typing import Any
 
 __all__ = ["debug_page"]
 
-_repr = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    # reprlib cuts str before repr() but bytes only after: a 100 MB upload held in a
+    # frame would be repr()ed whole (four characters a byte) to show 200 of them.
+    repr_bytes = reprlib.Repr.repr_str
+    repr_bytearray = reprlib.Repr.repr_str
+
+
+_repr = _Repr()
 _repr.maxstring = 200
 _repr.maxother = 200
 _repr.maxlevel = 3
