@@ -57,6 +57,9 @@ def hit(app, peer="192.0.2.1", **headers):
         pytest.param("7 per 2 mins", [(7, 120.0)], id="plural-abbreviation"),
         pytest.param("7/s", [(7, 1.0)], id="one-letter"),
         pytest.param("1000000/day", [(1_000_000, 86400.0)], id="a-million-a-day"),
+        # The limits library (Flask-Limiter) separates rates with ";", "," or "|".
+        pytest.param("100/day|10/minute", [(100, 86400.0), (10, 60.0)], id="pipe"),
+        pytest.param("100 per day, 10 per minute", [(100, 86400.0), (10, 60.0)], id="comma"),
     ],
 )
 def test_limits_parse(text, rates):

@@ -154,7 +154,7 @@ def parse_limits(
     if isinstance(limits, Rate):
         items = [limits]
     elif isinstance(limits, str):
-        items = [part for part in re.split(r"[;,]", limits) if part.strip()]
+        items = [part for part in re.split(r"[;,|]", limits) if part.strip()]
     elif isinstance(limits, list | tuple):
         items = list(limits)
     else:
