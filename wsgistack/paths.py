@@ -68,7 +68,9 @@ def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
     if _starts(path, scope):
         return True
     # Only odd paths pay for resolving: as sent or as resolved, no spelling slips by.
-    return ("//" in path or "/." in path) and _starts(resolved(path), scope)
+    # "admin/x" too (werkzeug's server passes "GET admin/x" on): routers read "/admin/x".
+    odd = "//" in path or "/." in path or (path[:1] != "/" and path != "")
+    return odd and _starts(resolved(path), scope)
 
 
 def _starts(path: str, scope: tuple[str, ...]) -> bool:

@@ -9,6 +9,7 @@ import re
 from wsgiref.validate import validator
 
 import pytest
+import webob
 from webtest import TestApp
 
 from tests.conftest import hello_app
@@ -167,6 +168,16 @@ def test_a_doubled_slash_cannot_reach_a_protected_mount_unfiltered():
     app = client(dispatcher, allow=["10.0.0.0/8"], paths=["/admin"])
     assert status_for(app, "192.0.2.1", "//admin/users") == 403
     assert status_for(app, "192.0.2.1", "/public") == 200
+
+
+def test_a_path_sent_without_its_slash_cannot_reach_a_protected_mount_unfiltered():
+    # werkzeug's server passes "GET admin/users HTTP/1.1" on as PATH_INFO "admin/users"
+    # (wsgiref's validator would refuse it, so none is outside); the dispatcher serves it.
+    dispatcher = PrefixDispatcher({"/admin": validator(hello_app)}, default=validator(hello_app))
+    app = IPFilter(dispatcher, allow=["10.0.0.0/8"], paths=["/admin"])
+    request = webob.Request.blank("/", remote_addr="192.0.2.1")
+    request.environ["PATH_INFO"] = "admin/users"
+    assert request.get_response(app).status_int == 403
 
 
 def test_the_refusal_is_negotiated_and_logged(caplog):

@@ -1,0 +1,26 @@
+"""paths: whether a request is under a ``paths=`` prefix, however its path is spelled."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgistack.paths import prefixes, under
+
+
+@pytest.mark.parametrize(
+    ("path_info", "expected"),
+    [
+        pytest.param("/admin/x", True, id="rooted"),
+        # werkzeug's server passes "GET admin/x" on as PATH_INFO "admin/x"; werkzeug's
+        # router and PrefixDispatcher read it as "/admin/x", so the filter must too.
+        pytest.param("admin/x", True, id="unrooted"),
+        pytest.param("admin", True, id="unrooted-exact"),
+        pytest.param("./admin", True, id="unrooted-dot"),
+        pytest.param("../admin/x", True, id="unrooted-dot-dot"),
+        pytest.param("administrator", False, id="unrooted-not-a-segment"),
+        pytest.param("public/admin", False, id="unrooted-elsewhere"),
+    ],
+)
+def test_a_path_without_its_leading_slash_is_read_from_the_root(path_info, expected):
+    scope = prefixes(["/admin"], "IPFilter: paths")
+    assert under({"SCRIPT_NAME": "", "PATH_INFO": path_info}, scope) is expected
