@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tests.conftest import hello_app
 from tests.pipeline_fixtures import Tagger, tags_app
 from wsgistack import compose, describe, use
-from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares import LoadBalancer, PrefixDispatcher, RateLimiter
 from wsgistack.wsgi import close_iterable
 
 
@@ -271,3 +271,38 @@ def test_describe_stops_at_a_mount_that_leads_back_up_the_stack():
         "  /b ->",
         "    tests.pipeline_fixtures.tags_app",
     ]
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        pytest.param(
+            use(PrefixDispatcher, mounts={"/api": tags_app}),
+            "argument 2 (use(PrefixDispatcher, mounts={'/api': <function tags_app at 0x",
+            id="dispatcher",
+        ),
+        pytest.param(
+            use(LoadBalancer, ["http://127.0.0.1:9"]),
+            "argument 2 (use(LoadBalancer, ['http://127.0.0.1:9'])) cannot wrap the app: "
+            "LoadBalancer takes no app to wrap; an app "
+            "such as a dispatcher or a balancer goes last",
+            id="balancer",
+        ),
+        pytest.param(
+            use(hello_app),
+            "argument 2 (use(hello_app)) cannot wrap the app: "
+            "missing a required argument: 'start_response'",
+            id="app",
+        ),
+    ],
+)
+def test_use_of_something_that_cannot_take_the_app_is_named(layer, message):
+    # These failed inside the class with "got multiple values for argument 'mounts'" or
+    # "takes 2 positional arguments but 3 were given", naming neither compose() nor the layer.
+    with pytest.raises(TypeError, match=re.escape(message)):
+        compose(use(Tagger, tag="a"), layer, tags_app)
+
+
+def test_a_dispatcher_given_as_a_layer_is_told_to_go_last():
+    with pytest.raises(TypeError, match=r"PrefixDispatcher takes no app to wrap; .* goes last"):
+        compose(use(PrefixDispatcher, {"/api": tags_app}), tags_app)

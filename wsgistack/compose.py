@@ -110,6 +110,27 @@ def _needs_options(layer: object) -> tuple[str, list[str]] | None:
     return (factory.__qualname__, required) if required else None
 
 
+def _cannot_build(layer: Layer[Any]) -> str | None:
+    """Why ``layer`` cannot be called with an app, or None if it may (or cannot be told)."""
+    try:
+        signature = inspect.signature(layer.factory)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(None, *layer.args, **layer.kwargs)
+    except TypeError as exc:
+        try:
+            signature.bind(*layer.args, **layer.kwargs)
+        except TypeError:
+            return str(exc)
+        # Complete without an app: an app itself (PrefixDispatcher, LoadBalancer).
+        return (
+            f"{getattr(layer.factory, '__qualname__', layer.factory)} takes no app to wrap; "
+            "an app such as a dispatcher or a balancer goes last, built by itself"
+        )
+    return None
+
+
 def _not_an_app(obj: object) -> str | None:
     """Why the last argument of compose() cannot be the app, or None if it may be.
 
@@ -152,6 +173,11 @@ def compose(*parts: Any) -> WSGIApplication:
             raise TypeError(
                 f"compose(): argument {index} ({layer!r}) is not a layer: "
                 "a layer is a callable that takes an app and returns an app"
+            )
+        problem = _cannot_build(layer) if isinstance(layer, Layer) else None
+        if problem is not None:
+            raise TypeError(
+                f"compose(): argument {index} ({layer!r}) cannot wrap the app: {problem}"
             )
         if not isinstance(layer, Layer) and _arity_says_app(layer):
             needs = _needs_options(layer)
