@@ -209,6 +209,37 @@ def test_debug_page_shows_escaped_locals_and_warns_at_start_up(caplog):
     assert "hostile" in text and "leaky" in text
 
 
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        pytest.param(None, "text/html", id="any"),
+        pytest.param("text/html", "text/html", id="html"),
+        pytest.param("application/json", "application/json", id="json"),
+        pytest.param("text/plain", "text/plain", id="plain"),
+    ],
+)
+def test_debug_traceback_is_negotiated_like_the_500(accept, content_type):
+    # An API client in development reads the 500 as JSON: an HTML page broke its parser.
+    def failing_view(environ, start_response):
+        raise RuntimeError("<no such row>")
+
+    headers = {"Accept": accept} if accept else {}
+    response = TestApp(catcher(failing_view, debug=True)).get("/", headers=headers, status=500)
+    assert response.content_type == content_type
+    error_id = response.headers["X-Error-Id"]
+    if content_type == "application/json":
+        answer = json.loads(response.text)
+        assert answer["code"] == "500 Internal Server Error"
+        assert answer["message"] == f"RuntimeError: <no such row> (error id: {error_id})"
+        assert "in failing_view" in answer["traceback"]
+    elif content_type == "text/plain":
+        assert response.text.startswith("Traceback (most recent call last):")
+        assert "in failing_view" in response.text and "RuntimeError: <no such row>" in response.text
+        assert f"Error id: {error_id}" in response.text
+    else:
+        assert "RuntimeError: &lt;no such row&gt;" in response.text and error_id in response.text
+
+
 def test_debug_page_survives_text_that_is_not_utf_8(caplog):
     # Bytes that are not UTF-8 decoded with surrogateescape (os.fsdecode, file names,
     # PATH_INFO read as UTF-8) leave lone surrogates that UTF-8 cannot encode.

@@ -12,7 +12,7 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-__all__ = ["debug_page"]
+__all__ = ["debug_page", "debug_text", "summary"]
 
 
 class _Repr(reprlib.Repr):
@@ -58,12 +58,22 @@ def _frames(tb: TracebackType | None) -> str:
     return "".join(parts)
 
 
+def summary(error: BaseException) -> str:
+    """The exception's last traceback line: ``ValueError: bad input``."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
 def debug_page(exc_info: tuple[Any, BaseException, TracebackType | None], error_id: str) -> str:
     """An HTML page describing the exception, for ``ErrorCatcher(debug=True)`` only."""
     _, error, tb = exc_info
-    summary = "".join(traceback.format_exception_only(type(error), error)).strip()
     return (
         "<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body>"
-        f"<h1>{html.escape(summary)}</h1><p>Error id: {html.escape(error_id)}</p>"
+        f"<h1>{html.escape(summary(error))}</h1><p>Error id: {html.escape(error_id)}</p>"
         f"{_frames(tb)}</body></html>"
     )
+
+
+def debug_text(exc_info: tuple[Any, BaseException, TracebackType | None]) -> str:
+    """The traceback as Python prints it, for clients that asked for JSON or plain text."""
+    _, error, tb = exc_info
+    return "".join(traceback.format_exception(type(error), error, tb))

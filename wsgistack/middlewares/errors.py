@@ -13,12 +13,14 @@ first cannot fail, the second must reach the server whole to be sendfile()d
 
     application = ErrorCatcher(flask_app.wsgi_app, on_error=[report_to_sentry])
 
-``debug=True`` answers with the traceback and each frame's local variables:
+``debug=True`` answers with the traceback and each frame's local variables
+(a client asking for JSON or plain text gets the traceback in that form):
 never turn it on where strangers can reach the server.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import sys
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+import webob.acceptparse
 import webob.exc
 
 from .._logtext import log_text
@@ -35,7 +38,7 @@ from ..errors import ConfigError, ProtocolError
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
 from ..wsgi import close_iterable
-from ._debugpage import debug_page
+from ._debugpage import debug_page, debug_text, summary
 
 __all__ = ["ErrorCatcher"]
 
@@ -193,11 +196,8 @@ class ErrorCatcher:
         status = self._status_for(type(error))
         headers = [(self.error_id_header, error_id)]
         if self.debug:
-            # Lone surrogates (bytes decoded with surrogateescape) cannot be UTF-8: shown as \udcXX.
-            page = debug_page(exc_info, error_id).encode("utf-8", "backslashreplace")
-            response = webob.exc.status_map[status](
-                body=page, content_type="text/html", charset="utf-8", headers=headers
-            )
+            kind = webob.exc.status_map[status]
+            response = _debug_response(kind, environ, exc_info, error_id, headers)
         else:
             response = refusal(
                 webob.exc.status_map[status], detail=f"Error id: {error_id}", headers=headers
@@ -239,6 +239,36 @@ class ErrorCatcher:
             except Exception:
                 self.logger.exception("error %s: on_error hook %r failed", error_id, hook)
         return error_id
+
+
+def _debug_response(
+    kind: type[webob.exc.WSGIHTTPException],
+    environ: WSGIEnvironment,
+    exc_info: ExcInfo,
+    error_id: str,
+    headers: list[tuple[str, str]],
+) -> webob.exc.WSGIHTTPException:
+    """The traceback as the client asked for it: HTML, JSON or plain text, as webob picks."""
+    # No Accept at all (as before, and as Django's debug page reads it): the HTML page.
+    accept = webob.acceptparse.create_accept_header(environ.get("HTTP_ACCEPT"))
+    offers = accept.acceptable_offers(["text/html", "application/json"])
+    content_type = offers[0][0] if offers else "text/plain"
+    if content_type == "text/html":
+        text = debug_page(exc_info, error_id)
+    elif content_type == "application/json":
+        text = json.dumps(
+            {
+                "message": f"{summary(exc_info[1])} (error id: {error_id})",
+                "code": f"{kind.code} {kind.title}",
+                "title": kind.title,
+                "traceback": debug_text(exc_info),
+            }
+        )
+    else:
+        text = f"{debug_text(exc_info)}\nError id: {error_id}\n"
+    # Lone surrogates (bytes decoded with surrogateescape) cannot be UTF-8: shown as \udcXX.
+    body = text.encode("utf-8", "backslashreplace")
+    return kind(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
 class _GuardedBody:
