@@ -21,9 +21,23 @@ from ._types import WSGIEnvironment
 from .errors import ConfigError
 from .options import listed
 
-__all__ = ["prefixes", "resolved", "under"]
+__all__ = ["decoded_spelling", "prefixes", "resolved", "under", "wsgi_str"]
 
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def decoded_spelling(path: str) -> str | None:
+    """``path`` decoded, if it is written with %-escapes; else None.
+
+    PATH_INFO arrives percent-decoded (PEP 3333), so a prefix, mount or root
+    path written escaped could never match: the caller refuses it with this.
+    """
+    return unquote(path) if _PERCENT_ESCAPE.search(path) else None
+
+
+def wsgi_str(text: str) -> str:
+    """A unicode path as PEP 3333 shows it in PATH_INFO: UTF-8 bytes read as latin-1."""
+    return text.encode("utf-8").decode("latin-1")
 
 
 def prefixes(value: object, option: str) -> tuple[str, ...]:
@@ -37,13 +51,12 @@ def prefixes(value: object, option: str) -> tuple[str, ...]:
         # Matched against PATH_INFO, which is decoded and has no query: these never match.
         if "?" in prefix or "#" in prefix:
             raise ConfigError(f"{option}: {prefix!r}: it is a path, without a query or fragment")
-        if _PERCENT_ESCAPE.search(prefix):
+        if (decoded := decoded_spelling(prefix)) is not None:
             raise ConfigError(
-                f"{option}: {prefix!r}: it is matched on the decoded path; "
-                f"write {unquote(prefix)!r}"
+                f"{option}: {prefix!r}: it is matched on the decoded path; write {decoded!r}"
             )
         try:  # PEP 3333: PATH_INFO carries the path's UTF-8 bytes as latin-1 ("/café": "/cafÃ©")
-            wsgi_prefix = prefix.encode("utf-8").decode("latin-1")
+            wsgi_prefix = wsgi_str(prefix)
         except UnicodeEncodeError:
             raise ConfigError(f"{option}: {prefix!r} is not valid text") from None
         scope.append(resolved(wsgi_prefix).rstrip("/"))

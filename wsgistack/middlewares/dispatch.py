@@ -22,17 +22,17 @@ grow with the number of mounts.  ``/admin`` (no slash) is redirected to
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import webob.exc
 
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..errors import ConfigError
 from ..options import flag
+from ..paths import decoded_spelling, wsgi_str
 from ..refusals import refusal
 
 __all__ = ["PrefixDispatcher"]
@@ -48,14 +48,6 @@ class _Table:
 
     mounts: dict[str, tuple[str, WSGIApplication]] = field(default_factory=dict)
     depths: tuple[int, ...] = ()
-
-
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-
-
-def _wsgi_str(text: str) -> str:
-    """A unicode path as PEP 3333 shows it in PATH_INFO: UTF-8 bytes read as latin-1."""
-    return text.encode("utf-8").decode("latin-1")
 
 
 def _segments(path: str) -> list[str]:
@@ -92,9 +84,8 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
         return " is a URL; mount a path ('/api') or a host ('api.example.com/v1')"
     if "?" in path or "#" in path:
         return ": a mount is matched on the path, without a query or fragment"
-    if _PERCENT_ESCAPE.search(path):
-        # PATH_INFO arrives decoded (PEP 3333), so "%C3%A9" could never match.
-        return f": a mount is matched on the decoded path; write {unquote(path)!r}"
+    if (decoded := decoded_spelling(path)) is not None:
+        return f": a mount is matched on the decoded path; write {decoded!r}"
     if host is None:
         return None
     if host.startswith("["):  # an IPv6 literal: [::1]:8080
@@ -209,7 +200,7 @@ class PrefixDispatcher:
             table = tables.setdefault(host[1:] if host.startswith("*.") else host, _Table())
         else:
             table = self._paths
-        segments = _segments(_wsgi_str(path))
+        segments = _segments(wsgi_str(path))
         prefix = "/" + "/".join(segments) if segments else ""
         if prefix in table.mounts:
             raise ConfigError(
@@ -313,7 +304,7 @@ class PrefixDispatcher:
 
         Returns (mount label, app, remaining path) for :func:`wsgistack.describe`.
         """
-        wsgi_path = _rooted(_wsgi_str(path))
+        wsgi_path = _rooted(wsgi_str(path))
         found = self._match({"HTTP_HOST": host or ""}, wsgi_path)
         if found is None:
             if self.default is None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from ..errors import ConfigError
+from ..paths import decoded_spelling
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "parse_bind"]
 
@@ -144,9 +143,9 @@ def _root_path(value: Any) -> str:
     # Matched against PATH_INFO, which is decoded and has no query: these never match.
     if "?" in value or "#" in value:
         raise ConfigError(f"root_path: {value!r}: it is a path, without a query or fragment")
-    if re.search(r"%[0-9A-Fa-f]{2}", value):
+    if (decoded := decoded_spelling(value)) is not None:
         raise ConfigError(
-            f"root_path: {value!r}: it is matched on the decoded path; write {unquote(value)!r}"
+            f"root_path: {value!r}: it is matched on the decoded path; write {decoded!r}"
         )
     return value
 
