@@ -61,7 +61,7 @@ class Server:
         self.listeners: list[socket.socket] = []
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
-        self._pid_file: PidFile | None = None  # start()'s; serve_forever() keeps its own
+        self._pid_file: PidFile | None = None  # removed by close()
 
     def __repr__(self) -> str:
         binds = ", ".join(str(bind) for bind in self.config.bind)
@@ -96,10 +96,9 @@ class Server:
         while serving, and the previous handlers are back afterwards.
         """
         self.bind()
-        pid_file = None
         try:
-            if self.config.pid is not None:
-                pid_file = PidFile.create(self.config.pid)  # after bind: a failed start leaves none
+            if self.config.pid is not None:  # after bind: a failed start leaves none
+                self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
                 return Arbiter(self.loader, self.config, self.listeners).run()
             self._worker = Worker(self.loader(), self.config, self.listeners)
@@ -116,9 +115,7 @@ class Server:
                     signal.signal(sig, handler)
             return 0
         finally:
-            if pid_file is not None:
-                pid_file.remove()
-            self.close()
+            self.close()  # removes the pid file too
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe)."""
