@@ -326,3 +326,41 @@ def test_a_flask_upstream_behind_proxyfix_redirects_once_under_the_mount(lb, ups
     response = site.get("/legacy/")
     assert response.status_int == 302 and response.headers["Location"] == "/legacy/login"
     assert response.follow().text == "login page"
+
+
+@pytest.mark.parametrize(
+    ("target", "seen"),
+    [
+        pytest.param(b"/a/../../admin", b"/public/admin", id="dot-dot-past-the-root"),
+        pytest.param(b"/%2e%2e/admin", b"/public/admin", id="escaped-dots"),
+        pytest.param(b"/..%2Fadmin", b"/public/admin", id="escaped-slash"),
+        pytest.param(b"/x/./y/../z/", b"/public/x/z/", id="resolved-within-keeps-the-slash"),
+        pytest.param(b"/.well-known/a..b", b"/public/.well-known/a..b", id="dots-in-names"),
+    ],
+)
+def test_dot_segments_cannot_reach_past_the_base_path(lb, tmp_path, target, seen):
+    # nginx as the upstream resolves dot segments, as routers and file servers do:
+    # /public/a/../../admin would be its /admin, which the pool does not expose.
+    from tests.server.nginx import Nginx
+
+    locations = (
+        'location /public/ { default_type text/plain; return 200 "public $uri"; }\n'
+        '    location / { default_type text/plain; return 200 "private $uri"; }'
+    )
+    with (
+        Nginx(tmp_path, locations) as nginx,
+        live_server(lb([nginx.url + "/public"])) as front,
+        RawClient(front.address) as client,
+    ):
+        status, _, body = client.request(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+    assert (status, body) == (200, b"public " + seen)
+
+
+def test_a_path_without_its_leading_slash_stays_under_the_base_path(lb, raw):
+    # werkzeug's server passes "GET _admin" on as PATH_INFO "_admin": pasted to the
+    # base path it would be /public_admin, another path of the upstream.
+    upstream = raw(OK)
+    balancer = lb([upstream.url + "/public"])
+    app = TestApp(lambda environ, start: balancer({**environ, "PATH_INFO": "_admin"}, start))
+    assert app.get("/?q=1").body == b"ok"
+    assert upstream.heads[-1].split(b" ")[1] == b"/public/_admin?q=1"

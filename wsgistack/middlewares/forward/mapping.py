@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
 from ...clientip import ProxyTrust, trusts_peer
+from ...paths import resolved
 from .upstream import Upstream
 
 __all__ = ["HOP_BY_HOP", "map_location", "map_refresh", "request_headers", "request_target"]
@@ -108,17 +109,42 @@ def _raw_path(raw_uri: str, script: str, path_info: str) -> str | None:
     return quote(raw[end:], safe=SAFE_PATH + "%")
 
 
+def _confined(path_info: str) -> str | None:
+    """PATH_INFO made to stay under a base path, if as sent it might not; else None.
+
+    ``/public`` + ``/a/../../admin`` is ``/admin`` to an upstream that resolves
+    dot segments (nginx, most routers and file servers; RFC 3986 §5.2.4), and
+    ``/public`` + ``_admin`` (a path without its leading slash, as werkzeug's
+    server passes ``GET _admin`` on) is ``/public_admin``: both reach past the
+    base path.  Such a path is sent resolved from the root, as nginx's
+    ``proxy_pass`` with a URI does; PATH_INFO is decoded, so ``%2e%2e`` and
+    ``..%2f`` count too.
+    """
+    if path_info[:1] == "/" and "/." not in path_info:
+        return None  # the usual path: no dot segment can be in it
+    segments = path_info.split("/")
+    if path_info[:1] == "/" and "." not in segments and ".." not in segments:
+        return None  # "/.well-known", "/a/.b": dots in names, not dot segments
+    path = resolved(path_info)
+    if segments[-1] in ("", ".", "..") and path != "/":
+        path += "/"  # "/a/b/.." names a directory, as "/a/" does
+    return path
+
+
 def request_target(upstream: Upstream, environ: WSGIEnvironment) -> str:
     """The request target for the upstream: its base path, the path, the query."""
     path_info = environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    query = "?" + query if query else ""
+    if upstream.base and path_info and (confined := _confined(path_info)) is not None:
+        return upstream.base + quote(confined.encode("latin-1"), safe=SAFE_PATH) + query
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     path = None
     if raw and "%" in raw:  # else quoting PATH_INFO gives the same
         path = _raw_path(raw, environ.get("SCRIPT_NAME", ""), path_info)
     if path is None:
         path = quote(path_info.encode("latin-1"), safe=SAFE_PATH)
-    query = environ.get("QUERY_STRING", "")
-    return upstream.base + (path or "/") + ("?" + query if query else "")
+    return upstream.base + (path or "/") + query
 
 
 def _quoted(value: str) -> str:
