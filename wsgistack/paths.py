@@ -15,15 +15,29 @@ neither may slip past a filter or a limiter scoped to ``/admin``.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ._types import WSGIEnvironment
 from .errors import ConfigError
 from .options import listed
 
-__all__ = ["decoded_spelling", "prefixes", "resolved", "under", "wsgi_str"]
+__all__ = [
+    "SAFE_PATH",
+    "decoded_spelling",
+    "escaped_spelling",
+    "prefixes",
+    "resolved",
+    "under",
+    "wsgi_str",
+]
 
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: What a URL path holds unescaped besides letters and digits: "/" and the
+#: rest of RFC 3986's pchar (unreserved, sub-delims, ":" and "@"; §3.3).
+SAFE_PATH = "/:@!$&'()*+,;=-._~"
+#: path-abempty = *( "/" segment ), segment = *pchar (RFC 3986 §3.3).
+_URL_PATH = re.compile(r"(?:[A-Za-z0-9/:@!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*\Z")
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def decoded_spelling(path: str) -> str | None:
@@ -33,6 +47,18 @@ def decoded_spelling(path: str) -> str | None:
     path written escaped could never match: the caller refuses it with this.
     """
     return unquote(path) if _PERCENT_ESCAPE.search(path) else None
+
+
+def escaped_spelling(path: str) -> str | None:
+    """``path`` as a URL must spell it (``/my%20app``), if it is not so spelled; else None.
+
+    For a path sent on as written (an upstream's base path): a space, a
+    non-ASCII letter or a bare ``%`` would break the request line or name
+    another path.
+    """
+    if _URL_PATH.match(path):
+        return None
+    return quote(_BARE_PERCENT.sub("%25", path), safe=SAFE_PATH + "%")
 
 
 def wsgi_str(text: str) -> str:

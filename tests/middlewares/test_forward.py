@@ -472,6 +472,10 @@ def test_bad_options_fail_at_start_up(args, message):
         pytest.param(
             "http://admin:s3cret@a:1", {}, r"'http://...@a:1' must not carry a user", id="userinfo"
         ),
+        # A base path goes out as written: these would break the request line or name another.
+        pytest.param("http://a:1/my app", {}, "'/my app' .*write '/my%20app'", id="base-space"),
+        pytest.param("http://a:1/café", {}, "write '/caf%C3%A9'", id="base-not-ascii"),
+        pytest.param("http://a:1/100%/x", {}, "write '/100%25/x'", id="base-bare-percent"),
     ],
 )
 def test_each_bad_option_is_named_at_start_up(upstream, options, message):

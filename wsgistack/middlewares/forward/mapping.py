@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
 from ...clientip import ProxyTrust, trusts_peer
-from ...paths import resolved
+from ...paths import SAFE_PATH, resolved
 from .upstream import Upstream
 
 __all__ = ["HOP_BY_HOP", "map_location", "map_refresh", "request_headers", "request_target"]
@@ -33,7 +33,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-SAFE_PATH = "/:@!$&'()*+,;=-._~"
 #: Request headers this layer writes itself, besides the hop-by-hop ones; the
 #: body's length and type come from CONTENT_LENGTH and CONTENT_TYPE, never from
 #: an HTTP_CONTENT_* copy (nginx's uwsgi_params sends both), so never twice.

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ...errors import ConfigError
 from ...options import flag
+from ...paths import escaped_spelling
 from .client import readable
 
 __all__ = ["Upstream", "parse_upstream"]
@@ -76,11 +77,18 @@ class Upstream:
             port = 0
         if not port:
             raise ConfigError(f"LoadBalancer: upstreams: {url!r} has a bad port")
+        base = parts.path.rstrip("/")
+        if (spelled := escaped_spelling(base)) is not None:
+            # Sent as written before each request's path: it must be a URL's path.
+            raise ConfigError(
+                f"LoadBalancer: upstreams: {url!r}: the base path {base!r} is not"
+                f" spelled as in a URL; write {spelled!r}"
+            )
         self.url = url.rstrip("/")
         self.host = parts.hostname
         self.port = port
         self.host_header = parts.netloc
-        self.base = parts.path.rstrip("/")
+        self.base = base
         self.weight = weight
         self.backup = flag(backup, f"LoadBalancer: upstreams: {url!r}: backup")
         self.max_fails = max_fails
