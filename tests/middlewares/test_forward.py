@@ -153,6 +153,27 @@ def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     assert "DOWN" not in repr(balancer)
 
 
+def _checkers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "wsgistack-health"}
+
+
+def test_a_status_page_starts_the_active_checks_and_close_ends_them(lb, upstreams):
+    # A prefork worker's status page may be its first request: the checks must
+    # run there too, or it reports as up upstreams it never checked.
+    balancer = lb([upstreams.start("a")], health_path="/health", health_interval=60)
+    before = _checkers()
+    balancer.status()
+    (checker,) = _checkers() - before
+    balancer.close()
+    checker.join(10)
+    assert not checker.is_alive()
+    app = TestApp(validator(balancer))
+    for _ in range(3):  # closed: no checker started again, let alone one per request
+        assert app.get("/").text == "a / 0"
+        balancer.status()
+    assert not _checkers() - before
+
+
 def test_no_upstream_is_503_connect_failure_502_and_slow_504(lb, upstreams):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

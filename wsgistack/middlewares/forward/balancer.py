@@ -175,7 +175,14 @@ class LoadBalancer:
 
     # -- status ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
-        """Each upstream's state, for status pages and describe()."""
+        """Each upstream's state, for status pages.
+
+        With ``health_path``, asking starts the checks in this process: a
+        worker that has forwarded nothing yet would otherwise report as up
+        upstreams it never checked, for as long as it forwards nothing.
+        """
+        if self.health_path is not None:
+            self._start_checker()
         now = self.clock()
         return [u.status(now) for u in self.upstreams]
 
@@ -191,6 +198,8 @@ class LoadBalancer:
     # -- active health ------------------------------------------------------------------
     def _start_checker(self) -> None:
         with self._checker_lock:
+            if self._stopped.is_set():
+                return  # close() stopped it for good: no thread per request from then on
             if self._checker is None or not self._checker.is_alive():
                 # Started on first use, so a preforking server starts one per worker.
                 self._checker = threading.Thread(
