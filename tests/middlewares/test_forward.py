@@ -139,6 +139,30 @@ def test_a_get_to_a_dying_upstream_is_retried_elsewhere(lb, upstreams, dying):
     assert dying.requests == [b"GET "]
 
 
+def test_back_from_fail_timeout_one_failure_takes_it_out_again(lb, upstreams, raw):
+    # As nginx: once max_fails took it out, the first try after fail_timeout
+    # decides; one failure (a client waiting out a timeout, say) takes it out
+    # again, not max_fails more; a success starts the count afresh.
+    now = [1000.0]
+    flaky = raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\na")
+    good = upstreams.start("b")
+    balancer = lb([flaky.url, good], max_fails=3, fail_timeout=10, max_idle=0, clock=lambda: now[0])
+    for _ in range(3):
+        flaky.queue()  # hang up unanswered
+    assert set(names(balancer, 12)) == {"b"}
+    assert len(flaky.heads) == 3  # out at its third failure
+    now[0] += 11
+    for _ in range(3):
+        flaky.queue()
+    assert set(names(balancer, 12)) == {"b"}
+    assert len(flaky.heads) == 4  # tried once, and out again
+    now[0] += 11
+    flaky.queued.clear()
+    assert "a" in names(balancer, 4)  # a success
+    flaky.queue()
+    assert set(names(balancer, 6)) == {"a", "b"}  # one failure since: still in
+
+
 def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     a, b = upstreams.start("a"), upstreams.start("b")
     balancer = lb([a, b], health_path="/health", health_rise=2)

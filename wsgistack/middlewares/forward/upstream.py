@@ -100,6 +100,7 @@ class Upstream:
         self.fails = 0
         self.first_fail = 0.0
         self.down_until = 0.0
+        self.tripped = False  # taken out by max_fails, and no success since
         self.checked_down = False  # the active checker says down
         self.rises = 0
         self._idle: deque[_Idle] = deque()
@@ -125,6 +126,12 @@ class Upstream:
 
     def failed(self, now: float) -> None:
         with self._lock:
+            if self.tripped:
+                # Back from its time out and failing again with no success between:
+                # out again at once, as nginx, not after max_fails more failures
+                # (each a client's wait on a connect or read timeout).
+                self.down_until = now + self.fail_timeout
+                return
             if now - self.first_fail > self.fail_timeout:
                 self.fails = 0
                 self.first_fail = now
@@ -132,11 +139,13 @@ class Upstream:
             if self.fails >= self.max_fails:
                 self.down_until = now + self.fail_timeout
                 self.fails = 0
+                self.tripped = True
 
     def succeeded(self) -> None:
-        if self.fails:
+        if self.fails or self.tripped:
             with self._lock:
                 self.fails = 0
+                self.tripped = False
 
     def check_result(self, ok: bool, rise: int) -> None:
         """An active health check's answer."""
@@ -146,6 +155,7 @@ class Upstream:
                 if self.checked_down and self.rises >= rise:
                     self.checked_down = False
                     self.down_until = 0.0
+                    self.tripped = False
             else:
                 self.rises = 0
                 self.checked_down = True
