@@ -54,6 +54,45 @@ def test_interim_responses_are_skipped_and_the_connection_stays_clean(lb, raw, r
     assert upstream.connections == 1
 
 
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(SWITCHING, id="101-alone"),
+        pytest.param(SWITCHING + b"\x00\x00\x12\x04", id="101-and-another-protocol"),
+    ],
+)
+def test_a_101_nobody_asked_for_is_a_502_and_the_upstream_is_not_left_busy(lb, raw, reply):
+    # Upgrade is hop-by-hop and never sent on, so a 101 is a broken upstream: a
+    # 502, as any garbled answer, never a traceback; and the exchange is over,
+    # so least_conn does not count it as in flight for good.
+    upstream = raw(FINAL + b"hello")
+    upstream.queue(reply)
+    balancer = lb([upstream.url], strategy="least_conn")
+    app = TestApp(validator(balancer))
+    assert app.get("/", expect_errors=True).status_int == 502
+    assert balancer.status()[0]["active"] == 0
+    assert app.get("/").body == b"hello"
+
+
+def test_a_header_that_cannot_go_out_leaves_no_exchange_in_flight(lb, raw):
+    # An outer layer that puts text no HTTP/1.1 head can carry into the environ
+    # (PEP 3333 wants latin-1) fails its own request, not the upstream's count.
+    upstream = raw(FINAL + b"hello")
+    balancer = lb([upstream.url], strategy="least_conn")
+
+    def outer(environ, start_response):
+        environ["HTTP_X_USER"] = "\u6797"
+        return balancer(environ, start_response)
+
+    with pytest.raises(UnicodeEncodeError):
+        TestApp(outer).get("/")
+    assert balancer.status()[0]["active"] == 0
+    assert TestApp(validator(balancer)).get("/").body == b"hello"
+
+
 def test_expect_100_continue_to_the_reference_server_streams_the_whole_answer(lb, upstreams):
     block = b"y" * 65536
 

@@ -331,6 +331,10 @@ class LoadBalancer:
         chunked: bool,
     ) -> tuple[Exchange, socket.socket]:
         """Send the request and read the response head; raises _Failure."""
+        target = request_target(upstream, environ)
+        host = upstream.host_header
+        if self.preserve_host:
+            host = environ.get("HTTP_HOST", host)
         sock = upstream.take_idle(self.clock(), self.idle_timeout)
         reused = sock is not None
         if sock is None:
@@ -344,10 +348,6 @@ class LoadBalancer:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
             set_io_timeout(sock, self.read_timeout)
         upstream.started()
-        target = request_target(upstream, environ)
-        host = upstream.host_header
-        if self.preserve_host:
-            host = environ.get("HTTP_HOST", host)
         body = environ["wsgi.input"]
         try:
             exchange = Exchange(sock, head_only=method == "HEAD")
@@ -378,6 +378,12 @@ class LoadBalancer:
             timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
             kind = "timeout" if timeout else "error"
             raise _Failure(kind, f"{upstream.url}: {exc}", True) from None
+        except BaseException:
+            # Anything else (a header that is not latin-1, an interrupt): still not
+            # in flight, or least_conn and p2c would shun this upstream for good.
+            upstream.ended()
+            sock.close()
+            raise
 
     @staticmethod
     def _body_failed(

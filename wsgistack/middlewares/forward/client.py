@@ -153,6 +153,10 @@ class Exchange:
                 return
             reason = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
             raise UpstreamClosed(f"bad response from the upstream: {reason}", True) from None
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols, though no Upgrade went out (it is hop-by-hop):
+            # what follows is not HTTP, so there is no answer to pass on.
+            raise UpstreamClosed("the upstream switched protocols unasked (101)", True) from None
         if not self._headers_done:  # every byte so far was head, and it goes on
             self._head_size += len(data)
             if self._head_size >= MAX_HEAD:
