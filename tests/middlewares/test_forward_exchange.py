@@ -267,6 +267,18 @@ def test_when_every_retry_answers_busy_the_client_gets_the_last_answer(lb, raw, 
     assert response.body == names[-1]  # round robin: tried in order
 
 
+def test_a_retried_busy_answer_counts_toward_max_fails(lb, raw, upstreams):
+    # As nginx: a status in next_upstream that sends the request on is an
+    # unsuccessful attempt, so a busy upstream is taken out for fail_timeout
+    # instead of taking the first try of every other request.
+    busy = raw(_busy(b"a"))
+    balancer = lb([busy.url, upstreams.start("b")], next_upstream=["error", "http_503"])
+    app = TestApp(validator(balancer))
+    assert {app.get("/").text.split()[0] for _ in range(6)} == {"b"}
+    assert len(busy.heads) == 1
+    assert not balancer.status()[0]["up"]
+
+
 def test_a_busy_answer_beats_a_later_upstream_that_is_down(lb, raw):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -305,13 +305,16 @@ class LoadBalancer:
             code = int(exchange.status[:3])
             retry = code in self._retry_statuses and not has_body and method in IDEMPOTENT
             if retry and self.clock() < deadline and len(tried) < self.tries:
+                # Passed on to the next upstream: an unsuccessful attempt, as nginx
+                # counts one, or a 503ing upstream keeps the first try of half the requests.
+                if self._passive:
+                    upstream.failed(self.clock())
                 kept = (upstream, exchange, sock)
                 log.warning("upstream %s answered %s; trying the next", upstream.url, code)
                 continue
             upstream.succeeded()
             return self._respond(upstream, exchange, sock, environ, start_response)
-        if kept is not None:
-            kept[0].succeeded()
+        if kept is not None:  # (counted as failed when it was kept: no success)
             return self._respond(*kept, environ, start_response)
         if failure is None:
             answer = refusal(webob.exc.HTTPServiceUnavailable, "No upstream is available.")
