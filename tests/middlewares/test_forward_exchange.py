@@ -93,6 +93,35 @@ def test_a_header_that_cannot_go_out_leaves_no_exchange_in_flight(lb, raw):
     assert TestApp(validator(balancer)).get("/").body == b"hello"
 
 
+def test_a_location_that_is_no_url_passes_as_sent(lb, raw):
+    # "http://[oops/x" is no URL (urlsplit raises): nothing of the pool's to map
+    # back, so it goes on as sent (as nginx's proxy_redirect), not as a traceback.
+    upstream = raw(
+        b"HTTP/1.1 302 Found\r\nLocation: http://[oops/x\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    balancer = lb([upstream.url], strategy="least_conn")
+    response = TestApp(validator(balancer)).get("/", status=302)
+    assert response.headers["Location"] == "http://[oops/x"
+    assert balancer.status()[0]["active"] == 0
+
+
+def test_an_answer_refused_by_an_outer_layer_leaves_no_exchange_in_flight(lb, raw):
+    upstream = raw(FINAL + b"hello")
+    balancer = lb([upstream.url], strategy="least_conn")
+
+    def strict(environ, start_response):
+        def refuse(status, headers, exc_info=None):
+            raise RuntimeError("refused")
+
+        return balancer(environ, refuse)
+
+    with pytest.raises(RuntimeError, match="refused"):
+        TestApp(strict).get("/")
+    assert [(row["active"], row["idle"]) for row in balancer.status()] == [(0, 0)]
+    assert TestApp(validator(balancer)).get("/").body == b"hello"
+
+
 def test_expect_100_continue_to_the_reference_server_streams_the_whole_answer(lb, upstreams):
     block = b"y" * 65536
 

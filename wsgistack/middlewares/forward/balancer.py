@@ -39,7 +39,7 @@ from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import ClientBodyError, Exchange, ReadTimeout, UpstreamClosed, send_request
-from .mapping import HOP_BY_HOP, map_location, map_refresh, request_headers, request_target
+from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -412,22 +412,14 @@ class LoadBalancer:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        headers = []
-        named: list[str] = []  # headers the upstream's Connection header makes hop-by-hop
-        for name, value in exchange.headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP:
-                if lower == "connection":
-                    named += (token.strip().lower() for token in value.split(","))
-                continue
-            if lower == "location" or lower == "content-location":
-                value = map_location(upstream, value, environ, self.preserve_host)
-            elif lower == "refresh":
-                value = map_refresh(upstream, value, environ, self.preserve_host)
-            headers.append((name, value))
-        if named:
-            headers = [(name, value) for name, value in headers if name.lower() not in named]
-        start_response(exchange.status, headers)
+        try:
+            headers = response_headers(upstream, exchange.headers, environ, self.preserve_host)
+            start_response(exchange.status, headers)
+        except BaseException:
+            # An outer layer refused the answer: the exchange ends here, unpooled,
+            # or least_conn and p2c would count it in flight for good.
+            self._release(upstream, exchange, sock, delivered=False)
+            raise
         if exchange.complete:
             # The whole response is in hand (the usual small one): the connection
             # goes back to the pool now and the body is a plain list.

@@ -18,7 +18,14 @@ from ...clientip import ProxyTrust, trusts_peer
 from ...paths import SAFE_PATH, resolved
 from .upstream import Upstream
 
-__all__ = ["HOP_BY_HOP", "map_location", "map_refresh", "request_headers", "request_target"]
+__all__ = [
+    "HOP_BY_HOP",
+    "map_location",
+    "map_refresh",
+    "request_headers",
+    "request_target",
+    "response_headers",
+]
 
 HOP_BY_HOP = frozenset(
     {
@@ -220,7 +227,10 @@ def map_location(
     reference (``next``, ``?page=2``) resolves against the client's URL as
     it stands, and another site's URL is not ours: both are left alone.
     """
-    parts = urlsplit(location)
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # "http://[oops/x": no URL, so nothing of ours to map; as sent
+        return location
     origin = ""
     if parts.netloc:
         netloc = parts.netloc.lower()
@@ -266,3 +276,29 @@ def map_refresh(
     lead, quote_mark, url = match.groups()
     mapped = map_location(upstream, url, environ, preserve_host)
     return f"{lead}{quote_mark}{mapped}{quote_mark}"
+
+
+def response_headers(
+    upstream: Upstream,
+    headers: list[tuple[str, str]],
+    environ: WSGIEnvironment,
+    preserve_host: bool,
+) -> list[tuple[str, str]]:
+    """The upstream's response headers for the client: hop-by-hop ones out (also
+    those its ``Connection`` names), URLs into the pool mapped back."""
+    kept = []
+    named: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == "connection":
+                named += (token.strip().lower() for token in value.split(","))
+            continue
+        if lower == "location" or lower == "content-location":
+            value = map_location(upstream, value, environ, preserve_host)
+        elif lower == "refresh":
+            value = map_refresh(upstream, value, environ, preserve_host)
+        kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
