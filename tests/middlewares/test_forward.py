@@ -521,6 +521,19 @@ def test_bad_options_fail_at_start_up(args, message):
         pytest.param("http://a:1/my app", {}, "'/my app' .*write '/my%20app'", id="base-space"),
         pytest.param("http://a:1/café", {}, "write '/caf%C3%A9'", id="base-not-ascii"),
         pytest.param("http://a:1/100%/x", {}, "write '/100%25/x'", id="base-bare-percent"),
+        pytest.param(
+            "http://a:1",
+            {"health_path": "/health check?deep=yes please"},
+            "health_path: .* write '/health%20check\\?deep=yes%20please'",
+            id="health-path-space",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"health_path": "/sant\u00e9"},
+            "write '/sant%C3%A9'",
+            id="health-path-text",
+        ),
+        pytest.param("http://a:1", {"health_path": 5}, "must start with '/'", id="health-path-int"),
     ],
 )
 def test_each_bad_option_is_named_at_start_up(upstream, options, message):

@@ -34,6 +34,7 @@ from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
 from ...options import flag, function
+from ...paths import escaped_spelling
 from ...refusals import refusal
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
@@ -154,10 +155,20 @@ class LoadBalancer:
         ):
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
                 raise ConfigError(f"LoadBalancer: {name}: expected seconds > 0, got {seconds!r}")
-        if health_path is not None and not str(health_path).startswith("/"):
-            raise ConfigError(
-                f"LoadBalancer: health_path: must start with '/', got {health_path!r}"
-            )
+        if health_path is not None:
+            if not isinstance(health_path, str) or not health_path.startswith("/"):
+                raise ConfigError(
+                    f"LoadBalancer: health_path: must start with '/', got {health_path!r}"
+                )
+            # Sent as written: a space would make every check a 400 (every upstream
+            # down), a letter outside latin-1 would stop the checker for good.
+            path, mark, query = health_path.partition("?")
+            spelled = (escaped_spelling(path) or path) + mark + (escaped_spelling(query) or query)
+            if spelled != health_path:
+                raise ConfigError(
+                    f"LoadBalancer: health_path: {health_path!r} is not spelled as in a URL;"
+                    f" write {spelled!r}"
+                )
         self.tries = tries
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = float(connect_timeout)
