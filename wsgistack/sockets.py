@@ -16,10 +16,11 @@ raises as ``BlockingIOError``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
-__all__ = ["set_io_timeout"]
+__all__ = ["reset_on_close", "set_io_timeout"]
 
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:
@@ -31,3 +32,16 @@ def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     timeval = struct.pack("ll", whole, micro)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make closing ``sock`` send a reset (RST) rather than an orderly end (FIN).
+
+    For a response cut off half way: one without a length ends with the
+    connection, so an orderly close would tell the peer (nginx behind
+    ``uwsgi_pass``, an HTTP/1.0 client or proxy) that it was whole; a reset
+    tells it the response broke.  Unsent bytes are dropped: they were a fragment.
+    """
+    # OSError: the peer reset first; there is no orderly end left to avoid.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -56,6 +56,7 @@ class RawClient:
         self.sock.connect(address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
+        self.was_reset = False  # read_to_close() ended with a reset, not an orderly close
 
     def __enter__(self) -> RawClient:
         return self
@@ -116,8 +117,12 @@ class RawClient:
         return self.response(head_only)
 
     def read_to_close(self) -> bytes:
-        while self._fill():
-            pass
+        """Everything until the server closes; ``was_reset`` tells a reset from a FIN."""
+        try:
+            while self._fill():
+                pass
+        except ConnectionResetError:
+            self.was_reset = True
         data, self.buffer = self.buffer, b""
         return data
 

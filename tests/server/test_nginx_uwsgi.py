@@ -38,6 +38,9 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"line %d\n" % i for i in range(1000))
+    if path == "/cut":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _cut_off()
     if path == "/upload":
         digest, size = hashlib.sha256(), 0
         while block := environ["wsgi.input"].read(65536):
@@ -48,6 +51,11 @@ def app(environ, start_response):
         body = json.dumps({key: environ.get(key) for key in SHOWN}).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _cut_off() -> Iterator[bytes]:
+    yield b"the first part\n"
+    raise RuntimeError("the app failed mid-body")
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +194,20 @@ def test_many_requests_in_a_row_each_get_their_own_answer(nginx):
         seen = json.loads(request(nginx, "GET", f"/n/{n}")[2])
         assert seen["PATH_INFO"] == f"/n/{n}"
     assert "upstream prematurely closed" not in nginx.error_log()
+
+
+def test_a_response_cut_off_by_an_app_error_does_not_look_complete(nginx, caplog):
+    # The body has no length, so it ends with the connection: a plain close
+    # would tell nginx it was whole, and nginx would end its chunked answer
+    # (and fill a uwsgi_cache) with a truncated body.
+    caplog.set_level(logging.ERROR, logger="wsgistack.server")
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=30)
+    try:
+        conn.request("GET", "/cut")
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        conn.close()
+    assert any("mid-body" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)

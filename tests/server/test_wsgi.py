@@ -177,6 +177,20 @@ def test_exc_info_after_headers_were_sent_aborts_the_connection():
         assert b"partial" in data and b"never" not in data and not data.endswith(b"0\r\n\r\n")
 
 
+def test_a_close_delimited_body_cut_off_by_an_error_ends_with_a_reset():
+    # HTTP/1.0 (and nginx's proxy_pass, which speaks it) reads a body without a
+    # length to the close: an orderly close would pass the fragment off as whole.
+    def app(environ, start_response):
+        start_response("200 OK", TEXT)
+        yield b"partial"
+        raise ValueError("the database went away")
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        client.read_to_close()
+        assert client.was_reset
+
+
 def test_an_error_the_app_reports_after_the_head_is_logged_once_by_the_app(caplog):
     # exc_info after the head went out: the app has the error in hand (and logs
     # it); the server says it cut the response off, without the traceback again.

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ProtocolError
 from ..options import TOKEN
-from ..sockets import set_io_timeout
+from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser, error_response, response_head
@@ -237,6 +237,9 @@ class Connection:
         try:
             self._run_app(environ, request, response)
         except AbortConnection:
+            # Cut off: a reset, so a peer reading to the close cannot take the
+            # fragment for the whole response (uwsgi's and HTTP/1.0's end so).
+            reset_on_close(self.sock)
             return False
         except ProtocolError as exc:  # the body broke (408, 400) while the app read it
             if not response.sent:
