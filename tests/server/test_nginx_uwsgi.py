@@ -134,6 +134,15 @@ def test_the_client_sees_nginx_date_and_server_as_behind_proxy_pass(nginx):
     assert headers["Date"].endswith(" GMT")
 
 
+def test_the_servers_own_500_also_carries_nginx_date_and_server(nginx):
+    # Refusals went out with ours, which nginx passed on instead of its own
+    # (server_tokens, and the backend's name, leaked to the client).
+    status, headers, _ = request(nginx, "GET", "/boom")
+    assert status == 500
+    assert headers["Server"].startswith("nginx")
+    assert headers["Date"].endswith(" GMT")
+
+
 def test_script_name_from_uwsgi_param_is_split_off_path_info(nginx):
     seen = json.loads(request(nginx, "GET", "/mounted/orders/7")[2])
     assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/mounted", "/orders/7")

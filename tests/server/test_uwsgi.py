@@ -187,7 +187,9 @@ BAD_PACKETS = {
 @pytest.mark.parametrize(("data", "status"), BAD_PACKETS.values(), ids=BAD_PACKETS.keys())
 def test_a_bad_packet_is_refused_logged_and_never_reaches_the_app(server, data, status, caplog):
     caplog.set_level(logging.WARNING, logger="wsgistack.server")
-    assert exchange(server, data)[0] == status
+    answer, headers, _ = exchange(server, data)
+    assert answer == status
+    assert not {"date", "server"} & set(headers)  # nginx adds its own, as to any uwsgi answer
     assert SEEN == []
     assert any("uwsgi" in record.getMessage() for record in caplog.records)
 
@@ -207,6 +209,7 @@ def test_a_packet_that_stalls_gets_408_after_the_timeout(server):
         client.send(packet(nginx_vars())[:10])
         status, headers, _ = client.response()
         assert status == 408 and headers["connection"] == "close"
+        assert not {"date", "server"} & set(headers)
     assert SEEN == []
 
 

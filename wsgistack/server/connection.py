@@ -196,7 +196,15 @@ class Connection:
     def _send_error(self, status: int) -> None:
         """Send an error response; the connection then closes, lingering (see worker)."""
         self.linger = True
-        self.sendall(error_response(status))
+        self.sendall(self.error_response(status))
+
+    def error_response(self, status: int) -> bytes:
+        """The bytes of a refusal with ``status`` for this connection's peer.
+
+        Behind uwsgi_pass, as every response there, it has no Date or Server of
+        ours: nginx would pass them on to the client in place of its own.
+        """
+        return error_response(status, stamped=not self.uwsgi)
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
@@ -333,7 +341,7 @@ class Connection:
         if response.sent:
             raise AbortConnection
         response.close = True
-        self.sendall(error_response(500))
+        self.sendall(self.error_response(500))
         response.status = "500 Internal Server Error"
         response.sent = True
 

@@ -459,18 +459,20 @@ def response_head(
     return b"".join(lines)
 
 
-def error_response(status: int, keep_alive: bool = False) -> bytes:
-    """A small plain-text refusal, always with ``Connection: close`` unless told."""
+def error_response(status: int, keep_alive: bool = False, *, stamped: bool = True) -> bytes:
+    """A small plain-text refusal, always with ``Connection: close`` unless told.
+
+    ``stamped=False`` leaves out our Date and Server, as for every response
+    behind ``uwsgi_pass``: nginx would pass ours on instead of adding its own.
+    """
     body = f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
     connection = b"" if keep_alive else b"Connection: close\r\n"
+    stamps = b"Date: " + http_date() + b"\r\n" + SERVER_HEADER if stamped else b""
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n".encode("ascii")
         + b"Content-Type: text/plain; charset=utf-8\r\n"
         + f"Content-Length: {len(body)}\r\n".encode("ascii")
-        + b"Date: "
-        + http_date()
-        + b"\r\n"
-        + SERVER_HEADER
+        + stamps
         + connection
         + b"\r\n"
         + body

@@ -28,7 +28,7 @@ from .access import AccessLog
 from .config import ServerConfig
 from .connection import AbortConnection, Connection
 from .environ import environ_base
-from .http import Limits, error_response
+from .http import Limits
 from .listener import accept, describe_socket
 from .poller import make_poller
 
@@ -251,7 +251,7 @@ class Worker:
                 if self.access_log is not None:  # logged, as send_refusal logs the others
                     self.access_log.refused(connection.peer, 408)
                 with contextlib.suppress(OSError):
-                    connection.sock.send(error_response(408), socket.MSG_DONTWAIT)
+                    connection.sock.send(connection.error_response(408), socket.MSG_DONTWAIT)
             self._close(connection)
 
     def _close(self, connection: Connection) -> None:
