@@ -220,3 +220,18 @@ def test_a_response_cut_off_by_an_app_error_does_not_look_complete(nginx, caplog
     finally:
         conn.close()
     assert any("mid-body" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)
+
+
+def test_a_client_content_length_with_thousands_of_leading_zeros_is_served(nginx):
+    # nginx accepts it and passes it on as written: it once ended our worker.
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/upload", skip_accept_encoding=True)
+        conn.putheader("Content-Length", "0" * 4999 + "5")
+        conn.endheaders(b"hello")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read().decode() == f"5 {hashlib.sha256(b'hello').hexdigest()}"
+    finally:
+        conn.close()
+    assert request(nginx, "GET", "/after")[0] == 200

@@ -106,6 +106,15 @@ def test_a_post_body_is_streamed_by_content_length_even_when_split(server):
     assert SEEN[0]["CONTENT_LENGTH"] == str(len(body))
 
 
+def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(server):
+    # nginx passes a client's Content-Length as written; int() refused one of
+    # over 4300 digits with a ValueError that ended the worker's loop.
+    variables = nginx_vars("POST", "/upload", CONTENT_LENGTH="0" * 4999 + "5")
+    assert exchange(server, packet(variables, b"hello"))[2] == b"POST /upload  hello"
+    assert SEEN[0]["CONTENT_LENGTH"] == "5"
+    assert exchange(server, packet(nginx_vars(uri="/after")))[0] == 200  # the worker lives
+
+
 def test_repeated_variables_are_joined_as_repeated_headers(server):
     variables = [*nginx_vars().items(), ("HTTP_X_TAG", "a"), ("HTTP_X_TAG", "b")]
     variables += [("HTTP_COOKIE", "s=1"), ("HTTP_COOKIE", "t=2")]
@@ -181,6 +190,7 @@ BAD_PACKETS = {
     "HTTP sent to the uwsgi bind": (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     "a packet past the buffer": (packet(nginx_vars(HTTP_X_BIG="x" * 30000)), 431),
     "a body past --max-body-size": (packet(nginx_vars("POST", CONTENT_LENGTH="99999999999")), 413),
+    "a CONTENT_LENGTH of 5000 digits": (packet(nginx_vars("POST", CONTENT_LENGTH="9" * 5000)), 413),
 }
 
 

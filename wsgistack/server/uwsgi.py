@@ -50,6 +50,8 @@ _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", 
 #: uWSGI's modifier1 30 asks for SCRIPT_NAME to be taken off PATH_INFO, which
 #: we always do; Flask's and uWSGI's nginx examples pair it with SCRIPT_NAME.
 _MODIFIER1_SCRIPT_NAME = 30
+#: More digits than any body limit has (2**63 - 1 has 19): too large, unparsed.
+_LENGTH_DIGITS = 19
 
 
 class UwsgiRequest(Request):
@@ -200,9 +202,13 @@ class UwsgiParser(RequestQueue):
         if length_text:
             if not (length_text.isascii() and length_text.isdigit()):
                 raise ProtocolError(f"uwsgi: invalid CONTENT_LENGTH {length_text[:40]!r}", 400)
-            length = int(length_text)
-            if length > self.limits.max_body_size:
+            # nginx passes a client's Content-Length as sent, leading zeros and
+            # all, and int() refuses a string of over 4300 digits with ValueError.
+            digits = length_text.lstrip("0") or "0"
+            length = int(digits) if len(digits) <= _LENGTH_DIGITS else None
+            if length is None or length > self.limits.max_body_size:
                 raise ProtocolError("request body too large", 413)
+            variables["CONTENT_LENGTH"] = digits  # the app sees a plain number
         else:
             length = 0
         request = UwsgiRequest(variables)
