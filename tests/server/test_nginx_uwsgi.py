@@ -125,6 +125,12 @@ def test_a_get_with_a_query_arrives_as_the_client_sent_it(nginx):
     assert seen["SERVER_PROTOCOL"] == "HTTP/1.1" and seen["SCRIPT_NAME"] == ""
 
 
+def test_an_encoded_line_break_in_the_path_reaches_the_app_decoded(nginx):
+    status, _, body = request(nginx, "GET", "/notes/a%0Ab%0D")
+    assert status == 200
+    assert json.loads(body)["PATH_INFO"] == "/notes/a\nb\r"
+
+
 def test_the_client_sees_nginx_date_and_server_as_behind_proxy_pass(nginx):
     # nginx passes a uwsgi server's Date and Server through (proxy_pass hides
     # them); ours are left out, so clients see the same head either way.

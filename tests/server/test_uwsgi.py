@@ -115,6 +115,13 @@ def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(server):
     assert exchange(server, packet(nginx_vars(uri="/after")))[0] == 200  # the worker lives
 
 
+def test_a_decoded_path_may_hold_a_line_break_as_over_http(server):
+    # nginx decodes %0A and %0D in PATH_INFO; the app gets them, not a 400.
+    variables = nginx_vars(uri="/notes/a%0Ab%0D", PATH_INFO="/notes/a\nb\r")
+    assert exchange(server, packet(variables))[0] == 200
+    assert SEEN[0]["PATH_INFO"] == "/notes/a\nb\r"
+
+
 def test_repeated_variables_are_joined_as_repeated_headers(server):
     variables = [*nginx_vars().items(), ("HTTP_X_TAG", "a"), ("HTTP_X_TAG", "b")]
     variables += [("HTTP_COOKIE", "s=1"), ("HTTP_COOKIE", "t=2")]

@@ -100,9 +100,20 @@ def parse_vars(block: bytes) -> dict[str, str]:
         _check_names(variables)
     values = "".join(variables.values())
     if "\r" in values or "\n" in values or "\x00" in values:
-        bad = next(k for k, v in variables.items() if "\r" in v or "\n" in v or "\x00" in v)
-        raise ProtocolError(f"uwsgi: a control character in {bad}", 400)
+        _check_values(variables)
     return variables
+
+
+def _check_values(variables: dict[str, str]) -> None:
+    """Refuse CR, LF or NUL in a value, except in PATH_INFO.
+
+    No header value can hold them (nginx refuses such requests), so they mean
+    a peer that is not nginx, forging headers.  PATH_INFO is the decoded path:
+    nginx sends ``/a%0Ab`` as ``/a\nb``, and the app gets it as over HTTP.
+    """
+    for key, value in variables.items():
+        if key != "PATH_INFO" and ("\r" in value or "\n" in value or "\x00" in value):
+            raise ProtocolError(f"uwsgi: a control character in {key}", 400)
 
 
 def _joined(block: bytes, text: str) -> dict[str, str]:
