@@ -17,11 +17,13 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TOKEN", "flag", "function", "header_name", "ini_flag", "listed", "log_target"]
+__all__ = ["TCHAR", "TOKEN", "flag", "function", "header_name", "ini_flag", "listed", "log_target"]
 
+#: RFC 9110 5.6.2: tchar, as a regex character class.
+TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 #: RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.  The server checks
 #: the names an app sends with it too.
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+TOKEN = re.compile(TCHAR + r"+\Z")
 
 _INI_TRUE = frozenset({"true", "yes", "on", "1"})
 _INI_FALSE = frozenset({"false", "no", "off", "0"})

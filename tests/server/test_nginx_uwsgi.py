@@ -241,3 +241,16 @@ def test_a_client_content_length_with_thousands_of_leading_zeros_is_served(nginx
     finally:
         conn.close()
     assert request(nginx, "GET", "/after")[0] == 200
+
+
+def test_a_header_nginx_lets_through_with_ignore_invalid_headers_off(server, tmp_path):
+    # One odd header name (a token still) made every such request a 400.
+    locations = f"""
+    ignore_invalid_headers off;
+    location / {{
+      include {uwsgi_params()};
+      uwsgi_pass 127.0.0.1:{server.addresses[0][1]};
+    }}"""
+    with Nginx(tmp_path, locations) as lenient:
+        status = request(lenient, "GET", "/", headers=[("X-Tag!", "t")])[0]
+    assert status == 200

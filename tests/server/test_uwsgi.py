@@ -122,6 +122,12 @@ def test_a_decoded_path_may_hold_a_line_break_as_over_http(server):
     assert SEEN[0]["PATH_INFO"] == "/notes/a\nb\r"
 
 
+def test_a_header_name_of_any_token_characters_is_taken_as_over_http(server):
+    # nginx with ignore_invalid_headers off sends X-A!B as HTTP_X_A!B.
+    assert exchange(server, packet(nginx_vars(**{"HTTP_X_A!B": "1"})))[0] == 200
+    assert SEEN[0]["HTTP_X_A!B"] == "1"
+
+
 def test_repeated_variables_are_joined_as_repeated_headers(server):
     variables = [*nginx_vars().items(), ("HTTP_X_TAG", "a"), ("HTTP_X_TAG", "b")]
     variables += [("HTTP_COOKIE", "s=1"), ("HTTP_COOKIE", "t=2")]
@@ -290,7 +296,7 @@ def test_a_server_with_only_uwsgi_binds_has_no_http_url():
         server.url  # noqa: B018
 
 
-NAMES = st.from_regex(r"(HTTP_)?[A-Za-z0-9_.\-]{1,12}", fullmatch=True).filter(
+NAMES = st.from_regex(r"(HTTP_)?[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}", fullmatch=True).filter(
     lambda name: name not in ("CONTENT_LENGTH", "REQUEST_METHOD")
 )
 VALUES = st.text(

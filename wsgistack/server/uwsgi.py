@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from ..errors import ProtocolError
+from ..options import TCHAR
 from .environ import Input
 from .http import Limits, Request, RequestQueue
 
@@ -30,7 +31,9 @@ __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 
 log = logging.getLogger("wsgistack.server")
 
-_NAMES = re.compile(r"[A-Za-z0-9_.\-]+(?:\n[A-Za-z0-9_.\-]+)*\Z")
+#: Names are tokens, as header names are: nginx makes HTTP_X_A!B of a header
+#: X-A!B when ``ignore_invalid_headers off`` lets one through (the HTTP bind takes it).
+_NAMES = re.compile(rf"{TCHAR}+(?:\n{TCHAR}+)*\Z")
 #: Names that passed ``_NAMES``: nginx sends the same few dozen on every packet.
 _CHECKED_NAMES: set[str] = set()
 _CHECKED_NAMES_MAX = 1024
