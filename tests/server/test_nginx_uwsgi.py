@@ -176,6 +176,17 @@ def test_uwsgi_scheme_sets_the_url_scheme_as_in_uwsgi(nginx):
     assert seen["wsgi.url_scheme"] == "https"
 
 
+def test_a_head_near_the_http_limits_fits_in_a_packet(nginx):
+    # A 7000-byte query and 12 KB of headers pass the HTTP bind's limits (8190
+    # for the request line, 16384 for the headers), but nginx sends the query
+    # twice (REQUEST_URI and QUERY_STRING): the packet was refused with 431.
+    query = "q=" + "x" * 7000
+    headers = [(f"X-Big-{n}", "v" * 1000) for n in range(12)]
+    status, _, body = request(nginx, "GET", f"/?{query}", headers=headers)
+    assert status == 200
+    assert json.loads(body)["QUERY_STRING"] == query
+
+
 def test_a_large_post_body_arrives_whole(nginx):
     body = bytes(range(256)) * 40_000  # 10 MB
     status, _, answer = request(nginx, "POST", "/upload", body, [("Content-Type", "x/y")])

@@ -201,7 +201,7 @@ BAD_PACKETS = {
     "a NUL in a value": (packet(nginx_vars(HTTP_X_EVIL="a\x00b")), 400),
     "an LF in a value": (packet(nginx_vars(HTTP_X_EVIL="a\nb")), 400),
     "HTTP sent to the uwsgi bind": (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    "a packet past the buffer": (packet(nginx_vars(HTTP_X_BIG="x" * 30000)), 431),
+    "a packet past the buffer": (packet(nginx_vars(HTTP_X_BIG="x" * 40000)), 431),
     "a body past --max-body-size": (packet(nginx_vars("POST", CONTENT_LENGTH="99999999999")), 413),
     "a CONTENT_LENGTH of 5000 digits": (packet(nginx_vars("POST", CONTENT_LENGTH="9" * 5000)), 413),
 }

@@ -53,6 +53,9 @@ _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", 
 #: uWSGI's modifier1 30 asks for SCRIPT_NAME to be taken off PATH_INFO, which
 #: we always do; Flask's and uWSGI's nginx examples pair it with SCRIPT_NAME.
 _MODIFIER1_SCRIPT_NAME = 30
+#: Room for nginx's params (uwsgi_params is about 500 bytes) and for the
+#: "HTTP_" and sizes each header gains over its HTTP line.
+_PARAMS_ROOM = 4096
 #: More digits than any body limit has (2**63 - 1 has 19): too large, unparsed.
 _LENGTH_DIGITS = 19
 
@@ -171,6 +174,10 @@ class UwsgiParser(RequestQueue):
     def __init__(self, limits: Limits) -> None:
         super().__init__()
         self.limits = limits
+        # A head the HTTP bind takes must fit: the target travels twice
+        # (REQUEST_URI, then PATH_INFO and QUERY_STRING), each header grows by
+        # "HTTP_" and its sizes, and nginx adds its own params.
+        self._packet_limit = 2 * limits.max_request_line + limits.max_header_size + _PARAMS_ROOM
         self._buffer = b""
         self._current: UwsgiRequest | None = None
         self._done = False
@@ -202,7 +209,7 @@ class UwsgiParser(RequestQueue):
         if buffer[0] or buffer[3]:
             _refuse_modifiers(buffer)
         size = buffer[1] + (buffer[2] << 8)
-        limit = self.limits.max_request_line + self.limits.max_header_size
+        limit = self._packet_limit
         if size > limit:
             raise ProtocolError(f"uwsgi: a {size}-byte packet is over the {limit}-byte limit", 431)
         if len(buffer) < 4 + size:
