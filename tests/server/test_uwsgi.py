@@ -217,6 +217,21 @@ def test_a_bad_packet_is_refused_logged_and_never_reaches_the_app(server, data, 
     assert any("uwsgi" in record.getMessage() for record in caplog.records)
 
 
+def test_a_refused_packet_is_logged_with_the_client_and_request_nginx_sent(tmp_path):
+    # The line named nginx's own address and "-": not who sent what.
+    log = tmp_path / "access.log"
+    too_big = nginx_vars("POST", "/upload?id=7", CONTENT_LENGTH="5000")
+    with live_server(
+        recording, bind="uwsgi://127.0.0.1:0", access_log=str(log), max_body_size=1000
+    ) as uwsgi_server:
+        assert exchange(uwsgi_server, packet(too_big))[0] == 413
+        assert exchange(uwsgi_server, packet({"PATH_INFO": "/"}))[0] == 400
+    too_large, no_method = log.read_text().splitlines()
+    assert too_large.startswith("203.0.113.7 - - [")
+    assert too_large.endswith('] "POST /upload?id=7 HTTP/1.1" 413 - "-" "-"')
+    assert no_method.startswith("127.0.0.1 - - [") and no_method.endswith('] "-" 400 - "-" "-"')
+
+
 def test_a_truncated_packet_is_logged_and_closed_unseen(server, caplog):
     caplog.set_level(logging.WARNING, logger="wsgistack.server")
     with RawClient(server.addresses[0]) as client:

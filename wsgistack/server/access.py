@@ -83,10 +83,13 @@ class AccessLog:
             f'"{_field(environ.get("HTTP_USER_AGENT", ""))}"\n'
         )
 
-    def refused(self, peer: Any, status: int) -> None:
-        """Log a request refused before it had an environ (a malformed head: 400, 431...)."""
+    def refused(self, peer: Any, status: int, request: str = "") -> None:
+        """Log a request refused before it had an environ (a malformed head: 400, 431...).
+
+        ``request`` is its request line where it is known (a uwsgi packet's).
+        """
         host = peer[0] if isinstance(peer, tuple) else ""
-        self._write(f'{_field(host)} - - [{_now()}] "-" {status} - "-" "-"\n')
+        self._write(f'{_field(host)} - - [{_now()}] "{_field(request)}" {status} - "-" "-"\n')
 
     def _write(self, line: str) -> None:
         with self._lock:

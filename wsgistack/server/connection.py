@@ -190,7 +190,10 @@ class Connection:
         """Answer a request refused before the app saw it (logged, as nginx logs its 400s)."""
         log.debug("refused %s: %s", self.peer, error)
         if self.worker.access_log is not None:
-            self.worker.access_log.refused(self.peer, error.status_hint)
+            peer, line = self.peer, ""
+            if isinstance(self.parser, UwsgiParser):
+                peer, line = self.parser.refused_line(peer)  # the client, not nginx
+            self.worker.access_log.refused(peer, error.status_hint, line)
         self._send_error(error.status_hint)
 
     def _send_error(self, status: int) -> None:

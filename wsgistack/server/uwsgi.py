@@ -181,6 +181,8 @@ class UwsgiParser(RequestQueue):
         self._buffer = b""
         self._current: UwsgiRequest | None = None
         self._done = False
+        #: The packet's variables once parsed, refused or not (see ``refused_line``).
+        self.variables: dict[str, str] | None = None
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; a protocol error is recorded in ``self.error`` (never raised)."""
@@ -214,7 +216,7 @@ class UwsgiParser(RequestQueue):
             raise ProtocolError(f"uwsgi: a {size}-byte packet is over the {limit}-byte limit", 431)
         if len(buffer) < 4 + size:
             return
-        variables = parse_vars(buffer[4 : 4 + size])
+        variables = self.variables = parse_vars(buffer[4 : 4 + size])
         rest = buffer[4 + size :]
         self._buffer = b""
         if not variables.get("REQUEST_METHOD"):
@@ -240,6 +242,21 @@ class UwsgiParser(RequestQueue):
             self._complete(request)
         elif rest:
             self._body(request, rest)
+
+    def refused_line(self, peer: Any) -> tuple[Any, str]:
+        """The client and request line to log for a refusal (413, say).
+
+        Once the variables are parsed, they name the client nginx served and
+        its request, where the peer is only nginx itself.
+        """
+        variables = self.variables
+        if not variables or not variables.get("REQUEST_METHOD"):
+            return peer, ""
+        client = (variables.get("REMOTE_ADDR", ""), variables.get("REMOTE_PORT", ""))
+        request = " ".join(
+            variables.get(key, "") for key in ("REQUEST_METHOD", "REQUEST_URI", "SERVER_PROTOCOL")
+        )
+        return client, request
 
     def _body(self, request: UwsgiRequest, data: bytes) -> None:
         wanted = request.content_length - request.body_size  # type: ignore[operator]
