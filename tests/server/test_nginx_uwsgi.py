@@ -265,3 +265,19 @@ def test_a_header_nginx_lets_through_with_ignore_invalid_headers_off(server, tmp
     with Nginx(tmp_path, locations) as lenient:
         status = request(lenient, "GET", "/", headers=[("X-Tag!", "t")])[0]
     assert status == 200
+
+
+def test_uwsgi_pass_to_an_http_bind_says_how_to_fix_it(tmp_path, caplog):
+    # The likeliest mistake (a bind without uwsgi://) gave 400s and no warning.
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    with live_server(app) as http_only:
+        locations = f"""
+        location / {{
+          include {uwsgi_params()};
+          uwsgi_pass 127.0.0.1:{http_only.addresses[0][1]};
+        }}"""
+        with Nginx(tmp_path, locations) as misdirected:
+            assert request(misdirected, "GET", "/")[0] == 400
+    assert any(
+        "uwsgi packet" in r.getMessage() and "uwsgi://" in r.getMessage() for r in caplog.records
+    )

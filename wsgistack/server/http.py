@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import re
 import time
 from email.utils import formatdate
@@ -41,6 +42,8 @@ __all__ = [
     "http_date",
     "response_head",
 ]
+
+log = logging.getLogger("wsgistack.server")
 
 #: RFC 9112 3.2 / RFC 3986 3.2.2: Host is uri-host [":" port]; anything else is a
 #: 400 (a MUST), so "example.com/x", "user@host", spaces or markup never reach an
@@ -201,7 +204,10 @@ class RequestParser(RequestQueue):
         except httptools.HttpParserUpgrade:
             self._refuse_upgrade()
         except httptools.HttpParserError as exc:
-            self._fail(self._callback_error or _classify(exc))
+            error = self._callback_error or _classify(exc)
+            if data[:1] == b"\x00" and self._current is not None and not self._current.url:
+                error = _uwsgi_on_http_bind()  # no HTTP message begins with a NUL byte
+            self._fail(error)
             return
         if self._open:
             self._bound_open(data)
@@ -409,6 +415,21 @@ def _ends_request_line(data: bytes, url: bytes) -> bool:
     """Whether the last line that ends in ``data`` is the request line for ``url``."""
     line = data[: data.rfind(b"\n")].rstrip(b"\r")
     return line[-9:-3] == b" HTTP/" and line[:-9].endswith(b" " + url)
+
+
+def _uwsgi_on_http_bind() -> ProtocolError:
+    """The refusal of a uwsgi packet at an HTTP bind, logged as a warning.
+
+    It is nginx's ``uwsgi_pass`` pointed at a bind written without its
+    ``uwsgi://`` prefix: every request fails, so the log says how to fix it.
+    """
+    error = ProtocolError(
+        "this looks like a uwsgi packet (nginx's uwsgi_pass) sent to an HTTP bind;"
+        " bind it as uwsgi://HOST:PORT or serve with --protocol uwsgi",
+        400,
+    )
+    log.warning("refused a request: %s", error)
+    return error
 
 
 def _classify(exc: Exception) -> ProtocolError:
