@@ -232,6 +232,27 @@ def test_a_refused_packet_is_logged_with_the_client_and_request_nginx_sent(tmp_p
     assert no_method.startswith("127.0.0.1 - - [") and no_method.endswith('] "-" 400 - "-" "-"')
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_a_parser_that_raises_costs_the_connection_not_the_worker(
+    server, monkeypatch, caplog, split
+):
+    # The parser refuses by setting its error; one that raised instead (as
+    # int() once did on a long CONTENT_LENGTH) ended the worker's loop.
+    feed = UwsgiParser.feed
+
+    def failing(parser, data):
+        if b"/parser-bug" in data:
+            raise RuntimeError("a parser bug")
+        feed(parser, data)
+
+    monkeypatch.setattr(UwsgiParser, "feed", failing)
+    data = packet(nginx_vars(uri="/parser-bug"))
+    assert exchange(server, [data[:10], data[10:]] if split else data)[0] == 400
+    assert exchange(server, packet(nginx_vars(uri="/after")))[2] == b"GET /after  "
+    assert SEEN[0]["PATH_INFO"] == "/after"
+    assert any("parser failed" in r.getMessage() for r in caplog.records)
+
+
 def test_a_truncated_packet_is_logged_and_closed_unseen(server, caplog):
     caplog.set_level(logging.WARNING, logger="wsgistack.server")
     with RawClient(server.addresses[0]) as client:

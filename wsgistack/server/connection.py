@@ -151,8 +151,21 @@ class Connection:
             if self.uwsgi and self.parser.mid_request:
                 log.warning("uwsgi: %s closed in the middle of a packet", self.peer or "a peer")
             return False
-        self.parser.feed(data)
+        self.feed(data)
         return True
+
+    def feed(self, data: bytes) -> None:
+        """Hand bytes read in the worker's loop to the parser.
+
+        A parser refuses bad bytes by setting its ``error``; should one raise
+        instead (a bug: a ValueError once slipped out of the uwsgi parser), the
+        loop would end, and the worker with it.  This connection is refused.
+        """
+        try:
+            self.parser.feed(data)
+        except Exception:
+            log.exception("the request parser failed on bytes from %s", self.peer or "a peer")
+            self.parser.error = ProtocolError("the request could not be parsed", 400)
 
     def _fill(self) -> None:
         """Block (up to --timeout) for more body bytes; used by ``wsgi.input``."""

@@ -193,7 +193,7 @@ class Worker:
             self._connections[connection.fd] = connection
             if early:
                 parser = connection.parser
-                parser.feed(early)
+                connection.feed(early)
                 if parser.has_request or parser.error is not None:
                     self._submit(connection)  # the pool thread arms the poller if it keeps it
                     continue
