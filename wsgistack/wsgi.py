@@ -1,4 +1,4 @@
-"""Shared WSGI plumbing: closing response iterables exactly once.
+"""Shared WSGI plumbing: closing response iterables exactly once, and hop-by-hop fields.
 
 Every layer that wraps an ``app_iter`` uses :class:`ClosingIterator`, so the
 inner ``close()`` runs once, also when iteration raised, and every cleanup runs
@@ -11,7 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["ClosingIterator", "close_iterable", "run_cleanups"]
+__all__ = ["HOP_BY_HOP", "ClosingIterator", "close_iterable", "run_cleanups"]
+
+#: Fields that describe one connection, not the message (RFC 9110 7.6.1, plus
+#: ``Trailer`` and the non-standard ``Proxy-Connection``): a WSGI app must not
+#: set them (PEP 3333), so the server drops an app's and writes its own, and a
+#: proxy never passes them on.  Lower case.
+HOP_BY_HOP = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    )
+)
 
 
 def run_cleanups(callbacks: Iterable[Callable[[], object]]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..options import TOKEN
 from ..sockets import reset_on_close, set_io_timeout
-from ..wsgi import close_iterable
+from ..wsgi import HOP_BY_HOP, close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser, error_response, response_head
 from .uwsgi import UwsgiParser, build_uwsgi_environ
@@ -38,18 +38,6 @@ __all__ = ["Connection"]
 log = logging.getLogger("wsgistack.server")
 
 _STATUS = re.compile(r"[1-5][0-9][0-9] [^\r\n\x00]*\Z")
-# RFC 9110 7.6.1: hop-by-hop fields belong to the server, not the app.
-_HOP_BY_HOP = frozenset(
-    (
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-    )
-)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
 _DATE, _SERVER = 1, 2
@@ -533,7 +521,7 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
         if not value.isascii():
             _latin1(value, f"header {name}")
         lower = name.lower()
-        if lower in _HOP_BY_HOP:
+        if lower in HOP_BY_HOP:  # the server's own, written by _head
             if lower == "connection" and "close" in value.lower():
                 close = True
             continue

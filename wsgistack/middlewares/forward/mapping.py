@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 from ..._types import WSGIEnvironment
 from ...clientip import ProxyTrust, trusts_peer
 from ...paths import SAFE_PATH, resolved
+from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
 
 __all__ = [
@@ -27,19 +28,9 @@ __all__ = [
     "response_headers",
 ]
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+#: Besides the connection's own fields, the proxy credentials and challenge
+#: of this hop: they concern the proxy they were sent to (RFC 9110 11.7).
+HOP_BY_HOP = CONNECTION_FIELDS | {"proxy-authenticate", "proxy-authorization"}
 #: Request headers this layer writes itself, besides the hop-by-hop ones; the
 #: body's length and type come from CONTENT_LENGTH and CONTENT_TYPE, never from
 #: an HTTP_CONTENT_* copy (nginx's uwsgi_params sends both), so never twice.
