@@ -165,6 +165,22 @@ CASES = [
     ),
     ("unix-socket-trusted-no-header", env(""), UNIX, None),
     ("unix-trust-still-checks-tcp-peers", env("203.0.113.5", xff="1.2.3.4"), UNIX, "203.0.113.5"),
+    # A zone id (%eth0) names an interface of the sender's own host: no proxy writes
+    # one, and its text is free (spaces, line feeds), so a node with one is malformed.
+    ("xff-zone-id", env("10.0.0.1", xff="198.51.100.7, fe80::1%eth0"), LB, "10.0.0.1"),
+    (
+        "xff-zone-id-hops",
+        env("192.0.2.1", xff="2001:db8::1%x\nforged"),
+        ProxyTrust(hops=1),
+        "192.0.2.1",
+    ),
+    ("xff-zone-id-bracketed", env("10.0.0.1", xff="[2001:db8::1%a]:80"), LB, "10.0.0.1"),
+    (
+        "forwarded-zone-id",
+        env("10.0.0.1", forwarded='for="[2001:db8::1%25eth0]"'),
+        FWD,
+        "10.0.0.1",
+    ),
 ]
 
 
@@ -183,6 +199,13 @@ def test_the_answer_is_cached_for_later_layers():
     environ["HTTP_X_FORWARDED_FOR"] = "6.6.6.6"  # a later change does not make layers disagree
     assert client_addr(environ) == "198.51.100.7"
     assert str(client_ip(environ, LB)) == "198.51.100.7"
+
+
+def test_zone_ids_cannot_make_one_client_many():
+    # Each spelling was a client of its own: a rate-limit key, a log name per request.
+    one = ProxyTrust(hops=1)
+    answers = {client_addr(env("192.0.2.1", xff=f"2001:db8::1%{zone}"), one) for zone in "abc"}
+    assert answers == {"192.0.2.1"}
 
 
 def test_a_layer_with_other_trust_recomputes():

@@ -199,8 +199,16 @@ _PORT = re.compile(r"[0-9]+|_[A-Za-z0-9._-]+")
 
 
 def _node_address(node: str) -> IPAddress | None:
-    """Parse an X-Forwarded-For entry or a Forwarded node (``"[v6]:port"``, ``v4:port``)."""
+    """Parse an X-Forwarded-For entry or a Forwarded node (``"[v6]:port"``, ``v4:port``).
+
+    A zone id (``fe80::1%eth0``) makes the node malformed: it names an interface
+    of the writer's own host, no proxy sends one (nor does RFC 7239's node
+    grammar have one), and ``ipaddress`` takes any text after ``%``, line feeds
+    too, so one client could be many clients and write lines into our logs.
+    """
     node = node.strip()
+    if "%" in node:
+        return None
     if node.startswith("["):
         end = node.find("]")
         if end == -1:

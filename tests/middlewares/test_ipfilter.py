@@ -206,6 +206,22 @@ def test_a_decoded_newline_in_the_path_cannot_forge_a_log_line(caplog):
     )
 
 
+def test_a_zone_id_in_x_forwarded_for_cannot_forge_a_log_line(caplog):
+    # ipaddress takes any text after "%" as an IPv6 zone, a line feed too; a client
+    # whose entry was taken (a chain shorter than hops) wrote whole log lines.
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    app = client(hello_app, deny=["2001:db8::/32", "192.0.2.0/24"], trusted_proxies=1)
+    forged = "2001:db8::1%x\nIPFilter admitted 10.0.0.1 to everything"
+    app.get(
+        "/",
+        headers={"X-Forwarded-For": forged},
+        extra_environ={"REMOTE_ADDR": "192.0.2.9"},
+        status=403,
+    )
+    [record] = [r for r in caplog.records if r.name == "wsgistack.ipfilter"]
+    assert record.getMessage() == "IPFilter refused 192.0.2.9 /: deny 192.0.2.0/24"
+
+
 def test_a_custom_refusal_app():
     def teapot(environ, start_response):
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
