@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import partial
+from wsgiref.validate import validator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from webtest import TestApp
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from wsgistack import compose, use
 from wsgistack.clientip import (
     CACHE_KEY,
     ProxyTrust,
@@ -16,6 +21,7 @@ from wsgistack.clientip import (
     forwarded_for_values,
 )
 from wsgistack.errors import ConfigError
+from wsgistack.middlewares import IPFilter, RateLimiter
 
 LB = ProxyTrust(["10.0.0.0/8", "2001:db8:ffff::/48"])
 FWD = ProxyTrust(["10.0.0.0/8"], header="forwarded")
@@ -206,6 +212,40 @@ def test_zone_ids_cannot_make_one_client_many():
     one = ProxyTrust(hops=1)
     answers = {client_addr(env("192.0.2.1", xff=f"2001:db8::1%{zone}"), one) for zone in "abc"}
     assert answers == {"192.0.2.1"}
+
+
+def test_a_rewritten_remote_addr_is_a_new_peer():
+    # A foreign layer (werkzeug's ProxyFix) set REMOTE_ADDR to the client it found:
+    # the answer cached for the old peer is not the answer for the new one.
+    environ = env("10.0.0.1", xff="198.51.100.7")
+    assert client_addr(environ) == "10.0.0.1"
+    environ["REMOTE_ADDR"] = "198.51.100.7"
+    assert client_addr(environ) == "198.51.100.7"
+    assert client_addr(environ, LB) == "198.51.100.7"
+
+
+def test_layers_below_proxyfix_see_the_client_it_set():
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hi"]
+
+    stack = compose(
+        use(IPFilter, allow=["10.0.0.0/8"]),  # only our load balancer may connect
+        partial(ProxyFix, x_for=1),
+        use(RateLimiter, "1/minute"),  # per client, as REMOTE_ADDR now says
+        validator(hello),
+    )
+    app = TestApp(validator(stack))
+    for client in ("198.51.100.7", "198.51.100.8", "2001:db8::7"):
+        # Each client was limited as the balancer: the second one got a 429.
+        app.get("/", headers={"X-Forwarded-For": client}, extra_environ={"REMOTE_ADDR": "10.0.0.1"})
+    response = app.get(
+        "/",
+        headers={"X-Forwarded-For": "198.51.100.7"},
+        extra_environ={"REMOTE_ADDR": "10.0.0.1"},
+        status=429,
+    )
+    assert response.status_int == 429
 
 
 def test_a_layer_with_other_trust_recomputes():

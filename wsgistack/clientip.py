@@ -14,7 +14,10 @@ Hop-count mode (like werkzeug's ``ProxyFix(x_for=N)``) trusts that exactly N
 proxies stand in front and takes the N-th address from the right.
 
 The answer is cached in ``environ["wsgistack.client_ip"]`` (text) so layers
-below reuse it and never disagree about who asked.
+below reuse it and never disagree about who asked, for as long as
+``REMOTE_ADDR`` is the peer it was computed from: a foreign layer between
+ours (werkzeug's ``ProxyFix``) that sets ``REMOTE_ADDR`` to the client it
+found makes a new peer, and the layers below it see that one.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
 CACHE_KEY = "wsgistack.client_ip"
 _TRUST_KEY = "wsgistack.client_ip.trust"
 _ADDRESS_KEY = "wsgistack.client_ip.address"
+_PEER_KEY = "wsgistack.client_ip.peer"
 
 Header = Literal["x-forwarded-for", "forwarded"]
 _ENVIRON_KEYS: dict[str, str] = {
@@ -280,12 +284,18 @@ def client_ip(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> IPAd
 
     With ``trust=None`` a layer reuses the answer an outer layer cached, or
     takes the peer: forwarded headers are never believed without configuration.
+    The cached answer holds while ``REMOTE_ADDR`` is the peer it was made from.
     """
-    cached = environ.get(CACHE_KEY)
-    if cached is not None and (trust is None or environ.get(_TRUST_KEY) == trust):
+    peer = environ.get("REMOTE_ADDR")
+    if (
+        environ.get(CACHE_KEY) is not None
+        and environ.get(_PEER_KEY) == peer
+        and (trust is None or environ.get(_TRUST_KEY) == trust)
+    ):
         return environ.get(_ADDRESS_KEY)
     address = _resolve(environ, trust)
     environ[CACHE_KEY] = "" if address is None else _text(address)
+    environ[_PEER_KEY] = peer
     environ[_TRUST_KEY] = trust
     environ[_ADDRESS_KEY] = address
     return address
