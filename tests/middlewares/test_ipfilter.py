@@ -259,6 +259,24 @@ def test_list_files_are_read_and_reloaded_when_they_change(tmp_path, caplog):
     assert status_for(app, "192.0.2.1") == 200
 
 
+@pytest.mark.parametrize("how", ["renamed", "in-place"])
+def test_a_list_replaced_with_its_old_size_and_mtime_is_reloaded(tmp_path, how):
+    # cp -p, tar, unzip and rsync -a (a temporary file renamed over the old one) keep
+    # the source's mtime; with the same size the new list went unseen for good.
+    clock = FakeClock()
+    blocklist = tmp_path / "deny.txt"
+    write_list(blocklist, "192.0.2.7", mtime=10**18)
+    app = client(hello_app, deny_files=[blocklist], reload_interval=5, clock=clock)
+    assert status_for(app, "192.0.2.7") == 403
+    target = tmp_path / "deny.txt.new" if how == "renamed" else blocklist
+    write_list(target, "192.0.2.8", mtime=10**18)
+    if how == "renamed":
+        os.replace(target, blocklist)
+    clock.now += 5
+    assert status_for(app, "192.0.2.7") == 200
+    assert status_for(app, "192.0.2.8") == 403
+
+
 def test_a_list_file_with_a_byte_order_mark_reads_its_first_line(tmp_path):
     blocklist = tmp_path / "deny.txt"
     blocklist.write_bytes(b"\xef\xbb\xbf192.0.2.0/24\r\n198.51.100.7\r\n")  # Notepad's UTF-8
@@ -306,6 +324,33 @@ def test_a_bad_line_on_reload_is_reported_and_the_previous_list_kept(tmp_path, c
     assert status_for(app, "192.0.2.1") == 403
     assert status_for(app, "198.51.100.1") == 200
     assert f"{blocklist}:2: 'not-an-address' is not an IP address or network" in caplog.text
+
+
+def test_a_list_fixed_while_its_broken_version_was_read_is_loaded(tmp_path, monkeypatch):
+    # The file was stamped after the failed read: a fix saved in between took that
+    # stamp, looked already seen, and stayed unread until the next edit.
+    from wsgistack.middlewares import ipfilter
+
+    clock = FakeClock()
+    blocklist = tmp_path / "deny.txt"
+    write_list(blocklist, "192.0.2.0/24", mtime=1)
+    app = client(hello_app, deny_files=[blocklist], reload_interval=5, clock=clock)
+    read_list = ipfilter._read_list
+
+    def read_then_fixed(path):
+        try:
+            return read_list(path)
+        finally:  # the user saves the fix while the broken version is being read
+            write_list(blocklist, "198.51.100.0/24", mtime=3)
+
+    write_list(blocklist, "198.51.100.0/24", "198.51.100.", mtime=2)
+    monkeypatch.setattr(ipfilter, "_read_list", read_then_fixed)
+    clock.now += 5
+    assert status_for(app, "192.0.2.1") == 403  # the broken file: the old list kept
+    monkeypatch.setattr(ipfilter, "_read_list", read_list)
+    clock.now += 5
+    assert status_for(app, "198.51.100.1") == 403
+    assert status_for(app, "192.0.2.1") == 200
 
 
 def test_a_bad_line_at_start_up_fails_loudly(tmp_path):

@@ -72,12 +72,22 @@ def _read_list(path: Path) -> list[IPNetwork]:
     return entries
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+_Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(path: Path) -> _Stamp | None:
+    """What tells a changed file apart: ``None`` when it cannot be seen.
+
+    Not mtime and size alone: ``cp -p``, tar and ``rsync -a`` keep the source's
+    mtime, and a list of the same length looked unchanged for good.  A file
+    renamed over the path is another inode; one rewritten in place, its mtime
+    set back or not, has a new ctime (which nothing can set back).
+    """
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class _Rules:
 
     allow: NetworkSet | None
     deny: NetworkSet
-    stamps: tuple[tuple[int, int] | None, ...]
+    stamps: tuple[_Stamp | None, ...]
 
 
 def _check_scalars(precedence: object, refuse: object, reload_interval: object) -> None:
@@ -189,12 +199,14 @@ class IPFilter:
         self.reload_interval = float(reload_interval)
         self._lock = threading.Lock()
         self._watching = bool(self._allow_files or self._deny_files)
-        self._rules = self._load()
+        self._rules = self._load(self._stamps())
         self._next_check = clock() + self.reload_interval
 
-    def _load(self) -> _Rules:
-        files = self._allow_files + self._deny_files
-        stamps = tuple(_stamp(path) for path in files)
+    def _stamps(self) -> tuple[_Stamp | None, ...]:
+        return tuple(_stamp(path) for path in self._allow_files + self._deny_files)
+
+    def _load(self, stamps: tuple[_Stamp | None, ...]) -> _Rules:
+        """The lists as the files hold them now, marked with ``stamps`` taken before reading."""
         allow_entries = list(self._allow_inline or [])
         deny_entries = list(self._deny_inline)
         for path in self._allow_files:
@@ -213,17 +225,19 @@ class IPFilter:
             return  # another thread is checking; this request uses the current rules
         try:
             self._next_check = self.clock() + self.reload_interval
-            files = self._allow_files + self._deny_files
-            if tuple(_stamp(path) for path in files) == self._rules.stamps:
+            stamps = self._stamps()
+            if stamps == self._rules.stamps:
                 return
             try:
-                self._rules = self._load()
+                self._rules = self._load(stamps)
             except ConfigError as exc:
                 self.logger.error("IPFilter: keeping the previous lists: %s", exc)
-                # Do not retry the same broken content on every check.
+                # Do not retry the same broken content on every check; the stamps are
+                # the ones taken before reading, so a file fixed since is read next time.
                 old = self._rules
-                self._rules = _Rules(old.allow, old.deny, tuple(_stamp(p) for p in files))
+                self._rules = _Rules(old.allow, old.deny, stamps)
             else:
+                files = self._allow_files + self._deny_files
                 self.logger.info("IPFilter: reloaded %s", ", ".join(str(p) for p in files))
         finally:
             self._lock.release()
