@@ -5,7 +5,10 @@ A prefix covers whole segments: ``/admin`` covers ``/admin`` and
 its path is, as sent or with empty and dot segments resolved: ``//admin``
 reaches a PrefixDispatcher's ``/admin`` mount, and ``/x/../admin`` reaches
 ``/admin`` in an app or a proxy behind us that resolves dot segments, so
-neither may slip past a filter or a limiter scoped to ``/admin``.
+neither may slip past a filter or a limiter scoped to ``/admin``.  The path
+is the app's own (``PATH_INFO``, what its routes read) or the URL's
+(``SCRIPT_NAME + PATH_INFO``): under ``--root-path /app``, both ``/admin``
+and ``/app/admin`` cover the route ``/admin``.
 
     scope = prefixes(["/admin"], "IPFilter: paths")
     if under(environ, scope):
@@ -102,8 +105,22 @@ def resolved(path: str) -> str:
 
 
 def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
-    """Whether the request's path (SCRIPT_NAME + PATH_INFO) is under one of ``scope``."""
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    """Whether the request is under one of ``scope``, read as the app's path or the URL's.
+
+    The app's path is ``PATH_INFO``, what its routes read: under a root path
+    (``--root-path /app``, nginx's ``SCRIPT_NAME``) ``/admin`` is the route that
+    ``/app/admin`` reaches, and the README's ``paths=["/admin"]`` must cover it.
+    The URL's path is ``SCRIPT_NAME + PATH_INFO``, for a prefix written as the
+    browser shows it (``/app/admin``).  Either one being under a prefix is enough.
+    """
+    path_info = environ.get("PATH_INFO", "")
+    script_name = environ.get("SCRIPT_NAME", "")
+    return _path_under(path_info, scope) or (
+        bool(script_name) and _path_under(script_name + path_info, scope)
+    )
+
+
+def _path_under(path: str, scope: tuple[str, ...]) -> bool:
     if _starts(path, scope):
         return True
     # Only odd paths pay for resolving: as sent or as resolved, no spelling slips by.

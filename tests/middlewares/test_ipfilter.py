@@ -170,6 +170,37 @@ def test_a_doubled_slash_cannot_reach_a_protected_mount_unfiltered():
     assert status_for(app, "192.0.2.1", "/public") == 200
 
 
+@pytest.mark.parametrize("url", ["/app/admin", "/app/admin/users", "/admin"])
+def test_paths_are_the_apps_routes_under_a_root_path(url):
+    # The README's Flask example served under a prefix (--root-path, or nginx's
+    # SCRIPT_NAME): Flask routes PATH_INFO, so paths=["/admin"] must cover its
+    # /admin route, which /app/admin (and /admin: not under the root) reach.
+    import flask
+
+    from tests.server.live import RawClient, live_server
+
+    flask_app = flask.Flask(__name__)
+    flask_app.add_url_rule("/admin", "admin", lambda: "secrets")
+    flask_app.add_url_rule("/admin/users", "users", lambda: "more secrets")
+    flask_app.add_url_rule("/", "home", lambda: "welcome")
+    flask_app.wsgi_app = IPFilter(  # type: ignore[method-assign]
+        validator(flask_app.wsgi_app), allow=["192.0.2.0/24"], paths=["/admin"]
+    )
+    with live_server(flask_app, root_path="/app") as server, RawClient(server.address) as raw:
+        status, _, body = raw.request(f"GET {url} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        assert (status, body.count(b"secrets")) == (403, 0)
+        status, _, body = raw.request(b"GET /app/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (status, body) == (200, b"welcome")
+
+
+def test_an_absolute_prefix_still_covers_a_mounted_app():
+    # Written as the URL a browser shows (SCRIPT_NAME + PATH_INFO), as before.
+    app = client(hello_app, allow=["10.0.0.0/8"], paths=["/app/admin"])
+    environ = {"REMOTE_ADDR": "192.0.2.1", "SCRIPT_NAME": "/app"}
+    assert app.get("/admin", extra_environ=environ, expect_errors=True).status_int == 403
+    assert app.get("/public", extra_environ=environ).status_int == 200
+
+
 def test_a_path_sent_without_its_slash_cannot_reach_a_protected_mount_unfiltered():
     # werkzeug's server passes "GET admin/users HTTP/1.1" on as PATH_INFO "admin/users"
     # (wsgiref's validator would refuse it, so none is outside); the dispatcher serves it.

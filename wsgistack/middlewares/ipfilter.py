@@ -143,7 +143,8 @@ class IPFilter:
     :param precedence: ``"deny"`` (a client in both lists is refused) or ``"allow"``
         (a denied client in ``allow`` is admitted, and so is a client in neither).
     :param paths: apply the rules only under these path prefixes (whole segments);
-        a path is under one as sent or with ``//``, ``.`` and ``..`` resolved.
+        a path is under one as sent or with ``//``, ``.`` and ``..`` resolved, and
+        as the app routes it (``PATH_INFO``) or as the URL has it (with ``SCRIPT_NAME``).
     :param trusted_proxies: networks of your proxies, or a hop count, or a
         :class:`~wsgistack.clientip.ProxyTrust` (to choose the header).
     :param refuse: the app that answers a refused client; ``HTTPForbidden`` by default.
