@@ -33,6 +33,7 @@ from .netset import IPAddress, IPNetwork, NetworkSet, parse_address
 
 __all__ = [
     "CACHE_KEY",
+    "NO_ADDRESS_HINT",
     "ProxyTrust",
     "client_addr",
     "client_ip",
@@ -44,6 +45,12 @@ CACHE_KEY = "wsgistack.client_ip"
 _TRUST_KEY = "wsgistack.client_ip.trust"
 _ADDRESS_KEY = "wsgistack.client_ip.address"
 _PEER_KEY = "wsgistack.client_ip.peer"
+
+#: What a layer that met a client without an address tells the operator (once).
+NO_ADDRESS_HINT = (
+    "behind a proxy on a unix socket, give trusted_proxies=['unix'] and have it send "
+    "X-Forwarded-For"
+)
 
 Header = Literal["x-forwarded-for", "forwarded"]
 _ENVIRON_KEYS: dict[str, str] = {

@@ -253,6 +253,33 @@ def test_a_zone_id_in_x_forwarded_for_cannot_forge_a_log_line(caplog):
     assert record.getMessage() == "IPFilter refused 192.0.2.9 /: deny 192.0.2.0/24"
 
 
+def test_a_deny_list_that_cannot_see_a_unix_socket_client_says_so_once(tmp_path, caplog):
+    # nginx in front over a unix socket, trusted_proxies=["unix"] forgotten: the
+    # deny list checked no one, and nothing said why the blocked kept coming in.
+    import socket
+
+    from tests.server.live import live_server
+
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    path = str(tmp_path / "app.sock")
+    app = IPFilter(validator(hello_app), deny=["198.51.100.0/24"])
+    request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.7\r\n"
+    with live_server(app, bind=f"unix:{path}"):
+        for _ in range(2):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(path)
+                sock.sendall(request + b"Connection: close\r\n\r\n")
+                data = b"".join(iter(lambda: sock.recv(65536), b""))
+            assert data.startswith(b"HTTP/1.1 200 ")  # in neither list, as documented
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        "IPFilter: a request with no client address (REMOTE_ADDR '') was admitted "
+        "without a deny check, as others will be; behind a proxy on a unix socket, "
+        "give trusted_proxies=['unix'] and have it send X-Forwarded-For"
+    )
+
+
 def test_a_custom_refusal_app():
     def teapot(environ, start_response):
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])

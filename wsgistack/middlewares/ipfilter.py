@@ -19,7 +19,9 @@ Rules, by ``precedence``:
   ``deny`` is refused unless it is in ``allow``; everyone else is admitted.
 
 A client with no address (a unix socket peer, or a ``REMOTE_ADDR`` that is
-not an IP address) counts as in neither list.
+not an IP address) counts as in neither list; the first one a deny list lets
+through is logged as a warning, as it most likely means a proxy on a unix
+socket that ``trusted_proxies`` does not name (``"unix"``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import webob.exc
 
 from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ..clientip import ProxyTrust, client_ip
+from ..clientip import NO_ADDRESS_HINT, ProxyTrust, client_ip
 from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
 from ..options import flag, function, listed, log_target
@@ -151,7 +153,8 @@ class IPFilter:
     :param dry_run: log what would be refused, refuse nothing.
     :param reload_interval: seconds between checks of the list files.
     :param clock: a monotonic clock in seconds, for tests.
-    :param logger: where refusals (INFO) and reload problems (ERROR) are logged.
+    :param logger: where refusals (INFO), reload problems (ERROR) and, once, a
+        client without an address that a deny list let through (WARNING) are logged.
     """
 
     def __init__(
@@ -199,6 +202,7 @@ class IPFilter:
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
         self.reload_interval = float(reload_interval)
         self._lock = threading.Lock()
+        self._told_no_address = False  # warned, once, that a deny list could not see a client
         self._watching = bool(self._allow_files or self._deny_files)
         self._rules = self._load(self._stamps())
         self._next_check = clock() + self.reload_interval
@@ -269,6 +273,8 @@ class IPFilter:
         address = client_ip(environ, self.trust)
         reason = self.verdict(address)
         if reason is None:
+            if address is None and not self._told_no_address:
+                self._unknown_client(environ)
             return self.app(environ, start_response)
         path = log_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
         client = "-" if address is None else str(address)
@@ -277,6 +283,16 @@ class IPFilter:
             return self.app(environ, start_response)
         self.logger.info("IPFilter refused %s %s: %s", client, path, reason)
         return self.refuse(environ, start_response)
+
+    def _unknown_client(self, environ: WSGIEnvironment) -> None:
+        """Say once that a deny list let a client through unseen: likely a setup gap."""
+        self._told_no_address = True
+        self.logger.warning(
+            "IPFilter: a request with no client address (REMOTE_ADDR %r) was admitted "
+            "without a deny check, as others will be; %s",
+            environ.get("REMOTE_ADDR", ""),
+            NO_ADDRESS_HINT,
+        )
 
     def __repr__(self) -> str:
         rules = self._rules

@@ -15,7 +15,7 @@ import webob.exc
 
 from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ...clientip import ProxyTrust, client_ip
+from ...clientip import NO_ADDRESS_HINT, ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
 from ...options import flag, function, header_name, log_target
@@ -186,9 +186,9 @@ class RateLimiter:
         self._told_no_address = True
         self.logger.warning(
             "RateLimiter: a request with no client address (REMOTE_ADDR %r) was not "
-            "limited, nor will others be; behind a proxy on a unix socket, give "
-            "trusted_proxies=['unix'] and have it send X-Forwarded-For",
+            "limited, nor will others be; %s",
             environ.get("REMOTE_ADDR", ""),
+            NO_ADDRESS_HINT,
         )
 
     # -- per request ------------------------------------------------------------------
