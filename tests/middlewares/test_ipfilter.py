@@ -280,6 +280,25 @@ def test_a_deny_list_that_cannot_see_a_unix_socket_client_says_so_once(tmp_path,
     )
 
 
+def test_the_access_log_names_the_client_the_filter_judged(tmp_path, caplog):
+    # Behind nginx the access log said 127.0.0.1 on every line while the filter
+    # refused 198.51.100.7: fail2ban or goaccess on it would ban or count nginx.
+    from tests.server.live import RawClient, live_server
+
+    caplog.set_level(logging.INFO, "wsgistack.ipfilter")
+    log = tmp_path / "access.log"
+    app = IPFilter(validator(hello_app), deny=["198.51.100.0/24"], trusted_proxies=["127.0.0.1"])
+    with live_server(app, access_log=str(log)) as server, RawClient(server.address) as raw:
+        for client in ("198.51.100.7", "203.0.113.9"):
+            raw.request(f"GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n".encode())
+        raw.request(b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n")  # nginx itself, say a health check
+    first, second, third = log.read_text().splitlines()
+    assert first.startswith("198.51.100.7 - - [") and '"GET /x HTTP/1.1" 403 ' in first
+    assert second.startswith("203.0.113.9 - - [") and '"GET /x HTTP/1.1" 200 ' in second
+    assert third.startswith("127.0.0.1 - - [")
+    assert "IPFilter refused 198.51.100.7 /x" in caplog.text
+
+
 def test_a_custom_refusal_app():
     def teapot(environ, start_response):
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])

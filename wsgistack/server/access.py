@@ -15,6 +15,7 @@ import time
 from typing import Any, TextIO
 
 from .._logtext import LOG_ESCAPES
+from ..clientip import client_ip
 from ..errors import ConfigError
 
 __all__ = ["AccessLog"]
@@ -72,12 +73,20 @@ class AccessLog:
             old.close()
 
     def __call__(self, environ: dict[str, Any], response: Any) -> None:
-        """Log a request the app answered (or began to: the bytes actually sent)."""
+        """Log a request the app answered (or began to: the bytes actually sent).
+
+        The host is the client as :mod:`wsgistack.clientip` decided it for the
+        layers (a trusted proxy's ``X-Forwarded-For``), as nginx's realip module
+        sets ``$remote_addr``: the log names whom the IP filter judged.  A peer
+        without an IP address (a unix socket) is written as ``REMOTE_ADDR`` has it.
+        """
         status = (response.status or "500")[:3]
         size = response.written or "-"
         request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
+        address = client_ip(environ)  # None: no address, so REMOTE_ADDR as it is
+        host = environ.get("REMOTE_ADDR", "") if address is None else str(address)
         self._write(
-            f"{_field(environ.get('REMOTE_ADDR', ''))} - - [{_now()}] "
+            f"{_field(host)} - - [{_now()}] "
             f'"{_field(request)}" {status} {size} '
             f'"{_field(environ.get("HTTP_REFERER", ""))}" '
             f'"{_field(environ.get("HTTP_USER_AGENT", ""))}"\n'
