@@ -24,3 +24,23 @@ from wsgistack.paths import prefixes, under
 def test_a_path_without_its_leading_slash_is_read_from_the_root(path_info, expected):
     scope = prefixes(["/admin"], "IPFilter: paths")
     assert under({"SCRIPT_NAME": "", "PATH_INFO": path_info}, scope) is expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "script_name", "path_info", "expected"),
+    [
+        pytest.param("/admin", "/app", "/admin", True, id="the-apps-route"),
+        pytest.param("/admin", "/app", "/admin/users", True, id="below-the-apps-route"),
+        pytest.param("/admin", "/app", "//admin", True, id="the-apps-route-doubled-slash"),
+        pytest.param("/admin", "/app", "/public", False, id="another-route"),
+        pytest.param("/app/admin", "/app", "/admin", True, id="the-url"),
+        pytest.param("/app/admin", "/app", "/public", False, id="another-url"),
+        pytest.param("/app", "/app", "", True, id="the-mount-itself"),
+        pytest.param("/admin", "/app", "", False, id="the-mount-is-not-the-route"),
+    ],
+)
+def test_a_prefix_is_the_apps_route_or_the_url(prefix, script_name, path_info, expected):
+    # Under a root path a route (PATH_INFO) and a URL (SCRIPT_NAME + PATH_INFO) differ;
+    # users write either, and a filter scoped to either must see the request.
+    scope = prefixes([prefix], "RateLimiter: paths")
+    assert under({"SCRIPT_NAME": script_name, "PATH_INFO": path_info}, scope) is expected
