@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -189,6 +190,36 @@ def test_closing_leaves_alone_a_unix_socket_file_that_is_not_ours(tmp_path):
             other.bind(str(path))  # a third party's file, there as we close
             other.listen()
     assert path.exists()
+
+
+@pytest.mark.timeout(30)  # the bug waited out graceful_timeout (120 s) here
+def test_close_after_an_immediate_stop_does_not_make_it_graceful():
+    # `wsgistack demo` on Ctrl-C: stop(graceful=False), then close() on the way
+    # out, which asks for a graceful stop.  The second call used to win, so an
+    # interrupted server waited for a stuck request up to --graceful-timeout.
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def stuck(environ, start_response):
+        entered.set()
+        release.wait(60)
+        finished.set()
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = Server(stuck, bind="127.0.0.1:0", workers=0, graceful_timeout=120).start()
+    address = server.addresses[0]
+    try:
+        with RawClient(address) as client:
+            client.send(GET)
+            assert entered.wait(10)
+            server.stop(graceful=False)
+            server.close()  # returns with the request still in the app
+            assert not finished.is_set()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(address, timeout=5)
+    finally:
+        release.set()
+        server.close()
 
 
 def test_an_in_process_server_refuses_max_requests():

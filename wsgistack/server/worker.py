@@ -126,8 +126,13 @@ class Worker:
         self._poller.wake()
 
     def stop(self, graceful: bool = True) -> None:
-        """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout)."""
-        self._graceful = graceful
+        """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout).
+
+        An immediate stop stays immediate: a graceful one asked after it (a
+        SIGTERM after Ctrl-C, ``Server.close()`` after ``stop(graceful=False)``)
+        changes nothing.
+        """
+        self._graceful = self._graceful and graceful
         self.stopping = True
         self._poller.wake()
 
