@@ -6,11 +6,14 @@ import http.client
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,61 +28,148 @@ def fetch(port: int, path: str) -> tuple[int, dict[str, str], str]:
         conn.close()
 
 
-def test_the_demo_shows_every_middleware_at_work(tmp_path):
-    log = (tmp_path / "stderr").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgistack.cli", "demo", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+def listening(port: int) -> bool:
     try:
-        printed: queue.Queue[str] = queue.Queue()
-        threading.Thread(
-            target=lambda: [printed.put(line) for line in proc.stdout], daemon=True
-        ).start()
-        lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while not any("curl -i" in line and "/boom" in line for line in lines):
-            lines.append(printed.get(timeout=max(0.1, deadline - time.monotonic())))
-        text = "".join(lines)
-        port = int(re.search(r"demo on http://127\.0\.0\.1:(\d+)", text).group(1))
-        urls = re.findall(r"curl -i (http://\S+)", text)
-        assert [u.split(str(port), 1)[1] for u in urls] == [
-            "/",
-            "/api/hello",
-            "/pool/",
-            "/private/",
-            "/boom",
-        ]
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
-        status, _, body = fetch(port, "/")
-        assert status == 200 and "wsgistack demo" in body
-        api = [fetch(port, "/api/hello") for _ in range(6)]
-        assert [s for s, _, _ in api] == [200] * 5 + [429]
-        assert api[0][1]["RateLimit-Policy"] == '"5-per-10s";q=5;w=10'
-        assert api[5][1]["Retry-After"] == "2"  # as printed: then one every 2 s
-        pool = [fetch(port, "/pool/")[2].strip() for _ in range(4)]
-        assert pool == ["served by upstream A", "served by upstream B"] * 2
-        assert fetch(port, "/private/")[0] == 403
-        status, headers, body = fetch(port, "/boom")
-        assert status == 500 and headers["X-Error-Id"] in body and "secret" not in body
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-        log.seek(0)
-        logged = log.read()
-        # The log shows each refusal, and the traceback under the id the client got.
-        assert "RateLimiter refused 127.0.0.1" in logged
-        assert "IPFilter refused 127.0.0.1 /private/" in logged
-        assert f"error {headers['X-Error-Id']}: GET /boom" in logged and "secret" in logged
-    finally:
-        proc.send_signal(signal.SIGINT)
+
+class Demo:
+    """``wsgistack demo --port 0`` in a subprocess: what it printed, its ports, its log."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log = (tmp_path / "stderr").open("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wsgistack.cli", "demo", "--port", "0"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        printed: queue.Queue[str] = queue.Queue()
+        self.lines: list[str] = []
+
+        def read() -> None:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                printed.put(line)
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("curl -i" in line and "/boom" in line for line in seen):
+            seen.append(printed.get(timeout=max(0.1, deadline - time.monotonic())))
+        self.text = "".join(seen)
+        self.port = int(re.search(r"demo on http://127\.0\.0\.1:(\d+)", self.text).group(1))
+        found = re.search(
+            r"LoadBalancer\(\[http://127\.0\.0\.1:(\d+), http://127\.0\.0\.1:(\d+)\]", self.text
+        )
+        self.upstream_ports = [int(port) for port in found.groups()]
+
+    def stop(self, signum: int) -> int:
+        """Send ``signum`` to the demo (by its PID) and wait for it to end."""
+        self.proc.send_signal(signum)
+        return self.proc.wait(15)
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def close(self) -> None:
         try:
-            assert proc.wait(15) == 0
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            proc.stdout.close()
-            log.close()
+            self._reader.join(10)
+            self.proc.stdout.close()
+            self.log.close()
+
+
+@pytest.fixture
+def demo(tmp_path):
+    started = Demo(tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_the_demo_shows_every_middleware_at_work(demo):
+    urls = re.findall(r"curl -i (http://\S+)", demo.text)
+    assert [u.split(str(demo.port), 1)[1] for u in urls] == [
+        "/",
+        "/api/hello",
+        "/pool/",
+        "/private/",
+        "/boom",
+    ]
+    port = demo.port
+    status, _, body = fetch(port, "/")
+    assert status == 200 and "wsgistack demo" in body
+    api = [fetch(port, "/api/hello") for _ in range(6)]
+    assert [s for s, _, _ in api] == [200] * 5 + [429]
+    assert api[0][1]["RateLimit-Policy"] == '"5-per-10s";q=5;w=10'
+    assert api[5][1]["Retry-After"] == "2"  # as printed: then one every 2 s
+    pool = [fetch(port, "/pool/")[2].strip() for _ in range(4)]
+    assert pool == ["served by upstream A", "served by upstream B"] * 2
+    assert fetch(port, "/private/")[0] == 403
+    status, headers, body = fetch(port, "/boom")
+    assert status == 500 and headers["X-Error-Id"] in body and "secret" not in body
+    assert demo.stop(signal.SIGINT) == 0
+    assert demo.lines[-1] == "demo stopped\n"
+    logged = demo.stderr()
+    # The log shows each refusal, and the traceback under the id the client got.
+    assert "RateLimiter refused 127.0.0.1" in logged
+    assert "IPFilter refused 127.0.0.1 /private/" in logged
+    assert f"error {headers['X-Error-Id']}: GET /boom" in logged and "secret" in logged
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+    ids=["ctrl-c", "sigterm", "terminal-closed"],
+)
+def test_a_stop_signal_ends_the_demo_and_both_upstreams(demo, signum):
+    assert fetch(demo.port, "/pool/")[0] == 200  # the pool holds a connection to an upstream
+    assert all(listening(port) for port in [demo.port, *demo.upstream_ports])
+    # A closed terminal sends SIGHUP: a demo that ignored it would live on unseen,
+    # holding its port (and the next `wsgistack demo` would find it in use).
+    assert demo.stop(signum) == 0
+    assert not any(listening(port) for port in [demo.port, *demo.upstream_ports])
+    assert "Traceback" not in demo.stderr()
+
+
+def run_demo_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "demo", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_port_in_use_is_named_with_the_way_out():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_demo_cli("--port", str(port))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"wsgistack demo: error: --port {port}: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use; choose another port (--port 0: any free one)\n"
+    )
+
+
+@pytest.mark.parametrize("port", ["65536", "-1", "eighty"])
+def test_a_port_that_is_no_port_is_refused_naming_the_option(port):
+    result = run_demo_cli("--port", port)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"wsgistack demo: error: argument --port: {port!r} is not a port (0-65535; 0: any free one)"
+    )

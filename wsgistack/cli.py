@@ -42,10 +42,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.port)
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--port``, refused by argparse naming the option when out of range."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0: any free one)")
+    return port
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     parser = commands.add_parser("demo", help="run the demo site: every middleware at work")
     parser.add_argument(
-        "--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)"
+        "--port", type=_port, default=8000, help="port on 127.0.0.1 (0: any free one)"
     )
     return _demo
 

@@ -9,7 +9,7 @@ small upstream servers and the reference server with this pipeline:
                  -> PrefixDispatcher: /api (a JSON API), /pool (LoadBalancer over the
                     two upstreams), /boom (an app that fails), the site (default)
 
-Ctrl-C stops everything it started.
+Ctrl-C, SIGTERM or closing its terminal (SIGHUP) stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterable
 from typing import TextIO
 
 from ._types import StartResponse, WSGIApplication, WSGIEnvironment
 from .compose import compose, describe, use
+from .errors import ConfigError
 from .middlewares import ErrorCatcher, IPFilter, LoadBalancer, PrefixDispatcher, RateLimiter
 from .server import Server
 
@@ -85,23 +87,49 @@ def build_demo(upstream_urls: list[str]) -> WSGIApplication:
     )
 
 
+#: What ends the demo: Ctrl-C, ``kill``, and its terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
-    """Serve the demo in the foreground until Ctrl-C (or SIGTERM)."""
+    """Serve the demo in the foreground until Ctrl-C, SIGTERM or SIGHUP.
+
+    Ctrl-C stops at once; SIGTERM lets in-flight requests finish.  SIGHUP stops
+    it too: ``wsgistack serve --workers 0`` ignores SIGHUP, but a demo left
+    running after its terminal closed would hold its port with nobody to stop it.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with contextlib.ExitStack() as stack:
-        upstreams = [
-            stack.enter_context(Server(upstream(name), bind="127.0.0.1:0", workers=0, threads=2))
-            for name in "AB"
-        ]
-        app = build_demo([server.url for server in upstreams])
-        main = Server(app, bind=f"127.0.0.1:{port}", workers=0, threads=8)
-        main.bind()
-        print(f"wsgistack demo on {main.url}  (Ctrl-C to stop)\n", file=out)
-        print(describe(app), file=out)
-        print("\nTry:", file=out)
-        for path, what in TRIES:
-            print(f"  curl -i {main.url}{path}    {what}", file=out)
-        out.flush()
-        main.serve_forever()  # SIGINT stops at once, SIGTERM after in-flight requests
-    print("demo stopped", file=out)
+    # Blocked before any server thread starts, so every thread inherits the mask
+    # and only sigwait() below receives them, in this thread.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        with contextlib.ExitStack() as stack:
+            upstreams = [
+                stack.enter_context(
+                    Server(upstream(name), bind="127.0.0.1:0", workers=0, threads=2)
+                )
+                for name in "AB"
+            ]
+            app = build_demo([server.url for server in upstreams])
+            main = Server(app, bind=f"127.0.0.1:{port}", workers=0, threads=8)
+            try:
+                main.bind()
+            except ConfigError as exc:
+                reason = str(exc).removeprefix("bind: ")
+                raise ConfigError(
+                    f"--port {port}: {reason}; choose another port (--port 0: any free one)"
+                ) from None
+            stack.enter_context(main)
+            print(f"wsgistack demo on {main.url}  (Ctrl-C to stop)\n", file=out)
+            print(describe(app), file=out)
+            print("\nTry:", file=out)
+            for path, what in TRIES:
+                print(f"  curl -i {main.url}{path}    {what}", file=out)
+            out.flush()
+            received = signal.sigwait(STOP_SIGNALS)
+            main.stop(graceful=received == signal.SIGTERM)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if received != signal.SIGHUP:  # after a hangup there is no terminal to tell
+        print("demo stopped", file=out)
     return 0
