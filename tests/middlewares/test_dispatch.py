@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+from urllib.request import urlopen
 from wsgiref.validate import validator
 
 import pytest
@@ -11,7 +13,8 @@ from webtest import TestApp
 
 from tests.djangoapp import application as django_app
 from tests.djangoapp import fresh_static_url
-from wsgistack import build_pipeline, compose, describe, use
+from tests.server.nginx import Nginx
+from wsgistack import Server, build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher
 
@@ -110,7 +113,7 @@ def test_a_doubled_slash_leaves_no_protocol_relative_urls(site, doubled):
     assert get("/flask/old", status=302).location == "/flask/users/moved"
     assert get("/django/articles/intro/").json["self"] == "/django/articles/intro/"
     assert get("/django/old/", status=302).location == "/django/articles/home/"
-    assert get("/flask", status=308).location == "http://localhost/flask/"
+    assert get("/flask", status=308).location == "/flask/"
 
 
 def test_an_existing_script_name_stays_in_front():
@@ -123,9 +126,58 @@ def test_the_bare_prefix_redirects_to_the_slash_keeping_the_query():
     dispatcher = PrefixDispatcher({"/admin": echo("admin")})
     app = TestApp(validator(dispatcher))
     response = app.get("/admin?next=%2Fusers&x=1", status=308)
-    assert response.location == "http://localhost/admin/?next=%2Fusers&x=1"
+    assert response.location == "/admin/?next=%2Fusers&x=1"
     nested = app.get("/admin", extra_environ={"SCRIPT_NAME": "/caf\xc3\xa9"}, status=308)
-    assert nested.location == "http://localhost/caf%C3%A9/admin/"
+    assert nested.location == "/caf%C3%A9/admin/"
+
+
+#: The README's "Behind nginx" block: Host is nginx's $host, which has no port.
+BEHIND_NGINX = """
+location / {{
+    proxy_pass {url};
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+}}
+"""
+
+
+def test_the_slash_redirect_leads_back_through_nginx_on_its_own_port(tmp_path):
+    # The Location was absolute, built from Host and wsgi.url_scheme: behind
+    # nginx on port N it sent the browser to http://127.0.0.1/admin/ (port 80),
+    # and behind a TLS proxy to http://; nginx's proxy_redirect cannot map it.
+    site = PrefixDispatcher({"/admin": validator(echo("admin"))})
+    with (
+        Server(site, bind="127.0.0.1:0") as server,
+        Nginx(tmp_path, BEHIND_NGINX.format(url=server.url)) as nginx,
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10)
+        try:
+            conn.request("GET", "/admin?next=%2Fx&q=caf%C3%A9")
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        assert response.status == 308
+        assert response.headers["Location"] == "/admin/?next=%2Fx&q=caf%C3%A9"
+        assert b"moved to /admin/?next=%2Fx&q=caf%C3%A9;" in body and b"http" not in body
+        with urlopen(nginx.url + response.headers["Location"], timeout=10) as followed:
+            assert followed.read() == b"admin /admin|/"
+
+
+def test_the_slash_redirect_is_ascii_and_never_protocol_relative():
+    # A query's raw bytes (WSGI hands them over as latin-1) are %-escaped, and a
+    # SCRIPT_NAME starting "//" cannot make "//evil.example/a/", a link to that host.
+    dispatcher = validator(PrefixDispatcher({"/a": echo("a")}))
+    environ = Request.blank("/a", environ={"SCRIPT_NAME": "//evil.example"}).environ
+    environ["QUERY_STRING"] = "q=caf\xc3\xa9 x"
+    started = []
+    body = dispatcher(environ, lambda status, headers, exc_info=None: started.append(headers))
+    try:
+        b"".join(body)
+    finally:
+        body.close()
+    assert dict(started[0])["Location"] == "/evil.example/a/?q=caf%C3%A9%20x"
 
 
 def test_the_bare_prefix_can_pass_through():
@@ -152,7 +204,7 @@ def test_a_path_info_without_its_slash_is_cut_where_the_match_ends(path_info, ex
 def test_a_path_info_without_its_slash_redirects_under_the_prefix():
     dispatcher = PrefixDispatcher({"/a": echo("a")})
     request = Request.blank("/", environ={"SCRIPT_NAME": "/mnt", "PATH_INFO": "a"})
-    assert request.get_response(dispatcher).location == "http://localhost/mnt/a/"
+    assert request.get_response(dispatcher).location == "/mnt/a/"
 
 
 def test_an_empty_path_info_still_tries_the_host_mounts():

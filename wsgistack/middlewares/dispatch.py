@@ -37,6 +37,9 @@ from ..refusals import refusal
 
 __all__ = ["PrefixDispatcher"]
 
+#: The slash redirect's body (webob's words), linking the path it redirects to.
+_MOVED = '${explanation} <a href="${detail}">${detail}</a>; you should be redirected automatically.'
+
 
 @dataclass(slots=True)
 class _Table:
@@ -291,13 +294,32 @@ class PrefixDispatcher:
 
     @staticmethod
     def _redirect(environ: WSGIEnvironment, start_response: StartResponse, prefix: str) -> Any:
+        """308 to the prefix with its slash, as a path from the root (RFC 9110 10.2.2).
+
+        A path, as Django's redirects are: an absolute URL built from ``Host``
+        and ``wsgi.url_scheme`` points elsewhere behind a proxy that terminates
+        TLS or listens on another port (``proxy_set_header Host $host`` drops
+        the port), and nginx's ``proxy_redirect`` cannot map it back.
+        """
         target = environ.get("SCRIPT_NAME", "") + prefix + "/"
-        location = quote(target.encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
+        # One leading slash: "//x" would be a link to the host "x".
+        location = "/" + quote(target.encode("latin-1"), safe="/:@!$&'()*+,;=-._~").lstrip("/")
         query = environ.get("QUERY_STRING", "")
-        if query:
-            location += "?" + query
-        moved = refusal(webob.exc.HTTPPermanentRedirect, location=location)
-        return moved(environ, start_response)
+        if query:  # as sent, with any byte outside ASCII %-escaped
+            location += "?" + quote(query.encode("latin-1"), safe="/?:@!$&'()*+,;=-._~%")
+        # webob makes a Location absolute; the body names the path as sent.
+        moved = refusal(
+            webob.exc.HTTPPermanentRedirect,
+            location,
+            location=location,
+            body_template=_MOVED,
+        )
+
+        def as_path(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            kept = [(k, location if k.lower() == "location" else v) for k, v in headers]
+            return start_response(status, kept, exc_info)
+
+        return moved(environ, as_path)
 
     def route(self, path: str, host: str | None = None) -> tuple[str, WSGIApplication, str] | None:
         """Where a request for ``path`` (and ``host``) goes, without calling anything.
