@@ -17,6 +17,8 @@ What to expect:
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import django
 from django.conf import settings
 from flask import Flask, url_for
@@ -57,7 +59,13 @@ urlpatterns = [path("articles/<slug:slug>/", article, name="article")]
 
 # -- one site ------------------------------------------------------------------
 def index(environ, start_response):
-    body = b'<a href="/api/users/ann">Flask API</a> <a href="/site/articles/hi/">Django site</a>'
+    # Links under SCRIPT_NAME too: served at /shop (--root-path, nginx's uwsgi_param
+    # SCRIPT_NAME), "/api/..." would leave the site.
+    root = quote(environ.get("SCRIPT_NAME", "").encode("latin-1"))
+    body = (
+        f'<a href="{root}/api/users/ann">Flask API</a> '
+        f'<a href="{root}/site/articles/hi/">Django site</a>'
+    ).encode()
     start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
     return [body]
 

@@ -15,6 +15,8 @@ print(json.dumps({
     "site": site.get("/site/articles/hi/").json,
     "slash": site.get("/site?x=1", status=308).location,
     "index": site.get("/").text,
+    "shop": site.get("/", extra_environ={"SCRIPT_NAME": "/shop"}).text,
+    "shop_api": site.get("/api/users/ann", extra_environ={"SCRIPT_NAME": "/shop"}).json,
     "neighbour": site.get("/apiv2/users/ann").text,
 }))
 """
@@ -25,5 +27,9 @@ def test_each_framework_builds_urls_under_its_prefix(in_subprocess):
     assert result["api"] == {"self": "/api/users/ann"}
     assert result["site"] == {"self": "/site/articles/hi/"}
     assert result["slash"] == "/site/?x=1"
-    assert "Flask API" in result["index"]
+    assert 'href="/api/users/ann"' in result["index"]
+    # Served under a prefix (nginx's uwsgi_param SCRIPT_NAME /shop), every link stays in it.
+    assert 'href="/shop/api/users/ann"' in result["shop"]
+    assert 'href="/shop/site/articles/hi/"' in result["shop"]
+    assert result["shop_api"] == {"self": "/shop/api/users/ann"}
     assert result["neighbour"] == result["index"]  # /apiv2 is not /api: the index answers
