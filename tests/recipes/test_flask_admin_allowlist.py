@@ -15,8 +15,9 @@ def site():
     return TestApp(validator(app))
 
 
-def get(site, path, peer, xff=None):
-    headers = {"X-Forwarded-For": xff} if xff else {}
+def get(site, path, peer, xff=None, **headers):
+    if xff:
+        headers["X-Forwarded-For"] = xff
     return site.get(path, headers=headers, extra_environ={"REMOTE_ADDR": peer}, expect_errors=True)
 
 
@@ -39,3 +40,22 @@ def test_a_spoofed_header_from_outside_changes_nothing(site):
 def test_a_stranger_prepending_an_office_address_is_still_refused(site):
     # The balancer appends the real peer: the client's own text stays on the left.
     assert get(site, "/admin/", "10.1.1.1", xff="192.0.2.10, 203.0.113.9").status_int == 403
+
+
+TLS_AT_THE_BALANCER = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
+
+
+def test_behind_a_tls_balancer_flask_redirects_to_https(site):
+    # Flask's /admin -> /admin/ redirect is an absolute URL: without the
+    # balancer's word it sent office users from https:// to http://.
+    moved = get(site, "/admin", "10.1.1.1", xff="192.0.2.10", **TLS_AT_THE_BALANCER)
+    assert moved.status_int == 308
+    assert moved.headers["Location"] == "https://shop.example/admin/"
+
+
+def test_forwarded_scheme_and_host_from_anyone_else_change_nothing(site):
+    # An office machine reaching the app directly is admitted, but its own
+    # X-Forwarded-Host cannot choose the host Flask writes into its links.
+    moved = get(site, "/admin", "192.0.2.10", **TLS_AT_THE_BALANCER)
+    assert moved.status_int == 308
+    assert moved.headers["Location"] == "http://localhost/admin/"
