@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import queue
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -99,13 +100,15 @@ def demo(tmp_path):
 
 
 def test_the_demo_shows_every_middleware_at_work(demo):
-    urls = re.findall(r"curl -i (http://\S+)", demo.text)
-    assert [u.split(str(demo.port), 1)[1] for u in urls] == [
-        "/",
-        "/api/hello",
-        "/pool/",
-        "/private/",
-        "/boom",
+    # Each line pasted into a shell is one curl of one URL: the explanation after
+    # it is a comment, as in the README, not words curl would take for hosts.
+    commands = [
+        shlex.split(line, comments=True) for line in demo.text.splitlines() if "curl" in line
+    ]
+    assert [argv[:2] for argv in commands] == [["curl", "-i"]] * 5
+    assert [argv[2:] for argv in commands] == [
+        [f"http://127.0.0.1:{demo.port}{path}"]
+        for path in ["/", "/api/hello", "/pool/", "/private/", "/boom"]
     ]
     port = demo.port
     status, _, body = fetch(port, "/")

@@ -124,7 +124,7 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
             print(describe(app), file=out)
             print("\nTry:", file=out)
             for path, what in TRIES:
-                print(f"  curl -i {main.url}{path}    {what}", file=out)
+                print(f"  curl -i {main.url}{path}    # {what}", file=out)
             out.flush()
             received = signal.sigwait(STOP_SIGNALS)
             main.stop(graceful=received == signal.SIGTERM)
