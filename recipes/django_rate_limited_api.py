@@ -3,6 +3,8 @@
 What it solves: every worker process (and every host) of the site must count
 against the same limit, so "100/minute" stays 100 with 4 workers, not 400.
 Only the API (/api/...) is limited; each client address has its own count.
+Behind load balancers, name them (TRUSTED_PROXIES=10.0.0.0/8, comma-separated):
+otherwise every client counts as the balancer's address and they share one limit.
 
 Run it (a Redis on 127.0.0.1:6379, or set RATE_LIMIT_STORE):
     wsgistack serve recipes.django_rate_limited_api:application --workers 4 --bind 127.0.0.1:8000

@@ -6,6 +6,8 @@ import math
 import os
 import time
 
+import redis
+
 DRIVER = """
 import json, warnings
 warnings.simplefilter("error")
@@ -43,3 +45,31 @@ def test_two_processes_share_the_limit(in_subprocess, redis_server):
     # after the first request, less the whole seconds the two processes took.
     assert 12 - math.ceil(elapsed) <= int(second["retry"]) <= 12
     assert first["home"] == [200] * 6  # only /api is limited
+
+
+BEHIND_BALANCERS = """
+import json
+from webtest import TestApp
+from recipes.django_rate_limited_api import application
+site = TestApp(application)
+def statuses(client):
+    via = {"REMOTE_ADDR": "10.0.0.2"}  # every request arrives from the balancer
+    return [
+        site.get("/api/items/", headers={"X-Forwarded-For": client}, extra_environ=via,
+                 expect_errors=True).status_int
+        for _ in range(3)
+    ]
+print(json.dumps({"a": statuses("198.51.100.1"), "b": statuses("198.51.100.2")}))
+"""
+
+
+def test_behind_balancers_each_client_has_its_own_count(in_subprocess, redis_server):
+    env = {
+        **os.environ,
+        "RATE_LIMIT": "2/minute",
+        "RATE_LIMIT_STORE": redis_server.url.replace("/0", "/9"),
+        "TRUSTED_PROXIES": "10.0.0.0/8,192.168.0.0/16",
+    }
+    redis.Redis.from_url(env["RATE_LIMIT_STORE"]).flushdb()
+    result = in_subprocess(BEHIND_BALANCERS, env=env)
+    assert result == {"a": [200, 200, 429], "b": [200, 200, 429]}
