@@ -37,13 +37,21 @@ def listening(port: int) -> bool:
     return True
 
 
+#: ``wsgistack demo --port 0`` with SIGHUP as a terminal session (SIG_DFL) or
+#: ``nohup`` (SIG_IGN) leaves it, whatever the test runner inherited.
+RUN_DEMO = (
+    "import signal, sys; signal.signal(signal.SIGHUP, signal.{hangup});"
+    "from wsgistack.cli import main; sys.exit(main(['demo', '--port', '0']))"
+)
+
+
 class Demo:
     """``wsgistack demo --port 0`` in a subprocess: what it printed, its ports, its log."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, hangup: str = "SIG_DFL") -> None:
         self.log = (tmp_path / "stderr").open("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsgistack.cli", "demo", "--port", "0"],
+            [sys.executable, "-c", RUN_DEMO.format(hangup=hangup)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -73,7 +81,9 @@ class Demo:
     def stop(self, signum: int) -> int:
         """Send ``signum`` to the demo (by its PID) and wait for it to end."""
         self.proc.send_signal(signum)
-        return self.proc.wait(15)
+        returncode = self.proc.wait(15)
+        self._reader.join(10)  # what it printed last is in ``lines`` once its output ends
+        return returncode
 
     def stderr(self) -> str:
         self.log.seek(0)
@@ -144,6 +154,16 @@ def test_a_stop_signal_ends_the_demo_and_both_upstreams(demo, signum):
     assert demo.stop(signum) == 0
     assert not any(listening(port) for port in [demo.port, *demo.upstream_ports])
     assert "Traceback" not in demo.stderr()
+
+
+def test_under_nohup_the_demo_outlives_its_terminal(tmp_path):
+    demo = Demo(tmp_path, hangup="SIG_IGN")  # as `nohup wsgistack demo &` starts it
+    try:
+        demo.proc.send_signal(signal.SIGHUP)  # ignored: not even left pending
+        assert demo.stop(signal.SIGINT) == 0
+        assert demo.lines[-1] == "demo stopped\n"  # Ctrl-C ended it, not the hangup
+    finally:
+        demo.close()
 
 
 def run_demo_cli(*args: str) -> subprocess.CompletedProcess[str]:

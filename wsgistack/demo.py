@@ -99,9 +99,12 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
     running after its terminal closed would hold its port with nobody to stop it.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # A signal ignored at start stays ignored: `nohup wsgistack demo &` outlives its
+    # terminal (Linux keeps a blocked signal pending even when it is ignored).
+    awaited = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
     # Blocked before any server thread starts, so every thread inherits the mask
     # and only sigwait() below receives them, in this thread.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, awaited)
     try:
         with contextlib.ExitStack() as stack:
             upstreams = [
@@ -126,7 +129,7 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
             for path, what in TRIES:
                 print(f"  curl -i {main.url}{path}    # {what}", file=out)
             out.flush()
-            received = signal.sigwait(STOP_SIGNALS)
+            received = signal.sigwait(awaited)
             main.stop(graceful=received == signal.SIGTERM)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
