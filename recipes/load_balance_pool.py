@@ -25,6 +25,7 @@ import json
 import os
 import sys
 
+from wsgistack.errors import ConfigError
 from wsgistack.middlewares import LoadBalancer, PrefixDispatcher
 
 UPSTREAMS = [
@@ -81,4 +82,10 @@ def main(port: int = 8000) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 8000))
+    arguments = sys.argv[1:]
+    if len(arguments) > 1 or not all(argument.isdigit() for argument in arguments):
+        sys.exit(f"usage: python {sys.argv[0]} [PORT]")
+    try:
+        sys.exit(main(int(arguments[0]) if arguments else 8000))
+    except ConfigError as exc:  # the port is taken (another demo?) or out of range
+        sys.exit(f"{sys.argv[0]}: {exc}")

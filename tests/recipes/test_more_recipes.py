@@ -9,6 +9,7 @@ import importlib
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from urllib.request import urlopen
 from wsgiref.validate import validator
 
+import pytest
 from paste.deploy import loadapp
 from webtest import TestApp
 
@@ -95,3 +97,26 @@ def test_the_error_hook_sees_the_id_the_client_sees(caplog):
     assert error_hook.REPORTED[-1] == ("KeyError", "/orders/7", error_id)
     assert "customer_id" not in response.text
     assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["port-in-use", "not-a-port"])
+def test_the_pool_alone_answers_a_bad_port_in_one_line(taken):
+    # A port in use (the demo still running on 8000, say) was a 15-line traceback.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1]) if taken else "80OO"
+        result = subprocess.run(
+            [sys.executable, "recipes/load_balance_pool.py", port],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"recipes/load_balance_pool.py: bind: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+        if taken
+        else "usage: python recipes/load_balance_pool.py [PORT]\n"
+    )
