@@ -219,6 +219,7 @@ def test_close_after_an_immediate_stop_does_not_make_it_graceful():
                 socket.create_connection(address, timeout=5)
     finally:
         release.set()
+        finished.wait(10)  # the app's thread ends here, not during a later test
         server.close()
 
 
