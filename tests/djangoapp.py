@@ -48,9 +48,16 @@ def old_home(request: HttpRequest) -> HttpResponse:
     return redirect("article", slug="home")
 
 
+def upload(request: HttpRequest) -> HttpResponse:
+    """A form post with a file, as Django parses it (the body read through wsgi.input)."""
+    sent = request.FILES["upload"]
+    return JsonResponse({"name": request.POST["name"], "file": sent.name, "size": sent.size})
+
+
 urlpatterns = [
     path("articles/<slug:slug>/", article, name="article"),
     path("old/", old_home),
+    path("upload/", upload),
 ]
 
 application = get_wsgi_application()
