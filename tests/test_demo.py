@@ -69,8 +69,13 @@ class Demo:
         self._reader.start()
         seen: list[str] = []
         deadline = time.monotonic() + 30
-        while not any("curl -i" in line and "/boom" in line for line in seen):
-            seen.append(printed.get(timeout=max(0.1, deadline - time.monotonic())))
+        try:
+            while not any("curl -i" in line and "/boom" in line for line in seen):
+                seen.append(printed.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            logged = self.stderr()
+            self.close()  # by its PID: a demo that never got going is not left running
+            raise AssertionError(f"the demo printed no URLs: {''.join(seen)}{logged}") from None
         self.text = "".join(seen)
         self.port = int(re.search(r"demo on http://127\.0\.0\.1:(\d+)", self.text).group(1))
         found = re.search(
