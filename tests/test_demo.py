@@ -37,10 +37,12 @@ def listening(port: int) -> bool:
     return True
 
 
-#: ``wsgistack demo --port 0`` with SIGHUP as a terminal session (SIG_DFL) or
-#: ``nohup`` (SIG_IGN) leaves it, whatever the test runner inherited.
+#: ``wsgistack demo --port 0`` with SIGHUP and SIGINT as a shell leaves them
+#: (SIG_DFL in a terminal; SIG_IGN under ``nohup``, or SIGINT for ``demo &`` in a
+#: script), whatever the test runner inherited.
 RUN_DEMO = (
     "import signal, sys; signal.signal(signal.SIGHUP, signal.{hangup});"
+    "signal.signal(signal.SIGINT, signal.{interrupt});"
     "from wsgistack.cli import main; sys.exit(main(['demo', '--port', '0']))"
 )
 
@@ -48,10 +50,12 @@ RUN_DEMO = (
 class Demo:
     """``wsgistack demo --port 0`` in a subprocess: what it printed, its ports, its log."""
 
-    def __init__(self, tmp_path: Path, hangup: str = "SIG_DFL") -> None:
+    def __init__(
+        self, tmp_path: Path, hangup: str = "SIG_DFL", interrupt: str = "default_int_handler"
+    ) -> None:
         self.log = (tmp_path / "stderr").open("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", RUN_DEMO.format(hangup=hangup)],
+            [sys.executable, "-c", RUN_DEMO.format(hangup=hangup, interrupt=interrupt)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -167,6 +171,17 @@ def test_under_nohup_the_demo_outlives_its_terminal(tmp_path):
         demo.proc.send_signal(signal.SIGHUP)  # ignored: not even left pending
         assert demo.stop(signal.SIGINT) == 0
         assert demo.lines[-1] == "demo stopped\n"  # Ctrl-C ended it, not the hangup
+    finally:
+        demo.close()
+
+
+def test_started_in_the_background_by_a_script_ctrl_c_still_stops_it(tmp_path):
+    # `wsgistack demo &` in a script starts it with SIGINT ignored; as the
+    # server does, the demo stops on SIGINT all the same.
+    demo = Demo(tmp_path, interrupt="SIG_IGN")
+    try:
+        assert demo.stop(signal.SIGINT) == 0
+        assert demo.lines[-1] == "demo stopped\n"
     finally:
         demo.close()
 

@@ -99,9 +99,12 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
     running after its terminal closed would hold its port with nobody to stop it.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # A signal ignored at start stays ignored: `nohup wsgistack demo &` outlives its
-    # terminal (Linux keeps a blocked signal pending even when it is ignored).
-    awaited = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    # SIGHUP ignored at start stays ignored: `nohup wsgistack demo &` outlives its
+    # terminal (Linux keeps a blocked signal pending even when it is ignored).  Ctrl-C
+    # and SIGTERM always stop it, as they stop the server, even from a shell that
+    # started it in the background with SIGINT ignored.
+    hangup_ignored = signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    awaited = [sig for sig in STOP_SIGNALS if not (sig == signal.SIGHUP and hangup_ignored)]
     # Blocked before any server thread starts, so every thread inherits the mask
     # and only sigwait() below receives them, in this thread.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, awaited)
