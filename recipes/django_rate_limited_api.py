@@ -6,6 +6,8 @@ Only the API (/api/...) is limited; each client address has its own count.
 Behind load balancers, name them (TRUSTED_PROXIES=10.0.0.0/8, comma-separated):
 otherwise every client counts as the balancer's address and they share one limit.
 
+Needs: pip install django redis
+
 Run it (a Redis on 127.0.0.1:6379, or set RATE_LIMIT_STORE):
     wsgistack serve recipes.django_rate_limited_api:application --workers 4 --bind 127.0.0.1:8000
 

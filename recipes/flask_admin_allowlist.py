@@ -5,6 +5,8 @@ the office (192.0.2.0/24).  Requests arrive through our load balancers
 (10.0.0.0/8), which append the real client to X-Forwarded-For; anyone can
 send that header themselves, so it is believed only from the balancers.
 
+Needs: pip install flask
+
 Run it:
     wsgistack serve recipes.flask_admin_allowlist:app --bind 127.0.0.1:8000
 

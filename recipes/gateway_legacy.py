@@ -4,6 +4,8 @@ What it solves: moving a site off a legacy backend one path at a time. The new
 Flask app answers most URLs; /legacy/... is forwarded (streamed, pooled,
 health-checked) to the old servers, which still see the paths they expect.
 
+Needs: pip install flask
+
 Run it:
     LEGACY_UPSTREAMS=http://10.0.0.5:8080,http://10.0.0.6:8080 \\
         wsgistack serve recipes.gateway_legacy:app --bind 127.0.0.1:8000

@@ -3,6 +3,8 @@
 What it solves: keep your server (gunicorn, uWSGI, waitress) and only add
 the layers. A wsgistack stack is a plain WSGI app, so any server runs it.
 
+Needs: pip install gunicorn pastedeploy
+
 Run it (from the repository, so that ``recipes`` is importable):
     gunicorn 'recipes.gunicorn_app:app' --bind 127.0.0.1:8000 --workers 2
     # or the same pipeline from the PasteDeploy ini, recipes/site.ini:

@@ -5,6 +5,8 @@ by one server.  Each believes it is the whole site: Flask's ``url_for`` and
 Django's ``reverse`` produce URLs under /api and /site by themselves, because
 the dispatcher moves the prefix into SCRIPT_NAME.
 
+Needs: pip install flask django
+
 Run it:
     wsgistack serve recipes.mount_flask_and_django:app --bind 127.0.0.1:8000
 

@@ -42,13 +42,16 @@ COMMAND = re.compile(r"(?:[A-Z_]+=\S+\s+)*(?:wsgistack|gunicorn|python)\s")
 LISTENING = re.compile(r"(?:listening on|Listening at:) http://127\.0\.0\.1:(\d+)")
 
 
+def recipe_text(path: Path) -> str:
+    """What a recipe tells its reader: a ``.py``'s docstring, a ``.toml``'s or ``.ini``'s comments."""
+    if path.suffix == ".py":
+        return ast.get_docstring(ast.parse(path.read_text())) or ""
+    return "\n".join(line[1:] for line in path.read_text().splitlines() if line[:1] == "#")
+
+
 def printed_commands(path: Path) -> list[str]:
     """The shell commands in a recipe's docstring or comments, continuation lines joined."""
-    if path.suffix == ".py":
-        text = ast.get_docstring(ast.parse(path.read_text())) or ""
-    else:
-        text = "\n".join(line[1:] for line in path.read_text().splitlines() if line[:1] == "#")
-    lines = text.replace("\\\n", " ").splitlines()
+    lines = recipe_text(path).replace("\\\n", " ").splitlines()
     return [" ".join(line.split()) for line in lines if COMMAND.match(line.strip())]
 
 
@@ -58,6 +61,50 @@ PRINTED = [
     if path.suffix in (".py", ".toml", ".ini")
     for command in printed_commands(path)
 ]
+
+
+#: The package that brings each module a recipe imports, beyond wsgistack's own.
+PACKAGES = {"flask": "flask", "werkzeug": "flask", "django": "django"}
+
+
+def needed_packages(path: Path) -> set[str]:
+    """What a recipe needs installed: what it imports, its Redis store, its commands."""
+    source = path.read_text()
+    needed = set()
+    if path.suffix == ".py":
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            needed |= {PACKAGES[top] for name in names if (top := name.split(".")[0]) in PACKAGES}
+    if "redis://" in source:
+        needed.add("redis")
+    for command in printed_commands(path):
+        if command.startswith("gunicorn "):
+            needed.add("gunicorn")
+        if "--paste" in command:
+            needed.add("pastedeploy")
+    return needed
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in sorted(RECIPES.iterdir()) if path.suffix in (".py", ".toml", ".ini")],
+    ids=lambda path: path.name,
+)
+def test_a_recipe_says_what_to_install_beyond_wsgistack(path):
+    # After the README's first command (pip install -e .) a recipe that imports
+    # Django died with "No module named 'django'": its docstring never said so.
+    installs = {
+        word
+        for line in map(str.strip, recipe_text(path).splitlines())
+        if line.startswith("Needs: pip install ")
+        for word in line.removeprefix("Needs: pip install ").split()
+    }
+    assert needed_packages(path) == installs
 
 
 def executable(name: str) -> str:
