@@ -242,6 +242,9 @@ def composed(ns, ctx):
     assert lines[3].startswith("RateLimiter(") and "Flask.wsgi_app" in lines[4]
     assert get(ns["application"], "/", "10.1.2.3").text == "flask home"
     assert get(ns["application"], "/", "203.0.113.9").status_int == 403
+    # ProxyFix takes the scheme only: a client cannot name an allowed address itself.
+    spoofed = get(ns["application"], "/", "203.0.113.9", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert spoofed.status_int == 403
 
 
 def toml_stack(ns, ctx):
