@@ -50,3 +50,13 @@ def own_redis(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    """A one-node Redis Cluster of this test's own (every slot), stoppable and restartable."""
+    _need_redis()
+    server = RedisServer(tmp_path, cluster=True)
+    server.start()
+    yield server
+    server.stop()

@@ -2,6 +2,7 @@
 
     server = RedisServer(directory)
     server.start()                 # returns once it answers PING
+    RedisServer(directory, cluster=True)   # a one-node cluster holding every slot
     redis.Redis.from_url(server.url)
     server.stop()
 
@@ -41,11 +42,16 @@ class RedisServer:
     take it in between.  A first start notices (our redis-server exits, or the
     one answering has another PID) and tries a new port; a restart keeps the
     port, since clients hold the URL.
+
+    ``cluster=True`` starts it in cluster mode, alone, serving all 16384 hash
+    slots: it refuses what a cluster refuses (a script whose keys hash to
+    different slots) without needing six processes.
     """
 
-    def __init__(self, directory) -> None:
+    def __init__(self, directory, *, cluster: bool = False) -> None:
         self.directory = directory
         self.port = _free_port()
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self._started = False
 
@@ -60,11 +66,16 @@ class RedisServer:
                 self.port = _free_port()
             if self._spawn():
                 self._started = True
+                if self.cluster:
+                    self._serve_every_slot()
                 return
         raise RuntimeError(f"redis-server could not listen on port {self.port}")
 
     def _spawn(self) -> bool:
         """Start redis-server; True once it answers, False if it could not take the port."""
+        cluster = []
+        if self.cluster:  # its bus on a port of its own, not port + 10000 (maybe > 65535)
+            cluster = ["--cluster-enabled", "yes", "--cluster-port", str(_free_port())]
         self.proc = proc = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -78,6 +89,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *cluster,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -98,6 +110,19 @@ class RedisServer:
         stop_process(proc)
         self.proc = None
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def _serve_every_slot(self) -> None:
+        """Give this one node every hash slot, and return once the cluster is up."""
+        import redis
+
+        with redis.Redis(port=self.port) as client:
+            if int(client.cluster("INFO")["cluster_slots_assigned"]) == 0:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + 10
+            while client.cluster("INFO")["cluster_state"] != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the one-node cluster on port {self.port} stayed down")
+                time.sleep(0.05)  # polling a forming cluster
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -320,8 +320,8 @@ def test_limiters_on_different_paths_sharing_a_store_count_apart(redis_server, s
     assert [_get(app, "/login") for _ in range(4)] == [200, 200, 200, 429]
     if store_kind == "redis":  # short keys, the same in every process and after restarts
         assert sorted(store.client.keys()) == [
-            b"wsgistack:rl:gcra:3-per-60s:ip@/login:192.0.2.1:3-per-60s",
-            b"wsgistack:rl:gcra:3-per-60s:ip@/search:192.0.2.1:3-per-60s",
+            b"wsgistack:rl:{gcra:3-per-60s:ip@/login:192.0.2.1}:3-per-60s",
+            b"wsgistack:rl:{gcra:3-per-60s:ip@/search:192.0.2.1}:3-per-60s",
         ]
         store.close()
 
@@ -488,7 +488,7 @@ def test_stores_agree_at_epoch_times(redis_server, strategy, limits):
     rates = parse_limits(limits)
     memory = MemoryStore()
     shared = RedisStore(redis_server.url, prefix=f"agree-{strategy}-{limits}:")
-    shared.client.delete(*[f"agree-{strategy}-{limits}:k:{rate.name}" for rate in rates])
+    shared.client.delete(*[f"agree-{strategy}-{limits}:{{k}}:{rate.name}" for rate in rates])
     steps = random.Random(1)
     now = 1_700_000_000.0
     for _ in range(300):
@@ -659,6 +659,43 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
     assert [hit(app).status_int for _ in range(2)] == [200, 429]  # counting again
     store.close()
     admin.close()
+
+
+def _cluster_store(cluster, client):
+    import redis
+
+    if client == "url":  # a plain client on the node: the cluster's refusals reach it as-is
+        return RedisStore(cluster.url)
+    return RedisStore(redis.RedisCluster.from_url(cluster.url, socket_timeout=0.5))
+
+
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+@pytest.mark.parametrize("client", ["url", "RedisCluster"])
+def test_several_rates_count_in_a_redis_cluster(redis_cluster, caplog, client, strategy):
+    # A cluster runs a script only on keys of one hash slot: one key per rate in
+    # different slots was refused (CROSSSLOT), so two rates were never counted:
+    # every request admitted with a warning, or a 500 from a RedisCluster client.
+    store = _cluster_store(redis_cluster, client)
+    app, clock = limited("2/second; 3/minute", store=store, strategy=strategy)
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    clock.now += 2
+    assert [hit(app).status_int for _ in range(2)] == [200, 429]  # the minute's third, then full
+    assert hit(app).headers["RateLimit"].startswith('"3-per-60s";r=0')
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]
+    store.client.close()
+
+
+@pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
+def test_a_redis_cluster_down_fails_open_or_closed_then_recovers(redis_cluster, fail, status):
+    # redis.RedisCluster reports "no node answers" outside RedisError: it was a 500.
+    store = _cluster_store(redis_cluster, "RedisCluster")
+    app, _ = limited("2/minute", store=store, fail=fail)
+    assert hit(app).status_int == 200
+    redis_cluster.stop()
+    assert [hit(app).status_int for _ in range(2)] == [status] * 2
+    redis_cluster.start()  # a fresh server: the counts start over
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    store.client.close()
 
 
 @pytest.mark.parametrize(

@@ -250,8 +250,10 @@ return table.concat(out, ' ')
 class RedisStore:
     """Counts in Redis, shared by every process and host using the same server.
 
-    :param target: a ``redis://`` URL or a ``redis.Redis`` client.
-    :param prefix: prepended to every key, so limiters can share a database.
+    :param target: a ``redis://`` URL, or a ``redis.Redis`` or ``redis.RedisCluster`` client.
+    :param prefix: prepended to every key, so limiters can share a database.  Each
+        key is ``prefix{limiter:client}:rate``; the braces are a Redis Cluster hash
+        tag, so the rates of one client live in one slot.
     :param timeout: seconds a check may take before it counts as a store failure.
     :param max_connections: size of the connection pool (per process).
     """
@@ -272,8 +274,10 @@ class RedisStore:
             ) from None
         # Every failure of the store, not only a lost connection: an error reply
         # (OOM under maxmemory, READONLY after a failover, MISCONF, NOPERM) is the
-        # store failing too, for fail="open"/"closed" to handle, never a 500.
-        self._errors = redis.exceptions.RedisError
+        # store failing too, for fail="open"/"closed" to handle, never a 500.  A
+        # redis.RedisCluster client says "no node answers" with an exception of
+        # its own, outside RedisError.
+        self._errors = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
         if isinstance(target, str):
             if not target.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
@@ -300,7 +304,9 @@ class RedisStore:
     def check(
         self, key: str, rates: Sequence[Rate], strategy: Strategy, now: float
     ) -> list[Decision]:
-        keys = [f"{self.prefix}{key}:{rate.name}" for rate in rates]
+        # One hash tag, {key}, for all of a check's keys: a cluster runs a script
+        # only on keys of one slot (else CROSSSLOT), and the tag puts them there.
+        keys = [f"{self.prefix}{{{key}}}:{rate.name}" for rate in rates]
         args: list[Any] = [microseconds(now)]
         for rate in rates:
             if strategy == "gcra":
