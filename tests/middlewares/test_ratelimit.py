@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 from wsgiref.validate import validator
@@ -390,6 +391,37 @@ def test_memory_stays_bounded_under_a_million_keys():
     for n in range(1_000_000):
         store.check(f"k{n}", rates, "gcra", 1000.0)
     assert len(store) == 10_000
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_long_keys_cost_no_more_than_short_ones(redis_server, store_kind):
+    # A header key is the client's to choose, up to the server's 16 KB per header:
+    # each kept whole, max_keys of them cost 1.6 GB, and in Redis they lived a period.
+    import redis
+
+    url = redis_server.url.replace("/0", "/9")
+    store = MemoryStore(max_keys=1000) if store_kind == "memory" else RedisStore(url)
+    admin = redis.Redis.from_url(url)
+    admin.flushdb()
+    app, _ = limited("1/minute", key="header:X-Api-Key", store=store)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1000):
+            assert hit(app, X_Api_Key=f"{n:08}" + "k" * 8000).status_int == 200
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    if store_kind == "memory":
+        assert grown < 2_000_000  # 8 MB if kept whole
+    else:
+        assert max(len(key) for key in admin.scan_iter()) < 200
+    long_key = "7" * 8000
+    assert [hit(app, X_Api_Key=long_key).status_int for _ in range(2)] == [200, 429]
+    assert hit(app, X_Api_Key="8" + long_key[1:]).status_int == 200  # a key of its own
+    admin.close()
+    if store_kind == "redis":
+        store.close()
 
 
 def test_expired_keys_are_evicted():

@@ -32,6 +32,11 @@ KeyFunc = Callable[[WSGIEnvironment], "str | None"]
 # A limiter's name is part of every store key: short, and safe in any store.
 _NAME = re.compile(r"[A-Za-z0-9_./-]{1,64}")
 
+# Longer keys are stored as a digest (an IPv6 network is 43 characters, an API key
+# rarely over 64): a header or a path is the client's to choose, up to the server's
+# limits (16 KB), and MemoryStore's bound is in keys, not bytes.
+_KEY_MAX = 128
+
 
 class RateLimiter:
     """Refuse requests over the limit with 429; tell every client where it stands.
@@ -216,8 +221,11 @@ class RateLimiter:
                 f"RateLimiter: key: the key function {self.key_name!r} must return a str "
                 f"or None, got {type(key).__name__} {key!r}"
             )
+        stored = _digest(key) if len(key) > _KEY_MAX or key.startswith("#") else key
         try:
-            decisions = self.store.check(self._scope + key, self.rates, self.strategy, self.clock())
+            decisions = self.store.check(
+                self._scope + stored, self.rates, self.strategy, self.clock()
+            )
         except StoreError as error:
             return self._store_failed(error, environ, start_response)
         answer = decisions[0] if len(decisions) == 1 else _tightest(decisions)
@@ -303,6 +311,12 @@ class RateLimiter:
         if self.legacy_headers:
             options.append("legacy_headers=True")
         return f"RateLimiter({', '.join(options)})"
+
+
+def _digest(key: str) -> str:
+    """A long key's stand-in: 33 characters, '#' first (so short keys starting so go too)."""
+    data = key.encode("utf-8", "surrogatepass")  # a callable's str may hold anything
+    return "#" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _seconds(value: float) -> int:
