@@ -231,6 +231,21 @@ def test_key_by_header_and_unkeyed_requests_pass():
     assert [hit(app).status_int for _ in range(3)] == [200] * 3  # no key: not limited
 
 
+@pytest.mark.parametrize(
+    "spelling", ["//search", "/./search", "/x/../search", "/search/", "/search//"]
+)
+def test_key_by_path_counts_every_spelling_of_a_path_as_one(spelling):
+    # Each spelling had a quota of its own, though a router serves them all as /search.
+    app, _ = limited("1/minute", key="path")
+    assert app.get("/search", extra_environ={"REMOTE_ADDR": "192.0.2.1"}).status_int == 200
+    assert hit_path(app, spelling).status_int == 429
+    assert hit_path(app, "/searching").status_int == 200  # another path
+
+
+def hit_path(app, path):
+    return app.get(path, extra_environ={"REMOTE_ADDR": "192.0.2.2"}, expect_errors=True)
+
+
 def test_a_client_with_no_address_passes_and_is_reported_once(caplog):
     # A unix-socket peer with no trusted forwarding header has no address: it is
     # not limited (key None), and the likely setup gap is said once, not per request.

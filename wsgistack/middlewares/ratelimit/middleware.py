@@ -19,7 +19,7 @@ from ...clientip import NO_ADDRESS_HINT, ProxyTrust, client_ip
 from ...errors import ConfigError
 from ...netset import NetworkSet
 from ...options import flag, function, header_name, log_target
-from ...paths import prefixes, under
+from ...paths import prefixes, resolved, under
 from ...refusals import refusal
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, Store, StoreError, make_store
@@ -130,9 +130,13 @@ class RateLimiter:
         if key == "ip":
             return "ip", self._client_key
         if key == "path":
+            # As a router reads it: "//search", "/./search" and "/search/" are /search,
+            # else each spelling would get a quota of its own.
             return (
                 "path",
-                lambda environ: environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                lambda environ: resolved(
+                    environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+                ),
             )
         if isinstance(key, str) and key.lower().startswith("header:") and len(key) > 7:
             # A name no request can carry would leave everyone unlimited, silently.
