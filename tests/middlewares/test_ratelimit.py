@@ -627,6 +627,30 @@ def test_redis_exactness_with_retry_after(redis_server):
     store.close()
 
 
+def test_more_threads_than_connections_wait_their_turn(redis_server, caplog):
+    # The pool refused a thread past max_connections at once ("Too many connections"):
+    # under load the excess failed open, admitted uncounted, or got 503 if closed.
+    store = RedisStore(redis_server.url, prefix="pool:", max_connections=2, timeout=10)
+    store.client.delete("pool:{gcra:100-per-3600s:ip:192.0.2.1}:100-per-3600s")
+    layer = RateLimiter(validator(hello_app), "100/hour", store=store, clock=Clock())
+    statuses = []
+    start = threading.Barrier(8)
+
+    def client():
+        app = TestApp(validator(layer))
+        start.wait()
+        statuses.extend(hit(app).status_int for _ in range(50))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200] * 100 + [429] * 300
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]
+    store.close()
+
+
 WORKER = """
 import sys
 from webtest import TestApp

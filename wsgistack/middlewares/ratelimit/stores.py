@@ -254,8 +254,10 @@ class RedisStore:
     :param prefix: prepended to every key, so limiters can share a database.  Each
         key is ``prefix{limiter:client}:rate``; the braces are a Redis Cluster hash
         tag, so the rates of one client live in one slot.
-    :param timeout: seconds a check may take before it counts as a store failure.
-    :param max_connections: size of the connection pool (per process).
+    :param timeout: seconds a check may take before it counts as a store failure
+        (connecting, waiting for a free connection in the pool, the reply: each).
+    :param max_connections: size of the connection pool (per process); more
+        threads than this wait their turn.
     """
 
     def __init__(
@@ -281,12 +283,17 @@ class RedisStore:
         if isinstance(target, str):
             if not target.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
-            self.client = redis.Redis.from_url(
+            # A blocking pool: a thread past max_connections waits (within the
+            # timeout) for a connection; the default pool refused it at once, so
+            # under load the excess was admitted uncounted, or refused with 503.
+            pool = redis.BlockingConnectionPool.from_url(
                 target,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 max_connections=max_connections,
+                timeout=timeout,
             )
+            self.client = redis.Redis.from_pool(pool)
             self.url = target
             self._owns_client = True
         else:
