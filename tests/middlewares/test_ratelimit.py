@@ -690,6 +690,34 @@ def test_redis_down_fails_open_or_closed_then_recovers(own_redis, caplog, fail, 
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("userinfo", "query", "shown"),
+    [
+        pytest.param(":s3cret@", "", "redis://:***@127.0.0.1", id="password"),
+        pytest.param("default:s3cret@", "", "redis://default:***@127.0.0.1", id="user"),
+        pytest.param("", "?password=s3cret", "/0?password=***", id="query"),
+    ],
+)
+def test_the_redis_password_stays_out_of_logs_and_describe(
+    own_redis, caplog, userinfo, query, shown
+):
+    # The URL went whole into the store-failure warning, repr() and `wsgistack check`.
+    import redis
+
+    with redis.Redis.from_url(own_redis.url) as admin:
+        admin.config_set("requirepass", "s3cret")
+    url = own_redis.url.replace("redis://", f"redis://{userinfo}") + query
+    layer = RateLimiter(validator(hello_app), "2/minute", store=url, clock=Clock())
+    app = TestApp(validator(layer))
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]  # it logged in
+    own_redis.stop()
+    assert hit(app).status_int == 200  # failing open, with a warning
+    shown_text = caplog.text + describe(layer)
+    assert "store failed" in caplog.text and shown in shown_text
+    assert "s3cret" not in shown_text
+    layer.close()
+
+
 def _out_of_memory(admin):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")

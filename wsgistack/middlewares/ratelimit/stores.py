@@ -17,10 +17,12 @@ check: one round trip (``EVALSHA``), keys that expire by themselves.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ConfigError, WsgiStackError
 from .rate import Rate
@@ -294,7 +296,7 @@ class RedisStore:
                 timeout=timeout,
             )
             self.client = redis.Redis.from_pool(pool)
-            self.url = target
+            self.url = _without_password(target)  # shown in repr(), describe() and warnings
             self._owns_client = True
         else:
             self.client = target
@@ -359,6 +361,18 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+
+_PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&]*", re.IGNORECASE)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (as user info or ``?password=``) written ``***``."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}")
+    return _PASSWORD_PARAMETER.sub("***", urlunsplit(parts))
 
 
 def make_store(value: Any) -> Store:
