@@ -17,7 +17,18 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TCHAR", "TOKEN", "flag", "function", "header_name", "ini_flag", "listed", "log_target"]
+__all__ = [
+    "TCHAR",
+    "TOKEN",
+    "count",
+    "flag",
+    "function",
+    "header_name",
+    "ini_flag",
+    "listed",
+    "log_target",
+    "seconds",
+]
 
 #: RFC 9110 5.6.2: tchar, as a regex character class.
 TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
@@ -34,6 +45,24 @@ def flag(value: object, option: str) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"{option}: expected true or false, got {value!r}")
+
+
+def count(value: object, option: str) -> int:
+    """``value`` if it is a whole number >= 1 (a size, a limit); a ConfigError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"{option}: expected a whole number >= 1, got {value!r}")
+
+
+def seconds(value: object, option: str) -> float:
+    """``value`` as seconds if it is a finite number > 0 (a timeout); a ConfigError otherwise.
+
+    Zero is refused too: as a socket timeout it means "never wait", so every
+    call would fail.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    raise ConfigError(f"{option}: expected seconds > 0, got {value!r}")
 
 
 def ini_flag(text: object, option: str) -> bool:

@@ -844,6 +844,30 @@ def test_bad_options_fail_at_start_up(options, message):
         RateLimiter(hello_app, "1/minute", **options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # redis-py took these, then failed every check: fail="open" meant no limit at all.
+        pytest.param({"timeout": 0}, "RedisStore: timeout: expected seconds > 0, got 0", id="t0"),
+        pytest.param(
+            {"max_connections": 0},
+            "RedisStore: max_connections: expected a whole number >= 1, got 0",
+            id="pool-0",
+        ),
+        # These failed at start-up, but in redis-py's words, naming no option of ours.
+        pytest.param({"timeout": "0.5"}, "RedisStore: timeout: expected seconds", id="t-str"),
+        pytest.param({"timeout": -1}, "RedisStore: timeout: expected seconds", id="t-negative"),
+        pytest.param(
+            {"max_connections": "5"}, "RedisStore: max_connections: expected", id="pool-str"
+        ),
+        pytest.param({"prefix": 5}, "RedisStore: prefix: expected a str, got 5", id="prefix"),
+    ],
+)
+def test_bad_redis_store_options_fail_at_start_up(redis_server, options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RedisStore(redis_server.url, **options)
+
+
 def test_describe_shows_where_the_limit_applies_and_who_the_client_is():
     # `wsgistack check` prints this: a limit scoped to /api must not read as site-wide.
     layer = RateLimiter(

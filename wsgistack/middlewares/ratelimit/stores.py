@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ConfigError, WsgiStackError
+from ...options import count, seconds
 from .rate import Rate
 from .strategies import Decision, gcra, microseconds, sliding_window
 
@@ -56,11 +57,7 @@ class MemoryStore:
     """Counts in this process: thread-safe, O(1) per check, at most ``max_keys`` keys."""
 
     def __init__(self, max_keys: int = 100_000) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigError(
-                f"MemoryStore: max_keys: expected a whole number >= 1, got {max_keys!r}"
-            )
-        self.max_keys = max_keys
+        self.max_keys = count(max_keys, "MemoryStore: max_keys")
         self._lock = threading.Lock()
         self._data: OrderedDict[str, tuple[float, tuple[Any, ...]]] = OrderedDict()
         # For _overflow: the size after the last sweep, and live keys dropped since.
@@ -276,6 +273,12 @@ class RedisStore:
             raise ConfigError(
                 "RedisStore needs the redis package: pip install 'wsgistack[redis]'"
             ) from None
+        # Checked here: redis-py takes timeout=0 or max_connections=0 and then
+        # fails every check, which fail="open" turns into no limit at all.
+        timeout = seconds(timeout, "RedisStore: timeout")
+        max_connections = count(max_connections, "RedisStore: max_connections")
+        if not isinstance(prefix, str):
+            raise ConfigError(f"RedisStore: prefix: expected a str, got {prefix!r}")
         # Every failure of the store, not only a lost connection: an error reply
         # (OOM under maxmemory, READONLY after a failover, MISCONF, NOPERM) is the
         # store failing too, for fail="open"/"closed" to handle, never a 500.  A
