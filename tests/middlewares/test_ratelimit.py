@@ -170,6 +170,20 @@ def test_burst_is_configurable():
     assert hit(app).status_int == 200
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"burst": 2}, {"limits": Rate(amount=60, period=60.0, burst=2)}],
+    ids=["burst", "rate-with-a-burst"],
+)
+def test_the_sliding_window_refuses_a_burst_it_cannot_keep(options):
+    # It was ignored: burst=2 with the sliding window admitted 60 at once.
+    limits = options.pop("limits", "60/minute")
+    with pytest.raises(ConfigError, match=r"burst: the sliding window .* has no burst"):
+        RateLimiter(hello_app, limits, strategy="sliding_window", **options)
+    app, _ = limited("60/minute", strategy="sliding_window", burst=60)  # the amount: fine
+    assert [hit(app).status_int for _ in range(61)] == [200] * 60 + [429]
+
+
 def test_every_response_carries_the_ietf_fields():
     app, _ = limited("10/minute; 100/hour", legacy_headers=True)
     response = hit(app)

@@ -50,7 +50,8 @@ class RateLimiter:
         raises a TypeError naming this option).
     :param store: ``"memory"`` (this process), a ``redis://`` URL (shared), or a store.
     :param strategy: ``"gcra"`` (default, exact) or ``"sliding_window"``.
-    :param burst: how many requests may come at once (default: each rate's amount).
+    :param burst: how many requests may come at once (default: each rate's amount);
+        GCRA only, the sliding window has none.
     :param trusted_proxies: networks (or a hop count) whose forwarded headers are believed.
     :param ipv6_prefix: IPv6 clients share a limit per network of this size (/64).
     :param exempt: networks, or a callable of environ, that are never limited.
@@ -92,6 +93,12 @@ class RateLimiter:
         if strategy not in STRATEGIES:
             raise ConfigError(
                 f"RateLimiter: strategy: expected 'gcra' or 'sliding_window', got {strategy!r}"
+            )
+        if strategy == "sliding_window" and any(r.burst != r.amount for r in self.rates):
+            # It counts each rate's amount per window; a burst would be ignored unseen.
+            raise ConfigError(
+                "RateLimiter: burst: the sliding window admits each rate's amount per "
+                "window and has no burst of its own; leave burst out or use strategy='gcra'"
             )
         self.strategy = strategy
         if fail not in ("open", "closed"):
