@@ -732,6 +732,18 @@ def test_the_redis_password_stays_out_of_logs_and_describe(
     layer.close()
 
 
+def test_a_dry_run_never_refuses_even_with_the_store_down_and_fail_closed(own_redis, caplog):
+    # fail="closed" answered 503 in a dry run: the trial of a new limit refused real users.
+    store = RedisStore(own_redis.url)
+    app, _ = limited("1/minute", store=store, fail="closed", dry_run=True)
+    assert [hit(app).status_int for _ in range(2)] == [200, 200]
+    own_redis.stop()
+    assert [hit(app).status_int for _ in range(2)] == [200, 200]
+    [warning] = [r.getMessage() for r in caplog.records if "store failed" in r.getMessage()]
+    assert warning.endswith("failing open (dry run; would fail closed)")
+    store.close()
+
+
 def _out_of_memory(admin):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")

@@ -282,10 +282,13 @@ class RateLimiter:
         self, error: StoreError, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Any:
         now = time.monotonic()
+        failing: str = self.fail
+        if self.dry_run and self.fail == "closed":  # a dry run never refuses, not even so
+            failing = "open (dry run; would fail closed)"
         if now - self._last_warning >= 30.0:  # one warning every 30 s, not one per request
             self._last_warning = now
-            self.logger.warning("RateLimiter: store failed (%s); failing %s", error, self.fail)
-        if self.fail == "open":
+            self.logger.warning("RateLimiter: store failed (%s); failing %s", error, failing)
+        if self.fail == "open" or self.dry_run:
             return self.app(environ, start_response)
         unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", "1")])
         return unavailable(environ, start_response)
