@@ -744,6 +744,27 @@ def test_a_dry_run_never_refuses_even_with_the_store_down_and_fail_closed(own_re
     store.close()
 
 
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+@pytest.mark.parametrize("fail", ["open", "closed"])
+def test_a_key_of_another_type_is_replaced_not_failed_on_forever(
+    redis_server, caplog, strategy, fail
+):
+    # WRONGTYPE failed every check of that client; such a key has no TTL, so the
+    # client went unlimited (fail="open") or refused with 503 (fail="closed") for good.
+    store = RedisStore(redis_server.url, prefix=f"wrongtype-{strategy}-{fail}:")
+    app, _ = limited("2/minute; 5/hour", store=store, strategy=strategy, fail=fail)
+    assert hit(app).status_int == 200
+    keys = list(store.client.scan_iter(f"wrongtype-{strategy}-{fail}:*"))
+    assert len(keys) == 2
+    store.client.delete(*keys)
+    store.client.hset(keys[0], "x", "1")
+    store.client.rpush(keys[1], "x")
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]  # counted afresh
+    assert all(store.client.type(key) == b"string" for key in keys)
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]
+    store.close()
+
+
 def _out_of_memory(admin):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")

@@ -136,7 +136,9 @@ class MemoryStore:
 
 
 # GCRA over N rates in one call, in the integers of strategies.gcra. KEYS[i]: rate i's
-# key, holding "tat_us ticks"; ARGV[1]: now in whole microseconds; then interval_ticks,
+# key, holding "tat_us ticks" (anything else there, even a key of another type, which
+# would fail every check of that client and never expire, reads as no state and is
+# replaced); ARGV[1]: now in whole microseconds; then interval_ticks,
 # ticks_per_us, burst per rate. Returns "allowed remaining_1 reset_1 retry_1 ...", one
 # space-separated string: Redis would truncate Lua numbers to integers, and one string
 # parses faster in redis-py than an array. '%.17g' keeps every bit of a float, so both
@@ -153,8 +155,8 @@ for i = 1, #KEYS do
   local burst = tonumber(ARGV[3 * i + 1])
   local per_second = per_us * 1000000
   local ahead = 0
-  local raw = redis.call('GET', KEYS[i])
-  if raw then
+  local raw = redis.pcall('GET', KEYS[i])
+  if type(raw) == 'string' then
     local tat, ticks = string.match(raw, '^(%d+) (%d+)$')
     if tat then
       ahead = (tonumber(tat) - now) * per_us + tonumber(ticks)
@@ -189,7 +191,8 @@ return table.concat(out, ' ')
 
 # The sliding-window counter over N rates, as strategies.sliding_window: the same
 # integers and the same float operations in the same order. State per key:
-# "start_us previous current". ARGV[1]: now in whole microseconds; then period_us,
+# "start_us previous current" (anything else is no state, as in GCRA_LUA).
+# ARGV[1]: now in whole microseconds; then period_us,
 # amount per rate; the same one-string reply as GCRA_LUA.
 SLIDING_LUA = """
 local now = tonumber(ARGV[1])
@@ -201,8 +204,8 @@ for i = 1, #KEYS do
   local amount = tonumber(ARGV[2 * i + 1])
   local start = now - math.fmod(now, period)
   local previous, current = 0, 0
-  local raw = redis.call('GET', KEYS[i])
-  if raw then
+  local raw = redis.pcall('GET', KEYS[i])
+  if type(raw) == 'string' then
     local s, p, c = string.match(raw, '^(%d+) (%d+) (%d+)$')
     if s then
       s, p, c = tonumber(s), tonumber(p), tonumber(c)
