@@ -765,6 +765,21 @@ def test_a_key_of_another_type_is_replaced_not_failed_on_forever(
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param("unix:///run/redis.sock?db=2", "unix:///run/redis.sock?db=2", id="unix"),
+        pytest.param(
+            "unix://:pw@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2", id="unix-pw"
+        ),
+        pytest.param("rediss://h:6380/1", "rediss://h:6380/1", id="plain"),
+    ],
+)
+def test_a_store_url_is_shown_as_given_but_its_password(url, shown):
+    # Hiding the password rewrote 'unix:///run/redis.sock' as 'unix:/run/redis.sock'.
+    assert repr(RedisStore(url)) == f"RedisStore({shown!r}, prefix='wsgistack:rl:')"
+
+
 def _out_of_memory(admin):
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")

@@ -375,10 +375,10 @@ _PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&]*", re.IGNORECASE)
 def _without_password(url: str) -> str:
     """``url`` with its password (as user info or ``?password=``) written ``***``."""
     parts = urlsplit(url)
-    if parts.password is not None:
+    if parts.password is not None:  # (urlunsplit would drop the empty host of unix:///)
         userinfo, _, host = parts.netloc.rpartition("@")
-        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}")
-    return _PASSWORD_PARAMETER.sub("***", urlunsplit(parts))
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    return _PASSWORD_PARAMETER.sub("***", url)
 
 
 def make_store(value: Any) -> Store:
