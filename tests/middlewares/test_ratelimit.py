@@ -553,7 +553,7 @@ def test_stores_agree_at_epoch_times(redis_server, strategy, limits):
     steps = random.Random(1)
     now = 1_700_000_000.0
     for _ in range(300):
-        now += steps.choice([0, 0, 0.1, 0.37, 1.0, 2.5, -0.6])  # clocks step back too
+        now += steps.choice([0, 0, 0.1, 0.37, 1.0, 2.5, -0.6, -1.3, -75])  # clocks step back too
         assert memory.check("k", rates, strategy, now) == shared.check("k", rates, strategy, now)
     shared.close()
 
@@ -577,6 +577,30 @@ def test_sliding_window_never_moves_back_when_the_clock_does(redis_server, store
         store.close()
 
 
+@pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_a_clock_stepped_back_an_hour_does_not_refuse_for_an_hour(
+    redis_server, store_kind, strategy
+):
+    # The state written an hour "later" was held against the client until the clock
+    # caught up: one request, then an hour of 429s (Redis too, until its TTL ran out).
+    store = MemoryStore() if store_kind == "memory" else RedisStore(redis_server.url)
+    app, clock = limited(
+        "3/minute",
+        clock=Clock(1_700_000_040.5),
+        strategy=strategy,
+        store=store,
+        key=lambda environ: f"stepped-{store_kind}-{strategy}",
+    )
+    assert [hit(app).status_int for _ in range(4)] == [200, 200, 200, 429]
+    clock.now -= 3600  # a VM restored from a snapshot, a bad NTP server put right
+    assert [hit(app).status_int for _ in range(4)] == [200, 200, 200, 429]  # counted afresh
+    clock.now += 120  # and on as ever
+    assert [hit(app).status_int for _ in range(4)] == [200, 200, 200, 429]
+    if store_kind == "redis":
+        store.close()
+
+
 def test_sliding_window_refusal_resets_no_sooner_than_retry_after():
     app, clock = limited("3/minute", clock=Clock(1000.0), strategy="sliding_window")
     responses = [hit(app) for _ in range(4)]  # 40 s into the window [960, 1020)
@@ -592,13 +616,16 @@ def test_sliding_window_refusal_resets_no_sooner_than_retry_after():
             assert t >= int(response.headers["Retry-After"]), (clock.now, response.headers)
 
 
+@pytest.mark.parametrize("skew", [0.3, 30.0], ids=["ntp", "no-ntp"])
 @pytest.mark.parametrize("strategy", ["gcra", "sliding_window"])
-def test_hosts_with_skewed_clocks_share_one_quota(redis_server, strategy):
+def test_hosts_with_skewed_clocks_share_one_quota(redis_server, strategy, skew):
     url = redis_server.url.replace("/0", "/6")
     stores = [RedisStore(url), RedisStore(url)]
     stores[0].client.flushdb()
     host_a = Clock(1_700_000_040.1)  # just after a minute boundary
-    host_b = Clock(host_a.now - 0.3)  # ordinary NTP skew: still in the minute before
+    # Ordinary NTP skew, or a host without NTP: either way, in the minute before;
+    # within rate.SKEW, so B reads A's state as skew, not as a clock stepped back.
+    host_b = Clock(host_a.now - skew)
     app_a, _ = limited("10/minute", clock=host_a, strategy=strategy, store=stores[0])
     app_b, _ = limited("10/minute", clock=host_b, strategy=strategy, store=stores[1])
     admitted = sum(hit(app_a).status_int == 200 for _ in range(12))

@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 
 from ...errors import ConfigError
 
-__all__ = ["Rate", "parse_limits"]
+__all__ = ["SKEW", "Rate", "parse_limits"]
+
+#: Seconds two hosts' clocks may differ: state further ahead than a rate allows by
+#: more than this is from a clock that has since stepped back (see ``strategies``).
+SKEW = 60
 
 UNITS = {
     "s": 1,
@@ -65,6 +69,9 @@ class Rate:
     #: may be for a request to pass, and the ticks in a second.
     room_ticks: int = field(init=False, repr=False, compare=False)
     ticks_per_second: int = field(init=False, repr=False, compare=False)
+    #: The furthest ahead of now a TAT can be: a full burst's wait, plus SKEW between
+    #: hosts' clocks.  Further means this clock has stepped back since.
+    horizon_ticks: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked here, not only in the parser: a Rate may be built by hand.
@@ -92,6 +99,7 @@ class Rate:
             ("interval_ticks", interval_ticks),
             ("room_ticks", (self.burst - 1) * interval_ticks),
             ("ticks_per_second", ticks_per_us * 1_000_000),
+            ("horizon_ticks", self.burst * interval_ticks + SKEW * ticks_per_us * 1_000_000),
         ]:
             object.__setattr__(self, name, value)
         if self.burst * self.interval_ticks >= 2**53:  # Redis's Lua counts in doubles

@@ -160,7 +160,8 @@ for i = 1, #KEYS do
     local tat, ticks = string.match(raw, '^(%d+) (%d+)$')
     if tat then
       ahead = (tonumber(tat) - now) * per_us + tonumber(ticks)
-      if ahead < 0 then ahead = 0 end
+      -- past the horizon (a full burst's wait and rate.SKEW): a clock stepped back
+      if ahead < 0 or ahead > burst * step + 60 * per_second then ahead = 0 end
     end
   end
   local room = (burst - 1) * step - ahead
@@ -209,8 +210,10 @@ for i = 1, #KEYS do
     local s, p, c = string.match(raw, '^(%d+) (%d+) (%d+)$')
     if s then
       s, p, c = tonumber(s), tonumber(p), tonumber(c)
-      -- a window ahead of this clock is kept: a window never moves backwards
-      if s >= start then start, previous, current = s, p, c
+      -- a window ahead of this clock is kept: a window never moves backwards;
+      -- further than one and rate.SKEW ahead, a clock stepped back: it is dropped
+      if s >= start then
+        if s - start <= period + 60000000 then start, previous, current = s, p, c end
       elseif s == start - period then previous = c end
     end
   end

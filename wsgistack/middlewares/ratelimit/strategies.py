@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .rate import Rate
+from .rate import SKEW, Rate
 
 __all__ = ["Decision", "GcraState", "WindowState", "gcra", "microseconds", "sliding_window"]
 
@@ -61,6 +61,11 @@ def gcra(rate: Rate, tat: GcraState | None, now: float) -> tuple[Decision, GcraS
         ahead = (tat[0] - now_us) * per_us + tat[1]
         if ahead < 0:
             ahead = 0
+        elif ahead > rate.horizon_ticks:
+            # Further ahead than any burst leaves (and SKEW): set by a clock before it stepped
+            # back.  Dropped, as Redis's TTL drops it, not held against the client
+            # until the clock catches up (an hour's refusals for an hour's step).
+            ahead = 0
     room = rate.room_ticks - ahead
     if room < 0:
         per_second = rate.ticks_per_second
@@ -82,7 +87,9 @@ def sliding_window(
     ``state`` is (current window start in microseconds, previous count, current count).
     A stored window ahead of ``now`` (another host's clock, or this one stepped
     back) is kept with its counts, weighed as if it had just begun: a window
-    never moves backwards, so a late clock cannot reopen a spent quota.
+    never moves backwards, so a late clock cannot reopen a spent quota.  A window
+    further ahead than one window and ``SKEW`` is from a clock that has stepped back
+    since: it is dropped (as Redis's TTL drops it), not held until the clock catches up.
     """
     period = rate.period_us
     now_us = microseconds(now)
@@ -91,7 +98,8 @@ def sliding_window(
     if state is not None:
         old_start, old_previous, old_current = state
         if old_start >= start:
-            start, previous, current = old_start, old_previous, old_current
+            if old_start - start <= period + SKEW * 1_000_000:
+                start, previous, current = old_start, old_previous, old_current
         elif old_start == start - period:
             previous = old_current
     elapsed = now_us - start  # negative while the stored window is ahead of this clock
