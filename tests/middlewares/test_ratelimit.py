@@ -270,6 +270,27 @@ def test_a_client_with_no_address_passes_and_is_reported_once(caplog):
     assert len(warnings) == 1 and "trusted_proxies=['unix']" in warnings[0]
 
 
+@pytest.mark.parametrize(
+    ("store_kind", "multiprocess", "warned"),
+    [("memory", True, True), ("memory", False, False), ("redis", True, False)],
+    ids=["memory-workers", "memory-one-process", "redis-workers"],
+)
+def test_a_memory_store_under_several_workers_is_reported_once(
+    redis_server, caplog, store_kind, multiprocess, warned
+):
+    # With --workers 4 each process counted alone: 4 x the limit, and not a word.
+    caplog.set_level(logging.WARNING, logger="wsgistack.ratelimit")
+    store = "memory" if store_kind == "memory" else redis_server.url.replace("/0", "/10")
+    app, _ = limited("1/minute", store=store, key=lambda environ: f"workers-{multiprocess}")
+    client = {"REMOTE_ADDR": "192.0.2.1", "wsgi.multiprocess": multiprocess}
+    statuses = [app.get("/", extra_environ=client, expect_errors=True).status_int for _ in range(3)]
+    assert statuses == [200, 429, 429]  # counted all the same
+    said = [r.getMessage() for r in caplog.records if "several worker processes" in r.getMessage()]
+    assert len(said) == (1 if warned else 0)
+    if warned:
+        assert "store='redis://...'" in said[0]
+
+
 @pytest.mark.parametrize("returned", [42, b"client"], ids=["int", "bytes"])
 def test_a_key_function_returning_a_non_string_is_named_in_the_error(returned):
     def tenant(environ):

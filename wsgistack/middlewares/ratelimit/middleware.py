@@ -22,7 +22,7 @@ from ...options import flag, function, header_name, log_target
 from ...paths import prefixes, resolved, under
 from ...refusals import refusal
 from .rate import Rate, parse_limits
-from .stores import STRATEGIES, Store, StoreError, make_store
+from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
 from .strategies import Decision
 
 __all__ = ["RateLimiter"]
@@ -123,6 +123,9 @@ class RateLimiter:
         self.clock = function(clock, "RateLimiter: clock")
         self.logger = log_target(logger, "RateLimiter: logger", "wsgistack.ratelimit")
         self._told_no_address = False  # warned, once, that a client had no address
+        # To say, once, that a memory store counts per process when the server runs
+        # several (PEP 3333's wsgi.multiprocess): N workers admit N times each limit.
+        self._watch_processes = isinstance(self.store, MemoryStore)
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
         self._policy = ", ".join(
             f'"{rate.name}";q={rate.amount};w={math.ceil(rate.period)}' for rate in self.rates
@@ -207,6 +210,15 @@ class RateLimiter:
             NO_ADDRESS_HINT,
         )
 
+    def _per_process(self) -> None:
+        """Say once that with several worker processes, each memory store counts alone."""
+        self._watch_processes = False
+        self.logger.warning(
+            "RateLimiter: the server runs several worker processes and each counts in its "
+            "own memory store, so a client may get each limit once per worker; give "
+            "store='redis://...' to share the counts"
+        )
+
     # -- per request ------------------------------------------------------------------
     def _limited(self, environ: WSGIEnvironment) -> bool:
         if self.paths and not under(environ, self.paths):
@@ -233,6 +245,8 @@ class RateLimiter:
                 f"or None, got {type(key).__name__} {key!r}"
             )
         stored = _digest(key) if len(key) > _KEY_MAX or key.startswith("#") else key
+        if self._watch_processes and environ.get("wsgi.multiprocess"):
+            self._per_process()
         try:
             decisions = self.store.check(
                 self._scope + stored, self.rates, self.strategy, self.clock()
