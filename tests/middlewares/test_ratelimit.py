@@ -195,6 +195,21 @@ def test_every_response_carries_the_ietf_fields():
     assert response.headers["X-RateLimit-Remaining"] == "9"
 
 
+@pytest.mark.parametrize("legacy_headers", [False, True])
+def test_a_refusal_under_a_second_resets_no_sooner_than_retry_after(legacy_headers):
+    # A third of a second on, a microsecond short: Retry-After said 1, but RateLimit
+    # said t=0, "the quota is back now", and a client trusting it retried at once.
+    app, clock = limited("3/second", burst=1, legacy_headers=legacy_headers)
+    assert hit(app).status_int == 200
+    clock.now += 0.333333
+    refused = hit(app)
+    assert refused.status_int == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.headers["RateLimit"] == '"3-per-1s";r=0;t=1'
+    if legacy_headers:
+        assert refused.headers["X-RateLimit-Reset"] == "1"
+
+
 def test_the_tightest_limit_answers():
     app, clock = limited("2/second; 3/minute")
     assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]

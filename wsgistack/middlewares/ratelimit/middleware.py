@@ -256,7 +256,7 @@ class RateLimiter:
         answer = decisions[0] if len(decisions) == 1 else _tightest(decisions)
         headers = self._headers(answer)
         if not answer.allowed:
-            retry = str(max(1, _seconds(answer.retry_after)))
+            retry = str(_retry_after(answer))
             self.logger.info(
                 "RateLimiter %s %s: %s over %s (retry in %ss)",
                 "would refuse" if self.dry_run else "refused",
@@ -280,6 +280,8 @@ class RateLimiter:
 
     def _headers(self, answer: Decision) -> list[tuple[str, str]]:
         reset = max(0, _seconds(answer.reset))
+        if not answer.allowed:  # a reset sooner than Retry-After would say "come back now"
+            reset = max(reset, _retry_after(answer))
         headers = [
             ("RateLimit-Policy", self._policy),
             ("RateLimit", f"{self._names[answer.rate]}{answer.remaining};t={reset}"),
@@ -350,6 +352,11 @@ def _digest(key: str) -> str:
 def _seconds(value: float) -> int:
     """Whole seconds for a header, rounding up but not float noise (1.0000000001 is 1)."""
     return math.ceil(value - 1e-6)
+
+
+def _retry_after(answer: Decision) -> int:
+    """Retry-After for a refusal: whole seconds, at least 1 (0 would invite a retry loop)."""
+    return max(1, _seconds(answer.retry_after))
 
 
 def _tightest(decisions: list[Decision]) -> Decision:
