@@ -33,7 +33,7 @@ import webob.exc
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
-from ...options import flag, function
+from ...options import count, flag, function, seconds
 from ...paths import escaped_spelling
 from ...refusals import refusal
 from ...sockets import set_io_timeout
@@ -141,11 +141,8 @@ class LoadBalancer:
             ("health_rise", health_rise),
             ("max_fails", max_fails),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"LoadBalancer: {name}: expected a whole number >= 1, got {value!r}"
-                )
-        for name, seconds in (
+            count(value, f"LoadBalancer: {name}")
+        for name, timeout in (
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
             ("fail_timeout", fail_timeout),
@@ -153,8 +150,7 @@ class LoadBalancer:
             ("health_interval", health_interval),
             ("idle_timeout", idle_timeout),
         ):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-                raise ConfigError(f"LoadBalancer: {name}: expected seconds > 0, got {seconds!r}")
+            seconds(timeout, f"LoadBalancer: {name}")
         if health_path is not None:
             if not isinstance(health_path, str) or not health_path.startswith("/"):
                 raise ConfigError(
