@@ -24,6 +24,8 @@ import pytest
 
 from wsgistack.server.pidfile import PidFile
 
+from .live import RawClient
+
 APP = """
 import os, time
 from pathlib import Path
@@ -223,6 +225,20 @@ def test_max_requests_recycles_the_worker(serve):
         if len(pids) > 1:
             break
     assert len(pids) > 1
+
+
+def test_max_requests_closes_the_keep_alive_connection_with_the_last_response(serve):
+    # The response that reaches the limit says Connection: close, so a keep-alive
+    # client (a connection pool) sends its next request on a new connection: it
+    # used to go out keep-alive, and the next request on it met the recycle's close.
+    server = serve("--workers", "1", "--max-requests", "3")  # 3 // 10: no jitter
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    with RawClient(("127.0.0.1", server.port), timeout=10) as client:
+        answers = [client.request(request) for _ in range(3)]
+        assert [headers.get("connection") for _, headers, _ in answers] == [None, None, "close"]
+        assert client.closed_by_peer()
+    old = answers[0][2].decode()
+    assert poll(lambda: (pid := server.get()) != old and pid)
 
 
 def test_bad_option_fails_at_start_with_its_name(tmp_path):

@@ -118,7 +118,6 @@ class Connection:
             self.parser = RequestParser(worker.limits)
             self._build_environ = build_environ
         self.deadline = 0.0
-        self.requests = 0
         self.served = False  # answered a request: an idle one may be closed on shutdown
         #: Closing while the client may still be sending: the worker reads it away
         #: first, or the kernel's reset would discard our answer at the client.
@@ -176,7 +175,7 @@ class Connection:
             if request.error is not None:
                 self.send_refusal(request.error)  # broken before the app saw it
                 return False
-            self.requests += 1
+            self.worker.count_request()
             self.served = True
             if not self._handle(request):
                 return False

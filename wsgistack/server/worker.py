@@ -120,6 +120,20 @@ class Worker:
             signal.SIGHUP: signal.SIG_IGN,
         }
 
+    def count_request(self) -> None:
+        """Count a request the app is about to see; the last before --max-requests stops.
+
+        The stop begins before that request is answered, so its response says
+        ``Connection: close``: a keep-alive client opens a new connection for
+        its next request instead of sending it into one the recycle closes.
+        """
+        with self._lock:
+            self.requests += 1
+            last = self.requests == self.max_requests
+        if last:
+            log.info("worker recycled after %d requests", self.requests)
+            self.stop(graceful=True)
+
     def reopen_logs(self) -> None:
         """Open the access log file again, from the loop (logrotate's SIGUSR1)."""
         self._reopen = True
@@ -170,9 +184,6 @@ class Worker:
                 if self.watchdog is not None and not self.watchdog():
                     log.warning("the master is gone, worker stopping")
                     self.stopping = True
-            if self.max_requests and self.requests >= self.max_requests:
-                log.info("worker recycled after %d requests", self.requests)
-                self.stopping = True
 
     def _dispatch(self, fds: list[int]) -> None:
         for fd in fds:
@@ -281,8 +292,6 @@ class Worker:
                 keep = self._serve(connection)  # pipelined: the next request is buffered
             with self._lock:
                 self._busy -= 1
-                self.requests += connection.requests
-            connection.requests = 0
             if keep and not self.stopping:
                 connection.deadline = self.clock() + self.config.keepalive
                 self._hand_back(connection)
