@@ -95,8 +95,8 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
     """Serve the demo in the foreground until Ctrl-C, SIGTERM or SIGHUP.
 
     Ctrl-C stops at once; SIGTERM lets in-flight requests finish.  SIGHUP stops
-    it too: ``wsgistack serve --workers 0`` ignores SIGHUP, but a demo left
-    running after its terminal closed would hold its port with nobody to stop it.
+    it too, as it stops ``wsgistack serve --workers 0``: a demo left running
+    after its terminal closed would hold its port with nobody to stop it.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # SIGHUP ignored at start stays ignored: `nohup wsgistack demo &` outlives its

@@ -530,10 +530,40 @@ def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(ser
         thread.join(timeout=15)
 
 
-def test_in_process_sighup_is_ignored_and_sigquit_stops(serve):
-    # Without a master there is nothing to reload; SIGHUP's default action ended
-    # the server (and left a unix socket file behind), SIGQUIT's dumped core.
-    server = serve("--workers", "0")
+def test_in_process_sighup_stops_gracefully(serve, tmp_path):
+    # Without a master there is nothing to reload, and a closed terminal sends
+    # SIGHUP: it was ignored, so a foreground server lived on unseen, holding its
+    # port.  It now stops as SIGTERM does: the in-flight request is answered, the
+    # unix socket file is removed (SIGHUP's default action left it behind).
+    sock = tmp_path / "app.sock"
+    server = serve("--workers", "0", "--bind", f"unix:{sock}", "--graceful-timeout", "30")
+    result: list[str | BaseException] = []
+    thread = threading.Thread(target=lambda: result.append(fetch(server, "/slow?1")))
+    thread.start()
+    try:
+        poll(server.marker.exists)
+        server.proc.send_signal(signal.SIGHUP)
+        assert server.proc.wait(timeout=20) == 0
+    finally:
+        thread.join(timeout=15)
+    assert result == [str(server.proc.pid)]
+    assert not sock.exists()
+    assert "stopped on SIGHUP: with --workers 0 there is no master to reload" in (
+        server.log.read_text()
+    )
+
+
+NOHUP = """
+import signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
+from wsgistack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_in_process_sighup_is_ignored_under_nohup_and_sigquit_stops(serve):
+    # SIGQUIT's default action dumped core; nohup's ignored SIGHUP stays ignored.
+    server = serve("--workers", "0", launcher=("-c", NOHUP))
     assert server.get().isdigit()
     server.proc.send_signal(signal.SIGHUP)
     assert server.get().isdigit()

@@ -12,6 +12,7 @@ In-process (``workers=0``), e.g. in tests: the sockets are bound before the
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
@@ -28,6 +29,8 @@ from .pidfile import PidFile
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
+
+log = logging.getLogger("wsgistack.server")
 
 
 class Server:
@@ -92,8 +95,10 @@ class Server:
     def serve_forever(self) -> int:
         """Serve until SIGTERM/SIGINT/SIGQUIT (or ``stop()``); returns the exit status.
 
-        In process (``workers=0``) and in the main thread, SIGHUP is ignored
-        while serving, and the previous handlers are back afterwards.
+        In process (``workers=0``) and in the main thread, SIGHUP stops
+        gracefully too (there is no master to reload; its terminal closed),
+        unless it was ignored at start (``nohup``); the previous handlers are
+        back afterwards.
         """
         self.bind()
         try:
@@ -106,13 +111,28 @@ class Server:
                 self._worker.run()
                 return 0
             worker = self._worker
-            handlers = worker.signal_handlers()  # no master: SIGHUP is ignored
+            handlers = worker.signal_handlers()
+            hung_up: list[int] = []
+            if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+                # No master to reload: a hangup (its terminal closed) stops, as
+                # SIGTERM does, rather than leave it serving unseen; under nohup
+                # (SIGHUP ignored at start) it stays ignored.
+                def hang_up(signum: int, _frame: Any) -> None:
+                    hung_up.append(signum)
+                    worker.stop(graceful=True)
+
+                handlers[signal.SIGHUP] = hang_up
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
             try:
                 worker.run()
             finally:  # Ctrl-C works again once serving has ended
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+            if hung_up:
+                log.warning(
+                    "stopped on SIGHUP: with --workers 0 there is no master to reload"
+                    " (--workers 1 reloads on SIGHUP; nohup keeps serving)"
+                )
             return 0
         finally:
             self.close()  # removes the pid file too

@@ -110,7 +110,8 @@ class Worker:
 
         SIGTERM drains, SIGINT and SIGQUIT stop now, SIGUSR1 reopens the access
         log (logrotate), and SIGHUP is ignored: reloading is a master's work, and
-        its default action would end the process.
+        its default action would end the process (in process, ``Server`` makes
+        it a graceful stop instead, unless it was ignored at start).
         """
         return {
             signal.SIGTERM: lambda *_: self.stop(graceful=True),
