@@ -250,6 +250,29 @@ def test_an_early_answer_to_an_upload_reaches_the_client_and_says_close():
                 connection.close()
 
 
+def test_an_early_answer_to_an_upload_survives_a_stop_begun_meanwhile():
+    # A SIGTERM, a reload or a --max-requests recycle that began while the app
+    # answered used to close at once, skipping the lingering close: the kernel's
+    # reset then discarded the 401 before the still-uploading client read it.
+    servers = []
+
+    def deny(environ, start_response):
+        servers[0].stop()  # graceful, as SIGTERM
+        start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+        return [b"denied"]
+
+    with live_server(deny) as server:
+        servers.append(server)
+        connection = http.client.HTTPConnection(*server.address, timeout=10)
+        try:
+            connection.request("POST", "/upload", body=b"x" * (4 * 1024 * 1024))
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (401, b"denied")
+            assert response.getheader("Connection") == "close"
+        finally:
+            connection.close()
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_max_body_size_0_is_no_limit(framing):
     # As nginx's client_max_body_size 0 (and our own max_requests 0): off. It

@@ -99,6 +99,9 @@ class Worker:
         self._busy = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        #: The loop has let go of its connections (end of a stop): a pool thread
+        #: done with one closes it instead of handing it back (under ``_lock``).
+        self._finished = False
         self.requests = 0
         limit = config.max_requests
         self.max_requests = limit + random.randint(0, limit // 10) if limit else 0
@@ -296,7 +299,7 @@ class Worker:
             if keep and not self.stopping:
                 connection.deadline = self.clock() + self.config.keepalive
                 self._hand_back(connection)
-            elif connection.linger and not self.stopping:
+            elif connection.linger:  # also while stopping: a reset would eat the answer
                 self._linger(connection)
             else:
                 self._close(connection)
@@ -314,13 +317,14 @@ class Worker:
         with self._lock:
             if self._connections.get(connection.fd) is not connection:
                 return
-            connection.busy = False
-            connection.polled = True  # rearm registers one served straight from accept
-            try:
-                self._poller.rearm(connection.fd)
-                return
-            except OSError:
-                pass
+            if not self._finished:  # else the loop is gone: nobody would watch it
+                connection.busy = False
+                connection.polled = True  # rearm registers one served straight from accept
+                try:
+                    self._poller.rearm(connection.fd)
+                    return
+                except OSError:
+                    pass
         self._close(connection)
 
     def _linger(self, connection: Connection) -> None:
@@ -372,7 +376,8 @@ class Worker:
             self._poller.remove(fd)
         # Graceful: a connection accepted before the stop still gets its request
         # answered (with Connection: close) if it sends one within STOP_GRACE;
-        # idle keep-alive connections close now.
+        # idle keep-alive connections close now; a lingering close (a client
+        # still uploading after its answer) goes on until it ends or times out.
         now = self.clock()
         for connection in list(self._connections.values()):
             if not connection.busy:
@@ -380,12 +385,19 @@ class Worker:
         deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
         while self.clock() < deadline:
             for connection in list(self._connections.values()):
-                if connection.served and not connection.busy and not connection.parser.mid_request:
+                if (
+                    connection.served
+                    and not connection.busy
+                    and not connection.lingering
+                    and not connection.parser.mid_request
+                ):
                     self._close(connection)
             if not self._busy and not self._connections:
                 break
             self._dispatch(self._poller.poll(0.05))
             self._sweep(self.clock())
+        with self._lock:
+            self._finished = True
         for connection in list(self._connections.values()):
             if not connection.busy:
                 self._close(connection)
