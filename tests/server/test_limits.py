@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 
 import pytest
@@ -136,6 +137,22 @@ def test_idle_keep_alive_connection_is_closed_after_keepalive():
     with live_server(echo_app, keepalive=0.2) as server, RawClient(server.address) as client:
         assert client.request(GET)[0] == 200
         assert client.closed_by_peer()  # closed, no 408: it was between requests
+
+
+def test_a_pipelined_head_begun_gets_the_timeout_not_the_keepalive():
+    # Half of the second request arrived with the first: the connection went back
+    # to the loop with --keepalive as its deadline, and the rest of that head got
+    # a 408 once 0.2 s passed instead of its --timeout (10 s).
+    with (
+        live_server(echo_app, keepalive=0.2, timeout=10) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(GET + b"GET /second HTTP/1.1\r\n")
+        assert client.response()[0] == 200
+        # Several keep-alive periods and sweeps (every 0.5 s) go by: no 408.
+        assert select.select([client.sock], [], [], 1.5)[0] == []
+        client.send(b"Host: a\r\n\r\n")
+        assert client.response()[0] == 200
 
 
 @settings(

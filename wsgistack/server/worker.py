@@ -297,7 +297,12 @@ class Worker:
             with self._lock:
                 self._busy -= 1
             if keep and not self.stopping:
-                connection.deadline = self.clock() + self.config.keepalive
+                # Idle: --keepalive.  A pipelined head already begun: --timeout for
+                # it, as for any head (it used to get 408 once --keepalive passed).
+                wait = (
+                    self.config.timeout if connection.parser.mid_request else self.config.keepalive
+                )
+                connection.deadline = self.clock() + wait
                 self._hand_back(connection)
             elif connection.linger:  # also while stopping: a reset would eat the answer
                 self._linger(connection)
