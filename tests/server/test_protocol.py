@@ -96,6 +96,27 @@ def test_connection_close_is_honoured_both_ways(request_bytes, app_closes):
         assert client.closed_by_peer()
 
 
+@pytest.mark.parametrize(
+    "connection",
+    [
+        pytest.param(b"Connection: keep-alive, close\r\n", id="list"),
+        pytest.param(b"Connection: Keep-Alive,CLOSE\r\n", id="case"),
+        pytest.param(b"Connection: keep-alive\r\nConnection: close\r\n", id="two-lines"),
+        pytest.param(b"Connection: close\r\nConnection: keep-alive\r\n", id="close-first"),
+    ],
+)
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_a_close_among_the_connection_options_closes(connection, version):
+    # RFC 9112 9.6: "close" ends the connection whatever else is listed.  An
+    # HTTP/1.0 request that also said keep-alive was answered "Connection:
+    # keep-alive" and kept open, so a client reading to the close waited for it.
+    request = b"GET /k HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n"
+    with live_server(echo_app) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(request + GET % b"")
+        assert (status, headers["connection"], body) == (200, "close", b"GET /k  ")
+        assert client.closed_by_peer()
+
+
 def test_head_sends_headers_without_body():
     with live_server(echo_app) as server, RawClient(server.address) as client:
         _status, headers, _ = client.request(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", head_only=True)

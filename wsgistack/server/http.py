@@ -259,6 +259,11 @@ class RequestParser(RequestQueue):
             self._te = value if self._te is None else self._te + b"," + value
         elif lower == b"content-length":
             request.content_length = int(value)  # llhttp already refused bad or repeated ones
+        elif lower == b"connection" and b"close" in value.lower():
+            # RFC 9112 9.6: a "close" option ends the connection after this response,
+            # whatever else is listed; llhttp lets an HTTP/1.0 "keep-alive" outrank it.
+            if b"close" in (item.strip(b" \t") for item in value.lower().split(b",")):
+                request.keep_alive = False
         elif lower == b"expect":
             expectations = value.lower()
             if expectations != b"100-continue":
@@ -279,7 +284,7 @@ class RequestParser(RequestQueue):
         parser = self._parser
         request.method = parser.get_method().decode("ascii")
         request.version = version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive()
+        request.keep_alive = request.keep_alive and parser.should_keep_alive()
         self._in_head = self._open = False
         if version not in ("1.1", "1.0"):
             raise self._refusal(f"HTTP/{version} is not supported", 505)
