@@ -13,7 +13,8 @@ together (section 6.1), duplicate or non-numeric Content-Length (6.3), bad chunk
 sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
-(6.1), versions other than 1.0/1.1 (505), CONNECT (501), an Expect other than
+(6.1), versions other than 1.0/1.1 (505), CONNECT (501), a ``*`` target
+other than OPTIONS' (400, 3.2.4), an Expect other than
 100-continue (417, RFC 9110 10.1.1; an empty list expects nothing), an Upgrade
 with a body (400) and the size limits (414, 431, 413; a trailer section counts
 against the header limit, and so does each chunk-size line with its
@@ -294,7 +295,12 @@ class RequestParser(RequestQueue):
         if request.method == "CONNECT":
             # A WSGI app cannot tunnel: CONNECT is a method we do not implement.
             raise self._refusal("CONNECT is not supported", 501)
-        if request.url[:1] != b"/" and request.url != b"*":
+        if request.url == b"*":
+            if request.method != "OPTIONS":
+                # RFC 9112 3.2.4: the asterisk-form is only for a server-wide OPTIONS;
+                # an app would take "GET *" (PATH_INFO "") for "GET /".
+                raise self._refusal("the request target * is only for OPTIONS", 400)
+        elif request.url[:1] != b"/":
             try:
                 request.target = absolute_form(request.url)  # RFC 9112 3.2.2
             except ProtocolError as exc:
