@@ -462,6 +462,26 @@ def test_an_app_that_calls_sys_exit_while_loading_stops_the_server(
     assert "respawning" not in log
 
 
+@pytest.mark.parametrize(
+    "crash",
+    [
+        pytest.param("os._exit(1)", id="os-exit"),
+        pytest.param("os.kill(os.getpid(), signal.SIGKILL)", id="killed"),
+    ],
+)
+def test_a_worker_that_dies_while_loading_the_app_stops_the_master(serve, tmp_path, crash):
+    # A crash in an import (a C extension's segfault, os._exit, the OOM killer)
+    # is no traceback and no boot-error status: the master respawned the worker
+    # every second for ever and never said the app could not be loaded.
+    (tmp_path / "crashes.py").write_text(f"import os, signal\n{crash}\n")
+    server = serve("--workers", "2", target=("crashes:app",), wait=False)
+    assert server.proc.wait(timeout=20) == 2
+    log = server.log.read_text()
+    assert "died while loading the app" in log
+    assert "cannot be loaded, stopping" in log
+    assert "respawning" not in log
+
+
 def test_an_app_module_that_is_missing_is_one_line_without_a_traceback(serve):
     server = serve("--workers", "1", target=("no_such_module_xyz:app",), wait=False)
     assert server.proc.wait(timeout=15) == 2

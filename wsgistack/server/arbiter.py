@@ -13,7 +13,8 @@ SIGUSR1  reopen log files: every worker opens its --access-log file again
          (for logrotate, as gunicorn does).
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
-if the first workers cannot load it, the master exits with status 2.
+if the first workers cannot load it (an error, or dying before they are ready:
+a crash in an import), the master exits with status 2.
 
     Arbiter(lambda: load_app("myapp:app"), config, listeners).run()
 """
@@ -176,9 +177,16 @@ class Arbiter:
                 return
             started = self.workers.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
+            self._read_ready()  # its "ready", if it came before it died
             if started is None or pid in self._leaving:
                 pass  # asked to leave: not replaced
             elif code == BOOT_ERROR:
+                self._boot_failed(pid)
+            elif code != 0 and pid not in self._ready and not self._stopping:
+                # Killed or crashed before it was ready (a segfault in an import,
+                # os._exit, the OOM killer): the app could not be loaded, as if it
+                # had raised, where it used to be respawned every second for ever.
+                log.error("worker %d died while loading the app (status %d)", pid, code)
                 self._boot_failed(pid)
             elif not self._stopping and pid not in self._retiring:
                 level = logging.INFO if code == 0 else logging.WARNING
