@@ -223,6 +223,26 @@ def test_close_after_an_immediate_stop_does_not_make_it_graceful():
         server.close()
 
 
+def test_a_prefork_master_outside_the_main_thread_fails_naming_workers():
+    # It failed with "ValueError: signal only works in main thread" from deep
+    # inside the master, after binding; now a ConfigError, and nothing left bound.
+    server = Server(echo_app, bind="127.0.0.1:0", workers=1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.serve_forever()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert len(errors) == 1 and isinstance(errors[0], ConfigError)
+    assert str(errors[0]).startswith("workers: a prefork master (workers=1) runs in the main")
+    assert server.listeners == []
+
+
 def test_an_in_process_server_refuses_max_requests():
     # start() runs one worker here whatever workers says: nothing would replace it.
     with pytest.raises(ConfigError, match=r"^max_requests: "):

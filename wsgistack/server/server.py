@@ -100,6 +100,13 @@ class Server:
         unless it was ignored at start (``nohup``); the previous handlers are
         back afterwards.
         """
+        if self.config.workers and threading.current_thread() is not threading.main_thread():
+            # A master needs the signals (SIGCHLD, SIGTERM, SIGHUP), which Python
+            # delivers to the main thread only: it failed with signal's ValueError.
+            raise ConfigError(
+                f"workers: a prefork master (workers={self.config.workers}) runs in the"
+                " main thread; in another thread serve with workers=0"
+            )
         self.bind()
         try:
             if self.config.pid is not None:  # after bind: a failed start leaves none
