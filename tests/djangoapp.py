@@ -6,6 +6,7 @@ mounted Django app builds its URLs under the prefix it was mounted at.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,10 +55,23 @@ def upload(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"name": request.POST["name"], "file": sent.name, "size": sent.size})
 
 
+def body(request: HttpRequest) -> HttpResponse:
+    """What Django read of the request body, and the framing it was told of."""
+    return JsonResponse(
+        {
+            "size": len(request.body),
+            "sha256": hashlib.sha256(request.body).hexdigest(),
+            "content_length": request.META.get("CONTENT_LENGTH"),
+            "transfer_encoding": request.META.get("HTTP_TRANSFER_ENCODING"),
+        }
+    )
+
+
 urlpatterns = [
     path("articles/<slug:slug>/", article, name="article"),
     path("old/", old_home),
     path("upload/", upload),
+    path("body/", body),
 ]
 
 application = get_wsgi_application()

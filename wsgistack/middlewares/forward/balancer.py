@@ -15,8 +15,10 @@ sent); after the request went out, only a bodiless idempotent request is
 retried, and only on the conditions in ``next_upstream``.  No upstream
 available is 503, a failed or garbled exchange 502, a timeout 504; a client
 body that fails is the client's (400, or the reference server's own status)
-and never counts against an upstream.  ``X-Forwarded-*`` describe this hop
-unless a trusted proxy sent them.
+and never counts against an upstream.  With ``request_buffering``, a body of
+unknown length (chunked) is read whole before an upstream is chosen and sent
+with a Content-Length.  ``X-Forwarded-*`` describe this hop unless a trusted
+proxy sent them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 
 import webob.exc
 
@@ -39,7 +41,14 @@ from ...refusals import refusal
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import ClientBodyError, Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import (
+    ClientBodyError,
+    Exchange,
+    ReadTimeout,
+    UpstreamClosed,
+    send_request,
+    spool_body,
+)
 from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
 
@@ -83,6 +92,10 @@ class LoadBalancer:
         else's are replaced.
     :param max_idle: idle keep-alive connections kept per upstream (0: none);
         ``idle_timeout``: seconds one may wait in the pool.  Each is checked before reuse.
+    :param request_buffering: read a chunked request body whole (in memory up to
+        1 MiB, then in a temporary file) before choosing an upstream, and send it
+        with a Content-Length, as nginx's ``proxy_request_buffering on``: Django
+        reads no body without one.  Off by default: the body streams as it came.
     """
 
     def __init__(
@@ -105,6 +118,7 @@ class LoadBalancer:
         trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
         max_idle: int = 32,
         idle_timeout: float = 30.0,
+        request_buffering: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(upstreams, str) or not upstreams:
@@ -171,6 +185,7 @@ class LoadBalancer:
         self.read_timeout = float(read_timeout)
         self.idle_timeout = float(idle_timeout)
         self.preserve_host = flag(preserve_host, "LoadBalancer: preserve_host")
+        self.request_buffering = flag(request_buffering, "LoadBalancer: request_buffering")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path
         self.health_interval = float(health_interval)
@@ -274,11 +289,32 @@ class LoadBalancer:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.health_path is not None and (self._checker is None or not self._checker.is_alive()):
             self._start_checker()
-        method = environ["REQUEST_METHOD"]
         length_text = environ.get("CONTENT_LENGTH", "")
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        has_body = chunked or bool(length)
+        body = environ["wsgi.input"]
+        if not (chunked and self.request_buffering):
+            return self._exchange(environ, start_response, body, length, chunked)
+        # Read whole before an upstream is chosen: a client body that fails is
+        # answered as when streamed, and no upstream sees any of the request.
+        try:
+            spool, length = spool_body(body)
+        except ClientBodyError as error:
+            return self._body_failed(error, environ, start_response)
+        with spool:  # the body is sent by the time an answer comes back
+            return self._exchange(environ, start_response, spool, length, False)
+
+    def _exchange(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        body: IO[bytes],
+        length: int | None,
+        chunked: bool,
+    ) -> Iterable[bytes]:
+        """Forward ``body`` (``length`` bytes, or chunked), retrying as the rules allow."""
+        method = environ["REQUEST_METHOD"]
+        has_body = chunked or bool(length)  # (a buffered empty body is none: nothing to repeat)
         headers = request_headers(environ, self.trust)
         deadline = self.clock() + self.retry_timeout
         tried: set[int] = set()
@@ -292,7 +328,9 @@ class LoadBalancer:
                 break
             tried.add(id(upstream))
             try:
-                exchange, sock = self._forward(upstream, environ, method, headers, length, chunked)
+                exchange, sock = self._forward(
+                    upstream, environ, method, headers, body, length, chunked
+                )
             except ClientBodyError as error:
                 return self._body_failed(error, environ, start_response)
             except _Failure as error:
@@ -337,6 +375,7 @@ class LoadBalancer:
         environ: WSGIEnvironment,
         method: str,
         headers: list[tuple[str, str]],
+        body: IO[bytes],
         length: int | None,
         chunked: bool,
     ) -> tuple[Exchange, socket.socket]:
@@ -358,7 +397,6 @@ class LoadBalancer:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
             set_io_timeout(sock, self.read_timeout)
         upstream.started()
-        body = environ["wsgi.input"]
         try:
             exchange = Exchange(sock, head_only=method == "HEAD")
             try:
@@ -383,7 +421,7 @@ class LoadBalancer:
                 # A pooled connection closed with no answer: most likely closed while
                 # idle, but the upstream may have read the request and died on it, so
                 # only a bodiless idempotent one goes out again (RFC 9110 §9.2.2).
-                return self._forward(upstream, environ, method, headers, length, chunked)
+                return self._forward(upstream, environ, method, headers, body, length, chunked)
             # BlockingIOError: a send or receive waited past SO_SNDTIMEO/SO_RCVTIMEO.
             timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
             kind = "timeout" if timeout else "error"

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import select
 import socket
+import tempfile
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import IO, Any
 
 import httptools
 
@@ -25,6 +26,7 @@ __all__ = [
     "UpstreamClosed",
     "readable",
     "send_request",
+    "spool_body",
 ]
 
 BLOCK = 65536
@@ -32,6 +34,8 @@ BLOCK = 65536
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
+#: A buffered request body stays in memory up to this size, then moves to a file.
+SPOOL_MEMORY = 1024 * 1024
 
 
 class UpstreamClosed(Exception):
@@ -221,6 +225,27 @@ def _read(body: Any, size: int) -> bytes:
         return body.read(size)  # type: ignore[no-any-return]
     except Exception as exc:  # the client's side, whatever the server in front raises
         raise ClientBodyError(f"reading the request body failed: {exc}") from exc
+
+
+def spool_body(body: Any) -> tuple[IO[bytes], int]:
+    """Read a body of unknown length (chunked) whole: a file positioned at its start, and its size.
+
+    For upstreams that read no body without a Content-Length (Django, under any
+    WSGI server), as nginx's ``proxy_request_buffering``.  Up to SPOOL_MEMORY
+    bytes stay in memory, the rest goes to a temporary file, so memory stays
+    bounded whatever the size.  A failure to read raises ClientBodyError (the
+    file is closed then); otherwise the caller closes the file.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
+    try:
+        while block := _read(body, BLOCK):
+            spool.write(block)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool, size
 
 
 def send_request(

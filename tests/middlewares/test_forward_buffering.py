@@ -1,0 +1,184 @@
+"""LoadBalancer's request_buffering: a chunked upload read whole, then sent with a length.
+
+Django reads no body without CONTENT_LENGTH, under any WSGI server, so a
+chunked upload streamed to it as it came arrives empty; nginx's default
+(``proxy_request_buffering on``) sends a length instead, and so does this option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import socket
+import tracemalloc
+from wsgiref.validate import validator
+
+import pytest
+import webob
+from webtest import TestApp
+
+from tests.djangoapp import application as django_app
+from tests.server.live import live_server, read_until_close
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import LoadBalancer
+
+
+def post_chunked(address, path: str, blocks) -> tuple[int, bytes]:
+    """POST ``blocks`` (an iterable of bytes) chunked, as a streaming client does."""
+    conn = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        conn.request("POST", path, body=blocks, headers={"Content-Type": "text/plain"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("buffering", "seen"),
+    [
+        pytest.param(
+            True, lambda data: (len(data), str(len(data)), None), id="buffered-arrives-whole"
+        ),
+        # Today's default, kept on purpose: the README warns of it.
+        pytest.param(False, lambda data: (0, None, "chunked"), id="streamed-arrives-empty"),
+    ],
+)
+def test_a_chunked_upload_to_a_real_django_upstream(lb, upstreams, buffering, seen):
+    url = upstreams.start("django", django_app)
+    data = b"".join(b"line %d of the upload\n" % n for n in range(2000))
+    balancer = lb([url], request_buffering=buffering)
+    with live_server(balancer, threads=2) as front:
+        status, body = post_chunked(
+            front.address, "/body/", (data[i : i + 1000] for i in range(0, len(data), 1000))
+        )
+    assert status == 200
+    answer = json.loads(body)
+    assert (answer["size"], answer["content_length"], answer["transfer_encoding"]) == seen(data)
+    if buffering:
+        assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_buffered_upload_goes_out_with_a_length_and_no_transfer_encoding(lb, raw):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    with live_server(lb([upstream.url], request_buffering=True), threads=2) as front:
+        assert post_chunked(front.address, "/", [b"hello ", b"world"]) == (204, b"")
+    assert upstream.header(b"Content-Length") == [b"11"]
+    assert upstream.header(b"Transfer-Encoding") == []
+
+
+def test_an_empty_chunked_body_goes_out_as_content_length_0(lb, raw):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    with live_server(lb([upstream.url], request_buffering=True), threads=2) as front:
+        assert post_chunked(front.address, "/", [])[0] == 204
+    assert upstream.header(b"Content-Length") == [b"0"]
+    assert upstream.header(b"Transfer-Encoding") == []
+
+
+def test_a_body_with_a_length_is_sent_as_before(lb, raw):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    balancer = lb([upstream.url], request_buffering=True)
+    assert TestApp(validator(balancer)).post("/", b"abc").status_int == 204
+    assert upstream.header(b"Content-Length") == [b"3"]
+
+
+def test_a_body_over_the_memory_limit_goes_through_with_bounded_memory(lb, upstreams):
+    size = 5 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB
+    expected = hashlib.sha256(block * (size // len(block))).hexdigest()
+
+    def counter(environ, start_response):
+        digest = hashlib.sha256()
+        while chunk := environ["wsgi.input"].read(65536):
+            digest.update(chunk)
+        text = f"{environ.get('CONTENT_LENGTH')} {digest.hexdigest()}".encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
+        )
+        return [text]
+
+    url = upstreams.start("count", counter)
+    with live_server(lb([url], request_buffering=True), threads=2, timeout=30) as front:
+        tracemalloc.start()
+        try:
+            status, body = post_chunked(
+                front.address, "/", (block for _ in range(size // len(block)))
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert (status, body) == (200, f"{size} {expected}".encode())
+    assert peak < size // 2, f"peak Python memory {peak} bytes for a body of {size}"
+
+
+@pytest.mark.parametrize(
+    ("stall", "status"),
+    [
+        pytest.param(False, b"400", id="client-left"),
+        pytest.param(True, b"408", id="client-stalled"),
+    ],
+)
+def test_a_client_that_stops_mid_body_reaches_no_upstream(lb, raw, stall, status):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    balancer = lb([upstream.url], request_buffering=True, max_fails=1, strategy="least_conn")
+    with (
+        live_server(balancer, threads=2, timeout=0.5) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        if not stall:
+            client.shutdown(socket.SHUT_WR)  # gone before the last chunk
+        received = read_until_close(client)
+    assert received.startswith(b"HTTP/1.1 " + status)
+    assert (upstream.connections, upstream.heads) == (0, [])
+    assert [(row["up"], row["active"], row["connections_made"]) for row in balancer.status()] == [
+        (True, 0, 0)
+    ]
+
+
+class _Reset(io.BytesIO):
+    def read(self, size: int = -1) -> bytes:
+        raise ConnectionResetError("the client reset the connection")
+
+
+def test_a_body_that_fails_in_process_is_400_and_reaches_no_upstream(lb, raw):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    balancer = lb([upstream.url], request_buffering=True)
+    environ = webob.Request.blank("/", method="POST").environ
+    environ.update(HTTP_TRANSFER_ENCODING="chunked", CONTENT_TYPE="text/plain")
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = _Reset()
+    statuses = []
+    result = validator(balancer)(environ, lambda status, headers: statuses.append(status))
+    b"".join(result)
+    result.close()
+    assert statuses == ["400 Bad Request"]
+    assert balancer.status()[0]["connections_made"] == 0
+
+
+def test_a_buffered_post_is_never_sent_twice(lb, upstreams, dying):
+    balancer = lb([dying.url, upstreams.start("a")], request_buffering=True)
+    with live_server(balancer, threads=2) as front:
+        assert post_chunked(front.address, "/", [b"once"])[0] == 502
+    assert dying.requests == [b"POST once"]
+    assert upstreams.received[("a", "POST")] == 0
+
+
+def test_a_buffered_body_goes_whole_to_the_next_upstream_after_a_connect_failure(lb, upstreams):
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    balancer = lb([dead, upstreams.start("a")], request_buffering=True)
+    with live_server(balancer, threads=2) as front:
+        assert post_chunked(front.address, "/p", [b"hello ", b"world"]) == (200, b"a /p 11")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None], ids=["str", "int", "none"])
+def test_a_bad_request_buffering_fails_at_start_up(value):
+    with pytest.raises(
+        ConfigError, match="LoadBalancer: request_buffering: expected true or false"
+    ):
+        LoadBalancer(["http://a:1"], request_buffering=value)
