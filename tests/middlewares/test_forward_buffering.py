@@ -17,10 +17,12 @@ from wsgiref.validate import validator
 
 import pytest
 import webob
+from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.djangoapp import application as django_app
 from tests.server.live import live_server, read_until_close
+from wsgistack import build_pipeline
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import LoadBalancer
 
@@ -182,3 +184,31 @@ def test_a_bad_request_buffering_fails_at_start_up(value):
         ConfigError, match="LoadBalancer: request_buffering: expected true or false"
     ):
         LoadBalancer(["http://a:1"], request_buffering=value)
+
+
+def test_request_buffering_in_a_toml_pipeline(upstreams):
+    url = upstreams.start("a")
+    app = build_pipeline(
+        {"app": {"use": "load_balance", "upstreams": [url], "request_buffering": True}}
+    )
+    assert app.request_buffering is True
+    app.close()
+    with pytest.raises(ConfigError, match="request_buffering: expected true or false"):
+        build_pipeline(
+            {"app": {"use": "load_balance", "upstreams": [url], "request_buffering": "on"}}
+        )
+
+
+@pytest.mark.parametrize(("spelling", "value"), [("on", True), ("false", False)])
+def test_request_buffering_in_a_paste_ini(tmp_path, spelling, value):
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:wsgistack#load_balance\n"
+        f'upstreams = ["http://127.0.0.1:1"]\nrequest_buffering = {spelling}\n'
+    )
+    app = loadapp(f"config:{ini}")
+    assert app.request_buffering is value
+    app.close()
+    ini.write_text(ini.read_text().replace(f"= {spelling}", "= maybe"))
+    with pytest.raises(ConfigError, match="request_buffering: expected true/yes/on/1"):
+        loadapp(f"config:{ini}")
