@@ -113,6 +113,34 @@ def test_a_trusted_proxy_that_sent_only_a_proto_keeps_it(lb, raw):
     assert upstream.header(b"X-Forwarded-Prefix") == []  # no prefix anywhere
 
 
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded_for", "real_ip"),
+    [
+        pytest.param(None, "203.0.113.9", "198.51.100.1", b"203.0.113.9", id="no-trust"),
+        pytest.param(["10.0.0.0/8"], "203.0.113.9", "198.51.100.1", b"203.0.113.9", id="untrusted"),
+        pytest.param(["10.0.0.0/8"], "10.0.0.2", "198.51.100.1", b"198.51.100.1", id="trusted"),
+        pytest.param(["10.0.0.0/8"], "10.0.0.2", "", b"10.0.0.2", id="trusted-no-chain"),
+    ],
+)
+def test_x_real_ip_is_the_client_this_hop_decided_never_the_clients_own(
+    lb, raw, trusted, peer, forwarded_for, real_ip
+):
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url], trusted_proxies=trusted)))
+    headers = {"X-Real-IP": "6.6.6.6"}
+    if forwarded_for:
+        headers["X-Forwarded-For"] = forwarded_for
+    app.get("/", headers=headers, extra_environ={"REMOTE_ADDR": peer})
+    assert upstream.header(b"X-Real-IP") == [real_ip]
+
+
+def test_a_unix_socket_client_with_no_address_sends_no_x_real_ip(lb, raw):
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url])))
+    app.get("/", headers={"X-Real-IP": "6.6.6.6"}, extra_environ={"REMOTE_ADDR": ""})
+    assert upstream.header(b"X-Real-IP") == []
+
+
 def test_a_proxy_header_is_not_passed_on(lb, raw):
     # httpoxy: a CGI-style upstream would read it as HTTP_PROXY, its outgoing proxy.
     upstream = raw(OK)

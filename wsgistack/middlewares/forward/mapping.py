@@ -14,7 +14,7 @@ import re
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
-from ...clientip import ProxyTrust, trusts_peer
+from ...clientip import ProxyTrust, client_ip, trusts_peer
 from ...paths import SAFE_PATH, resolved
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
@@ -42,6 +42,7 @@ _REPLACED = frozenset(
         "x-forwarded-host",
         "x-forwarded-prefix",
         "forwarded",
+        "x-real-ip",
         "content-length",
         "content-type",
     }
@@ -202,6 +203,11 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     ]
     if prefix:
         headers.append(("X-Forwarded-Prefix", prefix))
+    # nginx's convention (proxy_set_header X-Real-IP $remote_addr): the client as
+    # this hop decided it.  A client's own would otherwise pass on, and upstreams
+    # set up to read it (many are, behind nginx) would take its word.
+    if (client := client_ip(environ, trust)) is not None:
+        headers.append(("X-Real-IP", str(client)))
     return headers
 
 
