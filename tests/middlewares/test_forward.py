@@ -102,6 +102,29 @@ def test_round_robin_and_weights_over_real_upstreams(lb, upstreams):
     assert got == {"a": 10, "b": 30}
 
 
+def test_hash_on_a_key_keeps_each_session_on_one_upstream(lb, upstreams):
+    a, b, c = upstreams.start("a"), upstreams.start("b"), upstreams.start("c")
+    balancer = validator(
+        lb([a, b, c], strategy="hash", hash_key=lambda environ: environ.get("HTTP_X_SESSION"))
+    )
+    client = TestApp(balancer)
+    seen = {
+        session: {client.get("/", headers={"X-Session": session}).text.split()[0] for _ in range(5)}
+        for session in (f"user-{n}" for n in range(30))
+    }
+    assert all(len(names) == 1 for names in seen.values())  # sticky
+    assert {name for names in seen.values() for name in names} == {"a", "b", "c"}  # spread
+
+
+def test_a_hash_key_returning_no_str_is_a_type_error_naming_it(lb, upstreams):
+    a = upstreams.start("a")
+    balancer = lb([a], strategy="hash", hash_key=lambda environ: 42)
+    with pytest.raises(
+        TypeError, match="LoadBalancer: hash_key must return a str or None, got int"
+    ):
+        TestApp(balancer).get("/")
+
+
 def test_backups_serve_only_when_every_primary_is_down(lb, upstreams):
     a, spare = upstreams.start("a"), upstreams.start("spare")
     balancer = lb([a, {"url": spare, "backup": True}])

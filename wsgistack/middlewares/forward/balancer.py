@@ -74,7 +74,8 @@ class LoadBalancer:
         ``weight`` and ``backup``; backups serve only when all others are down.
     :param strategy: ``round_robin`` (smooth, weighted), ``least_conn``, ``p2c``
         (power of two choices) or ``hash`` (consistent hashing on ``hash_key``).
-    :param hash_key: for ``hash``: a callable of environ; the client address by default.
+    :param hash_key: for ``hash``: a callable of environ returning a str (None: all such
+        requests share one place on the ring); the client address by default.
     :param max_fails: failures within ``fail_timeout`` seconds that take an upstream out
         for ``fail_timeout`` seconds (passive health, as nginx).  As in nginx, a
         pool of one upstream and no backup is never taken out this way: there
@@ -277,6 +278,13 @@ class LoadBalancer:
         key = None
         if self.strategy == "hash":
             key = self.hash_key(environ) if self.hash_key else client_addr(environ, self.trust)
+            if key is not None and not isinstance(key, str):
+                # A bug in the callable, not the client's: name the option and the value,
+                # rather than an AttributeError from deep in the hashing.
+                raise TypeError(
+                    f"LoadBalancer: hash_key must return a str or None, got {type(key).__name__}"
+                    f" {key!r}"
+                )
         for group, picker in (
             (self.primaries, self._pick_primary),
             (self.backups, self._pick_backup),
