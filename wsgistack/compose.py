@@ -21,6 +21,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Concatenate, Generic, ParamSpec
+from urllib.parse import unquote
 
 from ._types import WSGIApplication
 
@@ -283,5 +284,10 @@ def describe(app: object, path: str | None = None, host: str | None = None) -> s
 
     With ``path`` (and optionally ``host``), a dispatcher shows only the mount
     a request for that path would reach: "which layers does this URL pass?".
+    The path is read as a URL carries it, as the server reads a request
+    line: the query and fragment are dropped and %-escapes decoded, so a path
+    copied from an access log (``/caf%C3%A9?page=2``) finds its mount.
     """
+    if path is not None:
+        path = unquote(path.partition("#")[0].partition("?")[0])
     return "\n".join(_lines(app, "", path, host))

@@ -379,6 +379,25 @@ def test_describe_follows_a_path_through_nested_dispatchers():
     assert describe(stack, path="/nowhere").splitlines()[-1] == "  (no mount matches)"
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/api/caf%C3%A9/x", "/api/café/x?next=/v1#top", "/api/caf%c3%a9?q=%3F"],
+    ids=["as-the-access-log-spells-it", "with-a-query-and-fragment", "escaped-with-a-query"],
+)
+def test_describe_reads_a_path_as_a_url_carries_it(path):
+    # A path copied from an access log or a browser is %-escaped and may have
+    # a query: the server decodes it and drops the query before any mount is
+    # matched, so describe() must too, or it names no mount where one serves.
+    stack = PrefixDispatcher({"/api": PrefixDispatcher({"/café": echo("cafe")})})
+    lines = describe(stack, path=path).splitlines()
+    assert lines[:4] == [
+        "PrefixDispatcher(1 mounts)",
+        "  /api ->",
+        "    PrefixDispatcher(1 mounts)",
+        "      /café ->",
+    ]
+
+
 def test_describe_shows_the_mounts_as_a_tree():
     stack = PrefixDispatcher({"/a": echo("a"), "b.example.com": echo("b")})
     text = describe(stack)
