@@ -439,6 +439,19 @@ def test_describe_shows_the_mounts_as_a_tree():
         pytest.param(
             {"::1": echo("x")}, "mounts: '::1': write an IPv6 host in brackets", id="ipv6-bare"
         ),
+        # nginx's ".example.com" is the domain and its subdomains; here it was an exact
+        # host no browser sends, so neither example.com nor www.example.com reached it.
+        pytest.param(
+            {".example.com": echo("x")},
+            "mounts: '.example.com': a host name has no empty labels; mount 'example.com' "
+            "for the domain and '\\*.example.com' for its subdomains",
+            id="nginx-leading-dot",
+        ),
+        pytest.param(
+            {"*.example..com/v1": echo("x")},
+            "mounts: '\\*.example..com/v1': a host name has no empty labels",
+            id="empty-label",
+        ),
         pytest.param(
             {"/api?v=1": echo("x")},
             "mounts: '/api\\?v=1': a mount is matched on the path, without a query",

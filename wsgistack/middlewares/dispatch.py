@@ -105,6 +105,14 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
     label = name[2:] if name.startswith("*.") else name
     if not label or " " in name or label.startswith("*"):
         return " is not a host mount"
+    if not name.startswith("[") and "" in label.split("."):
+        # nginx's ".example.com" means the domain and its subdomains; as an exact
+        # name it is one no Host header carries (RFC 1034 3.1: labels are not empty).
+        domain = ".".join(part for part in label.split(".") if part)
+        return (
+            f": a host name has no empty labels; mount {domain!r} for the domain "
+            f"and {'*.' + domain!r} for its subdomains"
+        )
     if has_port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return ": the port must be 1-65535"
     return None
