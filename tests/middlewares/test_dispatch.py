@@ -452,6 +452,19 @@ def test_describe_shows_the_mounts_as_a_tree():
             "mounts: '\\*.example..com/v1': a host name has no empty labels",
             id="empty-label",
         ),
+        # Browsers send an international name as IDNA ("xn--"): the Unicode one never matched.
+        pytest.param(
+            {"Café.example.com:8080/menu": echo("x")},
+            "mounts: 'Café.example.com:8080/menu': a Host header carries an international "
+            "name in ASCII \\(IDNA\\); write 'xn--caf-dma.example.com:8080/menu'",
+            id="idn",
+        ),
+        pytest.param(
+            {"*.straße.de": echo("x")},
+            "mounts: '\\*.straße.de': a Host header carries an international name in "
+            "ASCII \\(IDNA\\); write its xn-- form",
+            id="idn-without-a-sure-spelling",
+        ),
         pytest.param(
             {"/api?v=1": echo("x")},
             "mounts: '/api\\?v=1': a mount is matched on the path, without a query",

@@ -102,6 +102,8 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
         if ":" in port:
             return ": write an IPv6 host in brackets ('[::1]:8080')"
         has_port = bool(colon)
+    if not name.isascii():
+        return _idn_problem(name, host, path)
     label = name[2:] if name.startswith("*.") else name
     if not label or " " in name or label.startswith("*"):
         return " is not a host mount"
@@ -116,6 +118,26 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
     if has_port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return ": the port must be 1-65535"
     return None
+
+
+def _idn_problem(name: str, host: str, path: str) -> str:
+    """Why an international host name in a key never matches, and its ASCII spelling.
+
+    Browsers send ``Host: xn--caf-dma.example.com`` for café.example.com (as
+    nginx's server_name, the key must be written so).  Python's codec is IDNA
+    2003, which spells ß and a few others unlike browsers: a spelling that
+    does not decode back to the name, or is no mount either, is not offered.
+    """
+    hint = "write its xn-- form"
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+        if ascii_name.encode("ascii").decode("idna") == name:
+            ascii_host = ascii_name + host[len(name) :]
+            if _key_problem(ascii_host + path, ascii_host, path) is None:
+                hint = f"write {ascii_host + path!r}"
+    except UnicodeError:
+        pass
+    return f": a Host header carries an international name in ASCII (IDNA); {hint}"
 
 
 def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
