@@ -14,6 +14,7 @@ from webtest import TestApp
 
 from tests.djangoapp import application as django_app
 from tests.djangoapp import fresh_static_url
+from tests.server.live import RawClient, live_server
 from tests.server.nginx import Nginx
 from wsgistack import Server, build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
@@ -355,6 +356,32 @@ def test_a_host_without_a_port_is_on_the_server_port(host, port, expected):
         "/x", headers={"Host": host}, extra_environ=environ
     )
     assert response.text == expected
+
+
+@pytest.mark.parametrize("key", ["[::1]", "[0:0:0:0:0:0:0:1]"], ids=["short", "long"])
+def test_an_ipv6_host_mount_matches_every_spelling_and_a_request_without_host(key):
+    # An HTTP/1.0 request may carry no Host: it is on SERVER_NAME, the bound
+    # address, which the server writes without brackets ("::1"); and an IPv6
+    # address has many spellings ("[0::1]" as typed into curl), all one host.
+    dispatcher = PrefixDispatcher({key: echo("v6")}, default=echo("default"))
+    with live_server(dispatcher, bind="[::1]:0") as server, RawClient(server.address) as client:
+        port = server.address[1]
+        answers = [
+            client.request(request)[2]
+            for request in (
+                b"GET /x HTTP/1.1\r\nHost: [::1]:%d\r\n\r\n" % port,
+                b"GET /x HTTP/1.1\r\nHost: [0:0::1]:%d\r\n\r\n" % port,
+                b"GET /x HTTP/1.1\r\nHost: [0:0:0:0:0:0:0:1]\r\n\r\n",
+            )
+        ]
+        client.send(b"GET /x HTTP/1.0\r\n\r\n")
+        answers.append(client.response()[2])
+    assert answers == [b"v6 |/x"] * 4
+
+
+def test_an_ipv6_host_key_must_be_an_address():
+    with pytest.raises(ConfigError, match=r"'\[db8::g\]/x': \[db8::g\] is not an IPv6 address"):
+        PrefixDispatcher({"[db8::g]/x": echo("x")})
 
 
 def test_no_default_is_a_negotiated_404():

@@ -22,6 +22,7 @@ grow with the number of mounts.  ``/admin`` (no slash) is redirected to
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,11 +67,23 @@ def _rooted(path: str) -> str:
     return path if path[:1] == "/" or not path else "/" + path
 
 
+def _ipv6(literal: str) -> str | None:
+    """``"[0:0::1]"`` as ``"[::1]"`` (RFC 5952), so every spelling is one host; None if invalid."""
+    try:
+        return f"[{ipaddress.IPv6Address(literal[1:-1]).compressed}]"
+    except ValueError:
+        return None
+
+
 def _split_key(key: str) -> tuple[str | None, str]:
     """``"api.example.com:8080/v1"`` -> (host, path); a path-only key has host None."""
     if key.startswith("/") or key == "":
         return None, key
     host, slash, path = key.partition("/")
+    if host.startswith("["):  # an IPv6 literal, in its one spelling: "[0::1]" is "[::1]"
+        end = host.find("]")
+        canonical = _ipv6(host[: end + 1]) if end != -1 else None
+        return (canonical + host[end + 1 :] if canonical else host.lower()), slash + path
     name, colon, port = host.lower().partition(":")
     if name[-1:] == "." and not name.startswith("["):  # as a request's Host is read
         name = name[:-1]
@@ -96,6 +109,8 @@ def _key_problem(key: str, host: str | None, path: str) -> str | None:
         name, port = host[: end + 1], host[end + 2 :] if end != -1 else ""
         if end == -1 or host[end + 1 : end + 2] not in ("", ":"):
             return " is not a host mount"
+        if _ipv6(name) is None:
+            return f": {name} is not an IPv6 address"
         has_port = host[end + 1 : end + 2] == ":"
     else:
         name, colon, port = host.partition(":")
@@ -148,11 +163,17 @@ def _request_host(environ: WSGIEnvironment) -> tuple[str, str]:
     """
     host = environ.get("HTTP_HOST")
     if not host:
-        return environ.get("SERVER_NAME", "").lower(), environ.get("SERVER_PORT", "")
+        # HTTP/1.0 may send no Host: the request is on the bound address, which
+        # servers write without brackets when it is IPv6 ("::1").
+        name = environ.get("SERVER_NAME", "").lower()
+        if ":" in name:
+            name = _ipv6(f"[{name}]") or name
+        return name, environ.get("SERVER_PORT", "")
     host = host.lower()
     if host.startswith("["):  # an IPv6 literal: [::1]:8080
         end = host.find("]")
         name, port = host[: end + 1], host[end + 2 :] if end != -1 else ""
+        name = _ipv6(name) or name
     else:
         name, _, port = host.partition(":")
         if name[-1:] == ".":  # the DNS root's dot: the same name (nginx drops it too)
