@@ -16,7 +16,7 @@ from webtest import TestApp
 from tests.harness import serve_once
 from tests.server.live import RawClient, live_server, read_until_close
 from wsgistack import build_pipeline, compose, use
-from wsgistack.errors import ConfigError
+from wsgistack.errors import ConfigError, RequestBodyError
 from wsgistack.middlewares import ErrorCatcher
 
 SECRET = "db-password-hunter2"
@@ -317,6 +317,41 @@ def test_bad_options_fail_at_start_up(options, message):
     # Each of these used to be accepted and then broke the first error response.
     with pytest.raises(ConfigError, match=re.escape(message)):
         ErrorCatcher(app_with([b""]), **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param(
+            {"statuses": {SystemExit: 503}},
+            "statuses: SystemExit is not an Exception: ErrorCatcher lets it through",
+            id="base-exception",
+        ),
+        pytest.param(
+            {"statuses": {RequestBodyError: 400}},
+            "statuses: RequestBodyError passes through to the server",
+            id="protocol-error",
+        ),
+        pytest.param(
+            {"statuses": {webob.exc.HTTPNotFound: 410}},
+            "statuses: HTTPNotFound answers as itself (pass_http_exceptions=True)",
+            id="http-exception",
+        ),
+    ],
+)
+def test_a_status_for_an_exception_never_caught_fails_at_start_up(options, message):
+    # Accepted before, and never applied: the exception was not ErrorCatcher's to answer.
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ErrorCatcher(app_with([b""]), **options)
+
+
+def test_an_http_exception_can_be_mapped_when_it_does_not_pass_through():
+    app = catcher(
+        app_with(raise_in_call=webob.exc.HTTPNotFound()),
+        pass_http_exceptions=False,
+        statuses={webob.exc.HTTPNotFound: 410},
+    )
+    assert TestApp(app).get("/", status=410).headers["X-Error-Id"]
 
 
 def test_an_app_that_is_not_callable_fails_at_start_up():

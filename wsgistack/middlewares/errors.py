@@ -102,8 +102,8 @@ class ErrorCatcher:
         self.debug = flag(debug, "ErrorCatcher: debug")
         self.logger = log_target(logger, "ErrorCatcher: logger", "wsgistack.errors")
         self.on_error = self._check_hooks(on_error)
-        self.statuses = self._check_statuses(statuses)
         self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")
+        self.statuses = self._check_statuses(statuses, self.pass_http_exceptions)
         self.error_id_header = header_name(error_id_header, "ErrorCatcher: error_id_header")
         if debug:
             self.logger.warning(
@@ -129,7 +129,7 @@ class ErrorCatcher:
         return hooks
 
     @staticmethod
-    def _check_statuses(statuses: Any) -> dict[type[BaseException], int]:
+    def _check_statuses(statuses: Any, passing: bool) -> dict[type[BaseException], int]:
         if statuses is None:
             return {}
         if not isinstance(statuses, Mapping):
@@ -141,6 +141,9 @@ class ErrorCatcher:
         for kind, status in statuses.items():
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
                 raise ConfigError(f"ErrorCatcher: statuses: {kind!r} is not an exception class")
+            never = _never_caught(kind, passing)
+            if never is not None:
+                raise ConfigError(f"ErrorCatcher: statuses: {kind.__name__} {never}")
             if not isinstance(status, int) or status not in webob.exc.status_map or status < 400:
                 raise ConfigError(
                     f"ErrorCatcher: statuses: {kind.__name__}: {status!r} is not an error status"
@@ -239,6 +242,18 @@ class ErrorCatcher:
             except Exception:
                 self.logger.exception("error %s: on_error hook %r failed", error_id, hook)
         return error_id
+
+
+def _never_caught(kind: type[BaseException], passing: bool) -> str | None:
+    """Why a status mapped to ``kind`` would never be used, if it would not."""
+    if not issubclass(kind, Exception):
+        # As Django, Flask and every WSGI server do: Ctrl-C and sys.exit() must stop the process.
+        return "is not an Exception: ErrorCatcher lets it through, as servers expect"
+    if issubclass(kind, ProtocolError):
+        return "passes through to the server, which answers it with its own status"
+    if passing and issubclass(kind, webob.exc.WSGIHTTPException):
+        return "answers as itself (pass_http_exceptions=True)"
+    return None
 
 
 def _debug_response(
