@@ -22,10 +22,11 @@ found makes a new peer, and the layers below it see that one.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from ._types import WSGIEnvironment
 from .errors import ConfigError
@@ -39,6 +40,7 @@ __all__ = [
     "client_ip",
     "forwarded_for_values",
     "trusts_peer",
+    "warn_no_address",
 ]
 
 CACHE_KEY = "wsgistack.client_ip"
@@ -51,6 +53,27 @@ NO_ADDRESS_HINT = (
     "behind a proxy on a unix socket, give trusted_proxies=['unix'] and have it send "
     "X-Forwarded-For"
 )
+
+
+def warn_no_address(
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    layer: str,
+    outcome: str,
+    environ: WSGIEnvironment,
+) -> None:
+    """Tell the operator that ``layer`` met a client with no address, and what it did.
+
+    Said once per layer by the caller: such a request is likely a setup gap
+    (a proxy on a unix socket not trusted), not a client's doing.
+    """
+    logger.warning(
+        "%s: a request with no client address (REMOTE_ADDR %r) %s; %s",
+        layer,
+        environ.get("REMOTE_ADDR", ""),
+        outcome,
+        NO_ADDRESS_HINT,
+    )
+
 
 Header = Literal["x-forwarded-for", "forwarded"]
 _ENVIRON_KEYS: dict[str, str] = {

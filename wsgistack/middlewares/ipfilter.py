@@ -40,7 +40,7 @@ import webob.exc
 
 from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ..clientip import NO_ADDRESS_HINT, ProxyTrust, client_ip
+from ..clientip import ProxyTrust, client_ip, warn_no_address
 from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
 from ..options import flag, function, listed, log_target
@@ -287,11 +287,8 @@ class IPFilter:
     def _unknown_client(self, environ: WSGIEnvironment) -> None:
         """Say once that a deny list let a client through unseen: likely a setup gap."""
         self._told_no_address = True
-        self.logger.warning(
-            "IPFilter: a request with no client address (REMOTE_ADDR %r) was admitted "
-            "without a deny check, as others will be; %s",
-            environ.get("REMOTE_ADDR", ""),
-            NO_ADDRESS_HINT,
+        warn_no_address(
+            self.logger, "IPFilter", "was admitted without a deny check, as others will be", environ
         )
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import webob.exc
 
 from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ...clientip import NO_ADDRESS_HINT, ProxyTrust, client_ip
+from ...clientip import ProxyTrust, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet
 from ...options import flag, function, header_name, log_target
@@ -203,12 +203,7 @@ class RateLimiter:
     def _unknown_client(self, environ: WSGIEnvironment) -> None:
         """Say once that a client without an address went unlimited: likely a setup gap."""
         self._told_no_address = True
-        self.logger.warning(
-            "RateLimiter: a request with no client address (REMOTE_ADDR %r) was not "
-            "limited, nor will others be; %s",
-            environ.get("REMOTE_ADDR", ""),
-            NO_ADDRESS_HINT,
-        )
+        warn_no_address(self.logger, "RateLimiter", "was not limited, nor will others be", environ)
 
     def _per_process(self) -> None:
         """Say once that with several worker processes, each memory store counts alone."""
