@@ -14,7 +14,7 @@ import re
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
-from ...clientip import ProxyTrust, client_ip, trusts_peer
+from ...clientip import CACHE_KEY, ProxyTrust, client_ip, trusts_peer
 from ...paths import SAFE_PATH, resolved
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
@@ -206,8 +206,13 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     # nginx's convention (proxy_set_header X-Real-IP $remote_addr): the client as
     # this hop decided it.  A client's own would otherwise pass on, and upstreams
     # set up to read it (many are, behind nginx) would take its word.
-    if (client := client_ip(environ, trust)) is not None:
-        headers.append(("X-Real-IP", str(client)))
+    if trust is None and CACHE_KEY not in environ:
+        real_ip = environ.get("REMOTE_ADDR", "")  # the peer, as in X-Forwarded-For
+    else:  # an outer layer's answer, or this layer's trusted chain
+        client = client_ip(environ, trust)
+        real_ip = "" if client is None else str(client)
+    if real_ip:
+        headers.append(("X-Real-IP", real_ip))
     return headers
 
 
