@@ -33,7 +33,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..errors import ConfigError
 from ..options import flag
-from ..paths import decoded_spelling, wsgi_str
+from ..paths import SAFE_PATH, decoded_spelling, wsgi_str
 from ..refusals import refusal
 
 __all__ = ["PrefixDispatcher"]
@@ -354,10 +354,10 @@ class PrefixDispatcher:
         """
         target = environ.get("SCRIPT_NAME", "") + prefix + "/"
         # One leading slash: "//x" would be a link to the host "x".
-        location = "/" + quote(target.encode("latin-1"), safe="/:@!$&'()*+,;=-._~").lstrip("/")
+        location = "/" + quote(target.encode("latin-1"), safe=SAFE_PATH).lstrip("/")
         query = environ.get("QUERY_STRING", "")
         if query:  # as sent, with any byte outside ASCII %-escaped
-            location += "?" + quote(query.encode("latin-1"), safe="/?:@!$&'()*+,;=-._~%")
+            location += "?" + quote(query.encode("latin-1"), safe=SAFE_PATH + "?%")
         # webob makes a Location absolute; the body names the path as sent.
         moved = refusal(
             webob.exc.HTTPPermanentRedirect,
