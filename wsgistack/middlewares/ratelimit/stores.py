@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ConfigError, WsgiStackError
 from ...options import count, seconds
-from .rate import Rate
+from .rate import SKEW, Rate
 from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
@@ -161,7 +161,7 @@ for i = 1, #KEYS do
     if tat then
       ahead = (tonumber(tat) - now) * per_us + tonumber(ticks)
       -- past the horizon (a full burst's wait and rate.SKEW): a clock stepped back
-      if ahead < 0 or ahead > burst * step + 60 * per_second then ahead = 0 end
+      if ahead < 0 or ahead > burst * step + SKEW_S * per_second then ahead = 0 end
     end
   end
   local room = (burst - 1) * step - ahead
@@ -188,7 +188,7 @@ if allowed == 1 then
 end
 table.insert(out, 1, tostring(allowed))
 return table.concat(out, ' ')
-"""
+""".replace("SKEW_S", str(SKEW))  # rate.SKEW: one allowance for clocks, Lua and Python
 
 # The sliding-window counter over N rates, as strategies.sliding_window: the same
 # integers and the same float operations in the same order. State per key:
@@ -213,7 +213,7 @@ for i = 1, #KEYS do
       -- a window ahead of this clock is kept: a window never moves backwards;
       -- further than one and rate.SKEW ahead, a clock stepped back: it is dropped
       if s >= start then
-        if s - start <= period + 60000000 then start, previous, current = s, p, c end
+        if s - start <= period + SKEW_US then start, previous, current = s, p, c end
       elseif s == start - period then previous = c end
     end
   end
@@ -249,7 +249,7 @@ if allowed == 1 then
 end
 table.insert(out, 1, tostring(allowed))
 return table.concat(out, ' ')
-"""
+""".replace("SKEW_US", str(SKEW * 1_000_000))  # (as in GCRA_LUA)
 
 
 class RedisStore:
