@@ -257,14 +257,7 @@ def test_an_early_answer_to_an_upload_reaches_the_client_and_says_close():
 
     with live_server(deny) as server:
         for _ in range(3):
-            connection = http.client.HTTPConnection(*server.address, timeout=10)
-            try:
-                connection.request("POST", "/upload", body=b"x" * (4 * 1024 * 1024))
-                response = connection.getresponse()
-                assert (response.status, response.read()) == (401, b"denied")
-                assert response.getheader("Connection") == "close"
-            finally:
-                connection.close()
+            _upload_is_answered_401_and_closed(server)
 
 
 def test_an_early_answer_to_an_upload_survives_a_stop_begun_meanwhile():
@@ -280,14 +273,19 @@ def test_an_early_answer_to_an_upload_survives_a_stop_begun_meanwhile():
 
     with live_server(deny) as server:
         servers.append(server)
-        connection = http.client.HTTPConnection(*server.address, timeout=10)
-        try:
-            connection.request("POST", "/upload", body=b"x" * (4 * 1024 * 1024))
-            response = connection.getresponse()
-            assert (response.status, response.read()) == (401, b"denied")
-            assert response.getheader("Connection") == "close"
-        finally:
-            connection.close()
+        _upload_is_answered_401_and_closed(server)
+
+
+def _upload_is_answered_401_and_closed(server) -> None:
+    """A 4 MB upload the app answers early gets that answer whole, with Connection: close."""
+    connection = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        connection.request("POST", "/upload", body=b"x" * (4 * 1024 * 1024))
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (401, b"denied")
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
