@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from wsgistack.errors import ConfigError
 from wsgistack.server import Server
+from wsgistack.server import worker as worker_module
 from wsgistack.server.config import ServerConfig, parse_bind
 from wsgistack.server.http import Limits
 from wsgistack.server.uwsgi import UwsgiParser
@@ -68,8 +71,17 @@ def recording(environ, start_response):
     return echo_app(environ, start_response)
 
 
+@pytest.fixture(params=["uwsgi only", "beside http"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A uwsgi bind alone (its pool threads accept) and beside an HTTP one (the loop does)."""
+    SEEN.clear()
+    binds = ["uwsgi://127.0.0.1:0", "127.0.0.1:0"][: 1 if request.param == "uwsgi only" else 2]
+    with live_server(recording, bind=binds, timeout=2) as server:
+        yield server
+
+
 @pytest.fixture
-def server() -> Iterator[Server]:
+def side_by_side() -> Iterator[Server]:
     SEEN.clear()
     with live_server(recording, bind=["uwsgi://127.0.0.1:0", "127.0.0.1:0"], timeout=2) as server:
         yield server
@@ -177,7 +189,8 @@ def test_a_uwsgi_head_is_the_apps_own_headers(server):
     assert not {"date", "server", "connection"} & set(headers)
 
 
-def test_http_and_uwsgi_binds_serve_side_by_side(server):
+def test_http_and_uwsgi_binds_serve_side_by_side(side_by_side):
+    server = side_by_side
     with RawClient(server.addresses[1]) as client:
         status, _, body = client.request(b"GET /plain?q HTTP/1.1\r\nHost: a\r\n\r\n")
     assert (status, body) == (200, b"GET /plain q ")
@@ -272,10 +285,10 @@ def test_a_packet_that_stalls_gets_408_after_the_timeout(server):
     assert SEEN == []
 
 
-def test_a_peer_that_connects_first_and_sends_later_is_served(server):
+def test_a_peer_that_connects_first_and_sends_later_is_served(server, side_by_side):
     # The uwsgi listener is deferred (the kernel hands over connections once data
     # came, as uWSGI's are); a peer slower than nginx must still be answered.
-    uwsgi_listener, http_listener = server.listeners
+    uwsgi_listener, http_listener = side_by_side.listeners
     assert uwsgi_listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
     assert http_listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
     with RawClient(server.addresses[0]) as client:
@@ -301,6 +314,84 @@ def test_a_unix_socket_peer_without_remote_addr_has_no_address(tmp_path, sent):
         client.sendall(packet({**variables, **sent}))
         assert read_until_close(client).startswith(b"HTTP/1.1 200 OK\r\n")
     assert SEEN[0]["REMOTE_ADDR"] == sent.get("REMOTE_ADDR", "")
+
+
+def test_a_uwsgi_only_worker_accepts_in_its_pool_threads(server):
+    # nginx opens a connection per uwsgi request: on a worker with no other bind
+    # the threads accept themselves, sparing a hand-over from the loop each time.
+    assert server._worker._direct is (len(server.listeners) == 1)
+
+
+def test_a_stalled_peer_holds_one_thread_while_the_others_serve():
+    SEEN.clear()
+    with (
+        live_server(recording, bind="uwsgi://127.0.0.1:0", threads=2, timeout=3) as server,
+        RawClient(server.address) as stalled,
+    ):
+        stalled.send(packet(nginx_vars(uri="/stalled"))[:10])
+        for n in range(4):  # the second thread serves on meanwhile
+            assert exchange(server, packet(nginx_vars(uri=f"/{n}")))[2] == f"GET /{n}  ".encode()
+        status, _, _ = stalled.response()
+        assert status == 408  # once --timeout passed
+    assert [environ["PATH_INFO"] for environ in SEEN] == ["/0", "/1", "/2", "/3"]
+
+
+def test_a_graceful_stop_answers_the_uwsgi_request_in_flight():
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ, start_response):
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"finished"]
+
+    with live_server(slow, bind="uwsgi://127.0.0.1:0", graceful_timeout=10) as server:
+        with RawClient(server.address) as client:
+            client.send(packet(nginx_vars()))
+            assert entered.wait(10)
+            stopper = threading.Thread(target=server.close)
+            stopper.start()
+            release.set()
+            assert client.response()[2] == b"finished"
+            stopper.join(10)
+        assert not stopper.is_alive()
+        with pytest.raises(OSError):  # stopped: the port is closed
+            socket.create_connection(server.address, timeout=2).close()
+
+
+@pytest.mark.parametrize("binds", [["uwsgi://127.0.0.1:0"], ["uwsgi://127.0.0.1:0", "127.0.0.1:0"]])
+def test_a_refused_upload_is_answered_while_nginx_still_sends_it(binds):
+    # The 413 goes out at once; closing then would reset the connection with the
+    # body unread, and nginx would see the reset instead of the answer.
+    big = packet(nginx_vars("POST", CONTENT_LENGTH="300000"), b"x" * 300_000)
+    with (
+        live_server(recording, bind=binds, max_body_size=1000) as server,
+        RawClient(server.address) as client,
+    ):
+        sender = threading.Thread(target=lambda: client.sock.sendall(big))
+        sender.start()
+        status, _, _ = client.response()
+        sender.join(10)
+    assert status == 413
+
+
+def test_running_out_of_descriptors_pauses_accepting_in_the_pool_threads(monkeypatch, caplog):
+    # EMFILE from accept() leaves the connection in the backlog: retrying at once
+    # would spin; the threads rest for ACCEPT_PAUSE, warn, and accept again after.
+    real_accept = worker_module.accept
+    failures = [OSError(errno.EMFILE, "Too many open files")]
+
+    def accept(listener, family=None):
+        if failures:
+            raise failures.pop()
+        return real_accept(listener, family)
+
+    monkeypatch.setattr(worker_module, "accept", accept)
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1) as server:
+        assert exchange(server, packet(nginx_vars(uri="/after")))[2] == b"GET /after  "
+    assert not failures
+    assert any("pausing accepts" in record.getMessage() for record in caplog.records)
 
 
 def test_a_body_shorter_than_its_length_is_refused_when_nginx_gives_up(server):

@@ -16,12 +16,14 @@ with a 500 and logged; the result's ``close()`` is always called.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -135,11 +137,54 @@ class Connection:
         except OSError:
             return False
         if not data:
-            if self.uwsgi and self.parser.mid_request:
-                log.warning("uwsgi: %s closed in the middle of a packet", self.peer or "a peer")
+            self._peer_closed()
             return False
         self.feed(data)
         return True
+
+    def read_request(self, data: bytes) -> bool:
+        """Feed ``data``, then wait for the rest of a request head, up to --timeout in all.
+
+        For a pool thread that accepted the connection itself (a uwsgi-only
+        worker): nginx sends its packet as it connects, so this seldom waits.
+        True once a request or a refusal is ready to serve; False when the
+        peer closed, or sent too little in time (a 408, as the loop's sweep).
+        """
+        parser = self.parser
+        deadline = 0.0
+        while True:
+            if data:
+                self.feed(data)
+            if parser.has_request or parser.error is not None:
+                return True
+            if not deadline:
+                self._bound_waits()
+                deadline = time.monotonic() + self._timeout
+            elif time.monotonic() >= deadline:
+                self.refuse_timeout()
+                return False
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:  # --timeout passed (SO_RCVTIMEO)
+                self.refuse_timeout()
+                return False
+            except OSError:
+                return False
+            if not data:
+                self._peer_closed()
+                return False
+
+    def refuse_timeout(self) -> None:
+        """Answer a request head that did not arrive within --timeout: a 408, logged."""
+        if self.parser.mid_request:
+            if self.worker.access_log is not None:  # logged, as send_refusal logs the others
+                self.worker.access_log.refused(self.peer, 408)
+            with contextlib.suppress(OSError):
+                self.sock.send(self.error_response(408), socket.MSG_DONTWAIT)
+
+    def _peer_closed(self) -> None:
+        if self.uwsgi and self.parser.mid_request:
+            log.warning("uwsgi: %s closed in the middle of a packet", self.peer or "a peer")
 
     def feed(self, data: bytes) -> None:
         """Hand bytes read in the worker's loop to the parser.

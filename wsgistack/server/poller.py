@@ -9,6 +9,10 @@ fallback emulates it with a queue and a wake-up socket.
     poller.add(sock.fileno(), oneshot=True)
     for fd in poller.poll(0.5): ...
     poller.rearm(fd)            # from any thread
+
+``AcceptWaiter`` is the other kind of wait: a pool thread that accepts
+connections itself (a uwsgi-only worker) sleeps in it until its listener
+has one, or until the worker stops.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import select
 import selectors
 import socket
 
-__all__ = ["make_poller"]
+__all__ = ["AcceptWaiter", "make_poller"]
 
 
 class _Wake:
@@ -128,6 +132,41 @@ class SelectorPoller:
     def close(self) -> None:
         self._selector.close()
         self._wake.close()
+
+
+class AcceptWaiter:
+    """One thread's wait for a connection on ``listener_fd``, or for ``stop_fd`` to be readable.
+
+    On Linux each waiter has its own epoll with ``EPOLLEXCLUSIVE`` on the
+    listener, so a new connection wakes one waiting thread (of any worker
+    sharing the listener), not all of them; ``stop_fd`` wakes them all.
+    """
+
+    def __init__(self, listener_fd: int, stop_fd: int) -> None:
+        if hasattr(select, "epoll"):
+            self._epoll: select.epoll | None = select.epoll()
+            exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
+            self._epoll.register(listener_fd, select.EPOLLIN | exclusive)
+            self._epoll.register(stop_fd, select.EPOLLIN)
+            self._selector = None
+        else:
+            self._epoll = None
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(listener_fd, selectors.EVENT_READ)
+            self._selector.register(stop_fd, selectors.EVENT_READ)
+
+    def wait(self, timeout: float) -> None:
+        """Return when a connection may be waiting, the worker stops, or after ``timeout``."""
+        if self._epoll is not None:
+            self._epoll.poll(timeout)
+        else:
+            self._selector.select(timeout)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            self._selector.close()  # type: ignore[union-attr]
 
 
 def make_poller() -> EpollPoller | SelectorPoller:

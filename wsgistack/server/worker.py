@@ -6,6 +6,13 @@ connection with a complete head to one of ``threads`` pool threads.  The pool
 thread answers every buffered request (pipelining) and gives the connection
 back to the selector through a queue plus a wake-up socket.
 
+A worker whose one bind speaks uwsgi works as uWSGI's threads do instead:
+nginx opens a connection per request and sends the packet as it connects,
+so each pool thread accepts its next connection itself, and the kernel
+wakes one thread per connection.  The hand-over from the selector (a
+wake-up and a trip of the GIL between threads) cost about as much as the
+rest of the request did.
+
     worker = Worker(app, config, listeners)
     worker.run()           # until worker.stop() (from any thread) or a signal
 """
@@ -30,7 +37,7 @@ from .connection import AbortConnection, Connection
 from .environ import environ_base
 from .http import Limits
 from .listener import accept, describe_socket
-from .poller import make_poller
+from .poller import AcceptWaiter, make_poller
 
 __all__ = ["Worker"]
 
@@ -43,6 +50,9 @@ LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
 #: How long listeners rest after accept() ran out of descriptors or memory.
 ACCEPT_PAUSE = 0.5
+#: A pool thread waiting to accept looks at least this often whether the worker
+#: is stopping (a stop wakes it at once; this is the bound should that be missed).
+ACCEPT_WAKE = 1.0
 #: On a graceful stop, how long a connection that has sent nothing yet may take
 #: to send its request (a browser's preconnect sends none; without this bound
 #: a stop or a --max-requests recycle waited out --timeout for it).
@@ -92,6 +102,11 @@ class Worker:
             )
             for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
         }
+        #: One uwsgi bind and no other: pool threads accept (see ``_accepting``).
+        self._direct = len(listeners) == 1 and self._binds[listeners[0].fileno()][1]
+        #: Readable once the worker stops: wakes threads waiting to accept.
+        self._stop_reader, self._stop_writer = socket.socketpair()
+        self._accepting_threads = 0  # alive in _accepting (a graceful stop waits for them)
         self._connections: dict[int, Connection] = {}
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
         self._accept_warned = -60.0
@@ -153,14 +168,20 @@ class Worker:
         self._graceful = self._graceful and graceful
         self.stopping = True
         self._poller.wake()
+        with contextlib.suppress(OSError):  # closed: the worker has stopped already
+            self._stop_writer.send(b"x")
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         """Serve until stopped; closes every connection and the pool before returning."""
-        for fd in self._listeners:
-            self._poller.add(fd, oneshot=False)
+        if self._direct:
+            self._accepting_threads = self.config.threads
+        else:
+            for fd in self._listeners:
+                self._poller.add(fd, oneshot=False)
+        target = self._accepting if self._direct else self._pool_thread
         for _ in range(self.config.threads):
-            thread = threading.Thread(target=self._pool_thread, daemon=True)
+            thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self._threads.append(thread)
         self.ready.set()
@@ -203,7 +224,10 @@ class Worker:
             try:
                 accepted = accept(listener, family)
             except OSError as exc:
-                self._accept_failed(exc)
+                if self._accept_failed(exc):
+                    for fd in self._listeners:
+                        self._poller.remove(fd)
+                    self._accept_resume = self.clock() + ACCEPT_PAUSE
                 return
             if accepted is None:
                 return
@@ -220,24 +244,22 @@ class Worker:
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
 
-    def _accept_failed(self, exc: OSError) -> None:
-        """Out of descriptors or memory: stop accepting for a moment, keep serving.
+    def _accept_failed(self, exc: OSError) -> bool:
+        """True when accepting must pause: out of descriptors or memory.
 
         The pending connection stays in the backlog and the listener stays
-        readable, so retrying at once would spin; as nginx does, listeners leave
-        the poller for ``ACCEPT_PAUSE`` while open connections finish and free
+        readable, so retrying at once would spin; as nginx does, accepting
+        rests for ``ACCEPT_PAUSE`` while open connections finish and free
         their descriptors.  Errors about one connection (it was reset) just skip it.
         """
         if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             log.info("accept failed: %s", exc)
-            return
+            return False
         now = self.clock()
         if now - self._accept_warned >= 30.0:
             self._accept_warned = now
             log.warning("accept failed (%s): pausing accepts for %.1f s", exc, ACCEPT_PAUSE)
-        for fd in self._listeners:
-            self._poller.remove(fd)
-        self._accept_resume = now + ACCEPT_PAUSE
+        return True
 
     def _readable(self, connection: Connection) -> None:
         if connection.lingering:
@@ -267,11 +289,8 @@ class Worker:
         for connection in list(self._connections.values()):
             if connection.busy or connection.deadline > now:
                 continue
-            if connection.parser.mid_request and not connection.lingering:
-                if self.access_log is not None:  # logged, as send_refusal logs the others
-                    self.access_log.refused(connection.peer, 408)
-                with contextlib.suppress(OSError):
-                    connection.sock.send(connection.error_response(408), socket.MSG_DONTWAIT)
+            if not connection.lingering:
+                connection.refuse_timeout()  # a head begun and not finished: 408
             self._close(connection)
 
     def _close(self, connection: Connection) -> None:
@@ -291,25 +310,66 @@ class Worker:
     def _pool_thread(self) -> None:
         jobs = self._jobs
         while (connection := jobs.get()) is not None:
-            keep = self._serve(connection)
-            while keep and connection.parser.has_request and not self.stopping:
-                keep = self._serve(connection)  # pipelined: the next request is buffered
+            self._run(connection)
+
+    def _accepting(self) -> None:
+        """A pool thread of a uwsgi-only worker: accept a connection, serve it, repeat.
+
+        A peer that connects and sends too little holds this thread for up to
+        --timeout (a 408 then), where the selector would hold only its socket:
+        a uwsgi bind faces nginx, which sends its packet whole, not clients.
+        """
+        listener = self.listeners[0]
+        family, _, base = self._binds[listener.fileno()]
+        waiter = AcceptWaiter(listener.fileno(), self._stop_reader.fileno())
+        try:
+            while not self.stopping:
+                try:
+                    accepted = accept(listener, family)
+                except OSError as exc:
+                    if self._accept_failed(exc):
+                        waiter.wait(ACCEPT_PAUSE)  # a stop still ends the pause
+                    continue
+                if accepted is None:
+                    waiter.wait(ACCEPT_WAKE)
+                    continue
+                sock, peer, early = accepted
+                connection = Connection(sock, peer, self, base, uwsgi=True)
+                connection.busy = True
+                with self._lock:
+                    self._connections[connection.fd] = connection
+                    self._busy += 1
+                if connection.read_request(early):
+                    self._run(connection)
+                else:
+                    with self._lock:
+                        self._busy -= 1
+                    self._close(connection)
+        finally:
+            waiter.close()
             with self._lock:
-                self._busy -= 1
-            if keep and not self.stopping:
-                # Idle: --keepalive.  A pipelined head already begun: --timeout for
-                # it, as for any head (it used to get 408 once --keepalive passed).
-                wait = (
-                    self.config.timeout if connection.parser.mid_request else self.config.keepalive
-                )
-                connection.deadline = self.clock() + wait
-                self._hand_back(connection)
-            elif connection.linger:  # also while stopping: a reset would eat the answer
-                self._linger(connection)
-            else:
-                self._close(connection)
-            if self.stopping:
-                self._poller.wake()
+                self._accepting_threads -= 1
+            self._poller.wake()  # a stop waiting for this thread looks again
+
+    def _run(self, connection: Connection) -> None:
+        """Serve a connection's parsed requests, then hand it back, linger or close."""
+        keep = self._serve(connection)
+        while keep and connection.parser.has_request and not self.stopping:
+            keep = self._serve(connection)  # pipelined: the next request is buffered
+        with self._lock:
+            self._busy -= 1
+        if keep and not self.stopping:
+            # Idle: --keepalive.  A pipelined head already begun: --timeout for
+            # it, as for any head (it used to get 408 once --keepalive passed).
+            wait = self.config.timeout if connection.parser.mid_request else self.config.keepalive
+            connection.deadline = self.clock() + wait
+            self._hand_back(connection)
+        elif connection.linger:  # also while stopping: a reset would eat the answer
+            self._linger(connection)
+        else:
+            self._close(connection)
+        if self.stopping:
+            self._poller.wake()
 
     def _hand_back(self, connection: Connection) -> None:
         """Give a connection the pool is done with back to the loop to watch.
@@ -397,7 +457,7 @@ class Worker:
                     and not connection.parser.mid_request
                 ):
                     self._close(connection)
-            if not self._busy and not self._connections:
+            if not self._busy and not self._connections and not self._accepting_threads:
                 break
             self._dispatch(self._poller.poll(0.05))
             self._sweep(self.clock())
@@ -412,6 +472,8 @@ class Worker:
             for thread in self._threads:
                 thread.join(timeout=1.0)
         self._poller.close()
+        self._stop_reader.close()
+        self._stop_writer.close()
         if self.access_log is not None:
             self.access_log.close()
         log.debug("worker stopped (%d requests)", self.requests)
