@@ -12,6 +12,11 @@ SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
 SIGUSR1  reopen log files: every worker opens its --access-log file again
          (for logrotate, as gunicorn does).
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
+A worker whose loop stops beating for --worker-timeout seconds (a C extension
+holding the GIL, a deadlock; see heartbeat.py) is hung: the master logs it,
+sends SIGUSR2 (the worker's faulthandler prints every thread's stack), then
+SIGKILL, and a new worker replaces it.  A draining worker gets its whole
+--graceful-timeout first.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import faulthandler
 import logging
 import os
 import select
@@ -35,6 +41,7 @@ from typing import Any
 
 from ..loader import log_load_failure
 from .config import ServerConfig
+from .heartbeat import Heartbeat
 from .worker import Worker
 
 __all__ = ["Arbiter"]
@@ -51,6 +58,8 @@ _HANDLED = (
     signal.SIGUSR1,
     signal.SIGCHLD,
 )
+#: A hung worker asked (SIGUSR2) to print its stacks is killed this long after.
+DUMP_GRACE = 1.0
 
 
 class Arbiter:
@@ -69,6 +78,7 @@ class Arbiter:
         self._retiring: set[int] = set()  # the old set, during a reload
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
+        self._beats: dict[int, Heartbeat] = {}  # pid -> its heartbeat (--worker-timeout)
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
         self._deadline = 0.0
@@ -97,6 +107,7 @@ class Arbiter:
                     self._handle(self._signals.popleft())
                 self._reap()
                 self._read_ready()
+                self._watch()
                 self._finish_reload()
                 if self._stopping:
                     self._enforce_deadline()
@@ -108,6 +119,8 @@ class Arbiter:
                 signal.signal(sig, handler)
             for fd in (self._wake_r, self._wake_w, self._ready_r, self._ready_w):
                 os.close(fd)
+            for beat in self._beats.values():
+                beat.close()
         log.info("master %d: stopped", os.getpid())
         return self._status
 
@@ -159,6 +172,32 @@ class Arbiter:
             self._leaving |= self._retiring
             self._retiring = set()
 
+    def _watch(self) -> None:
+        """Kill and replace workers whose loop has not beaten for --worker-timeout."""
+        limit = self.config.worker_timeout
+        now = time.monotonic()
+        for pid, beat in self._beats.items():
+            if beat.killed_at is not None:
+                if now >= beat.killed_at + DUMP_GRACE:
+                    _kill(pid, signal.SIGKILL)
+                continue
+            silent = beat.silence(now)
+            if silent < limit:
+                continue
+            if beat.draining_since is not None and now < beat.draining_since + (
+                self.config.graceful_timeout
+            ):
+                continue  # a drain gets its --graceful-timeout, as on a stop
+            log.error(
+                "worker %d timed out (WORKER TIMEOUT): its loop has been silent for %.1f s"
+                " (--worker-timeout %g), killing it; its threads' stacks follow",
+                pid,
+                silent,
+                limit,
+            )
+            _kill(pid, signal.SIGUSR2)
+            beat.killed_at = now
+
     def _enforce_deadline(self) -> None:
         if time.monotonic() > self._deadline:
             self._kill_all(signal.SIGKILL)
@@ -176,6 +215,8 @@ class Arbiter:
             if pid == 0:
                 return
             started = self.workers.pop(pid, None)
+            if (beat := self._beats.pop(pid, None)) is not None:
+                beat.close()
             code = os.waitstatus_to_exitcode(status)
             self._read_ready()  # its "ready", if it came before it died
             if started is None or pid in self._leaving:
@@ -234,29 +275,41 @@ class Arbiter:
         # Stop signals wait, blocked, across the fork until the child has its own
         # handlers: one that came in between ran the master's inherited handler in
         # the child, which recorded it nowhere, and the worker served on.
+        beat = Heartbeat() if self.config.worker_timeout else None
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:
             pid = os.fork()
         except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if beat is not None:
+                beat.close()
             raise
         if pid:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.workers[pid] = time.monotonic()
+            if beat is not None:
+                self._beats[pid] = beat
             return
         status = 1
         try:
-            status = self._child(mask)
+            status = self._child(mask, beat)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
             os._exit(status)
 
     # -- in the child -----------------------------------------------------------------
-    def _child(self, mask: Iterable[int]) -> int:
+    def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
+        for other in self._beats.values():  # the other workers' pulses are the master's
+            other.close()
+        self._beats.clear()
+        if beat is not None:
+            # Written by C code that needs no GIL: a hung worker can still show
+            # where it hangs before the master kills it.
+            faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
         parent = os.getppid()
         # A stop may come while the app loads (imports can take seconds): note it
         # here, since the master's handler inherited by fork records into nothing.
@@ -281,6 +334,7 @@ class Arbiter:
             self.listeners,
             multiprocess=self.config.workers > 1,
             watchdog=lambda: os.getppid() == parent,
+            heartbeat=beat.beat if beat is not None else None,
         )
         for signum, handler in worker.signal_handlers().items():
             signal.signal(signum, handler)

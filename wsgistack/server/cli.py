@@ -32,6 +32,11 @@ _HELP = (
     ("timeout", "seconds a client has to send a request, or to take a response (default 30)"),
     ("keepalive", "seconds an idle keep-alive connection is kept (default 5)"),
     ("graceful_timeout", "seconds in-flight requests get on stop or reload (default 30)"),
+    (
+        "worker_timeout",
+        "seconds a worker may hang (no heartbeat from its loop) before the master"
+        " kills and replaces it; 0 off (default 60)",
+    ),
     ("max_requests", "recycle a worker after about this many requests; 0 never (default 0)"),
     ("max_body_size", "largest request body in bytes, else 413; 0 for no limit (default 100 MiB)"),
     ("root_path", "SCRIPT_NAME the app is mounted at, e.g. /api (default '')"),

@@ -137,6 +137,22 @@ def _seconds(name: str, minimum: float) -> Callable[[Any], float]:
     return convert
 
 
+#: The shortest --worker-timeout: a healthy worker's loop beats at least every
+#: half second and the master looks about once a second, so less would kill
+#: healthy workers.
+MIN_WORKER_TIMEOUT = 2.0
+
+
+def _worker_timeout(value: Any) -> float:
+    number = _seconds("worker_timeout", 0.0)(value)
+    if 0 < number < MIN_WORKER_TIMEOUT:
+        raise ConfigError(
+            f"worker_timeout: {value!r} must be 0 (off) or at least {MIN_WORKER_TIMEOUT:g}"
+            " seconds (a healthy worker reports about once a second)"
+        )
+    return number
+
+
 def _root_path(value: Any) -> str:
     if not isinstance(value, str) or (value and (value[0] != "/" or value.endswith("/"))):
         raise ConfigError(f"root_path: {value!r} must be '' or start with '/' and not end with '/'")
@@ -192,6 +208,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "timeout": _seconds("timeout", 0.001),
     "keepalive": _seconds("keepalive", 0.0),
     "graceful_timeout": _seconds("graceful_timeout", 0.0),
+    "worker_timeout": _worker_timeout,
     "max_requests": _integer("max_requests", 0),
     "max_body_size": _integer("max_body_size", 0),
     "root_path": _root_path,
@@ -220,6 +237,12 @@ class ServerConfig:
     timeout: float = 30.0
     keepalive: float = 5.0
     graceful_timeout: float = 30.0
+    #: Seconds a worker's loop may go without a heartbeat before the master
+    #: kills and replaces it (0: off).  Only a hung worker stops beating (a C
+    #: extension holding the GIL, a deadlocked loop); a slow request does not,
+    #: so this can be generous: it bounds how long a hung worker holds its
+    #: connections, not how long a request may take.
+    worker_timeout: float = 60.0
     max_requests: int = 0
     max_body_size: int = 100 * 1024 * 1024
     root_path: str = ""

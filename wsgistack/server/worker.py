@@ -73,12 +73,16 @@ class Worker:
         multiprocess: bool = False,
         clock: Callable[[], float] = time.monotonic,
         watchdog: Callable[[], bool] | None = None,
+        heartbeat: Callable[[bool], None] | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self.listeners = listeners
         self.clock = clock
         self.watchdog = watchdog  # False when the master is gone: stop
+        #: Called each loop turn (draining: True once stopping), for the master's
+        #: hung-worker watchdog (--worker-timeout, see heartbeat.py).
+        self.heartbeat = heartbeat
         self.limits = Limits(
             config.max_request_line,
             config.max_headers,
@@ -193,6 +197,8 @@ class Worker:
     def _loop(self) -> None:
         next_sweep = self.clock() + 0.5
         while not self.stopping:
+            if self.heartbeat is not None:
+                self.heartbeat(False)
             self._dispatch(self._poller.poll(0.5))
             if self._reopen:
                 self._reopen = False
@@ -449,6 +455,8 @@ class Worker:
                 connection.deadline = min(connection.deadline, now + STOP_GRACE)
         deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
         while self.clock() < deadline:
+            if self.heartbeat is not None:
+                self.heartbeat(True)  # draining: the master grants --graceful-timeout
             for connection in list(self._connections.values()):
                 if (
                     connection.served
