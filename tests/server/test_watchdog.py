@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import urllib.request
+from wsgiref.validate import validator
 
 import pytest
 
@@ -23,10 +24,12 @@ from .test_process import Served, poll, serve  # noqa: F401 (serve is a fixture)
 HANGING_APP = """
 import ctypes, os, time
 from pathlib import Path
+from wsgiref.validate import validator
 
 LIBC = ctypes.PyDLL(None)  # PyDLL: the GIL stays held during the call
 
 
+@validator
 def app(environ, start_response):
     path, query = environ["PATH_INFO"], environ["QUERY_STRING"]
     if path == "/hang":  # every thread of the worker stops, the loop too
@@ -184,6 +187,7 @@ def test_the_cli_refuses_a_bad_worker_timeout(serve):  # noqa: F811
 
 
 def test_in_process_there_is_no_master_and_the_option_does_no_harm():
+    @validator
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
