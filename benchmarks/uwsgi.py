@@ -4,12 +4,14 @@ One nginx (1 worker, the stock ``uwsgi_params``) serves three locations in
 one run, each driven by wrk in turn:
 
 - ``/uwsgi/``: ``uwsgi_pass`` to ``wsgistack serve --bind uwsgi://...``
-- ``/http/``: ``proxy_pass`` to the same server's HTTP bind, nginx's default
-  (a new upstream connection per request, as uwsgi_pass does)
-- ``/http-keepalive/``: ``proxy_pass`` with an upstream ``keepalive`` pool
+- ``/http/``: ``proxy_pass`` to ``wsgistack serve --bind HOST:PORT``, nginx's
+  default (a new upstream connection per request, as uwsgi_pass does)
+- ``/http-keepalive/``: ``proxy_pass`` to it with an upstream ``keepalive`` pool
 - ``/uwsgi-native/``: ``uwsgi_pass`` to uWSGI itself serving the same app
 - ``/uwsgi-native-tl/``: the same, uWSGI with ``--thunder-lock``
 
+Each of ours has one bind, as a deployment behind nginx does (a uwsgi-only
+worker's threads accept for themselves, as uWSGI's do; see ``worker.py``).
 Every backend runs 2 processes x 4 threads of ``benchmarks.apps:hello``;
 uWSGI runs twice, as it starts and with ``--thunder-lock`` (its docs advise
 serialised accept for that layout): the faster is the one to beat.
@@ -83,13 +85,17 @@ def main() -> None:
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     print(f"{nginx_version}, uWSGI {uwsgi_version.stdout.strip()}, wrk -c{args.connections}")
     ours_uwsgi, ours_http, native, native_tl, front = (free_port() for _ in range(5))
-    ours = start(
-        [
-            *(PY, "-m", "wsgistack.cli", "serve", "benchmarks.apps:hello"),
-            *("--bind", f"uwsgi://127.0.0.1:{ours_uwsgi}", "--bind", f"127.0.0.1:{ours_http}"),
-            *("--workers", "2", "--threads", "4", "--log-level", "warning"),
-        ]
-    )
+
+    def ours(bind: str):
+        return start(
+            [
+                *(PY, "-m", "wsgistack.cli", "serve", "benchmarks.apps:hello", "--bind", bind),
+                *("--workers", "2", "--threads", "4", "--log-level", "warning"),
+            ]
+        )
+
+    ours_over_uwsgi = ours(f"uwsgi://127.0.0.1:{ours_uwsgi}")
+    ours_over_http = ours(f"127.0.0.1:{ours_http}")
 
     def native_uwsgi(port: int, *extra: str):
         return start(
@@ -118,8 +124,13 @@ def main() -> None:
             with Nginx(Path(directory), locations, port=front, http_extra=config) as nginx:
                 urls = {name: nginx.url + path for name, path in CASES}
                 # The backend's CPU per request (nginx spends the same on every case).
-                backend = {name: ours for name, _ in CASES[:3]}
-                backend.update(zip([name for name, _ in CASES[3:]], theirs, strict=True))
+                backend = dict(
+                    zip(
+                        [name for name, _ in CASES],
+                        [ours_over_uwsgi, ours_over_http, ours_over_http, *theirs],
+                        strict=True,
+                    )
+                )
                 runs = rotated_rounds(
                     urls,
                     rounds=args.rounds,
@@ -128,8 +139,7 @@ def main() -> None:
                     cpu={name: partial(group_cpu_seconds, proc) for name, proc in backend.items()},
                 )
     finally:
-        stop(ours)
-        for proc in theirs:
+        for proc in (ours_over_uwsgi, ours_over_http, *theirs):
             stop(proc)
     print_medians(runs, CASES[0][0], "uwsgi_pass/wsgistack is")
 

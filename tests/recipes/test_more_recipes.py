@@ -23,6 +23,7 @@ from webtest import TestApp
 
 from tests.middlewares.forward_parts import Upstreams
 from tests.processes import stop_process
+from tests.server.live import RawClient, uwsgi_packet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,10 +61,10 @@ class Served:
                 data = os.read(self.proc.stderr.fileno(), 65536)
                 output += data
                 found = re.search(
-                    rb"(?:listening on|Listening at:) http://127\.0\.0\.1:(\d+)\n", output
+                    rb"(?:listening on|Listening at:) (http|uwsgi)://127\.0\.0\.1:(\d+)\n", output
                 )
                 if found:
-                    self.port = int(found.group(1))
+                    self.scheme, self.port = found.group(1).decode(), int(found.group(2))
                     return
                 if not data:
                     break
@@ -71,6 +72,11 @@ class Served:
         raise AssertionError(output.decode(errors="replace"))
 
     def get(self, path: str) -> tuple[int, str]:
+        if self.scheme == "uwsgi":  # as nginx's uwsgi_pass would ask
+            variables = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "localhost"}
+            with RawClient(("127.0.0.1", self.port), timeout=10) as client:
+                status, _, body = client.request(uwsgi_packet(variables))
+            return status, body.decode()
         try:
             with urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
                 return response.status, response.read().decode()

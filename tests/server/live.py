@@ -17,7 +17,7 @@ from wsgiref.validate import validator
 
 from wsgistack.server import Server
 
-__all__ = ["RawClient", "Response", "live_server", "read_until_close"]
+__all__ = ["RawClient", "Response", "live_server", "read_until_close", "uwsgi_packet"]
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -31,6 +31,22 @@ def live_server(app: Any, *, validate: bool = True, **options: Any) -> Iterator[
     with Server(validator(app) if validate else app, **options) as server:
         server.address = server.addresses[0]  # type: ignore[attr-defined]
         yield server
+
+
+def uwsgi_packet(
+    variables: dict[str, str] | list[tuple[str, str]],
+    body: bytes = b"",
+    modifier1: int = 0,
+    modifier2: int = 0,
+) -> bytes:
+    """A uwsgi request packet as nginx's uwsgi_pass writes it."""
+    pairs = variables.items() if isinstance(variables, dict) else variables
+    block = b""
+    for key, value in pairs:
+        for item in (key.encode("latin-1"), value.encode("latin-1")):
+            block += len(item).to_bytes(2, "little") + item
+    head = bytes([modifier1]) + len(block).to_bytes(2, "little") + bytes([modifier2])
+    return head + block + body
 
 
 def read_until_close(sock: socket.socket) -> bytes:

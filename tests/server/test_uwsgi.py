@@ -22,22 +22,7 @@ from wsgistack.server.uwsgi import UwsgiParser
 
 from .conftest import echo_app
 from .live import RawClient, live_server, read_until_close
-
-
-def packet(
-    variables: dict[str, str] | list[tuple[str, str]],
-    body: bytes = b"",
-    modifier1: int = 0,
-    modifier2: int = 0,
-) -> bytes:
-    """A uwsgi request packet as nginx's uwsgi_pass writes it."""
-    pairs = variables.items() if isinstance(variables, dict) else variables
-    block = b""
-    for key, value in pairs:
-        for item in (key.encode("latin-1"), value.encode("latin-1")):
-            block += len(item).to_bytes(2, "little") + item
-    head = bytes([modifier1]) + len(block).to_bytes(2, "little") + bytes([modifier2])
-    return head + block + body
+from .live import uwsgi_packet as packet
 
 
 def nginx_vars(method: str = "GET", uri: str = "/", **extra: str) -> dict[str, str]:
