@@ -47,11 +47,15 @@ def flag(value: object, option: str) -> bool:
     raise ConfigError(f"{option}: expected true or false, got {value!r}")
 
 
-def count(value: object, option: str) -> int:
-    """``value`` if it is a whole number >= 1 (a size, a limit); a ConfigError otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+def count(value: object, option: str, least: int = 1) -> int:
+    """``value`` if it is a whole number >= ``least`` (a size, a limit); a ConfigError otherwise.
+
+    ``least=0`` for the options where 0 means "none" or "off" (as nginx's
+    ``max_fails=0``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= least:
         return value
-    raise ConfigError(f"{option}: expected a whole number >= 1, got {value!r}")
+    raise ConfigError(f"{option}: expected a whole number >= {least}, got {value!r}")
 
 
 def seconds(value: object, option: str) -> float:

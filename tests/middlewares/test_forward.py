@@ -186,6 +186,38 @@ def test_back_from_fail_timeout_one_failure_takes_it_out_again(lb, upstreams, ra
     assert set(names(balancer, 6)) == {"a", "b"}  # one failure since: still in
 
 
+def test_max_fails_0_never_takes_an_upstream_out_for_failures(lb, upstreams, raw):
+    # As nginx's max_fails=0: no passive accounting; every failure moves the
+    # request on, and the next request may try the failing upstream again.
+    flaky = raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\na")
+    balancer = lb([flaky.url, upstreams.start("b")], max_fails=0, max_idle=0)
+    for _ in range(5):
+        flaky.queue()  # hang up unanswered
+    assert set(names(balancer, 10)) == {"b"}
+    assert len(flaky.heads) == 5  # tried on every other request, never taken out
+    assert [row["up"] for row in balancer.status()] == [True, True]
+    assert "a" in names(balancer, 4)
+
+
+def test_max_fails_0_still_obeys_the_active_checks(lb, upstreams):
+    a, b = upstreams.start("a"), upstreams.start("b")
+    balancer = lb([a, b], max_fails=0, health_path="/health", health_rise=1)
+    upstreams.stop("a")
+    balancer.check_now()
+    assert set(names(balancer, 4)) == {"b"}
+    upstreams.restart("a")
+    balancer.check_now()
+    assert set(names(balancer, 4)) == {"a", "b"}
+
+
+def test_max_fails_0_in_a_pipeline(upstreams):
+    app = build_pipeline(
+        {"app": {"use": "load_balance", "upstreams": [upstreams.start("a")], "max_fails": 0}}
+    )
+    assert app.upstreams[0].max_fails == 0
+    app.close()
+
+
 def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     a, b = upstreams.start("a"), upstreams.start("b")
     balancer = lb([a, b], health_path="/health", health_rise=2)
@@ -533,6 +565,24 @@ def test_bad_options_fail_at_start_up(args, message):
         ),
         pytest.param(
             {"url": "http://a:1", "backup": "no"}, {}, "backup: expected true or false", id="backup"
+        ),
+        pytest.param(
+            "http://a:1",
+            {"max_fails": -1},
+            r"max_fails: expected a whole number >= 0, got -1",
+            id="max-fails-below-0",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"max_fails": "3"},
+            r"max_fails: expected a whole number >= 0, got '3'",
+            id="max-fails-str",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"max_fails": False},
+            r"max_fails: expected a whole number >= 0",
+            id="max-fails-bool",
         ),
         pytest.param("http://a:1", {"preserve_host": "no"}, "preserve_host: expected", id="host"),
         pytest.param("http://a:0", {}, "'http://a:0' has a bad port", id="port-0"),

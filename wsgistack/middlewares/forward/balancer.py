@@ -79,7 +79,8 @@ class LoadBalancer:
     :param max_fails: failures within ``fail_timeout`` seconds that take an upstream out
         for ``fail_timeout`` seconds (passive health, as nginx).  As in nginx, a
         pool of one upstream and no backup is never taken out this way: there
-        is nowhere else to go, so its next request tries it again.
+        is nowhere else to go, so its next request tries it again; and 0 turns
+        the accounting off (only the active checks take an upstream out).
     :param health_path: if set, a background thread GETs it on each upstream every
         ``health_interval`` seconds; a failure takes it out, ``health_rise`` successes
         bring it back.
@@ -124,10 +125,8 @@ class LoadBalancer:
     ) -> None:
         if isinstance(upstreams, str) or not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
-        if isinstance(max_idle, bool) or not isinstance(max_idle, int) or max_idle < 0:
-            raise ConfigError(
-                f"LoadBalancer: max_idle: expected a whole number >= 0, got {max_idle!r}"
-            )
+        count(max_idle, "LoadBalancer: max_idle", least=0)
+        count(max_fails, "LoadBalancer: max_fails", least=0)  # 0: no passive accounting
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
         self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
         self.primaries = [u for u in self.upstreams if not u.backup]
@@ -151,11 +150,7 @@ class LoadBalancer:
             )
         self.next_upstream = frozenset(conditions)
         self._retry_statuses = {int(c[5:]) for c in conditions if c.startswith("http_")}
-        for name, value in (
-            ("tries", tries),
-            ("health_rise", health_rise),
-            ("max_fails", max_fails),
-        ):
+        for name, value in (("tries", tries), ("health_rise", health_rise)):
             count(value, f"LoadBalancer: {name}")
         for name, timeout in (
             ("connect_timeout", connect_timeout),

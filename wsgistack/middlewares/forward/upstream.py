@@ -1,7 +1,7 @@
 """Upstreams: where requests go, how healthy each one is, and its pool of connections.
 
 Health is passive (``max_fails`` failures within ``fail_timeout`` seconds take
-an upstream out for ``fail_timeout``, as nginx does) and, when configured,
+an upstream out for ``fail_timeout``, as nginx does; 0 turns it off) and, when configured,
 active (a checker marks an upstream down at once and up again after
 ``rise`` good answers).  Time comes from the balancer's clock.
 """
@@ -125,6 +125,8 @@ class Upstream:
         return not self.checked_down and now >= self.down_until
 
     def failed(self, now: float) -> None:
+        if not self.max_fails:
+            return  # max_fails=0: no passive accounting (nginx), only active checks
         with self._lock:
             if self.tripped:
                 # Back from its time out and failing again with no success between:
