@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgistack.paths import prefixes, under
+from wsgistack.paths import normal_spelling, prefixes, under
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,17 @@ def test_a_prefix_is_the_apps_route_or_the_url(prefix, script_name, path_info, e
     # users write either, and a filter scoped to either must see the request.
     scope = prefixes([prefix], "RateLimiter: paths")
     assert under({"SCRIPT_NAME": script_name, "PATH_INFO": path_info}, scope) is expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("/%7Eapp/%7e", "/~app/~", id="unreserved-decoded"),
+        pytest.param("/%61%2D%5F%2E", "/a-_.", id="letters-and-marks-decoded"),
+        pytest.param("/a%2fb%c3%a9", "/a%2Fb%C3%A9", id="others-upper-cased"),
+        pytest.param("/100%25", "/100%25", id="percent-stays"),
+        pytest.param("/plain", "/plain", id="no-escape"),
+    ],
+)
+def test_normal_spelling_makes_equivalent_paths_equal(path, expected):
+    assert normal_spelling(path) == expected

@@ -28,6 +28,7 @@ __all__ = [
     "SAFE_PATH",
     "decoded_spelling",
     "escaped_spelling",
+    "normal_spelling",
     "prefixes",
     "resolved",
     "under",
@@ -41,6 +42,8 @@ SAFE_PATH = "/:@!$&'()*+,;=-._~"
 #: path-abempty = *( "/" segment ), segment = *pchar (RFC 3986 §3.3).
 _URL_PATH = re.compile(r"(?:[A-Za-z0-9/:@!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*\Z")
 _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: unreserved (RFC 3986 §2.3): an escape of one of these names the same character.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 def decoded_spelling(path: str) -> str | None:
@@ -62,6 +65,21 @@ def escaped_spelling(path: str) -> str | None:
     if _URL_PATH.match(path):
         return None
     return quote(_BARE_PERCENT.sub("%25", path), safe=SAFE_PATH + "%")
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    char = chr(int(match[0][1:], 16))
+    return char if char in _UNRESERVED else match[0].upper()
+
+
+def normal_spelling(path: str) -> str:
+    """``path`` with its escapes normalised (RFC 3986 §6.2.2.1-2), for comparing paths.
+
+    ``/%7Eapp``, ``/%7eapp`` and ``/~app`` name one path: an escaped unreserved
+    character is decoded and every other escape upper-cased.  ``%2F`` stays
+    escaped: it is no segment boundary.
+    """
+    return _PERCENT_ESCAPE.sub(_normal_escape, path) if "%" in path else path
 
 
 def wsgi_str(text: str) -> str:

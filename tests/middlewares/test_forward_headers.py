@@ -10,6 +10,8 @@ from webtest import TestApp
 
 from tests.server.live import RawClient, live_server
 from wsgistack.middlewares import PrefixDispatcher
+from wsgistack.middlewares.forward import Upstream
+from wsgistack.middlewares.forward.mapping import map_location
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 
@@ -286,6 +288,81 @@ def test_location_content_location_and_refresh_map_back_to_the_client(
     assert response.headers["Location"] == expected.replace(UPSTREAM, address)
     assert response.headers["Content-Location"] == expected.replace(UPSTREAM, address)
     assert response.headers["Refresh"] == "3; url=" + expected.replace(UPSTREAM, address)
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "expected"),
+    [
+        # The upstream's own address, spelled as URLs may spell it.
+        pytest.param("http://up/app", "http://up:80/app/x", "/legacy/x", id="default-port-written"),
+        pytest.param(
+            "http://up:80/app", "http://up/app/x", "/legacy/x", id="default-port-left-out"
+        ),
+        pytest.param("http://up:8000/app", "http://UP:8000/app/x", "/legacy/x", id="host-case"),
+        pytest.param(
+            "http://Up.Example/app", "http://up.example/app/x", "/legacy/x", id="cfg-case"
+        ),
+        pytest.param("http://up/app", "//up:80/app/x?q#f", "/legacy/x?q#f", id="scheme-relative"),
+        pytest.param("http://[::1]:8000", "http://[::1]:8000/x", "/legacy/x", id="ipv6"),
+        # The base path, spelled otherwise (RFC 3986 6.2.2: case of escapes, unreserved ones).
+        pytest.param("http://up/~app", "/%7Eapp/x", "/legacy/x", id="tilde-escaped"),
+        pytest.param("http://up/~app", "http://up:80/%7eapp/x", "/legacy/x", id="escape-case"),
+        pytest.param("http://up/%7Eapp", "/~app/x", "/legacy/x", id="base-written-escaped"),
+        pytest.param("http://up/app", "/%61pp/x", "/legacy/x", id="letter-escaped"),
+        pytest.param("http://up/app/", "/app", "/legacy/", id="base-with-a-trailing-slash"),
+        pytest.param("http://up/app", "/app/", "/legacy/", id="location-with-a-trailing-slash"),
+        # The client's own Host (which the upstream saw), its default port written.
+        pytest.param(
+            "http://up/app",
+            "http://Site.Example:80/app/x",
+            "http://Site.Example:80/legacy/x",
+            id="clients-host-port-80",
+        ),
+        pytest.param(
+            "http://up/app",
+            "https://site.example:443/app/x",
+            "https://site.example:443/legacy/x",
+            id="clients-host-port-443",
+        ),
+        # Not ours: left exactly as sent.
+        pytest.param("http://up/app", "http://up:8080/app/x", None, id="other-port"),
+        pytest.param("http://up/app", "http://site.example:8443/app/x", None, id="other-port-2"),
+        pytest.param("http://up/app", "ftp://up/app/x", None, id="other-scheme"),
+        pytest.param("http://up/app", "http://up:99999/app/x", None, id="bad-port"),
+        pytest.param("http://up/app", "http://up.evil/app/x", None, id="other-host"),
+        pytest.param("http://up/app", "/app%2Fx", None, id="escaped-slash-is-no-segment-end"),
+        pytest.param("http://up/app", "/apps/x", None, id="outside-the-base"),
+    ],
+)
+def test_a_location_naming_the_pool_is_mapped_however_it_is_spelled(url, location, expected):
+    environ = webob.Request.blank("/", environ={"SCRIPT_NAME": "/legacy"}).environ
+    environ["HTTP_HOST"] = "site.example"
+    assert map_location(Upstream(url), location, environ, True) == (expected or location)
+
+
+@pytest.mark.parametrize(
+    ("script", "location"),
+    [
+        pytest.param("/~legacy", "/%7Elegacy/login", id="tilde-escaped"),
+        pytest.param("/~legacy", "/%7elegacy", id="escape-case"),
+        pytest.param("/legacy", "/%6Cegacy/login", id="letter-escaped"),
+    ],
+)
+def test_a_location_already_under_script_name_is_kept_however_it_is_spelled(script, location):
+    environ = webob.Request.blank("/", environ={"SCRIPT_NAME": script}).environ
+    assert map_location(Upstream("http://up"), location, environ, True) == location
+
+
+def test_a_redirect_to_the_upstreams_address_with_its_port_written_reaches_the_client_mapped(
+    lb, raw
+):
+    upstream = raw(OK)
+    port = upstream.url.rpartition(":")[2]
+    upstream.queue(_redirect(b"HTTP://127.0.0.1:%s/%%7Eapp/next" % port.encode()))
+    app = TestApp(validator(lb([upstream.url + "/~app"], preserve_host=False)))
+    response = app.get("/", extra_environ={"SCRIPT_NAME": "/legacy"})
+    assert response.headers["Location"] == "/legacy/next"
+    assert response.headers["Refresh"] == "3; url=/legacy/next"
 
 
 @pytest.mark.parametrize(

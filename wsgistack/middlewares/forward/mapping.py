@@ -11,11 +11,11 @@ mapped back to where the client sees it.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import SplitResult, quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
 from ...clientip import CACHE_KEY, ProxyTrust, client_ip, trusts_peer
-from ...paths import SAFE_PATH, resolved
+from ...paths import SAFE_PATH, normal_spelling, resolved
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
 
@@ -216,6 +216,45 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     return headers
 
 
+#: A URL's port when it names none, by scheme.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _names_authority(parts: SplitResult, scheme: str, authority: str) -> bool:
+    """Whether the URL ``parts`` names the host and port of ``authority`` (a Host value).
+
+    Compared as URLs, not as text: the host in any case, a port left out being
+    the default of the URL's scheme (``scheme`` for a ``//host/`` reference).
+    A Host value names no scheme, so its port when left out is that same
+    default: the upstream built the URL from it and the scheme it was told.
+    """
+    try:
+        other = urlsplit("//" + authority)
+        port, other_port = parts.port, other.port
+    except ValueError:  # a bad port, a bad IPv6 literal: no address of ours
+        return False
+    default = _DEFAULT_PORTS.get(parts.scheme or scheme, 80)
+    return (
+        parts.username is None
+        and parts.hostname is not None
+        and parts.hostname == other.hostname
+        and (port or default) == (other_port or default)
+    )
+
+
+def _rest(path: str, base: str) -> str | None:
+    """What follows ``base`` in ``path`` ("" for ``base`` itself), if ``path`` is under it.
+
+    Whole segments, compared in normal spelling (``/%7Eapp`` is ``/~app``);
+    the rest is kept as ``path`` spells it.
+    """
+    count = base.count("/")
+    segments = path.split("/")
+    if normal_spelling("/".join(segments[: count + 1])) != normal_spelling(base):
+        return None
+    return "/" + "/".join(segments[count + 1 :]) if len(segments) > count + 1 else ""
+
+
 def map_location(
     upstream: Upstream, location: str, environ: WSGIEnvironment, preserve_host: bool
 ) -> str:
@@ -223,7 +262,8 @@ def map_location(
 
     Mapped: a path from the root, and an absolute URL naming the upstream
     (made a path) or, with ``preserve_host``, the client's own Host (which
-    the upstream saw); its base path is swapped for SCRIPT_NAME, unless the
+    the upstream saw), compared as URLs (``http://UP:80/`` names ``http://up``,
+    ``/%7Eapp`` is ``/~app``); its base path is swapped for SCRIPT_NAME, unless the
     path is already under SCRIPT_NAME (an upstream that honours the
     ``X-Forwarded-Prefix`` we send builds its URLs so).  A relative
     reference (``next``, ``?page=2``) resolves against the client's URL as
@@ -235,27 +275,27 @@ def map_location(
         return location
     origin = ""
     if parts.netloc:
-        netloc = parts.netloc.lower()
-        if netloc == upstream.host_header.lower():
+        scheme = environ.get("wsgi.url_scheme", "http")
+        if parts.scheme not in ("", "http", "https"):
+            return location  # not a web address (ftp:, ws:)
+        if _names_authority(parts, scheme, upstream.host_header):
             pass  # the upstream's own address: the client gets a path
-        elif preserve_host and netloc == environ.get("HTTP_HOST", "").lower():
+        elif preserve_host and _names_authority(parts, scheme, environ.get("HTTP_HOST", "")):
             origin = location[: location.index(parts.netloc) + len(parts.netloc)]
         else:
             return location  # somewhere else entirely
     elif parts.scheme or not parts.path.startswith("/"):
         return location  # relative, or no place on the web (mailto:, urn:)
-    path = parts.path or "/"
-    script = environ.get("SCRIPT_NAME", "")
+    path = parts.path
+    script = environ.get("SCRIPT_NAME", "").rstrip("/")
     prefix = quote(script.encode("latin-1"), safe=SAFE_PATH) if script else ""
-    if prefix and (path == prefix or path.startswith(prefix + "/")):
-        pass  # the upstream applied X-Forwarded-Prefix itself: already the client's path
-    else:
-        if upstream.base:
-            if path != upstream.base and not path.startswith(upstream.base + "/"):
-                return location  # outside what this pool serves
-            path = path[len(upstream.base) :] or "/"
-        path = prefix + path
-    rewritten = origin + path
+    if not (prefix and _rest(path, prefix) is not None):
+        # (Else the upstream applied X-Forwarded-Prefix itself: the client's path already.)
+        rest = _rest(path, upstream.base)
+        if rest is None:
+            return location  # outside what this pool serves
+        path = prefix + (rest or "/")
+    rewritten = origin + (path or "/")
     if parts.query:
         rewritten += "?" + parts.query
     if parts.fragment:
