@@ -516,6 +516,35 @@ def test_nothing_in_the_request_picks_the_upstream(lb, upstreams):
     assert raw.endswith(b"a /latest 0")
 
 
+def test_trace_is_answered_405_here_and_never_reaches_an_upstream(lb, raw):
+    # As nginx: an upstream echoing TRACE would hand a page's script the
+    # cookies and credentials the browser sent (cross-site tracing).
+    upstream = raw(b"HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: 2\r\n\r\nok")
+    answer = exchange(
+        lb([upstream.url]),
+        b"TRACE /x HTTP/1.1\r\nHost: a\r\nCookie: session=s3cret\r\n"
+        b"Authorization: Basic czNjcmV0\r\nConnection: close\r\n\r\n",
+        threads=2,
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ")
+    assert b"\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n" in head
+    assert b"s3cret" not in body and b"czNjcmV0" not in body
+    assert upstream.connections == 0
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_trace_in_process_is_a_validated_405_with_allow(lb, raw):
+    upstream = raw(OK)
+    app = TestApp(validator(lb([upstream.url])))
+    response = app.request("/", method="TRACE", headers={"Accept": "application/json"}, status=405)
+    assert response.json["code"].startswith("405")
+    assert "TRACE" not in response.headers["Allow"]
+    assert upstream.connections == 0
+
+
 def test_describe_and_status_show_health(lb, upstreams):
     a = upstreams.start("a")
     b = upstreams.start("b")

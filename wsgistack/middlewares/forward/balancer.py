@@ -12,7 +12,8 @@ headers never cross (RFC 9110 §7.6.1), in either direction, including those
 named in ``Connection``.  Bodies stream both ways.  Retries are safe: a
 connect failure moves to the next upstream for any method (nothing was
 sent); after the request went out, only a bodiless idempotent request is
-retried, and only on the conditions in ``next_upstream``.  No upstream
+retried, and only on the conditions in ``next_upstream``.  ``TRACE`` is
+answered 405 here and never forwarded (cross-site tracing).  No upstream
 available is 503, a failed or garbled exchange 502, a timeout 504; a client
 body that fails is the client's (400, or the reference server's own status)
 and never counts against an upstream.  With ``request_buffering``, a body of
@@ -56,7 +57,9 @@ __all__ = ["LoadBalancer"]
 
 log = logging.getLogger("wsgistack.forward")
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: The 405 to TRACE says what is forwarded (RFC 9110 §15.5.6: a 405 carries Allow).
+ALLOW = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
 
 
@@ -292,6 +295,16 @@ class LoadBalancer:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.health_path is not None and (self._checker is None or not self._checker.is_alive()):
             self._start_checker()
+        if environ["REQUEST_METHOD"] == "TRACE":
+            # Never forwarded, as nginx: an upstream echoing the request would show a
+            # page's script the cookies and credentials its browser sent (cross-site
+            # tracing).  The body, if any, is left unread; no upstream is chosen.
+            answer = refusal(
+                webob.exc.HTTPMethodNotAllowed,
+                "TRACE is not forwarded.",
+                headers=[("Allow", ALLOW)],
+            )
+            return answer(environ, start_response)
         length_text = environ.get("CONTENT_LENGTH", "")
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
