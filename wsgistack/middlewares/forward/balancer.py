@@ -43,8 +43,10 @@ from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import (
+    BodyTooLarge,
     ClientBodyError,
     Exchange,
+    LimitedBody,
     ReadTimeout,
     UpstreamClosed,
     send_request,
@@ -101,6 +103,10 @@ class LoadBalancer:
         1 MiB, then in a temporary file) before choosing an upstream, and send it
         with a Content-Length, as nginx's ``proxy_request_buffering on``: Django
         reads no body without one.  Off by default: the body streams as it came.
+    :param max_body_size: the largest request body in bytes, else 413 (nginx's
+        ``client_max_body_size``; 0: no limit).  A Content-Length over it is refused
+        unread; a chunked body when it passes it (a buffered one before any upstream
+        sees it, its temporary file removed; a streamed one cut short).  1 GiB by default.
     """
 
     def __init__(
@@ -124,12 +130,14 @@ class LoadBalancer:
         max_idle: int = 32,
         idle_timeout: float = 30.0,
         request_buffering: bool = False,
+        max_body_size: int = 1024**3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(upstreams, str) or not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
         count(max_idle, "LoadBalancer: max_idle", least=0)
         count(max_fails, "LoadBalancer: max_fails", least=0)  # 0: no passive accounting
+        self.max_body_size = count(max_body_size, "LoadBalancer: max_body_size", least=0)
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
         self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
         self.primaries = [u for u in self.upstreams if not u.backup]
@@ -309,6 +317,12 @@ class LoadBalancer:
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
         chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         body = environ["wsgi.input"]
+        if self.max_body_size:
+            if length is not None and length > self.max_body_size:
+                # Refused before any of it is read or an upstream chosen.
+                return self._body_failed(BodyTooLarge(self.max_body_size), environ, start_response)
+            if chunked:
+                body = LimitedBody(body, self.max_body_size)
         if not (chunked and self.request_buffering):
             return self._exchange(environ, start_response, body, length, chunked)
         # Read whole before an upstream is chosen: a client body that fails is
@@ -453,7 +467,7 @@ class LoadBalancer:
     def _body_failed(
         error: ClientBodyError, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        """The client's body failed: its fault, not the upstream's (which is not blamed).
+        """The client's body failed or is too large: its fault, not the upstream's (not blamed).
 
         The reference server's own ProtocolError goes back to it, so it answers
         as it does to any app (408 for a slow client, 400 for one that left);
@@ -462,7 +476,10 @@ class LoadBalancer:
         if isinstance(error.__cause__, ProtocolError):
             raise error.__cause__
         log.info("request body failed: %s", error)
-        answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
+        if isinstance(error, BodyTooLarge):
+            answer = refusal(webob.exc.HTTPRequestEntityTooLarge, str(error))
+        else:
+            answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
         return answer(environ, start_response)
 
     def _respond(

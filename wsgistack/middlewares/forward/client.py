@@ -20,8 +20,10 @@ from typing import IO, Any
 import httptools
 
 __all__ = [
+    "BodyTooLarge",
     "ClientBodyError",
     "Exchange",
+    "LimitedBody",
     "ReadTimeout",
     "UpstreamClosed",
     "readable",
@@ -53,6 +55,34 @@ class ReadTimeout(Exception):
 class ClientBodyError(Exception):
     """The client's request body failed to arrive: it ended early, or reading it raised
     (then the server's own exception is the ``__cause__``)."""
+
+
+class BodyTooLarge(ClientBodyError):
+    """The client's body is larger than ``limit`` bytes (a 413, as nginx's client_max_body_size)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than {limit} bytes.")
+        self.limit = limit
+
+
+class LimitedBody:
+    """``wsgi.input`` for a body of unknown length (chunked): BodyTooLarge past ``limit`` bytes.
+
+    Raised before the block that passes the limit is handed on, so no more than
+    ``limit`` bytes of it are spooled or sent.
+    """
+
+    def __init__(self, body: Any, limit: int) -> None:
+        self.body = body
+        self.limit = limit
+        self.size = 0
+
+    def read(self, size: int) -> bytes:
+        block: bytes = self.body.read(size)
+        self.size += len(block)
+        if self.size > self.limit:
+            raise BodyTooLarge(self.limit)
+        return block
 
 
 class _Excess(Exception):
@@ -223,6 +253,8 @@ def readable(sock: socket.socket) -> bool:
 def _read(body: Any, size: int) -> bytes:
     try:
         return body.read(size)  # type: ignore[no-any-return]
+    except ClientBodyError:
+        raise  # the client's already (a body over the limit)
     except Exception as exc:  # the client's side, whatever the server in front raises
         raise ClientBodyError(f"reading the request body failed: {exc}") from exc
 
