@@ -4,8 +4,9 @@
     app = LoadBalancer(["http://127.0.0.1:8001", "http://127.0.0.1:8002"])
 
 The parts: ``upstream`` (addresses, health, idle connections), ``balance``
-(strategies, pure), ``client`` (HTTP/1.1 on raw sockets), ``mapping``
-(headers, paths and redirects across the hop), ``balancer`` (the app).
+(strategies, pure), ``health`` (the active checker), ``client`` (HTTP/1.1 on
+raw sockets), ``mapping`` (headers, paths and redirects across the hop),
+``balancer`` (the app).
 """
 
 from __future__ import annotations

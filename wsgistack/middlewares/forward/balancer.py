@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
@@ -37,7 +36,6 @@ from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
 from ...options import count, flag, function, seconds
-from ...paths import escaped_spelling
 from ...refusals import refusal
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
@@ -52,6 +50,7 @@ from .client import (
     send_request,
     spool_body,
 )
+from .health import HealthChecker, checked_path
 from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
 
@@ -173,19 +172,7 @@ class LoadBalancer:
         ):
             seconds(timeout, f"LoadBalancer: {name}")
         if health_path is not None:
-            if not isinstance(health_path, str) or not health_path.startswith("/"):
-                raise ConfigError(
-                    f"LoadBalancer: health_path: must start with '/', got {health_path!r}"
-                )
-            # Sent as written: a space would make every check a 400 (every upstream
-            # down), a letter outside latin-1 would stop the checker for good.
-            path, mark, query = health_path.partition("?")
-            spelled = (escaped_spelling(path) or path) + mark + (escaped_spelling(query) or query)
-            if spelled != health_path:
-                raise ConfigError(
-                    f"LoadBalancer: health_path: {health_path!r} is not spelled as in a URL;"
-                    f" write {spelled!r}"
-                )
+            checked_path(health_path)
         self.tries = tries
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -195,12 +182,16 @@ class LoadBalancer:
         self.request_buffering = flag(request_buffering, "LoadBalancer: request_buffering")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path
-        self.health_interval = float(health_interval)
-        self.health_rise = health_rise
         self.clock = clock
-        self._checker: threading.Thread | None = None
-        self._checker_lock = threading.Lock()
-        self._stopped = threading.Event()
+        # Also for check_now() without a health_path (then it checks "/"), never started.
+        self._health = HealthChecker(
+            self.upstreams,
+            health_path or "/",
+            interval=float(health_interval),
+            rise=health_rise,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
 
     # -- status ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
@@ -211,7 +202,7 @@ class LoadBalancer:
         upstreams it never checked, for as long as it forwards nothing.
         """
         if self.health_path is not None:
-            self._start_checker()
+            self._health.ensure_running()
         now = self.clock()
         return [u.status(now) for u in self.upstreams]
 
@@ -224,57 +215,13 @@ class LoadBalancer:
         ]
         return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r})"
 
-    # -- active health ------------------------------------------------------------------
-    def _start_checker(self) -> None:
-        with self._checker_lock:
-            if self._stopped.is_set():
-                return  # close() stopped it for good: no thread per request from then on
-            if self._checker is None or not self._checker.is_alive():
-                # Started on first use, so a preforking server starts one per worker.
-                self._checker = threading.Thread(
-                    target=self._check_loop, name="wsgistack-health", daemon=True
-                )
-                self._checker.start()
-
     def check_now(self) -> None:
         """Run one round of active health checks (the checker thread calls this)."""
-        for upstream in self.upstreams:
-            upstream.check_result(self._probe(upstream), self.health_rise)
-
-    def _probe(self, upstream: Upstream) -> bool:
-        try:
-            sock = upstream.connect(self.connect_timeout)
-        except OSError:
-            return False
-        try:
-            sock.settimeout(self.read_timeout)
-            target = upstream.base + (self.health_path or "/")
-            send_request(
-                sock,
-                "GET",
-                target,
-                [("Host", upstream.host_header), ("Connection", "close")],
-                None,
-                None,
-                False,
-            )
-            exchange = Exchange(sock, head_only=False)
-            exchange.read_head()
-            for _ in exchange.body():
-                pass
-            return exchange.status[:1] in ("2", "3")
-        except (OSError, UpstreamClosed, ReadTimeout):
-            return False
-        finally:
-            sock.close()
-
-    def _check_loop(self) -> None:
-        while not self._stopped.wait(self.health_interval):
-            self.check_now()
+        self._health.check_now()
 
     def close(self) -> None:
         """Stop the health checker and close idle connections."""
-        self._stopped.set()
+        self._health.stop()
         for upstream in self.upstreams:
             upstream.close_idle()
 
@@ -301,8 +248,8 @@ class LoadBalancer:
         return None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.health_path is not None and (self._checker is None or not self._checker.is_alive()):
-            self._start_checker()
+        if self.health_path is not None:
+            self._health.ensure_running()
         if environ["REQUEST_METHOD"] == "TRACE":
             # Never forwarded, as nginx: an upstream echoing the request would show a
             # page's script the cookies and credentials its browser sent (cross-site

@@ -1,0 +1,123 @@
+"""Active health checks: a thread that GETs a path on each upstream, every so often.
+
+Rules: the checker starts on first use (a request, or a status page that asks),
+so a preforking server runs one per worker, each judging for itself; ``stop()``
+ends it for good, and no request starts another.  A check is one GET with
+``Connection: close`` under the upstream's base path: a 2xx or 3xx answer read
+whole is a success, anything else (no connection, a timeout, a 5xx, a garbled
+answer) a failure, which the upstream counts (``Upstream.check_result``).
+
+    checker = HealthChecker(upstreams, checked_path("/health"), interval=5.0, rise=2,
+                            connect_timeout=3.0, read_timeout=60.0)
+    checker.ensure_running()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ...errors import ConfigError
+from ...paths import escaped_spelling
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .upstream import Upstream
+
+__all__ = ["HealthChecker", "checked_path"]
+
+
+def checked_path(value: object) -> str:
+    """``value`` if it is a path (and query) spelled as in a URL; else a ConfigError.
+
+    Sent as written: a space would make every check a 400 (every upstream
+    down), a letter outside latin-1 would stop the checker for good.
+    """
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"LoadBalancer: health_path: must start with '/', got {value!r}")
+    path, mark, query = value.partition("?")
+    spelled = (escaped_spelling(path) or path) + mark + (escaped_spelling(query) or query)
+    if spelled != value:
+        raise ConfigError(
+            f"LoadBalancer: health_path: {value!r} is not spelled as in a URL; write {spelled!r}"
+        )
+    return value
+
+
+class HealthChecker:
+    """Checks ``upstreams`` at ``path`` every ``interval`` seconds, in a thread of its own.
+
+    :param rise: successes in a row that bring a checked-down upstream back.
+    :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        path: str,
+        *,
+        interval: float,
+        rise: int,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self.upstreams = upstreams
+        self.path = path
+        self.interval = interval
+        self.rise = rise
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def ensure_running(self) -> None:
+        """Start the checks in this process unless they run (or were stopped)."""
+        if self._thread is not None and self._thread.is_alive():
+            return  # the usual case, without the lock
+        with self._lock:
+            if self._stopped.is_set():
+                return  # stopped for good: no thread per request from then on
+            if self._thread is None or not self._thread.is_alive():
+                # Started on first use, so a preforking server starts one per worker.
+                self._thread = threading.Thread(
+                    target=self._loop, name="wsgistack-health", daemon=True
+                )
+                self._thread.start()
+
+    def check_now(self) -> None:
+        """Run one round of checks (the thread calls this every ``interval``)."""
+        for upstream in self.upstreams:
+            upstream.check_result(self._probe(upstream), self.rise)
+
+    def stop(self) -> None:
+        """End the checks for good (the thread leaves at its next wake-up)."""
+        self._stopped.set()
+
+    def _probe(self, upstream: Upstream) -> bool:
+        try:
+            sock = upstream.connect(self.connect_timeout)
+        except OSError:
+            return False
+        try:
+            sock.settimeout(self.read_timeout)
+            send_request(
+                sock,
+                "GET",
+                upstream.base + self.path,
+                [("Host", upstream.host_header), ("Connection", "close")],
+                None,
+                None,
+                False,
+            )
+            exchange = Exchange(sock, head_only=False)
+            exchange.read_head()
+            for _ in exchange.body():
+                pass
+            return exchange.status[:1] in ("2", "3")
+        except (OSError, UpstreamClosed, ReadTimeout):
+            return False
+        finally:
+            sock.close()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.check_now()
