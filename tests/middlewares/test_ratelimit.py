@@ -24,7 +24,14 @@ from tests.conftest import hello_app
 from wsgistack import build_pipeline, describe
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RateLimiter
-from wsgistack.middlewares.ratelimit import MemoryStore, Rate, RedisStore, gcra, parse_limits
+from wsgistack.middlewares.ratelimit import (
+    MemoryStore,
+    Rate,
+    RedisStore,
+    gcra,
+    key_digest,
+    parse_limits,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -415,15 +422,57 @@ def test_dry_run_counts_and_logs_but_never_refuses(caplog):
 
 
 def test_the_refusal_log_line_escapes_what_the_client_sent(caplog):
-    # The key can be a header's value and PATH_INFO is decoded: neither may end the line.
+    # A path key is shown as is and PATH_INFO is decoded: neither may end the line.
+    caplog.set_level(logging.INFO, "wsgistack.ratelimit")
+    app, _ = limited("1/minute", key="path")
+    environ = {"REMOTE_ADDR": "192.0.2.1", "PATH_INFO": '/a"\r\nforged'}
+    for _ in range(2):
+        app.get("/", extra_environ=environ, expect_errors=True)
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line == (
+        "RateLimiter refused /a\\x22\\x0D\\x0Aforged: /a\\x22\\x0D\\x0Aforged "
+        "over 1-per-60s (retry in 60s)"
+    )
+    assert "\n" not in line and "\r" not in line
+
+
+def _api_key(environ):
+    return environ.get("HTTP_X_API_KEY")
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["refused", "dry-run"])
+@pytest.mark.parametrize("key", ["header:X-Api-Key", _api_key], ids=["header", "callable"])
+def test_a_key_from_a_header_or_callable_is_logged_as_a_digest(caplog, key, dry_run):
+    # The line wrote the header's value: every client's API key went into the log files.
+    caplog.set_level(logging.INFO, "wsgistack.ratelimit")
+    app, _ = limited("1/minute", key=key, dry_run=dry_run)
+    for peer, api_key in [("192.0.2.1", "s3cret-api-key"), ("192.0.2.2", "other-key")] * 2:
+        hit(app, peer, **{"X-Api-Key": api_key})
+    lines = [r.getMessage() for r in caplog.records if "refuse" in r.getMessage()]
+    verb = "would refuse" if dry_run else "refused"
+    assert lines == [
+        f"RateLimiter {verb} key #c579bb65a023 (client 192.0.2.1): / over 1-per-60s (retry in 60s)",
+        f"RateLimiter {verb} key {key_digest('other-key')} (client 192.0.2.2): / over "
+        "1-per-60s (retry in 60s)",
+    ]
+    assert key_digest("s3cret-api-key") == "#c579bb65a023"  # stable: every process, every run
+    assert "s3cret" not in caplog.text and "other-key" not in caplog.text
+
+
+def test_a_key_from_a_client_with_no_address_is_still_a_digest(caplog):
     caplog.set_level(logging.INFO, "wsgistack.ratelimit")
     app, _ = limited("1/minute", key="header:X-Api-Key")
-    environ = {"REMOTE_ADDR": "192.0.2.1", "PATH_INFO": "/a\r\nforged"}
     for _ in range(2):
-        app.get("/", headers={"X-Api-Key": 'k"1'}, extra_environ=environ, expect_errors=True)
+        hit(app, "", **{"X-Api-Key": "s3cret-api-key"})
     [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert line == "RateLimiter refused k\\x221: /a\\x0D\\x0Aforged over 1-per-60s (retry in 60s)"
-    assert "\n" not in line and "\r" not in line
+    assert line.startswith("RateLimiter refused key #c579bb65a023 (client -): /")
+
+
+def test_a_key_function_returning_a_secret_of_the_wrong_type_keeps_it_out_of_the_error():
+    # The TypeError showed the value; ErrorCatcher logs it with the traceback.
+    app, _ = limited("1/minute", key=lambda environ: b"s3cret-api-key")
+    with pytest.raises(TypeError, match=r"got bytes\Z"):
+        hit(app)
 
 
 def test_sixteen_threads_admit_exactly_the_limit():

@@ -11,7 +11,7 @@ layer).  Time comes from an injectable clock.
 
 from __future__ import annotations
 
-from .middleware import RateLimiter
+from .middleware import RateLimiter, key_digest
 from .rate import Rate, parse_limits
 from .stores import MemoryStore, RedisStore, Store, StoreError, make_store
 from .strategies import Decision, gcra, sliding_window
@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "StoreError",
     "gcra",
+    "key_digest",
     "make_store",
     "parse_limits",
     "sliding_window",

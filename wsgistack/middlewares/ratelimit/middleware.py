@@ -25,7 +25,7 @@ from .rate import Rate, parse_limits
 from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
 from .strategies import Decision
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "key_digest"]
 
 KeyFunc = Callable[[WSGIEnvironment], "str | None"]
 
@@ -64,7 +64,9 @@ class RateLimiter:
     :param dry_run: count, log and send headers, but never refuse.
     :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
     :param clock: seconds since the epoch; injectable for tests.
-    :param logger: where refusals (INFO) and store failures (WARNING) are logged.
+    :param logger: where refusals (INFO) and store failures (WARNING) are logged.  A
+        key from a header or a callable may be a secret (an API key): log lines show
+        its :func:`key_digest` and the client's address, never the key.
     """
 
     def __init__(
@@ -114,6 +116,9 @@ class RateLimiter:
         self.store: Store = make_store(store)
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.key_name, self._key = self._key_function(key)
+        # A header's or a callable's value may be a secret (an API key, a session):
+        # log lines show its digest instead; an address or a path is shown as is.
+        self._key_secret = self.key_name not in ("ip", "path")
         self._exempt_nets, self._exempt_call = self._exemptions(exempt)
         self.paths = prefixes(paths, "RateLimiter: paths")
         self.name = name
@@ -235,9 +240,10 @@ class RateLimiter:
         if not isinstance(key, str):
             # A programming error in the key function, not a client's: say which
             # option and what came back, rather than a TypeError deep in the store.
+            # The type only: the value may be a secret (an API key as bytes).
             raise TypeError(
                 f"RateLimiter: key: the key function {self.key_name!r} must return a str "
-                f"or None, got {type(key).__name__} {key!r}"
+                f"or None, got {type(key).__name__}"
             )
         stored = _digest(key) if len(key) > _KEY_MAX or key.startswith("#") else key
         if self._watch_processes and environ.get("wsgi.multiprocess"):
@@ -255,7 +261,7 @@ class RateLimiter:
             self.logger.info(
                 "RateLimiter %s %s: %s over %s (retry in %ss)",
                 "would refuse" if self.dry_run else "refused",
-                log_text(key),
+                self._shown(key, environ),
                 log_text(environ.get("PATH_INFO", "")),
                 answer.rate.name,
                 retry,
@@ -272,6 +278,18 @@ class RateLimiter:
             return start_response(status, response_headers + headers, exc_info)
 
         return self.app(environ, add_headers)
+
+    def _shown(self, key: str, environ: WSGIEnvironment) -> str:
+        """The key as a log line shows it: a secret one as a digest, with the client's address.
+
+        The digest is stable (every process and restart shows the same one), so
+        an operator can follow one client, and find a known key's lines with
+        :func:`key_digest`; the address says where the requests came from.
+        """
+        if not self._key_secret:
+            return log_text(key)
+        address = client_ip(environ, self.trust)
+        return f"key {key_digest(key)} (client {address if address is not None else '-'})"
 
     def _headers(self, answer: Decision) -> list[tuple[str, str]]:
         reset = max(0, _seconds(answer.reset))
@@ -336,6 +354,18 @@ class RateLimiter:
         if self.legacy_headers:
             options.append("legacy_headers=True")
         return f"RateLimiter({', '.join(options)})"
+
+
+def key_digest(key: str) -> str:
+    """How log lines show a key from a header or a callable: ``#`` and 12 hex digits.
+
+    A short BLAKE2b digest: stable, so the lines of one client can be followed
+    and a known key's lines found (``grep "$(python -c ...key_digest('KEY'))"``),
+    but not the key itself.  It hides a key with real entropy (an API key); a
+    guessable one (a user id) can be found by trying candidates.
+    """
+    data = key.encode("utf-8", "surrogatepass")
+    return "#" + hashlib.blake2b(data, digest_size=6, person=b"wsgistack-log").hexdigest()
 
 
 def _digest(key: str) -> str:
