@@ -805,13 +805,14 @@ def test_four_processes_sharing_redis_admit_exactly_the_limit(redis_server):
 @pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
 def test_redis_down_fails_open_or_closed_then_recovers(own_redis, caplog, fail, status):
     store = RedisStore(own_redis.url, timeout=0.5)
-    app, _ = limited("2/minute", store=store, fail=fail)
+    app, clock = limited("2/minute", store=store, fail=fail)
     assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
     own_redis.stop()
     assert [hit(app).status_int for _ in range(3)] == [status] * 3
     warnings = [r for r in caplog.records if "store failed" in r.getMessage()]
     assert len(warnings) == 1  # rate-limited: one warning, not one per request
     own_redis.start()  # a fresh server: the counts start over
+    clock.now += 1  # past the store_backoff
     assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
     store.close()
 
@@ -852,7 +853,7 @@ def test_a_dry_run_never_refuses_even_with_the_store_down_and_fail_closed(own_re
     own_redis.stop()
     assert [hit(app).status_int for _ in range(2)] == [200, 200]
     [warning] = [r.getMessage() for r in caplog.records if "store failed" in r.getMessage()]
-    assert warning.endswith("failing open (dry run; would fail closed)")
+    assert "; failing open (dry run; would fail closed) without asking it" in warning
     store.close()
 
 
@@ -920,7 +921,7 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
 
     admin = redis.Redis.from_url(own_redis.url)
     store = RedisStore(own_redis.url)
-    app, _ = limited("2/minute", store=store, fail=fail)
+    app, clock = limited("2/minute", store=store, fail=fail)
     assert hit(app).status_int == 200
     repair = breakage(admin)
     try:
@@ -929,6 +930,7 @@ def test_redis_error_replies_fail_open_or_closed(own_redis, caplog, breakage, fa
         repair()
     warnings = [r for r in caplog.records if "store failed" in r.getMessage()]
     assert len(warnings) == 1  # the documented, throttled warning, not a 500
+    clock.now += 1  # past the store_backoff
     assert [hit(app).status_int for _ in range(2)] == [200, 429]  # counting again
     store.close()
     admin.close()
@@ -962,11 +964,12 @@ def test_several_rates_count_in_a_redis_cluster(redis_cluster, caplog, client, s
 def test_a_redis_cluster_down_fails_open_or_closed_then_recovers(redis_cluster, fail, status):
     # redis.RedisCluster reports "no node answers" outside RedisError: it was a 500.
     store = _cluster_store(redis_cluster, "RedisCluster")
-    app, _ = limited("2/minute", store=store, fail=fail)
+    app, clock = limited("2/minute", store=store, fail=fail)
     assert hit(app).status_int == 200
     redis_cluster.stop()
     assert [hit(app).status_int for _ in range(2)] == [status] * 2
     redis_cluster.start()  # a fresh server: the counts start over
+    clock.now += 1  # past the store_backoff
     assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
     store.client.close()
 
@@ -986,6 +989,14 @@ def test_a_redis_cluster_down_fails_open_or_closed_then_recovers(redis_cluster, 
         ),
         pytest.param({"strategy": "leaky"}, "strategy: expected", id="strategy"),
         pytest.param({"fail": "maybe"}, "fail: expected 'open' or 'closed'", id="fail"),
+        pytest.param(
+            {"store_backoff": 0}, "RateLimiter: store_backoff: expected seconds > 0, got 0", id="b0"
+        ),
+        pytest.param({"store_backoff": "1"}, "RateLimiter: store_backoff: expected", id="b-str"),
+        pytest.param({"store_backoff": -1.5}, "RateLimiter: store_backoff: expected", id="b-neg"),
+        pytest.param(
+            {"store_backoff": math.inf}, "RateLimiter: store_backoff: expected", id="b-inf"
+        ),
         pytest.param({"burst": 0}, "burst: must be at least 1", id="burst"),
         pytest.param({"exempt": ["10.0.0.300"]}, "exempt: '10.0.0.300'", id="exempt"),
         pytest.param({"name": ""}, "name: expected 1-64 letters", id="name-empty"),

@@ -18,9 +18,10 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet
-from ...options import flag, function, header_name, log_target
+from ...options import flag, function, header_name, log_target, seconds
 from ...paths import prefixes, resolved, under
 from ...refusals import refusal
+from .breaker import Breaker
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
 from .strategies import Decision
@@ -61,6 +62,9 @@ class RateLimiter:
         different paths never share; limiters with the same name, strategy and
         rates share their counts (for two callable keys, name them apart).
     :param fail: ``"open"`` (admit, log a warning) or ``"closed"`` (503) when the store fails.
+    :param store_backoff: seconds after a store failure during which ``fail``
+        applies at once, without asking the store (else each request waits out
+        the store's timeout while it is down); then one request tries it again.
     :param dry_run: count, log and send headers, but never refuse.
     :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
     :param clock: seconds since the epoch; injectable for tests.
@@ -84,6 +88,7 @@ class RateLimiter:
         paths: Iterable[str] | None = None,
         name: str | None = None,
         fail: Literal["open", "closed"] = "open",
+        store_backoff: float = 1.0,
         dry_run: bool = False,
         legacy_headers: bool = False,
         clock: Callable[[], float] = time.time,
@@ -106,6 +111,10 @@ class RateLimiter:
         if fail not in ("open", "closed"):
             raise ConfigError(f"RateLimiter: fail: expected 'open' or 'closed', got {fail!r}")
         self.fail = fail
+        # 1 s: a probe's timeout is paid once a second per worker while the store
+        # is down, and once it is back, at most a second passes under the fail policy.
+        self.store_backoff = seconds(store_backoff, "RateLimiter: store_backoff")
+        self._breaker = Breaker(self.store_backoff)
         if (
             isinstance(ipv6_prefix, bool)
             or not isinstance(ipv6_prefix, int)
@@ -248,12 +257,16 @@ class RateLimiter:
         stored = _digest(key) if len(key) > _KEY_MAX or key.startswith("#") else key
         if self._watch_processes and environ.get("wsgi.multiprocess"):
             self._per_process()
+        now = self.clock()
+        breaker = self._breaker
+        if breaker.opened_at is not None and not breaker.admit(now):
+            return self._without_store(environ, start_response)
         try:
-            decisions = self.store.check(
-                self._scope + stored, self.rates, self.strategy, self.clock()
-            )
+            decisions = self.store.check(self._scope + stored, self.rates, self.strategy, now)
         except StoreError as error:
-            return self._store_failed(error, environ, start_response)
+            return self._store_failed(error, now, environ, start_response)
+        if breaker.opened_at is not None:
+            self._store_answered(now)
         answer = decisions[0] if len(decisions) == 1 else _tightest(decisions)
         headers = self._headers(answer)
         if not answer.allowed:
@@ -307,19 +320,53 @@ class RateLimiter:
             ]
         return headers
 
-    def _store_failed(
-        self, error: StoreError, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Any:
-        now = time.monotonic()
-        failing: str = self.fail
+    def _failing(self) -> str:
         if self.dry_run and self.fail == "closed":  # a dry run never refuses, not even so
-            failing = "open (dry run; would fail closed)"
-        if now - self._last_warning >= 30.0:  # one warning every 30 s, not one per request
+            return "open (dry run; would fail closed)"
+        return self.fail
+
+    def _store_failed(
+        self,
+        error: StoreError,
+        now: float,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Any:
+        if self._breaker.failed(now):
             self._last_warning = now
-            self.logger.warning("RateLimiter: store failed (%s); failing %s", error, failing)
+            self.logger.warning(
+                "RateLimiter: store failed (%s); failing %s without asking it for %g s, "
+                "then trying one request",
+                error,
+                self._failing(),
+                self.store_backoff,
+            )
+        elif not 0 <= now - self._last_warning < 30.0:  # while it stays down (or a step)
+            self._last_warning = now
+            self.logger.warning(
+                "RateLimiter: store still failing (%s); failing %s", error, self._failing()
+            )
+        return self._without_store(environ, start_response)
+
+    def _store_answered(self, now: float) -> None:
+        """Say when the store answers again after failing, and what it cost meanwhile."""
+        closed = self._breaker.answered(now)
+        if closed is not None:
+            down, failed = closed
+            self.logger.warning(
+                "RateLimiter: store answers again after %.1f s; %d requests failed %s meanwhile",
+                down,
+                failed,
+                self._failing(),
+            )
+
+    def _without_store(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        """The fail policy: admit (open, or any dry run) or refuse with 503 (closed)."""
         if self.fail == "open" or self.dry_run:
             return self.app(environ, start_response)
-        unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", "1")])
+        # Not before the back-off is over: until then the answer is the same 503.
+        retry = str(max(1, math.ceil(self.store_backoff)))
+        unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", retry)])
         return unavailable(environ, start_response)
 
     def close(self) -> None:
@@ -349,6 +396,8 @@ class RateLimiter:
             options.append(f"strategy={self.strategy!r}")
         if self.fail != "open":
             options.append("fail='closed'")
+        if self.store_backoff != 1.0:
+            options.append(f"store_backoff={self.store_backoff:g}")
         if self.dry_run:
             options.append("dry_run=True")
         if self.legacy_headers:
