@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -290,6 +291,38 @@ def test_a_client_with_no_address_passes_and_is_reported_once(caplog):
     assert [hit(app, "").status_int for _ in range(3)] == [200] * 3
     warnings = [r.getMessage() for r in caplog.records if "no client address" in r.getMessage()]
     assert len(warnings) == 1 and "trusted_proxies=['unix']" in warnings[0]
+
+
+def _get_over_unix_socket(path):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_a_waitress_unix_socket_peer_is_a_client_with_no_address(tmp_path, caplog):
+    # waitress on a unix socket (nginx in front) sets REMOTE_ADDR "localhost": the
+    # limiter keyed every user of the site by it, one count for all (the second
+    # request of anyone refused), while clientip, the IP filter and the access
+    # log saw a client with no address.  Now it is that: unlimited, said once.
+    import waitress
+
+    caplog.set_level(logging.WARNING, logger="wsgistack.ratelimit")
+    layer = RateLimiter(validator(hello_app), "1/minute", clock=Clock())
+    path = str(tmp_path / "app.sock")
+    server = waitress.create_server(validator(layer), unix_socket=path, threads=1)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        assert [_get_over_unix_socket(path) for _ in range(3)] == [200] * 3
+    finally:
+        server.close()
+        thread.join(30)
+    [warning] = [r.getMessage() for r in caplog.records if "no client address" in r.getMessage()]
+    assert "(REMOTE_ADDR 'localhost')" in warning
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_ip, warn_no_address
 from ...errors import ConfigError
-from ...netset import NetworkSet
+from ...netset import NetworkSet, parse_address
 from ...options import flag, function, header_name, log_target, seconds
 from ...paths import prefixes, resolved, under
 from ...refusals import refusal
@@ -199,8 +199,12 @@ class RateLimiter:
     def _client_key(self, environ: WSGIEnvironment) -> str | None:
         if self.trust is None and "wsgistack.client_ip" not in environ:
             peer = environ.get("REMOTE_ADDR", "")
-            if peer and ":" not in peer:
-                return peer  # plain IPv4 from the server: the hot path skips parsing
+            # Plain IPv4 from the server: the hot path skips clientip's environ cache
+            # (parse_address is memoised).  Anything else goes the whole way, so a
+            # peer that is no address (waitress says "localhost" on a unix socket)
+            # is a client with no address here too, not one count for everyone.
+            if ":" not in peer and parse_address(peer) is not None:
+                return peer
         address = client_ip(environ, self.trust)
         if address is None:
             return None
