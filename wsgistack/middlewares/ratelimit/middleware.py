@@ -15,7 +15,7 @@ import webob.exc
 
 from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ...clientip import ProxyTrust, client_ip, warn_no_address
+from ...clientip import ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
 from ...options import flag, function, header_name, log_target, seconds
@@ -305,8 +305,7 @@ class RateLimiter:
         """
         if not self._key_secret:
             return log_text(key)
-        address = client_ip(environ, self.trust)
-        return f"key {key_digest(key)} (client {address if address is not None else '-'})"
+        return f"key {key_digest(key)} (client {client_addr(environ, self.trust)})"
 
     def _headers(self, answer: Decision) -> list[tuple[str, str]]:
         reset = max(0, _seconds(answer.reset))
