@@ -492,6 +492,28 @@ def test_a_key_from_a_header_or_callable_is_logged_as_a_digest(caplog, key, dry_
     assert "s3cret" not in caplog.text and "other-key" not in caplog.text
 
 
+@pytest.mark.parametrize("key", ["header:X-Api-Key", _api_key], ids=["header", "callable"])
+def test_a_key_from_a_header_or_callable_is_stored_as_a_digest(own_redis, key):
+    # The key went into Redis as sent: an API key in every key name (SCAN, dumps)
+    # and in the arguments SLOWLOG and MONITOR record for other people to read.
+    import redis
+
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.config_set("slowlog-log-slower-than", 0)  # record every command
+    store = RedisStore(own_redis.url)
+    app, _ = limited("1/minute", key=key, store=store)
+    assert [hit(app, **{"X-Api-Key": "s3cret-api-key"}).status_int for _ in range(2)] == [
+        200,
+        429,
+    ]
+    assert hit(app, **{"X-Api-Key": "other-key"}).status_int == 200  # still counted apart
+    assert len(list(admin.scan_iter())) == 2
+    seen = repr(list(admin.scan_iter())) + repr(admin.slowlog_get(128))
+    assert "EVALSHA" in seen and "s3cret" not in seen and "other-key" not in seen
+    store.close()
+    admin.close()
+
+
 def test_a_key_from_a_client_with_no_address_is_still_a_digest(caplog):
     caplog.set_level(logging.INFO, "wsgistack.ratelimit")
     app, _ = limited("1/minute", key="header:X-Api-Key")

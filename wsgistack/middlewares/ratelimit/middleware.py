@@ -33,9 +33,9 @@ KeyFunc = Callable[[WSGIEnvironment], "str | None"]
 # A limiter's name is part of every store key: short, and safe in any store.
 _NAME = re.compile(r"[A-Za-z0-9_./-]{1,64}")
 
-# Longer keys are stored as a digest (an IPv6 network is 43 characters, an API key
-# rarely over 64): a header or a path is the client's to choose, up to the server's
-# limits (16 KB), and MemoryStore's bound is in keys, not bytes.
+# Longer keys are stored as a digest (an IPv6 network is 43 characters): a path is
+# the client's to choose, up to the server's limits (16 KB), and MemoryStore's
+# bound is in keys, not bytes.  A key from a header or a callable always is.
 _KEY_MAX = 128
 
 
@@ -258,7 +258,12 @@ class RateLimiter:
                 f"RateLimiter: key: the key function {self.key_name!r} must return a str "
                 f"or None, got {type(key).__name__}"
             )
-        stored = _digest(key) if len(key) > _KEY_MAX or key.startswith("#") else key
+        # A secret key is stored as its digest too: Redis writes its keys into
+        # SLOWLOG, MONITOR, dumps and `redis-cli --scan`, all read by other people.
+        if self._key_secret or len(key) > _KEY_MAX or key.startswith("#"):
+            stored = _digest(key)
+        else:
+            stored = key
         if self._watch_processes and environ.get("wsgi.multiprocess"):
             self._per_process()
         now = self.clock()
