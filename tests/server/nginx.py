@@ -5,7 +5,8 @@
 
 ``locations`` is the body of the ``server {}`` block, e.g. a ``location /``
 with ``uwsgi_pass`` and the distribution's stock ``uwsgi_params``;
-``http_extra`` goes in the ``http {}`` block (an ``upstream``, say).  Used by the
+``http_extra`` goes in the ``http {}`` block (an ``upstream``, say); ``user``
+runs nginx's workers as that user (as root only).  Used by the
 tests and by ``benchmarks/uwsgi.py``.
 """
 
@@ -85,12 +86,17 @@ class Nginx:
         workers: int = 1,
         port: int = 0,
         http_extra: str = "",
+        user: str = "",
     ) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # As root, nginx drops its workers to "nobody", who cannot write our temp dir.
-        user = "user root;" if os.geteuid() == 0 else ""
+        # As root, nginx drops its workers to "nobody", who cannot write our temp dir;
+        # ``user`` ("nobody nogroup") runs them as another user all the same.
+        if user:
+            user = f"user {user};"
+        elif os.geteuid() == 0:
+            user = "user root;"
         config = CONFIG.format(
             user=user,
             workers=workers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import threading
 import time
 
@@ -84,6 +85,36 @@ def test_parse_bind(text, bind):
             id="graceful-timeout-huge",
         ),
         pytest.param(
+            {"socket_mode": "rw-rw----", "bind": "unix:/s"},
+            "socket_mode: 'rw-rw----' is not an octal mode such as 660",
+            id="socket-mode-symbolic",
+        ),
+        pytest.param(
+            {"socket_mode": "689", "bind": "unix:/s"},
+            "socket_mode: '689' is not an octal mode",
+            id="socket-mode-digit",
+        ),
+        pytest.param(
+            {"socket_mode": 660, "bind": "unix:/s"},
+            "socket_mode: 660 is not a mode of 000-777 (in code, write 0o660",
+            id="socket-mode-decimal-int",
+        ),
+        pytest.param(
+            {"socket_mode": "4770", "bind": "unix:/s"},
+            "socket_mode: '4770' is not a mode of 000-777",
+            id="socket-mode-setuid",
+        ),
+        pytest.param(
+            {"socket_mode": "066", "bind": "unix:/s"},
+            "socket_mode: '066': the owner needs read and write",
+            id="socket-mode-owner",
+        ),
+        pytest.param(
+            {"socket_mode": "660", "bind": "127.0.0.1:8000"},
+            "socket_mode: 660 applies to unix sockets, and no bind is unix:/path",
+            id="socket-mode-no-unix-bind",
+        ),
+        pytest.param(
             {"workers": 0, "max_requests": 3},
             "max_requests: a recycled worker is replaced by the master",
             id="max-requests-in-process",
@@ -134,6 +165,39 @@ def test_serves_on_several_binds_and_a_unix_socket(tmp_path):
             sock.sendall(b"GET /u HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             data = b"".join(iter(lambda: sock.recv(65536), b""))
         assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"GET /u  ")
+
+
+@pytest.mark.parametrize("mode", ["660", "0660", "0o660", 0o660])
+def test_socket_mode_is_read_as_octal(mode):
+    assert ServerConfig.from_options(bind="unix:/s", socket_mode=mode).socket_mode == 0o660
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_unix_sockets_get_the_socket_mode_whatever_the_umask(tmp_path, protocol):
+    # They had the umask's mode, so nginx running as www-data could not connect.
+    paths = [tmp_path / "a.sock", tmp_path / "b.sock"]
+    binds = [f"{protocol}://unix:{path}" for path in paths] + ["127.0.0.1:0"]
+    previous = os.umask(0o077)  # as systemd's default UMask=0022 would narrow 666 too
+    try:
+        with live_server(echo_app, bind=binds, socket_mode="666") as server:
+            assert [stat.S_IMODE(path.stat().st_mode) for path in paths] == [0o666, 0o666]
+            with RawClient(server.addresses[-1]) as client:  # TCP binds are left as they are
+                assert client.request(GET)[0] == 200
+    finally:
+        os.umask(previous)
+    with live_server(echo_app, bind=f"unix:{paths[0]}"):  # without the option: the umask's
+        assert stat.S_IMODE(paths[0].stat().st_mode) == 0o777 & ~previous
+
+
+def test_cli_takes_socket_mode(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(Server, "serve_forever", lambda server: seen.append(server) or 0)
+    path = tmp_path / "s.sock"
+    args = ["serve", "tests.server.conftest:echo_app", "--workers", "0"]
+    assert cli.main([*args, "--bind", f"unix:{path}", "--socket-mode", "660"]) == 0
+    assert seen[0].config.socket_mode == 0o660
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    seen[0].close()
 
 
 def test_bind_failure_is_a_config_error():

@@ -6,7 +6,11 @@ import hashlib
 import http.client
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -281,3 +285,28 @@ def test_uwsgi_pass_to_an_http_bind_says_how_to_fix_it(tmp_path, caplog):
     assert any(
         "uwsgi packet" in r.getMessage() and "uwsgi://" in r.getMessage() for r in caplog.records
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx runs its workers as another user as root")
+@pytest.mark.parametrize(("mode", "status"), [(None, 502), ("666", 200)])
+def test_nginx_as_another_user_reaches_a_unix_socket_given_socket_mode(mode, status):
+    # With the umask's mode (0755 here) nginx's workers, running as nobody as
+    # www-data would, got EACCES on connect(): a 502 for every request.
+    directory = Path(tempfile.mkdtemp(prefix="wsgistack-"))  # not under pytest's 0700 tmp
+    try:
+        directory.chmod(0o711)
+        path = directory / "app.sock"
+        locations = f"""
+    location / {{
+      include {uwsgi_params()};
+      uwsgi_pass unix:{path};
+    }}"""
+        previous = os.umask(0o022)
+        try:
+            server = live_server(app, bind=f"uwsgi://unix:{path}", socket_mode=mode)
+            with server, Nginx(directory, locations, user="nobody nogroup") as nginx:
+                assert request(nginx, "GET", "/")[0] == status
+        finally:
+            os.umask(previous)
+    finally:
+        shutil.rmtree(directory)

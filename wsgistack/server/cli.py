@@ -44,6 +44,7 @@ _HELP = (
     ("log_level", "debug, info, warning, error or critical (default info)"),
     ("pid", "write the server's PID to this file, removed at exit (default none)"),
     ("backlog", "listen() backlog (default 2048)"),
+    ("socket_mode", "octal permissions of unix:/path sockets, e.g. 660 (default: the umask's)"),
 )
 
 

@@ -193,6 +193,28 @@ def _protocol(value: Any) -> str:
     return value.lower()
 
 
+def _socket_mode(value: Any) -> int | None:
+    """Octal permission bits for unix sockets: ``"660"``, ``"0660"``, ``"0o660"`` or ``0o660``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.removeprefix("0o")
+        if not (text and text.isascii() and all(c in "01234567" for c in text)):
+            raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
+        mode = int(text, 8)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        mode = value  # in code: 0o660 (a decimal 660 is 0o1224, refused below)
+    else:
+        raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"socket_mode: {value!r} is not a mode of 000-777 (in code, write 0o660)")
+    if mode & 0o600 != 0o600:
+        # The next start probes the file to tell a live server from a stale one:
+        # without read and write for its owner, it could not connect.
+        raise ConfigError(f"socket_mode: {value!r}: the owner needs read and write (6xx)")
+    return mode
+
+
 def _log_level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -219,6 +241,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_request_line": _integer("max_request_line", 64),
     "max_headers": _integer("max_headers", 1),
     "max_header_size": _integer("max_header_size", 256),
+    "socket_mode": _socket_mode,
 }
 
 
@@ -253,12 +276,18 @@ class ServerConfig:
     max_request_line: int = 8190
     max_headers: int = 100
     max_header_size: int = 16384
+    socket_mode: int | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if OPTIONS[field.name](value) != value:
                 raise ConfigError(f"{field.name}: {value!r} is not a valid value")
+        if self.socket_mode is not None and not any(b.kind == "unix" for b in self.bind):
+            raise ConfigError(
+                f"socket_mode: {self.socket_mode:o} applies to unix sockets, and no bind is"
+                " unix:/path"
+            )
         if not self.workers:
             self.check_in_process()
 

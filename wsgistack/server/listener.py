@@ -59,11 +59,16 @@ def _clear_stale(bind: Bind) -> None:
         raise ConfigError(f"bind: cannot remove the stale {bind}: {exc.strerror}") from None
 
 
-def _open(bind: Bind, backlog: int) -> socket.socket:
+def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
     if bind.kind == "unix":
         _clear_stale(bind)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         address: str | tuple[str, int] = bind.path
+        if mode is not None:
+            # Linux creates the file with the socket's mode less the umask: never
+            # wider than asked, even for the moment before the chmod below.
+            with contextlib.suppress(OSError):
+                os.fchmod(sock.fileno(), mode)
     else:
         family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -78,6 +83,8 @@ def _open(bind: Bind, backlog: int) -> socket.socket:
         address = (bind.host, bind.port)
     try:
         sock.bind(address)
+        if mode is not None and bind.kind == "unix":
+            os.chmod(bind.path, mode)  # exactly the mode, before listen(): none connects before
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
@@ -89,12 +96,18 @@ def _open(bind: Bind, backlog: int) -> socket.socket:
     return sock
 
 
-def open_listeners(binds: tuple[Bind, ...], backlog: int) -> list[socket.socket]:
-    """Bind and listen on every address; on any failure close those already open."""
+def open_listeners(
+    binds: tuple[Bind, ...], backlog: int, socket_mode: int | None = None
+) -> list[socket.socket]:
+    """Bind and listen on every address; on any failure close those already open.
+
+    ``socket_mode`` (e.g. ``0o660``): the permissions of the unix socket files,
+    set before they listen; ``None`` leaves them to the process umask.
+    """
     sockets: list[socket.socket] = []
     try:
         for bind in binds:
-            sockets.append(_open(bind, backlog))
+            sockets.append(_open(bind, backlog, socket_mode))
     except BaseException:
         close_listeners(sockets)
         raise

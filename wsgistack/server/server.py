@@ -77,7 +77,9 @@ class Server:
             access_log = AccessLog.open(self.config.access_log)  # fail here, not in a worker
             if access_log is not None:
                 access_log.close()
-            self.listeners = open_listeners(self.config.bind, self.config.backlog)
+            self.listeners = open_listeners(
+                self.config.bind, self.config.backlog, self.config.socket_mode
+            )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
