@@ -14,7 +14,8 @@ sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
 other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), a ``*`` target
-other than OPTIONS' (400, 3.2.4), an Expect other than
+other than OPTIONS' (400, 3.2.4), an absolute-form target whose scheme is not
+http or https (400, RFC 9110 4.2), an Expect other than
 100-continue (417, RFC 9110 10.1.1; an empty list expects nothing), an Upgrade
 with a body (400) and the size limits (414, 431, 413; a trailer section counts
 against the header limit, and so does each chunk-size line with its
@@ -74,6 +75,10 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes, str]:
         parsed = httptools.parse_url(url)
     except httptools.HttpParserInvalidURLError:
         raise ProtocolError("invalid request target", 400) from None
+    if (parsed.schema or b"").lower() not in (b"http", b"https"):
+        # RFC 9110 4.2 and 7.4: this server answers for http(s) URIs only; an
+        # ftp: or ws: target is not ours, and was served as if it said http.
+        raise ProtocolError("request target with a scheme other than http or https", 400)
     host = parsed.host
     if not host:
         raise ProtocolError("request target without a host", 400)  # RFC 9110 4.2.1
