@@ -453,3 +453,36 @@ def test_a_loader_that_fails_in_start_closes_the_sockets(tmp_path):
     assert not path.exists()
     with live_server(echo_app, bind=f"unix:{path}") as server:
         assert server.addresses[0][0] == str(path)
+
+
+def test_starting_a_server_twice_is_refused_and_leaves_no_threads_behind():
+    # A second start() ran a second worker on the same sockets; close() stopped
+    # only the second, and the first one's threads kept the process alive.
+    before = set(threading.enumerate())
+    server = Server(echo_app, bind="127.0.0.1:0", workers=0).start()
+    try:
+        with pytest.raises(RuntimeError, match=r"Server.start\(\): this server was already"):
+            server.start()
+        with pytest.raises(RuntimeError, match=r"Server.serve_forever\(\): this server was"):
+            server.serve_forever()
+        server.stop()  # a stop alone leaves the sockets open: still refused
+        with pytest.raises(RuntimeError, match="close"):
+            server.start()
+    finally:
+        server.close()
+    assert set(threading.enumerate()) == before
+    with server, RawClient(server.addresses[0]) as client:  # once closed, it starts afresh
+        assert client.request(GET)[2] == b"GET /x  "
+    assert set(threading.enumerate()) == before
+
+
+def test_a_start_that_fails_to_bind_may_be_tried_again():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host, port = taken.getsockname()
+        server = Server(echo_app, bind=f"{host}:{port}", workers=0)
+        with pytest.raises(ConfigError, match="bind: cannot listen"):
+            server.start()
+    with server, RawClient(server.addresses[0]) as client:
+        assert client.request(GET)[0] == 200

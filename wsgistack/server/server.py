@@ -42,7 +42,8 @@ class Server:
     ``bind()`` opens the listening sockets (``addresses``/``url`` are known
     from then on); ``serve_forever()`` blocks; ``start()`` (or ``with
     Server(...)``) serves in a background thread (``workers=0`` only) until
-    ``close()`` (or the end of the ``with``) stops it gracefully.
+    ``close()`` (or the end of the ``with``) stops it gracefully.  A server
+    serves once per ``close()``: starting it again before is a ``RuntimeError``.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Server:
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
         self._pid_file: PidFile | None = None  # removed by close()
+        self._started = False  # by start() or serve_forever(), until close()
 
     def __repr__(self) -> str:
         binds = ", ".join(str(bind) for bind in self.config.bind)
@@ -109,8 +111,9 @@ class Server:
                 f"workers: a prefork master (workers={self.config.workers}) runs in the"
                 " main thread; in another thread serve with workers=0"
             )
-        self.bind()
+        self._claim("serve_forever")
         try:
+            self.bind()
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
@@ -148,8 +151,22 @@ class Server:
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe)."""
-        if self._worker is not None:
-            self._worker.stop(graceful)
+        worker = self._worker
+        if worker is not None:
+            worker.stop(graceful)
+
+    def _claim(self, method: str) -> None:
+        """Refuse a second start: it would serve the same sockets with a second worker.
+
+        The first one's threads would be left running, unseen by ``close()``,
+        and keep the process from exiting.
+        """
+        if self._started:
+            raise RuntimeError(
+                f"Server.{method}(): this server was already started; close() it"
+                " (a stop() alone leaves its sockets open) before starting it again"
+            )
+        self._started = True
 
     def start(self) -> Server:
         """Serve in a background thread of this process; returns when ready.
@@ -159,8 +176,9 @@ class Server:
         if self.config.workers and self._workers_given:
             raise ConfigError("workers: an in-process server (start/with) needs workers=0")
         self.config.check_in_process()
-        self.bind()
+        self._claim("start")
         try:
+            self.bind()
             if self.config.pid is not None:
                 self._pid_file = PidFile.create(self.config.pid)
             self._worker = Worker(self.loader(), self.config, self.listeners)
@@ -183,6 +201,7 @@ class Server:
         pid_file, self._pid_file = self._pid_file, None
         if pid_file is not None:
             pid_file.remove()
+        self._started = False  # closed: start() may bind afresh
 
     def __enter__(self) -> Server:
         return self.start()
