@@ -443,3 +443,25 @@ def test_the_parser_answers_any_bytes_without_raising(data, step):
     request = parser.next_request()
     if request is not None:
         assert request.method  # only a packet with a REQUEST_METHOD becomes a request
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        pytest.param("200", b"HTTP/1.1 200 OK\r\n", id="bare-code"),
+        pytest.param("103 Early Hints", b"HTTP/1.1 500 ", id="interim-status"),
+    ],
+)
+def test_a_status_without_a_reason_or_an_interim_one_as_over_http(status, line):
+    # A bare "200" was a 500 (now "200 OK", for nginx to pass on); a 103 went out
+    # as the final response, which nginx would have waited past (now a 500).
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with (
+        live_server(app, validate=False, bind="uwsgi://127.0.0.1:0") as server,
+        RawClient(server.addresses[0]) as client,
+    ):
+        client.send(packet(nginx_vars()))
+        assert client.read_to_close().startswith(line)

@@ -535,3 +535,40 @@ def test_date_and_server_are_added_only_when_the_app_gave_none(given, date, serv
     servers = [value.strip() for name, _, value in fields if name.lower() == "server"]
     assert len(dates) == 1 and (date is None or dates == [date])
     assert servers == [server]
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        pytest.param("200", b"HTTP/1.1 200 OK\r\n", id="known-code"),
+        pytest.param("404", b"HTTP/1.1 404 Not Found\r\n", id="another-code"),
+        pytest.param("299", b"HTTP/1.1 299 \r\n", id="unknown-code-empty-reason"),
+        pytest.param("200 ", b"HTTP/1.1 200 \r\n", id="empty-reason-kept"),
+    ],
+)
+def test_a_status_without_a_reason_is_sent_with_the_standard_one(status, line):
+    # start_response("200", ...) was a 500; gunicorn, waitress and uWSGI send it on.
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        assert client.request(GET % b"")[::2] == (int(status[:3]), b"ok")  # kept alive
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = client.read_to_close()
+    assert data.startswith(line) and data.endswith(b"\r\n\r\nok")
+
+
+@pytest.mark.parametrize("status", ["103 Early Hints", "100 Continue", "101 Switching Protocols"])
+def test_an_interim_status_from_the_app_is_a_logged_500(status, caplog):
+    # "103 Early Hints" went out as the final response: the client then waited
+    # for another one, or took the body for the next response.
+    def app(environ, start_response):
+        start_response(status, [("Link", "</a.css>; rel=preload")])
+        return [b"body"]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        client.send(GET % b"")
+        data = client.read_to_close()
+    assert data.startswith(b"HTTP/1.1 500 ") and b"Link" not in data and b"body" not in data
+    assert any("interim status" in str(record.exc_info[1]) for record in caplog.records)

@@ -25,6 +25,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from ..errors import ProtocolError
@@ -39,13 +40,16 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("wsgistack.server")
 
-_STATUS = re.compile(r"[1-5][0-9][0-9] [^\r\n\x00]*\Z")
+#: PEP 3333 asks for "200 OK"; a bare "200" is taken too, as gunicorn, waitress
+#: and uWSGI take it, and sent with its standard reason (``_REASONS``).
+_STATUS = re.compile(r"[1-5][0-9][0-9](?: [^\r\n\x00]*)?\Z")
+_REASONS = {str(status.value): status.phrase for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
 _DATE, _SERVER = 1, 2
 _STAMPS = {"date": _DATE, "server": _SERVER}
-#: RFC 9110 6.4.1: responses that have no content, so no Content-Length either.
-_BODYLESS = frozenset(("204", "304", *(f"1{n:02d}" for n in range(100))))
+#: RFC 9110 6.4.1: responses that have no content (1xx never get here: _app_head).
+_BODYLESS = frozenset(("204", "304"))
 
 
 class AbortConnection(Exception):
@@ -406,7 +410,7 @@ class Connection:
                     exc_info = None
             elif response.status is not None:
                 raise AssertionError("start_response called twice without exc_info")
-            kept, length, close, own_fields = _app_head(status, headers)
+            status, kept, length, close, own_fields = _app_head(status, headers)
             response.status = status
             response.headers = kept
             response.length = length
@@ -455,7 +459,7 @@ class Connection:
         if bodyless:
             response.head_only = True  # RFC 9110 6.4.1: these responses have no content
             if status_code != "304" and response.length is not None:
-                # RFC 9110 8.6: never a Content-Length on a 1xx or a 204 (a 304's
+                # RFC 9110 8.6: never a Content-Length on a 204 (a 304's
                 # tells the length of what the client already has, and stays).
                 response.headers = [
                     (name, value)
@@ -534,10 +538,13 @@ class Connection:
         return True
 
 
-def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | None, bool, int]:
+def _app_head(
+    status: Any, headers: Any
+) -> tuple[str, list[tuple[str, str]], int | None, bool, int]:
     """Check what an app gave ``start_response``.
 
-    Returns the headers to send, the Content-Length, whether to close, and
+    Returns the status line to send (a bare code gets its standard reason), the
+    headers to send, the Content-Length, whether to close, and
     which of Date and Server the app set (``_DATE | _SERVER``: the server adds
     only the others).  A status or header that would inject into the response
     is refused (a 500, logged); hop-by-hop fields belong to the server and are
@@ -545,7 +552,13 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
     """
     if type(status) is not str or not _STATUS.match(status):
         raise _BadHead(f"invalid status {status!r}")
-    if not status.isascii():
+    if status[0] == "1":
+        # A 1xx is interim (RFC 9110 15.2): sent as the answer, the client would
+        # wait for the final response that WSGI has no way to send after it.
+        raise _BadHead(f"the interim status {status!r} cannot be a WSGI response")
+    if len(status) == 3:
+        status = f"{status} {_REASONS.get(status, '')}"  # RFC 9112 4: the space stays
+    elif not status.isascii():
         _latin1(status, "status")
     if type(headers) is not list:
         raise _BadHead(f"headers must be a list, not {type(headers).__name__}")
@@ -582,7 +595,7 @@ def _app_head(status: Any, headers: Any) -> tuple[list[tuple[str, str]], int | N
         elif lower in _STAMPS:
             own |= _STAMPS[lower]
         kept.append(item)
-    return kept, length, close, own
+    return status, kept, length, close, own
 
 
 #: Header names that passed ``_check_name``: apps send the same few again and again.
