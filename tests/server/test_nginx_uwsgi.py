@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import wsgiref.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from wsgistack.server import Server
 
-from .live import live_server
+from .live import live_server, read_until_close
 from .nginx import Nginx, uwsgi_params
 
 SHOWN = (
@@ -45,7 +47,9 @@ def app(environ, start_response):
     if path == "/cut":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _cut_off()
-    if path == "/upload":
+    if path == "/url":
+        body = wsgiref.util.request_uri(environ).encode()
+    elif path == "/upload":
         digest, size = hashlib.sha256(), 0
         while block := environ["wsgi.input"].read(65536):
             digest.update(block)
@@ -310,3 +314,13 @@ def test_nginx_as_another_user_reaches_a_unix_socket_given_socket_mode(mode, sta
             os.umask(previous)
     finally:
         shutil.rmtree(directory)
+
+
+def test_a_request_without_host_gets_urls_on_the_listeners_name(nginx):
+    # This server block has no server_name: nginx sent SERVER_NAME and (Debian's
+    # $host) HTTP_HOST empty, and the app built "http://:PORT/url" from them.
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=30) as sock:
+        sock.sendall(b"GET /url HTTP/1.0\r\n\r\n")
+        answer = read_until_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\nhttp://127.0.0.1:%d/url" % nginx.port)

@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+import wsgiref.util
 from collections.abc import Iterator
 
 import pytest
@@ -465,3 +466,15 @@ def test_a_status_without_a_reason_or_an_interim_one_as_over_http(status, line):
     ):
         client.send(packet(nginx_vars()))
         assert client.read_to_close().startswith(line)
+
+
+def test_an_empty_server_name_falls_back_to_the_listeners_as_over_http(server):
+    # nginx sends $server_name empty for a server block without server_name, and
+    # Debian's $host empty for a request without Host: wsgiref's request_uri()
+    # gave "http://:80/x" and Django's get_host() refused the empty host.
+    variables = nginx_vars(uri="/x", SERVER_NAME="", HTTP_HOST="")
+    assert exchange(server, packet(variables))[0] == 200
+    environ = SEEN[0]
+    assert environ["SERVER_NAME"] == "127.0.0.1" and environ["SERVER_PORT"] == "80"
+    assert "HTTP_HOST" not in environ
+    assert wsgiref.util.request_uri(environ) == "http://127.0.0.1/x"

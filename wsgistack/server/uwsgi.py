@@ -292,9 +292,17 @@ def build_uwsgi_environ(
     for key in _SHADOWED:
         if key in environ:
             del environ[key]
-    for key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_HOST"):
         if key in environ and not environ[key]:
-            del environ[key]  # nginx sends them empty; PEP 3333 wants them absent
+            # nginx sends them empty; PEP 3333 wants them absent.  HTTP_HOST is
+            # Debian's $host, empty for a request without Host to a server block
+            # without server_name: absent, as over HTTP, so URLs use SERVER_NAME.
+            del environ[key]
+    for key in ("SERVER_NAME", "SERVER_PORT"):
+        if not environ[key]:
+            # $server_name of a server block without server_name: Django's
+            # get_host() and wsgiref's request_uri() built "http://:80/" of it.
+            environ[key] = base[key]  # the listener's, as over HTTP
     script_name = environ["SCRIPT_NAME"]
     if script_name:
         path_info = environ["PATH_INFO"]
