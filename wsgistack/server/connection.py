@@ -19,76 +19,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import socket
 import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
 from ..errors import ProtocolError
-from ..options import TOKEN
 from ..sockets import reset_on_close, set_io_timeout
-from ..wsgi import HOP_BY_HOP, close_iterable
+from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser, error_response, response_head
+from .response import BODYLESS, DATE, SERVER, BadBody, Response, check_head
 from .uwsgi import UwsgiParser, build_uwsgi_environ
 
 __all__ = ["Connection"]
 
 log = logging.getLogger("wsgistack.server")
 
-#: PEP 3333 asks for "200 OK"; a bare "200" is taken too, as gunicorn, waitress
-#: and uWSGI take it, and sent with its standard reason (``_REASONS``).
-_STATUS = re.compile(r"[1-5][0-9][0-9](?: [^\r\n\x00]*)?\Z")
-_REASONS = {str(status.value): status.phrase for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
-_DATE, _SERVER = 1, 2
-_STAMPS = {"date": _DATE, "server": _SERVER}
-#: RFC 9110 6.4.1: responses that have no content (1xx never get here: _app_head).
-_BODYLESS = frozenset(("204", "304"))
 
 
 class AbortConnection(Exception):
     """The response cannot be completed: close the connection without more bytes."""
-
-
-class Response:
-    """The state of one response: what the app said and what was sent."""
-
-    __slots__ = (
-        "chunked",
-        "close",
-        "continued",
-        "head_only",
-        "headers",
-        "input",
-        "length",
-        "own_fields",
-        "reported",
-        "sent",
-        "status",
-        "written",
-    )
-
-    def __init__(self, head_only: bool) -> None:
-        self.input: Input | None = None  # its error, if reading the body broke, is the answer
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.sent = False
-        self.continued = False
-        self.chunked = False
-        self.close = False
-        self.head_only = head_only
-        self.length: int | None = None
-        self.written = 0
-        self.own_fields = 0  # _DATE | _SERVER: the app gave its own
-        #: The error the app passed to start_response after the head went out:
-        #: it knows and has reported it (PEP 3333 exc_info); not logged twice.
-        self.reported: BaseException | None = None
 
 
 class Connection:
@@ -353,7 +307,7 @@ class Connection:
             and not response.sent
             and response.status is not None
             and response.length is None
-            and response.status[:3] not in _BODYLESS
+            and response.status[:3] not in BODYLESS
         ):
             # One block, no length given: send a Content-Length instead of chunking.
             response.length = len(result[0])
@@ -410,7 +364,7 @@ class Connection:
                     exc_info = None
             elif response.status is not None:
                 raise AssertionError("start_response called twice without exc_info")
-            status, kept, length, close, own_fields = _app_head(status, headers)
+            status, kept, length, close, own_fields = check_head(status, headers)
             response.status = status
             response.headers = kept
             response.length = length
@@ -443,7 +397,7 @@ class Connection:
             return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
         if response.length is not None and response.written > response.length:
             if not response.sent:
-                raise _BadBody("the application sent more bytes than its Content-Length")
+                raise BadBody("the application sent more bytes than its Content-Length")
             log.error("the application sent more bytes than its Content-Length")
             raise AbortConnection
         return data
@@ -455,7 +409,7 @@ class Connection:
             raise response.input.error
         extra = b""
         status_code = response.status[:3]  # type: ignore[index]
-        bodyless = status_code in _BODYLESS
+        bodyless = status_code in BODYLESS
         if bodyless:
             response.head_only = True  # RFC 9110 6.4.1: these responses have no content
             if status_code != "304" and response.length is not None:
@@ -496,8 +450,8 @@ class Connection:
             response.status,  # type: ignore[arg-type]
             response.headers,
             extra,
-            date=not own & _DATE,
-            server=not own & _SERVER,
+            date=not own & DATE,
+            server=not own & SERVER,
         )
 
     def _sendfile(self, wrapper: FileWrapper, request: Request, response: Response) -> bool:
@@ -536,90 +490,3 @@ class Connection:
             response.written += sent
         self._finish(response)
         return True
-
-
-def _app_head(
-    status: Any, headers: Any
-) -> tuple[str, list[tuple[str, str]], int | None, bool, int]:
-    """Check what an app gave ``start_response``.
-
-    Returns the status line to send (a bare code gets its standard reason), the
-    headers to send, the Content-Length, whether to close, and
-    which of Date and Server the app set (``_DATE | _SERVER``: the server adds
-    only the others).  A status or header that would inject into the response
-    is refused (a 500, logged); hop-by-hop fields belong to the server and are
-    dropped, a ``Connection: close`` among them asks for the connection to close.
-    """
-    if type(status) is not str or not _STATUS.match(status):
-        raise _BadHead(f"invalid status {status!r}")
-    if status[0] == "1":
-        # A 1xx is interim (RFC 9110 15.2): sent as the answer, the client would
-        # wait for the final response that WSGI has no way to send after it.
-        raise _BadHead(f"the interim status {status!r} cannot be a WSGI response")
-    if len(status) == 3:
-        status = f"{status} {_REASONS.get(status, '')}"  # RFC 9112 4: the space stays
-    elif not status.isascii():
-        _latin1(status, "status")
-    if type(headers) is not list:
-        raise _BadHead(f"headers must be a list, not {type(headers).__name__}")
-    kept = []
-    length = None
-    close = False
-    own = 0
-    for item in headers:
-        if type(item) is not tuple or len(item) != 2:
-            raise _BadHead(f"invalid header {item!r}")
-        name, value = item
-        if type(name) is not str or name not in _GOOD_NAMES:
-            _check_name(name)
-        # RFC 9110 5.5: a field value excludes CR, LF and NUL.
-        if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
-            raise _BadHead(f"invalid header value for {name}: {value!r}")
-        if not value.isascii():
-            _latin1(value, f"header {name}")
-        lower = name.lower()
-        if lower in HOP_BY_HOP:  # the server's own, written by _head
-            if lower == "connection" and "close" in value.lower():
-                close = True
-            continue
-        if lower == "content-length":
-            if not (value.isascii() and value.isdigit()):
-                raise _BadHead(f"invalid Content-Length {value!r}")
-            if length is not None:
-                # RFC 9112 6.3: two lengths are invalid framing (llhttp refuses even
-                # equal ones); two different ones would desync a proxy in front.
-                if int(value) != length:
-                    raise _BadHead(f"conflicting Content-Length values {length} and {value!r}")
-                continue
-            length = int(value)
-        elif lower in _STAMPS:
-            own |= _STAMPS[lower]
-        kept.append(item)
-    return status, kept, length, close, own
-
-
-#: Header names that passed ``_check_name``: apps send the same few again and again.
-_GOOD_NAMES: set[str] = set()
-_GOOD_NAMES_MAX = 1024
-
-
-def _check_name(name: Any) -> None:
-    if type(name) is not str or not TOKEN.match(name):
-        raise _BadHead(f"invalid header name {name!r}")
-    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-        _GOOD_NAMES.add(name)
-
-
-def _latin1(text: str, what: str) -> None:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        raise _BadHead(f"{what} is not latin-1: {text!r}") from None
-
-
-class _BadHead(Exception):
-    """An app gave a status or header we refuse to send."""
-
-
-class _BadBody(Exception):
-    """An app's first body chunk cannot be sent as it said (nothing went out yet: 500)."""

@@ -1,0 +1,154 @@
+"""One response's state, and the checks of what an app gives ``start_response``.
+
+``check_head`` refuses a status or header that would inject into the
+response (CR, LF, NUL, non-latin-1, a name that is not a token), framing a
+proxy in front could misread (two Content-Lengths), and a 1xx (WSGI cannot
+send a final response after it); it takes a bare ``"200"`` as gunicorn does.
+A refusal is a ``BadHead``, which the connection answers with a logged 500.
+
+    status, headers, length, close, own = check_head("200 OK", [("Content-Type", "text/plain")])
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from ..options import TOKEN
+from ..wsgi import HOP_BY_HOP
+from .environ import Input
+
+__all__ = ["BODYLESS", "DATE", "SERVER", "BadBody", "BadHead", "Response", "check_head"]
+
+#: PEP 3333 asks for "200 OK"; a bare "200" is taken too, as gunicorn, waitress
+#: and uWSGI take it, and sent with its standard reason (``_REASONS``).
+_STATUS = re.compile(r"[1-5][0-9][0-9](?: [^\r\n\x00]*)?\Z")
+_REASONS = {str(status.value): status.phrase for status in HTTPStatus}
+#: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
+DATE, SERVER = 1, 2
+_STAMPS = {"date": DATE, "server": SERVER}
+#: RFC 9110 6.4.1: responses that have no content (1xx never get here: check_head).
+BODYLESS = frozenset(("204", "304"))
+
+
+class Response:
+    """The state of one response: what the app said and what was sent."""
+
+    __slots__ = (
+        "chunked",
+        "close",
+        "continued",
+        "head_only",
+        "headers",
+        "input",
+        "length",
+        "own_fields",
+        "reported",
+        "sent",
+        "status",
+        "written",
+    )
+
+    def __init__(self, head_only: bool) -> None:
+        self.input: Input | None = None  # its error, if reading the body broke, is the answer
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.sent = False
+        self.continued = False
+        self.chunked = False
+        self.close = False
+        self.head_only = head_only
+        self.length: int | None = None
+        self.written = 0
+        self.own_fields = 0  # DATE | SERVER: the app gave its own
+        #: The error the app passed to start_response after the head went out:
+        #: it knows and has reported it (PEP 3333 exc_info); not logged twice.
+        self.reported: BaseException | None = None
+
+
+def check_head(
+    status: Any, headers: Any
+) -> tuple[str, list[tuple[str, str]], int | None, bool, int]:
+    """Check what an app gave ``start_response``.
+
+    Returns the status line to send (a bare code gets its standard reason), the
+    headers to send, the Content-Length, whether to close, and
+    which of Date and Server the app set (``DATE | SERVER``: the server adds
+    only the others).  A status or header that would inject into the response
+    is refused (a 500, logged); hop-by-hop fields belong to the server and are
+    dropped, a ``Connection: close`` among them asks for the connection to close.
+    """
+    if type(status) is not str or not _STATUS.match(status):
+        raise BadHead(f"invalid status {status!r}")
+    if status[0] == "1":
+        # A 1xx is interim (RFC 9110 15.2): sent as the answer, the client would
+        # wait for the final response that WSGI has no way to send after it.
+        raise BadHead(f"the interim status {status!r} cannot be a WSGI response")
+    if len(status) == 3:
+        status = f"{status} {_REASONS.get(status, '')}"  # RFC 9112 4: the space stays
+    elif not status.isascii():
+        _latin1(status, "status")
+    if type(headers) is not list:
+        raise BadHead(f"headers must be a list, not {type(headers).__name__}")
+    kept = []
+    length = None
+    close = False
+    own = 0
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise BadHead(f"invalid header {item!r}")
+        name, value = item
+        if type(name) is not str or name not in _GOOD_NAMES:
+            _check_name(name)
+        # RFC 9110 5.5: a field value excludes CR, LF and NUL.
+        if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
+            raise BadHead(f"invalid header value for {name}: {value!r}")
+        if not value.isascii():
+            _latin1(value, f"header {name}")
+        lower = name.lower()
+        if lower in HOP_BY_HOP:  # the server's own: the connection writes them
+            if lower == "connection" and "close" in value.lower():
+                close = True
+            continue
+        if lower == "content-length":
+            if not (value.isascii() and value.isdigit()):
+                raise BadHead(f"invalid Content-Length {value!r}")
+            if length is not None:
+                # RFC 9112 6.3: two lengths are invalid framing (llhttp refuses even
+                # equal ones); two different ones would desync a proxy in front.
+                if int(value) != length:
+                    raise BadHead(f"conflicting Content-Length values {length} and {value!r}")
+                continue
+            length = int(value)
+        elif lower in _STAMPS:
+            own |= _STAMPS[lower]
+        kept.append(item)
+    return status, kept, length, close, own
+
+
+#: Header names that passed ``_check_name``: apps send the same few again and again.
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 1024
+
+
+def _check_name(name: Any) -> None:
+    if type(name) is not str or not TOKEN.match(name):
+        raise BadHead(f"invalid header name {name!r}")
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+        _GOOD_NAMES.add(name)
+
+
+def _latin1(text: str, what: str) -> None:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise BadHead(f"{what} is not latin-1: {text!r}") from None
+
+
+class BadHead(Exception):
+    """An app gave a status or header we refuse to send."""
+
+
+class BadBody(Exception):
+    """An app's first body chunk cannot be sent as it said (nothing went out yet: 500)."""
