@@ -340,17 +340,18 @@ class Worker:
                     waiter.wait(ACCEPT_WAKE)
                     continue
                 sock, peer, early = accepted
+                # This thread's alone (a stop waits for the thread, not for it):
+                # the loop learns of it only to read away what a refused peer sends.
                 connection = Connection(sock, peer, self, base, uwsgi=True)
                 connection.busy = True
-                with self._lock:
-                    self._connections[connection.fd] = connection
-                    self._busy += 1
                 if connection.read_request(early):
-                    self._run(connection)
-                else:
+                    self._serve(connection)  # one request: uwsgi never keeps a connection
+                if connection.linger:
                     with self._lock:
-                        self._busy -= 1
-                    self._close(connection)
+                        self._connections[connection.fd] = connection
+                    self._linger(connection)
+                else:
+                    sock.close()
         finally:
             waiter.close()
             with self._lock:
@@ -476,7 +477,7 @@ class Worker:
                 self._close(connection)
         for _ in self._threads:
             self._jobs.put(None)
-        if not self._busy:
+        if not self._busy and not self._accepting_threads:
             for thread in self._threads:
                 thread.join(timeout=1.0)
         self._poller.close()
