@@ -478,3 +478,31 @@ def test_an_empty_server_name_falls_back_to_the_listeners_as_over_http(server):
     assert environ["SERVER_NAME"] == "127.0.0.1" and environ["SERVER_PORT"] == "80"
     assert "HTTP_HOST" not in environ
     assert wsgiref.util.request_uri(environ) == "http://127.0.0.1/x"
+
+
+def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypatch):
+    # The connection that hit EMFILE stays in the backlog, so the listener stays
+    # readable: a rest that also waited on it returned at once, and the thread
+    # spun on accept() at full CPU for as long as descriptors ran short.
+    monkeypatch.setattr(worker_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
+    real_accept = worker_module.accept
+    failing = threading.Event()
+    attempts: list[int] = []
+    retried = threading.Event()
+
+    def accept(listener, family=None):
+        if not failing.is_set():
+            return real_accept(listener, family)
+        attempts.append(1)
+        if len(attempts) > 1:
+            retried.set()
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(worker_module, "accept", accept)
+    with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1) as server:
+        failing.set()
+        with RawClient(server.address) as client:
+            client.send(packet(nginx_vars()))  # pending: the listener is readable
+            assert not retried.wait(1.0)  # resting, not spinning
+            assert len(attempts) == 1
+            server.stop(graceful=False)  # a stop still ends the rest

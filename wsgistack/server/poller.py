@@ -143,6 +143,7 @@ class AcceptWaiter:
     """
 
     def __init__(self, listener_fd: int, stop_fd: int) -> None:
+        self._stop_fd = stop_fd
         if hasattr(select, "epoll"):
             self._epoll: select.epoll | None = select.epoll()
             exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -161,6 +162,19 @@ class AcceptWaiter:
             self._epoll.poll(timeout)
         else:
             self._selector.select(timeout)  # type: ignore[union-attr]
+
+    def rest(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or until the worker stops, whatever the listener does.
+
+        After accept() ran out of descriptors the connection stays in the
+        backlog and the listener stays readable: ``wait`` would return at once.
+        """
+        if hasattr(select, "poll"):
+            stop = select.poll()
+            stop.register(self._stop_fd, select.POLLIN)
+            stop.poll(timeout * 1000)
+        else:
+            select.select([self._stop_fd], [], [], timeout)
 
     def close(self) -> None:
         if self._epoll is not None:

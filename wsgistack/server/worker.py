@@ -334,7 +334,7 @@ class Worker:
                     accepted = accept(listener, family)
                 except OSError as exc:
                     if self._accept_failed(exc):
-                        waiter.wait(ACCEPT_PAUSE)  # a stop still ends the pause
+                        waiter.rest(ACCEPT_PAUSE)  # a stop still ends the pause
                     continue
                 if accepted is None:
                     waiter.wait(ACCEPT_WAKE)
