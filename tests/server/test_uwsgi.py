@@ -506,3 +506,13 @@ def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypat
             assert not retried.wait(1.0)  # resting, not spinning
             assert len(attempts) == 1
             server.stop(graceful=False)  # a stop still ends the rest
+
+
+def test_an_immediate_stop_leaves_no_idle_accepting_thread_behind():
+    # The loop used to return without waiting for the accepting threads (it had
+    # no count of which ones serve), so close() returned with them still alive.
+    with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=8) as server:
+        assert exchange(server, packet(nginx_vars()))[0] == 200
+        server.stop(graceful=False)
+        server.close()
+        assert not any(thread.is_alive() for thread in server._worker._threads)

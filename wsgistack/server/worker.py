@@ -111,6 +111,9 @@ class Worker:
         #: Readable once the worker stops: wakes threads waiting to accept.
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._accepting_threads = 0  # alive in _accepting (a graceful stop waits for them)
+        #: Per accepting thread, whether it holds a connection: a stop joins the
+        #: others (each thread writes only its own slot, so no lock is taken).
+        self._serving = [False] * config.threads
         self._connections: dict[int, Connection] = {}
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
         self._accept_warned = -60.0
@@ -183,9 +186,11 @@ class Worker:
         else:
             for fd in self._listeners:
                 self._poller.add(fd, oneshot=False)
-        target = self._accepting if self._direct else self._pool_thread
-        for _ in range(self.config.threads):
-            thread = threading.Thread(target=target, daemon=True)
+        for index in range(self.config.threads):
+            if self._direct:
+                thread = threading.Thread(target=self._accepting, args=(index,), daemon=True)
+            else:
+                thread = threading.Thread(target=self._pool_thread, daemon=True)
             thread.start()
             self._threads.append(thread)
         self.ready.set()
@@ -318,7 +323,7 @@ class Worker:
         while (connection := jobs.get()) is not None:
             self._run(connection)
 
-    def _accepting(self) -> None:
+    def _accepting(self, index: int) -> None:
         """A pool thread of a uwsgi-only worker: accept a connection, serve it, repeat.
 
         A peer that connects and sends too little holds this thread for up to
@@ -328,6 +333,7 @@ class Worker:
         listener = self.listeners[0]
         family, _, base = self._binds[listener.fileno()]
         waiter = AcceptWaiter(listener.fileno(), self._stop_reader.fileno())
+        serving = self._serving
         try:
             while not self.stopping:
                 try:
@@ -340,6 +346,7 @@ class Worker:
                     waiter.wait(ACCEPT_WAKE)
                     continue
                 sock, peer, early = accepted
+                serving[index] = True
                 # This thread's alone (a stop waits for the thread, not for it):
                 # the loop learns of it only to read away what a refused peer sends.
                 connection = Connection(sock, peer, self, base, uwsgi=True)
@@ -352,6 +359,7 @@ class Worker:
                     self._linger(connection)
                 else:
                     sock.close()
+                serving[index] = False
         finally:
             waiter.close()
             with self._lock:
@@ -477,9 +485,14 @@ class Worker:
                 self._close(connection)
         for _ in self._threads:
             self._jobs.put(None)
-        if not self._busy and not self._accepting_threads:
-            for thread in self._threads:
-                thread.join(timeout=1.0)
+        # Join the threads that serve nothing (an immediate stop does not wait
+        # for a request in flight); an accepting thread leaves at once on a stop.
+        if self._direct:
+            idle = [t for t, busy in zip(self._threads, self._serving, strict=True) if not busy]
+        else:
+            idle = [] if self._busy else self._threads
+        for thread in idle:
+            thread.join(timeout=1.0)
         self._poller.close()
         self._stop_reader.close()
         self._stop_writer.close()
