@@ -516,3 +516,24 @@ def test_an_immediate_stop_leaves_no_idle_accepting_thread_behind():
         server.stop(graceful=False)
         server.close()
         assert not any(thread.is_alive() for thread in server._worker._threads)
+
+
+def test_a_graceful_stop_gives_a_half_sent_packet_the_stop_grace_not_the_timeout():
+    # As over HTTP, a head begun but unfinished when the stop comes gets
+    # STOP_GRACE, then a 408: its thread waited out --timeout (60 s here),
+    # and the stop (a SIGTERM, a reload's old worker) with it.
+    SEEN.clear()
+    with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1, timeout=60) as server:
+        with RawClient(server.address, timeout=20) as stalled:
+            stalled.send(packet(nginx_vars())[:10])
+            worker = server._worker
+            deadline = time.monotonic() + 10
+            while not worker._serving[0] and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the thread has accepted it
+            assert worker._serving[0]
+            stopper = threading.Thread(target=server.close)
+            stopper.start()
+            assert stalled.response()[0] == 408
+        stopper.join(20)
+        assert not stopper.is_alive()
+    assert SEEN == []

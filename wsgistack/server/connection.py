@@ -100,32 +100,43 @@ class Connection:
         self.feed(data)
         return True
 
-    def read_request(self, data: bytes) -> bool:
+    def read_request(
+        self, data: bytes, readable: Callable[[int, float, bool], bool], grace: float
+    ) -> bool:
         """Feed ``data``, then wait for the rest of a request head, up to --timeout in all.
 
         For a pool thread that accepted the connection itself (a uwsgi-only
         worker): nginx sends its packet as it connects, so this seldom waits.
+        ``readable(fd, seconds, stop)`` waits for the socket and, with ``stop``,
+        returns early when the worker stops: a graceful stop leaves the peer
+        ``grace`` seconds more, as the loop does for the heads it reads.
         True once a request or a refusal is ready to serve; False when the
         peer closed, or sent too little in time (a 408, as the loop's sweep).
         """
         parser = self.parser
         deadline = 0.0
+        stopping = False
         while True:
             if data:
                 self.feed(data)
             if parser.has_request or parser.error is not None:
                 return True
+            now = time.monotonic()
             if not deadline:
-                self._bound_waits()
-                deadline = time.monotonic() + self._timeout
-            elif time.monotonic() >= deadline:
+                deadline = now + self._timeout
+            if not stopping and self.worker.stopping:
+                stopping = True
+                deadline = min(deadline, now + grace)
+            if now >= deadline:
                 self.refuse_timeout()
                 return False
+            data = b""
+            if not readable(self.fd, deadline - now, not stopping):
+                continue  # the time is up, or the worker stops: looked at above
             try:
-                data = self.sock.recv(65536)
-            except BlockingIOError:  # --timeout passed (SO_RCVTIMEO)
-                self.refuse_timeout()
-                return False
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue
             except OSError:
                 return False
             if not data:

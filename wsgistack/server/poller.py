@@ -169,18 +169,31 @@ class AcceptWaiter:
         After accept() ran out of descriptors the connection stays in the
         backlog and the listener stays readable: ``wait`` would return at once.
         """
-        if hasattr(select, "poll"):
-            stop = select.poll()
-            stop.register(self._stop_fd, select.POLLIN)
-            stop.poll(timeout * 1000)
-        else:
-            select.select([self._stop_fd], [], [], timeout)
+        _wait_readable([self._stop_fd], timeout)
+
+    def readable(self, fd: int, timeout: float, stop: bool = True) -> bool:
+        """Wait up to ``timeout`` for ``fd`` (an accepted connection) to be readable.
+
+        False after the timeout, or at once once the worker stops (``stop``:
+        a thread reading a slow request head hears of a stop this way).
+        """
+        return fd in _wait_readable([fd, self._stop_fd] if stop else [fd], timeout)
 
     def close(self) -> None:
         if self._epoll is not None:
             self._epoll.close()
         else:
             self._selector.close()  # type: ignore[union-attr]
+
+
+def _wait_readable(fds: list[int], timeout: float) -> list[int]:
+    """The ``fds`` readable (or closed, or failed) within ``timeout`` seconds."""
+    if not hasattr(select, "poll"):
+        return select.select(fds, [], [], timeout)[0]
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(max(timeout, 0.0) * 1000)]
 
 
 def make_poller() -> EpollPoller | SelectorPoller:

@@ -351,7 +351,7 @@ class Worker:
                 # the loop learns of it only to read away what a refused peer sends.
                 connection = Connection(sock, peer, self, base, uwsgi=True)
                 connection.busy = True
-                if connection.read_request(early):
+                if connection.read_request(early, waiter.readable, STOP_GRACE):
                     self._serve(connection)  # one request: uwsgi never keeps a connection
                 if connection.linger:
                     with self._lock:
