@@ -19,6 +19,7 @@ from wsgistack.server import Server
 from wsgistack.server import worker as worker_module
 from wsgistack.server.config import ServerConfig, parse_bind
 from wsgistack.server.http import Limits
+from wsgistack.server.listener import close_listeners, open_listeners
 from wsgistack.server.uwsgi import UwsgiParser
 
 from .conftest import echo_app
@@ -537,3 +538,27 @@ def test_a_graceful_stop_gives_a_half_sent_packet_the_stop_grace_not_the_timeout
         stopper.join(20)
         assert not stopper.is_alive()
     assert SEEN == []
+
+
+def test_a_worker_whose_master_is_gone_wakes_its_accepting_threads(monkeypatch):
+    # The watchdog (the master died: kill -9) set the stop flag without the
+    # stop's wake-up, so each accepting thread slept on for ACCEPT_WAKE (made
+    # 60 s here) and the orphaned worker outlived its master that long.
+    monkeypatch.setattr(worker_module, "ACCEPT_WAKE", 60.0)
+    config = ServerConfig.from_options(bind="uwsgi://127.0.0.1:0", threads=2)
+    listeners = open_listeners(config.bind, 16)
+    master_alive = threading.Event()
+    master_alive.set()
+    worker = worker_module.Worker(echo_app, config, listeners, watchdog=master_alive.is_set)
+    runner = threading.Thread(target=worker.run)
+    try:
+        runner.start()
+        assert worker.ready.wait(10)
+        master_alive.clear()
+        runner.join(20)
+        assert not runner.is_alive()
+        assert not any(thread.is_alive() for thread in worker._threads)
+    finally:
+        worker.stop(graceful=False)
+        runner.join(20)
+        close_listeners(listeners)

@@ -219,7 +219,7 @@ class Worker:
                 next_sweep = now + 0.5
                 if self.watchdog is not None and not self.watchdog():
                     log.warning("the master is gone, worker stopping")
-                    self.stopping = True
+                    self.stop(graceful=True)  # wakes the threads waiting to accept
 
     def _dispatch(self, fds: list[int]) -> None:
         for fd in fds:
