@@ -153,6 +153,11 @@ class Worker:
         ``Connection: close``: a keep-alive client opens a new connection for
         its next request instead of sending it into one the recycle closes.
         """
+        if not self.max_requests:
+            # A count for the log only: no lock on every request for it (a rare
+            # lost increment between threads costs nothing).
+            self.requests += 1
+            return
         with self._lock:
             self.requests += 1
             last = self.requests == self.max_requests
