@@ -52,6 +52,26 @@ class Connection:
     HTTP; everything after the parser and the environ is the same.
     """
 
+    __slots__ = (
+        "_bounded",
+        "_build_environ",
+        "_timeout",
+        "busy",
+        "deadline",
+        "environ_base",
+        "fd",
+        "linger",
+        "linger_until",
+        "lingering",
+        "parser",
+        "peer",
+        "polled",
+        "served",
+        "sock",
+        "uwsgi",
+        "worker",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
@@ -248,11 +268,13 @@ class Connection:
         response = Response(request.method == "HEAD")
 
         def send_continue() -> None:
-            if request.expect_continue and not response.sent:
+            if not response.sent:
                 self.sendall(_CONTINUE)
                 response.continued = True
 
-        wsgi_input = response.input = Input(request, self._fill, send_continue)
+        wsgi_input = response.input = Input(
+            request, self._fill, send_continue if request.expect_continue else None
+        )
         try:
             environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:

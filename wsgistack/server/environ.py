@@ -148,7 +148,10 @@ class Input:
     """
 
     def __init__(
-        self, request: Request, fill: Callable[[], None], on_first_read: Callable[[], None]
+        self,
+        request: Request,
+        fill: Callable[[], None],
+        on_first_read: Callable[[], None] | None = None,
     ) -> None:
         self._request = request
         self._fill = fill
