@@ -69,10 +69,26 @@ def hit(app, peer="192.0.2.1", **headers):
         # The limits library (Flask-Limiter) separates rates with ";", "," or "|".
         pytest.param("100/day|10/minute", [(100, 86400.0), (10, 60.0)], id="pipe"),
         pytest.param("100 per day, 10 per minute", [(100, 86400.0), (10, 60.0)], id="comma"),
+        # Flask-Limiter's longer units, as limits counts them: 30-day months, 360-day years.
+        pytest.param("1000/month", [(1000, 2_592_000.0)], id="month"),
+        pytest.param("10 per 3 months", [(10, 7_776_000.0)], id="months"),
+        pytest.param("5000 per year", [(5000, 31_104_000.0)], id="year"),
+        pytest.param("1/2 years", [(1, 62_208_000.0)], id="years"),
     ],
 )
 def test_limits_parse(text, rates):
     assert [(r.amount, r.period) for r in parse_limits(text)] == rates
+
+
+def test_a_monthly_quota_refuses_until_its_share_of_the_month_is_over():
+    app, clock = limited("2/month")
+    assert [hit(app).status_int for _ in range(3)] == [200, 200, 429]
+    retry = int(hit(app).headers["Retry-After"])
+    assert 1_296_000 - 1 <= retry <= 1_296_000  # the next of 2 a month: in 15 days
+    clock.now += retry - 60
+    assert hit(app).status_int == 429
+    clock.now += 60
+    assert hit(app).status_int == 200
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,10 @@ UNITS = {
     "hour": 3600,
     "d": 86400,
     "day": 86400,
+    # As the limits library (Flask-Limiter) counts them, so its strings mean the
+    # same here: a month of 30 days, a year of 12 such months (360 days).
+    "month": 30 * 86400,
+    "year": 12 * 30 * 86400,
 }
 
 # "100/minute", "100 / 5 minutes", "5 per 10 seconds", "10/s". The unit is the
@@ -130,7 +134,7 @@ def _parse_one(text: str, burst: int | None) -> Rate:
     if seconds is None:
         raise ConfigError(
             f"limits: {text.strip()!r}: unknown unit {match['unit']!r} "
-            "(second, minute, hour or day)"
+            "(second, minute, hour, day, month or year)"
         )
     count = float(match["count"]) if match["count"] else 1.0
     period = count * seconds
