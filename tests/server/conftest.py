@@ -1,12 +1,19 @@
-"""Fixtures for the server tests: an echo app that shows what the server parsed."""
+"""Fixtures for the server tests: an echo app that shows what the server parsed, and
+``serve``, the CLI in a subprocess (see ``served.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
 from wsgistack._types import StartResponse, WSGIEnvironment
+
+from .served import APP, Served, limit_files, poll
 
 
 def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -21,3 +28,48 @@ def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
 @pytest.fixture
 def echo() -> object:
     return echo_app
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator:
+    (tmp_path / "slowapp.py").write_text(APP)
+    started: list[Served] = []
+
+    def start(
+        *options: str,
+        target: tuple[str, ...] = ("slowapp:app",),
+        wait: bool = True,
+        max_files: int = 0,
+        launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
+        cwd: Path = tmp_path,
+    ) -> Served:
+        log = tmp_path / f"server{len(started)}.log"
+        with log.open("wb") as handle:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    *launcher,
+                    "serve",
+                    *target,
+                    "--bind",
+                    "127.0.0.1:0",
+                    *options,
+                ],
+                cwd=cwd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                # PWD as a shell sets it: the directory as named, symlinks kept.
+                env={**os.environ, "MARKER": str(tmp_path / "marker"), "PWD": str(cwd)},
+                preexec_fn=(lambda: limit_files(max_files)) if max_files else None,
+            )
+        served = Served(proc, log, tmp_path / "marker", wait=False)
+        started.append(served)
+        if wait:
+            served.port = poll(served._port)
+        return served
+
+    try:
+        yield start
+    finally:
+        for served in started:
+            served.kill()

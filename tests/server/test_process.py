@@ -6,148 +6,21 @@ a bounded poll, never a fixed sleep.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from wsgistack.server.pidfile import PidFile
 
 from .live import RawClient
-
-APP = """
-import os, time
-from pathlib import Path
-
-def app(environ, start_response):
-    if environ["PATH_INFO"] == "/slow":
-        Path(os.environ["MARKER"]).write_text("started")
-        time.sleep(float(environ["QUERY_STRING"] or "1"))
-    body = str(os.getpid()).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-"""
-
-
-def poll(condition, timeout: float = 10.0, interval: float = 0.02):
-    """Wait until ``condition()`` is truthy (bounded); returns its value or fails."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {condition}")
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen, log: Path, marker: Path, wait: bool) -> None:
-        self.proc = proc
-        self.log = log
-        self.marker = marker
-        self.port = poll(self._port) if wait else 0
-
-    def _port(self) -> int | None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"server exited: {self.log.read_text()}")
-        for line in self.log.read_text().splitlines():
-            if "listening on" in line:
-                return int(line.rsplit(":", 1)[1])
-        return None
-
-    def get(self, path: str = "/", timeout: float = 10.0) -> str:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", headers={"Connection": "close"}
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read().decode()
-
-    def count_workers(self, count: int) -> set[int] | None:
-        """The worker pids if there are exactly ``count`` (one /proc read), else None."""
-        pids = self.workers()
-        return pids if len(pids) == count else None
-
-    def workers(self) -> set[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return {int(pid) for pid in children.split()}
-
-    def kill(self) -> None:
-        """SIGKILL the master and its workers, which are read first: once it is
-        reaped, nothing names them (a draining one would outlive the test)."""
-        if self.proc.poll() is not None:
-            return
-        workers = _orphans(self.proc.pid)
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def serve(tmp_path) -> Iterator:
-    (tmp_path / "slowapp.py").write_text(APP)
-    started: list[Served] = []
-
-    def start(
-        *options: str,
-        target: tuple[str, ...] = ("slowapp:app",),
-        wait: bool = True,
-        max_files: int = 0,
-        launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
-        cwd: Path = tmp_path,
-    ) -> Served:
-        log = tmp_path / f"server{len(started)}.log"
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *launcher,
-                    "serve",
-                    *target,
-                    "--bind",
-                    "127.0.0.1:0",
-                    *options,
-                ],
-                cwd=cwd,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                # PWD as a shell sets it: the directory as named, symlinks kept.
-                env={**os.environ, "MARKER": str(tmp_path / "marker"), "PWD": str(cwd)},
-                preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
-            )
-        served = Served(proc, log, tmp_path / "marker", wait=False)
-        started.append(served)
-        if wait:
-            served.port = poll(served._port)
-        return served
-
-    try:
-        yield start
-    finally:
-        for served in started:
-            served.kill()
-
-
-def _limit_files(count: int) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
-
-
-def _orphans(master: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
-    except OSError:
-        return []
+from .served import Served, poll
 
 
 def test_sigterm_lets_the_in_flight_request_finish(serve):

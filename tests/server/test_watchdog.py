@@ -19,7 +19,7 @@ from wsgistack import Server
 from wsgistack.errors import ConfigError
 from wsgistack.server.config import ServerConfig
 
-from .test_process import Served, poll, serve  # noqa: F401 (serve is a fixture)
+from .served import Served, poll
 
 HANGING_APP = """
 import ctypes, os, time
@@ -52,7 +52,7 @@ def app(environ, start_response):
 
 
 @pytest.fixture
-def hanging(serve, tmp_path):  # noqa: F811
+def hanging(serve, tmp_path):
     (tmp_path / "hangapp.py").write_text(HANGING_APP)
 
     def start(*options: str) -> Served:
@@ -180,7 +180,7 @@ def test_worker_timeout_values():
     assert ServerConfig.from_options(worker_timeout=2).worker_timeout == 2.0
 
 
-def test_the_cli_refuses_a_bad_worker_timeout(serve):  # noqa: F811
+def test_the_cli_refuses_a_bad_worker_timeout(serve):
     server = serve("--worker-timeout", "1", wait=False)
     assert server.proc.wait(timeout=30) == 2
     assert "worker_timeout: '1' must be 0 (off) or at least 2 seconds" in server.log.read_text()

@@ -1,0 +1,99 @@
+"""The CLI served in a subprocess, for the process tests: start, ask, stop by PID.
+
+server = serve("--workers", "2")    # the ``serve`` fixture (conftest.py)
+server.get("/slow?1")               # the worker's pid, after a second
+server.workers()                    # the master's children
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+__all__ = ["APP", "Served", "limit_files", "orphans", "poll"]
+
+APP = """
+import os, time
+from pathlib import Path
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        Path(os.environ["MARKER"]).write_text("started")
+        time.sleep(float(environ["QUERY_STRING"] or "1"))
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def poll(condition, timeout: float = 10.0, interval: float = 0.02):
+    """Wait until ``condition()`` is truthy (bounded); returns its value or fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {condition}")
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, log: Path, marker: Path, wait: bool) -> None:
+        self.proc = proc
+        self.log = log
+        self.marker = marker
+        self.port = poll(self._port) if wait else 0
+
+    def _port(self) -> int | None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"server exited: {self.log.read_text()}")
+        for line in self.log.read_text().splitlines():
+            if "listening on" in line:
+                return int(line.rsplit(":", 1)[1])
+        return None
+
+    def get(self, path: str = "/", timeout: float = 10.0) -> str:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Connection": "close"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read().decode()
+
+    def count_workers(self, count: int) -> set[int] | None:
+        """The worker pids if there are exactly ``count`` (one /proc read), else None."""
+        pids = self.workers()
+        return pids if len(pids) == count else None
+
+    def workers(self) -> set[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return {int(pid) for pid in children.split()}
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers, which are read first: once it is
+        reaped, nothing names them (a draining one would outlive the test)."""
+        if self.proc.poll() is not None:
+            return
+        workers = orphans(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
+def orphans(master: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    except OSError:
+        return []
