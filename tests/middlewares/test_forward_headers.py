@@ -304,6 +304,14 @@ def test_location_content_location_and_refresh_map_back_to_the_client(
         ),
         pytest.param("http://up/app", "//up:80/app/x?q#f", "/legacy/x?q#f", id="scheme-relative"),
         pytest.param("http://[::1]:8000", "http://[::1]:8000/x", "/legacy/x", id="ipv6"),
+        pytest.param("http://[::1]:8000", "http://[0:0::1]:8000/x", "/legacy/x", id="ipv6-spelled"),
+        pytest.param(
+            "http://[2001:db8::a]", "http://[2001:DB8:0::A]/x", "/legacy/x", id="ipv6-case-zeros"
+        ),
+        pytest.param(
+            "http://up.example/app", "http://up.example./app/x", "/legacy/x", id="fqdn-dot"
+        ),
+        pytest.param("http://up/app", "http://[::1]/app/x", None, id="an-address-is-not-a-name"),
         # The base path, spelled otherwise (RFC 3986 6.2.2: case of escapes, unreserved ones).
         pytest.param("http://up/~app", "/%7Eapp/x", "/legacy/x", id="tilde-escaped"),
         pytest.param("http://up/~app", "http://up:80/%7eapp/x", "/legacy/x", id="escape-case"),

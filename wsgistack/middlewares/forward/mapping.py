@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, quote, unquote_to_bytes, urlsplit
 
 from ..._types import WSGIEnvironment
 from ...clientip import CACHE_KEY, ProxyTrust, client_ip, trusts_peer
+from ...netset import parse_address
 from ...paths import SAFE_PATH, normal_spelling, resolved
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
@@ -236,10 +237,21 @@ def _names_authority(parts: SplitResult, scheme: str, authority: str) -> bool:
     default = _DEFAULT_PORTS.get(parts.scheme or scheme, 80)
     return (
         parts.username is None
-        and parts.hostname is not None
-        and parts.hostname == other.hostname
+        and _same_host(parts.hostname, other.hostname)
         and (port or default) == (other_port or default)
     )
+
+
+def _same_host(one: str | None, other: str | None) -> bool:
+    """Two URL hosts (lower-cased by urlsplit) name one host: a root dot and an
+    address's spelling aside (``up.`` is ``up``, ``[0:0::1]`` is ``[::1]``)."""
+    if one is None or other is None:
+        return False
+    one, other = one.rstrip("."), other.rstrip(".")
+    if one == other:
+        return True
+    address = parse_address(one)
+    return address is not None and address == parse_address(other)
 
 
 def _rest(path: str, base: str) -> str | None:
