@@ -23,7 +23,7 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.djangoapp import application as django_app
-from tests.server.live import live_server, read_until_close
+from tests.server.live import RawClient, live_server, read_until_close
 from wsgistack import build_pipeline
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import LoadBalancer
@@ -251,6 +251,20 @@ def test_a_body_over_max_body_size_is_413_and_reaches_no_upstream(lb, raw, frami
     assert at_the_limit.startswith(b"HTTP/1.1 204 ")
     assert len(upstream.heads) == 1  # only the one at the limit
     assert [(row["up"], row["active"]) for row in balancer.status()] == [(True, 0)]
+
+
+def test_a_keep_alive_client_refused_413_unread_gets_its_next_request_answered(lb, raw):
+    # The 413 for a Content-Length over the limit comes before the body is read:
+    # the server must skip that body, not take it for the next request's head.
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    balancer = lb([upstream.url], max_body_size=10)
+    post = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nGET /x HTTP"
+    with live_server(balancer, threads=2) as front, RawClient(front.address) as client:
+        status, _, _ = client.request(post)
+        assert status == 413
+        status, _, _ = client.request(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status == 204  # on the same connection: the refused body was skipped
+    assert [head.split(b" ")[1] for head in upstream.heads] == [b"/next"]
 
 
 def test_a_streamed_chunked_body_over_max_body_size_is_cut_and_answered_413(lb, raw):
