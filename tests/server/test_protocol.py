@@ -96,6 +96,24 @@ def test_connection_close_is_honoured_both_ways(request_bytes, app_closes):
         assert client.closed_by_peer()
 
 
+def test_only_the_apps_connection_header_can_close():
+    # The app's hop-by-hop fields are dropped; "close" in any other than
+    # Connection (Keep-Alive, Upgrade) does not end a keep-alive connection.
+    def app(environ, start_response):
+        start_response(
+            "200 OK",
+            [("Content-Length", "2"), ("Keep-Alive", "close"), ("Upgrade", "close")],
+        )
+        return [b"ok"]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        for _ in range(2):
+            status, headers, body = client.request(GET % b"")
+            assert (status, body) == (200, b"ok")
+            assert "connection" not in headers
+            assert "keep-alive" not in headers and "upgrade" not in headers
+
+
 @pytest.mark.parametrize(
     "connection",
     [

@@ -79,16 +79,9 @@ def check_head(
     is refused (a 500, logged); hop-by-hop fields belong to the server and are
     dropped, a ``Connection: close`` among them asks for the connection to close.
     """
-    if type(status) is not str or not _STATUS.match(status):
-        raise BadHead(f"invalid status {status!r}")
-    if status[0] == "1":
-        # A 1xx is interim (RFC 9110 15.2): sent as the answer, the client would
-        # wait for the final response that WSGI has no way to send after it.
-        raise BadHead(f"the interim status {status!r} cannot be a WSGI response")
-    if len(status) == 3:
-        status = f"{status} {_REASONS.get(status, '')}"  # RFC 9112 4: the space stays
-    elif not status.isascii():
-        _latin1(status, "status")
+    line = _STATUS_LINES.get(status) if type(status) is str else None
+    if line is None:
+        line = _status_line(status)
     if type(headers) is not list:
         raise BadHead(f"headers must be a list, not {type(headers).__name__}")
     kept = []
@@ -99,44 +92,82 @@ def check_head(
         if type(item) is not tuple or len(item) != 2:
             raise BadHead(f"invalid header {item!r}")
         name, value = item
-        if type(name) is not str or name not in _GOOD_NAMES:
-            _check_name(name)
-        # RFC 9110 5.5: a field value excludes CR, LF and NUL.
-        if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
-            raise BadHead(f"invalid header value for {name}: {value!r}")
-        if not value.isascii():
-            _latin1(value, f"header {name}")
-        lower = name.lower()
-        if lower in HOP_BY_HOP:  # the server's own: the connection writes them
-            if lower == "connection" and "close" in value.lower():
-                close = True
-            continue
-        if lower == "content-length":
-            if not (value.isascii() and value.isdigit()):
-                raise BadHead(f"invalid Content-Length {value!r}")
-            if length is not None:
-                # RFC 9112 6.3: two lengths are invalid framing (llhttp refuses even
-                # equal ones); two different ones would desync a proxy in front.
-                if int(value) != length:
-                    raise BadHead(f"conflicting Content-Length values {length} and {value!r}")
+        kind = _KINDS.get(name) if type(name) is str else None
+        if kind is None:
+            kind = _kind(name)
+        # RFC 9110 5.5: a field value excludes CR, LF and NUL; latin-1 is all we send.
+        if type(value) is not str or not (value.isascii() and value.isprintable()):
+            _check_value(name, value)
+        if kind:
+            if kind & _HOP:  # the server's own: the connection writes them
+                if kind == _CONNECTION and "close" in value.lower():
+                    close = True
                 continue
-            length = int(value)
-        elif lower in _STAMPS:
-            own |= _STAMPS[lower]
+            if kind == _LENGTH:
+                if not (value.isascii() and value.isdigit()):
+                    raise BadHead(f"invalid Content-Length {value!r}")
+                if length is not None:
+                    # RFC 9112 6.3: two lengths are invalid framing (llhttp refuses even
+                    # equal ones); two different ones would desync a proxy in front.
+                    if int(value) != length:
+                        raise BadHead(f"conflicting Content-Length values {length} and {value!r}")
+                    continue
+                length = int(value)
+            else:
+                own |= kind  # DATE or SERVER
         kept.append(item)
-    return status, kept, length, close, own
+    return line, kept, length, close, own
 
 
-#: Header names that passed ``_check_name``: apps send the same few again and again.
-_GOOD_NAMES: set[str] = set()
-_GOOD_NAMES_MAX = 1024
+#: Statuses that passed ``_status_line``, and the line each is sent as.
+_STATUS_LINES: dict[str, str] = {}
+#: Header names that passed ``_kind``, and what each is to the server: apps
+#: send the same few names again and again.
+_KINDS: dict[str, int] = {}
+_CACHED_MAX = 1024
+#: Kinds of header (besides DATE and SERVER, and 0 for any other field).
+_HOP, _CONNECTION, _LENGTH = 4, 4 | 16, 8
 
 
-def _check_name(name: Any) -> None:
+def _status_line(status: Any) -> str:
+    if type(status) is not str or not _STATUS.match(status):
+        raise BadHead(f"invalid status {status!r}")
+    if status[0] == "1":
+        # A 1xx is interim (RFC 9110 15.2): sent as the answer, the client would
+        # wait for the final response that WSGI has no way to send after it.
+        raise BadHead(f"the interim status {status!r} cannot be a WSGI response")
+    line = status
+    if len(status) == 3:
+        line = f"{status} {_REASONS.get(status, '')}"  # RFC 9112 4: the space stays
+    elif not status.isascii():
+        _latin1(status, "status")
+    if len(_STATUS_LINES) < _CACHED_MAX:
+        _STATUS_LINES[status] = line
+    return line
+
+
+def _kind(name: Any) -> int:
     if type(name) is not str or not TOKEN.match(name):
         raise BadHead(f"invalid header name {name!r}")
-    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-        _GOOD_NAMES.add(name)
+    lower = name.lower()
+    if lower == "connection":
+        kind = _CONNECTION
+    elif lower in HOP_BY_HOP:
+        kind = _HOP
+    elif lower == "content-length":
+        kind = _LENGTH
+    else:
+        kind = _STAMPS.get(lower, 0)
+    if len(_KINDS) < _CACHED_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
+def _check_value(name: str, value: Any) -> None:
+    """Refuse a value that is not a string, holds CR, LF or NUL, or is not latin-1."""
+    if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
+        raise BadHead(f"invalid header value for {name}: {value!r}")
+    _latin1(value, f"header {name}")
 
 
 def _latin1(text: str, what: str) -> None:
