@@ -509,6 +509,43 @@ def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypat
             server.stop(graceful=False)  # a stop still ends the rest
 
 
+@pytest.mark.parametrize(
+    "bind",
+    [
+        pytest.param("127.0.0.1:0", id="http-loop"),
+        pytest.param("uwsgi://127.0.0.1:0", id="uwsgi-threads"),
+    ],
+)
+def test_a_listener_that_fails_every_accept_rests_instead_of_spinning(monkeypatch, caplog, bind):
+    # A listening socket shut down under the worker stays ready for epoll (HUP)
+    # while every accept() fails with EINVAL.  Only out-of-descriptors paused;
+    # this was taken for one connection's error and retried at once, at full
+    # CPU and with a log line per try, until the worker stopped.
+    monkeypatch.setattr(worker_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
+    real_accept = worker_module.accept
+    attempts: list[int] = []
+    failed, retried = threading.Event(), threading.Event()
+
+    def accept(listener, family=None):
+        try:
+            return real_accept(listener, family)
+        except OSError as exc:
+            attempts.append(exc.errno)
+            (retried if failed.is_set() else failed).set()
+            raise
+
+    monkeypatch.setattr(worker_module, "accept", accept)
+    caplog.set_level(logging.INFO, logger="wsgistack.server")
+    with live_server(recording, bind=bind, threads=1) as server:
+        server.listeners[0].shutdown(socket.SHUT_RD)  # ready at once (HUP): it wakes a thread
+        assert failed.wait(10)
+        assert not retried.wait(1.0)  # resting, not spinning
+        assert attempts == [errno.EINVAL]
+        server.stop(graceful=False)  # a stop still ends the rest
+    failed = [r.getMessage() for r in caplog.records if "accept failed" in r.getMessage()]
+    assert len(failed) == 1 and "pausing accepts" in failed[0]
+
+
 def test_an_immediate_stop_leaves_no_idle_accepting_thread_behind():
     # The loop used to return without waiting for the accepting threads (it had
     # no count of which ones serve), so close() returned with them still alive.

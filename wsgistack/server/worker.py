@@ -57,6 +57,27 @@ ACCEPT_WAKE = 1.0
 #: to send its request (a browser's preconnect sends none; without this bound
 #: a stop or a --max-requests recycle waited out --timeout for it).
 STOP_GRACE = 1.0
+#: accept() errors about the connection it took, not the listener: accept(2)
+#: asks to treat the network errors Linux hands on from it like EAGAIN, and
+#: EPERM is a firewall refusing that one peer.
+_CONNECTION_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EPERM",
+        "EPROTO",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "ENONET",
+        "EOPNOTSUPP",
+        "ETIMEDOUT",
+    )
+    if hasattr(errno, name)
+)
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
 
@@ -261,14 +282,17 @@ class Worker:
             connection.polled = True
 
     def _accept_failed(self, exc: OSError) -> bool:
-        """True when accepting must pause: out of descriptors or memory.
+        """True when accepting must pause: any error not about the one connection.
 
-        The pending connection stays in the backlog and the listener stays
-        readable, so retrying at once would spin; as nginx does, accepting
-        rests for ``ACCEPT_PAUSE`` while open connections finish and free
-        their descriptors.  Errors about one connection (it was reset) just skip it.
+        Out of descriptors or memory, the pending connection stays in the
+        backlog and the listener stays readable, so retrying at once would
+        spin; as nginx does, accepting rests for ``ACCEPT_PAUSE`` while open
+        connections finish and free their descriptors.  An error of the
+        listener itself (EINVAL once it was shut down) would spin for ever:
+        it rests too, and the warning says why.  Errors about one connection
+        (reset, or a network error Linux hands on from it) just skip it.
         """
-        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+        if exc.errno in _CONNECTION_ERRORS:
             log.info("accept failed: %s", exc)
             return False
         now = self.clock()
