@@ -7,6 +7,7 @@ addresses = [describe_socket(sock) for sock in sockets]
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -15,12 +16,34 @@ import sys
 from ..errors import ConfigError
 from .config import Bind
 
-__all__ = ["accept", "close_listeners", "describe_socket", "open_listeners"]
+__all__ = ["about_one_connection", "accept", "close_listeners", "describe_socket", "open_listeners"]
 
 #: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
 #: spares a system call per connection; elsewhere ``accept`` sets it.
 _NODELAY_INHERITED = sys.platform.startswith("linux")
 
+
+#: accept() errors about the connection it took, not the listener: accept(2)
+#: asks to treat the network errors Linux hands on from it like EAGAIN, and
+#: EPERM is a firewall refusing that one peer.
+_CONNECTION_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EPERM",
+        "EPROTO",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "ENONET",
+        "EOPNOTSUPP",
+        "ETIMEDOUT",
+    )
+    if hasattr(errno, name)
+)
 
 #: uwsgi binds: how long the kernel holds a connection that has sent nothing
 #: before handing it over anyway (Linux ``TCP_DEFER_ACCEPT``).
@@ -166,3 +189,12 @@ def accept(
     if not _NODELAY_INHERITED and sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, peer, early
+
+
+def about_one_connection(exc: OSError) -> bool:
+    """Whether an error from ``accept`` concerns the connection it took, not the listener.
+
+    Such an error skips that connection; any other (out of descriptors, a
+    listener shut down) would fail again at once and must pause accepting.
+    """
+    return exc.errno in _CONNECTION_ERRORS

@@ -20,7 +20,6 @@ the CPU a uwsgi request takes.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import queue
 import random
@@ -36,7 +35,7 @@ from .config import ServerConfig
 from .connection import AbortConnection, Connection
 from .environ import environ_base
 from .http import Limits
-from .listener import accept, describe_socket
+from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
 
 __all__ = ["Worker"]
@@ -57,27 +56,6 @@ ACCEPT_WAKE = 1.0
 #: to send its request (a browser's preconnect sends none; without this bound
 #: a stop or a --max-requests recycle waited out --timeout for it).
 STOP_GRACE = 1.0
-#: accept() errors about the connection it took, not the listener: accept(2)
-#: asks to treat the network errors Linux hands on from it like EAGAIN, and
-#: EPERM is a firewall refusing that one peer.
-_CONNECTION_ERRORS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "ECONNABORTED",
-        "ECONNRESET",
-        "EPERM",
-        "EPROTO",
-        "ENETDOWN",
-        "ENETUNREACH",
-        "ENOPROTOOPT",
-        "EHOSTDOWN",
-        "EHOSTUNREACH",
-        "ENONET",
-        "EOPNOTSUPP",
-        "ETIMEDOUT",
-    )
-    if hasattr(errno, name)
-)
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
 
@@ -292,7 +270,7 @@ class Worker:
         it rests too, and the warning says why.  Errors about one connection
         (reset, or a network error Linux hands on from it) just skip it.
         """
-        if exc.errno in _CONNECTION_ERRORS:
+        if about_one_connection(exc):
             log.info("accept failed: %s", exc)
             return False
         now = self.clock()
