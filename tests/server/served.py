@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["APP", "Served", "limit_files", "orphans", "poll"]
+__all__ = ["APP", "HELD_IMPORT", "Served", "limit_files", "orphans", "poll"]
 
 APP = """
 import os, time
@@ -31,6 +31,23 @@ def app(environ, start_response):
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+"""
+
+
+#: An app module (``slowimport``) whose import lasts until a signal reaches it.
+HELD_IMPORT = """
+import os, select, signal
+from pathlib import Path
+
+# Hold the import until a signal reaches this process: the wakeup fd is written
+# whatever Python handler the worker has installed for it.
+reader, writer = os.pipe()
+os.set_blocking(writer, False)
+signal.set_wakeup_fd(writer)
+Path("loading").touch()
+select.select([reader], [], [], 60)
+signal.set_wakeup_fd(-1)
+from slowapp import app
 """
 
 

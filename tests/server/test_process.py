@@ -20,7 +20,7 @@ import pytest
 from wsgistack.server.pidfile import PidFile
 
 from .live import RawClient
-from .served import Served, poll
+from .served import HELD_IMPORT, Served, poll
 
 
 def test_sigterm_lets_the_in_flight_request_finish(serve):
@@ -191,22 +191,6 @@ def test_a_graceful_stop_does_not_wait_out_the_timeout_for_a_silent_connection(s
         server.proc.send_signal(signal.SIGTERM)
         assert silent.recv(1) == b""  # closed by the server, well before --timeout
     assert server.proc.wait(timeout=20) == 0
-
-
-HELD_IMPORT = """
-import os, select, signal
-from pathlib import Path
-
-# Hold the import until a signal reaches this process: the wakeup fd is written
-# whatever Python handler the worker has installed for it.
-reader, writer = os.pipe()
-os.set_blocking(writer, False)
-signal.set_wakeup_fd(writer)
-Path("loading").touch()
-select.select([reader], [], [], 60)
-signal.set_wakeup_fd(-1)
-from slowapp import app
-"""
 
 
 def test_a_stop_while_the_app_loads_is_not_lost(serve, tmp_path):

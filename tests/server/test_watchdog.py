@@ -19,7 +19,7 @@ from wsgistack import Server
 from wsgistack.errors import ConfigError
 from wsgistack.server.config import ServerConfig
 
-from .served import Served, poll
+from .served import HELD_IMPORT, Served, poll
 
 HANGING_APP = """
 import ctypes, os, time
@@ -194,3 +194,18 @@ def test_in_process_there_is_no_master_and_the_option_does_no_harm():
 
     with Server(app, bind="127.0.0.1:0", workers=0, worker_timeout=2) as server:
         assert urllib.request.urlopen(server.url + "/", timeout=10).read().isdigit()
+
+
+def test_a_worker_still_loading_the_app_is_reported_each_timeout_not_killed(serve, tmp_path):
+    # A worker whose import waits (on a database, a lock) has no loop to beat
+    # yet: nothing was logged, and with one worker nobody was answered, unseen.
+    (tmp_path / "slowimport.py").write_text(HELD_IMPORT)
+    server = serve("--workers", "1", "--worker-timeout", "2", target=("slowimport:app",))
+    poll((tmp_path / "loading").exists)
+    poll(lambda: "has been loading the app" in server.log.read_text())
+    loading = server.workers()
+    poll(lambda: server.log.read_text().count("has been loading the app") >= 2)
+    assert server.workers() == loading  # reported again, not killed
+    assert "WORKER TIMEOUT" not in server.log.read_text()
+    server.proc.send_signal(signal.SIGTERM)  # ends the held import too
+    assert server.proc.wait(timeout=20) == 0

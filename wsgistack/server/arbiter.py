@@ -79,6 +79,7 @@ class Arbiter:
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
         self._beats: dict[int, Heartbeat] = {}  # pid -> its heartbeat (--worker-timeout)
+        self._load_reported: dict[int, int] = {}  # pid -> --worker-timeouts of loading logged
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
         self._deadline = 0.0
@@ -176,6 +177,8 @@ class Arbiter:
         """Kill and replace workers whose loop has not beaten for --worker-timeout."""
         limit = self.config.worker_timeout
         now = time.monotonic()
+        if limit:
+            self._report_loading(now, limit)
         for pid, beat in self._beats.items():
             if beat.killed_at is not None:
                 if now >= beat.killed_at + DUMP_GRACE:
@@ -197,6 +200,26 @@ class Arbiter:
             )
             _kill(pid, signal.SIGUSR2)
             beat.killed_at = now
+
+    def _report_loading(self, now: float, limit: float) -> None:
+        """Log workers still loading the app, each --worker-timeout.
+
+        Such a worker has no loop to beat yet.  It is not killed: a large app
+        may well take that long to load, and one whose import waits on an
+        unreachable database would only hang again; the log says which it is.
+        """
+        for pid, started in self.workers.items():
+            if pid in self._ready or pid in self._leaving:
+                continue
+            periods = int((now - started) // limit)
+            if periods > self._load_reported.get(pid, 0):
+                self._load_reported[pid] = periods
+                log.warning(
+                    "worker %d has been loading the app for %.0f s (an import or factory"
+                    " waiting on something?); it serves once the app is loaded",
+                    pid,
+                    now - started,
+                )
 
     def _enforce_deadline(self) -> None:
         if time.monotonic() > self._deadline:
@@ -237,6 +260,7 @@ class Arbiter:
             self._retiring.discard(pid)
             self._leaving.discard(pid)
             self._ready.discard(pid)
+            self._load_reported.pop(pid, None)
 
     def _boot_failed(self, pid: int) -> None:
         if not self._booted and not self._stopping:
