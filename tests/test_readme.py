@@ -11,9 +11,13 @@ without a checker fails, so no block goes unchecked.
   PasteDeploy.
 - ``sh``: each command is recognised and checked: ``wsgistack check`` runs for
   real, ``wsgistack serve`` is parsed by the real CLI parser and ServerConfig,
-  its app loaded, and served in a subprocess when it binds loopback; ``curl``
-  lines must be URLs the demo prints; ``pip install`` extras must exist.
-- ``nginx``: ``nginx -t`` on a config holding the block in ``http { server { } }``.
+  its app loaded, and served as printed in a subprocess (each bind moved to
+  port 0 on loopback, or to a unix socket in a temporary directory), its app
+  asked for a page, its unix sockets' ``--socket-mode`` and its ``--access-log
+  -`` lines checked; ``curl`` lines must be URLs the demo prints; ``pip
+  install`` extras must exist.
+- ``nginx``: ``nginx -t`` on a config holding the block in ``http { server { } }``;
+  ``tests/test_readme_nginx.py`` also serves each block in front of a live server.
 
 A block whose first line is ``# name.py`` (``.toml``, ``.ini``) is a file: it
 is written into a project directory (beside ``tests/readme_project``, which
@@ -34,6 +38,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -51,12 +56,13 @@ from webtest import TestApp
 
 from tests.recipes.test_more_recipes import Served
 from tests.server.nginx import uwsgi_params
+from tests.server.served import poll
 from wsgistack import build_pipeline, load_pipeline
 from wsgistack.cli import build_parser
 from wsgistack.demo import TRIES
 from wsgistack.loader import load_app
 from wsgistack.middlewares import LoadBalancer
-from wsgistack.server.config import OPTIONS, ServerConfig
+from wsgistack.server.config import OPTIONS, ServerConfig, parse_bind
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -439,22 +445,52 @@ def sh_curl(argv: list[str], request: pytest.FixtureRequest) -> None:
     assert len(urls) == 1 and urls[0] in demo_urls(), f"{urls}: not a URL the demo prints"
 
 
+#: Where each app a README ``serve`` line names shows that it is that app: (path, text).
+PAGES = {
+    "myapp:app": ("/", "hello"),
+    "mysite.wsgi:application": ("/articles/hi/", '"self": "/articles/hi/"'),
+    "stack.toml": ("/articles/hi/", '"self": "/articles/hi/"'),
+}
+
+
+def rebind(value: str, directory: Path) -> str:
+    """A README bind moved where a test may listen: port 0 on loopback (0.0.0.0 and
+    other hosts too), a unix socket of the same name in ``directory``."""
+    bind = parse_bind(value)
+    scheme = "uwsgi://" if value.startswith("uwsgi://") else ""
+    if bind.kind == "unix":
+        return f"{scheme}unix:{directory / Path(bind.path).name}"
+    return f"{scheme}{'[::1]' if bind.host == '::1' else '127.0.0.1'}:0"
+
+
 def _serve(args, argv: list[str], request: pytest.FixtureRequest) -> None:
+    """Check the options as the CLI does, then serve the line for real and ask its app."""
     project = request.getfixturevalue("in_project")
-    # As the CLI does: the options given, validated by ServerConfig before the app loads.
+    tmp = request.getfixturevalue("tmp_path")
     options = {k: v for k, v in vars(args).items() if k in OPTIONS and v is not None}
     config = ServerConfig.from_options(**options)
     assert (args.app is None) != (args.config is None), "give an app or --config"
     app = load_app(args.app) if args.app else load_pipeline(project / args.config)
     assert callable(app)
-    if all(b.kind == "tcp" and b.host == "127.0.0.1" for b in config.bind):
-        loopback = r"^((?:uwsgi|http)://)?127\.0\.0\.1:\d+$"
-        rebound = [re.sub(loopback, r"\g<1>127.0.0.1:0", word) for word in argv[1:]]
-        server = Served("wsgistack.cli", *rebound, env=subprocess_env(project))
-        try:
-            assert server.get("/") == (200, "hello")
-        finally:
-            server.close()
+    words = argv[1:]
+    for index, word in enumerate(words[:-1]):
+        if word == "--bind":
+            words[index + 1] = rebind(words[index + 1], tmp)
+    stdout = tmp / "stdout"
+    server = Served(
+        "wsgistack.cli", *words, env=subprocess_env(project), cwd=project, stdout=stdout
+    )
+    try:
+        path, text = PAGES[args.app or args.config]
+        status, body = server.get(path)
+        assert status == 200 and text in body, (status, body)
+        for bind in ServerConfig.from_options(bind=[rebind(b, tmp) for b in args.bind or ()]).bind:
+            if bind.kind == "unix" and config.socket_mode is not None:
+                assert stat.S_IMODE(os.stat(bind.path).st_mode) == config.socket_mode
+        if args.access_log == "-":
+            poll(lambda: f'"GET {path} HTTP/1.1" 200' in stdout.read_text())
+    finally:
+        server.close()
 
 
 def sh_wsgistack(argv: list[str], request: pytest.FixtureRequest) -> None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.request import urlopen
 from wsgiref.validate import validator
 
 import pytest
@@ -43,28 +42,45 @@ def test_the_gateway_forwards_legacy_and_serves_the_rest(monkeypatch):
 
 
 class Served:
-    """A CLI server in a subprocess, stopped by PID."""
+    """A CLI server in a subprocess, stopped by PID; ``address`` is its first listener's.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            bufsize=0,  # select() sees only the pipe: a buffered reader could hide lines
-        )
+    ``address`` is ``(host, port)`` on 127.0.0.1 or ::1, or a unix socket's path;
+    ``scheme`` is what it speaks (``http`` or ``uwsgi``). ``stdout`` names a file for
+    what the server prints there (``--access-log -``).
+    """
+
+    LISTENING = re.compile(
+        rb"(?:listening on|Listening at:) (http|uwsgi)://"
+        rb"(?:unix:(\S+)|(127\.0\.0\.1|\[::1\]):(\d+))\n"
+    )
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        stdout: Path | None = None,
+    ) -> None:
+        with open(stdout or os.devnull, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=cwd,
+                env=env,
+                stderr=subprocess.PIPE,
+                stdout=out,
+                bufsize=0,  # select() sees only the pipe: a buffered reader could hide lines
+            )
         deadline = time.monotonic() + 30
         output = b""
         while time.monotonic() < deadline:
             if select.select([self.proc.stderr], [], [], 0.5)[0]:
                 data = os.read(self.proc.stderr.fileno(), 65536)
                 output += data
-                found = re.search(
-                    rb"(?:listening on|Listening at:) (http|uwsgi)://127\.0\.0\.1:(\d+)\n", output
-                )
+                found = self.LISTENING.search(output)
                 if found:
-                    self.scheme, self.port = found.group(1).decode(), int(found.group(2))
+                    scheme, path, host, port = (part and part.decode() for part in found.groups())
+                    self.scheme = scheme
+                    self.address: tuple[str, int] | str = path or (host.strip("[]"), int(port))
                     return
                 if not data:
                     break
@@ -74,14 +90,13 @@ class Served:
     def get(self, path: str) -> tuple[int, str]:
         if self.scheme == "uwsgi":  # as nginx's uwsgi_pass would ask
             variables = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "localhost"}
-            with RawClient(("127.0.0.1", self.port), timeout=10) as client:
-                status, _, body = client.request(uwsgi_packet(variables))
-            return status, body.decode()
-        try:
-            with urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read().decode()
-        except Exception as error:  # urllib raises for 4xx/5xx
-            return error.code, error.read().decode()
+            message = uwsgi_packet(variables)
+        else:
+            message = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            message = message.encode()
+        with RawClient(self.address, timeout=10) as client:
+            status, _, body = client.request(message)
+        return status, body.decode()
 
     def close(self) -> None:
         stop_process(self.proc, grace=20)

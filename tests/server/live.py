@@ -66,11 +66,15 @@ class RawClient:
     """A socket that sends raw bytes and parses responses (keep-alive aware)."""
 
     def __init__(self, address: Any, timeout: float = 5.0) -> None:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        if isinstance(address, str):  # a unix socket's path
+            family = socket.AF_UNIX
+        else:
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(address)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family != socket.AF_UNIX:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
         self.was_reset = False  # read_to_close() ended with a reset, not an orderly close
 
