@@ -91,6 +91,17 @@ def test_a_monthly_quota_refuses_until_its_share_of_the_month_is_over():
     assert hit(app).status_int == 200
 
 
+def test_long_and_fractional_periods_are_shown_in_plain_seconds():
+    # describe() and `wsgistack check` showed "10000/2.592e+06s" for "10000/month".
+    limiter = RateLimiter(hello_app, "10000/month; 1/2 years; 3 per 1.5 seconds")
+    assert repr(limiter).startswith("RateLimiter('10000/2592000s; 1/62208000s; 3/1.5s',")
+    assert [str(rate) for rate in limiter.rates] == [
+        "10000 per 2592000 seconds (burst 10000)",
+        "1 per 62208000 seconds (burst 1)",
+        "3 per 1.5 seconds (burst 3)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

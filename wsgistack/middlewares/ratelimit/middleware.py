@@ -384,7 +384,7 @@ class RateLimiter:
             close()
 
     def __repr__(self) -> str:
-        limits = "; ".join(f"{r.amount}/{r.period:g}s" for r in self.rates)
+        limits = "; ".join(f"{r.amount}/{r.seconds}s" for r in self.rates)
         options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]
         # Everything that decides who is limited, so describe() tells the whole story.
         if self.burst is not None:

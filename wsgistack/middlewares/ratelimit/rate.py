@@ -108,18 +108,22 @@ class Rate:
             object.__setattr__(self, name, value)
         if self.burst * self.interval_ticks >= 2**53:  # Redis's Lua counts in doubles
             raise ConfigError(
-                f"limits: {self.amount} per {self.period:g} s with a burst of {self.burst} "
+                f"limits: {self.amount} per {self.seconds} s with a burst of {self.burst} "
                 "is too fine to count exactly; round the amount or shorten the period"
             )
 
     @property
+    def seconds(self) -> str:
+        """The period as people write it: ``2592000`` for a month, ``1.5``; never ``2.592e+06``."""
+        return str(int(self.period)) if self.period == int(self.period) else repr(self.period)
+
+    @property
     def name(self) -> str:
         """A stable name for headers and store keys: ``100-per-60s``."""
-        period = int(self.period) if self.period == int(self.period) else self.period
-        return f"{self.amount}-per-{period}s"
+        return f"{self.amount}-per-{self.seconds}s"
 
     def __str__(self) -> str:
-        return f"{self.amount} per {self.period:g} seconds (burst {self.burst})"
+        return f"{self.amount} per {self.seconds} seconds (burst {self.burst})"
 
 
 def _parse_one(text: str, burst: int | None) -> Rate:
