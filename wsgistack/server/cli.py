@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,14 +49,27 @@ _HELP = (
 )
 
 
+class _ZonedFormatter(logging.Formatter):
+    """Local time with its UTC offset (``2026-03-01 12:00:00,123 +0100``), as gunicorn's.
+
+    An app may move its worker to another zone as it loads (Django sets ``TZ``
+    from ``TIME_ZONE``): without the offset, its lines and the master's disagree
+    by hours and nothing says so.
+    """
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        zone = time.strftime("%z", self.converter(record.created))
+        return f"{super().formatTime(record, datefmt)} {zone}"
+
+
 def _serve(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name, _ in _HELP if getattr(args, name) is not None}
     config = ServerConfig.from_options(**options)  # validate before loading the app
     if (args.app is None) == (args.config is None):
         raise ConfigError("give exactly one of APP (module:attr) or --config FILE")
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     if args.app is not None:
         load = functools.partial(load_app, args.app)
     else:
