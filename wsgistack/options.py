@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
+    "MAX_SECONDS",
     "TCHAR",
     "TOKEN",
     "count",
@@ -35,6 +36,11 @@ TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 #: RFC 9110 5.1: field-name = token; 5.6.2: token = 1*tchar.  The server checks
 #: the names an app sends with it too.
 TOKEN = re.compile(TCHAR + r"+\Z")
+
+#: The largest number of seconds an option takes: "never" for every practical
+#: purpose, and well inside what the kernel's socket timeouts (a C ``long``) and
+#: ``threading``'s waits (``TIMEOUT_MAX``) accept.
+MAX_SECONDS = 365 * 24 * 3600
 
 _INI_TRUE = frozenset({"true", "yes", "on", "1"})
 _INI_FALSE = frozenset({"false", "no", "off", "0"})
@@ -59,14 +65,19 @@ def count(value: object, option: str, least: int = 1) -> int:
 
 
 def seconds(value: object, option: str) -> float:
-    """``value`` as seconds if it is a finite number > 0 (a timeout); a ConfigError otherwise.
+    """``value`` as seconds if it is > 0 and at most a year (a timeout); else a ConfigError.
 
     Zero is refused too: as a socket timeout it means "never wait", so every
-    call would fail.
+    call would fail.  So is more than a year: a socket or a thread's wait
+    cannot hold it, so it would fail at the first request that waits.
     """
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
-        return float(value)
-    raise ConfigError(f"{option}: expected seconds > 0, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{option}: expected seconds > 0, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ConfigError(
+            f"{option}: expected at most {MAX_SECONDS} seconds (a year), got {value!r}"
+        )
+    return float(value)
 
 
 def ini_flag(text: object, option: str) -> bool:

@@ -636,6 +636,25 @@ def test_bad_options_fail_at_start_up(args, message):
             id="health-path-text",
         ),
         pytest.param("http://a:1", {"health_path": 5}, "must start with '/'", id="health-path-int"),
+        # Taken, then every request failed with a 500: a socket cannot wait that long.
+        pytest.param(
+            "http://a:1",
+            {"read_timeout": 1e30},
+            r"read_timeout: expected at most 31536000 seconds \(a year\), got 1e\+30",
+            id="read-timeout-huge",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"connect_timeout": 10**12},
+            "connect_timeout: expected at most 31536000 seconds",
+            id="connect-timeout-huge",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"health_interval": float("inf")},
+            "health_interval: expected at most 31536000 seconds",
+            id="health-interval-inf",
+        ),
     ],
 )
 def test_each_bad_option_is_named_at_start_up(upstream, options, message):
@@ -643,6 +662,17 @@ def test_each_bad_option_is_named_at_start_up(upstream, options, message):
     with pytest.raises(ConfigError, match=message) as raised:
         LoadBalancer([*primaries, upstream], **options)
     assert "s3cret" not in str(raised.value)
+
+
+def test_a_year_is_the_longest_timeout_and_it_serves(upstreams):
+    url = upstreams.start("a")
+    year = 365 * 24 * 3600
+    timeouts = ("connect_timeout", "read_timeout", "retry_timeout", "idle_timeout")
+    balancer = LoadBalancer([url], **dict.fromkeys(timeouts, year))
+    try:
+        assert names(balancer, 2) == ["a", "a"]  # the pooled connection is reused too
+    finally:
+        balancer.close()
 
 
 def test_in_a_pipeline(upstreams):

@@ -1124,6 +1124,12 @@ def test_bad_options_fail_at_start_up(options, message):
         # These failed at start-up, but in redis-py's words, naming no option of ours.
         pytest.param({"timeout": "0.5"}, "RedisStore: timeout: expected seconds", id="t-str"),
         pytest.param({"timeout": -1}, "RedisStore: timeout: expected seconds", id="t-negative"),
+        # Taken, then every check failed in the socket: fail="open" meant no limit at all.
+        pytest.param(
+            {"timeout": 1e12},
+            "RedisStore: timeout: expected at most 31536000 seconds (a year), got 1000000000000.0",
+            id="t-huge",
+        ),
         pytest.param(
             {"max_connections": "5"}, "RedisStore: max_connections: expected", id="pool-str"
         ),

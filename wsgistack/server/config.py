@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..options import MAX_SECONDS
 from ..paths import decoded_spelling
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "parse_bind"]
@@ -98,10 +99,6 @@ def _binds(value: Any) -> tuple[Bind, ...]:
     return tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
 
 
-#: The largest number of seconds an option takes: "never" for every practical
-#: purpose, and well inside what the kernel's socket timeouts (a C ``long``) and
-#: ``threading``'s waits (``TIMEOUT_MAX``) accept.
-MAX_SECONDS = 365 * 24 * 3600
 #: listen() takes a C int (the kernel caps the backlog at net.core.somaxconn anyway).
 MAX_BACKLOG = 2**31 - 1
 
