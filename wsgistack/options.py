@@ -21,6 +21,7 @@ __all__ = [
     "MAX_SECONDS",
     "TCHAR",
     "TOKEN",
+    "choice",
     "count",
     "flag",
     "function",
@@ -51,6 +52,20 @@ def flag(value: object, option: str) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"{option}: expected true or false, got {value!r}")
+
+
+def choice(value: object, option: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of the words ``choices``; a ``ConfigError`` naming ``option`` if not.
+
+    Checked by equality on strings only: a list from a config file is refused
+    by name, not looked up in a dict (``unhashable type: 'list'``).
+    """
+    words = list(choices)
+    if isinstance(value, str) and value in words:
+        return value
+    quoted = [repr(word) for word in words]
+    expected = " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
+    raise ConfigError(f"{option}: expected {expected}, got {value!r}")
 
 
 def count(value: object, option: str, least: int = 1) -> int:

@@ -569,6 +569,11 @@ def test_describe_and_status_show_health(lb, upstreams):
     [
         pytest.param((["ftp://x"],), "is not an http://host:port URL", id="scheme"),
         pytest.param(([],), "at least one", id="empty"),
+        # These were a TypeError from deep inside, naming no option.
+        pytest.param((8080,), r"upstreams: expected a list of http:// URLs, got 8080", id="int"),
+        pytest.param(
+            ("http://a:1",), "upstreams: expected a list of .*, got the string", id="string"
+        ),
         pytest.param((["http://a:1"],), "strategy: expected one of", id="strategy", marks=()),
         pytest.param(([{"url": "http://a:1", "weight": 0}],), "weight must be >= 1", id="weight"),
         pytest.param(
@@ -636,6 +641,33 @@ def test_bad_options_fail_at_start_up(args, message):
             id="health-path-text",
         ),
         pytest.param("http://a:1", {"health_path": 5}, "must start with '/'", id="health-path-int"),
+        # A TOML list where a word belongs: "unhashable type: 'list'", naming nothing.
+        pytest.param(
+            "http://a:1",
+            {"strategy": ["hash"]},
+            r"strategy: expected one of 'round_robin', .*, got \['hash'\]",
+            id="strategy-list",
+        ),
+        # One word where a list belongs was read letter by letter: "unknown ['e', 'o', 'r']".
+        pytest.param(
+            "http://a:1",
+            {"next_upstream": "error"},
+            "next_upstream: expected a list of conditions, got the string 'error'",
+            id="next-upstream-string",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"next_upstream": ["error", "http_500"]},
+            r"next_upstream: unknown \['http_500'\]; expected any of error, http_502",
+            id="next-upstream-unknown",
+        ),
+        pytest.param(
+            "http://a:1", {"next_upstream": 5}, "next_upstream: expected a list", id="next-int"
+        ),
+        # Taken, then describe() and every request failed calling it.
+        pytest.param(
+            "http://a:1", {"clock": "time:monotonic"}, "clock: .* not callable", id="clock"
+        ),
         # Taken, then every request failed with a 500: a socket cannot wait that long.
         pytest.param(
             "http://a:1",

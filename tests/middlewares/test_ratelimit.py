@@ -1070,6 +1070,12 @@ def test_a_redis_cluster_down_fails_open_or_closed_then_recovers(redis_cluster, 
             {"store": "mysql://x"}, "store: expected 'memory' or a redis:// URL", id="store"
         ),
         pytest.param({"strategy": "leaky"}, "strategy: expected", id="strategy"),
+        # A TOML list was "unhashable type: 'list'", naming no option.
+        pytest.param(
+            {"strategy": ["gcra"]},
+            r"strategy: expected 'gcra' or 'sliding_window', got \['gcra'\]",
+            id="strategy-list",
+        ),
         pytest.param({"fail": "maybe"}, "fail: expected 'open' or 'closed'", id="fail"),
         pytest.param(
             {"store_backoff": 0}, "RateLimiter: store_backoff: expected seconds > 0, got 0", id="b0"

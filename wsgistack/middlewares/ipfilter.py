@@ -43,7 +43,7 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip, warn_no_address
 from ..errors import ConfigError
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
-from ..options import flag, function, listed, log_target
+from ..options import choice, flag, function, listed, log_target
 from ..paths import prefixes, under
 from ..refusals import refusal
 
@@ -103,8 +103,7 @@ class _Rules:
 
 def _check_scalars(precedence: object, refuse: object, reload_interval: object) -> None:
     """The single-valued options, checked before anything is built from them."""
-    if precedence not in ("deny", "allow"):
-        raise ConfigError(f"IPFilter: precedence: expected 'deny' or 'allow', got {precedence!r}")
+    choice(precedence, "IPFilter: precedence", ("deny", "allow"))
     if refuse is not None and not callable(refuse):
         raise ConfigError(f"IPFilter: refuse: {refuse!r} is not a WSGI app")
     if (

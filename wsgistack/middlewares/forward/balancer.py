@@ -35,7 +35,7 @@ import webob.exc
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError, ProtocolError
-from ...options import count, flag, function, seconds
+from ...options import choice, count, flag, function, listed, seconds
 from ...refusals import refusal
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
@@ -132,7 +132,8 @@ class LoadBalancer:
         max_body_size: int = 1024**3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(upstreams, str) or not upstreams:
+        upstreams = listed(upstreams, "LoadBalancer: upstreams", "http:// URLs")
+        if not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
         count(max_idle, "LoadBalancer: max_idle", least=0)
         count(max_fails, "LoadBalancer: max_fails", least=0)  # 0: no passive accounting
@@ -145,18 +146,16 @@ class LoadBalancer:
         self.backups = [u for u in self.upstreams if u.backup]
         if not self.primaries:
             raise ConfigError("LoadBalancer: upstreams: at least one must not be a backup")
-        if strategy not in STRATEGIES:
-            raise ConfigError(
-                f"LoadBalancer: strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}"
-            )
-        self.strategy = strategy
+        self.strategy = choice(strategy, "LoadBalancer: strategy", STRATEGIES)
         self._pick_primary = STRATEGIES[strategy](self.primaries)
         self._pick_backup = STRATEGIES[strategy](self.backups) if self.backups else None
         self.hash_key = None if hash_key is None else function(hash_key, "LoadBalancer: hash_key")
-        conditions = set(next_upstream)
-        if conditions - CONDITIONS:
+        conditions = listed(next_upstream, "LoadBalancer: next_upstream", "conditions")
+        unknown = [c for c in conditions if not isinstance(c, str) or c not in CONDITIONS]
+        if unknown:
             raise ConfigError(
-                f"LoadBalancer: next_upstream: unknown {sorted(conditions - CONDITIONS)}"
+                f"LoadBalancer: next_upstream: unknown {unknown}; "
+                f"expected any of {', '.join(sorted(CONDITIONS))}"
             )
         self.next_upstream = frozenset(conditions)
         self._retry_statuses = {int(c[5:]) for c in conditions if c.startswith("http_")}
@@ -182,7 +181,7 @@ class LoadBalancer:
         self.request_buffering = flag(request_buffering, "LoadBalancer: request_buffering")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path
-        self.clock = clock
+        self.clock = function(clock, "LoadBalancer: clock")
         # Also for check_now() without a health_path (then it checks "/"), never started.
         self._health = HealthChecker(
             self.upstreams,

@@ -18,7 +18,7 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
-from ...options import flag, function, header_name, log_target, seconds
+from ...options import choice, flag, function, header_name, log_target, seconds
 from ...paths import prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker
@@ -97,10 +97,7 @@ class RateLimiter:
         self.app = app
         self.rates = parse_limits(limits, burst)
         self.burst = burst
-        if strategy not in STRATEGIES:
-            raise ConfigError(
-                f"RateLimiter: strategy: expected 'gcra' or 'sliding_window', got {strategy!r}"
-            )
+        choice(strategy, "RateLimiter: strategy", STRATEGIES)
         if strategy == "sliding_window" and any(r.burst != r.amount for r in self.rates):
             # It counts each rate's amount per window; a burst would be ignored unseen.
             raise ConfigError(
@@ -108,9 +105,7 @@ class RateLimiter:
                 "window and has no burst of its own; leave burst out or use strategy='gcra'"
             )
         self.strategy = strategy
-        if fail not in ("open", "closed"):
-            raise ConfigError(f"RateLimiter: fail: expected 'open' or 'closed', got {fail!r}")
-        self.fail = fail
+        self.fail = choice(fail, "RateLimiter: fail", ("open", "closed"))
         # 1 s: a probe's timeout is paid once a second per worker while the store
         # is down, and once it is back, at most a second passes under the fail policy.
         self.store_backoff = seconds(store_backoff, "RateLimiter: store_backoff")
