@@ -52,6 +52,22 @@ def test_check_fails_with_the_reason(tmp_path):
     )
 
 
+def test_check_a_layer_without_its_required_option_is_one_line(tmp_path):
+    # It was "cannot load the app: RateLimiter.__init__() missing 1 required
+    # positional argument: 'limits'" with a traceback, as if the app had crashed.
+    path = tmp_path / "stack.toml"
+    path.write_text(
+        GOOD.replace("tests.pipeline_fixtures:Tagger", "rate_limit").replace(
+            'tag = "a"', "burst = 5"
+        )
+    )
+    result = run("check", str(path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip() == (
+        f"wsgistack check: error: {path}: layer 1 (rate_limit): missing option 'limits'"
+    )
+
+
 def test_check_a_bad_app_spec_or_a_directory_exits_2_naming_it(tmp_path):
     path = tmp_path / "stack.toml"
     path.write_text('[app]\nuse = ":app"\n')

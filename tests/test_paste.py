@@ -217,3 +217,28 @@ def test_an_unknown_option_is_named_with_the_ini_file_and_a_hint(tmp_path, ini_t
     ini.write_text(ini_text)
     with pytest.raises(ConfigError, match=re.escape(f"{ini}{message}")):
         loadapp(f"config:{ini}")
+
+
+@pytest.mark.parametrize(
+    ("ini_text", "message"),
+    [
+        pytest.param(
+            EGG_INI.replace("pipeline = errors office app", "pipeline = errors limit app")
+            + "\n[filter:limit]\nuse = egg:wsgistack#rate_limit\nburst = 5\n",
+            ": filter rate_limit: missing option 'limits'",
+            id="filter",
+        ),
+        pytest.param(
+            "[app:main]\nuse = egg:wsgistack#load_balance\nstrategy = least_conn\n",
+            ": app load_balance: missing option 'upstreams'",
+            id="app",
+        ),
+    ],
+)
+def test_a_required_option_left_out_is_named_with_the_ini_file(tmp_path, ini_text, message):
+    # It was "RateLimiter.__init__() missing 1 required positional argument: 'limits'".
+    ini = tmp_path / "site.ini"
+    ini.write_text(ini_text)
+    with pytest.raises(ConfigError, match=re.escape(f"{ini}{message}")) as raised:
+        loadapp(f"config:{ini}")
+    assert raised.value.__cause__ is None  # a bad option, not a crash in code: no traceback

@@ -104,8 +104,20 @@ BAD = [
     ),
     pytest.param(
         {"layer": [{"use": "tagger"}], "app": "tests.pipeline_fixtures:tags_app"},
-        "stack.toml: layer 1 (tagger): ",
+        "stack.toml: layer 1 (tagger): missing option 'tag'",
         id="missing-option",
+    ),
+    pytest.param(
+        {"app": {"use": "dispatch", "redirect_slash": False}},
+        "stack.toml: app (dispatch): missing option 'mounts'",
+        id="missing-option-of-an-app",
+    ),
+    pytest.param(
+        {"layer": [{"use": "tests.pipeline_fixtures:tags_app"}], "app": "x:y"},
+        "stack.toml: layer 1 (tests.pipeline_fixtures:tags_app): "
+        "'tests.pipeline_fixtures:tags_app' is a WSGI app (it takes environ and "
+        "start_response), not a layer; put it in [app]",
+        id="an-app-function-as-a-layer",
     ),
     pytest.param(
         {"layer": [{"tag": "a"}], "app": "x:y"},
@@ -182,8 +194,10 @@ BAD = [
 
 @pytest.mark.parametrize(("config", "message"), BAD)
 def test_errors_name_the_file_the_layer_and_the_option(builtins, config, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
         build_pipeline(config, source="stack.toml")
+    # A cause would make the CLI print it as the app's own crash, with a traceback.
+    assert raised.value.__cause__ is None
 
 
 def test_a_file_that_is_not_toml(tmp_path):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._types import WSGIApplication
-from .compose import _not_an_app, compose
+from .compose import _arity_says_app, _needs_options, _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
 
@@ -94,18 +94,35 @@ def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
 
 
 def check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip: int) -> None:
-    """Refuse an option ``factory`` does not take (after ``skip`` positional ones), with a hint."""
+    """Refuse options ``factory`` cannot be called with (after ``skip`` positional ones).
+
+    An unknown name gets a hint; a required option left out is named, here,
+    rather than as the factory's own ``TypeError`` (which reads as a crash in
+    the app's code, with a traceback).
+    """
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return
     params = list(signature.parameters.values())[skip:]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    for name in options:
-        if name not in accepted:
-            raise ConfigError(f"unknown option {name!r}{_suggest(name, accepted)}")
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for name in options:
+            if name not in accepted:
+                raise ConfigError(f"unknown option {name!r}{_suggest(name, accepted)}")
+    try:
+        signature.bind(*[None] * skip, **options)
+    except TypeError as exc:
+        missing = [
+            repr(p.name)
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is p.empty
+            and p.name not in options
+        ]
+        if missing:
+            raise ConfigError(f"missing option {', '.join(missing)}") from None
+        raise ConfigError(f"cannot take these options: {exc}") from None
 
 
 class _Builder:
@@ -164,6 +181,13 @@ class _Builder:
         try:  # option names are checked in file order, before the app is loaded
             check_options(factory, options, 1)
         except ConfigError as exc:
+            if not options and _arity_says_app(factory) and _needs_options(factory) is None:
+                # Else "missing option 'start_response'": it wants a request, not an app.
+                raise self.fail(
+                    where,
+                    f"{use!r} is a WSGI app (it takes environ and start_response), "
+                    "not a layer; put it in [app]",
+                ) from None
             raise self.fail(where, str(exc)) from None
 
         def build(app: WSGIApplication) -> WSGIApplication:
