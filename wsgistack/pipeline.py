@@ -36,6 +36,7 @@ __all__ = [
     "build_pipeline",
     "check_options",
     "load_pipeline",
+    "read_pipeline",
     "resolve_factory",
 ]
 
@@ -261,16 +262,24 @@ def build_pipeline(config: Mapping[str, Any], *, source: str = "<pipeline>") -> 
     return _Builder(source).pipeline(config)
 
 
-def load_pipeline(path: str | Path) -> WSGIApplication:
-    """Build the app a TOML pipeline file describes."""
+def read_pipeline(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML of a pipeline file; a ConfigError naming the file (and line) if not.
+
+    ``wsgistack serve --config`` reads it once before binding, so a missing or
+    broken file fails at once, not in each worker after the ports are open.
+    """
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            config = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:  # a directory, no permission, ...
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return build_pipeline(config, source=str(path))
+
+
+def load_pipeline(path: str | Path) -> WSGIApplication:
+    """Build the app a TOML pipeline file describes."""
+    return build_pipeline(read_pipeline(path), source=str(Path(path)))

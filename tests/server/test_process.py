@@ -126,6 +126,34 @@ def test_bad_option_fails_at_start_with_its_name(tmp_path):
     assert "workers: '-1' must be an integer >= 0" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "stack.toml: no such file"),
+        (
+            '[app]\nuse = "slowapp:app"\n[[layer]\n',
+            "stack.toml: not valid TOML: Expected ']]' at the end of an array declaration"
+            " (at line 3, column 8)",
+        ),
+    ],
+    ids=["missing", "not-toml"],
+)
+def test_a_pipeline_file_that_cannot_be_read_fails_before_binding(tmp_path, text, message):
+    # It bound the port, forked a worker and failed there, in the server's log lines.
+    if text is not None:
+        (tmp_path / "stack.toml").write_text(text)
+    command = ["serve", "--config", "stack.toml", "--workers", "1", "--bind", "127.0.0.1:0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"wsgistack serve: error: {message}\n"
+
+
 def test_serve_a_pipeline_file(serve, tmp_path):
     (tmp_path / "stack.toml").write_text('[app]\nuse = "slowapp:app"\n')
     server = serve("--workers", "0", target=("--config", "stack.toml"))

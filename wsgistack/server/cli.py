@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..loader import load_app, log_load_failure, working_directory
-from ..pipeline import load_pipeline
+from ..pipeline import load_pipeline, read_pipeline
 from .config import ServerConfig
 from .listener import describe_socket
 from .server import Server
@@ -73,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.app is not None:
         load = functools.partial(load_app, args.app)
     else:
+        read_pipeline(args.config)  # a missing or broken file: one line, before binding
         load = functools.partial(load_pipeline, args.config)
     loader = functools.partial(_load_in, working_directory(), load)
     if config.workers == 0:
