@@ -10,6 +10,7 @@ spellings, read by :func:`ini_flag`.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ __all__ = [
     "TOKEN",
     "choice",
     "count",
+    "did_you_mean",
     "flag",
     "function",
     "header_name",
@@ -66,6 +68,12 @@ def choice(value: object, option: str, choices: Iterable[str]) -> str:
     quoted = [repr(word) for word in words]
     expected = " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
     raise ConfigError(f"{option}: expected {expected}, got {value!r}")
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'allow'?)`` for a misspelt ``name`` close to one of ``choices``, else ""."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def count(value: object, option: str, least: int = 1) -> int:

@@ -17,7 +17,6 @@ Every error names the file, the layer and the option, e.g.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import tomllib
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from ._types import WSGIApplication
 from .compose import _arity_says_app, _needs_options, _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
+from .options import did_you_mean
 
 __all__ = [
     "BUILTINS",
@@ -72,11 +72,6 @@ BUILTINS: dict[str, Builtin] = {
 _PIPELINE_KEYS = ("layer", "app")
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
     """The factory named by ``use``: a built-in name or a ``module:attr`` path."""
     if not isinstance(use, str) or not use:
@@ -88,7 +83,7 @@ def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
         names = sorted(BUILTINS)
         known = ", ".join(names) if names else "none yet"
         raise ConfigError(
-            f"unknown built-in {use!r}{_suggest(use, names)}; built-ins: {known}; "
+            f"unknown built-in {use!r}{did_you_mean(use, names)}; built-ins: {known}; "
             "or give 'module:attr'"
         )
     return import_object(use, allow_call=True), None
@@ -110,7 +105,7 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip:
         accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
         for name in options:
             if name not in accepted:
-                raise ConfigError(f"unknown option {name!r}{_suggest(name, accepted)}")
+                raise ConfigError(f"unknown option {name!r}{did_you_mean(name, accepted)}")
     try:
         signature.bind(*[None] * skip, **options)
     except TypeError as exc:
@@ -242,7 +237,7 @@ class _Builder:
             if key not in _PIPELINE_KEYS:
                 raise ConfigError(
                     f"{self.source}: {prefix}unknown key {key!r}"
-                    f"{_suggest(key, list(_PIPELINE_KEYS))}; a pipeline has [[layer]] and [app]"
+                    f"{did_you_mean(key, list(_PIPELINE_KEYS))}; a pipeline has [[layer]] and [app]"
                 )
         if "app" not in config:
             raise ConfigError(f"{self.source}: {prefix}no [app]: a pipeline needs an app to serve")

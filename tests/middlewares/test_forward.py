@@ -577,6 +577,11 @@ def test_describe_and_status_show_health(lb, upstreams):
         pytest.param((["http://a:1"],), "strategy: expected one of", id="strategy", marks=()),
         pytest.param(([{"url": "http://a:1", "weight": 0}],), "weight must be >= 1", id="weight"),
         pytest.param(
+            ([{"url": "http://a:1", "wieght": 2}],),
+            r"unknown key 'wieght' \(did you mean 'weight'\?\); expected url",
+            id="misspelt-key",
+        ),
+        pytest.param(
             ([{"url": "http://a:1", "backup": True}],), "must not be a backup", id="backups-only"
         ),
     ],

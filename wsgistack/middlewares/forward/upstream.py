@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import ConfigError
-from ...options import flag
+from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
 from .client import readable
 
@@ -209,6 +209,9 @@ class Upstream:
         return f"Upstream({self.url!r}{extra}{', backup' if self.backup else ''})"
 
 
+_UPSTREAM_KEYS = ("url", "weight", "backup")
+
+
 def parse_upstream(spec: Any, defaults: dict[str, Any]) -> Upstream:
     """``"http://host:port"``, ``{"url": ..., "weight": 2, "backup": true}`` or an Upstream."""
     if isinstance(spec, Upstream):
@@ -218,10 +221,13 @@ def parse_upstream(spec: Any, defaults: dict[str, Any]) -> Upstream:
     if isinstance(spec, dict):
         options = dict(spec)
         url = options.pop("url", None)
-        unknown = set(options) - {"weight", "backup"}
+        unknown = sorted(str(key) for key in set(options) - {"weight", "backup"})
         if url is None or unknown:
+            hint = ""
+            if unknown:
+                hint = f" unknown key {unknown[0]!r}{did_you_mean(unknown[0], _UPSTREAM_KEYS)};"
             raise ConfigError(
-                f"LoadBalancer: upstreams: {spec!r}: expected url and optional weight, backup"
+                f"LoadBalancer: upstreams: {spec!r}:{hint} expected url and optional weight, backup"
             )
         return Upstream(url, **options, **defaults)
     raise ConfigError(f"LoadBalancer: upstreams: {spec!r} is not a URL or a table")
