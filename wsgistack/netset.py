@@ -60,7 +60,7 @@ def parse_network(text: str, *, option: str = "network") -> IPNetwork:
         network = ipaddress.ip_network(cleaned)
     except ValueError as exc:
         raise ConfigError(f"{option}: {text!r} is not an IP address or network ({exc})") from None
-    return _entry(network, option)
+    return _entry(network, option, text)
 
 
 def as_network(entry: object, *, option: str = "network") -> IPNetwork:
@@ -68,17 +68,17 @@ def as_network(entry: object, *, option: str = "network") -> IPNetwork:
     if isinstance(entry, str):
         return parse_network(entry, option=option)
     if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return _entry(entry, option)
+        return _entry(entry, option, str(entry))
     if isinstance(entry, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return parse_network(str(entry), option=option)  # one address, as its text spells it
     raise ConfigError(f"{option}: {entry!r} is not an IP address or network")
 
 
-def _entry(network: IPNetwork, option: str) -> IPNetwork:
+def _entry(network: IPNetwork, option: str, written: str) -> IPNetwork:
     """A parsed entry as it is matched: unscoped, and IPv4-mapped ones unmapped."""
     if getattr(network.network_address, "scope_id", None):
-        raise ConfigError(
-            f"{option}: {str(network)!r} has a scope (%...): entries match by address on "
+        raise ConfigError(  # as written: the parsed one reads "fe80::1%eth0/128"
+            f"{option}: {written!r} has a scope (%...): entries match by address on "
             "every interface; give the address without it"
         )
     return _unmapped(network)
