@@ -186,6 +186,20 @@ def test_a_host_mount_in_a_composite_matches_any_port(tmp_path):
     assert app.get("/", headers={"Host": "other.example.com"}, status=404)
 
 
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [("defualt", "default"), ("redirect_slashes", "redirect_slash")],
+)
+def test_a_misspelt_option_of_the_composite_is_not_mounted_as_a_host(tmp_path, key, hint):
+    # Any key but the options is a host mount: "defualt = tags" mounted a host
+    # named defualt, and the site had no default, with nothing said.
+    ini = tmp_path / "site.ini"
+    ini.write_text(HOST_INI.format(mount=key))
+    message = f"'{key}' would mount a host of that name (did you mean '{hint}'?)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        loadapp(f"config:{ini}")
+
+
 @pytest.mark.parametrize("mount", ["api.example.com:8080", "api.example.com:8080/v1"])
 def test_a_host_mount_with_a_port_is_refused_with_the_reason(tmp_path, mount):
     # configparser splits "api.example.com:8080 = tags" at the ":": say so, not "no section".

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._types import WSGIApplication
 from .errors import ConfigError
-from .options import ini_flag
+from .options import did_you_mean, ini_flag
 from .pipeline import check_options, resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
@@ -95,6 +95,10 @@ ip_filter = make_filter_factory("ip_filter")
 rate_limit = make_filter_factory("rate_limit")
 
 
+#: The keys of a dispatch composite that are options; every other one is a mount.
+_DISPATCH_OPTIONS = ("default", "redirect_slash")
+
+
 def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
     """A ``paste.composite_factory``: each ``/prefix = appname`` line mounts an app.
 
@@ -112,6 +116,13 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
                 "mount cannot name a port here; mount the host without its port (it then "
                 "matches any port), or mount it in a TOML pipeline or in Python"
             )
+    for key in local_conf:
+        if key[:1] != "/" and key not in _DISPATCH_OPTIONS:
+            # Any other key is a host to mount, so a misspelt option would
+            # silently mount a host of that name, and the option be ignored.
+            hint = did_you_mean(key, _DISPATCH_OPTIONS)
+            if hint:
+                raise ConfigError(f"{where}: {key!r} would mount a host of that name{hint}")
     default_name = local_conf.pop("default", None)
     redirect = ini_flag(local_conf.pop("redirect_slash", "true"), f"{where}: redirect_slash")
     mounts = {
