@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from wsgistack.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +112,26 @@ def test_check_an_app_that_raises_while_importing_exits_2_with_its_traceback(tmp
     assert result.stderr.startswith(f"wsgistack check: {path}: cannot load the app: ")
     assert "KeyError: 'NO_SUCH_VARIABLE_XYZ'" in result.stderr
     assert 'needsenv.py", line 3' in result.stderr  # the line that raised
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["check"], ["demo"]], ids=" ".join)
+def test_every_help_text_is_plain(command, capsys):
+    # The top help printed the module docstring, ``wsgistack`` and all, and
+    # serve's options read "--graceful-timeout GRACEFUL_TIMEOUT": no word of
+    # what to give.
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":class:" not in text
+    assert not re.search(r"--[a-z-]+ [A-Z]+_", text)
+    assert "KEEPALIVE" not in text
+
+
+def test_serve_help_names_every_way_to_name_the_app(capsys):
+    # It named only module:attr; the loader also takes a module and a factory call.
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for form in ("module:attr", "module (its 'application'", "module:factory(...)"):
+        assert form in text

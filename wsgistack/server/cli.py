@@ -24,28 +24,83 @@ from .server import Server
 
 __all__ = ["add_serve"]
 
-#: (option, help) in the order --help shows them; values go through config.OPTIONS.
+#: (option, metavar, help) in the order --help shows them; values go through config.OPTIONS.
 _HELP = (
-    ("bind", "HOST:PORT, [IPv6]:PORT, unix:/path, uwsgi://...; repeatable (127.0.0.1:8000)"),
-    ("protocol", "http, or uwsgi for nginx's uwsgi_pass; a uwsgi:// bind overrides (default http)"),
-    ("workers", "worker processes; 0 serves in this process (default 1)"),
-    ("threads", "request threads per worker (default 4)"),
-    ("timeout", "seconds a client has to send a request, or to take a response (default 30)"),
-    ("keepalive", "seconds an idle keep-alive connection is kept (default 5)"),
-    ("graceful_timeout", "seconds in-flight requests get on stop or reload (default 30)"),
+    (
+        "bind",
+        "ADDRESS",
+        "HOST:PORT, [IPv6]:PORT or unix:/path; uwsgi://HOST:PORT speaks uwsgi;"
+        " repeat for several (default 127.0.0.1:8000)",
+    ),
+    (
+        "protocol",
+        "NAME",
+        "http, or uwsgi for nginx's uwsgi_pass: what binds without a scheme speak (default http)",
+    ),
+    ("workers", "N", "worker processes; 0 serves in this process, without a master (default 1)"),
+    ("threads", "N", "request threads per worker (default 4)"),
+    (
+        "timeout",
+        "SECONDS",
+        "time a client has to send a request head, the longest wait for more of its"
+        " body (then 408), and for it to take a response (default 30)",
+    ),
+    ("keepalive", "SECONDS", "how long an idle keep-alive connection is kept (default 5)"),
+    (
+        "graceful_timeout",
+        "SECONDS",
+        "time in-flight requests get to finish on SIGTERM or SIGHUP (default 30)",
+    ),
     (
         "worker_timeout",
-        "seconds a worker may hang (no heartbeat from its loop) before the master"
-        " kills and replaces it; 0 off (default 60)",
+        "SECONDS",
+        "time a worker's loop may stop turning (hung) before the master kills and"
+        " replaces it; at least 2, 0 turns it off (default 60)",
     ),
-    ("max_requests", "recycle a worker after about this many requests; 0 never (default 0)"),
-    ("max_body_size", "largest request body in bytes, else 413; 0 for no limit (default 100 MiB)"),
-    ("root_path", "SCRIPT_NAME the app is mounted at, e.g. /api (default '')"),
-    ("access_log", "'-' for stdout or a file: combined log format (default off)"),
-    ("log_level", "debug, info, warning, error or critical (default info)"),
-    ("pid", "write the server's PID to this file, removed at exit (default none)"),
-    ("backlog", "listen() backlog (default 2048)"),
-    ("socket_mode", "octal permissions of unix:/path sockets, e.g. 660 (default: the umask's)"),
+    (
+        "max_requests",
+        "N",
+        "recycle a worker after about this many requests; needs --workers 1 or more;"
+        " 0 never (default 0)",
+    ),
+    (
+        "max_body_size",
+        "BYTES",
+        "largest request body, larger ones get 413; 0 for no limit (default 104857600, 100 MiB)",
+    ),
+    (
+        "root_path",
+        "PATH",
+        "SCRIPT_NAME the app is mounted at, decoded and without a query, e.g. /api (default none)",
+    ),
+    (
+        "access_log",
+        "FILE",
+        "write a combined-format line for every request to FILE, or to stdout with - (default off)",
+    ),
+    ("log_level", "LEVEL", "debug, info, warning, error or critical (default info)"),
+    (
+        "pid",
+        "FILE",
+        "write the master's PID (with --workers 0, the server's) to FILE, removed at exit"
+        " (default none)",
+    ),
+    (
+        "backlog",
+        "N",
+        "connections the kernel queues for accept(), the listen() backlog (default 2048)",
+    ),
+    (
+        "socket_mode",
+        "MODE",
+        "octal permissions of the unix:/path sockets, e.g. 660 (default: as the umask leaves them)",
+    ),
+)
+
+#: The ways an app is named, as gunicorn names it (see loader.load_app).
+APP_FORMS = (
+    "module:attr (myapp:app), module (its 'application': mysite.wsgi)"
+    " or module:factory(...) with literal arguments (myapp:create_app('prod'))"
 )
 
 
@@ -63,10 +118,10 @@ class _ZonedFormatter(logging.Formatter):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    options = {name: getattr(args, name) for name, _ in _HELP if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
     config = ServerConfig.from_options(**options)  # validate before loading the app
     if (args.app is None) == (args.config is None):
-        raise ConfigError("give exactly one of APP (module:attr) or --config FILE")
+        raise ConfigError("give exactly one of APP or --config FILE")
     handler = logging.StreamHandler()
     handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
@@ -115,13 +170,18 @@ def add_serve(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> Callable[[argparse.Namespace], int]:
     """Add the ``serve`` subcommand; returns its handler."""
-    parser = commands.add_parser("serve", help="serve a WSGI app or a pipeline file")
-    parser.add_argument("app", nargs="?", help="module:attr of a WSGI app, e.g. myapp:app")
-    parser.add_argument("--config", metavar="FILE", help="a TOML pipeline file to serve")
-    for name, text in _HELP:
+    parser = commands.add_parser(
+        "serve",
+        help="serve a WSGI app or a pipeline file",
+        description="Serve a WSGI app, or the pipeline a TOML file declares, with a prefork"
+        " master (--workers) and request threads in each worker.",
+    )
+    parser.add_argument("app", nargs="?", metavar="APP", help=f"the WSGI app: {APP_FORMS}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="a TOML pipeline file to serve, instead of APP"
+    )
+    for name, metavar, text in _HELP:
         flag = "--" + name.replace("_", "-")
-        if name == "bind":
-            parser.add_argument(flag, action="append", help=text)
-        else:
-            parser.add_argument(flag, help=text)
+        action = "append" if name == "bind" else "store"
+        parser.add_argument(flag, action=action, metavar=metavar, help=text)
     return _serve
