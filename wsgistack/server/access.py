@@ -29,7 +29,12 @@ def _field(text: str) -> str:
 
 
 class AccessLog:
-    """Writes ``host - - [date] "request" status size "referer" "agent"`` lines."""
+    """Writes ``host - - [date] "request" status size "referer" "agent"`` lines.
+
+    ``size`` is the body bytes sent, the server's own refusals (400, 408, 413,
+    the 500 for a broken app) included, as nginx's ``$body_bytes_sent``; ``-``
+    when none were (Apache's ``%b``).
+    """
 
     def __init__(self, stream: TextIO, owned: bool, path: str | None = None) -> None:
         self._stream = stream
@@ -92,13 +97,16 @@ class AccessLog:
             f'"{_field(environ.get("HTTP_USER_AGENT", ""))}"\n'
         )
 
-    def refused(self, peer: Any, status: int, request: str = "") -> None:
+    def refused(self, peer: Any, status: int, request: str = "", *, size: int = 0) -> None:
         """Log a request refused before it had an environ (a malformed head: 400, 431...).
 
-        ``request`` is its request line where it is known (a uwsgi packet's).
+        ``request`` is its request line where it is known (a uwsgi packet's);
+        ``size`` the bytes of the refusal's body sent, as nginx's ``$body_bytes_sent``.
         """
         host = peer[0] if isinstance(peer, tuple) else ""
-        self._write(f'{_field(host)} - - [{_now()}] "{_field(request)}" {status} - "-" "-"\n')
+        self._write(
+            f'{_field(host)} - - [{_now()}] "{_field(request)}" {status} {size or "-"} "-" "-"\n'
+        )
 
     def _write(self, line: str) -> None:
         with self._lock:

@@ -30,7 +30,7 @@ from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
-from .http import Request, RequestParser, error_response, response_head
+from .http import Request, RequestParser, error_body_size, error_response, response_head
 from .response import BODYLESS, DATE, SERVER, BadBody, Response, check_head
 from .uwsgi import UwsgiParser, build_uwsgi_environ
 
@@ -166,10 +166,12 @@ class Connection:
     def refuse_timeout(self) -> None:
         """Answer a request head that did not arrive within --timeout: a 408, logged."""
         if self.parser.mid_request:
-            if self.worker.access_log is not None:  # logged, as send_refusal logs the others
-                self.worker.access_log.refused(self.peer, 408)
+            data, sent = self.error_response(408), 0
             with contextlib.suppress(OSError):
-                self.sock.send(self.error_response(408), socket.MSG_DONTWAIT)
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            if self.worker.access_log is not None:  # logged, as send_refusal logs the others
+                body = max(0, sent - (len(data) - error_body_size(408)))  # of the body, sent
+                self.worker.access_log.refused(self.peer, 408, size=body)
 
     def _peer_closed(self) -> None:
         if self.uwsgi and self.parser.mid_request:
@@ -223,17 +225,21 @@ class Connection:
     def send_refusal(self, error: ProtocolError) -> None:
         """Answer a request refused before the app saw it (logged, as nginx logs its 400s)."""
         log.debug("refused %s: %s", self.peer, error)
-        if self.worker.access_log is not None:
-            peer, line = self.peer, ""
-            if isinstance(self.parser, UwsgiParser):
-                peer, line = self.parser.refused_line(peer)  # the client, not nginx
-            self.worker.access_log.refused(peer, error.status_hint, line)
-        self._send_error(error.status_hint)
+        self.linger = True  # the connection then closes, lingering (see worker)
+        size = 0
+        try:
+            size = self._send_error(error.status_hint)
+        finally:  # also when the client has gone: its line, with nothing sent
+            if self.worker.access_log is not None:
+                peer, line = self.peer, ""
+                if isinstance(self.parser, UwsgiParser):
+                    peer, line = self.parser.refused_line(peer)  # the client, not nginx
+                self.worker.access_log.refused(peer, error.status_hint, line, size=size)
 
-    def _send_error(self, status: int) -> None:
-        """Send an error response; the connection then closes, lingering (see worker)."""
-        self.linger = True
+    def _send_error(self, status: int) -> int:
+        """Send an error response; returns the size of its body, for the access log."""
         self.sendall(self.error_response(status))
+        return error_body_size(status)
 
     def error_response(self, status: int) -> bytes:
         """The bytes of a refusal with ``status`` for this connection's peer.
@@ -291,7 +297,8 @@ class Connection:
         except ProtocolError as exc:  # the body broke (408, 400) while the app read it
             if not response.sent:
                 response.status = str(exc.status_hint)  # for the access log
-                self._send_error(exc.status_hint)
+                self.linger = True
+                response.written = self._send_error(exc.status_hint)
             return False
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
@@ -380,7 +387,7 @@ class Connection:
         if response.sent:
             raise AbortConnection
         response.close = True
-        self.sendall(self.error_response(500))
+        response.written = self._send_error(500)
         response.status = "500 Internal Server Error"
         response.sent = True
 

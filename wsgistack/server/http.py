@@ -40,6 +40,7 @@ __all__ = [
     "Request",
     "RequestParser",
     "RequestQueue",
+    "error_body_size",
     "error_response",
     "http_date",
     "response_head",
@@ -502,7 +503,7 @@ def error_response(status: int, keep_alive: bool = False, *, stamped: bool = Tru
     ``stamped=False`` leaves out our Date and Server, as for every response
     behind ``uwsgi_pass``: nginx would pass ours on instead of adding its own.
     """
-    body = f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
+    body = _error_body(status)
     connection = b"" if keep_alive else b"Connection: close\r\n"
     stamps = b"Date: " + http_date() + b"\r\n" + SERVER_HEADER if stamped else b""
     return (
@@ -514,3 +515,12 @@ def error_response(status: int, keep_alive: bool = False, *, stamped: bool = Tru
         + b"\r\n"
         + body
     )
+
+
+def _error_body(status: int) -> bytes:
+    return f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
+
+
+def error_body_size(status: int) -> int:
+    """The size of ``error_response(status)``'s body: what the access log counts for it."""
+    return len(_error_body(status))
