@@ -363,7 +363,7 @@ def test_a_worker_that_dies_while_loading_the_app_stops_the_master(serve, tmp_pa
     assert server.proc.wait(timeout=20) == 2
     log = server.log.read_text()
     assert "died while loading the app" in log
-    assert "cannot be loaded, stopping" in log
+    assert "stopped, exit status 2: the app cannot be loaded" in log
     assert "respawning" not in log
 
 

@@ -85,6 +85,7 @@ class Arbiter:
         self._deadline = 0.0
         self._respawn_at = 0.0  # a worker failing at start delays the next spawn
         self._booted = False  # some worker has loaded the app
+        self._boot_failure = 0  # the first worker that could not load it: the master stops
         self._status = 0
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
@@ -99,7 +100,10 @@ class Arbiter:
         """Supervise until stopped; returns the exit status."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
-        log.info("master %d: %d workers", os.getpid(), self.config.workers)
+        workers = self.config.workers
+        log.info(
+            "master %d: starting %d worker%s", os.getpid(), workers, "" if workers == 1 else "s"
+        )
         try:
             self._spawn_missing()
             while self.workers or not self._stopping:
@@ -122,7 +126,16 @@ class Arbiter:
                 os.close(fd)
             for beat in self._beats.values():
                 beat.close()
-        log.info("master %d: stopped", os.getpid())
+        if self._boot_failure:
+            # The last line, the whole story: gunicorn's ends "Reason: Worker failed to boot."
+            log.error(
+                "master %d: stopped, exit status 2: the app cannot be loaded"
+                " (worker %d says why above)",
+                os.getpid(),
+                self._boot_failure,
+            )
+        else:
+            log.info("master %d: stopped", os.getpid())
         return self._status
 
     def _wait(self) -> None:
@@ -154,6 +167,9 @@ class Arbiter:
         if self._stopping and graceful:
             return  # a stop once begun only gets quicker: no later deadline, no grace back
         log.info("master: %s", "graceful stop" if graceful else "quick stop")
+        self._stop(graceful)
+
+    def _stop(self, graceful: bool) -> None:
         timeout = self.config.graceful_timeout if graceful else 0.0
         deadline = time.monotonic() + timeout + 1.0
         self._deadline = min(self._deadline, deadline) if self._stopping else deadline
@@ -264,9 +280,9 @@ class Arbiter:
 
     def _boot_failed(self, pid: int) -> None:
         if not self._booted and not self._stopping:
-            log.error("master: the app cannot be loaded, stopping")
             self._status = 2
-            self._handle(signal.SIGQUIT)
+            self._boot_failure = pid  # said when stopped: a stop line would bury it
+            self._stop(graceful=False)
         elif self._retiring and pid not in self._retiring:
             log.error(
                 "master: reload failed (the new app cannot be loaded), keeping the old workers"
