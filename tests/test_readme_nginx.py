@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme_blocks import BLOCKS, Block
 from tests.server.live import live_server
 from tests.server.nginx import Nginx, uwsgi_params
-from tests.test_readme import BLOCKS, Block
 from wsgistack.clientip import client_ip
 from wsgistack.middlewares import IPFilter
 
