@@ -60,7 +60,10 @@ class RateLimiter:
     :param name: what tells this limiter's counts apart in a shared store (1-64
         letters, digits, ``_.-/``). Default: the key and the paths, so limiters on
         different paths never share; limiters with the same name, strategy and
-        rates share their counts (for two callable keys, name them apart).
+        rates share their counts (for two callable keys, name them apart).  Also
+        the policy name in the RateLimit fields (``"login"``; with several rates
+        ``"login:10-per-1s"``), so stacked limiters stay apart; unnamed, a policy
+        is named by its rate (``"100-per-60s"``).
     :param fail: ``"open"`` (admit, log a warning) or ``"closed"`` (503) when the store fails.
     :param store_backoff: seconds after a store failure during which ``fail``
         applies at once, without asking the store (else each request waits out
@@ -136,11 +139,15 @@ class RateLimiter:
         # several (PEP 3333's wsgi.multiprocess): N workers admit N times each limit.
         self._watch_processes = isinstance(self.store, MemoryStore)
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
+        #: What RateLimit-Policy and RateLimit call each rate: limiters stacked in one
+        #: pipeline each add their policies to the same lists, so a name= shows.
+        self.policies = _policy_names(name, self.rates)
         self._policy = ", ".join(
-            f'"{rate.name}";q={rate.amount};w={math.ceil(rate.period)}' for rate in self.rates
+            f'"{self.policies[rate]}";q={rate.amount};w={math.ceil(rate.period)}'
+            for rate in self.rates
         )
         self._last_warning = -math.inf
-        self._names = {rate: f'"{rate.name}";r=' for rate in self.rates}
+        self._names = {rate: f'"{self.policies[rate]}";r=' for rate in self.rates}
 
     # -- configuration helpers ------------------------------------------------------
     def _key_function(self, key: str | KeyFunc) -> tuple[str, KeyFunc]:
@@ -280,7 +287,7 @@ class RateLimiter:
                 "would refuse" if self.dry_run else "refused",
                 self._shown(key, environ),
                 log_text(environ.get("PATH_INFO", "")),
-                answer.rate.name,
+                self.policies[answer.rate],
                 retry,
             )
             if not self.dry_run:
@@ -424,6 +431,21 @@ def _digest(key: str) -> str:
     """A long key's stand-in: 33 characters, '#' first (so short keys starting so go too)."""
     data = key.encode("utf-8", "surrogatepass")  # a callable's str may hold anything
     return "#" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _policy_names(name: str | None, rates: tuple[Rate, ...]) -> dict[Rate, str]:
+    """Each rate's policy name: ``100-per-60s``; with a name, ``login`` (or ``api:10-per-1s``).
+
+    The default stays the rate alone, as clients may already match on it; a
+    name (no ``:`` in it) is the policy, and with several rates each policy is
+    the name and its rate, so every member of the lists stays apart.  The store
+    keys do not use these names: naming a limiter's policies keeps its counts.
+    """
+    if name is None:
+        return {rate: rate.name for rate in rates}
+    if len(rates) == 1:
+        return {rates[0]: name}
+    return {rate: f"{name}:{rate.name}" for rate in rates}
 
 
 def _seconds(value: float) -> int:

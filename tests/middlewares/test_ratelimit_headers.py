@@ -1,0 +1,199 @@
+"""RateLimiter's RateLimit-Policy and RateLimit fields, read as a client reads them.
+
+draft-ietf-httpapi-ratelimit-headers (-10, -11): both fields are structured-field
+Lists (RFC 8941) of Items whose value is a String naming a policy; ``q`` and ``w``
+describe a policy, ``r`` and ``t`` its state now.  A list may be split over
+several field lines, so limiters stacked in one pipeline (or an API and its
+limiter) each add members.  The responses here are read over a real socket from
+the reference server, the field lines joined as a client joins them, and parsed
+strictly: what a parser refuses, a client ignores.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import string
+from wsgiref.validate import validator
+
+import pytest
+
+from tests.conftest import hello_app
+from tests.server.live import RawClient, live_server
+from wsgistack.middlewares import RateLimiter
+
+# -- a strict RFC 8941 List parser (Items only: these fields hold no Inner Lists) ------
+
+_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
+_NUMBER = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,3})?")
+_BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
+
+Item = tuple[object, dict[str, object]]
+
+
+class Refused(ValueError):
+    """A field value a structured-field parser refuses (and a client must ignore)."""
+
+
+def _bare(text: str, at: int) -> tuple[object, int]:
+    if at >= len(text):
+        raise Refused(f"an item expected at {at} in {text!r}")
+    char = text[at]
+    if char == '"':
+        value, at = "", at + 1
+        while at < len(text):
+            char = text[at]
+            if char == "\\":
+                if at + 1 >= len(text) or text[at + 1] not in '"\\':
+                    raise Refused(f"a bad escape at {at} in {text!r}")
+                value, at = value + text[at + 1], at + 2
+            elif char == '"':
+                return value, at + 1
+            elif char not in string.printable or char in "\t\n\r\x0b\x0c":
+                raise Refused(f"{char!r} in a string in {text!r}")
+            else:
+                value, at = value + char, at + 1
+        raise Refused(f"an unterminated string in {text!r}")
+    if char == "?" and text[at + 1 : at + 2] in ("0", "1"):
+        return text[at + 1] == "1", at + 2
+    if match := _BYTES.match(text, at):
+        return base64.b64decode(match[1], validate=True), match.end()
+    if match := _NUMBER.match(text, at):
+        end = match.end()
+        if end < len(text) and text[end].isdigit():
+            raise Refused(f"a number longer than 15 digits in {text!r}")
+        number = match[0]
+        return (float(number) if "." in number else int(number)), end
+    if match := _TOKEN.match(text, at):
+        return ("token", match[0]), match.end()
+    raise Refused(f"no item at {at} in {text!r}")
+
+
+def _parameters(text: str, at: int) -> tuple[dict[str, object], int]:
+    parameters: dict[str, object] = {}
+    while at < len(text) and text[at] == ";":
+        at += 1
+        while at < len(text) and text[at] == " ":
+            at += 1
+        key = _KEY.match(text, at)
+        if key is None:
+            raise Refused(f"a bad parameter key at {at} in {text!r}")
+        at = key.end()
+        value: object = True
+        if at < len(text) and text[at] == "=":
+            value, at = _bare(text, at + 1)
+        parameters[key[0]] = value
+    return parameters, at
+
+
+def sf_list(text: str) -> list[Item]:
+    """Parse a List of Items as RFC 8941 section 4.2 does; raise Refused where it would fail."""
+    text = text.strip(" ")
+    members: list[Item] = []
+    at = 0
+    while at < len(text):
+        value, at = _bare(text, at)
+        parameters, at = _parameters(text, at)
+        members.append((value, parameters))
+        while at < len(text) and text[at] in " \t":
+            at += 1
+        if at >= len(text):
+            return members
+        if text[at] != ",":
+            raise Refused(f"',' expected at {at} in {text!r}")
+        at += 1
+        while at < len(text) and text[at] in " \t":
+            at += 1
+        if at >= len(text):
+            raise Refused(f"a trailing comma in {text!r}")
+    return members
+
+
+def test_the_parser_refuses_what_rfc_8941_refuses():
+    assert sf_list('"a";q=1;w=60, "b";r=0') == [("a", {"q": 1, "w": 60}), ("b", {"r": 0})]
+    for bad in ['"a",', '"a";Q=1', '"a";q=1234567890123456', '"a" "b"', '"a', "a=1,"]:
+        with pytest.raises(Refused):
+            sf_list(bad)
+
+
+# -- over a socket ------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fetch(app, path: str = "/", api_key: str = "k-1", times: int = 1):
+    """``times`` requests to ``app`` served by the reference server; the last response."""
+    with live_server(app) as server, RawClient(server.address) as client:
+        for _ in range(times):
+            response = client.request(
+                f"GET {path} HTTP/1.1\r\nHost: a\r\nX-Api-Key: {api_key}\r\n\r\n".encode()
+            )
+    return response
+
+
+def policies(headers: dict[str, str]) -> dict[object, dict[str, object]]:
+    members = sf_list(headers["ratelimit-policy"])
+    names = [name for name, _ in members]
+    assert len(set(names)) == len(names), f"two policies are named alike: {names}"
+    return dict(members)
+
+
+def states(headers: dict[str, str]) -> dict[object, dict[str, object]]:
+    members = sf_list(headers["ratelimit"])
+    names = [name for name, _ in members]
+    assert len(set(names)) == len(names), f"two states are named alike: {names}"
+    return dict(members)
+
+
+def test_stacked_limiters_with_names_stay_apart_over_a_socket():
+    # Per client address and per API key, the same rate: both said "100-per-60s",
+    # twice in each field, so a client could not tell which count was which.
+    clock = Clock()
+    per_key = RateLimiter(
+        validator(hello_app), "100/minute", key="header:X-Api-Key", name="per-key", clock=clock
+    )
+    per_ip = RateLimiter(validator(per_key), "100/minute", name="per-ip", clock=clock)
+    status, headers, _ = fetch(per_ip, times=3)
+    assert status == 200
+    assert policies(headers) == {
+        "per-ip": {"q": 100, "w": 60},
+        "per-key": {"q": 100, "w": 60},
+    }
+    assert states(headers) == {
+        "per-ip": {"r": 97, "t": 2},
+        "per-key": {"r": 97, "t": 2},
+    }
+
+
+def test_a_named_limiter_with_several_rates_names_each_policy():
+    limiter = RateLimiter(validator(hello_app), "10/second; 100/minute", name="api", clock=Clock())
+    status, headers, _ = fetch(limiter, times=2)
+    assert status == 200
+    assert policies(headers) == {
+        "api:10-per-1s": {"q": 10, "w": 1},
+        "api:100-per-60s": {"q": 100, "w": 60},
+    }
+    assert states(headers) == {"api:10-per-1s": {"r": 8, "t": 1}}
+
+
+def test_without_a_name_the_policy_is_named_by_its_rate_as_before():
+    # Clients (and dashboards) may match on it: the default does not change.
+    status, headers, _ = fetch(RateLimiter(validator(hello_app), "5/minute", clock=Clock()))
+    assert status == 200
+    assert headers["ratelimit-policy"] == '"5-per-60s";q=5;w=60'
+    assert headers["ratelimit"] == '"5-per-60s";r=4;t=12'
+
+
+def test_a_refusal_is_logged_under_the_policy_name_the_client_saw(caplog):
+    caplog.set_level("INFO", "wsgistack.ratelimit")
+    limiter = RateLimiter(validator(hello_app), "1/minute", name="login", clock=Clock())
+    status, headers, _ = fetch(limiter, times=2)
+    assert (status, headers["ratelimit"], headers["retry-after"]) == (429, '"login";r=0;t=60', "60")
+    assert "RateLimiter refused 127.0.0.1: / over login (retry in 60s)" in caplog.messages
