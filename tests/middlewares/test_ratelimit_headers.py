@@ -197,3 +197,65 @@ def test_a_refusal_is_logged_under_the_policy_name_the_client_saw(caplog):
     status, headers, _ = fetch(limiter, times=2)
     assert (status, headers["ratelimit"], headers["retry-after"]) == (429, '"login";r=0;t=60', "60")
     assert "RateLimiter refused 127.0.0.1: / over login (retry in 60s)" in caplog.messages
+
+
+def api_with_its_own_limit(environ, start_response):
+    """An API that reports its own quota, as one behind the limiter (or an upstream) may."""
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "text/plain"),
+            ("RateLimit-Policy", '"app-quota";q=5000;w=86400'),
+            ("RateLimit", '"app-quota";r=4321;t=7200'),
+            ("X-RateLimit-Limit", "5000"),
+            ("X-RateLimit-Remaining", "4321"),
+            ("X-RateLimit-Reset", "7200"),
+        ],
+    )
+    return [b"ok"]
+
+
+def test_the_apps_own_fields_stay_and_ours_are_further_members():
+    limiter = RateLimiter(validator(api_with_its_own_limit), "100/minute", clock=Clock())
+    status, headers, _ = fetch(limiter)
+    assert status == 200
+    assert list(policies(headers)) == ["app-quota", "100-per-60s"]
+    assert states(headers) == {
+        "app-quota": {"r": 4321, "t": 7200},
+        "100-per-60s": {"r": 99, "t": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        pytest.param("10000/minute", ("5000", "4321", "7200"), id="the-apps-is-tighter"),
+        pytest.param("3/minute", ("3", "2", "20"), id="ours-is-tighter"),
+    ],
+)
+def test_legacy_fields_are_one_value_each_the_tighter(limits, expected):
+    # X-RateLimit-* are single numbers, no lists: an app's and ours were both sent,
+    # and a client read "4321, 9999" as its remaining count, which is no number.
+    limiter = RateLimiter(
+        validator(api_with_its_own_limit), limits, legacy_headers=True, clock=Clock()
+    )
+    status, headers, _ = fetch(limiter)
+    assert status == 200
+    legacy = tuple(headers[f"x-ratelimit-{name}"] for name in ("limit", "remaining", "reset"))
+    assert legacy == expected
+
+
+def test_stacked_limiters_send_one_set_of_legacy_fields_the_tighter():
+    clock = Clock()
+    per_key = RateLimiter(
+        validator(hello_app), "3/minute", key="header:X-Api-Key", legacy_headers=True, clock=clock
+    )
+    per_ip = RateLimiter(validator(per_key), "100/minute", legacy_headers=True, clock=clock)
+    status, headers, _ = fetch(per_ip, times=2)
+    assert status == 200
+    assert headers["x-ratelimit-remaining"] == "1"  # the per-key limit, 1 of 3 left
+    assert (headers["x-ratelimit-limit"], headers["x-ratelimit-reset"]) == ("3", "40")
+    status, headers, _ = fetch(per_ip, times=2)  # the 3rd and 4th: the inner one refuses
+    assert (status, headers["retry-after"]) == (429, "20")
+    legacy = tuple(headers[f"x-ratelimit-{name}"] for name in ("limit", "remaining", "reset"))
+    assert legacy == ("3", "0", "60")

@@ -296,6 +296,16 @@ class RateLimiter:
                 )
                 return too_many(environ, start_response)
 
+        if self.legacy_headers:
+
+            def add_legacy(
+                status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+            ) -> Any:
+                fields = _tighter_legacy(response_headers, headers, answer.remaining)
+                return start_response(status, fields, exc_info)
+
+            return self.app(environ, add_legacy)
+
         def add_headers(
             status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
@@ -446,6 +456,33 @@ def _policy_names(name: str | None, rates: tuple[Rate, ...]) -> dict[Rate, str]:
     if len(rates) == 1:
         return {rates[0]: name}
     return {rate: f"{name}:{rate.name}" for rate in rates}
+
+
+_LEGACY = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def _tighter_legacy(
+    theirs: list[tuple[str, str]], ours: list[tuple[str, str]], remaining: int
+) -> list[tuple[str, str]]:
+    """The app's headers and ours, with one set of ``X-RateLimit-*``: the tighter.
+
+    Those fields are single numbers, not lists: an inner limiter's (or the app's,
+    or an upstream's) and ours both sent read as ``"4321, 99"``.  The set with
+    fewer requests left stays, as one limiter with several rates tells its
+    tightest; theirs on a tie.  RateLimit and RateLimit-Policy are lists: all stay.
+    """
+    left = None
+    for name, value in theirs:
+        lower = name.lower()
+        if lower == "x-ratelimit-remaining":
+            left = value.strip()
+        elif lower in _LEGACY and left is None:
+            left = ""  # theirs, without a count to compare: ours replace them
+    if left is None:
+        return theirs + ours
+    if left.isdigit() and int(left) <= remaining:
+        return theirs + [(k, v) for k, v in ours if k.lower() not in _LEGACY]
+    return [(k, v) for k, v in theirs if k.lower() not in _LEGACY] + ours
 
 
 def _seconds(value: float) -> int:
