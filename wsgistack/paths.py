@@ -29,6 +29,7 @@ __all__ = [
     "decoded_spelling",
     "escaped_spelling",
     "normal_spelling",
+    "overlap",
     "prefixes",
     "resolved",
     "under",
@@ -135,6 +136,15 @@ def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
     script_name = environ.get("SCRIPT_NAME", "")
     return _path_under(path_info, scope) or (
         bool(script_name) and _path_under(script_name + path_info, scope)
+    )
+
+
+def overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
+    """Whether one request can be under both scopes (an empty scope covers every path)."""
+    if not first or not second:
+        return True
+    return any(_starts(prefix, second) for prefix in first) or any(
+        _starts(prefix, first) for prefix in second
     )
 
 

@@ -259,3 +259,32 @@ def test_stacked_limiters_send_one_set_of_legacy_fields_the_tighter():
     assert (status, headers["retry-after"]) == (429, "20")
     legacy = tuple(headers[f"x-ratelimit-{name}"] for name in ("limit", "remaining", "reset"))
     assert legacy == ("3", "0", "60")
+
+
+def _stack(caplog, outer: dict, inner: dict) -> list[str]:
+    caplog.set_level("WARNING", "wsgistack.ratelimit")
+    RateLimiter(RateLimiter(validator(hello_app), "100/minute", **inner), "100/minute", **outer)
+    return [r.getMessage() for r in caplog.records if "same RateLimit policy" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "warned"),
+    [
+        pytest.param({}, {"key": "header:X-Api-Key"}, True, id="unnamed"),
+        pytest.param({"paths": ["/api"]}, {"paths": ["/api/v1"]}, True, id="nested-paths"),
+        pytest.param({"paths": ["/login"]}, {"paths": ["/search"]}, False, id="apart-paths"),
+        pytest.param({"name": "per-ip"}, {"name": "per-key"}, False, id="named"),
+    ],
+)
+def test_stacking_two_limiters_that_send_the_same_policy_is_told_at_start_up(
+    caplog, outer, inner, warned
+):
+    # Unnamed, both said "100-per-60s": the stack works, but clients cannot tell
+    # the counts apart.  Limiters on paths no request shares never meet.
+    messages = _stack(caplog, outer, inner)
+    assert bool(messages) == warned
+    if warned:
+        assert messages[0].endswith(
+            "sends the same RateLimit policy '100-per-60s', so clients cannot tell the two "
+            "counts apart; give each a name="
+        )

@@ -19,9 +19,10 @@ from ...clientip import ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
 from ...options import choice, flag, function, header_name, log_target, seconds
-from ...paths import prefixes, resolved, under
+from ...paths import overlap, prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker
+from .fields import policy_names, tighter_legacy
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
 from .strategies import Decision
@@ -141,13 +142,14 @@ class RateLimiter:
         self._scope = f"{strategy}:{','.join(rate.name for rate in self.rates)}:{identity}:"
         #: What RateLimit-Policy and RateLimit call each rate: limiters stacked in one
         #: pipeline each add their policies to the same lists, so a name= shows.
-        self.policies = _policy_names(name, self.rates)
+        self.policies = policy_names(name, self.rates)
         self._policy = ", ".join(
             f'"{self.policies[rate]}";q={rate.amount};w={math.ceil(rate.period)}'
             for rate in self.rates
         )
         self._last_warning = -math.inf
         self._names = {rate: f'"{self.policies[rate]}";r=' for rate in self.rates}
+        self._same_policy_inside()
 
     # -- configuration helpers ------------------------------------------------------
     def _key_function(self, key: str | KeyFunc) -> tuple[str, KeyFunc]:
@@ -189,6 +191,28 @@ class RateLimiter:
         if len(identity) > 64:  # a stable digest (not hash(): that is salted per process)
             identity = hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
         return identity
+
+    def _same_policy_inside(self) -> None:
+        """Warn when a limiter inside this one can send a policy of the same name.
+
+        Both add to the same RateLimit lists, and a client cannot tell whose
+        count it reads; ``name=`` tells them apart.  Only the chain of ``.app``
+        is followed (wrappers without one end it): a hint, not a guarantee.
+        """
+        inner: Any = self.app
+        depth = 0
+        while inner is not None and depth < 100:
+            if isinstance(inner, RateLimiter) and overlap(self.paths, inner.paths):
+                shared = sorted(set(self.policies.values()) & set(inner.policies.values()))
+                if shared:
+                    self.logger.warning(
+                        "RateLimiter: %r inside %r sends the same RateLimit policy %s, so "
+                        "clients cannot tell the two counts apart; give each a name=",
+                        inner,
+                        self,
+                        ", ".join(repr(policy) for policy in shared),
+                    )
+            inner, depth = getattr(inner, "app", None), depth + 1
 
     @staticmethod
     def _exemptions(exempt: Any) -> tuple[NetworkSet | None, Callable[..., bool] | None]:
@@ -301,7 +325,7 @@ class RateLimiter:
             def add_legacy(
                 status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
             ) -> Any:
-                fields = _tighter_legacy(response_headers, headers, answer.remaining)
+                fields = tighter_legacy(response_headers, headers, answer.remaining)
                 return start_response(status, fields, exc_info)
 
             return self.app(environ, add_legacy)
@@ -441,48 +465,6 @@ def _digest(key: str) -> str:
     """A long key's stand-in: 33 characters, '#' first (so short keys starting so go too)."""
     data = key.encode("utf-8", "surrogatepass")  # a callable's str may hold anything
     return "#" + hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _policy_names(name: str | None, rates: tuple[Rate, ...]) -> dict[Rate, str]:
-    """Each rate's policy name: ``100-per-60s``; with a name, ``login`` (or ``api:10-per-1s``).
-
-    The default stays the rate alone, as clients may already match on it; a
-    name (no ``:`` in it) is the policy, and with several rates each policy is
-    the name and its rate, so every member of the lists stays apart.  The store
-    keys do not use these names: naming a limiter's policies keeps its counts.
-    """
-    if name is None:
-        return {rate: rate.name for rate in rates}
-    if len(rates) == 1:
-        return {rates[0]: name}
-    return {rate: f"{name}:{rate.name}" for rate in rates}
-
-
-_LEGACY = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-def _tighter_legacy(
-    theirs: list[tuple[str, str]], ours: list[tuple[str, str]], remaining: int
-) -> list[tuple[str, str]]:
-    """The app's headers and ours, with one set of ``X-RateLimit-*``: the tighter.
-
-    Those fields are single numbers, not lists: an inner limiter's (or the app's,
-    or an upstream's) and ours both sent read as ``"4321, 99"``.  The set with
-    fewer requests left stays, as one limiter with several rates tells its
-    tightest; theirs on a tie.  RateLimit and RateLimit-Policy are lists: all stay.
-    """
-    left = None
-    for name, value in theirs:
-        lower = name.lower()
-        if lower == "x-ratelimit-remaining":
-            left = value.strip()
-        elif lower in _LEGACY and left is None:
-            left = ""  # theirs, without a count to compare: ours replace them
-    if left is None:
-        return theirs + ours
-    if left.isdigit() and int(left) <= remaining:
-        return theirs + [(k, v) for k, v in ours if k.lower() not in _LEGACY]
-    return [(k, v) for k, v in theirs if k.lower() not in _LEGACY] + ours
 
 
 def _seconds(value: float) -> int:
