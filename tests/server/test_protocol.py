@@ -135,6 +135,27 @@ def test_a_close_among_the_connection_options_closes(connection, version):
         assert client.closed_by_peer()
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(b"HEAD /boom HTTP/1.1\r\nHost: a\r\n\r\n", 500, id="app-raised"),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501, id="refused"
+        ),
+    ],
+)
+def test_the_servers_own_answer_to_head_has_no_body(caplog, request_bytes, status):
+    # RFC 9110 9.3.2: no content in a response to HEAD.  The 500 for an app
+    # that raised, and a refusal of a HEAD the parser had read, sent their text.
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        got, headers, _ = client.request(request_bytes, head_only=True)
+        assert got == status and int(headers["content-length"]) > 0  # a GET's length
+        assert client.read_to_close() == b""
+
+
 def test_head_sends_headers_without_body():
     with live_server(echo_app) as server, RawClient(server.address) as client:
         _status, headers, _ = client.request(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", head_only=True)

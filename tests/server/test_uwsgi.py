@@ -549,6 +549,16 @@ def test_a_listener_that_fails_every_accept_rests_instead_of_spinning(monkeypatc
     assert len(failed) == 1 and "pausing accepts" in failed[0]
 
 
+def test_a_refused_head_packet_is_answered_without_a_body(server):
+    # As over HTTP: a HEAD refused before the app (here a bad CONTENT_LENGTH)
+    # got the refusal's text body, which nginx would have to discard.
+    with RawClient(server.addresses[0]) as client:
+        client.send(packet(nginx_vars("HEAD", CONTENT_LENGTH="x1")))
+        status, headers, _ = client.response(head_only=True)
+        assert status == 400 and int(headers["content-length"]) > 0
+        assert client.read_to_close() == b""
+
+
 def test_an_immediate_stop_leaves_no_idle_accepting_thread_behind():
     # The loop used to return without waiting for the accepting threads (it had
     # no count of which ones serve), so close() returned with them still alive.

@@ -208,8 +208,8 @@ class Connection:
         """Answer every parsed request; True to keep the connection open."""
         parser = self.parser
         while (request := parser.next_request()) is not None:
-            if request.error is not None:
-                self.send_refusal(request.error)  # broken before the app saw it
+            if request.error is not None:  # broken before the app saw it
+                self.send_refusal(request.error, head_only=request.method == "HEAD")
                 return False
             self.worker.count_request()
             self.served = True
@@ -218,17 +218,20 @@ class Connection:
             if self.worker.stopping:
                 return False
         if parser.error is not None:
-            self.send_refusal(parser.error)
+            self.send_refusal(parser.error, head_only=parser.refusing_head)
             return False
         return True
 
-    def send_refusal(self, error: ProtocolError) -> None:
-        """Answer a request refused before the app saw it (logged, as nginx logs its 400s)."""
+    def send_refusal(self, error: ProtocolError, head_only: bool = False) -> None:
+        """Answer a request refused before the app saw it (logged, as nginx logs its 400s).
+
+        ``head_only``: the request is known to be a HEAD, so no body goes out.
+        """
         log.debug("refused %s: %s", self.peer, error)
         self.linger = True  # the connection then closes, lingering (see worker)
         size = 0
         try:
-            size = self._send_error(error.status_hint)
+            size = self._send_error(error.status_hint, head_only)
         finally:  # also when the client has gone: its line, with nothing sent
             if self.worker.access_log is not None:
                 peer, line = self.peer, ""
@@ -236,18 +239,18 @@ class Connection:
                     peer, line = self.parser.refused_line(peer)  # the client, not nginx
                 self.worker.access_log.refused(peer, error.status_hint, line, size=size)
 
-    def _send_error(self, status: int) -> int:
+    def _send_error(self, status: int, head_only: bool = False) -> int:
         """Send an error response; returns the size of its body, for the access log."""
-        self.sendall(self.error_response(status))
-        return error_body_size(status)
+        self.sendall(self.error_response(status, head_only))
+        return 0 if head_only else error_body_size(status)
 
-    def error_response(self, status: int) -> bytes:
+    def error_response(self, status: int, head_only: bool = False) -> bytes:
         """The bytes of a refusal with ``status`` for this connection's peer.
 
         Behind uwsgi_pass, as every response there, it has no Date or Server of
         ours: nginx would pass them on to the client in place of its own.
         """
-        return error_response(status, stamped=not self.uwsgi)
+        return error_response(status, stamped=not self.uwsgi, head_only=head_only)
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
@@ -284,7 +287,7 @@ class Connection:
         try:
             environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
-            self.send_refusal(exc)
+            self.send_refusal(exc, response.head_only)
             return False
         keep_alive = request.keep_alive
         try:
@@ -298,7 +301,7 @@ class Connection:
             if not response.sent:
                 response.status = str(exc.status_hint)  # for the access log
                 self.linger = True
-                response.written = self._send_error(exc.status_hint)
+                response.written = self._send_error(exc.status_hint, response.head_only)
             return False
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
@@ -387,7 +390,7 @@ class Connection:
         if response.sent:
             raise AbortConnection
         response.close = True
-        response.written = self._send_error(500)
+        response.written = self._send_error(500, response.head_only)
         response.status = "500 Internal Server Error"
         response.sent = True
 

@@ -178,6 +178,11 @@ class RequestQueue:
     def has_request(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def refusing_head(self) -> bool:
+        """Whether the request ``error`` refuses is known to be a HEAD (its answer has no body)."""
+        return False
+
 
 class RequestParser(RequestQueue):
     """Feed bytes; take complete request heads in order (pipelining keeps order)."""
@@ -405,6 +410,12 @@ class RequestParser(RequestQueue):
                 # RFC 9112 7.1.2: trailer fields are header fields; the same limit holds.
                 self._fail(ProtocolError("trailer section too large", 431))
 
+    @property
+    def refusing_head(self) -> bool:
+        # Its URL parsed, its method did (it comes first), even if the head then failed.
+        current = self._current
+        return current is not None and bool(current.url) and self._parser.get_method() == b"HEAD"
+
     def _fail(self, error: ProtocolError) -> None:
         self.error = error
         if self._current is not None:
@@ -497,11 +508,15 @@ def response_head(
     return b"".join(lines)
 
 
-def error_response(status: int, keep_alive: bool = False, *, stamped: bool = True) -> bytes:
+def error_response(
+    status: int, keep_alive: bool = False, *, stamped: bool = True, head_only: bool = False
+) -> bytes:
     """A small plain-text refusal, always with ``Connection: close`` unless told.
 
     ``stamped=False`` leaves out our Date and Server, as for every response
     behind ``uwsgi_pass``: nginx would pass ours on instead of adding its own.
+    ``head_only``: the answer to a HEAD, its head alone (RFC 9110 9.3.2), the
+    Content-Length the same as a GET's would be.
     """
     body = _error_body(status)
     connection = b"" if keep_alive else b"Connection: close\r\n"
@@ -513,7 +528,7 @@ def error_response(status: int, keep_alive: bool = False, *, stamped: bool = Tru
         + stamps
         + connection
         + b"\r\n"
-        + body
+        + (b"" if head_only else body)
     )
 
 

@@ -243,6 +243,11 @@ class UwsgiParser(RequestQueue):
         elif rest:
             self._body(request, rest)
 
+    @property
+    def refusing_head(self) -> bool:
+        variables = self.variables
+        return variables is not None and variables.get("REQUEST_METHOD") == "HEAD"
+
     def refused_line(self, peer: Any) -> tuple[Any, str]:
         """The client and request line to log for a refusal (413, say).
 
