@@ -30,8 +30,18 @@ from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
-from .http import Request, RequestParser, error_body_size, error_response, response_head
-from .response import BODYLESS, DATE, SERVER, BadBody, Response, check_head
+from .http import Request, RequestParser
+from .response import (
+    BODYLESS,
+    DATE,
+    SERVER,
+    BadBody,
+    Response,
+    check_head,
+    error_body_size,
+    error_response,
+    response_head,
+)
 from .uwsgi import UwsgiParser, build_uwsgi_environ
 
 __all__ = ["Connection"]

@@ -1,4 +1,4 @@
-"""The sans-IO HTTP/1.1 core: bytes in, requests out; status and headers in, bytes out.
+"""The sans-IO HTTP/1.1 request side: bytes in, requests out (responses: ``response.py``).
 
 Nothing here touches a socket.  ``RequestParser.feed(data)`` runs the bytes
 through llhttp (``httptools``) and queues complete request heads; body bytes
@@ -28,8 +28,6 @@ import collections
 import dataclasses
 import logging
 import re
-import time
-from email.utils import formatdate
 
 import httptools
 
@@ -40,10 +38,6 @@ __all__ = [
     "Request",
     "RequestParser",
     "RequestQueue",
-    "error_body_size",
-    "error_response",
-    "http_date",
-    "response_head",
 ]
 
 log = logging.getLogger("wsgistack.server")
@@ -95,19 +89,6 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes, str]:
     if not valid_host(authority.encode("latin-1")):  # it becomes HTTP_HOST: Host's rules
         raise ProtocolError("invalid host in the request target", 400)
     return parsed.path or b"/", parsed.query or b"", authority
-
-
-REASONS = {
-    400: "Bad Request",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    505: "HTTP Version Not Supported",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,75 +448,3 @@ def _classify(exc: Exception) -> ProtocolError:
     if "Transfer-Encoding" in text and "invalid" in text.lower():
         return ProtocolError(text, 501 if "Request has invalid" in text else 400)
     return ProtocolError(text or "malformed request", 400)
-
-
-def http_date(now: float | None = None) -> bytes:
-    """An IMF-fixdate (RFC 9110 5.6.7), cached per second because it is on every response."""
-    second = int(time.time() if now is None else now)
-    if _DATE_CACHE[0] != second:
-        _DATE_CACHE[:] = [second, formatdate(second, usegmt=True).encode("ascii")]
-    return _DATE_CACHE[1]  # type: ignore[return-value]
-
-
-_DATE_CACHE: list[object] = [0, b""]
-
-SERVER_HEADER = b"Server: wsgistack\r\n"
-
-
-def response_head(
-    status: str,
-    headers: list[tuple[str, str]],
-    extra: bytes,
-    *,
-    date: bool = True,
-    server: bool = True,
-) -> bytes:
-    """Encode a response head; ``status``/``headers`` were validated by the caller.
-
-    ``date`` and ``server`` add ours, for when the app gave none (a forwarded
-    response carries its upstream's; one of each is allowed).  Behind
-    ``uwsgi_pass`` nginx adds its own instead (it passes a uwsgi server's
-    through, unlike proxy_pass).
-    """
-    lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
-    for name, value in headers:
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if date:
-        lines.append(b"Date: " + http_date() + b"\r\n")
-    if server:
-        lines.append(SERVER_HEADER)
-    lines.append(extra + b"\r\n")
-    return b"".join(lines)
-
-
-def error_response(
-    status: int, keep_alive: bool = False, *, stamped: bool = True, head_only: bool = False
-) -> bytes:
-    """A small plain-text refusal, always with ``Connection: close`` unless told.
-
-    ``stamped=False`` leaves out our Date and Server, as for every response
-    behind ``uwsgi_pass``: nginx would pass ours on instead of adding its own.
-    ``head_only``: the answer to a HEAD, its head alone (RFC 9110 9.3.2), the
-    Content-Length the same as a GET's would be.
-    """
-    body = _error_body(status)
-    connection = b"" if keep_alive else b"Connection: close\r\n"
-    stamps = b"Date: " + http_date() + b"\r\n" + SERVER_HEADER if stamped else b""
-    return (
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n".encode("ascii")
-        + b"Content-Type: text/plain; charset=utf-8\r\n"
-        + f"Content-Length: {len(body)}\r\n".encode("ascii")
-        + stamps
-        + connection
-        + b"\r\n"
-        + (b"" if head_only else body)
-    )
-
-
-def _error_body(status: int) -> bytes:
-    return f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
-
-
-def error_body_size(status: int) -> int:
-    """The size of ``error_response(status)``'s body: what the access log counts for it."""
-    return len(_error_body(status))

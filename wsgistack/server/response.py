@@ -1,4 +1,4 @@
-"""One response's state, and the checks of what an app gives ``start_response``.
+"""One response: its state, the checks of what an app gives ``start_response``, its bytes.
 
 ``check_head`` refuses a status or header that would inject into the
 response (CR, LF, NUL, non-latin-1, a name that is not a token), framing a
@@ -7,11 +7,17 @@ send a final response after it); it takes a bare ``"200"`` as gunicorn does.
 A refusal is a ``BadHead``, which the connection answers with a logged 500.
 
     status, headers, length, close, own = check_head("200 OK", [("Content-Type", "text/plain")])
+    head = response_head(status, headers, b"")   # with Date and Server unless the app set them
+
+``error_response(400)`` is the server's own refusal (the request side,
+``http.py``, only says which).
 """
 
 from __future__ import annotations
 
 import re
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +25,19 @@ from ..options import TOKEN
 from ..wsgi import HOP_BY_HOP
 from .environ import Input
 
-__all__ = ["BODYLESS", "DATE", "SERVER", "BadBody", "BadHead", "Response", "check_head"]
+__all__ = [
+    "BODYLESS",
+    "DATE",
+    "SERVER",
+    "BadBody",
+    "BadHead",
+    "Response",
+    "check_head",
+    "error_body_size",
+    "error_response",
+    "http_date",
+    "response_head",
+]
 
 #: PEP 3333 asks for "200 OK"; a bare "200" is taken too, as gunicorn, waitress
 #: and uWSGI take it, and sent with its standard reason (``_REASONS``).
@@ -183,3 +201,89 @@ class BadHead(Exception):
 
 class BadBody(Exception):
     """An app's first body chunk cannot be sent as it said (nothing went out yet: 500)."""
+
+
+#: The reasons of the server's own refusals (RFC 9110's names).
+_REFUSAL_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+def http_date(now: float | None = None) -> bytes:
+    """An IMF-fixdate (RFC 9110 5.6.7), cached per second because it is on every response."""
+    second = int(time.time() if now is None else now)
+    if _DATE_CACHE[0] != second:
+        _DATE_CACHE[:] = [second, formatdate(second, usegmt=True).encode("ascii")]
+    return _DATE_CACHE[1]  # type: ignore[return-value]
+
+
+_DATE_CACHE: list[object] = [0, b""]
+
+SERVER_HEADER = b"Server: wsgistack\r\n"
+
+
+def response_head(
+    status: str,
+    headers: list[tuple[str, str]],
+    extra: bytes,
+    *,
+    date: bool = True,
+    server: bool = True,
+) -> bytes:
+    """Encode a response head; ``status``/``headers`` were validated by the caller.
+
+    ``date`` and ``server`` add ours, for when the app gave none (a forwarded
+    response carries its upstream's; one of each is allowed).  Behind
+    ``uwsgi_pass`` nginx adds its own instead (it passes a uwsgi server's
+    through, unlike proxy_pass).
+    """
+    lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if date:
+        lines.append(b"Date: " + http_date() + b"\r\n")
+    if server:
+        lines.append(SERVER_HEADER)
+    lines.append(extra + b"\r\n")
+    return b"".join(lines)
+
+
+def error_response(
+    status: int, keep_alive: bool = False, *, stamped: bool = True, head_only: bool = False
+) -> bytes:
+    """A small plain-text refusal, always with ``Connection: close`` unless told.
+
+    ``stamped=False`` leaves out our Date and Server, as for every response
+    behind ``uwsgi_pass``: nginx would pass ours on instead of adding its own.
+    ``head_only``: the answer to a HEAD, its head alone (RFC 9110 9.3.2), the
+    Content-Length the same as a GET's would be.
+    """
+    body = _error_body(status)
+    connection = b"" if keep_alive else b"Connection: close\r\n"
+    stamps = b"Date: " + http_date() + b"\r\n" + SERVER_HEADER if stamped else b""
+    return (
+        f"HTTP/1.1 {status} {_REFUSAL_REASONS.get(status, 'Error')}\r\n".encode("ascii")
+        + b"Content-Type: text/plain; charset=utf-8\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode("ascii")
+        + stamps
+        + connection
+        + b"\r\n"
+        + (b"" if head_only else body)
+    )
+
+
+def _error_body(status: int) -> bytes:
+    return f"{status} {_REFUSAL_REASONS.get(status, 'Error')}\n".encode("ascii")
+
+
+def error_body_size(status: int) -> int:
+    """The size of ``error_response(status)``'s body: what the access log counts for it."""
+    return len(_error_body(status))
