@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import urllib.request
 from wsgiref.validate import validator
 
@@ -209,3 +210,18 @@ def test_a_worker_still_loading_the_app_is_reported_each_timeout_not_killed(serv
     assert "WORKER TIMEOUT" not in server.log.read_text()
     server.proc.send_signal(signal.SIGTERM)  # ends the held import too
     assert server.proc.wait(timeout=20) == 0
+
+
+def test_a_reload_does_not_report_the_serving_workers_as_loading(serve):
+    # A reload takes the old workers out of the ready set while the new ones
+    # load: the master logged each of them "has been loading the app for N s"
+    # (N its uptime) on every SIGHUP, though they had been serving all along.
+    began = time.monotonic()
+    server = serve("--workers", "2", "--worker-timeout", "2")
+    old = poll(lambda: server.count_workers(2))
+    assert server.get().isdigit()
+    poll(lambda: time.monotonic() - began > 3, timeout=10)  # up longer than --worker-timeout
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload done" in server.log.read_text(), timeout=20)
+    poll(lambda: (pids := server.workers()) and not (pids & old), timeout=20)
+    assert "has been loading the app" not in server.log.read_text()

@@ -225,7 +225,8 @@ class Arbiter:
         unreachable database would only hang again; the log says which it is.
         """
         for pid, started in self.workers.items():
-            if pid in self._ready or pid in self._leaving:
+            # A reload takes the old workers out of ``_ready`` while they serve on.
+            if pid in self._ready or pid in self._retiring or pid in self._leaving:
                 continue
             periods = int((now - started) // limit)
             if periods > self._load_reported.get(pid, 0):
