@@ -200,6 +200,17 @@ def test_a_misspelt_option_of_the_composite_is_not_mounted_as_a_host(tmp_path, k
         loadapp(f"config:{ini}")
 
 
+@pytest.mark.parametrize("host", ["default.lan", "default.test", "dev.default"])
+def test_a_host_named_like_an_option_is_still_mounted(tmp_path, host):
+    # The misspelling check refused these hosts as "did you mean 'default'?",
+    # and no spelling would mount them: an option's name has no dot.
+    ini = tmp_path / "site.ini"
+    ini.write_text(HOST_INI.format(mount=host))
+    app = TestApp(validator(loadapp(f"config:{ini}")))
+    assert app.get("/", headers={"Host": host}).status_int == 200
+    assert app.get("/", headers={"Host": "other.example.com"}, status=404)
+
+
 @pytest.mark.parametrize("mount", ["api.example.com:8080", "api.example.com:8080/v1"])
 def test_a_host_mount_with_a_port_is_refused_with_the_reason(tmp_path, mount):
     # configparser splits "api.example.com:8080 = tags" at the ":": say so, not "no section".

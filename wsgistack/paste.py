@@ -117,9 +117,10 @@ def dispatch(loader: Any, global_conf: Mapping[str, str], **local_conf: str) -> 
                 "matches any port), or mount it in a TOML pipeline or in Python"
             )
     for key in local_conf:
-        if key[:1] != "/" and key not in _DISPATCH_OPTIONS:
+        if key not in _DISPATCH_OPTIONS and "/" not in key and "." not in key:
             # Any other key is a host to mount, so a misspelt option would
             # silently mount a host of that name, and the option be ignored.
+            # A dot or a slash ("default.lan", "intranet/api") is a host's.
             hint = did_you_mean(key, _DISPATCH_OPTIONS)
             if hint:
                 raise ConfigError(f"{where}: {key!r} would mount a host of that name{hint}")
