@@ -414,6 +414,34 @@ def test_old_workers_ending_after_a_reload_are_not_reported_as_respawned(serve):
     assert "reload done" in log
 
 
+HELD_WHILE_FLAGGED = """
+import time
+from pathlib import Path
+
+while Path("hold").exists():  # a reload's new workers wait here while the test looks
+    time.sleep(0.02)
+from slowapp import app
+"""
+
+
+def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(serve, tmp_path):
+    # A reload takes the old workers out of the ready set while they serve on,
+    # so one that crashed then was logged "died while loading the app".
+    (tmp_path / "heldapp.py").write_text(HELD_WHILE_FLAGGED)
+    server = serve("--workers", "1", target=("heldapp:app",))
+    old = int(server.get())
+    (tmp_path / "hold").touch()
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: len(server.workers()) == 2)  # the new one is held in its import
+    os.kill(old, signal.SIGKILL)
+    poll(lambda: "during the reload" in server.log.read_text())
+    (tmp_path / "hold").unlink()
+    assert int(server.get()) != old  # the new worker, once loaded, serves
+    log = server.log.read_text()
+    assert "died while loading" not in log
+    assert f"worker {old} exited (status -9) during the reload" in log
+
+
 def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(serve):
     # The draining old workers counted as serving ones, so a new worker lost then
     # was replaced only after the old ones had finished (up to --graceful-timeout).

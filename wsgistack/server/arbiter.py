@@ -263,6 +263,11 @@ class Arbiter:
                 pass  # asked to leave: not replaced
             elif code == BOOT_ERROR:
                 self._boot_failed(pid)
+            elif pid in self._retiring:
+                # An old worker of a reload, out of _ready while it serves on: the
+                # new workers, coming up, replace it (it is not one that never loaded).
+                level = logging.INFO if code == 0 else logging.WARNING
+                log.log(level, "worker %d exited (status %d) during the reload", pid, code)
             elif code != 0 and pid not in self._ready and not self._stopping:
                 # Killed or crashed before it was ready (a segfault in an import,
                 # os._exit, the OOM killer): the app could not be loaded, as if it
