@@ -420,6 +420,8 @@ from pathlib import Path
 
 while Path("hold").exists():  # a reload's new workers wait here while the test looks
     time.sleep(0.02)
+if Path("broken").exists():
+    raise ImportError("broken on purpose")
 from slowapp import app
 """
 
@@ -440,6 +442,26 @@ def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(ser
     log = server.log.read_text()
     assert "died while loading" not in log
     assert f"worker {old} exited (status -9) during the reload" in log
+
+
+def test_a_reload_that_fails_after_the_old_workers_were_lost_stops_the_master(serve, tmp_path):
+    # With the old workers gone, a failed reload was not seen as one (it was
+    # told by the old set alone): the master respawned the broken app every
+    # second, for ever, serving nothing.  Now it stops, as at start.
+    (tmp_path / "heldapp.py").write_text(HELD_WHILE_FLAGGED)
+    server = serve("--workers", "1", target=("heldapp:app",))
+    old = int(server.get())
+    (tmp_path / "hold").touch()
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: len(server.workers()) == 2)  # the new one is held in its import
+    os.kill(old, signal.SIGKILL)
+    poll(lambda: "during the reload" in server.log.read_text())
+    (tmp_path / "broken").touch()
+    (tmp_path / "hold").unlink()
+    assert server.proc.wait(timeout=20) == 2
+    log = server.log.read_text()
+    assert "reload failed (the new app cannot be loaded), no old worker left" in log
+    assert log.rstrip().splitlines()[-1].endswith("says why above)")
 
 
 def test_a_new_worker_that_dies_while_the_old_ones_drain_is_replaced_at_once(serve):

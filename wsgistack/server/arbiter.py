@@ -76,6 +76,7 @@ class Arbiter:
         self.listeners = listeners
         self.workers: dict[int, float] = {}  # pid -> start time
         self._retiring: set[int] = set()  # the old set, during a reload
+        self._reloading = False  # a reload's new workers are coming up (the old may be gone)
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
         self._beats: dict[int, Heartbeat] = {}  # pid -> its heartbeat (--worker-timeout)
@@ -158,6 +159,7 @@ class Arbiter:
         if signum == signal.SIGHUP:
             if not self._stopping:  # while stopping, a reload is moot (not a quick stop)
                 log.info("master: reload, starting new workers")
+                self._reloading = True
                 self._retiring |= set(self.workers) - self._leaving
                 self._ready -= self._retiring
                 for _ in range(self.config.workers):
@@ -177,7 +179,7 @@ class Arbiter:
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
-        if not self._retiring:
+        if not self._reloading:
             return
         fresh = [pid for pid in self.workers if pid not in self._retiring]
         if len([pid for pid in fresh if pid in self._ready]) >= self.config.workers:
@@ -188,6 +190,7 @@ class Arbiter:
             # they drain is replaced at once.
             self._leaving |= self._retiring
             self._retiring = set()
+            self._reloading = False
 
     def _watch(self) -> None:
         """Kill and replace workers whose loop has not beaten for --worker-timeout."""
@@ -289,15 +292,28 @@ class Arbiter:
             self._status = 2
             self._boot_failure = pid  # said when stopped: a stop line would bury it
             self._stop(graceful=False)
-        elif self._retiring and pid not in self._retiring:
-            log.error(
-                "master: reload failed (the new app cannot be loaded), keeping the old workers"
-            )
+        elif self._reloading and pid not in self._retiring:
             fresh = set(self.workers) - self._retiring - self._leaving
             for each in fresh:
                 _kill(each, signal.SIGQUIT)
             self._leaving |= fresh
+            old = self._retiring & set(self.workers)
             self._retiring = set()
+            self._reloading = False
+            if old:
+                log.error(
+                    "master: reload failed (the new app cannot be loaded), keeping the old workers"
+                )
+                self._ready |= old  # serving as they did before the reload
+            else:
+                # The old workers were lost while the new ones loaded: nothing can
+                # serve, so the master stops as when the app cannot load at start.
+                log.error(
+                    "master: reload failed (the new app cannot be loaded), no old worker left"
+                )
+                self._status = 2
+                self._boot_failure = pid
+                self._stop(graceful=False)
         else:
             self._respawn_at = time.monotonic() + 1.0
 
