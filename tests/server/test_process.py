@@ -439,6 +439,7 @@ def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(ser
     poll(lambda: "during the reload" in server.log.read_text())
     (tmp_path / "hold").unlink()
     assert int(server.get()) != old  # the new worker, once loaded, serves
+    poll(lambda: "reload done" in server.log.read_text())  # the reload was not forgotten
     log = server.log.read_text()
     assert "died while loading" not in log
     assert f"worker {old} exited (status -9) during the reload" in log
