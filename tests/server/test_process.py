@@ -426,9 +426,8 @@ from slowapp import app
 """
 
 
-def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(serve, tmp_path):
-    # A reload takes the old workers out of the ready set while they serve on,
-    # so one that crashed then was logged "died while loading the app".
+def reload_losing_the_old_worker(serve, tmp_path) -> tuple[Served, int]:
+    """One worker, a reload whose new worker is held in its import, the old one killed."""
     (tmp_path / "heldapp.py").write_text(HELD_WHILE_FLAGGED)
     server = serve("--workers", "1", target=("heldapp:app",))
     old = int(server.get())
@@ -437,6 +436,13 @@ def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(ser
     poll(lambda: len(server.workers()) == 2)  # the new one is held in its import
     os.kill(old, signal.SIGKILL)
     poll(lambda: "during the reload" in server.log.read_text())
+    return server, old
+
+
+def test_an_old_worker_lost_during_a_reload_is_not_said_to_have_died_loading(serve, tmp_path):
+    # A reload takes the old workers out of the ready set while they serve on,
+    # so one that crashed then was logged "died while loading the app".
+    server, old = reload_losing_the_old_worker(serve, tmp_path)
     (tmp_path / "hold").unlink()
     assert int(server.get()) != old  # the new worker, once loaded, serves
     poll(lambda: "reload done" in server.log.read_text())  # the reload was not forgotten
@@ -449,14 +455,7 @@ def test_a_reload_that_fails_after_the_old_workers_were_lost_stops_the_master(se
     # With the old workers gone, a failed reload was not seen as one (it was
     # told by the old set alone): the master respawned the broken app every
     # second, for ever, serving nothing.  Now it stops, as at start.
-    (tmp_path / "heldapp.py").write_text(HELD_WHILE_FLAGGED)
-    server = serve("--workers", "1", target=("heldapp:app",))
-    old = int(server.get())
-    (tmp_path / "hold").touch()
-    server.proc.send_signal(signal.SIGHUP)
-    poll(lambda: len(server.workers()) == 2)  # the new one is held in its import
-    os.kill(old, signal.SIGKILL)
-    poll(lambda: "during the reload" in server.log.read_text())
+    server, _ = reload_losing_the_old_worker(serve, tmp_path)
     (tmp_path / "broken").touch()
     (tmp_path / "hold").unlink()
     assert server.proc.wait(timeout=20) == 2
