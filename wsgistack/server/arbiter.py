@@ -289,9 +289,7 @@ class Arbiter:
 
     def _boot_failed(self, pid: int) -> None:
         if not self._booted and not self._stopping:
-            self._status = 2
-            self._boot_failure = pid  # said when stopped: a stop line would bury it
-            self._stop(graceful=False)
+            self._give_up(pid)
         elif self._reloading and pid not in self._retiring:
             fresh = set(self.workers) - self._retiring - self._leaving
             for each in fresh:
@@ -311,11 +309,15 @@ class Arbiter:
                 log.error(
                     "master: reload failed (the new app cannot be loaded), no old worker left"
                 )
-                self._status = 2
-                self._boot_failure = pid
-                self._stop(graceful=False)
+                self._give_up(pid)
         else:
             self._respawn_at = time.monotonic() + 1.0
+
+    def _give_up(self, pid: int) -> None:
+        """Stop with status 2: the app cannot be loaded and nothing else serves."""
+        self._status = 2
+        self._boot_failure = pid  # said when stopped: a stop line would bury it
+        self._stop(graceful=False)
 
     def _read_ready(self) -> None:
         try:
