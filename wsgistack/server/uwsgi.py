@@ -77,12 +77,32 @@ class UwsgiRequest(Request):
 def parse_vars(block: bytes) -> dict[str, str]:
     """Decode a variable block; a repeated header is joined, another repeat overridden.
 
-    This runs once per request, so the loop is kept to the fewest steps:
-    sizes are read from the bytes (with ``+``, which CPython 3.11 specialises
-    for ints, where ``|`` is generic), strings sliced from one latin-1 decode,
-    and the names and values are checked once over all of them afterwards.
+    The names and values are checked once over all of them, after decoding.
     A key sent twice is rare (a param overridden, or a header repeated), so it
-    is noticed after the loop, by the count, and the block is read again.
+    is noticed by the count of pairs, and the block is read again.
+    """
+    try:
+        variables, pairs = decode_vars(block)
+    except ValueError as exc:
+        raise ProtocolError(f"uwsgi: {exc}", 400) from None
+    if pairs != len(variables):
+        variables = _joined(block, block.decode("latin-1"))
+    if not _CHECKED_NAMES.issuperset(variables):
+        _check_names(variables)
+    values = "".join(variables.values())
+    if "\r" in values or "\n" in values or "\x00" in values:
+        _check_values(variables)
+    return variables
+
+
+def decode_vars_python(block: bytes) -> tuple[dict[str, str], int]:
+    """The variables of ``block`` as latin-1 strs, and how many pairs it held.
+
+    A repeated key counts twice, its last value kept.  ValueError says which
+    size runs past the block.  ``_uwsgi_vars.decode_vars`` does the same in C;
+    this is used where it was not built.  The loop is kept to the fewest steps:
+    sizes are read with ``+`` (which CPython 3.11 specialises for ints, where
+    ``|`` is generic) and strings sliced from one decode of the whole block.
     """
     text = block.decode("latin-1")
     variables: dict[str, str] = {}
@@ -97,17 +117,16 @@ def parse_vars(block: bytes) -> dict[str, str]:
             at = value_end
             pairs += 1
     except IndexError:
-        raise ProtocolError("uwsgi: a variable's size runs past the packet", 400) from None
+        raise ValueError("a variable's size runs past the packet") from None
     if at != end:
-        raise ProtocolError("uwsgi: the last value runs past the packet", 400)
-    if pairs != len(variables):
-        variables = _joined(block, text)
-    if not _CHECKED_NAMES.issuperset(variables):
-        _check_names(variables)
-    values = "".join(variables.values())
-    if "\r" in values or "\n" in values or "\x00" in values:
-        _check_values(variables)
-    return variables
+        raise ValueError("the last value runs past the packet")
+    return variables, pairs
+
+
+try:
+    from ._uwsgi_vars import decode_vars
+except ImportError:  # not compiled (no C compiler at install): the same in Python
+    decode_vars = decode_vars_python
 
 
 def _check_values(variables: dict[str, str]) -> None:
