@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import quote
 
-from wsgistack.paths import normal_spelling, prefixes, under
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsgistack.paths import SAFE_PATH, normal_spelling, prefixes, under, url_path
 
 
 @pytest.mark.parametrize(
@@ -58,3 +62,20 @@ def test_a_prefix_is_the_apps_route_or_the_url(prefix, script_name, path_info, e
 )
 def test_normal_spelling_makes_equivalent_paths_equal(path, expected):
     assert normal_spelling(path) == expected
+
+
+@given(st.text(st.characters(max_codepoint=255), max_size=30))
+def test_url_path_spells_any_decoded_path_as_quoting_it_would(path):
+    assert url_path(path) == quote(path.encode("latin-1"), safe=SAFE_PATH)
+
+
+@pytest.mark.parametrize(
+    ("path", "spelled"),
+    [
+        ("/shop/cart;v=1/~me", "/shop/cart;v=1/~me"),
+        ("/my app/caf\xe9", "/my%20app/caf%E9"),
+        ("/100%/a?b#c", "/100%25/a%3Fb%23c"),
+    ],
+)
+def test_url_path_escapes_only_what_a_url_path_cannot_hold(path, spelled):
+    assert url_path(path) == spelled

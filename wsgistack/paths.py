@@ -33,6 +33,7 @@ __all__ = [
     "prefixes",
     "resolved",
     "under",
+    "url_path",
     "wsgi_str",
 ]
 
@@ -42,6 +43,8 @@ _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 SAFE_PATH = "/:@!$&'()*+,;=-._~"
 #: path-abempty = *( "/" segment ), segment = *pchar (RFC 3986 §3.3).
 _URL_PATH = re.compile(r"(?:[A-Za-z0-9/:@!$&'()*+,;=\-._~]|%[0-9A-Fa-f]{2})*\Z")
+#: A path of pchars alone, which a URL spells as it is.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=\-._~]*\Z")
 _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: unreserved (RFC 3986 §2.3): an escape of one of these names the same character.
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -54,6 +57,16 @@ def decoded_spelling(path: str) -> str | None:
     path written escaped could never match: the caller refuses it with this.
     """
     return unquote(path) if _PERCENT_ESCAPE.search(path) else None
+
+
+def url_path(path: str) -> str:
+    """A decoded path (PATH_INFO, a WSGI str) spelled for a URL: %-escapes where pchars end.
+
+    Most paths need none, and are returned without going through ``quote``.
+    """
+    if _PLAIN_PATH.match(path):
+        return path
+    return quote(path.encode("latin-1"), safe=SAFE_PATH)
 
 
 def escaped_spelling(path: str) -> str | None:

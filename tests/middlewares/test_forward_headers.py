@@ -10,8 +10,8 @@ from webtest import TestApp
 
 from tests.server.live import RawClient, live_server
 from wsgistack.middlewares import PrefixDispatcher
-from wsgistack.middlewares.forward import Upstream
-from wsgistack.middlewares.forward.mapping import map_location
+from wsgistack.middlewares.forward import Upstream, mapping
+from wsgistack.middlewares.forward.mapping import map_location, request_headers
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 
@@ -477,3 +477,38 @@ def test_a_path_without_its_leading_slash_stays_under_the_base_path(lb, raw):
     app = TestApp(lambda environ, start: balancer({**environ, "PATH_INFO": "_admin"}, start))
     assert app.get("/?q=1").body == b"ok"
     assert upstream.heads[-1].split(b" ")[1] == b"/public/_admin?q=1"
+
+
+def _environ(**headers: str) -> dict[str, str]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "REMOTE_ADDR": "203.0.113.9",
+        "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": "",
+        **{"HTTP_" + name.upper(): value for name, value in headers.items()},
+    }
+
+
+def test_requests_with_the_same_headers_each_drop_what_their_own_connection_names():
+    first = _environ(host="a", connection="X-A", x_a="1", x_b="2")
+    second = _environ(host="a", connection="X-B", x_a="3", x_b="4")
+    assert list(first) == list(second)  # one shape: the second is sorted out from memory
+    sent = dict(request_headers(first, None))
+    assert "X-A" not in sent and sent["X-B"] == "2"
+    sent = dict(request_headers(second, None))
+    assert sent["X-A"] == "3" and "X-B" not in sent
+    assert "Connection" not in sent
+
+
+def test_an_empty_content_type_is_not_sent_and_a_present_one_is():
+    assert "Content-Type" not in dict(request_headers(_environ(host="a"), None))
+    environ = {**_environ(host="a"), "CONTENT_TYPE": "text/plain"}
+    assert dict(request_headers(environ, None))["Content-Type"] == "text/plain"
+
+
+def test_requests_of_many_header_shapes_keep_memory_bounded():
+    for number in range(3 * mapping._HEADER_KEYS_MAX):
+        environ = _environ(host="a", **{f"x_{number}": "v"})
+        assert dict(request_headers(environ, None))[f"X-{number}"] == "v"
+        assert len(mapping._HEADER_KEYS) <= mapping._HEADER_KEYS_MAX

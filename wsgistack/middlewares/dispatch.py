@@ -33,7 +33,7 @@ import webob.exc
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..errors import ConfigError
 from ..options import flag
-from ..paths import SAFE_PATH, decoded_spelling, wsgi_str
+from ..paths import SAFE_PATH, decoded_spelling, url_path, wsgi_str
 from ..refusals import refusal
 
 __all__ = ["PrefixDispatcher"]
@@ -354,7 +354,7 @@ class PrefixDispatcher:
         """
         target = environ.get("SCRIPT_NAME", "") + prefix + "/"
         # One leading slash: "//x" would be a link to the host "x".
-        location = "/" + quote(target.encode("latin-1"), safe=SAFE_PATH).lstrip("/")
+        location = "/" + url_path(target).lstrip("/")
         query = environ.get("QUERY_STRING", "")
         if query:  # as sent, with any byte outside ASCII %-escaped
             location += "?" + quote(query.encode("latin-1"), safe=SAFE_PATH + "?%")

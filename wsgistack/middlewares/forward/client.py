@@ -294,14 +294,13 @@ def send_request(
     A failure to read ``body`` raises ClientBodyError, so the caller never
     blames the upstream for it; a failure to send raises OSError.
     """
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers)]
     if length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
+        lines.append(f"Content-Length: {length}")
     elif chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    lines.append("\r\n")
-    sock.sendall("".join(lines).encode("latin-1"))
+        lines.append("Transfer-Encoding: chunked")
+    lines.append("\r\n")  # joined on, it ends the last line and the head
+    sock.sendall("\r\n".join(lines).encode("latin-1"))
     if length:
         remaining = length
         while remaining > 0:

@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, quote, unquote_to_bytes, urlsplit
 from ..._types import WSGIEnvironment
 from ...clientip import CACHE_KEY, ProxyTrust, client_ip, trusts_peer
 from ...netset import parse_address
-from ...paths import SAFE_PATH, normal_spelling, resolved
+from ...paths import SAFE_PATH, normal_spelling, resolved, url_path
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
 from .upstream import Upstream
 
@@ -56,6 +56,11 @@ _DROPPED = frozenset({"proxy"})
 #: filled as keys are seen, up to a bound, so most requests only look names up.
 _FORWARDED_NAMES: dict[str, str] = {}
 _FORWARDED_NAMES_MAX = 512
+#: The environ's keys, in order -> the (key, header name) of those sent upstream.
+#: A client sends the same headers on every request, so the 20-odd keys of an
+#: environ are sorted out once per shape, not per request; emptied when full.
+_HEADER_KEYS: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+_HEADER_KEYS_MAX = 128
 #: ``Refresh: 5; url=/next`` (HTML's refresh pragma): the delay, the separator
 #: and ``url=`` kept as sent, the URL (quoted or not) mapped as a Location.
 _REFRESH = re.compile(
@@ -77,6 +82,23 @@ def _forwarded_name(key: str) -> str:
     if len(_FORWARDED_NAMES) < _FORWARDED_NAMES_MAX:
         _FORWARDED_NAMES[key] = name
     return name
+
+
+def _header_keys(environ: WSGIEnvironment) -> list[tuple[str, str]]:
+    """The (environ key, header name) of each header sent upstream, in the environ's order."""
+    keys = tuple(environ)
+    sent = _HEADER_KEYS.get(keys)
+    if sent is None:
+        names = _FORWARDED_NAMES
+        sent = [
+            (key, name)
+            for key in keys
+            if (name := names.get(key) if key in names else _forwarded_name(key))
+        ]
+        if len(_HEADER_KEYS) >= _HEADER_KEYS_MAX:
+            _HEADER_KEYS.clear()  # shapes come and go (a new browser): keep the recent ones
+        _HEADER_KEYS[keys] = sent
+    return sent
 
 
 def _raw_path(raw_uri: str, script: str, path_info: str) -> str | None:
@@ -136,13 +158,13 @@ def request_target(upstream: Upstream, environ: WSGIEnvironment) -> str:
     query = environ.get("QUERY_STRING", "")
     query = "?" + query if query else ""
     if upstream.base and path_info and (confined := _confined(path_info)) is not None:
-        return upstream.base + quote(confined.encode("latin-1"), safe=SAFE_PATH) + query
+        return upstream.base + url_path(confined) + query
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     path = None
     if raw and "%" in raw:  # else quoting PATH_INFO gives the same
         path = _raw_path(raw, environ.get("SCRIPT_NAME", ""), path_info)
     if path is None:
-        path = quote(path_info.encode("latin-1"), safe=SAFE_PATH)
+        path = url_path(path_info)
     return upstream.base + (path or "/") + query
 
 
@@ -163,17 +185,13 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
         if connection
         else ()
     )
-    headers = []
-    names = _FORWARDED_NAMES
-    for key, value in environ.items():
-        name = names.get(key)
-        if name is None:
-            name = _forwarded_name(key)
-        if not name or (named and name.lower() in named):
-            continue
-        if not value and key == "CONTENT_TYPE":
-            continue
-        headers.append((name, value))
+    sent = _header_keys(environ)
+    if named:
+        sent = [(key, name) for key, name in sent if name.lower() not in named]
+    # An empty CONTENT_TYPE is the server saying there was none.
+    headers = [
+        (name, value) for key, name in sent if (value := environ[key]) or key != "CONTENT_TYPE"
+    ]
     peer = environ.get("REMOTE_ADDR", "") or "unknown"
     proto = environ.get("wsgi.url_scheme", "http")
     host = str(environ.get("HTTP_HOST", environ.get("SERVER_NAME", "")))
@@ -300,7 +318,7 @@ def map_location(
         return location  # relative, or no place on the web (mailto:, urn:)
     path = parts.path
     script = environ.get("SCRIPT_NAME", "").rstrip("/")
-    prefix = quote(script.encode("latin-1"), safe=SAFE_PATH) if script else ""
+    prefix = url_path(script)
     if not (prefix and _rest(path, prefix) is not None):
         # (Else the upstream applied X-Forwarded-Prefix itself: the client's path already.)
         rest = _rest(path, upstream.base)
