@@ -113,6 +113,12 @@ def test_long_and_fractional_periods_are_shown_in_plain_seconds():
         pytest.param("10/hrs", "unknown unit 'hrs'", id="hrs"),
         # Exact counting needs burst x interval (in ticks) under 2**53, for Redis's Lua.
         pytest.param("999983/day", "too fine to count exactly", id="too-fine"),
+        # RateLimit-Policy's q= is a structured-field integer: 15 digits at most.
+        pytest.param(
+            "1000000000000000/second",
+            r"limits: '1000000000000000/second': Rate amount: at most 999_999_999_999_999 \(15",
+            id="over-15-digits",
+        ),
         pytest.param("0/minute", "must be > 0", id="zero"),
         pytest.param("", "at least one rate", id="empty"),
         pytest.param("1/s; 1/s", "the same rate is given twice", id="twice"),

@@ -54,6 +54,10 @@ def _unit(word: str) -> int | None:
     return None
 
 
+#: The largest amount or burst: the RateLimit fields send them as 15-digit integers.
+_MAX_COUNT = 999_999_999_999_999
+
+
 @dataclass(frozen=True)
 class Rate:
     """``amount`` requests per ``period`` seconds; ``burst`` of them may come at once."""
@@ -83,6 +87,12 @@ class Rate:
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ConfigError(
                     f"limits: Rate {option}: expected a whole number >= 1, got {count!r}"
+                )
+            if count > _MAX_COUNT:
+                # The RateLimit fields are structured fields, whose integers have at
+                # most 15 digits (RFC 9651 3.3.1): a client's parser would drop them.
+                raise ConfigError(
+                    f"limits: Rate {option}: at most {_MAX_COUNT:_} (15 digits), got {count:_}"
                 )
         period = self.period
         if (
