@@ -512,3 +512,15 @@ def test_requests_of_many_header_shapes_keep_memory_bounded():
         environ = _environ(host="a", **{f"x_{number}": "v"})
         assert dict(request_headers(environ, None))[f"X-{number}"] == "v"
         assert len(mapping._HEADER_KEYS) <= mapping._HEADER_KEYS_MAX
+
+
+def test_a_header_an_outer_layer_set_to_a_non_str_goes_upstream_as_str_spells_it(lb, raw):
+    # PEP 3333 wants strs, but a layer that counts retries in HTTP_X_ATTEMPT with
+    # an int got "X-Attempt: 2" upstream before, as http.client sends an int: not a 500.
+    upstream = raw(OK)
+    balancer = lb([upstream.url])  # (validator refuses the int: PEP 3333 is broken on purpose)
+    app = TestApp(
+        validator(lambda environ, start: balancer({**environ, "HTTP_X_ATTEMPT": 2}, start))
+    )
+    assert app.get("/").body == b"ok"
+    assert upstream.header(b"X-Attempt") == [b"2"]

@@ -294,7 +294,12 @@ def send_request(
     A failure to read ``body`` raises ClientBodyError, so the caller never
     blames the upstream for it; a failure to send raises OSError.
     """
-    lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers)]
+    try:
+        lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers)]
+    except TypeError:
+        # A value that is no str (an outer layer's int in an HTTP_ key, against
+        # PEP 3333) goes as str() spells it, as it always did: not a 500.
+        lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers)]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     elif chunked:
