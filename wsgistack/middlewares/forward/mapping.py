@@ -61,6 +61,10 @@ _FORWARDED_NAMES_MAX = 512
 #: environ are sorted out once per shape, not per request; emptied when full.
 _HEADER_KEYS: dict[tuple[str, ...], list[tuple[str, str]]] = {}
 _HEADER_KEYS_MAX = 128
+#: A shape is remembered only if its keys are this short in all (a browser's are
+#: under 1,000 characters): the client writes the names, and the server in front
+#: may let 100 of 8 KiB through (gunicorn), which 128 shapes would hold for good.
+_HEADER_KEYS_CHARS_MAX = 4096
 #: ``Refresh: 5; url=/next`` (HTML's refresh pragma): the delay, the separator
 #: and ``url=`` kept as sent, the URL (quoted or not) mapped as a Location.
 _REFRESH = re.compile(
@@ -95,9 +99,10 @@ def _header_keys(environ: WSGIEnvironment) -> list[tuple[str, str]]:
             for key in keys
             if (name := names.get(key) if key in names else _forwarded_name(key))
         ]
-        if len(_HEADER_KEYS) >= _HEADER_KEYS_MAX:
-            _HEADER_KEYS.clear()  # shapes come and go (a new browser): keep the recent ones
-        _HEADER_KEYS[keys] = sent
+        if sum(map(len, keys)) <= _HEADER_KEYS_CHARS_MAX:
+            if len(_HEADER_KEYS) >= _HEADER_KEYS_MAX:
+                _HEADER_KEYS.clear()  # shapes come and go (a new browser): keep the recent ones
+            _HEADER_KEYS[keys] = sent
     return sent
 
 
