@@ -44,9 +44,22 @@ addresses = st.one_of(
 )
 
 
+def ipv4_self(network):
+    """The IPv4 network an entry inside ::ffff:0:0/96 stands for, else None."""
+    if network.version == 6 and network.prefixlen >= 96 and network.subnet_of(MAPPED):
+        return ipaddress.IPv4Network(
+            (int(network.network_address) & 0xFFFF_FFFF, network.prefixlen - 96)
+        )
+    return None
+
+
+MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.one_of(v4_networks(), v6_networks()), max_size=30), st.lists(addresses, max_size=20)
+    st.lists(st.one_of(v4_networks(), v6_networks(), mapped_networks()), max_size=30),
+    st.lists(addresses, max_size=20),
 )
 def test_matches_the_naive_scan(networks, probes):
     netset = NetworkSet(networks)
@@ -54,11 +67,13 @@ def test_matches_the_naive_scan(networks, probes):
         probes += [network.network_address, network.broadcast_address]
         if int(network.broadcast_address) < (2**32 if network.version == 4 else 2**128) - 1:
             probes.append(network.broadcast_address + 1)
+    # An entry inside ::ffff:0:0/96 is also its IPv4 self (::ffff:0:0/96 is all of IPv4).
+    entries = networks + [v4 for network in networks if (v4 := ipv4_self(network)) is not None]
     for address in probes:
         selves = [address]
         if address.version == 6 and address.ipv4_mapped is not None:
             selves.append(address.ipv4_mapped)  # a mapped address is also its IPv4 self
-        naive = any(a.version == n.version and a in n for a in selves for n in networks)
+        naive = any(a.version == n.version and a in n for a in selves for n in entries)
         assert (address in netset) is naive, (address, networks)
         assert (netset.match(address) is not None) is naive
 
