@@ -34,22 +34,21 @@ import webob.exc
 
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
-from ...errors import ConfigError, ProtocolError
+from ...errors import ConfigError
 from ...options import choice, count, flag, function, listed, seconds
 from ...refusals import refusal
+from ...requestbody import (
+    BodyTooLarge,
+    ClientBodyError,
+    LimitedBody,
+    body_failed,
+    body_framing,
+    spool_body,
+)
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import (
-    BodyTooLarge,
-    ClientBodyError,
-    Exchange,
-    LimitedBody,
-    ReadTimeout,
-    UpstreamClosed,
-    send_request,
-    spool_body,
-)
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
 from .health import HealthChecker, checked_path
 from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
@@ -259,14 +258,12 @@ class LoadBalancer:
                 headers=[("Allow", ALLOW)],
             )
             return answer(environ, start_response)
-        length_text = environ.get("CONTENT_LENGTH", "")
-        length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
-        chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length, chunked = body_framing(environ)
         body = environ["wsgi.input"]
         if self.max_body_size:
             if length is not None and length > self.max_body_size:
                 # Refused before any of it is read or an upstream chosen.
-                return self._body_failed(BodyTooLarge(self.max_body_size), environ, start_response)
+                return body_failed(BodyTooLarge(self.max_body_size), environ, start_response, log)
             if chunked:
                 body = LimitedBody(body, self.max_body_size)
         if not (chunked and self.request_buffering):
@@ -276,7 +273,7 @@ class LoadBalancer:
         try:
             spool, length = spool_body(body)
         except ClientBodyError as error:
-            return self._body_failed(error, environ, start_response)
+            return body_failed(error, environ, start_response, log)
         with spool:  # the body is sent by the time an answer comes back
             return self._exchange(environ, start_response, spool, length, False)
 
@@ -308,7 +305,7 @@ class LoadBalancer:
                     upstream, environ, method, headers, body, length, chunked
                 )
             except ClientBodyError as error:
-                return self._body_failed(error, environ, start_response)
+                return body_failed(error, environ, start_response, log)
             except _Failure as error:
                 failure = error
                 if self._passive:
@@ -408,25 +405,6 @@ class LoadBalancer:
             upstream.ended()
             sock.close()
             raise
-
-    @staticmethod
-    def _body_failed(
-        error: ClientBodyError, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        """The client's body failed or is too large: its fault, not the upstream's (not blamed).
-
-        The reference server's own ProtocolError goes back to it, so it answers
-        as it does to any app (408 for a slow client, 400 for one that left);
-        anything else is 400, as nginx answers a body cut short.
-        """
-        if isinstance(error.__cause__, ProtocolError):
-            raise error.__cause__
-        log.info("request body failed: %s", error)
-        if isinstance(error, BodyTooLarge):
-            answer = refusal(webob.exc.HTTPRequestEntityTooLarge, str(error))
-        else:
-            answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
-        return answer(environ, start_response)
 
     def _respond(
         self,

@@ -12,32 +12,26 @@ from __future__ import annotations
 
 import select
 import socket
-import tempfile
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import IO, Any
+from typing import Any
 
 import httptools
 
+from ...requestbody import BLOCK, ClientBodyError, read_body
+
 __all__ = [
-    "BodyTooLarge",
-    "ClientBodyError",
     "Exchange",
-    "LimitedBody",
     "ReadTimeout",
     "UpstreamClosed",
     "readable",
     "send_request",
-    "spool_body",
 ]
 
-BLOCK = 65536
 #: The largest response head, interim 1xx heads included: past it the answer is a
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
-#: A buffered request body stays in memory up to this size, then moves to a file.
-SPOOL_MEMORY = 1024 * 1024
 
 
 class UpstreamClosed(Exception):
@@ -50,39 +44,6 @@ class UpstreamClosed(Exception):
 
 class ReadTimeout(Exception):
     """The upstream did not answer within the read timeout."""
-
-
-class ClientBodyError(Exception):
-    """The client's request body failed to arrive: it ended early, or reading it raised
-    (then the server's own exception is the ``__cause__``)."""
-
-
-class BodyTooLarge(ClientBodyError):
-    """The client's body is larger than ``limit`` bytes (a 413, as nginx's client_max_body_size)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"The request body is larger than {limit} bytes.")
-        self.limit = limit
-
-
-class LimitedBody:
-    """``wsgi.input`` for a body of unknown length (chunked): BodyTooLarge past ``limit`` bytes.
-
-    Raised before the block that passes the limit is handed on, so no more than
-    ``limit`` bytes of it are spooled or sent.
-    """
-
-    def __init__(self, body: Any, limit: int) -> None:
-        self.body = body
-        self.limit = limit
-        self.size = 0
-
-    def read(self, size: int) -> bytes:
-        block: bytes = self.body.read(size)
-        self.size += len(block)
-        if self.size > self.limit:
-            raise BodyTooLarge(self.limit)
-        return block
 
 
 class _Excess(Exception):
@@ -250,36 +211,6 @@ def readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _read(body: Any, size: int) -> bytes:
-    try:
-        return body.read(size)  # type: ignore[no-any-return]
-    except ClientBodyError:
-        raise  # the client's already (a body over the limit)
-    except Exception as exc:  # the client's side, whatever the server in front raises
-        raise ClientBodyError(f"reading the request body failed: {exc}") from exc
-
-
-def spool_body(body: Any) -> tuple[IO[bytes], int]:
-    """Read a body of unknown length (chunked) whole: a file positioned at its start, and its size.
-
-    For upstreams that read no body without a Content-Length (Django, under any
-    WSGI server), as nginx's ``proxy_request_buffering``.  Up to SPOOL_MEMORY
-    bytes stay in memory, the rest goes to a temporary file, so memory stays
-    bounded whatever the size.  A failure to read raises ClientBodyError (the
-    file is closed then); otherwise the caller closes the file.
-    """
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
-    try:
-        while block := _read(body, BLOCK):
-            spool.write(block)
-        size = spool.tell()
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-    return spool, size
-
-
 def send_request(
     sock: socket.socket,
     method: str,
@@ -309,12 +240,12 @@ def send_request(
     if length:
         remaining = length
         while remaining > 0:
-            block = _read(body, min(BLOCK, remaining))
+            block = read_body(body, min(BLOCK, remaining))
             if not block:
                 raise ClientBodyError("the client sent less than its Content-Length")
             sock.sendall(block)
             remaining -= len(block)
     elif chunked:
-        while block := _read(body, BLOCK):
+        while block := read_body(body, BLOCK):
             sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
         sock.sendall(b"0\r\n\r\n")

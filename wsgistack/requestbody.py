@@ -1,0 +1,144 @@
+"""A request body read whole, bounded: for the apps and upstreams that need its length.
+
+Django reads no body without a ``CONTENT_LENGTH`` (under any WSGI server but
+waitress), so a chunked upload reaches it empty.  Both the
+:class:`~wsgistack.middlewares.RequestBuffering` layer and the forwarder's
+``request_buffering`` read such a body here: in memory up to
+:data:`SPOOL_MEMORY`, then in a temporary file, at most a given size, and
+answer a body that fails the same way.
+
+    length, chunked = body_framing(environ)
+    try:
+        spool, size = spool_body(LimitedBody(environ["wsgi.input"], limit))
+    except ClientBodyError as error:
+        return body_failed(error, environ, start_response, log)
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from typing import IO, Any
+
+import webob.exc
+
+from ._types import StartResponse, WSGIEnvironment
+from .errors import ProtocolError
+from .refusals import refusal
+
+__all__ = [
+    "BLOCK",
+    "SPOOL_MEMORY",
+    "BodyTooLarge",
+    "ClientBodyError",
+    "LimitedBody",
+    "body_failed",
+    "body_framing",
+    "read_body",
+    "spool_body",
+]
+
+#: Bytes read (and sent) at a time.
+BLOCK = 65536
+#: A buffered request body stays in memory up to this size, then moves to a file.
+SPOOL_MEMORY = 1024 * 1024
+
+
+class ClientBodyError(Exception):
+    """The client's request body failed to arrive: it ended early, or reading it raised
+    (then the server's own exception is the ``__cause__``)."""
+
+
+class BodyTooLarge(ClientBodyError):
+    """The client's body is larger than ``limit`` bytes (a 413, as nginx's client_max_body_size)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than {limit} bytes.")
+        self.limit = limit
+
+
+class LimitedBody:
+    """``wsgi.input`` for a body of unknown length (chunked): BodyTooLarge past ``limit`` bytes.
+
+    Raised before the block that passes the limit is handed on, so no more than
+    ``limit`` bytes of it are spooled or sent.
+    """
+
+    def __init__(self, body: Any, limit: int) -> None:
+        self.body = body
+        self.limit = limit
+        self.size = 0
+
+    def read(self, size: int) -> bytes:
+        block: bytes = self.body.read(size)
+        self.size += len(block)
+        if self.size > self.limit:
+            raise BodyTooLarge(self.limit)
+        return block
+
+
+def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
+    """The request body's ``Content-Length`` (None if not given) and whether it is chunked.
+
+    A body is chunked only when it has no length: the reference server
+    refuses both together, and a server that let them through must not make
+    the length count for less.
+    """
+    text = environ.get("CONTENT_LENGTH", "")
+    length = int(text) if text.isascii() and text.isdigit() else None
+    chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return length, chunked
+
+
+def read_body(body: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``body``; whatever reading it raises becomes ClientBodyError."""
+    try:
+        return body.read(size)  # type: ignore[no-any-return]
+    except ClientBodyError:
+        raise  # the client's already (a body over the limit)
+    except Exception as exc:  # the client's side, whatever the server in front raises
+        raise ClientBodyError(f"reading the request body failed: {exc}") from exc
+
+
+def spool_body(body: Any) -> tuple[IO[bytes], int]:
+    """Read a body of unknown length (chunked) whole: a file positioned at its start, and its size.
+
+    For apps and upstreams that read no body without a Content-Length (Django,
+    under any WSGI server but waitress), as nginx's ``proxy_request_buffering``.
+    Up to SPOOL_MEMORY bytes stay in memory, the rest goes to a temporary file,
+    so memory stays bounded whatever the size.  A failure to read raises
+    ClientBodyError (the file is closed then); otherwise the caller closes the file.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
+    try:
+        while block := read_body(body, BLOCK):
+            spool.write(block)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool, size
+
+
+def body_failed(
+    error: ClientBodyError,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> Iterable[bytes]:
+    """Answer a client body that failed or is too large: 413 or 400, logged; its fault.
+
+    The reference server's own ProtocolError goes back to it, so it answers
+    as it does to any app (408 for a slow client, 400 for one that left);
+    anything else is 400, as nginx answers a body cut short.
+    """
+    if isinstance(error.__cause__, ProtocolError):
+        raise error.__cause__
+    log.info("request body failed: %s", error)
+    if isinstance(error, BodyTooLarge):
+        answer = refusal(webob.exc.HTTPRequestEntityTooLarge, str(error))
+    else:
+        answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
+    return answer(environ, start_response)
