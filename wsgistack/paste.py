@@ -93,6 +93,7 @@ def make_filter_factory(use: str) -> FilterFactory:
 error_catcher = make_filter_factory("error_catcher")
 ip_filter = make_filter_factory("ip_filter")
 rate_limit = make_filter_factory("rate_limit")
+request_buffering = make_filter_factory("request_buffering")
 
 
 #: The keys of a dispatch composite that are options; every other one is a mount.

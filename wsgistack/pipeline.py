@@ -67,6 +67,7 @@ BUILTINS: dict[str, Builtin] = {
     "ip_filter": Builtin("wsgistack.middlewares.ipfilter:IPFilter"),
     "load_balance": Builtin("wsgistack.middlewares.forward:LoadBalancer", kind="app"),
     "rate_limit": Builtin("wsgistack.middlewares.ratelimit:RateLimiter"),
+    "request_buffering": Builtin("wsgistack.middlewares.buffering:RequestBuffering"),
 }
 
 _PIPELINE_KEYS = ("layer", "app")

@@ -1,0 +1,332 @@
+"""RequestBuffering: a chunked request body read whole, so Django gets a CONTENT_LENGTH.
+
+Django reads no body without one: behind the reference server (as behind
+gunicorn or uWSGI) a chunked upload reaches a view as b"".  The layer reads it
+whole first, as waitress does and nginx's proxy_request_buffering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import logging
+import socket
+import threading
+import tracemalloc
+from wsgiref.validate import validator
+
+import pytest
+import webob
+from django.test import override_settings
+from paste.deploy import loadapp
+
+from tests.djangoapp import application as django_app
+from tests.server.live import live_server, read_until_close
+from wsgistack import build_pipeline, compose, describe, use
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import RequestBuffering
+
+
+def post_chunked(address, path: str, blocks) -> tuple[int, bytes]:
+    """POST ``blocks`` (an iterable of bytes) chunked, as a streaming client does."""
+    conn = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        conn.request("POST", path, body=blocks, headers={"Content-Type": "text/plain"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def blocks_of(data: bytes, size: int = 65536):
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+class Calls:
+    """A WSGI app in front of ``app`` that counts the requests reaching it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.count = 0
+
+    def __call__(self, environ, start_response):
+        self.count += 1
+        return self.app(environ, start_response)
+
+
+def hashing_app(environ, start_response):
+    """Reads wsgi.input in blocks; answers the CONTENT_LENGTH it saw, the size and the hash."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := environ["wsgi.input"].read(65536):
+        digest.update(chunk)
+        size += len(chunk)
+    text = json.dumps(
+        {
+            "content_length": environ.get("CONTENT_LENGTH"),
+            "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
+            "size": size,
+            "sha256": digest.hexdigest(),
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [text]
+
+
+def chunked_environ(body) -> dict:
+    environ = webob.Request.blank("/", method="POST").environ
+    environ.update(HTTP_TRANSFER_ENCODING="chunked", CONTENT_TYPE="text/plain")
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = body
+    return environ
+
+
+def call(app, environ) -> tuple[str, bytes]:
+    statuses = []
+    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return statuses[0], body
+
+
+@pytest.mark.parametrize(
+    "size", [pytest.param(5000, id="a-few-KB"), pytest.param(6 * 1024 * 1024, id="several-MB")]
+)
+@pytest.mark.parametrize(
+    "buffered", [pytest.param(True, id="layer"), pytest.param(False, id="bare")]
+)
+def test_a_chunked_post_to_a_real_django_app(size, buffered):
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    app = RequestBuffering(validator(django_app)) if buffered else django_app
+    # Django's own 2.5 MB cap on request.body is not what is tested here.
+    with (
+        override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=None),
+        live_server(app, threads=2, timeout=30) as server,
+    ):
+        status, body = post_chunked(server.address, "/body/", blocks_of(data, 4096))
+    assert status == 200
+    seen = json.loads(body)
+    if buffered:
+        assert seen == {
+            "size": size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "content_length": str(size),
+            "transfer_encoding": None,
+        }
+    else:  # what a Django user saw: the upload silently lost
+        assert (seen["size"], seen["content_length"], seen["transfer_encoding"]) == (
+            0,
+            None,
+            "chunked",
+        )
+
+
+def test_an_empty_chunked_body_reaches_the_app_as_content_length_0():
+    with live_server(RequestBuffering(validator(hashing_app)), threads=2) as server:
+        status, body = post_chunked(server.address, "/", [])
+    assert status == 200
+    assert json.loads(body)["content_length"] == "0"
+
+
+def test_a_chunked_body_over_max_size_is_413_and_never_reaches_the_view(caplog):
+    view = Calls(validator(django_app))
+    caplog.set_level(logging.INFO, logger="wsgistack.buffering")
+    with live_server(RequestBuffering(view, max_size=10_000), threads=2) as server:
+        status, body = post_chunked(server.address, "/body/", [b"x" * 4096] * 3)
+        calls = view.count
+        again = post_chunked(server.address, "/body/", [b"x" * 4096, b"y" * 5904])
+    assert status == 413
+    assert b"larger than 10000 bytes" in body
+    assert calls == 0
+    assert "request body failed: The request body is larger than 10000 bytes." in caplog.text
+    assert again[0] == 200  # exactly max_size is not over it
+    assert json.loads(again[1])["size"] == 10_000
+
+
+@pytest.mark.parametrize(
+    ("stall", "status"),
+    [
+        pytest.param(False, b"400", id="client-left"),
+        pytest.param(True, b"408", id="client-stalled"),
+    ],
+)
+def test_a_body_cut_short_never_reaches_the_app(stall, status):
+    app = Calls(validator(hashing_app))
+    with (
+        live_server(RequestBuffering(app), threads=2, timeout=0.5) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        if not stall:
+            client.shutdown(socket.SHUT_WR)  # gone before the last chunk
+        received = read_until_close(client)
+    assert received.startswith(b"HTTP/1.1 " + status)
+    assert app.count == 0
+
+
+class _Reset(io.BytesIO):
+    def read(self, size: int = -1) -> bytes:
+        raise ConnectionResetError("the client reset the connection")
+
+
+def test_a_body_that_fails_to_read_is_400_logged_under_any_server(caplog):
+    app = Calls(validator(hashing_app))
+    caplog.set_level(logging.INFO, logger="wsgistack.buffering")
+    status, body = call(validator(RequestBuffering(app)), chunked_environ(_Reset()))
+    assert status == "400 Bad Request"
+    assert b"did not arrive whole" in body
+    assert app.count == 0
+    assert "reading the request body failed: the client reset the connection" in caplog.text
+
+
+def test_a_content_length_body_streams_to_the_app_untouched():
+    """The app reads the first half before the client has sent the second."""
+    first_half_read = threading.Event()
+    seen = {}
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"]
+        seen["length"] = environ["CONTENT_LENGTH"]
+        first = body.read(5)
+        first_half_read.set()
+        rest = body.read(5)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "11")])
+        return [first + b"|" + rest]
+
+    with (
+        live_server(RequestBuffering(validator(app), max_size=4), threads=2) as server,
+        socket.create_connection(server.address, timeout=10) as client,
+    ):
+        client.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+        assert first_half_read.wait(10), "the app did not get the first half on its own"
+        client.sendall(b"world")
+        client.shutdown(socket.SHUT_WR)
+        received = read_until_close(client)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.endswith(b"hello|world")
+    assert seen["length"] == "10"  # max_size bounds only what it buffers
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_request_with_a_length_or_no_body_is_passed_on_as_it_came(method):
+    environ = webob.Request.blank("/", method=method, POST=b"abc" if method == "POST" else None)
+    environ = environ.environ
+    before = dict(environ)
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("204 No Content", [])
+        return []
+
+    assert call(validator(RequestBuffering(validator(app))), environ)[0] == "204 No Content"
+    # The same stream, under the two validators' wrappers.
+    assert seen["wsgi.input"].input.input is before["wsgi.input"]
+    assert seen.get("CONTENT_LENGTH") == before.get("CONTENT_LENGTH")
+
+
+def test_a_large_body_goes_to_a_file_and_memory_stays_bounded():
+    size = 8 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB
+    expected = hashlib.sha256(block * (size // len(block))).hexdigest()
+    with live_server(RequestBuffering(validator(hashing_app)), threads=2, timeout=30) as server:
+        tracemalloc.start()
+        try:
+            status, body = post_chunked(server.address, "/", (block for _ in range(size // 65536)))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert status == 200
+    assert json.loads(body)["sha256"] == expected
+    assert peak < size // 2, f"peak Python memory {peak} bytes for a body of {size}"
+
+
+def test_the_spooled_body_is_closed_with_the_response_under_the_validator():
+    inputs = []
+
+    def app(environ, start_response):
+        inputs.append(environ["wsgi.input"].input)  # under the inner validator's wrapper
+        data = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [data.upper()]
+
+    stack = validator(RequestBuffering(validator(app)))
+    assert call(stack, chunked_environ(io.BytesIO(b"hello"))) == ("200 OK", b"HELLO")
+    assert inputs[0].closed
+
+
+def test_the_spooled_body_is_closed_when_the_app_raises():
+    inputs = []
+
+    def app(environ, start_response):
+        inputs.append(environ["wsgi.input"])
+        raise RuntimeError("the view failed")
+
+    with pytest.raises(RuntimeError, match="the view failed"):
+        RequestBuffering(app)(chunked_environ(io.BytesIO(b"hello")), lambda *a: None)
+    assert inputs[0].closed
+
+
+@pytest.mark.parametrize("value", [-1, "10", 1.5, True, None], ids=repr)
+def test_a_bad_max_size_fails_at_start_up(value):
+    with pytest.raises(ConfigError, match=r"RequestBuffering: max_size: expected a whole number"):
+        RequestBuffering(hashing_app, max_size=value)
+
+
+def test_a_bad_logger_fails_at_start_up():
+    with pytest.raises(ConfigError, match=r"RequestBuffering: logger: expected a logging\.Logger"):
+        RequestBuffering(hashing_app, logger="myapp")
+
+
+def test_it_is_a_builtin_of_pipelines_and_describes_itself():
+    app = build_pipeline(
+        {
+            "layer": [{"use": "request_buffering", "max_size": 8}],
+            "app": "tests.middlewares.test_buffering:hashing_app",
+        }
+    )
+    assert describe(app).splitlines() == [
+        "RequestBuffering(max_size=8)",
+        "tests.middlewares.test_buffering.hashing_app",
+    ]
+    assert call(validator(app), chunked_environ(io.BytesIO(b"123456789")))[0].startswith("413")
+    assert describe(compose(use(RequestBuffering), hashing_app)).splitlines()[0] == (
+        "RequestBuffering(max_size=1073741824)"
+    )
+    with pytest.raises(ConfigError, match=r"layer 1 \(request_buffering\): .*max_size"):
+        build_pipeline(
+            {
+                "layer": [{"use": "request_buffering", "max_size": "1m"}],
+                "app": "tests.middlewares.test_buffering:hashing_app",
+            }
+        )
+
+
+PASTE_INI = """
+[pipeline:main]
+pipeline = buffering app
+
+[filter:buffering]
+use = egg:wsgistack#request_buffering
+max_size = {max_size}
+
+[app:app]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def test_the_paste_deploy_filter(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(PASTE_INI.format(max_size=4))
+    app = validator(loadapp(f"config:{ini}"))
+    assert call(app, chunked_environ(io.BytesIO(b"hello")))[0].startswith("413")
+    assert call(app, chunked_environ(io.BytesIO(b"hell")))[0] == "200 OK"
+    ini.write_text(PASTE_INI.format(max_size="lots"))
+    with pytest.raises(ConfigError, match="filter request_buffering: RequestBuffering: max_size"):
+        loadapp(f"config:{ini}")
