@@ -12,7 +12,10 @@ import http.client
 import io
 import json
 import logging
+import re
 import socket
+import subprocess
+import sys
 import threading
 import tracemalloc
 from wsgiref.validate import validator
@@ -123,6 +126,40 @@ def test_a_chunked_post_to_a_real_django_app(size, buffered):
             None,
             "chunked",
         )
+
+
+#: What gunicorn serves in the test below (it imports this module).
+buffered_django_app = RequestBuffering(django_app)
+
+
+@pytest.mark.parametrize(
+    ("target", "size"),
+    [
+        pytest.param("tests.middlewares.test_buffering:buffered_django_app", 5000, id="layer"),
+        pytest.param("tests.djangoapp:application", 0, id="bare"),
+    ],
+)
+def test_the_layer_keeps_the_body_under_gunicorn_too(target, size):
+    """gunicorn streams a chunked body as the reference server does: the same loss, the same fix."""
+    data = b"z" * 5000
+    with subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", "1", target],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as gunicorn:
+        listening = None
+        try:
+            for line in gunicorn.stderr:
+                if listening := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                    break
+            assert listening, "gunicorn did not start"
+            address = ("127.0.0.1", int(listening[1]))
+            status, body = post_chunked(address, "/body/", blocks_of(data, 1000))
+        finally:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+    assert status == 200
+    assert json.loads(body)["size"] == size
 
 
 def test_an_empty_chunked_body_reaches_the_app_as_content_length_0():
