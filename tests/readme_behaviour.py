@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from wsgiref.validate import validator
 
 import redis
+import webob
 from flask import Flask
 from webtest import TestApp
 
@@ -179,6 +180,16 @@ def load_balancer(ns, ctx):
     ]
 
 
+def request_buffering(ns, ctx):
+    body = b"x" * 5000
+    request = webob.Request.blank("/body/", method="POST", body=body)
+    del request.environ["CONTENT_LENGTH"]  # sent chunked: no length, as a server passes it on
+    request.environ.update({"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True})
+    seen = request.get_response(validator(ns["application"])).json
+    assert seen["size"] == len(body) and seen["content_length"] == str(len(body))
+    assert seen["transfer_encoding"] is None
+
+
 def server_in_code(ns, ctx):
     assert ctx.stdout == "b'hello'\n"
 
@@ -197,5 +208,6 @@ BEHAVIOUR: dict[str, Callable[[dict, SimpleNamespace], None]] = {
     "prefixdispatcher-2": dispatch_toml,
     "ratelimiter-1": rate_limiter,
     "loadbalancer-1": load_balancer,
+    "requestbuffering-1": request_buffering,
     "the-server-2": server_in_code,
 }
