@@ -32,9 +32,12 @@ __all__ = [
     "SPOOL_MEMORY",
     "BodyTooLarge",
     "ClientBodyError",
+    "LengthRequired",
     "LimitedBody",
+    "UnsupportedCoding",
     "body_failed",
     "body_framing",
+    "chunked_input",
     "read_body",
     "spool_body",
 ]
@@ -56,6 +59,23 @@ class BodyTooLarge(ClientBodyError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"The request body is larger than {limit} bytes.")
         self.limit = limit
+
+
+class UnsupportedCoding(ClientBodyError):
+    """A Transfer-Encoding other than ``chunked`` alone (``gzip, chunked``): a 501, as nginx.
+
+    A server that takes it removes only the chunks, so what is left is no plain
+    body of its length, and nothing here decodes the rest.
+    """
+
+
+class LengthRequired(ClientBodyError):
+    """A chunked body the server does not end (no ``wsgi.input_terminated``): a 411.
+
+    wsgiref (and Django's runserver on it) hands on the raw socket, so reading
+    to the end would wait until the client leaves; RFC 9112 6.3 lets a server
+    ask for a Content-Length instead.
+    """
 
 
 class LimitedBody:
@@ -89,6 +109,28 @@ def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
     length = int(text) if text.isascii() and text.isdigit() else None
     chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     return length, chunked
+
+
+def chunked_input(environ: WSGIEnvironment) -> Any:
+    """``wsgi.input`` of a chunked request, if it can be read to its end as the plain body.
+
+    Raises UnsupportedCoding unless the codings are ``chunked`` alone (any case,
+    spaces and empty list elements aside), and LengthRequired unless the server
+    ends the stream (``wsgi.input_terminated``, as gunicorn and the reference
+    server set; werkzeug reads no such body without it either).
+    """
+    codings = [
+        coding.strip(" \t").lower() for coding in environ["HTTP_TRANSFER_ENCODING"].split(",")
+    ]
+    if [coding for coding in codings if coding] != ["chunked"]:
+        raise UnsupportedCoding(
+            f"Transfer-Encoding {environ['HTTP_TRANSFER_ENCODING']!r}: only chunked is supported."
+        )
+    if not environ.get("wsgi.input_terminated"):
+        raise LengthRequired(
+            "A Content-Length is required: this server does not end a chunked body."
+        )
+    return environ["wsgi.input"]
 
 
 def read_body(body: Any, size: int) -> bytes:
@@ -128,7 +170,7 @@ def body_failed(
     start_response: StartResponse,
     log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> Iterable[bytes]:
-    """Answer a client body that failed or is too large: 413 or 400, logged; its fault.
+    """Answer a client body that failed or is too large: 413, 411, 501 or 400, logged.
 
     The reference server's own ProtocolError goes back to it, so it answers
     as it does to any app (408 for a slow client, 400 for one that left);
@@ -139,6 +181,10 @@ def body_failed(
     log.info("request body failed: %s", error)
     if isinstance(error, BodyTooLarge):
         answer = refusal(webob.exc.HTTPRequestEntityTooLarge, str(error))
+    elif isinstance(error, LengthRequired):
+        answer = refusal(webob.exc.HTTPLengthRequired, str(error))
+    elif isinstance(error, UnsupportedCoding):
+        answer = refusal(webob.exc.HTTPNotImplemented, str(error))
     else:
         answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
     return answer(environ, start_response)

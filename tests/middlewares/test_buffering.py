@@ -7,6 +7,8 @@ whole first, as waitress does and nginx's proxy_request_buffering.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import http.client
 import io
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+import wsgiref.simple_server
 from wsgiref.validate import validator
 
 import pytest
@@ -81,6 +84,7 @@ def hashing_app(environ, start_response):
 def chunked_environ(body) -> dict:
     environ = webob.Request.blank("/", method="POST").environ
     environ.update(HTTP_TRANSFER_ENCODING="chunked", CONTENT_TYPE="text/plain")
+    environ["wsgi.input_terminated"] = True  # as a server that reads chunked bodies says
     environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = body
     return environ
@@ -367,3 +371,98 @@ def test_the_paste_deploy_filter(tmp_path):
     ini.write_text(PASTE_INI.format(max_size="lots"))
     with pytest.raises(ConfigError, match="filter request_buffering: RequestBuffering: max_size"):
         loadapp(f"config:{ini}")
+
+
+#: What gunicorn serves in the coding test below.
+buffered_hashing_app = RequestBuffering(Calls(hashing_app))
+
+
+@contextlib.contextmanager
+def gunicorn_serving(target: str):
+    """gunicorn serving ``target`` on a port the OS chose; yields its address."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", "1", target],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as gunicorn:
+        try:
+            listening = None
+            for line in gunicorn.stderr:
+                if listening := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                    break
+            assert listening, "gunicorn did not start"
+            yield ("127.0.0.1", int(listening[1]))
+        finally:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+
+
+def test_a_coding_besides_chunked_is_501_not_handed_on_undecoded():
+    """gunicorn takes "gzip, chunked" and removes only the chunks: the gzip bytes are
+    no plain body of that length, so the app must not be given them as one."""
+    packed = gzip.compress(b"hello world")
+    request = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
+        b"Connection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    )
+    target = "tests.middlewares.test_buffering:buffered_hashing_app"
+    with (
+        gunicorn_serving(target) as address,
+        socket.create_connection(address, timeout=30) as client,
+    ):
+        client.sendall(request)
+        received = read_until_close(client)
+    assert received.startswith(b"HTTP/1.1 501"), received[:200]
+    assert b"only chunked" in received
+
+
+@pytest.mark.parametrize(
+    "coding",
+    ["gzip, chunked", "chunked, chunked", "chunked, gzip", "identity, chunked", "xchunked"],
+)
+def test_only_chunked_alone_is_read_under_any_server(coding):
+    app = Calls(validator(hashing_app))
+    environ = chunked_environ(io.BytesIO(b"5\r\nhello\r\n0\r\n\r\n"))
+    environ["HTTP_TRANSFER_ENCODING"] = coding
+    status, body = call(validator(RequestBuffering(app)), environ)
+    assert status == "501 Not Implemented"
+    assert b"only chunked is supported" in body
+    assert app.count == 0
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", " CHUNKED ", "chunked,", ", chunked"])
+def test_chunked_in_any_case_and_spacing_is_read(coding):
+    environ = chunked_environ(io.BytesIO(b"hello"))
+    environ["HTTP_TRANSFER_ENCODING"] = coding
+    status, body = call(validator(RequestBuffering(validator(hashing_app))), environ)
+    assert status == "200 OK"
+    assert json.loads(body)["content_length"] == "5"
+
+
+def test_a_server_that_does_not_end_a_chunked_body_gets_411_not_a_hang():
+    """wsgiref (and Django's runserver on it) hands on the raw socket with no
+    wsgi.input_terminated: reading it to its end waited for the client to leave."""
+    app = Calls(validator(hashing_app))
+
+    class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = wsgiref.simple_server.make_server(
+        "127.0.0.1", 0, RequestBuffering(app), handler_class=Quiet
+    )
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=30) as client:
+            client.sendall(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n"
+            )
+            received = client.recv(65536)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert received.startswith(b"HTTP/1.0 411"), received[:200]
+    assert app.count == 0

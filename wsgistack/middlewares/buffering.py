@@ -28,7 +28,14 @@ from typing import Any
 
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..options import count, log_target
-from ..requestbody import ClientBodyError, LimitedBody, body_failed, body_framing, spool_body
+from ..requestbody import (
+    ClientBodyError,
+    LimitedBody,
+    body_failed,
+    body_framing,
+    chunked_input,
+    spool_body,
+)
 from ..wsgi import ClosingIterator
 
 __all__ = ["RequestBuffering"]
@@ -63,10 +70,10 @@ class RequestBuffering:
         _, chunked = body_framing(environ)
         if not chunked:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"]
-        if self.max_size:
-            body = LimitedBody(body, self.max_size)
         try:
+            body = chunked_input(environ)
+            if self.max_size:
+                body = LimitedBody(body, self.max_size)
             spool, size = spool_body(body)
         except ClientBodyError as error:
             return body_failed(error, environ, start_response, self.logger)
