@@ -1,6 +1,6 @@
 """LoadBalancer's request_buffering: a chunked upload read whole, then sent with a length.
 
-Django reads no body without CONTENT_LENGTH, under any WSGI server, so a
+Django reads no body without CONTENT_LENGTH (under any WSGI server but waitress), so a
 chunked upload streamed to it as it came arrives empty; nginx's default
 (``proxy_request_buffering on``) sends a length instead, and so does this option.
 """
@@ -156,6 +156,7 @@ def test_a_body_that_fails_in_process_is_400_and_reaches_no_upstream(lb, raw):
     environ.update(HTTP_TRANSFER_ENCODING="chunked", CONTENT_TYPE="text/plain")
     environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = _Reset()
+    environ["wsgi.input_terminated"] = True  # as a server that reads chunked bodies says
     statuses = []
     result = validator(balancer)(environ, lambda status, headers: statuses.append(status))
     b"".join(result)
@@ -330,3 +331,32 @@ def test_max_body_size_in_a_toml_pipeline(upstreams):
     app = build_pipeline({"app": {"use": "load_balance", "upstreams": [url], "max_body_size": 5}})
     assert TestApp(validator(app)).post("/", b"123456", status=413).status_int == 413
     app.close()
+
+
+@pytest.mark.parametrize("buffering", [False, True])
+@pytest.mark.parametrize(
+    ("coding", "terminated", "status"),
+    [
+        # gunicorn takes "gzip, chunked" and removes only the chunks: re-chunked
+        # without its coding, the gzip bytes would reach the upstream unnamed.
+        pytest.param("gzip, chunked", True, "501 Not Implemented", id="another-coding"),
+        # wsgiref ends no chunked body: reading to its end would wait for the client.
+        pytest.param("chunked", False, "411 Length Required", id="body-not-ended"),
+    ],
+)
+def test_a_chunked_body_that_cannot_go_on_reaches_no_upstream(
+    lb, raw, buffering, coding, terminated, status
+):
+    upstream = raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+    balancer = lb([upstream.url], request_buffering=buffering)
+    environ = webob.Request.blank("/", method="POST", body=b"hello").environ
+    del environ["CONTENT_LENGTH"]
+    environ["HTTP_TRANSFER_ENCODING"] = coding
+    if terminated:
+        environ["wsgi.input_terminated"] = True
+    statuses = []
+    result = validator(balancer)(environ, lambda status, headers: statuses.append(status))
+    b"".join(result)
+    result.close()
+    assert statuses == [status]
+    assert balancer.status()[0]["connections_made"] == 0

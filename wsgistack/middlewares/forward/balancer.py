@@ -43,6 +43,7 @@ from ...requestbody import (
     LimitedBody,
     body_failed,
     body_framing,
+    chunked_input,
     spool_body,
 )
 from ...sockets import set_io_timeout
@@ -260,6 +261,13 @@ class LoadBalancer:
             return answer(environ, start_response)
         length, chunked = body_framing(environ)
         body = environ["wsgi.input"]
+        if chunked:
+            # Only a body the server ends, with no coding left on it, can go on
+            # re-chunked: else 501 or 411 before any upstream is chosen.
+            try:
+                body = chunked_input(environ)
+            except ClientBodyError as error:
+                return body_failed(error, environ, start_response, log)
         if self.max_body_size:
             if length is not None and length > self.max_body_size:
                 # Refused before any of it is read or an upstream chosen.
