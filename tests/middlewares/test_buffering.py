@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import http.client
 import io
 import json
 import logging
@@ -29,21 +28,10 @@ from django.test import override_settings
 from paste.deploy import loadapp
 
 from tests.djangoapp import application as django_app
-from tests.server.live import live_server, read_until_close
+from tests.server.live import live_server, post_chunked, read_until_close
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RequestBuffering
-
-
-def post_chunked(address, path: str, blocks) -> tuple[int, bytes]:
-    """POST ``blocks`` (an iterable of bytes) chunked, as a streaming client does."""
-    conn = http.client.HTTPConnection(*address, timeout=30)
-    try:
-        conn.request("POST", path, body=blocks, headers={"Content-Type": "text/plain"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def blocks_of(data: bytes, size: int = 65536):

@@ -8,7 +8,6 @@ chunked upload streamed to it as it came arrives empty; nginx's default
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -23,21 +22,10 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.djangoapp import application as django_app
-from tests.server.live import RawClient, live_server, read_until_close
+from tests.server.live import RawClient, live_server, post_chunked, read_until_close
 from wsgistack import build_pipeline
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import LoadBalancer
-
-
-def post_chunked(address, path: str, blocks) -> tuple[int, bytes]:
-    """POST ``blocks`` (an iterable of bytes) chunked, as a streaming client does."""
-    conn = http.client.HTTPConnection(*address, timeout=30)
-    try:
-        conn.request("POST", path, body=blocks, headers={"Content-Type": "text/plain"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ Other test packages reuse them:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,17 @@ def uwsgi_packet(
             block += len(item).to_bytes(2, "little") + item
     head = bytes([modifier1]) + len(block).to_bytes(2, "little") + bytes([modifier2])
     return head + block + body
+
+
+def post_chunked(address, path: str, blocks) -> tuple[int, bytes]:
+    """POST ``blocks`` (an iterable of bytes) chunked, as a streaming client does."""
+    conn = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        conn.request("POST", path, body=blocks, headers={"Content-Type": "text/plain"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def read_until_close(sock: socket.socket) -> bytes:
