@@ -81,12 +81,21 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* No state of its own, and each call works only on objects it holds: it needs no
+   GIL, so a free-threaded build (3.13t) keeps running without one on import. */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_uwsgi_vars", NULL, 0, methods,
+    PyModuleDef_HEAD_INIT, "_uwsgi_vars", NULL, 0, methods, slots,
 };
 
 PyMODINIT_FUNC
 PyInit__uwsgi_vars(void)
 {
-    return PyModule_Create(&module);
+    return PyModuleDef_Init(&module);
 }
