@@ -111,13 +111,15 @@ def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
     return length, chunked
 
 
-def chunked_input(environ: WSGIEnvironment) -> Any:
+def chunked_input(environ: WSGIEnvironment, limit: int = 0) -> Any:
     """``wsgi.input`` of a chunked request, if it can be read to its end as the plain body.
 
-    Raises UnsupportedCoding unless the codings are ``chunked`` alone (any case,
-    spaces and empty list elements aside), and LengthRequired unless the server
-    ends the stream (``wsgi.input_terminated``, as gunicorn and the reference
-    server set; werkzeug reads no such body without it either).
+    With a ``limit`` (bytes; 0 for none), reading past it raises BodyTooLarge
+    (a :class:`LimitedBody`).  Raises UnsupportedCoding unless the codings are
+    ``chunked`` alone (any case, spaces and empty list elements aside), and
+    LengthRequired unless the server ends the stream (``wsgi.input_terminated``,
+    as gunicorn and the reference server set; werkzeug reads no such body
+    without it either).
     """
     codings = [
         coding.strip(" \t").lower() for coding in environ["HTTP_TRANSFER_ENCODING"].split(",")
@@ -130,7 +132,8 @@ def chunked_input(environ: WSGIEnvironment) -> Any:
         raise LengthRequired(
             "A Content-Length is required: this server does not end a chunked body."
         )
-    return environ["wsgi.input"]
+    body = environ["wsgi.input"]
+    return LimitedBody(body, limit) if limit else body
 
 
 def read_body(body: Any, size: int) -> bytes:

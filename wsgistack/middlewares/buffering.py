@@ -30,7 +30,6 @@ from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..options import count, log_target
 from ..requestbody import (
     ClientBodyError,
-    LimitedBody,
     body_failed,
     body_framing,
     chunked_input,
@@ -71,10 +70,7 @@ class RequestBuffering:
         if not chunked:
             return self.app(environ, start_response)
         try:
-            body = chunked_input(environ)
-            if self.max_size:
-                body = LimitedBody(body, self.max_size)
-            spool, size = spool_body(body)
+            spool, size = spool_body(chunked_input(environ, self.max_size))
         except ClientBodyError as error:
             return body_failed(error, environ, start_response, self.logger)
         environ["wsgi.input"] = spool

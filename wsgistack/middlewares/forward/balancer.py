@@ -40,7 +40,6 @@ from ...refusals import refusal
 from ...requestbody import (
     BodyTooLarge,
     ClientBodyError,
-    LimitedBody,
     body_failed,
     body_framing,
     chunked_input,
@@ -265,15 +264,12 @@ class LoadBalancer:
             # Only a body the server ends, with no coding left on it, can go on
             # re-chunked: else 501 or 411 before any upstream is chosen.
             try:
-                body = chunked_input(environ)
+                body = chunked_input(environ, self.max_body_size)  # cut at the limit
             except ClientBodyError as error:
                 return body_failed(error, environ, start_response, log)
-        if self.max_body_size:
-            if length is not None and length > self.max_body_size:
-                # Refused before any of it is read or an upstream chosen.
-                return body_failed(BodyTooLarge(self.max_body_size), environ, start_response, log)
-            if chunked:
-                body = LimitedBody(body, self.max_body_size)
+        elif self.max_body_size and length is not None and length > self.max_body_size:
+            # Refused before any of it is read or an upstream chosen.
+            return body_failed(BodyTooLarge(self.max_body_size), environ, start_response, log)
         if not (chunked and self.request_buffering):
             return self._exchange(environ, start_response, body, length, chunked)
         # Read whole before an upstream is chosen: a client body that fails is
