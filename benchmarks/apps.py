@@ -58,18 +58,49 @@ def deny_networks(count: int = 10_000) -> list[str]:
     return sorted(networks)
 
 
-def stack():
+def django_hello():
+    """A small Django project answering hello world at ``/b/x`` and, mounted, at ``/x``.
+
+    Django's usual middleware from ``startproject``, less the ones that need a
+    database (sessions, auth, messages): what a site pays before its own view.
+    """
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="benchmark-only-not-secret",
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF="benchmarks.django_urls",
+            MIDDLEWARE=[
+                "django.middleware.security.SecurityMiddleware",
+                "django.middleware.common.CommonMiddleware",
+                "django.middleware.csrf.CsrfViewMiddleware",
+                "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            ],
+            USE_TZ=True,
+        )
+        django.setup()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def stack(app: str = "hello"):
     """The issue's stack around hello: errors, IP filter (10,000 networks), limiter, dispatcher.
 
     Both layers that need the client trust one proxy hop, as the werkzeug
-    equivalent's ``ProxyFix(x_for=1)`` does.
+    equivalent's ``ProxyFix(x_for=1)`` does.  ``app="django"`` puts the same
+    stack around :func:`django_hello` instead.
     """
     from wsgistack import compose, use
     from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher, RateLimiter
 
+    inner = {"hello": lambda: hello, "django": django_hello}[app]()
     return compose(
         use(ErrorCatcher),
         use(IPFilter, deny=deny_networks(), trusted_proxies=1),
         use(RateLimiter, "1000000000/hour", trusted_proxies=1),
-        PrefixDispatcher({"/a": hello, "/b": hello, "/c": hello}, default=hello),
+        PrefixDispatcher({"/a": inner, "/b": inner, "/c": inner}, default=inner),
     )

@@ -13,9 +13,11 @@ counts is against the indexed one.  The networks are scattered, so neither
 side can merge them away.  In process the three stacks are timed in
 alternating turns; then our stack is served by the reference server against
 the bare app, with wrk: both servers up at once, measured in alternating
-turns, medians reported.
+turns, medians reported.  ``--app django`` serves the same stack around a
+small Django project against that project alone (served part only): what
+the layers cost a site whose app does some work of its own.
 
-    python benchmarks/stack.py [--seconds 5] [--rounds 4]
+    python benchmarks/stack.py [--seconds 5] [--rounds 4] [--app hello|django]
 """
 
 from __future__ import annotations
@@ -120,15 +122,16 @@ def serve(spec: str, port: int) -> subprocess.Popen:
     )
 
 
-def served(seconds: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """Median (req/s, server CPU us per request) of the bare app and of the stack.
+def served(seconds: int, rounds: int, app: str) -> dict[str, tuple[float, float]]:
+    """Median (req/s, server CPU us per request) of the bare ``app`` and of the stack around it.
 
     Both are up at once and measured in turns, so a slow spell of the machine
     falls on both.
     """
     ports = {"bare": free_port(), "stack": free_port()}
-    procs = [serve("benchmarks.apps:hello", ports["bare"])]
-    procs.append(serve("benchmarks.apps:stack()", ports["stack"]))
+    bare = "benchmarks.apps:hello" if app == "hello" else "benchmarks.apps:django_hello()"
+    procs = [serve(bare, ports["bare"])]
+    procs.append(serve(f"benchmarks.apps:stack({app!r})", ports["stack"]))
     rps: dict[str, list[float]] = {"bare": [], "stack": []}
     cpu: dict[str, list[float]] = {"bare": [], "stack": []}
     try:
@@ -155,7 +158,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--app", choices=("hello", "django"), default="hello")
     args = parser.parse_args()
+    if args.app == "hello":
+        in_process()
+    else:
+        print(f"Django {version('django')}")
+    results = served(args.seconds, args.rounds, args.app)
+    (bare_rps, bare_cpu), (stack_rps, stack_cpu) = results["bare"], results["stack"]
+    print(f"\nserved by wsgistack (wrk, keep-alive), medians of {args.rounds} rounds:")
+    print(f"bare {args.app:6s} {bare_rps:8.0f} req/s  {bare_cpu:6.1f} us server CPU per request")
+    print(f"stack       {stack_rps:8.0f} req/s  {stack_cpu:6.1f} us server CPU per request")
+    print(
+        f"the stack: {(1 - stack_rps / bare_rps) * 100:.1f}% fewer req/s, "
+        f"{(stack_cpu / bare_cpu - 1) * 100:.1f}% more CPU per request"
+    )
+
+
+def in_process() -> None:
+    """Our stack against the werkzeug/webob/limits equivalent, called in a loop."""
     print(f"werkzeug {version('werkzeug')}, webob {version('webob')}, limits {version('limits')}")
     environ = {
         "REQUEST_METHOD": "GET",
@@ -185,15 +206,6 @@ def main() -> None:
     print(f"werkzeug/webob/limits, scanning   {fmt(scanning)}  (+{fmt(scanning - bare).strip()})")
     print(f"added cost: ours is {(indexed - bare) / (ours - bare):.1f}x lighter than the indexed")
     print(f"            ({(scanning - bare) / (ours - bare):.0f}x lighter than the scanning one)")
-    results = served(args.seconds, args.rounds)
-    (bare_rps, bare_cpu), (stack_rps, stack_cpu) = results["bare"], results["stack"]
-    print(f"\nserved by wsgistack (wrk, keep-alive), medians of {args.rounds} rounds:")
-    print(f"bare app   {bare_rps:8.0f} req/s  {bare_cpu:6.1f} us server CPU per request")
-    print(f"stack      {stack_rps:8.0f} req/s  {stack_cpu:6.1f} us server CPU per request")
-    print(
-        f"the stack: {(1 - stack_rps / bare_rps) * 100:.1f}% fewer req/s, "
-        f"{(stack_cpu / bare_cpu - 1) * 100:.1f}% more CPU per request"
-    )
 
 
 OURS = stack()
