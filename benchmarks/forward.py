@@ -5,8 +5,11 @@ the bottleneck.  The three Python proxies run under the reference server
 with the same workers and threads; nginx runs ``proxy_pass`` with upstream
 keepalive as the reference limit; "direct" hits the upstream itself.  wrk
 drives each in rotated turns, keep-alive, on loopback; medians are reported.
+``--front bjoern`` serves the three Python proxies with bjoern (4 processes)
+instead of the reference server: what each proxy costs on its own, with a
+server in C around it.
 
-    python benchmarks/forward.py [--seconds 5] [--rounds 3]
+    python benchmarks/forward.py [--seconds 5] [--rounds 3] [--front wsgistack|bjoern]
 """
 
 from __future__ import annotations
@@ -57,6 +60,28 @@ PROXIES = (
 )
 
 
+#: bjoern serves one request at a time per process; the proxies wait on the upstream.
+BJOERN_PROCESSES = 4
+
+
+def serve_bjoern(factory: str, port: int, env: dict[str, str]):
+    # bjoern leaves out an empty QUERY_STRING (PEP 3333 allows it); werkzeug's and
+    # WSGIProxy2's proxies index it, so every proxy gets it filled in the same way.
+    code = (
+        "import os, bjoern, benchmarks.apps as a\n"
+        f"proxy = a.{factory}\n"
+        "def app(environ, start_response):\n"
+        "    environ.setdefault('QUERY_STRING', '')\n"
+        "    return proxy(environ, start_response)\n"
+        f"bjoern.listen(app, '127.0.0.1', {port})\n"
+        f"for _ in range({BJOERN_PROCESSES - 1}):\n"
+        "    if os.fork() == 0:\n"
+        "        break\n"
+        "bjoern.run()\n"
+    )
+    return start([PY, "-c", code], env)
+
+
 def serve(factory: str, port: int, env: dict[str, str]):
     return start(
         [
@@ -72,9 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--front", choices=("wsgistack", "bjoern"), default="wsgistack")
     args = parser.parse_args()
+    front = serve if args.front == "wsgistack" else serve_bjoern
     peers = ("werkzeug", "wsgiproxy2", "bjoern")
-    print(", ".join(f"{name} {version(name)}" for name in peers))
+    versions = ", ".join(f"{name} {version(name)}" for name in peers)
+    print(f"{versions}; the proxies served by {args.front}")
     upstream_port = free_port()
     upstream = start(
         [
@@ -93,7 +121,7 @@ def main() -> None:
     try:
         for name, factory in PROXIES:
             port = free_port()
-            procs.append(serve(factory, port, env))
+            procs.append(front(factory, port, env))
             urls[name] = f"http://127.0.0.1:{port}"
             cpu[name] = partial(group_cpu_seconds, procs[-1])
         with contextlib.ExitStack() as stack:
