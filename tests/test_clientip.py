@@ -254,6 +254,20 @@ def test_a_layer_with_other_trust_recomputes():
     assert str(client_ip(environ, ProxyTrust(["192.168.0.0/16"]))) == "10.0.0.1"
 
 
+def test_layers_given_equal_trust_share_one_and_still_tell_others_apart():
+    # Each layer coerces its own trusted_proxies; equal ones are one object, so a
+    # stack's layers match the cached client by identity instead of comparing sets.
+    assert ProxyTrust.coerce(1) is ProxyTrust.coerce(1)
+    assert ProxyTrust.coerce(["10.0.0.0/8"]) is ProxyTrust.coerce(ProxyTrust("10.0.0.0/8"))
+    assert ProxyTrust.coerce(1) is not ProxyTrust.coerce(2)
+    assert ProxyTrust.coerce(["10.0.0.0/8"]) is not ProxyTrust.coerce(["10.0.0.0/16"])
+    forwarded = ProxyTrust.coerce(ProxyTrust(hops=1, header="forwarded"))
+    assert forwarded is not ProxyTrust.coerce(1)
+    environ = env("10.0.0.1", xff="198.51.100.7")
+    assert client_addr(environ, ProxyTrust.coerce(1)) == "198.51.100.7"
+    assert client_addr(environ, forwarded) == "10.0.0.1"  # no Forwarded header sent
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Literal
@@ -92,7 +93,7 @@ class ProxyTrust:
     :param header: ``"x-forwarded-for"`` (default) or ``"forwarded"`` (RFC 7239).
     """
 
-    __slots__ = ("environ_key", "header", "hops", "proxies", "unix")
+    __slots__ = ("__weakref__", "environ_key", "header", "hops", "proxies", "unix")
 
     def __init__(
         self,
@@ -127,14 +128,23 @@ class ProxyTrust:
     def coerce(
         cls, value: ProxyTrust | Iterable[str | IPNetwork | IPAddress] | int | None
     ) -> ProxyTrust | None:
-        """Accept the forms users write: None, a hop count, a list of networks, a ProxyTrust."""
-        if value is None or isinstance(value, ProxyTrust):
-            return value
-        if isinstance(value, bool):
+        """Accept the forms users write: None, a hop count, a list of networks, a ProxyTrust.
+
+        Equal configurations come back as one object, so the layers of a stack
+        that each take ``trusted_proxies=1`` agree on the cached client by
+        identity on every request, not by comparing their network sets.
+        """
+        if value is None:
+            return None
+        if isinstance(value, ProxyTrust):
+            trust = value
+        elif isinstance(value, bool):
             raise ConfigError(f"trusted_proxies: expected networks or a hop count, got {value!r}")
-        if isinstance(value, int):
-            return cls(hops=value)
-        return cls(value)  # one network as a str is taken by the constructor too
+        elif isinstance(value, int):
+            trust = cls(hops=value)
+        else:
+            trust = cls(value)  # one network as a str is taken by the constructor too
+        return _SHARED.setdefault(trust._identity(), trust)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProxyTrust):
@@ -153,6 +163,9 @@ class ProxyTrust:
         nets = ["unix"] * self.unix + [str(n) for n in self.proxies.networks]
         return f"ProxyTrust({nets!r}, header={self.header!r})"
 
+
+#: The one live ProxyTrust of each configuration (see ``ProxyTrust.coerce``).
+_SHARED: weakref.WeakValueDictionary[tuple[Any, ...], ProxyTrust] = weakref.WeakValueDictionary()
 
 #: One RFC 7239 forwarded-pair.  A value is a quoted-string, or (leniently, as
 #: proxies send ``for=192.0.2.1:80`` unquoted) a run without separators or quotes.
@@ -320,7 +333,7 @@ def client_ip(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> IPAd
     if (
         environ.get(CACHE_KEY) is not None
         and environ.get(_PEER_KEY) == peer
-        and (trust is None or environ.get(_TRUST_KEY) == trust)
+        and (trust is None or (cached := environ.get(_TRUST_KEY)) is trust or cached == trust)
     ):
         return environ.get(_ADDRESS_KEY)
     address = _resolve(environ, trust)
