@@ -48,7 +48,14 @@ _KNOWN.update({b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENG
 
 
 class FileWrapper:
-    """``wsgi.file_wrapper``: iterates a file in blocks; the server sendfile()s real files."""
+    """``wsgi.file_wrapper``: iterates a file in blocks; the server sendfile()s real files.
+
+    It is its own iterator and passes ``seekable()``, ``seek()`` and ``tell()`` on
+    to the file, as werkzeug's own wrapper does: a ``Range`` answer built around
+    it (Flask's ``send_file(conditional=True)``) then seeks to the range instead
+    of reading and dropping every byte before it, and closing that answer
+    closes the file.
+    """
 
     def __init__(self, filelike: Any, blksize: int = 65536) -> None:
         self.filelike = filelike
@@ -56,10 +63,28 @@ class FileWrapper:
         if hasattr(filelike, "close"):
             self.close = filelike.close
 
-    def __iter__(self) -> Iterator[bytes]:
-        read = self.filelike.read
-        while block := read(self.blksize):
-            yield block
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        block: bytes = self.filelike.read(self.blksize)
+        if block:
+            return block
+        raise StopIteration
+
+    def seekable(self) -> bool:
+        """Whether the file can seek and tell where it is (a pipe or socket cannot)."""
+        filelike = self.filelike
+        if not (hasattr(filelike, "seek") and hasattr(filelike, "tell")):
+            return False
+        seekable = getattr(filelike, "seekable", None)
+        return True if seekable is None else bool(seekable())
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        self.filelike.seek(offset, whence)
+
+    def tell(self) -> int:
+        return int(self.filelike.tell())
 
 
 def environ_base(
