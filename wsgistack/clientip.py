@@ -351,5 +351,6 @@ def _text(address: IPAddress) -> str:
 
 def client_addr(environ: WSGIEnvironment, trust: ProxyTrust | None = None) -> str:
     """The client's address as text for logs and keys; ``"-"`` when unknown."""
-    address = client_ip(environ, trust)
-    return "-" if address is None else str(address)
+    if client_ip(environ, trust) is None:
+        return "-"
+    return environ[CACHE_KEY]  # the address as text, as client_ip left it

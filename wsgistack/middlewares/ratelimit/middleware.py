@@ -15,7 +15,7 @@ import webob.exc
 
 from ..._logtext import log_text
 from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ...clientip import ProxyTrust, client_addr, client_ip, warn_no_address
+from ...clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
 from ...options import choice, flag, function, header_name, log_target, seconds
@@ -234,7 +234,7 @@ class RateLimiter:
         address = client_ip(environ, self.trust)
         if address is None:
             return None
-        if address.version == 6 and self.ipv6_prefix < 128:
+        if self.ipv6_prefix < 128 and isinstance(address, ipaddress.IPv6Address):
             network = ipaddress.IPv6Network(
                 (
                     int(address) >> (128 - self.ipv6_prefix) << (128 - self.ipv6_prefix),
@@ -242,7 +242,7 @@ class RateLimiter:
                 )
             )
             return str(network)
-        return str(address)
+        return environ[CACHE_KEY]  # the address as text, as client_ip left it
 
     def _unknown_client(self, environ: WSGIEnvironment) -> None:
         """Say once that a client without an address went unlimited: likely a setup gap."""
