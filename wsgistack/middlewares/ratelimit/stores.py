@@ -7,8 +7,9 @@ if all rates admit it, and a refused request consumes nothing.
     store = make_store("redis://127.0.0.1:6379/0")        # shared by every worker and host
 
 ``MemoryStore`` is one dict behind a lock, in least-recently-used order:
-expired keys are evicted from its front in O(1), and when it is full, every
-expired key goes before any live one (an amortized sweep).  ``max_keys``
+only a new key grows it, so each new key evicts a few expired ones from its
+front in O(1), and when it is full, every expired key goes before any live
+one (an amortized sweep).  ``max_keys``
 bounds its memory (a live key evicted starts afresh: with more live clients
 than ``max_keys`` the limit errs towards admitting).  ``RedisStore`` runs one Lua script per
 check: one round trip (``EVALSHA``), keys that expire by themselves.
@@ -80,7 +81,8 @@ class MemoryStore:
                 if decision.allowed:
                     data[key] = (_expiry(strategy, rate, state, now), (state,))
                     data.move_to_end(key)
-                self._evict(now)
+                    if entry is None:  # a new key: the store grew, so it may shed
+                        self._evict(now)
                 return [decision]
             states = entry[1] if entry is not None else (None,) * len(rates)
             decisions = []
@@ -96,7 +98,8 @@ class MemoryStore:
                 )
                 data[key] = (expires, tuple(new_states))
                 data.move_to_end(key)
-            self._evict(now)
+                if entry is None:
+                    self._evict(now)
         return decisions
 
     def _evict(self, now: float) -> None:
