@@ -8,7 +8,14 @@ when a backend fails.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ProtocolError", "RequestBodyError", "UpstreamError", "WsgiStackError"]
+__all__ = [
+    "ConfigError",
+    "ProtocolError",
+    "RequestBodyError",
+    "UpstreamError",
+    "WsgiStackError",
+    "body_error_behind",
+]
 
 
 class WsgiStackError(Exception):
@@ -37,6 +44,24 @@ class RequestBodyError(ProtocolError, OSError):
     An ``OSError`` too, as frameworks expect of a broken input stream (Django
     raises ``UnreadablePostError`` from it, as it does under mod_wsgi or uWSGI).
     """
+
+
+def body_error_behind(error: BaseException) -> RequestBodyError | None:
+    """The broken request body ``error`` is, or was raised from or while handling.
+
+    Frameworks wrap what ``wsgi.input`` raised in an error of their own (Django
+    raises ``UnreadablePostError`` from it): that is still the client's fault,
+    for the server to answer with the body's status (400, 408, 413), not an
+    application error to log with a traceback and report.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RequestBodyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class UpstreamError(WsgiStackError):

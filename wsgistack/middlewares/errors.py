@@ -34,7 +34,7 @@ import webob.exc
 from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
-from ..errors import ConfigError, ProtocolError
+from ..errors import ConfigError, ProtocolError, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
 from ..wsgi import close_iterable
@@ -166,7 +166,9 @@ class ErrorCatcher:
             body = self.app(environ, exchange.begin)
         except ProtocolError:
             raise  # the client's fault (its body timed out, broke off): the server answers
-        except Exception:
+        except Exception as exc:
+            if body_error_behind(exc) is not None:
+                raise  # the same, wrapped by the app (Django's UnreadablePostError)
             return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
         kind = type(body)
         if kind is list or kind is tuple:
@@ -311,7 +313,9 @@ class _GuardedBody:
             chunk = next(self._iterator)
         except (StopIteration, ProtocolError):
             raise
-        except Exception:
+        except Exception as exc:
+            if body_error_behind(exc) is not None:
+                raise  # the client's body broke: the server answers (see ErrorCatcher.__call__)
             return self._fail(sys.exc_info())  # type: ignore[arg-type]
         if chunk:
             self._exchange.sent = True

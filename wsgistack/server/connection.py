@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, body_error_behind
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
@@ -388,6 +388,11 @@ class Connection:
 
     def _fail(self, response: Response, message: str) -> None:
         error = sys.exc_info()[1]
+        fault = body_error_behind(error) if error is not None else None
+        if fault is not None and not response.sent:
+            # The app raised because its body broke (Django's UnreadablePostError):
+            # the client hears why (408, 400), as when the app answers anyway (_head).
+            raise ProtocolError(str(fault), fault.status_hint) from None
         if response.sent and error is not None and error is response.reported:
             # Handed back through start_response(exc_info): the app (an error
             # catcher, say) has logged it with its traceback already.
