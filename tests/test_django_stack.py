@@ -73,6 +73,13 @@ def download(request: HttpRequest) -> HttpResponse:
     return FileResponse(open(request.GET["file"], "rb"))  # Django closes it
 
 
+@csrf_exempt
+def export(request: HttpRequest) -> HttpResponse:
+    """A form post answered with a file (an export): the body read, then a file sent."""
+    name = f"{len(request.body)}.bin"
+    return FileResponse(open(request.GET["file"], "rb"), filename=name)
+
+
 def stream(request: HttpRequest) -> HttpResponse:
     def parts() -> Iterator[bytes]:
         yield b"first\n"
@@ -115,6 +122,7 @@ def boom(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("where/", where, name="where"),
     path("download/", download),
+    path("export/", export),
     path("stream/", stream),
     path("tagged/", tagged),
     path("cookies/", cookies),
@@ -250,6 +258,18 @@ def test_a_file_response_is_sendfiled_through_every_layer(django_app, big_file, 
         status, headers, body = fetch(server.address, "HEAD", f"/site/download/?file={big_file}")
         assert (status, headers["Content-Length"], body) == (200, "300000", b"")
     assert sum(sendfile_spy) == 300_000  # counted once the server stopped: its sends are done
+
+
+def test_a_file_answering_a_buffered_chunked_post_is_still_sendfiled(
+    django_app, big_file, sendfile_spy
+):
+    app = stack(RequestBuffering(django_app), inner=lambda app: app)
+    with live_server(app, validate=False) as server:
+        status, _, body = fetch(
+            server.address, "POST", f"/site/export/?file={big_file}", body=iter([b"a" * 5000])
+        )
+    assert (status, body) == (200, big_file.read_bytes())
+    assert sum(sendfile_spy) == 300_000
 
 
 def test_a_streaming_response_streams_and_is_closed_once(site):

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["HOP_BY_HOP", "ClosingIterator", "close_iterable", "run_cleanups"]
+from ._types import WSGIEnvironment
+
+__all__ = [
+    "HOP_BY_HOP",
+    "ClosingIterator",
+    "close_iterable",
+    "is_file_wrapper",
+    "run_cleanups",
+]
 
 #: Fields that describe one connection, not the message (RFC 9110 7.6.1, plus
 #: ``Trailer`` and the non-standard ``Proxy-Connection``): a WSGI app must not
@@ -48,6 +56,16 @@ def close_iterable(iterable: object) -> None:
     close = getattr(iterable, "close", None)
     if close is not None:
         close()
+
+
+def is_file_wrapper(body: object, environ: WSGIEnvironment) -> bool:
+    """Whether ``body`` is the server's ``wsgi.file_wrapper`` object.
+
+    A layer must return such a body as itself: the server recognises it by its
+    type to send the file with ``sendfile()``; wrapped, it is copied through
+    Python block by block (PEP 3333, "Optional Platform-Specific File Handling").
+    """
+    return type(body) is environ.get("wsgi.file_wrapper")
 
 
 class ClosingIterator:

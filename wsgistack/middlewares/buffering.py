@@ -35,7 +35,7 @@ from ..requestbody import (
     chunked_input,
     spool_body,
 )
-from ..wsgi import ClosingIterator
+from ..wsgi import ClosingIterator, is_file_wrapper
 
 __all__ = ["RequestBuffering"]
 
@@ -77,10 +77,16 @@ class RequestBuffering:
         environ["CONTENT_LENGTH"] = str(size)
         del environ["HTTP_TRANSFER_ENCODING"]
         try:
-            return ClosingIterator(self.app(environ, start_response), spool.close)
+            body = self.app(environ, start_response)
         except BaseException:
             spool.close()
             raise
+        if is_file_wrapper(body, environ):
+            # Returned as itself, so the server can still sendfile() it; sending a
+            # file reads no request body, so the copy can go now.
+            spool.close()
+            return body
+        return ClosingIterator(body, spool.close)
 
     def __repr__(self) -> str:
         return f"RequestBuffering(max_size={self.max_size!r})"

@@ -37,7 +37,7 @@ from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
-from ..wsgi import close_iterable
+from ..wsgi import close_iterable, is_file_wrapper
 from ._debugpage import debug_page, debug_text, summary
 
 __all__ = ["ErrorCatcher"]
@@ -173,7 +173,7 @@ class ErrorCatcher:
         kind = type(body)
         if kind is list or kind is tuple:
             return body  # iterating it cannot fail and there is no close() to guard
-        if kind is environ.get("wsgi.file_wrapper"):
+        if is_file_wrapper(body, environ):
             # The server must recognise it to sendfile() it; it also reads and closes
             # it, so a failing read is the server's to report (PEP 3333, file wrapper).
             return body
