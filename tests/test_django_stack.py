@@ -429,6 +429,27 @@ def test_through_the_forwarder_uploads_files_and_redirects(pool):
     assert (status, headers["Location"]) == (301, "/pool/where/")
 
 
+def test_behind_a_trusted_proxy_and_the_forwarder_django_knows_its_public_host(site):
+    # TLS ends at a balancer the forwarder trusts: Django (USE_X_FORWARDED_HOST,
+    # SECURE_PROXY_SSL_HEADER) must still read one host, or every request is a 400.
+    balancer = LoadBalancer([f"http://{site[0]}:{site[1]}/site"], trusted_proxies=[HOST])
+    proxy = {"Host": "site.example", "X-Forwarded-Host": "site.example"}
+    try:
+        with live_server(PrefixDispatcher({"/pool": balancer})) as server:
+            status, _, body = fetch(
+                server.address,
+                "GET",
+                "/pool/where/",
+                headers={**proxy, "X-Forwarded-Proto": "https"},
+            )
+    finally:
+        balancer.close()
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["secure"] is True
+    assert answer["absolute"].startswith("https://site.example/")
+
+
 # -- Django raising under the ErrorCatcher ---------------------------------------------
 
 

@@ -92,9 +92,10 @@ class LoadBalancer:
     :param tries: upstreams tried at most per request; ``retry_timeout``: seconds at most.
     :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
     :param preserve_host: send the client's Host (default) or the upstream's.
-    :param trusted_proxies: whose X-Forwarded-For/Proto/Host and Forwarded chains are
-        kept and extended (and X-Forwarded-Prefix put before SCRIPT_NAME); anyone
-        else's are replaced.
+    :param trusted_proxies: whose X-Forwarded-For/Proto and Forwarded chains are
+        kept and extended, whose X-Forwarded-Host is kept as it came (one host, as
+        Django reads it), and whose X-Forwarded-Prefix goes before SCRIPT_NAME;
+        anyone else's are replaced.
     :param max_idle: idle keep-alive connections kept per upstream (0: none);
         ``idle_timeout``: seconds one may wait in the pool.  Each is checked before reuse.
     :param request_buffering: read a chunked request body whole (in memory up to

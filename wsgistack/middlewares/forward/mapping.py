@@ -208,14 +208,18 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     prefix = environ.get("SCRIPT_NAME", "")
     if trusts_peer(environ, trust):
         # A trusted proxy's headers tell of the hops before it: each chain is
-        # kept and extended by this hop; its prefix is where SCRIPT_NAME starts.
+        # kept and extended by this hop (the host kept as it came, below); its
+        # prefix is where SCRIPT_NAME starts.
         # Anyone else's are replaced, not extended: a client writes what it likes.
         if chain := environ.get("HTTP_X_FORWARDED_FOR"):
             forwarded_for = f"{chain}, {peer}"
         if chain := environ.get("HTTP_X_FORWARDED_PROTO"):
             forwarded_proto = f"{chain}, {proto}"
         if chain := environ.get("HTTP_X_FORWARDED_HOST"):
-            forwarded_host = f"{chain}, {host}"
+            # Passed on as it came, not extended: it already names the host the
+            # client asked for, and Django (USE_X_FORWARDED_HOST) reads this field
+            # as one host, refusing a list with 400, as Caddy and Traefik pass it.
+            forwarded_host = chain
         if chain := environ.get("HTTP_FORWARDED"):
             forwarded = f"{chain}, {forwarded}"
         prefix = environ.get("HTTP_X_FORWARDED_PREFIX", "").rstrip("/") + prefix
