@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from wsgiref.validate import validator
 
 import flask
 import pytest
+
+from wsgistack.middlewares import ErrorCatcher
 
 from .live import RawClient, live_server
 
@@ -110,3 +113,25 @@ def test_a_body_that_breaks_is_an_unreadable_post_error_for_django():
         client.sock.shutdown(socket.SHUT_WR)
         assert client.response()[0] == 400
     assert [type(exc) for exc in raised] == [UnreadablePostError]
+
+
+@pytest.mark.parametrize("catcher", [False, True], ids=["bare", "error-catcher"])
+def test_a_body_that_breaks_after_the_response_began_is_cut_off_quietly(caplog, catcher):
+    # A streaming response that reads the upload as it answers; the client leaves
+    # and the app wraps the error (as Django does): cut off, not an app error.
+    def echo(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"reading\n"
+        try:
+            yield environ["wsgi.input"].read(10)
+        except OSError as exc:
+            raise RuntimeError("the upload broke") from exc
+
+    app = ErrorCatcher(validator(echo)) if catcher else echo
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        assert client.response(head_only=True)[0] == 200  # the response began
+        client.sock.shutdown(socket.SHUT_WR)
+        client.read_to_close()
+    assert client.was_reset  # a cut-off response, never one that looks whole
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

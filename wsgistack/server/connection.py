@@ -389,9 +389,12 @@ class Connection:
     def _fail(self, response: Response, message: str) -> None:
         error = sys.exc_info()[1]
         fault = body_error_behind(error) if error is not None else None
-        if fault is not None and not response.sent:
+        if fault is not None:
             # The app raised because its body broke (Django's UnreadablePostError):
-            # the client hears why (408, 400), as when the app answers anyway (_head).
+            # the client's fault, not the app's.  It hears why (408, 400), as when
+            # the app answers anyway (_head), or, once the response began, is cut off.
+            if response.sent:
+                raise AbortConnection
             raise ProtocolError(str(fault), fault.status_hint) from None
         if response.sent and error is not None and error is response.reported:
             # Handed back through start_response(exc_info): the app (an error
