@@ -232,6 +232,25 @@ def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     assert "DOWN" not in repr(balancer)
 
 
+def test_health_host_is_the_host_the_checks_send(lb, upstreams):
+    # An upstream that checks Host, as Django's ALLOWED_HOSTS does: the checks named
+    # its address, got a 400 and took out an upstream that served the site well.
+    def site_only(environ, start_response):
+        if environ.get("HTTP_HOST") != "site.example":
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"DisallowedHost"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    a, b = upstreams.start("a", app=site_only), upstreams.start("b", app=site_only)
+    by_address = lb([a, b], health_path="/health")
+    by_address.check_now()
+    assert [row["up"] for row in by_address.status()] == [False, False]
+    by_name = lb([a, b], health_path="/health", health_host="site.example")
+    by_name.check_now()
+    assert [row["up"] for row in by_name.status()] == [True, True]
+
+
 def _checkers() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "wsgistack-health"}
 
@@ -646,6 +665,18 @@ def test_bad_options_fail_at_start_up(args, message):
             id="health-path-text",
         ),
         pytest.param("http://a:1", {"health_path": 5}, "must start with '/'", id="health-path-int"),
+        pytest.param(
+            "http://a:1",
+            {"health_host": "http://site.example/"},
+            r"health_host: expected a host name or address, .* got 'http://site.example/'",
+            id="health-host-url",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"health_host": "site.example\r\nX-Evil: 1"},
+            "health_host: expected a host name",
+            id="health-host-crlf",
+        ),
         # A TOML list where a word belongs: "unhashable type: 'list'", naming nothing.
         pytest.param(
             "http://a:1",

@@ -49,7 +49,7 @@ from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
-from .health import HealthChecker, checked_path
+from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
 
@@ -86,7 +86,9 @@ class LoadBalancer:
         the accounting off (only the active checks take an upstream out).
     :param health_path: if set, a background thread GETs it on each upstream every
         ``health_interval`` seconds; a failure takes it out, ``health_rise`` successes
-        bring it back.
+        bring it back.  ``health_host``: the Host the checks send (by default each
+        upstream's own ``host:port``); name the site when the upstreams check Host,
+        as Django's ``ALLOWED_HOSTS`` does, or they answer 400 and are taken out.
     :param next_upstream: when to try another upstream: ``error``, ``timeout``,
         ``http_502``, ``http_503``, ``http_504`` (as nginx's ``proxy_next_upstream``).
     :param tries: upstreams tried at most per request; ``retry_timeout``: seconds at most.
@@ -119,6 +121,7 @@ class LoadBalancer:
         health_path: str | None = None,
         health_interval: float = 5.0,
         health_rise: int = 2,
+        health_host: str | None = None,
         next_upstream: Iterable[str] = ("error", "timeout"),
         tries: int = 3,
         retry_timeout: float = 10.0,
@@ -172,6 +175,8 @@ class LoadBalancer:
             seconds(timeout, f"LoadBalancer: {name}")
         if health_path is not None:
             checked_path(health_path)
+        if health_host is not None:
+            checked_host(health_host)
         self.tries = tries
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -190,6 +195,7 @@ class LoadBalancer:
             rise=health_rise,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            host=health_host,
         )
 
     # -- status ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ answer) a failure, which the upstream counts (``Upstream.check_result``).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 
@@ -22,7 +23,12 @@ from ...paths import escaped_spelling
 from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
 from .upstream import Upstream
 
-__all__ = ["HealthChecker", "checked_path"]
+__all__ = ["HealthChecker", "checked_host", "checked_path"]
+
+#: A Host value: a name or IPv4 address, or an IPv6 one in brackets; a port if any.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 def checked_path(value: object) -> str:
@@ -42,11 +48,22 @@ def checked_path(value: object) -> str:
     return value
 
 
+def checked_host(value: object) -> str:
+    """``value`` if it is a ``host[:port]`` to send as Host; else a ConfigError."""
+    if not isinstance(value, str) or not _HOST.fullmatch(value):
+        raise ConfigError(
+            f"LoadBalancer: health_host: expected a host name or address, with a port "
+            f"if any (site.example, site.example:8080), got {value!r}"
+        )
+    return value
+
+
 class HealthChecker:
     """Checks ``upstreams`` at ``path`` every ``interval`` seconds, in a thread of its own.
 
     :param rise: successes in a row that bring a checked-down upstream back.
     :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
+    :param host: the Host to send; ``None``: each upstream's own ``host:port``.
     """
 
     def __init__(
@@ -58,8 +75,10 @@ class HealthChecker:
         rise: int,
         connect_timeout: float,
         read_timeout: float,
+        host: str | None = None,
     ) -> None:
         self.upstreams = upstreams
+        self.host = host
         self.path = path
         self.interval = interval
         self.rise = rise
@@ -103,7 +122,7 @@ class HealthChecker:
                 sock,
                 "GET",
                 upstream.base + self.path,
-                [("Host", upstream.host_header), ("Connection", "close")],
+                [("Host", self.host or upstream.host_header), ("Connection", "close")],
                 None,
                 None,
                 False,
