@@ -56,6 +56,9 @@ ACCEPT_WAKE = 1.0
 #: to send its request (a browser's preconnect sends none; without this bound
 #: a stop or a --max-requests recycle waited out --timeout for it).
 STOP_GRACE = 1.0
+#: How long a stop waits in all for the idle pool threads to leave: each leaves
+#: at once when woken, but on a loaded host the wake-up itself can take a while.
+JOIN_IDLE = 5.0
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
 
@@ -498,8 +501,9 @@ class Worker:
             idle = [t for t, busy in zip(self._threads, self._serving, strict=True) if not busy]
         else:
             idle = [] if self._busy else self._threads
+        deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
         for thread in idle:
-            thread.join(timeout=1.0)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._poller.close()
         self._stop_reader.close()
         self._stop_writer.close()
