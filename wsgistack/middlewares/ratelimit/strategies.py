@@ -24,6 +24,7 @@ check both against a reference model.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 from .rate import SKEW, Rate
@@ -44,6 +45,11 @@ class Decision(NamedTuple):
     remaining: int
     reset: float  # seconds until the full quota is back (refused: never before retry_after)
     retry_after: float  # seconds until a refused request would be admitted (0 if admitted)
+
+
+#: A Decision made from the tuple of its fields, in C: ``Decision(...)`` would run the
+#: ``__new__`` that NamedTuple writes in Python, on every request.
+_decided = partial(tuple.__new__, Decision)
 
 
 def microseconds(seconds: float) -> int:
@@ -69,13 +75,13 @@ def gcra(rate: Rate, tat: GcraState | None, now: float) -> tuple[Decision, GcraS
     room = rate.room_ticks - ahead
     if room < 0:
         per_second = rate.ticks_per_second
-        return Decision(rate, False, 0, ahead / per_second, -room / per_second), None
+        return _decided((rate, False, 0, ahead / per_second, -room / per_second)), None
     step = rate.interval_ticks
     ahead += step
     if per_us == 1:  # intervals of whole microseconds: most rates
-        return Decision(rate, True, room // step, ahead / 1_000_000, 0.0), (now_us + ahead, 0)
+        return _decided((rate, True, room // step, ahead / 1_000_000, 0.0)), (now_us + ahead, 0)
     whole, ticks = divmod(ahead, per_us)
-    decision = Decision(rate, True, room // step, ahead / rate.ticks_per_second, 0.0)
+    decision = _decided((rate, True, room // step, ahead / rate.ticks_per_second, 0.0))
     return decision, (now_us + whole, ticks)
 
 
@@ -117,9 +123,9 @@ def sliding_window(
         # Refused, the window's end is no reset: the client has room again only
         # after `retry`, so the RateLimit field never promises sooner than Retry-After.
         reset = max(period - elapsed, retry)
-        return Decision(rate, False, 0, reset / 1_000_000, retry / 1_000_000), None
+        return _decided((rate, False, 0, reset / 1_000_000, retry / 1_000_000)), None
     remaining = max(int(rate.amount - (estimate + 1)), 0)
-    return Decision(rate, True, remaining, (period - elapsed) / 1_000_000, 0.0), (
+    return _decided((rate, True, remaining, (period - elapsed) / 1_000_000, 0.0)), (
         start,
         previous,
         current + 1,
