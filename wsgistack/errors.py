@@ -47,12 +47,15 @@ class RequestBodyError(ProtocolError, OSError):
 
 
 def body_error_behind(error: BaseException) -> RequestBodyError | None:
-    """The broken request body ``error`` is, or was raised from or while handling.
+    """The broken request body ``error`` is, or was explicitly raised from.
 
     Frameworks wrap what ``wsgi.input`` raised in an error of their own (Django
     raises ``UnreadablePostError`` from it): that is still the client's fault,
     for the server to answer with the body's status (400, 408, 413), not an
-    application error to log with a traceback and report.
+    application error to log with a traceback and report.  Only a wrap counts
+    (``raise ... from exc``, or ``from None`` that replaces it): an error that
+    merely occurred while the app handled the body's (a bug in its ``except``
+    or ``finally``) is the app's own, and is logged as such.
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -60,6 +63,11 @@ def body_error_behind(error: BaseException) -> RequestBodyError | None:
         if isinstance(current, RequestBodyError):
             return current
         seen.add(id(current))
+        # __suppress_context__ is set by `raise ... from`: the error replaced
+        # the one it was raised from (its __cause__, or with `from None` its
+        # __context__).  Without it, __context__ is only what was being handled.
+        if not current.__suppress_context__:
+            return None
         current = current.__cause__ or current.__context__
     return None
 

@@ -135,3 +135,45 @@ def test_a_body_that_breaks_after_the_response_began_is_cut_off_quietly(caplog, 
         client.read_to_close()
     assert client.was_reset  # a cut-off response, never one that looks whole
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("catcher", [False, True], ids=["bare", "error-catcher"])
+def test_an_app_bug_while_handling_a_broken_body_is_still_an_application_error(caplog, catcher):
+    # The app handles the broken upload, and its handler fails on a bug of its
+    # own: that error is the app's (Python: "during handling of the above
+    # exception, another exception occurred"), not a wrap of the client's. It
+    # must be logged with its traceback, not vanish behind the body's 400.
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read(10)
+        except OSError:
+            {}["upload-counter"] += 1  # the bug: a KeyError while handling it
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    served = ErrorCatcher(validator(app)) if catcher else app
+    with live_server(served) as server, RawClient(server.address) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        client.sock.shutdown(socket.SHUT_WR)
+        status = client.response()[0]
+    assert status == (400 if catcher else 500)  # the catcher's 500 becomes the body's 400
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [type(r.exc_info[1]) for r in errors if r.exc_info] == [KeyError]
+
+
+def test_an_error_raised_from_none_over_a_broken_body_is_the_clients(caplog):
+    # `raise ... from None` in the handler translates the body error (as the
+    # server's own wsgi.input does): still the client's fault, answered 400.
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read(10)
+        except OSError:
+            raise RuntimeError("the upload broke") from None
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with live_server(ErrorCatcher(validator(app))) as server, RawClient(server.address) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.response()[0] == 400
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
