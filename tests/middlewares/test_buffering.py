@@ -454,3 +454,53 @@ def test_a_server_that_does_not_end_a_chunked_body_gets_411_not_a_hang():
         server.server_close()
     assert received.startswith(b"HTTP/1.0 411"), received[:200]
     assert app.count == 0
+
+
+def test_a_file_wrapper_over_the_buffered_body_itself_is_sent_whole():
+    # An echo (flask.send_file(request.stream), Django's FileResponse(request)):
+    # the file the server sends is the layer's copy of the request body, so the
+    # copy must stay open until the response is done, and close with it.
+    inputs = []
+
+    def echo(environ, start_response):
+        inputs.append(environ["wsgi.input"])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Content-Length", environ["CONTENT_LENGTH"])],
+        )
+        return environ["wsgi.file_wrapper"](environ["wsgi.input"], 4096)
+
+    blocks = [b"%05d" % i * 100 for i in range(40)]
+    with live_server(RequestBuffering(echo), threads=2) as server:
+        status, body = post_chunked(server.address, "/", iter(blocks))
+    assert (status, body) == (200, b"".join(blocks))
+    assert inputs[0].closed
+
+
+class SlottedWrapper:
+    """Another server's file wrapper, whose instances take no new attributes."""
+
+    __slots__ = ("filelike",)
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+
+    def __iter__(self):
+        return iter(lambda: self.filelike.read(4096), b"")
+
+    def close(self):
+        self.filelike.close()
+
+
+def test_a_file_wrapper_that_cannot_take_the_close_is_wrapped_and_still_closes_the_copy():
+    inputs = []
+
+    def echo(environ, start_response):
+        inputs.append(environ["wsgi.input"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](environ["wsgi.input"])
+
+    environ = chunked_environ(io.BytesIO(b"hello"))
+    environ["wsgi.file_wrapper"] = SlottedWrapper
+    assert call(RequestBuffering(echo), environ) == ("200 OK", b"hello")
+    assert inputs[0].closed

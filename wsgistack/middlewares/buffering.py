@@ -23,7 +23,7 @@ to 1 MiB, then in a temporary file, so memory stays bounded), then
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -35,7 +35,7 @@ from ..requestbody import (
     chunked_input,
     spool_body,
 )
-from ..wsgi import ClosingIterator, is_file_wrapper
+from ..wsgi import ClosingIterator, is_file_wrapper, run_cleanups
 
 __all__ = ["RequestBuffering"]
 
@@ -81,12 +81,28 @@ class RequestBuffering:
         except BaseException:
             spool.close()
             raise
-        if is_file_wrapper(body, environ):
-            # Returned as itself, so the server can still sendfile() it; sending a
-            # file reads no request body, so the copy can go now.
-            spool.close()
+        if is_file_wrapper(body, environ) and _close_with(body, spool.close):
+            # Returned as itself, so the server can still sendfile() it.  The copy
+            # closes with it, not before: the file sent may be that very copy (an
+            # echo: flask.send_file(request.stream), FileResponse(request)).
             return body
         return ClosingIterator(body, spool.close)
 
     def __repr__(self) -> str:
         return f"RequestBuffering(max_size={self.max_size!r})"
+
+
+def _close_with(wrapper: Any, callback: Callable[[], object]) -> bool:
+    """Have ``wrapper.close()`` run ``callback`` after closing the file; False if it cannot.
+
+    The server recognises a file wrapper by its type, so it cannot be wrapped;
+    its ``close`` is replaced on the instance instead (a wrapper with slots
+    refuses, and is then wrapped after all, losing only ``sendfile()``).
+    """
+    own = getattr(wrapper, "close", None)
+    callbacks = [callback] if own is None else [own, callback]
+    try:
+        wrapper.close = lambda: run_cleanups(callbacks)
+    except AttributeError:
+        return False
+    return True
