@@ -64,8 +64,19 @@ def is_file_wrapper(body: object, environ: WSGIEnvironment) -> bool:
     A layer must return such a body as itself: the server recognises it by its
     type to send the file with ``sendfile()``; wrapped, it is copied through
     Python block by block (PEP 3333, "Optional Platform-Specific File Handling").
+    uWSGI's ``wsgi.file_wrapper`` is a function, not a class: it hands back the
+    file it was given and recognises the body as that very file, so under such
+    a server any file-like body (one with ``read()``) is returned as itself.
+    Wrapped, uWSGI would iterate the file by lines: a binary file, one huge line.
     """
-    return type(body) is environ.get("wsgi.file_wrapper")
+    wrapper = environ.get("wsgi.file_wrapper")
+    if type(body) is wrapper:
+        return True
+    return (
+        wrapper is not None
+        and not isinstance(wrapper, type)
+        and callable(getattr(body, "read", None))
+    )
 
 
 class ClosingIterator:

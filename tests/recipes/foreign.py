@@ -1,0 +1,95 @@
+"""Other WSGI servers (gunicorn, uWSGI, waitress) run for real, on a port the OS picks.
+
+Each is a subprocess of this interpreter's environment, serving a target from
+``tests/recipes/foreign_apps.py``; the port is read from the line the server
+logs once it listens, and the server is stopped by its PID.  Its log is kept
+(read by a thread, so a chatty server never blocks on a full pipe) for the
+test to check.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.processes import stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+#: How each server says where it listens, once it does.
+LISTENING = {
+    "gunicorn": re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)"),
+    "uwsgi": re.compile(r"bound to TCP address 127\.0\.0\.1:(\d+)"),
+    "waitress": re.compile(r"Serving on http://127\.0\.0\.1:(\d+)"),
+}
+
+
+@dataclass
+class Served:
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+def command(server: str, target: str, *options: str) -> list[str]:
+    """The command line that serves ``target`` (``module:attr``) on 127.0.0.1, port 0."""
+    if server == "gunicorn":
+        return [str(BIN / "gunicorn"), "-b", "127.0.0.1:0", *options, target]
+    if server == "uwsgi":
+        return [
+            str(BIN / "uwsgi"),
+            "--http-socket", "127.0.0.1:0", "--pythonpath", str(ROOT),
+            "--module", target, "--die-on-term", *options,
+        ]  # fmt: skip
+    return [str(BIN / "waitress-serve"), "--listen=127.0.0.1:0", *options, target]
+
+
+@contextmanager
+def serving(
+    server: str, target: str, *options: str, home: Path, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """Run ``server`` on ``target`` until the block ends; yield its port and its log.
+
+    ``home`` is the server's ``HOME`` (gunicorn keeps its control socket there);
+    ``env`` adds variables the app reads.
+    """
+    proc = subprocess.Popen(
+        command(server, target, *options),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": str(BIN), "HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+    assert proc.stderr is not None
+    served = Served(0)
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            served.lines.append(line)
+            if not ready.is_set() and (found := LISTENING[server].search(line)):
+                served.port = int(found[1])
+                ready.set()
+        ready.set()  # it ended without listening: the assertion below says so
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ready.wait(60)
+        assert served.port, f"{server} did not start:\n{served.log}"
+        yield served
+    finally:
+        stop_process(proc)
+        reader.join(10)
+        proc.stderr.close()
