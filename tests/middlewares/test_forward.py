@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import random
 import socket
 import threading
@@ -249,6 +250,75 @@ def test_health_host_is_the_host_the_checks_send(lb, upstreams):
     by_name = lb([a, b], health_path="/health", health_host="site.example")
     by_name.check_now()
     assert [row["up"] for row in by_name.status()] == [True, True]
+
+
+def _in_a_child(check) -> int:
+    """Fork; run ``check()`` in the child, bounded; its exit code (0: it returned True)."""
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return to pytest
+        code = 3
+        try:
+            outcome: list[bool] = []
+            thread = threading.Thread(target=lambda: outcome.append(check()), daemon=True)
+            thread.start()
+            thread.join(10)
+            code = 0 if outcome == [True] else (2 if thread.is_alive() else 1)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_worker_uses_none_of_the_parents_pooled_connections(lb, upstreams):
+    # gunicorn --preload builds the app, and so the pool, before it forks: a worker
+    # that reused the parent's idle socket would share it with every other worker.
+    a = upstreams.start("a")
+    balancer = lb([a])
+    assert names(balancer, 1) == ["a"]
+    (upstream,) = balancer.upstreams
+    inherited = upstream._idle[0].sock.getsockname()  # its fd number may be reused
+    made = upstream.connections_made
+
+    def child_check() -> bool:
+        return (
+            not upstream._idle
+            and names(balancer, 2) == ["a", "a"]
+            and upstream.connections_made == made + 1
+            and upstream._idle[0].sock.getsockname() != inherited
+        )
+
+    assert _in_a_child(child_check) == 0
+    assert names(balancer, 1) == ["a"]  # the parent's own connection still serves it
+    assert upstream.connections_made == made
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(lb, upstreams):
+    balancer = lb([upstreams.start("a")], health_path="/health", health_interval=60)
+    (upstream,) = balancer.upstreams
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(lock) -> None:
+        with lock:
+            holding.set()
+            release.wait(10)
+
+    holders = [
+        threading.Thread(target=hold, args=(lock,), daemon=True)
+        for lock in (upstream._lock, balancer._health._lock)
+    ]
+    for holder in holders:
+        holding.clear()
+        holder.start()
+        assert holding.wait(10)
+    try:
+        code = _in_a_child(lambda: names(balancer, 1) == ["a"] and bool(balancer.status()))
+    finally:
+        release.set()
+        for holder in holders:
+            holder.join(10)
+    assert code == 0
 
 
 def _checkers() -> set[threading.Thread]:

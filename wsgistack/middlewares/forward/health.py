@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from ...errors import ConfigError
 from ...paths import escaped_spelling
 from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
-from .upstream import Upstream
+from .upstream import Upstream, forget_on_fork
 
 __all__ = ["HealthChecker", "checked_host", "checked_path"]
 
@@ -87,6 +87,15 @@ class HealthChecker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child: the parent's thread did not come along, and its lock may be held."""
+        self._lock = threading.Lock()
+        self._thread = None
+        stopped, self._stopped = self._stopped.is_set(), threading.Event()
+        if stopped:
+            self._stopped.set()
 
     def ensure_running(self) -> None:
         """Start the checks in this process unless they run (or were stopped)."""

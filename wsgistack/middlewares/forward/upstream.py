@@ -8,8 +8,10 @@ active (a checker marks an upstream down at once and up again after
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,24 @@ from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
 from .client import readable
 
-__all__ = ["Upstream", "parse_upstream"]
+__all__ = ["Upstream", "forget_on_fork", "parse_upstream"]
+
+#: Objects whose ``_forked()`` a child process runs first thing after a fork.
+_FORKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def forget_on_fork(obj: Any) -> None:
+    """Have ``obj._forked()`` run in each child this process forks (weakly held)."""
+    _FORKED.add(obj)
+
+
+def _after_fork() -> None:
+    for obj in list(_FORKED):
+        obj._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @dataclass
@@ -105,6 +124,21 @@ class Upstream:
         self.rises = 0
         self._idle: deque[_Idle] = deque()
         self.connections_made = 0
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child process: forget what belongs to the parent.
+
+        A server that builds the app before forking (gunicorn ``--preload``)
+        hands every worker the parent's idle connections: two workers would
+        read each other's responses on one socket.  The child closes its copies
+        (the parent's stay open, so the upstream sees no close), and takes a
+        new lock, in case another thread of the parent held the old one.
+        """
+        self._lock = threading.Lock()
+        self.active = 0
+        while self._idle:
+            self._idle.pop().sock.close()
 
     # -- load --------------------------------------------------------------------
     def started(self) -> None:
