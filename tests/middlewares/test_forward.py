@@ -306,7 +306,8 @@ def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(lb, upstr
 
     holders = [
         threading.Thread(target=hold, args=(lock,), daemon=True)
-        for lock in (upstream._lock, balancer._health._lock)
+        # The round-robin picker's too: held for a pick by a thread of the parent.
+        for lock in (upstream._lock, balancer._health._lock, balancer._pick_primary._lock)
     ]
     for holder in holders:
         holding.clear()

@@ -16,7 +16,7 @@ import threading
 from bisect import bisect
 from collections.abc import Sequence
 
-from .upstream import Upstream
+from .upstream import Upstream, forget_on_fork
 
 __all__ = ["STRATEGIES", "ConsistentHash", "LeastConnections", "PowerOfTwo", "SmoothRoundRobin"]
 
@@ -24,6 +24,11 @@ __all__ = ["STRATEGIES", "ConsistentHash", "LeastConnections", "PowerOfTwo", "Sm
 class SmoothRoundRobin:
     def __init__(self, upstreams: Sequence[Upstream]) -> None:
         self._current = {id(u): 0 for u in upstreams}
+        self._lock = threading.Lock()
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child: a new lock, in case a thread of the parent held the old one."""
         self._lock = threading.Lock()
 
     def pick(self, candidates: Sequence[Upstream], key: str | None = None) -> Upstream:
