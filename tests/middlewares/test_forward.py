@@ -13,6 +13,7 @@ from wsgiref.validate import validator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.server.live import live_server, read_until_close
@@ -250,6 +251,34 @@ def test_health_host_is_the_host_the_checks_send(lb, upstreams):
     by_name = lb([a, b], health_path="/health", health_host="site.example")
     by_name.check_now()
     assert [row["up"] for row in by_name.status()] == [True, True]
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["site.example.", "Site.Example:8443", "[2001:db8::1]:8080", "10.0.0.5"],
+    ids=["fqdn-trailing-dot", "port", "ipv6", "ipv4"],
+)
+def test_health_host_is_sent_as_given_from_a_paste_ini(upstreams, tmp_path, host):
+    # Each is a Host that Django's ALLOWED_HOSTS and nginx accept ("site.example."
+    # is the same site, its trailing dot dropped); an ini value arrives as text.
+    seen = []
+
+    def record(environ, start_response):
+        seen.append(environ["HTTP_HOST"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    ini = tmp_path / "pool.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:wsgistack#load_balance\n"
+        f'upstreams = ["{upstreams.start("a", app=record)}"]\nhealth_host = {host}\n'
+    )
+    balancer = loadapp(f"config:{ini}")
+    try:
+        balancer.check_now()
+    finally:
+        balancer.close()
+    assert seen == [host]
 
 
 def _in_a_child(check) -> int:
@@ -747,6 +776,18 @@ def test_bad_options_fail_at_start_up(args, message):
             {"health_host": "site.example\r\nX-Evil: 1"},
             "health_host: expected a host name",
             id="health-host-crlf",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"health_host": "[cafe]"},
+            r"health_host: .* got '\[cafe\]'",
+            id="health-host-brackets-not-ipv6",
+        ),
+        pytest.param(
+            "http://a:1",
+            {"health_host": "site.example:80800"},
+            "health_host: expected a host name",
+            id="health-host-port-out-of-range",
         ),
         # A TOML list where a word belongs: "unhashable type: 'list'", naming nothing.
         pytest.param(

@@ -14,6 +14,7 @@ answer) a failure, which the upstream counts (``Upstream.check_result``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 from collections.abc import Sequence
@@ -25,9 +26,11 @@ from .upstream import Upstream, forget_on_fork
 
 __all__ = ["HealthChecker", "checked_host", "checked_path"]
 
-#: A Host value: a name or IPv4 address, or an IPv6 one in brackets; a port if any.
+#: A Host value: a name or IPv4 address (a fully qualified name may end in a dot,
+#: as Django and nginx accept it), or an IPv6 one in brackets; a port if any.
 _HOST = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
 )
 
 
@@ -50,12 +53,28 @@ def checked_path(value: object) -> str:
 
 def checked_host(value: object) -> str:
     """``value`` if it is a ``host[:port]`` to send as Host; else a ConfigError."""
-    if not isinstance(value, str) or not _HOST.fullmatch(value):
+    if (
+        not isinstance(value, str)
+        or (found := _HOST.fullmatch(value)) is None
+        or not _valid_parts(found["ipv6"], found["port"])
+    ):
         raise ConfigError(
             f"LoadBalancer: health_host: expected a host name or address, with a port "
             f"if any (site.example, site.example:8080), got {value!r}"
         )
     return value
+
+
+def _valid_parts(ipv6: str | None, port: str | None) -> bool:
+    """Whether a bracketed address is an IPv6 one and a port is one (1-65535)."""
+    if port is not None and not 0 < int(port) < 65536:
+        return False
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            return False
+    return True
 
 
 class HealthChecker:
