@@ -5,7 +5,10 @@ receive: one more system call and one more release of the GIL per call, which
 threads then contend to take back.  ``set_io_timeout`` leaves the socket in
 blocking mode and asks the kernel for the same bound (``SO_RCVTIMEO``,
 ``SO_SNDTIMEO``); a call that waits past it fails with EAGAIN, which Python
-raises as ``BlockingIOError``.
+raises as ``BlockingIOError``.  A cooperative socket (gevent's, eventlet's,
+under monkey-patching) keeps its descriptor non-blocking and waits in its own
+loop, where the kernel's bound never applies: it gets the Python timeout, and
+a wait past it raises ``TimeoutError``.
 
     set_io_timeout(sock, 30.0)
     try:
@@ -17,6 +20,7 @@ raises as ``BlockingIOError``.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 
@@ -24,9 +28,16 @@ __all__ = ["reset_on_close", "set_io_timeout"]
 
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:
-    """Bound each blocking send and receive on ``sock`` by ``seconds``."""
+    """Bound each blocking send and receive on ``sock`` by ``seconds``.
+
+    Catch both ``BlockingIOError`` (the kernel's bound) and ``TimeoutError`` (a green socket's).
+    """
     if sock.gettimeout() is not None:
         sock.settimeout(None)  # an accepted socket already blocks: no system call then
+    if not os.get_blocking(sock.fileno()):
+        # Still non-blocking underneath: a green socket, which would wait forever.
+        sock.settimeout(seconds)
+        return
     whole = int(seconds)
     micro = max(int((seconds - whole) * 1_000_000), 0 if whole else 1)  # 0 would mean never
     timeval = struct.pack("ll", whole, micro)

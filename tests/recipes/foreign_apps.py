@@ -33,3 +33,14 @@ def download(environ, start_response):
 
 
 caught_download = ErrorCatcher(download)
+
+
+def balanced():
+    """A LoadBalancer over ``FOREIGN_UPSTREAM`` (gunicorn's ``module:factory()`` form)."""
+    from wsgistack.middlewares import LoadBalancer
+
+    return LoadBalancer(
+        [os.environ["FOREIGN_UPSTREAM"]],
+        read_timeout=float(os.environ.get("FOREIGN_READ_TIMEOUT", "30")),
+        max_fails=0,
+    )

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from wsgiref.validate import validator
 
 import pytest
 
 from tests.recipes.foreign import serving
+from wsgistack.server import Server
 
 #: uWSGI as its users run it in production: a master, two processes of two threads.
 UWSGI_PREFORK = ("--master", "--processes", "2", "--threads", "2")
@@ -60,3 +65,75 @@ def test_a_file_wrapper_body_is_still_sent_by_the_server_through_the_layers(
     assert (status, body == data) == (200, True), run.log
     # The file refuses read() and iteration: a whole body came from its descriptor.
     assert "instead of sent from its descriptor" not in run.log
+
+
+@pytest.fixture
+def silent_upstream():
+    """An upstream that takes connections (the kernel's backlog) and never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_read_timeout_bounds_a_silent_upstream_under_gevent_workers(silent_upstream, tmp_path):
+    # gevent's sockets keep their descriptor non-blocking and wait in gevent's
+    # loop, so the kernel's SO_RCVTIMEO never fired: the client waited forever
+    # (or until its own timeout) instead of getting the 504 read_timeout promises.
+    env = {"FOREIGN_UPSTREAM": silent_upstream, "FOREIGN_READ_TIMEOUT": "0.5"}
+    with serving(
+        "gunicorn", "tests.recipes.foreign_apps:balanced()", "-k", "gevent",
+        home=tmp_path, env=env,
+    ) as run:  # fmt: skip
+        status, _ = fetch(run.port, "/")
+    assert status == 504, run.log
+
+
+@pytest.fixture
+def meeting_upstream():
+    """A real upstream: ``/together`` answers once two requests are in; ``/stream`` waits
+    between its parts until the test says it saw the first one."""
+    together = threading.Barrier(2, timeout=20)
+    seen = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/together":
+            try:
+                together.wait()
+            except threading.BrokenBarrierError:
+                return [b"alone"]
+            return [b"together"]
+
+        def parts():
+            yield b"first;"
+            seen.wait(20)
+            yield b"second"
+
+        return parts()
+
+    server = Server(validator(app), bind="127.0.0.1:0", workers=0, threads=4).start()
+    try:
+        yield server.url, seen
+    finally:
+        server.close()
+
+
+def test_gevent_workers_forward_concurrently_and_stream(meeting_upstream, tmp_path):
+    # One gevent worker: a blocking call anywhere in the forwarder would serialise
+    # the two requests (the upstream then answers "alone"), and a buffered body
+    # would never show its first part before the second was allowed.
+    url, seen = meeting_upstream
+    with serving(
+        "gunicorn", "tests.recipes.foreign_apps:balanced()", "-k", "gevent", "-w", "1",
+        home=tmp_path, env={"FOREIGN_UPSTREAM": url},
+    ) as run:  # fmt: skip
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: fetch(run.port, "/together"), range(2)))
+        connection = http.client.HTTPConnection("127.0.0.1", run.port, timeout=30)
+        connection.request("GET", "/stream")
+        response = connection.getresponse()
+        first = response.read1()
+        seen.set()
+        rest = response.read()
+        connection.close()
+    assert answers == [(200, b"together")] * 2, run.log
+    assert (first, rest) == (b"first;", b"second"), run.log
