@@ -1,4 +1,4 @@
-"""Apps that ``tests/recipes/test_other_servers.py`` serves with gunicorn, uWSGI and waitress."""
+"""Apps that the tests in `tests/recipes/` serve with gunicorn, uWSGI and waitress."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import os
 from pathlib import Path
 
-from wsgistack.middlewares import ErrorCatcher
+from wsgistack.middlewares import ErrorCatcher, IPFilter, PrefixDispatcher, RequestBuffering
 
 BLOB = Path(os.environ.get("FOREIGN_BLOB", "/nonexistent"))
 
@@ -44,3 +44,21 @@ def balanced():
         read_timeout=float(os.environ.get("FOREIGN_READ_TIMEOUT", "30")),
         max_fails=0,
     )
+
+
+def _echo(environ, start_response):
+    """Says where the request was routed and what body it brought."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    text = f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}|{len(body)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
+    return [text]
+
+
+#: Deny one client network, believing X-Forwarded-For from a proxy on loopback.
+denied_behind_proxy = IPFilter(_echo, deny=["203.0.113.0/24"], trusted_proxies=["127.0.0.1"])
+#: The same, with waitress deciding who the client is.
+denied = IPFilter(_echo, deny=["203.0.113.0/24"])
+#: A site mounted under a prefix, inside whatever prefix the server gives.
+mounted = PrefixDispatcher({"/api": _echo})
+#: A body that arrives chunked reaches the app whole, with its length.
+buffered = RequestBuffering(_echo)
