@@ -25,6 +25,21 @@ def checked() -> Callable[[WSGIApplication], WSGIApplication]:
     return validator
 
 
+@pytest.fixture
+def sendfile_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes each ``os.sendfile`` call sent during the test (the calls still send)."""
+    sent: list[int] = []
+    real = os.sendfile
+
+    def spy(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        done = real(out_fd, in_fd, offset, count)
+        sent.append(done)
+        return done
+
+    monkeypatch.setattr(os, "sendfile", spy)
+    return sent
+
+
 def _need_redis() -> None:
     if not os.path.exists(REDIS_SERVER):
         if os.environ.get("CI"):

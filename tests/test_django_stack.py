@@ -234,20 +234,6 @@ def test_djangos_append_slash_redirect_stays_under_the_mount(site):
 
 
 @pytest.fixture
-def sendfile_spy(monkeypatch):
-    sent: list[int] = []
-    real = os.sendfile
-
-    def spy(out_fd, in_fd, offset, count):
-        done = real(out_fd, in_fd, offset, count)
-        sent.append(done)
-        return done
-
-    monkeypatch.setattr(os, "sendfile", spy)
-    return sent
-
-
-@pytest.fixture
 def big_file(tmp_path):
     path = tmp_path / "report.bin"
     path.write_bytes(os.urandom(300_000))

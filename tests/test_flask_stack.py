@@ -188,20 +188,13 @@ def test_urls_redirects_and_the_client_under_the_mount_and_behind_the_proxy():
 
 
 def test_send_file_reaches_the_server_through_every_layer_and_goes_by_sendfile(
-    tmp_path, monkeypatch
+    tmp_path, sendfile_spy
 ):
     # Every layer hands the server Flask's wsgi.file_wrapper untouched, so the
     # kernel copies the file; conditional GETs and HEAD are answered as Flask says.
     page = tmp_path / "report.txt"
     page.write_bytes(b"0123456789" * 10_000)
-    sent = []
-    real_sendfile = os.sendfile
-
-    def spy(out_fd, in_fd, offset, count):
-        sent.append(real_sendfile(out_fd, in_fd, offset, count))
-        return sent[-1]
-
-    monkeypatch.setattr(os, "sendfile", spy)
+    sent = sendfile_spy
     app = flask.Flask(__name__)
 
     @app.get("/files/<name>")

@@ -332,17 +332,10 @@ def test_an_app_raising_a_base_exception_does_not_cost_the_worker_a_thread(faili
                 assert client.request(GET % b"fine")[2] == b"ok"
 
 
-def test_file_wrapper_uses_sendfile_for_real_files(tmp_path, monkeypatch):
+def test_file_wrapper_uses_sendfile_for_real_files(tmp_path, sendfile_spy):
     path = tmp_path / "data.bin"
     path.write_bytes(b"0123456789" * 10000)
-    sent = []
-    real_sendfile = os.sendfile
-
-    def spy(out_fd, in_fd, offset, count):
-        sent.append(real_sendfile(out_fd, in_fd, offset, count))
-        return sent[-1]
-
-    monkeypatch.setattr(os, "sendfile", spy)
+    sent = sendfile_spy
 
     def app(environ, start_response):
         start_response("200 OK", TEXT)
