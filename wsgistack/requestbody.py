@@ -8,10 +8,11 @@ waitress), so a chunked upload reaches it empty.  Both the
 answer a body that fails the same way.
 
     length, chunked = body_framing(environ)
-    try:
-        spool, size = spool_body(LimitedBody(environ["wsgi.input"], limit))
-    except ClientBodyError as error:
-        return body_failed(error, environ, start_response, log)
+    if chunked:
+        try:
+            spool, size = spool_body(chunked_input(environ, limit))
+        except ClientBodyError as error:
+            return body_failed(error, environ, start_response, log)
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ if all rates admit it, and a refused request consumes nothing.
 ``MemoryStore`` is one dict behind a lock, in least-recently-used order:
 only a new key grows it, so each new key evicts a few expired ones from its
 front in O(1), and when it is full, every expired key goes before any live
-one (an amortized sweep).  ``max_keys``
-bounds its memory (a live key evicted starts afresh: with more live clients
-than ``max_keys`` the limit errs towards admitting).  ``RedisStore`` runs one Lua script per
-check: one round trip (``EVALSHA``), keys that expire by themselves.
+one (an amortized sweep).  ``max_keys`` bounds its memory (a live key evicted
+starts afresh: with more live clients than ``max_keys`` the limit errs towards
+admitting).  ``RedisStore`` runs one Lua script per check: one round trip
+(``EVALSHA``), keys that expire by themselves.
 """
 
 from __future__ import annotations
