@@ -28,6 +28,7 @@ import pytest
 from tests.readme_blocks import BLOCKS, Block
 from tests.server.live import live_server
 from tests.server.nginx import Nginx, uwsgi_params
+from tests.server.served import poll
 from wsgistack.clientip import client_ip
 from wsgistack.middlewares import IPFilter
 
@@ -108,6 +109,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ngi
 def test_each_location_reaches_the_app_with_the_real_client(served, request):
     nginx, access_log = served
     block = request.node.callspec.params["served"]
+    asked = 0
     for prefix, body in locations(block.text):
         path = prefix.rstrip("/") + "/readme/probe"
         status, answer = ask(nginx, path + "?x=1", CLIENT)
@@ -123,7 +125,16 @@ def test_each_location_reaches_the_app_with_the_real_client(served, request):
             assert seen["proto"] == "http", (block.id, seen)
         # The IP filter judges the same client: one nginx lets through, one it refuses.
         assert ask(nginx, path, DENIED)[0] == 403, (block.id, prefix)
-    logged = access_log.read_text().splitlines()
+        asked += 2
+
+    # The server logs a request once its response is sent: the client can read the
+    # answer a moment before the line reaches the file.
+    def all_logged() -> list[str] | None:
+        lines = access_log.read_text().splitlines()
+        return lines if len(lines) >= asked else None
+
+    logged = poll(all_logged)
+    assert len(logged) == asked, logged
     assert logged and all(line.split()[0] in (CLIENT, DENIED) for line in logged), logged
 
 
