@@ -180,6 +180,56 @@ def test_a_pooled_connection_closed_after_the_request_went_out(lb, raw, method, 
     assert response.status_int == status
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_pooled_connection_closed_unanswered_is_not_held_against_the_upstream(lb, raw, method):
+    # The upstream's keep-alive timeout (nginx's keepalive_timeout) closing a pooled
+    # connection just as a request goes out on it is a race, not a sick upstream:
+    # with max_fails=1 counting it would take a healthy upstream out of a pool of two.
+    body = b"abc" if method == "POST" else b""  # a bodiless GET goes out again
+    first, second = raw(OK), raw(OK)
+    balancer = lb([first.url, second.url], max_fails=1)
+    app = TestApp(validator(balancer))
+    for _ in range(2):  # one pooled connection to each
+        assert app.request("/", method=method, body=body).body == b"ok"
+    assert first.replied.acquire(timeout=5) and second.replied.acquire(timeout=5)
+    first.queue()  # the next request on it is read, then the connection closed unanswered
+    status = 502 if method == "POST" else 200  # a POST is never sent twice
+    assert app.request("/", method=method, body=body, status=status).status_int == status
+    assert [entry["up"] for entry in balancer.status()] == [True, True]
+    assert app.request("/", method=method, body=body).body == b"ok"
+    assert app.request("/", method=method, body=body).body == b"ok"
+    # Round robin went on as before; a GET went out twice on the first (stale, then fresh).
+    assert (len(first.heads), len(second.heads)) == (3 if method == "POST" else 4, 2)
+
+
+def test_a_reset_while_sending_on_a_pooled_connection_goes_out_fresh(lb, raw, monkeypatch):
+    # A pooled connection the upstream reset after the check before reuse: the head
+    # cannot go out (EPIPE, ECONNRESET), so nothing reached the upstream; a GET goes
+    # out again on a fresh connection, as on a close, and nothing is counted.
+    from wsgistack.middlewares.forward import balancer as module
+
+    upstream = raw(OK)
+    balancer = lb([upstream.url, raw(OK).url], max_fails=1)
+    app = TestApp(validator(balancer))
+    assert app.get("/").body == b"ok"
+    assert upstream.replied.acquire(timeout=5)
+    app.get("/")  # the other upstream's turn
+    real_send = module.send_request
+    failed = []
+
+    def reset_once(sock, *args):
+        if not failed:
+            failed.append(sock)
+            raise ConnectionResetError("reset by peer")
+        return real_send(sock, *args)
+
+    monkeypatch.setattr(module, "send_request", reset_once)
+    assert app.get("/").body == b"ok"
+    assert failed
+    assert upstream.connections == 2
+    assert [entry["up"] for entry in balancer.status()] == [True, True]
+
+
 @pytest.mark.parametrize(
     ("method", "first"),
     [

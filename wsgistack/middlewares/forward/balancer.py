@@ -64,10 +64,11 @@ CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
 
 
 class _Failure(Exception):
-    def __init__(self, kind: str, message: str, sent: bool) -> None:
+    def __init__(self, kind: str, message: str, sent: bool, stale: bool = False) -> None:
         super().__init__(message)
         self.kind = kind  # "error" or "timeout", as in next_upstream
         self.sent = sent  # did any of the request reach the upstream?
+        self.stale = stale  # a pooled connection closed or reset unanswered
 
 
 class LoadBalancer:
@@ -319,7 +320,7 @@ class LoadBalancer:
                 return body_failed(error, environ, start_response, log)
             except _Failure as error:
                 failure = error
-                if self._passive:
+                if self._passive and not error.stale:
                     upstream.failed(self.clock())
                 log.warning("upstream %s failed (%s): %s", upstream.url, error.kind, error)
                 # Nothing sent: any method may go elsewhere. Sent: only a bodiless
@@ -381,8 +382,8 @@ class LoadBalancer:
                 raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
             set_io_timeout(sock, self.read_timeout)
         upstream.started()
+        exchange = Exchange(sock, head_only=method == "HEAD")
         try:
-            exchange = Exchange(sock, head_only=method == "HEAD")
             try:
                 send_request(
                     sock, method, target, [("Host", host), *headers], body, length, chunked
@@ -400,16 +401,19 @@ class LoadBalancer:
         except (UpstreamClosed, OSError, ReadTimeout) as exc:
             upstream.ended()
             sock.close()
-            stale = reused and isinstance(exc, UpstreamClosed) and not exc.started
-            if stale and not (chunked or length) and method in IDEMPOTENT:
-                # A pooled connection closed with no answer: most likely closed while
-                # idle, but the upstream may have read the request and died on it, so
-                # only a bodiless idempotent one goes out again (RFC 9110 §9.2.2).
-                return self._forward(upstream, environ, method, headers, body, length, chunked)
             # BlockingIOError: a send or receive waited past SO_SNDTIMEO/SO_RCVTIMEO.
             timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
+            # A pooled connection closed or reset with no byte of an answer: most
+            # likely the upstream's keep-alive timeout crossing the request (the race
+            # no check before reuse can close), so the upstream is not blamed for it.
+            stale = reused and not timeout and not exchange.received
+            if stale and not (chunked or length) and method in IDEMPOTENT:
+                # The upstream may have read the request and died on it, so only a
+                # bodiless idempotent one goes out again (RFC 9110 §9.2.2), fresh.
+                return self._forward(upstream, environ, method, headers, body, length, chunked)
             kind = "timeout" if timeout else "error"
-            raise _Failure(kind, f"{upstream.url}: {exc}", True) from None
+            what = f"a pooled connection closed unanswered ({exc})" if stale else exc
+            raise _Failure(kind, f"{upstream.url}: {what}", True, stale) from None
         except BaseException:
             # Anything else (a header that is not latin-1, an interrupt): still not
             # in flight, or least_conn and p2c would shun this upstream for good.

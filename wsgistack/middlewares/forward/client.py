@@ -69,7 +69,7 @@ class Exchange:
         self._headers_done = False
         self._interim = False
         self._parser = httptools.HttpResponseParser(self)
-        self._received = False
+        self.received = False  # any byte of an answer yet
         self._head_size = 0
 
     # httptools callbacks
@@ -130,16 +130,16 @@ class Exchange:
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
             raise ReadTimeout("the upstream did not answer in time") from None
         except OSError as exc:
-            raise UpstreamClosed(str(exc), self._received) from None
+            raise UpstreamClosed(str(exc), self.received) from None
         if not data:
             if self._headers_done and not self.complete and not self._framed():
                 self.complete = True  # a body delimited by the close (RFC 9112 §6.3 item 8)
                 self.keep_alive = False
                 return
             if not self.complete:
-                raise UpstreamClosed("the upstream closed the connection", self._received)
+                raise UpstreamClosed("the upstream closed the connection", self.received)
             return
-        self._received = True
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
