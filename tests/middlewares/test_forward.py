@@ -234,6 +234,34 @@ def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     assert "DOWN" not in repr(balancer)
 
 
+def test_an_upstream_that_never_answers_its_check_delays_no_other_check(lb, upstreams):
+    # A gunicorn sync worker busy with a long request leaves the check's connection
+    # in its listen backlog, unanswered until read_timeout: the checks of the other
+    # upstreams must not queue behind it, or one that died serves on, unnoticed.
+    busy = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    b = upstreams.start("b")
+    balancer = lb(
+        [f"http://127.0.0.1:{busy.getsockname()[1]}", b],
+        health_path="/health",
+        health_interval=0.05,
+        read_timeout=120,
+    )
+    upstreams.stop("b")
+    try:
+        balancer.status()  # starts the checks
+        noticed = threading.Event()
+        for _ in range(200):  # waits for a state, at most 10 s: no timing is asserted
+            if f"{b} DOWN" in repr(balancer):
+                noticed.set()
+                break
+            threading.Event().wait(0.05)
+        assert noticed.is_set(), repr(balancer)
+        assert balancer.status()[0]["up"]  # its check is still waiting for an answer
+    finally:
+        balancer.close()
+        busy.close()  # the waiting check's connection is reset: the checker ends
+
+
 def test_health_host_is_the_host_the_checks_send(lb, upstreams):
     # An upstream that checks Host, as Django's ALLOWED_HOSTS does: the checks named
     # its address, got a 400 and took out an upstream that served the site well.

@@ -222,7 +222,7 @@ class LoadBalancer:
         return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r})"
 
     def check_now(self) -> None:
-        """Run one round of active health checks (the checker thread calls this)."""
+        """Run one round of active health checks, here and now (as the checker threads do)."""
         self._health.check_now()
 
     def close(self) -> None:

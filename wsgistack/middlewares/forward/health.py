@@ -2,7 +2,10 @@
 
 Rules: the checker starts on first use (a request, or a status page that asks),
 so a preforking server runs one per worker, each judging for itself; ``stop()``
-ends it for good, and no request starts another.  A check is one GET with
+ends it for good, and no request starts another.  Each upstream is checked in a
+thread of its own, as nginx and HAProxy check each server on its own: one that
+takes the connection and never answers (a gunicorn sync worker busy with a long
+request) holds up only its own checks, for up to the read timeout.  A check is one GET with
 ``Connection: close`` under the upstream's base path: a 2xx or 3xx answer read
 whole is a success, anything else (no connection, a timeout, a 5xx, a garbled
 answer) a failure, which the upstream counts (``Upstream.check_result``).
@@ -78,7 +81,7 @@ def _valid_parts(ipv6: str | None, port: str | None) -> bool:
 
 
 class HealthChecker:
-    """Checks ``upstreams`` at ``path`` every ``interval`` seconds, in a thread of its own.
+    """Checks each of ``upstreams`` at ``path`` every ``interval`` seconds, each in its thread.
 
     :param rise: successes in a row that bring a checked-down upstream back.
     :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
@@ -103,35 +106,46 @@ class HealthChecker:
         self.rise = rise
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         forget_on_fork(self)
 
     def _forked(self) -> None:
-        """In a new child: the parent's thread did not come along, and its lock may be held."""
+        """In a new child: the parent's threads did not come along, and its lock may be held."""
         self._lock = threading.Lock()
-        self._thread = None
+        self._threads = []
         stopped, self._stopped = self._stopped.is_set(), threading.Event()
         if stopped:
             self._stopped.set()
 
     def ensure_running(self) -> None:
         """Start the checks in this process unless they run (or were stopped)."""
-        if self._thread is not None and self._thread.is_alive():
+        threads = self._threads
+        if threads and all(thread.is_alive() for thread in threads):
             return  # the usual case, without the lock
         with self._lock:
             if self._stopped.is_set():
                 return  # stopped for good: no thread per request from then on
-            if self._thread is None or not self._thread.is_alive():
-                # Started on first use, so a preforking server starts one per worker.
-                self._thread = threading.Thread(
-                    target=self._loop, name="wsgistack-health", daemon=True
-                )
-                self._thread.start()
+            # Started on first use, so a preforking server starts them in each worker;
+            # one that died is started again.
+            if not self._threads:
+                self._threads = [self._start(upstream) for upstream in self.upstreams]
+            else:
+                self._threads = [
+                    thread if thread.is_alive() else self._start(upstream)
+                    for thread, upstream in zip(self._threads, self.upstreams, strict=True)
+                ]
+
+    def _start(self, upstream: Upstream) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._loop, args=(upstream,), name="wsgistack-health", daemon=True
+        )
+        thread.start()
+        return thread
 
     def check_now(self) -> None:
-        """Run one round of checks (the thread calls this every ``interval``)."""
+        """Run one round of checks, one after another (the threads check on their own)."""
         for upstream in self.upstreams:
             upstream.check_result(self._probe(upstream), self.rise)
 
@@ -165,6 +179,6 @@ class HealthChecker:
         finally:
             sock.close()
 
-    def _loop(self) -> None:
+    def _loop(self, upstream: Upstream) -> None:
         while not self._stopped.wait(self.interval):
-            self.check_now()
+            upstream.check_result(self._probe(upstream), self.rise)
