@@ -234,6 +234,38 @@ def test_active_checks_take_an_upstream_out_and_bring_it_back(lb, upstreams):
     assert "DOWN" not in repr(balancer)
 
 
+def test_a_health_checker_that_died_is_started_again_by_the_next_request(
+    lb, upstreams, monkeypatch
+):
+    # A bug in a check (here: the first probe raises) must not end an upstream's
+    # checks for the life of the worker: the next request starts its checker again.
+    balancer = lb([upstreams.start("a")], health_path="/health", health_interval=0.02)
+    checker = balancer._health
+    probe, probed, died = checker._probe, [], []
+
+    def fails_first(upstream):
+        probed.append(upstream)
+        if len(probed) == 1:
+            raise RuntimeError("a bug in a check")
+        return probe(upstream)
+
+    monkeypatch.setattr(checker, "_probe", fails_first)
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    balancer.status()  # starts the checks
+    for _ in range(500):  # waits for a state, at most 10 s: no timing is asserted
+        if died and checker._lost:
+            break
+        threading.Event().wait(0.02)
+    assert [type(exc) for exc in died] == [RuntimeError]
+    balancer.status()  # the next request (or status page) starts it again
+    for _ in range(500):
+        if len(probed) >= 3:
+            break
+        threading.Event().wait(0.02)
+    assert len(probed) >= 3 and len(died) == 1
+    assert checker._lost == []
+
+
 def test_an_upstream_that_never_answers_its_check_delays_no_other_check(lb, upstreams):
     # A gunicorn sync worker busy with a long request leaves the check's connection
     # in its listen backlog, unanswered until read_timeout: the checks of the other

@@ -106,7 +106,8 @@ class HealthChecker:
         self.rise = rise
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._lost: list[Upstream] = []  # upstreams whose checker thread died
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         forget_on_fork(self)
@@ -114,35 +115,32 @@ class HealthChecker:
     def _forked(self) -> None:
         """In a new child: the parent's threads did not come along, and its lock may be held."""
         self._lock = threading.Lock()
-        self._threads = []
+        self._started = False
+        self._lost = []
         stopped, self._stopped = self._stopped.is_set(), threading.Event()
         if stopped:
             self._stopped.set()
 
     def ensure_running(self) -> None:
         """Start the checks in this process unless they run (or were stopped)."""
-        threads = self._threads
-        if threads and all(thread.is_alive() for thread in threads):
-            return  # the usual case, without the lock
+        if self._started and not self._lost:
+            return  # the usual case: two reads, no lock
         with self._lock:
             if self._stopped.is_set():
                 return  # stopped for good: no thread per request from then on
             # Started on first use, so a preforking server starts them in each worker;
-            # one that died is started again.
-            if not self._threads:
-                self._threads = [self._start(upstream) for upstream in self.upstreams]
-            else:
-                self._threads = [
-                    thread if thread.is_alive() else self._start(upstream)
-                    for thread, upstream in zip(self._threads, self.upstreams, strict=True)
-                ]
+            # a checker that died (an error it did not expect) is started again.
+            if not self._started:
+                self._started = True
+                self._lost = list(self.upstreams)
+            for upstream in self._lost:
+                self._start(upstream)
+            self._lost = []
 
-    def _start(self, upstream: Upstream) -> threading.Thread:
-        thread = threading.Thread(
+    def _start(self, upstream: Upstream) -> None:
+        threading.Thread(
             target=self._loop, args=(upstream,), name="wsgistack-health", daemon=True
-        )
-        thread.start()
-        return thread
+        ).start()
 
     def check_now(self) -> None:
         """Run one round of checks, one after another (the threads check on their own)."""
@@ -150,7 +148,7 @@ class HealthChecker:
             upstream.check_result(self._probe(upstream), self.rise)
 
     def stop(self) -> None:
-        """End the checks for good (the thread leaves at its next wake-up)."""
+        """End the checks for good (each thread leaves at its next wake-up)."""
         self._stopped.set()
 
     def _probe(self, upstream: Upstream) -> bool:
@@ -180,5 +178,10 @@ class HealthChecker:
             sock.close()
 
     def _loop(self, upstream: Upstream) -> None:
-        while not self._stopped.wait(self.interval):
-            upstream.check_result(self._probe(upstream), self.rise)
+        try:
+            while not self._stopped.wait(self.interval):
+                upstream.check_result(self._probe(upstream), self.rise)
+        finally:
+            if not self._stopped.is_set():
+                with self._lock:
+                    self._lost.append(upstream)  # the next request starts it again
