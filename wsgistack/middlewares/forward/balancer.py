@@ -48,7 +48,14 @@ from ...requestbody import (
 from ...sockets import set_io_timeout
 from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import (
+    BadRequestHead,
+    Exchange,
+    ReadTimeout,
+    UpstreamClosed,
+    request_head,
+    send_request,
+)
 from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target, response_headers
 from .upstream import Upstream, parse_upstream
@@ -318,6 +325,11 @@ class LoadBalancer:
                 )
             except ClientBodyError as error:
                 return body_failed(error, environ, start_response, log)
+            except BadRequestHead as error:
+                # Nothing was sent: the head would not go out as one message.
+                log.info("request refused: %s", error)
+                answer = refusal(webob.exc.HTTPBadRequest, "The request head is malformed.")
+                return answer(environ, start_response)
             except _Failure as error:
                 failure = error
                 if self._passive and not error.stale:
@@ -369,6 +381,7 @@ class LoadBalancer:
         host = upstream.host_header
         if self.preserve_host:
             host = environ.get("HTTP_HOST", host)
+        head = request_head(method, target, [("Host", host), *headers], length, chunked)
         sock = upstream.take_idle(self.clock(), self.idle_timeout)
         reused = sock is not None
         if sock is None:
@@ -385,9 +398,7 @@ class LoadBalancer:
         exchange = Exchange(sock, head_only=method == "HEAD")
         try:
             try:
-                send_request(
-                    sock, method, target, [("Host", host), *headers], body, length, chunked
-                )
+                send_request(sock, head, body, length, chunked)
             except OSError:
                 if not exchange.read_early_head():
                     raise

@@ -10,6 +10,7 @@ exchange ended cleanly and both sides allow keep-alive; anything else
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ import httptools
 from ...requestbody import BLOCK, ClientBodyError, read_body
 
 __all__ = [
+    "BadRequestHead",
     "Exchange",
     "ReadTimeout",
     "UpstreamClosed",
     "readable",
+    "request_head",
     "send_request",
 ]
 
@@ -211,19 +214,31 @@ def readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def send_request(
-    sock: socket.socket,
-    method: str,
-    target: str,
-    headers: list[tuple[str, str]],
-    body: Any,
-    length: int | None,
-    chunked: bool,
-) -> None:
-    """Send the head, then stream the body (exactly ``length`` bytes, or chunked).
+class BadRequestHead(ValueError):
+    """The request head would not go out as one HTTP message: a 400, never sent."""
 
-    A failure to read ``body`` raises ClientBodyError, so the caller never
-    blames the upstream for it; a failure to send raises OSError.
+
+#: RFC 9112 5.2: obs-fold, a line break followed by SP or HTAB inside a field value.
+_OBS_FOLD = re.compile(r"\r?\n[ \t]+")
+#: RFC 9112 3: request-line = method SP request-target SP HTTP-version.
+_REQUEST_LINE = re.compile(r"[^\x00-\x20\x7f]+ [^\x00-\x20\x7f]+ HTTP/1\.1\Z")
+#: What no line of a head may hold besides its own CRLF end (RFC 9112 2.2, 5.5).
+_BREAK = re.compile(r"[\r\n\x00]")
+
+
+def request_head(
+    method: str, target: str, headers: list[tuple[str, str]], length: int | None, chunked: bool
+) -> bytes:
+    """The request head for the upstream, framed by ``length`` (or chunked) alone.
+
+    The server in front decides what its environ holds: one that keeps an
+    obs-fold in a value (wsgiref, so Django's runserver, keeps ``"a\\r\\n b"``)
+    would have ``X: a`` then `` Transfer-Encoding: chunked`` read by a lenient
+    upstream as a line of its own, framing the body its way (request
+    smuggling).  So, as RFC 9112 5.2 asks of a proxy, each obs-fold becomes
+    one SP, and a head with any other CR, LF or NUL in a line, or a request
+    line with whitespace or a control byte in a word, raises BadRequestHead
+    (nginx answers 400 to both).
     """
     try:
         lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers)]
@@ -236,7 +251,30 @@ def send_request(
     elif chunked:
         lines.append("Transfer-Encoding: chunked")
     lines.append("\r\n")  # joined on, it ends the last line and the head
-    sock.sendall("\r\n".join(lines).encode("latin-1"))
+    head = "\r\n".join(lines)
+    # Every CR and LF is a line end of ours (one of each per line) and no NUL is
+    # in: three scans in C, so the usual head costs no look at each value.
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines) or "\x00" in head:
+        lines[1:-1] = [_OBS_FOLD.sub(" ", line) for line in lines[1:-1]]
+        if any(_BREAK.search(line) for line in lines[:-1]):
+            raise BadRequestHead("a line break or NUL inside the request line or a header")
+        head = "\r\n".join(lines)
+    if not _REQUEST_LINE.match(lines[0]):
+        # RFC 9112 3: one SP between method, target and version, no other
+        # whitespace or control byte (a query's space would move the version).
+        raise BadRequestHead(f"a malformed request line: {lines[0]!r}")
+    return head.encode("latin-1")
+
+
+def send_request(
+    sock: socket.socket, head: bytes, body: Any, length: int | None, chunked: bool
+) -> None:
+    """Send ``head`` (``request_head``'s), then stream the body (``length`` bytes, or chunked).
+
+    A failure to read ``body`` raises ClientBodyError, so the caller never
+    blames the upstream for it; a failure to send raises OSError.
+    """
+    sock.sendall(head)
     if length:
         remaining = length
         while remaining > 0:

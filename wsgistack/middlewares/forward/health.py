@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from ...errors import ConfigError
 from ...paths import escaped_spelling
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import Exchange, ReadTimeout, UpstreamClosed, request_head, send_request
 from .upstream import Upstream, forget_on_fork
 
 __all__ = ["HealthChecker", "checked_host", "checked_path"]
@@ -158,15 +158,10 @@ class HealthChecker:
             return False
         try:
             sock.settimeout(self.read_timeout)
-            send_request(
-                sock,
-                "GET",
-                upstream.base + self.path,
-                [("Host", self.host or upstream.host_header), ("Connection", "close")],
-                None,
-                None,
-                False,
-            )
+            host = self.host or upstream.host_header
+            headers = [("Host", host), ("Connection", "close")]
+            head = request_head("GET", upstream.base + self.path, headers, None, False)
+            send_request(sock, head, None, None, False)
             exchange = Exchange(sock, head_only=False)
             exchange.read_head()
             for _ in exchange.body():

@@ -65,6 +65,8 @@ _HEADER_KEYS_MAX = 128
 #: under 1,000 characters): the client writes the names, and the server in front
 #: may let 100 of 8 KiB through (gunicorn), which 128 shapes would hold for good.
 _HEADER_KEYS_CHARS_MAX = 4096
+#: RFC 9110 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: ``Refresh: 5; url=/next`` (HTML's refresh pragma): the delay, the separator
 #: and ``url=`` kept as sent, the URL (quoted or not) mapped as a Location.
 _REFRESH = re.compile(
@@ -80,6 +82,12 @@ def _forwarded_name(key: str) -> str:
         name = key[5:].replace("_", "-").title()
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in _REPLACED or lower in _DROPPED:
+            name = ""
+        elif not _TOKEN.match(name):
+            # RFC 9110 5.1: a field name is a token.  A server in front that let
+            # "X(y)" or "Transfer-Encoding " through (wsgiref does the first) would
+            # have the upstream split the line its own way; dropped, as nginx's
+            # ignore_invalid_headers does.
             name = ""
     else:
         name = ""
