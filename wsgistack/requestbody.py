@@ -33,6 +33,7 @@ __all__ = [
     "SPOOL_MEMORY",
     "BodyTooLarge",
     "ClientBodyError",
+    "InvalidLength",
     "LengthRequired",
     "LimitedBody",
     "UnsupportedCoding",
@@ -70,6 +71,13 @@ class UnsupportedCoding(ClientBodyError):
     """
 
 
+class InvalidLength(ClientBodyError):
+    """A ``Content-Length`` that is not one decimal length (``+5``, ``5, 6``): a 400, as nginx.
+
+    RFC 9112 6.3: the body's end is then unknown, so the request is refused.
+    """
+
+
 class LengthRequired(ClientBodyError):
     """A chunked body the server does not end (no ``wsgi.input_terminated``): a 411.
 
@@ -104,12 +112,29 @@ def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
 
     A body is chunked only when it has no length: the reference server
     refuses both together, and a server that let them through must not make
-    the length count for less.
+    the length count for less.  A length is digits, as the server in front
+    may pass it on: with whitespace around (wsgiref keeps ``"5 "``) or as a
+    list of one value repeated (``5, 5``, which RFC 9110 8.6 lets a recipient
+    read as ``5``).  Anything else (``+5``, ``0x5``, ``5, 6``) raises
+    InvalidLength: taken for no length, the body was dropped unsaid.
     """
     text = environ.get("CONTENT_LENGTH", "")
-    length = int(text) if text.isascii() and text.isdigit() else None
+    if text.isascii() and text.isdigit():
+        length: int | None = int(text)
+    elif text.strip(" \t"):
+        length = _listed_length(text)
+    else:
+        length = None
     chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     return length, chunked
+
+
+def _listed_length(text: str) -> int:
+    """The one length in a CONTENT_LENGTH with whitespace or a repeated list; InvalidLength else."""
+    values = {value.strip(" \t") for value in text.split(",")}
+    if len(values) == 1 and (value := values.pop()).isascii() and value.isdigit():
+        return int(value)
+    raise InvalidLength(f"Content-Length {text!r} is not a length.")
 
 
 def chunked_input(environ: WSGIEnvironment, limit: int = 0) -> Any:
@@ -189,6 +214,8 @@ def body_failed(
         answer = refusal(webob.exc.HTTPLengthRequired, str(error))
     elif isinstance(error, UnsupportedCoding):
         answer = refusal(webob.exc.HTTPNotImplemented, str(error))
+    elif isinstance(error, InvalidLength):
+        answer = refusal(webob.exc.HTTPBadRequest, str(error))
     else:
         answer = refusal(webob.exc.HTTPBadRequest, "The request body did not arrive whole.")
     return answer(environ, start_response)

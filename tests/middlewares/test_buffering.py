@@ -504,3 +504,16 @@ def test_a_file_wrapper_that_cannot_take_the_close_is_wrapped_and_still_closes_t
     environ["wsgi.file_wrapper"] = SlottedWrapper
     assert call(RequestBuffering(echo), environ) == ("200 OK", b"hello")
     assert inputs[0].closed
+
+
+def test_a_content_length_that_is_no_length_is_refused_not_handed_to_the_app():
+    # A lenient server in front (wsgiref) passes "+5" on; Django would read no
+    # body for it and the bytes would be lost unsaid.  As nginx: 400.
+    app = Calls(hashing_app)
+    environ = webob.Request.blank("/", method="POST", body=b"hello").environ
+    environ["CONTENT_LENGTH"] = "+5"
+    statuses = []
+    body = b"".join(RequestBuffering(app)(environ, lambda s, h, e=None: statuses.append(s)))
+    assert statuses == ["400 Bad Request"]
+    assert b"is not a length" in body
+    assert app.count == 0

@@ -66,7 +66,10 @@ class RequestBuffering:
         self.logger = log_target(logger, "RequestBuffering: logger", "wsgistack.buffering")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        _, chunked = body_framing(environ)
+        try:
+            _, chunked = body_framing(environ)
+        except ClientBodyError as error:
+            return body_failed(error, environ, start_response, self.logger)
         if not chunked:
             return self.app(environ, start_response)
         try:

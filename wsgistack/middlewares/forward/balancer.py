@@ -273,7 +273,10 @@ class LoadBalancer:
                 headers=[("Allow", ALLOW)],
             )
             return answer(environ, start_response)
-        length, chunked = body_framing(environ)
+        try:
+            length, chunked = body_framing(environ)
+        except ClientBodyError as error:
+            return body_failed(error, environ, start_response, log)
         body = environ["wsgi.input"]
         if chunked:
             # Only a body the server ends, with no coding left on it, can go on
