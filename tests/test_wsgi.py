@@ -1,10 +1,17 @@
-"""ClosingIterator: the inner close() once, every cleanup run, the first error kept."""
+"""ClosingIterator: the inner close() once, every cleanup run, the first error kept;
+is_file_wrapper: the server's file-wrapper body known, any other body not."""
 
 from __future__ import annotations
 
-import pytest
+import io
+import wsgiref.util
 
-from wsgistack.wsgi import ClosingIterator, run_cleanups
+import gunicorn.http.wsgi
+import pytest
+import waitress.buffers
+
+from wsgistack.server.environ import FileWrapper
+from wsgistack.wsgi import ClosingIterator, is_file_wrapper, note_file_wrapper, run_cleanups
 
 
 class Body:
@@ -80,3 +87,70 @@ def test_cleanups_run_when_the_app_returned_something_not_iterable():
     with pytest.raises(TypeError):
         ClosingIterator(body, lambda: calls.append("cleanup"))  # type: ignore[arg-type]
     assert (body.closed, calls) == (1, ["cleanup"])
+
+
+def uwsgi_file_wrapper(filelike, chunk=4096):
+    """As uWSGI's ``wsgi.file_wrapper``: a function that hands back the file it was given."""
+    return filelike
+
+
+class Readable:
+    """A body with ``read()`` that no file wrapper returned (a stream of rows, say)."""
+
+    def read(self, size=-1):
+        return b""
+
+    def __iter__(self):
+        return iter([b"row"])
+
+
+def test_under_uwsgi_only_the_body_its_file_wrapper_returned_is_one():
+    # Any body with read() counted, so ErrorCatcher let a failing stream through
+    # unguarded and uWSGI answered its failure with an empty 200.
+    environ = {"wsgi.file_wrapper": uwsgi_file_wrapper}
+    note_file_wrapper(environ)
+    sent = io.BytesIO(b"file")
+    assert environ["wsgi.file_wrapper"](sent, 65536) is sent
+    assert is_file_wrapper(sent, environ)
+    assert not is_file_wrapper(Readable(), environ)
+    assert not is_file_wrapper(io.BytesIO(b"another file"), environ)
+
+
+def test_under_uwsgi_the_note_reaches_a_layer_that_copied_the_environ():
+    environ = {"wsgi.file_wrapper": uwsgi_file_wrapper}
+    note_file_wrapper(environ)
+    below = dict(environ)  # a layer below that hands the app a copy
+    note_file_wrapper(below)  # and notes again: the outer note stays the one
+    sent = io.BytesIO(b"file")
+    body = below["wsgi.file_wrapper"](sent)
+    assert is_file_wrapper(body, environ) and is_file_wrapper(body, below)
+
+
+def test_under_uwsgi_a_block_size_left_out_is_left_to_uwsgi():
+    given = []
+    environ = {"wsgi.file_wrapper": lambda *args: given.append(args) or args[0]}
+    note_file_wrapper(environ)
+    sent = io.BytesIO()
+    environ["wsgi.file_wrapper"](sent)
+    assert given == [(sent,)]
+
+
+def test_without_a_file_wrapper_no_body_is_one():
+    environ: dict = {}
+    note_file_wrapper(environ)
+    assert environ == {} and not is_file_wrapper(io.BytesIO(), environ)
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [FileWrapper, gunicorn.http.wsgi.FileWrapper, waitress.buffers.ReadOnlyFileBasedBuffer,
+     wsgiref.util.FileWrapper],
+    ids=["wsgistack", "gunicorn", "waitress", "wsgiref"],
+)  # fmt: skip
+def test_a_servers_file_wrapper_class_is_known_by_type_and_left_alone(wrapper):
+    environ = {"wsgi.file_wrapper": wrapper}
+    note_file_wrapper(environ)
+    assert environ == {"wsgi.file_wrapper": wrapper}  # nothing added on the hot path
+    assert is_file_wrapper(wrapper(io.BytesIO(b"file"), 4096), environ)
+    assert not is_file_wrapper(Readable(), environ)
+    assert not is_file_wrapper(io.BytesIO(b"file"), environ)

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 from ._types import WSGIEnvironment
 
 __all__ = [
+    "FILE_WRAPPED_KEY",
     "HOP_BY_HOP",
     "ClosingIterator",
     "close_iterable",
     "is_file_wrapper",
+    "note_file_wrapper",
     "run_cleanups",
 ]
 
@@ -58,25 +60,50 @@ def close_iterable(iterable: object) -> None:
         close()
 
 
-def is_file_wrapper(body: object, environ: WSGIEnvironment) -> bool:
-    """Whether ``body`` is the server's ``wsgi.file_wrapper`` object.
+#: Under a server whose ``wsgi.file_wrapper`` is not a class (uWSGI's is a
+#: function), the list holding the last body that function returned.
+FILE_WRAPPED_KEY = "wsgistack.file_wrapped"
 
-    A layer must return such a body as itself: the server recognises it by its
-    type to send the file with ``sendfile()``; wrapped, it is copied through
-    Python block by block (PEP 3333, "Optional Platform-Specific File Handling").
-    uWSGI's ``wsgi.file_wrapper`` is a function, not a class: it hands back the
-    file it was given and recognises the body as that very file, so under such
-    a server any file-like body (one with ``read()``) is returned as itself.
-    Wrapped, uWSGI would iterate the file by lines: a binary file, one huge line.
+
+def note_file_wrapper(environ: WSGIEnvironment) -> None:
+    """Make a ``wsgi.file_wrapper`` that is not a class note the body it returns.
+
+    uWSGI's is a function that hands back the file it was given, so the body's
+    type says nothing; :func:`is_file_wrapper` knows it by identity instead.
+    A layer calls this before the app; under a server whose wrapper is a class
+    (ours, gunicorn, waitress, wsgiref, mod_wsgi) it changes nothing.  The note
+    is a list shared by every copy of ``environ`` made below the layer.
     """
     wrapper = environ.get("wsgi.file_wrapper")
-    if type(body) is wrapper:
+    if wrapper is None or isinstance(wrapper, type) or FILE_WRAPPED_KEY in environ:
+        return
+    returned: list[object] = []
+
+    def file_wrapper(filelike: object, *block_size: int) -> object:
+        # The server's own default block size when the app gives none.
+        body = wrapper(filelike, *block_size)
+        returned[:] = [body]  # uWSGI sends only the last one it was given
+        return body
+
+    environ[FILE_WRAPPED_KEY] = returned
+    environ["wsgi.file_wrapper"] = file_wrapper
+
+
+def is_file_wrapper(body: object, environ: WSGIEnvironment) -> bool:
+    """Whether ``body`` is what the server's ``wsgi.file_wrapper`` returned.
+
+    A layer must return such a body as itself: the server recognises it (by its
+    type, or uWSGI by its identity) to send the file with ``sendfile()``;
+    wrapped, it is copied through Python block by block (PEP 3333, "Optional
+    Platform-Specific File Handling"), and uWSGI iterates a file by lines (a
+    binary file: one huge line).  Any other body, even one with ``read()``, is
+    an ordinary iterable the layer must guard.  Under uWSGI this knows only
+    the bodies noted since :func:`note_file_wrapper` ran.
+    """
+    if type(body) is environ.get("wsgi.file_wrapper"):
         return True
-    return (
-        wrapper is not None
-        and not isinstance(wrapper, type)
-        and callable(getattr(body, "read", None))
-    )
+    noted: list[object] = environ.get(FILE_WRAPPED_KEY) or []
+    return bool(noted) and noted[-1] is body
 
 
 class ClosingIterator:

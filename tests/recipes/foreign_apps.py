@@ -33,6 +33,35 @@ def download(environ, start_response):
 
 
 caught_download = ErrorCatcher(download)
+#: The same through both layers that hand a file-wrapper body back as itself.
+caught_buffered_download = ErrorCatcher(RequestBuffering(download))
+
+
+class _Rows:
+    """A body with ``read()`` that is no file wrapper; fails at once or after a part."""
+
+    def __init__(self, parts_before_failing: int) -> None:
+        self.parts = parts_before_failing
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def __iter__(self):
+        for _ in range(self.parts):
+            yield b"row;"
+        raise RuntimeError("the rows failed while iterated")
+
+
+def _failing_rows(environ, start_response):
+    if environ["PATH_INFO"] == "/in-the-call":
+        raise RuntimeError("the view failed")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _Rows(0 if environ["PATH_INFO"] == "/at-once" else 1)
+
+
+#: ErrorCatcher around an app that fails in the call, or returns a failing body
+#: that has read() and is no file wrapper.
+caught_failing_rows = ErrorCatcher(_failing_rows)
 
 
 def balanced():

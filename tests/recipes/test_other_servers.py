@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ def blob(tmp_path):
     return data, {"FOREIGN_BLOB": str(path)}
 
 
+@pytest.mark.parametrize("target", ["caught_download", "caught_buffered_download"])
 @pytest.mark.parametrize(
     ("server", "options"),
     [
@@ -52,19 +54,65 @@ def blob(tmp_path):
     ],
 )
 def test_a_file_wrapper_body_is_still_sent_by_the_server_through_the_layers(
-    server, options, blob, tmp_path
+    server, options, target, blob, tmp_path
 ):
     # uWSGI's wsgi.file_wrapper is a function that hands back the file it was given
     # and sendfile()s a body that is that very file: a layer that wrapped it made
     # uWSGI iterate the file line by line instead (a binary file: one huge line).
     data, env = blob
     with serving(
-        server, "tests.recipes.foreign_apps:caught_download", *options, home=tmp_path, env=env
+        server, f"tests.recipes.foreign_apps:{target}", *options, home=tmp_path, env=env
     ) as run:
         status, body = fetch(run.port, "/")
     assert (status, body == data) == (200, True), run.log
     # The file refuses read() and iteration: a whole body came from its descriptor.
     assert "instead of sent from its descriptor" not in run.log
+
+
+def fetch_error_page(port: int, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """The status, the headers and the body (as far as it came) of ``path``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        try:
+            body = response.read()
+        except http.client.IncompleteRead as cut:
+            body = cut.partial
+        return response.status, response.headers, body
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/in-the-call", "/at-once"])
+def test_under_uwsgi_error_catcher_answers_a_whole_500(path, tmp_path):
+    # Given exc_info, uWSGI's start_response took the headers, then raised
+    # SystemError (unbit/uwsgi#2278): every error page went out as its headers
+    # alone, a Content-Length promised and nothing sent.  And a body with read()
+    # passed for uWSGI's file wrapper, so one failing at once went unguarded: an
+    # empty 200.
+    with serving(
+        "uwsgi", "tests.recipes.foreign_apps:caught_failing_rows", *UWSGI_PREFORK, home=tmp_path
+    ) as run:
+        status, headers, body = fetch_error_page(run.port, path)
+    error_id = headers["X-Error-Id"]
+    assert (status, f"Error id: {error_id}".encode() in body) == (500, True), run.log
+    assert len(body) == int(headers["Content-Length"]), body
+    # Logged once by ErrorCatcher, with its id (no logging set up: Python's
+    # last-resort handler writes to uWSGI's stderr), and not again by uWSGI.
+    assert f"error {error_id}: GET {path} from 127.0.0.1" in run.log, run.log
+    assert "SystemError" not in run.log, run.log
+
+
+def test_under_uwsgi_a_body_with_read_failing_midway_is_caught(tmp_path):
+    # It passed for uWSGI's file wrapper, so ErrorCatcher let it through: uWSGI
+    # logged it alone, with no error id and no on_error hook run.
+    with serving(
+        "uwsgi", "tests.recipes.foreign_apps:caught_failing_rows", *UWSGI_PREFORK, home=tmp_path
+    ) as run:
+        status, _, body = fetch_error_page(run.port, "/midway")
+    assert (status, body) == (200, b"row;"), run.log  # the headers went out: cut, not replaced
+    assert re.search(r"error [0-9a-f]{16}: GET /midway from 127\.0\.0\.1", run.log), run.log
 
 
 @pytest.fixture

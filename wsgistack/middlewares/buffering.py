@@ -35,7 +35,7 @@ from ..requestbody import (
     chunked_input,
     spool_body,
 )
-from ..wsgi import ClosingIterator, is_file_wrapper, run_cleanups
+from ..wsgi import ClosingIterator, is_file_wrapper, note_file_wrapper, run_cleanups
 
 __all__ = ["RequestBuffering"]
 
@@ -79,6 +79,7 @@ class RequestBuffering:
         environ["wsgi.input"] = spool
         environ["CONTENT_LENGTH"] = str(size)
         del environ["HTTP_TRANSFER_ENCODING"]
+        note_file_wrapper(environ)
         try:
             body = self.app(environ, start_response)
         except BaseException:

@@ -37,7 +37,7 @@ from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
-from ..wsgi import close_iterable, is_file_wrapper
+from ..wsgi import close_iterable, is_file_wrapper, note_file_wrapper
 from ._debugpage import debug_page, debug_text, summary
 
 __all__ = ["ErrorCatcher"]
@@ -162,6 +162,7 @@ class ErrorCatcher:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         exchange = _Exchange(start_response)
+        note_file_wrapper(environ)
         try:
             body = self.app(environ, exchange.begin)
         except ProtocolError:
@@ -212,9 +213,15 @@ class ErrorCatcher:
     def _respond(
         self, response: Any, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo
     ) -> Any:
+        # PEP 3333: with exc_info, start_response may replace headers not yet sent.
+        # uWSGI cannot take it: it makes exc_info the current error and returns all
+        # the same, so Python raises SystemError once uWSGI took the headers, and the
+        # page was cut to them (unbit/uwsgi#2278).  uWSGI replaces headers not yet
+        # sent on a call without exc_info, so it gets none.
+        passed = None if "uwsgi.version" in environ else exc_info
+
         def replace(status: str, headers: list[tuple[str, str]], _: Any = None) -> Any:
-            # PEP 3333: with exc_info, start_response may replace headers not yet sent.
-            return exchange.start_response(status, headers, exc_info)
+            return exchange.start_response(status, headers, passed)
 
         return response(environ, replace)
 
