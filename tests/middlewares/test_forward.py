@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import random
 import socket
 import threading
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from paste.deploy import loadapp
 from webtest import TestApp
 
+from tests.processes import held, in_a_child
 from tests.server.live import live_server, read_until_close
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
@@ -341,23 +341,6 @@ def test_health_host_is_sent_as_given_from_a_paste_ini(upstreams, tmp_path, host
     assert seen == [host]
 
 
-def _in_a_child(check) -> int:
-    """Fork; run ``check()`` in the child, bounded; its exit code (0: it returned True)."""
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit code only, never return to pytest
-        code = 3
-        try:
-            outcome: list[bool] = []
-            thread = threading.Thread(target=lambda: outcome.append(check()), daemon=True)
-            thread.start()
-            thread.join(10)
-            code = 0 if outcome == [True] else (2 if thread.is_alive() else 1)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_worker_uses_none_of_the_parents_pooled_connections(lb, upstreams):
     # gunicorn --preload builds the app, and so the pool, before it forks: a worker
@@ -377,7 +360,7 @@ def test_a_forked_worker_uses_none_of_the_parents_pooled_connections(lb, upstrea
             and upstream._idle[0].sock.getsockname() != inherited
         )
 
-    assert _in_a_child(child_check) == 0
+    assert in_a_child(child_check) == 0
     assert names(balancer, 1) == ["a"]  # the parent's own connection still serves it
     assert upstream.connections_made == made
 
@@ -386,28 +369,9 @@ def test_a_forked_worker_uses_none_of_the_parents_pooled_connections(lb, upstrea
 def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(lb, upstreams):
     balancer = lb([upstreams.start("a")], health_path="/health", health_interval=60)
     (upstream,) = balancer.upstreams
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(lock) -> None:
-        with lock:
-            holding.set()
-            release.wait(10)
-
-    holders = [
-        threading.Thread(target=hold, args=(lock,), daemon=True)
-        # The round-robin picker's too: held for a pick by a thread of the parent.
-        for lock in (upstream._lock, balancer._health._lock, balancer._pick_primary._lock)
-    ]
-    for holder in holders:
-        holding.clear()
-        holder.start()
-        assert holding.wait(10)
-    try:
-        code = _in_a_child(lambda: names(balancer, 1) == ["a"] and bool(balancer.status()))
-    finally:
-        release.set()
-        for holder in holders:
-            holder.join(10)
+    # The round-robin picker's too: held for a pick by a thread of the parent.
+    with held(upstream._lock, balancer._health._lock, balancer._pick_primary._lock):
+        code = in_a_child(lambda: names(balancer, 1) == ["a"] and bool(balancer.status()))
     assert code == 0
 
 

@@ -42,6 +42,7 @@ from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip, warn_no_address
 from ..errors import ConfigError
+from ..forking import forget_on_fork
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
 from ..options import choice, flag, function, listed, log_target
 from ..paths import prefixes, under
@@ -205,6 +206,15 @@ class IPFilter:
         self._watching = bool(self._allow_files or self._deny_files)
         self._rules = self._load(self._stamps())
         self._next_check = clock() + self.reload_interval
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child: a new reload lock, in case a thread of the parent held the old one.
+
+        The lock is only tried, never waited for: copied held, the child would
+        skip every reload and keep the lists it had at the fork for good.
+        """
+        self._lock = threading.Lock()
 
     def _stamps(self) -> tuple[_Stamp | None, ...]:
         return tuple(_stamp(path) for path in self._allow_files + self._deny_files)

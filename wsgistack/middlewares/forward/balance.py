@@ -16,7 +16,8 @@ import threading
 from bisect import bisect
 from collections.abc import Sequence
 
-from .upstream import Upstream, forget_on_fork
+from ...forking import forget_on_fork
+from .upstream import Upstream
 
 __all__ = ["STRATEGIES", "ConsistentHash", "LeastConnections", "PowerOfTwo", "SmoothRoundRobin"]
 

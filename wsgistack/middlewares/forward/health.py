@@ -23,9 +23,10 @@ import threading
 from collections.abc import Sequence
 
 from ...errors import ConfigError
+from ...forking import forget_on_fork
 from ...paths import escaped_spelling
 from .client import Exchange, ReadTimeout, UpstreamClosed, request_head, send_request
-from .upstream import Upstream, forget_on_fork
+from .upstream import Upstream
 
 __all__ = ["HealthChecker", "checked_host", "checked_path"]
 

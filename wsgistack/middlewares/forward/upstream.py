@@ -8,38 +8,20 @@ active (a checker marks an upstream down at once and up again after
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
-import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import ConfigError
+from ...forking import forget_on_fork
 from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
 from .client import readable
 
-__all__ = ["Upstream", "forget_on_fork", "parse_upstream"]
-
-#: Objects whose ``_forked()`` a child process runs first thing after a fork.
-_FORKED: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def forget_on_fork(obj: Any) -> None:
-    """Have ``obj._forked()`` run in each child this process forks (weakly held)."""
-    _FORKED.add(obj)
-
-
-def _after_fork() -> None:
-    for obj in list(_FORKED):
-        obj._forked()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+__all__ = ["Upstream", "parse_upstream"]
 
 
 @dataclass

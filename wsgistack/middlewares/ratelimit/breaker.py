@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import threading
 
+from ...forking import forget_on_fork
+
 __all__ = ["Breaker"]
 
 
@@ -38,6 +40,11 @@ class Breaker:
         self.opened_at: float | None = None
         self._down_since = 0.0  # the failure that opened it
         self._skipped = 0  # requests that got the fail policy since then
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child: a new lock, in case a thread of the parent held the old one."""
+        self._lock = threading.Lock()
 
     def admit(self, now: float) -> bool:
         """True: ask the store (closed, or this request is the probe); False: skip it."""

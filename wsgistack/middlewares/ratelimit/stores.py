@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ConfigError, WsgiStackError
+from ...forking import forget_on_fork
 from ...options import count, seconds
 from .rate import SKEW, Rate
 from .strategies import Decision, gcra, microseconds, sliding_window
@@ -64,6 +65,14 @@ class MemoryStore:
         # For _overflow: the size after the last sweep, and live keys dropped since.
         self._swept_size = 0
         self._dropped = 0
+        forget_on_fork(self)
+
+    def _forked(self) -> None:
+        """In a new child: a new lock, in case a thread of the parent held the old one.
+
+        The counts stay, and are this process's own from then on.
+        """
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)
