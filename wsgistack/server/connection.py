@@ -215,7 +215,11 @@ class Connection:
 
     # -- serving ---------------------------------------------------------------------
     def serve(self) -> bool:
-        """Answer every parsed request; True to keep the connection open."""
+        """Answer every parsed request; True when the last response kept the connection open.
+
+        That response may have gone out keep-alive before the worker began to
+        stop: the worker then closes the connection itself (see ``Worker._run``).
+        """
         parser = self.parser
         while (request := parser.next_request()) is not None:
             if request.error is not None:  # broken before the app saw it
@@ -225,8 +229,7 @@ class Connection:
             self.served = True
             if not self._handle(request):
                 return False
-            if self.worker.stopping:
-                return False
+            # Stopping: a request already read is answered, with Connection: close.
         if parser.error is not None:
             self.send_refusal(parser.error, head_only=parser.refusing_head)
             return False

@@ -379,8 +379,10 @@ class Worker:
     def _run(self, connection: Connection) -> None:
         """Serve a connection's parsed requests, then hand it back, linger or close."""
         keep = self._serve(connection)
-        while keep and connection.parser.has_request and not self.stopping:
-            keep = self._serve(connection)  # pipelined: the next request is buffered
+        while keep and connection.parser.has_request:
+            # Pipelined: the next request is buffered (while stopping, it is
+            # answered too, with Connection: close).
+            keep = self._serve(connection)
         with self._lock:
             self._busy -= 1
         if keep and not self.stopping:
@@ -389,7 +391,10 @@ class Worker:
             wait = self.config.timeout if connection.parser.mid_request else self.config.keepalive
             connection.deadline = self.clock() + wait
             self._hand_back(connection)
-        elif connection.linger:  # also while stopping: a reset would eat the answer
+        elif keep or connection.linger:
+            # keep: the response went out keep-alive, then the worker began to
+            # stop, and the client may be sending its next request already.
+            # Lingering also while stopping: a reset would eat the answer.
             self._linger(connection)
         else:
             self._close(connection)
@@ -424,6 +429,11 @@ class Worker:
         reset discards our response from the client's buffer before it reads
         it: a client still uploading would never see its 413.  As nginx's
         lingering close, bounded by ``LINGER_IDLE`` per read and ``LINGER_TOTAL``.
+
+        A stop closes keep-alive connections this way too: a client whose next
+        request crossed our close then reads an orderly end before any byte of
+        an answer, which it retries on a new connection, where a reset (or the
+        request read and dropped) leaves it unable to tell whether it was served.
         """
         try:
             connection.sock.shutdown(socket.SHUT_WR)
@@ -433,8 +443,16 @@ class Worker:
         now = self.clock()
         connection.lingering = True
         connection.linger_until = now + LINGER_TOTAL
-        connection.deadline = now + LINGER_IDLE
+        connection.deadline = now + self._linger_idle()
         self._hand_back(connection)
+
+    def _linger_idle(self) -> float:
+        """How long a lingering close waits for the client's next bytes.
+
+        While stopping, ``STOP_GRACE``: the client has had our close, and the
+        worker's exit should not wait for one that neither sends nor closes.
+        """
+        return STOP_GRACE if self.stopping else LINGER_IDLE
 
     def _drain(self, connection: Connection) -> None:
         """Discard what a lingering connection sent; close at its end or its deadline."""
@@ -448,7 +466,7 @@ class Worker:
             if not data:
                 self._close(connection)
                 return
-        connection.deadline = min(self.clock() + LINGER_IDLE, connection.linger_until)
+        connection.deadline = min(self.clock() + self._linger_idle(), connection.linger_until)
         self._poller.rearm(connection.fd)
 
     def _serve(self, connection: Connection) -> bool:
@@ -466,13 +484,17 @@ class Worker:
             self._poller.remove(fd)
         # Graceful: a connection accepted before the stop still gets its request
         # answered (with Connection: close) if it sends one within STOP_GRACE;
-        # idle keep-alive connections close now; a lingering close (a client
-        # still uploading after its answer) goes on until it ends or times out.
+        # a request already sent on an idle keep-alive connection is read and
+        # answered the same way, the other idle ones close now, lingering (see
+        # _linger); a lingering close (a client still uploading after its
+        # answer) goes on until it ends or times out.
         now = self.clock()
         for connection in list(self._connections.values()):
             if not connection.busy:
                 connection.deadline = min(connection.deadline, now + STOP_GRACE)
         deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
+        if self._graceful:
+            self._dispatch(self._poller.poll(0))
         while self.clock() < deadline:
             if self.heartbeat is not None:
                 self.heartbeat(True)  # draining: the master grants --graceful-timeout
@@ -483,7 +505,7 @@ class Worker:
                     and not connection.lingering
                     and not connection.parser.mid_request
                 ):
-                    self._close(connection)
+                    self._linger(connection)
             if not self._busy and not self._connections and not self._accepting_threads:
                 break
             self._dispatch(self._poller.poll(0.05))
