@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..sockets import reset_on_close
 from .access import AccessLog
 from .config import ServerConfig
 from .connection import AbortConnection, Connection
@@ -113,9 +114,9 @@ class Worker:
         #: Readable once the worker stops: wakes threads waiting to accept.
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._accepting_threads = 0  # alive in _accepting (a graceful stop waits for them)
-        #: Per accepting thread, whether it holds a connection: a stop joins the
-        #: others (each thread writes only its own slot, so no lock is taken).
-        self._serving = [False] * config.threads
+        #: Per accepting thread, the connection it holds: a stop joins the others
+        #: (each thread writes only its own slot, so no lock is taken).
+        self._serving: list[Connection | None] = [None] * config.threads
         self._connections: dict[int, Connection] = {}
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
         self._accept_warned = -60.0
@@ -356,10 +357,10 @@ class Worker:
                     waiter.wait(ACCEPT_WAKE)
                     continue
                 sock, peer, early = accepted
-                serving[index] = True
                 # This thread's alone (a stop waits for the thread, not for it):
                 # the loop learns of it only to read away what a refused peer sends.
                 connection = Connection(sock, peer, self, base, uwsgi=True)
+                serving[index] = connection
                 connection.busy = True
                 if connection.read_request(early, waiter.readable, STOP_GRACE):
                     self._serve(connection)  # one request: uwsgi never keeps a connection
@@ -369,7 +370,7 @@ class Worker:
                     self._linger(connection)
                 else:
                     sock.close()
-                serving[index] = False
+                serving[index] = None
         finally:
             waiter.close()
             with self._lock:
@@ -469,6 +470,33 @@ class Worker:
         connection.deadline = min(self.clock() + self._linger_idle(), connection.linger_until)
         self._poller.rearm(connection.fd)
 
+    def _report_cut(self, connections: list[Connection]) -> None:
+        """Cut the requests a stop leaves in flight: a reset at exit, and a log line.
+
+        The reset, as for any response cut off (see ``reset_on_close``): one
+        delimited by the close would otherwise look whole.  The worker exits
+        without waiting for them, so they get no access log line; this one
+        says why those clients saw a broken answer (or none).
+        """
+        for connection in connections:
+            reset_on_close(connection.sock)
+        count = len(connections)
+        them = "it" if count == 1 else "them"
+        plural = "" if count == 1 else "s"
+        if self._graceful:
+            log.warning(
+                "worker stopping: --graceful-timeout (%g s) passed with %d request%s"
+                " in flight, cutting %s",
+                self.config.graceful_timeout,
+                count,
+                plural,
+                them,
+            )
+        else:
+            log.info(
+                "worker stopping now (quick stop): cutting %d request%s in flight", count, plural
+            )
+
     def _serve(self, connection: Connection) -> bool:
         try:
             return connection.serve()
@@ -512,6 +540,12 @@ class Worker:
             self._sweep(self.clock())
         with self._lock:
             self._finished = True
+            if self._direct:
+                cut = [each for each in self._serving if each is not None]
+            else:
+                cut = [each for each in self._connections.values() if each.busy]
+        if cut:
+            self._report_cut(cut)
         for connection in list(self._connections.values()):
             if not connection.busy:
                 self._close(connection)
@@ -520,7 +554,7 @@ class Worker:
         # Join the threads that serve nothing (an immediate stop does not wait
         # for a request in flight); an accepting thread leaves at once on a stop.
         if self._direct:
-            idle = [t for t, busy in zip(self._threads, self._serving, strict=True) if not busy]
+            idle = [t for t, held in zip(self._threads, self._serving, strict=True) if not held]
         else:
             idle = [] if self._busy else self._threads
         deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
