@@ -8,6 +8,8 @@ one-request connections, a bounded count) and sends the signal mid-way.
 from __future__ import annotations
 
 import signal
+import socket
+import threading
 
 from .live import RawClient
 from .load import Load
@@ -78,3 +80,28 @@ def test_a_stream_longer_than_the_graceful_timeout_is_cut_with_a_reset_and_logge
         assert client.was_reset and b"end" not in body
     assert server.proc.wait(timeout=10) == 0
     assert "--graceful-timeout (1 s) passed with 1 request in flight" in server.log.read_text()
+
+
+def test_new_clients_are_refused_while_a_stop_drains_not_queued_and_reset(serve):
+    # The master and the draining worker kept their listening sockets open until
+    # they exited, so the kernel went on queueing connections nobody would
+    # accept: each hung for the whole drain, then was reset.
+    server = serve("--workers", "2", "--graceful-timeout", "10")
+    slow: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: slow.update(body=server.get("/slow?3")))
+    thread.start()
+    poll(server.marker.exists)  # the slow request is inside the app
+    server.proc.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    poll(refused)
+    assert "body" not in slow  # still draining: refused while a request is in flight
+    thread.join(timeout=15)
+    assert slow["body"].isdigit()
+    assert server.proc.wait(timeout=10) == 0

@@ -42,6 +42,7 @@ from typing import Any
 from ..loader import log_load_failure
 from .config import ServerConfig
 from .heartbeat import Heartbeat
+from .listener import close_listeners
 from .worker import Worker
 
 __all__ = ["Arbiter"]
@@ -176,6 +177,10 @@ class Arbiter:
         deadline = time.monotonic() + timeout + 1.0
         self._deadline = min(self._deadline, deadline) if self._stopping else deadline
         self._stopping = True
+        # No worker is spawned from here on: the master lets go of the listeners
+        # (a unix socket's file goes too), so once the draining workers have
+        # closed theirs, new clients are refused instead of queued for nobody.
+        close_listeners(self.listeners)
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
@@ -399,6 +404,7 @@ class Arbiter:
             multiprocess=self.config.workers > 1,
             watchdog=lambda: os.getppid() == parent,
             heartbeat=beat.beat if beat is not None else None,
+            owns_listeners=True,
         )
         for signum, handler in worker.signal_handlers().items():
             signal.signal(signum, handler)

@@ -144,6 +144,8 @@ def close_listeners(sockets: list[socket.socket]) -> None:
     ours); its file is left alone.
     """
     for sock in sockets:
+        if sock.fileno() == -1:
+            continue  # closed already (a master closes them as it begins to stop)
         if sock.family == socket.AF_UNIX:
             path = sock.getsockname()
             ours = _UNIX_FILES.pop(path, None)

@@ -77,6 +77,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         watchdog: Callable[[], bool] | None = None,
         heartbeat: Callable[[bool], None] | None = None,
+        owns_listeners: bool = False,
     ) -> None:
         self.app = app
         self.config = config
@@ -86,6 +87,9 @@ class Worker:
         #: Called each loop turn (draining: True once stopping), for the master's
         #: hung-worker watchdog (--worker-timeout, see heartbeat.py).
         self.heartbeat = heartbeat
+        #: A master's child: its copies of the listeners are its own to close as
+        #: it stops (in process, the ``Server`` closes them).
+        self._owns_listeners = owns_listeners
         self.limits = Limits(
             config.max_request_line,
             config.max_headers,
@@ -470,6 +474,22 @@ class Worker:
         connection.deadline = min(self.clock() + self._linger_idle(), connection.linger_until)
         self._poller.rearm(connection.fd)
 
+    def _unlisten(self) -> None:
+        """Close this process's copies of the listeners once nothing here accepts.
+
+        The kernel keeps a listener open while any process holds it: a
+        draining worker that kept its copy let the kernel queue connections
+        nobody would accept, reset when it exited (after up to
+        --graceful-timeout).  Once the master and every draining worker have
+        let go, a client is refused at once and can try elsewhere; on a
+        reload or a recycle the master and the new workers still hold them.
+        """
+        if not self._owns_listeners or self._accepting_threads:
+            return  # a thread of a uwsgi worker may be in accept() on it still
+        self._owns_listeners = False
+        for sock in self.listeners:
+            sock.close()
+
     def _report_cut(self, connections: list[Connection]) -> None:
         """Cut the requests a stop leaves in flight: a reset at exit, and a log line.
 
@@ -521,11 +541,13 @@ class Worker:
             if not connection.busy:
                 connection.deadline = min(connection.deadline, now + STOP_GRACE)
         deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
+        self._unlisten()
         if self._graceful:
             self._dispatch(self._poller.poll(0))
         while self.clock() < deadline:
             if self.heartbeat is not None:
                 self.heartbeat(True)  # draining: the master grants --graceful-timeout
+            self._unlisten()
             for connection in list(self._connections.values()):
                 if (
                     connection.served
