@@ -50,6 +50,10 @@ def command(server: str, target: str, *options: str) -> list[str]:
             str(BIN / "uwsgi"),
             "--http-socket", "127.0.0.1:0", "--pythonpath", str(ROOT),
             "--module", target, "--die-on-term", *options,
+            # Now and then a worker outlives SIGTERM (most often under
+            # --lazy-apps): the master then gives up on it after 2 s, not its
+            # default 60, and the stop no longer waits out stop_process's grace.
+            "--worker-reload-mercy", "2", "--reload-mercy", "2",
         ]  # fmt: skip
     return [str(BIN / "waitress-serve"), "--listen=127.0.0.1:0", *options, target]
 
