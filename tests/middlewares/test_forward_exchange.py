@@ -202,6 +202,33 @@ def test_a_pooled_connection_closed_unanswered_is_not_held_against_the_upstream(
     assert (len(first.heads), len(second.heads)) == (3 if method == "POST" else 4, 2)
 
 
+def test_a_get_closed_unanswered_on_a_pooled_connection_goes_out_once_more_not_once_per_idle(
+    lb, raw
+):
+    # Closed unanswered, the request may be one that makes the upstream die (a
+    # worker killed by it): it goes out again once, on a new connection, never on
+    # each pooled one in turn (max_idle of them, every one a worker killed).
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n"
+    upstream = raw(head, b"ok")  # the body a moment after the head: exchanges overlap
+    balancer = validator(lb([upstream.url], max_idle=4))
+    environ = webob.Request.blank("/").environ
+    # Three exchanges in flight at once, so three connections go back to the pool.
+    answers = [balancer(dict(environ), lambda *args: None) for _ in range(3)]
+    for answer in answers:
+        assert b"".join(answer) == b"ok"
+        answer.close()
+    assert upstream.connections == 3
+    for _ in range(3):
+        assert upstream.replied.acquire(timeout=5)
+    for _ in range(4):
+        upstream.queue()  # every request from now on is read, then hung up on unanswered
+    response = TestApp(balancer).get("/death", status=502)
+    assert response.status_int == 502
+    deaths = [h for h in upstream.heads if h.startswith(b"GET /death ")]
+    assert len(deaths) == 2  # the pooled connection, then a new one (before: 4)
+    assert upstream.connections == 4
+
+
 def test_a_reset_while_sending_on_a_pooled_connection_goes_out_fresh(lb, raw, monkeypatch):
     # A pooled connection the upstream reset after the check before reuse: the head
     # cannot go out (EPIPE, ECONNRESET), so nothing reached the upstream; a GET goes

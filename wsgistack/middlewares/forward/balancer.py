@@ -378,14 +378,18 @@ class LoadBalancer:
         body: IO[bytes],
         length: int | None,
         chunked: bool,
+        fresh: bool = False,
     ) -> tuple[Exchange, socket.socket]:
-        """Send the request and read the response head; raises _Failure."""
+        """Send the request and read the response head; raises _Failure.
+
+        ``fresh``: on a new connection, never a pooled one.
+        """
         target = request_target(upstream, environ)
         host = upstream.host_header
         if self.preserve_host:
             host = environ.get("HTTP_HOST", host)
         head = request_head(method, target, [("Host", host), *headers], length, chunked)
-        sock = upstream.take_idle(self.clock(), self.idle_timeout)
+        sock = None if fresh else upstream.take_idle(self.clock(), self.idle_timeout)
         reused = sock is not None
         if sock is None:
             try:
@@ -423,8 +427,12 @@ class LoadBalancer:
             stale = reused and not timeout and not exchange.received
             if stale and not (chunked or length) and method in IDEMPOTENT:
                 # The upstream may have read the request and died on it, so only a
-                # bodiless idempotent one goes out again (RFC 9110 §9.2.2), fresh.
-                return self._forward(upstream, environ, method, headers, body, length, chunked)
+                # bodiless idempotent one goes out again (RFC 9110 §9.2.2), and once:
+                # on a new connection, not on each pooled one in turn (a request that
+                # kills a worker would kill max_idle of them).
+                return self._forward(
+                    upstream, environ, method, headers, body, length, chunked, fresh=True
+                )
             kind = "timeout" if timeout else "error"
             what = f"a pooled connection closed unanswered ({exc})" if stale else exc
             raise _Failure(kind, f"{upstream.url}: {what}", True, stale) from None
