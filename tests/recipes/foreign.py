@@ -9,7 +9,10 @@ test to check.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +77,7 @@ def serving(
         stderr=subprocess.PIPE,
         text=True,
         env={"PATH": str(BIN), "HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})},
+        start_new_session=True,  # its workers are in its process group, to stop with it
     )
     assert proc.stderr is not None
     served = Served(0)
@@ -95,5 +99,9 @@ def serving(
         yield served
     finally:
         stop_process(proc)
+        # A worker that outlived its master (one that could not exit) would hold
+        # the log pipe open, and the reader with it: end the group we started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         reader.join(10)
         proc.stderr.close()

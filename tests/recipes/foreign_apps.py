@@ -91,3 +91,14 @@ denied = IPFilter(_echo, deny=["203.0.113.0/24"])
 mounted = PrefixDispatcher({"/api": _echo})
 #: A body that arrives chunked reaches the app whole, with its length.
 buffered = RequestBuffering(_echo)
+
+
+def checked_and_limited():
+    """The forwarder with active health checks (threads, pooled connections), behind a
+    rate limiter with the memory store: every kind of state a worker holds."""
+    from wsgistack.middlewares import LoadBalancer, RateLimiter
+
+    balancer = LoadBalancer(
+        [os.environ["FOREIGN_UPSTREAM"]], health_path="/health", health_interval=0.2
+    )
+    return RateLimiter(balancer, "10000/second")

@@ -23,8 +23,8 @@ from wsgistack.server import Server
 UWSGI_PREFORK = ("--master", "--processes", "2", "--threads", "2")
 
 
-def fetch(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def fetch(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -185,3 +185,44 @@ def test_gevent_workers_forward_concurrently_and_stream(meeting_upstream, tmp_pa
         connection.close()
     assert answers == [(200, b"together")] * 2, run.log
     assert (first, rest) == (b"first;", b"second"), run.log
+
+
+@pytest.fixture
+def hello_upstream():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
+
+    server = Server(validator(app), bind="127.0.0.1:0", workers=0, threads=2).start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def test_gunicorn_recycles_preloaded_workers_that_hold_the_layers_state(hello_upstream, tmp_path):
+    # --preload builds the layers in the master; --max-requests then replaces each
+    # worker every few requests. Each new worker must forward on its own (pool,
+    # health threads, limiter store), and each old one must exit (the health
+    # threads do not hold it) rather than wait out gunicorn's graceful timeout.
+    with serving(
+        "gunicorn", "tests.recipes.foreign_apps:checked_and_limited()", "--preload",
+        "-w", "2", "--threads", "2", "--max-requests", "4", "--max-requests-jitter", "2",
+        home=tmp_path, env={"FOREIGN_UPSTREAM": hello_upstream},
+    ) as run:  # fmt: skip
+        answers: list[tuple[int, bytes] | str] = []
+        for _ in range(24):
+            try:  # a worker that cannot exit keeps a share of the queue: 5 s at most
+                answers.append(fetch(run.port, "/", timeout=5))
+            except OSError as exc:
+                answers.append(repr(exc))
+                break
+        exited: list[str] = []
+        for _ in range(200):  # waits for a state, at most 10 s: no timing is asserted
+            exited = re.findall(r"Worker exiting \(pid: (\d+)\)", run.log)
+            if len(exited) >= 4:
+                break
+            threading.Event().wait(0.05)
+    assert answers == [(200, b"hello")] * 24, run.log
+    booted = re.findall(r"Booting worker with pid: (\d+)", run.log)
+    assert len(exited) >= 4 and set(exited) <= set(booted), run.log
