@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..sockets import reset_on_close
 from .access import AccessLog
 from .config import ServerConfig
 from .connection import AbortConnection, Connection
@@ -38,6 +37,7 @@ from .environ import environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
+from .stopping import STOP_GRACE, shutdown
 
 __all__ = ["Worker"]
 
@@ -53,13 +53,6 @@ ACCEPT_PAUSE = 0.5
 #: A pool thread waiting to accept looks at least this often whether the worker
 #: is stopping (a stop wakes it at once; this is the bound should that be missed).
 ACCEPT_WAKE = 1.0
-#: On a graceful stop, how long a connection that has sent nothing yet may take
-#: to send its request (a browser's preconnect sends none; without this bound
-#: a stop or a --max-requests recycle waited out --timeout for it).
-STOP_GRACE = 1.0
-#: How long a stop waits in all for the idle pool threads to leave: each leaves
-#: at once when woken, but on a loaded host the wake-up itself can take a while.
-JOIN_IDLE = 5.0
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
 
@@ -209,7 +202,7 @@ class Worker:
         try:
             self._loop()
         finally:
-            self._shutdown()
+            shutdown(self)  # stopping.py: the drain, the cut, the listeners let go
 
     def _loop(self) -> None:
         next_sweep = self.clock() + 0.5
@@ -474,49 +467,6 @@ class Worker:
         connection.deadline = min(self.clock() + self._linger_idle(), connection.linger_until)
         self._poller.rearm(connection.fd)
 
-    def _unlisten(self) -> None:
-        """Close this process's copies of the listeners once nothing here accepts.
-
-        The kernel keeps a listener open while any process holds it: a
-        draining worker that kept its copy let the kernel queue connections
-        nobody would accept, reset when it exited (after up to
-        --graceful-timeout).  Once the master and every draining worker have
-        let go, a client is refused at once and can try elsewhere; on a
-        reload or a recycle the master and the new workers still hold them.
-        """
-        if not self._owns_listeners or self._accepting_threads:
-            return  # a thread of a uwsgi worker may be in accept() on it still
-        self._owns_listeners = False
-        for sock in self.listeners:
-            sock.close()
-
-    def _report_cut(self, connections: list[Connection]) -> None:
-        """Cut the requests a stop leaves in flight: a reset at exit, and a log line.
-
-        The reset, as for any response cut off (see ``reset_on_close``): one
-        delimited by the close would otherwise look whole.  The worker exits
-        without waiting for them, so they get no access log line; this one
-        says why those clients saw a broken answer (or none).
-        """
-        for connection in connections:
-            reset_on_close(connection.sock)
-        count = len(connections)
-        them = "it" if count == 1 else "them"
-        plural = "" if count == 1 else "s"
-        if self._graceful:
-            log.warning(
-                "worker stopping: --graceful-timeout (%g s) passed with %d request%s"
-                " in flight, cutting %s",
-                self.config.graceful_timeout,
-                count,
-                plural,
-                them,
-            )
-        else:
-            log.info(
-                "worker stopping now (quick stop): cutting %d request%s in flight", count, plural
-            )
-
     def _serve(self, connection: Connection) -> bool:
         try:
             return connection.serve()
@@ -526,65 +476,3 @@ class Worker:
         except BaseException:  # the pool thread must outlive anything a request raises
             log.exception("unexpected error serving %s", connection.peer)
             return False
-
-    def _shutdown(self) -> None:
-        for fd in self._listeners:
-            self._poller.remove(fd)
-        # Graceful: a connection accepted before the stop still gets its request
-        # answered (with Connection: close) if it sends one within STOP_GRACE;
-        # a request already sent on an idle keep-alive connection is read and
-        # answered the same way, the other idle ones close now, lingering (see
-        # _linger); a lingering close (a client still uploading after its
-        # answer) goes on until it ends or times out.
-        now = self.clock()
-        for connection in list(self._connections.values()):
-            if not connection.busy:
-                connection.deadline = min(connection.deadline, now + STOP_GRACE)
-        deadline = now + (self.config.graceful_timeout if self._graceful else 0.0)
-        self._unlisten()
-        if self._graceful:
-            self._dispatch(self._poller.poll(0))
-        while self.clock() < deadline:
-            if self.heartbeat is not None:
-                self.heartbeat(True)  # draining: the master grants --graceful-timeout
-            self._unlisten()
-            for connection in list(self._connections.values()):
-                if (
-                    connection.served
-                    and not connection.busy
-                    and not connection.lingering
-                    and not connection.parser.mid_request
-                ):
-                    self._linger(connection)
-            if not self._busy and not self._connections and not self._accepting_threads:
-                break
-            self._dispatch(self._poller.poll(0.05))
-            self._sweep(self.clock())
-        with self._lock:
-            self._finished = True
-            if self._direct:
-                cut = [each for each in self._serving if each is not None]
-            else:
-                cut = [each for each in self._connections.values() if each.busy]
-        if cut:
-            self._report_cut(cut)
-        for connection in list(self._connections.values()):
-            if not connection.busy:
-                self._close(connection)
-        for _ in self._threads:
-            self._jobs.put(None)
-        # Join the threads that serve nothing (an immediate stop does not wait
-        # for a request in flight); an accepting thread leaves at once on a stop.
-        if self._direct:
-            idle = [t for t, held in zip(self._threads, self._serving, strict=True) if not held]
-        else:
-            idle = [] if self._busy else self._threads
-        deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
-        for thread in idle:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._poller.close()
-        self._stop_reader.close()
-        self._stop_writer.close()
-        if self.access_log is not None:
-            self.access_log.close()
-        log.debug("worker stopped (%d requests)", self.requests)

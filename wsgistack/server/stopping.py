@@ -1,0 +1,145 @@
+"""How a worker stops: drain what is in flight, cut what outlasts it, let go of the listeners.
+
+A stop (SIGTERM, a reload, a --max-requests recycle, ``Server.close()``)
+ends the worker's loop, and ``shutdown`` runs its last turns: requests in
+flight finish within --graceful-timeout (none on a quick stop), idle
+keep-alive connections close lingering (see ``Worker._linger``), and
+those still running at the deadline are cut with a reset and one log line.
+Kept apart from ``worker.py``, which serves: nothing here runs per request.
+
+    try:
+        self._loop()        # Worker.run(), until stop()
+    finally:
+        shutdown(self)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..sockets import reset_on_close
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .worker import Worker
+
+__all__ = ["STOP_GRACE", "shutdown"]
+
+log = logging.getLogger("wsgistack.server")
+
+#: On a graceful stop, how long a connection that has sent nothing yet may take
+#: to send its request (a browser's preconnect sends none; without this bound
+#: a stop or a --max-requests recycle waited out --timeout for it).
+STOP_GRACE = 1.0
+#: How long a stop waits in all for the idle pool threads to leave: each leaves
+#: at once when woken, but on a loaded host the wake-up itself can take a while.
+JOIN_IDLE = 5.0
+
+
+def shutdown(worker: Worker) -> None:
+    """Drain and close everything ``worker`` holds; its loop has ended (a stop)."""
+    for fd in worker._listeners:
+        worker._poller.remove(fd)
+    # Graceful: a connection accepted before the stop still gets its request
+    # answered (with Connection: close) if it sends one within STOP_GRACE;
+    # a request already sent on an idle keep-alive connection is read and
+    # answered the same way, the other idle ones close now, lingering (see
+    # Worker._linger); a lingering close (a client still uploading after its
+    # answer) goes on until it ends or times out.
+    now = worker.clock()
+    for connection in list(worker._connections.values()):
+        if not connection.busy:
+            connection.deadline = min(connection.deadline, now + STOP_GRACE)
+    deadline = now + (worker.config.graceful_timeout if worker._graceful else 0.0)
+    unlisten(worker)
+    if worker._graceful:
+        worker._dispatch(worker._poller.poll(0))
+    while worker.clock() < deadline:
+        if worker.heartbeat is not None:
+            worker.heartbeat(True)  # draining: the master grants --graceful-timeout
+        unlisten(worker)
+        for connection in list(worker._connections.values()):
+            if (
+                connection.served
+                and not connection.busy
+                and not connection.lingering
+                and not connection.parser.mid_request
+            ):
+                worker._linger(connection)
+        if not worker._busy and not worker._connections and not worker._accepting_threads:
+            break
+        worker._dispatch(worker._poller.poll(0.05))
+        worker._sweep(worker.clock())
+    with worker._lock:
+        worker._finished = True
+        if worker._direct:
+            cut = [each for each in worker._serving if each is not None]
+        else:
+            cut = [each for each in worker._connections.values() if each.busy]
+    if cut:
+        report_cut(worker, cut)
+    for connection in list(worker._connections.values()):
+        if not connection.busy:
+            worker._close(connection)
+    for _ in worker._threads:
+        worker._jobs.put(None)
+    # Join the threads that serve nothing (an immediate stop does not wait
+    # for a request in flight); an accepting thread leaves at once on a stop.
+    if worker._direct:
+        idle = [t for t, held in zip(worker._threads, worker._serving, strict=True) if not held]
+    else:
+        idle = [] if worker._busy else worker._threads
+    deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
+    for thread in idle:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    worker._poller.close()
+    worker._stop_reader.close()
+    worker._stop_writer.close()
+    if worker.access_log is not None:
+        worker.access_log.close()
+    log.debug("worker stopped (%d requests)", worker.requests)
+
+
+def unlisten(worker: Worker) -> None:
+    """Close this process's copies of the listeners once nothing here accepts.
+
+    The kernel keeps a listener open while any process holds it: a
+    draining worker that kept its copy let the kernel queue connections
+    nobody would accept, reset when it exited (after up to
+    --graceful-timeout).  Once the master and every draining worker have
+    let go, a client is refused at once and can try elsewhere; on a
+    reload or a recycle the master and the new workers still hold them.
+    """
+    if not worker._owns_listeners or worker._accepting_threads:
+        return  # a thread of a uwsgi worker may be in accept() on it still
+    worker._owns_listeners = False
+    for sock in worker.listeners:
+        sock.close()
+
+
+def report_cut(worker: Worker, connections: list[Connection]) -> None:
+    """Cut the requests a stop leaves in flight: a reset at exit, and a log line.
+
+    The reset, as for any response cut off (see ``reset_on_close``): one
+    delimited by the close would otherwise look whole.  The worker exits
+    without waiting for them, so they get no access log line; this one
+    says why those clients saw a broken answer (or none).
+    """
+    for connection in connections:
+        reset_on_close(connection.sock)
+    count = len(connections)
+    them = "it" if count == 1 else "them"
+    plural = "" if count == 1 else "s"
+    if worker._graceful:
+        log.warning(
+            "worker stopping: --graceful-timeout (%g s) passed with %d request%s"
+            " in flight, cutting %s",
+            worker.config.graceful_timeout,
+            count,
+            plural,
+            them,
+        )
+    else:
+        log.info("worker stopping now (quick stop): cutting %d request%s in flight", count, plural)
