@@ -9,6 +9,7 @@ import threading
 import time
 import wsgiref.util
 from collections.abc import Iterator
+from wsgiref.validate import validator
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from wsgistack.server.uwsgi import UwsgiParser
 from .conftest import echo_app
 from .live import RawClient, live_server, read_until_close
 from .live import uwsgi_packet as packet
+from .served import poll
 
 
 def nginx_vars(method: str = "GET", uri: str = "/", **extra: str) -> dict[str, str]:
@@ -609,6 +611,54 @@ def test_a_worker_whose_master_is_gone_wakes_its_accepting_threads(monkeypatch):
         assert not runner.is_alive()
         assert not any(thread.is_alive() for thread in worker._threads)
     finally:
+        worker.stop(graceful=False)
+        runner.join(20)
+        close_listeners(listeners)
+
+
+def test_a_draining_uwsgi_worker_lets_go_of_its_listener_while_a_request_runs():
+    # A forked worker closes its copy of the listener once nothing in it can
+    # accept, so that new connections are refused rather than queued for nobody.
+    # A uwsgi-only worker waited for every accepting thread to end, also one busy
+    # with a request that will never accept again: while it ran, nginx's new
+    # connections were queued for the whole drain, then reset.
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ, start_response):
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"finished"]
+
+    config = ServerConfig.from_options(bind="uwsgi://127.0.0.1:0", threads=2, graceful_timeout=10)
+    listeners = open_listeners(config.bind, 16)
+    address = listeners[0].getsockname()
+    worker = worker_module.Worker(validator(slow), config, listeners, owns_listeners=True)
+    runner = threading.Thread(target=worker.run)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        except TimeoutError:  # queued, with the backlog full: not refused
+            pass
+        return False
+
+    try:
+        runner.start()
+        assert worker.ready.wait(10)
+        with RawClient(address) as client:
+            client.send(packet(nginx_vars()))
+            assert entered.wait(10)
+            worker.stop(graceful=True)
+            poll(refused)  # while the request is still running
+            release.set()
+            assert client.response()[2] == b"finished"
+        runner.join(20)
+        assert not runner.is_alive()
+    finally:
+        release.set()
         worker.stop(graceful=False)
         runner.join(20)
         close_listeners(listeners)

@@ -112,8 +112,8 @@ def unlisten(worker: Worker) -> None:
     let go, a client is refused at once and can try elsewhere; on a
     reload or a recycle the master and the new workers still hold them.
     """
-    if not worker._owns_listeners or worker._accepting_threads:
-        return  # a thread of a uwsgi worker may be in accept() on it still
+    if not worker._owns_listeners or _may_accept(worker):
+        return
     worker._owns_listeners = False
     for sock in worker.listeners:
         sock.close()
@@ -143,3 +143,17 @@ def report_cut(worker: Worker, connections: list[Connection]) -> None:
         )
     else:
         log.info("worker stopping now (quick stop): cutting %d request%s in flight", count, plural)
+
+
+def _may_accept(worker: Worker) -> bool:
+    """Whether a pool thread of a uwsgi-only worker may still call accept().
+
+    One that holds a connection will not: it sees the stop when done with it
+    and leaves.  Waiting for those too (for every thread to end) kept the
+    listener open for as long as a request ran, and nginx's new connections
+    queued for nobody.
+    """
+    return worker._direct and any(
+        held is None and thread.is_alive()
+        for thread, held in zip(worker._threads, worker._serving, strict=True)
+    )
