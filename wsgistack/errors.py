@@ -3,15 +3,19 @@
 ``ConfigError`` is raised at start-up for a bad option, so a mistake in a
 pipeline fails before the first request.  ``ProtocolError`` carries the HTTP
 status a server answers with.  ``UpstreamError`` is what the forwarder raises
-when a backend fails.
+when a backend fails; ``ResponseCut`` is what a response body raises when it
+breaks after it began, once the layer has logged why.
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "ConfigError",
     "ProtocolError",
     "RequestBodyError",
+    "ResponseCut",
     "UpstreamError",
     "WsgiStackError",
     "body_error_behind",
@@ -78,3 +82,24 @@ class UpstreamError(WsgiStackError):
     def __init__(self, message: str, status_hint: int = 502) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+
+
+class ResponseCut(WsgiStackError, ConnectionResetError):
+    """A response body broke after it began, and the layer that raised this logged why.
+
+    Raised from a body's iteration (the forwarder's, when its upstream closes or
+    stalls mid-response): the server must cut the client's connection, since a
+    body ended by a close would look whole, and must not log the failure again
+    as an application bug.  wsgistack's server and ``ErrorCatcher`` let it
+    through without a second line; it is a ``ConnectionResetError`` (errno
+    ``ECONNRESET``) so that gunicorn too closes the connection and logs it only
+    at debug.  Before the headers went out, a server answers ``status_hint``
+    (502, 504) instead.
+    """
+
+    def __init__(self, message: str, status_hint: int = 502) -> None:
+        super().__init__(errno.ECONNRESET, message)
+        self.status_hint = status_hint
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -16,6 +16,7 @@ from wsgiref.validate import validator
 
 import pytest
 
+from tests.middlewares.forward_parts import RawUpstream
 from tests.recipes.foreign import serving
 from wsgistack.server import Server
 
@@ -133,6 +134,26 @@ def test_read_timeout_bounds_a_silent_upstream_under_gevent_workers(silent_upstr
     ) as run:  # fmt: skip
         status, _ = fetch(run.port, "/")
     assert status == 504, run.log
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_under_gunicorn_an_upstream_cut_mid_body_is_one_line_not_a_traceback(worker, tmp_path):
+    # The balancer logged its line, then re-raised what broke: gunicorn added
+    # "Error handling request" and a traceback for what is no bug of the app.
+    # ResponseCut is a connection reset to gunicorn: it cuts the connection quietly.
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+    upstream = RawUpstream(head, b"abc", close_after=True)
+    try:
+        with serving(
+            "gunicorn", "tests.recipes.foreign_apps:balanced()", "-k", worker,
+            home=tmp_path, env={"FOREIGN_UPSTREAM": upstream.url},
+        ) as run:  # fmt: skip
+            status, body = fetch(run.port, "/p")
+    finally:
+        upstream.close()
+    assert (status, body) == (200, b"abc"), run.log
+    assert run.log.count("closed mid-response") == 1, run.log
+    assert "Traceback" not in run.log and "Error handling request" not in run.log, run.log
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ from typing import Any
 import webob.acceptparse
 import webob.exc
 
-from .._logtext import log_text
+from .._logtext import request_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import client_addr
-from ..errors import ConfigError, ProtocolError, body_error_behind
+from ..errors import ConfigError, ProtocolError, ResponseCut, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
 from ..wsgi import close_iterable, is_file_wrapper, note_file_wrapper
@@ -237,11 +237,10 @@ class ErrorCatcher:
         error_id = secrets.token_hex(8)
         environ[ERROR_ID_KEY] = error_id
         self.logger.error(
-            "error %s: %s %s from %s",
+            "error %s: %s from %s",
             error_id,
             # Decoded text from the client: %0A in a path must not start a forged line.
-            log_text(environ.get("REQUEST_METHOD", "-")),
-            log_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")),
+            request_text(environ),
             client_addr(environ),
             exc_info=exc_info,
         )
@@ -318,8 +317,8 @@ class _GuardedBody:
             if self._iterator is None:
                 self._iterator = iter(self._body)
             chunk = next(self._iterator)
-        except (StopIteration, ProtocolError):
-            raise
+        except (StopIteration, ProtocolError, ResponseCut):
+            raise  # (ResponseCut: a layer below logged it; the server cuts the connection)
         except Exception as exc:
             if body_error_behind(exc) is not None:
                 raise  # the client's body broke: the server answers (see ErrorCatcher.__call__)

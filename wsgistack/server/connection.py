@@ -24,9 +24,10 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
-from ..errors import ProtocolError, body_error_behind
+from ..errors import ProtocolError, ResponseCut, body_error_behind
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
@@ -399,7 +400,13 @@ class Connection:
             if response.sent:
                 raise AbortConnection
             raise ProtocolError(str(fault), fault.status_hint) from None
-        if response.sent and error is not None and error is response.reported:
+        if isinstance(error, ResponseCut):
+            # A layer's body broke mid-response and that layer logged why: cut the
+            # connection, or answer its status while no header has gone out.
+            if response.sent:
+                raise AbortConnection
+            status = error.status_hint
+        elif response.sent and error is not None and error is response.reported:
             # Handed back through start_response(exc_info): the app (an error
             # catcher, say) has logged it with its traceback already.
             log.warning(
@@ -407,12 +414,14 @@ class Connection:
                 type(error).__name__,
             )
             raise AbortConnection
-        log.error("%s", message, exc_info=True)
-        if response.sent:
-            raise AbortConnection
+        else:
+            log.error("%s", message, exc_info=True)
+            if response.sent:
+                raise AbortConnection
+            status = 500
         response.close = True
-        response.written = self._send_error(500, response.head_only)
-        response.status = "500 Internal Server Error"
+        response.written = self._send_error(status, response.head_only)
+        response.status = f"{status} {HTTPStatus(status).phrase}"
         response.sent = True
 
     def _start_response(self, request: Request, response: Response) -> Callable[..., Any]:

@@ -213,6 +213,8 @@ _REFUSAL_REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    502: "Bad Gateway",  # a layer's upstream broke before a header went out (ResponseCut)
+    504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
 

@@ -32,9 +32,10 @@ from typing import IO, Any
 
 import webob.exc
 
+from ..._logtext import request_text
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
-from ...errors import ConfigError
+from ...errors import ConfigError, ResponseCut
 from ...options import choice, count, flag, function, listed, seconds
 from ...refusals import refusal
 from ...requestbody import (
@@ -470,13 +471,23 @@ class LoadBalancer:
             nonlocal delivered
             try:
                 yield from exchange.body()
-            except ReadTimeout:
-                log.warning("upstream %s stalled mid-response; aborting", upstream.url)
-                raise
-            except UpstreamClosed as exc:
-                # Not counted against it, as nginx: the answer had started.
-                log.warning("upstream %s closed mid-response (%s); aborting", upstream.url, exc)
-                raise
+            except (ReadTimeout, UpstreamClosed) as exc:
+                # Not counted against it, as nginx: the answer had started.  One
+                # ERROR line, as nginx's "upstream prematurely closed connection";
+                # ResponseCut tells the server and ErrorCatcher it is logged.
+                timeout = isinstance(exc, ReadTimeout)
+                what = f"stalled mid-response (read_timeout {self.read_timeout:g} s)"
+                log.error(
+                    "upstream %s %s to %s from %s; aborting the response",
+                    upstream.url,
+                    what if timeout else f"closed mid-response ({exc})",
+                    request_text(environ),
+                    client_addr(environ, self.trust),
+                )
+                raise ResponseCut(
+                    f"upstream {upstream.url} {'stalled' if timeout else 'closed'} mid-response",
+                    504 if timeout else 502,
+                ) from None
             delivered = True
 
         def release() -> None:

@@ -1,0 +1,85 @@
+"""What an operator reads when an upstream breaks a response: one line, once.
+
+Driven for real: the reference server on port 0, real upstreams, the log as
+``caplog`` holds it.  As nginx's "upstream prematurely closed connection",
+a body cut short is one ERROR line naming the upstream, the request and the
+client, with no traceback (no programmer has to act), and neither the server
+nor ErrorCatcher logs the same event again in a shape of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from tests.server.live import live_server, read_until_close
+from wsgistack.middlewares import ErrorCatcher
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+
+
+def exchange(app, request: bytes) -> bytes:
+    with (
+        live_server(app) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
+        client.sendall(request)
+        return read_until_close(client)
+
+
+def logged(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
+def only_line(caplog) -> logging.LogRecord:
+    records = logged(caplog)
+    assert len(records) == 1, [(r.name, r.levelname, r.getMessage()) for r in records]
+    (record,) = records
+    assert (record.name, record.levelname, record.exc_info) == ("wsgistack.forward", "ERROR", None)
+    assert "\n" not in record.getMessage()
+    return record
+
+
+@pytest.mark.parametrize("caught", [False, True], ids=["bare", "in-ErrorCatcher"])
+def test_an_upstream_closing_mid_body_is_one_error_line(lb, raw, caplog, caught):
+    caplog.set_level(logging.INFO)
+    upstream = raw(HEAD, b"abc", close_after=True)
+    app = lb([upstream.url])
+    received = exchange(
+        ErrorCatcher(app) if caught else app, b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"abc"  # cut off, by a close
+    message = only_line(caplog).getMessage()
+    assert message == (
+        f"upstream {upstream.url} closed mid-response (the upstream closed the connection)"
+        " to GET /p from 127.0.0.1; aborting the response"
+    )
+
+
+def test_an_upstream_closing_before_its_first_body_byte_answers_502(lb, raw, caplog):
+    # The server had sent nothing yet: the client hears 502, not a 500 for a bug.
+    caplog.set_level(logging.INFO)
+    upstream = raw(HEAD, close_after=True)
+    received = exchange(lb([upstream.url]), b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), received
+    assert "closed mid-response" in only_line(caplog).getMessage()
+
+
+@pytest.mark.parametrize("caught", [False, True], ids=["bare", "in-ErrorCatcher"])
+@pytest.mark.parametrize("first", [b"abc", b""], ids=["after-3-bytes", "before-any-byte"])
+def test_an_upstream_stalling_mid_body_is_one_error_line(lb, raw, caplog, caught, first):
+    caplog.set_level(logging.INFO)
+    upstream = raw(HEAD, first) if first else raw(HEAD)  # then it waits, connection open
+    app = lb([upstream.url], read_timeout=0.3)
+    received = exchange(ErrorCatcher(app) if caught else app, b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n")
+    if first:
+        assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"\r\n\r\nabc")
+    else:
+        assert received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), received
+    assert only_line(caplog).getMessage() == (
+        f"upstream {upstream.url} stalled mid-response (read_timeout 0.3 s)"
+        " to GET /s from 127.0.0.1; aborting the response"
+    )
