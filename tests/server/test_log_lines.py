@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import re
 import time
+
+import pytest
 
 from .served import poll
 
@@ -41,3 +45,73 @@ def test_each_line_names_its_utc_offset_when_the_app_changes_the_time_zone(serve
     assert offsets[next(m for m in offsets if m.startswith("listening on"))] == time.strftime("%z")
     asked = next(offset for message, offset in offsets.items() if "the app was asked" in message)
     assert asked in ("-0600", "-0500")  # Chicago, in winter or in summer
+
+
+#: An app with a bug on each path, as a programmer leaves one.
+BUGGY_APP = """
+class Closes:
+    def __iter__(self):
+        return iter([b"ok"])
+
+    def close(self):
+        raise KeyError("in close")
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/view":
+        raise KeyError("in the view")
+    if path == "/status":
+        start_response("abc", [("Content-Type", "text/plain")])
+        return [b"x"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if path == "/twice":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+    if path == "/iterate":
+        def body():
+            yield b"part"
+            raise KeyError("while iterating")
+        return body()
+    if path == "/close":
+        return Closes()
+    return [b"ok"]
+"""
+
+
+def fetch(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path + "?q=%0Aforged")
+        response = connection.getresponse()
+        with contextlib.suppress(http.client.IncompleteRead, ConnectionResetError):  # cut off
+            response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "what"),
+    [
+        ("/view", 500, "the application raised"),
+        ("/status", 500, "the application raised"),
+        ("/twice", 500, "the application raised"),
+        ("/iterate", 200, "the application raised while iterating"),
+        ("/close", 200, "the application's close() raised"),
+    ],
+)
+def test_an_app_bug_is_one_error_line_naming_the_request_then_its_traceback(
+    serve, tmp_path, path, status, what
+):
+    # The line said only "the application raised": with many requests in
+    # flight, the operator could not tell which request hit the bug (gunicorn
+    # names it: "Error handling request /path").
+    (tmp_path / "buggy.py").write_text(BUGGY_APP)
+    server = serve("--workers", "0", target=("buggy:app",))
+    assert fetch(server.port, path) == status
+    poll(lambda: "Traceback" in server.log.read_text())
+    lines = server.log.read_text().splitlines()
+    errors = [i for i, line in enumerate(lines) if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert lines[errors[0]].endswith(f"] ERROR GET {path} from 127.0.0.1: {what}"), lines
+    assert lines[errors[0] + 1] == "Traceback (most recent call last):", lines

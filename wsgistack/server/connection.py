@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
+from .._logtext import request_text
+from ..clientip import client_addr
 from ..errors import ProtocolError, ResponseCut, body_error_behind
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
@@ -50,6 +52,11 @@ __all__ = ["Connection"]
 log = logging.getLogger("wsgistack.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _named(environ: dict[str, Any]) -> str:
+    """Which request failed, for a log line: ``GET /path from 203.0.113.9``, as gunicorn's."""
+    return f"{request_text(environ)} from {client_addr(environ)}"
 
 
 class AbortConnection(Exception):
@@ -335,7 +342,7 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            self._fail(response, "the application raised")
+            self._fail(response, f"{_named(environ)}: the application raised")
             return
         try:
             if (
@@ -349,12 +356,12 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            self._fail(response, "the application raised while iterating its response")
+            self._fail(response, f"{_named(environ)}: the application raised while iterating")
         finally:
             try:
                 close_iterable(result)
             except BaseException:
-                log.exception("the application's close() raised")
+                log.exception("%s: the application's close() raised", _named(environ))
                 response.close = True
 
     def _write_all(self, result: Iterable[bytes], request: Request, response: Response) -> None:
