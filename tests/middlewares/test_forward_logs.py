@@ -83,3 +83,36 @@ def test_an_upstream_stalling_mid_body_is_one_error_line(lb, raw, caplog, caught
         f"upstream {upstream.url} stalled mid-response (read_timeout 0.3 s)"
         " to GET /s from 127.0.0.1; aborting the response"
     )
+
+
+def test_each_refused_upstream_and_the_503_when_none_is_left_name_the_request(
+    lb, upstreams, caplog
+):
+    # The 503 once every upstream is out logged nothing, and each failed try named
+    # the upstream but not the request or client: as nginx's "no live upstreams"
+    # and "connect() failed ... client: ..., request: ...", both now say which.
+    caplog.set_level(logging.INFO)
+    urls = [upstreams.start("a"), upstreams.start("b")]
+    upstreams.stop("a")
+    upstreams.stop("b")
+    app = lb(urls, max_fails=1, fail_timeout=60)
+    first = exchange(app, b"GET /one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 502"), first
+    tries = logged(caplog)
+    assert [(r.name, r.levelname, r.exc_info) for r in tries] == [
+        ("wsgistack.forward", "WARNING", None)
+    ] * 2
+    tried = []
+    for record in tries:
+        url, _, rest = record.getMessage().removeprefix("upstream ").partition(" ")
+        assert rest.startswith("failed (error) for GET /one from 127.0.0.1: "), rest
+        assert "Connection refused" in rest
+        tried.append(url)
+    assert sorted(tried) == sorted(urls)
+    caplog.clear()
+    second = exchange(app, b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert second.startswith(b"HTTP/1.1 503"), second
+    record = only_line(caplog)
+    assert record.getMessage() == (
+        "no upstream available for GET /two from 127.0.0.1 (2 upstreams, none up); answering 503"
+    )

@@ -338,7 +338,14 @@ class LoadBalancer:
                 failure = error
                 if self._passive and not error.stale:
                     upstream.failed(self.clock())
-                log.warning("upstream %s failed (%s): %s", upstream.url, error.kind, error)
+                log.warning(
+                    "upstream %s failed (%s) for %s from %s: %s",
+                    upstream.url,
+                    error.kind,
+                    request_text(environ),
+                    client_addr(environ, self.trust),
+                    error,
+                )
                 # Nothing sent: any method may go elsewhere. Sent: only a bodiless
                 # idempotent request (a streamed body cannot be sent twice).
                 safe = not error.sent or (method in IDEMPOTENT and not has_body)
@@ -363,6 +370,15 @@ class LoadBalancer:
         if kept is not None:  # (counted as failed when it was kept: no success)
             return self._respond(*kept, environ, start_response)
         if failure is None:
+            # As nginx's "no live upstreams": every one is marked failed or down.
+            count = len(self.primaries) + len(self.backups)
+            log.error(
+                "no upstream available for %s from %s (%d upstream%s, none up); answering 503",
+                request_text(environ),
+                client_addr(environ, self.trust),
+                count,
+                "" if count == 1 else "s",
+            )
             answer = refusal(webob.exc.HTTPServiceUnavailable, "No upstream is available.")
         elif failure.kind == "timeout":
             answer = refusal(webob.exc.HTTPGatewayTimeout, "The upstream did not answer in time.")
