@@ -1,12 +1,12 @@
 """One client connection: read into the parser, run the app for each request, write.
 
-Only this module and ``listener.py`` touch sockets.  They block without a
-Python timeout (which would poll before every call): a send is tried
-without waiting first, and only a connection that must wait gets
-``--timeout`` set in the kernel (``wsgistack.sockets``).  ``Connection.serve()``
-runs in a pool thread: it answers every request already parsed (pipelining,
-in order), then tells the worker whether to keep the connection (hand it back
-to the selector) or close it.
+Only this module (with ``refusals.py``, its error answers) and ``listener.py``
+touch sockets.  They block without a Python timeout (which would poll before
+every call): a send is tried without waiting first, and only a connection
+that must wait gets ``--timeout`` set in the kernel (``wsgistack.sockets``).
+``Connection.serve()`` runs in a pool thread: it answers every request
+already parsed (pipelining, in order), then tells the worker whether to keep
+the connection (hand it back to the selector) or close it.
 
 Rules for the response (PEP 3333): headers go out with the first non-empty
 body chunk; ``start_response`` with ``exc_info`` replaces headers before that
@@ -16,24 +16,27 @@ with a 500 and logged; the result's ``close()`` is always called.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
-from .._logtext import request_text
-from ..clientip import client_addr
-from ..errors import ProtocolError, ResponseCut, body_error_behind
+from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .environ import FileWrapper, Input, build_environ
 from .http import Request, RequestParser
+from .refusals import (
+    AbortConnection,
+    fail,
+    named,
+    refuse_timeout,
+    send_error,
+    send_refusal,
+)
 from .response import (
     BODYLESS,
     DATE,
@@ -41,8 +44,6 @@ from .response import (
     BadBody,
     Response,
     check_head,
-    error_body_size,
-    error_response,
     response_head,
 )
 from .uwsgi import UwsgiParser, build_uwsgi_environ
@@ -52,15 +53,6 @@ __all__ = ["Connection"]
 log = logging.getLogger("wsgistack.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def _named(environ: dict[str, Any]) -> str:
-    """Which request failed, for a log line: ``GET /path from 203.0.113.9``, as gunicorn's."""
-    return f"{request_text(environ)} from {client_addr(environ)}"
-
-
-class AbortConnection(Exception):
-    """The response cannot be completed: close the connection without more bytes."""
 
 
 class Connection:
@@ -166,7 +158,7 @@ class Connection:
                 stopping = True
                 deadline = min(deadline, now + grace)
             if now >= deadline:
-                self.refuse_timeout()
+                refuse_timeout(self)
                 return False
             data = b""
             if not readable(self.fd, deadline - now, not stopping):
@@ -180,16 +172,6 @@ class Connection:
             if not data:
                 self._peer_closed()
                 return False
-
-    def refuse_timeout(self) -> None:
-        """Answer a request head that did not arrive within --timeout: a 408, logged."""
-        if self.parser.mid_request:
-            data, sent = self.error_response(408), 0
-            with contextlib.suppress(OSError):
-                sent = self.sock.send(data, socket.MSG_DONTWAIT)
-            if self.worker.access_log is not None:  # logged, as send_refusal logs the others
-                body = max(0, sent - (len(data) - error_body_size(408)))  # of the body, sent
-                self.worker.access_log.refused(self.peer, 408, size=body)
 
     def _peer_closed(self) -> None:
         if self.uwsgi and self.parser.mid_request:
@@ -231,7 +213,7 @@ class Connection:
         parser = self.parser
         while (request := parser.next_request()) is not None:
             if request.error is not None:  # broken before the app saw it
-                self.send_refusal(request.error, head_only=request.method == "HEAD")
+                send_refusal(self, request.error, head_only=request.method == "HEAD")
                 return False
             self.worker.count_request()
             self.served = True
@@ -239,39 +221,9 @@ class Connection:
                 return False
             # Stopping: a request already read is answered, with Connection: close.
         if parser.error is not None:
-            self.send_refusal(parser.error, head_only=parser.refusing_head)
+            send_refusal(self, parser.error, head_only=parser.refusing_head)
             return False
         return True
-
-    def send_refusal(self, error: ProtocolError, head_only: bool = False) -> None:
-        """Answer a request refused before the app saw it (logged, as nginx logs its 400s).
-
-        ``head_only``: the request is known to be a HEAD, so no body goes out.
-        """
-        log.debug("refused %s: %s", self.peer, error)
-        self.linger = True  # the connection then closes, lingering (see worker)
-        size = 0
-        try:
-            size = self._send_error(error.status_hint, head_only)
-        finally:  # also when the client has gone: its line, with nothing sent
-            if self.worker.access_log is not None:
-                peer, line = self.peer, ""
-                if isinstance(self.parser, UwsgiParser):
-                    peer, line = self.parser.refused_line(peer)  # the client, not nginx
-                self.worker.access_log.refused(peer, error.status_hint, line, size=size)
-
-    def _send_error(self, status: int, head_only: bool = False) -> int:
-        """Send an error response; returns the size of its body, for the access log."""
-        self.sendall(self.error_response(status, head_only))
-        return 0 if head_only else error_body_size(status)
-
-    def error_response(self, status: int, head_only: bool = False) -> bytes:
-        """The bytes of a refusal with ``status`` for this connection's peer.
-
-        Behind uwsgi_pass, as every response there, it has no Date or Server of
-        ours: nginx would pass them on to the client in place of its own.
-        """
-        return error_response(status, stamped=not self.uwsgi, head_only=head_only)
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
@@ -308,7 +260,7 @@ class Connection:
         try:
             environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
-            self.send_refusal(exc, response.head_only)
+            send_refusal(self, exc, response.head_only)
             return False
         keep_alive = request.keep_alive
         try:
@@ -322,7 +274,7 @@ class Connection:
             if not response.sent:
                 response.status = str(exc.status_hint)  # for the access log
                 self.linger = True
-                response.written = self._send_error(exc.status_hint, response.head_only)
+                response.written = send_error(self, exc.status_hint, response.head_only)
             return False
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
@@ -342,7 +294,7 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            self._fail(response, f"{_named(environ)}: the application raised")
+            fail(self, response, f"{named(environ)}: the application raised")
             return
         try:
             if (
@@ -356,12 +308,12 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            self._fail(response, f"{_named(environ)}: the application raised while iterating")
+            fail(self, response, f"{named(environ)}: the application raised while iterating")
         finally:
             try:
                 close_iterable(result)
             except BaseException:
-                log.exception("%s: the application's close() raised", _named(environ))
+                log.exception("%s: the application's close() raised", named(environ))
                 response.close = True
 
     def _write_all(self, result: Iterable[bytes], request: Request, response: Response) -> None:
@@ -396,40 +348,6 @@ class Connection:
         ):
             log.error("the application sent fewer bytes than its Content-Length")
             raise AbortConnection
-
-    def _fail(self, response: Response, message: str) -> None:
-        error = sys.exc_info()[1]
-        fault = body_error_behind(error) if error is not None else None
-        if fault is not None:
-            # The app raised because its body broke (Django's UnreadablePostError):
-            # the client's fault, not the app's.  It hears why (408, 400), as when
-            # the app answers anyway (_head), or, once the response began, is cut off.
-            if response.sent:
-                raise AbortConnection
-            raise ProtocolError(str(fault), fault.status_hint) from None
-        if isinstance(error, ResponseCut):
-            # A layer's body broke mid-response and that layer logged why: cut the
-            # connection, or answer its status while no header has gone out.
-            if response.sent:
-                raise AbortConnection
-            status = error.status_hint
-        elif response.sent and error is not None and error is response.reported:
-            # Handed back through start_response(exc_info): the app (an error
-            # catcher, say) has logged it with its traceback already.
-            log.warning(
-                "the application reported %s after its response began; cut off",
-                type(error).__name__,
-            )
-            raise AbortConnection
-        else:
-            log.error("%s", message, exc_info=True)
-            if response.sent:
-                raise AbortConnection
-            status = 500
-        response.close = True
-        response.written = self._send_error(status, response.head_only)
-        response.status = f"{status} {HTTPStatus(status).phrase}"
-        response.sent = True
 
     def _start_response(self, request: Request, response: Response) -> Callable[..., Any]:
         def start_response(

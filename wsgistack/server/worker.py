@@ -32,11 +32,12 @@ from typing import Any
 
 from .access import AccessLog
 from .config import ServerConfig
-from .connection import AbortConnection, Connection
+from .connection import Connection
 from .environ import environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
+from .refusals import AbortConnection, refuse_timeout
 from .stopping import STOP_GRACE, shutdown
 
 __all__ = ["Worker"]
@@ -309,7 +310,7 @@ class Worker:
             if connection.busy or connection.deadline > now:
                 continue
             if not connection.lingering:
-                connection.refuse_timeout()  # a head begun and not finished: 408
+                refuse_timeout(connection)  # a head begun and not finished: 408
             self._close(connection)
 
     def _close(self, connection: Connection) -> None:

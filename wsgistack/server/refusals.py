@@ -1,0 +1,131 @@
+"""The server's own answers: requests it refuses, and apps that fail before or mid-response.
+
+A request broken before the app saw it (400, 408, 431...) is refused with
+``send_refusal`` (``refuse_timeout`` for a head that never ended); an app
+that raises is answered by ``fail``: a 500 (or a ``ResponseCut``'s 502/504)
+while no header has gone out, else ``AbortConnection``, which cuts the
+connection.  Kept apart from ``connection.py``, which serves: nothing here
+runs for a request that succeeds.
+
+    except BaseException:
+        fail(self, response, f"{named(environ)}: the application raised")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from .._logtext import request_text
+from ..clientip import client_addr
+from ..errors import ProtocolError, ResponseCut, body_error_behind
+from .response import Response, error_body_size, error_response
+from .uwsgi import UwsgiParser
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = [
+    "AbortConnection",
+    "fail",
+    "named",
+    "refusal_bytes",
+    "refuse_timeout",
+    "send_error",
+    "send_refusal",
+]
+
+log = logging.getLogger("wsgistack.server")
+
+
+def named(environ: dict[str, Any]) -> str:
+    """Which request failed, for a log line: ``GET /path from 203.0.113.9``, as gunicorn's."""
+    return f"{request_text(environ)} from {client_addr(environ)}"
+
+
+class AbortConnection(Exception):
+    """The response cannot be completed: close the connection without more bytes."""
+
+
+def refuse_timeout(connection: Connection) -> None:
+    """Answer a request head that did not arrive within --timeout: a 408, logged."""
+    if connection.parser.mid_request:
+        data, sent = refusal_bytes(connection, 408), 0
+        with contextlib.suppress(OSError):
+            sent = connection.sock.send(data, socket.MSG_DONTWAIT)
+        if connection.worker.access_log is not None:  # logged, as send_refusal logs the others
+            body = max(0, sent - (len(data) - error_body_size(408)))  # of the body, sent
+            connection.worker.access_log.refused(connection.peer, 408, size=body)
+
+
+def send_refusal(connection: Connection, error: ProtocolError, head_only: bool = False) -> None:
+    """Answer a request refused before the app saw it (logged, as nginx logs its 400s).
+
+    ``head_only``: the request is known to be a HEAD, so no body goes out.
+    """
+    log.debug("refused %s: %s", connection.peer, error)
+    connection.linger = True  # the connection then closes, lingering (see worker)
+    size = 0
+    try:
+        size = send_error(connection, error.status_hint, head_only)
+    finally:  # also when the client has gone: its line, with nothing sent
+        if connection.worker.access_log is not None:
+            peer, line = connection.peer, ""
+            if isinstance(connection.parser, UwsgiParser):
+                peer, line = connection.parser.refused_line(peer)  # the client, not nginx
+            connection.worker.access_log.refused(peer, error.status_hint, line, size=size)
+
+
+def send_error(connection: Connection, status: int, head_only: bool = False) -> int:
+    """Send an error response; returns the size of its body, for the access log."""
+    connection.sendall(refusal_bytes(connection, status, head_only))
+    return 0 if head_only else error_body_size(status)
+
+
+def refusal_bytes(connection: Connection, status: int, head_only: bool = False) -> bytes:
+    """The bytes of a refusal with ``status`` for this connection's peer.
+
+    Behind uwsgi_pass, as every response there, it has no Date or Server of
+    ours: nginx would pass them on to the client in place of its own.
+    """
+    return error_response(status, stamped=not connection.uwsgi, head_only=head_only)
+
+
+def fail(connection: Connection, response: Response, message: str) -> None:
+    """Answer the exception being handled: a 500 (or its status), or cut the connection."""
+    error = sys.exc_info()[1]
+    fault = body_error_behind(error) if error is not None else None
+    if fault is not None:
+        # The app raised because its body broke (Django's UnreadablePostError):
+        # the client's fault, not the app's.  It hears why (408, 400), as when
+        # the app answers anyway (_head), or, once the response began, is cut off.
+        if response.sent:
+            raise AbortConnection
+        raise ProtocolError(str(fault), fault.status_hint) from None
+    if isinstance(error, ResponseCut):
+        # A layer's body broke mid-response and that layer logged why: cut the
+        # connection, or answer its status while no header has gone out.
+        if response.sent:
+            raise AbortConnection
+        status = error.status_hint
+    elif response.sent and error is not None and error is response.reported:
+        # Handed back through start_response(exc_info): the app (an error
+        # catcher, say) has logged it with its traceback already.
+        log.warning(
+            "the application reported %s after its response began; cut off",
+            type(error).__name__,
+        )
+        raise AbortConnection
+    else:
+        log.error("%s", message, exc_info=True)
+        if response.sent:
+            raise AbortConnection
+        status = 500
+    response.close = True
+    response.written = send_error(connection, status, response.head_only)
+    response.status = f"{status} {HTTPStatus(status).phrase}"
+    response.sent = True
