@@ -42,6 +42,7 @@ class AccessLog:
         self._path = path  # the file to open again on reopen()
         self._lock = threading.Lock()
         self._failing = False  # the last write failed (logged once, not per line)
+        self._closed = False
 
     @classmethod
     def open(cls, target: str | None) -> AccessLog | None:
@@ -110,6 +111,8 @@ class AccessLog:
 
     def _write(self, line: str) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
                 self._stream.write(line)
                 self._stream.flush()
@@ -124,9 +127,12 @@ class AccessLog:
                 self._failing = False
 
     def close(self) -> None:
-        if self._owned:
-            with contextlib.suppress(OSError):  # the last lines could not be flushed: said
-                self._stream.close()
+        """Write no more lines; a request a stop cut may end later, in process: it has none."""
+        with self._lock:
+            self._closed = True
+            if self._owned:
+                with contextlib.suppress(OSError):  # the last lines could not be flushed: said
+                    self._stream.close()
 
 
 def _append(path: str) -> TextIO:

@@ -15,14 +15,16 @@ Kept apart from ``worker.py``, which serves: nothing here runs per request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import time
 from typing import TYPE_CHECKING
 
 from ..sockets import reset_on_close
 
 if TYPE_CHECKING:
-    from .connection import Connection
     from .worker import Worker
 
 __all__ = ["STOP_GRACE", "shutdown"]
@@ -72,14 +74,16 @@ def shutdown(worker: Worker) -> None:
             break
         worker._dispatch(worker._poller.poll(0.05))
         worker._sweep(worker.clock())
-    with worker._lock:
+    with worker._lock:  # a pool thread closes a connection's socket only after this lock
         worker._finished = True
         if worker._direct:
             cut = [each for each in worker._serving if each is not None]
         else:
             cut = [each for each in worker._connections.values() if each.busy]
+        for connection in cut:
+            _cut(connection.sock)
     if cut:
-        report_cut(worker, cut)
+        report_cut(worker, len(cut))
     for connection in list(worker._connections.values()):
         if not connection.busy:
             worker._close(connection)
@@ -119,17 +123,11 @@ def unlisten(worker: Worker) -> None:
         sock.close()
 
 
-def report_cut(worker: Worker, connections: list[Connection]) -> None:
-    """Cut the requests a stop leaves in flight: a reset at exit, and a log line.
+def report_cut(worker: Worker, count: int) -> None:
+    """Say why the clients of the ``count`` requests a stop cut saw a broken answer (or none).
 
-    The reset, as for any response cut off (see ``reset_on_close``): one
-    delimited by the close would otherwise look whole.  The worker exits
-    without waiting for them, so they get no access log line; this one
-    says why those clients saw a broken answer (or none).
+    The worker does not wait for them, so they get no access log line.
     """
-    for connection in connections:
-        reset_on_close(connection.sock)
-    count = len(connections)
     them = "it" if count == 1 else "them"
     plural = "" if count == 1 else "s"
     if worker._graceful:
@@ -143,6 +141,24 @@ def report_cut(worker: Worker, connections: list[Connection]) -> None:
         )
     else:
         log.info("worker stopping now (quick stop): cutting %d request%s in flight", count, plural)
+
+
+def _cut(sock: socket.socket) -> None:
+    """Reset a connection a pool thread still serves, now, and leave that thread a dead socket.
+
+    The reset, as for any response cut off (see ``reset_on_close``): one
+    delimited by the close would otherwise look whole.  A thread cannot be
+    stopped, and in process (``Server.close()``, ``--workers 0``) it runs on
+    until the app returns: the connection's descriptor is swapped for an
+    unconnected socket, so the client is cut at the deadline (not after
+    whatever the app still sends), and the thread's next send or read fails
+    and ends the request.  The descriptor stays the thread's to close, so no
+    other connection can take its number meanwhile.  A thread blocked in a
+    send or read holds the connection until that call returns (--timeout).
+    """
+    reset_on_close(sock)
+    with socket.socket(sock.family, socket.SOCK_STREAM) as dead, contextlib.suppress(OSError):
+        os.dup2(dead.fileno(), sock.fileno(), inheritable=False)  # OSError: closed meanwhile
 
 
 def _may_accept(worker: Worker) -> bool:

@@ -362,13 +362,14 @@ class Worker:
                 connection.busy = True
                 if connection.read_request(early, waiter.readable, STOP_GRACE):
                     self._serve(connection)  # one request: uwsgi never keeps a connection
-                if connection.linger:
-                    with self._lock:
+                with self._lock:  # a stop cuts only what a slot holds (stopping._cut)
+                    serving[index] = None
+                    if connection.linger:
                         self._connections[connection.fd] = connection
+                if connection.linger:
                     self._linger(connection)
                 else:
                     sock.close()
-                serving[index] = None
         finally:
             waiter.close()
             with self._lock:
