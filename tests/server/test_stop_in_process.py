@@ -9,13 +9,18 @@ the body later, followed by a reset.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 
 import pytest
 
 from wsgistack.server import Server
+from wsgistack.server.config import parse_bind
+from wsgistack.server.listener import close_listeners, open_listeners
 
 from .live import RawClient, uwsgi_packet
+from .served import poll
 
 PACKET = uwsgi_packet(
     {
@@ -87,3 +92,65 @@ def test_a_request_cut_at_the_deadline_is_reset_then_and_sends_nothing_more(
     assert any("in flight, cutting it" in message for message in messages), messages
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], messages
     assert "/slow" not in access_log.read_text()  # cut: said by the warning, as a worker's exit
+
+
+def refused(address) -> bool:
+    """Whether a new client is refused (not queued by the kernel for nobody)."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+    return False
+
+
+def test_a_stopping_in_process_server_refuses_new_clients_while_it_drains(tmp_path):
+    # With --workers 0 the listeners stayed open until the drain ended: new
+    # clients were queued for nobody for up to --graceful-timeout, then reset,
+    # where a prefork master's are refused at once and can go elsewhere.
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ, start_response):
+        entered.set()
+        release.wait(30)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    path = tmp_path / "app.sock"
+    server = Server(
+        slow, bind=["127.0.0.1:0", f"unix:{path}"], workers=0, graceful_timeout=30
+    ).start()
+    tcp = server.addresses[0]
+    try:
+        with RawClient(tcp, timeout=10) as client:
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert entered.wait(10)
+            server.stop()  # graceful: the request in flight is answered
+            poll(lambda: refused(tcp) and refused(str(path)))
+            assert not path.exists()  # ours, removed as the listener closed
+            release.set()
+            status, headers, body = client.response()
+            assert (status, headers["connection"], body) == (200, "close", b"ok")
+    finally:
+        release.set()
+        server.close()  # the listeners are closed already: nothing fails, nothing twice
+
+
+def test_a_forked_worker_closing_its_copies_leaves_the_socket_file(tmp_path):
+    # A prefork worker lets go of its copies as it stops (also on a reload, while
+    # the master and the new workers serve on): the file is the master's to remove.
+    path = tmp_path / "app.sock"
+    listeners = open_listeners((parse_bind(f"unix:{path}"),), backlog=16)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                close_listeners(listeners)
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert path.exists()
+    finally:
+        close_listeners(listeners)
+    assert not path.exists()

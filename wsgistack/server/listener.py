@@ -49,9 +49,10 @@ _CONNECTION_ERRORS = frozenset(
 #: before handing it over anyway (Linux ``TCP_DEFER_ACCEPT``).
 DEFER_ACCEPT_SECONDS = 5
 
-#: The unix socket files this process created: path -> (st_dev, st_ino), so
-#: closing removes a file only while it is still ours.
-_UNIX_FILES: dict[str, tuple[int, int]] = {}
+#: The unix socket files this process created: path -> (st_dev, st_ino, pid), so
+#: closing removes a file only while it is still ours, and only in the process
+#: that made it (a forked worker's copy of this table names its master).
+_UNIX_FILES: dict[str, tuple[int, int, int]] = {}
 
 
 def _listening(path: str) -> bool:
@@ -115,7 +116,7 @@ def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
     sock.setblocking(False)
     if bind.kind == "unix":
         info = os.stat(bind.path)
-        _UNIX_FILES[bind.path] = (info.st_dev, info.st_ino)
+        _UNIX_FILES[bind.path] = (info.st_dev, info.st_ino, os.getpid())
     return sock
 
 
@@ -141,17 +142,19 @@ def close_listeners(sockets: list[socket.socket]) -> None:
     """Close listeners and remove their unix socket files, if still the ones we made.
 
     Another server may have replaced the file since (after someone removed
-    ours); its file is left alone.
+    ours); its file is left alone.  So is the file in a forked worker that
+    lets go of its copies: the master (or the new workers of a reload)
+    still serves on it, and removes it when it stops.
     """
     for sock in sockets:
         if sock.fileno() == -1:
-            continue  # closed already (a master closes them as it begins to stop)
+            continue  # closed already (a stop closes them as it begins)
         if sock.family == socket.AF_UNIX:
             path = sock.getsockname()
             ours = _UNIX_FILES.pop(path, None)
             with contextlib.suppress(OSError):
                 info = os.stat(path)
-                if ours == (info.st_dev, info.st_ino):
+                if ours == (info.st_dev, info.st_ino, os.getpid()):
                     os.unlink(path)
         sock.close()
 

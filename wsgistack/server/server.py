@@ -118,7 +118,7 @@ class Server:
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
                 return Arbiter(self.loader, self.config, self.listeners).run()
-            self._worker = Worker(self.loader(), self.config, self.listeners)
+            self._worker = Worker(self.loader(), self.config, self.listeners, owns_listeners=True)
             if threading.current_thread() is not threading.main_thread():
                 self._worker.run()
                 return 0
@@ -150,7 +150,7 @@ class Server:
             self.close()  # removes the pid file too
 
     def stop(self, graceful: bool = True) -> None:
-        """Ask an in-process server to stop (thread-safe)."""
+        """Ask an in-process server to stop (thread-safe); its listeners close as it begins."""
         worker = self._worker
         if worker is not None:
             worker.stop(graceful)
@@ -164,7 +164,7 @@ class Server:
         if self._started:
             raise RuntimeError(
                 f"Server.{method}(): this server was already started; close() it"
-                " (a stop() alone leaves its sockets open) before starting it again"
+                " (a stop() alone does not end it) before starting it again"
             )
         self._started = True
 
@@ -181,7 +181,7 @@ class Server:
             self.bind()
             if self.config.pid is not None:
                 self._pid_file = PidFile.create(self.config.pid)
-            self._worker = Worker(self.loader(), self.config, self.listeners)
+            self._worker = Worker(self.loader(), self.config, self.listeners, owns_listeners=True)
         except BaseException:
             self.close()  # no listener left open (nor its unix socket file) by a failed start
             raise

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..sockets import reset_on_close
+from .listener import close_listeners
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -115,12 +116,13 @@ def unlisten(worker: Worker) -> None:
     --graceful-timeout).  Once the master and every draining worker have
     let go, a client is refused at once and can try elsewhere; on a
     reload or a recycle the master and the new workers still hold them.
+    In process (``--workers 0``, ``Server.close()``) the worker's are the
+    server's, closed the same way: nothing else would accept on them.
     """
     if not worker._owns_listeners or _may_accept(worker):
         return
     worker._owns_listeners = False
-    for sock in worker.listeners:
-        sock.close()
+    close_listeners(worker.listeners)  # in process, a unix socket's file goes too
 
 
 def report_cut(worker: Worker, count: int) -> None:

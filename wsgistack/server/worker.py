@@ -81,8 +81,8 @@ class Worker:
         #: Called each loop turn (draining: True once stopping), for the master's
         #: hung-worker watchdog (--worker-timeout, see heartbeat.py).
         self.heartbeat = heartbeat
-        #: A master's child: its copies of the listeners are its own to close as
-        #: it stops (in process, the ``Server`` closes them).
+        #: Its listeners (a master's child: its copies) are its own to close as it
+        #: stops, once nothing in it accepts (see ``stopping.unlisten``).
         self._owns_listeners = owns_listeners
         self.limits = Limits(
             config.max_request_line,
