@@ -1,7 +1,7 @@
 """One client connection: read into the parser, run the app for each request, write.
 
-Only this module (with ``refusals.py``, its error answers) and ``listener.py``
-touch sockets.  They block without a Python timeout (which would poll before
+Only this module (with ``answers.py``, its own error answers) and ``listener.py``
+read and write sockets.  They block without a Python timeout (which would poll before
 every call): a send is tried without waiting first, and only a connection
 that must wait gets ``--timeout`` set in the kernel (``wsgistack.sockets``).
 ``Connection.serve()`` runs in a pool thread: it answers every request
@@ -27,9 +27,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
-from .environ import FileWrapper, Input, build_environ
-from .http import Request, RequestParser
-from .refusals import (
+from .answers import (
     AbortConnection,
     fail,
     named,
@@ -37,6 +35,8 @@ from .refusals import (
     send_error,
     send_refusal,
 )
+from .environ import FileWrapper, Input, build_environ
+from .http import Request, RequestParser
 from .response import (
     BODYLESS,
     DATE,

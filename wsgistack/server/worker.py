@@ -31,13 +31,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .access import AccessLog
+from .answers import AbortConnection, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
 from .environ import environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
-from .refusals import AbortConnection, refuse_timeout
 from .stopping import STOP_GRACE, shutdown
 
 __all__ = ["Worker"]
