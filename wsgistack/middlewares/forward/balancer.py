@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 import webob.exc
@@ -35,7 +35,7 @@ import webob.exc
 from ..._logtext import request_text
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
-from ...errors import ConfigError, ResponseCut
+from ...errors import ConfigError
 from ...options import choice, count, flag, function, listed, seconds
 from ...refusals import refusal
 from ...requestbody import (
@@ -47,7 +47,6 @@ from ...requestbody import (
     spool_body,
 )
 from ...sockets import set_io_timeout
-from ...wsgi import ClosingIterator
 from .balance import STRATEGIES
 from .client import (
     BadRequestHead,
@@ -58,7 +57,8 @@ from .client import (
     send_request,
 )
 from .health import HealthChecker, checked_host, checked_path
-from .mapping import request_headers, request_target, response_headers
+from .mapping import request_headers, request_target
+from .response import release, respond
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -353,7 +353,7 @@ class LoadBalancer:
                     continue
                 break
             if kept is not None:
-                self._release(*kept)  # superseded: pooled if it was whole
+                release(self, *kept)  # superseded: pooled if it was whole
                 kept = None
             code = int(exchange.status[:3])
             retry = code in self._retry_statuses and not has_body and method in IDEMPOTENT
@@ -366,9 +366,9 @@ class LoadBalancer:
                 log.warning("upstream %s answered %s; trying the next", upstream.url, code)
                 continue
             upstream.succeeded()
-            return self._respond(upstream, exchange, sock, environ, start_response)
+            return respond(self, upstream, exchange, sock, environ, start_response)
         if kept is not None:  # (counted as failed when it was kept: no success)
-            return self._respond(*kept, environ, start_response)
+            return respond(self, *kept, environ, start_response)
         if failure is None:
             # As nginx's "no live upstreams": every one is marked failed or down.
             count = len(self.primaries) + len(self.backups)
@@ -459,65 +459,3 @@ class LoadBalancer:
             upstream.ended()
             sock.close()
             raise
-
-    def _respond(
-        self,
-        upstream: Upstream,
-        exchange: Exchange,
-        sock: socket.socket,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-    ) -> Iterable[bytes]:
-        try:
-            headers = response_headers(upstream, exchange.headers, environ, self.preserve_host)
-            start_response(exchange.status, headers)
-        except BaseException:
-            # An outer layer refused the answer: the exchange ends here, unpooled,
-            # or least_conn and p2c would count it in flight for good.
-            self._release(upstream, exchange, sock, delivered=False)
-            raise
-        if exchange.complete:
-            # The whole response is in hand (the usual small one): the connection
-            # goes back to the pool now and the body is a plain list.
-            self._release(upstream, exchange, sock)
-            return exchange.take_body()
-        delivered = False
-
-        def stream() -> Iterator[bytes]:
-            nonlocal delivered
-            try:
-                yield from exchange.body()
-            except (ReadTimeout, UpstreamClosed) as exc:
-                # Not counted against it, as nginx: the answer had started.  One
-                # ERROR line, as nginx's "upstream prematurely closed connection";
-                # ResponseCut tells the server and ErrorCatcher it is logged.
-                timeout = isinstance(exc, ReadTimeout)
-                what = f"stalled mid-response (read_timeout {self.read_timeout:g} s)"
-                log.error(
-                    "upstream %s %s to %s from %s; aborting the response",
-                    upstream.url,
-                    what if timeout else f"closed mid-response ({exc})",
-                    request_text(environ),
-                    client_addr(environ, self.trust),
-                )
-                raise ResponseCut(
-                    f"upstream {upstream.url} {'stalled' if timeout else 'closed'} mid-response",
-                    504 if timeout else 502,
-                ) from None
-            delivered = True
-
-        def release() -> None:
-            # Not delivered: the client left early or the upstream misbehaved.
-            self._release(upstream, exchange, sock, delivered)
-
-        return ClosingIterator(stream(), release)
-
-    def _release(
-        self, upstream: Upstream, exchange: Exchange, sock: socket.socket, delivered: bool = True
-    ) -> None:
-        """The exchange ended: pool the connection if it is clean and both sides allow."""
-        upstream.ended()
-        if delivered and exchange.complete and exchange.keep_alive:
-            upstream.give_back(sock, self.clock())
-        else:
-            sock.close()
