@@ -60,12 +60,18 @@ def test_an_upstream_closing_mid_body_is_one_error_line(lb, raw, caplog, caught)
 
 
 def test_an_upstream_closing_before_its_first_body_byte_answers_502(lb, raw, caplog):
-    # The server had sent nothing yet: the client hears 502, not a 500 for a bug.
+    # The server had sent nothing yet: the client hears 502, not a 500 for a bug,
+    # and the log line says so (it said "aborting the response").
     caplog.set_level(logging.INFO)
     upstream = raw(HEAD, close_after=True)
-    received = exchange(lb([upstream.url]), b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n")
+    received = exchange(
+        lb([upstream.url]), b"GET /p HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     assert received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), received
-    assert "closed mid-response" in only_line(caplog).getMessage()
+    assert only_line(caplog).getMessage() == (
+        f"upstream {upstream.url} closed mid-response (the upstream closed the connection)"
+        " to GET /p from 127.0.0.1; answering 502"
+    )
 
 
 @pytest.mark.parametrize("caught", [False, True], ids=["bare", "in-ErrorCatcher"])
@@ -74,14 +80,15 @@ def test_an_upstream_stalling_mid_body_is_one_error_line(lb, raw, caplog, caught
     caplog.set_level(logging.INFO)
     upstream = raw(HEAD, first) if first else raw(HEAD)  # then it waits, connection open
     app = lb([upstream.url], read_timeout=0.3)
-    received = exchange(ErrorCatcher(app) if caught else app, b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n")
+    request = b"GET /s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    received = exchange(ErrorCatcher(app) if caught else app, request)
     if first:
         assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"\r\n\r\nabc")
     else:
         assert received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), received
     assert only_line(caplog).getMessage() == (
         f"upstream {upstream.url} stalled mid-response (read_timeout 0.3 s)"
-        " to GET /s from 127.0.0.1; aborting the response"
+        f" to GET /s from 127.0.0.1; {'aborting the response' if first else 'answering 504'}"
     )
 
 

@@ -20,6 +20,9 @@ from tests.middlewares.forward_parts import RawUpstream
 from tests.recipes.foreign import serving
 from wsgistack.server import Server
 
+#: A response head whose body never comes whole.
+HEAD_OF_10 = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+
 #: uWSGI as its users run it in production: a master, two processes of two threads.
 UWSGI_PREFORK = ("--master", "--processes", "2", "--threads", "2")
 
@@ -141,8 +144,7 @@ def test_under_gunicorn_an_upstream_cut_mid_body_is_one_line_not_a_traceback(wor
     # The balancer logged its line, then re-raised what broke: gunicorn added
     # "Error handling request" and a traceback for what is no bug of the app.
     # ResponseCut is a connection reset to gunicorn: it cuts the connection quietly.
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
-    upstream = RawUpstream(head, b"abc", close_after=True)
+    upstream = RawUpstream(HEAD_OF_10, b"abc", close_after=True)
     try:
         with serving(
             "gunicorn", "tests.recipes.foreign_apps:balanced()", "-k", worker,
@@ -154,6 +156,35 @@ def test_under_gunicorn_an_upstream_cut_mid_body_is_one_line_not_a_traceback(wor
     assert (status, body) == (200, b"abc"), run.log
     assert run.log.count("closed mid-response") == 1, run.log
     assert "Traceback" not in run.log and "Error handling request" not in run.log, run.log
+
+
+@pytest.mark.parametrize(
+    ("server", "options"),
+    [
+        pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
+        pytest.param("gunicorn", ("-k", "gthread"), id="gunicorn-gthread"),
+        pytest.param("waitress", ("--call",), id="waitress"),
+    ],
+)
+def test_an_upstream_cut_before_its_first_body_byte_answers_502_under_other_servers(
+    server, options, tmp_path
+):
+    # The README promises 502 while no byte of the body went out: only our server
+    # read ResponseCut's status; gunicorn closed the connection with no answer at
+    # all (a reset to it), and waitress answered 500 and logged a traceback.
+    upstream = RawUpstream(HEAD_OF_10, close_after=True)
+    try:
+        with serving(
+            server, "tests.recipes.foreign_apps:balanced" + ("()" if server == "gunicorn" else ""),
+            *options, home=tmp_path, env={"FOREIGN_UPSTREAM": upstream.url},
+        ) as run:  # fmt: skip
+            status, body = fetch(run.port, "/p")
+    finally:
+        upstream.close()
+    assert (status, b"upstream failed" in body) == (502, True), (body, run.log)
+    assert run.log.count("closed mid-response") == 1, run.log
+    assert "to GET /p from 127.0.0.1; answering 502" in run.log, run.log
+    assert "Traceback" not in run.log, run.log
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ from .client import (
 )
 from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target
-from .response import release, respond
+from .response import failed_answer, release, respond
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -380,10 +380,8 @@ class LoadBalancer:
                 "" if count == 1 else "s",
             )
             answer = refusal(webob.exc.HTTPServiceUnavailable, "No upstream is available.")
-        elif failure.kind == "timeout":
-            answer = refusal(webob.exc.HTTPGatewayTimeout, "The upstream did not answer in time.")
         else:
-            answer = refusal(webob.exc.HTTPBadGateway, "The upstream failed.")
+            answer = failed_answer(failure.kind == "timeout")
         return answer(environ, start_response)
 
     def _forward(
