@@ -376,7 +376,19 @@ def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(lb, upstr
 
 
 def _checkers() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "wsgistack-health"}
+    return {t for t in threading.enumerate() if t.name.startswith("wsgistack-health")}
+
+
+def test_each_health_checker_thread_is_named_after_its_upstream(lb, upstreams):
+    # All were "wsgistack-health": a stack dump (py-spy, faulthandler) showing
+    # one hung in a check did not say which upstream it was waiting on.
+    urls = [upstreams.start("a"), upstreams.start("b")]
+    balancer = lb(urls, health_path="/health", health_interval=60)
+    before = _checkers()
+    balancer.status()
+    started = _checkers() - before
+    balancer.close()
+    assert sorted(t.name for t in started) == sorted(f"wsgistack-health {url}" for url in urls)
 
 
 def test_a_status_page_starts_the_active_checks_and_close_ends_them(lb, upstreams):

@@ -135,6 +135,24 @@ def test_a_line_break_or_control_byte_an_outer_layer_let_in_is_refused_not_sent(
     assert upstream.connections == 0
 
 
+def test_a_malformed_head_is_refused_before_an_upstream_is_chosen(lb, raw):
+    # The head was built after the choice: with every upstream out the client
+    # heard 503 (no upstream) for its own malformed request, and a refused
+    # request moved round robin on one place, so the next went to the second.
+    first, second = raw(OK), raw(OK)
+    balancer = lb([first.url, second.url], max_fails=1, fail_timeout=60)
+    status, _ = _call(balancer, HTTP_X_NOTE="a\r\nX-Evil: 1")
+    assert status.startswith("400"), status
+    assert _call(balancer)[0].startswith("200")
+    assert (first.connections, second.connections) == (1, 0)
+    now = balancer.clock()
+    for upstream in balancer.upstreams:
+        upstream.failed(now)  # both out for fail_timeout
+    assert _call(balancer)[0].startswith("503")
+    status, _ = _call(balancer, QUERY_STRING="a b")
+    assert status.startswith("400"), status
+
+
 # -- Content-Length as the front server passes it ----------------------------------------------
 @pytest.mark.parametrize(
     "value",

@@ -312,6 +312,16 @@ class LoadBalancer:
         method = environ["REQUEST_METHOD"]
         has_body = chunked or bool(length)  # (a buffered empty body is none: nothing to repeat)
         headers = request_headers(environ, self.trust)
+        host = environ.get("HTTP_HOST") if self.preserve_host else None
+        # Built and checked before any upstream is chosen: a malformed head is the
+        # client's 400 even with every upstream down, and moves no strategy on.
+        # It differs by upstream only where their base paths or (without the
+        # client's Host) host names do; then it is built again for the one chosen.
+        made_for = self.primaries[0]
+        try:
+            head = self._head(made_for, environ, method, host, headers, length, chunked)
+        except BadRequestHead as error:
+            return _bad_head(error, environ, start_response)
         deadline = self.clock() + self.retry_timeout
         tried: set[int] = set()
         failure: _Failure | None = None
@@ -323,17 +333,18 @@ class LoadBalancer:
             if upstream is None:
                 break
             tried.add(id(upstream))
+            if upstream.base != made_for.base or (
+                host is None and upstream.host_header != made_for.host_header
+            ):
+                made_for = upstream
+                try:
+                    head = self._head(upstream, environ, method, host, headers, length, chunked)
+                except BadRequestHead as error:
+                    return _bad_head(error, environ, start_response)
             try:
-                exchange, sock = self._forward(
-                    upstream, environ, method, headers, body, length, chunked
-                )
+                exchange, sock = self._forward(upstream, head, method, body, length, chunked)
             except ClientBodyError as error:
                 return body_failed(error, environ, start_response, log)
-            except BadRequestHead as error:
-                # Nothing was sent: the head would not go out as one message.
-                log.info("request refused: %s", error)
-                answer = refusal(webob.exc.HTTPBadRequest, "The request head is malformed.")
-                return answer(environ, start_response)
             except _Failure as error:
                 failure = error
                 if self._passive and not error.stale:
@@ -384,12 +395,26 @@ class LoadBalancer:
             answer = failed_answer(failure.kind == "timeout")
         return answer(environ, start_response)
 
-    def _forward(
-        self,
+    @staticmethod
+    def _head(
         upstream: Upstream,
         environ: WSGIEnvironment,
         method: str,
+        host: str | None,
         headers: list[tuple[str, str]],
+        length: int | None,
+        chunked: bool,
+    ) -> bytes:
+        """The request head for ``upstream`` (``host``: the client's, else the upstream's)."""
+        target = request_target(upstream, environ)
+        host_line = ("Host", upstream.host_header if host is None else host)
+        return request_head(method, target, [host_line, *headers], length, chunked)
+
+    def _forward(
+        self,
+        upstream: Upstream,
+        head: bytes,
+        method: str,
         body: IO[bytes],
         length: int | None,
         chunked: bool,
@@ -399,11 +424,6 @@ class LoadBalancer:
 
         ``fresh``: on a new connection, never a pooled one.
         """
-        target = request_target(upstream, environ)
-        host = upstream.host_header
-        if self.preserve_host:
-            host = environ.get("HTTP_HOST", host)
-        head = request_head(method, target, [("Host", host), *headers], length, chunked)
         sock = None if fresh else upstream.take_idle(self.clock(), self.idle_timeout)
         reused = sock is not None
         if sock is None:
@@ -445,9 +465,7 @@ class LoadBalancer:
                 # bodiless idempotent one goes out again (RFC 9110 §9.2.2), and once:
                 # on a new connection, not on each pooled one in turn (a request that
                 # kills a worker would kill max_idle of them).
-                return self._forward(
-                    upstream, environ, method, headers, body, length, chunked, fresh=True
-                )
+                return self._forward(upstream, head, method, body, length, chunked, fresh=True)
             kind = "timeout" if timeout else "error"
             what = f"a pooled connection closed unanswered ({exc})" if stale else exc
             raise _Failure(kind, f"{upstream.url}: {what}", True, stale) from None
@@ -457,3 +475,12 @@ class LoadBalancer:
             upstream.ended()
             sock.close()
             raise
+
+
+def _bad_head(
+    error: BadRequestHead, environ: WSGIEnvironment, start_response: StartResponse
+) -> Iterable[bytes]:
+    """Nothing was sent: the head would not go out as one message (400)."""
+    log.info("request refused: %s", error)
+    answer = refusal(webob.exc.HTTPBadRequest, "The request head is malformed.")
+    return answer(environ, start_response)

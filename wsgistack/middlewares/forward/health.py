@@ -140,7 +140,11 @@ class HealthChecker:
 
     def _start(self, upstream: Upstream) -> None:
         threading.Thread(
-            target=self._loop, args=(upstream,), name="wsgistack-health", daemon=True
+            # Named after its upstream, so a stack dump says which check hangs.
+            target=self._loop,
+            args=(upstream,),
+            name=f"wsgistack-health {upstream.url}",
+            daemon=True,
         ).start()
 
     def check_now(self) -> None:
