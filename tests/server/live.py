@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 from wsgiref.validate import validator
@@ -164,3 +165,25 @@ class RawClient:
             return not self._fill()
         except ConnectionResetError:
             return True
+
+
+class HeldApp:
+    """A WSGI app whose requests wait until the test releases them: one in flight on demand.
+
+    ``entered`` is set once a request is inside the app; ``release`` lets every
+    request answer ``body`` (each waits ``wait`` seconds at most).
+    """
+
+    def __init__(self, body: bytes = b"finished", wait: float = 10.0) -> None:
+        self.body = body
+        self.wait = wait
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.entered.set()
+        self.release.wait(self.wait)
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(self.body)))]
+        )
+        return [self.body]

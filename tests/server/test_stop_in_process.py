@@ -19,7 +19,7 @@ from wsgistack.server import Server
 from wsgistack.server.config import parse_bind
 from wsgistack.server.listener import close_listeners, open_listeners
 
-from .live import RawClient, uwsgi_packet
+from .live import HeldApp, RawClient, uwsgi_packet
 from .served import poll
 
 PACKET = uwsgi_packet(
@@ -109,14 +109,8 @@ def test_a_stopping_in_process_server_refuses_new_clients_while_it_drains(tmp_pa
     # With --workers 0 the listeners stayed open until the drain ended: new
     # clients were queued for nobody for up to --graceful-timeout, then reset,
     # where a prefork master's are refused at once and can go elsewhere.
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(environ, start_response):
-        entered.set()
-        release.wait(30)
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-        return [b"ok"]
-
+    slow = HeldApp(b"ok", wait=30)
+    entered, release = slow.entered, slow.release
     path = tmp_path / "app.sock"
     server = Server(
         slow, bind=["127.0.0.1:0", f"unix:{path}"], workers=0, graceful_timeout=30

@@ -24,7 +24,7 @@ from wsgistack.server.listener import close_listeners, open_listeners
 from wsgistack.server.uwsgi import UwsgiParser
 
 from .conftest import echo_app
-from .live import RawClient, live_server, read_until_close
+from .live import HeldApp, RawClient, live_server, read_until_close
 from .live import uwsgi_packet as packet
 from .served import poll
 
@@ -329,14 +329,8 @@ def test_a_stalled_peer_holds_one_thread_while_the_others_serve():
 
 
 def test_a_graceful_stop_answers_the_uwsgi_request_in_flight():
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(environ, start_response):
-        entered.set()
-        release.wait(10)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"finished"]
-
+    slow = HeldApp()
+    entered, release = slow.entered, slow.release
     with live_server(slow, bind="uwsgi://127.0.0.1:0", graceful_timeout=10) as server:
         with RawClient(server.address) as client:
             client.send(packet(nginx_vars()))
@@ -622,14 +616,8 @@ def test_a_draining_uwsgi_worker_lets_go_of_its_listener_while_a_request_runs():
     # A uwsgi-only worker waited for every accepting thread to end, also one busy
     # with a request that will never accept again: while it ran, nginx's new
     # connections were queued for the whole drain, then reset.
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(environ, start_response):
-        entered.set()
-        release.wait(10)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"finished"]
-
+    slow = HeldApp()
+    entered, release = slow.entered, slow.release
     config = ServerConfig.from_options(bind="uwsgi://127.0.0.1:0", threads=2, graceful_timeout=10)
     listeners = open_listeners(config.bind, 16)
     address = listeners[0].getsockname()
