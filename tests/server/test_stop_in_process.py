@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from wsgistack.server import Server
+from wsgistack.server import Server, stopping
 from wsgistack.server.config import parse_bind
 from wsgistack.server.listener import close_listeners, open_listeners
 
@@ -92,6 +92,33 @@ def test_a_request_cut_at_the_deadline_is_reset_then_and_sends_nothing_more(
     assert any("in flight, cutting it" in message for message in messages), messages
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], messages
     assert "/slow" not in access_log.read_text()  # cut: said by the warning, as a worker's exit
+
+
+def test_a_stop_with_no_descriptor_left_for_the_cut_still_stops(monkeypatch, caplog):
+    # The cut swaps the connection for a new unconnected socket; a process out of
+    # descriptors (EMFILE) cannot make one, and the stop must still finish (the
+    # reset then comes when the app's thread closes the connection).
+    def no_descriptor(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    held = HeldApp(wait=30)
+    server = Server(held, bind="127.0.0.1:0", workers=0, graceful_timeout=0.2).start()
+    try:
+        with RawClient(server.addresses[0], timeout=10) as client:
+            client.send(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert held.entered.wait(10)
+            monkeypatch.setattr(stopping.socket, "socket", no_descriptor)
+            with caplog.at_level(logging.INFO, logger="wsgistack.server"):
+                server.close()  # raised OSError, leaving the worker half stopped
+            monkeypatch.undo()
+            held.release.set()
+            client.read_to_close()
+            assert client.was_reset
+    finally:
+        held.release.set()
+        server.close()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("in flight, cutting it" in message for message in messages), messages
 
 
 def refused(address) -> bool:

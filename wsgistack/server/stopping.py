@@ -159,8 +159,10 @@ def _cut(sock: socket.socket) -> None:
     send or read holds the connection until that call returns (--timeout).
     """
     reset_on_close(sock)
-    with socket.socket(sock.family, socket.SOCK_STREAM) as dead, contextlib.suppress(OSError):
-        os.dup2(dead.fileno(), sock.fileno(), inheritable=False)  # OSError: closed meanwhile
+    # OSError: closed meanwhile, or no descriptor left for the dead socket (then
+    # the reset comes when the thread closes it, as at a forked worker's exit).
+    with contextlib.suppress(OSError), socket.socket(sock.family, socket.SOCK_STREAM) as dead:
+        os.dup2(dead.fileno(), sock.fileno(), inheritable=False)
 
 
 def _may_accept(worker: Worker) -> bool:
