@@ -110,12 +110,14 @@ def run_demo(port: int = 8000, out: TextIO = sys.stdout) -> int:
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, awaited)
     try:
         with contextlib.ExitStack() as stack:
-            upstreams = [
-                stack.enter_context(
-                    Server(upstream(name), bind="127.0.0.1:0", workers=0, threads=2)
-                )
-                for name in "AB"
-            ]
+            upstreams = []
+            for name in "AB":
+                server = Server(upstream(name), bind="127.0.0.1:0", workers=0, threads=2)
+                upstreams.append(stack.enter_context(server))
+                # On the way out the main server has drained first; then only its
+                # idle pooled connections are left here, which a graceful stop
+                # would wait on (a lingering close) for a second each.
+                stack.callback(server.stop, graceful=False)
             app = build_demo([server.url for server in upstreams])
             main = Server(app, bind=f"127.0.0.1:{port}", workers=0, threads=8)
             try:
