@@ -175,3 +175,46 @@ def test_a_forked_worker_closing_its_copies_leaves_the_socket_file(tmp_path):
     finally:
         close_listeners(listeners)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("as_file", [True, False], ids=["sendfile", "one-large-chunk"])
+def test_a_large_send_at_the_deadline_is_cut_then_not_finished(as_file, tmp_path):
+    # The thread was inside one os.sendfile() (or send()) call for the rest of
+    # the body, and a call in progress holds the connection: swapping the
+    # descriptor did not stop it, so a client that went on reading after
+    # close() got almost all of it, at full speed, before its reset.
+    size = 64 * 1024 * 1024
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as out:
+        out.truncate(size)
+    started = threading.Event()
+
+    def send_big(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(size))])
+        started.set()
+        if as_file:
+            return environ["wsgi.file_wrapper"](open(big, "rb"))  # the server closes it
+        return [bytes(size)]
+
+    server = Server(send_big, bind="127.0.0.1:0", workers=0, graceful_timeout=0.2).start()
+    worker = server._worker
+    assert worker is not None
+    try:
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the window
+            client.settimeout(60)
+            client.connect(server.addresses[0])
+            client.sendall(b"GET /big HTTP/1.0\r\nHost: a\r\n\r\n")
+            assert started.wait(10)
+            assert client.recv(4096)  # the answer began; the rest waits for this client
+            server.close()
+            received = 0
+            with pytest.raises(ConnectionResetError):
+                while data := client.recv(65536):
+                    received += len(data)
+            assert received < size // 2, received
+        for thread in worker._threads:  # the thread ends too, and closes what it held
+            thread.join(10)
+            assert not thread.is_alive()
+    finally:
+        server.close()

@@ -53,6 +53,11 @@ __all__ = ["Connection"]
 log = logging.getLogger("wsgistack.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The most one blocking send or sendfile() call takes on.  A call in progress
+#: holds its connection: a stop's cut at --graceful-timeout (stopping._cut)
+#: takes effect at the next call, so a client reading on after it gets at most
+#: this much more, not the rest of a large file or chunk.
+SEND_BLOCK = 1024 * 1024
 
 
 class Connection:
@@ -235,7 +240,9 @@ class Connection:
                 sent = 0
             if sent < len(data):
                 self._bound_waits()
-                sock.sendall(memoryview(data)[sent:])
+                view = memoryview(data)
+                while sent < len(data):
+                    sent += sock.send(view[sent : sent + SEND_BLOCK])
         except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
             raise AbortConnection from None
 
@@ -478,7 +485,7 @@ class Connection:
         self._bound_waits()
         while remaining:  # not socket.sendfile(): on EAGAIN it would wait without a bound
             try:
-                sent = os.sendfile(self.fd, fileno, offset, remaining)
+                sent = os.sendfile(self.fd, fileno, offset, min(remaining, SEND_BLOCK))
             except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
                 raise AbortConnection from None
             if not sent:
