@@ -156,7 +156,9 @@ def _cut(sock: socket.socket) -> None:
     whatever the app still sends), and the thread's next send or read fails
     and ends the request.  The descriptor stays the thread's to close, so no
     other connection can take its number meanwhile.  A thread blocked in a
-    send or read holds the connection until that call returns (--timeout).
+    send or read holds the connection until that call returns: a send carries
+    at most ``connection.SEND_BLOCK`` (1 MiB), so a client reading on gets at
+    most that much more; one that reads nothing waits out --timeout.
     """
     reset_on_close(sock)
     # OSError: closed meanwhile, or no descriptor left for the dead socket (then
