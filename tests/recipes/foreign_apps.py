@@ -102,3 +102,58 @@ def checked_and_limited():
         [os.environ["FOREIGN_UPSTREAM"]], health_path="/health", health_interval=0.2
     )
     return RateLimiter(balancer, "10000/second")
+
+
+def _rows_failing_first(environ, start_response):
+    """Sets its head (with a length), then its body fails before its first byte."""
+    start_response("200 OK", [("Content-Type", "text/csv"), ("Content-Length", "10")])
+
+    def rows():
+        raise RuntimeError("the rows failed before the first one")
+        yield b"never"  # a generator: the failure comes with the first next()
+
+    return rows()
+
+
+def _streaming_flask_app():
+    from flask import Flask, stream_with_context
+
+    app = Flask("streaming")
+    app.config["PROPAGATE_EXCEPTIONS"] = True  # as the README's Flask recipe sets
+
+    @app.get("/<path:path>")
+    def report(path):
+        def rows():
+            raise RuntimeError("the report failed before its first row")
+            yield "never"
+
+        return app.response_class(stream_with_context(rows()), mimetype="text/csv")
+
+    return app
+
+
+#: ErrorCatcher over bodies that fail once their head is set, before a byte went out.
+caught_failing_first = ErrorCatcher(_rows_failing_first)
+caught_flask_stream = ErrorCatcher(_streaming_flask_app().wsgi_app)
+
+
+def _readme_stack(app):
+    """The README's compose() stack, letting loopback in."""
+    from functools import partial
+
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from wsgistack import compose, use
+    from wsgistack.middlewares import RateLimiter
+
+    return compose(
+        use(ErrorCatcher),
+        partial(ProxyFix, x_for=0, x_proto=1),
+        use(IPFilter, allow=["127.0.0.0/8"]),
+        use(RateLimiter, "100/minute"),
+        app,
+    )
+
+
+stacked_failing_first = _readme_stack(_rows_failing_first)
+stacked_flask_stream = _readme_stack(_streaming_flask_app().wsgi_app)

@@ -6,18 +6,21 @@ Each server is started on 127.0.0.1 port 0 and stopped by its PID
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import importlib
 import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from wsgiref.validate import validator
 
 import pytest
 
 from tests.middlewares.forward_parts import RawUpstream
-from tests.recipes.foreign import serving
+from tests.recipes.foreign import Served, serving
 from wsgistack.server import Server
 
 #: A response head whose body never comes whole.
@@ -278,3 +281,53 @@ def test_gunicorn_recycles_preloaded_workers_that_hold_the_layers_state(hello_up
     assert answers == [(200, b"hello")] * 24, run.log
     booted = re.findall(r"Booting worker with pid: (\d+)", run.log)
     assert len(exited) >= 4 and set(exited) <= set(booted), run.log
+
+
+@contextlib.contextmanager
+def served_by(server: str, options: tuple[str, ...], target: str, home) -> Iterator[Served]:
+    """``target`` in ``foreign_apps`` served by ``server``: a foreign one, or ours in process."""
+    if server != "wsgistack":
+        with serving(server, f"tests.recipes.foreign_apps:{target}", *options, home=home) as run:
+            yield run
+        return
+    app = getattr(importlib.import_module("tests.recipes.foreign_apps"), target)
+    with Server(validator(app), bind="127.0.0.1:0", workers=0, threads=2) as ours:
+        yield Served(ours.addresses[0][1])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "caught_failing_first",
+        "caught_flask_stream",
+        "stacked_failing_first",
+        "stacked_flask_stream",
+    ],
+)
+@pytest.mark.parametrize(
+    ("server", "options"),
+    [
+        pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
+        pytest.param("gunicorn", ("-k", "gthread", "--threads", "2"), id="gunicorn-gthread"),
+        pytest.param("waitress", (), id="waitress"),
+        pytest.param("uwsgi", UWSGI_PREFORK, id="uwsgi"),
+        pytest.param("wsgistack", (), id="wsgistack"),
+    ],
+)
+def test_a_body_failing_before_its_first_byte_gets_one_whole_error_page(
+    server, options, target, tmp_path
+):
+    # The app set its head (200, text/csv, maybe a length), then its body failed
+    # first thing.  ErrorCatcher replaced the head with start_response(exc_info),
+    # and gunicorn appends a replacement's fields to the first ones: two
+    # Content-Types (and two Content-Lengths), a 500 whose body the client cut short.
+    with served_by(server, options, target, tmp_path) as run:
+        status, headers, body = fetch_error_page(run.port, "/report.csv")
+    error_id = headers["X-Error-Id"]
+    assert (status, headers.get_all("Content-Type")) == (
+        500,
+        ["text/plain; charset=UTF-8"],
+    ), (headers.items(), run.log)
+    assert headers.get_all("Content-Length") == [str(len(body))], (headers.items(), body)
+    assert f"Error id: {error_id}".encode() in body, body
+    assert run.log.count("Traceback") <= 1, run.log  # ErrorCatcher's record, once

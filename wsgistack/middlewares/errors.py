@@ -1,11 +1,13 @@
 """ErrorCatcher: every failure answered, logged once, and never leaked.
 
 An exception can strike while the app runs, while its result is iterated,
-while it is closed, or after the response headers went out.  Before the
-headers are sent the client gets a clean 500 (HTML, plain text or JSON by
-``Accept``) carrying an error id and nothing about the exception; after they
-are sent ``start_response`` is called with ``exc_info``, so the server aborts
-the connection instead of passing off half a body as a whole one.  Each
+while it is closed, or after the response headers went out.  The app's
+status and headers are held until its body's first byte (PEP 3333: a server
+sends them only then), so before that byte the client gets a clean 500 (HTML,
+plain text or JSON by ``Accept``) as the only head the server ever saw,
+carrying an error id and nothing about the exception; after it
+``start_response`` is called with ``exc_info``, so the server aborts the
+connection instead of passing off half a body as a whole one.  Each
 failure is one ERROR log record with the traceback and the same error id.
 A list body and a ``wsgi.file_wrapper`` body are returned untouched: the
 first cannot fail, the second must reach the server whole to be sendfile()d
@@ -49,24 +51,67 @@ ERROR_ID_KEY = "wsgistack.error_id"
 
 
 class _Exchange:
-    """One request's view of the response: has anything reached the wire yet?"""
+    """One request's head, held until the body's first byte, and whether any byte went out.
 
-    __slots__ = ("sent", "start_response")
+    The app's ``start_response`` is kept here and handed to the server's only
+    with the first non-empty chunk or ``write()``, or when the body ends (PEP
+    3333: the server sends the head then anyway).  A failure before that is
+    answered with the error page as the only head the server ever saw: no
+    ``exc_info`` replacement, which gunicorn appends to the first head's fields
+    and uWSGI cannot take at all (unbit/uwsgi#2278).
+    """
+
+    __slots__ = ("called", "headers", "sent", "server_write", "start_response", "status")
+    headers: list[tuple[str, str]]  # set with status
+    server_write: Callable[[bytes], object]  # the server's write(), once it has the head
 
     def __init__(self, start_response: StartResponse) -> None:
         self.start_response = start_response
-        self.sent = False
+        self.status: str | None = None  # the held head's; None once the server has it
+        self.called = False  # the server's start_response was called (maybe it raised)
+        self.sent = False  # a body byte went out: too late for an error page
 
     def begin(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        write = self.start_response(status, headers, exc_info)
+        """The app's ``start_response``: hold the head, or let the server replace its own."""
+        if self.status is None and not self.called:
+            self.status, self.headers = status, headers
+        elif self.called:
+            # The server has a head: it replaces it, re-raises exc_info, or refuses.
+            self.start_response(status, headers, exc_info)
+        elif exc_info is None:
+            raise AssertionError("start_response called a second time without exc_info")
+        else:
+            self.status, self.headers = status, headers  # the held head is simply replaced
+        return self.write
 
-        def guarded_write(data: bytes) -> object:
-            # A server sends the headers with the first non-empty write().
-            if data:
-                self.sent = True
-            return write(data)
+    def flush(self) -> None:
+        """Give the server the held head (when there is one)."""
+        status = self.status
+        if status is not None:
+            self.status = None
+            self.called = True
+            self.server_write = self.start_response(status, self.headers)
 
-        return guarded_write
+    def write(self, data: bytes) -> object:
+        """The legacy ``write()``: the head goes to the server with the first byte."""
+        if data:
+            self.flush()
+            self.sent = True
+        elif not self.called:
+            return None  # nothing to send yet: the head stays replaceable
+        return self.server_write(data)
+
+    def answer(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        """The error page's ``start_response``: its head replaces the app's."""
+        self.status = None
+        if not self.called:
+            self.called = True
+            return self.start_response(status, headers)
+        # The server took the app's head (after an empty chunk, or it refused a
+        # field): only exc_info lets it be replaced.  uWSGI raises SystemError on
+        # it once it took the headers (unbit/uwsgi#2278), but replaces headers
+        # not yet sent on a call without it.
+        return self.start_response(status, headers, exc_info)
 
 
 class ErrorCatcher:
@@ -172,11 +217,15 @@ class ErrorCatcher:
                 raise  # the same, wrapped by the app (Django's UnreadablePostError)
             return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
         kind = type(body)
-        if kind is list or kind is tuple:
-            return body  # iterating it cannot fail and there is no close() to guard
-        if is_file_wrapper(body, environ):
-            # The server must recognise it to sendfile() it; it also reads and closes
+        if kind is list or kind is tuple or is_file_wrapper(body, environ):
+            # A list cannot fail and has no close() to guard; a file wrapper must reach
+            # the server as itself to be sendfile()d, and the server reads and closes
             # it, so a failing read is the server's to report (PEP 3333, file wrapper).
+            try:
+                exchange.flush()
+            except Exception:
+                close_iterable(body)  # the server refused the head: the body never goes out
+                return self.handle(environ, exchange, sys.exc_info())  # type: ignore[arg-type]
             return body
         return _GuardedBody(self, environ, exchange, body)
 
@@ -213,15 +262,10 @@ class ErrorCatcher:
     def _respond(
         self, response: Any, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo
     ) -> Any:
-        # PEP 3333: with exc_info, start_response may replace headers not yet sent.
-        # uWSGI cannot take it: it makes exc_info the current error and returns all
-        # the same, so Python raises SystemError once uWSGI took the headers, and the
-        # page was cut to them (unbit/uwsgi#2278).  uWSGI replaces headers not yet
-        # sent on a call without exc_info, so it gets none.
         passed = None if "uwsgi.version" in environ else exc_info
 
         def replace(status: str, headers: list[tuple[str, str]], _: Any = None) -> Any:
-            return exchange.start_response(status, headers, passed)
+            return exchange.answer(status, headers, passed)
 
         return response(environ, replace)
 
@@ -294,6 +338,10 @@ def _debug_response(
     return kind(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
+#: What ``next()`` gives for an ended body (a body's own ``None`` must not end it).
+_END: Any = object()
+
+
 class _GuardedBody:
     """The app's body, with failures in iteration and close() caught."""
 
@@ -316,15 +364,20 @@ class _GuardedBody:
         try:
             if self._iterator is None:
                 self._iterator = iter(self._body)
-            chunk = next(self._iterator)
-        except (StopIteration, ProtocolError, ResponseCut):
+            chunk = next(self._iterator, _END)
+            if not self._exchange.sent:
+                # The held head goes to the server with the first chunk, or as the body
+                # ends empty: a failure before it is answered as the only head.
+                self._exchange.flush()
+                self._exchange.sent = chunk is not _END and bool(chunk)
+        except (ProtocolError, ResponseCut):
             raise  # (ResponseCut: a layer below logged it; the server cuts the connection)
         except Exception as exc:
             if body_error_behind(exc) is not None:
                 raise  # the client's body broke: the server answers (see ErrorCatcher.__call__)
             return self._fail(sys.exc_info())  # type: ignore[arg-type]
-        if chunk:
-            self._exchange.sent = True
+        if chunk is _END:
+            raise StopIteration
         return chunk
 
     def _fail(self, exc_info: ExcInfo) -> bytes:
