@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LOG_ESCAPES", "log_text", "request_text"]
+from .clientip import ProxyTrust, client_addr
+
+__all__ = ["LOG_ESCAPES", "log_text", "request_from"]
 
 #: A ``str.translate`` table; the access log applies it to each field directly.
 LOG_ESCAPES = {code: f"\\x{code:02X}" for code in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
@@ -23,8 +25,12 @@ def log_text(text: str) -> str:
     return text.translate(LOG_ESCAPES)
 
 
-def request_text(environ: dict[str, Any]) -> str:
-    """``METHOD /mount/path`` of a request, escaped: what each failure line names."""
+def request_from(environ: dict[str, Any], trust: ProxyTrust | None = None) -> str:
+    """``GET /mount/path from 203.0.113.9``: which request a failure line is about.
+
+    Method and path are escaped; the client is the one ``trust`` decides (the
+    peer without it), always an address or ``-``, so it needs no escaping.
+    """
     method = environ.get("REQUEST_METHOD", "-")
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    return log_text(f"{method} {path}")
+    return f"{log_text(f'{method} {path}')} from {client_addr(environ, trust)}"

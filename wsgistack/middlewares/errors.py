@@ -33,9 +33,8 @@ from typing import Any
 import webob.acceptparse
 import webob.exc
 
-from .._logtext import request_text
+from .._logtext import request_from
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
-from ..clientip import client_addr
 from ..errors import ConfigError, ProtocolError, ResponseCut, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
@@ -281,11 +280,10 @@ class ErrorCatcher:
         error_id = secrets.token_hex(8)
         environ[ERROR_ID_KEY] = error_id
         self.logger.error(
-            "error %s: %s from %s",
+            "error %s: %s",
             error_id,
             # Decoded text from the client: %0A in a path must not start a forged line.
-            request_text(environ),
-            client_addr(environ),
+            request_from(environ),
             exc_info=exc_info,
         )
         for hook in self.on_error:

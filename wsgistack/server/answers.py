@@ -8,7 +8,7 @@ connection.  Kept apart from ``connection.py``, which serves: nothing here
 runs for a request that succeeds.
 
     except BaseException:
-        fail(self, response, f"{named(environ)}: the application raised")
+        fail(self, response, f"{request_from(environ)}: the application raised")
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import logging
 import socket
 import sys
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._logtext import request_text
-from ..clientip import client_addr
 from ..errors import ProtocolError, ResponseCut, body_error_behind
 from .response import Response, error_body_size, error_response
 from .uwsgi import UwsgiParser
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AbortConnection",
     "fail",
-    "named",
     "refusal_bytes",
     "refuse_timeout",
     "send_error",
@@ -40,11 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("wsgistack.server")
-
-
-def named(environ: dict[str, Any]) -> str:
-    """Which request failed, for a log line: ``GET /path from 203.0.113.9``, as gunicorn's."""
-    return f"{request_text(environ)} from {client_addr(environ)}"
 
 
 class AbortConnection(Exception):

@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._logtext import request_from
 from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .answers import (
     AbortConnection,
     fail,
-    named,
     refuse_timeout,
     send_error,
     send_refusal,
@@ -301,7 +301,7 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            fail(self, response, f"{named(environ)}: the application raised")
+            fail(self, response, f"{request_from(environ)}: the application raised")
             return
         try:
             if (
@@ -315,12 +315,12 @@ class Connection:
         except (AbortConnection, ProtocolError):
             raise
         except BaseException:
-            fail(self, response, f"{named(environ)}: the application raised while iterating")
+            fail(self, response, f"{request_from(environ)}: the application raised while iterating")
         finally:
             try:
                 close_iterable(result)
             except BaseException:
-                log.exception("%s: the application's close() raised", named(environ))
+                log.exception("%s: the application's close() raised", request_from(environ))
                 response.close = True
 
     def _write_all(self, result: Iterable[bytes], request: Request, response: Response) -> None:

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import webob.exc
 
-from ..._logtext import request_text
+from ..._logtext import request_from
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError
@@ -350,11 +350,10 @@ class LoadBalancer:
                 if self._passive and not error.stale:
                     upstream.failed(self.clock())
                 log.warning(
-                    "upstream %s failed (%s) for %s from %s: %s",
+                    "upstream %s failed (%s) for %s: %s",
                     upstream.url,
                     error.kind,
-                    request_text(environ),
-                    client_addr(environ, self.trust),
+                    request_from(environ, self.trust),
                     error,
                 )
                 # Nothing sent: any method may go elsewhere. Sent: only a bodiless
@@ -384,9 +383,8 @@ class LoadBalancer:
             # As nginx's "no live upstreams": every one is marked failed or down.
             count = len(self.primaries) + len(self.backups)
             log.error(
-                "no upstream available for %s from %s (%d upstream%s, none up); answering 503",
-                request_text(environ),
-                client_addr(environ, self.trust),
+                "no upstream available for %s (%d upstream%s, none up); answering 503",
+                request_from(environ, self.trust),
                 count,
                 "" if count == 1 else "s",
             )

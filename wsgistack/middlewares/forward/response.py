@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 import webob.exc
 
-from ..._logtext import request_text
+from ..._logtext import request_from
 from ..._types import StartResponse, WSGIEnvironment
-from ...clientip import client_addr
 from ...errors import ResponseCut
 from ...refusals import refusal
 from ...wsgi import ClosingIterator
@@ -117,13 +116,12 @@ def _log_cut(
     """
     timeout = isinstance(exc, ReadTimeout)
     log.error(
-        "upstream %s %s to %s from %s; %s",
+        "upstream %s %s to %s; %s",
         upstream.url,
         f"stalled mid-response (read_timeout {balancer.read_timeout:g} s)"
         if timeout
         else f"closed mid-response ({exc})",
-        request_text(environ),
-        client_addr(environ, balancer.trust),
+        request_from(environ, balancer.trust),
         f"answering {504 if timeout else 502}" if answering else "aborting the response",
     )
     return timeout
