@@ -28,6 +28,7 @@ __all__ = [
     "SAFE_PATH",
     "decoded_spelling",
     "escaped_spelling",
+    "folded",
     "normal_spelling",
     "overlap",
     "prefixes",
@@ -101,8 +102,27 @@ def wsgi_str(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
-def prefixes(value: object, option: str) -> tuple[str, ...]:
-    """The prefixes of a ``paths`` option (None: none), checked and resolved."""
+def folded(path: str) -> str:
+    """A WSGI path with its letters lower-cased, for an app that routes case-blind.
+
+    Non-ASCII letters too (``/CAFÉ`` is ``/café``), as IIS and the macOS and
+    Windows file systems compare: the UTF-8 bytes that PEP 3333 carries as
+    latin-1 are decoded first, and bytes that are not UTF-8 stay as sent.
+    """
+    if path.isascii():
+        return path.lower()
+    try:
+        text = path.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # not a WSGI str (a layer set text): fold it as it is
+        return path.lower()
+    return text.lower().encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def prefixes(value: object, option: str, *, ignore_case: bool = False) -> tuple[str, ...]:
+    """The prefixes of a ``paths`` option (None: none), checked and resolved.
+
+    With ``ignore_case`` they are :func:`folded`, for :func:`under` with it too.
+    """
     if value is None:
         return ()
     scope = []
@@ -120,7 +140,8 @@ def prefixes(value: object, option: str) -> tuple[str, ...]:
             wsgi_prefix = wsgi_str(prefix)
         except UnicodeEncodeError:
             raise ConfigError(f"{option}: {prefix!r} is not valid text") from None
-        scope.append(resolved(wsgi_prefix).rstrip("/"))
+        prefix = resolved(wsgi_prefix).rstrip("/")
+        scope.append(folded(prefix) if ignore_case else prefix)
     return tuple(scope)
 
 
@@ -136,7 +157,7 @@ def resolved(path: str) -> str:
     return "/" + "/".join(segments)
 
 
-def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
+def under(environ: WSGIEnvironment, scope: tuple[str, ...], *, ignore_case: bool = False) -> bool:
     """Whether the request is under one of ``scope``, read as the app's path or the URL's.
 
     The app's path is ``PATH_INFO``, what its routes read: under a root path
@@ -144,9 +165,13 @@ def under(environ: WSGIEnvironment, scope: tuple[str, ...]) -> bool:
     ``/app/admin`` reaches, and the README's ``paths=["/admin"]`` must cover it.
     The URL's path is ``SCRIPT_NAME + PATH_INFO``, for a prefix written as the
     browser shows it (``/app/admin``).  Either one being under a prefix is enough.
+    With ``ignore_case`` (and a scope from ``prefixes`` with it) letter case is
+    ignored, so ``/ADMIN`` is under ``/admin`` for an app that routes it there.
     """
     path_info = environ.get("PATH_INFO", "")
     script_name = environ.get("SCRIPT_NAME", "")
+    if ignore_case:
+        path_info, script_name = folded(path_info), folded(script_name)
     return _path_under(path_info, scope) or (
         bool(script_name) and _path_under(script_name + path_info, scope)
     )

@@ -537,3 +537,63 @@ def test_in_a_pipeline_and_its_typo_message():
         str(error.value)
         == "stack.toml: layer 2 (ip_filter): unknown option 'alow' (did you mean 'allow'?)"
     )
+
+
+def case_blind(environ, start_response):
+    """An app that routes as IIS or a macOS/Windows file system does: letter case ignored."""
+    route = environ["PATH_INFO"].encode("latin-1").decode("utf-8").lower()
+    body = b"secrets" if route.split("/")[1] in ("admin", "café") else b"welcome"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        pytest.param("/ADMIN", True, id="upper"),
+        pytest.param("/Admin/users", True, id="mixed-below"),
+        pytest.param("/%41dmin", True, id="escaped-upper"),
+        pytest.param("/x/../ADMIN//users", True, id="dot-segments"),
+        pytest.param("/CAF%C3%89/menu", True, id="non-ascii-upper"),
+        pytest.param("/ADMINISTRATOR", False, id="not-a-segment"),
+        pytest.param("/public", False, id="elsewhere"),
+    ],
+)
+def test_ignore_case_covers_every_spelling_a_case_blind_app_routes(url, refused):
+    # Without it, /ADMIN reaches the app's /admin unfiltered: nginx users write
+    # "location ~*" for such a backend; here it is ignore_case=True.
+    from tests.server.live import RawClient, live_server
+
+    app = IPFilter(
+        validator(case_blind),
+        allow=["192.0.2.0/24"],
+        paths=["/admin", "/Café"],
+        ignore_case=True,
+    )
+    with live_server(app, root_path="/app") as server, RawClient(server.address) as raw:
+        status, _, body = raw.request(f"GET /app{url} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert (status, b"secrets" in body) == ((403, False) if refused else (200, False))
+
+
+def test_ignore_case_covers_a_prefix_written_as_the_url_shows_it():
+    app = client(case_blind, allow=["10.0.0.0/8"], paths=["/App/Admin"], ignore_case=True)
+    environ = {"REMOTE_ADDR": "192.0.2.1", "SCRIPT_NAME": "/app"}
+    assert app.get("/ADMIN", extra_environ=environ, expect_errors=True).status_int == 403
+
+
+def test_paths_match_letter_case_as_written_by_default():
+    app = client(case_blind, allow=["192.0.2.0/24"], paths=["/admin"])
+    assert status_for(app, "198.51.100.1", "/admin") == 403
+    assert status_for(app, "198.51.100.1", "/ADMIN") == 200  # a case-blind app needs ignore_case
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"paths": ["/admin"], "ignore_case": "yes"}, "IPFilter: ignore_case: expected true or"),
+        ({"ignore_case": True}, "IPFilter: ignore_case: it applies to paths"),
+    ],
+)
+def test_a_bad_ignore_case_fails_at_start_up(options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        IPFilter(hello_app, allow=["10.0.0.0/8"], **options)

@@ -147,6 +147,9 @@ class IPFilter:
     :param paths: apply the rules only under these path prefixes (whole segments);
         a path is under one as sent or with ``//``, ``.`` and ``..`` resolved, and
         as the app routes it (``PATH_INFO``) or as the URL has it (with ``SCRIPT_NAME``).
+    :param ignore_case: match ``paths`` ignoring letter case (``/ADMIN`` is under
+        ``/admin``), for an app that routes so: IIS behind a forwarder, files on a
+        macOS or Windows disk (nginx's ``location ~*``).
     :param trusted_proxies: networks of your proxies, or a hop count, or a
         :class:`~wsgistack.clientip.ProxyTrust` (to choose the header).
     :param refuse: the app that answers a refused client; ``HTTPForbidden`` by default.
@@ -168,6 +171,7 @@ class IPFilter:
         deny_files: Sequence[str | Path] = (),
         precedence: Literal["deny", "allow"] = "deny",
         paths: Iterable[str] | None = None,
+        ignore_case: bool = False,
         trusted_proxies: ProxyTrust | Iterable[str | IPNetwork | IPAddress] | int | None = None,
         refuse: WSGIApplication | None = None,
         dry_run: bool = False,
@@ -196,7 +200,12 @@ class IPFilter:
                 "give deny entries (or deny_files), or use precedence='deny'"
             )
         self.precedence = precedence
-        self.paths = prefixes(paths, "IPFilter: paths")
+        self.ignore_case = flag(ignore_case, "IPFilter: ignore_case")
+        if self.ignore_case and paths is None:
+            raise ConfigError(
+                "IPFilter: ignore_case: it applies to paths; give paths too, or drop it"
+            )
+        self.paths = prefixes(paths, "IPFilter: paths", ignore_case=self.ignore_case)
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.refuse = refuse or refusal(webob.exc.HTTPForbidden)
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
@@ -257,7 +266,7 @@ class IPFilter:
             self._lock.release()
 
     def _applies(self, environ: WSGIEnvironment) -> bool:
-        return not self.paths or under(environ, self.paths)
+        return not self.paths or under(environ, self.paths, ignore_case=self.ignore_case)
 
     def verdict(self, address: Any) -> str | None:
         """Why ``address`` is refused (the rule that matched), or ``None`` if admitted."""
@@ -311,6 +320,8 @@ class IPFilter:
             parts.append(f"precedence={self.precedence!r}")
         if self.paths:
             parts.append(f"paths={list(self.paths)!r}")
+        if self.ignore_case:
+            parts.append("ignore_case=True")
         if self.trust is not None:
             parts.append(f"trusted_proxies={self.trust!r}")
         if self.dry_run:
