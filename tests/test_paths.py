@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsgistack.paths import SAFE_PATH, normal_spelling, prefixes, under, url_path
+from wsgistack.paths import SAFE_PATH, folded, normal_spelling, prefixes, under, url_path, wsgi_str
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,23 @@ def test_url_path_spells_any_decoded_path_as_quoting_it_would(path):
 )
 def test_url_path_escapes_only_what_a_url_path_cannot_hold(path, spelled):
     assert url_path(path) == spelled
+
+
+@pytest.mark.parametrize(
+    ("path_info", "expected"),
+    [
+        pytest.param(wsgi_str("/ÉTÉ/x"), True, id="non-ascii-upper"),
+        pytest.param("/\xc9T\xc9/x", False, id="latin-1-bytes-are-not-utf-8-letters"),
+        pytest.param(wsgi_str("/été/x"), True, id="as-written"),
+    ],
+)
+def test_ignore_case_folds_utf_8_letters_and_leaves_other_bytes(path_info, expected):
+    scope = prefixes(["/Été"], "paths", ignore_case=True)
+    assert under({"PATH_INFO": path_info}, scope, ignore_case=True) is expected
+
+
+@given(st.binary(max_size=40))
+def test_folding_any_wsgi_path_keeps_it_a_wsgi_str(raw):
+    # Bytes that are not UTF-8 stay as sent: the result is latin-1 text, its segments kept.
+    path = "/" + raw.decode("latin-1")
+    assert folded(path).encode("latin-1").count(b"/") == path.count("/")
