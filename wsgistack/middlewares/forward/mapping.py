@@ -166,13 +166,26 @@ def _confined(path_info: str) -> str | None:
 
 
 def request_target(upstream: Upstream, environ: WSGIEnvironment) -> str:
-    """The request target for the upstream: its base path, the path, the query."""
+    """The request target for the upstream: its base path, the path, the query.
+
+    Kept as the client sent it where the server says (RAW_URI, REQUEST_URI):
+    ``OPTIONS *`` asks about the server as a whole (RFC 9112 3.2.4), so it goes
+    on as ``*``, never as a path under the base; and ``/x?`` keeps its empty
+    query, which names another URL than ``/x`` (RFC 3986 6.2.3) to a cache or a
+    signature.  wsgiref gives no raw target: its ``*`` is PATH_INFO, and an
+    empty query cannot be told from none.
+    """
     path_info = environ.get("PATH_INFO", "")
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if (raw == "*" or (not raw and path_info == "*")) and environ["REQUEST_METHOD"] == "OPTIONS":
+        return "*"
     query = environ.get("QUERY_STRING", "")
-    query = "?" + query if query else ""
+    if query:
+        query = "?" + query
+    elif raw and "?" in raw and "?" in raw.partition("#")[0]:
+        query = "?"
     if upstream.base and path_info and (confined := _confined(path_info)) is not None:
         return upstream.base + url_path(confined) + query
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     path = None
     if raw and "%" in raw:  # else quoting PATH_INFO gives the same
         path = _raw_path(raw, environ.get("SCRIPT_NAME", ""), path_info)
