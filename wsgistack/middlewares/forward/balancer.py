@@ -103,6 +103,10 @@ class LoadBalancer:
     :param tries: upstreams tried at most per request; ``retry_timeout``: seconds at most.
     :param connect_timeout: seconds to connect; ``read_timeout``: seconds between reads.
     :param preserve_host: send the client's Host (default) or the upstream's.
+    :param cookie_paths: map the ``Path`` of each ``Set-Cookie`` under the upstream's
+        base path as a ``Location`` is mapped (``/app`` under the mount ``/legacy``
+        is ``/legacy``), so the browser sends the cookie back (default); false
+        passes every cookie on as the upstream set it.
     :param trusted_proxies: whose X-Forwarded-For/Proto and Forwarded chains are
         kept and extended, whose X-Forwarded-Host is kept as it came (one host, as
         Django reads it), and whose X-Forwarded-Prefix goes before SCRIPT_NAME;
@@ -137,6 +141,7 @@ class LoadBalancer:
         connect_timeout: float = 3.0,
         read_timeout: float = 60.0,
         preserve_host: bool = True,
+        cookie_paths: bool = True,
         trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
         max_idle: int = 32,
         idle_timeout: float = 30.0,
@@ -192,6 +197,7 @@ class LoadBalancer:
         self.read_timeout = float(read_timeout)
         self.idle_timeout = float(idle_timeout)
         self.preserve_host = flag(preserve_host, "LoadBalancer: preserve_host")
+        self.cookie_paths = flag(cookie_paths, "LoadBalancer: cookie_paths")
         self.request_buffering = flag(request_buffering, "LoadBalancer: request_buffering")
         self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path

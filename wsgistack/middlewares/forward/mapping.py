@@ -4,8 +4,8 @@ Rules: hop-by-hop headers never cross (RFC 9110 §7.6.1), nor those named in
 ``Connection``, nor ``Proxy`` (httpoxy).  ``Host``, ``X-Forwarded-*``, ``Forwarded`` and the body's
 framing are written by this hop, never copied from the client: a trusted
 proxy's forwarding chains are kept and extended, anyone else's replaced.
-The path goes as the client spelled it; answers pointing into the pool are
-mapped back to where the client sees it.
+The path goes as the client spelled it; answers pointing into the pool
+(redirects, cookie paths) are mapped back to where the client sees it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .upstream import Upstream
 
 __all__ = [
     "HOP_BY_HOP",
+    "map_cookie_path",
     "map_location",
     "map_refresh",
     "request_headers",
@@ -315,6 +316,25 @@ def _rest(path: str, base: str) -> str | None:
     return "/" + "/".join(segments[count + 1 :]) if len(segments) > count + 1 else ""
 
 
+def _client_path(
+    upstream: Upstream, path: str, environ: WSGIEnvironment, base_itself: str
+) -> str | None:
+    """``path`` (in the upstream's view) as the client sees it; None if outside the pool.
+
+    The base path is swapped for SCRIPT_NAME (percent-encoded), the base path
+    itself becoming ``SCRIPT_NAME + base_itself``.  A path already under
+    SCRIPT_NAME is the client's as it stands: an upstream that honours the
+    ``X-Forwarded-Prefix`` we send built it so.
+    """
+    prefix = url_path(environ.get("SCRIPT_NAME", "").rstrip("/"))
+    if prefix and _rest(path, prefix) is not None:
+        return path
+    rest = _rest(path, upstream.base)
+    if rest is None:
+        return None
+    return prefix + (rest or base_itself)
+
+
 def map_location(
     upstream: Upstream, location: str, environ: WSGIEnvironment, preserve_host: bool
 ) -> str:
@@ -346,15 +366,9 @@ def map_location(
             return location  # somewhere else entirely
     elif parts.scheme or not parts.path.startswith("/"):
         return location  # relative, or no place on the web (mailto:, urn:)
-    path = parts.path
-    script = environ.get("SCRIPT_NAME", "").rstrip("/")
-    prefix = url_path(script)
-    if not (prefix and _rest(path, prefix) is not None):
-        # (Else the upstream applied X-Forwarded-Prefix itself: the client's path already.)
-        rest = _rest(path, upstream.base)
-        if rest is None:
-            return location  # outside what this pool serves
-        path = prefix + (rest or "/")
+    path = _client_path(upstream, parts.path, environ, "/")
+    if path is None:
+        return location  # outside what this pool serves
     rewritten = origin + (path or "/")
     if parts.query:
         rewritten += "?" + parts.query
@@ -380,14 +394,45 @@ def map_refresh(
     return f"{lead}{quote_mark}{mapped}{quote_mark}"
 
 
+def map_cookie_path(upstream: Upstream, cookie: str, environ: WSGIEnvironment) -> str:
+    """A ``Set-Cookie`` value with its ``Path`` mapped into the client's view; the rest as sent.
+
+    A browser sends a cookie back only under its Path (RFC 6265 5.1.4): from
+    an upstream whose base path is ``/app``, mounted at ``/legacy``,
+    ``Path=/app`` names a place the client never asks for, and becomes
+    ``Path=/legacy`` (what nginx users write ``proxy_cookie_path`` for).
+    ``Path=/`` stays: it is sent back everywhere, and the site may share it.
+    Read as browsers read the field (RFC 6265 5.2): the ``name=value`` pair is
+    never touched, attribute names match in any case, and a Path that does not
+    start with ``/`` (a quoted one) is none to a browser, so it is left alone.
+    """
+    if ";" not in cookie or not (upstream.base or environ.get("SCRIPT_NAME")):
+        return cookie  # no attributes, or no path of the pool's to map: as sent
+    parts = cookie.split(";")
+    changed = False
+    for index in range(1, len(parts)):
+        name, equals, value = parts[index].partition("=")
+        path = value.strip()
+        if not equals or path[:1] != "/" or path == "/" or name.strip().lower() != "path":
+            continue
+        mapped = _client_path(upstream, path, environ, "")
+        if mapped is not None and mapped != path:
+            lead, trail = value[: len(value) - len(value.lstrip())], value[len(value.rstrip()) :]
+            parts[index] = f"{name}={lead}{mapped or '/'}{trail}"
+            changed = True
+    return ";".join(parts) if changed else cookie
+
+
 def response_headers(
     upstream: Upstream,
     headers: list[tuple[str, str]],
     environ: WSGIEnvironment,
     preserve_host: bool,
+    cookie_paths: bool,
 ) -> list[tuple[str, str]]:
     """The upstream's response headers for the client: hop-by-hop ones out (also
-    those its ``Connection`` names), URLs into the pool mapped back."""
+    those its ``Connection`` names), URLs into the pool mapped back, and with
+    ``cookie_paths`` the Path of each cookie."""
     kept = []
     named: list[str] = []
     for name, value in headers:
@@ -400,6 +445,8 @@ def response_headers(
             value = map_location(upstream, value, environ, preserve_host)
         elif lower == "refresh":
             value = map_refresh(upstream, value, environ, preserve_host)
+        elif lower == "set-cookie" and cookie_paths:
+            value = map_cookie_path(upstream, value, environ)
         kept.append((name, value))
     if named:
         kept = [(name, value) for name, value in kept if name.lower() not in named]

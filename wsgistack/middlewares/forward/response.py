@@ -99,7 +99,9 @@ def respond(
 def _headers(
     balancer: LoadBalancer, upstream: Upstream, exchange: Exchange, environ: WSGIEnvironment
 ) -> list[tuple[str, str]]:
-    return response_headers(upstream, exchange.headers, environ, balancer.preserve_host)
+    return response_headers(
+        upstream, exchange.headers, environ, balancer.preserve_host, balancer.cookie_paths
+    )
 
 
 def _log_cut(
