@@ -236,11 +236,15 @@ class LoadBalancer:
         return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r})"
 
     def check_now(self) -> None:
-        """Run one round of active health checks, here and now (as the checker threads do)."""
+        """Run one round of active health checks, every upstream at once; return when all answered.
+
+        A round lasts as long as its slowest check (up to ``connect_timeout`` +
+        ``read_timeout``), however many upstreams never answer.
+        """
         self._health.check_now()
 
     def close(self) -> None:
-        """Stop the health checker and close idle connections."""
+        """Stop the health checker (a check in progress is cut short) and close idle connections."""
         self._health.stop()
         for upstream in self.upstreams:
             upstream.close_idle()

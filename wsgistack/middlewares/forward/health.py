@@ -2,11 +2,12 @@
 
 Rules: the checker starts on first use (a request, or a status page that asks),
 so a preforking server runs one per worker, each judging for itself; ``stop()``
-ends it for good, and no request starts another.  Each upstream is checked in a
-thread of its own, as nginx and HAProxy check each server on its own: one that
-takes the connection and never answers (a gunicorn sync worker busy with a long
-request) holds up only its own checks, for up to the read timeout.  A check is one GET with
-``Connection: close`` under the upstream's base path: a 2xx or 3xx answer read
+ends it for good (a check in progress cut short), and no request starts another.
+Each upstream is checked in a thread of its own, as nginx and HAProxy check
+each server on its own: one that takes the connection and never answers (a
+gunicorn sync worker busy with a long request) holds up only its own checks,
+for up to the read timeout; ``check_now()`` checks them all at once too.  A
+check is one GET with ``Connection: close`` under the upstream's base path: a 2xx or 3xx answer read
 whole is a success, anything else (no connection, a timeout, a 5xx, a garbled
 answer) a failure, which the upstream counts (``Upstream.check_result``).
 
@@ -17,8 +18,10 @@ answer) a failure, which the upstream counts (``Upstream.check_result``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
 import threading
 from collections.abc import Sequence
 
@@ -109,6 +112,7 @@ class HealthChecker:
         self.read_timeout = read_timeout
         self._started = False
         self._lost: list[Upstream] = []  # upstreams whose checker thread died
+        self._probing: set[socket.socket] = set()  # connections of the checks in progress
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         forget_on_fork(self)
@@ -118,6 +122,7 @@ class HealthChecker:
         self._lock = threading.Lock()
         self._started = False
         self._lost = []
+        self._probing = set()
         stopped, self._stopped = self._stopped.is_set(), threading.Event()
         if stopped:
             self._stopped.set()
@@ -148,19 +153,65 @@ class HealthChecker:
         ).start()
 
     def check_now(self) -> None:
-        """Run one round of checks, one after another (the threads check on their own)."""
-        for upstream in self.upstreams:
-            upstream.check_result(self._probe(upstream), self.rise)
+        """Run one round of checks, every upstream at once; return when all have answered.
+
+        Each upstream in a thread of its own, as the checker's: one that never
+        answers holds the round up for its own timeouts, not once per such upstream.
+        """
+        failures: list[BaseException] = []
+
+        def check(upstream: Upstream) -> None:
+            try:
+                self._check(upstream)
+            except BaseException as exc:  # raised in the caller, as if checked there
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(
+                target=check, args=(upstream,), name=f"wsgistack-health {upstream.url}", daemon=True
+            )
+            for upstream in self.upstreams[1:]
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._check(self.upstreams[0])
+        finally:
+            for thread in threads:
+                thread.join()
+        if failures:
+            raise failures[0]
 
     def stop(self) -> None:
-        """End the checks for good (each thread leaves at its next wake-up)."""
-        self._stopped.set()
+        """End the checks for good: each thread leaves at once, a check in progress cut short.
 
-    def _probe(self, upstream: Upstream) -> bool:
+        A check waiting on an upstream that never answers would otherwise hold
+        its thread and connection for up to the read timeout after the pool was
+        closed.  A check cut short counts neither way.
+        """
+        with self._lock:
+            self._stopped.set()
+            for sock in self._probing:
+                with contextlib.suppress(OSError):  # (the upstream closed it already)
+                    sock.shutdown(socket.SHUT_RDWR)  # its recv() returns at once
+
+    def _check(self, upstream: Upstream) -> None:
+        """Check ``upstream`` once; the answer counts unless stop() cut the check short."""
+        ok = self._probe(upstream)
+        if ok is not None:
+            upstream.check_result(ok, self.rise)
+
+    def _probe(self, upstream: Upstream) -> bool | None:
+        """True if ``upstream`` answered 2xx or 3xx, False if not; None if stop() cut it."""
         try:
             sock = upstream.connect(self.connect_timeout)
         except OSError:
             return False
+        with self._lock:
+            # A check begun after stop() (check_now() on a closed pool) runs whole.
+            cuttable = not self._stopped.is_set()
+            if cuttable:
+                self._probing.add(sock)
         try:
             sock.settimeout(self.read_timeout)
             host = self.host or upstream.host_header
@@ -173,14 +224,16 @@ class HealthChecker:
                 pass
             return exchange.status[:1] in ("2", "3")
         except (OSError, UpstreamClosed, ReadTimeout):
-            return False
+            return None if cuttable and self._stopped.is_set() else False
         finally:
+            with self._lock:
+                self._probing.discard(sock)  # never shut down once closed (its number reused)
             sock.close()
 
     def _loop(self, upstream: Upstream) -> None:
         try:
             while not self._stopped.wait(self.interval):
-                upstream.check_result(self._probe(upstream), self.rise)
+                self._check(upstream)
         finally:
             if not self._stopped.is_set():
                 with self._lock:
