@@ -243,11 +243,11 @@ def test_a_health_checker_that_died_is_started_again_by_the_next_request(
     checker = balancer._health
     probe, probed, died = checker._probe, [], []
 
-    def fails_first(upstream):
+    def fails_first(upstream, whole):
         probed.append(upstream)
         if len(probed) == 1:
             raise RuntimeError("a bug in a check")
-        return probe(upstream)
+        return probe(upstream, whole)
 
     monkeypatch.setattr(checker, "_probe", fails_first)
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))

@@ -159,10 +159,11 @@ class HealthChecker:
         answers holds the round up for its own timeouts, not once per such upstream.
         """
         failures: list[BaseException] = []
+        whole = self._stopped.is_set()  # on a closed pool: nothing will cut it
 
         def check(upstream: Upstream) -> None:
             try:
-                self._check(upstream)
+                self._check(upstream, whole)
             except BaseException as exc:  # raised in the caller, as if checked there
                 failures.append(exc)
 
@@ -175,7 +176,7 @@ class HealthChecker:
         for thread in threads:
             thread.start()
         try:
-            self._check(self.upstreams[0])
+            self._check(self.upstreams[0], whole)
         finally:
             for thread in threads:
                 thread.join()
@@ -195,22 +196,28 @@ class HealthChecker:
                 with contextlib.suppress(OSError):  # (the upstream closed it already)
                     sock.shutdown(socket.SHUT_RDWR)  # its recv() returns at once
 
-    def _check(self, upstream: Upstream) -> None:
+    def _check(self, upstream: Upstream, whole: bool = False) -> None:
         """Check ``upstream`` once; the answer counts unless stop() cut the check short."""
-        ok = self._probe(upstream)
+        ok = self._probe(upstream, whole)
         if ok is not None:
             upstream.check_result(ok, self.rise)
 
-    def _probe(self, upstream: Upstream) -> bool | None:
-        """True if ``upstream`` answered 2xx or 3xx, False if not; None if stop() cut it."""
+    def _probe(self, upstream: Upstream, whole: bool) -> bool | None:
+        """True if ``upstream`` answered 2xx or 3xx, False if not; None if stop() cut it.
+
+        ``whole``: a check begun on a closed pool (``check_now()`` after ``stop()``)
+        runs to its end; any other is cut by a stop, even one that came while it
+        was connecting.
+        """
         try:
             sock = upstream.connect(self.connect_timeout)
         except OSError:
             return False
         with self._lock:
-            # A check begun after stop() (check_now() on a closed pool) runs whole.
-            cuttable = not self._stopped.is_set()
-            if cuttable:
+            if not whole:
+                if self._stopped.is_set():  # stopped while it connected
+                    sock.close()
+                    return None
                 self._probing.add(sock)
         try:
             sock.settimeout(self.read_timeout)
@@ -224,7 +231,7 @@ class HealthChecker:
                 pass
             return exchange.status[:1] in ("2", "3")
         except (OSError, UpstreamClosed, ReadTimeout):
-            return None if cuttable and self._stopped.is_set() else False
+            return None if not whole and self._stopped.is_set() else False
         finally:
             with self._lock:
                 self._probing.discard(sock)  # never shut down once closed (its number reused)
