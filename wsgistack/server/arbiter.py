@@ -6,7 +6,8 @@ SIGTERM  graceful stop: workers stop accepting, finish in-flight requests
 SIGHUP   graceful reload: a new set of workers loads the app afresh and
          reports ready before the old set is told to drain, so no request
          fails; if the new workers cannot load the app, the old ones stay.
-         Ignored once a stop has begun.
+         A second SIGHUP during a reload stops the set still starting and
+         starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
 SIGUSR1  reopen log files: every worker opens its --access-log file again
@@ -17,6 +18,10 @@ holding the GIL, a deadlock; see heartbeat.py) is hung: the master logs it,
 sends SIGUSR2 (the worker's faulthandler prints every thread's stack), then
 SIGKILL, and a new worker replaces it.  A draining worker gets its whole
 --graceful-timeout first.
+The master is in one of three states (``State``): serving, reloading (a new
+set loads while the old one serves) or stopping; a stop abandons a reload
+under way, and nothing a reload would do (finish, fail, respawn) happens once
+stopping.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import errno
 import faulthandler
 import logging
@@ -63,6 +69,14 @@ _HANDLED = (
 DUMP_GRACE = 1.0
 
 
+class State(enum.Enum):
+    """What the master is doing; every action and log line is for the current one."""
+
+    SERVING = "serving"  # keeping --workers workers, respawning those that die
+    RELOADING = "reloading"  # a new set loads the app; the old set serves until it is ready
+    STOPPING = "stopping"  # workers drain or quit; none is spawned, no reload finishes
+
+
 class Arbiter:
     """Run and supervise ``config.workers`` worker processes until stopped."""
 
@@ -76,14 +90,13 @@ class Arbiter:
         self.config = config
         self.listeners = listeners
         self.workers: dict[int, float] = {}  # pid -> start time
-        self._retiring: set[int] = set()  # the old set, during a reload
-        self._reloading = False  # a reload's new workers are coming up (the old may be gone)
+        self._state = State.SERVING
+        self._retiring: set[int] = set()  # the old set, during a reload (some may be gone)
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
         self._beats: dict[int, Heartbeat] = {}  # pid -> its heartbeat (--worker-timeout)
         self._load_reported: dict[int, int] = {}  # pid -> --worker-timeouts of loading logged
         self._signals: collections.deque[int] = collections.deque()
-        self._stopping = False
         self._deadline = 0.0
         self._respawn_at = 0.0  # a worker failing at start delays the next spawn
         self._booted = False  # some worker has loaded the app
@@ -108,7 +121,7 @@ class Arbiter:
         )
         try:
             self._spawn_missing()
-            while self.workers or not self._stopping:
+            while self.workers or self._state is not State.STOPPING:
                 self._wait()
                 while self._signals:
                     self._handle(self._signals.popleft())
@@ -116,7 +129,7 @@ class Arbiter:
                 self._read_ready()
                 self._watch()
                 self._finish_reload()
-                if self._stopping:
+                if self._state is State.STOPPING:
                     self._enforce_deadline()
                 else:
                     self._spawn_missing()
@@ -158,25 +171,46 @@ class Arbiter:
                 _kill(pid, signal.SIGUSR1)
             return
         if signum == signal.SIGHUP:
-            if not self._stopping:  # while stopping, a reload is moot (not a quick stop)
-                log.info("master: reload, starting new workers")
-                self._reloading = True
-                self._retiring |= set(self.workers) - self._leaving
-                self._ready -= self._retiring
-                for _ in range(self.config.workers):
-                    self._spawn()
+            self._reload()
             return
         graceful = signum == signal.SIGTERM
-        if self._stopping and graceful:
+        if self._state is State.STOPPING and graceful:
             return  # a stop once begun only gets quicker: no later deadline, no grace back
-        log.info("master: %s", "graceful stop" if graceful else "quick stop")
+        abandoned = " (the reload under way is abandoned)" if self._state is State.RELOADING else ""
+        log.info("master: %s%s", "graceful stop" if graceful else "quick stop", abandoned)
         self._stop(graceful)
+
+    def _reload(self) -> None:
+        if self._state is State.STOPPING:
+            log.info("master: reload ignored, the master is stopping")
+            return  # not a quick stop either: in-flight requests keep their grace
+        if self._state is State.RELOADING:
+            # Two deploys in a row: the set still starting may hold the older
+            # code, so it is stopped (gracefully: a ready one may serve) and a
+            # new set loads the latest; the old set serves until that is ready.
+            starting = set(self.workers) - self._retiring - self._leaving
+            log.info(
+                "master: reload again, starting new workers (stopping the %d still starting)",
+                len(starting),
+            )
+            for pid in starting:
+                _kill(pid, signal.SIGTERM)
+            self._leaving |= starting
+        else:
+            log.info("master: reload, starting new workers")
+            self._state = State.RELOADING
+            self._retiring = set(self.workers) - self._leaving
+        for _ in range(self.config.workers):
+            self._spawn()
 
     def _stop(self, graceful: bool) -> None:
         timeout = self.config.graceful_timeout if graceful else 0.0
         deadline = time.monotonic() + timeout + 1.0
-        self._deadline = min(self._deadline, deadline) if self._stopping else deadline
-        self._stopping = True
+        stopping = self._state is State.STOPPING
+        self._deadline = min(self._deadline, deadline) if stopping else deadline
+        self._state = State.STOPPING
+        self._retiring = set()  # every worker now leaves: none is "old" or replaced
+        self._leaving |= set(self.workers)
         # No worker is spawned from here on: the master lets go of the listeners
         # (a unix socket's file goes too), so once the draining workers have
         # closed theirs, new clients are refused instead of queued for nobody.
@@ -184,10 +218,10 @@ class Arbiter:
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
-        if not self._reloading:
+        if self._state is not State.RELOADING:
             return
-        fresh = [pid for pid in self.workers if pid not in self._retiring]
-        if len([pid for pid in fresh if pid in self._ready]) >= self.config.workers:
+        fresh = set(self.workers) - self._retiring - self._leaving
+        if len(fresh & self._ready) >= self.config.workers:
             log.info("master: reload done, the old workers drain")
             for pid in self._retiring & set(self.workers):
                 _kill(pid, signal.SIGTERM)
@@ -195,7 +229,7 @@ class Arbiter:
             # they drain is replaced at once.
             self._leaving |= self._retiring
             self._retiring = set()
-            self._reloading = False
+            self._state = State.SERVING
 
     def _watch(self) -> None:
         """Kill and replace workers whose loop has not beaten for --worker-timeout."""
@@ -233,7 +267,6 @@ class Arbiter:
         unreachable database would only hang again; the log says which it is.
         """
         for pid, started in self.workers.items():
-            # A reload takes the old workers out of ``_ready`` while they serve on.
             if pid in self._ready or pid in self._retiring or pid in self._leaving:
                 continue
             periods = int((now - started) // limit)
@@ -268,21 +301,20 @@ class Arbiter:
             code = os.waitstatus_to_exitcode(status)
             self._read_ready()  # its "ready", if it came before it died
             if started is None or pid in self._leaving:
-                pass  # asked to leave: not replaced
+                pass  # asked to leave (also every worker, once stopping): not replaced
             elif code == BOOT_ERROR:
                 self._boot_failed(pid)
             elif pid in self._retiring:
-                # An old worker of a reload, out of _ready while it serves on: the
-                # new workers, coming up, replace it (it is not one that never loaded).
+                # An old worker of a reload: the new workers, coming up, replace it.
                 level = logging.INFO if code == 0 else logging.WARNING
                 log.log(level, "worker %d exited (status %d) during the reload", pid, code)
-            elif code != 0 and pid not in self._ready and not self._stopping:
+            elif code != 0 and pid not in self._ready:
                 # Killed or crashed before it was ready (a segfault in an import,
                 # os._exit, the OOM killer): the app could not be loaded, as if it
                 # had raised, where it used to be respawned every second for ever.
                 log.error("worker %d died while loading the app (status %d)", pid, code)
                 self._boot_failed(pid)
-            elif not self._stopping and pid not in self._retiring:
+            else:
                 level = logging.INFO if code == 0 else logging.WARNING
                 log.log(level, "worker %d exited (status %d), respawning", pid, code)
                 if code != 0 and time.monotonic() - started < 1.0:
@@ -293,21 +325,21 @@ class Arbiter:
             self._load_reported.pop(pid, None)
 
     def _boot_failed(self, pid: int) -> None:
-        if not self._booted and not self._stopping:
+        """A worker could not load the app (never called once stopping)."""
+        if not self._booted:
             self._give_up(pid)
-        elif self._reloading and pid not in self._retiring:
+        elif self._state is State.RELOADING and pid not in self._retiring:
             fresh = set(self.workers) - self._retiring - self._leaving
             for each in fresh:
                 _kill(each, signal.SIGQUIT)
             self._leaving |= fresh
             old = self._retiring & set(self.workers)
             self._retiring = set()
-            self._reloading = False
+            self._state = State.SERVING
             if old:
                 log.error(
                     "master: reload failed (the new app cannot be loaded), keeping the old workers"
                 )
-                self._ready |= old  # serving as they did before the reload
             else:
                 # The old workers were lost while the new ones loaded: nothing can
                 # serve, so the master stops as when the app cannot load at start.
