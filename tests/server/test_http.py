@@ -50,6 +50,7 @@ def test_invalid_corpus_is_a_protocol_error_with_its_status(raw, expected, split
     error = request.error if request is not None else parser.error
     assert error is not None
     assert error.status_hint == expected["status"]
+    assert expected.get("message", "") in str(error)  # what the log says of it
 
 
 def test_pipelined_heads_come_out_in_order():

@@ -11,8 +11,8 @@ are kept per request.  Refusals are ``ProtocolError(status_hint)``.
 Rules (RFC 9112).  llhttp in its strict default mode already refuses CL+TE
 together (section 6.1), duplicate or non-numeric Content-Length (6.3), bad chunk
 sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
-headers (5.5).  We add: a missing or repeated Host (3.2), a Transfer-Encoding
-other than exactly ``chunked`` (501, 6.1), Transfer-Encoding in HTTP/1.0
+headers (5.5).  We add: a missing or repeated Host (3.2), a transfer coding
+other than ``chunked`` (501, naming it, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), CONNECT (501), a ``*`` target
 other than OPTIONS' (400, 3.2.4), an absolute-form target whose scheme is not
 http or https (400, RFC 9110 4.2), an Expect other than
@@ -235,6 +235,7 @@ class RequestParser(RequestQueue):
         self._header_bytes += len(name) + len(value) + 4
         # RFC 9112 5: llhttp strips only the leading OWS.  It refuses the other
         # control bytes, so a last byte <= 32 is SP or HTAB (an int compare is cheapest).
+        raw = value  # as llhttp read it, for its Transfer-Encoding framing
         if value and value[-1] <= 32:
             value = value.rstrip(b" \t")
         headers = request.headers
@@ -249,7 +250,7 @@ class RequestParser(RequestQueue):
             if not valid_host(value):
                 raise self._refusal("invalid Host header", 400)
         elif lower == b"transfer-encoding":
-            self._te = value if self._te is None else self._te + b"," + value
+            self._te = raw if self._te is None else self._te + b"," + raw
         elif lower == b"content-length":
             request.content_length = int(value)  # llhttp already refused bad or repeated ones
         elif lower == b"connection" and b"close" in value.lower():
@@ -304,9 +305,9 @@ class RequestParser(RequestQueue):
             if version == "1.0":
                 # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
                 raise self._refusal("Transfer-Encoding in an HTTP/1.0 request", 400)
-            if self._te.strip().lower() != b"chunked":
-                # RFC 9112 6.1: a transfer coding we do not implement is 501.
-                raise self._refusal("only the chunked transfer coding is supported", 501)
+            refused = _transfer_coding_refusal(self._te)
+            if refused is not None:
+                raise self._refusal(refused, 501)
             request.chunked = True
             self._open_size_line()
         length = request.content_length
@@ -342,6 +343,7 @@ class RequestParser(RequestQueue):
 
     # -- helpers -----------------------------------------------------------------------
     def _refusal(self, message: str, status: int) -> ProtocolError:
+        """Record a refusal raised in a callback (httptools reports its own error)."""
         self._callback_error = ProtocolError(message, status)
         return self._callback_error
 
@@ -439,6 +441,26 @@ def _uwsgi_on_http_bind() -> ProtocolError:
     )
     log.warning("refused a request: %s", error)
     return error
+
+
+def _transfer_coding_refusal(value: bytes) -> str | None:
+    """Why a Transfer-Encoding that llhttp let through is refused (501), or None: chunked.
+
+    llhttp has already refused what is ambiguous (with a Content-Length, chunked
+    twice, or not last: 400).  RFC 9112 6.1: a coding we do not decode (gzip,
+    deflate, the obsolete identity, as nginx and h11 say) is 501, named so the
+    log shows which.  RFC 9110 5.6.1: empty list elements are ignored.  A tab
+    after the final ``chunked`` is OWS (RFC 9110 5.5) that gunicorn and h11
+    strip, but llhttp then reads no chunked body: refused, never misframed.
+    """
+    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
+    unknown = [coding.decode("latin-1") for coding in codings if coding not in (b"", b"chunked")]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        return f"transfer coding {names} is not supported: only chunked is"
+    if not value.rstrip(b" ").lower().endswith(b"chunked"):
+        return "a tab after 'chunked' in Transfer-Encoding is not supported (llhttp reads no body)"
+    return None
 
 
 def _classify(exc: Exception) -> ProtocolError:
