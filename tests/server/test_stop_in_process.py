@@ -218,3 +218,21 @@ def test_a_large_send_at_the_deadline_is_cut_then_not_finished(as_file, tmp_path
             assert not thread.is_alive()
     finally:
         server.close()
+
+
+def test_addresses_and_url_name_the_bound_sockets_after_stop_and_close(tmp_path):
+    # The listeners close as a stop begins: ``addresses`` and ``url`` raised
+    # (EBADF) after stop(), and after close() url blamed the bind ("no HTTP TCP
+    # listener"), so a test or program logging "served on URL" at the end crashed.
+    sock = tmp_path / "app.sock"
+    server = Server(HeldApp(), bind=["127.0.0.1:0", f"unix:{sock}"], workers=0)
+    with pytest.raises(RuntimeError, match="not bound yet"):
+        server.url  # noqa: B018
+    with server:
+        bound, url = server.addresses, server.url
+        assert bound == [("127.0.0.1", int(url.rsplit(":", 1)[1])), (str(sock), 0)]
+        server.stop()
+        assert (server.addresses, server.url) == (bound, url)
+    assert (server.addresses, server.url) == (bound, url)  # closed: as it was bound
+    with server:  # bound afresh: its own port
+        assert server.url == f"http://127.0.0.1:{server.addresses[0][1]}"

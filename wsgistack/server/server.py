@@ -40,7 +40,8 @@ class Server:
     worker after the fork, so SIGHUP reloads the code (the CLI uses this).
 
     ``bind()`` opens the listening sockets (``addresses``/``url`` are known
-    from then on); ``serve_forever()`` blocks; ``start()`` (or ``with
+    from then on, and keep naming them after a stop or ``close()``, until the
+    next bind); ``serve_forever()`` blocks; ``start()`` (or ``with
     Server(...)``) serves in a background thread (``workers=0`` only) until
     ``close()`` (or the end of the ``with``) stops it gracefully.  A server
     serves once per ``close()``: starting it again before is a ``RuntimeError``.
@@ -63,6 +64,8 @@ class Server:
         self.config = ServerConfig.from_options(**options)
         self._workers_given = "workers" in options
         self.listeners: list[socket.socket] = []
+        #: Each listener's (host, port) as bound, kept once a stop has closed them.
+        self._bound: list[tuple[str, int]] = []
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
         self._pid_file: PidFile | None = None  # removed by close()
@@ -82,17 +85,25 @@ class Server:
             self.listeners = open_listeners(
                 self.config.bind, self.config.backlog, self.config.socket_mode
             )
+            self._bound = [describe_socket(sock) for sock in self.listeners]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        return [describe_socket(sock) for sock in self.listeners]
+        """(host, port) of each listener as bound (a unix socket: (path, 0)), in --bind order.
+
+        Kept after ``stop()`` and ``close()`` (which close the sockets), as
+        ``socketserver``'s ``server_address`` is, so a program can still say
+        where it served; empty before the first ``bind()``.
+        """
+        return list(self._bound)
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the first TCP listener that speaks HTTP."""
-        for sock, bind in zip(self.listeners, self.config.bind, strict=True):
-            if sock.family != socket.AF_UNIX and bind.protocol != "uwsgi":
-                host, port = describe_socket(sock)
+        """``http://host:port`` of the first TCP listener that speaks HTTP (also once stopped)."""
+        if not self._bound:
+            raise RuntimeError("Server.url: not bound yet; call bind() or start() first")
+        for (host, port), bind in zip(self._bound, self.config.bind, strict=True):
+            if bind.kind == "tcp" and bind.protocol != "uwsgi":
                 return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         raise ConfigError("bind: no HTTP TCP listener, so there is no URL")
 
