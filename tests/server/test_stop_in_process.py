@@ -12,12 +12,14 @@ import logging
 import os
 import socket
 import threading
+from wsgiref.validate import validator
 
 import pytest
 
 from wsgistack.server import Server, stopping
-from wsgistack.server.config import parse_bind
+from wsgistack.server.config import ServerConfig, parse_bind
 from wsgistack.server.listener import close_listeners, open_listeners
+from wsgistack.server.worker import Worker
 
 from .live import HeldApp, RawClient, uwsgi_packet
 from .served import poll
@@ -236,3 +238,26 @@ def test_addresses_and_url_name_the_bound_sockets_after_stop_and_close(tmp_path)
     assert (server.addresses, server.url) == (bound, url)  # closed: as it was bound
     with server:  # bound afresh: its own port
         assert server.url == f"http://127.0.0.1:{server.addresses[0][1]}"
+
+
+@pytest.mark.parametrize("owns", [None, False], ids=["default", "owns_listeners=False"])
+def test_a_worker_closes_the_listeners_it_was_given_as_it_stops(owns):
+    # Every worker the server builds closes its listeners as it stops; a Worker
+    # built with the defaults (embedded, or in a test) left them open, so its
+    # clients were queued for nobody.  owns_listeners=False keeps them for the caller.
+    config = ServerConfig.from_options(bind="127.0.0.1:0", threads=2)
+    listeners = open_listeners(config.bind, 16)
+    options = {} if owns is None else {"owns_listeners": owns}
+    worker = Worker(validator(HeldApp()), config, listeners, **options)
+    runner = threading.Thread(target=worker.run)
+    try:
+        runner.start()
+        assert worker.ready.wait(10)
+        worker.stop()
+        runner.join(20)
+        assert not runner.is_alive()
+        assert (listeners[0].fileno() == -1) is (owns is None)
+    finally:
+        worker.stop(graceful=False)
+        runner.join(20)
+        close_listeners(listeners)

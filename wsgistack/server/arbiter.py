@@ -436,7 +436,6 @@ class Arbiter:
             multiprocess=self.config.workers > 1,
             watchdog=lambda: os.getppid() == parent,
             heartbeat=beat.beat if beat is not None else None,
-            owns_listeners=True,
         )
         for signum, handler in worker.signal_handlers().items():
             signal.signal(signum, handler)

@@ -129,7 +129,7 @@ class Server:
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
                 return Arbiter(self.loader, self.config, self.listeners).run()
-            self._worker = Worker(self.loader(), self.config, self.listeners, owns_listeners=True)
+            self._worker = Worker(self.loader(), self.config, self.listeners)
             if threading.current_thread() is not threading.main_thread():
                 self._worker.run()
                 return 0
@@ -192,7 +192,7 @@ class Server:
             self.bind()
             if self.config.pid is not None:
                 self._pid_file = PidFile.create(self.config.pid)
-            self._worker = Worker(self.loader(), self.config, self.listeners, owns_listeners=True)
+            self._worker = Worker(self.loader(), self.config, self.listeners)
         except BaseException:
             self.close()  # no listener left open (nor its unix socket file) by a failed start
             raise

@@ -59,7 +59,11 @@ NO_BODY_LIMIT = 2**63 - 1
 
 
 class Worker:
-    """Serve ``app`` on ``listeners`` until ``stop()``; ``graceful`` lets in-flight finish."""
+    """Serve ``app`` on ``listeners`` until ``stop()``; ``graceful`` lets in-flight finish.
+
+    The worker closes ``listeners`` as it stops (a unix socket's file goes
+    too), unless ``owns_listeners=False``.
+    """
 
     def __init__(
         self,
@@ -71,7 +75,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         watchdog: Callable[[], bool] | None = None,
         heartbeat: Callable[[bool], None] | None = None,
-        owns_listeners: bool = False,
+        owns_listeners: bool = True,
     ) -> None:
         self.app = app
         self.config = config
@@ -82,7 +86,9 @@ class Worker:
         #: hung-worker watchdog (--worker-timeout, see heartbeat.py).
         self.heartbeat = heartbeat
         #: Its listeners (a master's child: its copies) are its own to close as it
-        #: stops, once nothing in it accepts (see ``stopping.unlisten``).
+        #: stops, once nothing in it accepts (see ``stopping.unlisten``), as a
+        #: gunicorn worker closes its sockets; False leaves them to the caller
+        #: (to serve them again with another worker).
         self._owns_listeners = owns_listeners
         self.limits = Limits(
             config.max_request_line,
