@@ -18,20 +18,25 @@ import logging
 import socket
 import sys
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
 from .response import Response, error_body_size, error_response
 from .uwsgi import UwsgiParser
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .worker import Worker
 
 __all__ = [
     "AbortConnection",
+    "ClientGone",
     "fail",
     "refusal_bytes",
     "refuse_timeout",
+    "report_broken",
+    "report_head_cut",
     "send_error",
     "send_refusal",
 ]
@@ -43,15 +48,83 @@ class AbortConnection(Exception):
     """The response cannot be completed: close the connection without more bytes."""
 
 
+class ClientGone(AbortConnection):
+    """The client went away (or read nothing for --timeout) as the response went out.
+
+    Raised by the sends; the request's line says so at INFO, as nginx's and
+    waitress's do ("Client disconnected while serving ..."): the app did its
+    work, the access log shows a short body, and this line says why.
+    """
+
+    @classmethod
+    def from_error(cls, exc: OSError, timeout: float) -> ClientGone:
+        if isinstance(exc, BlockingIOError):  # SO_SNDTIMEO: --timeout passed
+            return cls(f"the client read nothing for --timeout ({timeout:g} s), dropped")
+        return cls(f"the client closed the connection ({exc.strerror or exc})")
+
+
+def client_of(peer: object) -> str:
+    """The client's address for a log line about a connection with no request yet."""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "-"
+
+
 def refuse_timeout(connection: Connection) -> None:
-    """Answer a request head that did not arrive within --timeout: a 408, logged."""
+    """Answer a request head that did not arrive within --timeout: a 408, logged.
+
+    Also a line at INFO, as nginx's "client timed out ... while reading client
+    request headers": a slow or stuck client (or a slowloris) shows in the log.
+    An idle keep-alive connection (no byte of a head) closes without either.
+    """
     if connection.parser.mid_request:
+        worker = connection.worker
+        waited = (
+            "as the worker stopped"
+            if worker.stopping  # its grace (see stopping.py), not --timeout, ran out
+            else f"within --timeout ({worker.config.timeout:g} s)"
+        )
+        client = client_of(connection.peer)
+        log.info("request head from %s: not complete %s, answered 408", client, waited)
         data, sent = refusal_bytes(connection, 408), 0
         with contextlib.suppress(OSError):
             sent = connection.sock.send(data, socket.MSG_DONTWAIT)
         if connection.worker.access_log is not None:  # logged, as send_refusal logs the others
             body = max(0, sent - (len(data) - error_body_size(408)))  # of the body, sent
             connection.worker.access_log.refused(connection.peer, 408, size=body)
+
+
+def report_broken(
+    worker: Worker, environ: dict[str, Any], response: Response, exc: Exception
+) -> None:
+    """Say at INFO why a request the app saw broke off on the client's side.
+
+    Its body stopped coming (cut off: 400, too slow: 408, too large: 413), or
+    the client left as the response went out: nginx logs these at info
+    ("client prematurely closed connection"), waitress its "Client
+    disconnected while serving".  The access log line shows only a status.
+    Not while the worker stops: its cut of the requests it ends says so itself.
+    """
+    if worker.stopping:
+        return
+    if isinstance(exc, ClientGone):
+        log.info("%s: %s before the response ended", request_from(environ), exc)
+    elif isinstance(exc, ProtocolError):
+        answer = "the response had begun: cut" if response.sent else exc.status_hint
+        log.info("%s: %s (%s)", request_from(environ), exc, answer)
+
+
+def report_head_cut(connection: Connection) -> None:
+    """Say why a connection closed in the middle of a request head.
+
+    Behind nginx (uwsgi) a warning: nginx never sends half a packet.  From an
+    HTTP client, INFO, as nginx's "client prematurely closed connection".
+    """
+    if connection.uwsgi:
+        log.warning("uwsgi: %s closed in the middle of a packet", connection.peer or "a peer")
+    else:
+        log.info(
+            "%s closed the connection in the middle of a request head",
+            client_of(connection.peer),
+        )
 
 
 def send_refusal(connection: Connection, error: ProtocolError, head_only: bool = False) -> None:

@@ -30,8 +30,11 @@ from ..sockets import reset_on_close, set_io_timeout
 from ..wsgi import close_iterable
 from .answers import (
     AbortConnection,
+    ClientGone,
     fail,
     refuse_timeout,
+    report_broken,
+    report_head_cut,
     send_error,
     send_refusal,
 )
@@ -179,8 +182,8 @@ class Connection:
                 return False
 
     def _peer_closed(self) -> None:
-        if self.uwsgi and self.parser.mid_request:
-            log.warning("uwsgi: %s closed in the middle of a packet", self.peer or "a peer")
+        if self.parser.mid_request:  # not an ordinary close between requests
+            report_head_cut(self)
 
     def feed(self, data: bytes) -> None:
         """Hand bytes read in the worker's loop to the parser.
@@ -243,8 +246,8 @@ class Connection:
                 view = memoryview(data)
                 while sent < len(data):
                     sent += sock.send(view[sent : sent + SEND_BLOCK])
-        except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
-            raise AbortConnection from None
+        except OSError as exc:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
+            raise ClientGone.from_error(exc, self._timeout) from None
 
     def _bound_waits(self) -> None:
         """Before a call that may wait: bound each wait by --timeout, in the kernel."""
@@ -272,12 +275,14 @@ class Connection:
         keep_alive = request.keep_alive
         try:
             self._run_app(environ, request, response)
-        except AbortConnection:
+        except AbortConnection as exc:
             # Cut off: a reset, so a peer reading to the close cannot take the
             # fragment for the whole response (uwsgi's and HTTP/1.0's end so).
             reset_on_close(self.sock)
+            report_broken(worker, environ, response, exc)
             return False
         except ProtocolError as exc:  # the body broke (408, 400) while the app read it
+            report_broken(worker, environ, response, exc)
             if not response.sent:
                 response.status = str(exc.status_hint)  # for the access log
                 self.linger = True
@@ -486,8 +491,8 @@ class Connection:
         while remaining:  # not socket.sendfile(): on EAGAIN it would wait without a bound
             try:
                 sent = os.sendfile(self.fd, fileno, offset, min(remaining, SEND_BLOCK))
-            except OSError:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
-                raise AbortConnection from None
+            except OSError as exc:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
+                raise ClientGone.from_error(exc, self._timeout) from None
             if not sent:
                 break  # the file shrank: _finish reports the short body
             offset += sent

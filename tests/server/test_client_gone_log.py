@@ -1,0 +1,111 @@
+"""What the server's log says of a client that leaves or stalls mid-request (INFO lines).
+
+nginx logs these at info ("client prematurely closed connection", "client
+timed out"), waitress its "Client disconnected while serving": an operator
+whose access log shows a 400 or 408, or a short body, learns why.  An
+ordinary close between requests (keep-alive) says nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+import pytest
+
+from .conftest import echo_app
+from .live import RawClient, live_server
+from .served import poll
+
+UPLOAD = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+
+
+def big(environ, start_response):
+    """A response larger than any socket buffer: the client leaves before its end."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (b"y" * 65536 for _ in range(1024))
+
+
+@pytest.fixture
+def info(caplog):
+    caplog.set_level(logging.INFO, logger="wsgistack.server")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "wsgistack.server"]
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a client killed mid-request does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_client_that_closes_mid_body_is_logged_with_its_request(info):
+    with live_server(echo_app) as server:
+        client = RawClient(server.address)
+        client.send(UPLOAD)
+        client.sock.shutdown(socket.SHUT_WR)
+        status, _, _ = client.response()
+        client.close()
+    assert status == 400
+    assert "POST /upload from 127.0.0.1: the client closed before the body ended (400)" in info()
+
+
+def test_a_body_that_stalls_past_the_timeout_is_logged_with_its_request(info):
+    with live_server(echo_app, timeout=0.5) as server, RawClient(server.address) as client:
+        client.send(UPLOAD)
+        status, _, _ = client.response()  # after --timeout
+    assert status == 408
+    assert "POST /upload from 127.0.0.1: timed out reading the request body (408)" in info()
+
+
+def test_a_head_that_stalls_past_the_timeout_is_logged(info):
+    with live_server(echo_app, timeout=0.5) as server, RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        status, _, _ = client.response()
+    assert status == 408
+    assert (
+        "request head from 127.0.0.1: not complete within --timeout (0.5 s), answered 408" in info()
+    )
+
+
+def test_a_head_cut_short_by_a_stop_does_not_blame_the_timeout(info):
+    with live_server(echo_app, timeout=60) as server, RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        connections = server._worker._connections
+        poll(lambda: any(each.parser.mid_request for each in list(connections.values())))
+        server.stop()
+        status, _, _ = client.response()  # after the stop's grace, not --timeout
+    assert status == 408
+    assert "request head from 127.0.0.1: not complete as the worker stopped, answered 408" in (
+        info()
+    )
+
+
+def test_a_client_that_closes_mid_head_is_logged(info):
+    with live_server(echo_app) as server:
+        with RawClient(server.address) as client:
+            client.send(b"GET / HTTP/1.1\r\nHo")
+        poll(lambda: "127.0.0.1 closed the connection in the middle of a request head" in info())
+
+
+def test_a_client_that_leaves_during_the_response_is_logged_with_its_request(info):
+    with live_server(big) as server:
+        client = RawClient(server.address)
+        client.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.sock.recv(1)  # the response has begun
+        reset(client.sock)
+        poll(lambda: any("GET /big from 127.0.0.1: the client closed" in m for m in info()))
+    line = next(m for m in info() if m.startswith("GET /big"))
+    assert line.endswith("before the response ended"), line
+
+
+def test_keep_alive_requests_and_their_close_log_nothing(info):
+    with live_server(echo_app) as server:
+        with RawClient(server.address) as client:
+            for _ in range(3):
+                assert client.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+        with RawClient(server.address):
+            pass  # connected, sent nothing, left: a preconnect
+        with RawClient(server.address) as client:
+            assert client.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+    assert [m for m in info() if "closed" in m or "timed out" in m or "408" in m] == []
