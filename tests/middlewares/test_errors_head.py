@@ -162,3 +162,39 @@ def test_held_heads_over_the_reference_server(request_line, status, body):
     assert (got[0], got[2]) == (status, body)
     if status == 304:
         assert got[1].get("etag") == '"v1"'
+
+
+def empty_first_then(failing: bool):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        yield b""
+        yield b""
+        if failing:
+            raise RuntimeError("the rows failed after an empty first chunk")
+        yield b"row"
+        yield b""
+        yield b"row"
+
+    return app
+
+
+def test_empty_chunks_before_the_first_byte_do_not_release_the_head():
+    # The empty chunk went to the server with the head: gunicorn sends a head on
+    # write(b""), so the failure after it was a cut 200 instead of the error page.
+    server = RecordingServer()
+    page = server.run(ErrorCatcher(empty_first_then(failing=True)))
+    [(status, _, replaced)] = server.calls
+    assert (status, replaced, b"Error id" in page) == ("500 Internal Server Error", False, True)
+
+
+def test_empty_chunks_still_end_in_the_apps_body_when_nothing_fails():
+    server = RecordingServer()
+    got = server.run(ErrorCatcher(empty_first_then(failing=False)))
+    assert (got, server.calls) == (b"rowrow", [("200 OK", [("Content-Type", "text/csv")], False)])
+    assert serve_once(validator(ErrorCatcher(validator(empty_first_then(False))))).body == b"rowrow"
+
+    def only_empty(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b""
+
+    assert serve_once(validator(ErrorCatcher(validator(only_empty)))).status == "200 OK"

@@ -132,8 +132,20 @@ def _streaming_flask_app():
     return app
 
 
+def _rows_empty_then_failing(environ, start_response):
+    """Sets its head, yields an empty chunk (no byte), then its body fails."""
+    start_response("200 OK", [("Content-Type", "text/csv")])
+
+    def rows():
+        yield b""
+        raise RuntimeError("the rows failed after an empty first chunk")
+
+    return rows()
+
+
 #: ErrorCatcher over bodies that fail once their head is set, before a byte went out.
 caught_failing_first = ErrorCatcher(_rows_failing_first)
+caught_empty_then_failing = ErrorCatcher(_rows_empty_then_failing)
 caught_flask_stream = ErrorCatcher(_streaming_flask_app().wsgi_app)
 
 

@@ -299,6 +299,7 @@ def served_by(server: str, options: tuple[str, ...], target: str, home) -> Itera
     "target",
     [
         "caught_failing_first",
+        "caught_empty_then_failing",
         "caught_flask_stream",
         "stacked_failing_first",
         "stacked_flask_stream",

@@ -106,8 +106,8 @@ class _Exchange:
         if not self.called:
             self.called = True
             return self.start_response(status, headers)
-        # The server took the app's head (after an empty chunk, or it refused a
-        # field): only exc_info lets it be replaced.  uWSGI raises SystemError on
+        # The server took the app's head and refused a field of it: only
+        # exc_info lets it be replaced.  uWSGI raises SystemError on
         # it once it took the headers (unbit/uwsgi#2278), but replaces headers
         # not yet sent on a call without it.
         return self.start_response(status, headers, exc_info)
@@ -364,10 +364,14 @@ class _GuardedBody:
                 self._iterator = iter(self._body)
             chunk = next(self._iterator, _END)
             if not self._exchange.sent:
-                # The held head goes to the server with the first chunk, or as the body
-                # ends empty: a failure before it is answered as the only head.
+                # The held head goes to the server with the first non-empty chunk, or
+                # as the body ends: a failure before it is answered as the only head.
+                # An empty chunk is not passed on meanwhile, since it carries no byte
+                # and gunicorn, uWSGI and werkzeug send the head on it.
+                while chunk == b"":
+                    chunk = next(self._iterator, _END)
                 self._exchange.flush()
-                self._exchange.sent = chunk is not _END and bool(chunk)
+                self._exchange.sent = chunk is not _END
         except (ProtocolError, ResponseCut):
             raise  # (ResponseCut: a layer below logged it; the server cuts the connection)
         except Exception as exc:
