@@ -12,6 +12,7 @@ strictly: what a parser refuses, a client ignores.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import string
 from wsgiref.validate import validator
@@ -21,6 +22,7 @@ import pytest
 from tests.conftest import hello_app
 from tests.server.live import RawClient, live_server
 from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares.ratelimit import Rate
 
 # -- a strict RFC 8941 List parser (Items only: these fields hold no Inner Lists) ------
 
@@ -288,3 +290,53 @@ def test_stacking_two_limiters_that_send_the_same_policy_is_told_at_start_up(
             "sends the same RateLimit policy '100-per-60s', so clients cannot tell the two "
             "counts apart; give each a name="
         )
+
+
+def _local(limits, **options):
+    """A limiter over hello_app with a clock; ``ask()`` gives one response's headers."""
+    from webtest import TestApp
+
+    clock = Clock()
+    app = TestApp(validator(RateLimiter(validator(hello_app), limits, clock=clock, **options)))
+
+    def ask():
+        return app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True)
+
+    return ask, clock
+
+
+@pytest.mark.parametrize(
+    ("limits", "burst", "quota", "window"),
+    [
+        pytest.param("10/minute", 50, 50, 300, id="burst-above-the-amount"),
+        pytest.param("60/minute", 2, 2, 2, id="burst-below-the-amount"),
+        pytest.param("10/minute", None, 10, 60, id="no-burst"),
+    ],
+)
+def test_the_policy_is_the_bucket_a_client_can_pace_by(limits, burst, quota, window):
+    # With burst=50 on 10/minute the policy said q=10;w=60 while RateLimit said
+    # r=49: more left than the whole quota, and a client pacing 10 a minute never
+    # used its burst.  The policy is now the bucket itself: q of them at once,
+    # refilled in w seconds, which is also the sustained rate (q/w = amount/period).
+    ask, clock = _local(limits, burst=burst, legacy_headers=True)
+    first = ask()
+    [(_, policy)] = policies(first.headers).items()
+    assert (policy["q"], policy["w"]) == (quota, window)
+    seen = [first] + [ask() for _ in range(quota - 1)]
+    assert [r.status_int for r in seen] == [200] * quota
+    for response in seen:
+        [(_, state)] = states(response.headers).items()
+        assert 0 <= state["r"] < quota and 0 < state["t"] <= window
+        assert int(response.headers["X-RateLimit-Limit"]) == quota
+    refused = ask()
+    [(_, state)] = states(refused.headers).items()
+    assert (refused.status_int, state["r"], state["t"]) == (429, 0, window)
+    assert int(refused.headers["Retry-After"]) == math.ceil(window / quota)
+    clock.now += window  # q per w: all of them pass again, a whole bucket
+    assert [ask().status_int for _ in range(quota)] == [200] * quota
+
+
+def test_describe_shows_a_rate_objects_own_burst():
+    # A Rate carrying its own burst showed as '10/60s': the burst was invisible.
+    limiter = RateLimiter(hello_app, Rate(amount=10, period=60.0, burst=50))
+    assert repr(limiter).startswith("RateLimiter('10/60s burst 50', key='ip'")

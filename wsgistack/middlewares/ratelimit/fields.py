@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .rate import Rate
 
-__all__ = ["policy_names", "tighter_legacy"]
+__all__ = ["policy_member", "policy_names", "tighter_legacy"]
 
 
 def policy_names(name: str | None, rates: tuple[Rate, ...]) -> dict[Rate, str]:
@@ -26,6 +26,19 @@ def policy_names(name: str | None, rates: tuple[Rate, ...]) -> dict[Rate, str]:
     if len(rates) == 1:
         return {rates[0]: name}
     return {rate: f"{name}:{rate.name}" for rate in rates}
+
+
+def policy_member(name: str, rate: Rate) -> str:
+    """One RateLimit-Policy member: ``"100-per-60s";q=100;w=60``, the bucket a client paces by.
+
+    ``q`` is the burst (what may come at once, and at most what ``r`` says is
+    left) and ``w`` the seconds the rate takes to refill all of it, rounded up:
+    a client that sends ``q`` per ``w`` keeps the configured rate and is never
+    refused.  Without a burst of its own that is the rate itself (``q=100;w=60``).
+    """
+    refill_us = rate.burst * rate.period_us
+    window = -(-refill_us // (rate.amount * 1_000_000))  # whole seconds, rounded up
+    return f'"{name}";q={rate.burst};w={max(1, window)}'
 
 
 _LEGACY = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")

@@ -22,7 +22,7 @@ from ...options import choice, flag, function, header_name, log_target, seconds
 from ...paths import overlap, prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker
-from .fields import policy_names, tighter_legacy
+from .fields import policy_member, policy_names, tighter_legacy
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
 from .strategies import Decision
@@ -143,10 +143,7 @@ class RateLimiter:
         #: What RateLimit-Policy and RateLimit call each rate: limiters stacked in one
         #: pipeline each add their policies to the same lists, so a name= shows.
         self.policies = policy_names(name, self.rates)
-        self._policy = ", ".join(
-            f'"{self.policies[rate]}";q={rate.amount};w={math.ceil(rate.period)}'
-            for rate in self.rates
-        )
+        self._policy = ", ".join(policy_member(self.policies[rate], rate) for rate in self.rates)
         self._last_warning = -math.inf
         self._names = {rate: f'"{self.policies[rate]}";r=' for rate in self.rates}
         self._same_policy_inside()
@@ -358,7 +355,7 @@ class RateLimiter:
         ]
         if self.legacy_headers:
             headers += [
-                ("X-RateLimit-Limit", str(answer.rate.amount)),
+                ("X-RateLimit-Limit", str(answer.rate.burst)),  # as q: never below Remaining
                 ("X-RateLimit-Remaining", str(answer.remaining)),
                 ("X-RateLimit-Reset", str(reset)),
             ]
@@ -420,7 +417,12 @@ class RateLimiter:
             close()
 
     def __repr__(self) -> str:
-        limits = "; ".join(f"{r.amount}/{r.seconds}s" for r in self.rates)
+        limits = "; ".join(
+            # A Rate's own burst shows with it; burst= shows as the option it is.
+            f"{r.amount}/{r.seconds}s"
+            + (f" burst {r.burst}" if self.burst is None and r.burst != r.amount else "")
+            for r in self.rates
+        )
         options = [repr(limits), f"key={self.key_name!r}", f"store={self.store!r}"]
         # Everything that decides who is limited, so describe() tells the whole story.
         if self.burst is not None:
