@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import threading
 from wsgiref.validate import validator
 
@@ -40,6 +42,8 @@ class Counting:
 
 
 def limited(limits, store, **options):
+    """A limiter whose back-off starts at the first failure (these tests are about the back-off)."""
+    options.setdefault("store_failures", 1)
     clock = Clock()
     layer = RateLimiter(validator(hello_app), limits, store=store, clock=clock, **options)
     return layer, clock
@@ -244,3 +248,94 @@ def test_fail_closed_says_to_retry_after_the_backoff(backoff, retry):
     for _ in range(2):  # the failure, then a request that skipped the store
         response = app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, status=503)
         assert response.headers["Retry-After"] == retry
+
+
+@pytest.fixture
+def paused_redis(own_redis):
+    """``own_redis`` and a context that stops its process (SIGSTOP by PID) until the block ends."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def paused():
+        pid = own_redis.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return own_redis, paused
+
+
+def test_one_store_timeout_costs_its_request_not_the_whole_back_off(paused_redis, caplog):
+    # One timeout (Redis paused: a slow fork for a save, a failover) opened the
+    # breaker: with fail="closed" every request of the next second was a 503.
+    caplog.set_level(logging.WARNING, "wsgistack.ratelimit")
+    own_redis, paused = paused_redis
+    store = Counting(RedisStore(own_redis.url, timeout=0.25))
+    clock = Clock()
+    layer = RateLimiter(
+        validator(hello_app), "1000/minute", store=store, fail="closed", clock=clock
+    )
+    assert statuses(layer, 1) == [200]
+    with paused():
+        assert statuses(layer, 1) == [503]  # the request the timeout struck
+    assert statuses(layer, 3) == [200, 200, 200] and store.calls == 5  # asked, at the same instant
+    [failed] = messages(caplog, "store failed")
+    assert failed.endswith("; failing closed for this request"), failed
+    assert not messages(caplog, "without asking") and not messages(caplog, "answers again")
+    layer.close()
+
+
+def test_failures_in_a_row_start_the_back_off_and_the_probe_ends_it(paused_redis, caplog):
+    caplog.set_level(logging.WARNING, "wsgistack.ratelimit")
+    own_redis, paused = paused_redis
+    store = Counting(RedisStore(own_redis.url, timeout=0.25))
+    clock = Clock()
+    layer = RateLimiter(
+        validator(hello_app), "1000/minute", store=store, fail="closed", clock=clock
+    )
+    assert statuses(layer, 1) == [200]
+    with paused():
+        assert statuses(layer, 5) == [503] * 5
+        assert store.calls == 4  # three failures in a row, then the store is skipped
+    assert statuses(layer, 2) == [503, 503] and store.calls == 4  # within the back-off
+    clock.now += 1
+    assert statuses(layer, 2) == [200, 200] and store.calls == 6  # the probe, then all
+    [opened] = messages(caplog, "without asking")
+    assert opened.startswith("RateLimiter: store failed 3 times in a row (Redis at ")
+    assert opened.endswith("; failing closed without asking it for 1 s, then trying one request")
+    assert messages(caplog, "answers again") == [
+        "RateLimiter: store answers again after 1.0 s; 7 requests failed closed meanwhile"
+    ]
+    layer.close()
+
+
+def test_an_answer_between_failures_starts_the_count_again():
+    class Flaky:
+        """Fails every other check."""
+
+        def __init__(self):
+            self.calls = 0
+            self.memory = MemoryStore()
+
+        def check(self, key, rates, strategy, now):
+            self.calls += 1
+            if self.calls % 2:
+                raise StoreError("flaky")
+            return self.memory.check(key, rates, strategy, now)
+
+    store = Flaky()
+    layer, _ = limited("1000/minute", store, fail="closed", store_failures=2)
+    assert statuses(layer, 8) == [503, 200] * 4 and store.calls == 8  # never skipped
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "3", True])
+def test_store_failures_is_checked_at_start_up(value):
+    with pytest.raises(ConfigError, match=r"RateLimiter: store_failures: expected a whole number"):
+        RateLimiter(hello_app, "1/minute", store_failures=value)
+
+
+def test_describe_shows_store_failures_other_than_the_default():
+    assert "store_failures" not in repr(RateLimiter(hello_app, "1/minute"))
+    assert "store_failures=1" in repr(RateLimiter(hello_app, "1/minute", store_failures=1))

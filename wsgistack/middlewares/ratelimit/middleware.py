@@ -18,7 +18,7 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
-from ...options import choice, flag, function, header_name, log_target, seconds
+from ...options import choice, count, flag, function, header_name, log_target, seconds
 from ...paths import overlap, prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker
@@ -66,9 +66,11 @@ class RateLimiter:
         ``"login:10-per-1s"``), so stacked limiters stay apart; unnamed, a policy
         is named by its rate (``"100-per-60s"``).
     :param fail: ``"open"`` (admit, log a warning) or ``"closed"`` (503) when the store fails.
-    :param store_backoff: seconds after a store failure during which ``fail``
-        applies at once, without asking the store (else each request waits out
-        the store's timeout while it is down); then one request tries it again.
+    :param store_backoff: seconds after ``store_failures`` failures in a row during
+        which ``fail`` applies at once, without asking the store (else each request
+        waits out the store's timeout while it is down); then one request tries it again.
+    :param store_failures: store failures in a row (no answer between them) that
+        start the back-off (default 3); fewer cost only the requests they struck.
     :param dry_run: count, log and send headers, but never refuse.
     :param legacy_headers: also send ``X-RateLimit-Limit/Remaining/Reset``.
     :param clock: seconds since the epoch; injectable for tests.
@@ -93,6 +95,7 @@ class RateLimiter:
         name: str | None = None,
         fail: Literal["open", "closed"] = "open",
         store_backoff: float = 1.0,
+        store_failures: int = 3,
         dry_run: bool = False,
         legacy_headers: bool = False,
         clock: Callable[[], float] = time.time,
@@ -113,7 +116,10 @@ class RateLimiter:
         # 1 s: a probe's timeout is paid once a second per worker while the store
         # is down, and once it is back, at most a second passes under the fail policy.
         self.store_backoff = seconds(store_backoff, "RateLimiter: store_backoff")
-        self._breaker = Breaker(self.store_backoff)
+        # 3: a lone slow reply (Redis forking to save, a failover's first second)
+        # costs only its request; a store that is down is skipped after three.
+        self.store_failures = count(store_failures, "RateLimiter: store_failures")
+        self._breaker = Breaker(self.store_backoff, self.store_failures)
         if (
             isinstance(ipv6_prefix, bool)
             or not isinstance(ipv6_prefix, int)
@@ -297,7 +303,7 @@ class RateLimiter:
             decisions = self.store.check(self._scope + stored, self.rates, self.strategy, now)
         except StoreError as error:
             return self._store_failed(error, now, environ, start_response)
-        if breaker.opened_at is not None:
+        if breaker.failures:
             self._store_answered(now)
         answer = decisions[0] if len(decisions) == 1 else _tightest(decisions)
         headers = self._headers(answer)
@@ -373,20 +379,29 @@ class RateLimiter:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Any:
-        if self._breaker.failed(now):
+        breaker = self._breaker
+        if breaker.failed(now):
             self._last_warning = now
             self.logger.warning(
-                "RateLimiter: store failed (%s); failing %s without asking it for %g s, "
+                "RateLimiter: store failed%s (%s); failing %s without asking it for %g s, "
                 "then trying one request",
+                f" {breaker.threshold} times in a row" if breaker.threshold > 1 else "",
                 error,
                 self._failing(),
                 self.store_backoff,
             )
         elif not 0 <= now - self._last_warning < 30.0:  # while it stays down (or a step)
             self._last_warning = now
-            self.logger.warning(
-                "RateLimiter: store still failing (%s); failing %s", error, self._failing()
-            )
+            if breaker.opened_at is None:  # below the threshold: the store is still asked
+                self.logger.warning(
+                    "RateLimiter: store failed (%s); failing %s for this request",
+                    error,
+                    self._failing(),
+                )
+            else:
+                self.logger.warning(
+                    "RateLimiter: store still failing (%s); failing %s", error, self._failing()
+                )
         return self._without_store(environ, start_response)
 
     def _store_answered(self, now: float) -> None:
@@ -444,6 +459,8 @@ class RateLimiter:
             options.append("fail='closed'")
         if self.store_backoff != 1.0:
             options.append(f"store_backoff={self.store_backoff:g}")
+        if self.store_failures != 3:
+            options.append(f"store_failures={self.store_failures}")
         if self.dry_run:
             options.append("dry_run=True")
         if self.legacy_headers:
