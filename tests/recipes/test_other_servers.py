@@ -332,3 +332,36 @@ def test_a_body_failing_before_its_first_byte_gets_one_whole_error_page(
     assert headers.get_all("Content-Length") == [str(len(body))], (headers.items(), body)
     assert f"Error id: {error_id}".encode() in body, body
     assert run.log.count("Traceback") <= 1, run.log  # ErrorCatcher's record, once
+
+
+@pytest.mark.parametrize(
+    ("server", "options"),
+    [
+        pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
+        pytest.param("gunicorn", ("-k", "gthread", "--threads", "2"), id="gunicorn-gthread"),
+        pytest.param("waitress", (), id="waitress"),
+        pytest.param("uwsgi", UWSGI_PREFORK, id="uwsgi"),
+    ],
+)
+def test_a_body_failing_after_its_first_byte_is_cut_and_its_traceback_logged_once(
+    server, options, tmp_path
+):
+    # ErrorCatcher logged it, then handed it back through start_response(exc_info):
+    # gunicorn and waitress logged the same traceback again, and uWSGI added
+    # "OSError: headers already sent" to it.  Now it is logged once, and the
+    # server cuts the connection with at most a short traceback naming the error
+    # id.  (Ours cuts it without a line: test_errors.py, over a real socket.)
+    with serving(
+        server, "tests.recipes.foreign_apps:caught_failing_rows", *options, home=tmp_path
+    ) as run:
+        status, headers, body = fetch_error_page(run.port, "/midway")
+    assert (status, body, "X-Error-Id" in headers) == (200, b"row;", False), run.log
+    [error_id] = re.findall(
+        r"error ([0-9a-f]{16}): GET /midway from 127\.0\.0\.1; the response was cut off",
+        run.log,
+    )
+    assert run.log.count("RuntimeError: the rows failed while iterated") == 1, run.log
+    assert "headers already sent" not in run.log and "SystemError" not in run.log, run.log
+    assert run.log.count("Traceback") <= 2, run.log  # ours, and waitress's or uWSGI's
+    if run.log.count("Traceback") == 2:
+        assert f"ResponseCut: error {error_id}: the response was cut off" in run.log, run.log

@@ -5,10 +5,11 @@ while it is closed, or after the response headers went out.  The app's
 status and headers are held until its body's first byte (PEP 3333: a server
 sends them only then), so before that byte the client gets a clean 500 (HTML,
 plain text or JSON by ``Accept``) as the only head the server ever saw,
-carrying an error id and nothing about the exception; after it
-``start_response`` is called with ``exc_info``, so the server aborts the
-connection instead of passing off half a body as a whole one.  Each
-failure is one ERROR log record with the traceback and the same error id.
+carrying an error id and nothing about the exception; after it the
+failure is logged and ``ResponseCut`` raised, so the server cuts the
+connection instead of passing off half a body as a whole one, and does not
+log the app's traceback again.  Each failure is one ERROR log record with
+the traceback and the same error id.
 A list body and a ``wsgi.file_wrapper`` body are returned untouched: the
 first cannot fail, the second must reach the server whole to be sendfile()d
 (the server reads and closes it, and reports its failures).
@@ -231,14 +232,18 @@ class ErrorCatcher:
     def handle(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
         """Answer a failure with an error response, or abort if the headers went out."""
         if exchange.sent:
-            # Too late for an error page: log, then let the server abort the connection
-            # (PEP 3333: start_response re-raises exc_info once headers are sent).
-            self.report(environ, exc_info)
-            error = exc_info[1]
-            exchange.start_response(
-                "500 Internal Server Error", [("Content-Type", "text/plain")], exc_info
-            )
-            raise error  # a server that did not re-raise still must not end the body cleanly
+            # Too late for an error page: nothing can replace a head that went out.
+            # Logged here, once, with the traceback; then ResponseCut makes every
+            # server cut the connection (so the client sees a broken body, not a
+            # whole one) without logging the app's traceback a second time: ours
+            # and gunicorn say nothing more, waitress and uWSGI one short traceback
+            # naming the error id.  (Handing exc_info back through start_response
+            # made gunicorn and waitress log it again, and uWSGI add "OSError:
+            # headers already sent".)
+            error_id = self.report(environ, exc_info, "; the response was cut off after it began")
+            raise ResponseCut(
+                f"error {error_id}: the response was cut off after it began (logged above)"
+            ) from None
         return self.answer(environ, exchange, exc_info)
 
     def answer(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
@@ -275,15 +280,20 @@ class ErrorCatcher:
                 return status
         return 500
 
-    def report(self, environ: WSGIEnvironment, exc_info: ExcInfo) -> str:
-        """Log the failure once and run the hooks; returns the new error id."""
+    def report(self, environ: WSGIEnvironment, exc_info: ExcInfo, outcome: str = "") -> str:
+        """Log the failure once and run the hooks; returns the new error id.
+
+        ``outcome`` ends the line when the client got something other than the
+        error page (``"; the response was cut off after it began"``).
+        """
         error_id = secrets.token_hex(8)
         environ[ERROR_ID_KEY] = error_id
         self.logger.error(
-            "error %s: %s",
+            "error %s: %s%s",
             error_id,
             # Decoded text from the client: %0A in a path must not start a forged line.
             request_from(environ),
+            outcome,
             exc_info=exc_info,
         )
         for hook in self.on_error:
