@@ -503,3 +503,59 @@ def test_under_uwsgi_what_its_file_wrapper_returned_goes_to_uwsgi_untouched(tmp_
     body = ErrorCatcher(download)(environ, lambda status, headers, exc_info=None: None)
     with files[0]:
         assert body is files[0]
+
+
+def _failing_view(environ, start_response):
+    raise RuntimeError("the view failed")
+
+
+def _logged_client(caplog, app) -> str:
+    """The client ErrorCatcher's line names for a request from a proxy on loopback."""
+    with live_server(app) as server, RawClient(server.address) as client:
+        status, _, _ = client.request(
+            b"GET /boom HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert status == 500
+    [record] = error_records(caplog)
+    return re.search(r"GET /boom from (\S+)", record.getMessage())[1]
+
+
+def test_behind_a_trusted_proxy_the_log_names_the_client_not_the_proxy(caplog):
+    # nginx in front: every failure line said "from 127.0.0.1", the proxy.
+    app = ErrorCatcher(validator(_failing_view), trusted_proxies=["127.0.0.1"])
+    assert _logged_client(caplog, app) == "203.0.113.9"
+
+
+def test_without_trusted_proxies_the_forwarded_header_is_not_believed(caplog):
+    assert _logged_client(caplog, ErrorCatcher(validator(_failing_view))) == "127.0.0.1"
+
+
+def test_the_client_a_layer_below_resolved_is_reused(caplog):
+    from wsgistack.middlewares import IPFilter
+
+    inner = IPFilter(validator(_failing_view), deny=["192.0.2.0/24"], trusted_proxies=["127.0.0.1"])
+    assert _logged_client(caplog, ErrorCatcher(inner)) == "203.0.113.9"
+
+
+@pytest.mark.parametrize("value", ["not-a-network", True, 1.5, ["10.0.0.0/8", "nope"]])
+def test_a_bad_trusted_proxies_fails_at_start_up(value):
+    with pytest.raises(ConfigError, match=r"trusted_proxies"):
+        ErrorCatcher(_failing_view, trusted_proxies=value)
+
+
+def test_repr_shows_trusted_proxies():
+    layer = ErrorCatcher(_failing_view, trusted_proxies=1)
+    assert (
+        repr(layer) == "ErrorCatcher(trusted_proxies=ProxyTrust(hops=1, header='x-forwarded-for'))"
+    )
+
+
+def test_trusted_proxies_in_a_pipeline_file():
+    spec = {
+        "layer": [{"use": "error_catcher", "trusted_proxies": 1}],
+        "app": "tests.conftest:hello_app",
+    }
+    assert "trusted_proxies=ProxyTrust(hops=1" in repr(build_pipeline(spec))
+    spec["layer"][0]["trusted_proxies"] = "10.0.0.0/33"
+    with pytest.raises(ConfigError, match=r"trusted_proxies.*10\.0\.0\.0/33"):
+        build_pipeline(spec)

@@ -36,6 +36,7 @@ import webob.exc
 
 from .._logtext import request_from
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
+from ..clientip import ProxyTrust
 from ..errors import ConfigError, ProtocolError, ResponseCut, body_error_behind
 from ..options import flag, header_name, log_target
 from ..refusals import refusal
@@ -127,6 +128,11 @@ class ErrorCatcher:
     :param pass_http_exceptions: let ``webob.exc.HTTPException`` raised by the app
         answer as the response it is (a 404 raised deep inside stays a 404).
     :param error_id_header: the response header carrying the error id.
+    :param trusted_proxies: networks of your proxies, or a hop count, or a
+        :class:`~wsgistack.clientip.ProxyTrust`, as for ``IPFilter``: the log
+        line then names the client they forwarded, not the proxy.  Unset, it
+        names the client a layer below resolved (an ``IPFilter`` or ``RateLimiter``
+        given them), else the peer.  Read only when a failure is logged.
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class ErrorCatcher:
         statuses: Mapping[type[BaseException], int] | None = None,
         pass_http_exceptions: bool = True,
         error_id_header: str = "X-Error-Id",
+        trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError(f"ErrorCatcher: app: {app!r} is not a WSGI app (not callable)")
@@ -150,6 +157,7 @@ class ErrorCatcher:
         self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")
         self.statuses = self._check_statuses(statuses, self.pass_http_exceptions)
         self.error_id_header = header_name(error_id_header, "ErrorCatcher: error_id_header")
+        self.trust = ProxyTrust.coerce(trusted_proxies)
         if debug:
             self.logger.warning(
                 "ErrorCatcher debug=True: tracebacks and local variables are shown to clients"
@@ -203,6 +211,8 @@ class ErrorCatcher:
         if self.statuses:
             mapped = {k.__name__: v for k, v in self.statuses.items()}
             options.append(f"statuses={mapped!r}")
+        if self.trust is not None:
+            options.append(f"trusted_proxies={self.trust!r}")
         return f"ErrorCatcher({', '.join(options)})"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -292,7 +302,7 @@ class ErrorCatcher:
             "error %s: %s%s",
             error_id,
             # Decoded text from the client: %0A in a path must not start a forged line.
-            request_from(environ),
+            request_from(environ, self.trust),
             outcome,
             exc_info=exc_info,
         )
