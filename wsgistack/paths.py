@@ -26,6 +26,7 @@ from .options import listed
 
 __all__ = [
     "SAFE_PATH",
+    "check_spelling",
     "decoded_spelling",
     "escaped_spelling",
     "folded",
@@ -118,6 +119,16 @@ def folded(path: str) -> str:
     return text.lower().encode("utf-8", "surrogateescape").decode("latin-1")
 
 
+def check_spelling(path: str, option: str) -> None:
+    """Refuse a configured path that could never match: PATH_INFO is decoded and has no query."""
+    if "?" in path or "#" in path:
+        raise ConfigError(f"{option}: {path!r}: it is a path, without a query or fragment")
+    if (decoded := decoded_spelling(path)) is not None:
+        raise ConfigError(
+            f"{option}: {path!r}: it is matched on the decoded path; write {decoded!r}"
+        )
+
+
 def prefixes(value: object, option: str, *, ignore_case: bool = False) -> tuple[str, ...]:
     """The prefixes of a ``paths`` option (None: none), checked and resolved.
 
@@ -129,13 +140,7 @@ def prefixes(value: object, option: str, *, ignore_case: bool = False) -> tuple[
     for prefix in listed(value, option, "prefixes"):
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise ConfigError(f"{option}: {prefix!r} must be a path starting with '/'")
-        # Matched against PATH_INFO, which is decoded and has no query: these never match.
-        if "?" in prefix or "#" in prefix:
-            raise ConfigError(f"{option}: {prefix!r}: it is a path, without a query or fragment")
-        if (decoded := decoded_spelling(prefix)) is not None:
-            raise ConfigError(
-                f"{option}: {prefix!r}: it is matched on the decoded path; write {decoded!r}"
-            )
+        check_spelling(prefix, option)
         try:  # PEP 3333: PATH_INFO carries the path's UTF-8 bytes as latin-1 ("/café": "/cafÃ©")
             wsgi_prefix = wsgi_str(prefix)
         except UnicodeEncodeError:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..options import MAX_SECONDS
-from ..paths import decoded_spelling
+from ..paths import check_spelling
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "parse_bind"]
 
@@ -153,13 +153,7 @@ def _worker_timeout(value: Any) -> float:
 def _root_path(value: Any) -> str:
     if not isinstance(value, str) or (value and (value[0] != "/" or value.endswith("/"))):
         raise ConfigError(f"root_path: {value!r} must be '' or start with '/' and not end with '/'")
-    # Matched against PATH_INFO, which is decoded and has no query: these never match.
-    if "?" in value or "#" in value:
-        raise ConfigError(f"root_path: {value!r}: it is a path, without a query or fragment")
-    if (decoded := decoded_spelling(value)) is not None:
-        raise ConfigError(
-            f"root_path: {value!r}: it is matched on the decoded path; write {decoded!r}"
-        )
+    check_spelling(value, "root_path")
     return value
 
 
