@@ -622,3 +622,38 @@ def test_the_pid_file_never_writes_through_a_link_planted_at_its_temporary_name(
     assert (tmp_path / "app.pid").read_text() == f"{os.getpid()}\n"
     assert (tmp_path / "app.pid").stat().st_mode & 0o777 == 0o644  # readable by init scripts
     pid_file.remove()
+
+
+PID_APP = """
+import os
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d" % os.getpid()]
+"""
+
+
+def test_a_worker_that_cannot_load_the_code_is_tried_again_ever_more_slowly(serve, tmp_path):
+    # After a failed reload, an old worker that is lost is replaced by one that
+    # imports the broken code on disk: it was tried again every second for ever,
+    # each try a whole import.  The wait now doubles, and starts afresh once a
+    # worker loads the app again.
+    (tmp_path / "pids.py").write_text(PID_APP)
+    server = serve("--workers", "2", target=("pids:app",))
+    seen: set[int] = set()
+    poll(lambda: seen.add(int(server.get())) or len(seen) == 2)  # both have loaded it
+    (tmp_path / "pids.py").write_text("raise ImportError('broken on purpose')\n")
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload failed" in server.log.read_text())
+    old = poll(lambda: server.workers() == seen and seen)
+    os.kill(min(old), signal.SIGKILL)
+    poll(lambda: "trying again in 2 s" in server.log.read_text(), timeout=20)
+    assert int(server.get()) == max(old)  # the other old worker serves on
+    (tmp_path / "pids.py").write_text(PID_APP + "# loads again\n")
+    back = poll(lambda: (pid := int(server.get())) not in old and pid, timeout=20)
+    (tmp_path / "pids.py").write_text("raise ImportError('broken on purpose, again')\n")
+    os.kill(back, signal.SIGKILL)
+    poll(lambda: server.log.read_text().count("trying again in 1 s") == 2, timeout=20)
+    assert server.log.read_text().count("trying again in 2 s") == 1
+    assert server.proc.poll() is None

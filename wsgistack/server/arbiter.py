@@ -24,7 +24,8 @@ under way, and nothing a reload would do (finish, fail, respawn) happens once
 stopping.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
-a crash in an import), the master exits with status 2.
+a crash in an import), the master exits with status 2; a later worker that
+cannot load it is tried again after 1 s, then 2, 4 ... up to BOOT_RETRY_MAX.
 
     Arbiter(lambda: load_app("myapp:app"), config, listeners).run()
 """
@@ -67,6 +68,9 @@ _HANDLED = (
 )
 #: A hung worker asked (SIGUSR2) to print its stacks is killed this long after.
 DUMP_GRACE = 1.0
+#: The longest wait between two tries to start a worker whose app cannot load
+#: (the wait doubles from 1 s): each try is a whole import of the app.
+BOOT_RETRY_MAX = 30.0
 
 
 class State(enum.Enum):
@@ -99,6 +103,7 @@ class Arbiter:
         self._signals: collections.deque[int] = collections.deque()
         self._deadline = 0.0
         self._respawn_at = 0.0  # a worker failing at start delays the next spawn
+        self._boot_wait = 0.0  # after a worker could not load the app: doubles to BOOT_RETRY_MAX
         self._booted = False  # some worker has loaded the app
         self._boot_failure = 0  # the first worker that could not load it: the master stops
         self._status = 0
@@ -348,7 +353,15 @@ class Arbiter:
                 )
                 self._give_up(pid)
         else:
-            self._respawn_at = time.monotonic() + 1.0
+            # The code on disk no longer loads (a deploy without a reload, or a
+            # failed reload's lost old worker): the others serve on, and each try
+            # is a whole import, so the tries come ever more slowly.
+            self._boot_wait = min(BOOT_RETRY_MAX, max(1.0, 2 * self._boot_wait))
+            self._respawn_at = time.monotonic() + self._boot_wait
+            log.error(
+                "master: a new worker could not load the app; trying again in %g s",
+                self._boot_wait,
+            )
 
     def _give_up(self, pid: int) -> None:
         """Stop with status 2: the app cannot be loaded and nothing else serves."""
@@ -364,6 +377,7 @@ class Arbiter:
         for index in range(0, len(data) - 3, 4):
             self._ready.add(int.from_bytes(data[index : index + 4], "little"))
             self._booted = True
+            self._boot_wait = 0.0  # the app loads again: a later failure is retried at once
 
     def _spawn_missing(self) -> None:
         if time.monotonic() < self._respawn_at:
