@@ -19,15 +19,26 @@ A probe starts a new window, so a probe that never reports (it raised
 something other than a store failure) holds the breaker for one ``backoff``
 only.  A window is over when the clock leaves it either way, so a clock
 stepped back does not keep the store skipped.
+
+``StoreFailures``, a base of the limiter, applies the fail policy when the
+store fails or is skipped, and logs the warnings an operator reads meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
+from typing import Any
 
+import webob.exc
+
+from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...forking import forget_on_fork
+from ...refusals import refusal
+from .stores import StoreError
 
-__all__ = ["Breaker"]
+__all__ = ["Breaker", "StoreFailures"]
 
 
 class Breaker:
@@ -95,3 +106,78 @@ class Breaker:
 
     def __repr__(self) -> str:
         return f"Breaker(backoff={self.backoff:g}, threshold={self.threshold})"
+
+
+class StoreFailures:
+    """What a limiter does while its store fails: the fail policy, and the warnings saying so.
+
+    A base of :class:`RateLimiter`, beside the :class:`Breaker` that decides when
+    to skip the store.  It reads the limiter's options; the admitted request with
+    a healthy store never reaches it.
+    """
+
+    app: WSGIApplication
+    fail: str
+    dry_run: bool
+    store_backoff: float
+    logger: logging.Logger | logging.LoggerAdapter[Any]
+    _breaker: Breaker
+    _last_warning: float
+
+    def _failing(self) -> str:
+        if self.dry_run and self.fail == "closed":  # a dry run never refuses, not even so
+            return "open (dry run; would fail closed)"
+        return self.fail
+
+    def _store_failed(
+        self,
+        error: StoreError,
+        now: float,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Any:
+        breaker = self._breaker
+        if breaker.failed(now):
+            self._last_warning = now
+            self.logger.warning(
+                "RateLimiter: store failed%s (%s); failing %s without asking it for %g s, "
+                "then trying one request",
+                f" {breaker.threshold} times in a row" if breaker.threshold > 1 else "",
+                error,
+                self._failing(),
+                self.store_backoff,
+            )
+        elif not 0 <= now - self._last_warning < 30.0:  # while it stays down (or a step)
+            self._last_warning = now
+            if breaker.opened_at is None:  # below the threshold: the store is still asked
+                self.logger.warning(
+                    "RateLimiter: store failed (%s); failing %s for this request",
+                    error,
+                    self._failing(),
+                )
+            else:
+                self.logger.warning(
+                    "RateLimiter: store still failing (%s); failing %s", error, self._failing()
+                )
+        return self._without_store(environ, start_response)
+
+    def _store_answered(self, now: float) -> None:
+        """Say when the store answers again after failing, and what it cost meanwhile."""
+        closed = self._breaker.answered(now)
+        if closed is not None:
+            down, failed = closed
+            self.logger.warning(
+                "RateLimiter: store answers again after %.1f s; %d requests failed %s meanwhile",
+                down,
+                failed,
+                self._failing(),
+            )
+
+    def _without_store(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        """The fail policy: admit (open, or any dry run) or refuse with 503 (closed)."""
+        if self.fail == "open" or self.dry_run:
+            return self.app(environ, start_response)
+        # Not before the back-off is over: until then the answer is the same 503.
+        retry = str(max(1, math.ceil(self.store_backoff)))
+        unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", retry)])
+        return unavailable(environ, start_response)

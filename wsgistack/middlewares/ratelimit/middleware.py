@@ -21,7 +21,7 @@ from ...netset import NetworkSet, parse_address
 from ...options import choice, count, flag, function, header_name, log_target, seconds
 from ...paths import overlap, prefixes, resolved, under
 from ...refusals import refusal
-from .breaker import Breaker
+from .breaker import Breaker, StoreFailures
 from .fields import policy_member, policy_names, tighter_legacy
 from .rate import Rate, parse_limits
 from .stores import STRATEGIES, MemoryStore, Store, StoreError, make_store
@@ -40,7 +40,7 @@ _NAME = re.compile(r"[A-Za-z0-9_./-]{1,64}")
 _KEY_MAX = 128
 
 
-class RateLimiter:
+class RateLimiter(StoreFailures):
     """Refuse requests over the limit with 429; tell every client where it stands.
 
     :param app: the WSGI app to protect.
@@ -366,64 +366,6 @@ class RateLimiter:
                 ("X-RateLimit-Reset", str(reset)),
             ]
         return headers
-
-    def _failing(self) -> str:
-        if self.dry_run and self.fail == "closed":  # a dry run never refuses, not even so
-            return "open (dry run; would fail closed)"
-        return self.fail
-
-    def _store_failed(
-        self,
-        error: StoreError,
-        now: float,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-    ) -> Any:
-        breaker = self._breaker
-        if breaker.failed(now):
-            self._last_warning = now
-            self.logger.warning(
-                "RateLimiter: store failed%s (%s); failing %s without asking it for %g s, "
-                "then trying one request",
-                f" {breaker.threshold} times in a row" if breaker.threshold > 1 else "",
-                error,
-                self._failing(),
-                self.store_backoff,
-            )
-        elif not 0 <= now - self._last_warning < 30.0:  # while it stays down (or a step)
-            self._last_warning = now
-            if breaker.opened_at is None:  # below the threshold: the store is still asked
-                self.logger.warning(
-                    "RateLimiter: store failed (%s); failing %s for this request",
-                    error,
-                    self._failing(),
-                )
-            else:
-                self.logger.warning(
-                    "RateLimiter: store still failing (%s); failing %s", error, self._failing()
-                )
-        return self._without_store(environ, start_response)
-
-    def _store_answered(self, now: float) -> None:
-        """Say when the store answers again after failing, and what it cost meanwhile."""
-        closed = self._breaker.answered(now)
-        if closed is not None:
-            down, failed = closed
-            self.logger.warning(
-                "RateLimiter: store answers again after %.1f s; %d requests failed %s meanwhile",
-                down,
-                failed,
-                self._failing(),
-            )
-
-    def _without_store(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        """The fail policy: admit (open, or any dry run) or refuse with 503 (closed)."""
-        if self.fail == "open" or self.dry_run:
-            return self.app(environ, start_response)
-        # Not before the back-off is over: until then the answer is the same 503.
-        retry = str(max(1, math.ceil(self.store_backoff)))
-        unavailable = refusal(webob.exc.HTTPServiceUnavailable, headers=[("Retry-After", retry)])
-        return unavailable(environ, start_response)
 
     def close(self) -> None:
         """Release the store's connections (a Redis pool); for shutdowns, reloads and tests."""
