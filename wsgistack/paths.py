@@ -182,10 +182,16 @@ def under(environ: WSGIEnvironment, scope: tuple[str, ...], *, ignore_case: bool
     )
 
 
-def overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
-    """Whether one request can be under both scopes (an empty scope covers every path)."""
+def overlap(first: tuple[str, ...], second: tuple[str, ...], *, ignore_case: bool = False) -> bool:
+    """Whether one request can be under both scopes (an empty scope covers every path).
+
+    With ``ignore_case`` (either scope is matched so), both are compared
+    :func:`folded`: ``/Login`` matched exactly meets ``/login`` matched case-blind.
+    """
     if not first or not second:
         return True
+    if ignore_case:
+        first, second = tuple(map(folded, first)), tuple(map(folded, second))
     return any(_starts(prefix, second) for prefix in first) or any(
         _starts(prefix, first) for prefix in second
     )

@@ -9,6 +9,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Literal
 
 import webob.exc
@@ -19,7 +20,7 @@ from ...clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip, warn_no_a
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
 from ...options import choice, count, flag, function, header_name, log_target, seconds
-from ...paths import overlap, prefixes, resolved, under
+from ...paths import folded, overlap, prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker, StoreFailures
 from .fields import policy_member, policy_names, tighter_legacy
@@ -58,6 +59,9 @@ class RateLimiter(StoreFailures):
     :param ipv6_prefix: IPv6 clients share a limit per network of this size (/64).
     :param exempt: networks, or a callable of environ, that are never limited.
     :param paths: limit only requests under these path prefixes (whole segments).
+    :param ignore_case: match ``paths``, and read a ``"path"`` key, ignoring letter
+        case (``/LOGIN`` is ``/login``), for an app that routes so: IIS behind a
+        forwarder, files on a macOS or Windows disk (nginx's ``location ~*``).
     :param name: what tells this limiter's counts apart in a shared store (1-64
         letters, digits, ``_.-/``). Default: the key and the paths, so limiters on
         different paths never share; limiters with the same name, strategy and
@@ -92,6 +96,7 @@ class RateLimiter(StoreFailures):
         ipv6_prefix: int = 64,
         exempt: Iterable[str] | Callable[[WSGIEnvironment], bool] | None = None,
         paths: Iterable[str] | None = None,
+        ignore_case: bool = False,
         name: str | None = None,
         fail: Literal["open", "closed"] = "open",
         store_backoff: float = 1.0,
@@ -129,12 +134,20 @@ class RateLimiter(StoreFailures):
         self.ipv6_prefix = ipv6_prefix
         self.store: Store = make_store(store)
         self.trust = ProxyTrust.coerce(trusted_proxies)
+        self.ignore_case = flag(ignore_case, "RateLimiter: ignore_case")
+        if self.ignore_case and paths is None and key != "path":
+            raise ConfigError(
+                "RateLimiter: ignore_case: it applies to paths and key='path'; "
+                "give one of them, or drop it"
+            )
+        # Bound once: a limiter that matches case as written calls under() as before.
+        self._under = partial(under, ignore_case=True) if self.ignore_case else under
         self.key_name, self._key = self._key_function(key)
         # A header's or a callable's value may be a secret (an API key, a session):
         # log lines show its digest instead; an address or a path is shown as is.
         self._key_secret = self.key_name not in ("ip", "path")
         self._exempt_nets, self._exempt_call = self._exemptions(exempt)
-        self.paths = prefixes(paths, "RateLimiter: paths")
+        self.paths = prefixes(paths, "RateLimiter: paths", ignore_case=self.ignore_case)
         self.name = name
         identity = self._identity(name, key)
         self.dry_run = flag(dry_run, "RateLimiter: dry_run")
@@ -162,13 +175,14 @@ class RateLimiter(StoreFailures):
             return "ip", self._client_key
         if key == "path":
             # As a router reads it: "//search", "/./search" and "/search/" are /search,
-            # else each spelling would get a quota of its own.
-            return (
-                "path",
-                lambda environ: resolved(
-                    environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-                ),
-            )
+            # else each spelling would get a quota of its own; so are /SEARCH and
+            # /Search to a case-blind one.
+            def path_key(environ: WSGIEnvironment) -> str:
+                return resolved(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+
+            if self.ignore_case:
+                return "path", lambda environ: folded(path_key(environ))
+            return "path", path_key
         if isinstance(key, str) and key.lower().startswith("header:") and len(key) > 7:
             # A name no request can carry would leave everyone unlimited, silently.
             header = header_name(key[7:].strip(), "RateLimiter: key")
@@ -205,7 +219,9 @@ class RateLimiter(StoreFailures):
         inner: Any = self.app
         depth = 0
         while inner is not None and depth < 100:
-            if isinstance(inner, RateLimiter) and overlap(self.paths, inner.paths):
+            if isinstance(inner, RateLimiter) and overlap(
+                self.paths, inner.paths, ignore_case=self.ignore_case or inner.ignore_case
+            ):
                 shared = sorted(set(self.policies.values()) & set(inner.policies.values()))
                 if shared:
                     self.logger.warning(
@@ -263,7 +279,7 @@ class RateLimiter(StoreFailures):
 
     # -- per request ------------------------------------------------------------------
     def _limited(self, environ: WSGIEnvironment) -> bool:
-        if self.paths and not under(environ, self.paths):
+        if self.paths and not self._under(environ, self.paths):
             return False
         if self._exempt_nets is not None and client_ip(environ, self.trust) in self._exempt_nets:
             return False
@@ -386,6 +402,8 @@ class RateLimiter(StoreFailures):
             options.append(f"burst={self.burst}")
         if self.paths:
             options.append(f"paths={list(self.paths)!r}")
+        if self.ignore_case:
+            options.append("ignore_case=True")
         if self.trust is not None:
             options.append(f"trusted_proxies={self.trust!r}")
         if self._exempt_nets is not None:
