@@ -18,6 +18,7 @@ and ``/app/admin`` cover the route ``/admin``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import quote, unquote
 
 from ._types import WSGIEnvironment
@@ -104,19 +105,29 @@ def wsgi_str(text: str) -> str:
 
 
 def folded(path: str) -> str:
-    """A WSGI path with its letters lower-cased, for an app that routes case-blind.
+    """A WSGI path with letter case folded, for an app that routes case-blind.
 
-    Non-ASCII letters too (``/CAFÉ`` is ``/café``), as IIS and the macOS and
-    Windows file systems compare: the UTF-8 bytes that PEP 3333 carries as
-    latin-1 are decoded first, and bytes that are not UTF-8 stay as sent.
+    Non-ASCII letters too (``/CAFÉ`` is ``/café``): the UTF-8 bytes that PEP
+    3333 carries as latin-1 are decoded first, and bytes that are not UTF-8
+    stay as sent.  Every name a case-blind disk equates folds alike: NTFS (and
+    so IIS) compares letters by their upper case, where a dotless i (U+0131) is
+    ``I`` and a final ``ς`` is ``Σ``; a macOS disk ignores case and how an
+    accent is encoded (``e`` + U+0301 is ``é``).  So the fold is upper case,
+    then full case folding, in one normal form: it may join a few names a disk
+    keeps apart (``STRASSE`` and ``straße``), never part two it joins.
     """
     if path.isascii():
         return path.lower()
     try:
         text = path.encode("latin-1").decode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # not a WSGI str (a layer set text): fold it as it is
-        return path.lower()
-    return text.lower().encode("utf-8", "surrogateescape").decode("latin-1")
+        return _folded_text(path)
+    return _folded_text(text).encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _folded_text(text: str) -> str:
+    """``text`` upper-cased, case-folded and composed (Unicode's caseless match, NFD aside)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", text).upper().casefold())
 
 
 def check_spelling(path: str, option: str) -> None:

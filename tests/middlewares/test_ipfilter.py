@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import re
+import unicodedata
 from wsgiref.validate import validator
 
 import pytest
@@ -573,6 +574,55 @@ def test_ignore_case_covers_every_spelling_a_case_blind_app_routes(url, refused)
     with live_server(app, root_path="/app") as server, RawClient(server.address) as raw:
         status, _, body = raw.request(f"GET /app{url} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
     assert (status, b"secrets" in body) == ((403, False) if refused else (200, False))
+
+
+def _ntfs_name(text):
+    """A name as NTFS compares it: each letter by its one-letter upper case ($UpCase)."""
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+
+
+def _apfs_name(text):
+    """A name as a case- and normalization-blind macOS disk compares it."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+
+
+def disk_blind(environ, start_response):
+    """An app serving files from a case-blind disk: a secret under a name NTFS or macOS equates."""
+    first = environ["PATH_INFO"].encode("latin-1").decode("utf-8").split("/")[1]
+    secret = any(
+        fold(first) == fold(name)
+        for name in ("admin", "ΟΔΟΣ", "café", "straße")
+        for fold in (_ntfs_name, _apfs_name)
+    )
+    body = b"secrets" if secret else b"welcome"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("/adm%C4%B1n", id="turkish-dotless-i"),  # NTFS: I is its upper case
+        pytest.param("/%CE%BF%CE%B4%CE%BF%CF%83", id="greek-sigma-at-the-end"),  # not final form
+        pytest.param("/%CE%BF%CE%B4%CE%BF%CF%82/x", id="greek-final-sigma"),
+        pytest.param("/cafe%CC%81/menu", id="decomposed-accent"),  # macOS: one name with café
+        pytest.param("/STRASSE", id="sharp-s-folded-fully"),
+    ],
+)
+def test_ignore_case_covers_the_names_a_case_blind_disk_equates(url):
+    # str.lower() left these apart although the disk serves one file for both:
+    # the filter let the client through to the secret.
+    from tests.server.live import RawClient, live_server
+
+    app = IPFilter(
+        validator(disk_blind),
+        allow=["192.0.2.0/24"],
+        paths=["/admin", "/οδοσ", "/café", "/straße"],
+        ignore_case=True,
+    )
+    with live_server(app) as server, RawClient(server.address) as raw:
+        status, _, body = raw.request(f"GET {url} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert (status, b"secrets" in body) == (403, False)
 
 
 def test_ignore_case_covers_a_prefix_written_as_the_url_shows_it():
