@@ -311,6 +311,65 @@ def test_failures_in_a_row_start_the_back_off_and_the_probe_ends_it(paused_redis
     layer.close()
 
 
+class Ticking:
+    """A clock that moves on a microsecond at every reading (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.now += 0.000001
+            return self.now
+
+
+class Together:
+    """Holds each check until ``parties`` requests are in the store at once, then asks it."""
+
+    def __init__(self, store, parties):
+        self.store = store
+        self.barrier: threading.Barrier | None = threading.Barrier(parties)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def check(self, key, rates, strategy, now):
+        if self.barrier is not None:
+            self.barrier.wait(60)  # (a guard against a hang, not a timing)
+        with self._lock:
+            self.calls += 1
+        return self.store.check(key, rates, strategy, now)
+
+
+def test_one_stall_striking_many_requests_at_once_is_one_failure(paused_redis, caplog):
+    # Eight requests in flight when Redis paused once all failed, and counted as
+    # eight failures in a row: store_failures=3 opened the breaker on a single
+    # stall, and with fail="closed" every request of the next second was a 503.
+    caplog.set_level(logging.WARNING, "wsgistack.ratelimit")
+    own_redis, paused = paused_redis
+    store = Together(RedisStore(own_redis.url, timeout=0.25), 8)
+    layer = RateLimiter(
+        validator(hello_app), "1000/minute", store=store, fail="closed", clock=Ticking()
+    )
+    answers: list[int] = []
+    with paused():
+        workers = [
+            threading.Thread(target=lambda: answers.extend(statuses(layer, 1))) for _ in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+    assert answers == [503] * 8  # the requests the stall struck
+    store.barrier = None
+    assert statuses(layer, 3) == [200, 200, 200] and store.calls == 11  # the store asked again
+    assert not messages(caplog, "without asking") and not messages(caplog, "answers again")
+    # Failures one after another still open it: each asked after the last had failed.
+    with paused():
+        assert statuses(layer, 5) == [503] * 5 and store.calls == 14
+    layer.close()
+
+
 def test_an_answer_between_failures_starts_the_count_again():
     class Flaky:
         """Fails every other check."""

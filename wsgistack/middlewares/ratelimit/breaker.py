@@ -4,7 +4,10 @@ While a store is down, every check waits for the store's timeout (a
 connect or a read) before ``fail="open"``/``"closed"`` applies: a 0.25 s
 timeout becomes 0.25 s more on every request of the site.  After
 ``threshold`` failures in a row (no answer between them) the breaker opens:
-for ``backoff`` seconds requests skip the store.  Then one request (the
+for ``backoff`` seconds requests skip the store.  In a row means one after
+another: a request that asked the store before the last failure came back
+was struck by the same stall, so the many requests in flight when Redis
+pauses once count as one failure, not as many as there were threads.  Then one request (the
 probe) asks it again, while the others still skip it; its answer closes the
 breaker, its failure opens it for another ``backoff``.  A lone failure (one
 slow reply while Redis forks to save, a failover's first second) costs the
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import webob.exc
@@ -58,6 +62,7 @@ class Breaker:
         #: Store failures since its last answer (>= threshold while open).
         self.failures = 0
         self._down_since = 0.0  # the first failure of the run
+        self._last_failure = 0.0  # when the last failure counted came back
         self._skipped = 0  # requests that got the fail policy since then
         forget_on_fork(self)
 
@@ -77,14 +82,22 @@ class Breaker:
             self.opened_at = now  # this request probes; the others wait a window more
             return True
 
-    def failed(self, now: float) -> bool:
-        """The store failed; True if that opened the breaker (the threshold's failure)."""
+    def failed(self, now: float, asked: float | None = None) -> bool:
+        """The store failed at ``now`` a request that asked it at ``asked`` (default ``now``).
+
+        True if that opened the breaker (the threshold's failure).
+        """
+        asked = now if asked is None else asked
         with self._lock:
             if self.failures == 0:
-                self._down_since = now
+                self._down_since = asked
                 self._skipped = 0
-            self.failures += 1
             self._skipped += 1
+            if self.opened_at is None:
+                if self.failures and now >= self._last_failure > asked:
+                    return False  # asked before the last failure came back: the same stall
+                self._last_failure = now
+            self.failures += 1
             if self.opened_at is None and self.failures < self.threshold:
                 return False  # still closed: the next request asks the store again
             opening = self.opened_at is None
@@ -120,6 +133,7 @@ class StoreFailures:
     fail: str
     dry_run: bool
     store_backoff: float
+    clock: Callable[[], float]
     logger: logging.Logger | logging.LoggerAdapter[Any]
     _breaker: Breaker
     _last_warning: float
@@ -132,12 +146,14 @@ class StoreFailures:
     def _store_failed(
         self,
         error: StoreError,
-        now: float,
+        asked: float,
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Any:
+        """The store failed a request that asked it at ``asked``: the fail policy, and a warning."""
         breaker = self._breaker
-        if breaker.failed(now):
+        now = self.clock()  # when it came back: a request that asked before is the same stall
+        if breaker.failed(now, asked):
             self._last_warning = now
             self.logger.warning(
                 "RateLimiter: store failed%s (%s); failing %s without asking it for %g s, "
