@@ -123,3 +123,60 @@ def test_a_second_sighup_s_workers_finish_the_reload(serve, tmp_path):
     log = server.log.read_text()
     assert log.count("reload done") == 1
     assert "respawning" not in log
+
+
+#: The master, with the boot back-off made long (an hour) so a wait left over
+#: from it cannot pass unseen within a poll.
+LONG_BOOT_WAIT = """
+import sys
+from wsgistack.server import arbiter
+
+boot_failed = arbiter.Arbiter._boot_failed
+
+def long_boot_failed(self, pid):
+    self._boot_wait = max(self._boot_wait, 1800.0)
+    return boot_failed(self, pid)
+
+arbiter.BOOT_RETRY_MAX = 3600.0
+arbiter.Arbiter._boot_failed = long_boot_failed
+from wsgistack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+PIDS = """
+import os
+from pathlib import Path
+
+if Path("broken").exists():
+    raise ImportError("broken on purpose")
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d" % os.getpid()]
+"""
+
+
+def test_a_reload_that_loads_again_ends_the_boot_back_off(serve, tmp_path):
+    # The code on disk broke and the lost worker's replacements could not load
+    # it, so the master waited longer and longer between tries.  A SIGHUP with
+    # fixed code started a new worker at once, but the back-off's wait was kept:
+    # that worker, recycled by --max-requests (or crashing) later, was replaced
+    # only once the old wait ran out (up to 30 s with no worker at all).
+    (tmp_path / "pids.py").write_text(PIDS)
+    server = serve(
+        "--workers", "1", "--max-requests", "2",
+        target=("pids:app",), launcher=("-c", LONG_BOOT_WAIT),
+    )  # fmt: skip
+    first = int(server.get())
+    (tmp_path / "broken").touch()
+    server.get()  # the second request: the worker is recycled, its replacement fails
+    poll(lambda: "trying again in 3600 s" in server.log.read_text())
+    (tmp_path / "broken").unlink()
+    server.proc.send_signal(signal.SIGHUP)  # the fix is deployed: not an hour's wait
+    fresh = int(server.get(timeout=20))
+    assert fresh != first
+    assert int(server.get()) == fresh  # its second request: recycled in turn
+    # Its replacement loads the good code at once (a get waits while there is none).
+    poll(lambda: int(server.get(timeout=20)) not in (first, fresh), timeout=30)
+    assert server.proc.poll() is None

@@ -25,7 +25,8 @@ stopping.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
-cannot load it is tried again after 1 s, then 2, 4 ... up to BOOT_RETRY_MAX.
+cannot load it is tried again after 1 s, then 2, 4 ... up to BOOT_RETRY_MAX,
+until a worker loads the app again (a SIGHUP does not wait for the next try).
 
     Arbiter(lambda: load_app("myapp:app"), config, listeners).run()
 """
@@ -377,7 +378,12 @@ class Arbiter:
         for index in range(0, len(data) - 3, 4):
             self._ready.add(int.from_bytes(data[index : index + 4], "little"))
             self._booted = True
-            self._boot_wait = 0.0  # the app loads again: a later failure is retried at once
+            if self._boot_wait:
+                # The app loads again (a reload with fixed code, or a fix on disk):
+                # the back-off's wait ends with it, so a worker lost or recycled
+                # from now on is replaced at once, and a later failure waits 1 s.
+                self._boot_wait = 0.0
+                self._respawn_at = 0.0
 
     def _spawn_missing(self) -> None:
         if time.monotonic() < self._respawn_at:
