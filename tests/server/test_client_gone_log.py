@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from wsgiref.validate import validator
 
 import pytest
+
+from wsgistack.middlewares import ErrorCatcher
 
 from .conftest import echo_app
 from .live import RawClient, live_server
@@ -109,3 +112,28 @@ def test_keep_alive_requests_and_their_close_log_nothing(info):
         with RawClient(server.address) as client:
             assert client.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
     assert [m for m in info() if "closed" in m or "timed out" in m or "408" in m] == []
+
+
+def big_by_write(environ, start_response):
+    """``big`` through the legacy write(): the server's send fails inside the app."""
+    write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    for _ in range(1024):
+        write(b"y" * 65536)
+    return []
+
+
+def test_a_client_leaving_a_write_app_behind_error_catcher_is_no_app_error(info, caplog):
+    # The server's write() failed inside the app, so ErrorCatcher took the
+    # client's leaving for the app's failure: an ERROR with a traceback, the
+    # on_error hooks (a Sentry report per disconnect), and no INFO line.
+    hooked: list[str] = []
+    caplog.set_level(logging.INFO, logger="wsgistack.errors")
+    app = ErrorCatcher(validator(big_by_write), on_error=lambda *args: hooked.append(args[2]))
+    with live_server(validator(app)) as server:
+        client = RawClient(server.address)
+        client.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.sock.recv(1)  # the response has begun
+        reset(client.sock)
+        poll(lambda: any("GET /big from 127.0.0.1: the client closed" in m for m in info()))
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgistack.errors"] == []
+    assert hooked == []

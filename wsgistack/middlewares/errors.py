@@ -62,7 +62,7 @@ class _Exchange:
     and uWSGI cannot take at all (unbit/uwsgi#2278).
     """
 
-    __slots__ = ("called", "headers", "sent", "server_write", "start_response", "status")
+    __slots__ = ("broken", "called", "headers", "sent", "server_write", "start_response", "status")
     headers: list[tuple[str, str]]  # set with status
     server_write: Callable[[bytes], object]  # the server's write(), once it has the head
 
@@ -71,6 +71,7 @@ class _Exchange:
         self.status: str | None = None  # the held head's; None once the server has it
         self.called = False  # the server's start_response was called (maybe it raised)
         self.sent = False  # a body byte went out: too late for an error page
+        self.broken: BaseException | None = None  # the server's write() failed (client gone)
 
     def begin(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         """The app's ``start_response``: hold the head, or let the server replace its own."""
@@ -100,7 +101,11 @@ class _Exchange:
             self.sent = True
         elif not self.called:
             return None  # nothing to send yet: the head stays replaceable
-        return self.server_write(data)
+        try:
+            return self.server_write(data)
+        except BaseException as exc:
+            self.broken = exc  # the server's own failure, not the app's: see handle()
+            raise
 
     def answer(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         """The error page's ``start_response``: its head replaces the app's."""
@@ -241,6 +246,11 @@ class ErrorCatcher:
 
     def handle(self, environ: WSGIEnvironment, exchange: _Exchange, exc_info: ExcInfo) -> Any:
         """Answer a failure with an error response, or abort if the headers went out."""
+        if exc_info[1] is exchange.broken:
+            # The server's write() failed under the app (the client left): the
+            # server says so itself (one INFO line, as for an iterated body); an
+            # ERROR with a traceback and the on_error hooks would blame the app.
+            raise exc_info[1]
         if exchange.sent:
             # Too late for an error page: nothing can replace a head that went out.
             # Logged here, once, with the traceback; then ResponseCut makes every
