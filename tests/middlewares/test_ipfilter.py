@@ -14,6 +14,7 @@ import webob
 from webtest import TestApp
 
 from tests.conftest import hello_app
+from tests.middlewares.case_blind import case_blind_app
 from wsgistack import build_pipeline
 from wsgistack.clientip import ProxyTrust
 from wsgistack.errors import ConfigError
@@ -540,12 +541,7 @@ def test_in_a_pipeline_and_its_typo_message():
     )
 
 
-def case_blind(environ, start_response):
-    """An app that routes as IIS or a macOS/Windows file system does: letter case ignored."""
-    route = environ["PATH_INFO"].encode("latin-1").decode("utf-8").lower()
-    body = b"secrets" if route.split("/")[1] in ("admin", "café") else b"welcome"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+case_blind = case_blind_app("admin", "café", body=b"secrets")
 
 
 @pytest.mark.parametrize(

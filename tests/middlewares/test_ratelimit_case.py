@@ -10,6 +10,7 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.conftest import hello_app
+from tests.middlewares.case_blind import case_blind_app
 from tests.server.live import RawClient, live_server
 from wsgistack import build_pipeline, describe
 from wsgistack.errors import ConfigError
@@ -22,12 +23,7 @@ class Clock:
         return 1_000_000.0
 
 
-def case_blind(environ, start_response):
-    """An app that routes as IIS or a macOS/Windows file system does: letter case ignored."""
-    route = environ["PATH_INFO"].encode("latin-1").decode("utf-8").lower()
-    body = b"signed in" if route.split("/")[1] in ("login", "café") else b"welcome"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+case_blind = case_blind_app("login", "café", body=b"signed in")
 
 
 def _statuses(app, *urls, root_path=""):
