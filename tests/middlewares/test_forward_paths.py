@@ -69,6 +69,23 @@ def test_an_empty_query_under_a_mount_keeps_its_mark(lb, raw):
     assert _sent(upstream) == b"GET /base/a%2Fb?"
 
 
+def test_a_query_a_layer_removed_leaves_no_mark(lb, raw):
+    # A layer that strips the query (a cache key normaliser, a signed-URL check)
+    # clears QUERY_STRING; the raw target still has "?token=...": the upstream
+    # got "/x?", a query-bearing URL the client never asked for in that form.
+    upstream = raw(OK)
+    pool = lb([upstream.url])
+
+    def strip_query(environ, start_response):
+        environ["QUERY_STRING"] = ""
+        return pool(environ, start_response)
+
+    with live_server(strip_query) as front, RawClient(front.address) as client:
+        status, _, _ = client.request(b"GET /x?token=secret HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 200
+    assert _sent(upstream) == b"GET /x"
+
+
 def test_only_options_takes_the_asterisk_form(lb, raw):
     # A server that lets "GET *" through (gunicorn) gives PATH_INFO "*": no
     # server-wide GET exists, so it is a path under the base as before.

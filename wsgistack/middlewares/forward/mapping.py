@@ -183,8 +183,8 @@ def request_target(upstream: Upstream, environ: WSGIEnvironment) -> str:
     query = environ.get("QUERY_STRING", "")
     if query:
         query = "?" + query
-    elif raw and "?" in raw and "?" in raw.partition("#")[0]:
-        query = "?"
+    elif raw and "?" in raw and raw.partition("#")[0].endswith("?"):
+        query = "?"  # sent empty; a query some layer cleared leaves no "?"
     if upstream.base and path_info and (confined := _confined(path_info)) is not None:
         return upstream.base + url_path(confined) + query
     path = None
