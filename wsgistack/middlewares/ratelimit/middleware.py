@@ -9,7 +9,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any, Literal
 
 import webob.exc
@@ -140,8 +139,6 @@ class RateLimiter(StoreFailures):
                 "RateLimiter: ignore_case: it applies to paths and key='path'; "
                 "give one of them, or drop it"
             )
-        # Bound once: a limiter that matches case as written calls under() as before.
-        self._under = partial(under, ignore_case=True) if self.ignore_case else under
         self.key_name, self._key = self._key_function(key)
         # A header's or a callable's value may be a secret (an API key, a session):
         # log lines show its digest instead; an address or a path is shown as is.
@@ -279,7 +276,7 @@ class RateLimiter(StoreFailures):
 
     # -- per request ------------------------------------------------------------------
     def _limited(self, environ: WSGIEnvironment) -> bool:
-        if self.paths and not self._under(environ, self.paths):
+        if self.paths and not under(environ, self.paths, ignore_case=self.ignore_case):
             return False
         if self._exempt_nets is not None and client_ip(environ, self.trust) in self._exempt_nets:
             return False
