@@ -189,6 +189,27 @@ def test_unix_sockets_get_the_socket_mode_whatever_the_umask(tmp_path, protocol)
         assert stat.S_IMODE(paths[0].stat().st_mode) == 0o777 & ~previous
 
 
+def test_the_socket_mode_never_follows_a_file_swapped_in_after_bind(tmp_path, monkeypatch):
+    # The mode used to be set by path after bind(): someone able to write to the
+    # socket's directory could swap a symlink in, and the chmod opened its target.
+    victim = tmp_path / "secret"
+    victim.write_text("key")
+    victim.chmod(0o600)
+    path = tmp_path / "s.sock"
+    bind = socket.socket.bind
+
+    def bind_then_swap(sock, address):
+        bind(sock, address)
+        if sock.family == socket.AF_UNIX:
+            path.rename(tmp_path / "moved.sock")
+            path.symlink_to(victim)
+
+    monkeypatch.setattr(socket.socket, "bind", bind_then_swap)
+    with live_server(echo_app, bind=f"unix:{path}", socket_mode="666"):
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "moved.sock").stat().st_mode) == 0o666
+
+
 def test_cli_takes_socket_mode(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(Server, "serve_forever", lambda server: seen.append(server) or 0)

@@ -83,16 +83,27 @@ def _clear_stale(bind: Bind) -> None:
         raise ConfigError(f"bind: cannot remove the stale {bind}: {exc.strerror}") from None
 
 
+def _bind_with_mode(sock: socket.socket, path: str, mode: int) -> None:
+    """Create the socket file with exactly ``mode``, before anyone can connect.
+
+    bind() creates the file with the mode less the umask, so the umask is the
+    mode's complement for that one call.  A chmod by path afterwards would
+    follow whatever someone able to write to the directory put there meanwhile
+    (a symlink to a file of ours).  The umask is the process's: a file another
+    thread creates in that instant gets no more than ``mode`` allows.
+    """
+    previous = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(previous)
+
+
 def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
     if bind.kind == "unix":
         _clear_stale(bind)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         address: str | tuple[str, int] = bind.path
-        if mode is not None:
-            # Linux creates the file with the socket's mode less the umask: never
-            # wider than asked, even for the moment before the chmod below.
-            with contextlib.suppress(OSError):
-                os.fchmod(sock.fileno(), mode)
     else:
         family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -106,9 +117,10 @@ def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         address = (bind.host, bind.port)
     try:
-        sock.bind(address)
         if mode is not None and bind.kind == "unix":
-            os.chmod(bind.path, mode)  # exactly the mode, before listen(): none connects before
+            _bind_with_mode(sock, bind.path, mode)
+        else:
+            sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
