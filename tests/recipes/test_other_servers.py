@@ -266,11 +266,15 @@ def test_gunicorn_recycles_preloaded_workers_that_hold_the_layers_state(hello_up
         home=tmp_path, env={"FOREIGN_UPSTREAM": hello_upstream},
     ) as run:  # fmt: skip
         answers: list[tuple[int, bytes] | str] = []
-        for _ in range(24):
+        # Each worker serves 4-6 requests (the jitter), and the two alive at the end
+        # may hold 5 each: 24 requests are sure of 3 exits only, so go on to 4.
+        for _ in range(48):
             try:  # a worker that cannot exit keeps a share of the queue: 5 s at most
                 answers.append(fetch(run.port, "/", timeout=5))
             except OSError as exc:
                 answers.append(repr(exc))
+                break
+            if len(answers) >= 24 and len(re.findall("Worker exiting", run.log)) >= 4:
                 break
         exited: list[str] = []
         for _ in range(200):  # waits for a state, at most 10 s: no timing is asserted
@@ -278,7 +282,7 @@ def test_gunicorn_recycles_preloaded_workers_that_hold_the_layers_state(hello_up
             if len(exited) >= 4:
                 break
             threading.Event().wait(0.05)
-    assert answers == [(200, b"hello")] * 24, run.log
+    assert answers == [(200, b"hello")] * len(answers) and len(answers) >= 24, run.log
     booted = re.findall(r"Booting worker with pid: (\d+)", run.log)
     assert len(exited) >= 4 and set(exited) <= set(booted), run.log
 
