@@ -18,6 +18,7 @@ admitting).  ``RedisStore`` runs one Lua script per check: one round trip
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -35,6 +36,8 @@ __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
 
 Strategy = Literal["gcra", "sliding_window"]
 STRATEGIES: dict[str, Callable[..., Any]] = {"gcra": gcra, "sliding_window": sliding_window}
+
+_log = logging.getLogger("wsgistack.ratelimit")
 
 
 class StoreError(WsgiStackError):
@@ -272,9 +275,14 @@ class RedisStore:
         key is ``prefix{limiter:client}:rate``; the braces are a Redis Cluster hash
         tag, so the rates of one client live in one slot.
     :param timeout: seconds a check may take before it counts as a store failure
-        (connecting, waiting for a free connection in the pool, the reply: each).
+        (connecting, waiting for a free connection in the pool, the reply: each);
+        default 0.25.
     :param max_connections: size of the connection pool (per process); more
-        threads than this wait their turn.
+        threads than this wait their turn; default 50.
+
+    ``timeout`` and ``max_connections`` apply to a URL: a client passed in keeps
+    its own settings (giving them with one fails), and a start-up warning says
+    when those would hold requests through an outage (no socket timeout, retries).
     """
 
     def __init__(
@@ -282,8 +290,8 @@ class RedisStore:
         target: Any,
         *,
         prefix: str = "wsgistack:rl:",
-        timeout: float = 0.25,
-        max_connections: int = 50,
+        timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         try:
             import redis
@@ -291,10 +299,6 @@ class RedisStore:
             raise ConfigError(
                 "RedisStore needs the redis package: pip install 'wsgistack[redis]'"
             ) from None
-        # Checked here: redis-py takes timeout=0 or max_connections=0 and then
-        # fails every check, which fail="open" turns into no limit at all.
-        timeout = seconds(timeout, "RedisStore: timeout")
-        max_connections = count(max_connections, "RedisStore: max_connections")
         if not isinstance(prefix, str):
             raise ConfigError(f"RedisStore: prefix: expected a str, got {prefix!r}")
         # Every failure of the store, not only a lost connection: an error reply
@@ -306,23 +310,40 @@ class RedisStore:
         if isinstance(target, str):
             if not target.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
+            # Checked here: redis-py takes timeout=0 or max_connections=0 and then
+            # fails every check, which fail="open" turns into no limit at all.
+            timeout = seconds(0.25 if timeout is None else timeout, "RedisStore: timeout")
+            max_connections = count(
+                50 if max_connections is None else max_connections, "RedisStore: max_connections"
+            )
             # A blocking pool: a thread past max_connections waits (within the
             # timeout) for a connection; the default pool refused it at once, so
             # under load the excess was admitted uncounted, or refused with 503.
-            pool = redis.BlockingConnectionPool.from_url(
-                target,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                max_connections=max_connections,
-                timeout=timeout,
-            )
-            self.client = redis.Redis.from_pool(pool)
             self.url = _without_password(target)  # shown in repr(), describe() and warnings
+            _check_url(target, self.url)
+            try:
+                pool = redis.BlockingConnectionPool.from_url(
+                    target,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    max_connections=max_connections,
+                    timeout=timeout,
+                )
+            except ValueError as exc:  # redis-py's words (a port, a query value): name the URL
+                raise ConfigError(f"store: {self.url!r}: {exc}") from None
+            self.client = redis.Redis.from_pool(pool)
             self._owns_client = True
         else:
+            for name, value in (("timeout", timeout), ("max_connections", max_connections)):
+                if value is not None:  # else taken and ignored: the client's own apply
+                    raise ConfigError(
+                        f"RedisStore: {name}: applies to a redis:// URL; a client passed "
+                        f"in keeps its own settings (socket_timeout=, max_connections=)"
+                    )
             self.client = target
-            self.url = repr(target)
+            self.url = _client_name(target)  # its repr is a page of pool settings
             self._owns_client = False  # the caller's client: the caller closes it
+            _warn_if_it_may_hold(target, self.url)
         self.prefix = prefix
         self._noscript = redis.exceptions.NoScriptError
         self._sources = {"gcra": GCRA_LUA, "sliding_window": SLIDING_LUA}
@@ -394,6 +415,76 @@ def _without_password(url: str) -> str:
         userinfo, _, host = parts.netloc.rpartition("@")
         url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
     return _PASSWORD_PARAMETER.sub("***", url)
+
+
+def _settings(client: Any) -> dict[str, Any] | None:
+    """A ``redis.Redis`` client's connection settings; None for others (a cluster)."""
+    settings = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    return settings if isinstance(settings, dict) else None
+
+
+def _client_name(client: Any) -> str:
+    """A client passed in, as warnings and ``describe()`` show it: where it connects."""
+    settings = _settings(client)
+    if settings is None:
+        return repr(client)
+    db = settings.get("db", 0)
+    if settings.get("path"):
+        return f"{type(client).__name__}(unix://{settings['path']}?db={db})"
+    host, port = settings.get("host", "localhost"), settings.get("port", 6379)
+    return f"{type(client).__name__}({host}:{port}/{db})"
+
+
+def _warn_if_it_may_hold(client: Any, name: str) -> None:
+    """Say at start-up when a client passed in would keep requests waiting on a Redis outage.
+
+    ``redis.Redis()`` waits for a reply for ever, and since redis-py 6 retries each
+    command with back-off: while Redis is down or silent, every request waits
+    that long before ``fail=`` applies.  A store made from a URL has neither.
+    (A ``redis.RedisCluster`` keeps its settings elsewhere and is not checked.)
+    """
+    settings = _settings(client)
+    if settings is None:
+        return
+    if settings.get("socket_timeout") is None:
+        _log.warning(
+            "RedisStore: the client %s has no socket_timeout, so a Redis that stops "
+            "answering holds every request until the OS drops the connection; create it "
+            "with socket_timeout= (0.25, as a redis:// store has) or pass a redis:// URL",
+            name,
+        )
+    get_retries = getattr(settings.get("retry"), "get_retries", None)
+    retries = get_retries() if callable(get_retries) else 0
+    if retries:
+        _log.warning(
+            "RedisStore: the client %s retries each command %d times with back-off, so "
+            "while Redis is down every check takes seconds, not its socket_timeout; "
+            "create it with retry=Retry(NoBackoff(), 0) (the limiter's store_backoff "
+            "tries the store again) or pass a redis:// URL",
+            name,
+            retries,
+        )
+
+
+def _check_url(url: str, shown: str) -> None:
+    """Refuse at start-up what redis-py would take and then fail on, or quietly misread.
+
+    redis-py reads a database that is no whole number (``/one``, ``/-1``) as none,
+    so counts went to database 0 beside other data, or every check failed ("DB index
+    is out of range"), which fail="open" turns into no limit; ``unix://`` without a
+    path failed every check.  ``shown`` is the URL without its password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"store: {shown!r}: a unix:// URL needs the socket's path")
+        return
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(
+            f"store: {shown!r}: the database after the host must be a whole number "
+            f"(/0, /1, ...), got {database!r}"
+        )
 
 
 def make_store(value: Any) -> Store:

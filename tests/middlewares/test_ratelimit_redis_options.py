@@ -1,0 +1,165 @@
+"""RedisStore's connection options: URLs (db, password, unix sockets) and clients passed in."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from wsgiref.validate import validator
+
+import pytest
+from webtest import TestApp
+
+from tests.conftest import hello_app
+from tests.processes import stop_process
+from tests.redis_server import REDIS_SERVER
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares.ratelimit import RedisStore
+
+
+def hit(app: TestApp) -> int:
+    return app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"}, expect_errors=True).status_int
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # Read by redis-py as no database at all: the limiter counted in database 0,
+        # beside whatever lives there, and nothing said so.
+        pytest.param(
+            "redis://127.0.0.1:6379/one",
+            "store: 'redis://127.0.0.1:6379/one': the database after the host must be a "
+            "whole number (/0, /1, ...), got 'one'",
+            id="db-word",
+        ),
+        # Taken, then every check failed ("DB index is out of range"): fail="open"
+        # meant no limit at all, for good.
+        pytest.param(
+            "redis://127.0.0.1:6379/-1",
+            "store: 'redis://127.0.0.1:6379/-1': the database after the host must be a "
+            "whole number (/0, /1, ...), got '-1'",
+            id="db-negative",
+        ),
+        # These failed at start-up in redis-py's words, naming no option (and no URL).
+        pytest.param(
+            "redis://127.0.0.1:six/0",
+            "store: 'redis://127.0.0.1:six/0': Port could not be cast to integer value",
+            id="port",
+        ),
+        pytest.param(
+            "redis://:s3cret@127.0.0.1:6379/0?db=x",
+            "store: 'redis://:***@127.0.0.1:6379/0?db=x': Invalid value for 'db'",
+            id="query-password-hidden",
+        ),
+        # No socket path: every check failed at the first request.
+        pytest.param(
+            "unix://", "store: 'unix://': a unix:// URL needs the socket's path", id="unix"
+        ),
+    ],
+)
+def test_a_bad_store_url_fails_at_start_up_naming_the_store(url, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        RateLimiter(hello_app, "1/minute", store=url)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.fixture
+def unix_redis(tmp_path):
+    """A redis-server listening only on a unix socket, with a password."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip("redis-server is not installed")
+    path = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(path),
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+            "--requirepass",
+            "s3cret",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a starting process for its socket file
+        assert path.exists(), "redis-server did not create its unix socket"
+        yield path
+    finally:
+        stop_process(proc)
+
+
+def test_a_unix_socket_url_with_a_password_and_a_database(unix_redis, caplog):
+    import redis
+
+    layer = RateLimiter(validator(hello_app), "2/minute", store=f"unix://:s3cret@{unix_redis}?db=3")
+    app = TestApp(validator(layer))
+    assert [hit(app) for _ in range(3)] == [200, 200, 429]
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]
+    with redis.Redis(unix_socket_path=str(unix_redis), password="s3cret", db=3) as admin:
+        assert admin.dbsize() == 1  # counted in database 3
+    layer.close()
+
+
+def test_a_wrong_password_fails_open_with_a_warning_naming_the_store(unix_redis, caplog):
+    layer = RateLimiter(validator(hello_app), "1/minute", store=f"unix://:n0tit@{unix_redis}")
+    app = TestApp(validator(layer))
+    assert [hit(app) for _ in range(2)] == [200, 200]  # the fail policy, never a 500
+    [warning] = [r.getMessage() for r in caplog.records if "store failed" in r.getMessage()]
+    assert f"Redis at unix://:***@{unix_redis}:" in warning and "n0tit" not in warning
+    layer.close()
+
+
+@pytest.mark.parametrize("option", [{"timeout": 0.5}, {"max_connections": 10}])
+def test_a_url_only_option_with_a_client_fails_at_start_up(redis_server, option):
+    # Taken and ignored: the client's own socket_timeout and pool applied, unseen.
+    import redis
+
+    [name] = option
+    message = f"RedisStore: {name}: applies to a redis:// URL"
+    with (
+        redis.Redis.from_url(redis_server.url) as client,
+        pytest.raises(ConfigError, match=message),
+    ):
+        RedisStore(client, **option)
+
+
+def test_a_client_that_could_hold_requests_is_named_at_start_up(redis_server, caplog):
+    # redis.Redis.from_url() waits for a reply for ever, and redis.Redis() retries
+    # each command with back-off (redis-py 6 and later): during an outage, every request of the site waited
+    # seconds (or for ever) before fail="open"/"closed" applied, and nothing said why.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    warnings = []
+    for index, client in enumerate(
+        [
+            redis.Redis.from_url(redis_server.url),
+            redis.Redis(port=port, socket_timeout=0.25),
+            redis.Redis(port=port, socket_timeout=0.25, retry=Retry(NoBackoff(), 0)),
+        ]
+    ):
+        caplog.clear()
+        layer = RateLimiter(
+            validator(hello_app), "2/minute", store=RedisStore(client, prefix=f"held{index}:")
+        )
+        assert [hit(TestApp(validator(layer))) for _ in range(3)] == [200, 200, 429]
+        warnings.append([r.getMessage() for r in caplog.records if r.levelname == "WARNING"])
+        client.close()
+    no_timeout, retrying, fine = warnings
+    assert any("has no socket_timeout" in w for w in no_timeout)
+    assert any(f"RedisStore: the client Redis(127.0.0.1:{port}/0) has" in w for w in no_timeout)
+    assert not any("has no socket_timeout" in w for w in retrying)
+    assert any("retries each command" in w and "Retry(NoBackoff(), 0)" in w for w in retrying)
+    assert fine == []
