@@ -27,8 +27,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.error import HTTPError
-from urllib.request import Request, urlopen
 
 import pytest
 import redis
@@ -156,12 +154,14 @@ class Running:
         self._listening.set()  # it ended: no port is coming
 
     def get(self, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
-        request = Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        """One GET as curl sends it: a redirect is an answer, never followed."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            with urlopen(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except HTTPError as error:  # 4xx/5xx
-            return error.code, dict(error.headers), error.read().decode()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            return response.status, dict(response.headers), response.read().decode()
+        finally:
+            conn.close()
 
     @property
     def log(self) -> str:
@@ -220,14 +220,8 @@ def mount(run: Running, ctx) -> None:
     assert run.get("/api/users/ann")[2] == '{"self":"/api/users/ann"}\n'
     assert run.get("/site/articles/hi/")[2] == '{"self": "/site/articles/hi/"}'
     assert 'href="/site/articles/hi/"' in run.get("/")[2]
-    conn = http.client.HTTPConnection("127.0.0.1", run.port, timeout=10)  # urllib would follow
-    try:
-        conn.request("GET", "/site")
-        response = conn.getresponse()
-        assert response.status == 308
-        assert response.headers["Location"] == "/site/"
-    finally:
-        conn.close()
+    status, headers, _ = run.get("/site")
+    assert status == 308 and headers["Location"] == "/site/"
 
 
 def django_redis(run: Running, ctx) -> None:
@@ -253,9 +247,11 @@ def stack_toml(run: Running, ctx) -> None:
     assert [run.get("/hello/x")[0] for _ in range(25)] == [200] * 25  # not limited
     assert run.get("/admin/")[0] == 403  # 127.0.0.1 is not the office
     assert [run.get("/api/items")[0] for _ in range(21)] == [200] * 20 + [429]
-    status, headers, body = run.get("/boom")
+    status, headers, body = run.get("/boom/")
     assert status == 500 and headers["X-Error-Id"] in body and "on purpose" not in body
-    wait_for(run, f"error {headers['X-Error-Id']}: GET /boom")
+    wait_for(run, f"error {headers['X-Error-Id']}: GET /boom/")
+    status, headers, _ = run.get("/boom")  # curl follows no redirect
+    assert status == 308 and headers["Location"] == "/boom/"
     assert run.get("/")[0] == 404
 
 
