@@ -42,6 +42,7 @@ from tests.readme_behaviour import BEHAVIOUR
 from tests.readme_blocks import BLOCKS, README, ROOT, Block, readme_blocks
 from tests.readme_checkers import check_block, unquoted_globs
 from tests.readme_fixtures import in_project, project  # noqa: F401 (fixtures the checkers ask for)
+from tests.recipes.test_run_lines import Running
 from wsgistack.cli import build_parser
 from wsgistack.server.config import ServerConfig
 
@@ -145,3 +146,19 @@ def test_the_server_table_lists_every_serve_option_with_its_default():
 def test_the_tour_ends_behind_nginx_and_only_notes_for_developers_follow():
     headings = re.findall(r"^## (.+)$", README.read_text(), flags=re.M)
     assert headings[-2:] == ["Behind nginx", "Developing"]
+
+
+def test_the_paste_ini_serves_under_gunicorn_from_its_directory(request, tmp_path):
+    # PasteDeploy's prose names a command no block holds: run it as printed, in the
+    # directory holding the README's site.ini and myapp_paste.py, on a free port.
+    text = " ".join(README.read_text().split())
+    command = re.search(r"serve it with `(gunicorn --paste site\.ini)` from its directory", text)
+    assert command, "the README no longer says how gunicorn serves site.ini: update this test"
+    directory = request.getfixturevalue("project")
+    run = Running(f"{command.group(1)} --bind 127.0.0.1:8000", {}, tmp_path, cwd=directory)
+    try:
+        assert run.get("/")[::2] == (200, "hello")
+        assert run.get("/admin/")[0] == 403  # 127.0.0.1 is not the office
+    finally:
+        returncode = run.stop()
+    assert returncode == 0, run.log

@@ -114,7 +114,7 @@ def executable(name: str) -> str:
 class Running:
     """A printed command, running: its port, a GET helper, what it logged so far."""
 
-    def __init__(self, command: str, env: dict[str, str], home: Path) -> None:
+    def __init__(self, command: str, env: dict[str, str], home: Path, cwd: Path = ROOT) -> None:
         words = shlex.split(command)
         environ = {**os.environ, "HOME": str(home), **env}
         while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
@@ -127,7 +127,7 @@ class Running:
             words[0] = executable(words[0])
         self.proc = subprocess.Popen(
             words,
-            cwd=ROOT,
+            cwd=cwd,
             env=environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
