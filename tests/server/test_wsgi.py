@@ -472,7 +472,36 @@ def test_wsgi_input_reads_like_bytesio(blocks, calls):
     stream, reference = _input(blocks), io.BytesIO(b"".join(blocks))
     for method, size in calls:
         assert getattr(stream, method)(size) == getattr(reference, method)(size)
+    assert next(stream, None) == next(reference, None)
     assert list(stream) == list(reference)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: 10\r\n\r\nab\ncd\nefg\n", id="length"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nab\ncd\r\n5\r\n\nefg\n\r\n0\r\n\r\n",
+            id="chunked",
+        ),
+    ],
+)
+def test_wsgi_input_is_its_own_line_iterator_as_a_file_is(framing):
+    # next(environ["wsgi.input"]) works under gunicorn, waitress and uWSGI (their
+    # inputs are files or iterators); ours had only __iter__, so it raised TypeError.
+    # (wsgiref's validator wraps the input in an object with __iter__ alone: off.)
+    def app(environ, start_response):
+        stream = environ["wsgi.input"]
+        lines = [next(stream), next(stream)]
+        lines += list(stream)
+        lines.append(next(stream, b"(end)"))
+        data = b"|".join(lines)
+        start_response("200 OK", [*TEXT, ("Content-Length", str(len(data)))])
+        return [data]
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        status, _, body = client.request(b"POST / HTTP/1.1\r\nHost: a\r\n" + framing)
+    assert (status, body) == (200, b"ab\n|cd\n|efg\n|(end)")
 
 
 @pytest.mark.parametrize("method", ["read", "readline"])

@@ -10,7 +10,7 @@ module supplies that callback (the only place that reads the socket).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -167,9 +167,10 @@ class Input:
 
     ``fill()`` reads more bytes into the parser (raising ``ProtocolError`` on a
     timeout or a broken body); ``on_first_read()`` sends ``100 Continue``.
-    Sizes mean what they mean for ``io.BytesIO``.  Blocks are gathered in a list
-    and joined once, and unread bytes stay in ``_buffer`` from ``_pos`` on, so
-    reading a body costs time in proportion to its size, however it is read.
+    Sizes mean what they mean for ``io.BytesIO``, and it iterates by line.
+    Blocks are gathered in a list and joined once, and unread bytes stay in
+    ``_buffer`` from ``_pos`` on, so reading a body costs time in proportion
+    to its size, however it is read.
     """
 
     def __init__(
@@ -274,9 +275,16 @@ class Input:
                 break
         return lines
 
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
+    def __iter__(self) -> Input:
+        return self
+
+    def __next__(self) -> bytes:
+        """The next line: the input is its own iterator, as a file (and gunicorn's input) is,
+        so ``next(environ["wsgi.input"])`` reads a line here as under other servers."""
+        line = self.readline()
+        if line:
+            return line
+        raise StopIteration
 
     @property
     def exhausted(self) -> bool:
