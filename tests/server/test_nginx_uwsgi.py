@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from werkzeug.wsgi import get_content_length
 
 from wsgistack.server import Server
 
@@ -49,6 +50,10 @@ def app(environ, start_response):
         return _cut_off()
     if path == "/url":
         body = wsgiref.util.request_uri(environ).encode()
+    elif path == "/framing":
+        size = len(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        seen = [environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING"), size]
+        body = json.dumps([*seen, get_content_length(environ)]).encode()
     elif path == "/upload":
         digest, size = hashlib.sha256(), 0
         while block := environ["wsgi.input"].read(65536):
@@ -200,6 +205,22 @@ def test_a_large_post_body_arrives_whole(nginx):
     status, _, answer = request(nginx, "POST", "/upload", body, [("Content-Type", "x/y")])
     assert status == 200
     assert answer.decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+
+
+def test_a_chunked_upload_arrives_with_its_length_and_no_transfer_encoding(nginx):
+    # nginx reads a chunked body whole and sends it with CONTENT_LENGTH, but
+    # passes the client's Transfer-Encoding on as HTTP_TRANSFER_ENCODING: the
+    # app was told of a chunked body that is not, and werkzeug then gives no
+    # content length (Flask's request.content_length was None).
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=30)
+    try:
+        conn.request("POST", "/framing", body=iter([b"01234", b"56789"]))
+        response = conn.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        conn.close()
+    assert status == 200
+    assert json.loads(answer) == ["10", None, 10, 10]
 
 
 def test_repeated_headers_and_cookies_are_joined(nginx):

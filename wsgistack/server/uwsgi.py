@@ -38,7 +38,10 @@ _NAMES = re.compile(rf"{TCHAR}+(?:\n{TCHAR}+)*\Z")
 _CHECKED_NAMES: set[str] = set()
 _CHECKED_NAMES_MAX = 1024
 #: PEP 3333 names these without HTTP_; nginx sends the headers under both names.
-_SHADOWED = frozenset(("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"))
+#: And a uwsgi body is always CONTENT_LENGTH bytes: nginx has taken a chunked
+#: one apart, yet passes the client's Transfer-Encoding on, which would tell
+#: the app of a chunked body (werkzeug then gives no content length).
+_SHADOWED = frozenset(("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"))
 #: What an environ holds when nginx's variables leave it out.  A peer on a
 #: unix socket has no address of its own (as for HTTP there): not 127.0.0.1,
 #: which an allow list or a trusted proxy list may well hold.
