@@ -135,3 +135,36 @@ def test_serve_help_names_every_way_to_name_the_app(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for form in ("module:attr", "module (its 'application'", "module:factory(...)"):
         assert form in text
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        pytest.param('[app]\nuse = "brokenimport:app"\n', id="app"),
+        pytest.param(
+            '[[layer]]\nuse = "brokenimport:Layer"\n[app]\nuse = "tests.pipeline_fixtures:tags_app"\n',
+            id="layer",
+        ),
+    ],
+)
+def test_check_an_import_failing_inside_the_module_shows_where(tmp_path, stack):
+    # A dependency missing in the app's own module was one line naming only the
+    # dependency, in check and serve --config alike; serve module:app, and
+    # gunicorn, show the traceback down to the line that imports it.
+    (tmp_path / "brokenimport.py").write_text("import os\nimport no_such_dependency_xyz\n")
+    path = tmp_path / "stack.toml"
+    path.write_text(stack)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "check", str(path)],
+        cwd=tmp_path,
+        env={**os.environ, "PWD": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(f"wsgistack check: {path}: cannot load the app: {path}: ")
+    assert (
+        "importing 'brokenimport' failed: No module named 'no_such_dependency_xyz'" in result.stderr
+    )
+    assert 'brokenimport.py", line 2' in result.stderr  # the line that imports it

@@ -169,7 +169,7 @@ class _Builder:
         try:
             factory, builtin = resolve_factory(use)
         except ConfigError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc.__cause__
         if builtin is not None and builtin.kind == "app":
             raise self.fail(where, f"{use!r} is an app, not a layer; put it in [app]")
         options = self._options(table, builtin, where)
@@ -198,7 +198,9 @@ class _Builder:
             try:
                 loaded = load_app(spec)
             except ConfigError as exc:
-                raise self.fail(where, str(exc)) from None
+                # The loader's cause is the app's own failure (a dependency its
+                # module imports): kept, so its traceback shows the line.
+                raise self.fail(where, str(exc)) from exc.__cause__
             return self._checked_app(loaded, spec, where)
         if not isinstance(spec, Mapping):
             raise self.fail(where, f"expected 'module:attr' or a table, got {spec!r}")
@@ -209,7 +211,7 @@ class _Builder:
         try:
             factory, builtin = resolve_factory(use)
         except ConfigError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc.__cause__
         if builtin is not None and builtin.kind == "layer":
             raise self.fail(where, f"{use!r} is a layer, not an app; put it in [[layer]]")
         options = self._options(spec, builtin, where)

@@ -162,6 +162,21 @@ def test_serve_a_pipeline_file(serve, tmp_path):
     assert server.proc.wait(timeout=10) == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_serve_a_pipeline_whose_app_imports_a_missing_module_shows_the_line(
+    serve, tmp_path, workers
+):
+    # serve myapp:app showed the traceback; serve --config named only the
+    # missing module, not the file and line of the app that imports it.
+    (tmp_path / "needsdep.py").write_text("import os\nimport no_such_dependency_xyz\n")
+    (tmp_path / "stack.toml").write_text('[app]\nuse = "needsdep:app"\n')
+    server = serve("--workers", workers, target=("--config", "stack.toml"), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert "cannot load the app: stack.toml: app (needsdep:app): " in log
+    assert 'needsdep.py", line 2' in log
+
+
 def test_sighup_reloads_the_app_code(serve, tmp_path):
     (tmp_path / "versioned.py").write_text(VERSIONED % "one")
     server = serve("--workers", "1", target=("versioned:app",))
