@@ -54,3 +54,17 @@ tagger_filter_factory = make_filter_factory("tests.pipeline_fixtures:Tagger")
 def tags_app_factory(global_conf: dict, **local_conf: str) -> WSGIApplication:
     """A paste.app_factory for the PasteDeploy test."""
     return tags_app
+
+
+def report(exc_info: object, environ: WSGIEnvironment, error_id: str) -> None:
+    """An ErrorCatcher ``on_error`` hook named from a config file."""
+
+
+def api_key(environ: WSGIEnvironment) -> str | None:
+    """A key function (a rate limiter's ``key``, a balancer's ``hash_key``) named from a config."""
+    return environ.get("HTTP_X_API_KEY")
+
+
+def is_health_check(environ: WSGIEnvironment) -> bool:
+    """A rate limiter's ``exempt`` callable named from a config file."""
+    return environ.get("PATH_INFO") == "/health"

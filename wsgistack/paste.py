@@ -2,8 +2,10 @@
 
 Ini values are strings; each is read as a TOML value when it parses as one
 (``allow = ["10.0.0.0/8"]``, ``burst = 5``) and kept as a string otherwise
-(``limits = 100/minute``).  An option whose default is ``True``/``False`` is a
-flag: ``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0``, any case.
+(``limits = 100/minute``); an inline table with ``use`` names a Python object,
+as in a TOML pipeline (``store = {use = "module:attr", ...}``).  An option
+whose default is ``True``/``False`` is a flag: ``true``/``yes``/``on``/``1`` or
+``false``/``no``/``off``/``0``, any case.
 
     [filter:errors]
     use = egg:wsgistack#error_catcher
@@ -21,7 +23,7 @@ from typing import Any
 from ._types import WSGIApplication
 from .errors import ConfigError
 from .options import did_you_mean, ini_flag
-from .pipeline import check_options, resolve_factory
+from .pipeline import build_objects, check_options, resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
 
@@ -53,10 +55,16 @@ def _options(
     local_conf: Mapping[str, str], factory: Callable[..., Any], where: str
 ) -> dict[str, Any]:
     flags = _flags(factory)
-    return {
-        key: ini_flag(value, f"{where}: {key}") if key in flags else ini_value(value)
-        for key, value in local_conf.items()
-    }
+    options: dict[str, Any] = {}
+    for key, value in local_conf.items():
+        if key in flags:
+            options[key] = ini_flag(value, f"{where}: {key}")
+            continue
+        try:
+            options[key] = build_objects(ini_value(value), key)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc.__cause__
+    return options
 
 
 def _where(global_conf: Mapping[str, str], what: str) -> str:

@@ -33,6 +33,7 @@ from .options import did_you_mean
 __all__ = [
     "BUILTINS",
     "Builtin",
+    "build_objects",
     "build_pipeline",
     "check_options",
     "load_pipeline",
@@ -122,6 +123,46 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip:
         raise ConfigError(f"cannot take these options: {exc}") from None
 
 
+def build_objects(value: Any, option: str) -> Any:
+    """``value`` with each ``{use = "module:attr", ...}`` table in it made the object it names.
+
+    Options that take a Python object (a store, a hook, a key function, a
+    ``ProxyTrust``, a logger) have no TOML or ini spelling of their own.  As
+    ``use`` names a layer's factory, a table with ``use`` names the object:
+    alone, the object itself (a function; ``module:factory()`` calls it);
+    with more keys, the factory called with them, as logging's dictConfig
+    builds an object from ``()`` and its keys.
+    """
+    if isinstance(value, list):
+        return [build_objects(item, f"{option} item {n}") for n, item in enumerate(value, 1)]
+    if not isinstance(value, Mapping):
+        return value
+    if "use" not in value:
+        return {key: build_objects(item, f"{option}.{key}") for key, item in value.items()}
+    spec = value["use"]
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"{option}: 'use' must name an object as 'module:attr', got {spec!r}")
+    where = f"{option} ({spec})"
+    try:
+        obj = import_object(spec, allow_call=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc.__cause__
+    options = {key: build_objects(v, f"{where}: {key}") for key, v in value.items() if key != "use"}
+    if not options:
+        return obj
+    if not callable(obj):
+        raise ConfigError(
+            f"{where}: {type(obj).__name__} object is not callable: it takes no options"
+        )
+    try:
+        check_options(obj, options, 0)
+        return obj(**options)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc.__cause__
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
 class _Builder:
     """Builds apps and layers from config, carrying the source name for messages."""
 
@@ -133,6 +174,13 @@ class _Builder:
 
     def _options(self, table: Mapping[str, Any], builtin: Builtin | None, where: str) -> dict:
         options = {k: v for k, v in table.items() if k != "use"}
+        apps = () if builtin is None else builtin.app_options + builtin.app_maps
+        for name, value in options.items():
+            if name not in apps:
+                try:
+                    options[name] = build_objects(value, name)
+                except ConfigError as exc:
+                    raise self.fail(where, str(exc)) from exc.__cause__
         if builtin is None:
             return options
         for name in builtin.app_options:
