@@ -115,3 +115,56 @@ def test_an_app_bug_is_one_error_line_naming_the_request_then_its_traceback(
     assert len(errors) == 1, lines
     assert lines[errors[0]].endswith(f"] ERROR GET {path} from 127.0.0.1: {what}"), lines
     assert lines[errors[0] + 1] == "Traceback (most recent call last):", lines
+
+
+#: A Django site as ``startproject`` leaves its logging: with DEBUG on, the
+#: "django" logger writes to the console itself and lets records go on up.
+DJANGO_SITE = """
+import os
+
+import django
+from django.conf import settings
+
+settings.configure(
+    DEBUG=os.environ.get("SITE_DEBUG") == "1", SECRET_KEY="tests-only", ALLOWED_HOSTS=["*"],
+    ROOT_URLCONF=__name__, INSTALLED_APPS=[], MIDDLEWARE=[],
+)
+django.setup()
+
+from django.core.wsgi import get_wsgi_application
+from django.urls import path
+
+
+def boom(request):
+    raise RuntimeError("on purpose")
+
+
+urlpatterns = [path("boom", boom)]
+application = get_wsgi_application()
+"""
+
+
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_a_django_site_s_log_lines_are_written_once(serve, tmp_path, monkeypatch, debug):
+    # With DEBUG on, Django's console handler wrote "Not Found" and each traceback,
+    # and the server's handler on the root logger wrote them again.
+    (tmp_path / "djsite.py").write_text(DJANGO_SITE)
+    monkeypatch.setenv("SITE_DEBUG", debug)
+    server = serve("--workers", "1", target=("djsite:application",))
+    statuses = []
+    for path in ("/missing", "/boom"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        with contextlib.closing(conn):
+            conn.request("GET", path)
+            statuses.append(conn.getresponse().status)
+    assert statuses == [404, 500]
+    poll(lambda: "RuntimeError: on purpose" in server.log.read_text())
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+    log = server.log.read_text()
+    assert log.count("Not Found: /missing") == 1, log
+    assert log.count("Internal Server Error: /boom") == 1, log
+    assert log.count("RuntimeError: on purpose") == 1, log
+    # Without DEBUG, Django's console stays quiet and the server's line says it.
+    stamped = debug == "0"
+    assert bool(re.search(r"\] WARNING Not Found: /missing", log)) == stamped, log

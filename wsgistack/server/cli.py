@@ -117,6 +117,35 @@ class _ZonedFormatter(logging.Formatter):
         return f"{super().formatTime(record, datefmt)} {zone}"
 
 
+class _NotWrittenYet(logging.Filter):
+    """Let through only records no handler on their way up has written to our stream.
+
+    The server's handler is the root's, so the app's records reach it too.  An
+    app may also give its own logger a console handler and let records go on
+    up: Django's default logging does so with DEBUG on, and every "Not Found"
+    and traceback came out twice.  gunicorn leaves the root alone; we keep our
+    line (time, pid, level) for records nothing else wrote.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            for handler in logger.handlers:
+                if (
+                    isinstance(handler, logging.StreamHandler)
+                    and handler.stream is self.stream
+                    and record.levelno >= handler.level
+                    and handler.filter(record)
+                ):
+                    return False
+            logger = logger.parent if logger.propagate else None
+        return True
+
+
 def _serve(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
     config = ServerConfig.from_options(**options)  # validate before loading the app
@@ -124,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of APP or --config FILE")
     handler = logging.StreamHandler()
     handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+    handler.addFilter(_NotWrittenYet(handler.stream))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     if args.app is not None:
         load = functools.partial(load_app, args.app)
