@@ -134,7 +134,7 @@ def test_a_url_only_option_with_a_client_fails_at_start_up(redis_server, option)
 
 
 def test_a_client_that_could_hold_requests_is_named_at_start_up(redis_server, caplog):
-    # redis.Redis.from_url() waits for a reply for ever, and redis.Redis() retries
+    # redis.Redis(socket_timeout=None) waits for a reply for ever, and redis.Redis() retries
     # each command with back-off (redis-py 6 and later): during an outage, every request of the site waited
     # seconds (or for ever) before fail="open"/"closed" applied, and nothing said why.
     import redis
@@ -145,7 +145,7 @@ def test_a_client_that_could_hold_requests_is_named_at_start_up(redis_server, ca
     warnings = []
     for index, client in enumerate(
         [
-            redis.Redis.from_url(redis_server.url),
+            redis.Redis(host="127.0.0.1", port=port, socket_timeout=None),
             redis.Redis(port=port, socket_timeout=0.25),
             redis.Redis(port=port, socket_timeout=0.25, retry=Retry(NoBackoff(), 0)),
         ]
@@ -163,3 +163,54 @@ def test_a_client_that_could_hold_requests_is_named_at_start_up(redis_server, ca
     assert not any("has no socket_timeout" in w for w in retrying)
     assert any("retries each command" in w and "Retry(NoBackoff(), 0)" in w for w in retrying)
     assert fine == []
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_client_with_the_connections_own_timeout_is_not_said_to_have_none(redis_server, caplog):
+    # redis-py 8 gives each connection a 5 s socket_timeout unless told otherwise,
+    # so Redis.from_url(url) has one without naming it: the start-up warning
+    # "has no socket_timeout ... until the OS drops the connection" was false.
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    connection = client.connection_pool.make_connection()
+    try:
+        caplog.clear()
+        RedisStore(client)
+        said = any("has no socket_timeout" in w for w in _warnings(caplog))
+        assert said == (connection.socket_timeout is None)
+    finally:
+        connection.disconnect()
+        client.close()
+
+
+def test_a_client_made_with_no_timeout_at_all_is_still_named(redis_server, caplog):
+    import redis
+
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=None) as client:
+        caplog.clear()
+        RedisStore(client)
+    assert any(
+        f"RedisStore: the client Redis(127.0.0.1:{port}/0) has no socket_timeout" in w
+        for w in _warnings(caplog)
+    )
+
+
+def test_a_sentinel_client_is_named_by_its_service_not_localhost(caplog):
+    # A Sentinel-made client finds its master through the sentinels: it was
+    # shown (in describe() and warnings) as Redis(localhost:6379/0), a server it
+    # never uses, and said to have no socket_timeout though it had one.
+    from redis.sentinel import Sentinel
+
+    sentinel = Sentinel([("127.0.0.1", 1)], socket_timeout=0.25)
+    client = sentinel.master_for("mymaster", socket_timeout=0.25, db=2)
+    caplog.clear()
+    store = RedisStore(client)
+    assert "localhost" not in store.url
+    assert store.url == "Redis(sentinel service 'mymaster'/2)"
+    assert "sentinel service 'mymaster'" in repr(store)
+    assert not any("has no socket_timeout" in w for w in _warnings(caplog))

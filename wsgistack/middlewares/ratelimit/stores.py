@@ -18,7 +18,6 @@ admitting).  ``RedisStore`` runs one Lua script per check: one round trip
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import threading
 from collections import OrderedDict
@@ -30,14 +29,13 @@ from ...errors import ConfigError, WsgiStackError
 from ...forking import forget_on_fork
 from ...options import count, seconds
 from .rate import SKEW, Rate
+from .redisclient import check_url, client_name, warn_if_it_may_hold
 from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
 
 Strategy = Literal["gcra", "sliding_window"]
 STRATEGIES: dict[str, Callable[..., Any]] = {"gcra": gcra, "sliding_window": sliding_window}
-
-_log = logging.getLogger("wsgistack.ratelimit")
 
 
 class StoreError(WsgiStackError):
@@ -320,7 +318,7 @@ class RedisStore:
             # timeout) for a connection; the default pool refused it at once, so
             # under load the excess was admitted uncounted, or refused with 503.
             self.url = _without_password(target)  # shown in repr(), describe() and warnings
-            _check_url(target, self.url)
+            check_url(target, self.url)
             try:
                 pool = redis.BlockingConnectionPool.from_url(
                     target,
@@ -341,9 +339,9 @@ class RedisStore:
                         f"in keeps its own settings (socket_timeout=, max_connections=)"
                     )
             self.client = target
-            self.url = _client_name(target)  # its repr is a page of pool settings
+            self.url = client_name(target)  # its repr is a page of pool settings
             self._owns_client = False  # the caller's client: the caller closes it
-            _warn_if_it_may_hold(target, self.url)
+            warn_if_it_may_hold(target, self.url)
         self.prefix = prefix
         self._noscript = redis.exceptions.NoScriptError
         self._sources = {"gcra": GCRA_LUA, "sliding_window": SLIDING_LUA}
@@ -415,76 +413,6 @@ def _without_password(url: str) -> str:
         userinfo, _, host = parts.netloc.rpartition("@")
         url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
     return _PASSWORD_PARAMETER.sub("***", url)
-
-
-def _settings(client: Any) -> dict[str, Any] | None:
-    """A ``redis.Redis`` client's connection settings; None for others (a cluster)."""
-    settings = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
-    return settings if isinstance(settings, dict) else None
-
-
-def _client_name(client: Any) -> str:
-    """A client passed in, as warnings and ``describe()`` show it: where it connects."""
-    settings = _settings(client)
-    if settings is None:
-        return repr(client)
-    db = settings.get("db", 0)
-    if settings.get("path"):
-        return f"{type(client).__name__}(unix://{settings['path']}?db={db})"
-    host, port = settings.get("host", "localhost"), settings.get("port", 6379)
-    return f"{type(client).__name__}({host}:{port}/{db})"
-
-
-def _warn_if_it_may_hold(client: Any, name: str) -> None:
-    """Say at start-up when a client passed in would keep requests waiting on a Redis outage.
-
-    ``redis.Redis()`` waits for a reply for ever, and since redis-py 6 retries each
-    command with back-off: while Redis is down or silent, every request waits
-    that long before ``fail=`` applies.  A store made from a URL has neither.
-    (A ``redis.RedisCluster`` keeps its settings elsewhere and is not checked.)
-    """
-    settings = _settings(client)
-    if settings is None:
-        return
-    if settings.get("socket_timeout") is None:
-        _log.warning(
-            "RedisStore: the client %s has no socket_timeout, so a Redis that stops "
-            "answering holds every request until the OS drops the connection; create it "
-            "with socket_timeout= (0.25, as a redis:// store has) or pass a redis:// URL",
-            name,
-        )
-    get_retries = getattr(settings.get("retry"), "get_retries", None)
-    retries = get_retries() if callable(get_retries) else 0
-    if retries:
-        _log.warning(
-            "RedisStore: the client %s retries each command %d times with back-off, so "
-            "while Redis is down every check takes seconds, not its socket_timeout; "
-            "create it with retry=Retry(NoBackoff(), 0) (the limiter's store_backoff "
-            "tries the store again) or pass a redis:// URL",
-            name,
-            retries,
-        )
-
-
-def _check_url(url: str, shown: str) -> None:
-    """Refuse at start-up what redis-py would take and then fail on, or quietly misread.
-
-    redis-py reads a database that is no whole number (``/one``, ``/-1``) as none,
-    so counts went to database 0 beside other data, or every check failed ("DB index
-    is out of range"), which fail="open" turns into no limit; ``unix://`` without a
-    path failed every check.  ``shown`` is the URL without its password.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigError(f"store: {shown!r}: a unix:// URL needs the socket's path")
-        return
-    database = parts.path.strip("/")
-    if database and not (database.isascii() and database.isdigit()):
-        raise ConfigError(
-            f"store: {shown!r}: the database after the host must be a whole number "
-            f"(/0, /1, ...), got {database!r}"
-        )
 
 
 def make_store(value: Any) -> Store:

@@ -1,0 +1,122 @@
+"""RedisStore's start-up checks: a store URL, and how a client passed in is named and set.
+
+Kept apart from the store's hot path: these run once, when the store is made.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...errors import ConfigError
+
+__all__ = ["check_url", "client_name", "warn_if_it_may_hold"]
+
+_log = logging.getLogger("wsgistack.ratelimit")
+
+#: A setting neither the pool nor its connection class names: not guessed at.
+_UNKNOWN = object()
+
+
+def _pool(client: Any) -> Any:
+    return getattr(client, "connection_pool", None)
+
+
+def _settings(client: Any) -> dict[str, Any] | None:
+    """A ``redis.Redis`` client's connection settings; None for others (a cluster)."""
+    settings = getattr(_pool(client), "connection_kwargs", None)
+    return settings if isinstance(settings, dict) else None
+
+
+def _setting(client: Any, settings: dict[str, Any], name: str) -> Any:
+    """What the client's connections get for ``name``: the pool's, else the connection's default.
+
+    A pool names only what its client was given (``from_url`` and a Sentinel's
+    pool name no ``socket_timeout``); the connection class then applies its
+    own default, which redis-py changed over time (none, then 5 seconds).
+    """
+    if name in settings:
+        return settings[name]
+    for cls in getattr(getattr(_pool(client), "connection_class", None), "__mro__", ()):
+        init = vars(cls).get("__init__")
+        if init is None:
+            continue
+        try:
+            parameter = inspect.signature(init).parameters.get(name)
+        except (TypeError, ValueError):
+            continue
+        if parameter is not None and parameter.default is not parameter.empty:
+            return parameter.default
+    return _UNKNOWN
+
+
+def client_name(client: Any) -> str:
+    """A client passed in, as warnings and ``describe()`` show it: where it connects."""
+    settings = _settings(client)
+    if settings is None:
+        return repr(client)
+    kind = type(client).__name__
+    db = settings.get("db", 0)
+    service = getattr(_pool(client), "service_name", None)
+    if isinstance(service, str):  # a Sentinel's: the master it finds, not a host of its own
+        return f"{kind}(sentinel service {service!r}/{db})"
+    if settings.get("path"):
+        return f"{kind}(unix://{settings['path']}?db={db})"
+    if "host" not in settings:
+        return repr(client)
+    return f"{kind}({settings['host']}:{settings.get('port', 6379)}/{db})"
+
+
+def warn_if_it_may_hold(client: Any, name: str) -> None:
+    """Say at start-up when a client passed in would keep requests waiting on a Redis outage.
+
+    A client without a socket timeout waits for a reply for ever, and one that
+    retries (redis-py 6 and later, by default) does so with back-off: while Redis
+    is down or silent, every request waits that long before ``fail=`` applies.
+    A store made from a URL has neither.  (A ``redis.RedisCluster`` keeps its
+    settings elsewhere and is not checked.)
+    """
+    settings = _settings(client)
+    if settings is None:
+        return
+    if _setting(client, settings, "socket_timeout") is None:
+        _log.warning(
+            "RedisStore: the client %s has no socket_timeout, so a Redis that stops "
+            "answering holds every request until the OS drops the connection; create it "
+            "with socket_timeout= (0.25, as a redis:// store has) or pass a redis:// URL",
+            name,
+        )
+    get_retries = getattr(settings.get("retry"), "get_retries", None)
+    retries = get_retries() if callable(get_retries) else 0
+    if retries:
+        _log.warning(
+            "RedisStore: the client %s retries each command %d times with back-off, so "
+            "while Redis is down every check takes seconds, not its socket_timeout; "
+            "create it with retry=Retry(NoBackoff(), 0) (the limiter's store_backoff "
+            "tries the store again) or pass a redis:// URL",
+            name,
+            retries,
+        )
+
+
+def check_url(url: str, shown: str) -> None:
+    """Refuse at start-up what redis-py would take and then fail on, or quietly misread.
+
+    redis-py reads a database that is no whole number (``/one``, ``/-1``) as none,
+    so counts went to database 0 beside other data, or every check failed ("DB index
+    is out of range"), which fail="open" turns into no limit; ``unix://`` without a
+    path failed every check.  ``shown`` is the URL without its password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"store: {shown!r}: a unix:// URL needs the socket's path")
+        return
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(
+            f"store: {shown!r}: the database after the host must be a whole number "
+            f"(/0, /1, ...), got {database!r}"
+        )
