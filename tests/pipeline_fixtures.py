@@ -68,3 +68,8 @@ def api_key(environ: WSGIEnvironment) -> str | None:
 def is_health_check(environ: WSGIEnvironment) -> bool:
     """A rate limiter's ``exempt`` callable named from a config file."""
     return environ.get("PATH_INFO") == "/health"
+
+
+def unreachable_store(url: str) -> object:
+    """A store factory that fails as one whose server is down does (for a misspelt option)."""
+    raise RuntimeError(f"cannot connect to {url}")

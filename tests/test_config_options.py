@@ -320,6 +320,20 @@ BAD = [
         'limits = "10/minute"\nstore = {use = "wsgistack.options:MAX_SECONDS", size = 5}',
         "store (wsgistack.options:MAX_SECONDS): int object is not callable: it takes no options",
     ),
+    # A misspelt option holding an object was built before its name was checked:
+    # a factory that could not connect hid the "did you mean" behind its own error.
+    pytest.param(
+        "rate_limit",
+        'limits = "10/minute"\n'
+        'stor = {use = "tests.pipeline_fixtures:unreachable_store", url = "redis://h/0"}',
+        "unknown option 'stor' (did you mean 'store'?)",
+    ),
+    pytest.param(
+        "load_balance",
+        'upstreams = ["http://127.0.0.1:9"]\n'
+        'hash_kye = {use = "tests.pipeline_fixtures:unreachable_store", url = "redis://h/0"}',
+        "unknown option 'hash_kye' (did you mean 'hash_key'?)",
+    ),
     pytest.param(
         "error_catcher",
         'on_error = [{use = "rate_limit"}]',

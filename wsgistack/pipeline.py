@@ -220,10 +220,10 @@ class _Builder:
             raise self.fail(where, str(exc)) from exc.__cause__
         if builtin is not None and builtin.kind == "app":
             raise self.fail(where, f"{use!r} is an app, not a layer; put it in [app]")
-        options = self._options(table, builtin, where)
         if not callable(factory):
             raise self.fail(where, f"{use!r} is not callable")
-        try:  # option names are checked in file order, before the app is loaded
+        options = {k: v for k, v in table.items() if k != "use"}
+        try:  # names are checked in file order, before the app loads or an option's object is made
             check_options(factory, options, 1)
         except ConfigError as exc:
             if not options and _arity_says_app(factory) and _needs_options(factory) is None:
@@ -234,6 +234,7 @@ class _Builder:
                     "not a layer; put it in [app]",
                 ) from None
             raise self.fail(where, str(exc)) from None
+        options = self._options(table, builtin, where)
 
         def build(app: WSGIApplication) -> WSGIApplication:
             return self._construct(factory, options, where, 1, app)
@@ -262,6 +263,12 @@ class _Builder:
             raise self.fail(where, str(exc)) from exc.__cause__
         if builtin is not None and builtin.kind == "layer":
             raise self.fail(where, f"{use!r} is a layer, not an app; put it in [[layer]]")
+        options = {k: v for k, v in spec.items() if k != "use"}
+        if options and callable(factory):
+            try:  # a misspelt option's object is not made (it may connect somewhere)
+                check_options(factory, options, 0)
+            except ConfigError as exc:
+                raise self.fail(where, str(exc)) from None
         options = self._options(spec, builtin, where)
         if builtin is None and not options:
             if not callable(factory):
