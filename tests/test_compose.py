@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tests.conftest import hello_app
 from tests.pipeline_fixtures import Tagger, tags_app
 from wsgistack import compose, describe, use
-from wsgistack.middlewares import LoadBalancer, PrefixDispatcher, RateLimiter
+from wsgistack.middlewares import IPFilter, LoadBalancer, PrefixDispatcher, RateLimiter
 from wsgistack.wsgi import close_iterable
 
 
@@ -306,3 +306,37 @@ def test_use_of_something_that_cannot_take_the_app_is_named(layer, message):
 def test_a_dispatcher_given_as_a_layer_is_told_to_go_last():
     with pytest.raises(TypeError, match=r"PrefixDispatcher takes no app to wrap; .* goes last"):
         compose(use(PrefixDispatcher, {"/api": tags_app}), tags_app)
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        pytest.param(
+            use(IPFilter, alow=["10.0.0.0/8"]),
+            "argument 1 (use(IPFilter, alow=['10.0.0.0/8'])) cannot wrap the app: "
+            "unknown option 'alow' (did you mean 'allow'?)",
+            id="keyword-only",
+        ),
+        pytest.param(
+            use(RateLimiter, "10/minute", bursts=3),
+            "cannot wrap the app: unknown option 'bursts' (did you mean 'burst'?)",
+            id="after-a-positional",
+        ),
+        pytest.param(
+            use(Tagger, tga="a"),
+            "cannot wrap the app: unknown option 'tga' (did you mean 'tag'?)",
+            id="third-party",
+        ),
+    ],
+)
+def test_a_misspelt_option_is_named_with_a_hint_as_in_pipelines(layer, message):
+    # It was Python's "got an unexpected keyword argument 'alow'", with no hint,
+    # although a pipeline with the same typo suggests 'allow'.
+    with pytest.raises(TypeError, match=re.escape(message)):
+        compose(layer, tags_app)
+
+
+def test_an_option_given_twice_is_still_python_s_message():
+    # The app's own parameter named as an option: no "unknown option 'app'".
+    with pytest.raises(TypeError, match="multiple values for argument 'app'"):
+        compose(use(Tagger, app=tags_app), tags_app)

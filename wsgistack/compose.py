@@ -24,6 +24,7 @@ from typing import Any, Concatenate, Generic, ParamSpec
 from urllib.parse import unquote
 
 from ._types import WSGIApplication
+from .options import unknown_option
 
 __all__ = ["Layer", "compose", "describe", "label", "use"]
 
@@ -117,6 +118,9 @@ def _cannot_build(layer: Layer[Any]) -> str | None:
         signature = inspect.signature(layer.factory)
     except (TypeError, ValueError):
         return None
+    unknown = unknown_option(layer.factory, layer.kwargs, 1 + len(layer.args))
+    if unknown is not None:  # worded as a pipeline's: with a hint for a misspelt name
+        return unknown
     try:
         signature.bind(None, *layer.args, **layer.kwargs)
     except TypeError as exc:

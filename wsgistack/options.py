@@ -10,10 +10,12 @@ spellings, read by :func:`ini_flag`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import inspect
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import ConfigError
@@ -31,7 +33,9 @@ __all__ = [
     "ini_flag",
     "listed",
     "log_target",
+    "owned",
     "seconds",
+    "unknown_option",
 ]
 
 #: RFC 9110 5.6.2: tchar, as a regex character class.
@@ -74,6 +78,46 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'allow'?)`` for a misspelt ``name`` close to one of ``choices``, else ""."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_option(factory: Callable[..., Any], names: Iterable[str], skip: int) -> str | None:
+    """``unknown option 'alow' (did you mean 'allow'?)`` for a name ``factory`` does not take.
+
+    ``skip`` positional arguments come first (the app, a dispatcher's mounts),
+    so their parameters are offered as no hint.  None when every name is taken, or
+    when the factory takes ``**kwargs`` or has no signature to read: compose()
+    and pipelines say the same thing, before any app is built.
+    """
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = {p.name for p in positional[:skip]}
+    named = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in names:
+        if name not in named:  # a name given twice (the app's) is binding's to tell
+            hints = [known for known in named if known not in taken]
+            return f"unknown option {name!r}{did_you_mean(name, hints)}"
+    return None
+
+
+@contextlib.contextmanager
+def owned(owner: str) -> Iterator[None]:
+    """Put ``owner`` (``RateLimiter``) before a ConfigError raised inside, so each names its layer.
+
+    Shared parts (rates, stores, ``trusted_proxies``) word their messages by
+    option (``burst: ...``); the middleware that took the option adds its name
+    here, once, as its own checks do (``RateLimiter: burst: ...``).
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        if str(exc).startswith(f"{owner}: "):
+            raise
+        raise ConfigError(f"{owner}: {exc}") from exc.__cause__
 
 
 def count(value: object, option: str, least: int = 1) -> int:

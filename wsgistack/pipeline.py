@@ -28,7 +28,7 @@ from ._types import WSGIApplication
 from .compose import _arity_says_app, _needs_options, _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
-from .options import did_you_mean
+from .options import did_you_mean, unknown_option
 
 __all__ = [
     "BUILTINS",
@@ -103,11 +103,9 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], skip:
     except (TypeError, ValueError):
         return
     params = list(signature.parameters.values())[skip:]
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        for name in options:
-            if name not in accepted:
-                raise ConfigError(f"unknown option {name!r}{did_you_mean(name, accepted)}")
+    unknown = unknown_option(factory, options, skip)
+    if unknown is not None:
+        raise ConfigError(unknown)
     try:
         signature.bind(*[None] * skip, **options)
     except TypeError as exc:
