@@ -38,7 +38,7 @@ from .._logtext import request_from
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust
 from ..errors import ConfigError, ProtocolError, ResponseCut, body_error_behind
-from ..options import flag, header_name, log_target
+from ..options import flag, header_name, log_target, owned
 from ..refusals import refusal
 from ..wsgi import close_iterable, is_file_wrapper, note_file_wrapper
 from ._debugpage import debug_page, debug_text, summary
@@ -162,7 +162,8 @@ class ErrorCatcher:
         self.pass_http_exceptions = flag(pass_http_exceptions, "ErrorCatcher: pass_http_exceptions")
         self.statuses = self._check_statuses(statuses, self.pass_http_exceptions)
         self.error_id_header = header_name(error_id_header, "ErrorCatcher: error_id_header")
-        self.trust = ProxyTrust.coerce(trusted_proxies)
+        with owned("ErrorCatcher"):
+            self.trust = ProxyTrust.coerce(trusted_proxies)
         if debug:
             self.logger.warning(
                 "ErrorCatcher debug=True: tracebacks and local variables are shown to clients"

@@ -44,7 +44,7 @@ from ..clientip import ProxyTrust, client_ip, warn_no_address
 from ..errors import ConfigError
 from ..forking import forget_on_fork
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
-from ..options import choice, flag, function, listed, log_target
+from ..options import choice, flag, function, listed, log_target, owned
 from ..paths import prefixes, under
 from ..refusals import refusal
 
@@ -206,7 +206,8 @@ class IPFilter:
                 "IPFilter: ignore_case: it applies to paths; give paths too, or drop it"
             )
         self.paths = prefixes(paths, "IPFilter: paths", ignore_case=self.ignore_case)
-        self.trust = ProxyTrust.coerce(trusted_proxies)
+        with owned("IPFilter"):
+            self.trust = ProxyTrust.coerce(trusted_proxies)
         self.refuse = refuse or refusal(webob.exc.HTTPForbidden)
         self.dry_run = flag(dry_run, "IPFilter: dry_run")
         self.reload_interval = float(reload_interval)

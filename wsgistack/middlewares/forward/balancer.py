@@ -36,7 +36,7 @@ from ..._logtext import request_from
 from ..._types import StartResponse, WSGIEnvironment
 from ...clientip import ProxyTrust, client_addr
 from ...errors import ConfigError
-from ...options import choice, count, flag, function, listed, seconds
+from ...options import choice, count, flag, function, listed, owned, seconds
 from ...refusals import refusal
 from ...requestbody import (
     BodyTooLarge,
@@ -199,7 +199,8 @@ class LoadBalancer:
         self.preserve_host = flag(preserve_host, "LoadBalancer: preserve_host")
         self.cookie_paths = flag(cookie_paths, "LoadBalancer: cookie_paths")
         self.request_buffering = flag(request_buffering, "LoadBalancer: request_buffering")
-        self.trust = ProxyTrust.coerce(trusted_proxies)
+        with owned("LoadBalancer"):
+            self.trust = ProxyTrust.coerce(trusted_proxies)
         self.health_path = health_path
         self.clock = function(clock, "LoadBalancer: clock")
         # Also for check_now() without a health_path (then it checks "/"), never started.

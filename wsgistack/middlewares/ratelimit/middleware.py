@@ -18,7 +18,16 @@ from ..._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ...clientip import CACHE_KEY, ProxyTrust, client_addr, client_ip, warn_no_address
 from ...errors import ConfigError
 from ...netset import NetworkSet, parse_address
-from ...options import choice, count, flag, function, header_name, log_target, seconds
+from ...options import (
+    choice,
+    count,
+    flag,
+    function,
+    header_name,
+    log_target,
+    owned,
+    seconds,
+)
 from ...paths import folded, overlap, prefixes, resolved, under
 from ...refusals import refusal
 from .breaker import Breaker, StoreFailures
@@ -106,7 +115,8 @@ class RateLimiter(StoreFailures):
         logger: logging.Logger | None = None,
     ) -> None:
         self.app = app
-        self.rates = parse_limits(limits, burst)
+        with owned("RateLimiter"):  # limits, burst: worded where they are parsed
+            self.rates = parse_limits(limits, burst)
         self.burst = burst
         choice(strategy, "RateLimiter: strategy", STRATEGIES)
         if strategy == "sliding_window" and any(r.burst != r.amount for r in self.rates):
@@ -131,8 +141,9 @@ class RateLimiter(StoreFailures):
         ):
             raise ConfigError(f"RateLimiter: ipv6_prefix: expected 1..128, got {ipv6_prefix!r}")
         self.ipv6_prefix = ipv6_prefix
-        self.store: Store = make_store(store)
-        self.trust = ProxyTrust.coerce(trusted_proxies)
+        with owned("RateLimiter"):
+            self.store: Store = make_store(store)
+            self.trust = ProxyTrust.coerce(trusted_proxies)
         self.ignore_case = flag(ignore_case, "RateLimiter: ignore_case")
         if self.ignore_case and paths is None and key != "path":
             raise ConfigError(
