@@ -15,6 +15,7 @@ import difflib
 import inspect
 import logging
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "log_target",
     "owned",
     "seconds",
+    "text_options",
     "unknown_option",
 ]
 
@@ -102,6 +104,47 @@ def unknown_option(factory: Callable[..., Any], names: Iterable[str], skip: int)
             hints = [known for known in named if known not in taken]
             return f"unknown option {name!r}{did_you_mean(name, hints)}"
     return None
+
+
+_NUMBERS = frozenset({"int", "float", "bool"})
+
+
+def _union_members(annotation: object) -> set[str]:
+    """The names a parameter's annotation joins with ``|`` (a string under PEP 563, or types)."""
+    if isinstance(annotation, str):
+        members, depth, start = set(), 0, 0
+        for at, char in enumerate(annotation + "|"):
+            depth += (char == "[") - (char == "]")
+            if char == "|" and depth == 0:
+                members.add(annotation[start:at].strip().removeprefix("builtins."))
+                start = at + 1
+        return members
+    if isinstance(annotation, type):
+        return {annotation.__name__}
+    return {getattr(arg, "__name__", repr(arg)) for arg in typing.get_args(annotation)}
+
+
+def text_options(factory: Callable[..., Any]) -> frozenset[str]:
+    """The options of ``factory`` that take text and no number: names, paths, hosts, prefixes.
+
+    Read from the annotations (``name: str | None``), or from a text default
+    where there is none.  An ini value ``name = 2024`` is the text "2024" for
+    these: an ini has no quotes to tell text from a number.
+    """
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    names = set()
+    for param in params:
+        if param.annotation is param.empty:
+            if isinstance(param.default, str):
+                names.add(param.name)
+            continue
+        members = _union_members(param.annotation)
+        if "str" in members and not members & _NUMBERS:
+            names.add(param.name)
+    return frozenset(names)
 
 
 @contextlib.contextmanager

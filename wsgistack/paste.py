@@ -5,7 +5,9 @@ Ini values are strings; each is read as a TOML value when it parses as one
 (``limits = 100/minute``); an inline table with ``use`` names a Python object,
 as in a TOML pipeline (``store = {use = "module:attr", ...}``).  An option
 whose default is ``True``/``False`` is a flag: ``true``/``yes``/``on``/``1`` or
-``false``/``no``/``off``/``0``, any case.
+``false``/``no``/``off``/``0``, any case.  An option that takes text (a
+name, a path, a host) keeps a value that looks like a number as the text
+written: ``name = 2024`` is "2024".
 
     [filter:errors]
     use = egg:wsgistack#error_catcher
@@ -22,7 +24,7 @@ from typing import Any
 
 from ._types import WSGIApplication
 from .errors import ConfigError
-from .options import did_you_mean, ini_flag
+from .options import did_you_mean, ini_flag, text_options
 from .pipeline import build_objects, check_options, resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
@@ -55,13 +57,19 @@ def _options(
     local_conf: Mapping[str, str], factory: Callable[..., Any], where: str
 ) -> dict[str, Any]:
     flags = _flags(factory)
+    texts = text_options(factory)
     options: dict[str, Any] = {}
     for key, value in local_conf.items():
         if key in flags:
             options[key] = ini_flag(value, f"{where}: {key}")
             continue
+        parsed = ini_value(value)
+        if key in texts and not isinstance(parsed, str | list | dict):
+            # name = 2024: an ini cannot quote it, so a number here is the text written.
+            options[key] = value.strip()
+            continue
         try:
-            options[key] = build_objects(ini_value(value), key)
+            options[key] = build_objects(parsed, key)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc.__cause__
     return options

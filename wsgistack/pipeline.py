@@ -28,7 +28,7 @@ from ._types import WSGIApplication
 from .compose import _arity_says_app, _needs_options, _not_an_app, compose
 from .errors import ConfigError
 from .loader import import_object, load_app
-from .options import did_you_mean, unknown_option
+from .options import did_you_mean, text_options, unknown_option
 
 __all__ = [
     "BUILTINS",
@@ -170,9 +170,12 @@ class _Builder:
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {where}: {message}")
 
-    def _options(self, table: Mapping[str, Any], builtin: Builtin | None, where: str) -> dict:
+    def _options(
+        self, table: Mapping[str, Any], factory: Any, builtin: Builtin | None, where: str
+    ) -> dict:
         options = {k: v for k, v in table.items() if k != "use"}
         apps = () if builtin is None else builtin.app_options + builtin.app_maps
+        self._no_numbers_for_text(factory, options, where)
         for name, value in options.items():
             if name not in apps:
                 try:
@@ -191,6 +194,21 @@ class _Builder:
                     raise self.fail(where, f"option {name!r} must be a table, got {value!r}")
                 options[name] = {k: self.app(v, f"{where} {name}.{k}") for k, v in value.items()}
         return options
+
+    def _no_numbers_for_text(self, factory: Any, options: dict, where: str) -> None:
+        """Refuse ``name = 2024`` for an option that takes text: TOML says how to quote it.
+
+        Unlike an ini, TOML tells a number from text, so a number is refused
+        rather than guessed at, with the spelling that works.
+        """
+        for name in text_options(factory) & options.keys():
+            value = options[name]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                raise self.fail(
+                    where,
+                    f"{name}: expected text, got the number {value!r}; "
+                    f'quote it: {name} = "{value}"',
+                )
 
     def _construct(self, factory: Any, options: dict, where: str, skip: int, *head: Any) -> Any:
         try:
@@ -232,7 +250,7 @@ class _Builder:
                     "not a layer; put it in [app]",
                 ) from None
             raise self.fail(where, str(exc)) from None
-        options = self._options(table, builtin, where)
+        options = self._options(table, factory, builtin, where)
 
         def build(app: WSGIApplication) -> WSGIApplication:
             return self._construct(factory, options, where, 1, app)
@@ -267,7 +285,7 @@ class _Builder:
                 check_options(factory, options, 0)
             except ConfigError as exc:
                 raise self.fail(where, str(exc)) from None
-        options = self._options(spec, builtin, where)
+        options = self._options(spec, factory, builtin, where)
         if builtin is None and not options:
             if not callable(factory):
                 raise self.fail(where, f"{use!r} is not a WSGI app (not callable)")

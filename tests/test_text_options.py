@@ -1,0 +1,115 @@
+"""An option that takes text (a name, a path, a host) given a number: ini keeps it, TOML refuses."""
+
+from __future__ import annotations
+
+import re
+from wsgiref.validate import validator
+
+import pytest
+from paste.deploy import loadapp
+from webtest import TestApp
+
+import wsgistack.options
+from wsgistack import build_pipeline
+from wsgistack.errors import ConfigError
+from wsgistack.middlewares import ErrorCatcher, LoadBalancer, RateLimiter
+from wsgistack.middlewares.ratelimit import RedisStore
+
+LIMIT_INI = """
+[pipeline:main]
+pipeline = limit app
+
+[filter:limit]
+use = egg:wsgistack#rate_limit
+limits = 2/minute
+{lines}
+
+[app:app]
+use = call:tests.pipeline_fixtures:tags_app_factory
+"""
+
+
+def _limiter(tmp_path, lines: str) -> RateLimiter:
+    ini = tmp_path / "site.ini"
+    ini.write_text(LIMIT_INI.format(lines=lines))
+    app = loadapp(f"config:{ini}")
+    assert isinstance(app, RateLimiter)
+    return app
+
+
+def test_an_ini_name_of_digits_is_the_text_written(tmp_path):
+    # name = 2024 was read as the integer 2024 and refused ("expected 1-64
+    # letters, digits or '_.-/', got 2024"), though a name may be digits.
+    limiter = _limiter(tmp_path, "name = 2024\nburst = 1")
+    assert limiter.name == "2024"
+    response = TestApp(validator(limiter)).get("/", extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+    assert response.headers["RateLimit-Policy"].startswith('"2024";')
+
+
+def test_an_ini_number_stays_a_number_where_a_number_belongs(tmp_path):
+    limiter = _limiter(tmp_path, "name = 007\nburst = 1")
+    assert limiter.name == "007"  # as written: not 7
+    assert limiter.burst == 1 and [rate.burst for rate in limiter.rates] == [1]
+
+
+def test_an_ini_header_name_of_digits_is_text(tmp_path):
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        "[filter:errors]\nuse = egg:wsgistack#error_catcher\nerror_id_header = 1234\n\n"
+        "[app:app]\nuse = call:tests.pipeline_fixtures:tags_app_factory\n\n"
+        "[pipeline:main]\npipeline = errors app\n"
+    )
+    app = loadapp(f"config:{ini}")
+    assert isinstance(app, ErrorCatcher) and app.error_id_header == "1234"
+
+
+def test_the_options_that_take_text_are_found_from_their_annotations():
+    assert {"name", "key", "limits"} <= wsgistack.options.text_options(RateLimiter)
+    assert not {"burst", "ipv6_prefix", "store", "dry_run"} & wsgistack.options.text_options(
+        RateLimiter
+    )
+    assert {"health_path", "health_host", "strategy"} <= wsgistack.options.text_options(
+        LoadBalancer
+    )
+    assert "max_fails" not in wsgistack.options.text_options(LoadBalancer)
+    assert "error_id_header" in wsgistack.options.text_options(ErrorCatcher)
+    assert "prefix" in wsgistack.options.text_options(RedisStore)
+
+
+def test_a_third_party_option_with_a_text_default_is_text():
+    def make(app, *, label="x", size=3):  # no annotations
+        return app
+
+    assert wsgistack.options.text_options(make) == {"label"}
+
+
+@pytest.mark.parametrize(
+    ("table", "option", "number"),
+    [
+        pytest.param(
+            {"use": "rate_limit", "limits": "2/minute", "name": 2024}, "name", 2024, id="name"
+        ),
+        pytest.param(
+            {"use": "error_catcher", "error_id_header": 1234}, "error_id_header", 1234, id="header"
+        ),
+    ],
+)
+def test_a_toml_number_where_text_belongs_is_refused_saying_how_to_quote_it(table, option, number):
+    # TOML tells text from numbers: the number is refused, naming the option,
+    # rather than guessed at ("1234 is not a header name (letters, digits...)").
+    config = {"layer": [table], "app": "tests.pipeline_fixtures:tags_app"}
+    message = (
+        f"stack.toml: layer 1 ({table['use']}): {option}: expected text, got the number "
+        f'{number}; quote it: {option} = "{number}"'
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_pipeline(config, source="stack.toml")
+
+
+def test_a_toml_number_where_a_number_belongs_is_taken():
+    config = {
+        "layer": [{"use": "rate_limit", "limits": "2/minute", "name": "2024", "burst": 1}],
+        "app": "tests.pipeline_fixtures:tags_app",
+    }
+    app = build_pipeline(config, source="stack.toml")
+    assert isinstance(app, RateLimiter) and app.name == "2024" and app.burst == 1
