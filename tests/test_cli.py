@@ -168,3 +168,41 @@ def test_check_an_import_failing_inside_the_module_shows_where(tmp_path, stack):
         "importing 'brokenimport' failed: No module named 'no_such_dependency_xyz'" in result.stderr
     )
     assert 'brokenimport.py", line 2' in result.stderr  # the line that imports it
+
+
+@pytest.mark.parametrize(
+    ("stack", "first"),
+    [
+        pytest.param(
+            '[app]\nuse = "raisesonimport:app"\n',
+            "app (raisesonimport:app): KeyError: 'DEBUG'",
+            id="app",
+        ),
+        pytest.param(
+            '[app]\nuse = "tests.pipeline_fixtures:tags_app"\n'
+            '[[layer]]\nuse = "raisesonimport:Layer"\n',
+            "layer 1 (raisesonimport:Layer): KeyError: 'DEBUG'",
+            id="layer",
+        ),
+    ],
+)
+def test_check_names_the_exception_and_the_app_or_layer_that_raised_it(tmp_path, stack, first):
+    # The first line was "cannot load the app: 'DEBUG'": a KeyError's str,
+    # naming neither the exception nor the app or layer that raised it.
+    (tmp_path / "raisesonimport.py").write_text("import os\n\nDEBUG = os.environ['DEBUG']\n")
+    path = tmp_path / "stack.toml"
+    path.write_text(stack)
+    env = {key: value for key, value in os.environ.items() if key != "DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "check", str(path)],
+        cwd=tmp_path,
+        env={**env, "PWD": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(
+        f"wsgistack check: {path}: cannot load the app: {path}: {first}\n"
+    ), result.stderr
+    assert 'raisesonimport.py", line 3' in result.stderr

@@ -18,7 +18,14 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["import_object", "load_app", "log_load_failure", "working_directory"]
+__all__ = [
+    "app_failed",
+    "import_object",
+    "load_app",
+    "log_load_failure",
+    "raised",
+    "working_directory",
+]
 
 
 def working_directory() -> str:
@@ -141,6 +148,28 @@ def load_app(spec: str) -> Any:
     return app
 
 
+def raised(exc: BaseException) -> str:
+    """``KeyError: 'DEBUG'``: an exception as the last line of its traceback names it.
+
+    Its ``str()`` alone is ``'DEBUG'``, which says neither what went wrong
+    nor where to look.
+    """
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    text = str(exc)
+    return f"{name}: {text}" if text else name
+
+
+def app_failed(spec: str, exc: BaseException) -> ConfigError:
+    """The error for an app whose own code raised ``exc`` while loading: spec and exception.
+
+    Raise it ``from exc``: the log shows the app's traceback under the line.
+    """
+    return ConfigError(f"{spec!r}: {raised(exc)}")
+
+
 def log_load_failure(log: logging.Logger, who: str, exc: BaseException) -> None:
     """Log why the app could not load, the same way in a worker and in process.
 
@@ -148,10 +177,10 @@ def log_load_failure(log: logging.Logger, who: str, exc: BaseException) -> None:
     (also an import failing inside it, which ``load_app`` wraps) comes with its
     traceback, so a missing setting shows its type and line.
     """
-    raised = exc.__cause__ if isinstance(exc, ConfigError) else exc
+    cause = exc.__cause__ if isinstance(exc, ConfigError) else exc
     log.error(
         "%s: cannot load the app: %s",
         who,
-        exc,
-        exc_info=(type(raised), raised, raised.__traceback__) if raised is not None else None,
+        exc if isinstance(exc, ConfigError) else raised(exc),
+        exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
     )

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ._types import WSGIApplication
 from .compose import _arity_says_app, _needs_options, _not_an_app, compose
 from .errors import ConfigError
-from .loader import import_object, load_app
+from .loader import app_failed, import_object, load_app, raised
 from .options import did_you_mean, text_options, unknown_option
 
 __all__ = [
@@ -145,6 +145,8 @@ def build_objects(value: Any, option: str) -> Any:
         obj = import_object(spec, allow_call=True)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc.__cause__
+    except Exception as exc:  # the object's own module, while importing
+        raise ConfigError(f"{where}: {raised(exc)}") from exc
     options = {key: build_objects(v, f"{where}: {key}") for key, v in value.items() if key != "use"}
     if not options:
         return obj
@@ -234,6 +236,8 @@ class _Builder:
             factory, builtin = resolve_factory(use)
         except ConfigError as exc:
             raise self.fail(where, str(exc)) from exc.__cause__
+        except Exception as exc:  # the layer's or app's own module, while importing
+            raise self.fail(where, raised(exc)) from exc
         if builtin is not None and builtin.kind == "app":
             raise self.fail(where, f"{use!r} is an app, not a layer; put it in [app]")
         if not callable(factory):
@@ -266,6 +270,8 @@ class _Builder:
                 # The loader's cause is the app's own failure (a dependency its
                 # module imports): kept, so its traceback shows the line.
                 raise self.fail(where, str(exc)) from exc.__cause__
+            except Exception as exc:  # the app's own code, while importing
+                raise self.fail(where, str(app_failed(spec, exc))) from exc
             return self._checked_app(loaded, spec, where)
         if not isinstance(spec, Mapping):
             raise self.fail(where, f"expected 'module:attr' or a table, got {spec!r}")
@@ -277,6 +283,8 @@ class _Builder:
             factory, builtin = resolve_factory(use)
         except ConfigError as exc:
             raise self.fail(where, str(exc)) from exc.__cause__
+        except Exception as exc:  # the layer's or app's own module, while importing
+            raise self.fail(where, raised(exc)) from exc
         if builtin is not None and builtin.kind == "layer":
             raise self.fail(where, f"{use!r} is a layer, not an app; put it in [[layer]]")
         options = {k: v for k, v in spec.items() if k != "use"}

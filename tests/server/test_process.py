@@ -335,8 +335,27 @@ def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tm
     server = serve("--workers", workers, target=("needsenv:app",), wait=False)
     assert server.proc.wait(timeout=15) == 2
     log = server.log.read_text()
-    assert "cannot load the app" in log
+    # The first line said only "cannot load the app: 'NO_SUCH_VARIABLE_XYZ'".
+    assert "cannot load the app: 'needsenv:app': KeyError: 'NO_SUCH_VARIABLE_XYZ'\n" in log
     assert "KeyError: 'NO_SUCH_VARIABLE_XYZ'" in log
+    assert 'needsenv.py", line 3' in log
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_a_pipeline_app_that_raises_while_loading_names_the_app_and_the_exception(
+    serve, tmp_path, workers
+):
+    (tmp_path / "needsenv.py").write_text(
+        "import os\n\nDATABASE = os.environ['NO_SUCH_VARIABLE_XYZ']\n"
+    )
+    (tmp_path / "stack.toml").write_text('[app]\nuse = "needsenv:app"\n')
+    server = serve("--workers", workers, target=("--config", "stack.toml"), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert (
+        "cannot load the app: stack.toml: app (needsenv:app): KeyError: 'NO_SUCH_VARIABLE_XYZ'\n"
+        in log
+    )
     assert 'needsenv.py", line 3' in log
 
 

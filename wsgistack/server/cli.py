@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from ..loader import load_app, log_load_failure, working_directory
+from ..loader import app_failed, load_app, log_load_failure, working_directory
 from ..pipeline import load_pipeline, read_pipeline
 from .config import ServerConfig
 from .listener import describe_socket
@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         read_pipeline(args.config)  # a missing or broken file: one line, before binding
         load = functools.partial(load_pipeline, args.config)
-    loader = functools.partial(_load_in, working_directory(), load)
+    loader = functools.partial(_load_in, working_directory(), load, args.app or args.config)
     if config.workers == 0:
         try:
             app = loader()  # errors show here, before binding
@@ -186,14 +186,20 @@ def _serve(args: argparse.Namespace) -> int:
     return server.serve_forever()
 
 
-def _load_in(workdir: str, load: Callable[[], Any]) -> Any:
+def _load_in(workdir: str, load: Callable[[], Any], spec: str) -> Any:
     """Load the app from ``workdir`` (in each worker, after the fork).
 
     Through a symlink, that is the release it points to at this load: after a
-    deploy switched it, SIGHUP's new workers run in the new release.
+    deploy switched it, SIGHUP's new workers run in the new release.  What the
+    app's code raises is named by ``spec`` and its type, as gunicorn does.
     """
     os.chdir(workdir)
-    return load()
+    try:
+        return load()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise app_failed(spec, exc) from exc
 
 
 def add_serve(
