@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.redis_server import OPENSSL, REDIS_SERVER, RedisServer, make_certificates
 from wsgistack._types import StartResponse, WSGIApplication, WSGIEnvironment
 
 
@@ -72,6 +72,38 @@ def redis_cluster(tmp_path):
     """A one-node Redis Cluster of this test's own (every slot), stoppable and restartable."""
     _need_redis()
     server = RedisServer(tmp_path, cluster=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A CA, a server and a client certificate (openssl), for the TLS Redis fixtures."""
+    if not os.path.exists(OPENSSL):
+        if os.environ.get("CI"):
+            pytest.fail("openssl is not installed; .ci/run installs it")
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory, tls_files):
+    """A redis-server on TLS only (rediss://), as managed Redis is; no client certificate."""
+    _need_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis-tls"), tls=tls_files)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis_client_certificates(tmp_path_factory, tls_files):
+    """A redis-server on TLS only that refuses a client without a certificate from the CA."""
+    _need_redis()
+    server = RedisServer(
+        tmp_path_factory.mktemp("redis-mtls"), tls=tls_files, client_certificates=True
+    )
     server.start()
     yield server
     server.stop()

@@ -3,6 +3,7 @@
     server = RedisServer(directory)
     server.start()                 # returns once it answers PING
     RedisServer(directory, cluster=True)   # a one-node cluster holding every slot
+    RedisServer(directory, tls=make_certificates(directory))   # TLS only (rediss://)
     redis.Redis.from_url(server.url)
     server.stop()
 
@@ -14,19 +15,92 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from tests.processes import stop_process
 
-__all__ = ["REDIS_SERVER", "RedisServer"]
+__all__ = ["OPENSSL", "REDIS_SERVER", "RedisServer", "TLSFiles", "make_certificates"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 
 
 #: How often a first start may pick a new port because another process took
 #: the one chosen (it is free when chosen, and bound only later by redis-server).
 PORT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS Redis: a CA, the server's and a client's certificate and key.
+
+    The server's certificate names only the address 127.0.0.1 (so ``localhost``
+    is a wrong host name for it); ``other_ca`` signed nothing here (a CA the
+    server's certificate does not chain to).
+    """
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def _openssl(directory: Path, *args: str) -> None:
+    subprocess.run([OPENSSL, *args], cwd=directory, check=True, capture_output=True)
+
+
+def _new_ca(directory: Path, name: str) -> None:
+    _openssl(
+        directory,
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2"),
+        *("-subj", f"/CN=wsgistack test {name}"),
+        *("-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+    )
+
+
+def _signed(directory: Path, name: str, extensions: str) -> None:
+    """``name``.pem and ``name``.key, signed by ca.pem, with these X.509v3 extensions."""
+    (directory / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid\n"
+        "keyUsage=critical,digitalSignature\n" + extensions
+    )
+    _openssl(
+        directory,
+        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr"),
+        *("-subj", f"/CN=wsgistack test {name}"),
+    )
+    _openssl(
+        directory,
+        *("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
+        *("-CAcreateserial", "-out", f"{name}.pem", "-days", "2"),
+        *("-extfile", f"{name}.ext"),
+    )
+
+
+def make_certificates(directory) -> TLSFiles:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    directory = Path(directory)
+    _new_ca(directory, "ca")
+    _new_ca(directory, "other_ca")
+    _signed(directory, "server", "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    _signed(directory, "client", "extendedKeyUsage=clientAuth\n")
+    return TLSFiles(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+        other_ca=directory / "other_ca.pem",
+    )
 
 
 def _free_port() -> int:
@@ -46,18 +120,56 @@ class RedisServer:
     ``cluster=True`` starts it in cluster mode, alone, serving all 16384 hash
     slots: it refuses what a cluster refuses (a script whose keys hash to
     different slots) without needing six processes.
+
+    ``tls=`` (files from :func:`make_certificates`) makes it listen on TLS
+    only, as managed Redis does; ``client_certificates=True`` makes it refuse
+    a client without a certificate signed by the CA.
     """
 
-    def __init__(self, directory, *, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        directory,
+        *,
+        cluster: bool = False,
+        tls: TLSFiles | None = None,
+        client_certificates: bool = False,
+    ) -> None:
         self.directory = directory
         self.port = _free_port()
         self.cluster = cluster
+        self.tls = tls
+        self.client_certificates = client_certificates
         self.proc: subprocess.Popen | None = None
         self._started = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """A URL redis-py connects with (over TLS: trusting the CA, with the client's cert)."""
+        if self.tls is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
+        if self.client_certificates:
+            url += f"&ssl_certfile={self.tls.client_cert}&ssl_keyfile={self.tls.client_key}"
+        return url
+
+    def _listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        tls = self.tls
+        return [
+            *("--port", "0", "--tls-port", str(self.port)),
+            *("--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key)),
+            *("--tls-ca-cert-file", str(tls.ca)),
+            *("--tls-auth-clients", "yes" if self.client_certificates else "no"),
+        ]
+
+    def _context(self) -> ssl.SSLContext | None:
+        """How the readiness probe speaks to it: None for plain TCP."""
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return context
 
     def start(self) -> None:
         attempts = 1 if self._started else PORT_ATTEMPTS
@@ -79,8 +191,7 @@ class RedisServer:
         self.proc = proc = subprocess.Popen(
             [
                 REDIS_SERVER,
-                "--port",
-                str(self.port),
+                *self._listen(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -99,7 +210,7 @@ class RedisServer:
             if proc.poll() is not None:
                 self.proc = None
                 return False  # it exited: the port was taken
-            answering = _server_pid(self.port)
+            answering = _server_pid(self.port, self._context())
             if answering == proc.pid:
                 return True
             if answering is not None:  # another server has the port; ours will exit
@@ -130,23 +241,38 @@ class RedisServer:
         self.proc = None
 
 
-def _server_pid(port: int) -> int | None:
+def _server_pid(port: int, context: ssl.SSLContext | None = None) -> int | None:
     """The PID of the redis-server answering on ``port``; None if none answers yet.
 
-    Anything listening that is not Redis counts as "another server" (-1).
+    Anything listening that is not Redis (or not TLS, given a ``context``)
+    counts as "another server" (-1).
     """
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"INFO server\r\n")
-            reply = b""
-            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                reply += data
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as plain:
+            if context is None:
+                reply = _info(plain)
+            else:
+                try:
+                    sock = context.wrap_socket(plain, server_hostname="127.0.0.1")
+                except ssl.SSLError:
+                    return -1
+                with sock:
+                    reply = _info(sock)
     except OSError:
         return None
     for line in reply.split(b"\r\n"):
         if line.startswith(b"process_id:"):
             return int(line.split(b":", 1)[1])
     return -1 if reply else None
+
+
+def _info(sock: socket.socket) -> bytes:
+    """The reply to INFO server, as far as its process_id line (less if it stops)."""
+    sock.sendall(b"INFO server\r\n")
+    reply = b""
+    while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        reply += data
+    return reply
