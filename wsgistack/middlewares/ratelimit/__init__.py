@@ -5,7 +5,8 @@
                       store="redis://127.0.0.1:6379/0")                   # shared by all workers
 
 The parts: ``rate`` (what is limited), ``strategies`` (how it is counted,
-pure arithmetic), ``stores`` (where the counts live), ``middleware`` (the
+pure arithmetic), ``stores`` (where the counts live), ``redisclient`` (a
+Redis store's URL or client, checked at start-up), ``middleware`` (the
 layer).  Time comes from an injectable clock.
 """
 

@@ -1,4 +1,4 @@
-"""RedisStore's start-up checks: a store URL, and how a client passed in is named and set.
+"""RedisStore's start-up checks: a store URL and its options, and a client passed in.
 
 Kept apart from the store's hot path: these run once, when the store is made.
 """
@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ...errors import ConfigError
 
-__all__ = ["check_url", "client_name", "warn_if_it_may_hold"]
+__all__ = [
+    "check_options",
+    "check_url",
+    "client_name",
+    "warn_if_it_may_hold",
+    "without_password",
+]
 
 _log = logging.getLogger("wsgistack.ratelimit")
 
@@ -120,3 +128,68 @@ def check_url(url: str, shown: str) -> None:
             f"store: {shown!r}: the database after the host must be a whole number "
             f"(/0, /1, ...), got {database!r}"
         )
+
+
+_PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&]*", re.IGNORECASE)
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password (as user info or ``?password=``) written ``***``."""
+    parts = urlsplit(url)
+    if parts.password is not None:  # (urlunsplit would drop the empty host of unix:///)
+        userinfo, _, host = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    return _PASSWORD_PARAMETER.sub("***", url)
+
+
+#: Query options naming a file or a directory, which redis-py opens only when it connects.
+_PATHS = {
+    "ssl_ca_certs": ("file", os.path.isfile),
+    "ssl_certfile": ("file", os.path.isfile),
+    "ssl_keyfile": ("file", os.path.isfile),
+    "ssl_ca_path": ("directory", os.path.isdir),
+}
+
+
+def check_options(pool: Any, url: str, shown: str) -> None:
+    """Refuse at start-up the query options redis-py checks only when it first connects.
+
+    redis-py converts a URL's query values (``parse_url``) but checks them, and
+    their names, only when the pool builds its first connection, at the first
+    request: an unknown name (``ssl_ca_cert``, or a TLS option on ``redis://``)
+    raised TypeError there, a 500 on every request; a bad value
+    (``ssl_cert_reqs=bogus``, ``protocol=9``) or a missing certificate file
+    failed every check, which ``fail="open"`` turns into no limit at all.
+    Building a connection object opens no socket (it connects on its first
+    command), so each option is tried alone in one, then all of them together:
+    redis-py's own rules, with the option named.  ``pool`` is the store's
+    connection pool, ``shown`` the URL without its password.
+    """
+    from redis.exceptions import RedisError
+
+    parts = urlsplit(url)
+    settings = pool.connection_kwargs
+    for name, values in parse_qs(parts.query).items():
+        if name not in settings:  # taken by the pool itself (max_connections, timeout)
+            continue
+        try:
+            pool.connection_class(**{name: settings[name]})
+        except TypeError:
+            if name.startswith("ssl_") and parts.scheme != "rediss":
+                raise ConfigError(
+                    f"store: {shown!r}: {name}: a TLS option: use a rediss:// URL"
+                ) from None
+            raise ConfigError(
+                f"store: {shown!r}: unknown option {name!r} in the query "
+                f"(the names are redis-py's: ssl_ca_certs, ssl_cert_reqs, protocol, ...)"
+            ) from None
+        except (ValueError, RedisError) as exc:
+            raise ConfigError(f"store: {shown!r}: {name}: {exc}") from None
+        if name in _PATHS:
+            kind, exists = _PATHS[name]
+            if not exists(values[0]):
+                raise ConfigError(f"store: {shown!r}: {name}: no such {kind}: {values[0]!r}")
+    try:
+        pool.connection_class(**settings)
+    except (TypeError, ValueError, RedisError) as exc:
+        raise ConfigError(f"store: {shown!r}: {exc}") from None

@@ -18,18 +18,22 @@ admitting).  ``RedisStore`` runs one Lua script per check: one round trip
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ConfigError, WsgiStackError
 from ...forking import forget_on_fork
 from ...options import count, seconds
 from .rate import SKEW, Rate
-from .redisclient import check_url, client_name, warn_if_it_may_hold
+from .redisclient import (
+    check_options,
+    check_url,
+    client_name,
+    warn_if_it_may_hold,
+    without_password,
+)
 from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
@@ -317,7 +321,7 @@ class RedisStore:
             # A blocking pool: a thread past max_connections waits (within the
             # timeout) for a connection; the default pool refused it at once, so
             # under load the excess was admitted uncounted, or refused with 503.
-            self.url = _without_password(target)  # shown in repr(), describe() and warnings
+            self.url = without_password(target)  # shown in repr(), describe() and warnings
             check_url(target, self.url)
             try:
                 pool = redis.BlockingConnectionPool.from_url(
@@ -329,6 +333,7 @@ class RedisStore:
                 )
             except ValueError as exc:  # redis-py's words (a port, a query value): name the URL
                 raise ConfigError(f"store: {self.url!r}: {exc}") from None
+            check_options(pool, target, self.url)
             self.client = redis.Redis.from_pool(pool)
             self._owns_client = True
         else:
@@ -401,18 +406,6 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
-
-
-_PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&]*", re.IGNORECASE)
-
-
-def _without_password(url: str) -> str:
-    """``url`` with its password (as user info or ``?password=``) written ``***``."""
-    parts = urlsplit(url)
-    if parts.password is not None:  # (urlunsplit would drop the empty host of unix:///)
-        userinfo, _, host = parts.netloc.rpartition("@")
-        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
-    return _PASSWORD_PARAMETER.sub("***", url)
 
 
 def make_store(value: Any) -> Store:
