@@ -50,12 +50,34 @@ def hit(app: TestApp) -> int:
         ),
         pytest.param(
             "redis://:s3cret@127.0.0.1:6379/0?db=x",
-            "store: 'redis://:***@127.0.0.1:6379/0?db=x': Invalid value for 'db'",
+            "store: 'redis://:***@127.0.0.1:6379/0?db=x': db: the database must be a whole "
+            "number (0, 1, ...), got 'x'",
             id="query-password-hidden",
         ),
         # No socket path: every check failed at the first request.
         pytest.param(
             "unix://", "store: 'unix://': a unix:// URL needs the socket's path", id="unix"
+        ),
+        # The query's db wins over the path's: -1 failed every check, as /-1 did.
+        pytest.param(
+            "redis://127.0.0.1:6379/0?db=-1",
+            "store: 'redis://127.0.0.1:6379/0?db=-1': db: the database must be a whole "
+            "number (0, 1, ...), got '-1'",
+            id="query-db-negative",
+        ),
+        # A timeout in the query replaces the store's: 0 made every check fail at
+        # once (never wait), which fail="open" turns into no limit at all.
+        pytest.param(
+            "redis://127.0.0.1:6379/0?socket_timeout=0",
+            "store: 'redis://127.0.0.1:6379/0?socket_timeout=0': socket_timeout: "
+            "expected seconds > 0, got 0.0",
+            id="query-socket-timeout",
+        ),
+        pytest.param(
+            "redis://127.0.0.1:6379/0?socket_connect_timeout=0",
+            "store: 'redis://127.0.0.1:6379/0?socket_connect_timeout=0': "
+            "socket_connect_timeout: expected seconds > 0, got 0.0",
+            id="query-connect-timeout",
         ),
     ],
 )
@@ -63,6 +85,14 @@ def test_a_bad_store_url_fails_at_start_up_naming_the_store(url, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         RateLimiter(hello_app, "1/minute", store=url)
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("target", [5, object(), b"redis://127.0.0.1:6379/0"])
+def test_a_store_that_is_neither_a_url_nor_a_client_fails_at_start_up(target):
+    # Taken as a client: every check then failed (no execute_command), and
+    # fail="open" made that no limit at all, with a warning per request burst.
+    with pytest.raises(ConfigError, match="store: expected 'memory', a redis:// URL or a Redis"):
+        RedisStore(target)
 
 
 @pytest.fixture

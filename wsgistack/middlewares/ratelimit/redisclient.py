@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ...errors import ConfigError
+from ...options import count, seconds
 
 __all__ = [
     "check_options",
@@ -128,6 +129,12 @@ def check_url(url: str, shown: str) -> None:
             f"store: {shown!r}: the database after the host must be a whole number "
             f"(/0, /1, ...), got {database!r}"
         )
+    for database in parse_qs(parts.query).get("db", []):  # ?db= wins over the path
+        if not (database.isascii() and database.isdigit()):
+            raise ConfigError(
+                f"store: {shown!r}: db: the database must be a whole number (0, 1, ...), "
+                f"got {database!r}"
+            )
 
 
 _PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&]*", re.IGNORECASE)
@@ -169,6 +176,15 @@ def check_options(pool: Any, url: str, shown: str) -> None:
 
     parts = urlsplit(url)
     settings = pool.connection_kwargs
+    # The store's timeout and pool size, unless the query set them otherwise
+    # (``?socket_timeout=0`` would fail every check): the same bounds either way.
+    for name, value in (
+        ("socket_timeout", settings.get("socket_timeout")),
+        ("socket_connect_timeout", settings.get("socket_connect_timeout")),
+        ("timeout", getattr(pool, "timeout", None)),
+    ):
+        seconds(value, f"store: {shown!r}: {name}")
+    count(getattr(pool, "max_connections", None), f"store: {shown!r}: max_connections")
     for name, values in parse_qs(parts.query).items():
         if name not in settings:  # taken by the pool itself (max_connections, timeout)
             continue

@@ -343,6 +343,13 @@ class RedisStore:
                         f"RedisStore: {name}: applies to a redis:// URL; a client passed "
                         f"in keeps its own settings (socket_timeout=, max_connections=)"
                     )
+            if not all(
+                callable(getattr(target, method, None))
+                for method in ("execute_command", "script_load")
+            ):  # else every check failed (AttributeError), which fail="open" makes no limit
+                raise ConfigError(
+                    f"store: expected 'memory', a redis:// URL or a Redis client, got {target!r}"
+                )
             self.client = target
             self.url = client_name(target)  # its repr is a page of pool settings
             self._owns_client = False  # the caller's client: the caller closes it
