@@ -131,6 +131,8 @@ def refused(address) -> bool:
             probe.connect(address)
         except (ConnectionRefusedError, FileNotFoundError):
             return True
+        except ConnectionResetError:
+            return False  # queued as the listener closed: the next probe tells
     return False
 
 
