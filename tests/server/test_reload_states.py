@@ -24,6 +24,7 @@ while Path("hold").exists():  # a reload's new workers wait here while the test 
 if Path("broken").exists():
     raise ImportError("broken on purpose")
 from slowapp import app
+Path("loaded-" + str(__import__("os").getpid())).touch()
 """
 
 #: The master, made to see a stop signal and its new workers' "ready" in one turn
@@ -52,6 +53,9 @@ def held_reload(serve, tmp_path, *options: str, **kwargs) -> tuple[Served, set[i
     workers = int(options[options.index("--workers") + 1])
     old = poll(lambda: server.count_workers(workers))
     assert server.get().isdigit()  # serving
+    # Every first worker loaded (one still importing would see "hold" and wait
+    # with the reload's, one held worker too many), then the reload is held.
+    poll(lambda: len(list(tmp_path.glob("loaded-*"))) == workers)
     (tmp_path / "hold").touch()
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: len(list(tmp_path.glob("held-*"))) == workers)
