@@ -152,13 +152,17 @@ def raised(exc: BaseException) -> str:
     """``KeyError: 'DEBUG'``: an exception as the last line of its traceback names it.
 
     Its ``str()`` alone is ``'DEBUG'``, which says neither what went wrong
-    nor where to look.
+    nor where to look.  A ``str()`` that raises is written as the traceback
+    writes it: else its error would replace the app's in the line.
     """
     kind = type(exc)
     name = kind.__qualname__
     if kind.__module__ != "builtins":
         name = f"{kind.__module__}.{name}"
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"
     return f"{name}: {text}" if text else name
 
 

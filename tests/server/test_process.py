@@ -341,6 +341,34 @@ def test_an_app_that_raises_while_loading_is_logged_with_its_traceback(serve, tm
     assert 'needsenv.py", line 3' in log
 
 
+UNPRINTABLE = """\
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+raise Unprintable()
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_an_app_raising_an_exception_that_cannot_be_printed_is_still_named(
+    serve, tmp_path, workers
+):
+    # Naming the exception called its str(), which raised in turn: the line read
+    # "cannot load the app: RuntimeError: no text", naming neither the app nor
+    # what it raised.  Python's own traceback says "<exception str() failed>".
+    (tmp_path / "unprintable.py").write_text(UNPRINTABLE)
+    server = serve("--workers", workers, target=("unprintable:app",), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    log = server.log.read_text()
+    assert (
+        "cannot load the app: 'unprintable:app': unprintable.Unprintable: "
+        "<exception str() failed>\n" in log
+    ), log
+    assert 'unprintable.py", line 6' in log
+
+
 @pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
 def test_a_pipeline_app_that_raises_while_loading_names_the_app_and_the_exception(
     serve, tmp_path, workers
