@@ -303,6 +303,36 @@ def test_use_of_something_that_cannot_take_the_app_is_named(layer, message):
         compose(use(Tagger, tag="a"), layer, tags_app)
 
 
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        pytest.param(
+            use(IPFilter, ["10.0.0.0/8"]),
+            "argument 1 (use(IPFilter, ['10.0.0.0/8'])) cannot wrap the app: IPFilter takes "
+            "no option by position after the app, got 1 positional argument(s); "
+            "give the options by name (name=value)",
+            id="keyword-only",
+        ),
+        pytest.param(
+            use(RateLimiter, "10/minute", "ip"),
+            "cannot wrap the app: RateLimiter takes limits by position after the app, "
+            "got 2 positional argument(s)",
+            id="after-a-positional",
+        ),
+        pytest.param(
+            use(RateLimiter, "10/minute", limits="20/minute"),
+            "cannot wrap the app: multiple values for argument 'limits'",
+            id="given-twice",
+        ),
+    ],
+)
+def test_a_layer_given_an_option_by_position_is_not_taken_for_an_app(layer, message):
+    # The first positional bound as the app, so each of these read "IPFilter takes
+    # no app to wrap; an app such as a dispatcher or a balancer goes last".
+    with pytest.raises(TypeError, match=re.escape(message)):
+        compose(layer, tags_app)
+
+
 def test_a_dispatcher_given_as_a_layer_is_told_to_go_last():
     with pytest.raises(TypeError, match=r"PrefixDispatcher takes no app to wrap; .* goes last"):
         compose(use(PrefixDispatcher, {"/api": tags_app}), tags_app)

@@ -112,6 +112,30 @@ def _needs_options(layer: object) -> tuple[str, list[str]] | None:
     return (factory.__qualname__, required) if required else None
 
 
+#: What a middleware calls the app it wraps, first (ours, werkzeug's, paste's, whitenoise's).
+_APP_NAMES = frozenset({"app", "application", "wsgi_app"})
+
+
+def _by_position(layer: Layer[Any], after_app: list[inspect.Parameter]) -> str | None:
+    """Why ``layer.args`` are too many for the parameters after the app, or None if they fit.
+
+    ``use(IPFilter, ["10.0.0.0/8"])``: an option meant by name, given by position.
+    """
+    if any(p.kind is p.VAR_POSITIONAL for p in after_app):
+        return None
+    positional = [
+        p.name for p in after_app if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(layer.args) <= len(positional):
+        return None
+    taken = ", ".join(positional) if positional else "no option"
+    return (
+        f"{getattr(layer.factory, '__qualname__', layer.factory)} takes {taken} by position "
+        f"after the app, got {len(layer.args)} positional argument(s); "
+        "give the options by name (name=value)"
+    )
+
+
 def _cannot_build(layer: Layer[Any]) -> str | None:
     """Why ``layer`` cannot be called with an app, or None if it may (or cannot be told)."""
     try:
@@ -124,6 +148,9 @@ def _cannot_build(layer: Layer[Any]) -> str | None:
     try:
         signature.bind(None, *layer.args, **layer.kwargs)
     except TypeError as exc:
+        params = list(signature.parameters.values())
+        if params and params[0].name in _APP_NAMES:  # a layer: the arguments are wrong
+            return _by_position(layer, params[1:]) or str(exc)
         try:
             signature.bind(*layer.args, **layer.kwargs)
         except TypeError:
