@@ -73,3 +73,23 @@ def is_health_check(environ: WSGIEnvironment) -> bool:
 def unreachable_store(url: str) -> object:
     """A store factory that fails as one whose server is down does (for a misspelt option)."""
     raise RuntimeError(f"cannot connect to {url}")
+
+
+class Banner:
+    """Reads a file at start-up (as a layer loading its rules does): missing, it is an OSError."""
+
+    def __init__(self, app: WSGIApplication, *, path: str) -> None:
+        with open(path, encoding="utf-8") as handle:
+            self.text = handle.read()
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.app(environ, start_response)
+
+
+banner_filter_factory = make_filter_factory("tests.pipeline_fixtures:Banner")
+
+
+def unready_app(*, url: str) -> WSGIApplication:
+    """An app factory that fails at start-up as one whose database is down does."""
+    raise RuntimeError(f"cannot connect to {url}")

@@ -25,7 +25,7 @@ from typing import Any
 from ._types import WSGIApplication
 from .errors import ConfigError
 from .options import did_you_mean, ini_flag, text_options
-from .pipeline import build_objects, check_options, resolve_factory
+from .pipeline import build_objects, check_options, construct, resolve_factory
 
 __all__ = ["ini_value", "make_filter_factory"]
 
@@ -95,10 +95,7 @@ def make_filter_factory(use: str) -> FilterFactory:
 
         def wrap(app: WSGIApplication) -> WSGIApplication:
             # PasteDeploy calls this while loading, so a bad option fails at start-up.
-            try:
-                return factory(app, **options)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: {exc}") from exc
+            return construct(factory, where, app, **options)
 
         return wrap
 
@@ -160,7 +157,4 @@ def load_balance(global_conf: Mapping[str, str], **local_conf: str) -> WSGIAppli
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     options = _options(local_conf, LoadBalancer, where)
-    try:
-        return LoadBalancer(**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    return construct(LoadBalancer, where, **options)

@@ -36,6 +36,7 @@ __all__ = [
     "build_objects",
     "build_pipeline",
     "check_options",
+    "construct",
     "load_pipeline",
     "read_pipeline",
     "resolve_factory",
@@ -156,11 +157,27 @@ def build_objects(value: Any, option: str) -> Any:
         )
     try:
         check_options(obj, options, 0)
-        return obj(**options)
     except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return construct(obj, where, **options)
+
+
+def construct(factory: Callable[..., Any], where: str, /, *args: Any, **options: Any) -> Any:
+    """``factory(*args, **options)``, with a failure a ConfigError naming ``where``.
+
+    A layer or an option's object is made at start-up, where it may also fail
+    for reasons of its own (a file missing, a server refusing, a bug): its
+    error, whatever its type, then says which layer or option was being made,
+    and stays the cause, so its traceback still shows the line that raised.
+    """
+    try:
+        return factory(*args, **options)
+    except ConfigError as exc:  # a bad option: its own message, and its cause if any
         raise ConfigError(f"{where}: {exc}") from exc.__cause__
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    except Exception as exc:  # its own failure, e.g. OSError: "FileNotFoundError: ..."
+        raise ConfigError(f"{where}: {raised(exc)}") from exc
 
 
 class _Builder:
@@ -215,11 +232,9 @@ class _Builder:
     def _construct(self, factory: Any, options: dict, where: str, skip: int, *head: Any) -> Any:
         try:
             check_options(factory, options, skip)
-            return factory(*head, **options)
         except ConfigError as exc:
             raise self.fail(where, str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            raise self.fail(where, str(exc)) from exc
+        return construct(factory, f"{self.source}: {where}", *head, **options)
 
     def layer(
         self, table: Any, index: int, within: str = ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 
 def test_the_last_line_says_the_app_cannot_load_and_the_exit_status(serve):
     # It ended "the app cannot be loaded, stopping", "master: quick stop",
@@ -21,3 +23,37 @@ def test_the_last_line_says_the_app_cannot_load_and_the_exit_status(serve):
     )
     assert not any("quick stop" in line for line in lines)
     assert re.search(r"INFO master \d+: starting 1 worker$", "\n".join(lines), re.MULTILINE)
+
+
+BANNER = """\
+class Banner:
+    def __init__(self, app, *, path):
+        with open(path) as handle:
+            self.text = handle.read()
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_a_layer_that_fails_while_built_is_named_with_its_traceback(serve, tmp_path, workers):
+    # Its OSError came out as "cannot load the app: 'stack.toml': FileNotFoundError: ...",
+    # naming neither the layer nor its option.
+    (tmp_path / "banner.py").write_text(BANNER)
+    (tmp_path / "stack.toml").write_text(
+        '[[layer]]\nuse = "banner:Banner"\npath = "missing.txt"\n[app]\nuse = "slowapp:app"\n'
+    )
+    server = serve("--workers", workers, target=("--config", "stack.toml"), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    lines = server.log.read_text().splitlines()
+    failed = [line for line in lines if "cannot load the app: " in line]
+    assert len(failed) == 1, lines
+    assert failed[0].endswith(
+        "cannot load the app: stack.toml: layer 1 (banner:Banner): FileNotFoundError: "
+        "[Errno 2] No such file or directory: 'missing.txt'"
+    )
+    assert any('banner.py", line 3' in line for line in lines)  # the cause's traceback
+    if workers == "1":
+        assert "stopped, exit status 2: the app cannot be loaded" in lines[-1]
