@@ -93,3 +93,15 @@ banner_filter_factory = make_filter_factory("tests.pipeline_fixtures:Banner")
 def unready_app(*, url: str) -> WSGIApplication:
     """An app factory that fails at start-up as one whose database is down does."""
     raise RuntimeError(f"cannot connect to {url}")
+
+
+def forbidden_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Raises Django's PermissionDenied, for an ErrorCatcher mapping it to a status by name."""
+    from django.core.exceptions import PermissionDenied
+
+    raise PermissionDenied("not yours")
+
+
+def forbidden_app_factory(global_conf: dict, **local_conf: str) -> WSGIApplication:
+    """A paste.app_factory for ``forbidden_app``."""
+    return forbidden_app

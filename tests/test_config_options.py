@@ -8,9 +8,11 @@ middleware must be called with the very options Python would pass it.
 from __future__ import annotations
 
 import functools
+import http.client
 import inspect
 import logging
 import re
+import time
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +28,7 @@ import wsgistack.middlewares.forward
 import wsgistack.middlewares.ipfilter
 import wsgistack.middlewares.ratelimit
 from tests import pipeline_fixtures
+from tests.server.live import live_server
 from wsgistack import build_pipeline
 from wsgistack.clientip import ProxyTrust
 from wsgistack.errors import ConfigError
@@ -64,6 +67,18 @@ CASES = [
         'logger = {use = "logging:getLogger", name = "myapp.errors"}',
         {"on_error": [pipeline_fixtures.report], "logger": logging.getLogger("myapp.errors")},
         id="error_catcher-hooks-and-logger",
+    ),
+    pytest.param(
+        "error_catcher",
+        'statuses = { "django.core.exceptions:PermissionDenied" = 403,'
+        ' "builtins:TimeoutError" = 504 }',
+        {
+            "statuses": {
+                "django.core.exceptions:PermissionDenied": 403,
+                "builtins:TimeoutError": 504,
+            }
+        },
+        id="error_catcher-statuses-by-name",
     ),
     pytest.param(
         "ip_filter",
@@ -118,6 +133,32 @@ CASES = [
             "trusted_proxies": 2,
         },
         id="rate_limit-scalars",
+    ),
+    pytest.param(
+        "ip_filter",
+        'allow_files = ["/dev/null"]\ndeny_files = ["/dev/null"]\n'
+        'clock = {use = "time:monotonic"}\n'
+        'logger = {use = "logging:getLogger", name = "myapp.access"}\n'
+        'trusted_proxies = {use = "wsgistack.clientip:ProxyTrust", hops = 2}',
+        {
+            "allow_files": ["/dev/null"],
+            "deny_files": ["/dev/null"],
+            "clock": time.monotonic,
+            "logger": logging.getLogger("myapp.access"),
+            "trusted_proxies": ProxyTrust(hops=2),
+        },
+        id="ip_filter-files-clock-logger-hops",
+    ),
+    pytest.param(
+        "rate_limit",
+        'limits = ["10/second", "1000/hour"]\nclock = {use = "time:time"}\n'
+        'logger = {use = "logging:getLogger", name = "myapp.limits"}',
+        {
+            "limits": ["10/second", "1000/hour"],
+            "clock": time.time,
+            "logger": logging.getLogger("myapp.limits"),
+        },
+        id="rate_limit-list-clock-logger",
     ),
     pytest.param(
         "rate_limit",
@@ -206,6 +247,12 @@ CASES = [
         },
         id="load_balance-hash-key",
     ),
+    pytest.param(
+        "load_balance",
+        'upstreams = ["http://127.0.0.1:1"]\nclock = {use = "time:monotonic"}',
+        {"upstreams": ["http://127.0.0.1:1"], "clock": time.monotonic},
+        id="load_balance-clock",
+    ),
 ]
 
 
@@ -238,7 +285,7 @@ def comparable(value: Any) -> Any:
         return {key: comparable(item) for key, item in value.items()}
     if value is None or isinstance(value, str | int | float | logging.Logger):
         return value
-    if inspect.isfunction(value):
+    if inspect.isfunction(value) or inspect.isbuiltin(value):
         return value
     return (type(value).__name__, repr(value))
 
@@ -336,6 +383,29 @@ BAD = [
     ),
     pytest.param(
         "error_catcher",
+        'statuses = { "django.core.exceptions:PermissionDenid" = 403 }',
+        "ErrorCatcher: statuses: 'django.core.exceptions:PermissionDenid': "
+        "'django.core.exceptions' has no attribute 'PermissionDenid'",
+    ),
+    pytest.param(
+        "error_catcher",
+        'statuses = { "no_such_module_xyz:Error" = 503 }',
+        "ErrorCatcher: statuses: 'no_such_module_xyz:Error': no module named 'no_such_module_xyz'",
+    ),
+    pytest.param(
+        "error_catcher",
+        'statuses = { "tests.pipeline_fixtures:tags_app" = 503 }',
+        "ErrorCatcher: statuses: 'tests.pipeline_fixtures:tags_app' names a function, "
+        "not an exception class",
+    ),
+    pytest.param(
+        "error_catcher",
+        'statuses = { "TimeoutError" = 504 }',
+        "ErrorCatcher: statuses: 'TimeoutError' is not an exception class; name one as "
+        "'module:attr' (did you mean 'builtins:TimeoutError'?)",
+    ),
+    pytest.param(
+        "error_catcher",
         'on_error = [{use = "rate_limit"}]',
         "on_error item 1: 'use' must name an object as 'module:attr', got 'rate_limit'",
     ),
@@ -364,3 +434,51 @@ def test_a_file_named_in_an_ini_can_use_here(tmp_path, monkeypatch):
     app = TestApp(validator(loadapp(f"config:{ini}")))
     assert app.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.7"}).status_int == 200
     assert app.get("/", extra_environ={"REMOTE_ADDR": "203.0.113.1"}, status=403)
+
+
+STATUSES_TOML = """
+[[layer]]
+use = "error_catcher"
+statuses = { "django.core.exceptions:PermissionDenied" = 403 }
+
+[app]
+use = "tests.pipeline_fixtures:forbidden_app"
+"""
+
+STATUSES_INI = """
+[pipeline:main]
+pipeline = errors app
+
+[filter:errors]
+use = egg:wsgistack#error_catcher
+statuses = { "django.core.exceptions:PermissionDenied" = 403 }
+
+[app:app]
+use = call:tests.pipeline_fixtures:forbidden_app_factory
+"""
+
+
+@pytest.mark.parametrize("form", ["toml", "ini"])
+def test_a_status_mapped_by_name_answers_a_real_request(tmp_path, form):
+    # A table key cannot hold a class, so statuses had no spelling in a file:
+    # Django's PermissionDenied, raised below a catcher, could only be a 500.
+    from django.core.exceptions import PermissionDenied
+
+    if form == "toml":
+        stack = build_pipeline(tomllib.loads(STATUSES_TOML), source="stack.toml")
+    else:
+        ini = tmp_path / "site.ini"
+        ini.write_text(STATUSES_INI)
+        stack = loadapp(f"config:{ini}")
+    assert stack.statuses == {PermissionDenied: 403}
+    with live_server(stack) as server:
+        connection = http.client.HTTPConnection(*server.address, timeout=10)
+        try:
+            connection.request("GET", "/private")
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+    assert response.status == 403
+    assert response.getheader("X-Error-Id")
+    assert b"not yours" not in body  # the exception is never leaked

@@ -326,6 +326,23 @@ def test_bad_options_fail_at_start_up(options, message):
         ErrorCatcher(app_with([b""]), **options)
 
 
+def test_a_status_key_may_name_the_class_and_is_imported_at_start_up():
+    # A config file can only name a class: "builtins:TimeoutError" is TimeoutError.
+    catcher = ErrorCatcher(app_with([b""]), statuses={"builtins:TimeoutError": 504})
+    assert catcher.statuses == {TimeoutError: 504}
+
+
+def test_a_status_key_whose_module_fails_to_import_names_it_with_the_cause(tmp_path, monkeypatch):
+    (tmp_path / "brokenexc.py").write_text("import os\n\nREGION = os.environ['NO_SUCH_REGION']\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        ErrorCatcher(app_with([b""]), statuses={"brokenexc:Throttled": 429})
+    assert str(raised.value) == (
+        "ErrorCatcher: statuses: 'brokenexc:Throttled': KeyError: 'NO_SUCH_REGION'"
+    )
+    assert isinstance(raised.value.__cause__, KeyError)  # its traceback shows the line
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

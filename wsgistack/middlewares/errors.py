@@ -23,6 +23,7 @@ never turn it on where strangers can reach the server.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import secrets
@@ -38,6 +39,7 @@ from .._logtext import request_from
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust
 from ..errors import ConfigError, ProtocolError, ResponseCut, body_error_behind
+from ..loader import import_object, raised
 from ..options import flag, header_name, log_target, owned
 from ..refusals import refusal
 from ..wsgi import close_iterable, is_file_wrapper, note_file_wrapper
@@ -129,7 +131,9 @@ class ErrorCatcher:
     :param on_error: a callable or a list of callables ``(exc_info, environ, error_id)``,
         for reporting services; a failing hook is logged and cannot break the response.
     :param statuses: exception type -> HTTP status, e.g. ``{TimeoutError: 504}``; the
-        most specific class in the exception's MRO wins; anything else is 500.
+        most specific class in the exception's MRO wins; anything else is 500.  A
+        key may name the class as ``"module:attr"`` (a config file can only name
+        it), imported at start-up.
     :param pass_http_exceptions: let ``webob.exc.HTTPException`` raised by the app
         answer as the response it is (a 404 raised deep inside stays a 404).
     :param error_id_header: the response header carrying the error id.
@@ -148,7 +152,7 @@ class ErrorCatcher:
         debug: bool = False,
         logger: logging.Logger | None = None,
         on_error: ErrorHook | Iterable[ErrorHook] | None = None,
-        statuses: Mapping[type[BaseException], int] | None = None,
+        statuses: Mapping[type[BaseException] | str, int] | None = None,
         pass_http_exceptions: bool = True,
         error_id_header: str = "X-Error-Id",
         trusted_proxies: ProxyTrust | Iterable[str] | int | None = None,
@@ -197,9 +201,8 @@ class ErrorCatcher:
                 f"like {{TimeoutError: 504}}, got {statuses!r}"
             )
         checked: dict[type[BaseException], int] = {}
-        for kind, status in statuses.items():
-            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
-                raise ConfigError(f"ErrorCatcher: statuses: {kind!r} is not an exception class")
+        for key, status in statuses.items():
+            kind = _exception_class(key)
             never = _never_caught(kind, passing)
             if never is not None:
                 raise ConfigError(f"ErrorCatcher: statuses: {kind.__name__} {never}")
@@ -323,6 +326,42 @@ class ErrorCatcher:
             except Exception:
                 self.logger.exception("error %s: on_error hook %r failed", error_id, hook)
         return error_id
+
+
+def _exception_class(key: object) -> type[BaseException]:
+    """A ``statuses`` key as the exception class it is, or names as ``"module:attr"``.
+
+    A TOML table or an ini value cannot hold a class, only its name, so a
+    config file maps ``"django.core.exceptions:PermissionDenied" = 403``; the
+    name is imported here, at start-up, so a typo fails now, not never.
+    """
+    kind = key
+    if isinstance(key, str):
+        if ":" not in key:
+            builtin = getattr(builtins, key, None)
+            hint = (
+                f" (did you mean 'builtins:{key}'?)"
+                if isinstance(builtin, type) and issubclass(builtin, BaseException)
+                else ""
+            )
+            raise ConfigError(
+                f"ErrorCatcher: statuses: {key!r} is not an exception class;"
+                f" name one as 'module:attr'{hint}"
+            )
+        try:
+            kind = import_object(key)
+        except ConfigError as exc:
+            raise ConfigError(f"ErrorCatcher: statuses: {exc}") from exc.__cause__
+        except Exception as exc:  # the module's own code, while importing
+            raise ConfigError(f"ErrorCatcher: statuses: {key!r}: {raised(exc)}") from exc
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise ConfigError(
+                f"ErrorCatcher: statuses: {key!r} names a {type(kind).__name__},"
+                " not an exception class"
+            )
+    if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+        raise ConfigError(f"ErrorCatcher: statuses: {key!r} is not an exception class")
+    return kind
 
 
 def _never_caught(kind: type[BaseException], passing: bool) -> str | None:
