@@ -511,3 +511,35 @@ def test_a_start_that_fails_to_bind_may_be_tried_again():
             server.start()
     with server, RawClient(server.addresses[0]) as client:
         assert client.request(GET)[0] == 200
+
+
+def test_the_command_line_sets_the_parser_limits(serve):
+    # They were options of Server() only: a gunicorn user's --limit-request-line
+    # had no flag here, and a site behind a proxy sending long cookies could not
+    # raise them without writing code.
+    server = serve("--workers", "0", "--max-request-line", "100", "--max-headers", "3")
+    address = ("127.0.0.1", server.port)
+    with RawClient(address) as client:
+        status, *_ = client.request(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 414
+    with RawClient(address) as client:
+        fields = b"".join(b"X-%d: 1\r\n" % n for n in range(3))
+        status, *_ = client.request(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+    assert status == 431
+    with RawClient(address) as client:
+        status, *_ = client.request(b"GET /" + b"a" * 50 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-request-line", "10", "max_request_line: '10' must be an integer >= 64"),
+        ("--max-headers", "0", "max_headers: '0' must be an integer >= 1"),
+        ("--max-header-size", "lots", "max_header_size: 'lots' is not an integer"),
+    ],
+)
+def test_a_bad_parser_limit_on_the_command_line_fails_naming_it(flag, value, message, capsys):
+    args = ["serve", "tests.server.conftest:echo_app", "--workers", "0", flag, value]
+    assert cli.main(args) == 2
+    assert message in capsys.readouterr().err

@@ -69,6 +69,17 @@ _HELP = (
         "largest request body, larger ones get 413; 0 for no limit (default 104857600, 100 MiB)",
     ),
     (
+        "max_request_line",
+        "BYTES",
+        "longest request line (method, target, version), longer ones get 414 (default 8190)",
+    ),
+    ("max_headers", "N", "most header fields in a request, more get 431 (default 100)"),
+    (
+        "max_header_size",
+        "BYTES",
+        "largest size of a request's header fields together, larger get 431 (default 16384)",
+    ),
+    (
         "root_path",
         "PATH",
         "SCRIPT_NAME the app is mounted at, decoded and without a query, e.g. /api (default none)",
