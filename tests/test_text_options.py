@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Optional, Union
 from wsgiref.validate import validator
 
 import pytest
@@ -113,3 +115,38 @@ def test_a_toml_number_where_a_number_belongs_is_taken():
     }
     app = build_pipeline(config, source="stack.toml")
     assert isinstance(app, RateLimiter) and app.name == "2024" and app.burst == 1
+
+
+def test_third_party_annotations_are_read_as_the_types_they_name():
+    # Under postponed annotations Optional[str] arrived as the text "Optional[str]"
+    # and was not seen as text, so an ini "label = 2024" became the number 2024.
+    def make(
+        app,
+        *,
+        label: Optional[str] = None,  # noqa: UP045 (a third party's style)
+        pick: Callable[[str], str] | str = "x",
+        tags: list[str] | None = None,
+        size: Union[int, str] = 3,  # noqa: UP007
+    ):
+        return app
+
+    assert wsgistack.options.text_options(make) == {"label", "pick"}
+
+
+def test_a_container_of_text_is_not_text():
+    # Evaluated annotations were looked into whatever they were: list[str] and
+    # dict[str, str] counted as text, and a number there got "quote it".
+    def make(app, tags=None, labels=None, name=None):
+        return app
+
+    make.__annotations__ = {"tags": list[str], "labels": dict[str, str], "name": str | None}
+    assert wsgistack.options.text_options(make) == {"name"}
+
+
+def test_an_annotation_naming_what_only_a_type_checker_sees_is_read_as_written():
+    def make(app, *, label: Optional[Secret] = None, size: int | Secret = 3):  # noqa: F821, UP045
+        return app
+
+    assert wsgistack.options.text_options(make) == set()
+    make.__annotations__ = {"label": "Optional[str]", "size": "int | Secret"}
+    assert wsgistack.options.text_options(make) == {"label"}

@@ -15,6 +15,7 @@ import difflib
 import inspect
 import logging
 import re
+import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -110,38 +111,58 @@ _NUMBERS = frozenset({"int", "float", "bool"})
 
 
 def _union_members(annotation: object) -> set[str]:
-    """The names a parameter's annotation joins with ``|`` (a string under PEP 563, or types)."""
-    if isinstance(annotation, str):
-        members, depth, start = set(), 0, 0
-        for at, char in enumerate(annotation + "|"):
-            depth += (char == "[") - (char == "]")
-            if char == "|" and depth == 0:
-                members.add(annotation[start:at].strip().removeprefix("builtins."))
-                start = at + 1
-        return members
-    if isinstance(annotation, type):
-        return {annotation.__name__}
-    return {getattr(arg, "__name__", repr(arg)) for arg in typing.get_args(annotation)}
+    """The names of a union's members (``str | None``, ``Optional[str]``), or of the type alone.
+
+    ``list[str]`` is a list, not text: only a union is looked into.
+    """
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {getattr(arg, "__name__", repr(arg)) for arg in typing.get_args(annotation)}
+    return {getattr(annotation, "__name__", repr(annotation))}
+
+
+def _written_members(annotation: str) -> set[str]:
+    """The same, read from an annotation's text, when its names cannot be evaluated."""
+    text = annotation.strip()
+    for wrapper in ("Optional[", "typing.Optional[", "Union[", "typing.Union["):
+        if text.startswith(wrapper) and text.endswith("]"):
+            text = text[len(wrapper) : -1]  # its members, joined by ","
+            break
+    members, depth, start = set(), 0, 0
+    for at, char in enumerate(text + "|"):
+        depth += (char == "[") - (char == "]")
+        if char in "|," and depth == 0:
+            members.add(text[start:at].strip().removeprefix("builtins."))
+            start = at + 1
+    return members
 
 
 def text_options(factory: Callable[..., Any]) -> frozenset[str]:
     """The options of ``factory`` that take text and no number: names, paths, hosts, prefixes.
 
-    Read from the annotations (``name: str | None``), or from a text default
-    where there is none.  An ini value ``name = 2024`` is the text "2024" for
-    these: an ini has no quotes to tell text from a number.
+    Read from the annotations (``name: str | None``, ``Optional[str]``), or
+    from a text default where there is none.  An ini value ``name = 2024`` is
+    the text "2024" for these: an ini has no quotes to tell text from a number.
     """
     try:
-        params = inspect.signature(factory).parameters.values()
+        params = inspect.signature(factory, eval_str=True).parameters.values()
+    except (NameError, SyntaxError, AttributeError):  # a name only a type checker sees
+        try:
+            params = inspect.signature(factory).parameters.values()
+        except (TypeError, ValueError):
+            return frozenset()
     except (TypeError, ValueError):
         return frozenset()
     names = set()
     for param in params:
-        if param.annotation is param.empty:
+        annotation = param.annotation
+        if annotation is param.empty:
             if isinstance(param.default, str):
                 names.add(param.name)
             continue
-        members = _union_members(param.annotation)
+        if isinstance(annotation, str):
+            members = _written_members(annotation)
+        else:
+            members = _union_members(annotation)
         if "str" in members and not members & _NUMBERS:
             names.add(param.name)
     return frozenset(names)
