@@ -79,6 +79,52 @@ def hit(app: TestApp) -> int:
             "socket_connect_timeout: expected seconds > 0, got 0.0",
             id="query-connect-timeout",
         ),
+        # redis-py checks these only on connecting: each was taken, then failed
+        # every check at the first request (fail="open": no limit, for good).
+        pytest.param(
+            "rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus",
+            "store: 'rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus': ssl_cert_reqs: "
+            "Invalid SSL Certificate Requirements Flag: bogus",
+            id="cert-reqs",
+        ),
+        pytest.param(
+            "rediss://127.0.0.1:6379/0?protocol=9",
+            "store: 'rediss://127.0.0.1:6379/0?protocol=9': protocol: "
+            "protocol must be either 2 or 3",
+            id="protocol",
+        ),
+        pytest.param(
+            "rediss://:s3cret@127.0.0.1:6379/0?ssl_ca_certs=/nonexistent/ca.pem",
+            "store: 'rediss://:***@127.0.0.1:6379/0?ssl_ca_certs=/nonexistent/ca.pem': "
+            "ssl_ca_certs: no such file: '/nonexistent/ca.pem'",
+            id="ca-file-missing",
+        ),
+        pytest.param(
+            "rediss://127.0.0.1:6379/0?ssl_certfile=/nonexistent/c.pem&ssl_keyfile=/x.key",
+            "store: 'rediss://127.0.0.1:6379/0?ssl_certfile=/nonexistent/c.pem&"
+            "ssl_keyfile=/x.key': ssl_certfile: no such file: '/nonexistent/c.pem'",
+            id="client-cert-missing",
+        ),
+        pytest.param(
+            "rediss://127.0.0.1:6379/0?ssl_ca_path=/nonexistent/certs",
+            "store: 'rediss://127.0.0.1:6379/0?ssl_ca_path=/nonexistent/certs': "
+            "ssl_ca_path: no such directory: '/nonexistent/certs'",
+            id="ca-directory-missing",
+        ),
+        # A misspelt option raised TypeError at the first request: a 500 for every one.
+        pytest.param(
+            "rediss://127.0.0.1:6379/0?ssl_ca_cert=/etc/ca.pem",
+            "store: 'rediss://127.0.0.1:6379/0?ssl_ca_cert=/etc/ca.pem': unknown option "
+            "'ssl_ca_cert' in the query",
+            id="misspelt",
+        ),
+        # A TLS option on a plain URL: the same TypeError, and no TLS either way.
+        pytest.param(
+            "redis://127.0.0.1:6379/0?ssl_ca_certs=/etc/ca.pem",
+            "store: 'redis://127.0.0.1:6379/0?ssl_ca_certs=/etc/ca.pem': ssl_ca_certs: "
+            "a TLS option: use a rediss:// URL",
+            id="tls-option-on-redis",
+        ),
     ],
 )
 def test_a_bad_store_url_fails_at_start_up_naming_the_store(url, message):
