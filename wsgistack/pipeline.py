@@ -214,6 +214,15 @@ class _Builder:
                 options[name] = {k: self.app(v, f"{where} {name}.{k}") for k, v in value.items()}
         return options
 
+    def _resolve(self, use: Any, where: str) -> tuple[Any, Builtin | None]:
+        """The factory ``use`` names; its module failing while importing is named here."""
+        try:
+            return resolve_factory(use)
+        except ConfigError as exc:
+            raise self.fail(where, str(exc)) from exc.__cause__
+        except Exception as exc:  # the layer's or app's own module, while importing
+            raise self.fail(where, raised(exc)) from exc
+
     def _no_numbers_for_text(self, factory: Any, options: dict, where: str) -> None:
         """Refuse ``name = 2024`` for an option that takes text: TOML says how to quote it.
 
@@ -247,12 +256,7 @@ class _Builder:
             )
         use = table["use"]
         where = f"{prefix}layer {index} ({use})"
-        try:
-            factory, builtin = resolve_factory(use)
-        except ConfigError as exc:
-            raise self.fail(where, str(exc)) from exc.__cause__
-        except Exception as exc:  # the layer's or app's own module, while importing
-            raise self.fail(where, raised(exc)) from exc
+        factory, builtin = self._resolve(use, where)
         if builtin is not None and builtin.kind == "app":
             raise self.fail(where, f"{use!r} is an app, not a layer; put it in [app]")
         if not callable(factory):
@@ -294,12 +298,7 @@ class _Builder:
             return self.pipeline(spec, where)
         use = spec["use"]
         where = f"{where} ({use})"
-        try:
-            factory, builtin = resolve_factory(use)
-        except ConfigError as exc:
-            raise self.fail(where, str(exc)) from exc.__cause__
-        except Exception as exc:  # the layer's or app's own module, while importing
-            raise self.fail(where, raised(exc)) from exc
+        factory, builtin = self._resolve(use, where)
         if builtin is not None and builtin.kind == "layer":
             raise self.fail(where, f"{use!r} is a layer, not an app; put it in [[layer]]")
         options = {k: v for k, v in spec.items() if k != "use"}
