@@ -132,3 +132,20 @@ def test_paste_names_the_ini_and_the_filter(tmp_path, section, message, kind):
         loadapp(f"config:{ini}")
     assert str(raised.value) == f"{ini}: {message}"
     assert isinstance(raised.value.__cause__, kind)
+
+
+def test_sys_exit_while_built_is_a_load_failure_under_paste(tmp_path, monkeypatch):
+    # SystemExit went through loadapp and ended the process that loaded the ini.
+    (tmp_path / "quits.py").write_text("import sys\n\n\ndef store(url):\n    sys.exit(url)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = 'store = {use = "quits:store", url = "no config"}'
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        INI.format(filter=f"use = egg:wsgistack#rate_limit\nlimits = 10/minute\n{store}")
+    )
+    with pytest.raises(ConfigError) as raised:
+        loadapp(f"config:{ini}")
+    assert str(raised.value) == (
+        f"{ini}: filter rate_limit: store (quits:store): called sys.exit('no config')"
+    )
+    assert isinstance(raised.value.__cause__, SystemExit)

@@ -178,6 +178,10 @@ def construct(factory: Callable[..., Any], where: str, /, *args: Any, **options:
         raise ConfigError(f"{where}: {exc}") from exc
     except Exception as exc:  # its own failure, e.g. OSError: "FileNotFoundError: ..."
         raise ConfigError(f"{where}: {raised(exc)}") from exc
+    except SystemExit as exc:
+        # Not an Exception: in process it ended serve (status 1, naming no layer),
+        # and it ended a worker as a crash would, so the log named no layer either.
+        raise ConfigError(f"{where}: called sys.exit({exc.code!r})") from exc
 
 
 class _Builder:

@@ -57,3 +57,49 @@ def test_a_layer_that_fails_while_built_is_named_with_its_traceback(serve, tmp_p
     assert any('banner.py", line 3' in line for line in lines)  # the cause's traceback
     if workers == "1":
         assert "stopped, exit status 2: the app cannot be loaded" in lines[-1]
+
+
+QUITS = """\
+import sys
+
+
+class Quits:
+    def __init__(self, app, *, reason):
+        sys.exit(reason)
+
+
+def store(url):
+    sys.exit(3)
+"""
+
+QUITTING = {
+    "layer": '[[layer]]\nuse = "quits:Quits"\nreason = "no config"\n',
+    "option": '[[layer]]\nuse = "rate_limit"\nlimits = "5/minute"\n'
+    'store = {use = "quits:store", url = "redis://h/0"}\n',
+}
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("layer", "layer 1 (quits:Quits): called sys.exit('no config')"),
+        ("option", "layer 1 (rate_limit): store (quits:store): called sys.exit(3)"),
+    ],
+)
+def test_a_layer_that_calls_sys_exit_while_built_stops_the_server(
+    serve, tmp_path, workers, where, said
+):
+    # SystemExit is not an Exception: it went past the pipeline's builder, so
+    # in process serve printed "no config" and exited 1, and a worker logged
+    # "worker N failed" with a traceback and died as a crash: neither named the
+    # layer nor said the app cannot be loaded.
+    (tmp_path / "quits.py").write_text(QUITS)
+    (tmp_path / "stack.toml").write_text(f'{QUITTING[where]}[app]\nuse = "slowapp:app"\n')
+    server = serve("--workers", workers, target=("--config", "stack.toml"), wait=False)
+    assert server.proc.wait(timeout=15) == 2
+    lines = server.log.read_text().splitlines()
+    assert any(line.endswith(f"cannot load the app: stack.toml: {said}") for line in lines), lines
+    assert not any("respawning" in line for line in lines)
+    if workers == "1":
+        assert "stopped, exit status 2: the app cannot be loaded" in lines[-1]
