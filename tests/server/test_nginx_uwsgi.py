@@ -345,3 +345,41 @@ def test_a_request_without_host_gets_urls_on_the_listeners_name(nginx):
         answer = read_until_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(b"\r\n\r\nhttp://127.0.0.1:%d/url" % nginx.port)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "logged"),
+    [
+        ("/" + "a" * 300, [], 414, "a 301-byte REQUEST_URI is over the 256-byte"),
+        ("/", [(f"X-H{n}", "v") for n in range(6)], 431, "7 header fields are over the limit of 5"),
+        ("/", [("X-Big", "v" * 1500)], 431, "1526 bytes of header fields are over the 1024-byte"),
+        ("/" + "a" * 200, [(f"X-H{n}", "v") for n in range(4)], 200, None),
+    ],
+    ids=["request-line", "header-count", "header-size", "within"],
+)
+def test_the_parser_limits_given_on_the_command_line_apply_to_a_uwsgi_bind(
+    serve, tmp_path, path, headers, status, logged
+):
+    # The packet's one size limit (twice the line plus the headers plus 4 KiB)
+    # was all a uwsgi bind applied: with these flags, a 300-byte target, 7
+    # header fields or a 1500-byte one reached the app, where HTTP says 414 or 431.
+    server = serve(
+        "--protocol", "uwsgi",
+        "--max-request-line", "256",
+        "--max-headers", "5",
+        "--max-header-size", "1024",
+    )  # fmt: skip
+    locations = f"""
+    location / {{
+      include {uwsgi_params()};
+      uwsgi_pass 127.0.0.1:{server.port};
+    }}"""
+    (tmp_path / "nginx").mkdir()
+    with Nginx(tmp_path / "nginx", locations) as front:
+        got, _, body = request(front, "GET", path, headers=headers)  # with Host: one field more
+    assert got == status, body
+    log = server.log.read_text()
+    if logged is None:
+        assert "refused a uwsgi packet" not in log
+    else:
+        assert f"refused a uwsgi packet: uwsgi: {logged}" in log

@@ -243,6 +243,7 @@ class UwsgiParser(RequestQueue):
         self._buffer = b""
         if not variables.get("REQUEST_METHOD"):
             raise ProtocolError("uwsgi: the packet has no REQUEST_METHOD", 400)
+        self._check_limits(variables)
         length_text = variables.get("CONTENT_LENGTH")
         if length_text:
             if not (length_text.isascii() and length_text.isdigit()):
@@ -264,6 +265,38 @@ class UwsgiParser(RequestQueue):
             self._complete(request)
         elif rest:
             self._body(request, rest)
+
+    def _check_limits(self, variables: dict[str, str]) -> None:
+        """Refuse a head over the limits the HTTP bind applies, with its statuses.
+
+        The packet's own limit only bounds them together: a target of 600 bytes
+        passed --max-request-line 256, and 20 headers --max-headers 5.  Header
+        fields are the ``HTTP_*`` variables (a repeated one, joined, counts once),
+        each sized as its HTTP line (``Name: value`` and CRLF).
+        """
+        limits = self.limits
+        target = len(variables.get("REQUEST_URI", ""))
+        if target > limits.max_request_line:
+            raise ProtocolError(
+                f"uwsgi: a {target}-byte REQUEST_URI is over the "
+                f"{limits.max_request_line}-byte request-line limit",
+                414,
+            )
+        fields = size = 0
+        for name, value in variables.items():
+            if name.startswith("HTTP_"):
+                fields += 1
+                size += len(name) + len(value) - 1  # less "HTTP_", plus ": " and CRLF
+        if fields > limits.max_headers:
+            raise ProtocolError(
+                f"uwsgi: {fields} header fields are over the limit of {limits.max_headers}", 431
+            )
+        if size > limits.max_header_size:
+            raise ProtocolError(
+                f"uwsgi: {size} bytes of header fields are over the "
+                f"{limits.max_header_size}-byte limit",
+                431,
+            )
 
     @property
     def refusing_head(self) -> bool:
