@@ -200,6 +200,12 @@ class UwsgiParser(RequestQueue):
         # (REQUEST_URI, then PATH_INFO and QUERY_STRING), each header grows by
         # "HTTP_" and its sizes, and nginx adds its own params.
         self._packet_limit = 2 * limits.max_request_line + limits.max_header_size + _PARAMS_ROOM
+        # A packet no larger than this cannot break a limit of the head: a variable
+        # takes 4 bytes more than its HTTP line, and a header at least 9 (HTTP_ and
+        # the two sizes), so only a larger one is counted field by field.
+        self._within_limits = min(
+            limits.max_request_line, limits.max_header_size, 9 * (limits.max_headers + 1) - 1
+        )
         self._buffer = b""
         self._current: UwsgiRequest | None = None
         self._done = False
@@ -243,7 +249,8 @@ class UwsgiParser(RequestQueue):
         self._buffer = b""
         if not variables.get("REQUEST_METHOD"):
             raise ProtocolError("uwsgi: the packet has no REQUEST_METHOD", 400)
-        self._check_limits(variables)
+        if size > self._within_limits:
+            self._check_limits(variables)
         length_text = variables.get("CONTENT_LENGTH")
         if length_text:
             if not (length_text.isascii() and length_text.isdigit()):
