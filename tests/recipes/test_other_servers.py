@@ -28,6 +28,13 @@ HEAD_OF_10 = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10
 
 #: uWSGI as its users run it in production: a master, two processes of two threads.
 UWSGI_PREFORK = ("--master", "--processes", "2", "--threads", "2")
+#: The foreign servers ErrorCatcher's error page and cut responses are checked under.
+ERROR_PAGE_SERVERS = [
+    pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
+    pytest.param("gunicorn", ("-k", "gthread", "--threads", "2"), id="gunicorn-gthread"),
+    pytest.param("waitress", (), id="waitress"),
+    pytest.param("uwsgi", UWSGI_PREFORK, id="uwsgi"),
+]
 
 
 def fetch(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
@@ -310,14 +317,7 @@ def served_by(server: str, options: tuple[str, ...], target: str, home) -> Itera
     ],
 )
 @pytest.mark.parametrize(
-    ("server", "options"),
-    [
-        pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
-        pytest.param("gunicorn", ("-k", "gthread", "--threads", "2"), id="gunicorn-gthread"),
-        pytest.param("waitress", (), id="waitress"),
-        pytest.param("uwsgi", UWSGI_PREFORK, id="uwsgi"),
-        pytest.param("wsgistack", (), id="wsgistack"),
-    ],
+    ("server", "options"), [*ERROR_PAGE_SERVERS, pytest.param("wsgistack", (), id="wsgistack")]
 )
 def test_a_body_failing_before_its_first_byte_gets_one_whole_error_page(
     server, options, target, tmp_path
@@ -338,15 +338,7 @@ def test_a_body_failing_before_its_first_byte_gets_one_whole_error_page(
     assert run.log.count("Traceback") <= 1, run.log  # ErrorCatcher's record, once
 
 
-@pytest.mark.parametrize(
-    ("server", "options"),
-    [
-        pytest.param("gunicorn", ("-k", "sync"), id="gunicorn-sync"),
-        pytest.param("gunicorn", ("-k", "gthread", "--threads", "2"), id="gunicorn-gthread"),
-        pytest.param("waitress", (), id="waitress"),
-        pytest.param("uwsgi", UWSGI_PREFORK, id="uwsgi"),
-    ],
-)
+@pytest.mark.parametrize(("server", "options"), ERROR_PAGE_SERVERS)
 def test_a_body_failing_after_its_first_byte_is_cut_and_its_traceback_logged_once(
     server, options, tmp_path
 ):
