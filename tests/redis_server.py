@@ -23,7 +23,14 @@ from pathlib import Path
 
 from tests.processes import stop_process
 
-__all__ = ["OPENSSL", "REDIS_SERVER", "RedisServer", "TLSFiles", "make_certificates"]
+__all__ = [
+    "OPENSSL",
+    "REDIS_SERVER",
+    "RedisServer",
+    "TLSFiles",
+    "encrypt_key",
+    "make_certificates",
+]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
@@ -101,6 +108,22 @@ def make_certificates(directory) -> TLSFiles:
         client_key=directory / "client.key",
         other_ca=directory / "other_ca.pem",
     )
+
+
+def encrypt_key(key: Path, out: Path, password: str) -> Path:
+    """``key`` encrypted with ``password`` (AES-256), written to ``out``, by openssl."""
+    _openssl(
+        out.parent,
+        "pkey",
+        "-in",
+        str(key),
+        "-aes256",
+        "-passout",
+        f"pass:{password}",
+        "-out",
+        str(out),
+    )
+    return out
 
 
 def _free_port() -> int:

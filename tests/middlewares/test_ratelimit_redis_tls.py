@@ -7,7 +7,9 @@ The TLS options are redis-py's, given in the URL's query: ``ssl_ca_certs``
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
 from wsgiref.validate import validator
 
 import pytest
@@ -15,6 +17,8 @@ import redis
 from webtest import TestApp
 
 from tests.conftest import hello_app
+from tests.redis_server import TLSFiles, encrypt_key
+from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RateLimiter
 
 
@@ -107,4 +111,117 @@ def test_a_tls_store_that_cannot_connect_is_a_store_failure(request, caplog, cas
     shown = url.replace(":s3cret@", ":***@")
     assert f"store failed (Redis at {shown}:" in warning
     assert "s3cret" not in warning
+    layer.close()
+
+
+@pytest.fixture
+def odd_files(tmp_path, tls_files) -> dict[str, Path]:
+    """Files that exist but are no use as they are named: not PEM, encrypted, combined."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    combined = tmp_path / "client-and-key.pem"
+    combined.write_text(tls_files.client_cert.read_text() + tls_files.client_key.read_text())
+    return {
+        "junk": junk,
+        "encrypted": encrypt_key(tls_files.client_key, tmp_path / "encrypted.key", "pw0rd"),
+        "combined": combined,
+    }
+
+
+def _bad_tls_queries(files: TLSFiles, odd: dict[str, Path]) -> dict[str, tuple[str, str]]:
+    """The query of a rediss:// URL, and what start-up says about it."""
+    cert, key, junk = files.client_cert, files.client_key, odd["junk"]
+    return {
+        "ca-not-pem": (f"ssl_ca_certs={junk}", f"ssl_ca_certs: '{junk}': no PEM certificate"),
+        "ca-is-a-key": (f"ssl_ca_certs={key}", f"ssl_ca_certs: '{key}': no PEM certificate"),
+        "cert-not-pem": (
+            f"ssl_certfile={junk}&ssl_keyfile={key}",
+            f"ssl_certfile: '{junk}': no PEM certificate",
+        ),
+        "key-not-pem": (
+            f"ssl_certfile={cert}&ssl_keyfile={junk}",
+            f"ssl_keyfile: '{junk}': no PEM private key in it",
+        ),
+        "key-of-another-certificate": (
+            f"ssl_certfile={cert}&ssl_keyfile={files.server_key}",
+            f"ssl_keyfile: '{files.server_key}': not the key of the certificate in '{cert}'",
+        ),
+        "key-needs-a-password": (
+            f"ssl_certfile={cert}&ssl_keyfile={odd['encrypted']}",
+            f"ssl_keyfile: '{odd['encrypted']}': the key is encrypted: give its password "
+            f"as ssl_password",
+        ),
+        "wrong-password": (
+            f"ssl_certfile={cert}&ssl_keyfile={odd['encrypted']}&ssl_password=n0pe",
+            f"ssl_password: does not decrypt '{odd['encrypted']}'",
+        ),
+        "certificate-without-its-key": (
+            f"ssl_certfile={cert}",
+            f"ssl_certfile: '{cert}': no PEM private key in it (give the key as ssl_keyfile)",
+        ),
+        "key-without-certificate": (
+            f"ssl_keyfile={key}",
+            "ssl_keyfile: needs ssl_certfile, the certificate it is for",
+        ),
+        "ca-data-not-pem": ("ssl_ca_data=junk", "ssl_ca_data: no certificate in it"),
+        "ciphers": (
+            "ssl_ciphers=NO-SUCH-CIPHER",
+            "ssl_ciphers: no cipher matches 'NO-SUCH-CIPHER'",
+        ),
+        "min-version": ("ssl_min_version=99", "ssl_min_version: Unsupported TLS/SSL version"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ca-not-pem",
+        "ca-is-a-key",
+        "cert-not-pem",
+        "key-not-pem",
+        "key-of-another-certificate",
+        "key-needs-a-password",
+        "wrong-password",
+        "certificate-without-its-key",
+        "key-without-certificate",
+        "ca-data-not-pem",
+        "ciphers",
+        "min-version",
+    ],
+)
+def test_a_tls_file_redis_py_cannot_load_fails_at_start_up(tls_files, odd_files, case):
+    # Each was taken, and every connection then failed before its handshake: at
+    # the first request, after the deploy (fail="open": no limit at all).  The
+    # port is closed: the files are checked without connecting.
+    query, message = _bad_tls_queries(tls_files, odd_files)[case]
+    url = f"rediss://:s3cret@127.0.0.1:1/0?{query}"
+    shown = url.replace(":s3cret@", ":***@")
+    with pytest.raises(ConfigError, match=re.escape(f"store: {shown!r}: {message}")) as caught:
+        RateLimiter(hello_app, "1/minute", store=url)
+    assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["encrypted-key-and-password", "certificate-and-key-in-one"])
+def test_client_certificates_redis_py_accepts_pass_the_check(
+    tls_redis_client_certificates, tls_files, odd_files, case
+):
+    # The check loads what redis-py loads: an encrypted key with ssl_password,
+    # and a certificate file holding its key too, reach the server and count.
+    query = {
+        "encrypted-key-and-password": (
+            f"ssl_certfile={tls_files.client_cert}&ssl_keyfile={odd_files['encrypted']}"
+            f"&ssl_password=pw0rd"
+        ),
+        "certificate-and-key-in-one": f"ssl_certfile={odd_files['combined']}",
+    }[case]
+    port = tls_redis_client_certificates.port
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tls_files.ca}&{query}"
+    layer = RateLimiter(
+        validator(hello_app), "2/minute", store=url, fail="closed", key="header:X-Case"
+    )
+    app = TestApp(validator(layer))
+    statuses = [
+        app.get("/", headers={"X-Case": case}, expect_errors=True).status_int for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]  # fail="closed": a failing store would be 503s
     layer.close()
