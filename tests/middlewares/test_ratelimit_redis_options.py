@@ -290,3 +290,41 @@ def test_a_sentinel_client_is_named_by_its_service_not_localhost(caplog):
     assert store.url == "Redis(sentinel service 'mymaster'/2)"
     assert "sentinel service 'mymaster'" in repr(store)
     assert not any("has no socket_timeout" in w for w in _warnings(caplog))
+
+
+def test_a_cluster_client_that_could_hold_requests_is_named_at_start_up(redis_cluster, caplog):
+    # A redis.RedisCluster was not checked at all, and was shown as
+    # <redis.cluster.RedisCluster object at 0x...>.  Without a socket_timeout a
+    # silent node held every request; its default retry (10 times, with
+    # back-off, the cluster's own: its nodes never retry) made one silent node
+    # cost every request seconds instead of the socket_timeout.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    port = redis_cluster.port
+    warnings = []
+    for index, options in enumerate(
+        [
+            {"socket_timeout": None, "retry": Retry(NoBackoff(), 0)},
+            {"socket_timeout": 0.25},
+            {"socket_timeout": 0.25, "retry": Retry(NoBackoff(), 0)},
+        ]
+    ):
+        client = redis.RedisCluster(host="127.0.0.1", port=port, **options)
+        caplog.clear()
+        store = RedisStore(client, prefix=f"cluster{index}:")
+        assert store.url == f"RedisCluster(127.0.0.1:{port})"
+        layer = RateLimiter(validator(hello_app), "2/minute", store=store, fail="closed")
+        assert [hit(TestApp(validator(layer))) for _ in range(3)] == [200, 200, 429]
+        warnings.append(_warnings(caplog))
+        client.close()
+    no_timeout, retrying, fine = warnings
+    assert not any("retries each command" in w for w in no_timeout)
+    assert any(
+        f"RedisStore: the client RedisCluster(127.0.0.1:{port}) has no socket_timeout" in w
+        for w in no_timeout
+    )
+    assert any("retries each command 10 times" in w for w in retrying)
+    assert not any("has no socket_timeout" in w for w in retrying)
+    assert fine == []

@@ -20,6 +20,7 @@ from tests.conftest import hello_app
 from tests.redis_server import TLSFiles, encrypt_key
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares.ratelimit import RedisStore
 
 
 def hits(layer: RateLimiter, client: str, times: int) -> list[int]:
@@ -225,3 +226,18 @@ def test_client_certificates_redis_py_accepts_pass_the_check(
     ]
     assert statuses == [200, 200, 429]  # fail="closed": a failing store would be 503s
     layer.close()
+
+
+def test_a_tls_client_passed_in_with_a_file_it_cannot_load_fails_at_start_up(tls_files, odd_files):
+    # A redis.Redis(ssl=True, ...) connects at its first command: a CA file with
+    # no certificate in it failed every check, from the first request on.
+    import redis
+
+    junk = odd_files["junk"]
+    with redis.Redis(host="127.0.0.1", port=1, ssl=True, ssl_ca_certs=str(junk)) as client:
+        message = (
+            f"RedisStore: the client Redis(127.0.0.1:1/0): ssl_ca_certs: '{junk}': "
+            f"no PEM certificate in it"
+        )
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            RateLimiter(hello_app, "1/minute", store=RedisStore(client))

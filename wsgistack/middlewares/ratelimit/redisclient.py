@@ -17,11 +17,11 @@ from ...errors import ConfigError
 from ...options import count, seconds
 
 __all__ = [
+    "check_client",
     "check_options",
     "check_tls",
     "check_url",
     "client_name",
-    "warn_if_it_may_hold",
     "without_password",
 ]
 
@@ -32,13 +32,37 @@ _UNKNOWN = object()
 
 
 def _pool(client: Any) -> Any:
-    return getattr(client, "connection_pool", None)
+    """The pool whose settings a client's connections get (None if it has none we know).
+
+    A ``redis.Redis`` has one.  A ``redis.RedisCluster`` gives each node a pool
+    made from the same keyword arguments, so its default node's stands for all.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None and _is_cluster(client):
+        node = getattr(client.get_default_node(), "redis_connection", None)
+        pool = getattr(node, "connection_pool", None)
+    return pool
+
+
+def _is_cluster(client: Any) -> bool:
+    return callable(getattr(client, "get_default_node", None))
 
 
 def _settings(client: Any) -> dict[str, Any] | None:
-    """A ``redis.Redis`` client's connection settings; None for others (a cluster)."""
+    """A client's connection settings (redis-py's keyword arguments); None if unknown."""
     settings = getattr(_pool(client), "connection_kwargs", None)
     return settings if isinstance(settings, dict) else None
+
+
+def _retries(client: Any, settings: dict[str, Any]) -> int:
+    """How often the client retries a failed command.
+
+    A cluster retries itself (``RedisCluster(retry=...)``, 10 times with
+    back-off by default), its nodes' pools never.
+    """
+    retry = getattr(client, "retry", None) if _is_cluster(client) else settings.get("retry")
+    get_retries = getattr(retry, "get_retries", None)
+    return get_retries() if callable(get_retries) else 0
 
 
 def _setting(client: Any, settings: dict[str, Any], name: str) -> Any:
@@ -65,10 +89,13 @@ def _setting(client: Any, settings: dict[str, Any], name: str) -> Any:
 
 def client_name(client: Any) -> str:
     """A client passed in, as warnings and ``describe()`` show it: where it connects."""
+    kind = type(client).__name__
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if _is_cluster(client) and isinstance(nodes, dict) and nodes:  # the nodes it starts from
+        return f"{kind}({', '.join(nodes)})"
     settings = _settings(client)
     if settings is None:
         return repr(client)
-    kind = type(client).__name__
     db = settings.get("db", 0)
     service = getattr(_pool(client), "service_name", None)
     if isinstance(service, str):  # a Sentinel's: the master it finds, not a host of its own
@@ -80,18 +107,24 @@ def client_name(client: Any) -> str:
     return f"{kind}({settings['host']}:{settings.get('port', 6379)}/{db})"
 
 
-def warn_if_it_may_hold(client: Any, name: str) -> None:
-    """Say at start-up when a client passed in would keep requests waiting on a Redis outage.
+def check_client(client: Any, name: str) -> None:
+    """Check a client passed in, at start-up, as a URL's options are checked.
 
-    A client without a socket timeout waits for a reply for ever, and one that
-    retries (redis-py 6 and later, by default) does so with back-off: while Redis
-    is down or silent, every request waits that long before ``fail=`` applies.
-    A store made from a URL has neither.  (A ``redis.RedisCluster`` keeps its
-    settings elsewhere and is not checked.)
+    TLS files it could not load fail here (:func:`check_tls`), not at every
+    connection.  A client without a socket timeout waits for a reply for ever,
+    and one that retries (redis-py 6 and later, and ``redis.RedisCluster``, by
+    default) does so with back-off: while Redis is down or silent, every
+    request waits that long before ``fail=`` applies.  Those are warned about.
+    A store made from a URL has neither.
     """
+    from redis.connection import SSLConnection
+
     settings = _settings(client)
     if settings is None:
         return
+    connection_class = getattr(_pool(client), "connection_class", None)
+    if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
+        check_tls(settings, f"RedisStore: the client {name}")
     if _setting(client, settings, "socket_timeout") is None:
         _log.warning(
             "RedisStore: the client %s has no socket_timeout, so a Redis that stops "
@@ -99,8 +132,7 @@ def warn_if_it_may_hold(client: Any, name: str) -> None:
             "with socket_timeout= (0.25, as a redis:// store has) or pass a redis:// URL",
             name,
         )
-    get_retries = getattr(settings.get("retry"), "get_retries", None)
-    retries = get_retries() if callable(get_retries) else 0
+    retries = _retries(client, settings)
     if retries:
         _log.warning(
             "RedisStore: the client %s retries each command %d times with back-off, so "

@@ -27,13 +27,7 @@ from ...errors import ConfigError, WsgiStackError
 from ...forking import forget_on_fork
 from ...options import count, seconds
 from .rate import SKEW, Rate
-from .redisclient import (
-    check_options,
-    check_url,
-    client_name,
-    warn_if_it_may_hold,
-    without_password,
-)
+from .redisclient import check_client, check_options, check_url, client_name, without_password
 from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
@@ -353,7 +347,7 @@ class RedisStore:
             self.client = target
             self.url = client_name(target)  # its repr is a page of pool settings
             self._owns_client = False  # the caller's client: the caller closes it
-            warn_if_it_may_hold(target, self.url)
+            check_client(target, self.url)
         self.prefix = prefix
         self._noscript = redis.exceptions.NoScriptError
         self._sources = {"gcra": GCRA_LUA, "sliding_window": SLIDING_LUA}
