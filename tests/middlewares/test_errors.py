@@ -576,3 +576,23 @@ def test_trusted_proxies_in_a_pipeline_file():
     spec["layer"][0]["trusted_proxies"] = "10.0.0.0/33"
     with pytest.raises(ConfigError, match=r"trusted_proxies.*10\.0\.0\.0/33"):
         build_pipeline(spec)
+
+
+def test_nested_catchers_log_a_write_then_raise_once_and_report_it_once(caplog):
+    # A site-wide ErrorCatcher around a mounted app that has its own: the inner one
+    # logs the failure and raises ResponseCut; the outer must pass that on to the
+    # server, not log it (and report it to on_error) a second time as an app error.
+    reported = []
+
+    def write_app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written")
+        raise ValueError(SECRET)
+
+    inner = ErrorCatcher(validator(write_app))
+    outer = ErrorCatcher(validator(inner), on_error=lambda *args: reported.append(args))
+    outcome = serve_once(validator(outer))
+    assert outcome.body == b"written" and isinstance(outcome.aborted, ResponseCut)
+    [record] = error_records(caplog)
+    assert record.exc_info[0] is ValueError
+    assert reported == []

@@ -229,8 +229,10 @@ class ErrorCatcher:
         note_file_wrapper(environ)
         try:
             body = self.app(environ, exchange.begin)
-        except ProtocolError:
-            raise  # the client's fault (its body timed out, broke off): the server answers
+        except (ProtocolError, ResponseCut):
+            # ProtocolError: the client's fault (its body timed out, broke off), the server
+            # answers; ResponseCut: a layer below (an inner ErrorCatcher) logged it already.
+            raise
         except Exception as exc:
             if body_error_behind(exc) is not None:
                 raise  # the same, wrapped by the app (Django's UnreadablePostError)
