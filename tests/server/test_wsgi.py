@@ -243,6 +243,13 @@ def test_start_response_twice_without_exc_info_is_a_500():
         pytest.param("200 OK", [("Content-Length", "\xb2")], id="non-ascii-digit-length"),
         pytest.param("200 caf\u2603", [], id="non-latin-1-status"),
         pytest.param("200 OK", [("X-Evil", "a\x00b")], id="nul-in-value"),
+        # RFC 9110 5.5: no control byte but HTAB in a field value; llhttp (Node.js)
+        # and gunicorn refuse the whole response for one, so the app's fault shows.
+        pytest.param("200 OK", [("X-Ctl", "a\x01b")], id="ctl-in-value"),
+        pytest.param("200 OK", [("X-Ctl", "a\x0bb")], id="vt-in-value"),
+        pytest.param("200 OK", [("X-Ctl", "a\x7fb")], id="del-in-value"),
+        pytest.param("200 O\x01K", [], id="ctl-in-reason"),  # RFC 9112 4: the same
+        pytest.param("200 O\x7fK", [], id="del-in-reason"),
         pytest.param("200 OK", [(b"X-Bytes", "a")], id="bytes-name"),
         pytest.param("200 OK", [(["X-List"], "a")], id="unhashable-name"),
         pytest.param("200 OK", [("X-Int", 5)], id="int-value"),
@@ -264,6 +271,23 @@ def test_injected_status_or_header_is_refused_with_500(status, headers):
         data = client.read_to_close()
         assert data.startswith(b"HTTP/1.1 500 ")
         assert b"Set-Cookie" not in data and b"body" not in data
+
+
+def test_a_tab_and_obs_text_in_a_header_value_and_reason_go_out():
+    # RFC 9110 5.5 and RFC 9112 4: HTAB and obs-text (latin-1) are allowed; only
+    # the other control bytes are refused.
+    def app(environ, start_response):
+        start_response(
+            "200 Fine\tThanks", [*TEXT, ("X-Tab", "a\tcaf\u00e9"), ("Content-Length", "2")]
+        )
+        return [b"ok"]
+
+    # wsgiref's validator refuses every control byte, HTAB too: stricter than the RFC.
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        client.send(GET % b"")
+        head = client._read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 Fine\tThanks\r\n")
+        assert b"\r\nX-Tab: a\tcaf\xe9\r\n" in head
 
 
 def test_a_repeated_content_length_goes_out_once():

@@ -1,7 +1,8 @@
 """One response: its state, the checks of what an app gives ``start_response``, its bytes.
 
 ``check_head`` refuses a status or header that would inject into the
-response (CR, LF, NUL, non-latin-1, a name that is not a token), framing a
+response or make a client refuse it (CR, LF, NUL or another control byte but
+HTAB, non-latin-1, a name that is not a token), framing a
 proxy in front could misread (two Content-Lengths), and a 1xx (WSGI cannot
 send a final response after it); it takes a bare ``"200"`` as gunicorn does.
 A refusal is a ``BadHead``, which the connection answers with a logged 500.
@@ -41,7 +42,12 @@ __all__ = [
 
 #: PEP 3333 asks for "200 OK"; a bare "200" is taken too, as gunicorn, waitress
 #: and uWSGI take it, and sent with its standard reason (``_REASONS``).
-_STATUS = re.compile(r"[1-5][0-9][0-9](?: [^\r\n\x00]*)?\Z")
+#: RFC 9112 4: a reason phrase is HTAB, SP, VCHAR and obs-text: no other control byte.
+_STATUS = re.compile(r"[1-5][0-9][0-9](?: [^\x00-\x08\x0a-\x1f\x7f]*)?\Z")
+#: RFC 9110 5.5: the control bytes a field value cannot hold (all but HTAB).  CR,
+#: LF and NUL would inject; the others make llhttp (Node.js) and gunicorn's
+#: parser refuse the whole response, so a client would see no answer at all.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _REASONS = {str(status.value): status.phrase for status in HTTPStatus}
 #: Fields the server adds unless the app set its own (RFC 9110 6.6.1: one Date).
 DATE, SERVER = 1, 2
@@ -113,7 +119,7 @@ def check_head(
         kind = _KINDS.get(name) if type(name) is str else None
         if kind is None:
             kind = _kind(name)
-        # RFC 9110 5.5: a field value excludes CR, LF and NUL; latin-1 is all we send.
+        # RFC 9110 5.5: a field value holds no control byte but HTAB; latin-1 is all we send.
         if type(value) is not str or not (value.isascii() and value.isprintable()):
             _check_value(name, value)
         if kind:
@@ -182,8 +188,8 @@ def _kind(name: Any) -> int:
 
 
 def _check_value(name: str, value: Any) -> None:
-    """Refuse a value that is not a string, holds CR, LF or NUL, or is not latin-1."""
-    if type(value) is not str or "\r" in value or "\n" in value or "\x00" in value:
+    """Refuse a value that is not a string, holds a control byte but HTAB, or is not latin-1."""
+    if type(value) is not str or _CONTROL.search(value):
         raise BadHead(f"invalid header value for {name}: {value!r}")
     _latin1(value, f"header {name}")
 
