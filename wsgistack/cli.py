@@ -16,7 +16,7 @@ from .compose import describe
 from .errors import ConfigError
 from .loader import log_load_failure, working_directory
 from .pipeline import load_pipeline
-from .server.cli import add_serve
+from .server.cli import add_serve, pipeline_options
 
 __all__ = ["main"]
 
@@ -27,6 +27,7 @@ DESCRIPTION = (
 
 
 def _check(args: argparse.Namespace) -> int:
+    pipeline_options(args.file, {})  # its [server] table, as serve --config reads it
     try:
         app = load_pipeline(args.file)
     except Exception as exc:
@@ -80,8 +81,9 @@ def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Names
     parser = commands.add_parser(
         "check",
         help="load and validate a pipeline file, print it",
-        description="Load a TOML pipeline file as serve --config would, building every"
-        " layer and the app, and print the pipeline outermost first. Exit status 0 when"
+        description="Load a TOML pipeline file as serve --config would, checking its"
+        " [server] options and building every layer and the app, and print the pipeline"
+        " outermost first. Exit status 0 when"
         " it loads, 2 when it does not, with the reason.",
     )
     parser.add_argument("file", metavar="FILE", help="the TOML pipeline file")

@@ -32,6 +32,7 @@ from .options import did_you_mean, text_options, unknown_option
 
 __all__ = [
     "BUILTINS",
+    "SERVER_TABLE",
     "Builtin",
     "build_objects",
     "build_pipeline",
@@ -73,6 +74,10 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 _PIPELINE_KEYS = ("layer", "app")
+#: The top-level table of a pipeline file that holds the server's options.  It
+#: is ``wsgistack serve``'s (and ``check``'s) to read: building the app ignores
+#: it, so the same file serves under gunicorn or uWSGI, whose options are their own.
+SERVER_TABLE = "server"
 
 
 def resolve_factory(use: str) -> tuple[Callable[..., Any], Builtin | None]:
@@ -333,11 +338,13 @@ class _Builder:
         prefix = f"{where}: " if where else ""
         if not isinstance(config, Mapping):
             raise ConfigError(f"{self.source}: {prefix}expected a table, got {config!r}")
+        keys = _PIPELINE_KEYS if where else (*_PIPELINE_KEYS, SERVER_TABLE)
         for key in config:
-            if key not in _PIPELINE_KEYS:
+            if key not in keys:
                 raise ConfigError(
                     f"{self.source}: {prefix}unknown key {key!r}"
-                    f"{did_you_mean(key, list(_PIPELINE_KEYS))}; a pipeline has [[layer]] and [app]"
+                    f"{did_you_mean(key, keys)}; a pipeline has [[layer]] and [app]"
+                    + ("" if where else f", and its file a [{SERVER_TABLE}] table")
                 )
         if "app" not in config:
             raise ConfigError(f"{self.source}: {prefix}no [app]: a pipeline needs an app to serve")

@@ -42,6 +42,7 @@ def serve(tmp_path) -> Iterator:
         max_files: int = 0,
         launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
         cwd: Path = tmp_path,
+        bind: tuple[str, ...] = ("--bind", "127.0.0.1:0"),
     ) -> Served:
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as handle:
@@ -51,8 +52,7 @@ def serve(tmp_path) -> Iterator:
                     *launcher,
                     "serve",
                     *target,
-                    "--bind",
-                    "127.0.0.1:0",
+                    *bind,
                     *options,
                 ],
                 cwd=cwd,

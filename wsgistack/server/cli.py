@@ -12,17 +12,17 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
 from ..loader import app_failed, load_app, log_load_failure, working_directory
-from ..pipeline import load_pipeline, read_pipeline
-from .config import ServerConfig
+from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
+from .config import ServerConfig, layered_options
 from .listener import describe_socket
 from .server import Server
 
-__all__ = ["add_serve"]
+__all__ = ["add_serve", "pipeline_options", "serve_announced", "start_logging"]
 
 #: (option, metavar, help) in the order --help shows them; values go through config.OPTIONS.
 _HELP = (
@@ -158,18 +158,17 @@ class _NotWrittenYet(logging.Filter):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
-    config = ServerConfig.from_options(**options)  # validate before loading the app
     if (args.app is None) == (args.config is None):
         raise ConfigError("give exactly one of APP or --config FILE")
-    handler = logging.StreamHandler()
-    handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
-    handler.addFilter(_NotWrittenYet(handler.stream))
-    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
+    if args.config is not None:
+        # A missing or broken file, a bad [server] option: one line, before binding.
+        options = pipeline_options(args.config, options)
+    config = ServerConfig.from_options(**options)  # validate before loading the app
+    start_logging(config.log_level)
     if args.app is not None:
         load = functools.partial(load_app, args.app)
     else:
-        read_pipeline(args.config)  # a missing or broken file: one line, before binding
         load = functools.partial(load_pipeline, args.config)
     loader = functools.partial(_load_in, working_directory(), load, args.app or args.config)
     if config.workers == 0:
@@ -185,6 +184,28 @@ def _serve(args: argparse.Namespace) -> int:
         server = Server(app, **options)
     else:
         server = Server(loader=loader, **options)  # workers load it: SIGHUP reloads code
+    return serve_announced(server)
+
+
+def pipeline_options(path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The server options of pipeline file ``path``'s ``[server]`` table, ``overrides`` winning."""
+    table = read_pipeline(path).get(SERVER_TABLE, {})
+    return layered_options(table, f"{path}: [{SERVER_TABLE}]", overrides)
+
+
+def start_logging(level: str) -> None:
+    """Our log lines on standard error, unless the process has set up logging already.
+
+    (``pserve`` sets it up from the ini's ``[loggers]`` before it starts a server.)
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+    handler.addFilter(_NotWrittenYet(handler.stream))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def serve_announced(server: Server) -> int:
+    """Bind, log a ``listening on`` line per socket, and serve until stopped."""
     server.bind()
     for sock, bind in zip(server.listeners, server.config.bind, strict=True):
         host, port = describe_socket(sock)
@@ -225,7 +246,11 @@ def add_serve(
     )
     parser.add_argument("app", nargs="?", metavar="APP", help=f"the WSGI app: {APP_FORMS}")
     parser.add_argument(
-        "--config", metavar="FILE", help="a TOML pipeline file to serve, instead of APP"
+        "--config",
+        metavar="FILE",
+        help="a TOML pipeline file to serve, instead of APP; its [server] table sets the"
+        " options below by their names (max_body_size = 1048576), and a flag given here"
+        " wins over the file",
     )
     for name, metavar, text in _HELP:
         flag = "--" + name.replace("_", "-")

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..options import MAX_SECONDS
+from ..options import MAX_SECONDS, did_you_mean
 from ..paths import check_spelling
 
-__all__ = ["OPTIONS", "Bind", "ServerConfig", "parse_bind"]
+__all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -315,6 +315,45 @@ def convert_options(options: Mapping[str, Any]) -> dict[str, Any]:
     converted: dict[str, Any] = {}
     for name, value in options.items():
         if name not in OPTIONS:
-            raise ConfigError(f"{name}: unknown server option (known: {', '.join(OPTIONS)})")
+            hint = did_you_mean(name, OPTIONS) or f" (known: {', '.join(OPTIONS)})"
+            raise ConfigError(f"{name}: unknown server option{hint}")
         converted[name] = OPTIONS[name](value)
     return converted
+
+
+def layered_options(
+    table: Any, where: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The server options of a config file's table, with ``overrides`` (flags) over them.
+
+    Each value is converted and checked here, before anything binds or loads,
+    and an error says where it came from: ``stack.toml: [server]: workers: -1
+    must be ...`` for the file's, the option alone for a flag's.  The command
+    line wins over the file, as gunicorn's does over its config file.  The
+    result is what ``ServerConfig.from_options`` (or ``Server``) takes.
+    """
+    given = convert_options(overrides or {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a table of server options, got {table!r}")
+    try:
+        from_file = convert_options(table)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc.__cause__
+    options = {**from_file, **given}
+    try:
+        ServerConfig.from_options(**options)  # options that cannot go together
+    except ConfigError as exc:
+        if not from_file.keys() - given.keys():
+            raise  # the command line's alone
+        raise ConfigError(f"{_conflict_source(from_file, where, exc)}: {exc}") from exc.__cause__
+    return options
+
+
+def _conflict_source(from_file: Mapping[str, Any], where: str, error: ConfigError) -> str:
+    """``where`` if the file's options alone fail so, else ``where`` with the command line."""
+    try:
+        ServerConfig.from_options(**from_file)
+    except ConfigError as alone:
+        if str(alone) == str(error):
+            return where
+    return f"{where} with the command line"
