@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .options import did_you_mean, ini_flag, text_options
 from .pipeline import build_objects, check_options, construct, resolve_factory
 
-__all__ = ["ini_value", "make_filter_factory"]
+__all__ = ["ini_value", "make_filter_factory", "server_factory"]
 
 FilterFactory = Callable[..., Callable[[WSGIApplication], WSGIApplication]]
 
@@ -158,3 +158,60 @@ def load_balance(global_conf: Mapping[str, str], **local_conf: str) -> WSGIAppli
         raise ConfigError(f"{where}: {exc}") from None
     options = _options(local_conf, LoadBalancer, where)
     return construct(LoadBalancer, where, **options)
+
+
+def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
+    """The server's options with ``host``/``port`` or ``listen`` made its ``bind``.
+
+    pserve's ini files name the address as ``host`` and ``port`` (gunicorn's
+    and waitress's runners read them so) or, for waitress, ``listen``; ours is
+    ``bind``.  Several addresses: space-separated, or a TOML list.
+    """
+    options: dict[str, Any] = dict(local_conf)
+    named = [key for key in ("bind", "listen") if key in options]
+    if len(named) > 1:
+        raise ConfigError(f"{where}: listen: give bind or listen (the same option), not both")
+    host, port = options.pop("host", None), options.pop("port", None)
+    if named and (host is not None or port is not None):
+        raise ConfigError(
+            f"{where}: {'host' if host is not None else 'port'}: give host and port,"
+            f" or {named[0]}, not both"
+        )
+    if named:
+        value = ini_value(options.pop(named[0]))
+        options["bind"] = value.split() if isinstance(value, str) else value
+    elif host is not None or port is not None:
+        host = (host or "127.0.0.1").strip()
+        port = (port or "8000").strip()
+        if not (port.isascii() and port.isdigit()):
+            raise ConfigError(f"{where}: port: {port!r} is not a port number (0-65535)")
+        bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        options["bind"] = f"{bracketed}:{port}"
+    return options
+
+
+def server_factory(
+    global_conf: Mapping[str, str], **local_conf: str
+) -> Callable[[WSGIApplication], int]:
+    """A ``paste.server_factory``: ``[server:main]`` with ``use = egg:wsgistack#main``.
+
+    Its options are our server's, by the names of ``ServerConfig`` (values as
+    the command line takes them: ``workers = 2``, ``socket_mode = 660``), plus
+    ``host`` and ``port`` or ``listen``.  A factory rather than a runner
+    (gunicorn's and waitress's are runners): PasteDeploy calls it while it
+    loads the server, so a bad option fails before the app is loaded.
+    """
+    from .server.cli import serve_announced, start_logging
+    from .server.config import ServerConfig, layered_options
+    from .server.server import Server
+
+    where = _where(global_conf, "server main")
+    options = layered_options(_ini_binds(local_conf, where), where)
+    level = ServerConfig.from_options(**options).log_level
+
+    def serve(app: WSGIApplication) -> int:
+        """Serve ``app`` until stopped; with workers, each forks from this loaded app."""
+        start_logging(level)
+        return serve_announced(Server(app, **options))
+
+    return serve
