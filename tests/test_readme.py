@@ -143,6 +143,18 @@ def test_the_server_table_lists_every_serve_option_with_its_default():
     }
 
 
+def test_the_paste_ini_names_our_server_with_options_it_takes(request):
+    # The README's site.ini has a [server:main] for pserve; PasteDeploy builds it
+    # through our paste.server_factory, which checks every option as it loads.
+    from paste.deploy import loadserver
+
+    text = " ".join(README.read_text().split())
+    assert "`pserve site.ini`" in text and 'loadserver("config:/path/to/site.ini")(app)' in text
+    directory = request.getfixturevalue("project")
+    assert "egg:wsgistack#main" in (directory / "site.ini").read_text()
+    assert callable(loadserver(f"config:{directory / 'site.ini'}"))
+
+
 def test_the_tour_ends_behind_nginx_and_only_notes_for_developers_follow():
     headings = re.findall(r"^## (.+)$", README.read_text(), flags=re.M)
     assert headings[-2:] == ["Behind nginx", "Developing"]
