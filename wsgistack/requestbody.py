@@ -116,7 +116,11 @@ def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
     may pass it on: with whitespace around (wsgiref keeps ``"5 "``) or as a
     list of one value repeated (``5, 5``, which RFC 9110 8.6 lets a recipient
     read as ``5``).  Anything else (``+5``, ``0x5``, ``5, 6``) raises
-    InvalidLength: taken for no length, the body was dropped unsaid.
+    InvalidLength: taken for no length, the body was dropped unsaid.  A
+    Transfer-Encoding with no length counts as chunked whatever it names
+    (wsgiref passes ``gzip`` on, unread), so ``chunked_input`` refuses any
+    coding but chunked alone (501, RFC 9112 6.1): taken for no body, it too
+    was dropped unsaid.
     """
     text = environ.get("CONTENT_LENGTH", "")
     if text.isascii() and text.isdigit():
@@ -125,7 +129,7 @@ def body_framing(environ: WSGIEnvironment) -> tuple[int | None, bool]:
         length = _listed_length(text)
     else:
         length = None
-    chunked = length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    chunked = length is None and bool(environ.get("HTTP_TRANSFER_ENCODING", "").strip(" \t"))
     return length, chunked
 
 

@@ -406,7 +406,7 @@ def test_a_coding_besides_chunked_is_501_not_handed_on_undecoded():
 
 @pytest.mark.parametrize(
     "coding",
-    ["gzip, chunked", "chunked, chunked", "chunked, gzip", "identity, chunked", "xchunked"],
+    ["gzip, chunked", "chunked, chunked", "chunked, gzip", "identity, chunked", "xchunked", "gzip"],
 )
 def test_only_chunked_alone_is_read_under_any_server(coding):
     app = Calls(validator(hashing_app))
