@@ -188,6 +188,26 @@ def test_back_from_fail_timeout_one_failure_takes_it_out_again(lb, upstreams, ra
     assert set(names(balancer, 6)) == {"a", "b"}  # one failure since: still in
 
 
+def test_max_fails_counts_from_the_first_failure_after_a_success(lb, upstreams, raw):
+    # A success ends the count, so the window of fail_timeout starts at the next
+    # failure: two failures 6 s apart are max_fails=2 within 10 s, however long
+    # ago an earlier failure was (its window no longer counts).
+    now = [1000.0]
+    flaky = raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\na")
+    good = upstreams.start("b")
+    balancer = lb([flaky.url, good], max_fails=2, fail_timeout=10, max_idle=0, clock=lambda: now[0])
+    flaky.queue()  # hang up unanswered
+    assert names(balancer, 2) == ["b", "b"]  # its first failure, at 1000
+    now[0] += 1
+    assert sorted(names(balancer, 2)) == ["a", "b"]  # a success: the count starts afresh
+    for step in (5, 6):  # failures at 1006 and 1012: two within 10 s
+        now[0] += step
+        flaky.queue()
+        assert names(balancer, 2) == ["b", "b"]
+    assert [row["up"] for row in balancer.status()] == [False, True]
+    assert set(names(balancer, 4)) == {"b"}
+
+
 def test_max_fails_0_never_takes_an_upstream_out_for_failures(lb, upstreams, raw):
     # As nginx's max_fails=0: no passive accounting; every failure moves the
     # request on, and the next request may try the failing upstream again.

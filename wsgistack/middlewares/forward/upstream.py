@@ -150,7 +150,9 @@ class Upstream:
                 # (each a client's wait on a connect or read timeout).
                 self.down_until = now + self.fail_timeout
                 return
-            if now - self.first_fail > self.fail_timeout:
+            # The window opens at the first failure of a count (none yet, or the
+            # last one ended by a success), not at one a success already forgave.
+            if not self.fails or now - self.first_fail > self.fail_timeout:
                 self.fails = 0
                 self.first_fail = now
             self.fails += 1
