@@ -280,6 +280,22 @@ def test_bytes_after_a_whole_response_never_meet_the_next_request(lb, raw, metho
     assert balancer.status()[0]["up"]
 
 
+def test_a_chunked_http_1_0_answer_is_passed_on_and_its_connection_never_pooled(lb, raw):
+    # HTTP/1.0 has no chunked coding: an answer framed so, keep-alive or not, is
+    # faulty framing, and the connection closes after it (RFC 9112 6.1); reused,
+    # a peer that frames otherwise would have the next answer start mid-body.
+    upstream = raw(
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    balancer = lb([upstream.url])
+    app = TestApp(validator(balancer))
+    for _ in range(2):
+        assert app.get("/").body == b"ok"
+    assert upstream.connections == 2
+    assert [(row["active"], row["idle"]) for row in balancer.status()] == [(0, 0)]
+
+
 # -- a client body that never arrives whole --------------------------------------------------
 class _Reset(io.RawIOBase):
     """A wsgi.input as a server whose client reset the connection gives it."""

@@ -110,7 +110,11 @@ class Exchange:
         # The reason phrase may be empty (RFC 9112 §4); WSGI wants one, so the usual.
         reason = self._reason.decode("latin-1") or _PHRASES.get(code, "Unknown")
         self.status = f"{code} {reason}"
-        self.keep_alive = self._parser.should_keep_alive()
+        # Chunked in an HTTP/1.0 answer is faulty framing: pass it on, then close
+        # the connection (RFC 9112 6.1), whatever its keep-alive said.
+        self.keep_alive = self._parser.should_keep_alive() and not (
+            codings and self._parser.get_http_version() == "1.0"
+        )
         if self.head_only:
             self.complete = True  # a HEAD's answer has no body, whatever it announces
 
