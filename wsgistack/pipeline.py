@@ -336,27 +336,37 @@ class _Builder:
 
     def pipeline(self, config: Any, where: str = "") -> WSGIApplication:
         prefix = f"{where}: " if where else ""
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"{self.source}: {prefix}expected a table, got {config!r}")
-        keys = _PIPELINE_KEYS if where else (*_PIPELINE_KEYS, SERVER_TABLE)
-        for key in config:
-            if key not in keys:
-                raise ConfigError(
-                    f"{self.source}: {prefix}unknown key {key!r}"
-                    f"{did_you_mean(key, keys)}; a pipeline has [[layer]] and [app]"
-                    + ("" if where else f", and its file a [{SERVER_TABLE}] table")
-                )
-        if "app" not in config:
-            raise ConfigError(f"{self.source}: {prefix}no [app]: a pipeline needs an app to serve")
+        _check_shape(config, self.source, where)
         layers = config.get("layer", [])
-        if not isinstance(layers, list):
-            raise ConfigError(f"{self.source}: {prefix}'layer' must be an array of tables")
         built = [self.layer(table, index, where) for index, table in enumerate(layers, start=1)]
         app = self.app(config["app"], f"{where} app".strip())
         try:
             return compose(*built, app)
         except TypeError as exc:
             raise ConfigError(f"{self.source}: {prefix}{exc}") from exc
+
+
+def _check_shape(config: Any, source: str, where: str) -> None:
+    """Refuse a table that cannot be a pipeline: a misspelt key, no app, a ``layer`` not a list.
+
+    ``where`` is "" for a file's top level, which may also hold ``[server]``;
+    ``read_pipeline`` checks a file's so before anything binds.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{source}: {prefix}expected a table, got {config!r}")
+    keys = _PIPELINE_KEYS if where else (*_PIPELINE_KEYS, SERVER_TABLE)
+    for key in config:
+        if key not in keys:
+            raise ConfigError(
+                f"{source}: {prefix}unknown key {key!r}"
+                f"{did_you_mean(key, keys)}; a pipeline has [[layer]] and [app]"
+                + ("" if where else f", and its file a [{SERVER_TABLE}] table")
+            )
+    if "app" not in config:
+        raise ConfigError(f"{source}: {prefix}no [app]: a pipeline needs an app to serve")
+    if not isinstance(config.get("layer", []), list):
+        raise ConfigError(f"{source}: {prefix}'layer' must be an array of tables")
 
 
 def build_pipeline(config: Mapping[str, Any], *, source: str = "<pipeline>") -> WSGIApplication:
@@ -368,18 +378,21 @@ def read_pipeline(path: str | Path) -> dict[str, Any]:
     """The parsed TOML of a pipeline file; a ConfigError naming the file (and line) if not.
 
     ``wsgistack serve --config`` reads it once before binding, so a missing or
-    broken file fails at once, not in each worker after the ports are open.
+    broken file, a misspelt top-level key (``[sever]``, ``[[layers]]``) or a
+    missing ``[app]`` fails at once, not in each worker after the ports are open.
     """
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            config = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:  # a directory, no permission, ...
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_shape(config, str(path), "")
+    return config
 
 
 def load_pipeline(path: str | Path) -> WSGIApplication:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -194,3 +196,44 @@ def test_the_served_socket_is_the_files(serve, stack, tmp_path):
         sock.connect(str(path))
         sock.sendall(request_with(1))
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "[sever]\nworkers = 2\n[app]\nuse = 'checkedapp:app'\n",
+            "stack.toml: unknown key 'sever' (did you mean 'server'?)",
+            id="server-misspelt",
+        ),
+        pytest.param(
+            "[[layers]]\nuse = 'error_catcher'\n[app]\nuse = 'checkedapp:app'\n",
+            "stack.toml: unknown key 'layers' (did you mean 'layer'?)",
+            id="layer-misspelt",
+        ),
+        pytest.param(
+            "[[layer]]\nuse = 'error_catcher'\n",
+            "stack.toml: no [app]: a pipeline needs an app to serve",
+            id="no-app",
+        ),
+    ],
+)
+def test_a_misspelt_top_level_key_is_one_line_before_the_workers_bind(tmp_path, text, message):
+    # With workers the pipeline is built in each worker, after the sockets are
+    # bound: the mistake was reported there, once per worker, after a
+    # "listening on" line, though nothing of it needs the app.
+    (tmp_path / "checkedapp.py").write_text(CHECKED_APP)
+    (tmp_path / "stack.toml").write_text(text)
+    sock = tmp_path / "never.sock"
+    command = ["serve", "--config", "stack.toml", "--workers", "2", "--bind", f"unix:{sock}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"wsgistack serve: error: {message}")
+    assert result.stderr.count("\n") == 1
+
