@@ -96,7 +96,7 @@ def test_parse_bind(text, bind):
         ),
         pytest.param(
             {"socket_mode": 660, "bind": "unix:/s"},
-            "socket_mode: 660 is not a mode of 000-777 (in code, write 0o660",
+            'socket_mode: 660 is not a mode of 000-777 (read as a decimal number: write 0o660 or "660"',
             id="socket-mode-decimal-int",
         ),
         pytest.param(

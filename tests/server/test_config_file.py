@@ -12,6 +12,7 @@ import pytest
 from wsgistack.cli import main
 from wsgistack.errors import ConfigError
 from wsgistack.pipeline import build_pipeline, load_pipeline
+from wsgistack.server.cli import pipeline_options
 
 from .live import RawClient
 from .served import poll
@@ -237,3 +238,17 @@ def test_a_misspelt_top_level_key_is_one_line_before_the_workers_bind(tmp_path, 
     assert result.stderr.startswith(f"wsgistack serve: error: {message}")
     assert result.stderr.count("\n") == 1
 
+
+def test_a_decimal_socket_mode_names_the_spellings_a_toml_file_takes(stack, tmp_path):
+    # It said "(in code, write 0o660)", which a TOML file's writer could not use.
+    stack('bind = "unix:/tmp/s.sock"\nsocket_mode = 660')
+    with pytest.raises(ConfigError) as caught:
+        pipeline_options(str(tmp_path / "stack.toml"), {})
+    message = str(caught.value)
+    assert message.endswith(
+        "[server]: socket_mode: 660 is not a mode of 000-777"
+        ' (read as a decimal number: write 0o660 or "660")'
+    )
+    for spelling in ("0o660", '"660"'):  # each spelling it names works in the file
+        stack(f'bind = "unix:/tmp/s.sock"\nsocket_mode = {spelling}')
+        assert pipeline_options(str(tmp_path / "stack.toml"), {})["socket_mode"] == 0o660

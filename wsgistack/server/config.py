@@ -194,11 +194,16 @@ def _socket_mode(value: Any) -> int | None:
             raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
         mode = int(text, 8)
     elif isinstance(value, int) and not isinstance(value, bool):
-        mode = value  # in code: 0o660 (a decimal 660 is 0o1224, refused below)
+        mode = value  # 0o660 (a decimal 660 is 0o1224, refused below)
     else:
         raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
     if not 0 <= mode <= 0o777:
-        raise ConfigError(f"socket_mode: {value!r} is not a mode of 000-777 (in code, write 0o660)")
+        hint = ""
+        if isinstance(value, int) and all(c in "01234567" for c in str(value)):
+            # socket_mode = 660 in a TOML file, or in code: a decimal number.
+            # Both read 0o660, and both read the text "660" as octal.
+            hint = f' (read as a decimal number: write 0o{value} or "{value}")'
+        raise ConfigError(f"socket_mode: {value!r} is not a mode of 000-777{hint}")
     if mode & 0o600 != 0o600:
         # The next start probes the file to tell a live server from a stale one:
         # without read and write for its owner, it could not connect.
