@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .options import did_you_mean, ini_flag, text_options
 from .pipeline import build_objects, check_options, construct, resolve_factory
 
-__all__ = ["ini_value", "make_filter_factory", "server_factory"]
+__all__ = ["ini_server_options", "ini_value", "make_filter_factory", "server_factory"]
 
 FilterFactory = Callable[..., Callable[[WSGIApplication], WSGIApplication]]
 
@@ -190,6 +190,20 @@ def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
     return options
 
 
+def ini_server_options(
+    local_conf: Mapping[str, str], where: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The server options of a ``[server:main]`` that uses ours, ``overrides`` (flags) winning.
+
+    ``server_factory`` (pserve) and ``wsgistack serve --paste`` both read the
+    section here, through the same ``layered_options`` as a TOML ``[server]``
+    table, so ``host``/``port``/``listen`` and every option mean one thing.
+    """
+    from .server.config import layered_options
+
+    return layered_options(_ini_binds(local_conf, where), where, overrides)
+
+
 def server_factory(
     global_conf: Mapping[str, str], **local_conf: str
 ) -> Callable[[WSGIApplication], int]:
@@ -202,11 +216,11 @@ def server_factory(
     loads the server, so a bad option fails before the app is loaded.
     """
     from .server.cli import serve_announced, start_logging
-    from .server.config import ServerConfig, layered_options
+    from .server.config import ServerConfig
     from .server.server import Server
 
     where = _where(global_conf, "server main")
-    options = layered_options(_ini_binds(local_conf, where), where)
+    options = ini_server_options(local_conf, where)
     level = ServerConfig.from_options(**options).log_level
 
     def serve(app: WSGIApplication) -> int:
