@@ -3,11 +3,13 @@
 $ wsgistack demo
 $ wsgistack serve myapp:app --bind 127.0.0.1:8000
 $ wsgistack check stack.toml
+$ wsgistack check --paste site.ini
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 from .compose import describe
 from .errors import ConfigError
 from .loader import log_load_failure, working_directory
+from .pasteini import read_paste_ini
 from .pipeline import load_pipeline
 from .server.cli import add_serve, pipeline_options
 
@@ -27,17 +30,29 @@ DESCRIPTION = (
 
 
 def _check(args: argparse.Namespace) -> int:
-    pipeline_options(args.file, {})  # its [server] table, as serve --config reads it
+    if (args.file is None) == (args.paste is None):
+        raise ConfigError("give exactly one of FILE or --paste FILE")
+    name = args.file or args.paste
+    ini = None
+    if args.paste is not None:
+        ini = read_paste_ini(args.paste, working_directory())
+        ini.server_options({})  # its [server:main], as serve --paste reads it
+        load: Callable[[], object] = ini.load_app
+    else:
+        pipeline_options(args.file, {})  # its [server] table, as serve --config reads it
+        load = functools.partial(load_pipeline, args.file)
     try:
-        app = load_pipeline(args.file)
+        app = load()
     except Exception as exc:
         if isinstance(exc, ConfigError) and exc.__cause__ is None:
             raise  # a bad option or name: one line from main()
         # The app's own code failed: its traceback and status 2, as serve reports it.
         logging.basicConfig(format="%(message)s")
-        log_load_failure(logging.getLogger("wsgistack"), f"wsgistack check: {args.file}", exc)
+        log_load_failure(logging.getLogger("wsgistack"), f"wsgistack check: {name}", exc)
         return 2
-    print(f"{args.file}: ok")
+    print(f"{name}: ok")
+    if ini is not None and ini.ignored is not None:
+        print(f"{ini.given}: [server:main] uses {ini.ignored}: ignored by wsgistack serve")
     print(describe(app))
     return 0
 
@@ -80,13 +95,19 @@ def _add_demo(commands: argparse._SubParsersAction) -> Callable[[argparse.Namesp
 def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     parser = commands.add_parser(
         "check",
-        help="load and validate a pipeline file, print it",
-        description="Load a TOML pipeline file as serve --config would, checking its"
-        " [server] options and building every layer and the app, and print the pipeline"
-        " outermost first. Exit status 0 when"
+        help="load and validate a pipeline file or a PasteDeploy ini, print it",
+        description="Load a TOML pipeline file as serve --config would (or a PasteDeploy"
+        " ini as serve --paste would), checking its server options and building every"
+        " layer and the app, and print the pipeline outermost first. Exit status 0 when"
         " it loads, 2 when it does not, with the reason.",
     )
-    parser.add_argument("file", metavar="FILE", help="the TOML pipeline file")
+    parser.add_argument("file", nargs="?", metavar="FILE", help="the TOML pipeline file")
+    parser.add_argument(
+        "--paste",
+        metavar="FILE",
+        help="check a PasteDeploy ini instead, as serve --paste reads it: FILE or"
+        " FILE#NAME for the app NAME",
+    )
     return _check
 
 

@@ -1,7 +1,8 @@
-"""``wsgistack serve``: serve a ``module:app`` or a pipeline file.
+"""``wsgistack serve``: serve a ``module:app``, a pipeline file or a PasteDeploy ini.
 
 $ wsgistack serve myapp:app --bind 127.0.0.1:8000 --workers 2 --threads 8
 $ wsgistack serve --config stack.toml
+$ wsgistack serve --paste site.ini#main
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..loader import app_failed, load_app, log_load_failure, working_directory
+from ..pasteini import PasteIni, read_paste_ini
 from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .config import ServerConfig, layered_options
 from .listener import describe_socket
@@ -158,19 +160,21 @@ class _NotWrittenYet(logging.Filter):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if (args.app is None) == (args.config is None):
-        raise ConfigError("give exactly one of APP or --config FILE")
+    spec = _named(args)
     options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
-    if args.config is not None:
-        # A missing or broken file, a bad [server] option: one line, before binding.
-        options = pipeline_options(args.config, options)
+    # A missing or broken file, a bad [server] option: one line, before binding.
+    options, load, ini = _source(args, options)
     config = ServerConfig.from_options(**options)  # validate before loading the app
+    if ini is not None:
+        ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
     start_logging(config.log_level)
-    if args.app is not None:
-        load = functools.partial(load_app, args.app)
-    else:
-        load = functools.partial(load_pipeline, args.config)
-    loader = functools.partial(_load_in, working_directory(), load, args.app or args.config)
+    if ini is not None and ini.ignored is not None:
+        logging.getLogger("wsgistack.server").info(
+            "%s: [server:main] uses %s, not wsgistack's server: its options are ignored",
+            ini.given,
+            ini.ignored,
+        )
+    loader = functools.partial(_load_in, working_directory(), load, spec)
     if config.workers == 0:
         try:
             app = loader()  # errors show here, before binding
@@ -185,6 +189,30 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         server = Server(loader=loader, **options)  # workers load it: SIGHUP reloads code
     return serve_announced(server)
+
+
+def _named(args: argparse.Namespace) -> str:
+    """What the command line names to serve: APP, --config's or --paste's file; exactly one."""
+    named = [value for value in (args.app, args.config, args.paste) if value is not None]
+    if len(named) != 1:
+        raise ConfigError("give exactly one of APP, --config FILE or --paste FILE")
+    return named[0]
+
+
+def _source(
+    args: argparse.Namespace, options: dict[str, Any]
+) -> tuple[dict[str, Any], Callable[[], Any], PasteIni | None]:
+    """The server's options with the file's under them, the app's loader, and the ini if any."""
+    if args.config is not None:
+        return (
+            pipeline_options(args.config, options),
+            functools.partial(load_pipeline, args.config),
+            None,
+        )
+    if args.paste is not None:
+        ini = read_paste_ini(args.paste, working_directory())
+        return ini.server_options(options), ini.load_app, ini
+    return options, functools.partial(load_app, args.app), None
 
 
 def pipeline_options(path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,9 +268,10 @@ def add_serve(
     """Add the ``serve`` subcommand; returns its handler."""
     parser = commands.add_parser(
         "serve",
-        help="serve a WSGI app or a pipeline file",
-        description="Serve a WSGI app, or the pipeline a TOML file declares, with a prefork"
-        " master (--workers) and request threads in each worker.",
+        help="serve a WSGI app, a pipeline file or a PasteDeploy ini",
+        description="Serve a WSGI app, the pipeline a TOML file declares, or the app of a"
+        " PasteDeploy ini file, with a prefork master (--workers) and request threads in"
+        " each worker.",
     )
     parser.add_argument("app", nargs="?", metavar="APP", help=f"the WSGI app: {APP_FORMS}")
     parser.add_argument(
@@ -251,6 +280,17 @@ def add_serve(
         help="a TOML pipeline file to serve, instead of APP; its [server] table sets the"
         " options below by their names (max_body_size = 1048576), and a flag given here"
         " wins over the file",
+    )
+    parser.add_argument(
+        "--paste",
+        metavar="FILE",
+        help="a PasteDeploy ini file to serve, instead of APP: its [app:main] (or"
+        " [pipeline:main], ...), or FILE#NAME for the app NAME, loaded in each worker as"
+        " paste.deploy.loadapp loads it (needs PasteDeploy). A [server:main] that uses"
+        " egg:wsgistack#main sets the options below (host and port, or listen, for"
+        " --bind), a flag given here winning; another server's [server:main] (waitress,"
+        " gunicorn) is ignored, as gunicorn --paste ignores it. A [loggers] section sets"
+        " up logging, as pserve and gunicorn do",
     )
     for name, metavar, text in _HELP:
         flag = "--" + name.replace("_", "-")
