@@ -149,6 +149,7 @@ PAGES = {
     "myapp:app": ("/", "hello"),
     "mysite.wsgi:application": ("/articles/hi/", '"self": "/articles/hi/"'),
     "stack.toml": ("/articles/hi/", '"self": "/articles/hi/"'),
+    "site.ini": ("/", "hello"),
 }
 
 
@@ -168,8 +169,12 @@ def _serve(args, argv: list[str], request: pytest.FixtureRequest) -> None:
     tmp = request.getfixturevalue("tmp_path")
     options = {k: v for k, v in vars(args).items() if k in OPTIONS and v is not None}
     config = ServerConfig.from_options(**options)
-    assert (args.app is None) != (args.config is None), "give an app or --config"
-    app = load_app(args.app) if args.app else load_pipeline(project / args.config)
+    named = [value for value in (args.app, args.config, args.paste) if value is not None]
+    assert len(named) == 1, "give an app, --config or --paste"
+    if args.paste:
+        app = loadapp(f"config:{project / args.paste}")
+    else:
+        app = load_app(args.app) if args.app else load_pipeline(project / args.config)
     assert callable(app)
     words = argv[1:]
     for index, word in enumerate(words[:-1]):
@@ -180,7 +185,7 @@ def _serve(args, argv: list[str], request: pytest.FixtureRequest) -> None:
         "wsgistack.cli", *words, env=subprocess_env(project), cwd=project, stdout=stdout
     )
     try:
-        path, text = PAGES[args.app or args.config]
+        path, text = PAGES[named[0]]
         status, body = server.get(path)
         assert status == 200 and text in body, (status, body)
         for bind in ServerConfig.from_options(bind=[rebind(b, tmp) for b in args.bind or ()]).bind:
