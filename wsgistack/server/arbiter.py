@@ -22,6 +22,8 @@ The master is in one of three states (``State``): serving, reloading (a new
 set loads while the old one serves) or stopping; a stop abandons a reload
 under way, and nothing a reload would do (finish, fail, respawn) happens once
 stopping.
+A worker ends as a Python program does: the exit handlers the app registered
+(``atexit``) run and its output is flushed, at a stop, a reload or a recycle.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
@@ -33,6 +35,7 @@ until a worker loads the app again (a SIGHUP does not wait for the next try).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import enum
@@ -43,6 +46,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -417,11 +421,12 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
-            os._exit(status)
+            _exit_worker(status)
 
     # -- in the child -----------------------------------------------------------------
     def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:
         signal.set_wakeup_fd(-1)
+        atexit._clear()  # the master's exit handlers are its own (see _exit_worker)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
         for other in self._beats.values():  # the other workers' pulses are the master's
@@ -469,6 +474,27 @@ class Arbiter:
         os.close(self._ready_w)
         worker.run()
         return 0
+
+
+def _exit_worker(status: int) -> None:
+    """End a worker as a Python program ends: the app's exit handlers, output flushed.
+
+    Not by unwinding (``sys.exit``): the master's frames above the fork
+    would run in the worker, and ``Server.close()`` there remove the
+    master's pid file.  The handlers are those registered in the worker,
+    while the app loaded or served (a metrics or error reporter's last
+    flush); the master's, inherited by the fork, are the master's to run
+    (a temporary directory it made is not the worker's to delete), as in
+    ``multiprocessing``'s forked children.
+    """
+    try:
+        atexit._run_exitfuncs()  # each handler's error is printed, the others still run
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                with contextlib.suppress(Exception):  # closed, or a terminal gone away
+                    stream.flush()
+    finally:
+        os._exit(status)
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -1,0 +1,73 @@
+"""How a prefork worker ends: what the app's exit handlers and output see, and what an
+exit status means.  The CLI in a subprocess, signals sent by PID, every wait a
+bounded poll.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from .served import poll
+
+#: Registers an exit handler and prints (stdout is a file here: block-buffered,
+#: as under systemd or docker without PYTHONUNBUFFERED).
+EXITING_APP = """
+import atexit, os
+from pathlib import Path
+
+atexit.register(lambda: Path(f"atexit-{os.getpid()}").touch())
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/exit3":
+        os._exit(3)
+    print(f"served by {os.getpid()}")
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+#: The master registers an exit handler of its own before it forks.
+MASTER_ATEXIT = """
+import atexit, os, sys
+from pathlib import Path
+
+atexit.register(lambda: Path(f"master-atexit-{os.getpid()}").touch())
+from wsgistack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def exiting(serve, tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the serve fixture passes os.environ
+    (tmp_path / "exitapp.py").write_text(EXITING_APP)
+
+    def start(*options: str):
+        return serve(*options, target=("exitapp:app",), launcher=("-c", MASTER_ATEXIT))
+
+    return start
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["reload", "stop"])
+def test_a_worker_that_ends_runs_the_app_s_exit_handlers_and_flushes_its_output(
+    exiting, tmp_path, signum
+):
+    # Workers left with os._exit(): an app's atexit handlers (a metrics or error
+    # reporter's last flush) never ran, and what it printed to a block-buffered
+    # stdout was lost, at every reload, recycle and stop.
+    server = exiting("--workers", "1")
+    old = int(server.get())
+    server.proc.send_signal(signum)
+    poll((tmp_path / f"atexit-{old}").exists, timeout=20)
+    poll(lambda: f"served by {old}\n" in server.log.read_text())
+    if signum == signal.SIGTERM:
+        assert server.proc.wait(timeout=20) == 0
+        # The master's own handler ran in the master, and in no worker.
+        assert [path.name for path in tmp_path.glob("master-atexit-*")] == [
+            f"master-atexit-{server.proc.pid}"
+        ]
+    else:
+        assert not list(tmp_path.glob("master-atexit-*"))
