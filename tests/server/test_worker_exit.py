@@ -71,3 +71,18 @@ def test_a_worker_that_ends_runs_the_app_s_exit_handlers_and_flushes_its_output(
         ]
     else:
         assert not list(tmp_path.glob("master-atexit-*"))
+
+
+def test_a_serving_worker_that_exits_with_status_3_is_respawned_not_a_load_failure(exiting):
+    # Status 3 is what a worker that cannot load the app exits with, and the
+    # master took it as such from any worker: an app's os._exit(3) mid-request
+    # was logged "a new worker could not load the app", and the replacement
+    # waited out the load back-off (during a reload, the reload was abandoned).
+    server = exiting("--workers", "1")
+    old = int(server.get())
+    with pytest.raises(OSError):
+        server.get("/exit3")
+    assert poll(lambda: (pid := int(server.get())) != old and pid)
+    log = server.log.read_text()
+    assert f"worker {old} exited (status 3), respawning" in log
+    assert "could not load" not in log

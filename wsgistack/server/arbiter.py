@@ -312,8 +312,8 @@ class Arbiter:
             self._read_ready()  # its "ready", if it came before it died
             if started is None or pid in self._leaving:
                 pass  # asked to leave (also every worker, once stopping): not replaced
-            elif code == BOOT_ERROR:
-                self._boot_failed(pid)
+            elif code == BOOT_ERROR and pid not in self._ready:
+                self._boot_failed(pid)  # once ready, a 3 is the app's own (its os._exit(3))
             elif pid in self._retiring:
                 # An old worker of a reload: the new workers, coming up, replace it.
                 level = logging.INFO if code == 0 else logging.WARNING
