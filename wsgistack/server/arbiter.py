@@ -12,6 +12,8 @@ SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
 SIGUSR1  reopen log files: every worker opens its --access-log file again
          (for logrotate, as gunicorn does).
+SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
+         the oldest leaves, drained; a reload starts as many as there are now.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 A worker whose loop stops beating for --worker-timeout seconds (a C extension
 holding the GIL, a deadlock; see heartbeat.py) is hung: the master logs it,
@@ -69,6 +71,8 @@ _HANDLED = (
     signal.SIGQUIT,
     signal.SIGHUP,
     signal.SIGUSR1,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
     signal.SIGCHLD,
 )
 #: A hung worker asked (SIGUSR2) to print its stacks is killed this long after.
@@ -99,6 +103,7 @@ class Arbiter:
         self.config = config
         self.listeners = listeners
         self.workers: dict[int, float] = {}  # pid -> start time
+        self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
         self._retiring: set[int] = set()  # the old set, during a reload (some may be gone)
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
@@ -183,6 +188,9 @@ class Arbiter:
         if signum == signal.SIGHUP:
             self._reload()
             return
+        if signum in (signal.SIGTTIN, signal.SIGTTOU):
+            self._resize(1 if signum == signal.SIGTTIN else -1)
+            return
         graceful = signum == signal.SIGTERM
         if self._state is State.STOPPING and graceful:
             return  # a stop once begun only gets quicker: no later deadline, no grace back
@@ -210,8 +218,18 @@ class Arbiter:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
             self._retiring = set(self.workers) - self._leaving
-        for _ in range(self.config.workers):
+        for _ in range(self._target):
             self._spawn()
+
+    def _resize(self, step: int) -> None:
+        """One worker more or less (SIGTTIN / SIGTTOU); ``_spawn_missing`` does it."""
+        if self._state is State.STOPPING:
+            return
+        if self._target + step < 1:
+            log.info("master: one worker less, but at least one stays")
+            return
+        self._target += step
+        log.info("master: one worker %s, now %d", "more" if step > 0 else "less", self._target)
 
     def _stop(self, graceful: bool) -> None:
         timeout = self.config.graceful_timeout if graceful else 0.0
@@ -231,7 +249,7 @@ class Arbiter:
         if self._state is not State.RELOADING:
             return
         fresh = set(self.workers) - self._retiring - self._leaving
-        if len(fresh & self._ready) >= self.config.workers:
+        if len(fresh & self._ready) >= self._target:
             log.info("master: reload done, the old workers drain")
             for pid in self._retiring & set(self.workers):
                 _kill(pid, signal.SIGTERM)
@@ -390,10 +408,18 @@ class Arbiter:
                 self._respawn_at = 0.0
 
     def _spawn_missing(self) -> None:
+        """Start workers up to the count, or (SIGTTOU, once no reload runs) drain the oldest."""
+        active = sorted(
+            set(self.workers) - self._retiring - self._leaving, key=self.workers.__getitem__
+        )
+        if self._state is State.SERVING and len(active) > self._target:
+            for pid in active[: len(active) - self._target]:
+                _kill(pid, signal.SIGTERM)
+                self._leaving.add(pid)
+            return
         if time.monotonic() < self._respawn_at:
             return
-        active = len(set(self.workers) - self._retiring - self._leaving)
-        for _ in range(self.config.workers - active):
+        for _ in range(self._target - len(active)):
             self._spawn()
 
     def _spawn(self) -> None:
@@ -444,6 +470,8 @@ class Arbiter:
             signal.signal(sig, lambda signum, _: stops.append(signum))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default would end the worker
+        for sig in (signal.SIGTTIN, signal.SIGTTOU):  # the master's (their default stops it)
+            signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
         try:

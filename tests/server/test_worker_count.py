@@ -1,0 +1,42 @@
+"""SIGTTIN / SIGTTOU: one worker more or less, as gunicorn's master does.  The CLI in a
+subprocess, signals sent by PID, every wait a bounded poll.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from .served import poll
+
+
+def test_sigttin_adds_a_worker_and_sigttou_removes_the_oldest(serve):
+    # They were not handled: their default action stopped the master (as job
+    # control does), and it served on only through the workers it had.
+    server = serve("--workers", "2")
+    first = poll(lambda: server.count_workers(2))
+    server.proc.send_signal(signal.SIGTTIN)
+    three = poll(lambda: server.count_workers(3))
+    added = three - first
+    assert poll(lambda: int(server.get()) in added)  # it serves
+    server.proc.send_signal(signal.SIGTTOU)
+    poll(lambda: "one worker less, now 2" in server.log.read_text())  # two at once are one
+    server.proc.send_signal(signal.SIGTTOU)
+    assert poll(lambda: server.count_workers(1)) == added  # the two oldest drained and left
+    server.proc.send_signal(signal.SIGTTOU)  # never fewer than one
+    poll(lambda: "master: one worker less, but at least one stays" in server.log.read_text())
+    assert server.workers() == added
+    assert int(server.get()) in added
+    log = server.log.read_text()
+    assert "master: one worker more, now 3" in log and "one worker less, now 1" in log
+    assert "respawning" not in log
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+
+
+def test_the_count_sigttin_set_holds_across_a_reload(serve):
+    server = serve("--workers", "1")
+    server.proc.send_signal(signal.SIGTTIN)
+    first = poll(lambda: server.count_workers(2))
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: (pids := server.count_workers(2)) and not (pids & first))
+    assert "reload done" in server.log.read_text()
