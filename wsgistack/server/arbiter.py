@@ -512,8 +512,8 @@ def _exit_worker(status: int) -> None:
     master's pid file.  The handlers are those registered in the worker,
     while the app loaded or served (a metrics or error reporter's last
     flush); the master's, inherited by the fork, are the master's to run
-    (a temporary directory it made is not the worker's to delete), as in
-    ``multiprocessing``'s forked children.
+    (a temporary directory it made is not the worker's to delete).
+    ``atexit._clear`` and ``_run_exitfuncs`` are CPython's (3.0 and later).
     """
     try:
         atexit._run_exitfuncs()  # each handler's error is printed, the others still run
