@@ -24,8 +24,9 @@ The master is in one of three states (``State``): serving, reloading (a new
 set loads while the old one serves) or stopping; a stop abandons a reload
 under way, and nothing a reload would do (finish, fail, respawn) happens once
 stopping.
-A worker ends as a Python program does: the exit handlers the app registered
-(``atexit``) run and its output is flushed, at a stop, a reload or a recycle.
+A worker ends as a Python program does (``child.py``): the exit handlers the
+app registered (``atexit``) run and its output is flushed, at a stop, a reload
+or a recycle.
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
@@ -37,34 +38,27 @@ until a worker loads the app again (a SIGHUP does not wait for the next try).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import enum
-import errno
-import faulthandler
 import logging
 import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..loader import log_load_failure
+from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
-from .worker import Worker
 
 __all__ = ["Arbiter"]
 
 log = logging.getLogger("wsgistack.server")
 
-#: A worker's exit status when it could not load the app.
-BOOT_ERROR = 3
 _HANDLED = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -447,82 +441,24 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
-            _exit_worker(status)
+            exit_child(status)
 
     # -- in the child -----------------------------------------------------------------
     def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:
         signal.set_wakeup_fd(-1)
-        atexit._clear()  # the master's exit handlers are its own (see _exit_worker)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
         for other in self._beats.values():  # the other workers' pulses are the master's
             other.close()
         self._beats.clear()
-        if beat is not None:
-            # Written by C code that needs no GIL: a hung worker can still show
-            # where it hangs before the master kills it.
-            faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
-        parent = os.getppid()
-        # A stop may come while the app loads (imports can take seconds): note it
-        # here, since the master's handler inherited by fork records into nothing.
-        stops: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(sig, lambda signum, _: stops.append(signum))
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default would end the worker
-        for sig in (signal.SIGTTIN, signal.SIGTTOU):  # the master's (their default stops it)
-            signal.signal(sig, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
-        try:
-            app = self.load()
-        except Exception as exc:
-            log_load_failure(log, f"worker {os.getpid()}", exc)
-            return BOOT_ERROR
-        if stops:
-            log.info("worker %d: stopped while loading the app", os.getpid())
-            return 0
-        worker = Worker(
-            app,
+        return run_child(
+            self.load,
             self.config,
             self.listeners,
-            multiprocess=self.config.workers > 1,
-            watchdog=lambda: os.getppid() == parent,
-            heartbeat=beat.beat if beat is not None else None,
+            mask=mask,
+            beat=beat,
+            ready_fd=self._ready_w,
         )
-        for signum, handler in worker.signal_handlers().items():
-            signal.signal(signum, handler)
-        if stops:  # one came after the check above, before these handlers
-            worker.stop(graceful=stops[0] == signal.SIGTERM)
-        try:
-            os.write(self._ready_w, os.getpid().to_bytes(4, "little"))
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-        os.close(self._ready_w)
-        worker.run()
-        return 0
-
-
-def _exit_worker(status: int) -> None:
-    """End a worker as a Python program ends: the app's exit handlers, output flushed.
-
-    Not by unwinding (``sys.exit``): the master's frames above the fork
-    would run in the worker, and ``Server.close()`` there remove the
-    master's pid file.  The handlers are those registered in the worker,
-    while the app loaded or served (a metrics or error reporter's last
-    flush); the master's, inherited by the fork, are the master's to run
-    (a temporary directory it made is not the worker's to delete).
-    ``atexit._clear`` and ``_run_exitfuncs`` are CPython's (3.0 and later).
-    """
-    try:
-        atexit._run_exitfuncs()  # each handler's error is printed, the others still run
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                with contextlib.suppress(Exception):  # closed, or a terminal gone away
-                    stream.flush()
-    finally:
-        os._exit(status)
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -1,0 +1,117 @@
+"""A worker process's own side of the fork: its signals, loading the app, reporting ready, exiting.
+
+The master (``arbiter.py``) forks with its stop signals blocked; the child
+closes what is the master's, installs its own handlers, loads the app (a
+stop during the import is noted, not lost), tells the master it is ready
+and serves.  It ends as a Python program does, through ``exit_child``.
+
+    status = run_child(load, config, listeners, mask=mask, beat=beat, ready_fd=w)
+    exit_child(status)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..loader import log_load_failure
+from .config import ServerConfig
+from .heartbeat import Heartbeat
+from .worker import Worker
+
+__all__ = ["BOOT_ERROR", "exit_child", "run_child"]
+
+log = logging.getLogger("wsgistack.server")
+
+#: A worker's exit status when it could not load the app.
+BOOT_ERROR = 3
+
+
+def run_child(
+    load: Callable[[], Any],
+    config: ServerConfig,
+    listeners: list[socket.socket],
+    *,
+    mask: Iterable[int],
+    beat: Heartbeat | None,
+    ready_fd: int,
+) -> int:
+    """Be a worker: load the app, say ready on ``ready_fd``, serve; the exit status.
+
+    The master's own descriptors and wakeup fd are already let go of (``Arbiter._child``).
+    """
+    atexit._clear()  # the master's exit handlers are its own (see exit_child)
+    if beat is not None:
+        # Written by C code that needs no GIL: a hung worker can still show
+        # where it hangs before the master kills it.
+        faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
+    parent = os.getppid()
+    # A stop may come while the app loads (imports can take seconds): note it
+    # here, since the master's handler inherited by fork records into nothing.
+    stops: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, lambda signum, _: stops.append(signum))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default would end the worker
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):  # the master's (their default stops it)
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
+    try:
+        app = load()
+    except Exception as exc:
+        log_load_failure(log, f"worker {os.getpid()}", exc)
+        return BOOT_ERROR
+    if stops:
+        log.info("worker %d: stopped while loading the app", os.getpid())
+        return 0
+    worker = Worker(
+        app,
+        config,
+        listeners,
+        multiprocess=config.workers > 1,
+        watchdog=lambda: os.getppid() == parent,
+        heartbeat=beat.beat if beat is not None else None,
+    )
+    for signum, handler in worker.signal_handlers().items():
+        signal.signal(signum, handler)
+    if stops:  # one came after the check above, before these handlers
+        worker.stop(graceful=stops[0] == signal.SIGTERM)
+    try:
+        os.write(ready_fd, os.getpid().to_bytes(4, "little"))
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+    os.close(ready_fd)
+    worker.run()
+    return 0
+
+
+def exit_child(status: int) -> None:
+    """End a worker as a Python program ends: the app's exit handlers, output flushed.
+
+    Not by unwinding (``sys.exit``): the master's frames above the fork
+    would run in the worker, and ``Server.close()`` there remove the
+    master's pid file.  The handlers are those registered in the worker,
+    while the app loaded or served (a metrics or error reporter's last
+    flush); the master's, inherited by the fork, are the master's to run
+    (a temporary directory it made is not the worker's to delete).
+    ``atexit._clear`` and ``_run_exitfuncs`` are CPython's (3.0 and later).
+    """
+    try:
+        atexit._run_exitfuncs()  # each handler's error is printed, the others still run
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                with contextlib.suppress(Exception):  # closed, or a terminal gone away
+                    stream.flush()
+    finally:
+        os._exit(status)
