@@ -206,3 +206,27 @@ def test_check_names_the_exception_and_the_app_or_layer_that_raised_it(tmp_path,
         f"wsgistack check: {path}: cannot load the app: {path}: {first}\n"
     ), result.stderr
     assert 'raisesonimport.py", line 3' in result.stderr
+
+
+LOOPBACK = ("--bind", "127.0.0.1:0", "--workers", "0")
+
+
+def test_serve_from_the_wrong_directory_says_where_it_looked(tmp_path):
+    # A new user's first mistake: the app's module is in ./site, not here.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hello_site_xyz.py").write_text(
+        "def app(environ, start_response):\n    return []\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "serve", "hello_site_xyz:app", *LOOPBACK],
+        cwd=tmp_path,
+        env={**os.environ, "PWD": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "wsgistack serve: error: 'hello_site_xyz:app': no module named 'hello_site_xyz'"
+        f" (not in the working directory {tmp_path}, nor installed for {sys.executable})\n"
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 import pytest
 
@@ -87,8 +89,8 @@ def test_a_missing_package_reads_as_not_found_not_as_a_failed_import():
     # when 'mysite.wsgi' alone is missing; not an import failing inside the app.
     with pytest.raises(ConfigError) as caught:
         load_app("no_such_package_xyz.wsgi:application")
-    assert str(caught.value) == (
-        "'no_such_package_xyz.wsgi:application': no module named 'no_such_package_xyz'"
+    assert str(caught.value).startswith(
+        "'no_such_package_xyz.wsgi:application': no module named 'no_such_package_xyz' ("
     )
 
 
@@ -104,3 +106,92 @@ def test_a_circular_import_in_the_app_is_a_failed_import_not_a_missing_module(
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="importing 'circular_pkg' failed: cannot import name"):
         load_app("circular_pkg:app")
+
+
+# What a new user gets wrong first: the app's name, the directory, a file name.
+
+
+def test_a_misspelt_attribute_is_answered_with_the_closest_name():
+    with pytest.raises(ConfigError) as caught:
+        load_app(FIX + ":tags_ap")
+    assert str(caught.value) == (
+        f"'{FIX}:tags_ap': '{FIX}' has no attribute 'tags_ap' (did you mean 'tags_app'?)"
+    )
+
+
+def test_a_missing_factory_is_named_without_its_call():
+    # It read "has no attribute 'make_tag_app('hi')'": no attribute is called that.
+    with pytest.raises(ConfigError) as caught:
+        load_app(FIX + ":make_tag_app('hi')")
+    assert str(caught.value).endswith(
+        f"'{FIX}' has no attribute 'make_tag_app' (did you mean 'make_tags_app'?)"
+    )
+
+
+def test_a_missing_dotted_attribute_names_the_part_that_is_missing():
+    with pytest.raises(ConfigError) as caught:
+        import_object(FIX + ":Tagger.__cal__")
+    assert str(caught.value) == (
+        f"'{FIX}:Tagger.__cal__': '{FIX}:Tagger' has no attribute '__cal__'"
+        " (did you mean '__call__'?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "attr", "hint"),
+    [
+        pytest.param("flask_style_xyz", "app", "app", id="app"),
+        pytest.param("other_style_xyz", "site", "NAME", id="other"),
+    ],
+)
+def test_a_module_alone_without_application_asks_for_the_apps_name(
+    tmp_path, monkeypatch, module, attr, hint
+):
+    # Flask apps are usually 'app': "has no attribute 'application'" alone
+    # did not say that the name was the default, nor how to give another.
+    (tmp_path / f"{module}.py").write_text(f"{attr} = lambda environ, start_response: []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        load_app(module)
+    assert str(caught.value) == (
+        f"'{module}': '{module}' has no attribute 'application', the name taken"
+        f" when none is given; name the app: '{module}:{hint}'"
+    )
+
+
+@pytest.mark.parametrize("spec", ["file_named_xyz.py:app", "file_named_xyz.py"])
+def test_a_file_name_is_answered_with_the_module_name(tmp_path, monkeypatch, spec):
+    (tmp_path / "file_named_xyz.py").write_text("app = lambda environ, start_response: []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        load_app(spec)
+    fixed = spec.replace(".py", "")
+    assert str(caught.value) == (
+        f"'{spec}': no module named 'file_named_xyz.py': name the module, not its file: {fixed!r}"
+    )
+
+
+def test_a_missing_module_names_the_working_directory_it_was_looked_for_in(tmp_path, monkeypatch):
+    # The CLI imports from the working directory: started elsewhere, the bare
+    # "no module named 'myapp'" did not say where it had looked.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        load_app("no_such_module_xyz:app")
+    assert str(caught.value) == (
+        "'no_such_module_xyz:app': no module named 'no_such_module_xyz'"
+        f" (not in the working directory {os.getcwd()}, nor installed for {sys.executable})"
+    )
+
+
+def test_a_missing_module_off_the_working_directory_says_where_else_it_looked(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # not on sys.path: saying it was looked in would be false
+    with pytest.raises(ConfigError) as caught:
+        load_app("no_such_module_xyz:app")
+    assert str(caught.value) == (
+        "'no_such_module_xyz:app': no module named 'no_such_module_xyz'"
+        f" (not installed for {sys.executable}, nor elsewhere on sys.path)"
+    )

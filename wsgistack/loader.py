@@ -14,9 +14,11 @@ import importlib
 import inspect
 import logging
 import os
+import sys
 from typing import Any
 
 from .errors import ConfigError
+from .options import did_you_mean
 
 __all__ = [
     "app_failed",
@@ -119,7 +121,9 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
         # ``name`` is the app's own package) happened while the app imported.
         missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise ConfigError(f"{spec!r}: no module named {missing!r}") from None
+            raise ConfigError(
+                f"{spec!r}: no module named {missing!r}{_not_found(spec, module_name)}"
+            ) from None
         raise ConfigError(f"{spec!r}: importing {module_name!r} failed: {exc}") from exc
     except SystemExit as exc:
         # Not an Exception: it ended a worker as if it had served, and the
@@ -127,17 +131,44 @@ def import_object(spec: str, *, default_attr: str | None = None, allow_call: boo
         raise ConfigError(
             f"{spec!r}: importing {module_name!r} called sys.exit({exc.code!r})"
         ) from exc
-    for name in names:
+    for depth, name in enumerate(names):
         try:
             obj = getattr(obj, name)
         except AttributeError:
-            raise ConfigError(f"{spec!r}: {module_name!r} has no attribute {target!r}") from None
+            owner = ":".join([module_name, ".".join(names[:depth])]) if depth else module_name
+            hint = _no_default(spec, obj) if not sep else _closest(name, obj)
+            raise ConfigError(f"{spec!r}: {owner!r} has no attribute {name!r}{hint}") from None
     if call is not None:
         try:
             obj = _call(obj, call, target, spec)
         except SystemExit as exc:
             raise ConfigError(f"{spec!r}: {target} called sys.exit({exc.code!r})") from exc
     return obj
+
+
+def _not_found(spec: str, module_name: str) -> str:
+    """Why a module was not found, in the words a new user needs: a file name, or where."""
+    if module_name.endswith(".py"):  # 'myapp.py:app', the file the shell completed
+        module = module_name.removesuffix(".py")
+        return f": name the module, not its file: {module + spec.strip()[len(module_name) :]!r}"
+    cwd = os.path.realpath(os.getcwd())
+    if any(os.path.realpath(entry or ".") == cwd for entry in sys.path):
+        # The CLI puts it there, as gunicorn does: started from the wrong directory.
+        where = working_directory()
+        return f" (not in the working directory {where}, nor installed for {sys.executable})"
+    return f" (not installed for {sys.executable}, nor elsewhere on sys.path)"
+
+
+def _closest(name: str, obj: Any) -> str:
+    """`` (did you mean 'app'?)`` from ``obj``'s attributes (private ones for a private name)."""
+    names = [attr for attr in dir(obj) if name.startswith("_") or not attr.startswith("_")]
+    return did_you_mean(name, names)
+
+
+def _no_default(spec: str, module: Any) -> str:
+    """A module named alone has no ``application``: say it was the default, and how to name one."""
+    attr = "app" if callable(getattr(module, "app", None)) else "NAME"
+    return f", the name taken when none is given; name the app: {f'{spec.strip()}:{attr}'!r}"
 
 
 def load_app(spec: str) -> Any:
