@@ -252,6 +252,9 @@ def stack_toml(run: Running, ctx) -> None:
     wait_for(run, f"error {headers['X-Error-Id']}: GET /boom/")
     status, headers, _ = run.get("/boom")  # curl follows no redirect
     assert status == 308 and headers["Location"] == "/boom/"
+    status, headers, _ = run.get("/hello")
+    assert status == 308 and headers["Location"] == "/hello/"
+    assert run.get("/admin")[0] == 403  # refused before the dispatcher could redirect
     assert run.get("/")[0] == 404
 
 
