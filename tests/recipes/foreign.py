@@ -38,10 +38,28 @@ LISTENING = {
 class Served:
     port: int
     lines: list[str] = field(default_factory=list)
+    #: Notified with each new line of the log.
+    grown: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def log(self) -> str:
         return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` is in the log (bounded); fail with the log if it never is."""
+        with self.grown:
+            found = self.grown.wait_for(lambda: text in self.log, timeout)
+        assert found, f"{text!r} was not logged within {timeout} s:\n{self.log}"
+
+    def uwsgi_finished(self, method: str, path: str) -> None:
+        """Wait until uWSGI's worker is done with the request ``method path``.
+
+        uWSGI closes the connection before the rest of its work on a request
+        (close(), releasing the environ, the access line last): a client that
+        read the whole response may otherwise stop uWSGI while that runs, and
+        its workers then die in the middle of it.
+        """
+        self.wait_for(f"{method} {path} => generated")
 
 
 def command(server: str, target: str, *options: str) -> list[str]:
@@ -85,7 +103,9 @@ def serving(
 
     def read() -> None:
         for line in proc.stderr:  # type: ignore[union-attr]
-            served.lines.append(line)
+            with served.grown:
+                served.lines.append(line)
+                served.grown.notify_all()
             if not ready.is_set() and (found := LISTENING[server].search(line)):
                 served.port = int(found[1])
                 ready.set()

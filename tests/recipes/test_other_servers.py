@@ -109,6 +109,7 @@ def test_under_uwsgi_error_catcher_answers_a_whole_500(path, tmp_path):
         "uwsgi", "tests.recipes.foreign_apps:caught_failing_rows", *UWSGI_PREFORK, home=tmp_path
     ) as run:
         status, headers, body = fetch_error_page(run.port, path)
+        run.uwsgi_finished("GET", path)
     error_id = headers["X-Error-Id"]
     assert (status, f"Error id: {error_id}".encode() in body) == (500, True), run.log
     assert len(body) == int(headers["Content-Length"]), body
@@ -125,6 +126,7 @@ def test_under_uwsgi_a_body_with_read_failing_midway_is_caught(tmp_path):
         "uwsgi", "tests.recipes.foreign_apps:caught_failing_rows", *UWSGI_PREFORK, home=tmp_path
     ) as run:
         status, _, body = fetch_error_page(run.port, "/midway")
+        run.uwsgi_finished("GET", "/midway")
     assert (status, body) == (200, b"row;"), run.log  # the headers went out: cut, not replaced
     assert re.search(r"error [0-9a-f]{16}: GET /midway from 127\.0\.0\.1", run.log), run.log
 
@@ -328,6 +330,8 @@ def test_a_body_failing_before_its_first_byte_gets_one_whole_error_page(
     # Content-Types (and two Content-Lengths), a 500 whose body the client cut short.
     with served_by(server, options, target, tmp_path) as run:
         status, headers, body = fetch_error_page(run.port, "/report.csv")
+        if server == "uwsgi":
+            run.uwsgi_finished("GET", "/report.csv")
     error_id = headers["X-Error-Id"]
     assert (status, headers.get_all("Content-Type")) == (
         500,
@@ -351,6 +355,8 @@ def test_a_body_failing_after_its_first_byte_is_cut_and_its_traceback_logged_onc
         server, "tests.recipes.foreign_apps:caught_failing_rows", *options, home=tmp_path
     ) as run:
         status, headers, body = fetch_error_page(run.port, "/midway")
+        if server == "uwsgi":
+            run.uwsgi_finished("GET", "/midway")
     assert (status, body, "X-Error-Id" in headers) == (200, b"row;", False), run.log
     [error_id] = re.findall(
         r"error ([0-9a-f]{16}): GET /midway from 127\.0\.0\.1; the response was cut off",
