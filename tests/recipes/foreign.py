@@ -26,6 +26,9 @@ from tests.processes import stop_process
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
+#: What each uWSGI worker logs once it takes requests (``--hook-accepting``).
+UWSGI_WORKER_UP = "uWSGI worker accepting"
+
 #: How each server says where it listens, once it does.
 LISTENING = {
     "gunicorn": re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)"),
@@ -45,11 +48,11 @@ class Served:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        """Wait until ``text`` is in the log (bounded); fail with the log if it never is."""
+    def wait_for(self, text: str, times: int = 1, timeout: float = 30.0) -> None:
+        """Wait until ``text`` is in the log ``times`` times (bounded); fail with the log if not."""
         with self.grown:
-            found = self.grown.wait_for(lambda: text in self.log, timeout)
-        assert found, f"{text!r} was not logged within {timeout} s:\n{self.log}"
+            found = self.grown.wait_for(lambda: self.log.count(text) >= times, timeout)
+        assert found, f"{text!r} was not logged {times} times within {timeout} s:\n{self.log}"
 
     def uwsgi_finished(self, method: str, path: str) -> None:
         """Wait until uWSGI's worker is done with the request ``method path``.
@@ -75,8 +78,16 @@ def command(server: str, target: str, *options: str) -> list[str]:
             # --lazy-apps): the master then gives up on it after 2 s, not its
             # default 60, and the stop no longer waits out stop_process's grace.
             "--worker-reload-mercy", "2", "--reload-mercy", "2",
+            "--hook-accepting", f"log:{UWSGI_WORKER_UP}",
         ]  # fmt: skip
     return [str(BIN / "waitress-serve"), "--listen=127.0.0.1:0", *options, target]
+
+
+def uwsgi_workers(options: tuple[str, ...]) -> int:
+    """How many workers uWSGI runs with ``options`` (``--processes N``; 1 without)."""
+    if "--processes" in options:
+        return int(options[options.index("--processes") + 1])
+    return 1
 
 
 @contextmanager
@@ -116,6 +127,11 @@ def serving(
     try:
         ready.wait(60)
         assert served.port, f"{server} did not start:\n{served.log}"
+        if server == "uwsgi":
+            # uWSGI logs its port before it forks its workers: one still starting
+            # when the test stops uWSGI dies of the SIGINT inside Python code
+            # (random.seed() after the fork) and logs a KeyboardInterrupt traceback.
+            served.wait_for(UWSGI_WORKER_UP, times=uwsgi_workers(options))
         yield served
     finally:
         stop_process(proc)
