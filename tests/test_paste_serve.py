@@ -310,6 +310,17 @@ def test_check_says_another_servers_section_is_ignored(tmp_path, monkeypatch, ca
     assert "site.ini: [server:main] uses egg:waitress#main: ignored by wsgistack serve" in out
 
 
+def test_check_refuses_the_loggers_serve_refuses(tmp_path):
+    # serve --paste applies [loggers] before it binds and stops on a broken
+    # section: check must not call the same file ok.
+    write_site(tmp_path, OURS, extra="[loggers]\nkeys = root\n")
+    for command in ("check", "serve"):
+        result = run_cli(tmp_path, command, "--paste", "site.ini")
+        assert result.returncode == 2, result
+        expected = f"wsgistack {command}: error: site.ini: [loggers]: KeyError: 'formatters'\n"
+        assert result.stderr == expected
+
+
 def test_check_takes_one_file(capsys):
     assert main(["check", "stack.toml", "--paste", "site.ini"]) == 2
     assert "give exactly one of FILE or --paste FILE" in capsys.readouterr().err

@@ -37,6 +37,9 @@ def _check(args: argparse.Namespace) -> int:
     if args.paste is not None:
         ini = read_paste_ini(args.paste, working_directory())
         ini.server_options({})  # its [server:main], as serve --paste reads it
+        # Its [loggers], as serve --paste applies them before binding: a file
+        # serve would refuse is not ok here (a log file it names is opened).
+        ini.configure_logging()
         load: Callable[[], object] = ini.load_app
     else:
         pipeline_options(args.file, {})  # its [server] table, as serve --config reads it
