@@ -12,6 +12,8 @@ import pytest
 from paste.deploy import loadserver
 
 from wsgistack.errors import ConfigError
+from wsgistack.paste import ini_server_options
+from wsgistack.server.config import ServerConfig
 
 from .server.served import Served, poll
 
@@ -100,6 +102,24 @@ def test_listen_names_several_addresses(pserve, tmp_path):
         sock.connect(str(path))
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["listen = *:6543", "bind = *:6543", "host = *\nport = 6543", "listen = ['*:6543']"],
+)
+def test_a_star_host_is_every_interface_as_waitress_reads_it(server):
+    # Pyramid's production.ini has "listen = *:6543": switching its use line
+    # from waitress to us must listen as waitress did, not fail to bind "*".
+    options = ini_server_options(dict(line.split(" = ") for line in server.split("\n")), "ini")
+    binds = ServerConfig.from_options(**options).bind
+    assert [str(bind) for bind in binds] == ["0.0.0.0:6543", "[::]:6543"]
+
+
+def test_a_star_host_listens_beside_other_addresses(tmp_path):
+    options = ini_server_options({"listen": f"*:6543 unix:{tmp_path}/s.sock"}, "ini")
+    binds = ServerConfig.from_options(**options).bind
+    assert [str(bind) for bind in binds] == ["0.0.0.0:6543", "[::]:6543", f"unix:{tmp_path}/s.sock"]
 
 
 @pytest.mark.parametrize(

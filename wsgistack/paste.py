@@ -179,15 +179,32 @@ def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
         )
     if named:
         value = ini_value(options.pop(named[0]))
-        options["bind"] = value.split() if isinstance(value, str) else value
+        addresses = value.split() if isinstance(value, str) else value
+        if isinstance(addresses, list):
+            addresses = [one for address in addresses for one in _every_interface(address)]
+        options["bind"] = addresses
     elif host is not None or port is not None:
         host = (host or "127.0.0.1").strip()
         port = (port or "8000").strip()
         if not (port.isascii() and port.isdigit()):
             raise ConfigError(f"{where}: port: {port!r} is not a port number (0-65535)")
         bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        options["bind"] = f"{bracketed}:{port}"
+        options["bind"] = _every_interface(f"{bracketed}:{port}")
     return options
+
+
+def _every_interface(address: Any) -> list[Any]:
+    """waitress's ``*:PORT`` (Pyramid's production.ini: ``listen = *:6543``) as our binds.
+
+    ``*`` is every interface to waitress, IPv4 and IPv6; here that is
+    ``0.0.0.0:PORT`` and ``[::]:PORT``, the IPv6 one bound IPv6-only, so the
+    two sockets share the port.  Any other address is left as written.
+    """
+    if isinstance(address, str):
+        host, sep, port = address.rpartition(":")
+        if sep and host == "*":
+            return [f"0.0.0.0:{port}", f"[::]:{port}"]
+    return [address]
 
 
 def ini_server_options(
