@@ -243,6 +243,12 @@ def test_an_app_that_raises_while_loading_is_status_2_with_its_traceback(tmp_pat
             id="empty-name",
         ),
         pytest.param(
+            ("--paste", "#main"),
+            OURS,
+            "#main: no ini file before '#' (site.ini#NAME)",
+            id="no-file",
+        ),
+        pytest.param(
             ("--paste", "site.ini"),
             OURS + "threds = 2\n",
             "site.ini: [server:main]: threds: unknown server option (did you mean 'threads'?)",

@@ -91,6 +91,8 @@ def read_paste_ini(spec: str, workdir: str) -> PasteIni:
     given, _, name = spec.partition("#")
     if "#" in spec and not name:
         raise ConfigError(f"{spec}: no app name after '#' (site.ini#NAME; without '#': main)")
+    if not given:
+        raise ConfigError(f"{spec}: no ini file before '#' (site.ini#NAME)")
     path = os.path.join(workdir, given)
     try:
         loader = loadwsgi.ConfigLoader(path)
