@@ -101,6 +101,13 @@ def test_the_command_line_help_says_which_wins(capsys):
             id="flag-spelling",
         ),
         pytest.param(
+            "port = 8000",
+            (),
+            "stack.toml: [server]: port: unknown server option; the address is bind,"
+            " e.g. bind = '127.0.0.1:8000' (a list for several)",
+            id="another-servers-address",
+        ),
+        pytest.param(
             "workers = -1",
             (),
             "stack.toml: [server]: workers: -1 must be an integer >= 0",

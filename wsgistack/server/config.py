@@ -315,10 +315,20 @@ class ServerConfig:
         return self.bind
 
 
+#: Other servers' names for where to listen (pserve's and uvicorn's host and
+#: port, waitress's listen): ours is ``bind``, which a spelling hint cannot find.
+_ADDRESS_NAMES = ("host", "port", "listen")
+
+
 def convert_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Apply ``OPTIONS`` to each given option; unknown names are a ``ConfigError``."""
     converted: dict[str, Any] = {}
     for name, value in options.items():
+        if name in _ADDRESS_NAMES:
+            raise ConfigError(
+                f"{name}: unknown server option; the address is bind, e.g."
+                " bind = '127.0.0.1:8000' (a list for several)"
+            )
         if name not in OPTIONS:
             hint = did_you_mean(name, OPTIONS) or f" (known: {', '.join(OPTIONS)})"
             raise ConfigError(f"{name}: unknown server option{hint}")
