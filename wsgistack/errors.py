@@ -19,6 +19,7 @@ __all__ = [
     "UpstreamError",
     "WsgiStackError",
     "body_error_behind",
+    "unreadable",
 ]
 
 
@@ -103,3 +104,14 @@ class ResponseCut(WsgiStackError, ConnectionResetError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+def unreadable(shown: object, error: OSError) -> ConfigError:
+    """The one-line start-up error for a configured file that cannot be read.
+
+    ``shown`` is the file as the user named it; the reason is the OS's, in
+    words (``no such file``, ``cannot read: Is a directory``), not a traceback.
+    """
+    if isinstance(error, FileNotFoundError):
+        return ConfigError(f"{shown}: no such file")
+    return ConfigError(f"{shown}: cannot read: {error.strerror or error}")

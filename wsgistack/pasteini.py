@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._types import WSGIApplication
-from .errors import ConfigError
+from .errors import ConfigError, unreadable
 from .loader import raised
 from .paste import ini_server_options, server_factory
 
@@ -96,10 +96,8 @@ def read_paste_ini(spec: str, workdir: str) -> PasteIni:
     path = os.path.join(workdir, given)
     try:
         loader = loadwsgi.ConfigLoader(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{given}: no such file") from None
-    except OSError as exc:  # a directory, no permission, ...
-        raise ConfigError(f"{given}: cannot read: {exc.strerror or exc}") from None
+    except OSError as exc:  # missing, a directory, no permission, ...
+        raise unreadable(given, exc) from None
     except configparser.Error as exc:
         raise ConfigError(f"{given}: not a valid ini file: {' '.join(str(exc).split())}") from None
     name = name or "main"

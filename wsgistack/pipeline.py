@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from ._types import WSGIApplication
 from .compose import _arity_says_app, _needs_options, _not_an_app, compose
-from .errors import ConfigError
+from .errors import ConfigError, unreadable
 from .loader import app_failed, import_object, load_app, raised
 from .options import did_you_mean, text_options, unknown_option
 
@@ -385,10 +385,8 @@ def read_pipeline(path: str | Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             config = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:  # a directory, no permission, ...
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except OSError as exc:  # missing, a directory, no permission, ...
+        raise unreadable(path, exc) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     _check_shape(config, str(path), "")

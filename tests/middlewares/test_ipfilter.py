@@ -356,6 +356,16 @@ def test_a_list_replaced_with_its_old_size_and_mtime_is_reloaded(tmp_path, how):
     assert status_for(app, "192.0.2.8") == 403
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"), [("missing.txt", "no such file"), ("", "cannot read: Is a directory")]
+)
+def test_a_list_file_that_cannot_be_read_fails_at_start_up_in_one_line(tmp_path, name, reason):
+    path = tmp_path / name
+    with pytest.raises(ConfigError) as caught:
+        IPFilter(hello_app, deny_files=[path])
+    assert str(caught.value) == f"{path}: {reason}"
+
+
 def test_a_list_file_with_a_byte_order_mark_reads_its_first_line(tmp_path):
     blocklist = tmp_path / "deny.txt"
     blocklist.write_bytes(b"\xef\xbb\xbf192.0.2.0/24\r\n198.51.100.7\r\n")  # Notepad's UTF-8

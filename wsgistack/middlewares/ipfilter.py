@@ -41,7 +41,7 @@ import webob.exc
 from .._logtext import log_text
 from .._types import StartResponse, WSGIApplication, WSGIEnvironment
 from ..clientip import ProxyTrust, client_ip, warn_no_address
-from ..errors import ConfigError
+from ..errors import ConfigError, unreadable
 from ..forking import forget_on_fork
 from ..netset import IPAddress, IPNetwork, NetworkSet, as_network, parse_network
 from ..options import choice, flag, function, listed, log_target, owned
@@ -57,7 +57,7 @@ def _read_list(path: Path) -> list[IPNetwork]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise unreadable(path, exc) from None
     try:
         text = data.decode("utf-8-sig")  # a BOM, as Windows editors write, is not an entry
     except UnicodeDecodeError as exc:
