@@ -120,16 +120,24 @@ class Arbiter:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
 
-    def run(self) -> int:
-        """Supervise until stopped; returns the exit status."""
+    def run(self, early: Iterable[int] = ()) -> int:
+        """Supervise until stopped; returns the exit status.
+
+        ``early``: signals the caller noted before this (``Server`` notes them
+        from its pid file on), acted on before any worker starts.
+        """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        self._signals.extend(early)
         workers = self.config.workers
         log.info(
             "master %d: starting %d worker%s", os.getpid(), workers, "" if workers == 1 else "s"
         )
         try:
-            self._spawn_missing()
+            while self._signals:
+                self._handle(self._signals.popleft())
+            if self._state is not State.STOPPING:
+                self._spawn_missing()
             while self.workers or self._state is not State.STOPPING:
                 self._wait()
                 while self._signals:

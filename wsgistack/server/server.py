@@ -32,6 +32,21 @@ __all__ = ["Server", "serve"]
 
 log = logging.getLogger("wsgistack.server")
 
+#: Noted from the bind on, until the server's own handlers are in (then acted
+#: on), and again once they are gone, until ``close()``: their default action
+#: would end (or freeze) the process and leave the pid file and a unix socket's
+#: file behind, and with ``workers=0`` the app loads in between.  Not SIGINT:
+#: Python's KeyboardInterrupt unwinds, removing them, and Ctrl-C still
+#: interrupts an import that hangs.
+_NOTED = (
+    signal.SIGTERM,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
 
 class Server:
     """A WSGI server for ``app``; keyword options are those of ``ServerConfig``.
@@ -113,7 +128,8 @@ class Server:
         In process (``workers=0``) and in the main thread, SIGHUP stops
         gracefully too (there is no master to reload; its terminal closed),
         unless it was ignored at start (``nohup``); the previous handlers are
-        back afterwards.
+        back afterwards.  A signal that comes while it binds, writes the pid
+        file or (``workers=0``) loads the app is acted on once it serves.
         """
         if self.config.workers and threading.current_thread() is not threading.main_thread():
             # A master needs the signals (SIGCHLD, SIGTERM, SIGHUP), which Python
@@ -123,20 +139,23 @@ class Server:
                 " main thread; in another thread serve with workers=0"
             )
         self._claim("serve_forever")
+        main = threading.current_thread() is threading.main_thread()
+        early: list[int] = []  # signals before the server's handlers are in
+        outer = _note_signals(early) if main else {}
         try:
             self.bind()
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
-                return Arbiter(self.loader, self.config, self.listeners).run()
+                return Arbiter(self.loader, self.config, self.listeners).run(early=early)
             self._worker = Worker(self.loader(), self.config, self.listeners)
-            if threading.current_thread() is not threading.main_thread():
+            if not main:
                 self._worker.run()
                 return 0
             worker = self._worker
             handlers = worker.signal_handlers()
             hung_up: list[int] = []
-            if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            if signal.SIGHUP in outer:  # not ignored at start
                 # No master to reload: a hangup (its terminal closed) stops, as
                 # SIGTERM does, rather than leave it serving unseen; under nohup
                 # (SIGHUP ignored at start) it stays ignored.
@@ -146,6 +165,9 @@ class Server:
 
                 handlers[signal.SIGHUP] = hang_up
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+            for signum in early:  # noted while the app loaded: acted on now
+                if callable(handler := handlers.get(signum)):
+                    handler(signum, None)
             try:
                 worker.run()
             finally:  # Ctrl-C works again once serving has ended
@@ -159,6 +181,8 @@ class Server:
             return 0
         finally:
             self.close()  # removes the pid file too
+            for sig, handler in outer.items():
+                signal.signal(sig, handler)
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe); its listeners close as it begins."""
@@ -224,6 +248,15 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _note_signals(noted: list[int]) -> dict[int, Any]:
+    """Have each of ``_NOTED`` not ignored append to ``noted``; their handlers until now."""
+    previous: dict[int, Any] = {}
+    for sig in _NOTED:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            previous[sig] = signal.signal(sig, lambda signum, _: noted.append(signum))
+    return previous
 
 
 def serve(app: Callable[..., Any], **options: Any) -> int:
