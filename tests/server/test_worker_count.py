@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from .served import poll
+from .served import HELD_IMPORT, poll
 
 
 def test_sigttin_adds_a_worker_and_sigttou_removes_the_oldest(serve):
@@ -40,3 +40,30 @@ def test_the_count_sigttin_set_holds_across_a_reload(serve):
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: (pids := server.count_workers(2)) and not (pids & first))
     assert "reload done" in server.log.read_text()
+
+
+#: ``heldapp``: imported at once, unless a file ``hold`` exists; then held until
+#: a signal reaches the worker (``HELD_IMPORT``).
+HELD_IF_ASKED = """
+from pathlib import Path
+
+if Path("hold").exists():
+    import slowimport  # noqa: F401
+from slowapp import app
+"""
+
+
+def test_sigttou_lets_a_worker_still_loading_go_before_a_serving_one(serve, tmp_path):
+    # The oldest went first even while the newest was still loading the app:
+    # nothing served until that import ended, however long it took.
+    (tmp_path / "slowimport.py").write_text(HELD_IMPORT)
+    (tmp_path / "heldapp.py").write_text(HELD_IF_ASKED)
+    server = serve("--workers", "1", target=("heldapp:app",))
+    serving = poll(lambda: server.count_workers(1))
+    (tmp_path / "hold").touch()
+    server.proc.send_signal(signal.SIGTTIN)
+    poll((tmp_path / "loading").exists)  # the new one is loading
+    server.proc.send_signal(signal.SIGTTOU)
+    assert poll(lambda: server.count_workers(1)) == serving
+    assert {int(server.get())} == serving
+    assert "could not load" not in server.log.read_text()

@@ -13,7 +13,8 @@ SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
 SIGUSR1  reopen log files: every worker opens its --access-log file again
          (for logrotate, as gunicorn does).
 SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
-         the oldest leaves, drained; a reload starts as many as there are now.
+         one still loading the app leaves first, else the oldest, drained; a reload
+         starts as many as there are now.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 A worker whose loop stops beating for --worker-timeout seconds (a C extension
 holding the GIL, a deadlock; see heartbeat.py) is hung: the master logs it,
@@ -410,9 +411,13 @@ class Arbiter:
                 self._respawn_at = 0.0
 
     def _spawn_missing(self) -> None:
-        """Start workers up to the count, or (SIGTTOU, once no reload runs) drain the oldest."""
+        """Start workers up to the count, or (SIGTTOU, once no reload runs) drain some.
+
+        Those still loading the app go first (none of them serves yet), then the oldest.
+        """
         active = sorted(
-            set(self.workers) - self._retiring - self._leaving, key=self.workers.__getitem__
+            set(self.workers) - self._retiring - self._leaving,
+            key=lambda pid: (pid in self._ready, self.workers[pid]),
         )
         if self._state is State.SERVING and len(active) > self._target:
             for pid in active[: len(active) - self._target]:
