@@ -86,3 +86,38 @@ def test_a_serving_worker_that_exits_with_status_3_is_respawned_not_a_load_failu
     log = server.log.read_text()
     assert f"worker {old} exited (status 3), respawning" in log
     assert "could not load" not in log
+
+
+#: An exit handler that waits on a network flush that never ends (bounded: 60 s).
+BLOCKED_EXIT_APP = """
+import atexit, socket
+
+from slowapp import app
+
+
+def flush_metrics():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.settimeout(60)
+        sock.accept()  # an answer that never comes
+
+
+atexit.register(flush_metrics)
+"""
+
+
+def test_an_exit_handler_that_hangs_is_cut_after_a_reload(serve, tmp_path):
+    # Only a stop had a deadline: after a reload (or a recycle, or SIGTTOU) a
+    # drained worker waited in its exit handler for ever (with --worker-timeout 0;
+    # else it was killed a minute later as a hung worker).
+    (tmp_path / "blockedexit.py").write_text(BLOCKED_EXIT_APP)
+    server = serve(
+        "--workers", "1", "--graceful-timeout", "1", "--worker-timeout", "0",
+        target=("blockedexit:app",),
+    )  # fmt: skip
+    old = poll(lambda: server.count_workers(1))
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: (pids := server.count_workers(1)) and pids != old and pids, timeout=30)
+    assert "in flush_metrics" in server.log.read_text()  # the stack says where it hung
+    assert int(server.get()) not in old

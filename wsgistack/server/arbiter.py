@@ -27,7 +27,8 @@ under way, and nothing a reload would do (finish, fail, respawn) happens once
 stopping.
 A worker ends as a Python program does (``child.py``): the exit handlers the
 app registered (``atexit``) run and its output is flushed, at a stop, a reload
-or a recycle.
+or a recycle, within --graceful-timeout and a second (then its stack is printed
+and it exits with status 1).
 Workers load the app after the fork (``load()``), so a reload picks up new code;
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
@@ -454,7 +455,8 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
-            exit_child(status)
+            # As long as a stop's deadline grants them: --graceful-timeout, and a second.
+            exit_child(status, self.config.graceful_timeout + 1.0)
 
     # -- in the child -----------------------------------------------------------------
     def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:

@@ -6,7 +6,7 @@ stop during the import is noted, not lost), tells the master it is ready
 and serves.  It ends as a Python program does, through ``exit_child``.
 
     status = run_child(load, config, listeners, mask=mask, beat=beat, ready_fd=w)
-    exit_child(status)
+    exit_child(status, config.graceful_timeout + 1.0)
 """
 
 from __future__ import annotations
@@ -96,8 +96,13 @@ def run_child(
     return 0
 
 
-def exit_child(status: int) -> None:
+def exit_child(status: int, limit: float) -> None:
     """End a worker as a Python program ends: the app's exit handlers, output flushed.
+
+    Within ``limit`` seconds: a handler still running then (a flush to a
+    host that does not answer) has its stack printed to standard error, and
+    the worker exits with status 1.  Nothing else would end it after a
+    reload, a recycle or a SIGTTOU, only a stop has a deadline of the master's.
 
     Not by unwinding (``sys.exit``): the master's frames above the fork
     would run in the worker, and ``Server.close()`` there remove the
@@ -108,6 +113,8 @@ def exit_child(status: int) -> None:
     ``atexit._clear`` and ``_run_exitfuncs`` are CPython's (3.0 and later).
     """
     try:
+        # In C, without the GIL: it fires even if a handler holds it.
+        faulthandler.dump_traceback_later(limit, exit=True, file=2)
         atexit._run_exitfuncs()  # each handler's error is printed, the others still run
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
