@@ -73,6 +73,41 @@ def test_a_worker_that_ends_runs_the_app_s_exit_handlers_and_flushes_its_output(
         assert not list(tmp_path.glob("master-atexit-*"))
 
 
+#: Buffers its records in a MemoryHandler, as apps do to batch them to a file or a
+#: service: only logging's own exit handler (logging.shutdown) flushes them.
+BUFFERING_APP = """
+import logging, logging.handlers, os
+
+log = logging.getLogger("buffered")
+log.propagate = False
+log.addHandler(
+    logging.handlers.MemoryHandler(1000, target=logging.FileHandler(f"applog-{os.getpid()}"))
+)
+log.warning("loaded in %d", os.getpid())
+
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["reload", "stop"])
+def test_a_worker_that_ends_flushes_the_app_s_buffered_log_records(serve, tmp_path, signum):
+    # logging registers its shutdown as an exit handler when it is first
+    # imported, in the master; the worker clears the master's handlers, so the
+    # records a MemoryHandler held were lost at every reload, recycle and stop.
+    (tmp_path / "bufferapp.py").write_text(BUFFERING_APP)
+    server = serve("--workers", "1", target=("bufferapp:app",))
+    old = int(server.get())
+    server.proc.send_signal(signum)
+    log = tmp_path / f"applog-{old}"
+    poll(lambda: f"loaded in {old}" in log.read_text(), timeout=20)
+    if signum == signal.SIGTERM:
+        assert server.proc.wait(timeout=20) == 0
+
+
 def test_a_serving_worker_that_exits_with_status_3_is_respawned_not_a_load_failure(exiting):
     # Status 3 is what a worker that cannot load the app exits with, and the
     # master took it as such from any worker: an app's os._exit(3) mid-request

@@ -97,7 +97,7 @@ def run_child(
 
 
 def exit_child(status: int, limit: float) -> None:
-    """End a worker as a Python program ends: the app's exit handlers, output flushed.
+    """End a worker as a Python program ends: the app's exit handlers, output and logs flushed.
 
     Within ``limit`` seconds: a handler still running then (a flush to a
     host that does not answer) has its stack printed to standard error, and
@@ -116,6 +116,10 @@ def exit_child(status: int, limit: float) -> None:
         # In C, without the GIL: it fires even if a handler holds it.
         faulthandler.dump_traceback_later(limit, exit=True, file=2)
         atexit._run_exitfuncs()  # each handler's error is printed, the others still run
+        # logging's own exit handler was registered in the master, as it was first
+        # imported there, and cleared with the master's: the app's buffered
+        # records (a MemoryHandler, a queue to a service) are flushed here instead.
+        logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 with contextlib.suppress(Exception):  # closed, or a terminal gone away
