@@ -14,7 +14,7 @@ import pytest
 from wsgistack.cli import main
 
 from .server.live import RawClient
-from .server.served import Served, poll
+from .server.served import Served, launched, poll
 
 #: A paste.app_factory whose app, checked by wsgiref's validator, answers its
 #: ``text`` setting and its worker's pid.
@@ -58,30 +58,17 @@ def write_site(tmp_path, server: str = "", version: str = "one", extra: str = ""
 @pytest.fixture
 def paste_serve(tmp_path):
     """``wsgistack serve --paste ...`` in a subprocess; every one started is killed by PID."""
-    started: list[Served] = []
+    with launched(tmp_path) as launch:
 
-    def start(*args: str, wait: bool = True) -> Served:
-        log = tmp_path / f"server{len(started)}.log"
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(
+        def start(*args: str, wait: bool = True) -> Served:
+            return launch(
                 [sys.executable, "-m", "wsgistack.cli", "serve", *args],
-                cwd=tmp_path,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
                 # A rewritten module is read again, whatever its mtime says.
                 env={**os.environ, "PWD": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"},
+                wait=wait,
             )
-        served = Served(proc, log, tmp_path / "marker", wait=False)
-        started.append(served)
-        if wait:
-            served.port = poll(served._port)
-        return served
 
-    try:
         yield start
-    finally:
-        for served in started:
-            served.kill()
 
 
 def run_cli(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ from wsgistack.errors import ConfigError
 from wsgistack.paste import ini_server_options
 from wsgistack.server.config import ServerConfig
 
-from .server.served import Served, poll
+from .server.served import Served, launched, poll
 
 #: A paste.app_factory whose app, checked by wsgiref's validator, answers its worker's pid.
 APP = """
@@ -58,29 +57,15 @@ use = egg:wsgistack#main
 def pserve(tmp_path):
     (tmp_path / "pidapp.py").write_text(APP)
     (tmp_path / "run.py").write_text(RUN)
-    started: list[Served] = []
 
-    def start(server: str) -> Served:
-        ini = tmp_path / "site.ini"
-        ini.write_text(INI.format(server=server))
-        log = tmp_path / "server.log"
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(
-                [sys.executable, "run.py", str(ini)],
-                cwd=tmp_path,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        served = Served(proc, log, tmp_path / "marker", wait=False)
-        started.append(served)
-        served.port = poll(served._port)
-        return served
+    with launched(tmp_path) as launch:
 
-    try:
+        def start(server: str) -> Served:
+            ini = tmp_path / "site.ini"
+            ini.write_text(INI.format(server=server))
+            return launch([sys.executable, "run.py", str(ini)])
+
         yield start
-    finally:
-        for served in started:
-            served.kill()
 
 
 def test_host_and_port_serve_the_app_with_the_prefork_master(pserve):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from wsgistack._types import StartResponse, WSGIEnvironment
 
-from .served import APP, Served, limit_files, poll
+from .served import APP, Served, launched, limit_files
 
 
 def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -33,43 +32,25 @@ def echo() -> object:
 @pytest.fixture
 def serve(tmp_path) -> Iterator:
     (tmp_path / "slowapp.py").write_text(APP)
-    started: list[Served] = []
 
-    def start(
-        *options: str,
-        target: tuple[str, ...] = ("slowapp:app",),
-        wait: bool = True,
-        max_files: int = 0,
-        launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
-        cwd: Path = tmp_path,
-        bind: tuple[str, ...] = ("--bind", "127.0.0.1:0"),
-    ) -> Served:
-        log = tmp_path / f"server{len(started)}.log"
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *launcher,
-                    "serve",
-                    *target,
-                    *bind,
-                    *options,
-                ],
+    with launched(tmp_path) as launch:
+
+        def start(
+            *options: str,
+            target: tuple[str, ...] = ("slowapp:app",),
+            wait: bool = True,
+            max_files: int = 0,
+            launcher: tuple[str, ...] = ("-m", "wsgistack.cli"),
+            cwd: Path = tmp_path,
+            bind: tuple[str, ...] = ("--bind", "127.0.0.1:0"),
+        ) -> Served:
+            return launch(
+                [sys.executable, *launcher, "serve", *target, *bind, *options],
                 cwd=cwd,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
                 # PWD as a shell sets it: the directory as named, symlinks kept.
                 env={**os.environ, "MARKER": str(tmp_path / "marker"), "PWD": str(cwd)},
                 preexec_fn=(lambda: limit_files(max_files)) if max_files else None,
+                wait=wait,
             )
-        served = Served(proc, log, tmp_path / "marker", wait=False)
-        started.append(served)
-        if wait:
-            served.port = poll(served._port)
-        return served
 
-    try:
         yield start
-    finally:
-        for served in started:
-            served.kill()

@@ -14,11 +14,13 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["APP", "HELD_IMPORT", "Served", "limit_files", "orphans", "poll"]
+__all__ = ["APP", "HELD_IMPORT", "Served", "launched", "limit_files", "orphans", "poll"]
 
 APP = """
 import os, time
@@ -103,6 +105,46 @@ class Served:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def launched(directory: Path) -> Iterator[Callable[..., Served]]:
+    """Start server commands in subprocesses as ``Served``; each is killed by PID at the end.
+
+    Each one logs to ``directory/serverN.log``; with ``wait`` its port is read
+    from its log before it is handed over.
+    """
+    started: list[Served] = []
+
+    def launch(
+        argv: Sequence[str],
+        *,
+        cwd: Path = directory,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
+        wait: bool = True,
+    ) -> Served:
+        log = directory / f"server{len(started)}.log"
+        with log.open("wb") as handle:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=preexec_fn,
+            )
+        served = Served(proc, log, directory / "marker", wait=False)
+        started.append(served)
+        if wait:
+            served.port = poll(served._port)
+        return served
+
+    try:
+        yield launch
+    finally:
+        for served in started:
+            served.kill()
 
 
 def limit_files(count: int) -> None:
