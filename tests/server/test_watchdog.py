@@ -169,6 +169,22 @@ def test_a_worker_hung_while_draining_is_killed_after_its_graceful_timeout(hangi
     assert server.get().isdigit()
 
 
+def test_a_worker_killed_at_the_stop_s_deadline_is_logged(hanging):
+    # A worker that cannot end itself (its request holds the GIL in C) is killed
+    # once --graceful-timeout and a second are up; nothing said so before, and the
+    # only trace was the client's cut connection.
+    server = hanging("--workers", "1", "--worker-timeout", "0", "--graceful-timeout", "1")
+    result = request_in_background(server, "/hang?30")
+    poll(server.marker.exists)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+    log = server.log.read_text()
+    assert log.count("still running at the stop's deadline: killed (SIGKILL)") == 1, log
+    assert "master: 1 worker still running" in log, log
+    result["thread"].join(timeout=30)  # type: ignore[attr-defined]
+    assert "error" in result, result  # its request was cut with it
+
+
 @pytest.mark.parametrize("value", ["1", "0.5", "-1", "soon", "1e20"])
 def test_a_bad_worker_timeout_fails_at_start_naming_it(value):
     with pytest.raises(ConfigError, match=r"^worker_timeout: "):

@@ -5,6 +5,7 @@ subprocess, signals sent by PID, every wait a bounded poll.
 from __future__ import annotations
 
 import signal
+import threading
 
 from .served import HELD_IMPORT, poll
 
@@ -67,3 +68,17 @@ def test_sigttou_lets_a_worker_still_loading_go_before_a_serving_one(serve, tmp_
     assert poll(lambda: server.count_workers(1)) == serving
     assert {int(server.get())} == serving
     assert "could not load" not in server.log.read_text()
+
+
+def test_sigttin_during_a_stop_is_ignored_and_says_so(serve, tmp_path):
+    # It was dropped without a word: an operator scaling up during a drain saw nothing.
+    server = serve("--workers", "1", "--graceful-timeout", "20")
+    background = threading.Thread(target=lambda: server.get("/slow?3"), daemon=True)
+    background.start()
+    poll((tmp_path / "marker").exists)  # the request is in
+    server.proc.send_signal(signal.SIGTERM)
+    poll(lambda: "graceful stop" in server.log.read_text())
+    server.proc.send_signal(signal.SIGTTIN)
+    poll(lambda: "master: SIGTTIN ignored, the master is stopping" in server.log.read_text())
+    assert server.proc.wait(timeout=30) == 0
+    background.join(timeout=30)

@@ -108,6 +108,7 @@ class Arbiter:
         self._load_reported: dict[int, int] = {}  # pid -> --worker-timeouts of loading logged
         self._signals: collections.deque[int] = collections.deque()
         self._deadline = 0.0
+        self._deadline_passed = False  # the kill at the deadline was logged
         self._respawn_at = 0.0  # a worker failing at start delays the next spawn
         self._boot_wait = 0.0  # after a worker could not load the app: doubles to BOOT_RETRY_MAX
         self._booted = False  # some worker has loaded the app
@@ -228,6 +229,9 @@ class Arbiter:
     def _resize(self, step: int) -> None:
         """One worker more or less (SIGTTIN / SIGTTOU); ``_spawn_missing`` does it."""
         if self._state is State.STOPPING:
+            log.info(
+                "master: %s ignored, the master is stopping", "SIGTTIN" if step > 0 else "SIGTTOU"
+            )
             return
         if self._target + step < 1:
             log.info("master: one worker less, but at least one stays")
@@ -313,6 +317,14 @@ class Arbiter:
 
     def _enforce_deadline(self) -> None:
         if time.monotonic() > self._deadline:
+            if not self._deadline_passed:  # said once; the kill is repeated until reaped
+                self._deadline_passed = True
+                count = len(self.workers)
+                log.warning(
+                    "master: %d worker%s still running at the stop's deadline: killed (SIGKILL)",
+                    count,
+                    "" if count == 1 else "s",
+                )
             self._kill_all(signal.SIGKILL)
 
     def _kill_all(self, signum: int) -> None:
