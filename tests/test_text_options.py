@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Optional, Union
+from collections.abc import Callable, Iterable
+from typing import Annotated, Optional, Union
 from wsgiref.validate import validator
 
 import pytest
@@ -13,9 +13,11 @@ from webtest import TestApp
 
 import wsgistack.options
 from wsgistack import build_pipeline
+from wsgistack._types import StartResponse, WSGIApplication, WSGIEnvironment
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, LoadBalancer, RateLimiter
 from wsgistack.middlewares.ratelimit import RedisStore
+from wsgistack.paste import make_filter_factory
 
 LIMIT_INI = """
 [pipeline:main]
@@ -29,6 +31,30 @@ limits = 2/minute
 [app:app]
 use = call:tests.pipeline_fixtures:tags_app_factory
 """
+
+
+class Labeller:
+    """A third party's layer whose text options are ``Annotated`` (as typer/FastAPI style has it)."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        label: Annotated[str, "shown in X-Label"],
+        note: Optional[Annotated[str, "shown in X-Note"]] = None,  # noqa: UP045
+    ) -> None:
+        if not isinstance(label, str) or (note is not None and not isinstance(note, str)):
+            raise ConfigError(f"Labeller: expected text, got {label!r}, {note!r}")
+        self.app = app
+        self.label = label
+        self.note = note
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["tests.label"] = (self.label, self.note)
+        return self.app(environ, start_response)
+
+
+labeller_filter_factory = make_filter_factory("tests.test_text_options:Labeller")
 
 
 def _limiter(tmp_path, lines: str) -> RateLimiter:
@@ -149,4 +175,41 @@ def test_an_annotation_naming_what_only_a_type_checker_sees_is_read_as_written()
 
     assert wsgistack.options.text_options(make) == set()
     make.__annotations__ = {"label": "Optional[str]", "size": "int | Secret"}
+    assert wsgistack.options.text_options(make) == {"label"}
+
+
+def test_an_ini_annotated_text_option_given_digits_is_the_text_written(tmp_path):
+    # Annotated[str, ...] was not seen as text: label = 2024 became the number
+    # 2024 and the layer refused it.
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        "[filter:label]\nuse = call:tests.test_text_options:labeller_filter_factory\n"
+        "label = 2024\nnote = 7\n\n"
+        "[app:app]\nuse = call:tests.pipeline_fixtures:tags_app_factory\n\n"
+        "[pipeline:main]\npipeline = label app\n"
+    )
+    app = loadapp(f"config:{ini}")
+    assert isinstance(app, Labeller)
+    assert (app.label, app.note) == ("2024", "7")
+    TestApp(validator(app)).get("/")
+
+
+@pytest.mark.parametrize("option", ["label", "note"])
+def test_a_toml_number_for_an_annotated_text_option_says_how_to_quote_it(option):
+    table = {"use": "tests.test_text_options:Labeller", "label": "main", option: 2024}
+    config = {"layer": [table], "app": "tests.pipeline_fixtures:tags_app"}
+    message = f'{option}: expected text, got the number 2024; quote it: {option} = "2024"'
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_pipeline(config, source="stack.toml")
+
+
+def test_annotated_text_is_text_also_where_its_metadata_cannot_be_evaluated():
+    def make(app, *, label=None, size=3, tags=None):
+        return app
+
+    make.__annotations__ = {
+        "label": "Optional[Annotated[str, Doc('shown')]]",
+        "size": "Annotated[int | str, Doc('bytes')]",
+        "tags": "Annotated[list[str], Doc('tags')]",
+    }
     assert wsgistack.options.text_options(make) == {"label"}

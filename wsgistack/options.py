@@ -110,36 +110,64 @@ def unknown_option(factory: Callable[..., Any], names: Iterable[str], skip: int)
 _NUMBERS = frozenset({"int", "float", "bool"})
 
 
+def _typed(annotation: object) -> object:
+    """The type ``Annotated[T, ...]`` gives (``T``); any other annotation as it is."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
 def _union_members(annotation: object) -> set[str]:
     """The names of a union's members (``str | None``, ``Optional[str]``), or of the type alone.
 
     ``list[str]`` is a list, not text: only a union is looked into.
+    ``Annotated[str, ...]`` is ``str``, alone or as a member.
     """
+    annotation = _typed(annotation)
+    members = [annotation]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return {getattr(arg, "__name__", repr(arg)) for arg in typing.get_args(annotation)}
-    return {getattr(annotation, "__name__", repr(annotation))}
+        members = [_typed(arg) for arg in typing.get_args(annotation)]
+    return {getattr(member, "__name__", repr(member)) for member in members}
+
+
+def _split(text: str) -> list[str]:
+    """``text``'s parts between the "|" and "," outside brackets: a union's members."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(text + "|"):
+        depth += (char == "[") - (char == "]")
+        if char in "|," and depth == 0:
+            parts.append(text[start:at].strip())
+            start = at + 1
+    return parts
+
+
+def _unwrapped(text: str, wrappers: tuple[str, ...]) -> str | None:
+    """What ``text`` holds inside the first of ``wrappers`` it is (``Optional[...]``), or None."""
+    for wrapper in wrappers:
+        for spelling in (wrapper, f"typing.{wrapper}"):
+            if text.startswith(f"{spelling}[") and text.endswith("]"):
+                return text[len(spelling) + 1 : -1]
+    return None
+
+
+def _written_type(text: str) -> str:
+    """The type ``Annotated[str, ...]`` is written to give (``str``); any other text as it is."""
+    annotated = _unwrapped(text, ("Annotated",))
+    return text if annotated is None else _split(annotated)[0]
 
 
 def _written_members(annotation: str) -> set[str]:
     """The same, read from an annotation's text, when its names cannot be evaluated."""
-    text = annotation.strip()
-    for wrapper in ("Optional[", "typing.Optional[", "Union[", "typing.Union["):
-        if text.startswith(wrapper) and text.endswith("]"):
-            text = text[len(wrapper) : -1]  # its members, joined by ","
-            break
-    members, depth, start = set(), 0, 0
-    for at, char in enumerate(text + "|"):
-        depth += (char == "[") - (char == "]")
-        if char in "|," and depth == 0:
-            members.add(text[start:at].strip().removeprefix("builtins."))
-            start = at + 1
-    return members
+    text = _written_type(annotation.strip())
+    members = _split(_unwrapped(text, ("Optional", "Union")) or text)
+    return {_written_type(member).removeprefix("builtins.") for member in members}
 
 
 def text_options(factory: Callable[..., Any]) -> frozenset[str]:
     """The options of ``factory`` that take text and no number: names, paths, hosts, prefixes.
 
-    Read from the annotations (``name: str | None``, ``Optional[str]``), or
+    Read from the annotations (``name: str | None``, ``Optional[str]``,
+    ``Annotated[str, ...]``), or
     from a text default where there is none.  An ini value ``name = 2024`` is
     the text "2024" for these: an ini has no quotes to tell text from a number.
     """
