@@ -8,10 +8,13 @@ $ wsgistack serve --paste site.ini#main
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import logging
 import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -177,7 +180,12 @@ def _serve(args: argparse.Namespace) -> int:
     loader = functools.partial(_load_in, working_directory(), load, spec)
     if config.workers == 0:
         try:
-            app = loader()  # errors show here, before binding
+            app = _load_at_terminal(loader)  # errors show here, before binding
+        except KeyboardInterrupt:
+            logging.getLogger("wsgistack.server").info(
+                "wsgistack serve: interrupted while loading the app"
+            )
+            return _end_interrupted()
         except Exception as exc:
             if isinstance(exc, ConfigError) and exc.__cause__ is None:
                 raise  # a bad spec: one line from main(), as for any bad option
@@ -258,8 +266,55 @@ def _load_in(workdir: str, load: Callable[[], Any], spec: str) -> Any:
         return load()
     except ConfigError:
         raise
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
+        # A KeyboardInterrupt here is the app's own (a worker notes a SIGINT
+        # rather than raise it; _load_at_terminal tells a Ctrl-C apart): a
+        # load failure, as its SystemExit is, not a worker dying with status 1.
         raise app_failed(spec, exc) from exc
+
+
+def _load_at_terminal(load: Callable[[], Any]) -> Any:
+    """``load()`` in process; a KeyboardInterrupt out of it if, and only if, a SIGINT came.
+
+    A Ctrl-C during a slow import stops the import, as Python's own handler
+    does; what the app's code raised meanwhile (it may wrap the interrupt)
+    is then no failure of the app's.  Under ``nohup`` or ``&`` (SIGINT
+    ignored) and under a handler of an embedding program's, nothing changes.
+    """
+    came: list[int] = []
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
+    try:
+        return load()
+    except BaseException:
+        if came:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _end_interrupted() -> int:
+    """End as Python ends a program a Ctrl-C stopped: exit handlers run, then killed by SIGINT.
+
+    Killed, not exiting 130: a shell running a script then stops the script
+    too, rather than think the program handled the Ctrl-C (a shell shows the
+    status as 130 either way).  130 is returned should SIGINT be blocked.
+    """
+    atexit._run_exitfuncs()  # logging's flush among them
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    return 128 + signal.SIGINT
 
 
 def add_serve(
