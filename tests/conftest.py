@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from tests.redis_server import OPENSSL, REDIS_SERVER, RedisServer, make_certificates
+from tests.redis_server import OPENSSL, REDIS_SERVER, RedisServer, join, make_certificates
 from wsgistack._types import StartResponse, WSGIApplication, WSGIEnvironment
 
 
@@ -75,6 +75,25 @@ def redis_cluster(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_two_node_cluster(tmp_path):
+    """A Redis Cluster of two nodes of this test's own, each holding half of the slots."""
+    _need_redis()
+    halves = [(0, 8191), (8192, 16383)]
+    nodes = [
+        RedisServer(tmp_path / f"node{i}", cluster=True, slots=s) for i, s in enumerate(halves)
+    ]
+    try:
+        for node in nodes:
+            node.directory.mkdir()
+            node.start()
+        join(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @pytest.fixture(scope="session")

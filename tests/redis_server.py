@@ -3,6 +3,7 @@
     server = RedisServer(directory)
     server.start()                 # returns once it answers PING
     RedisServer(directory, cluster=True)   # a one-node cluster holding every slot
+    join(RedisServer(a, cluster=True, slots=(0, 8191)), ...)   # one cluster of several nodes
     RedisServer(directory, tls=make_certificates(directory))   # TLS only (rediss://)
     redis.Redis.from_url(server.url)
     server.stop()
@@ -29,6 +30,7 @@ __all__ = [
     "RedisServer",
     "TLSFiles",
     "encrypt_key",
+    "join",
     "make_certificates",
 ]
 
@@ -142,7 +144,9 @@ class RedisServer:
 
     ``cluster=True`` starts it in cluster mode, alone, serving all 16384 hash
     slots: it refuses what a cluster refuses (a script whose keys hash to
-    different slots) without needing six processes.
+    different slots) without needing six processes.  With ``slots=(first,
+    last)`` it serves those only, and :func:`join` makes one cluster of
+    several such nodes (each in a directory of its own: ``nodes.conf``).
 
     ``tls=`` (files from :func:`make_certificates`) makes it listen on TLS
     only, as managed Redis does; ``client_certificates=True`` makes it refuse
@@ -154,12 +158,15 @@ class RedisServer:
         directory,
         *,
         cluster: bool = False,
+        slots: tuple[int, int] = (0, 16383),
         tls: TLSFiles | None = None,
         client_certificates: bool = False,
     ) -> None:
         self.directory = directory
         self.port = _free_port()
         self.cluster = cluster
+        self.slots = slots
+        self.bus_port = 0  # the cluster bus's, once started
         self.tls = tls
         self.client_certificates = client_certificates
         self.proc: subprocess.Popen | None = None
@@ -202,7 +209,7 @@ class RedisServer:
             if self._spawn():
                 self._started = True
                 if self.cluster:
-                    self._serve_every_slot()
+                    self._serve_slots()
                 return
         raise RuntimeError(f"redis-server could not listen on port {self.port}")
 
@@ -210,7 +217,8 @@ class RedisServer:
         """Start redis-server; True once it answers, False if it could not take the port."""
         cluster = []
         if self.cluster:  # its bus on a port of its own, not port + 10000 (maybe > 65535)
-            cluster = ["--cluster-enabled", "yes", "--cluster-port", str(_free_port())]
+            self.bus_port = _free_port()
+            cluster = ["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port)]
         self.proc = proc = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -245,23 +253,47 @@ class RedisServer:
         self.proc = None
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
-    def _serve_every_slot(self) -> None:
-        """Give this one node every hash slot, and return once the cluster is up."""
+    def _serve_slots(self) -> None:
+        """Give this node its hash slots; with every slot, return once the cluster is up."""
         import redis
 
         with redis.Redis(port=self.port) as client:
             if int(client.cluster("INFO")["cluster_slots_assigned"]) == 0:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            deadline = time.monotonic() + 10
-            while client.cluster("INFO")["cluster_state"] != "ok":
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the one-node cluster on port {self.port} stayed down")
-                time.sleep(0.05)  # polling a forming cluster
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", *self.slots)
+        if self.slots == (0, 16383):
+            _wait_until_up([self])
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
         self.proc = None
+
+
+def join(nodes: list[RedisServer]) -> None:
+    """Make the started cluster ``nodes`` one cluster (CLUSTER MEET); return once it is up."""
+    import redis
+
+    first = nodes[0]
+    with redis.Redis(port=first.port) as client:
+        for other in nodes[1:]:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, other.bus_port)
+    _wait_until_up(nodes)
+
+
+def _wait_until_up(nodes: list[RedisServer]) -> None:
+    """Wait (10 s at most) until each node knows them all and calls the cluster "ok"."""
+    import redis
+
+    deadline = time.monotonic() + 10
+    for node in nodes:
+        with redis.Redis(port=node.port) as client:
+            while True:
+                info = client.cluster("INFO")
+                if info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(nodes):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster node on port {node.port} stayed down: {info}")
+                time.sleep(0.05)  # polling a forming cluster
 
 
 def _server_pid(port: int, context: ssl.SSLContext | None = None) -> int | None:

@@ -22,6 +22,7 @@ __all__ = [
     "check_tls",
     "check_url",
     "client_name",
+    "warn_not_a_cluster_client",
     "without_password",
 ]
 
@@ -142,6 +143,24 @@ def check_client(client: Any, name: str) -> None:
             name,
             retries,
         )
+
+
+def warn_not_a_cluster_client(name: str, error: Exception) -> None:
+    """Say, once per store, that ``name`` is a node of a Redis Cluster of several nodes.
+
+    Such a node answers a plain client ``MOVED``/``ASK`` for a key whose slot
+    another node holds: a store failure for those clients only (about two
+    thirds of them on three nodes), which ``fail=`` then admits uncounted or
+    refuses, for as long as the store is used.  A ``redis.RedisCluster``
+    client follows the redirections.
+    """
+    _log.warning(
+        "RedisStore: %s is a node of a Redis Cluster of several nodes (it answered %s), so "
+        "the checks of every client whose key another node holds fail, and fail= applies "
+        "to them; pass a cluster client: RedisStore(redis.RedisCluster.from_url(url))",
+        name,
+        f"{type(error).__name__}: {error}",
+    )
 
 
 def check_url(url: str, shown: str) -> None:

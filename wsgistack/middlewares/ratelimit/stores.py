@@ -27,7 +27,14 @@ from ...errors import ConfigError, WsgiStackError
 from ...forking import forget_on_fork
 from ...options import count, seconds
 from .rate import SKEW, Rate
-from .redisclient import check_client, check_options, check_url, client_name, without_password
+from .redisclient import (
+    check_client,
+    check_options,
+    check_url,
+    client_name,
+    warn_not_a_cluster_client,
+    without_password,
+)
 from .strategies import Decision, gcra, microseconds, sliding_window
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "make_store"]
@@ -303,6 +310,10 @@ class RedisStore:
         # redis.RedisCluster client says "no node answers" with an exception of
         # its own, outside RedisError.
         self._errors = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+        # MOVED/ASK (MovedError is an AskError): a node of a cluster of several
+        # sends a plain client to the node that holds a key's slot; said once.
+        self._redirected = redis.exceptions.AskError
+        self._said_redirected = threading.Lock()
         if isinstance(target, str):
             if not target.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"store: expected 'memory' or a redis:// URL, got {target!r}")
@@ -376,6 +387,8 @@ class RedisStore:
                 self.client.script_load(self._sources[strategy])
                 reply = self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except self._errors as exc:
+            if isinstance(exc, self._redirected) and self._said_redirected.acquire(blocking=False):
+                warn_not_a_cluster_client(self.url, exc)  # the lock is kept: once per store
             raise StoreError(f"Redis at {self.url}: {exc}") from exc
         # One string, "allowed remaining reset retry ...": a reply that redis-py
         # parses in one step, not an array of elements.

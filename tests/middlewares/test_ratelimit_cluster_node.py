@@ -1,0 +1,71 @@
+"""A redis:// URL naming one node of a Redis Cluster of several: said once, with what to do."""
+
+from __future__ import annotations
+
+import logging
+from wsgiref.validate import validator
+
+import redis
+from webtest import TestApp
+
+from tests.conftest import hello_app
+from wsgistack.middlewares import RateLimiter
+from wsgistack.middlewares.ratelimit import RedisStore
+
+PEERS = [f"192.0.2.{n}" for n in range(1, 9)]
+
+
+def test_a_plain_url_to_one_node_of_a_cluster_is_named_once_with_the_fix(
+    redis_two_node_cluster, caplog
+):
+    # The node answers MOVED for a key whose slot the other node holds: those
+    # clients got fail= for ever (here: refused), with a generic "store failed"
+    # warning every 30 s and nothing saying why only some clients.
+    node = redis_two_node_cluster[0]
+    store = RedisStore(node.url)
+    layer = RateLimiter(
+        validator(hello_app),
+        "1/minute",
+        store=store,
+        fail="closed",
+        store_failures=100,  # every check asks the store: no breaker in between
+        clock=lambda: 1000.0,
+    )
+    app = TestApp(validator(layer))
+    with caplog.at_level(logging.WARNING, logger="wsgistack"):
+        first = {
+            peer: app.get("/", extra_environ={"REMOTE_ADDR": peer}, expect_errors=True).status_int
+            for peer in PEERS
+        }
+        second = [
+            app.get("/", extra_environ={"REMOTE_ADDR": peer}, expect_errors=True).status_int
+            for peer in PEERS
+        ]
+    moved = [peer for peer, status in first.items() if status == 503]
+    counted = [peer for peer, status in first.items() if status == 200]
+    assert moved and counted, first  # both halves of the slots were asked
+    assert second == [429 if peer in counted else 503 for peer in PEERS]
+    said = [r for r in caplog.records if "a node of a Redis Cluster of several" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    message = said[0].getMessage()
+    assert f"RedisStore: {node.url} is a node of a Redis Cluster of several nodes" in message
+    assert "MovedError" in message
+    assert "pass a cluster client: RedisStore(redis.RedisCluster.from_url(url))" in message
+    store.close()
+
+
+def test_a_cluster_client_on_the_same_node_counts_every_client(redis_two_node_cluster, caplog):
+    # What the warning says to do works: every client is counted, nothing is said.
+    client = redis.RedisCluster.from_url(redis_two_node_cluster[0].url, socket_timeout=0.5)
+    layer = RateLimiter(
+        validator(hello_app), "1/minute", store=RedisStore(client), clock=lambda: 1000.0
+    )
+    app = TestApp(validator(layer))
+    with caplog.at_level(logging.WARNING, logger="wsgistack"):
+        for expected in (200, 429):
+            for peer in PEERS:
+                response = app.get("/", extra_environ={"REMOTE_ADDR": peer}, expect_errors=True)
+                assert response.status_int == expected, (peer, response)
+    failures = ("store failed", "a node of a Redis Cluster")
+    assert not [r for r in caplog.records if any(f in r.getMessage() for f in failures)]
+    client.close()
