@@ -5,7 +5,11 @@ bounded poll.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +160,131 @@ def test_an_exit_handler_that_hangs_is_cut_after_a_reload(serve, tmp_path):
     poll(lambda: (pids := server.count_workers(1)) and pids != old and pids, timeout=30)
     assert "in flush_metrics" in server.log.read_text()  # the stack says where it hung
     assert int(server.get()) not in old
+
+
+#: Work the app hands to a background thread after answering (a mail to send):
+#: the job waits on ``go``, a FIFO the test opens when it wants the job to end.
+THREADS_APP = """
+import atexit, os, threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+executor = ThreadPoolExecutor(1)
+
+
+def deliver():
+    Path("go").read_text()  # a FIFO: returns once the test has written to it
+    Path(f"done-{os.getpid()}").touch()
+
+
+# Python runs exit handlers after it has waited for the program's threads.
+atexit.register(
+    lambda: Path(f"atexit-{os.getpid()}").write_text(str(Path(f"done-{os.getpid()}").exists()))
+)
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/executor":
+        executor.submit(deliver)
+    elif environ["PATH_INFO"] == "/thread":
+        threading.Thread(target=deliver, daemon=False).start()
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.fixture
+def threaded(serve, tmp_path):
+    (tmp_path / "threadsapp.py").write_text(THREADS_APP)
+    os.mkfifo(tmp_path / "go")
+
+    def start(*options: str):
+        return serve("--workers", "1", "--threads", "8", *options, target=("threadsapp:app",))
+
+    return start
+
+
+def exiting_worker(pid: int) -> bool:
+    """True once worker ``pid`` has let its request threads go (its exit began), or is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) < 5  # serving: 8 request threads and more
+    except FileNotFoundError:
+        return True
+
+
+def release(fifo: Path) -> None:
+    """Let the app's waiting job go on (if a reader is still there to hear it)."""
+    with contextlib.suppress(OSError):  # ENXIO: no reader, the job's process is gone
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"go")
+        os.close(fd)
+
+
+@pytest.mark.parametrize("kind", ["executor", "thread"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("reload", signal.SIGHUP),
+        ("stop", signal.SIGTERM),
+        ("recycle", None),
+        ("worker quick stop", signal.SIGQUIT),
+    ],
+    ids=lambda how: how[0],
+)
+def test_a_worker_that_ends_finishes_the_app_s_background_work_first(threaded, tmp_path, kind, how):
+    # Workers left with os._exit() and no threading shutdown: a job submitted to
+    # the app's ThreadPoolExecutor, or a non-daemon thread it started, was cut
+    # at every reload, recycle and stop, where Python (and gunicorn's workers,
+    # through sys.exit) waits for them before running the exit handlers.
+    name, signum = how
+    server = threaded(*(["--max-requests", "1"] if name == "recycle" else []))
+    old = int(server.get(f"/{kind}"))
+    if name == "worker quick stop":
+        os.kill(old, signal.SIGQUIT)  # the worker's own: no master's deadline behind it
+    elif signum is not None:
+        server.proc.send_signal(signum)
+    poll(lambda: exiting_worker(old), timeout=20)
+    release(tmp_path / "go")
+    poll((tmp_path / f"done-{old}").exists, timeout=20)
+    # ... and only then the exit handlers, as Python does.
+    poll((tmp_path / f"atexit-{old}").exists)
+    assert (tmp_path / f"atexit-{old}").read_text() == "True"
+    if name == "stop":
+        assert server.proc.wait(timeout=20) == 0
+    else:
+        poll(lambda: old not in server.workers(), timeout=20)
+    assert "Timeout (" not in server.log.read_text()  # faulthandler's: no deadline hit
+
+
+def test_an_app_thread_that_never_ends_is_cut_at_the_deadline_with_its_stack(threaded, tmp_path):
+    # The worker waits for the app's threads no longer than for its exit handlers:
+    # --graceful-timeout and a second, then the stacks and exit status 1.
+    server = threaded("--graceful-timeout", "1", "--worker-timeout", "0")
+    old = int(server.get("/thread"))
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: old not in server.workers(), timeout=30)
+    log = server.log.read_text()
+    assert "Timeout (0:00:02)!" in log  # faulthandler's, with every thread's stack:
+    assert "in deliver" in log  # where the app's thread waited
+    assert not (tmp_path / f"done-{old}").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGQUIT, signal.SIGTERM], ids=["quick stop", "stop"])
+def test_a_request_a_stop_cut_does_not_hold_the_worker_s_exit(serve, signum):
+    # The worker waits for the app's threads, not for its own request threads
+    # (daemon threads): one still in the app after the stop cut its request
+    # would otherwise hold the exit until the deadline, then end it with status 1.
+    server = serve("--workers", "1", "--graceful-timeout", "1", "--worker-timeout", "0")
+    old = int(server.get())
+
+    def ask() -> None:
+        with contextlib.suppress(OSError):  # the stop cuts it
+            server.get("/slow?60", timeout=30)
+
+    background = threading.Thread(target=ask, daemon=True)
+    background.start()
+    poll(server.marker.exists)  # the app has the request
+    os.kill(old, signum)
+    poll(lambda: old not in server.workers(), timeout=20)  # far less than the request's 60 s
+    assert "Timeout (" not in server.log.read_text()  # faulthandler's: no deadline hit

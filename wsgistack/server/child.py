@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -97,12 +98,23 @@ def run_child(
 
 
 def exit_child(status: int, limit: float) -> None:
-    """End a worker as a Python program ends: the app's exit handlers, output and logs flushed.
+    """End a worker as a Python program ends: the app's threads, exit handlers, output and logs.
 
-    Within ``limit`` seconds: a handler still running then (a flush to a
-    host that does not answer) has its stack printed to standard error, and
-    the worker exits with status 1.  Nothing else would end it after a
-    reload, a recycle or a SIGTTOU, only a stop has a deadline of the master's.
+    In the order of CPython's ``Py_FinalizeEx``: first the app's threads
+    (``threading._shutdown``: its non-daemon threads are joined, and the
+    work already submitted to a ``ThreadPoolExecutor`` is done, as its
+    exit hook waits for it), then the exit handlers, logging's last.  The
+    worker's own threads (request threads, a LoadBalancer's health
+    checkers) are daemon threads: one still in a request a stop cut is not
+    waited for.  A quick stop waits for the app's threads too, as Python
+    does after Ctrl-C: the app had accepted that work (a mail for a
+    response already sent), and the master's deadline still bounds it.
+
+    Within ``limit`` seconds: a thread or handler still running then (a
+    flush to a host that does not answer) has its stack printed to
+    standard error, and the worker exits with status 1.  Nothing else
+    would end it after a reload, a recycle or a SIGTTOU, only a stop has
+    a deadline of the master's.
 
     Not by unwinding (``sys.exit``): the master's frames above the fork
     would run in the worker, and ``Server.close()`` there remove the
@@ -115,6 +127,7 @@ def exit_child(status: int, limit: float) -> None:
     try:
         # In C, without the GIL: it fires even if a handler holds it.
         faulthandler.dump_traceback_later(limit, exit=True, file=2)
+        _finish_threads()
         atexit._run_exitfuncs()  # each handler's error is printed, the others still run
         # logging's own exit handler was registered in the master, as it was first
         # imported there, and cleared with the master's: the app's buffered
@@ -126,3 +139,18 @@ def exit_child(status: int, limit: float) -> None:
                     stream.flush()
     finally:
         os._exit(status)
+
+
+def _finish_threads() -> None:
+    """Wait for the app's non-daemon threads and run threading's exit hooks, as Python's exit does.
+
+    ``threading._shutdown`` is CPython's own step (3.x), run from the main
+    thread (the one that forked).  Its hooks are module state, not the
+    master's work: one the master's imports registered (concurrent.futures)
+    finds none of the master's threads here, only the app's.  An error in a
+    hook is logged, and the exit goes on, as CPython's does.
+    """
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+    except Exception:
+        log.exception("worker %d: ending the app's threads failed", os.getpid())
