@@ -29,7 +29,7 @@ from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .worker import Worker
 
-__all__ = ["BOOT_ERROR", "exit_child", "run_child"]
+__all__ = ["BOOT_ERROR", "exit_child", "finish_as_python_does", "run_child"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -127,18 +127,29 @@ def exit_child(status: int, limit: float) -> None:
     try:
         # In C, without the GIL: it fires even if a handler holds it.
         faulthandler.dump_traceback_later(limit, exit=True, file=2)
-        _finish_threads()
-        atexit._run_exitfuncs()  # each handler's error is printed, the others still run
-        # logging's own exit handler was registered in the master, as it was first
-        # imported there, and cleared with the master's: the app's buffered
-        # records (a MemoryHandler, a queue to a service) are flushed here instead.
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                with contextlib.suppress(Exception):  # closed, or a terminal gone away
-                    stream.flush()
+        finish_as_python_does()
     finally:
         os._exit(status)
+
+
+def finish_as_python_does() -> None:
+    """What Python does as a program ends, for one that ends by ``os._exit`` or a signal.
+
+    The app's threads (``_finish_threads``), then the exit handlers (each
+    one's error is printed, the others still run), then logging's, then
+    standard output and error flushed.  ``logging.shutdown`` is called
+    itself: in a worker, logging's own exit handler was registered in the
+    master, where it was first imported, and cleared with the master's, and
+    the app's buffered records (a MemoryHandler, a queue to a service) would
+    be lost.  Running it twice does no harm.
+    """
+    _finish_threads()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):  # closed, or a terminal gone away
+                stream.flush()
 
 
 def _finish_threads() -> None:

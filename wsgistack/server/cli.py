@@ -8,13 +8,11 @@ $ wsgistack serve --paste site.ini#main
 from __future__ import annotations
 
 import argparse
-import atexit
 import functools
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +21,7 @@ from ..errors import ConfigError
 from ..loader import app_failed, load_app, log_load_failure, working_directory
 from ..pasteini import PasteIni, read_paste_ini
 from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
+from .child import finish_as_python_does
 from .config import ServerConfig, layered_options
 from .listener import describe_socket
 from .server import Server
@@ -308,10 +307,7 @@ def _end_interrupted() -> int:
     too, rather than think the program handled the Ctrl-C (a shell shows the
     status as 130 either way).  130 is returned should SIGINT be blocked.
     """
-    atexit._run_exitfuncs()  # logging's flush among them
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
+    finish_as_python_does()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
     return 128 + signal.SIGINT
