@@ -75,6 +75,8 @@ class Recorder:
         elif mode == "small":
             while block := stream.read(3):
                 body += block
+        elif mode == "part":  # the rest is left unread
+            body = stream.read(5)
         elif mode == "lines":
             while line := stream.readline():
                 body += line
@@ -119,7 +121,7 @@ def served() -> Iterator[tuple[Any, Recorder, Logged]]:
 
 # -- generating requests ---------------------------------------------------------------
 BODIES = st.binary(max_size=40)
-MODES = st.sampled_from(["all", "small", "lines", "none"])
+MODES = st.sampled_from(["all", "small", "lines", "part", "none"])
 #: Connection fields that keep an HTTP/1.0 connection open, and that close any.
 KEEP_ALIVE = [b"keep-alive", b"Keep-Alive", b"keep-alive, x-other", b"closed, keep-alive"]
 CLOSE = [b"close", b"Close", b"keep-alive, close", b"x-other,close", b"CLOSE "]
@@ -183,13 +185,14 @@ def valid(draw: st.DrawFn, ident: str) -> Sent:
         payload,
     )
     length = b"-" if framing == "chunked" else (b"%d" % len(body) if framing == "length" else b"-")
-    echo = ident.encode() + b"|" + length + b"|" + (body if mode != "none" else b"")
+    read = {"none": b"", "part": body[:5]}.get(mode, body)
+    echo = ident.encode() + b"|" + length + b"|" + read
     return Sent(
         raw,
         body=b"" if method == "HEAD" else echo,
         head=method == "HEAD",
         closes=closes,
-        may_close=mode == "none" and (bool(body) or framing == "chunked"),
+        may_close=mode in ("none", "part") and (bool(body) or framing == "chunked"),
         expects_continue=expects,
     )
 
@@ -419,10 +422,8 @@ def packets(draw: st.DrawFn) -> tuple[bytes, Sent, bool]:
     length = f"{zeros}{len(body)}" if body or draw(st.booleans()) else ""
     variables.append(("CONTENT_LENGTH", length))
     variables = draw(st.permutations(variables))
-    echo = b"u|%s|%s" % (
-        str(len(body)).encode() if length else b"-",
-        b"" if mode == "none" else body,
-    )
+    read = {"none": b"", "part": body[:5]}.get(mode, body)
+    echo = b"u|%s|%s" % (str(len(body)).encode() if length else b"-", read)
     packet = uwsgi_packet(variables, body) + draw(st.sampled_from([b"", b"stray"]))
     kind = draw(st.integers(0, 9))
     if kind < 5:
@@ -430,7 +431,7 @@ def packets(draw: st.DrawFn) -> tuple[bytes, Sent, bool]:
     head = uwsgi_packet(variables)
     block = head[4:]
     if kind == 5:  # cut short: in the head (no answer), or in the body
-        if body and mode != "none" and draw(st.booleans()):
+        if body and mode in ("all", "small", "lines") and draw(st.booleans()):
             short = uwsgi_packet(variables, body)[:-1]
             return short, Sent(short, 400, closes=True, may_enter=True), True
         short = head[: draw(st.integers(1, len(head) - 1))]
