@@ -192,6 +192,8 @@ BAD_PACKETS = {
     "unknown modifier2": (packet(nginx_vars(), modifier2=1), 400),
     "no REQUEST_METHOD": (packet({"PATH_INFO": "/"}), 400),
     "empty REQUEST_METHOD": (packet(nginx_vars(method="")), 400),
+    "a REQUEST_METHOD with a space": (packet(nginx_vars(method="GE T")), 400),
+    "a REQUEST_METHOD with a slash": (packet(nginx_vars(method="GET/1")), 400),
     "key size past the packet": (b"\x00\x04\x00\x00\x09\x00ABC", 400),
     "value size past the packet": (b"\x00\x09\x00\x00\x01\x00K\x09\x00abcd", 400),
     "a key with no value": (b"\x00\x02\x00\x00\x00\x00", 400),

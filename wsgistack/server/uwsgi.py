@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from ..errors import ProtocolError
-from ..options import TCHAR
+from ..options import TCHAR, TOKEN
 from .environ import Input
 from .http import Limits, Request, RequestQueue
 
@@ -59,6 +59,8 @@ _MODIFIER1_SCRIPT_NAME = 30
 #: Room for nginx's params (uwsgi_params is about 500 bytes) and for the
 #: "HTTP_" and sizes each header gains over its HTTP line.
 _PARAMS_ROOM = 4096
+#: Methods a REQUEST_METHOD is nearly always: taken without the token check.
+_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 #: More digits than any body limit has (2**63 - 1 has 19): too large, unparsed.
 _LENGTH_DIGITS = 19
 
@@ -247,8 +249,13 @@ class UwsgiParser(RequestQueue):
         variables = self.variables = parse_vars(buffer[4 : 4 + size])
         rest = buffer[4 + size :]
         self._buffer = b""
-        if not variables.get("REQUEST_METHOD"):
+        method = variables.get("REQUEST_METHOD")
+        if not method:
             raise ProtocolError("uwsgi: the packet has no REQUEST_METHOD", 400)
+        if method not in _COMMON_METHODS and not TOKEN.match(method):
+            # The HTTP bind's parser never lets such a method through; nginx never
+            # sends one, so only a peer forging packets could, and the app is spared.
+            raise ProtocolError(f"uwsgi: REQUEST_METHOD {method[:40]!r} is not a method", 400)
         if size > self._within_limits:
             self._check_limits(variables)
         length_text = variables.get("CONTENT_LENGTH")
