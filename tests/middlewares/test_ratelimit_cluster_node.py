@@ -51,6 +51,9 @@ def test_a_plain_url_to_one_node_of_a_cluster_is_named_once_with_the_fix(
     assert f"RedisStore: {node.url} is a node of a Redis Cluster of several nodes" in message
     assert "MovedError" in message
     assert "pass a cluster client: RedisStore(redis.RedisCluster.from_url(url))" in message
+    # The failure's own line names the reply's kind, which redis-py's text leaves out.
+    failed = [r.getMessage() for r in caplog.records if "store failed" in r.getMessage()]
+    assert failed and all(f"(Redis at {node.url}: MovedError: " in line for line in failed), failed
     store.close()
 
 

@@ -389,7 +389,9 @@ class RedisStore:
         except self._errors as exc:
             if isinstance(exc, self._redirected) and self._said_redirected.acquire(blocking=False):
                 warn_not_a_cluster_client(self.url, exc)  # the lock is kept: once per store
-            raise StoreError(f"Redis at {self.url}: {exc}") from exc
+            # The type too: redis-py's text alone says "10396 127.0.0.1:7001" for a
+            # MOVED, or "Timeout reading from socket" without which timeout it was.
+            raise StoreError(f"Redis at {self.url}: {type(exc).__name__}: {exc}") from exc
         # One string, "allowed remaining reset retry ...": a reply that redis-py
         # parses in one step, not an array of elements.
         if isinstance(reply, bytes):
