@@ -72,3 +72,54 @@ def test_a_cluster_client_on_the_same_node_counts_every_client(redis_two_node_cl
     failures = ("store failed", "a node of a Redis Cluster")
     assert not [r for r in caplog.records if any(f in r.getMessage() for f in failures)]
     client.close()
+
+
+def _node_id(node) -> str:
+    with redis.Redis(port=node.port) as client:
+        return client.execute_command("CLUSTER", "MYID").decode()
+
+
+def test_a_slot_moving_between_nodes_keeps_each_clients_count(redis_two_node_cluster, caplog):
+    # A reshard (redis-cli --cluster reshard) moves a slot's keys one by one:
+    # while it runs, the old node answers ASK for a key already moved, and a
+    # cluster client must follow it to the new node, where the count went.  Had
+    # the store lost the count or failed, the client would be admitted again.
+    source, target = redis_two_node_cluster
+    client = redis.RedisCluster.from_url(source.url, socket_timeout=0.5)
+    layer = RateLimiter(
+        validator(hello_app), "2/minute", store=RedisStore(client), clock=lambda: 1000.0
+    )
+    app = TestApp(validator(layer))
+
+    def status(peer: str) -> int:
+        return app.get("/", extra_environ={"REMOTE_ADDR": peer}, expect_errors=True).status_int
+
+    with caplog.at_level(logging.WARNING, logger="wsgistack"):
+        assert {status(peer) for peer in PEERS} == {200}
+        with (
+            redis.Redis(port=source.port) as on_source,
+            redis.Redis(port=target.port) as on_target,
+        ):
+            key = on_source.keys("*")[0]  # some clients' keys are on the source node
+            slot = on_source.execute_command("CLUSTER", "KEYSLOT", key)
+            source_id, target_id = _node_id(source), _node_id(target)
+            on_target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            on_source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            on_source.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", key)
+            in_slot = ("CLUSTER", "COUNTKEYSINSLOT", slot)
+            assert on_source.execute_command(*in_slot) == 0
+            assert on_target.execute_command(*in_slot) == 1
+            # The key names the client in a hash tag: {gcra:2-per-60s:ip:192.0.2.5}.
+            peer = key.decode().partition("}")[0].rpartition(":")[2]
+            assert peer in PEERS, key
+            # Mid-migration the source answers ASK for this key: followed.
+            assert status(peer) == 200  # the second of two, counted on the target
+            assert status(peer) == 429
+            assert on_target.info("commandstats")["cmdstat_asking"]["calls"] >= 2
+            # The migration ends: the target owns the slot (MOVED from now on).
+            for node in (on_target, on_source):
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            assert status(peer) == 429
+    failures = ("store failed", "a node of a Redis Cluster")
+    assert not [r for r in caplog.records if any(f in r.getMessage() for f in failures)]
+    client.close()
