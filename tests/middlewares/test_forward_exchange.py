@@ -507,3 +507,18 @@ def test_a_transfer_coding_other_than_chunked_is_a_502(lb, raw, caplog, coding, 
 def test_an_empty_reason_phrase_becomes_the_usual_one(lb, raw, line, status):
     upstream = raw(line + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
     assert TestApp(validator(lb([upstream.url]))).get("/", status="*").status == status
+
+
+@pytest.mark.parametrize("code", [b"000", b"099", b"600", b"999"], ids=lambda code: code.decode())
+def test_a_status_outside_100_to_599_is_a_502_at_once(lb, raw, caplog, code):
+    # RFC 9110 §15: a status is 100-599.  Below 100 it was taken for an interim
+    # 1xx and the final answer awaited until read_timeout (a 504, counted as a
+    # timeout); above 599 the reference server refused it as the app's bug (a 500).
+    upstream = raw(
+        b"HTTP/1.1 %s Odd\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok" % code
+    )
+    balancer = lb([upstream.url], read_timeout=5, strategy="least_conn")
+    response = TestApp(validator(balancer)).get("/", status="*")
+    assert response.status_int == 502
+    assert f"a status outside 100-599: {code.decode()}" in caplog.text
+    assert [(row["active"], row["idle"]) for row in balancer.status()] == [(0, 0)]

@@ -95,7 +95,11 @@ class Exchange:
 
     def on_headers_complete(self) -> None:
         code = self._parser.get_status_code()
-        if code < 200:
+        if code < 200 or code > 599:  # (one comparison more for the usual answer)
+            if code < 100 or code > 599:
+                # No status (RFC 9110 §15): taken for a 1xx it would leave the client
+                # waiting for an answer to come; passed on, no server could send it.
+                raise _Refused(f"a status outside 100-599: {code:03d}")
             # 100 Continue, 103 Early Hints: WSGI has no way to pass an interim
             # response on (RFC 9110 §15.2), so it is skipped; the final one follows.
             self._interim = True
