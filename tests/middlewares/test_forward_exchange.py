@@ -502,6 +502,9 @@ def test_a_transfer_coding_other_than_chunked_is_a_502(lb, raw, caplog, coding, 
         pytest.param(b"HTTP/1.1 201\r\n", "201 Created", id="no-reason"),
         pytest.param(b"HTTP/1.1 599 \r\n", "599 Unknown", id="no-reason-unknown-code"),
         pytest.param(b"HTTP/1.1 200 Fine\r\n", "200 Fine", id="the-upstreams-own-kept"),
+        pytest.param(
+            b"HTTP/1.1 200 Tr\xe8s\tbien\r\n", "200 Tr\xe8s\tbien", id="obs-text-and-htab-kept"
+        ),
     ],
 )
 def test_an_empty_reason_phrase_becomes_the_usual_one(lb, raw, line, status):
@@ -522,3 +525,14 @@ def test_a_status_outside_100_to_599_is_a_502_at_once(lb, raw, caplog, code):
     assert response.status_int == 502
     assert f"a status outside 100-599: {code.decode()}" in caplog.text
     assert [(row["active"], row["idle"]) for row in balancer.status()] == [(0, 0)]
+
+
+@pytest.mark.parametrize("reason", [b"O\x01K", b"OK\x7f", b"O\x1bK"], ids=["soh", "del", "esc"])
+def test_a_control_byte_in_the_reason_phrase_is_a_502(lb, raw, caplog, reason):
+    # RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ).  The parser
+    # let these through and the reference server refused them as the app's bug (a 500).
+    upstream = raw(
+        b"HTTP/1.1 200 %s\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok" % reason
+    )
+    assert TestApp(validator(lb([upstream.url]))).get("/", status="*").status_int == 502
+    assert "a control byte in the reason phrase" in caplog.text

@@ -35,6 +35,8 @@ __all__ = [
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
+#: RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); llhttp lets the rest in.
+_REASON_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class UpstreamClosed(Exception):
@@ -110,6 +112,10 @@ class Exchange:
             # reach the client undone and unnamed (gzip bytes, no Content-Encoding);
             # without chunked last the close ends the body (RFC 9112 §6.3). nginx: 502.
             raise _Refused(f"a Transfer-Encoding other than chunked: {', '.join(codings)}")
+        if not self._reason.isalpha() and _REASON_CONTROL.search(self._reason):
+            # No server may send it on (the reference server's answer was a 500);
+            # isalpha first: "OK", the usual reason, costs no regex.
+            raise _Refused(f"a control byte in the reason phrase: {self._reason!r}")
         self._headers_done = True
         # The reason phrase may be empty (RFC 9112 §4); WSGI wants one, so the usual.
         reason = self._reason.decode("latin-1") or _PHRASES.get(code, "Unknown")
