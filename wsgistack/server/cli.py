@@ -110,6 +110,13 @@ _HELP = (
         "MODE",
         "octal permissions of the unix:/path sockets, e.g. 660 (default: as the umask leaves them)",
     ),
+    (
+        "forwarded_allow_ips",
+        "ADDRESSES",
+        "proxies (addresses or CIDR networks, comma-separated; * for any) whose"
+        " X-Forwarded-Proto: https makes wsgi.url_scheme https; unix-socket peers"
+        " always count (default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+    ),
 )
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..options import MAX_SECONDS, did_you_mean
+from ..netset import as_network
+from ..options import MAX_SECONDS, did_you_mean, listed
 from ..paths import check_spelling
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
@@ -217,6 +218,36 @@ def _log_level(value: Any) -> str:
     return value.lower()
 
 
+#: gunicorn's environment variable for the default of ``forwarded_allow_ips``.
+FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"
+
+
+def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
+    """Peers whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``, as gunicorn's option.
+
+    A comma-separated string (``"127.0.0.1,::1"``, as gunicorn, ini files and
+    the environment write it) or a list of addresses and networks; ``*`` is
+    every peer.  Kept as written, each entry checked here.
+    """
+    option = "forwarded_allow_ips"
+    if isinstance(value, str):
+        entries: list[Any] = [entry.strip() for entry in value.split(",")]
+    else:
+        entries = listed(value, option, "addresses or networks")
+    kept: list[str] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = entry.strip()
+            if not entry:
+                continue  # "a,,b"; "" alone trusts no peer with an address
+            if entry == "*":
+                kept.append(entry)
+                continue
+        network = as_network(entry, option=option)
+        kept.append(entry if isinstance(entry, str) else str(network))
+    return tuple(kept)
+
+
 #: Every option: its name and the converter that validates it (shared by CLI and kwargs).
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "bind": _binds,
@@ -238,6 +269,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_headers": _integer("max_headers", 1),
     "max_header_size": _integer("max_header_size", 256),
     "socket_mode": _socket_mode,
+    "forwarded_allow_ips": _forwarded_allow_ips,
 }
 
 
@@ -273,6 +305,9 @@ class ServerConfig:
     max_headers: int = 100
     max_header_size: int = 16384
     socket_mode: int | None = None
+    #: Peers trusted to say the request came over HTTPS (gunicorn's default);
+    #: peers on a unix socket always are (see ``environ.SchemeTrust``).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -300,8 +335,17 @@ class ServerConfig:
         """Convert and validate keyword options (strings from the CLI are fine too).
 
         A bind without a ``uwsgi://``/``http://`` prefix speaks ``protocol``.
+        Without ``forwarded_allow_ips``, the ``FORWARDED_ALLOW_IPS`` environment
+        variable gives it, as for gunicorn.
         """
         converted = convert_options(options)
+        if "forwarded_allow_ips" not in converted and FORWARDED_ALLOW_IPS_ENV in os.environ:
+            try:
+                converted["forwarded_allow_ips"] = _forwarded_allow_ips(
+                    os.environ[FORWARDED_ALLOW_IPS_ENV]
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"{FORWARDED_ALLOW_IPS_ENV} (the environment): {exc}") from None
         protocol = converted.get("protocol", "http")
         binds = converted.get("bind", cls.bind)
         converted["bind"] = tuple(

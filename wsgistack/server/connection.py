@@ -38,7 +38,7 @@ from .answers import (
     send_error,
     send_refusal,
 )
-from .environ import FileWrapper, Input, build_environ
+from .environ import FileWrapper, Input, build_environ, build_proxied_environ
 from .http import Request, RequestParser
 from .response import (
     BODYLESS,
@@ -114,7 +114,9 @@ class Connection:
             self._build_environ = build_uwsgi_environ
         else:
             self.parser = RequestParser(worker.limits)
-            self._build_environ = build_environ
+            # Trust is the peer's: decided once here, never per request.
+            trusted = worker.scheme_trust.trusts(peer)
+            self._build_environ = build_proxied_environ if trusted else build_environ
         self.deadline = 0.0
         self.served = False  # answered a request: an idle one may be closed on shutdown
         #: Closing while the client may still be sending: the worker reads it away

@@ -5,6 +5,10 @@ module supplies that callback (the only place that reads the socket).
 
     base = environ_base(config, "127.0.0.1", 8000, multiprocess=False)
     environ = build_environ(base, request, ("127.0.0.1", 5555), Input(request, fill))
+
+A peer in ``--forwarded-allow-ips`` (a TLS-terminating proxy) may say the
+request came over HTTPS; its connections get ``build_proxied_environ``,
+which sets ``wsgi.url_scheme`` from its headers (see ``forwarded_scheme``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,19 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ProtocolError, RequestBodyError
+from ..netset import NetworkSet, parse_address
 from .config import ServerConfig
 from .http import Request
 
-__all__ = ["FileWrapper", "Input", "build_environ", "environ_base"]
+__all__ = [
+    "FileWrapper",
+    "Input",
+    "SchemeTrust",
+    "build_environ",
+    "build_proxied_environ",
+    "environ_base",
+    "forwarded_scheme",
+]
 
 #: Common header names mapped to their environ keys, so the hot path skips the string work.
 _KNOWN = {
@@ -159,6 +172,75 @@ def build_environ(
     if request.chunked:
         environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = wsgi_input
+    return environ
+
+
+class SchemeTrust:
+    """Which peers may set ``wsgi.url_scheme`` (``--forwarded-allow-ips``), as gunicorn's.
+
+    Asked once per connection.  A peer on a unix socket has no address to
+    list and is trusted, as gunicorn trusts it: the socket file's permissions
+    decide who connects (nginx through ``unix:/run/app.sock``).
+    """
+
+    __slots__ = ("everyone", "networks")
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self.everyone = "*" in entries
+        self.networks = NetworkSet(
+            [entry for entry in entries if entry != "*"], option="forwarded_allow_ips"
+        )
+
+    def trusts(self, peer: Any) -> bool:
+        if self.everyone or not isinstance(peer, tuple):
+            return True
+        address = parse_address(peer[0])
+        return address is not None and address in self.networks
+
+
+#: gunicorn's ``secure_scheme_headers``: the environ key, and the value meaning HTTPS.
+_SCHEME_HEADERS = (
+    ("HTTP_X_FORWARDED_PROTO", "https"),
+    ("HTTP_X_FORWARDED_PROTOCOL", "ssl"),
+    ("HTTP_X_FORWARDED_SSL", "on"),
+)
+
+
+def forwarded_scheme(environ: dict[str, Any]) -> str | None:
+    """``https`` or ``http`` as a trusted proxy's headers say; None when it sent none.
+
+    Values are compared without regard to case.  A list (``https, http``, a
+    chain of proxies each appending) counts by its last value: the one our
+    peer, the proxy we trust, wrote; values to its left came from hops we
+    know nothing of, the client perhaps.  Headers that disagree are a 400, as
+    in gunicorn: a proxy that sets one and passes the others through from
+    the client would otherwise let a client on plain HTTP claim HTTPS.
+    """
+    scheme = None
+    for key, secure in _SCHEME_HEADERS:
+        value = environ.get(key)
+        if value is None:
+            continue
+        said = "https" if value.rpartition(",")[2].strip().lower() == secure else "http"
+        if scheme is not None and said != scheme:
+            raise ProtocolError("the proxy's X-Forwarded-Proto/-Protocol/-Ssl disagree", 400)
+        scheme = said
+    return scheme
+
+
+def build_proxied_environ(
+    base: dict[str, Any], request: Request, peer: Any, wsgi_input: Input
+) -> dict[str, Any]:
+    """``build_environ`` for a trusted proxy's connection: its scheme headers are believed.
+
+    Only ``wsgi.url_scheme`` changes (PEP 3333 has no other key for it, and
+    gunicorn and werkzeug set no ``HTTPS``); ``SERVER_NAME``/``SERVER_PORT``
+    stay the listener's, as in gunicorn: URLs are built on ``Host``.
+    """
+    environ = build_environ(base, request, peer, wsgi_input)
+    scheme = forwarded_scheme(environ)
+    if scheme is not None:
+        environ["wsgi.url_scheme"] = scheme
     return environ
 
 

@@ -34,7 +34,7 @@ from .access import AccessLog
 from .answers import AbortConnection, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
-from .environ import environ_base
+from .environ import SchemeTrust, environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
@@ -97,6 +97,8 @@ class Worker:
             config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
         )
         self.access_log = AccessLog.open(config.access_log)
+        #: Which peers' X-Forwarded-Proto counts (--forwarded-allow-ips).
+        self.scheme_trust = SchemeTrust(config.forwarded_allow_ips)
         self.stopping = False
         self._reopen = False  # reopen_logs() was asked for
         self.keeps_alive = config.keepalive > 0  # --keepalive 0: every response closes
