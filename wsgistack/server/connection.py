@@ -38,6 +38,7 @@ from .answers import (
     send_error,
     send_refusal,
 )
+from .discard import Discard, discardable
 from .environ import FileWrapper, Input, build_environ, build_proxied_environ
 from .http import Request, RequestParser
 from .response import (
@@ -76,6 +77,7 @@ class Connection:
         "_timeout",
         "busy",
         "deadline",
+        "discarding",
         "environ_base",
         "fd",
         "linger",
@@ -124,6 +126,8 @@ class Connection:
         self.linger = False
         self.lingering = False  # half-closed, draining (the worker's loop owns it)
         self.linger_until = 0.0
+        #: A request whose unread body is read away after its response (discard.py).
+        self.discarding: Discard | None = None
 
     # -- reading ---------------------------------------------------------------------
     def receive(self) -> bool:
@@ -229,6 +233,10 @@ class Connection:
             self.served = True
             if not self._handle(request):
                 return False
+            if self.discarding is not None:
+                ended = self.discard()
+                if not ended:  # None: the loop reads the rest; False: closing
+                    return ended is None
             # Stopping: a request already read is answered, with Connection: close.
         if parser.error is not None:
             send_refusal(self, parser.error, head_only=parser.refusing_head)
@@ -293,11 +301,41 @@ class Connection:
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
                 worker.access_log(environ, response)
-        if not request.complete:
-            self.linger = True  # the body is still arriving: close, after reading it away
+        if response.close or not keep_alive or request.error is not None:
+            self.linger = not request.complete  # the body is still arriving: read it away
             return False
-        # An unread body that fully arrived is skipped.
-        return not (response.close or not keep_alive or request.error is not None)
+        if not request.complete:
+            self.discarding = Discard(request)  # _head told the client it may stay
+        return True  # an unread body that fully arrived is skipped
+
+    def discard(self) -> bool | None:
+        """Read away what has arrived of the body being discarded, without waiting.
+
+        True once it has ended (the connection goes on as any other); None
+        while more is to come; False to close (``linger`` says how): the client
+        left, sent a broken body, or passed ``DISCARD_MAX``.  At most 1 MiB a
+        call, so one fast sender cannot keep the worker's loop to itself.
+        """
+        discarding = self.discarding
+        assert discarding is not None
+        request = discarding.request
+        for _ in range(16):
+            try:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                data = b""
+            if not data:
+                return False  # the client left: nothing to linger for
+            self.feed(data)
+            if request.complete:  # what follows is the next request's (its errors too)
+                self.discarding = None
+                return True
+            if request.error is not None or not discarding.took(len(data)):
+                self.linger = True
+                return False
+        return None
 
     def _run_app(self, environ: dict[str, Any], request: Request, response: Response) -> None:
         start_response = self._start_response(request, response)
@@ -438,7 +476,7 @@ class Connection:
                 extra = b"Transfer-Encoding: chunked\r\n"
             else:
                 response.close = True  # HTTP/1.0 without a length: the close ends the body
-        if not request.complete:
+        if not request.complete and not discardable(request, response):
             response.close = True  # the body is still arriving: this connection ends here
         if self.uwsgi:
             # The close ends every uwsgi response, and nginx adds its own Date and

@@ -293,6 +293,9 @@ class Worker:
         if connection.lingering:
             self._drain(connection)
             return
+        if connection.discarding is not None:
+            self._discarding(connection)
+            return
         parser = connection.parser
         was_idle = not parser.mid_request
         if not connection.receive():
@@ -316,6 +319,9 @@ class Worker:
         # list() copies in one step: pool threads may close connections meanwhile.
         for connection in list(self._connections.values()):
             if connection.busy or connection.deadline > now:
+                continue
+            if connection.discarding is not None and not connection.lingering:
+                self._linger(connection)  # the body took too long: close, reading it away
                 continue
             if not connection.lingering:
                 refuse_timeout(connection)  # a head begun and not finished: 408
@@ -394,10 +400,10 @@ class Worker:
         with self._lock:
             self._busy -= 1
         if keep and not self.stopping:
-            # Idle: --keepalive.  A pipelined head already begun: --timeout for
-            # it, as for any head (it used to get 408 once --keepalive passed).
-            wait = self.config.timeout if connection.parser.mid_request else self.config.keepalive
-            connection.deadline = self.clock() + wait
+            # Idle: --keepalive.  A pipelined head already begun, or a body being
+            # read away: --timeout for it, as for any head (a begun head used to
+            # get 408 once --keepalive passed).
+            self._set_idle_deadline(connection)
             self._hand_back(connection)
         elif keep or connection.linger:
             # keep: the response went out keep-alive, then the worker began to
@@ -408,6 +414,27 @@ class Worker:
             self._close(connection)
         if self.stopping:
             self._poller.wake()
+
+    def _set_idle_deadline(self, connection: Connection) -> None:
+        busy = connection.parser.mid_request or connection.discarding is not None
+        wait = self.config.timeout if busy else self.config.keepalive
+        connection.deadline = self.clock() + wait
+
+    def _discarding(self, connection: Connection) -> None:
+        """Read away more of an unread body; once it ended, go on as after any request."""
+        ended = connection.discard()
+        if ended is None:
+            self._poller.rearm(connection.fd)  # more to come, by the same deadline
+        elif not ended:
+            if connection.linger:
+                self._linger(connection)
+            else:
+                self._close(connection)
+        elif connection.parser.has_request or connection.parser.error is not None:
+            self._submit(connection)  # pipelined after the body
+        else:
+            self._set_idle_deadline(connection)
+            self._poller.rearm(connection.fd)
 
     def _hand_back(self, connection: Connection) -> None:
         """Give a connection the pool is done with back to the loop to watch.
