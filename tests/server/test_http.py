@@ -121,6 +121,7 @@ CHUNKED = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\
         pytest.param([CHUNKED + b"X-T: " + b"t" * 300], id="one-read"),
         pytest.param([CHUNKED, b"X-T: ", b"t" * 150, b"t" * 150], id="later-reads"),
         pytest.param([CHUNKED + b"X-T: t\r\n" * 20, b"X-T: t\r\n" * 20], id="many-fields"),
+        pytest.param([CHUNKED + b"X-T: " + b"t" * 300 + b"\r\n\r\n"], id="ended-one-read"),
     ],
 )
 def test_a_trailer_section_is_held_to_the_header_limit(pieces):
@@ -157,6 +158,18 @@ CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\
             id="extension-of-a-later-chunk",
         ),
         pytest.param([CHUNKED_HEAD, b"0" * 150, b"0" * 150], id="leading-zeros"),
+        # Ended within the data: the line is past the limit all the same.
+        pytest.param(
+            [CHUNKED_HEAD + b"3;x=" + b"e" * 300 + b"\r\nabc\r\n0\r\n\r\n"], id="ended-one-read"
+        ),
+        pytest.param(
+            [CHUNKED_HEAD, b"3;x=" + b"e" * 150, b"e" * 150 + b"\r\nabc\r\n0\r\n\r\n"],
+            id="ended-in-a-later-read",
+        ),
+        pytest.param(
+            [CHUNKED_HEAD + b"3\r\nabc\r\n0;x=" + b"e" * 300 + b"\r\n\r\n"],
+            id="last-chunk-one-read",
+        ),
     ],
 )
 def test_a_chunk_size_line_is_held_to_the_header_limit(pieces):

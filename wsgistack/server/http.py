@@ -181,6 +181,8 @@ class RequestParser(RequestQueue):
         #: ... and it is a chunk-size line (llhttp skips its extensions unbuffered).
         self._size_line = False
         self._open_bytes = 0
+        #: The piece of data being parsed (see feed).
+        self._piece: bytes | memoryview = b""
         self._header_bytes = 0
         self._hosts = 0
         self._te: bytes | None = None
@@ -190,8 +192,21 @@ class RequestParser(RequestQueue):
     # -- the public side ---------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse ``data``; a protocol error is recorded in ``self.error`` (never raised)."""
+        step = self.limits.max_header_size
+        if len(data) <= step:
+            self._feed(data)
+            return
+        # llhttp skips chunk extensions unreported, so a chunk-size line that began
+        # and ended inside one piece is never measured: in pieces no longer than the
+        # limit, any line longer than it spans pieces, and is (see on_chunk_header).
+        view = memoryview(data)
+        for start in range(0, len(data), step):
+            self._feed(view[start : start + step])
+
+    def _feed(self, data: bytes | memoryview) -> None:
         if self.error is not None or self._closed:
             return
+        self._piece = data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -203,7 +218,7 @@ class RequestParser(RequestQueue):
             self._fail(error)
             return
         if self._open:
-            self._bound_open(data)
+            self._bound_open(bytes(data))
 
     @property
     def mid_request(self) -> bool:
@@ -229,8 +244,14 @@ class RequestParser(RequestQueue):
         request = self._current
         if request is None or not self._in_head:
             # A trailer field of a chunked body: dropped (RFC 9112 7.1.2 allows it).
+            size = len(name) + len(value) + 4
             if self._open_fresh:
-                self._open_bytes += len(name) + len(value) + 4  # see _bound_open
+                self._open_bytes += size  # see _bound_open
+            # The fields as reported, too: a section that ends inside the data it
+            # began in is past _bound_open's reach.
+            self._header_bytes += size
+            if self._header_bytes > self.limits.max_header_size:
+                raise self._refusal("trailer section too large", 431)
             return
         self._header_bytes += len(name) + len(value) + 4
         # RFC 9112 5: llhttp strips only the leading OWS.  It refuses the other
@@ -325,6 +346,13 @@ class RequestParser(RequestQueue):
         self._open = False  # chunk data: the chunk header before it was not the last
 
     def on_chunk_header(self) -> None:
+        if self._size_line and not self._open_fresh:
+            # The size line began in an earlier piece, where _bound_open counted
+            # its bytes; it ends at the first LF of this one.
+            line = self._open_bytes + bytes(self._piece).find(b"\n") + 1
+            if line > self.limits.max_header_size:
+                raise self._refusal("chunk-size line too long", 413)  # see _bound_open
+        self._header_bytes = 0  # a trailer section may follow: counted in on_header
         # Data follows, or (after the last chunk) a trailer section that httptools
         # buffers whole: watch it like a head until on_body says otherwise.
         self._open = self._open_fresh = True
