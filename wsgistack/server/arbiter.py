@@ -6,6 +6,8 @@ SIGTERM  graceful stop: workers stop accepting, finish in-flight requests
 SIGHUP   graceful reload: a new set of workers loads the app afresh and
          reports ready before the old set is told to drain, so no request
          fails; if the new workers cannot load the app, the old ones stay.
+         With ``reconfigure`` (--config, --paste) it first reads the file again
+         (``reconfig.py``); one that cannot apply is logged and changes nothing.
          A second SIGHUP during a reload stops the set still starting and
          starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
@@ -52,6 +54,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import ConfigError
 from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
@@ -94,10 +97,15 @@ class Arbiter:
         load: Callable[[], Callable[..., Any]],
         config: ServerConfig,
         listeners: list[socket.socket],
+        reconfigure: Callable[[], tuple[ServerConfig, list[socket.socket]]] | None = None,
     ) -> None:
         self.load = load
         self.config = config
         self.listeners = listeners
+        #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None.
+        self._reconfigure = reconfigure
+        self._unlisted: list[socket.socket] = []  # listeners a reload dropped, still held
+        self._holders: set[int] = set()  # the workers forked while they were listed
         self.workers: dict[int, float] = {}  # pid -> start time
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -146,6 +154,7 @@ class Arbiter:
                 while self._signals:
                     self._handle(self._signals.popleft())
                 self._reap()
+                self._close_unlisted()
                 self._read_ready()
                 self._watch()
                 self._finish_reload()
@@ -161,6 +170,7 @@ class Arbiter:
                 os.close(fd)
             for beat in self._beats.values():
                 beat.close()
+            close_listeners(self._unlisted)
         if self._boot_failure:
             # The last line, the whole story: gunicorn's ends "Reason: Worker failed to boot."
             log.error(
@@ -207,6 +217,8 @@ class Arbiter:
         if self._state is State.STOPPING:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
+        if self._reconfigure is not None and not self._read_again():
+            return
         if self._state is State.RELOADING:
             # Two deploys in a row: the set still starting may hold the older
             # code, so it is stopped (gracefully: a ready one may serve) and a
@@ -225,6 +237,34 @@ class Arbiter:
             self._retiring = set(self.workers) - self._leaving
         for _ in range(self._target):
             self._spawn()
+
+    def _read_again(self) -> bool:
+        """Take the configuration the files now hold; False (logged) if it cannot apply."""
+        if self._reconfigure is None:
+            return True
+        try:
+            config, listeners = self._reconfigure()
+        except ConfigError as exc:
+            log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
+            return False
+        unlisted = [sock for sock in self.listeners if all(sock is not new for new in listeners)]
+        if unlisted:
+            self._unlisted += unlisted
+            self._holders |= set(self.workers)
+        if config.workers != self.config.workers:
+            self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
+        self.config, self.listeners = config, listeners
+        return True
+
+    def _close_unlisted(self) -> None:
+        """Close the listeners a reload dropped once no worker holds them any more.
+
+        Until then the old workers serve the connections already queued on them.
+        """
+        self._holders &= set(self.workers)
+        if self._unlisted and not self._holders:
+            close_listeners(self._unlisted)
+            self._unlisted = []
 
     def _resize(self, step: int) -> None:
         """One worker more or less (SIGTTIN / SIGTTOU); ``_spawn_missing`` does it."""
@@ -251,6 +291,7 @@ class Arbiter:
         # (a unix socket's file goes too), so once the draining workers have
         # closed theirs, new clients are refused instead of queued for nobody.
         close_listeners(self.listeners)
+        close_listeners(self._unlisted)
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
@@ -278,6 +319,8 @@ class Arbiter:
                 if now >= beat.killed_at + DUMP_GRACE:
                     _kill(pid, signal.SIGKILL)
                 continue
+            if not limit:
+                continue  # turned off by a reload: the workers that beat are let be
             silent = beat.silence(now)
             if silent < limit:
                 continue
@@ -478,6 +521,9 @@ class Arbiter:
         for other in self._beats.values():  # the other workers' pulses are the master's
             other.close()
         self._beats.clear()
+        # Listeners a reload dropped: a copy here would keep one accepting into
+        # a queue nobody serves once the old workers have left.
+        close_listeners(self._unlisted)
         return run_child(
             self.load,
             self.config,

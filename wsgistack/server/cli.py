@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,7 +22,8 @@ from ..pasteini import PasteIni, read_paste_ini
 from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
 from .config import ServerConfig, layered_options
-from .listener import describe_socket
+from .listener import describe_listener
+from .reconfig import Reread
 from .server import Server
 
 __all__ = ["add_serve", "pipeline_options", "serve_announced", "start_logging"]
@@ -170,9 +170,9 @@ class _NotWrittenYet(logging.Filter):
 
 def _serve(args: argparse.Namespace) -> int:
     spec = _named(args)
-    options = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
+    flags = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
     # A missing or broken file, a bad [server] option: one line, before binding.
-    options, load, ini = _source(args, options)
+    options, load, ini = _source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
     if ini is not None:
         ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
@@ -183,7 +183,8 @@ def _serve(args: argparse.Namespace) -> int:
             ini.given,
             ini.ignored,
         )
-    loader = functools.partial(_load_in, working_directory(), load, spec)
+    workdir = working_directory()
+    loader = functools.partial(_load_in, workdir, load, spec)
     if config.workers == 0:
         try:
             app = _load_at_terminal(loader)  # errors show here, before binding
@@ -201,7 +202,11 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         server = Server(app, **options)
     else:
-        server = Server(loader=loader, **options)  # workers load it: SIGHUP reloads code
+        # Workers load it: SIGHUP reloads the code, and the master reads the file again.
+        reread = None
+        if args.app is None:
+            reread = functools.partial(_read_again, args, flags, workdir)
+        server = Server(loader=loader, reread=reread, **options)
     return serve_announced(server)
 
 
@@ -214,19 +219,44 @@ def _named(args: argparse.Namespace) -> str:
 
 
 def _source(
-    args: argparse.Namespace, options: dict[str, Any]
+    args: argparse.Namespace, options: dict[str, Any], workdir: str | None = None
 ) -> tuple[dict[str, Any], Callable[[], Any], PasteIni | None]:
-    """The server's options with the file's under them, the app's loader, and the ini if any."""
+    """The server's options with the file's under them, the app's loader, and the ini if any.
+
+    ``workdir``: where a relative file is, on a reload (the directory as the
+    workers see it, a deploy's ``current`` symlink followed afresh).
+    """
     if args.config is not None:
+        path = args.config if workdir is None else os.path.join(workdir, args.config)
         return (
-            pipeline_options(args.config, options),
+            pipeline_options(path, options),
             functools.partial(load_pipeline, args.config),
             None,
         )
     if args.paste is not None:
-        ini = read_paste_ini(args.paste, working_directory())
+        ini = read_paste_ini(args.paste, workdir or working_directory())
         return ini.server_options(options), ini.load_app, ini
     return options, functools.partial(load_app, args.app), None
+
+
+def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str) -> Reread:
+    """SIGHUP: the file served read again, under the same flags, checked but not applied."""
+    options, _, ini = _source(args, dict(flags), workdir)
+    config = ServerConfig.from_options(**options)
+    if args.config is not None:
+        source = os.path.join(workdir, args.config)  # as read (_source): the same name
+    else:
+        source = args.paste.partition("#")[0]  # read_paste_ini names it as given
+    return Reread(config, source, functools.partial(_relog, ini, config.log_level))
+
+
+def _relog(ini: PasteIni | None, level: str) -> None:
+    """SIGHUP's logging: the ini's ``[loggers]`` applied again as at start, else the level."""
+    if ini is not None and ini.has_loggers:
+        ini.configure_logging()
+        start_logging(level)  # as at start: ours only where the file's root has no handler
+    else:
+        logging.getLogger().setLevel(level.upper())
 
 
 def pipeline_options(path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,13 +280,7 @@ def serve_announced(server: Server) -> int:
     """Bind, log a ``listening on`` line per socket, and serve until stopped."""
     server.bind()
     for sock, bind in zip(server.listeners, server.config.bind, strict=True):
-        host, port = describe_socket(sock)
-        scheme = "uwsgi://" if bind.protocol == "uwsgi" else "http://"
-        if sock.family == socket.AF_UNIX:
-            where = f"{scheme}unix:{host}"
-        else:
-            where = f"{scheme}[{host}]:{port}" if ":" in host else f"{scheme}{host}:{port}"
-        logging.getLogger("wsgistack.server").info("listening on %s", where)
+        logging.getLogger("wsgistack.server").info("listening on %s", describe_listener(sock, bind))
     return server.serve_forever()
 
 

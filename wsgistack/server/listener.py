@@ -16,7 +16,15 @@ import sys
 from ..errors import ConfigError
 from .config import Bind
 
-__all__ = ["about_one_connection", "accept", "close_listeners", "describe_socket", "open_listeners"]
+__all__ = [
+    "about_one_connection",
+    "accept",
+    "close_listeners",
+    "describe_listener",
+    "describe_socket",
+    "open_listeners",
+    "set_socket_mode",
+]
 
 #: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
 #: spares a system call per connection; elsewhere ``accept`` sets it.
@@ -150,6 +158,24 @@ def open_listeners(
     return sockets
 
 
+def set_socket_mode(sock: socket.socket, mode: int) -> None:
+    """Give a listening unix socket's file ``mode``, if the file is still the one we made.
+
+    Through a descriptor of the file itself (``O_PATH``, no symlink followed),
+    checked to be our socket, so a link someone put at the path meanwhile is
+    never followed (see ``_bind_with_mode``).  An ``OSError`` says why not.
+    """
+    path = sock.getsockname()
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        if _UNIX_FILES.get(path) != (info.st_dev, info.st_ino, os.getpid()):
+            raise OSError(errno.ESTALE, "the file at that path is not this server's socket")
+        os.chmod(f"/proc/self/fd/{fd}", mode)  # Linux: the file the descriptor names
+    finally:
+        os.close(fd)
+
+
 def close_listeners(sockets: list[socket.socket]) -> None:
     """Close listeners and remove their unix socket files, if still the ones we made.
 
@@ -177,6 +203,15 @@ def describe_socket(sock: socket.socket) -> tuple[str, int]:
     if isinstance(name, str | bytes):
         return (os.fsdecode(name), 0)
     return (name[0], name[1])
+
+
+def describe_listener(sock: socket.socket, bind: Bind) -> str:
+    """Where a listener serves, for the ``listening on`` line: ``http://127.0.0.1:8000``."""
+    host, port = describe_socket(sock)
+    scheme = "uwsgi://" if bind.protocol == "uwsgi" else "http://"
+    if sock.family == socket.AF_UNIX:
+        return f"{scheme}unix:{host}"
+    return f"{scheme}[{host}]:{port}" if ":" in host else f"{scheme}{host}:{port}"
 
 
 def accept(

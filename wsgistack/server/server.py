@@ -24,8 +24,15 @@ from ..errors import ConfigError
 from .access import AccessLog
 from .arbiter import Arbiter
 from .config import ServerConfig
-from .listener import close_listeners, describe_socket, open_listeners
+from .listener import (
+    close_listeners,
+    describe_listener,
+    describe_socket,
+    open_listeners,
+    set_socket_mode,
+)
 from .pidfile import PidFile
+from .reconfig import Reread, changes, check_reload, keep_or_open
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
@@ -53,6 +60,10 @@ class Server:
 
     ``loader`` instead of ``app``: a function returning the app, called in each
     worker after the fork, so SIGHUP reloads the code (the CLI uses this).
+    ``reread``: a function that reads the configuration again (``Reread``),
+    so SIGHUP also applies the options a file now holds (the CLI's
+    ``--config`` and ``--paste``); the ``options`` given here are only the
+    first ones.
 
     ``bind()`` opens the listening sockets (``addresses``/``url`` are known
     from then on, and keep naming them after a stop or ``close()``, until the
@@ -68,6 +79,7 @@ class Server:
         /,
         *,
         loader: Callable[[], Callable[..., Any]] | None = None,
+        reread: Callable[[], Reread] | None = None,
         **options: Any,
     ) -> None:
         if (app is None) == (loader is None):
@@ -77,6 +89,7 @@ class Server:
         self.app = app
         self.loader: Callable[[], Callable[..., Any]] = loader or (lambda: app)  # type: ignore[assignment,return-value]
         self.config = ServerConfig.from_options(**options)
+        self._reread = reread
         self._workers_given = "workers" in options
         self.listeners: list[socket.socket] = []
         #: Each listener's (host, port) as bound, kept once a stop has closed them.
@@ -94,9 +107,7 @@ class Server:
     def bind(self) -> None:
         """Open the listening sockets (idempotent)."""
         if not self.listeners:
-            access_log = AccessLog.open(self.config.access_log)  # fail here, not in a worker
-            if access_log is not None:
-                access_log.close()
+            _check_access_log(self.config.access_log)
             self.listeners = open_listeners(
                 self.config.bind, self.config.backlog, self.config.socket_mode
             )
@@ -147,7 +158,9 @@ class Server:
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
-                return Arbiter(self.loader, self.config, self.listeners).run(early=early)
+                reconfigure = self._reconfigure if self._reread is not None else None
+                arbiter = Arbiter(self.loader, self.config, self.listeners, reconfigure)
+                return arbiter.run(early=early)
             self._worker = Worker(self.loader(), self.config, self.listeners)
             if not main:
                 self._worker.run()
@@ -183,6 +196,57 @@ class Server:
             self.close()  # removes the pid file too
             for sig, handler in outer.items():
                 signal.signal(sig, handler)
+
+    def _reconfigure(self) -> tuple[ServerConfig, list[socket.socket]]:
+        """SIGHUP's configuration, read, bound and applied: the master's new config and listeners.
+
+        A ``ConfigError`` (the files, an option, an address that cannot be
+        bound, the pid file, the access log, the logging section) leaves
+        everything as it was: what was opened here is closed again.
+        """
+        if self._reread is None:
+            raise RuntimeError("Server._reconfigure: no reread was given")
+        again = self._reread()
+        new = again.config
+        check_reload(new, again.source)
+        try:
+            _check_access_log(new.access_log)
+            listeners, opened = keep_or_open(self.config, new, self.listeners)
+        except ConfigError as exc:
+            raise ConfigError(f"{again.source}: {exc}") from None
+        pid_file = self._pid_file
+        try:
+            if new.pid != self.config.pid:
+                try:
+                    pid_file = PidFile.create(new.pid) if new.pid is not None else None
+                except ConfigError as exc:
+                    raise ConfigError(f"{again.source}: {exc}") from None
+            again.apply_logging()  # its errors name the file already
+        except BaseException:
+            close_listeners(opened)
+            if pid_file is not None and pid_file is not self._pid_file:
+                pid_file.remove()
+            raise
+        # Committed: nothing below can fail the reload.
+        if pid_file is not self._pid_file and self._pid_file is not None:
+            self._pid_file.remove()  # the new one is written: never a moment without one
+        self._pid_file = pid_file
+        said = "; ".join(changes(self.config, new)) or "nothing changed"
+        log.info("master: reload, %s read again: %s", again.source, said)
+        for sock, bind in zip(listeners, new.bind, strict=True):
+            if any(sock is each for each in opened):
+                log.info("listening on %s", describe_listener(sock, bind))
+                continue
+            if new.backlog != self.config.backlog:
+                sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
+            if bind.kind == "unix" and new.socket_mode not in (None, self.config.socket_mode):
+                try:
+                    set_socket_mode(sock, new.socket_mode)
+                except OSError as exc:
+                    log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
+        self.config, self.listeners = new, listeners
+        self._bound = [describe_socket(sock) for sock in listeners]
+        return new, listeners
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe); its listeners close as it begins."""
@@ -248,6 +312,13 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _check_access_log(path: str | None) -> None:
+    """Open and close the --access-log file: a bad path fails here, not in each worker."""
+    access_log = AccessLog.open(path)
+    if access_log is not None:
+        access_log.close()
 
 
 def _note_signals(noted: list[int]) -> dict[int, Any]:

@@ -1,0 +1,100 @@
+"""SIGHUP's configuration: the files read again, then the listeners it needs, and what changed.
+
+Rules: a hangup re-reads the configuration the server started from (the CLI's
+``--config``/``--paste`` file under its flags) as gunicorn's HUP does.  Nothing
+is applied until every step that can fail has succeeded (the files parse, the
+options are valid, the new addresses bind, the pid file and the access log can
+be written, the logging section applies): a bad edit leaves the running server
+exactly as it was.  An address listed before and after keeps its socket, so
+its port (also one picked with port 0) and its queued connections stay; only
+the addresses that are new are bound, and those no longer listed are closed by
+the master once the workers that hold them have left.
+
+    again = Reread(config, "stack.toml", apply_logging=lambda: None)
+    listeners, opened = keep_or_open(server.config, again.config, server.listeners)
+    log.info("%s", "; ".join(changes(server.config, again.config)))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+
+from ..errors import ConfigError
+from .config import Bind, ServerConfig
+from .listener import close_listeners, open_listeners
+
+__all__ = ["Reread", "changes", "check_reload", "keep_or_open"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reread:
+    """A configuration read again on SIGHUP, checked but not applied yet.
+
+    ``source`` names the file(s) for the log; ``apply_logging`` applies the
+    logging they set (an ini's ``[loggers]``, ``log_level``), last, since it
+    cannot be undone; a ``ConfigError`` from it still refuses the reload.
+    """
+
+    config: ServerConfig
+    source: str
+    apply_logging: Callable[[], None]
+
+
+def check_reload(config: ServerConfig, source: str) -> None:
+    """Refuse what a running master cannot become: no master at all."""
+    if not config.workers:
+        raise ConfigError(
+            f"{source}: workers: 0 serves without a master, which a reload cannot"
+            " turn into; restart the server for it"
+        )
+
+
+def _address(bind: Bind) -> tuple[str, str, int, str]:
+    """Where a bind listens; its protocol is the workers' business, not the socket's."""
+    return (bind.kind, bind.host, bind.port, bind.path)
+
+
+def keep_or_open(
+    old: ServerConfig, new: ServerConfig, listeners: list[socket.socket]
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """The listeners for ``new.bind``, in its order, and those of them opened here.
+
+    An address in ``old.bind`` keeps its socket from ``listeners`` (same
+    order as ``old.bind``); any other is bound now.  If one fails, those
+    opened here are closed again (a unix socket's file removed) and the
+    ``ConfigError`` names the address.
+    """
+    kept = {_address(bind): sock for bind, sock in zip(old.bind, listeners, strict=True)}
+    result: list[socket.socket] = []
+    opened: list[socket.socket] = []
+    try:
+        for bind in new.bind:
+            sock = kept.pop(_address(bind), None)
+            if sock is None:
+                sock = open_listeners((bind,), new.backlog, new.socket_mode)[0]
+                opened.append(sock)
+            result.append(sock)
+    except BaseException:
+        close_listeners(opened)
+        raise
+    return result, opened
+
+
+def changes(old: ServerConfig, new: ServerConfig) -> list[str]:
+    """``option old -> new`` for each option that differs, in ``ServerConfig``'s order."""
+    said = []
+    for field in dataclasses.fields(ServerConfig):
+        before, after = getattr(old, field.name), getattr(new, field.name)
+        if before != after:
+            said.append(f"{field.name} {_shown(field.name, before)} -> {_shown(field.name, after)}")
+    return said
+
+
+def _shown(name: str, value: object) -> str:
+    if name == "bind" and isinstance(value, tuple):
+        return ",".join(str(bind) for bind in value)
+    if name == "socket_mode" and isinstance(value, int):
+        return f"{value:o}"
+    return str(value)
