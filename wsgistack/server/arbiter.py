@@ -14,6 +14,8 @@ SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
 SIGUSR1  reopen log files: every worker opens its --access-log file again
          (for logrotate, as gunicorn does).
+--reload   a worker that sees the app's files change asks for the SIGHUP reload
+         (reloader.py); the master acts once per change, whichever workers saw it.
 SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
          one still loading the app leaves first, else the oldest, drained; a reload
          starts as many as there are now.
@@ -59,6 +61,7 @@ from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
+from .reloader import ReloadRequests
 
 __all__ = ["Arbiter"]
 
@@ -124,6 +127,10 @@ class Arbiter:
         self._status = 0
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
+        self._reloads = ReloadRequests() if config.reload else None
+        self._waited = [self._wake_r, self._ready_r]  # by select(), with a --reload pipe
+        if self._reloads is not None:
+            self._waited.append(self._reloads.reader)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.set_blocking(fd, False)
 
@@ -144,6 +151,11 @@ class Arbiter:
         log.info(
             "master %d: starting %d worker%s", os.getpid(), workers, "" if workers == 1 else "s"
         )
+        if self._reloads is not None:
+            log.info(
+                "master: --reload: the workers are replaced when the app's files change"
+                " (for development: each worker looks at every file once a second)"
+            )
         try:
             while self._signals:
                 self._handle(self._signals.popleft())
@@ -156,6 +168,7 @@ class Arbiter:
                 self._reap()
                 self._close_unlisted()
                 self._read_ready()
+                self._read_reload_requests()
                 self._watch()
                 self._finish_reload()
                 if self._state is State.STOPPING:
@@ -171,6 +184,8 @@ class Arbiter:
             for beat in self._beats.values():
                 beat.close()
             close_listeners(self._unlisted)
+            if self._reloads is not None:
+                self._reloads.close()
         if self._boot_failure:
             # The last line, the whole story: gunicorn's ends "Reason: Worker failed to boot."
             log.error(
@@ -185,12 +200,22 @@ class Arbiter:
 
     def _wait(self) -> None:
         with contextlib.suppress(InterruptedError):
-            select.select([self._wake_r, self._ready_r], [], [], 1.0)
+            select.select(self._waited, [], [], 1.0)
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    def _read_reload_requests(self) -> None:
+        """--reload: a worker saw the app's files change; reload as SIGHUP does, once per change."""
+        if self._reloads is None or not (changed := self._reloads.read()):
+            return
+        if self._state is State.STOPPING:
+            return
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        log.info("master: %s changed%s (--reload)", changed[0], more)
+        self._handle(signal.SIGHUP)
 
     def _handle(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -524,6 +549,8 @@ class Arbiter:
         # Listeners a reload dropped: a copy here would keep one accepting into
         # a queue nobody serves once the old workers have left.
         close_listeners(self._unlisted)
+        if self._reloads is not None:
+            os.close(self._reloads.reader)
         return run_child(
             self.load,
             self.config,
@@ -531,6 +558,7 @@ class Arbiter:
             mask=mask,
             beat=beat,
             ready_fd=self._ready_w,
+            changed=self._reloads.send if self._reloads is not None else None,
         )
 
 

@@ -21,12 +21,15 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import ConfigError
 from ..loader import log_load_failure
 from .config import ServerConfig
 from .heartbeat import Heartbeat
+from .reloader import Change, Watcher, broken_app, failure_files, watched_files
 from .worker import Worker
 
 __all__ = ["BOOT_ERROR", "exit_child", "finish_as_python_does", "run_child"]
@@ -45,10 +48,13 @@ def run_child(
     mask: Iterable[int],
     beat: Heartbeat | None,
     ready_fd: int,
+    changed: Callable[[list[Change]], None] | None = None,
 ) -> int:
     """Be a worker: load the app, say ready on ``ready_fd``, serve; the exit status.
 
     The master's own descriptors and wakeup fd are already let go of (``Arbiter._child``).
+    ``changed`` (--reload) is told of each change to the app's files; an app
+    that fails to load is then answered with a 500 until one changes.
     """
     atexit._clear()  # the master's exit handlers are its own (see exit_child)
     if beat is not None:
@@ -67,14 +73,26 @@ def run_child(
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
+    broken: set[str] = set()
+    began = time.time_ns()  # file times are the wall clock's
     try:
         app = load()
     except Exception as exc:
         log_load_failure(log, f"worker {os.getpid()}", exc)
-        return BOOT_ERROR
+        if changed is None or (isinstance(exc, ConfigError) and exc.__cause__ is None):
+            # No --reload, or no code of the app's failed (a bad spec or option).
+            return BOOT_ERROR
+        # --reload: the app's own code failed.  Serve on, so the save that fixes it
+        # brings the app back (gunicorn --reload does so for a SyntaxError only).
+        log.info("worker %d: answering 500 until a file changes (--reload)", os.getpid())
+        app, broken = broken_app(type(exc.__cause__ or exc).__name__), failure_files(exc)
     if stops:
         log.info("worker %d: stopped while loading the app", os.getpid())
         return 0
+    watcher = None
+    if changed is not None:  # the files as the app was loaded from them: later looks compare
+        extra = (*config.reload_extra_file, *broken)
+        watcher = Watcher(lambda: watched_files(extra), changed, since=began)
     worker = Worker(
         app,
         config,
@@ -93,7 +111,13 @@ def run_child(
         if exc.errno != errno.EPIPE:
             raise
     os.close(ready_fd)
-    worker.run()
+    if watcher is not None:
+        watcher.start()
+    try:
+        worker.run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
     return 0
 
 

@@ -117,7 +117,22 @@ _HELP = (
         " X-Forwarded-Proto: https makes wsgi.url_scheme https; unix-socket peers"
         " always count (default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
     ),
+    (
+        "reload",
+        "",
+        "for development: when a file of the app's modules (or the --config or --paste"
+        " file) changes, reload the workers as SIGHUP does; code that fails to load is"
+        " logged and answered with 500 until the next change. Needs --workers 1 or more",
+    ),
+    (
+        "reload_extra_file",
+        "FILE",
+        "with --reload, also reload when FILE changes (a template, a data file); repeat"
+        " for several",
+    ),
 )
+#: The flags that are not one value: repeated ones, and --reload, which takes none.
+_ACTIONS = {"bind": "append", "reload_extra_file": "append", "reload": "store_true"}
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).
 APP_FORMS = (
@@ -228,15 +243,16 @@ def _source(
     """
     if args.config is not None:
         path = args.config if workdir is None else os.path.join(workdir, args.config)
-        return (
-            pipeline_options(path, options),
-            functools.partial(load_pipeline, args.config),
-            None,
-        )
-    if args.paste is not None:
+        options = pipeline_options(path, options)
+        load, ini, served = functools.partial(load_pipeline, args.config), None, args.config
+    elif args.paste is not None:
         ini = read_paste_ini(args.paste, workdir or working_directory())
-        return ini.server_options(options), ini.load_app, ini
-    return options, functools.partial(load_app, args.app), None
+        options, load, served = ini.server_options(options), ini.load_app, ini.path
+    else:
+        return options, functools.partial(load_app, args.app), None
+    if options.get("reload"):  # the file served is the app's code too (also after a SIGHUP)
+        options["reload_extra_file"] = (*options.get("reload_extra_file", ()), served)
+    return options, load, ini
 
 
 def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str) -> Reread:
@@ -376,6 +392,9 @@ def add_serve(
     )
     for name, metavar, text in _HELP:
         flag = "--" + name.replace("_", "-")
-        action = "append" if name == "bind" else "store"
-        parser.add_argument(flag, action=action, metavar=metavar, help=text)
+        action = _ACTIONS.get(name, "store")
+        if action == "store_true":  # None when not given: a file's value stands
+            parser.add_argument(flag, action=action, default=None, help=text)
+        else:
+            parser.add_argument(flag, action=action, metavar=metavar, help=text)
     return _serve

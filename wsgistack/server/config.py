@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..netset import as_network
-from ..options import MAX_SECONDS, did_you_mean, listed
+from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
@@ -212,6 +212,22 @@ def _socket_mode(value: Any) -> int | None:
     return mode
 
 
+def _reload(value: Any) -> bool:
+    return ini_flag(value, "reload")  # true from the CLI and TOML, "true" in an ini
+
+
+def _reload_extra_files(value: Any) -> tuple[str, ...]:
+    """Files a --reload worker watches besides the app's modules; each must exist."""
+    items = [value] if isinstance(value, str | os.PathLike) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"reload_extra_file: {value!r} is not a file path (or a list of them)")
+    paths = tuple(os.fspath(item) if isinstance(item, os.PathLike) else item for item in items)
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise ConfigError(f"reload_extra_file: {path!r} is not a file")
+    return paths
+
+
 def _log_level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -270,6 +286,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_header_size": _integer("max_header_size", 256),
     "socket_mode": _socket_mode,
     "forwarded_allow_ips": _forwarded_allow_ips,
+    "reload": _reload,
+    "reload_extra_file": _reload_extra_files,
 }
 
 
@@ -308,6 +326,9 @@ class ServerConfig:
     #: Peers trusted to say the request came over HTTPS (gunicorn's default);
     #: peers on a unix socket always are (see ``environ.SchemeTrust``).
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Development: restart the workers when the app's files change (reloader.py).
+    reload: bool = False
+    reload_extra_file: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -319,6 +340,11 @@ class ServerConfig:
                 f"socket_mode: {self.socket_mode:o} applies to unix sockets, and no bind is"
                 " unix:/path"
             )
+        if self.reload_extra_file and not self.reload:
+            raise ConfigError(
+                f"reload_extra_file: {self.reload_extra_file[0]!r} is watched with reload only;"
+                " add --reload (reload = true)"
+            )
         if not self.workers:
             self.check_in_process()
 
@@ -328,6 +354,14 @@ class ServerConfig:
             raise ConfigError(
                 "max_requests: a recycled worker is replaced by the master, so it needs"
                 " workers >= 1 (in process the server would stop after that many requests)"
+            )
+        if self.reload:
+            # A re-exec of the whole process (werkzeug's way) would be a second
+            # reloader, with its own way to fail; one worker under a master is the same
+            # loop for the developer.
+            raise ConfigError(
+                "reload: new code is loaded by new workers, which a master starts: use"
+                " --workers 1 (workers = 1) with it, not 0"
             )
 
     @classmethod

@@ -90,6 +90,11 @@ class Server:
         self.loader: Callable[[], Callable[..., Any]] = loader or (lambda: app)  # type: ignore[assignment,return-value]
         self.config = ServerConfig.from_options(**options)
         self._reread = reread
+        if self.config.reload and app is not None:
+            raise ConfigError(
+                "reload: needs Server(loader=...): an app already loaded here would be"
+                " forked again with its old code (pserve: use pserve --reload)"
+            )
         self._workers_given = "workers" in options
         self.listeners: list[socket.socket] = []
         #: Each listener's (host, port) as bound, kept once a stop has closed them.
