@@ -114,9 +114,9 @@ def test_the_readme_begins_with_the_demo_then_the_tests():
 
 def _shown(value: object) -> str:
     """A ``ServerConfig`` default as the README's table shows it."""
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and value:
         return ", ".join(str(item) for item in value)
-    if value is None:
+    if value is None or value is False or value == ():  # --pid, --reload, --reload-extra-file
         return "off"
     if value == "":
         return "''"
