@@ -117,6 +117,9 @@ def test_the_config_file_s_change_reloads(serve, tmp_path):
     assert answer(server) == "one"
     save(stack, "[server]\nreload = true\nworkers = 1\n[app]\nuse = 'apptwo:app'\n")
     poll(lambda: answer(server) == "two")
+    # The reload read the file's [server] again (SIGHUP's way): still watched after it.
+    save(stack, "[server]\nreload = true\nworkers = 1\n[app]\nuse = 'appone:app'\n")
+    poll(lambda: answer(server) == "one")
 
 
 def test_an_extra_file_s_change_reloads(serve, tmp_path):

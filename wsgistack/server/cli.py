@@ -241,6 +241,7 @@ def _source(
     ``workdir``: where a relative file is, on a reload (the directory as the
     workers see it, a deploy's ``current`` symlink followed afresh).
     """
+    load: Callable[[], Any]
     if args.config is not None:
         path = args.config if workdir is None else os.path.join(workdir, args.config)
         options = pipeline_options(path, options)
