@@ -103,6 +103,11 @@ def test_a_sighup_applies_the_files_new_workers_limit_and_access_log(serve, stac
             "stack.toml: workers: 0 serves without a master",
             id="no-master",
         ),
+        pytest.param(
+            "reload = true\nmax_request_line = 100\n",
+            "stack.toml: reload: turning --reload on takes a restart of the server",
+            id="reload-toggled",
+        ),
     ],
 )
 def test_a_broken_edit_keeps_the_old_configuration_and_workers(serve, stack, edit, message):

@@ -42,12 +42,20 @@ class Reread:
     apply_logging: Callable[[], None]
 
 
-def check_reload(config: ServerConfig, source: str) -> None:
-    """Refuse what a running master cannot become: no master at all."""
+def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
+    """Refuse what a running master cannot become: no master at all, or --reload toggled.
+
+    The watchers' pipe to the master exists from start-up or not at all.
+    """
     if not config.workers:
         raise ConfigError(
             f"{source}: workers: 0 serves without a master, which a reload cannot"
             " turn into; restart the server for it"
+        )
+    if config.reload != old.reload:
+        raise ConfigError(
+            f"{source}: reload: turning --reload {'on' if config.reload else 'off'} takes"
+            " a restart of the server"
         )
 
 

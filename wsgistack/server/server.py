@@ -213,7 +213,7 @@ class Server:
             raise RuntimeError("Server._reconfigure: no reread was given")
         again = self._reread()
         new = again.config
-        check_reload(new, again.source)
+        check_reload(self.config, new, again.source)
         try:
             _check_access_log(new.access_log)
             listeners, opened = keep_or_open(self.config, new, self.listeners)
