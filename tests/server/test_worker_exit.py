@@ -188,6 +188,8 @@ def app(environ, start_response):
         executor.submit(deliver)
     elif environ["PATH_INFO"] == "/thread":
         threading.Thread(target=deliver, daemon=False).start()
+    elif environ["PATH_INFO"] == "/view-thread":  # the common form: no daemon argument
+        threading.Thread(target=deliver).start()
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -221,7 +223,7 @@ def release(fifo: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.parametrize("kind", ["executor", "thread"])
+@pytest.mark.parametrize("kind", ["executor", "thread", "view-thread"])
 @pytest.mark.parametrize(
     "how",
     [
@@ -236,7 +238,10 @@ def test_a_worker_that_ends_finishes_the_app_s_background_work_first(threaded, t
     # Workers left with os._exit() and no threading shutdown: a job submitted to
     # the app's ThreadPoolExecutor, or a non-daemon thread it started, was cut
     # at every reload, recycle and stop, where Python (and gunicorn's workers,
-    # through sys.exit) waits for them before running the exit handlers.
+    # through sys.exit) waits for them before running the exit handlers.  And a
+    # thread a view started without saying daemon=False was cut all the same: it
+    # inherited the daemon flag of our request thread (gunicorn's are not daemon
+    # threads, so there the exit waits for it).
     name, signum = how
     server = threaded(*(["--max-requests", "1"] if name == "recycle" else []))
     old = int(server.get(f"/{kind}"))
@@ -257,11 +262,14 @@ def test_a_worker_that_ends_finishes_the_app_s_background_work_first(threaded, t
     assert "Timeout (" not in server.log.read_text()  # faulthandler's: no deadline hit
 
 
-def test_an_app_thread_that_never_ends_is_cut_at_the_deadline_with_its_stack(threaded, tmp_path):
+@pytest.mark.parametrize("kind", ["thread", "view-thread"])
+def test_an_app_thread_that_never_ends_is_cut_at_the_deadline_with_its_stack(
+    threaded, tmp_path, kind
+):
     # The worker waits for the app's threads no longer than for its exit handlers:
     # --graceful-timeout and a second, then the stacks and exit status 1.
     server = threaded("--graceful-timeout", "1", "--worker-timeout", "0")
-    old = int(server.get("/thread"))
+    old = int(server.get(f"/{kind}"))
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: old not in server.workers(), timeout=30)
     log = server.log.read_text()
@@ -288,3 +296,19 @@ def test_a_request_a_stop_cut_does_not_hold_the_worker_s_exit(serve, signum):
     os.kill(old, signum)
     poll(lambda: old not in server.workers(), timeout=20)  # far less than the request's 60 s
     assert "Timeout (" not in server.log.read_text()  # faulthandler's: no deadline hit
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "stop"])
+def test_in_process_the_exit_waits_for_a_thread_a_view_started(threaded, tmp_path, signum):
+    # With --workers 0 the server is the program, and Python's exit waits for
+    # its non-daemon threads; a view's thread inherited our request thread's
+    # daemon flag, so it was cut as the process ended.
+    server = threaded("--workers", "0")
+    pid = server.proc.pid
+    assert int(server.get("/view-thread")) == pid
+    server.proc.send_signal(signum)
+    poll(lambda: exiting_worker(pid), timeout=20)
+    release(tmp_path / "go")
+    assert server.proc.wait(timeout=20) == 0
+    assert (tmp_path / f"done-{pid}").exists()
+    assert (tmp_path / f"atexit-{pid}").read_text() == "True"  # the handlers after it

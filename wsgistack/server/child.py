@@ -130,9 +130,11 @@ def exit_child(status: int, limit: float) -> None:
     exit hook waits for it), then the exit handlers, logging's last.  The
     worker's own threads (request threads, a LoadBalancer's health
     checkers) are daemon threads: one still in a request a stop cut is not
-    waited for.  A quick stop waits for the app's threads too, as Python
-    does after Ctrl-C: the app had accepted that work (a mail for a
-    response already sent), and the master's deadline still bounds it.
+    waited for.  A thread a view starts is not one, whatever its creator
+    (see ``worker.RequestThread``), as under gunicorn.  A quick stop waits
+    for the app's threads too, as Python does after Ctrl-C: the app had
+    accepted that work (a mail for a response already sent), and the
+    master's deadline still bounds it.
 
     Within ``limit`` seconds: a thread or handler still running then (a
     flush to a host that does not answer) has its stack printed to
