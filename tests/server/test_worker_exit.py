@@ -298,6 +298,19 @@ def test_a_request_a_stop_cut_does_not_hold_the_worker_s_exit(serve, signum):
     assert "Timeout (" not in server.log.read_text()  # faulthandler's: no deadline hit
 
 
+def test_in_process_a_second_ctrl_c_ends_the_wait_for_a_view_s_thread(threaded, tmp_path):
+    # As for any Python program: the first Ctrl-C stops serving, the exit then
+    # waits for the app's threads, and a second one ends that wait.
+    server = threaded("--workers", "0")
+    pid = server.proc.pid
+    assert int(server.get("/view-thread")) == pid
+    server.proc.send_signal(signal.SIGINT)
+    poll(lambda: "Ctrl-C again to quit now" in server.log.read_text())
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.wait(timeout=20)
+    assert not (tmp_path / f"done-{pid}").exists()  # never released: cut, as asked
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "stop"])
 def test_in_process_the_exit_waits_for_a_thread_a_view_started(threaded, tmp_path, signum):
     # With --workers 0 the server is the program, and Python's exit waits for
@@ -308,6 +321,9 @@ def test_in_process_the_exit_waits_for_a_thread_a_view_started(threaded, tmp_pat
     assert int(server.get("/view-thread")) == pid
     server.proc.send_signal(signum)
     poll(lambda: exiting_worker(pid), timeout=20)
+    # Nothing bounds that wait without a master: the log says what it waits for.
+    poll(lambda: "waiting for 1 thread the app started to end" in server.log.read_text())
+    assert "Ctrl-C again to quit now" in server.log.read_text()
     release(tmp_path / "go")
     assert server.proc.wait(timeout=20) == 0
     assert (tmp_path / f"done-{pid}").exists()

@@ -33,7 +33,7 @@ from .listener import (
 )
 from .pidfile import PidFile
 from .reconfig import Reread, changes, check_reload, keep_or_open
-from .worker import Worker
+from .worker import RequestThread, Worker
 
 __all__ = ["Server", "serve"]
 
@@ -196,6 +196,7 @@ class Server:
                     "stopped on SIGHUP: with --workers 0 there is no master to reload"
                     " (--workers 1 reloads on SIGHUP; nohup keeps serving)"
                 )
+            _say_app_threads_left()
             return 0
         finally:
             self.close()  # removes the pid file too
@@ -338,3 +339,26 @@ def _note_signals(noted: list[int]) -> dict[int, Any]:
 def serve(app: Callable[..., Any], **options: Any) -> int:
     """Serve ``app`` until stopped (see ``Server`` for the options)."""
     return Server(app, **options).serve_forever()
+
+
+def _say_app_threads_left() -> None:
+    """In process, before Python's exit waits for the app's threads: say so, and how to quit.
+
+    Without a master nothing bounds that wait (a worker's is bounded by
+    --graceful-timeout); a second Ctrl-C ends it, as for any Python program.
+    """
+    left = [
+        thread.name
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread()
+        and not isinstance(thread, RequestThread)  # never waited for (see RequestThread)
+        and not thread.daemon
+        and thread.is_alive()
+    ]
+    if left:
+        log.info(
+            "waiting for %d thread%s the app started to end (%s); Ctrl-C again to quit now",
+            len(left),
+            "" if len(left) == 1 else "s",
+            ", ".join(left),
+        )
