@@ -1,7 +1,7 @@
-"""The access log in the combined log format (Apache/nginx "combined"), one line a response.
+"""The access log, one line a response: the combined format, or ``--access-log-format``'s.
 
 access = AccessLog.open("-")      # stdout; a path appends to that file
-access(environ, response)
+access(environ, response, started)
 access.reopen()                   # after logrotate moved the file (SIGUSR1)
 """
 
@@ -11,32 +11,33 @@ import contextlib
 import logging
 import sys
 import threading
-import time
 from typing import Any, TextIO
 
-from .._logtext import LOG_ESCAPES
-from ..clientip import client_ip
 from ..errors import ConfigError
+from .logformat import DEFAULT_FORMAT, Entry, compile_format
 
 __all__ = ["AccessLog"]
 
 log = logging.getLogger("wsgistack.server")
 
 
-def _field(text: str) -> str:
-    # Escaped as nginx escapes its log (see _logtext): no forged fields or lines.
-    return text.translate(LOG_ESCAPES) if text else "-"
-
-
 class AccessLog:
-    """Writes ``host - - [date] "request" status size "referer" "agent"`` lines.
+    """Writes ``host - - [date] "request" status size "referer" "agent"`` lines by default.
 
     ``size`` is the body bytes sent, the server's own refusals (400, 408, 413,
     the 500 for a broken app) included, as nginx's ``$body_bytes_sent``; ``-``
-    when none were (Apache's ``%b``).
+    when none were (Apache's ``%b``).  ``line_format`` is gunicorn's
+    ``access_log_format`` (see ``logformat``), compiled here once.
     """
 
-    def __init__(self, stream: TextIO, owned: bool, path: str | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        owned: bool,
+        path: str | None = None,
+        line_format: str = DEFAULT_FORMAT,
+    ) -> None:
+        self._line = compile_format(line_format)
         self._stream = stream
         self._owned = owned
         self._path = path  # the file to open again on reopen()
@@ -45,16 +46,16 @@ class AccessLog:
         self._closed = False
 
     @classmethod
-    def open(cls, target: str | None) -> AccessLog | None:
+    def open(cls, target: str | None, line_format: str = DEFAULT_FORMAT) -> AccessLog | None:
         if target is None:
             return None
         if target == "-":
-            return cls(sys.stdout, owned=False)
+            return cls(sys.stdout, owned=False, line_format=line_format)
         try:
             stream = _append(target)
         except OSError as exc:
             raise ConfigError(f"access_log: cannot open {target!r}: {exc.strerror}") from None
-        return cls(stream, owned=True, path=target)
+        return cls(stream, owned=True, path=target, line_format=line_format)
 
     def reopen(self) -> None:
         """Open the file again by its name: logrotate moved the old one away.
@@ -78,36 +79,31 @@ class AccessLog:
         with contextlib.suppress(OSError):  # lines it could not flush: already reported
             old.close()
 
-    def __call__(self, environ: dict[str, Any], response: Any) -> None:
+    def __call__(
+        self, environ: dict[str, Any], response: Any, started: float | None = None
+    ) -> None:
         """Log a request the app answered (or began to: the bytes actually sent).
 
         The host is the client as :mod:`wsgistack.clientip` decided it for the
         layers (a trusted proxy's ``X-Forwarded-For``), as nginx's realip module
         sets ``$remote_addr``: the log names whom the IP filter judged.  A peer
         without an IP address (a unix socket) is written as ``REMOTE_ADDR`` has it.
+        ``started``: the ``time.monotonic()`` the request head was complete at,
+        for the duration atoms; the response ends now.
         """
         status = (response.status or "500")[:3]
-        size = response.written or "-"
-        request = f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
-        address = client_ip(environ)  # None: no address, so REMOTE_ADDR as it is
-        host = environ.get("REMOTE_ADDR", "") if address is None else str(address)
-        self._write(
-            f"{_field(host)} - - [{_now()}] "
-            f'"{_field(request)}" {status} {size} '
-            f'"{_field(environ.get("HTTP_REFERER", ""))}" '
-            f'"{_field(environ.get("HTTP_USER_AGENT", ""))}"\n'
-        )
+        entry = Entry(environ, status, response.written, started, response.headers)
+        self._write(self._line(entry) + "\n")
 
     def refused(self, peer: Any, status: int, request: str = "", *, size: int = 0) -> None:
         """Log a request refused before it had an environ (a malformed head: 400, 431...).
 
         ``request`` is its request line where it is known (a uwsgi packet's);
         ``size`` the bytes of the refusal's body sent, as nginx's ``$body_bytes_sent``.
+        Atoms of an environ, of headers and of the duration are ``-``.
         """
         host = peer[0] if isinstance(peer, tuple) else ""
-        self._write(
-            f'{_field(host)} - - [{_now()}] "{_field(request)}" {status} {size or "-"} "-" "-"\n'
-        )
+        self._write(self._line(Entry({}, str(status), size, host=host, request=request)) + "\n")
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -137,12 +133,3 @@ class AccessLog:
 
 def _append(path: str) -> TextIO:
     return open(path, "a", encoding="utf-8", buffering=1)
-
-
-#: English, as Apache and nginx write them: %b follows the locale an app may set.
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _now() -> str:
-    now = time.localtime()
-    return time.strftime(f"%d/{_MONTHS[now.tm_mon - 1]}/%Y:%H:%M:%S %z", now)

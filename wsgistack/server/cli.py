@@ -93,6 +93,12 @@ _HELP = (
         "FILE",
         "write a combined-format line for every request to FILE, or to stdout with - (default off)",
     ),
+    (
+        "access_log_format",
+        "FORMAT",
+        "the access log's line in gunicorn's atoms, e.g. '%%(h)s \"%%(r)s\" %%(s)s %%(D)s'"
+        " (default: the combined format)",
+    ),
     ("log_level", "LEVEL", "debug, info, warning, error or critical (default info)"),
     (
         "pid",

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..netset import as_network
 from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
+from .logformat import DEFAULT_FORMAT, compile_format
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
 
@@ -166,6 +167,11 @@ def _access_log(value: Any) -> str | None:
     raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
 
 
+def _access_log_format(value: Any) -> str:
+    compile_format(value)  # an unknown atom or a broken format fails here, not per line
+    return str(value)
+
+
 def _pid(value: Any) -> str | None:
     if value is None:
         return None
@@ -278,6 +284,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_body_size": _integer("max_body_size", 0),
     "root_path": _root_path,
     "access_log": _access_log,
+    "access_log_format": _access_log_format,
     "log_level": _log_level,
     "pid": _pid,
     "backlog": _integer("backlog", 1, MAX_BACKLOG),
@@ -316,6 +323,7 @@ class ServerConfig:
     max_body_size: int = 100 * 1024 * 1024
     root_path: str = ""
     access_log: str | None = None
+    access_log_format: str = DEFAULT_FORMAT
     log_level: str = "info"
     pid: str | None = None
     backlog: int = 2048
@@ -344,6 +352,11 @@ class ServerConfig:
             raise ConfigError(
                 f"reload_extra_file: {self.reload_extra_file[0]!r} is watched with reload only;"
                 " add --reload (reload = true)"
+            )
+        if self.access_log is None and self.access_log_format != DEFAULT_FORMAT:
+            raise ConfigError(
+                "access_log_format: given, but there is no access log to write it:"
+                " add access_log ('-' for stdout, or a file)"
             )
         if not self.workers:
             self.check_in_process()

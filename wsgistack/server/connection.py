@@ -300,7 +300,7 @@ class Connection:
             return False
         finally:  # every request the app saw is logged, also those that broke off
             if worker.access_log is not None:
-                worker.access_log(environ, response)
+                worker.access_log(environ, response, request.head_at)
         if response.close or not keep_alive or request.error is not None:
             self.linger = not request.complete  # the body is still arriving: read it away
             return False

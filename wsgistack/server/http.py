@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import logging
 import re
+import time
 
 import httptools
 
@@ -113,6 +114,7 @@ class Request:
         "error",
         "expect_continue",
         "expect_other",
+        "head_at",
         "headers",
         "keep_alive",
         "method",
@@ -137,6 +139,8 @@ class Request:
         self.expect_continue = False
         self.expect_other = False
         self.error: ProtocolError | None = None
+        #: When the head was complete (``time.monotonic()``): the access log's durations.
+        self.head_at = 0.0
 
 
 class RequestQueue:
@@ -163,6 +167,11 @@ class RequestQueue:
     def refusing_head(self) -> bool:
         """Whether the request ``error`` refuses is known to be a HEAD (its answer has no body)."""
         return False
+
+    def _queue(self, request: Request) -> None:
+        """Queue a request whose head is complete, noting when (the log's durations start)."""
+        request.head_at = time.monotonic()
+        self._pending.append(request)
 
 
 class RequestParser(RequestQueue):
@@ -334,7 +343,7 @@ class RequestParser(RequestQueue):
         length = request.content_length
         if length is not None and length > self.limits.max_body_size:
             raise self._refusal("request body too large", 413)
-        self._pending.append(request)
+        self._queue(request)
 
     def on_body(self, body: bytes) -> None:
         request = self._current

@@ -274,7 +274,7 @@ class UwsgiParser(RequestQueue):
         request = UwsgiRequest(variables)
         request.content_length = length
         self._current = request
-        self._pending.append(request)
+        self._queue(request)
         if length == 0:
             self._complete(request)
         elif rest:

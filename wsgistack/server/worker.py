@@ -129,7 +129,7 @@ class Worker:
             config.max_header_size,
             config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
         )
-        self.access_log = AccessLog.open(config.access_log)
+        self.access_log = AccessLog.open(config.access_log, config.access_log_format)
         #: Which peers' X-Forwarded-Proto counts (--forwarded-allow-ips).
         self.scheme_trust = SchemeTrust(config.forwarded_allow_ips)
         self.stopping = False
