@@ -347,7 +347,7 @@ def test_access_log_escapes_what_clients_send(tmp_path):
     access = AccessLog.open(str(tmp_path / "unit.log"))
     assert access is not None
     environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/\x1b[2J", "SERVER_PROTOCOL": "HTTP/1.0"}
-    access(environ, type("Sent", (), {"status": "200 OK", "written": 0})())
+    access(environ, type("Sent", (), {"status": "200 OK", "written": 0, "headers": []})())
     access.close()
     assert '"GET /\\x1B[2J HTTP/1.0" 200 - "-" "-"' in (tmp_path / "unit.log").read_text()
 
