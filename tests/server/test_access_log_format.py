@@ -187,3 +187,16 @@ def test_a_bad_format_in_a_server_table_is_named(tmp_path, monkeypatch, capsys):
         "wsgistack serve: error: stack.toml: [server]: access_log_format: '%(h)s %(D)i'"
     )
     assert not sock.exists()
+
+
+def test_an_ini_writes_the_format_with_doubled_percent_signs(tmp_path):
+    # PasteDeploy's parser expands %(name)s itself: the README says to write %%.
+    from wsgistack.pasteini import read_paste_ini
+
+    (tmp_path / "site.ini").write_text(
+        "[app:main]\nuse = egg:wsgistack#load_balance\nupstreams = http://127.0.0.1:9\n"
+        "[server:main]\nuse = egg:wsgistack#main\nhost = 127.0.0.1\nport = 0\n"
+        "access_log = -\naccess_log_format = %%(h)s %%(D)s\n"
+    )
+    options = read_paste_ini(str(tmp_path / "site.ini"), str(tmp_path)).server_options({})
+    assert options["access_log_format"] == "%(h)s %(D)s"

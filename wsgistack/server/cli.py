@@ -91,7 +91,8 @@ _HELP = (
     (
         "access_log",
         "FILE",
-        "write a combined-format line for every request to FILE, or to stdout with - (default off)",
+        "write a line for every request to FILE, or to stdout with -, in the combined format"
+        " unless --access-log-format says otherwise (default off)",
     ),
     (
         "access_log_format",
