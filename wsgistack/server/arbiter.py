@@ -21,9 +21,9 @@ SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
          starts as many as there are now.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 A worker whose loop stops beating for --worker-timeout seconds (a C extension
-holding the GIL, a deadlock; see heartbeat.py) is hung: the master logs it,
-sends SIGUSR2 (the worker's faulthandler prints every thread's stack), then
-SIGKILL, and a new worker replaces it.  A draining worker gets its whole
+holding the GIL, a deadlock) is hung: the master logs it, sends SIGUSR2 (the
+worker's faulthandler prints every thread's stack), then SIGKILL, and a new
+worker replaces it (``watchdog.py``).  A draining worker gets its whole
 --graceful-timeout first.
 The master is in one of three states (``State``): serving, reloading (a new
 set loads while the old one serves) or stopping; a stop abandons a reload
@@ -62,6 +62,7 @@ from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .reloader import ReloadRequests
+from .watchdog import Watchdog
 
 __all__ = ["Arbiter"]
 
@@ -77,8 +78,6 @@ _HANDLED = (
     signal.SIGTTOU,
     signal.SIGCHLD,
 )
-#: A hung worker asked (SIGUSR2) to print its stacks is killed this long after.
-DUMP_GRACE = 1.0
 #: The longest wait between two tries to start a worker whose app cannot load
 #: (the wait doubles from 1 s): each try is a whole import of the app.
 BOOT_RETRY_MAX = 30.0
@@ -115,8 +114,7 @@ class Arbiter:
         self._retiring: set[int] = set()  # the old set, during a reload (some may be gone)
         self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self._ready: set[int] = set()
-        self._beats: dict[int, Heartbeat] = {}  # pid -> its heartbeat (--worker-timeout)
-        self._load_reported: dict[int, int] = {}  # pid -> --worker-timeouts of loading logged
+        self._watchdog = Watchdog()  # --worker-timeout
         self._signals: collections.deque[int] = collections.deque()
         self._deadline = 0.0
         self._deadline_passed = False  # the kill at the deadline was logged
@@ -181,8 +179,7 @@ class Arbiter:
                 signal.signal(sig, handler)
             for fd in (self._wake_r, self._wake_w, self._ready_r, self._ready_w):
                 os.close(fd)
-            for beat in self._beats.values():
-                beat.close()
+            self._watchdog.close()
             close_listeners(self._unlisted)
             if self._reloads is not None:
                 self._reloads.close()
@@ -334,54 +331,14 @@ class Arbiter:
             self._state = State.SERVING
 
     def _watch(self) -> None:
-        """Kill and replace workers whose loop has not beaten for --worker-timeout."""
-        limit = self.config.worker_timeout
-        now = time.monotonic()
-        if limit:
-            self._report_loading(now, limit)
-        for pid, beat in self._beats.items():
-            if beat.killed_at is not None:
-                if now >= beat.killed_at + DUMP_GRACE:
-                    _kill(pid, signal.SIGKILL)
-                continue
-            if not limit:
-                continue  # turned off by a reload: the workers that beat are let be
-            silent = beat.silence(now)
-            if silent < limit:
-                continue
-            if beat.draining_since is not None and now < beat.draining_since + (
-                self.config.graceful_timeout
-            ):
-                continue  # a drain gets its --graceful-timeout, as on a stop
-            log.error(
-                "worker %d timed out (WORKER TIMEOUT): its loop has been silent for %.1f s"
-                " (--worker-timeout %g), killing it; its threads' stacks follow",
-                pid,
-                silent,
-                limit,
-            )
-            _kill(pid, signal.SIGUSR2)
-            beat.killed_at = now
-
-    def _report_loading(self, now: float, limit: float) -> None:
-        """Log workers still loading the app, each --worker-timeout.
-
-        Such a worker has no loop to beat yet.  It is not killed: a large app
-        may well take that long to load, and one whose import waits on an
-        unreachable database would only hang again; the log says which it is.
-        """
-        for pid, started in self.workers.items():
-            if pid in self._ready or pid in self._retiring or pid in self._leaving:
-                continue
-            periods = int((now - started) // limit)
-            if periods > self._load_reported.get(pid, 0):
-                self._load_reported[pid] = periods
-                log.warning(
-                    "worker %d has been loading the app for %.0f s (an import or factory"
-                    " waiting on something?); it serves once the app is loaded",
-                    pid,
-                    now - started,
-                )
+        """Dump and kill the workers the watchdog finds hung (--worker-timeout)."""
+        loading = {
+            pid: started
+            for pid, started in self.workers.items()
+            if pid not in self._ready and pid not in self._retiring and pid not in self._leaving
+        }
+        for pid, signum in self._watchdog.check(time.monotonic(), self.config, loading):
+            _kill(pid, signum)
 
     def _enforce_deadline(self) -> None:
         if time.monotonic() > self._deadline:
@@ -408,8 +365,7 @@ class Arbiter:
             if pid == 0:
                 return
             started = self.workers.pop(pid, None)
-            if (beat := self._beats.pop(pid, None)) is not None:
-                beat.close()
+            self._watchdog.forget(pid)
             code = os.waitstatus_to_exitcode(status)
             self._read_ready()  # its "ready", if it came before it died
             if started is None or pid in self._leaving:
@@ -434,7 +390,6 @@ class Arbiter:
             self._retiring.discard(pid)
             self._leaving.discard(pid)
             self._ready.discard(pid)
-            self._load_reported.pop(pid, None)
 
     def _boot_failed(self, pid: int) -> None:
         """A worker could not load the app (never called once stopping)."""
@@ -527,7 +482,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.workers[pid] = time.monotonic()
             if beat is not None:
-                self._beats[pid] = beat
+                self._watchdog.add(pid, beat)
             return
         status = 1
         try:
@@ -543,9 +498,7 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.close(fd)
-        for other in self._beats.values():  # the other workers' pulses are the master's
-            other.close()
-        self._beats.clear()
+        self._watchdog.close()  # the other workers' pulses are the master's
         # Listeners a reload dropped: a copy here would keep one accepting into
         # a queue nobody serves once the old workers have left.
         close_listeners(self._unlisted)

@@ -1,4 +1,4 @@
-"""A worker's pulse, for the master's hung-worker watchdog (``--worker-timeout``).
+"""A worker's pulse, for the master's hung-worker watchdog (``watchdog.py``, --worker-timeout).
 
 Strategy: the master maps a few bytes of anonymous shared memory before each
 fork; the worker's loop thread writes the time into them on every turn (a
