@@ -61,6 +61,7 @@ from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
+from .reconfig import Dropped
 from .reloader import ReloadRequests
 from .watchdog import Watchdog
 
@@ -106,8 +107,7 @@ class Arbiter:
         self.listeners = listeners
         #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None.
         self._reconfigure = reconfigure
-        self._unlisted: list[socket.socket] = []  # listeners a reload dropped, still held
-        self._holders: set[int] = set()  # the workers forked while they were listed
+        self._dropped = Dropped()  # listeners a reload dropped, still held
         self.workers: dict[int, float] = {}  # pid -> start time
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -164,7 +164,7 @@ class Arbiter:
                 while self._signals:
                     self._handle(self._signals.popleft())
                 self._reap()
-                self._close_unlisted()
+                self._dropped.release(alive=self.workers)
                 self._read_ready()
                 self._read_reload_requests()
                 self._watch()
@@ -180,7 +180,7 @@ class Arbiter:
             for fd in (self._wake_r, self._wake_w, self._ready_r, self._ready_w):
                 os.close(fd)
             self._watchdog.close()
-            close_listeners(self._unlisted)
+            self._dropped.close()
             if self._reloads is not None:
                 self._reloads.close()
         if self._boot_failure:
@@ -269,24 +269,11 @@ class Arbiter:
         except ConfigError as exc:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
             return False
-        unlisted = [sock for sock in self.listeners if all(sock is not new for new in listeners)]
-        if unlisted:
-            self._unlisted += unlisted
-            self._holders |= set(self.workers)
+        self._dropped.hold(self.listeners, listeners, holders=self.workers)
         if config.workers != self.config.workers:
             self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
         self.config, self.listeners = config, listeners
         return True
-
-    def _close_unlisted(self) -> None:
-        """Close the listeners a reload dropped once no worker holds them any more.
-
-        Until then the old workers serve the connections already queued on them.
-        """
-        self._holders &= set(self.workers)
-        if self._unlisted and not self._holders:
-            close_listeners(self._unlisted)
-            self._unlisted = []
 
     def _resize(self, step: int) -> None:
         """One worker more or less (SIGTTIN / SIGTTOU); ``_spawn_missing`` does it."""
@@ -313,7 +300,7 @@ class Arbiter:
         # (a unix socket's file goes too), so once the draining workers have
         # closed theirs, new clients are refused instead of queued for nobody.
         close_listeners(self.listeners)
-        close_listeners(self._unlisted)
+        self._dropped.close()
         self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
@@ -501,7 +488,7 @@ class Arbiter:
         self._watchdog.close()  # the other workers' pulses are the master's
         # Listeners a reload dropped: a copy here would keep one accepting into
         # a queue nobody serves once the old workers have left.
-        close_listeners(self._unlisted)
+        self._dropped.close()
         if self._reloads is not None:
             os.close(self._reloads.reader)
         return run_child(

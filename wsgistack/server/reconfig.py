@@ -13,19 +13,22 @@ the master once the workers that hold them have left.
     again = Reread(config, "stack.toml", apply_logging=lambda: None)
     listeners, opened = keep_or_open(server.config, again.config, server.listeners)
     log.info("%s", "; ".join(changes(server.config, again.config)))
+    dropped = Dropped()                               # in the master
+    dropped.hold(server.listeners, listeners, holders=workers)
+    dropped.release(alive=workers)    # each turn: closed once no holder is left
 """
 
 from __future__ import annotations
 
 import dataclasses
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..errors import ConfigError
 from .config import Bind, ServerConfig
 from .listener import close_listeners, open_listeners
 
-__all__ = ["Reread", "changes", "check_reload", "keep_or_open"]
+__all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +109,34 @@ def _shown(name: str, value: object) -> str:
     if name == "socket_mode" and isinstance(value, int):
         return f"{value:o}"
     return str(value)
+
+
+class Dropped:
+    """The listeners reloads dropped, held by the master until the workers holding them leave.
+
+    Until then the old workers serve the connections already queued on them.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._holders: set[int] = set()  # the workers forked while they were listed
+
+    def hold(
+        self, old: list[socket.socket], new: list[socket.socket], holders: Iterable[int]
+    ) -> None:
+        """Keep those of ``old`` that ``new`` no longer lists, for the ``holders`` now running."""
+        dropped = [sock for sock in old if all(sock is not kept for kept in new)]
+        if dropped:
+            self._sockets += dropped
+            self._holders |= set(holders)
+
+    def release(self, alive: Iterable[int]) -> None:
+        """Close them once none of their holders is among the ``alive`` workers."""
+        self._holders &= set(alive)
+        if self._sockets and not self._holders:
+            self.close()
+
+    def close(self) -> None:
+        """Close them now: the master stops, or a new worker lets go of its copies."""
+        close_listeners(self._sockets)
+        self._sockets = []
