@@ -170,6 +170,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 executor = ThreadPoolExecutor(1)
+kept = []
 
 
 def deliver():
@@ -190,6 +191,9 @@ def app(environ, start_response):
         threading.Thread(target=deliver, daemon=False).start()
     elif environ["PATH_INFO"] == "/view-thread":  # the common form: no daemon argument
         threading.Thread(target=deliver).start()
+    elif environ["PATH_INFO"] == "/idle-executor":  # made here, kept, never shut down
+        kept.append(ThreadPoolExecutor(1))
+        kept[-1].submit(int).result()
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -309,6 +313,16 @@ def test_in_process_a_second_ctrl_c_ends_the_wait_for_a_view_s_thread(threaded, 
     server.proc.send_signal(signal.SIGINT)
     server.proc.wait(timeout=20)
     assert not (tmp_path / f"done-{pid}").exists()  # never released: cut, as asked
+
+
+def test_in_process_an_idle_executor_does_not_hold_the_exit_or_fill_the_log(threaded):
+    # Python's exit hook ends an idle executor's threads at once: no wait, so
+    # no "waiting for" line naming a thread that is about to end anyway.
+    server = threaded("--workers", "0")
+    assert int(server.get("/idle-executor")) == server.proc.pid
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+    assert "waiting for" not in server.log.read_text()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "stop"])

@@ -37,6 +37,9 @@ from .worker import RequestThread, Worker
 
 __all__ = ["Server", "serve"]
 
+#: Seconds the in-process exit may wait for the app's threads before the log says so.
+EXIT_WAIT_SAID_AFTER = 1.0
+
 log = logging.getLogger("wsgistack.server")
 
 #: Noted from the bind on, until the server's own handlers are in (then acted
@@ -342,23 +345,32 @@ def serve(app: Callable[..., Any], **options: Any) -> int:
 
 
 def _say_app_threads_left() -> None:
-    """In process, before Python's exit waits for the app's threads: say so, and how to quit.
+    """In process, if Python's exit still waits for the app's threads a second on: say so.
 
     Without a master nothing bounds that wait (a worker's is bounded by
     --graceful-timeout); a second Ctrl-C ends it, as for any Python program.
+    A second first: an idle ``ThreadPoolExecutor`` the app never shut down
+    ends at once (Python's exit hook stops it), and is no wait worth a line.
     """
-    left = [
-        thread.name
-        for thread in threading.enumerate()
-        if thread is not threading.current_thread()
-        and not isinstance(thread, RequestThread)  # never waited for (see RequestThread)
-        and not thread.daemon
-        and thread.is_alive()
-    ]
-    if left:
-        log.info(
-            "waiting for %d thread%s the app started to end (%s); Ctrl-C again to quit now",
-            len(left),
-            "" if len(left) == 1 else "s",
-            ", ".join(left),
-        )
+    here = threading.current_thread()
+
+    def say() -> None:
+        left = [
+            thread.name
+            for thread in threading.enumerate()
+            if thread is not here
+            and not isinstance(thread, RequestThread)  # never waited for (see RequestThread)
+            and not thread.daemon
+            and thread.is_alive()
+        ]
+        if left:
+            log.info(
+                "waiting for %d thread%s the app started to end (%s); Ctrl-C again to quit now",
+                len(left),
+                "" if len(left) == 1 else "s",
+                ", ".join(left),
+            )
+
+    timer = threading.Timer(EXIT_WAIT_SAID_AFTER, say)
+    timer.daemon = True  # never itself a thread the exit waits for
+    timer.start()
