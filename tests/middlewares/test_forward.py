@@ -16,7 +16,7 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.processes import held, in_a_child
-from tests.server.live import live_server, read_until_close
+from tests.server.live import exchange, live_server
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, LoadBalancer, PrefixDispatcher
@@ -29,16 +29,6 @@ from wsgistack.middlewares.forward.balance import (
 )
 
 from .forward_parts import RawUpstream
-
-
-def exchange(app, request: bytes, **options) -> bytes:
-    """Serve ``app`` (validated) over a real socket, send ``request``, read to the close."""
-    with (
-        live_server(app, **options) as front,
-        socket.create_connection(front.address, timeout=5) as client,
-    ):
-        client.sendall(request)
-        return read_until_close(client)
 
 
 def names(app, count, path="/"):

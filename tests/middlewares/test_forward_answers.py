@@ -11,26 +11,15 @@ pooled connection for the next request to read.
 from __future__ import annotations
 
 import logging
-import socket
 from wsgiref.validate import validator
 
 import pytest
 from webtest import TestApp
 
-from tests.server.live import live_server, read_until_close
+from tests.server.live import exchange
 
 TEXT = b"Content-Type: text/plain\r\n"
 OK = b"HTTP/1.1 200 OK\r\n" + TEXT + b"Content-Length: 2\r\n\r\nok"
-
-
-def exchange(app, request: bytes) -> bytes:
-    """``request`` to ``app`` behind the reference server; every byte until it closes."""
-    with (
-        live_server(app) as front,
-        socket.create_connection(front.address, timeout=5) as client,
-    ):
-        client.sendall(request)
-        return read_until_close(client)
 
 
 # -- heads no hop may pass on -----------------------------------------------------------------

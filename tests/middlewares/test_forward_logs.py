@@ -10,23 +10,13 @@ nor ErrorCatcher logs the same event again in a shape of its own.
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
-from tests.server.live import live_server, read_until_close
+from tests.server.live import exchange
 from wsgistack.middlewares import ErrorCatcher
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
-
-
-def exchange(app, request: bytes) -> bytes:
-    with (
-        live_server(app) as front,
-        socket.create_connection(front.address, timeout=5) as client,
-    ):
-        client.sendall(request)
-        return read_until_close(client)
 
 
 def logged(caplog) -> list[logging.LogRecord]:

@@ -75,6 +75,16 @@ def read_until_close(sock: socket.socket) -> bytes:
         data += chunk
 
 
+def exchange(app: Any, request: bytes, **options: Any) -> bytes:
+    """Serve ``app`` (validated) over a real socket, send ``request``, read to the close."""
+    with (
+        live_server(app, **options) as front,
+        socket.create_connection(front.address, timeout=5) as client,
+    ):
+        client.sendall(request)
+        return read_until_close(client)
+
+
 class RawClient:
     """A socket that sends raw bytes and parses responses (keep-alive aware)."""
 
