@@ -131,7 +131,7 @@ def exit_child(status: int, limit: float) -> None:
     worker's own threads (request threads, a LoadBalancer's health
     checkers) are daemon threads: one still in a request a stop cut is not
     waited for.  A thread a view starts is not one, whatever its creator
-    (see ``worker.RequestThread``), as under gunicorn.  A quick stop waits
+    (see ``threads.RequestThread``), as under gunicorn.  A quick stop waits
     for the app's threads too, as Python does after Ctrl-C: the app had
     accepted that work (a mail for a response already sent), and the
     master's deadline still bounds it.

@@ -33,7 +33,8 @@ from .listener import (
 )
 from .pidfile import PidFile
 from .reconfig import Reread, changes, check_reload, keep_or_open
-from .worker import RequestThread, Worker
+from .threads import RequestThread
+from .worker import Worker
 
 __all__ = ["Server", "serve"]
 

@@ -39,8 +39,9 @@ from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
 from .stopping import STOP_GRACE, shutdown
+from .threads import RequestThread
 
-__all__ = ["RequestThread", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -56,39 +57,6 @@ ACCEPT_PAUSE = 0.5
 ACCEPT_WAKE = 1.0
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
-
-
-class RequestThread(threading.Thread):
-    """A pool thread: a daemon thread, but the threads the app starts in it are not.
-
-    A daemon thread, so that no exit waits for a request a stop cut (see
-    ``stopping.py``): a hung one cannot hold a worker past its deadline, and
-    after Ctrl-C with ``--workers 0`` the process ends.  But Python gives a
-    new thread its creator's daemon flag, so the thread a view starts (a mail
-    sent after the response) was a daemon thread too, killed at every reload,
-    recycle and stop, where under gunicorn, whose request threads are not
-    daemon threads, the exit waits for it.  So once running, this thread says
-    it is not a daemon thread: CPython read the flag as it started it (to
-    decide whether an exit waits for it), and what it says afterwards is only
-    what the threads started in it inherit.
-    """
-
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        self._running = False  # before Thread.__init__, which may read ``daemon``
-        super().__init__(target=target, args=args, daemon=True)
-
-    @property
-    def daemon(self) -> bool:
-        """True as the thread starts (no exit waits for it), False once it runs the pool."""
-        return not self._running and super().daemon
-
-    @daemon.setter
-    def daemon(self, daemonic: bool) -> None:
-        vars(threading.Thread)["daemon"].__set__(self, daemonic)  # Thread's own setter
-
-    def run(self) -> None:
-        self._running = True
-        super().run()
 
 
 class Worker:
