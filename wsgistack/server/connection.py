@@ -1,9 +1,11 @@
 """One client connection: read into the parser, run the app for each request, write.
 
-Only this module (with ``answers.py``, its own error answers) and ``listener.py``
-read and write sockets.  They block without a Python timeout (which would poll before
-every call): a send is tried without waiting first, and only a connection
-that must wait gets ``--timeout`` set in the kernel (``wsgistack.sockets``).
+Only this module (with ``answers.py``, its own error answers, and
+``discard.py``, which reads away what a client sends after its answer) and
+``listener.py`` read and write sockets.  They block without a Python timeout
+(which would poll before every call): a send is tried without waiting first,
+and only a connection that must wait gets ``--timeout`` set in the kernel
+(``wsgistack.sockets``).
 ``Connection.serve()`` runs in a pool thread: it answers every request
 already parsed (pipelining, in order), then tells the worker whether to keep
 the connection (hand it back to the selector) or close it.
@@ -38,7 +40,7 @@ from .answers import (
     send_error,
     send_refusal,
 )
-from .discard import Discard, discardable
+from .discard import Discard, discardable, read_away
 from .environ import FileWrapper, Input, build_environ, build_proxied_environ
 from .http import Request, RequestParser
 from .response import (
@@ -234,7 +236,7 @@ class Connection:
             if not self._handle(request):
                 return False
             if self.discarding is not None:
-                ended = self.discard()
+                ended = read_away(self)
                 if not ended:  # None: the loop reads the rest; False: closing
                     return ended is None
             # Stopping: a request already read is answered, with Connection: close.
@@ -307,35 +309,6 @@ class Connection:
         if not request.complete:
             self.discarding = Discard(request)  # _head told the client it may stay
         return True  # an unread body that fully arrived is skipped
-
-    def discard(self) -> bool | None:
-        """Read away what has arrived of the body being discarded, without waiting.
-
-        True once it has ended (the connection goes on as any other); None
-        while more is to come; False to close (``linger`` says how): the client
-        left, sent a broken body, or passed ``DISCARD_MAX``.  At most 1 MiB a
-        call, so one fast sender cannot keep the worker's loop to itself.
-        """
-        discarding = self.discarding
-        assert discarding is not None
-        request = discarding.request
-        for _ in range(16):
-            try:
-                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return None
-            except OSError:
-                data = b""
-            if not data:
-                return False  # the client left: nothing to linger for
-            self.feed(data)
-            if request.complete:  # what follows is the next request's (its errors too)
-                self.discarding = None
-                return True
-            if request.error is not None or not discarding.took(len(data)):
-                self.linger = True
-                return False
-        return None
 
     def _run_app(self, environ: dict[str, Any], request: Request, response: Response) -> None:
         start_response = self._start_response(request, response)

@@ -1,14 +1,14 @@
-"""Reading away a request body the app left unread, so the connection can stay open.
+"""Reading away what a client still sends after its answer: an unread body, a lingering close.
 
-An app may answer without reading the whole body (a 404 or 401 to an
-upload).  Closing then costs a keep-alive client its connection, so the
-server reads the rest after the response and drops it, as nginx
+One mechanism for both: the worker's loop reads what has arrived, without
+waiting (so a client that stops sending holds no thread), and drops it.
+
+An unread body.  An app may answer without reading the whole body (a 404 or
+401 to an upload).  Closing then costs a keep-alive client its connection, so
+the server reads the rest after the response and drops it, as nginx
 (``ngx_http_discard_request_body``) and gunicorn do, within bounds: at most
-``DISCARD_MAX`` bytes more, and within ``--timeout`` (the worker's loop does
-the waiting, so a client that stops sending holds no thread).  Past either,
-the connection closes, lingering, as it did before.
-
-Rules:
+``DISCARD_MAX`` bytes more, and within ``--timeout``.  Past either, the
+connection closes, lingering, as it did before.
 
 - A body the client was told to wait for (``Expect: 100-continue``, no 100
   sent) is not discarded: the client may send it or may not (RFC 9110
@@ -19,6 +19,11 @@ Rules:
   body's length is unknown: it is tried, and the connection closes (without
   a word; the response was complete) should it pass the bound.
 
+A lingering close (``linger``).  Closing a socket with unread bytes makes the
+kernel send a reset, and a reset discards our response from the client's
+buffer before it reads it: so a connection that closes while the client may
+still send is half-closed, and what it sends is read away until it ends.
+
     if discardable(request, response):
         discard = Discard(request)       # drop the body's bytes from now on
         ...
@@ -28,17 +33,38 @@ Rules:
 from __future__ import annotations
 
 import collections
+import socket
+from typing import TYPE_CHECKING
 
+from . import stopping
 from .http import Request
 from .response import Response
 
-__all__ = ["DISCARD_MAX", "Discard", "discardable"]
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .worker import Worker
+
+__all__ = [
+    "DISCARD_MAX",
+    "LINGER_IDLE",
+    "LINGER_TOTAL",
+    "Discard",
+    "discard_more",
+    "discardable",
+    "drain",
+    "linger",
+    "read_away",
+]
 
 #: The most bytes read away after a response (Tomcat's maxSwallowSize default,
 #: 2 MiB): on a slow link still well under --timeout, and cheaper than a new
 #: connection (and its TLS) to the client; a larger upload to a 404 is not read
 #: for minutes, its connection closes instead.
 DISCARD_MAX = 2 * 1024 * 1024
+#: A lingering close ends after this long without a byte from the client, or
+#: this long in all (nginx's lingering_timeout and lingering_time).
+LINGER_IDLE = 5.0
+LINGER_TOTAL = 30.0
 
 
 def discardable(request: Request, response: Response) -> bool:
@@ -65,3 +91,100 @@ class Discard:
         """Count ``size`` bytes read; False once more than ``DISCARD_MAX`` were."""
         self.left -= size
         return self.left >= 0
+
+
+def read_away(connection: Connection) -> bool | None:
+    """Read away what has arrived of the body being discarded, without waiting.
+
+    True once it has ended (the connection goes on as any other); None
+    while more is to come; False to close (``linger`` says how): the client
+    left, sent a broken body, or passed ``DISCARD_MAX``.  At most 1 MiB a
+    call, so one fast sender cannot keep the worker's loop to itself.
+    """
+    discarding = connection.discarding
+    assert discarding is not None
+    request = discarding.request
+    for _ in range(16):
+        try:
+            data = connection.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            return False  # the client left: nothing to linger for
+        connection.feed(data)
+        if request.complete:  # what follows is the next request's (its errors too)
+            connection.discarding = None
+            return True
+        if request.error is not None or not discarding.took(len(data)):
+            connection.linger = True
+            return False
+    return None
+
+
+def discard_more(worker: Worker, connection: Connection) -> None:
+    """Read away more of an unread body; once it ended, go on as after any request."""
+    ended = read_away(connection)
+    if ended is None:
+        worker._poller.rearm(connection.fd)  # more to come, by the same deadline
+    elif not ended:
+        if connection.linger:
+            linger(worker, connection)
+        else:
+            worker._close(connection)
+    elif connection.parser.has_request or connection.parser.error is not None:
+        worker._submit(connection)  # pipelined after the body
+    else:
+        worker._set_idle_deadline(connection)
+        worker._poller.rearm(connection.fd)
+
+
+def linger(worker: Worker, connection: Connection) -> None:
+    """Half-close, then let the loop read away what the client still sends.
+
+    Closing a socket with unread bytes makes the kernel send a reset, and a
+    reset discards our response from the client's buffer before it reads
+    it: a client still uploading would never see its 413.  As nginx's
+    lingering close, bounded by ``LINGER_IDLE`` per read and ``LINGER_TOTAL``.
+
+    A stop closes keep-alive connections this way too: a client whose next
+    request crossed our close then reads an orderly end before any byte of
+    an answer, which it retries on a new connection, where a reset (or the
+    request read and dropped) leaves it unable to tell whether it was served.
+    """
+    try:
+        connection.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        worker._close(connection)
+        return
+    now = worker.clock()
+    connection.lingering = True
+    connection.linger_until = now + LINGER_TOTAL
+    connection.deadline = now + _linger_idle(worker)
+    worker._hand_back(connection)
+
+
+def _linger_idle(worker: Worker) -> float:
+    """How long a lingering close waits for the client's next bytes.
+
+    While stopping, ``STOP_GRACE``: the client has had our close, and the
+    worker's exit should not wait for one that neither sends nor closes.
+    """
+    return stopping.STOP_GRACE if worker.stopping else LINGER_IDLE
+
+
+def drain(worker: Worker, connection: Connection) -> None:
+    """Discard what a lingering connection sent; close at its end or its deadline."""
+    for _ in range(16):
+        try:
+            data = connection.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            data = b""
+        if not data:
+            worker._close(connection)
+            return
+    connection.deadline = min(worker.clock() + _linger_idle(worker), connection.linger_until)
+    worker._poller.rearm(connection.fd)

@@ -3,7 +3,7 @@
 A stop (SIGTERM, a reload, a --max-requests recycle, ``Server.close()``)
 ends the worker's loop, and ``shutdown`` runs its last turns: requests in
 flight finish within --graceful-timeout (none on a quick stop), idle
-keep-alive connections close lingering (see ``Worker._linger``), and
+keep-alive connections close lingering (see ``discard.linger``), and
 those still running at the deadline are cut with a reset and one log line.
 Kept apart from ``worker.py``, which serves: nothing here runs per request.
 
@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..sockets import reset_on_close
+from . import discard
 from .listener import close_listeners
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def shutdown(worker: Worker) -> None:
     # answered (with Connection: close) if it sends one within STOP_GRACE;
     # a request already sent on an idle keep-alive connection is read and
     # answered the same way, the other idle ones close now, lingering (see
-    # Worker._linger); a lingering close (a client still uploading after its
+    # discard.linger); a lingering close (a client still uploading after its
     # answer) goes on until it ends or times out.
     now = worker.clock()
     for connection in list(worker._connections.values()):
@@ -70,7 +71,7 @@ def shutdown(worker: Worker) -> None:
                 and not connection.lingering
                 and not connection.parser.mid_request
             ):
-                worker._linger(connection)
+                discard.linger(worker, connection)
         if not worker._busy and not worker._connections and not worker._accepting_threads:
             break
         worker._dispatch(worker._poller.poll(0.05))

@@ -34,6 +34,7 @@ from .access import AccessLog
 from .answers import AbortConnection, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
+from .discard import discard_more, drain, linger
 from .environ import SchemeTrust, environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
@@ -45,11 +46,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("wsgistack.server")
 
-#: A lingering close (see ``Worker._linger``) ends after this long without a
-#: byte from the client, or this long in all (nginx's lingering_timeout and
-#: lingering_time).
-LINGER_IDLE = 5.0
-LINGER_TOTAL = 30.0
 #: How long listeners rest after accept() ran out of descriptors or memory.
 ACCEPT_PAUSE = 0.5
 #: A pool thread waiting to accept looks at least this often whether the worker
@@ -292,10 +288,10 @@ class Worker:
 
     def _readable(self, connection: Connection) -> None:
         if connection.lingering:
-            self._drain(connection)
+            drain(self, connection)
             return
         if connection.discarding is not None:
-            self._discarding(connection)
+            discard_more(self, connection)
             return
         parser = connection.parser
         was_idle = not parser.mid_request
@@ -322,7 +318,7 @@ class Worker:
             if connection.busy or connection.deadline > now:
                 continue
             if connection.discarding is not None and not connection.lingering:
-                self._linger(connection)  # the body took too long: close, reading it away
+                linger(self, connection)  # the body took too long: close, reading it away
                 continue
             if not connection.lingering:
                 refuse_timeout(connection)  # a head begun and not finished: 408
@@ -382,7 +378,7 @@ class Worker:
                     if connection.linger:
                         self._connections[connection.fd] = connection
                 if connection.linger:
-                    self._linger(connection)
+                    linger(self, connection)
                 else:
                     sock.close()
         finally:
@@ -410,7 +406,7 @@ class Worker:
             # keep: the response went out keep-alive, then the worker began to
             # stop, and the client may be sending its next request already.
             # Lingering also while stopping: a reset would eat the answer.
-            self._linger(connection)
+            linger(self, connection)
         else:
             self._close(connection)
         if self.stopping:
@@ -420,22 +416,6 @@ class Worker:
         busy = connection.parser.mid_request or connection.discarding is not None
         wait = self.config.timeout if busy else self.config.keepalive
         connection.deadline = self.clock() + wait
-
-    def _discarding(self, connection: Connection) -> None:
-        """Read away more of an unread body; once it ended, go on as after any request."""
-        ended = connection.discard()
-        if ended is None:
-            self._poller.rearm(connection.fd)  # more to come, by the same deadline
-        elif not ended:
-            if connection.linger:
-                self._linger(connection)
-            else:
-                self._close(connection)
-        elif connection.parser.has_request or connection.parser.error is not None:
-            self._submit(connection)  # pipelined after the body
-        else:
-            self._set_idle_deadline(connection)
-            self._poller.rearm(connection.fd)
 
     def _hand_back(self, connection: Connection) -> None:
         """Give a connection the pool is done with back to the loop to watch.
@@ -457,53 +437,6 @@ class Worker:
                 except OSError:
                     pass
         self._close(connection)
-
-    def _linger(self, connection: Connection) -> None:
-        """Half-close, then let the loop read away what the client still sends.
-
-        Closing a socket with unread bytes makes the kernel send a reset, and a
-        reset discards our response from the client's buffer before it reads
-        it: a client still uploading would never see its 413.  As nginx's
-        lingering close, bounded by ``LINGER_IDLE`` per read and ``LINGER_TOTAL``.
-
-        A stop closes keep-alive connections this way too: a client whose next
-        request crossed our close then reads an orderly end before any byte of
-        an answer, which it retries on a new connection, where a reset (or the
-        request read and dropped) leaves it unable to tell whether it was served.
-        """
-        try:
-            connection.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close(connection)
-            return
-        now = self.clock()
-        connection.lingering = True
-        connection.linger_until = now + LINGER_TOTAL
-        connection.deadline = now + self._linger_idle()
-        self._hand_back(connection)
-
-    def _linger_idle(self) -> float:
-        """How long a lingering close waits for the client's next bytes.
-
-        While stopping, ``STOP_GRACE``: the client has had our close, and the
-        worker's exit should not wait for one that neither sends nor closes.
-        """
-        return STOP_GRACE if self.stopping else LINGER_IDLE
-
-    def _drain(self, connection: Connection) -> None:
-        """Discard what a lingering connection sent; close at its end or its deadline."""
-        for _ in range(16):
-            try:
-                data = connection.sock.recv(65536, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self._close(connection)
-                return
-        connection.deadline = min(self.clock() + self._linger_idle(), connection.linger_until)
-        self._poller.rearm(connection.fd)
 
     def _serve(self, connection: Connection) -> bool:
         try:
