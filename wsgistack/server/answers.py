@@ -167,7 +167,7 @@ def fail(connection: Connection, response: Response, message: str) -> None:
     if fault is not None:
         # The app raised because its body broke (Django's UnreadablePostError):
         # the client's fault, not the app's.  It hears why (408, 400), as when
-        # the app answers anyway (_head), or, once the response began, is cut off.
+        # the app answers anyway (writing._head), or, once the response began, is cut off.
         if response.sent:
             raise AbortConnection
         raise ProtocolError(str(fault), fault.status_hint) from None

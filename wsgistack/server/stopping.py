@@ -158,7 +158,7 @@ def _cut(sock: socket.socket) -> None:
     and ends the request.  The descriptor stays the thread's to close, so no
     other connection can take its number meanwhile.  A thread blocked in a
     send or read holds the connection until that call returns: a send carries
-    at most ``connection.SEND_BLOCK`` (1 MiB), so a client reading on gets at
+    at most ``writing.SEND_BLOCK`` (1 MiB), so a client reading on gets at
     most that much more; one that reads nothing waits out --timeout.
     """
     reset_on_close(sock)
