@@ -36,7 +36,6 @@ import collections
 import socket
 from typing import TYPE_CHECKING
 
-from . import stopping
 from .http import Request
 from .response import Response
 
@@ -48,6 +47,7 @@ __all__ = [
     "DISCARD_MAX",
     "LINGER_IDLE",
     "LINGER_TOTAL",
+    "STOP_GRACE",
     "Discard",
     "discard_more",
     "discardable",
@@ -65,6 +65,11 @@ DISCARD_MAX = 2 * 1024 * 1024
 #: this long in all (nginx's lingering_timeout and lingering_time).
 LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
+#: On a graceful stop, how long a connection that has sent nothing yet may take
+#: to send its request (a browser's preconnect sends none; without this bound
+#: a stop or a --max-requests recycle waited out --timeout for it), and how long
+#: a lingering close then waits for the client's next bytes.
+STOP_GRACE = 1.0
 
 
 def discardable(request: Request, response: Response) -> bool:
@@ -171,7 +176,7 @@ def _linger_idle(worker: Worker) -> float:
     While stopping, ``STOP_GRACE``: the client has had our close, and the
     worker's exit should not wait for one that neither sends nor closes.
     """
-    return stopping.STOP_GRACE if worker.stopping else LINGER_IDLE
+    return STOP_GRACE if worker.stopping else LINGER_IDLE
 
 
 def drain(worker: Worker, connection: Connection) -> None:

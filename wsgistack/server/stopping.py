@@ -24,19 +24,16 @@ from typing import TYPE_CHECKING
 
 from ..sockets import reset_on_close
 from . import discard
+from .discard import STOP_GRACE
 from .listener import close_listeners
 
 if TYPE_CHECKING:
     from .worker import Worker
 
-__all__ = ["STOP_GRACE", "shutdown"]
+__all__ = ["shutdown"]
 
 log = logging.getLogger("wsgistack.server")
 
-#: On a graceful stop, how long a connection that has sent nothing yet may take
-#: to send its request (a browser's preconnect sends none; without this bound
-#: a stop or a --max-requests recycle waited out --timeout for it).
-STOP_GRACE = 1.0
 #: How long a stop waits in all for the idle pool threads to leave: each leaves
 #: at once when woken, but on a loaded host the wake-up itself can take a while.
 JOIN_IDLE = 5.0

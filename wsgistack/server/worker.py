@@ -34,12 +34,12 @@ from .access import AccessLog
 from .answers import AbortConnection, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
-from .discard import discard_more, drain, linger
+from .discard import STOP_GRACE, discard_more, drain, linger
 from .environ import SchemeTrust, environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
-from .stopping import STOP_GRACE, shutdown
+from .stopping import shutdown
 from .threads import RequestThread
 
 __all__ = ["Worker"]
