@@ -87,7 +87,7 @@ def test_a_misframed_head_is_a_502_and_its_connection_is_not_reused(
             ),
             True,
             b"5\r\nhello\r\n",
-            "the upstream closed the connection",
+            "closed mid-response (the upstream closed the connection)",
             id="chunked-closed-before-its-last-chunk",
         ),
         pytest.param(
@@ -98,7 +98,7 @@ def test_a_misframed_head_is_a_502_and_its_connection_is_not_reused(
             ),
             False,
             b"5\r\nhello\r\n",
-            "Invalid character in chunk size",
+            "failed mid-response (bad response from the upstream: Invalid character in chunk size",
             id="a-bad-chunk-size-mid-body",
         ),
     ],

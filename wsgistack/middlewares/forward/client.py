@@ -40,11 +40,17 @@ _REASON_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class UpstreamClosed(Exception):
-    """The upstream closed or reset the connection; ``started``: response bytes had arrived."""
+    """The upstream's connection ended; ``started``: response bytes had arrived.
 
-    def __init__(self, message: str, started: bool) -> None:
+    ``closed``: the upstream closed or reset it; False when it sent what this
+    hop could not take (a bad chunk, an unasked 101, a head too large) and the
+    connection is dropped here.
+    """
+
+    def __init__(self, message: str, started: bool, *, closed: bool = True) -> None:
         super().__init__(message)
         self.started = started
+        self.closed = closed
 
 
 class ReadTimeout(Exception):
@@ -164,15 +170,19 @@ class Exchange:
                 self.keep_alive = False
                 return
             reason = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
-            raise UpstreamClosed(f"bad response from the upstream: {reason}", True) from None
+            raise UpstreamClosed(
+                f"bad response from the upstream: {reason}", True, closed=False
+            ) from None
         except httptools.HttpParserUpgrade:
             # 101 Switching Protocols, though no Upgrade went out (it is hop-by-hop):
             # what follows is not HTTP, so there is no answer to pass on.
-            raise UpstreamClosed("the upstream switched protocols unasked (101)", True) from None
+            raise UpstreamClosed(
+                "the upstream switched protocols unasked (101)", True, closed=False
+            ) from None
         if not self._headers_done:  # every byte so far was head, and it goes on
             self._head_size += len(data)
             if self._head_size >= MAX_HEAD:
-                raise UpstreamClosed(f"a response head over {MAX_HEAD} bytes", True)
+                raise UpstreamClosed(f"a response head over {MAX_HEAD} bytes", True, closed=False)
 
     def _framed(self) -> bool:
         """True if the response said where its body ends (else the close ends it)."""

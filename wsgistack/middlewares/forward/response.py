@@ -111,18 +111,20 @@ def _log_cut(
     exc: ReadTimeout | UpstreamClosed,
     answering: bool,
 ) -> bool:
-    """Log an upstream that broke after its head, once; True if it stalled (else it closed).
+    """Log an upstream that broke after its head, once; True if it stalled (else it ended).
 
     Not counted against it, as nginx: the answer had started.  One ERROR line
     with no traceback, as nginx's "upstream prematurely closed connection".
     """
     timeout = isinstance(exc, ReadTimeout)
+    if isinstance(exc, UpstreamClosed):  # closed it, or sent what cannot be passed on
+        what = f"{'closed' if exc.closed else 'failed'} mid-response ({exc})"
+    else:
+        what = f"stalled mid-response (read_timeout {balancer.read_timeout:g} s)"
     log.error(
         "upstream %s %s to %s; %s",
         upstream.url,
-        f"stalled mid-response (read_timeout {balancer.read_timeout:g} s)"
-        if timeout
-        else f"closed mid-response ({exc})",
+        what,
         request_from(environ, balancer.trust),
         f"answering {504 if timeout else 502}" if answering else "aborting the response",
     )
