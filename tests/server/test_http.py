@@ -210,3 +210,58 @@ def test_feed_never_raises_whatever_the_bytes(pieces):
         parser.feed(piece)
     error = parser.error
     assert error is None or 400 <= error.status_hint <= 505
+
+
+GOOD = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+POSTED = b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+
+
+@pytest.mark.parametrize(
+    ("before", "method", "status"),
+    [
+        pytest.param(b"", b"BREW", 501, id="unknown"),
+        pytest.param(b"", b"MOVEX", 501, id="unknown-after-a-known-prefix"),
+        pytest.param(b"", b"GE T", 400, id="space-inside"),
+        pytest.param(GOOD, b"BREW", 501, id="after-a-get"),
+        pytest.param(GOOD + b"\r\n", b"BREW", 501, id="after-a-get-and-an-empty-line"),
+        pytest.param(POSTED + GOOD, b"FOO", 501, id="after-a-post-and-a-get"),
+        pytest.param(GOOD, b"G\x01T", 400, id="control-byte-after-a-get"),
+    ],
+)
+def test_a_method_is_judged_the_same_wherever_the_bytes_are_cut(before, method, status):
+    """However TCP cuts them, the requests before are served and the method gets its status."""
+    raw = before + method + b" / HTTP/1.1\r\nHost: a\r\n\r\n"
+    for cut in range(len(before), len(raw)):
+        parser = _parse(raw, lambda data, cut=cut: [data[:cut], data[cut:]])
+        assert parser.error is not None and parser.error.status_hint == status, cut
+        served = 0
+        while (request := parser.next_request()) is not None:
+            assert request.error is None
+            served += 1
+        assert served == before.count(b"HTTP/1.1"), cut
+
+
+def test_an_unknown_method_waits_for_its_request_line_to_end():
+    """Until its line ends, an unknown method may yet be malformed: no answer, a head in progress."""
+    parser = RequestParser(Limits())
+    parser.feed(b"BREW / HT")
+    assert parser.error is None and parser.mid_request  # a client that stops now gets 408
+    parser.feed(b"TP/1.1\r\n")
+    assert parser.error is not None and parser.error.status_hint == 501
+
+
+def test_an_unknown_method_whose_line_never_ends_is_held_to_the_request_line_limit():
+    parser = RequestParser(Limits(max_request_line=64))
+    parser.feed(b"BREW /")
+    for _ in range(10):
+        parser.feed(b"a" * 16)
+    assert parser.error is not None and parser.error.status_hint == 414
+
+
+def test_a_method_refused_after_a_request_that_began_in_an_earlier_read_stays_400():
+    """Where that message began is not known, so neither is its method: refused as malformed."""
+    parser = RequestParser(Limits())
+    parser.feed(POSTED[:-1])
+    parser.feed(POSTED[-1:] + b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert parser.next_request().url == b"/2"
+    assert parser.error is not None and parser.error.status_hint == 400

@@ -374,3 +374,47 @@ def test_a_long_chunk_extension_sent_whole_in_one_write_gets_413():
     with live_server(echo_app) as server, RawClient(server.address) as client:
         status, headers, _ = client.request(head + body)
         assert (status, headers["connection"]) == (413, "close")
+
+
+def _recording(calls: list[str]):
+    def app(environ, start_response):
+        calls.append(environ["REQUEST_METHOD"])
+        return echo_app(environ, start_response)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("pieces", "status"),
+    [
+        pytest.param([b"BR", b"EW /pot HTTP/1.1\r\nHost: a\r\n\r\n"], 501, id="unknown"),
+        pytest.param([b"get /", b" HTTP/1.1\r\nHost: a\r\n\r\n"], 501, id="lowercase"),
+        pytest.param([b"MOVE", b"X / HTTP/1.1\r\nHost: a\r\n\r\n"], 501, id="after-a-known-prefix"),
+        pytest.param([b"GE", b" T / HTTP/1.1\r\nHost: a\r\n\r\n"], 400, id="space-inside"),
+    ],
+)
+def test_a_method_split_across_sends_is_judged_whole(pieces, status):
+    calls: list[str] = []
+    with live_server(_recording(calls)) as server, RawClient(server.address) as client:
+        for piece in pieces:
+            client.send(piece)
+        answer, headers, _ = client.response()
+        assert (answer, headers["connection"]) == (status, "close")
+        assert client.closed_by_peer()
+    assert calls == []
+
+
+def test_an_unknown_method_pipelined_after_a_request_is_refused_after_its_answer(caplog):
+    calls: list[str] = []
+    with (
+        caplog.at_level("DEBUG", logger="wsgistack.server"),
+        live_server(_recording(calls)) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(GET % b"first" + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert client.response()[:1] == (200,)
+        status, headers, _ = client.response()
+        assert (status, headers["connection"]) == (501, "close")
+        assert client.closed_by_peer()
+    assert calls == ["GET"]
+    assert "request method 'BREW' is not implemented" in caplog.text  # the refusal's log line

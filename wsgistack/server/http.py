@@ -13,7 +13,8 @@ together (section 6.1), duplicate or non-numeric Content-Length (6.3), bad chunk
 sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a transfer coding
 other than ``chunked`` (501, naming it, 6.1), Transfer-Encoding in HTTP/1.0
-(6.1), versions other than 1.0/1.1 (505), CONNECT (501), a ``*`` target
+(6.1), versions other than 1.0/1.1 (505), CONNECT (501), a method llhttp does
+not know (501; a malformed one 400: ``method.py``), a ``*`` target
 other than OPTIONS' (400, 3.2.4), an absolute-form target whose scheme is not
 http or https (400, RFC 9110 4.2), an Expect other than
 100-continue (417, RFC 9110 10.1.1; an empty list expects nothing), an Upgrade
@@ -33,6 +34,7 @@ import time
 import httptools
 
 from ..errors import ProtocolError
+from .method import failing_message, method_refusal
 from .target import absolute_form, valid_host
 
 __all__ = [
@@ -149,7 +151,13 @@ class RequestParser(RequestQueue):
         self._hosts = 0
         self._te: bytes | None = None
         self._callback_error: ProtocolError | None = None
-        self._closed = False
+        #: httptools takes no more bytes: a request that upgraded ended them, or
+        #: the request line of a method it refused is still arriving (``_line``).
+        self._halted = False
+        #: The bytes since the parser was last between messages, when a feed ended
+        #: inside a method that llhttp may yet refuse (see method.py).
+        self._replay: bytes | None = None
+        self._line: bytes | None = None
 
     # -- the public side ---------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -166,8 +174,14 @@ class RequestParser(RequestQueue):
             self._feed(view[start : start + step])
 
     def _feed(self, data: bytes | memoryview) -> None:
-        if self.error is not None or self._closed:
+        if self.error is not None or self._halted:
+            if self._line is not None and self.error is None:
+                self._read_line(self._line + data)
             return
+        idle = self._current is None  # between messages: a fresh parser would read data alike
+        replay = self._replay
+        if replay is not None:
+            self._replay = None
         self._piece = data
         try:
             self._parser.feed_data(data)
@@ -177,10 +191,24 @@ class RequestParser(RequestQueue):
             error = self._callback_error or _classify(exc)
             if data[:1] == b"\x00" and self._current is not None and not self._current.url:
                 error = _uwsgi_on_http_bind()  # no HTTP message begins with a NUL byte
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError) and (idle or replay):
+                # Unless it began after a request that began in an earlier feed (not
+                # kept): where is not known, so neither is its method (400).
+                self._halted = True
+                self._read_line(failing_message((replay or b"") + bytes(data)))
+                return
             self._fail(error)
             return
         if self._open:
-            self._bound_open(bytes(data))
+            data = bytes(data)
+            current = self._current
+            if self._in_head and current is not None and not current.url:
+                # It ended inside a method llhttp may yet refuse: keep the bytes since
+                # the parser was between messages (none if unknown; a head at most).
+                kept = data if idle else replay and replay + data
+                if kept and len(kept) <= self.limits.max_request_line + self.limits.max_header_size:
+                    self._replay = kept
+            self._bound_open(data)
 
     @property
     def mid_request(self) -> bool:
@@ -337,6 +365,15 @@ class RequestParser(RequestQueue):
         self._callback_error = ProtocolError(message, status)
         return self._callback_error
 
+    def _read_line(self, message: bytes) -> None:
+        """Refuse a message whose method llhttp refused, once its request line tells how."""
+        error = method_refusal(message, self.limits.max_request_line)
+        if error is None:
+            self._line = message  # bounded: method_refusal answers 414 past the limit
+        else:
+            self._line = None
+            self._fail(error)
+
     def _open_size_line(self) -> None:
         # The next chunk-size line starts.  llhttp parses its extensions without
         # reporting them, so a line that never ends (extensions, or leading zeros)
@@ -409,7 +446,7 @@ class RequestParser(RequestQueue):
         request.keep_alive = False  # answered, then closed: no bytes after it are parsed
         request.complete = True
         self._current = None
-        self._closed = True
+        self._halted = True
 
 
 def _ends_request_line(data: bytes, url: bytes) -> bool:
