@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -54,3 +55,31 @@ def serve(tmp_path) -> Iterator:
             )
 
         yield start
+
+
+#: A validated app that answers its worker's pid: which worker served, for the
+#: tests of a pipeline file's [server] table (start-up and SIGHUP's re-read).
+CHECKED_APP = """
+import os
+from wsgiref.validate import validator
+
+
+@validator
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Write ``stack.toml``: the given ``[server]`` lines, then ``CHECKED_APP``; its name."""
+    (tmp_path / "checkedapp.py").write_text(CHECKED_APP)
+
+    def write(server: str) -> str:
+        text = f"[server]\n{textwrap.dedent(server)}\n[app]\nuse = 'checkedapp:app'\n"
+        (tmp_path / "stack.toml").write_text(text)
+        return "stack.toml"
+
+    return write

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -14,40 +13,17 @@ from wsgistack.errors import ConfigError
 from wsgistack.pipeline import build_pipeline, load_pipeline
 from wsgistack.server.cli import pipeline_options
 
+from .conftest import CHECKED_APP
 from .live import RawClient
 from .served import poll
 
 #: The app the files serve, checked by wsgiref's validator: it answers its worker's pid.
-CHECKED_APP = """
-import os
-from wsgiref.validate import validator
-
-
-@validator
-def app(environ, start_response):
-    body = str(os.getpid()).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-"""
 
 
 def request_with(fields: int) -> bytes:
     """A GET with `fields` header fields (Host and Connection among them)."""
     extra = "".join(f"X-Field-{n}: {n}\r\n" for n in range(fields - 2))
     return f"GET / HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n".encode()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    """Write ``stack.toml``: the given ``[server]`` lines, then the checked app."""
-    (tmp_path / "checkedapp.py").write_text(CHECKED_APP)
-
-    def write(server: str) -> str:
-        text = f"[server]\n{textwrap.dedent(server)}\n[app]\nuse = 'checkedapp:app'\n"
-        (tmp_path / "stack.toml").write_text(text)
-        return "stack.toml"
-
-    return write
 
 
 def test_the_file_binds_and_starts_its_workers(serve, stack):

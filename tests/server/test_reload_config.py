@@ -9,14 +9,12 @@ import os
 import re
 import signal
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from .live import RawClient
 from .served import Served, poll
-from .test_config_file import CHECKED_APP
 
 
 def request_line(length: int) -> bytes:
@@ -36,18 +34,6 @@ def refused(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(5)
         return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture
-def stack(tmp_path):
-    """Write ``stack.toml``: the given ``[server]`` lines, then an app checked by validator."""
-    (tmp_path / "checkedapp.py").write_text(CHECKED_APP)
-
-    def write(server: str) -> None:
-        text = f"[server]\n{textwrap.dedent(server)}\n[app]\nuse = 'checkedapp:app'\n"
-        (tmp_path / "stack.toml").write_text(text)
-
-    return write
 
 
 def hang_up(server: Served, line: str) -> str:
