@@ -100,6 +100,8 @@ def test_a_broken_edit_keeps_the_old_configuration_and_workers(serve, stack, edi
     stack('bind = "127.0.0.1:0"\n')
     server = serve(target=("--config", "stack.toml"), bind=())
     old = poll(lambda: server.count_workers(1))
+    # Served once: the worker has loaded the app from the file before it is broken.
+    assert status_of(("127.0.0.1", server.port), request_line(200)) == 200
     stack('bind = "127.0.0.1:0"\n' + edit)
     log = hang_up(server, "master: reload refused")
     line = next(each for each in log.splitlines() if "master: reload refused" in each)
