@@ -239,7 +239,7 @@ class Arbiter:
         if self._state is State.STOPPING:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
-        if self._reconfigure is not None and not self._read_again():
+        if not self._read_again():
             return
         if self._state is State.RELOADING:
             # Two deploys in a row: the set still starting may hold the older
