@@ -13,6 +13,7 @@ import pytest
 
 from wsgistack._types import StartResponse, WSGIEnvironment
 
+from ..middlewares.forward_parts import upstreams  # noqa: F401 - real upstreams, as there
 from .served import APP, Served, launched, limit_files
 
 

@@ -33,7 +33,7 @@ A worker ends as a Python program does (``child.py``): the exit handlers the
 app registered (``atexit``) run and its output is flushed, at a stop, a reload
 or a recycle, within --graceful-timeout and a second (then its stack is printed
 and it exits with status 1).
-Workers load the app after the fork (``load()``), so a reload picks up new code;
+Workers call ``load()`` after the fork, so a reload picks up new code (``preload.py``: not);
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
 cannot load it is tried again after 1 s, then 2, 4 ... up to BOOT_RETRY_MAX,

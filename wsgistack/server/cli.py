@@ -23,6 +23,7 @@ from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
 from .config import ServerConfig, layered_options
 from .listener import describe_listener
+from .preload import load_at_terminal
 from .reconfig import Reread
 from .server import Server
 
@@ -125,6 +126,14 @@ _HELP = (
         " always count (default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
     ),
     (
+        "preload",
+        "",
+        "load the app once in the master, after binding and before the workers fork from"
+        " it, as gunicorn's --preload: the workers share its memory and start without an"
+        " import, and an app that cannot load stops the start once (status 2); SIGHUP then"
+        " keeps the code loaded at start (restart for new code). Not with --reload",
+    ),
+    (
         "reload",
         "",
         "for development: when a file of the app's modules (or the --config or --paste"
@@ -138,8 +147,13 @@ _HELP = (
         " for several",
     ),
 )
-#: The flags that are not one value: repeated ones, and --reload, which takes none.
-_ACTIONS = {"bind": "append", "reload_extra_file": "append", "reload": "store_true"}
+#: The flags that are not one value: repeated ones, and --reload and --preload, which take none.
+_ACTIONS = {
+    "bind": "append",
+    "reload_extra_file": "append",
+    "reload": "store_true",
+    "preload": "store_true",
+}
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).
 APP_FORMS = (
@@ -209,7 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
     loader = functools.partial(_load_in, workdir, load, spec)
     if config.workers == 0:
         try:
-            app = _load_at_terminal(loader)  # errors show here, before binding
+            app = load_at_terminal(loader)  # errors show here, before binding
         except KeyboardInterrupt:
             logging.getLogger("wsgistack.server").info(
                 "wsgistack serve: interrupted while loading the app"
@@ -224,12 +238,22 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         server = Server(app, **options)
     else:
-        # Workers load it: SIGHUP reloads the code, and the master reads the file again.
+        # Workers load it (SIGHUP reloads the code), or with --preload the master
+        # does once it has bound; SIGHUP reads the file again either way.
         reread = None
         if args.app is None:
             reread = functools.partial(_read_again, args, flags, workdir)
         server = Server(loader=loader, reread=reread, **options)
-    return serve_announced(server)
+    try:
+        return serve_announced(server)
+    except KeyboardInterrupt:
+        if not (config.preload and config.workers):
+            raise
+        # A Ctrl-C while the master loaded the app (the arbiter handles SIGINT).
+        logging.getLogger("wsgistack.server").info(
+            "wsgistack serve: interrupted while loading the app"
+        )
+        return _end_interrupted()
 
 
 def _named(args: argparse.Namespace) -> str:
@@ -327,34 +351,6 @@ def _load_in(workdir: str, load: Callable[[], Any], spec: str) -> Any:
         raise app_failed(spec, exc) from exc
 
 
-def _load_at_terminal(load: Callable[[], Any]) -> Any:
-    """``load()`` in process; a KeyboardInterrupt out of it if, and only if, a SIGINT came.
-
-    A Ctrl-C during a slow import stops the import, as Python's own handler
-    does; what the app's code raised meanwhile (it may wrap the interrupt)
-    is then no failure of the app's.  Under ``nohup`` or ``&`` (SIGINT
-    ignored) and under a handler of an embedding program's, nothing changes.
-    """
-    came: list[int] = []
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        came.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.default_int_handler:
-        signal.signal(signal.SIGINT, interrupt)
-    try:
-        return load()
-    except BaseException:
-        if came:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        if previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, previous)
-
-
 def _end_interrupted() -> int:
     """End as Python ends a program a Ctrl-C stopped: exit handlers run, then killed by SIGINT.
 
@@ -391,8 +387,9 @@ def add_serve(
         "--paste",
         metavar="FILE",
         help="a PasteDeploy ini file to serve, instead of APP: its [app:main] (or"
-        " [pipeline:main], ...), or FILE#NAME for the app NAME, loaded in each worker as"
-        " paste.deploy.loadapp loads it (needs PasteDeploy). A [server:main] that uses"
+        " [pipeline:main], ...), or FILE#NAME for the app NAME, loaded in each worker"
+        " (with --preload, once in the master) as paste.deploy.loadapp loads it (needs"
+        " PasteDeploy). A [server:main] that uses"
         " egg:wsgistack#main sets the options below (host and port, or listen, for"
         " --bind), a flag given here winning; another server's [server:main] (waitress,"
         " gunicorn) is ignored, as gunicorn --paste ignores it. A [loggers] section sets"

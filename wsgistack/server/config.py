@@ -222,6 +222,10 @@ def _reload(value: Any) -> bool:
     return ini_flag(value, "reload")  # true from the CLI and TOML, "true" in an ini
 
 
+def _preload(value: Any) -> bool:
+    return ini_flag(value, "preload")
+
+
 def _reload_extra_files(value: Any) -> tuple[str, ...]:
     """Files a --reload worker watches besides the app's modules; each must exist."""
     items = [value] if isinstance(value, str | os.PathLike) else value
@@ -293,6 +297,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_header_size": _integer("max_header_size", 256),
     "socket_mode": _socket_mode,
     "forwarded_allow_ips": _forwarded_allow_ips,
+    "preload": _preload,
     "reload": _reload,
     "reload_extra_file": _reload_extra_files,
 }
@@ -334,6 +339,9 @@ class ServerConfig:
     #: Peers trusted to say the request came over HTTPS (gunicorn's default);
     #: peers on a unix socket always are (see ``environ.SchemeTrust``).
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Load the app once in the master, before the workers fork from it (gunicorn's
+    #: --preload): their memory shared, a failure seen once; SIGHUP keeps the code.
+    preload: bool = False
     #: Development: restart the workers when the app's files change (reloader.py).
     reload: bool = False
     reload_extra_file: tuple[str, ...] = ()
@@ -352,6 +360,14 @@ class ServerConfig:
             raise ConfigError(
                 f"reload_extra_file: {self.reload_extra_file[0]!r} is watched with reload only;"
                 " add --reload (reload = true)"
+            )
+        if self.preload and self.reload:
+            # gunicorn takes both and its reloader then restarts workers with the
+            # old code: saving a file would seem to do nothing.
+            raise ConfigError(
+                "preload: the app loaded once in the master is what every new worker"
+                " runs, so reload could never load new code; give one of --preload"
+                " (production) and --reload (development)"
             )
         if self.access_log is None and self.access_log_format != DEFAULT_FORMAT:
             raise ConfigError(

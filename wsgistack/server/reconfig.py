@@ -46,9 +46,10 @@ class Reread:
 
 
 def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
-    """Refuse what a running master cannot become: no master at all, or --reload toggled.
+    """Refuse what a running master cannot become: no master, --reload or --preload toggled.
 
-    The watchers' pipe to the master exists from start-up or not at all.
+    The watchers' pipe to the master exists from start-up or not at all; the
+    app loaded in the master (--preload) is loaded at start-up or never.
     """
     if not config.workers:
         raise ConfigError(
@@ -58,6 +59,11 @@ def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
     if config.reload != old.reload:
         raise ConfigError(
             f"{source}: reload: turning --reload {'on' if config.reload else 'off'} takes"
+            " a restart of the server"
+        )
+    if config.preload != old.preload:
+        raise ConfigError(
+            f"{source}: preload: turning --preload {'on' if config.preload else 'off'} takes"
             " a restart of the server"
         )
 

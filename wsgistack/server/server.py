@@ -32,6 +32,7 @@ from .listener import (
     set_socket_mode,
 )
 from .pidfile import PidFile
+from .preload import load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .threads import RequestThread
 from .worker import Worker
@@ -63,7 +64,9 @@ class Server:
     """A WSGI server for ``app``; keyword options are those of ``ServerConfig``.
 
     ``loader`` instead of ``app``: a function returning the app, called in each
-    worker after the fork, so SIGHUP reloads the code (the CLI uses this).
+    worker after the fork, so SIGHUP reloads the code (the CLI uses this); with
+    ``preload=True``, called once in the master after the bind, and every
+    worker forks from the app it returned (``preload.py``).
     ``reread``: a function that reads the configuration again (``Reread``),
     so SIGHUP also applies the options a file now holds (the CLI's
     ``--config`` and ``--paste``); the ``options`` given here are only the
@@ -167,8 +170,16 @@ class Server:
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
             if self.config.workers:
-                reconfigure = self._reconfigure if self._reread is not None else None
-                arbiter = Arbiter(self.loader, self.config, self.listeners, reconfigure)
+                load = self.loader
+                if self.config.preload and self.app is None:
+                    app = load_in_master(self.loader)  # signals meanwhile are in ``early``
+                    if app is None:
+                        return 2
+                    load = lambda: app  # noqa: E731 - what every worker runs
+                reconfigure = None
+                if self._reread is not None or self.config.preload:
+                    reconfigure = self._reconfigure
+                arbiter = Arbiter(load, self.config, self.listeners, reconfigure)
                 return arbiter.run(early=early)
             self._worker = Worker(self.loader(), self.config, self.listeners)
             if not main:
@@ -210,12 +221,16 @@ class Server:
     def _reconfigure(self) -> tuple[ServerConfig, list[socket.socket]]:
         """SIGHUP's configuration, read, bound and applied: the master's new config and listeners.
 
+        With --preload it also says that the code is kept (and without a file
+        to read, only that).
+
         A ``ConfigError`` (the files, an option, an address that cannot be
         bound, the pid file, the access log, the logging section) leaves
         everything as it was: what was opened here is closed again.
         """
-        if self._reread is None:
-            raise RuntimeError("Server._reconfigure: no reread was given")
+        if self._reread is None:  # --preload alone: nothing to read again
+            note_reload()
+            return self.config, self.listeners
         again = self._reread()
         new = again.config
         check_reload(self.config, new, again.source)
@@ -243,6 +258,8 @@ class Server:
         self._pid_file = pid_file
         said = "; ".join(changes(self.config, new)) or "nothing changed"
         log.info("master: reload, %s read again: %s", again.source, said)
+        if new.preload:
+            note_reload()
         for sock, bind in zip(listeners, new.bind, strict=True):
             if any(sock is each for each in opened):
                 log.info("listening on %s", describe_listener(sock, bind))
