@@ -123,6 +123,7 @@ def launched(directory: Path) -> Iterator[Callable[..., Served]]:
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], Any] | None = None,
         wait: bool = True,
+        pass_fds: Sequence[int] = (),
     ) -> Served:
         log = directory / f"server{len(started)}.log"
         with log.open("wb") as handle:
@@ -133,6 +134,7 @@ def launched(directory: Path) -> Iterator[Callable[..., Served]]:
                 stderr=subprocess.STDOUT,
                 env=env,
                 preexec_fn=preexec_fn,
+                pass_fds=pass_fds,
             )
         served = Served(proc, log, directory / "marker", wait=False)
         started.append(served)

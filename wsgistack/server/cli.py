@@ -34,8 +34,10 @@ _HELP = (
     (
         "bind",
         "ADDRESS",
-        "HOST:PORT, [IPv6]:PORT or unix:/path; uwsgi://HOST:PORT speaks uwsgi;"
-        " repeat for several (default 127.0.0.1:8000)",
+        "HOST:PORT, [IPv6]:PORT, unix:/path or fd://N (a listening socket inherited as"
+        " descriptor N); uwsgi://HOST:PORT (uwsgi://fd://N) speaks uwsgi; repeat for"
+        " several (default 127.0.0.1:8000; under systemd socket activation, the"
+        " sockets it passes)",
     ),
     (
         "protocol",

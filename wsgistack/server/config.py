@@ -34,38 +34,49 @@ PROTOCOLS = ("http", "uwsgi")
 
 @dataclasses.dataclass(frozen=True)
 class Bind:
-    """One address to listen on: ``tcp`` (host, port) or ``unix`` (path).
+    """One address to listen on: ``tcp`` (host, port), ``unix`` (path) or ``fd``.
 
+    An ``fd`` bind is a listening socket this process inherited, open as
+    descriptor ``fd`` (``fd://3``, from systemd or a supervisor): its family
+    and address are the socket's own, read when it is adopted.
     ``protocol`` is what the socket speaks: ``http``, ``uwsgi`` (nginx's
     ``uwsgi_pass``), or ``""`` until ``ServerConfig`` applies ``--protocol``.
     """
 
-    kind: Literal["tcp", "unix"]
+    kind: Literal["tcp", "unix", "fd"]
     host: str = ""
     port: int = 0
     path: str = ""
     protocol: str = ""
+    fd: int = -1
 
     def __str__(self) -> str:
         scheme = "uwsgi://" if self.protocol == "uwsgi" else ""
         if self.kind == "unix":
             return f"{scheme}unix:{self.path}"
+        if self.kind == "fd":
+            return f"{scheme}fd://{self.fd}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}{host}:{self.port}"
 
 
 def parse_bind(value: str) -> Bind:
-    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``unix:/path``.
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT``, ``unix:/path`` or ``fd://N``.
 
     A ``uwsgi://`` or ``http://`` prefix sets the bind's protocol, so HTTP and
-    uwsgi listeners can sit side by side (``uwsgi://127.0.0.1:9000``).
+    uwsgi listeners can sit side by side (``uwsgi://127.0.0.1:9000``, also
+    ``uwsgi://fd://3``).
     """
     if not isinstance(value, str) or not value:
         raise ConfigError(f"bind: {value!r} is not HOST:PORT or unix:/path")
     scheme, sep, rest = value.partition("://")
+    if sep and scheme == "fd":
+        if not (rest.isascii() and rest.isdigit()):
+            raise ConfigError(f"bind: {value!r}: fd://N takes a descriptor number, e.g. fd://3")
+        return Bind("fd", fd=int(rest))
     if sep:
         if scheme not in PROTOCOLS:
-            raise ConfigError(f"bind: {value!r}: unknown scheme {scheme!r} (http or uwsgi)")
+            raise ConfigError(f"bind: {value!r}: unknown scheme {scheme!r} (http, uwsgi or fd)")
         return dataclasses.replace(parse_bind(rest), protocol=scheme)
     if value.startswith("unix:"):
         path = value[5:]
@@ -98,7 +109,12 @@ def _binds(value: Any) -> tuple[Bind, ...]:
         )
     if not items:
         raise ConfigError("bind: at least one address is needed")
-    return tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
+    binds = tuple(item if isinstance(item, Bind) else parse_bind(item) for item in items)
+    fds = [bind.fd for bind in binds if bind.kind == "fd"]
+    for fd in fds:
+        if fds.count(fd) > 1:  # one socket served twice would split its queue for nothing
+            raise ConfigError(f"bind: fd://{fd} is listed twice")
+    return binds
 
 
 #: listen() takes a C int (the kernel caps the backlog at net.core.somaxconn anyway).
@@ -354,7 +370,7 @@ class ServerConfig:
         if self.socket_mode is not None and not any(b.kind == "unix" for b in self.bind):
             raise ConfigError(
                 f"socket_mode: {self.socket_mode:o} applies to unix sockets, and no bind is"
-                " unix:/path"
+                " unix:/path (an inherited socket's mode is its owner's: systemd's SocketMode=)"
             )
         if self.reload_extra_file and not self.reload:
             raise ConfigError(

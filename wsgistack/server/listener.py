@@ -1,5 +1,10 @@
 """Listening sockets for the configured binds (TCP v4/v6 and unix), bound before serving.
 
+An ``fd://N`` bind adopts a listening socket the process inherited (from
+systemd, see ``activation.py``, or a supervisor) instead: it is checked, never
+bound, listened on or chmod-ed again, and its unix socket file (if any) is
+never removed, since it is not ours: systemd keeps it across our restarts.
+
 sockets = open_listeners(config.bind, backlog=2048)
 addresses = [describe_socket(sock) for sock in sockets]
 """
@@ -24,6 +29,7 @@ __all__ = [
     "describe_socket",
     "open_listeners",
     "set_socket_mode",
+    "unopen",
 ]
 
 #: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
@@ -107,7 +113,62 @@ def _bind_with_mode(sock: socket.socket, path: str, mode: int) -> None:
         os.umask(previous)
 
 
+def _tcp_options(sock: socket.socket, bind: Bind) -> None:
+    """What a TCP listener of ours is set to before it accepts (its connections inherit it)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if bind.protocol == "uwsgi" and hasattr(socket, "TCP_DEFER_ACCEPT"):
+        # nginx sends its packet as soon as it connects: have the kernel hand
+        # over connections only once it has, as uWSGI does.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+
+
+class InheritedSocket(socket.socket):
+    """A listener adopted from a descriptor this process was given (``fd://N``).
+
+    Closing it closes our copy only: whoever passed it (systemd) keeps it.
+    """
+
+
+def _adopt(bind: Bind) -> socket.socket:
+    """The listening socket inherited as descriptor ``bind.fd``; a ``ConfigError`` says why not.
+
+    Refused rather than repaired: a socket bound but not listening (gunicorn
+    would listen() on it) or one not even bound (listen() would pick a random
+    port) is a mistake upstream, and an accepted connection (a socket unit
+    with ``Accept=yes``) is no listener at all.
+    """
+    try:
+        if not stat.S_ISSOCK(os.fstat(bind.fd).st_mode):
+            raise ConfigError(f"bind: {bind}: descriptor {bind.fd} is not a socket")
+    except OSError:
+        raise ConfigError(
+            f"bind: {bind}: descriptor {bind.fd} is not open (no socket was passed as {bind.fd})"
+        ) from None
+    sock = InheritedSocket(fileno=bind.fd)  # its family and type, read from the socket itself
+    problem = ""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+        problem = f"is a {sock.family.name} socket, not TCP or unix"
+    elif sock.type != socket.SOCK_STREAM:
+        problem = f"is a {sock.type.name} socket, not a stream (SOCK_STREAM) one"
+    elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        problem = (
+            "is not listening (a connection, or a socket never listen()ed on;"
+            " a systemd socket unit needs Accept=no)"
+        )
+    if problem:
+        sock.detach()  # still the passer's: refused, not closed
+        raise ConfigError(f"bind: {bind}: descriptor {bind.fd} {problem}")
+    # As sd_listen_fds(3) does: the app's own programs are not handed our listener.
+    sock.set_inheritable(False)
+    if sock.family != socket.AF_UNIX:
+        _tcp_options(sock, bind)
+    sock.setblocking(False)
+    return sock
+
+
 def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
+    if bind.kind == "fd":
+        return _adopt(bind)
     if bind.kind == "unix":
         _clear_stale(bind)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,13 +177,9 @@ def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
         family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if bind.protocol == "uwsgi" and hasattr(socket, "TCP_DEFER_ACCEPT"):
-            # nginx sends its packet as soon as it connects: have the kernel hand
-            # over connections only once it has, as uWSGI does.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+        _tcp_options(sock, bind)
         address = (bind.host, bind.port)
     try:
         if mode is not None and bind.kind == "unix":
@@ -145,17 +202,33 @@ def open_listeners(
 ) -> list[socket.socket]:
     """Bind and listen on every address; on any failure close those already open.
 
-    ``socket_mode`` (e.g. ``0o660``): the permissions of the unix socket files,
-    set before they listen; ``None`` leaves them to the process umask.
+    ``socket_mode`` (e.g. ``0o660``): the permissions of the unix socket files
+    bound here, set before they listen; ``None`` leaves them to the process
+    umask.  Inherited sockets (``fd://N``) are adopted first, so no socket
+    opened here can take a descriptor number a later ``fd://`` names.
     """
-    sockets: list[socket.socket] = []
+    opened: dict[int, socket.socket] = {}
+    order = sorted(range(len(binds)), key=lambda index: binds[index].kind != "fd")
     try:
-        for bind in binds:
-            sockets.append(_open(bind, backlog, socket_mode))
+        for index in order:
+            opened[index] = _open(binds[index], backlog, socket_mode)
     except BaseException:
-        close_listeners(sockets)
+        unopen(list(opened.values()))
         raise
-    return sockets
+    return [opened[index] for index in range(len(binds))]
+
+
+def unopen(sockets: list[socket.socket]) -> None:
+    """Undo ``open_listeners`` for a start or reload that fails after all.
+
+    What was bound here is closed (its unix socket file removed); an
+    inherited socket is let go of, its descriptor left open as it came, so a
+    corrected reload can still adopt it.
+    """
+    for sock in sockets:
+        if isinstance(sock, InheritedSocket):
+            sock.detach()
+    close_listeners([sock for sock in sockets if sock.fileno() != -1])
 
 
 def set_socket_mode(sock: socket.socket, mode: int) -> None:
@@ -179,8 +252,10 @@ def set_socket_mode(sock: socket.socket, mode: int) -> None:
 def close_listeners(sockets: list[socket.socket]) -> None:
     """Close listeners and remove their unix socket files, if still the ones we made.
 
-    Another server may have replaced the file since (after someone removed
-    ours); its file is left alone.  So is the file in a forked worker that
+    An inherited socket's file was never ours (``_UNIX_FILES`` has no entry
+    for it): systemd made it, and keeps it for our next start.  Another
+    server may have replaced the file since (after someone removed ours);
+    its file is left alone.  So is the file in a forked worker that
     lets go of its copies: the master (or the new workers of a reload)
     still serves on it, and removes it when it stops.
     """

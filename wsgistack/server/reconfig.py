@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from ..errors import ConfigError
 from .config import Bind, ServerConfig
-from .listener import close_listeners, open_listeners
+from .listener import close_listeners, open_listeners, unopen
 
 __all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open"]
 
@@ -68,35 +68,61 @@ def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
         )
 
 
-def _address(bind: Bind) -> tuple[str, str, int, str]:
+def _address(bind: Bind) -> tuple[str, str, int, str, int]:
     """Where a bind listens; its protocol is the workers' business, not the socket's."""
-    return (bind.kind, bind.host, bind.port, bind.path)
+    return (bind.kind, bind.host, bind.port, bind.path, bind.fd)
 
 
 def keep_or_open(
-    old: ServerConfig, new: ServerConfig, listeners: list[socket.socket]
+    old: ServerConfig,
+    new: ServerConfig,
+    listeners: list[socket.socket],
+    dropped_fds: Collection[int] = (),
 ) -> tuple[list[socket.socket], list[socket.socket]]:
     """The listeners for ``new.bind``, in its order, and those of them opened here.
 
     An address in ``old.bind`` keeps its socket from ``listeners`` (same
-    order as ``old.bind``); any other is bound now.  If one fails, those
-    opened here are closed again (a unix socket's file removed) and the
-    ``ConfigError`` names the address.
+    order as ``old.bind``); any other is bound now (an ``fd://N`` adopted
+    first, as at start).  If one fails, those opened here are undone
+    (``unopen``) and the ``ConfigError`` names the address.  ``dropped_fds``:
+    the inherited descriptors an earlier reload dropped; we closed them (or
+    will once the old workers leave), so the number no longer names that
+    socket and is refused.
     """
     kept = {_address(bind): sock for bind, sock in zip(old.bind, listeners, strict=True)}
-    result: list[socket.socket] = []
+    ours = {sock.fileno(): bind for bind, sock in zip(old.bind, listeners, strict=True)}
+    result: dict[int, socket.socket] = {}
     opened: list[socket.socket] = []
+    order = sorted(range(len(new.bind)), key=lambda index: new.bind[index].kind != "fd")
     try:
-        for bind in new.bind:
+        for index in order:
+            bind = new.bind[index]
             sock = kept.pop(_address(bind), None)
             if sock is None:
+                _check_fd(bind, ours, dropped_fds)
                 sock = open_listeners((bind,), new.backlog, new.socket_mode)[0]
                 opened.append(sock)
-            result.append(sock)
+            result[index] = sock
     except BaseException:
-        close_listeners(opened)
+        unopen(opened)
         raise
-    return result, opened
+    return [result[index] for index in range(len(new.bind))], opened
+
+
+def _check_fd(bind: Bind, ours: dict[int, Bind], dropped_fds: Collection[int]) -> None:
+    """Refuse an ``fd://N`` that names no inherited socket any more, or one of our own."""
+    if bind.kind != "fd":
+        return
+    if bind.fd in dropped_fds:
+        raise ConfigError(
+            f"bind: {bind}: an earlier reload dropped this inherited socket, and the server"
+            " closed its copy; it cannot be taken back: restart the server to serve it again"
+        )
+    if bind.fd in ours:
+        raise ConfigError(
+            f"bind: {bind}: descriptor {bind.fd} is this server's own listener for"
+            f" {ours[bind.fd]}, not an inherited socket"
+        )
 
 
 def changes(old: ServerConfig, new: ServerConfig) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .access import AccessLog
+from .activation import activated, listen_fds
 from .arbiter import Arbiter
 from .config import ServerConfig
 from .listener import (
@@ -30,6 +31,7 @@ from .listener import (
     describe_socket,
     open_listeners,
     set_socket_mode,
+    unopen,
 )
 from .pidfile import PidFile
 from .preload import load_in_master, note_reload
@@ -103,9 +105,15 @@ class Server:
                 " forked again with its old code (pserve: use pserve --reload)"
             )
         self._workers_given = "workers" in options
+        self._bind_given = "bind" in options
+        #: The descriptors systemd passed (socket activation), read as it binds.
+        self._passed: tuple[int, ...] = ()
+        #: Inherited descriptors (fd://N) a reload dropped: closed, never adopted again.
+        self._dropped_fds: set[int] = set()
         self.listeners: list[socket.socket] = []
         #: Each listener's (host, port) as bound, kept once a stop has closed them.
         self._bound: list[tuple[str, int]] = []
+        self._unix: list[bool] = []  # each listener: a unix socket?
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
         self._pid_file: PidFile | None = None  # removed by close()
@@ -117,13 +125,26 @@ class Server:
         return f"Server({target}, bind=[{binds}], workers={self.config.workers})"
 
     def bind(self) -> None:
-        """Open the listening sockets (idempotent)."""
+        """Open the listening sockets (idempotent).
+
+        Under socket activation (``LISTEN_PID``/``LISTEN_FDS``, see
+        ``activation.py``) the sockets systemd passed are served instead of
+        the configured binds, unless those are all ``fd://N``.
+        """
         if not self.listeners:
             _check_access_log(self.config.access_log)
+            self._passed = self._passed or listen_fds()
+            self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
+            if said:
+                log.info("%s", said)
             self.listeners = open_listeners(
                 self.config.bind, self.config.backlog, self.config.socket_mode
             )
-            self._bound = [describe_socket(sock) for sock in self.listeners]
+            self._note_bound()
+
+    def _note_bound(self) -> None:
+        self._bound = [describe_socket(sock) for sock in self.listeners]
+        self._unix = [sock.family == socket.AF_UNIX for sock in self.listeners]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -140,8 +161,8 @@ class Server:
         """``http://host:port`` of the first TCP listener that speaks HTTP (also once stopped)."""
         if not self._bound:
             raise RuntimeError("Server.url: not bound yet; call bind() or start() first")
-        for (host, port), bind in zip(self._bound, self.config.bind, strict=True):
-            if bind.kind == "tcp" and bind.protocol != "uwsgi":
+        for (host, port), unix, bind in zip(self._bound, self._unix, self.config.bind, strict=True):
+            if not unix and bind.protocol != "uwsgi":
                 return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         raise ConfigError("bind: no HTTP TCP listener, so there is no URL")
 
@@ -232,11 +253,11 @@ class Server:
             note_reload()
             return self.config, self.listeners
         again = self._reread()
-        new = again.config
+        new, _ = activated(again.config, self._passed, bind_given=False)
         check_reload(self.config, new, again.source)
         try:
             _check_access_log(new.access_log)
-            listeners, opened = keep_or_open(self.config, new, self.listeners)
+            listeners, opened = keep_or_open(self.config, new, self.listeners, self._dropped_fds)
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
         pid_file = self._pid_file
@@ -248,7 +269,7 @@ class Server:
                     raise ConfigError(f"{again.source}: {exc}") from None
             again.apply_logging()  # its errors name the file already
         except BaseException:
-            close_listeners(opened)
+            unopen(opened)
             if pid_file is not None and pid_file is not self._pid_file:
                 pid_file.remove()
             raise
@@ -264,15 +285,17 @@ class Server:
             if any(sock is each for each in opened):
                 log.info("listening on %s", describe_listener(sock, bind))
                 continue
-            if new.backlog != self.config.backlog:
+            if new.backlog != self.config.backlog and bind.kind != "fd":
+                # (an inherited socket's backlog is its owner's: ListenQueueBacklog=)
                 sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
             if bind.kind == "unix" and new.socket_mode not in (None, self.config.socket_mode):
                 try:
                     set_socket_mode(sock, new.socket_mode)
                 except OSError as exc:
                     log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
+        self._dropped_fds |= _fds(self.config) - _fds(new)
         self.config, self.listeners = new, listeners
-        self._bound = [describe_socket(sock) for sock in listeners]
+        self._note_bound()
         return new, listeners
 
     def stop(self, graceful: bool = True) -> None:
@@ -339,6 +362,11 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _fds(config: ServerConfig) -> set[int]:
+    """The inherited descriptors ``config`` serves (its ``fd://N`` binds)."""
+    return {bind.fd for bind in config.bind if bind.kind == "fd"}
 
 
 def _check_access_log(path: str | None) -> None:
