@@ -28,7 +28,7 @@ from wsgistack.server import Server
 from wsgistack.server.activation import activated, listen_fds
 from wsgistack.server.config import Bind, ServerConfig, parse_bind
 
-from .live import RawClient
+from .live import RawClient, uwsgi_packet
 from .served import Served, launched, poll
 
 #: What the app sees of the variables: sd_listen_fds(3) removes them once read.
@@ -322,3 +322,13 @@ def test_an_inherited_socket_serves_in_process_and_stays_open_for_its_owner(chec
 def test_socket_mode_does_not_apply_to_an_inherited_socket():
     with pytest.raises(ConfigError, match=re.escape("systemd's SocketMode=")):
         ServerConfig.from_options(bind="fd://3", socket_mode="660")
+
+
+def test_an_inherited_socket_speaks_uwsgi_when_its_bind_says_so(checked):
+    variables = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"}
+    with listening() as listener:
+        copy = os.dup(listener.fileno())
+        served = Server(checked(ok), bind=f"uwsgi://fd://{copy}")
+        with served, RawClient(listener.getsockname()) as client:
+            client.send(uwsgi_packet(variables))
+            assert client.read_to_close().startswith(b"HTTP/1.1 200 OK\r\n")
