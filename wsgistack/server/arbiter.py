@@ -12,8 +12,8 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
-SIGUSR1  reopen log files: every worker opens its --access-log file again
-         (for logrotate, as gunicorn does).
+SIGUSR1  reopen log files: every worker opens its --access-log file again (for
+         logrotate, as gunicorn does); with --user the master creates it first.
 --reload   a worker that sees the app's files change asks for the SIGHUP reload
          (reloader.py); the master acts once per change, whichever workers saw it.
 SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError
+from .account import give_log_to_reopen
 from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
@@ -219,8 +220,8 @@ class Arbiter:
             return  # _reap runs on every turn
         if signum == signal.SIGUSR1:
             log.info("master: reopening the workers' log files")
-            for pid in self.workers:
-                _kill(pid, signal.SIGUSR1)
+            give_log_to_reopen(self.config.access_log, self.config.account())
+            self._kill_all(signal.SIGUSR1)
             return
         if signum == signal.SIGHUP:
             self._reload()
@@ -289,8 +290,7 @@ class Arbiter:
         log.info("master: one worker %s, now %d", "more" if step > 0 else "less", self._target)
 
     def _stop(self, graceful: bool) -> None:
-        timeout = self.config.graceful_timeout if graceful else 0.0
-        deadline = time.monotonic() + timeout + 1.0
+        deadline = time.monotonic() + (self.config.graceful_timeout if graceful else 0.0) + 1.0
         stopping = self._state is State.STOPPING
         self._deadline = min(self._deadline, deadline) if stopping else deadline
         self._state = State.STOPPING

@@ -73,6 +73,12 @@ def run_child(
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a stop held since the fork lands now
+    if (account := config.account()) is not None:
+        try:
+            account.switch()  # before the app's import: none of its code runs as root
+        except OSError as exc:
+            log.error("worker %d: cannot switch to user %s: %s", os.getpid(), config.user, exc)
+            return BOOT_ERROR
     broken: set[str] = set()
     began = time.time_ns()  # file times are the wall clock's
     try:

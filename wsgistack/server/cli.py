@@ -8,10 +8,12 @@ $ wsgistack serve --paste site.ini#main
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,7 +23,7 @@ from ..loader import app_failed, load_app, log_load_failure, working_directory
 from ..pasteini import PasteIni, read_paste_ini
 from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
-from .config import ServerConfig, layered_options
+from .config import OPTIONS, ServerConfig, layered_options
 from .listener import describe_listener
 from .preload import load_at_terminal
 from .reconfig import Reread
@@ -136,6 +138,26 @@ _HELP = (
         " keeps the code loaded at start (restart for new code). Not with --reload",
     ),
     (
+        "user",
+        "NAME",
+        "a user name or UID the workers switch to after the fork, before loading the app;"
+        " the master stays root to bind, the unix socket files and the access log are"
+        " given to the user (default: as started)",
+    ),
+    (
+        "group",
+        "NAME",
+        "a group name or GID the workers switch to (default: --user's primary group)",
+    ),
+    ("umask", "MODE", "octal file mode mask of the server, e.g. 027 (default: as started)"),
+    (
+        "chdir",
+        "DIR",
+        "change to DIR before binding and load the app from it (a symlink followed at"
+        " each load); relative paths of the options then name files in DIR, while"
+        " --config or --paste's is from where the command runs (default: where it runs)",
+    ),
+    (
         "reload",
         "",
         "for development: when a file of the app's modules (or the --config or --paste"
@@ -209,6 +231,15 @@ class _NotWrittenYet(logging.Filter):
 def _serve(args: argparse.Namespace) -> int:
     spec = _named(args)
     flags = {name: getattr(args, name) for name, *_ in _HELP if getattr(args, name) is not None}
+    workdir = working_directory()
+    if "chdir" in flags:  # a path typed here is from here, as any the shell takes
+        flags["chdir"] = os.path.join(workdir, flags["chdir"])
+    if (chdir := _chdir_first(args, flags)) is not None:
+        args = _named_from(args, workdir)
+        os.chdir(chdir)  # before the options are checked: their paths are from there
+        if chdir not in sys.path:
+            sys.path.insert(0, chdir)  # the app's modules, as gunicorn's --chdir
+        workdir = chdir
     # A missing or broken file, a bad [server] option: one line, before binding.
     options, load, ini = _source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
@@ -221,16 +252,20 @@ def _serve(args: argparse.Namespace) -> int:
             ini.given,
             ini.ignored,
         )
-    workdir = working_directory()
     loader = functools.partial(_load_in, workdir, load, spec)
     if config.workers == 0:
         try:
+            if config.account() is not None:  # binds as root, then loads as the user
+                return serve_announced(Server(loader=_Loading(loader), **options))
             app = load_at_terminal(loader)  # errors show here, before binding
         except KeyboardInterrupt:
             logging.getLogger("wsgistack.server").info(
                 "wsgistack serve: interrupted while loading the app"
             )
             return _end_interrupted()
+        except _LoadFailed as failed:
+            log_load_failure(logging.getLogger("wsgistack.server"), "wsgistack serve", failed.exc)
+            return 2
         except Exception as exc:
             if isinstance(exc, ConfigError) and exc.__cause__ is None:
                 raise  # a bad spec: one line from main(), as for any bad option
@@ -256,6 +291,60 @@ def _serve(args: argparse.Namespace) -> int:
             "wsgistack serve: interrupted while loading the app"
         )
         return _end_interrupted()
+
+
+class _LoadFailed(Exception):
+    """The app's own code failed as it loaded after the bind (--workers 0 with --user)."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loading:
+    """``load_at_terminal(load)``, its app's failures told apart from the server's own."""
+
+    load: Callable[[], Any]
+
+    def __call__(self) -> Any:
+        try:
+            return load_at_terminal(self.load)
+        except Exception as exc:
+            if isinstance(exc, ConfigError) and exc.__cause__ is None:
+                raise  # a bad spec: one line, as for any bad option
+            raise _LoadFailed(exc) from exc
+
+
+def _chdir_first(args: argparse.Namespace, flags: Mapping[str, Any]) -> str | None:
+    """--chdir, or the ``chdir`` of the file served, checked; None if neither gives one.
+
+    Read before the rest of the options, which may name files in it.  A
+    ``chdir`` the file gives wrongly is left for the file's own check to name.
+    """
+    if "chdir" in flags:
+        return OPTIONS["chdir"](flags["chdir"])  # type: ignore[no-any-return]
+    table: Any = {}
+    if args.config is not None:
+        table = read_pipeline(args.config).get(SERVER_TABLE, {})
+    elif args.paste is not None:
+        table = read_paste_ini(args.paste, working_directory()).server or {}
+    if not isinstance(table, Mapping) or table.get("chdir") is None:
+        return None
+    try:
+        return OPTIONS["chdir"](table["chdir"])  # type: ignore[no-any-return]
+    except ConfigError:
+        return None
+
+
+def _named_from(args: argparse.Namespace, directory: str) -> argparse.Namespace:
+    """``args`` with its --config or --paste file named from ``directory``, before a --chdir."""
+    named = {
+        name: os.path.join(directory, getattr(args, name))
+        for name in ("config", "paste")
+        if getattr(args, name) is not None
+    }
+    return argparse.Namespace(**{**vars(args), **named})
 
 
 def _named(args: argparse.Namespace) -> str:
@@ -348,7 +437,7 @@ def _load_in(workdir: str, load: Callable[[], Any], spec: str) -> Any:
         raise
     except (Exception, KeyboardInterrupt) as exc:
         # A KeyboardInterrupt here is the app's own (a worker notes a SIGINT
-        # rather than raise it; _load_at_terminal tells a Ctrl-C apart): a
+        # rather than raise it; load_at_terminal tells a Ctrl-C apart): a
         # load failure, as its SystemExit is, not a worker dying with status 1.
         raise app_failed(spec, exc) from exc
 

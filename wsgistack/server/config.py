@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..netset import as_network
 from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
+from .account import Account, group_option, user_option
 from .logformat import DEFAULT_FORMAT, compile_format
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
@@ -207,31 +208,59 @@ def _protocol(value: Any) -> str:
     return value.lower()
 
 
-def _socket_mode(value: Any) -> int | None:
-    """Octal permission bits for unix sockets: ``"660"``, ``"0660"``, ``"0o660"`` or ``0o660``."""
-    if value is None:
-        return None
+def _octal(name: str, value: Any) -> int:
+    """Octal permission bits: ``"660"``, ``"0660"``, ``"0o660"`` or ``0o660``, at most 777."""
     if isinstance(value, str):
         text = value.removeprefix("0o")
         if not (text and text.isascii() and all(c in "01234567" for c in text)):
-            raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
+            raise ConfigError(f"{name}: {value!r} is not an octal mode such as 660")
         mode = int(text, 8)
     elif isinstance(value, int) and not isinstance(value, bool):
         mode = value  # 0o660 (a decimal 660 is 0o1224, refused below)
     else:
-        raise ConfigError(f"socket_mode: {value!r} is not an octal mode such as 660")
+        raise ConfigError(f"{name}: {value!r} is not an octal mode such as 660")
     if not 0 <= mode <= 0o777:
         hint = ""
         if isinstance(value, int) and all(c in "01234567" for c in str(value)):
             # socket_mode = 660 in a TOML file, or in code: a decimal number.
             # Both read 0o660, and both read the text "660" as octal.
             hint = f' (read as a decimal number: write 0o{value} or "{value}")'
-        raise ConfigError(f"socket_mode: {value!r} is not a mode of 000-777{hint}")
+        raise ConfigError(f"{name}: {value!r} is not a mode of 000-777{hint}")
+    return mode
+
+
+def _socket_mode(value: Any) -> int | None:
+    """The permissions of unix socket files (see ``_octal``)."""
+    if value is None:
+        return None
+    mode = _octal("socket_mode", value)
     if mode & 0o600 != 0o600:
         # The next start probes the file to tell a live server from a stale one:
         # without read and write for its owner, it could not connect.
         raise ConfigError(f"socket_mode: {value!r}: the owner needs read and write (6xx)")
     return mode
+
+
+def _umask(value: Any) -> int | None:
+    """The process's file mode mask, as ``umask 027`` takes it (see ``_octal``)."""
+    return None if value is None else _octal("umask", value)
+
+
+def _chdir(value: Any) -> str | None:
+    """An existing directory, absolute (the CLI makes ``--chdir``'s so), as named: links kept.
+
+    A relative one in a file or in code would depend on where the server is
+    started; a symlinked release is followed afresh at each load of the app.
+    """
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise ConfigError(f"chdir: {value!r} must be an absolute directory path")
+    if not os.path.isdir(value):
+        raise ConfigError(f"chdir: {value!r} is not a directory")
+    return os.path.normpath(value)
 
 
 def _reload(value: Any) -> bool:
@@ -316,6 +345,10 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "preload": _preload,
     "reload": _reload,
     "reload_extra_file": _reload_extra_files,
+    "user": user_option,
+    "group": group_option,
+    "umask": _umask,
+    "chdir": _chdir,
 }
 
 
@@ -361,6 +394,13 @@ class ServerConfig:
     #: Development: restart the workers when the app's files change (reloader.py).
     reload: bool = False
     reload_extra_file: tuple[str, ...] = ()
+    #: Who the workers run as (``account.py``); None: as the master.
+    user: int | str | None = None
+    group: int | str | None = None
+    #: The process's umask from start-up on; None: the one it was started with.
+    umask: int | None = None
+    #: Where the server works and the workers load the app from; None: where it started.
+    chdir: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -390,6 +430,7 @@ class ServerConfig:
                 "access_log_format: given, but there is no access log to write it:"
                 " add access_log ('-' for stdout, or a file)"
             )
+        self.account()  # an account this process cannot switch to fails here, once
         if not self.workers:
             self.check_in_process()
 
@@ -408,6 +449,10 @@ class ServerConfig:
                 "reload: new code is loaded by new workers, which a master starts: use"
                 " --workers 1 (workers = 1) with it, not 0"
             )
+
+    def account(self) -> Account | None:
+        """Who the workers run as (``user``/``group``); None when as the master."""
+        return Account.of(self.user, self.group)
 
     @classmethod
     def from_options(cls, **options: Any) -> ServerConfig:

@@ -19,6 +19,7 @@ import stat
 import sys
 
 from ..errors import ConfigError
+from .account import Account
 from .config import Bind
 
 __all__ = [
@@ -166,7 +167,9 @@ def _adopt(bind: Bind) -> socket.socket:
     return sock
 
 
-def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
+def _open(
+    bind: Bind, backlog: int, mode: int | None = None, owner: Account | None = None
+) -> socket.socket:
     if bind.kind == "fd":
         return _adopt(bind)
     if bind.kind == "unix":
@@ -186,6 +189,8 @@ def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
             _bind_with_mode(sock, bind.path, mode)
         else:
             sock.bind(address)
+        if owner is not None and bind.kind == "unix":
+            owner.give_socket(bind.path)  # before anyone can connect, as the mode
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
@@ -198,7 +203,10 @@ def _open(bind: Bind, backlog: int, mode: int | None = None) -> socket.socket:
 
 
 def open_listeners(
-    binds: tuple[Bind, ...], backlog: int, socket_mode: int | None = None
+    binds: tuple[Bind, ...],
+    backlog: int,
+    socket_mode: int | None = None,
+    owner: Account | None = None,
 ) -> list[socket.socket]:
     """Bind and listen on every address; on any failure close those already open.
 
@@ -206,12 +214,14 @@ def open_listeners(
     bound here, set before they listen; ``None`` leaves them to the process
     umask.  Inherited sockets (``fd://N``) are adopted first, so no socket
     opened here can take a descriptor number a later ``fd://`` names.
+    ``owner``: the account (``--user``/``--group``) the unix socket files are
+    given to, as gunicorn does, so that the group's members (nginx) can connect.
     """
     opened: dict[int, socket.socket] = {}
     order = sorted(range(len(binds)), key=lambda index: binds[index].kind != "fd")
     try:
         for index in order:
-            opened[index] = _open(binds[index], backlog, socket_mode)
+            opened[index] = _open(binds[index], backlog, socket_mode, owner)
     except BaseException:
         unopen(list(opened.values()))
         raise

@@ -45,6 +45,10 @@ class Reread:
     apply_logging: Callable[[], None]
 
 
+#: Options a reload cannot change: the files the master made are the old user's.
+_AT_START = ("user", "group", "umask", "chdir")
+
+
 def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
     """Refuse what a running master cannot become: no master, --reload or --preload toggled.
 
@@ -56,6 +60,12 @@ def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
             f"{source}: workers: 0 serves without a master, which a reload cannot"
             " turn into; restart the server for it"
         )
+    for name in _AT_START:
+        if getattr(config, name) != getattr(old, name):
+            raise ConfigError(
+                f"{source}: {name}: the workers' user, group, umask and directory are set"
+                " at start: changing them takes a restart of the server"
+            )
     if config.reload != old.reload:
         raise ConfigError(
             f"{source}: reload: turning --reload {'on' if config.reload else 'off'} takes"
@@ -100,7 +110,7 @@ def keep_or_open(
             sock = kept.pop(_address(bind), None)
             if sock is None:
                 _check_fd(bind, ours, dropped_fds)
-                sock = open_listeners((bind,), new.backlog, new.socket_mode)[0]
+                sock = open_listeners((bind,), new.backlog, new.socket_mode, new.account())[0]
                 opened.append(sock)
             result[index] = sock
     except BaseException:

@@ -13,6 +13,7 @@ In-process (``workers=0``), e.g. in tests: the sockets are bound before the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .access import AccessLog
+from .account import give_log
 from .activation import activated, listen_fds
 from .arbiter import Arbiter
 from .config import ServerConfig
@@ -132,13 +134,17 @@ class Server:
         the configured binds, unless those are all ``fd://N``.
         """
         if not self.listeners:
-            _check_access_log(self.config.access_log)
+            _settle(self.config)
+            _check_access_log(self.config)
             self._passed = self._passed or listen_fds()
             self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
             if said:
                 log.info("%s", said)
             self.listeners = open_listeners(
-                self.config.bind, self.config.backlog, self.config.socket_mode
+                self.config.bind,
+                self.config.backlog,
+                self.config.socket_mode,
+                self.config.account(),
             )
             self._note_bound()
 
@@ -202,6 +208,8 @@ class Server:
                     reconfigure = self._reconfigure
                 arbiter = Arbiter(load, self.config, self.listeners, reconfigure)
                 return arbiter.run(early=early)
+            if (account := self.config.account()) is not None:
+                account.switch()  # bound as root; the app loads and serves as the user
             self._worker = Worker(self.loader(), self.config, self.listeners)
             if not main:
                 self._worker.run()
@@ -256,7 +264,7 @@ class Server:
         new, _ = activated(again.config, self._passed, bind_given=False)
         check_reload(self.config, new, again.source)
         try:
-            _check_access_log(new.access_log)
+            _check_access_log(new)
             listeners, opened = keep_or_open(self.config, new, self.listeners, self._dropped_fds)
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
@@ -325,6 +333,11 @@ class Server:
         if self.config.workers and self._workers_given:
             raise ConfigError("workers: an in-process server (start/with) needs workers=0")
         self.config.check_in_process()
+        if self.config.account() is not None:
+            raise ConfigError(
+                "user: a server in a thread (start/with) would switch its caller's whole"
+                " process to the user; use serve_forever() or wsgistack serve"
+            )
         self._claim("start")
         try:
             self.bind()
@@ -369,11 +382,24 @@ def _fds(config: ServerConfig) -> set[int]:
     return {bind.fd for bind in config.bind if bind.kind == "fd"}
 
 
-def _check_access_log(path: str | None) -> None:
-    """Open and close the --access-log file: a bad path fails here, not in each worker."""
-    access_log = AccessLog.open(path)
+def _check_access_log(config: ServerConfig) -> None:
+    """Open and close the --access-log file: a bad path fails here, not in each worker.
+
+    With --user, it is created and given to the user first: the workers open
+    it by its name once they are no longer root.
+    """
+    give_log(config.access_log, config.account())
+    access_log = AccessLog.open(config.access_log)
     if access_log is not None:
         access_log.close()
+
+
+def _settle(config: ServerConfig) -> None:
+    """--umask and --chdir, for the whole process, before it binds or opens a file."""
+    if config.umask is not None:
+        os.umask(config.umask)
+    if config.chdir is not None:
+        os.chdir(config.chdir)
 
 
 def _note_signals(noted: list[int]) -> dict[int, Any]:
