@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
-import ssl
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ...errors import ConfigError
 from ...options import count, seconds
+from ...tlsclient import client_context
 
 __all__ = [
     "check_client",
@@ -261,99 +260,8 @@ def check_tls(settings: dict[str, Any], where: str) -> None:
     that does not match its certificate, or an encrypted one without its
     password) was taken, and then every connection failed before its handshake:
     at the first request, after the deploy.  Loaded here as redis-py's
-    ``SSLConnection`` loads them, into an ``ssl.SSLContext``, which needs no
-    network.  ``settings`` are redis-py's connection keyword arguments;
-    ``where`` names the store or client in the message.
+    ``SSLConnection`` loads them (:func:`wsgistack.tlsclient.client_context`,
+    with redis-py's ``ssl_`` names).  ``settings`` are redis-py's connection
+    keyword arguments; ``where`` names the store or client in the message.
     """
-    context = ssl.create_default_context()  # as redis-py's: its checks, its defaults
-    for name, load in (
-        ("ssl_ca_certs", lambda path: context.load_verify_locations(cafile=path)),
-        ("ssl_ca_path", lambda path: context.load_verify_locations(capath=path)),
-    ):
-        path = settings.get(name)
-        if path is None:
-            continue
-        if name == "ssl_ca_path" and not os.path.isdir(path):
-            raise ConfigError(f"{where}: {name}: no such directory: {path!r}")
-        _load(load, path, f"{where}: {name}", "no PEM certificate in it")
-    cadata = settings.get("ssl_ca_data")
-    if cadata is not None:
-        try:
-            context.load_verify_locations(cadata=cadata)
-        except (ssl.SSLError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: ssl_ca_data: no certificate in it ({exc})") from None
-    _check_client_certificate(context, settings, where)
-    if settings.get("ssl_min_version") is not None:
-        try:
-            context.minimum_version = settings["ssl_min_version"]
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: ssl_min_version: {exc}") from None
-    if settings.get("ssl_ciphers"):
-        try:
-            context.set_ciphers(settings["ssl_ciphers"])
-        except ssl.SSLError:
-            raise ConfigError(
-                f"{where}: ssl_ciphers: no cipher matches {settings['ssl_ciphers']!r}"
-            ) from None
-
-
-def _load(load: Any, path: Any, where: str, not_pem: str) -> None:
-    """``load(path)``, its failures said in one line: a missing or unreadable file, no PEM."""
-    try:
-        load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file: {path!r}") from None
-    except OSError as exc:  # (ssl.SSLError is one: the file was read, and held no PEM)
-        reason = not_pem if isinstance(exc, ssl.SSLError) else exc.strerror
-        raise ConfigError(f"{where}: {path!r}: {reason}") from None
-
-
-def _check_client_certificate(
-    context: ssl.SSLContext, settings: dict[str, Any], where: str
-) -> None:
-    """The client certificate and its key, each told apart in the message.
-
-    OpenSSL says "PEM lib" for a bad certificate, a bad key and a wrong password
-    alike, so the certificate is read alone first, and the password is asked
-    through a callback that notes it was asked.  Without one, OpenSSL would ask
-    for it on the terminal (as it would at redis-py's first connection).
-    """
-    certfile, keyfile = settings.get("ssl_certfile"), settings.get("ssl_keyfile")
-    if not (certfile or keyfile):
-        return
-    if not certfile:
-        raise ConfigError(f"{where}: ssl_keyfile: needs ssl_certfile, the certificate it is for")
-    probe = ssl.create_default_context()
-    _load(
-        lambda path: probe.load_verify_locations(cafile=path),
-        certfile,
-        f"{where}: ssl_certfile",
-        "no PEM certificate in it",
-    )
-    given = settings.get("ssl_password")
-    asked = []
-
-    def password() -> Any:
-        asked.append(True)
-        return given() if callable(given) else (given or b"")
-
-    key_option = "ssl_keyfile" if keyfile else "ssl_certfile"
-    key = keyfile or certfile
-    try:
-        context.load_cert_chain(certfile, keyfile or None, password)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: {key_option}: no such file: {key!r}") from None
-    except ssl.SSLError as exc:
-        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
-            reason = f"not the key of the certificate in {certfile!r}"
-        elif asked and given is None:
-            reason = "the key is encrypted: give its password as ssl_password"
-        elif asked:
-            raise ConfigError(f"{where}: ssl_password: does not decrypt {key!r}") from None
-        else:
-            reason = "no PEM private key in it"
-            if not keyfile:
-                reason += " (give the key as ssl_keyfile)"
-        raise ConfigError(f"{where}: {key_option}: {key!r}: {reason}") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: {key_option}: {key!r}: {exc.strerror}") from None
+    client_context(settings, where, "ssl_")

@@ -1,0 +1,149 @@
+"""A client's ``ssl.SSLContext`` from named options, each bad file refused by its option's name.
+
+The Redis store (``ssl_*``, redis-py's names) and the forwarder (``tls_*``)
+both load a CA, a client certificate and its key.  A file that exists but
+holds no PEM, or a key that does not match its certificate, would otherwise
+be taken and fail every connection's handshake, at the first request after
+the deploy; loading them needs no network, so it is done at start-up, here.
+
+    context = client_context({"tls_ca_certs": "/etc/ssl/internal-ca.pem"}, "LoadBalancer", "tls_")
+    sock = context.wrap_socket(raw, server_hostname="api.internal")
+
+Options, each ``prefix`` + a role: ``ca_certs`` (a PEM file), ``ca_path`` (a
+hashed directory), ``ca_data`` (PEM text), ``certfile`` and ``keyfile`` (the
+client's certificate, and its key if not in the same file), ``password`` (the
+key's), ``min_version``, ``ciphers``.  Without a CA option the system's store
+is trusted; with one, only what it names.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["client_context", "handshake_failure"]
+
+
+def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.SSLContext:
+    """A context that verifies the server (and its name) with the files ``settings`` name.
+
+    ``where`` opens each message ("LoadBalancer", "store: 'rediss://...'").
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    trusted = False
+    for role, load in (
+        ("ca_certs", lambda path: context.load_verify_locations(cafile=path)),
+        ("ca_path", lambda path: context.load_verify_locations(capath=path)),
+    ):
+        name = prefix + role
+        path = settings.get(name)
+        if path is None:
+            continue
+        if role == "ca_path" and not os.path.isdir(path):
+            raise ConfigError(f"{where}: {name}: no such directory: {path!r}")
+        _load(load, path, f"{where}: {name}", "no PEM certificate in it")
+        trusted = True
+    cadata = settings.get(prefix + "ca_data")
+    if cadata is not None:
+        try:
+            context.load_verify_locations(cadata=cadata)
+        except (ssl.SSLError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {prefix}ca_data: no certificate in it ({exc})") from None
+        trusted = True
+    if not trusted:
+        context.load_default_certs()
+    _client_certificate(context, settings, where, prefix)
+    if settings.get(prefix + "min_version") is not None:
+        try:
+            context.minimum_version = settings[prefix + "min_version"]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {prefix}min_version: {exc}") from None
+    if settings.get(prefix + "ciphers"):
+        try:
+            context.set_ciphers(settings[prefix + "ciphers"])
+        except ssl.SSLError:
+            raise ConfigError(
+                f"{where}: {prefix}ciphers: no cipher matches {settings[prefix + 'ciphers']!r}"
+            ) from None
+    return context
+
+
+def handshake_failure(exc: ssl.SSLError) -> str:
+    """Why a handshake failed, in one line without OpenSSL's source position.
+
+    An untrusted certificate or a wrong name says so (the verify message);
+    a server that answers in plain HTTP shows as a record that is no TLS.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    reason = exc.reason or type(exc).__name__
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"):
+        return f"{reason} (does it speak plain HTTP on that port?)"
+    return str(reason)
+
+
+def _load(load: Callable[[Any], None], path: Any, where: str, not_pem: str) -> None:
+    """``load(path)``, its failures said in one line: a missing or unreadable file, no PEM."""
+    try:
+        load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file: {path!r}") from None
+    except OSError as exc:  # (ssl.SSLError is one: the file was read, and held no PEM)
+        reason = not_pem if isinstance(exc, ssl.SSLError) else exc.strerror
+        raise ConfigError(f"{where}: {path!r}: {reason}") from None
+
+
+def _client_certificate(
+    context: ssl.SSLContext, settings: Mapping[str, Any], where: str, prefix: str
+) -> None:
+    """The client certificate and its key, each told apart in the message.
+
+    OpenSSL says "PEM lib" for a bad certificate, a bad key and a wrong password
+    alike, so the certificate is read alone first, and the password is asked
+    through a callback that notes it was asked.  Without one, OpenSSL would ask
+    for it on the terminal, at the first connection.
+    """
+    cert_option, key_option = prefix + "certfile", prefix + "keyfile"
+    certfile, keyfile = settings.get(cert_option), settings.get(key_option)
+    if not (certfile or keyfile):
+        return
+    if not certfile:
+        raise ConfigError(f"{where}: {key_option}: needs {cert_option}, the certificate it is for")
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _load(
+        lambda path: probe.load_verify_locations(cafile=path),
+        certfile,
+        f"{where}: {cert_option}",
+        "no PEM certificate in it",
+    )
+    given = settings.get(prefix + "password")
+    asked = []
+
+    def password() -> Any:
+        asked.append(True)
+        return given() if callable(given) else (given or b"")
+
+    named = key_option if keyfile else cert_option
+    key = keyfile or certfile
+    try:
+        context.load_cert_chain(certfile, keyfile or None, password)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: {named}: no such file: {key!r}") from None
+    except ssl.SSLError as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            reason = f"not the key of the certificate in {certfile!r}"
+        elif asked and given is None:
+            reason = f"the key is encrypted: give its password as {prefix}password"
+        elif asked:
+            raise ConfigError(f"{where}: {prefix}password: does not decrypt {key!r}") from None
+        else:
+            reason = "no PEM private key in it"
+            if not keyfile:
+                reason += f" (give the key as {key_option})"
+        raise ConfigError(f"{where}: {named}: {key!r}: {reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: {named}: {key!r}: {exc.strerror}") from None
