@@ -8,7 +8,8 @@ blocking mode and asks the kernel for the same bound (``SO_RCVTIMEO``,
 raises as ``BlockingIOError``.  A cooperative socket (gevent's, eventlet's,
 under monkey-patching) keeps its descriptor non-blocking and waits in its own
 loop, where the kernel's bound never applies: it gets the Python timeout, and
-a wait past it raises ``TimeoutError``.
+a wait past it raises ``TimeoutError``.  So does a TLS socket: OpenSSL takes
+the kernel's EAGAIN on a blocking socket for "try again" and waits anew, for ever.
 
     set_io_timeout(sock, 30.0)
     try:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import struct
 
 __all__ = ["reset_on_close", "set_io_timeout"]
@@ -32,6 +34,9 @@ def set_io_timeout(sock: socket.socket, seconds: float) -> None:
 
     Catch both ``BlockingIOError`` (the kernel's bound) and ``TimeoutError`` (a green socket's).
     """
+    if isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(seconds)  # SSL_read would retry past SO_RCVTIMEO, never return
+        return
     if sock.gettimeout() is not None:
         sock.settimeout(None)  # an accepted socket already blocks: no system call then
     if not os.get_blocking(sock.fileno()):

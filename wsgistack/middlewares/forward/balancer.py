@@ -24,6 +24,7 @@ proxy sent them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -59,6 +60,7 @@ from .client import (
 from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target
 from .response import failed_answer, release, respond
+from .tls import PoolTLS
 from .upstream import Upstream, parse_upstream
 
 __all__ = ["LoadBalancer"]
@@ -82,8 +84,8 @@ class _Failure(Exception):
 class LoadBalancer:
     """A WSGI app that forwards every request to one of ``upstreams``.
 
-    :param upstreams: URLs (``http://host:port[/base]``) or tables with ``url``,
-        ``weight`` and ``backup``; backups serve only when all others are down.
+    :param upstreams: URLs (``http://host:port[/base]``, ``https://``) or tables with
+        ``url``, ``weight`` and ``backup``; backups serve only when all others are down.
     :param strategy: ``round_robin`` (smooth, weighted), ``least_conn``, ``p2c``
         (power of two choices) or ``hash`` (consistent hashing on ``hash_key``).
     :param hash_key: for ``hash``: a callable of environ returning a str (None: all such
@@ -121,6 +123,12 @@ class LoadBalancer:
         ``client_max_body_size``; 0: no limit).  A Content-Length over it is refused
         unread; a chunked body when it passes it (a buffered one before any upstream
         sees it, its temporary file removed; a streamed one cut short).  1 GiB by default.
+    :param tls_verify: check the certificate and name of each ``https://`` upstream
+        (default; False is logged as a warning).  ``tls_ca_certs``: a PEM file or
+        directory of CAs to trust instead of the system's; ``tls_certfile``,
+        ``tls_keyfile``, ``tls_password``: a client certificate for upstreams that
+        ask for one; ``tls_server_name``: the name sent and checked instead of each
+        URL's host.  For the whole pool (see ``tls.PoolTLS``).
     """
 
     def __init__(
@@ -147,16 +155,29 @@ class LoadBalancer:
         idle_timeout: float = 30.0,
         request_buffering: bool = False,
         max_body_size: int = 1024**3,
+        tls_verify: bool = True,
+        tls_ca_certs: str | None = None,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
+        tls_password: str | None = None,
+        tls_server_name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        upstreams = listed(upstreams, "LoadBalancer: upstreams", "http:// URLs")
+        upstreams = listed(upstreams, "LoadBalancer: upstreams", "http:// or https:// URLs")
         if not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
+        tls = PoolTLS(
+            tls_verify, tls_ca_certs, tls_certfile, tls_keyfile, tls_password, tls_server_name
+        )
+        self.tls_verify = tls.verify
         count(max_idle, "LoadBalancer: max_idle", least=0)
         count(max_fails, "LoadBalancer: max_fails", least=0)  # 0: no passive accounting
         self.max_body_size = count(max_body_size, "LoadBalancer: max_body_size", least=0)
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
-        self.upstreams = [parse_upstream(spec, defaults) for spec in upstreams]
+        pool_tls = functools.cache(lambda: (tls.context(), tls.server_name))  # made once, if at all
+        self.upstreams = [parse_upstream(spec, defaults, pool_tls) for spec in upstreams]
+        if tls.given() and not any(u.scheme == "https" for u in self.upstreams):
+            raise ConfigError(f"LoadBalancer: {tls.given()[0]}: no upstream is https://")
         self.primaries = [u for u in self.upstreams if not u.backup]
         #: Passive health needs somewhere else to send requests (nginx's "single").
         self._passive = len(self.upstreams) > 1
@@ -234,7 +255,8 @@ class LoadBalancer:
             f"{' (backup)' if u.backup else ''}{'' if u.available(now) else ' DOWN'}"
             for u in self.upstreams
         ]
-        return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r})"
+        unverified = "" if self.tls_verify else ", tls_verify=False"
+        return f"LoadBalancer([{', '.join(parts)}], strategy={self.strategy!r}{unverified})"
 
     def check_now(self) -> None:
         """Run one round of active health checks, every upstream at once; return when all answered.

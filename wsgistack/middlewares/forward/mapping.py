@@ -18,7 +18,7 @@ from ...clientip import CACHE_KEY, ProxyTrust, client_ip, trusts_peer
 from ...netset import parse_address
 from ...paths import SAFE_PATH, normal_spelling, resolved, url_path
 from ...wsgi import HOP_BY_HOP as CONNECTION_FIELDS
-from .upstream import Upstream
+from .upstream import DEFAULT_PORTS, Upstream
 
 __all__ = [
     "HOP_BY_HOP",
@@ -266,10 +266,6 @@ def request_headers(environ: WSGIEnvironment, trust: ProxyTrust | None) -> list[
     return headers
 
 
-#: A URL's port when it names none, by scheme.
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def _names_authority(parts: SplitResult, scheme: str, authority: str) -> bool:
     """Whether the URL ``parts`` names the host and port of ``authority`` (a Host value).
 
@@ -283,7 +279,7 @@ def _names_authority(parts: SplitResult, scheme: str, authority: str) -> bool:
         port, other_port = parts.port, other.port
     except ValueError:  # a bad port, a bad IPv6 literal: no address of ours
         return False
-    default = _DEFAULT_PORTS.get(parts.scheme or scheme, 80)
+    default = DEFAULT_PORTS.get(parts.scheme or scheme, 80)
     return (
         parts.username is None
         and _same_host(parts.hostname, other.hostname)

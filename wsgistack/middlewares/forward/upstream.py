@@ -4,13 +4,21 @@ Health is passive (``max_fails`` failures within ``fail_timeout`` seconds take
 an upstream out for ``fail_timeout``, as nginx does; 0 turns it off) and, when configured,
 active (a checker marks an upstream down at once and up again after
 ``rise`` good answers).  Time comes from the balancer's clock.
+
+An ``https://`` upstream's connections are TLS, made with the pool's
+``ssl.SSLContext`` (verified against the system's CAs unless it says
+otherwise) and the name it checks; the handshake is part of connecting, so
+its failure is a connect failure, and its connections are pooled and
+checked before reuse as plain ones are.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +27,13 @@ from ...errors import ConfigError
 from ...forking import forget_on_fork
 from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
+from ...tlsclient import handshake_failure
 from .client import readable
 
-__all__ = ["Upstream", "parse_upstream"]
+__all__ = ["DEFAULT_PORTS", "Upstream", "parse_upstream"]
+
+#: The schemes an upstream URL may have, and the port each means when it names none.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -42,7 +54,36 @@ def _clean(sock: socket.socket) -> bool:
     the same but raises BlockingIOError on every clean reuse, which measured
     dearer on the forwarder's hot path.)
     """
+    if isinstance(sock, ssl.SSLSocket):
+        return _tls_clean(sock)
     return not readable(sock)
+
+
+def _tls_clean(sock: ssl.SSLSocket) -> bool:
+    """``_clean`` for TLS, where the socket's readiness and the stream's differ.
+
+    Bytes OpenSSL already decrypted wait in it, unseen by poll(2), and a TLS
+    record that carries no data (a session ticket, a key update) makes the
+    socket readable with nothing for the next response's reader.  So when poll
+    says readable, one record is read without waiting: no data in it is a
+    live connection; data (unasked for) or the end (a close_notify, a hang-up)
+    is not, and the connection is closed anyway.
+    """
+    if sock.pending():
+        return False
+    if not readable(sock):
+        return True
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return True  # only records without data: still clean
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False
 
 
 class Upstream:
@@ -57,10 +98,17 @@ class Upstream:
         max_fails: int = 1,
         fail_timeout: float = 10.0,
         max_idle: int = 32,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
+        """``tls``: the context for an ``https://`` URL (None: the system's CAs);
+        ``server_name``: the name sent in SNI and checked (None: the URL's host)."""
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"LoadBalancer: upstreams: {url!r} is not an http://host:port URL")
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError(
+                f"LoadBalancer: upstreams: {url!r} is not an http:// or https:// URL"
+                " (http://host:port)"
+            )
         if parts.query or parts.fragment:
             raise ConfigError(f"LoadBalancer: upstreams: {url!r} must not have a query or fragment")
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
@@ -73,7 +121,7 @@ class Upstream:
                 f"LoadBalancer: upstreams: {shown!r} must not carry a user or password"
             )
         try:
-            port = 80 if parts.port is None else parts.port
+            port = DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
         except ValueError:
             port = 0
         if not port:
@@ -86,6 +134,7 @@ class Upstream:
                 f" spelled as in a URL; write {spelled!r}"
             )
         self.url = url.rstrip("/")
+        self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = port
         self.host_header = parts.netloc
@@ -95,6 +144,10 @@ class Upstream:
         self.max_fails = max_fails
         self.fail_timeout = fail_timeout
         self.max_idle = max_idle
+        self.tls: ssl.SSLContext | None = None
+        self.server_name = server_name or parts.hostname
+        if parts.scheme == "https":
+            self.tls = tls or ssl.create_default_context()
         # Health and load, guarded by the lock.
         self._lock = threading.Lock()
         self.active = 0
@@ -182,8 +235,23 @@ class Upstream:
 
     # -- connections ------------------------------------------------------------------
     def connect(self, timeout: float) -> socket.socket:
+        """A new connection, its TLS handshake done for https:// (each step within ``timeout``).
+
+        A handshake that fails raises ConnectionError saying why (TimeoutError if it stalled).
+        """
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
+            except ssl.SSLError as exc:
+                sock.close()
+                raise ConnectionError(
+                    f"TLS handshake with {self.server_name} failed: {handshake_failure(exc)}"
+                ) from None
+            except BaseException:
+                sock.close()
+                raise
         with self._lock:
             self.connections_made += 1
         return sock
@@ -230,12 +298,19 @@ class Upstream:
 _UPSTREAM_KEYS = ("url", "weight", "backup")
 
 
-def parse_upstream(spec: Any, defaults: dict[str, Any]) -> Upstream:
-    """``"http://host:port"``, ``{"url": ..., "weight": 2, "backup": true}`` or an Upstream."""
+def parse_upstream(
+    spec: Any,
+    defaults: dict[str, Any],
+    tls: Callable[[], tuple[ssl.SSLContext, str | None]] | None = None,
+) -> Upstream:
+    """``"http://host:port"``, ``{"url": ..., "weight": 2, "backup": true}`` or an Upstream.
+
+    ``tls()``: the pool's context and server name, asked only for an ``https://`` URL.
+    """
     if isinstance(spec, Upstream):
         return spec
     if isinstance(spec, str):
-        return Upstream(spec, **defaults)
+        return Upstream(spec, **defaults, **_tls_options(spec, tls))
     if isinstance(spec, dict):
         options = dict(spec)
         url = options.pop("url", None)
@@ -247,5 +322,14 @@ def parse_upstream(spec: Any, defaults: dict[str, Any]) -> Upstream:
             raise ConfigError(
                 f"LoadBalancer: upstreams: {spec!r}:{hint} expected url and optional weight, backup"
             )
-        return Upstream(url, **options, **defaults)
+        return Upstream(url, **options, **defaults, **_tls_options(url, tls))
     raise ConfigError(f"LoadBalancer: upstreams: {spec!r} is not a URL or a table")
+
+
+def _tls_options(
+    url: Any, tls: Callable[[], tuple[ssl.SSLContext, str | None]] | None
+) -> dict[str, Any]:
+    if tls is None or not isinstance(url, str) or url[:6].lower() != "https:":
+        return {}
+    context, server_name = tls()
+    return {"tls": context, "server_name": server_name}
