@@ -19,13 +19,17 @@ is trusted; with one, only what it names.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["client_context", "handshake_failure"]
+__all__ = ["client_context", "tls_failure"]
+
+#: Where in CPython's _ssl.c an error was raised, as its message ends: not the user's concern.
+_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\Z")
 
 
 def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.SSLContext:
@@ -72,18 +76,18 @@ def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.
     return context
 
 
-def handshake_failure(exc: ssl.SSLError) -> str:
-    """Why a handshake failed, in one line without OpenSSL's source position.
+def tls_failure(exc: ssl.SSLError) -> str:
+    """Why a TLS connection failed, in one line without OpenSSL's source position.
 
     An untrusted certificate or a wrong name says so (the verify message);
     a server that answers in plain HTTP shows as a record that is no TLS.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
-    reason = exc.reason or type(exc).__name__
-    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"):
-        return f"{reason} (does it speak plain HTTP on that port?)"
-    return str(reason)
+    text = _SOURCE.sub("", str(exc.strerror or exc))
+    if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+        text += " (does it speak plain HTTP on that port?)"
+    return text
 
 
 def _load(load: Callable[[Any], None], path: Any, where: str, not_pem: str) -> None:

@@ -332,7 +332,11 @@ def test_location_content_location_and_refresh_map_back_to_the_client(
             "https://site.example:443/legacy/x",
             id="clients-host-port-443",
         ),
+        # An https:// upstream's own URLs, its default port written or not.
+        pytest.param("https://up/app", "https://up:443/app/x", "/legacy/x", id="https-port-443"),
+        pytest.param("https://up:443/app", "https://UP/app/x", "/legacy/x", id="https-443-in-url"),
         # Not ours: left exactly as sent.
+        pytest.param("https://up/app", "https://up:8443/app/x", None, id="https-other-port"),
         pytest.param("http://up/app", "http://up:8080/app/x", None, id="other-port"),
         pytest.param("http://up/app", "http://site.example:8443/app/x", None, id="other-port-2"),
         pytest.param("http://up/app", "ftp://up/app/x", None, id="other-scheme"),

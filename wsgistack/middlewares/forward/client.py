@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import select
 import socket
+import ssl
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httptools
 
 from ...requestbody import BLOCK, ClientBodyError, read_body
+from ...tlsclient import tls_failure
 
 __all__ = [
     "BadRequestHead",
@@ -152,6 +154,8 @@ class Exchange:
             data = self.sock.recv(BLOCK if self._headers_done else MAX_HEAD - self._head_size)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
             raise ReadTimeout("the upstream did not answer in time") from None
+        except ssl.SSLError as exc:  # (an alert: a TLS 1.3 server refusing our certificate)
+            raise UpstreamClosed(f"TLS: {tls_failure(exc)}", self.received) from None
         except OSError as exc:
             raise UpstreamClosed(str(exc), self.received) from None
         if not data:

@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ...forking import forget_on_fork
 from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
-from ...tlsclient import handshake_failure
+from ...tlsclient import tls_failure
 from .client import readable
 
 __all__ = ["DEFAULT_PORTS", "Upstream", "parse_upstream"]
@@ -247,7 +247,7 @@ class Upstream:
             except ssl.SSLError as exc:
                 sock.close()
                 raise ConnectionError(
-                    f"TLS handshake with {self.server_name} failed: {handshake_failure(exc)}"
+                    f"TLS handshake with {self.server_name} failed: {tls_failure(exc)}"
                 ) from None
             except BaseException:
                 sock.close()
