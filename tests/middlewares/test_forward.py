@@ -732,7 +732,7 @@ def test_describe_and_status_show_health(lb, upstreams):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param((["ftp://x"],), "is not an http://host:port URL", id="scheme"),
+        pytest.param((["ftp://x"],), "is not an http:// or https:// URL", id="scheme"),
         pytest.param(([],), "at least one", id="empty"),
         # These were a TypeError from deep inside, naming no option.
         pytest.param((8080,), r"upstreams: expected a list of http:// URLs, got 8080", id="int"),
