@@ -735,7 +735,9 @@ def test_describe_and_status_show_health(lb, upstreams):
         pytest.param((["ftp://x"],), "is not an http:// or https:// URL", id="scheme"),
         pytest.param(([],), "at least one", id="empty"),
         # These were a TypeError from deep inside, naming no option.
-        pytest.param((8080,), r"upstreams: expected a list of http:// URLs, got 8080", id="int"),
+        pytest.param(
+            (8080,), r"upstreams: expected a list of http:// or https:// URLs, got 8080", id="int"
+        ),
         pytest.param(
             ("http://a:1",), "upstreams: expected a list of .*, got the string", id="string"
         ),
