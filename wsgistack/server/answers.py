@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -58,7 +57,7 @@ class ClientGone(AbortConnection):
 
     @classmethod
     def from_error(cls, exc: OSError, timeout: float) -> ClientGone:
-        if isinstance(exc, BlockingIOError):  # SO_SNDTIMEO: --timeout passed
+        if isinstance(exc, BlockingIOError | TimeoutError):  # SO_SNDTIMEO, or TLS's timeout
             return cls(f"the client read nothing for --timeout ({timeout:g} s), dropped")
         return cls(f"the client closed the connection ({exc.strerror or exc})")
 
@@ -86,7 +85,7 @@ def refuse_timeout(connection: Connection) -> None:
         log.info("request head from %s: not complete %s, answered 408", client, waited)
         data, sent = refusal_bytes(connection, 408), 0
         with contextlib.suppress(OSError):
-            sent = connection.sock.send(data, socket.MSG_DONTWAIT)
+            sent = connection.send_now(data)
         if connection.worker.access_log is not None:  # logged, as send_refusal logs the others
             body = max(0, sent - (len(data) - error_body_size(408)))  # of the body, sent
             connection.worker.access_log.refused(connection.peer, 408, size=body)

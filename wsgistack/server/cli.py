@@ -158,6 +158,30 @@ _HELP = (
         " --config or --paste's is from where the command runs (default: where it runs)",
     ),
     (
+        "certfile",
+        "FILE",
+        "serve HTTPS on every http bind (uwsgi:// binds stay plain) with this PEM"
+        " certificate, its chain after it; SIGHUP loads it again (default none)",
+    ),
+    (
+        "keyfile",
+        "FILE",
+        "the certificate's PEM private key, unencrypted (there is no password option);"
+        " not needed if --certfile holds it",
+    ),
+    (
+        "ca_certs",
+        "FILE",
+        "PEM CA certificates that client certificates are verified against; needs --cert-reqs",
+    ),
+    (
+        "cert_reqs",
+        "WHICH",
+        "client certificates: none, optional (verified if shown) or required; not"
+        " gunicorn's numbers (default none)",
+    ),
+    ("ciphers", "LIST", "OpenSSL cipher list for TLS 1.2 (default: Python's, TLS 1.2 minimum)"),
+    (
         "reload",
         "",
         "for development: when a file of the app's modules (or the --config or --paste"
@@ -419,7 +443,9 @@ def serve_announced(server: Server) -> int:
     """Bind, log a ``listening on`` line per socket, and serve until stopped."""
     server.bind()
     for sock, bind in zip(server.listeners, server.config.bind, strict=True):
-        logging.getLogger("wsgistack.server").info("listening on %s", describe_listener(sock, bind))
+        logging.getLogger("wsgistack.server").info(
+            "listening on %s", describe_listener(sock, bind, server.config.tls_for(bind))
+        )
     return server.serve_forever()
 
 

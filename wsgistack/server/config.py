@@ -23,6 +23,7 @@ from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
 from .account import Account, group_option, user_option
 from .logformat import DEFAULT_FORMAT, compile_format
+from .tls import server_context
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
 
@@ -319,6 +320,35 @@ def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def _pem_path(name: str) -> Callable[[Any], str | None]:
+    """A PEM file's path (loaded by ``tls.server_context``, which says what is wrong in it)."""
+
+    def convert(value: Any) -> str | None:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if value is None or (isinstance(value, str) and value):
+            return value
+        raise ConfigError(f"{name}: {value!r} must be the path of a PEM file")
+
+    return convert
+
+
+def _cert_reqs(value: Any) -> str:
+    names = ("none", "optional", "required")
+    if not isinstance(value, str) or value.lower() not in names:
+        raise ConfigError(
+            f"cert_reqs: {value!r} is not one of {', '.join(names)} (whether clients must"
+            " show a certificate from ca_certs)"
+        )
+    return value.lower()
+
+
+def _ciphers(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise ConfigError(f"ciphers: {value!r} must be an OpenSSL cipher list, e.g. 'ECDHE+AESGCM'")
+
+
 #: Every option: its name and the converter that validates it (shared by CLI and kwargs).
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "bind": _binds,
@@ -349,6 +379,11 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "group": group_option,
     "umask": _umask,
     "chdir": _chdir,
+    "certfile": _pem_path("certfile"),
+    "keyfile": _pem_path("keyfile"),
+    "ca_certs": _pem_path("ca_certs"),
+    "cert_reqs": _cert_reqs,
+    "ciphers": _ciphers,
 }
 
 
@@ -401,6 +436,14 @@ class ServerConfig:
     umask: int | None = None
     #: Where the server works and the workers load the app from; None: where it started.
     chdir: str | None = None
+    #: HTTPS on every http bind (uwsgi binds stay plain): the certificate (and
+    #: its chain), its key if not in the same file, and for client certificates
+    #: the CA that signs them and whether one is asked for (see ``tls.py``).
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
+    ciphers: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -431,8 +474,35 @@ class ServerConfig:
                 " add access_log ('-' for stdout, or a file)"
             )
         self.account()  # an account this process cannot switch to fails here, once
+        self._check_tls()
         if not self.workers:
             self.check_in_process()
+
+    def _check_tls(self) -> None:
+        """TLS options that cannot go together, then the files loaded (``tls.server_context``)."""
+        if self.certfile is None:
+            for name in ("keyfile", "ca_certs", "ciphers"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name}: given without certfile, the server's certificate")
+            if self.cert_reqs != "none":
+                raise ConfigError("cert_reqs: given without certfile, the server's certificate")
+            return
+        if not any(self.tls_for(bind) for bind in self.bind):
+            raise ConfigError(
+                "certfile: TLS applies to http binds, and every bind is uwsgi:// (nginx"
+                " speaks to uwsgi binds in plain; it terminates TLS itself)"
+            )
+        if self.cert_reqs != "none" and self.ca_certs is None:
+            raise ConfigError(
+                f"cert_reqs: {self.cert_reqs!r} needs ca_certs, the CA file client"
+                " certificates are verified against"
+            )
+        if self.ca_certs is not None and self.cert_reqs == "none":
+            raise ConfigError(
+                "ca_certs: verifies client certificates, which cert_reqs 'none' (the"
+                " default) never asks for: add cert_reqs 'required' (or 'optional')"
+            )
+        server_context(self)
 
     def check_in_process(self) -> None:
         """Refuse what needs a master, for a server that runs in this process."""
@@ -481,6 +551,10 @@ class ServerConfig:
     @property
     def binds(self) -> tuple[Bind, ...]:
         return self.bind
+
+    def tls_for(self, bind: Bind) -> bool:
+        """Whether ``bind`` serves HTTPS: every http one with ``certfile``, uwsgi ones never."""
+        return self.certfile is not None and bind.protocol != "uwsgi"
 
 
 #: Other servers' names for where to listen (pserve's and uvicorn's host and

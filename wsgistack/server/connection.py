@@ -190,14 +190,44 @@ class Connection:
         """Block (up to --timeout) for more body bytes; used by ``wsgi.input``."""
         self.bound_waits()
         try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:  # --timeout passed (SO_RCVTIMEO)
+            data = self._recv_waiting()
+        except (BlockingIOError, TimeoutError):  # --timeout passed (SO_RCVTIMEO; TLS's)
             raise ProtocolError("timed out reading the request body", 408) from None
         except OSError as exc:
             raise ProtocolError(f"reading the request body failed: {exc}", 400) from None
         if not data:
             raise ProtocolError("the client closed before the body ended", 400)
         self.parser.feed(data)
+
+    # -- the socket calls a TLS connection makes its own way (tlsconnection.py) --------
+    #: Whether a file may go out with os.sendfile (not through TLS).
+    can_sendfile = True
+
+    def _recv_waiting(self) -> bytes:
+        """One receive that may wait (a pool thread's, bounded by ``bound_waits``)."""
+        return self.sock.recv(65536)
+
+    def recv_now(self) -> bytes | None:
+        """What has arrived, without waiting; None if nothing yet, b"" once the peer closed."""
+        try:
+            return self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+
+    def send_now(self, data: bytes) -> int:
+        """Send what the socket takes at once (a refusal from the loop); the count sent."""
+        return self.sock.send(data, socket.MSG_DONTWAIT)
+
+    def half_close(self) -> None:
+        """End our side (a lingering close): the client reads an orderly end."""
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def cut_off(self) -> None:
+        """Make the close a reset: the response was cut off (see ``reset_on_close``)."""
+        reset_on_close(self.sock)
+
+    def close(self) -> None:
+        self.sock.close()
 
     # -- serving ---------------------------------------------------------------------
     def serve(self) -> bool:
@@ -270,7 +300,7 @@ class Connection:
         except AbortConnection as exc:
             # Cut off: a reset, so a peer reading to the close cannot take the
             # fragment for the whole response (uwsgi's and HTTP/1.0's end so).
-            reset_on_close(self.sock)
+            self.cut_off()
             report_broken(worker, environ, response, exc)
             return False
         except ProtocolError as exc:  # the body broke (408, 400) while the app read it

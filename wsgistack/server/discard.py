@@ -111,11 +111,11 @@ def read_away(connection: Connection) -> bool | None:
     request = discarding.request
     for _ in range(16):
         try:
-            data = connection.sock.recv(65536, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return None
+            data = connection.recv_now()
         except OSError:
             data = b""
+        if data is None:
+            return None
         if not data:
             return False  # the client left: nothing to linger for
         connection.feed(data)
@@ -159,7 +159,7 @@ def linger(worker: Worker, connection: Connection) -> None:
     request read and dropped) leaves it unable to tell whether it was served.
     """
     try:
-        connection.sock.shutdown(socket.SHUT_WR)
+        connection.half_close()
     except OSError:
         worker._close(connection)
         return
@@ -180,7 +180,10 @@ def _linger_idle(worker: Worker) -> float:
 
 
 def drain(worker: Worker, connection: Connection) -> None:
-    """Discard what a lingering connection sent; close at its end or its deadline."""
+    """Discard what a lingering connection sent; close at its end or its deadline.
+
+    Raw bytes, also on a TLS connection: its ``half_close`` let go of TLS.
+    """
     for _ in range(16):
         try:
             data = connection.sock.recv(65536, socket.MSG_DONTWAIT)

@@ -101,10 +101,15 @@ class FileWrapper:
 
 
 def environ_base(
-    config: ServerConfig, host: str, port: int, *, multiprocess: bool
+    config: ServerConfig, host: str, port: int, *, multiprocess: bool, tls: bool = False
 ) -> dict[str, Any]:
-    """The keys every request of one listener shares, computed once."""
-    return {
+    """The keys every request of one listener shares, computed once.
+
+    ``tls``: the listener serves HTTPS, so ``wsgi.url_scheme`` is ``https``
+    and ``HTTPS`` is ``on`` (as Apache, nginx's fastcgi_params and werkzeug's
+    dev server set it), whoever the peer.
+    """
+    base = {
         "SERVER_NAME": host,
         "SERVER_PORT": str(port),
         # As PATH_INFO, which it is matched against: UTF-8 bytes carried as latin-1.
@@ -119,6 +124,10 @@ def environ_base(
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
+    if tls:
+        base["wsgi.url_scheme"] = "https"
+        base["HTTPS"] = "on"
+    return base
 
 
 def _path(raw: bytes) -> str:

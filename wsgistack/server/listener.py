@@ -290,17 +290,17 @@ def describe_socket(sock: socket.socket) -> tuple[str, int]:
     return (name[0], name[1])
 
 
-def describe_listener(sock: socket.socket, bind: Bind) -> str:
+def describe_listener(sock: socket.socket, bind: Bind, tls: bool = False) -> str:
     """Where a listener serves, for the ``listening on`` line: ``http://127.0.0.1:8000``."""
     host, port = describe_socket(sock)
-    scheme = "uwsgi://" if bind.protocol == "uwsgi" else "http://"
+    scheme = "uwsgi://" if bind.protocol == "uwsgi" else "https://" if tls else "http://"
     if sock.family == socket.AF_UNIX:
         return f"{scheme}unix:{host}"
     return f"{scheme}[{host}]:{port}" if ":" in host else f"{scheme}{host}:{port}"
 
 
 def accept(
-    listener: socket.socket, family: int | None = None
+    listener: socket.socket, family: int | None = None, early: bool = True
 ) -> tuple[socket.socket, object, bytes] | None:
     """Accept one connection (non-blocking listener); None when none is waiting.
 
@@ -312,20 +312,23 @@ def accept(
     ``family`` is the listener's, as an int, from a caller that accepts often:
     ``socket.accept()`` converts the listener's family and type to enums on
     every call, which is a third of its cost on the uwsgi path, where each
-    request is a new connection.
+    request is a new connection.  ``early=False`` reads nothing: a TLS
+    handshake's bytes are OpenSSL's to read.
     """
     try:
         fd, peer = listener._accept()  # type: ignore[attr-defined]
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
         return None
     sock = socket.socket(family or listener.family, socket.SOCK_STREAM, 0, fd)
-    try:
-        early = sock.recv(65536, socket.MSG_DONTWAIT)
-    except OSError:
-        early = b""  # nothing yet (EAGAIN), or a reset the poller will report
+    data = b""
+    if early:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:
+            data = b""  # nothing yet (EAGAIN), or a reset the poller will report
     if not _NODELAY_INHERITED and sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock, peer, early
+    return sock, peer, data
 
 
 def about_one_connection(exc: OSError) -> bool:

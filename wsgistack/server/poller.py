@@ -60,11 +60,12 @@ class EpollPoller:
     def add(self, fd: int, oneshot: bool) -> None:
         self._epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if oneshot else 0))
 
-    def rearm(self, fd: int) -> None:
+    def rearm(self, fd: int, writable: bool = False) -> None:
+        events = (select.EPOLLOUT if writable else select.EPOLLIN) | select.EPOLLONESHOT
         try:
-            self._epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            self._epoll.modify(fd, events)
         except FileNotFoundError:  # served straight from accept: never registered
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            self._epoll.register(fd, events)
 
     def remove(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -95,13 +96,13 @@ class SelectorPoller:
         self._selector = selectors.DefaultSelector()
         self._wake = _Wake()
         self._selector.register(self._wake.reader, selectors.EVENT_READ, False)
-        self._rearm: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._rearm: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
 
     def add(self, fd: int, oneshot: bool) -> None:
         self._selector.register(fd, selectors.EVENT_READ, oneshot)
 
-    def rearm(self, fd: int) -> None:
-        self._rearm.put(fd)
+    def rearm(self, fd: int, writable: bool = False) -> None:
+        self._rearm.put((fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ))
         self._wake.wake()
 
     def remove(self, fd: int) -> None:
@@ -111,11 +112,11 @@ class SelectorPoller:
     def poll(self, timeout: float) -> list[int]:
         while True:
             try:
-                fd = self._rearm.get_nowait()
+                fd, events = self._rearm.get_nowait()
             except queue.Empty:
                 break
             with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.register(fd, selectors.EVENT_READ, True)
+                self._selector.register(fd, events, True)
         fds = []
         for key, _ in self._selector.select(timeout):
             if key.fileobj is self._wake.reader:

@@ -164,12 +164,13 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the first TCP listener that speaks HTTP (also once stopped)."""
+        """``http(s)://host:port`` of the first TCP listener speaking HTTP (also once stopped)."""
         if not self._bound:
             raise RuntimeError("Server.url: not bound yet; call bind() or start() first")
         for (host, port), unix, bind in zip(self._bound, self._unix, self.config.bind, strict=True):
             if not unix and bind.protocol != "uwsgi":
-                return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                scheme = "https" if self.config.tls_for(bind) else "http"
+                return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         raise ConfigError("bind: no HTTP TCP listener, so there is no URL")
 
     def serve_forever(self) -> int:
@@ -291,7 +292,7 @@ class Server:
             note_reload()
         for sock, bind in zip(listeners, new.bind, strict=True):
             if any(sock is each for each in opened):
-                log.info("listening on %s", describe_listener(sock, bind))
+                log.info("listening on %s", describe_listener(sock, bind, new.tls_for(bind)))
                 continue
             if new.backlog != self.config.backlog and bind.kind != "fd":
                 # (an inherited socket's backlog is its owner's: ListenQueueBacklog=)

@@ -53,6 +53,8 @@ def shutdown(worker: Worker) -> None:
     for connection in list(worker._connections.values()):
         if not connection.busy:
             connection.deadline = min(connection.deadline, now + STOP_GRACE)
+    for handshake in worker._handshakes.values():  # TLS: as a connection with no request yet
+        handshake.deadline = min(handshake.deadline, now + STOP_GRACE)
     deadline = now + (worker.config.graceful_timeout if worker._graceful else 0.0)
     unlisten(worker)
     if worker._graceful:
@@ -69,7 +71,12 @@ def shutdown(worker: Worker) -> None:
                 and not connection.parser.mid_request
             ):
                 discard.linger(worker, connection)
-        if not worker._busy and not worker._connections and not worker._accepting_threads:
+        if (
+            not worker._busy
+            and not worker._connections
+            and not worker._handshakes
+            and not worker._accepting_threads
+        ):
             break
         worker._dispatch(worker._poller.poll(0.05))
         worker._sweep(worker.clock())
@@ -86,6 +93,8 @@ def shutdown(worker: Worker) -> None:
     for connection in list(worker._connections.values()):
         if not connection.busy:
             worker._close(connection)
+    for handshake in list(worker._handshakes.values()):
+        worker._end_handshake(handshake)
     for _ in worker._threads:
         worker._jobs.put(None)
     # Join the threads that serve nothing (an immediate stop does not wait

@@ -25,13 +25,14 @@ import queue
 import random
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .access import AccessLog
-from .answers import AbortConnection, refuse_timeout
+from .answers import AbortConnection, client_of, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
 from .discard import STOP_GRACE, discard_more, drain, linger
@@ -41,6 +42,8 @@ from .listener import about_one_connection, accept, describe_socket
 from .poller import AcceptWaiter, make_poller
 from .stopping import shutdown
 from .threads import RequestThread
+from .tls import server_context
+from .tlsconnection import Handshake, HandshakeFailed, PlainHTTP, TLSConnection, plain_http_answer
 
 __all__ = ["Worker"]
 
@@ -102,16 +105,27 @@ class Worker:
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
-        #: Per listener: its address family, does it speak uwsgi, and the environ
-        #: keys its requests share (SERVER_NAME and SERVER_PORT are the bind's own).
-        self._binds: dict[int, tuple[int, bool, dict[str, Any]]] = {
+        #: --certfile's, loaded in each worker: a SIGHUP's new workers read the files again.
+        tls = server_context(config)
+        #: Per listener: its address family, does it speak uwsgi, the environ keys
+        #: its requests share (SERVER_NAME and SERVER_PORT are the bind's own), and
+        #: its TLS context (None: plain).
+        self._binds: dict[int, tuple[int, bool, dict[str, Any], ssl.SSLContext | None]] = {
             sock.fileno(): (
                 int(sock.family),
                 bind.protocol == "uwsgi",
-                environ_base(config, *describe_socket(sock), multiprocess=multiprocess),
+                environ_base(
+                    config,
+                    *describe_socket(sock),
+                    multiprocess=multiprocess,
+                    tls=config.tls_for(bind),
+                ),
+                tls if config.tls_for(bind) else None,
             )
             for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
         }
+        #: TLS connections whose handshake is under way (the loop steps them).
+        self._handshakes: dict[int, Handshake] = {}
         #: One uwsgi bind and no other: pool threads accept (see ``_accepting``).
         self._direct = len(listeners) == 1 and self._binds[listeners[0].fileno()][1]
         #: Readable once the worker stops: wakes threads waiting to accept.
@@ -239,12 +253,14 @@ class Worker:
                 self._accept(listener)
             elif (connection := self._connections.get(fd)) is not None:
                 self._readable(connection)
+            elif (handshake := self._handshakes.get(fd)) is not None:
+                self._shake(handshake)
 
     def _accept(self, listener: socket.socket) -> None:
-        family, uwsgi, base = self._binds[listener.fileno()]  # the same for the whole batch
+        family, uwsgi, base, tls = self._binds[listener.fileno()]  # the same for the batch
         for _ in range(64):
             try:
-                accepted = accept(listener, family)
+                accepted = accept(listener, family, early=tls is None)
             except OSError as exc:
                 if self._accept_failed(exc):
                     for fd in self._listeners:
@@ -254,6 +270,13 @@ class Worker:
             if accepted is None:
                 return
             sock, peer, early = accepted
+            if tls is not None:
+                handshake = Handshake(sock, peer, tls, base)
+                handshake.deadline = self.clock() + self.config.timeout
+                self._handshakes[handshake.fd] = handshake
+                self._poller.add(handshake.fd, oneshot=True)
+                self._shake(handshake)  # the ClientHello has often come already
+                continue
             connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
             connection.deadline = self.clock() + self.config.timeout
             self._connections[connection.fd] = connection
@@ -265,6 +288,49 @@ class Worker:
                     continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
+
+    def _shake(self, handshake: Handshake) -> None:
+        """Step a TLS handshake; once done, its connection is served as any other."""
+        try:
+            wait = handshake.step()
+        except PlainHTTP:
+            self._answer_plain_http(handshake)
+            return
+        except HandshakeFailed as exc:
+            if str(exc):
+                log.info("TLS handshake with %s failed: %s", client_of(handshake.peer), exc)
+            self._end_handshake(handshake)
+            return
+        if wait is not None:
+            self._poller.rearm(handshake.fd, writable=wait == "write")
+            return
+        del self._handshakes[handshake.fd]
+        connection = TLSConnection(handshake.sock, handshake.peer, self, handshake.base)  # type: ignore[arg-type]
+        connection.deadline = self.clock() + self.config.timeout
+        connection.polled = True
+        self._connections[connection.fd] = connection
+        self._readable(connection)  # the request may have come with the handshake's end
+
+    def _answer_plain_http(self, handshake: Handshake) -> None:
+        """Plain HTTP on a TLS port: nginx's 400, in plain text, then a lingering close."""
+        del self._handshakes[handshake.fd]
+        connection = Connection(handshake.sock, handshake.peer, self, handshake.base)
+        connection.polled = True
+        self._connections[connection.fd] = connection
+        log.info("plain HTTP from %s to an HTTPS port, answered 400", client_of(handshake.peer))
+        answer, sent = plain_http_answer(), 0
+        with contextlib.suppress(OSError):
+            sent = connection.send_now(answer)
+        if self.access_log is not None:
+            body = max(0, sent - answer.index(b"\r\n\r\n") - 4)  # of the body, sent
+            self.access_log.refused(handshake.peer, 400, size=body)
+        linger(self, connection)
+
+    def _end_handshake(self, handshake: Handshake) -> None:
+        """Forget and close a connection whose handshake failed or took too long."""
+        del self._handshakes[handshake.fd]
+        self._poller.remove(handshake.fd)
+        handshake.sock.close()
 
     def _accept_failed(self, exc: OSError) -> bool:
         """True when accepting must pause: any error not about the one connection.
@@ -313,6 +379,14 @@ class Worker:
         self._jobs.put(connection)
 
     def _sweep(self, now: float) -> None:
+        for handshake in [each for each in self._handshakes.values() if each.deadline <= now]:
+            if handshake.started:  # one that sent nothing closes without a word, as idle ones
+                log.info(
+                    "TLS handshake with %s: not done within --timeout (%g s), closed",
+                    client_of(handshake.peer),
+                    self.config.timeout,
+                )
+            self._end_handshake(handshake)
         # list() copies in one step: pool threads may close connections meanwhile.
         for connection in list(self._connections.values()):
             if connection.busy or connection.deadline > now:
@@ -335,7 +409,7 @@ class Worker:
         # Outside the lock: close() may wait on the kernel (FIN, a reset), and the
         # loop must not wait with it.  The fd stays ours until here, so no newer
         # connection can have taken its number meanwhile.
-        connection.sock.close()
+        connection.close()
 
     # -- the pool ---------------------------------------------------------------------
     def _pool_thread(self) -> None:
@@ -351,7 +425,7 @@ class Worker:
         a uwsgi bind faces nginx, which sends its packet whole, not clients.
         """
         listener = self.listeners[0]
-        family, _, base = self._binds[listener.fileno()]
+        family, _, base, _ = self._binds[listener.fileno()]
         waiter = AcceptWaiter(listener.fileno(), self._stop_reader.fileno())
         serving = self._serving
         try:

@@ -5,7 +5,7 @@ body chunk; ``start_response`` with ``exc_info`` replaces headers before that
 and re-raises after; a status or header with CR/LF or non-latin-1 is refused
 with a 500 and logged; the result's ``close()`` is always called.  The body
 is framed by its Content-Length, chunked (HTTP/1.1 without one) or ended by
-the close; a real file goes out with ``os.sendfile``.  What a response *is*
+the close; a real file goes out with ``os.sendfile`` (read and sent over TLS).  What a response *is*
 (its state, the checks of a head, its bytes) is ``response.py``'s; this
 module sends it, through ``Connection.sendall``.
 
@@ -41,6 +41,8 @@ log = logging.getLogger("wsgistack.server")
 #: takes effect at the next call, so a client reading on after it gets at most
 #: this much more, not the rest of a large file or chunk.
 SEND_BLOCK = 1024 * 1024
+#: A file read for a connection that cannot sendfile() (TLS): 16 TLS records.
+READ_BLOCK = 256 * 1024
 
 
 def run_app(
@@ -257,6 +259,18 @@ def _sendfile(
     if response.head_only or response.length is None:
         return True
     remaining = min(size, response.length)
+    if connection.can_sendfile:
+        _copy_sendfile(connection, fileno, offset, remaining, response)
+    else:
+        _copy_read(connection, fileno, offset, remaining, response)
+    _finish(connection, response)
+    return True
+
+
+def _copy_sendfile(
+    connection: Connection, fileno: int, offset: int, remaining: int, response: Response
+) -> None:
+    """The file's bytes from ``offset`` on, by the kernel (``os.sendfile``)."""
     connection.bound_waits()
     while remaining:  # not socket.sendfile(): on EAGAIN it would wait without a bound
         try:
@@ -268,5 +282,17 @@ def _sendfile(
         offset += sent
         remaining -= sent
         response.written += sent
-    _finish(connection, response)
-    return True
+
+
+def _copy_read(
+    connection: Connection, fileno: int, offset: int, remaining: int, response: Response
+) -> None:
+    """The same bytes read and sent (TLS: the kernel cannot encrypt them), block by block."""
+    while remaining:
+        block = os.pread(fileno, min(remaining, READ_BLOCK), offset)
+        if not block:
+            break  # the file shrank: _finish reports the short body
+        connection.sendall(block)
+        offset += len(block)
+        remaining -= len(block)
+        response.written += len(block)

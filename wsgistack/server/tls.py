@@ -1,0 +1,59 @@
+"""The server's TLS context (``--certfile``, ``--keyfile``, ...), loaded from the files.
+
+Rules: one ``ssl.SSLContext`` per worker, made as it starts, so the workers a
+SIGHUP starts read the files again (a renewed certificate).  The same function
+checks the options at start-up and on a SIGHUP (``ServerConfig`` calls it), so
+a file that cannot be loaded fails there, naming the option, and never in a
+worker.  TLS 1.2 at least, no renegotiation (a client could make the server
+compute handshakes at will), ALPN ``http/1.1`` (we speak no HTTP/2).
+
+    context = server_context(config)    # None without --certfile
+    tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..tlsfiles import CertOptions, load_cert_chain, load_file
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
+
+__all__ = ["CERT_REQS", "server_context"]
+
+#: ``--cert-reqs`` by name (gunicorn takes ssl's numbers 0, 1, 2 for these).
+CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+_NAMES = CertOptions("", "certfile", "keyfile", None)
+
+
+def server_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The context TLS binds serve with, loaded now; None when ``certfile`` is not set."""
+    if config.certfile is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    load_cert_chain(context, config.certfile, config.keyfile, None, _NAMES)
+    if config.ca_certs is not None:
+        load_file(
+            lambda path: context.load_verify_locations(cafile=path),
+            config.ca_certs,
+            "ca_certs",
+            "no PEM certificate in it",
+        )
+    context.verify_mode = CERT_REQS[config.cert_reqs]
+    if config.ciphers is not None:
+        try:
+            context.set_ciphers(config.ciphers)
+        except ssl.SSLError:
+            raise ConfigError(f"ciphers: no cipher matches {config.ciphers!r}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
