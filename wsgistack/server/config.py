@@ -23,7 +23,7 @@ from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
 from .account import Account, group_option, user_option
 from .logformat import DEFAULT_FORMAT, compile_format
-from .tls import server_context
+from .tls import check_tls
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
 
@@ -474,35 +474,9 @@ class ServerConfig:
                 " add access_log ('-' for stdout, or a file)"
             )
         self.account()  # an account this process cannot switch to fails here, once
-        self._check_tls()
+        check_tls(self)
         if not self.workers:
             self.check_in_process()
-
-    def _check_tls(self) -> None:
-        """TLS options that cannot go together, then the files loaded (``tls.server_context``)."""
-        if self.certfile is None:
-            for name in ("keyfile", "ca_certs", "ciphers"):
-                if getattr(self, name) is not None:
-                    raise ConfigError(f"{name}: given without certfile, the server's certificate")
-            if self.cert_reqs != "none":
-                raise ConfigError("cert_reqs: given without certfile, the server's certificate")
-            return
-        if not any(self.tls_for(bind) for bind in self.bind):
-            raise ConfigError(
-                "certfile: TLS applies to http binds, and every bind is uwsgi:// (nginx"
-                " speaks to uwsgi binds in plain; it terminates TLS itself)"
-            )
-        if self.cert_reqs != "none" and self.ca_certs is None:
-            raise ConfigError(
-                f"cert_reqs: {self.cert_reqs!r} needs ca_certs, the CA file client"
-                " certificates are verified against"
-            )
-        if self.ca_certs is not None and self.cert_reqs == "none":
-            raise ConfigError(
-                "ca_certs: verifies client certificates, which cert_reqs 'none' (the"
-                " default) never asks for: add cert_reqs 'required' (or 'optional')"
-            )
-        server_context(self)
 
     def check_in_process(self) -> None:
         """Refuse what needs a master, for a server that runs in this process."""

@@ -22,7 +22,7 @@ from ..tlsfiles import CertOptions, load_cert_chain, load_file
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["CERT_REQS", "server_context"]
+__all__ = ["CERT_REQS", "check_tls", "server_context"]
 
 #: ``--cert-reqs`` by name (gunicorn takes ssl's numbers 0, 1, 2 for these).
 CERT_REQS = {
@@ -57,3 +57,30 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
             raise ConfigError(f"ciphers: no cipher matches {config.ciphers!r}") from None
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def check_tls(config: ServerConfig) -> None:
+    """Refuse TLS options that cannot go together, then load the files (``server_context``)."""
+    if config.certfile is None:
+        for name in ("keyfile", "ca_certs", "ciphers"):
+            if getattr(config, name) is not None:
+                raise ConfigError(f"{name}: given without certfile, the server's certificate")
+        if config.cert_reqs != "none":
+            raise ConfigError("cert_reqs: given without certfile, the server's certificate")
+        return
+    if not any(config.tls_for(bind) for bind in config.bind):
+        raise ConfigError(
+            "certfile: TLS applies to http binds, and every bind is uwsgi:// (nginx"
+            " speaks to uwsgi binds in plain; it terminates TLS itself)"
+        )
+    if config.cert_reqs != "none" and config.ca_certs is None:
+        raise ConfigError(
+            f"cert_reqs: {config.cert_reqs!r} needs ca_certs, the CA file client"
+            " certificates are verified against"
+        )
+    if config.ca_certs is not None and config.cert_reqs == "none":
+        raise ConfigError(
+            "ca_certs: verifies client certificates, which cert_reqs 'none' (the"
+            " default) never asks for: add cert_reqs 'required' (or 'optional')"
+        )
+    server_context(config)

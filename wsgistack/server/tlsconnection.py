@@ -22,22 +22,29 @@ overrides the few calls that touch the socket.
   known to be whole), except for a response cut off (``cut_off``).
 
     handshake = Handshake(sock, peer, context, environ_base)
-    wait = handshake.step()    # None: done; "read"/"write": poll; raises HandshakeFailed
+    shake(worker, handshake)   # in the loop, each time its socket is ready
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .answers import ClientGone
+from .answers import ClientGone, client_of
 from .connection import Connection
+from .discard import linger
 from .environ import build_environ
 from .response import response_head
 
-__all__ = ["Handshake", "HandshakeFailed", "PlainHTTP", "TLSConnection", "plain_http_answer"]
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["Handshake", "HandshakeFailed", "PlainHTTP", "TLSConnection", "shake"]
+
+log = logging.getLogger("wsgistack.server")
 
 #: A TLS record of the handshake starts with this byte (RFC 8446 5.1, RFC 5246 6.2.1).
 _HANDSHAKE_RECORD = 0x16
@@ -115,6 +122,46 @@ class Handshake:
         except OSError as exc:
             raise HandshakeFailed(exc.strerror or str(exc)) from None
         return None
+
+
+def shake(worker: Worker, handshake: Handshake) -> None:
+    """Step a handshake in the worker's loop; once done, serve it as any connection."""
+    try:
+        wait = handshake.step()
+    except PlainHTTP:
+        _answer_plain_http(worker, handshake)
+        return
+    except HandshakeFailed as exc:
+        if str(exc):
+            log.info("TLS handshake with %s failed: %s", client_of(handshake.peer), exc)
+        worker._end_handshake(handshake)
+        return
+    if wait is not None:
+        worker._poller.rearm(handshake.fd, writable=wait == "write")
+        return
+    del worker._handshakes[handshake.fd]
+    sock: Any = handshake.sock  # an SSLSocket now
+    connection = TLSConnection(sock, handshake.peer, worker, handshake.base)
+    connection.deadline = worker.clock() + worker.config.timeout
+    connection.polled = True
+    worker._connections[connection.fd] = connection
+    worker._readable(connection)  # the request may have come with the handshake's end
+
+
+def _answer_plain_http(worker: Worker, handshake: Handshake) -> None:
+    """Plain HTTP on a TLS port: nginx's 400, in plain text, then a lingering close."""
+    del worker._handshakes[handshake.fd]
+    connection = Connection(handshake.sock, handshake.peer, worker, handshake.base)
+    connection.polled = True
+    worker._connections[connection.fd] = connection
+    log.info("plain HTTP from %s to an HTTPS port, answered 400", client_of(handshake.peer))
+    answer, sent = plain_http_answer(), 0
+    with contextlib.suppress(OSError):
+        sent = connection.send_now(answer)
+    if worker.access_log is not None:
+        body = max(0, sent - answer.index(b"\r\n\r\n") - 4)  # of the body, sent
+        worker.access_log.refused(handshake.peer, 400, size=body)
+    linger(worker, connection)
 
 
 def _reason(exc: ssl.SSLError) -> str:

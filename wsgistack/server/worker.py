@@ -43,7 +43,7 @@ from .poller import AcceptWaiter, make_poller
 from .stopping import shutdown
 from .threads import RequestThread
 from .tls import server_context
-from .tlsconnection import Handshake, HandshakeFailed, PlainHTTP, TLSConnection, plain_http_answer
+from .tlsconnection import Handshake, shake
 
 __all__ = ["Worker"]
 
@@ -254,13 +254,16 @@ class Worker:
             elif (connection := self._connections.get(fd)) is not None:
                 self._readable(connection)
             elif (handshake := self._handshakes.get(fd)) is not None:
-                self._shake(handshake)
+                shake(self, handshake)
 
     def _accept(self, listener: socket.socket) -> None:
         family, uwsgi, base, tls = self._binds[listener.fileno()]  # the same for the batch
         for _ in range(64):
             try:
-                accepted = accept(listener, family, early=tls is None)
+                # TLS: no early read, the handshake's bytes are OpenSSL's.
+                accepted = (
+                    accept(listener, family) if tls is None else accept(listener, family, False)
+                )
             except OSError as exc:
                 if self._accept_failed(exc):
                     for fd in self._listeners:
@@ -275,7 +278,7 @@ class Worker:
                 handshake.deadline = self.clock() + self.config.timeout
                 self._handshakes[handshake.fd] = handshake
                 self._poller.add(handshake.fd, oneshot=True)
-                self._shake(handshake)  # the ClientHello has often come already
+                shake(self, handshake)  # the ClientHello has often come already
                 continue
             connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
             connection.deadline = self.clock() + self.config.timeout
@@ -288,43 +291,6 @@ class Worker:
                     continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
-
-    def _shake(self, handshake: Handshake) -> None:
-        """Step a TLS handshake; once done, its connection is served as any other."""
-        try:
-            wait = handshake.step()
-        except PlainHTTP:
-            self._answer_plain_http(handshake)
-            return
-        except HandshakeFailed as exc:
-            if str(exc):
-                log.info("TLS handshake with %s failed: %s", client_of(handshake.peer), exc)
-            self._end_handshake(handshake)
-            return
-        if wait is not None:
-            self._poller.rearm(handshake.fd, writable=wait == "write")
-            return
-        del self._handshakes[handshake.fd]
-        connection = TLSConnection(handshake.sock, handshake.peer, self, handshake.base)  # type: ignore[arg-type]
-        connection.deadline = self.clock() + self.config.timeout
-        connection.polled = True
-        self._connections[connection.fd] = connection
-        self._readable(connection)  # the request may have come with the handshake's end
-
-    def _answer_plain_http(self, handshake: Handshake) -> None:
-        """Plain HTTP on a TLS port: nginx's 400, in plain text, then a lingering close."""
-        del self._handshakes[handshake.fd]
-        connection = Connection(handshake.sock, handshake.peer, self, handshake.base)
-        connection.polled = True
-        self._connections[connection.fd] = connection
-        log.info("plain HTTP from %s to an HTTPS port, answered 400", client_of(handshake.peer))
-        answer, sent = plain_http_answer(), 0
-        with contextlib.suppress(OSError):
-            sent = connection.send_now(answer)
-        if self.access_log is not None:
-            body = max(0, sent - answer.index(b"\r\n\r\n") - 4)  # of the body, sent
-            self.access_log.refused(handshake.peer, 400, size=body)
-        linger(self, connection)
 
     def _end_handshake(self, handshake: Handshake) -> None:
         """Forget and close a connection whose handshake failed or took too long."""
