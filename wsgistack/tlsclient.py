@@ -21,10 +21,11 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .tlsfiles import CertOptions, load_cert_chain, load_file
 
 __all__ = ["client_context", "tls_failure"]
 
@@ -49,7 +50,7 @@ def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.
             continue
         if role == "ca_path" and not os.path.isdir(path):
             raise ConfigError(f"{where}: {name}: no such directory: {path!r}")
-        _load(load, path, f"{where}: {name}", "no PEM certificate in it")
+        load_file(load, path, f"{where}: {name}", "no PEM certificate in it")
         trusted = True
     cadata = settings.get(prefix + "ca_data")
     if cadata is not None:
@@ -60,7 +61,14 @@ def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.
         trusted = True
     if not trusted:
         context.load_default_certs()
-    _client_certificate(context, settings, where, prefix)
+    certfile, keyfile = settings.get(prefix + "certfile"), settings.get(prefix + "keyfile")
+    if keyfile and not certfile:
+        raise ConfigError(
+            f"{where}: {prefix}keyfile: needs {prefix}certfile, the certificate it is for"
+        )
+    if certfile:
+        names = CertOptions(where, prefix + "certfile", prefix + "keyfile", prefix + "password")
+        load_cert_chain(context, certfile, keyfile, settings.get(prefix + "password"), names)
     if settings.get(prefix + "min_version") is not None:
         try:
             context.minimum_version = settings[prefix + "min_version"]
@@ -88,66 +96,3 @@ def tls_failure(exc: ssl.SSLError) -> str:
     if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
         text += " (does it speak plain HTTP on that port?)"
     return text
-
-
-def _load(load: Callable[[Any], None], path: Any, where: str, not_pem: str) -> None:
-    """``load(path)``, its failures said in one line: a missing or unreadable file, no PEM."""
-    try:
-        load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file: {path!r}") from None
-    except OSError as exc:  # (ssl.SSLError is one: the file was read, and held no PEM)
-        reason = not_pem if isinstance(exc, ssl.SSLError) else exc.strerror
-        raise ConfigError(f"{where}: {path!r}: {reason}") from None
-
-
-def _client_certificate(
-    context: ssl.SSLContext, settings: Mapping[str, Any], where: str, prefix: str
-) -> None:
-    """The client certificate and its key, each told apart in the message.
-
-    OpenSSL says "PEM lib" for a bad certificate, a bad key and a wrong password
-    alike, so the certificate is read alone first, and the password is asked
-    through a callback that notes it was asked.  Without one, OpenSSL would ask
-    for it on the terminal, at the first connection.
-    """
-    cert_option, key_option = prefix + "certfile", prefix + "keyfile"
-    certfile, keyfile = settings.get(cert_option), settings.get(key_option)
-    if not (certfile or keyfile):
-        return
-    if not certfile:
-        raise ConfigError(f"{where}: {key_option}: needs {cert_option}, the certificate it is for")
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _load(
-        lambda path: probe.load_verify_locations(cafile=path),
-        certfile,
-        f"{where}: {cert_option}",
-        "no PEM certificate in it",
-    )
-    given = settings.get(prefix + "password")
-    asked = []
-
-    def password() -> Any:
-        asked.append(True)
-        return given() if callable(given) else (given or b"")
-
-    named = key_option if keyfile else cert_option
-    key = keyfile or certfile
-    try:
-        context.load_cert_chain(certfile, keyfile or None, password)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: {named}: no such file: {key!r}") from None
-    except ssl.SSLError as exc:
-        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
-            reason = f"not the key of the certificate in {certfile!r}"
-        elif asked and given is None:
-            reason = f"the key is encrypted: give its password as {prefix}password"
-        elif asked:
-            raise ConfigError(f"{where}: {prefix}password: does not decrypt {key!r}") from None
-        else:
-            reason = "no PEM private key in it"
-            if not keyfile:
-                reason += f" (give the key as {key_option})"
-        raise ConfigError(f"{where}: {named}: {key!r}: {reason}") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: {named}: {key!r}: {exc.strerror}") from None
