@@ -1,6 +1,7 @@
 """Loading PEM files into an ``ssl.SSLContext`` at start-up, each failure said in one line.
 
-Shared by the Redis store's TLS checks and the server's ``--certfile``: OpenSSL
+Shared by the clients' contexts (``tlsclient``: the Redis store, the
+forwarder) and the server's ``--certfile``: OpenSSL
 says "PEM lib" for a missing certificate, a bad key and a wrong password alike,
 so the files are loaded one step at a time and each failure names its option.
 

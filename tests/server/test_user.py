@@ -12,10 +12,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,3 +252,19 @@ def test_a_reload_cannot_change_the_user(tmp_path):
     old = ServerConfig.from_options(user="nobody")
     with pytest.raises(ConfigError, match=r"stack\.toml: user: .* takes a restart"):
         check_reload(old, ServerConfig.from_options(user="daemon"), "stack.toml")
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_a_key_only_root_can_read_serves_https_as_the_user(serve_as, tls_files, workers):
+    # As certbot leaves them: the key and its directory root's alone (pytest's
+    # tmp dirs are 0700).  The master reads it; the workers, nobody, never do.
+    assert stat.S_IMODE(tls_files.server_key.parent.stat().st_mode) & 0o007 == 0
+    server = serve_as(
+        "--user", "nobody", "--workers", workers,
+        "--certfile", str(tls_files.server_cert), "--keyfile", str(tls_files.server_key),
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(tls_files.ca))
+    request = urllib.request.Request(f"https://127.0.0.1:{server.port}/")
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        who = json.loads(response.read())
+    assert who["uid"] == who["imported_as"] == NOBODY

@@ -64,7 +64,6 @@ from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .reconfig import Dropped
 from .reloader import ReloadRequests
-from .tls import server_context
 from .watchdog import Watchdog
 
 __all__ = ["Arbiter"]
@@ -264,12 +263,9 @@ class Arbiter:
 
     def _read_again(self) -> bool:
         """Take the configuration the files now hold; False (logged) if it cannot apply."""
+        if self._reconfigure is None:
+            return True
         try:
-            if self._reconfigure is None:
-                # No file to read again, but the certificate may have been renewed:
-                # the new workers load it, so it must load (a new config loads it).
-                server_context(self.config)
-                return True
             config, listeners = self._reconfigure()
         except ConfigError as exc:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)

@@ -39,6 +39,7 @@ from .pidfile import PidFile
 from .preload import load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .threads import RequestThread
+from .tls import load_context
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
@@ -204,10 +205,7 @@ class Server:
                     if app is None:
                         return 2
                     load = lambda: app  # noqa: E731 - what every worker runs
-                reconfigure = None
-                if self._reread is not None or self.config.preload:
-                    reconfigure = self._reconfigure
-                arbiter = Arbiter(load, self.config, self.listeners, reconfigure)
+                arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure)
                 return arbiter.run(early=early)
             if (account := self.config.account()) is not None:
                 account.switch()  # bound as root; the app loads and serves as the user
@@ -251,15 +249,19 @@ class Server:
     def _reconfigure(self) -> tuple[ServerConfig, list[socket.socket]]:
         """SIGHUP's configuration, read, bound and applied: the master's new config and listeners.
 
-        With --preload it also says that the code is kept (and without a file
-        to read, only that).
+        With --preload it also says that the code is kept.  Without a file to
+        read again, the options stay; the TLS files are read again (a renewed
+        certificate) all the same.
 
         A ``ConfigError`` (the files, an option, an address that cannot be
         bound, the pid file, the access log, the logging section) leaves
         everything as it was: what was opened here is closed again.
         """
-        if self._reread is None:  # --preload alone: nothing to read again
-            note_reload()
+        if self._reread is None:  # no file: the options stay
+            if self.config.certfile is not None:
+                load_context(self.config)
+            if self.config.preload:
+                note_reload()
             return self.config, self.listeners
         again = self._reread()
         new, _ = activated(again.config, self._passed, bind_given=False)

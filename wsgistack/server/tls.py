@@ -1,13 +1,14 @@
 """The server's TLS context (``--certfile``, ``--keyfile``, ...), loaded from the files.
 
-Rules: one ``ssl.SSLContext`` per worker, made as it starts, so the workers a
-SIGHUP starts read the files again (a renewed certificate).  The same function
-checks the options at start-up and on a SIGHUP (``ServerConfig`` calls it), so
-a file that cannot be loaded fails there, naming the option, and never in a
-worker.  TLS 1.2 at least, no renegotiation (a client could make the server
-compute handshakes at will), ALPN ``http/1.1`` (we speak no HTTP/2).
+Rules: the files are read in the master, as ``ServerConfig`` checks the
+options (at start-up, and again at each SIGHUP: a renewed certificate), so a
+file that cannot be loaded fails there, naming the option, never in a worker;
+and a worker forked after serves with the context the master loaded, so a key
+only root can read serves under ``--user`` too, as nginx's master reads it.
+TLS 1.2 at least, no renegotiation (a client could make the server compute
+handshakes at will), ALPN ``http/1.1`` (we speak no HTTP/2).
 
-    context = server_context(config)    # None without --certfile
+    context = server_context(config)    # None without --certfile; the master's if loaded
     tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 """
 
@@ -22,7 +23,7 @@ from ..tlsfiles import CertOptions, load_cert_chain, load_file
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["CERT_REQS", "check_tls", "server_context"]
+__all__ = ["CERT_REQS", "check_tls", "load_context", "server_context"]
 
 #: ``--cert-reqs`` by name (gunicorn takes ssl's numbers 0, 1, 2 for these).
 CERT_REQS = {
@@ -34,10 +35,26 @@ CERT_REQS = {
 _NAMES = CertOptions("", "certfile", "keyfile", None)
 
 
+#: The context last loaded for each set of TLS options: a worker forked after
+#: the load (or an in-process server) serves with it.
+_loaded: dict[tuple[str | None, ...], ssl.SSLContext] = {}
+
+
+def _options(config: ServerConfig) -> tuple[str | None, ...]:
+    return (config.certfile, config.keyfile, config.ca_certs, config.cert_reqs, config.ciphers)
+
+
 def server_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The context TLS binds serve with, loaded now; None when ``certfile`` is not set."""
+    """The context TLS binds serve with, as last loaded; None when ``certfile`` is not set."""
     if config.certfile is None:
         return None
+    loaded = _loaded.get(_options(config))
+    return loaded if loaded is not None else load_context(config)
+
+
+def load_context(config: ServerConfig) -> ssl.SSLContext:
+    """Read the files into a new context, the one ``server_context`` gives from now on."""
+    assert config.certfile is not None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
@@ -56,6 +73,7 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
         except ssl.SSLError:
             raise ConfigError(f"ciphers: no cipher matches {config.ciphers!r}") from None
     context.set_alpn_protocols(["http/1.1"])
+    _loaded[_options(config)] = context
     return context
 
 
@@ -83,4 +101,4 @@ def check_tls(config: ServerConfig) -> None:
             "ca_certs: verifies client certificates, which cert_reqs 'none' (the"
             " default) never asks for: add cert_reqs 'required' (or 'optional')"
         )
-    server_context(config)
+    load_context(config)

@@ -105,7 +105,7 @@ class Worker:
         self._graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
-        #: --certfile's, loaded in each worker: a SIGHUP's new workers read the files again.
+        #: --certfile's, as the master loaded it (a key only root reads serves under --user).
         tls = server_context(config)
         #: Per listener: its address family, does it speak uwsgi, the environ keys
         #: its requests share (SERVER_NAME and SERVER_PORT are the bind's own), and
