@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import logging.config
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from ._types import WSGIApplication
 from .errors import ConfigError, unreadable
 from .loader import raised
 from .paste import ini_server_options, server_factory
+from .server.logsetup import apply_ini
 
 __all__ = ["PasteIni", "read_paste_ini"]
 
@@ -71,10 +71,7 @@ class PasteIni:
         if not self.has_loggers:
             return
         defaults = {"here": os.path.dirname(self.path), "__file__": self.path}
-        try:
-            logging.config.fileConfig(self.path, defaults, disable_existing_loggers=False)
-        except Exception as exc:  # a missing [handlers], a bad class or argument, ...
-            raise ConfigError(f"{self.given}: [loggers]: {raised(exc)}") from None
+        apply_ini(self.path, f"{self.given}: [loggers]", defaults)  # kept as it was on failure
 
 
 def read_paste_ini(spec: str, workdir: str) -> PasteIni:

@@ -153,10 +153,10 @@ class Account:
             os.close(fd)
 
 
-def give_log(path: str | None, account: Account | None) -> None:
-    """Have the access log file at ``path`` exist and be ``account``'s, for its workers.
+def give_log(path: str | None, account: Account | None, option: str = "access_log") -> None:
+    """Have the log file at ``path`` exist and be ``account``'s, for its workers.
 
-    A ``ConfigError`` naming ``access_log`` if it cannot be; nothing to do
+    A ``ConfigError`` naming ``option`` if it cannot be; nothing to do
     without an account or for standard output.
     """
     if account is None or path is None or path == "-":
@@ -165,11 +165,13 @@ def give_log(path: str | None, account: Account | None) -> None:
         account.give_file(path)
     except OSError as exc:
         raise ConfigError(
-            f"access_log: cannot give {path!r} to the workers' user: {exc.strerror or exc}"
+            f"{option}: cannot give {path!r} to the workers' user: {exc.strerror or exc}"
         ) from None
 
 
-def give_log_to_reopen(path: str | None, account: Account | None) -> None:
+def give_log_to_reopen(
+    path: str | None, account: Account | None, option: str = "access_log"
+) -> None:
     """``give_log`` in the master on SIGUSR1, before the workers reopen the file by its name.
 
     Logrotate moved the old file away: the workers, no longer root, could not
@@ -177,6 +179,6 @@ def give_log_to_reopen(path: str | None, account: Account | None) -> None:
     workers then keep writing to the old file (``AccessLog.reopen``).
     """
     try:
-        give_log(path, account)
+        give_log(path, account, option)
     except ConfigError as exc:
         log.error("master: %s", exc)

@@ -12,8 +12,8 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
          only gets quicker (a second SIGTERM changes nothing).
-SIGUSR1  reopen log files: every worker opens its --access-log file again (for
-         logrotate, as gunicorn does); with --user the master creates it first.
+SIGUSR1  reopen log files (--access-log, --error-log, --log-config's) in the master and
+         every worker, for logrotate as gunicorn's; with --user the master creates them first.
 --reload   a worker that sees the app's files change asks for the SIGHUP reload
          (reloader.py); the master acts once per change, whichever workers saw it.
 SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
@@ -57,11 +57,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError
-from .account import give_log_to_reopen
 from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
+from .logsetup import reopen_log_files
 from .reconfig import Dropped
 from .reloader import ReloadRequests
 from .watchdog import Watchdog
@@ -219,8 +219,8 @@ class Arbiter:
         if signum == signal.SIGCHLD:
             return  # _reap runs on every turn
         if signum == signal.SIGUSR1:
-            log.info("master: reopening the workers' log files")
-            give_log_to_reopen(self.config.access_log, self.config.account())
+            reopen_log_files(self.config.account(), self.config.access_log)
+            log.info("master: log files reopened; the workers reopen theirs")
             self._kill_all(signal.SIGUSR1)
             return
         if signum == signal.SIGHUP:

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +24,7 @@ from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
 from .config import OPTIONS, ServerConfig, layered_options
 from .listener import describe_listener
+from .logsetup import start_logging
 from .preload import load_at_terminal
 from .reconfig import Reread
 from .server import Server
@@ -105,7 +105,37 @@ _HELP = (
         "the access log's line in gunicorn's atoms, e.g. '%%(h)s \"%%(r)s\" %%(s)s %%(D)s'"
         " (default: the combined format)",
     ),
-    ("log_level", "LEVEL", "debug, info, warning, error or critical (default info)"),
+    (
+        "log_level",
+        "LEVEL",
+        "debug, info, warning, error or critical; with --log-config, the level of the"
+        " wsgistack loggers unless the file gives them one (default info)",
+    ),
+    (
+        "error_log",
+        "FILE",
+        "append the server's log lines (and the app's logging, through the root logger)"
+        " to FILE, reopened on SIGUSR1, or - for standard error (default -)",
+    ),
+    (
+        "log_config",
+        "FILE",
+        "set up logging from FILE, applied again on SIGHUP: a .json or .toml file holds a"
+        " logging.config.dictConfig dictionary, any other is a fileConfig ini (as"
+        " gunicorn's --log-config); existing loggers are kept (default none)",
+    ),
+    (
+        "env",
+        "KEY=VALUE",
+        "set an environment variable in the master before the app is loaded, as"
+        " gunicorn's -e (DJANGO_SETTINGS_MODULE=mysite.settings); repeat for several",
+    ),
+    (
+        "pythonpath",
+        "DIR[,DIR]",
+        "directories put first on sys.path before the app is loaded, relative ones from"
+        " where the command runs, or --chdir's DIR (default none)",
+    ),
     (
         "pid",
         "FILE",
@@ -198,6 +228,7 @@ _HELP = (
 #: The flags that are not one value: repeated ones, and --reload and --preload, which take none.
 _ACTIONS = {
     "bind": "append",
+    "env": "append",
     "reload_extra_file": "append",
     "reload": "store_true",
     "preload": "store_true",
@@ -208,48 +239,6 @@ APP_FORMS = (
     "module:attr (myapp:app), module (its 'application': mysite.wsgi)"
     " or module:factory(...) with literal arguments (myapp:create_app('prod'))"
 )
-
-
-class _ZonedFormatter(logging.Formatter):
-    """Local time with its UTC offset (``2026-03-01 12:00:00,123 +0100``), as gunicorn's.
-
-    An app may move its worker to another zone as it loads (Django sets ``TZ``
-    from ``TIME_ZONE``): without the offset, its lines and the master's disagree
-    by hours and nothing says so.
-    """
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        zone = time.strftime("%z", self.converter(record.created))
-        return f"{super().formatTime(record, datefmt)} {zone}"
-
-
-class _NotWrittenYet(logging.Filter):
-    """Let through only records no handler on their way up has written to our stream.
-
-    The server's handler is the root's, so the app's records reach it too.  An
-    app may also give its own logger a console handler and let records go on
-    up: Django's default logging does so with DEBUG on, and every "Not Found"
-    and traceback came out twice.  gunicorn leaves the root alone; we keep our
-    line (time, pid, level) for records nothing else wrote.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        logger: logging.Logger | None = logging.getLogger(record.name)
-        while logger is not None and logger is not logging.root:
-            for handler in logger.handlers:
-                if (
-                    isinstance(handler, logging.StreamHandler)
-                    and handler.stream is self.stream
-                    and record.levelno >= handler.level
-                    and handler.filter(record)
-                ):
-                    return False
-            logger = logger.parent if logger.propagate else None
-        return True
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -267,9 +256,11 @@ def _serve(args: argparse.Namespace) -> int:
     # A missing or broken file, a bad [server] option: one line, before binding.
     options, load, ini = _source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
-    if ini is not None:
+    _settle_imports(config)
+    if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
+        _check_ini_logging(ini, config)
         ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
-    start_logging(config.log_level)
+    start_logging(config.log_level, config.error_log, config.log_config)
     if ini is not None and ini.ignored is not None:
         logging.getLogger("wsgistack.server").info(
             "%s: [server:main] uses %s, not wsgistack's server: its options are ignored",
@@ -302,7 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Workers load it (SIGHUP reloads the code), or with --preload the master
         # does once it has bound; SIGHUP reads the file again either way.
         reread = None
-        if args.app is None:
+        if args.app is None or config.log_config is not None:  # a file to read again
             reread = functools.partial(_read_again, args, flags, workdir)
         server = Server(loader=loader, reread=reread, **options)
     try:
@@ -403,40 +394,49 @@ def _source(
 
 
 def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str) -> Reread:
-    """SIGHUP: the file served read again, under the same flags, checked but not applied."""
+    """SIGHUP: the file served (or --log-config's) read again, under the same flags, unapplied."""
     options, _, ini = _source(args, dict(flags), workdir)
     config = ServerConfig.from_options(**options)
     if args.config is not None:
         source = os.path.join(workdir, args.config)  # as read (_source): the same name
-    else:
+    elif args.paste is not None:
         source = args.paste.partition("#")[0]  # read_paste_ini names it as given
-    return Reread(config, source, functools.partial(_relog, ini, config.log_level))
-
-
-def _relog(ini: PasteIni | None, level: str) -> None:
-    """SIGHUP's logging: the ini's ``[loggers]`` applied again as at start, else the level."""
-    if ini is not None and ini.has_loggers:
-        ini.configure_logging()
-        start_logging(level)  # as at start: ours only where the file's root has no handler
     else:
-        logging.getLogger().setLevel(level.upper())
+        source = str(config.log_config)  # APP with --log-config: only that file is read
+    return Reread(config, source, functools.partial(_relog, ini, config))
+
+
+def _relog(ini: PasteIni | None, config: ServerConfig) -> None:
+    """SIGHUP's logging: --log-config's file or the ini's ``[loggers]`` again, else the level."""
+    if config.log_config is not None:
+        start_logging(config.log_level, log_config=config.log_config)
+    elif ini is not None and ini.has_loggers:
+        ini.configure_logging()
+        start_logging(config.log_level)  # as at start: ours only where the root has no handler
+    else:
+        logging.getLogger().setLevel(config.log_level.upper())
+
+
+def _settle_imports(config: ServerConfig) -> None:
+    """--env and --pythonpath, in the master, before any app code is imported anywhere."""
+    for key, value in config.env:
+        os.environ[key] = value
+    sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
+
+
+def _check_ini_logging(ini: PasteIni, config: ServerConfig) -> None:
+    """Refuse --error-log with an ini whose ``[loggers]`` say where lines go already."""
+    if ini.has_loggers and config.error_log != "-":
+        raise ConfigError(
+            f"error_log: {config.error_log!r} with {ini.given}'s [loggers], which say where"
+            " lines go; give one of them"
+        )
 
 
 def pipeline_options(path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The server options of pipeline file ``path``'s ``[server]`` table, ``overrides`` winning."""
     table = read_pipeline(path).get(SERVER_TABLE, {})
     return layered_options(table, f"{path}: [{SERVER_TABLE}]", overrides)
-
-
-def start_logging(level: str) -> None:
-    """Our log lines on standard error, unless the process has set up logging already.
-
-    (``pserve`` sets it up from the ini's ``[loggers]`` before it starts a server.)
-    """
-    handler = logging.StreamHandler()
-    handler.setFormatter(_ZonedFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
-    handler.addFilter(_NotWrittenYet(handler.stream))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def serve_announced(server: Server) -> int:
@@ -513,10 +513,10 @@ def add_serve(
         " up logging, as pserve and gunicorn do",
     )
     for name, metavar, text in _HELP:
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-"), *(["-e"] if name == "env" else [])]
         action = _ACTIONS.get(name, "store")
         if action == "store_true":  # None when not given: a file's value stands
-            parser.add_argument(flag, action=action, default=None, help=text)
+            parser.add_argument(*flags, action=action, default=None, help=text)
         else:
-            parser.add_argument(flag, action=action, metavar=metavar, help=text)
+            parser.add_argument(*flags, action=action, metavar=metavar, help=text)
     return _serve

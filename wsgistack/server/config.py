@@ -23,6 +23,7 @@ from ..options import MAX_SECONDS, did_you_mean, ini_flag, listed
 from ..paths import check_spelling
 from .account import Account, group_option, user_option
 from .logformat import DEFAULT_FORMAT, compile_format
+from .logsetup import LogConfig
 from .tls import check_tls
 
 __all__ = ["OPTIONS", "Bind", "ServerConfig", "convert_options", "layered_options", "parse_bind"]
@@ -284,6 +285,70 @@ def _reload_extra_files(value: Any) -> tuple[str, ...]:
     return paths
 
 
+def _error_log(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value:
+        return value
+    raise ConfigError(f"error_log: {value!r} must be '-' (standard error) or a file path")
+
+
+def _log_config(value: Any) -> str | None:
+    """A logging file that exists and parses (``LogConfig.read``); it is applied at start."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"log_config: {value!r} must be a file path")
+    LogConfig.read(value)
+    return value
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` items (a list, lines of an ini, or a table) as (key, value) pairs."""
+    if isinstance(value, Mapping):
+        items: list[Any] = list(value.items())
+    elif isinstance(value, str):
+        items = [line.strip() for line in value.splitlines() if line.strip()]
+    else:
+        items = listed(value, "env", "KEY=VALUE items")
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ConfigError(f"env: {item!r} is not KEY=VALUE")
+            item = (key, text)
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str)):
+            raise ConfigError(f"env: {item!r} is not KEY=VALUE (a value is a string)")
+        key, text = item
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key + text:
+            raise ConfigError(f"env: {key!r}: a variable's name is not empty, without = or NUL")
+        pairs.append((key, text))
+    return tuple(pairs)
+
+
+def _pythonpath(value: Any) -> tuple[str, ...]:
+    """Directories (``"a,b"`` or a list), made absolute from the working directory now.
+
+    That is ``--chdir``'s when given: the CLI moves there before it checks
+    the options, as gunicorn resolves ``--pythonpath`` from its ``chdir``.
+    """
+    if isinstance(value, str):
+        items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+    else:
+        items = listed(value, "pythonpath", "directories")
+    paths = []
+    for item in items:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str) or not os.path.isdir(item):
+            raise ConfigError(f"pythonpath: {item!r} is not a directory")
+        paths.append(os.path.abspath(item))
+    return tuple(paths)
+
+
 def _log_level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -365,6 +430,10 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "access_log": _access_log,
     "access_log_format": _access_log_format,
     "log_level": _log_level,
+    "error_log": _error_log,
+    "log_config": _log_config,
+    "env": _env,
+    "pythonpath": _pythonpath,
     "pid": _pid,
     "backlog": _integer("backlog", 1, MAX_BACKLOG),
     "max_request_line": _integer("max_request_line", 64),
@@ -414,6 +483,14 @@ class ServerConfig:
     access_log: str | None = None
     access_log_format: str = DEFAULT_FORMAT
     log_level: str = "info"
+    #: Where the server's log lines go: standard error (``-``) or a file
+    #: (``logsetup.py``); a ``log_config`` file instead says everything.
+    error_log: str = "-"
+    log_config: str | None = None
+    #: Set in the master's environment and put first on ``sys.path`` before
+    #: the app is loaded anywhere (gunicorn's ``--env`` and ``--pythonpath``).
+    env: tuple[tuple[str, str], ...] = ()
+    pythonpath: tuple[str, ...] = ()
     pid: str | None = None
     backlog: int = 2048
     max_request_line: int = 8190
@@ -472,6 +549,12 @@ class ServerConfig:
             raise ConfigError(
                 "access_log_format: given, but there is no access log to write it:"
                 " add access_log ('-' for stdout, or a file)"
+            )
+        if self.log_config is not None and self.error_log != "-":
+            raise ConfigError(
+                f"error_log: {self.error_log!r} with log_config: the file {self.log_config!r}"
+                " says where lines go; give one of them (a FileHandler in the file, or"
+                " --error-log alone)"
             )
         self.account()  # an account this process cannot switch to fails here, once
         check_tls(self)

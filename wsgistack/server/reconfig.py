@@ -45,12 +45,23 @@ class Reread:
     apply_logging: Callable[[], None]
 
 
-#: Options a reload cannot change: the files the master made are the old user's.
-_AT_START = ("user", "group", "umask", "chdir")
+_ACCOUNT = "the workers' user, group, umask and directory are set at start"
+_PROCESS = "the master's environment, import path and error log are set at start"
+#: Options a reload cannot change, and why: the files the master made are the
+#: old user's; what the master set in its own process stays there.
+_AT_START = {
+    "user": _ACCOUNT,
+    "group": _ACCOUNT,
+    "umask": _ACCOUNT,
+    "chdir": _ACCOUNT,
+    "env": _PROCESS,
+    "pythonpath": _PROCESS,
+    "error_log": _PROCESS,
+}
 
 
 def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
-    """Refuse what a running master cannot become: no master, --reload or --preload toggled.
+    """Refuse what a running master cannot become: no master, --reload or --preload toggled, ...
 
     The watchers' pipe to the master exists from start-up or not at all; the
     app loaded in the master (--preload) is loaded at start-up or never.
@@ -60,12 +71,15 @@ def check_reload(old: ServerConfig, config: ServerConfig, source: str) -> None:
             f"{source}: workers: 0 serves without a master, which a reload cannot"
             " turn into; restart the server for it"
         )
-    for name in _AT_START:
+    for name, why in _AT_START.items():
         if getattr(config, name) != getattr(old, name):
-            raise ConfigError(
-                f"{source}: {name}: the workers' user, group, umask and directory are set"
-                " at start: changing them takes a restart of the server"
-            )
+            raise ConfigError(f"{source}: {name}: {why}: changing it takes a restart of the server")
+    if (config.log_config is None) != (old.log_config is None):
+        # Our handler or the file's: the one to take away is not known then.
+        raise ConfigError(
+            f"{source}: log_config: turning it {'off' if config.log_config is None else 'on'}"
+            " takes a restart of the server (editing the file is read again)"
+        )
     if config.reload != old.reload:
         raise ConfigError(
             f"{source}: reload: turning --reload {'on' if config.reload else 'off'} takes"

@@ -39,6 +39,7 @@ from .discard import STOP_GRACE, discard_more, drain, linger
 from .environ import SchemeTrust, environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
+from .logsetup import reopen_log_files
 from .poller import AcceptWaiter, make_poller
 from .stopping import shutdown
 from .threads import RequestThread
@@ -153,8 +154,8 @@ class Worker:
     def signal_handlers(self) -> dict[int, Any]:
         """What each signal does to a serving worker, in a master's child or in process.
 
-        SIGTERM drains, SIGINT and SIGQUIT stop now, SIGUSR1 reopens the access
-        log (logrotate), and SIGHUP is ignored: reloading is a master's work, and
+        SIGTERM drains, SIGINT and SIGQUIT stop now, SIGUSR1 reopens the log
+        files (logrotate), and SIGHUP is ignored: reloading is a master's work, and
         its default action would end the process (in process, ``Server`` makes
         it a graceful stop instead, unless it was ignored at start).
         """
@@ -186,7 +187,7 @@ class Worker:
             self.stop(graceful=True)
 
     def reopen_logs(self) -> None:
-        """Open the access log file again, from the loop (logrotate's SIGUSR1)."""
+        """Open the log files again, from the loop (logrotate's SIGUSR1)."""
         self._reopen = True
         self._poller.wake()
 
@@ -234,6 +235,7 @@ class Worker:
                 self._reopen = False
                 if self.access_log is not None:
                     self.access_log.reopen()
+                reopen_log_files()  # --error-log's, --log-config's: this process's copies
             now = self.clock()
             if self._accept_resume and now >= self._accept_resume:
                 self._accept_resume = 0.0

@@ -1,0 +1,342 @@
+"""--log-config, --error-log, --env and --pythonpath, as gunicorn users write them, on real servers."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server.served import poll
+
+#: An app that logs a line through its own logger on every request, and says
+#: what --env gave it at import and at the request.
+LOGGING_APP = """
+import logging, os
+from wsgiref.validate import validator
+
+AT_IMPORT = os.environ.get("GREETING", "-")
+
+
+@validator
+def app(environ, start_response):
+    logging.getLogger("myapp").warning("served %s", environ["PATH_INFO"])
+    body = f"{AT_IMPORT} {os.environ.get('GREETING', '-')}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+INI = """
+[loggers]
+keys = root
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = WARNING
+handlers = file
+
+[handler_file]
+class = FileHandler
+args = ('out.log', 'a')
+formatter = plain
+
+[formatter_plain]
+format = {prefix} %(name)s %(levelname)s %(message)s
+"""
+
+
+def _dict_config(prefix: str, handler_class: str = "logging.FileHandler") -> str:
+    return json.dumps(
+        {
+            "version": 1,
+            "formatters": {"plain": {"format": f"{prefix} %(name)s %(levelname)s %(message)s"}},
+            "handlers": {
+                "file": {"class": handler_class, "filename": "out.log", "formatter": "plain"}
+            },
+            "root": {"level": "WARNING", "handlers": ["file"]},
+        }
+    )
+
+
+@pytest.fixture
+def logged(tmp_path, serve):
+    """Start ``logapp:app`` with these options; its port is read from ``out.log``."""
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+
+    def start(*options: str):
+        served = serve(*options, target=("logapp:app",), wait=False)
+        served.port = poll(lambda: _port(tmp_path / "out.log", served))
+        return served
+
+    return start
+
+
+def _port(path: Path, served) -> int | None:
+    if served.proc.poll() is not None:
+        pytest.fail(f"server exited: {served.log.read_text()}")
+    for line in _lines(path):
+        if "listening on" in line:
+            return int(line.rsplit(":", 1)[1])
+    return None
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("logging.ini", INI.format(prefix="FILE")), ("logging.json", _dict_config("FILE"))],
+)
+def test_a_log_config_file_sends_our_lines_and_the_apps_where_it_says(tmp_path, logged, name, text):
+    (tmp_path / name).write_text(text)
+    served = logged("--log-config", name, "--workers", "1")
+    served.get("/hello")
+    lines = poll(lambda: [line for line in _lines(tmp_path / "out.log") if "served" in line])
+    assert lines == ["FILE myapp WARNING served /hello"]
+    listening = [line for line in _lines(tmp_path / "out.log") if "listening on" in line]
+    assert listening == [f"FILE wsgistack.server INFO listening on http://127.0.0.1:{served.port}"]
+    assert "listening on" not in served.log.read_text()  # not on standard error too
+
+
+@pytest.mark.parametrize("name", ["logging.ini", "logging.json"])
+def test_sighup_applies_an_edited_log_config_and_refuses_a_broken_one(tmp_path, logged, name):
+    ini = name.endswith(".ini")
+    path = tmp_path / name
+    path.write_text(INI.format(prefix="OLD") if ini else _dict_config("OLD"))
+    served = logged("--log-config", name, "--workers", "1")
+    out = tmp_path / "out.log"
+
+    path.write_text(INI.format(prefix="NEW") if ini else _dict_config("NEW"))
+    served.proc.send_signal(signal.SIGHUP)
+    poll(lambda: any(line.startswith("NEW ") and "read again" in line for line in _lines(out)))
+    served.get("/after-edit")
+    poll(lambda: "NEW myapp WARNING served /after-edit" in _lines(out))
+
+    # The root names a handler that is not there: the new file handler is made
+    # and given to the root before that fails, and must not stay.
+    if ini:
+        path.write_text(
+            INI.replace("handlers = file", "handlers = file,ghost").format(prefix="BAD")
+        )
+    else:
+        path.write_text(
+            _dict_config("BAD").replace('"handlers": ["file"]', '"handlers": ["file", "ghost"]')
+        )
+    served.proc.send_signal(signal.SIGHUP)
+    refused = poll(lambda: [line for line in _lines(out) if "reload refused" in line])
+    assert refused[0].startswith("NEW wsgistack.server ERROR master: reload refused")
+    assert f"log_config: {name}: " in refused[0]
+    served.get("/after-broken")
+    poll(lambda: "NEW myapp WARNING served /after-broken" in _lines(out))
+    assert not any(line.startswith("BAD") for line in _lines(out))
+
+
+def _start_error(tmp_path: Path, *options: str) -> str:
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsgistack.cli",
+            "serve",
+            "logapp:app",
+            "--bind",
+            "127.0.0.1:0",
+            *options,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("files", "options", "message"),
+    [
+        pytest.param(
+            {}, ["--log-config", "none.ini"], "log_config: none.ini: no such file", id="missing"
+        ),
+        pytest.param(
+            {"bad.ini": "[loggers\nkeys = root\n"},
+            ["--log-config", "bad.ini"],
+            "log_config: bad.ini: not a valid ini file: ",
+            id="ini-syntax",
+        ),
+        pytest.param(
+            {"bad.json": '{"version": 1,'},
+            ["--log-config", "bad.json"],
+            "log_config: bad.json: not valid JSON: ",
+            id="json-syntax",
+        ),
+        pytest.param(
+            {"bad.toml": "version = \n"},
+            ["--log-config", "bad.toml"],
+            "log_config: bad.toml: not valid TOML: ",
+            id="toml-syntax",
+        ),
+        pytest.param(
+            {"class.ini": INI.replace("FileHandler", "NoSuchHandler")},
+            ["--log-config", "class.ini"],
+            "log_config: class.ini: ModuleNotFoundError: No module named 'NoSuchHandler'",
+            id="unknown-class",
+        ),
+        pytest.param(
+            {"class.json": _dict_config("X", "nope.Handler")},
+            ["--log-config", "class.json"],
+            "log_config: class.json: ValueError: Unable to configure handler 'file':"
+            " ValueError: Cannot resolve 'nope.Handler': No module named 'nope'",
+            id="unknown-class-json",
+        ),
+        pytest.param(
+            {"where.ini": INI.replace("'out.log'", "'missing/out.log'")},
+            ["--log-config", "where.ini"],
+            "log_config: where.ini: FileNotFoundError: ",
+            id="handler-file",
+        ),
+        pytest.param(
+            {"ok.json": _dict_config("X")},
+            ["--log-config", "ok.json", "--error-log", "error.log"],
+            "error_log: 'error.log' with log_config: the file 'ok.json' says where lines go",
+            id="both",
+        ),
+        pytest.param(
+            {},
+            ["--error-log", "missing/error.log"],
+            "error_log: cannot open 'missing/error.log'",
+            id="error-log",
+        ),
+        pytest.param({}, ["-e", "NOEQUALS"], "env: 'NOEQUALS' is not KEY=VALUE", id="env"),
+        pytest.param({}, ["--env", "=x"], "env: '': a variable's name", id="env-empty-name"),
+        pytest.param(
+            {},
+            ["--pythonpath", "nowhere"],
+            "pythonpath: 'nowhere' is not a directory",
+            id="pythonpath",
+        ),
+    ],
+)
+def test_a_bad_logging_env_or_path_option_fails_at_start_naming_it(
+    tmp_path, files, options, message
+):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert message in _start_error(tmp_path, *options)
+
+
+def test_a_bad_log_config_in_a_toml_server_table_names_the_file_and_the_option(tmp_path):
+    (tmp_path / "stack.toml").write_text(
+        '[server]\nlog_config = "none.json"\n[app]\nuse = "logapp:app"\n'
+    )
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "serve", "--config", "stack.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "stack.toml: [server]: log_config: none.json: no such file" in result.stderr
+
+
+def test_the_error_log_is_reopened_on_sigusr1_and_no_line_is_lost(tmp_path, serve):
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    served = serve("--error-log", "error.log", "--workers", "2", target=("logapp:app",), wait=False)
+    log, rotated = tmp_path / "error.log", tmp_path / "error.log.1"
+    served.port = poll(lambda: _port(log, served))
+    served.get("/before")
+    poll(lambda: any("served /before" in line for line in _lines(log)))
+    log.rename(rotated)
+    served.proc.send_signal(signal.SIGUSR1)
+    poll(lambda: any("master: log files reopened" in line for line in _lines(log)))
+    sent = 0
+    while not any("served /" in line for line in _lines(log)):  # the workers reopen in turn
+        sent += 1
+        assert sent < 200
+        served.get(f"/{sent}")
+    for number in range(sent + 1, sent + 6):  # after a worker reopened: all in the new file
+        served.get(f"/{number}")
+    poll(lambda: len([line for line in _lines(log) if "served" in line]) >= 6)
+    old = [line.rsplit(" ", 1)[1] for line in _lines(rotated) if "served" in line]
+    new = [line.rsplit(" ", 1)[1] for line in _lines(log) if "served" in line]
+    assert old[0] == "/before"
+    assert sorted(old + new) == sorted(["/before", *(f"/{n}" for n in range(1, sent + 6))])
+    assert new[-5:] == [f"/{n}" for n in range(sent + 1, sent + 6)]
+    line = next(line for line in _lines(log) if "served" in line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ [+-]\d{4} \[\d+\] WARNING served /\d+", line)
+    assert "listening on" not in served.log.read_text()
+
+
+def test_env_is_set_before_the_app_is_imported_and_seen_in_the_request(tmp_path, serve):
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    served = serve("--env", "GREETING=hello=there", "--workers", "1", target=("logapp:app",))
+    assert served.get() == "hello=there hello=there"
+
+
+def test_a_toml_env_table_is_set_too(tmp_path, serve):
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    (tmp_path / "stack.toml").write_text(
+        '[server]\nenv = {GREETING = "from-toml"}\n[app]\nuse = "logapp:app"\n'
+    )
+    served = serve("--workers", "0", target=("--config", "stack.toml"))
+    assert served.get() == "from-toml from-toml"
+
+
+DJANGO_SETTINGS = """
+SECRET_KEY = "tests-only-not-secret"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "djurls"
+INSTALLED_APPS = []
+MIDDLEWARE = []
+"""
+
+DJANGO_URLS = """
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+urlpatterns = [path("", lambda request: HttpResponse(settings.SETTINGS_MODULE))]
+"""
+
+
+def test_env_gives_django_its_settings_module(tmp_path, serve):
+    (tmp_path / "djsettings.py").write_text(DJANGO_SETTINGS)
+    (tmp_path / "djurls.py").write_text(DJANGO_URLS)
+    served = serve(
+        "-e",
+        "DJANGO_SETTINGS_MODULE=djsettings",
+        "--workers",
+        "1",
+        target=("django.core.wsgi:get_wsgi_application()",),
+    )
+    assert served.get() == "djsettings"
+
+
+def test_pythonpath_lets_the_app_be_imported_from_a_directory_not_on_the_path(tmp_path, serve):
+    (tmp_path / "code" / "more").mkdir(parents=True)
+    (tmp_path / "code" / "more" / "mymod.py").write_text(LOGGING_APP)
+    (tmp_path / "code" / "elsewhere").mkdir()
+    served = serve(
+        "--pythonpath",
+        "elsewhere,more",
+        "--chdir",
+        "code",
+        "--workers",
+        "1",
+        target=("mymod:app",),
+    )
+    assert served.get() == "- -"
