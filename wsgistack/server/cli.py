@@ -513,7 +513,7 @@ def add_serve(
         " up logging, as pserve and gunicorn do",
     )
     for name, metavar, text in _HELP:
-        flags = ["--" + name.replace("_", "-"), *(["-e"] if name == "env" else [])]
+        flags = [*(["-e"] if name == "env" else []), "--" + name.replace("_", "-")]
         action = _ACTIONS.get(name, "store")
         if action == "store_true":  # None when not given: a file's value stands
             parser.add_argument(*flags, action=action, default=None, help=text)
