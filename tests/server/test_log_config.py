@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from wsgiref.validate import validator
 
 import pytest
 
 from tests.server.served import poll
+from wsgistack import Server
+from wsgistack.errors import ConfigError
 
 #: An app that logs a line through its own logger on every request, and says
 #: what --env gave it at import and at the request.
@@ -340,3 +345,41 @@ def test_pythonpath_lets_the_app_be_imported_from_a_directory_not_on_the_path(tm
         target=("mymod:app",),
     )
     assert served.get() == "- -"
+
+
+def test_a_server_made_in_code_applies_env_and_pythonpath_as_it_binds(tmp_path, monkeypatch):
+    # As the CLI does: set before the loader imports the app, not validated and dropped.
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "fromcode.py").write_text(
+        "import os\nVALUE = os.environ['WSGISTACK_FROM_CODE']\n"
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("WSGISTACK_FROM_CODE", raising=False)
+
+    def load():
+        import fromcode
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [fromcode.VALUE.encode()]
+
+        return validator(app)
+
+    options = {"env": {"WSGISTACK_FROM_CODE": "set"}, "pythonpath": [str(tmp_path / "code")]}
+    try:
+        with (
+            Server(loader=load, bind="127.0.0.1:0", **options) as server,
+            urllib.request.urlopen(server.url, timeout=10) as response,
+        ):
+            assert response.read() == b"set"
+    finally:
+        sys.modules.pop("fromcode", None)
+
+
+def test_an_error_log_where_logging_is_set_up_already_is_refused_not_lost(tmp_path):
+    # pserve's [loggers], or a program's own logging (pytest's, here): the file
+    # would never get a line.
+    assert logging.root.handlers
+    with pytest.raises(ConfigError, match=r"error_log: .*logging is set up already"):
+        Server(lambda e, s: [], bind="127.0.0.1:0", error_log=str(tmp_path / "e.log")).start()
+    assert not (tmp_path / "e.log").exists()

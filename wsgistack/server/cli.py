@@ -24,10 +24,10 @@ from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
 from .config import OPTIONS, ServerConfig, layered_options
 from .listener import describe_listener
-from .logsetup import start_logging
+from .logsetup import LogConfig, start_logging
 from .preload import load_at_terminal
 from .reconfig import Reread
-from .server import Server
+from .server import Server, settle
 
 __all__ = ["add_serve", "pipeline_options", "serve_announced", "start_logging"]
 
@@ -256,7 +256,7 @@ def _serve(args: argparse.Namespace) -> int:
     # A missing or broken file, a bad [server] option: one line, before binding.
     options, load, ini = _source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
-    _settle_imports(config)
+    settle(config)  # --env, --pythonpath, a --log-config or --error-log: before any import
     if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
         _check_ini_logging(ini, config)
         ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
@@ -409,19 +409,12 @@ def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str
 def _relog(ini: PasteIni | None, config: ServerConfig) -> None:
     """SIGHUP's logging: --log-config's file or the ini's ``[loggers]`` again, else the level."""
     if config.log_config is not None:
-        start_logging(config.log_level, log_config=config.log_config)
+        LogConfig.read(config.log_config).apply(config.log_level)
     elif ini is not None and ini.has_loggers:
         ini.configure_logging()
         start_logging(config.log_level)  # as at start: ours only where the root has no handler
     else:
         logging.getLogger().setLevel(config.log_level.upper())
-
-
-def _settle_imports(config: ServerConfig) -> None:
-    """--env and --pythonpath, in the master, before any app code is imported anywhere."""
-    for key, value in config.env:
-        os.environ[key] = value
-    sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
 
 
 def _check_ini_logging(ini: PasteIni, config: ServerConfig) -> None:

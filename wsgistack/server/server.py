@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -35,6 +36,7 @@ from .listener import (
     set_socket_mode,
     unopen,
 )
+from .logsetup import start_logging
 from .pidfile import PidFile
 from .preload import load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
@@ -135,7 +137,7 @@ class Server:
         the configured binds, unless those are all ``fd://N``.
         """
         if not self.listeners:
-            _settle(self.config)
+            settle(self.config)
             _check_access_log(self.config)
             self._passed = self._passed or listen_fds()
             self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
@@ -397,12 +399,22 @@ def _check_access_log(config: ServerConfig) -> None:
         access_log.close()
 
 
-def _settle(config: ServerConfig) -> None:
-    """--umask and --chdir, for the whole process, before it binds or opens a file."""
+def settle(config: ServerConfig) -> None:
+    """What the options set for the whole process, before it binds or loads the app.
+
+    --umask, --chdir, --env and --pythonpath, then the logging a --log-config
+    or --error-log gives.  The CLI calls it first of all; a Server made in
+    code (or by pserve) as it binds; again, it changes nothing.
+    """
     if config.umask is not None:
         os.umask(config.umask)
     if config.chdir is not None:
         os.chdir(config.chdir)
+    for key, value in config.env:
+        os.environ[key] = value
+    sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
+    if config.log_config is not None or config.error_log != "-":
+        start_logging(config.log_level, config.error_log, config.log_config)
 
 
 def _note_signals(noted: list[int]) -> dict[int, Any]:
