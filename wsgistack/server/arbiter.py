@@ -62,6 +62,7 @@ from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .logsetup import reopen_log_files
+from .notify import Notify
 from .reconfig import Dropped
 from .reloader import ReloadRequests
 from .watchdog import Watchdog
@@ -102,6 +103,7 @@ class Arbiter:
         config: ServerConfig,
         listeners: list[socket.socket],
         reconfigure: Callable[[], tuple[ServerConfig, list[socket.socket]]] | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self.load = load
         self.config = config
@@ -109,6 +111,7 @@ class Arbiter:
         #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None.
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
+        self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
         self.workers: dict[int, float] = {}  # pid -> start time
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -170,6 +173,7 @@ class Arbiter:
                 self._read_reload_requests()
                 self._watch()
                 self._finish_reload()
+                self._tell()
                 if self._state is State.STOPPING:
                     self._enforce_deadline()
                 else:
@@ -197,8 +201,9 @@ class Arbiter:
         return self._status
 
     def _wait(self) -> None:
+        self._notify.beat()  # systemd's WatchdogSec=: the master's loop still turns
         with contextlib.suppress(InterruptedError):
-            select.select(self._waited, [], [], 1.0)
+            select.select(self._waited, [], [], min(1.0, self._notify.watchdog_every or 1.0))
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -240,6 +245,7 @@ class Arbiter:
         if self._state is State.STOPPING:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
+        self._notify.reloading()
         if not self._read_again():
             return
         if self._state is State.RELOADING:
@@ -269,6 +275,7 @@ class Arbiter:
             config, listeners = self._reconfigure()
         except ConfigError as exc:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
+            self._notify.reload_ended("reload refused, see the log")
             return False
         self._dropped.hold(self.listeners, listeners, holders=self.workers)
         if config.workers != self.config.workers:
@@ -294,6 +301,7 @@ class Arbiter:
         stopping = self._state is State.STOPPING
         self._deadline = min(self._deadline, deadline) if stopping else deadline
         self._state = State.STOPPING
+        self._notify.stopping("graceful" if graceful else "quick")
         self._retiring = set()  # every worker now leaves: none is "old" or replaced
         self._leaving |= set(self.workers)
         # No worker is spawned from here on: the master lets go of the listeners
@@ -316,6 +324,12 @@ class Arbiter:
             self._leaving |= self._retiring
             self._retiring = set()
             self._state = State.SERVING
+
+    def _tell(self) -> None:
+        """systemd's view of a serving master: READY=1 once a set is up, STATUS= as it changes."""
+        if self._state is State.SERVING:
+            active = set(self.workers) - self._retiring - self._leaving
+            self._notify.serving(len(active & self._ready), len(active - self._ready), self._target)
 
     def _watch(self) -> None:
         """Dump and kill the workers the watchdog finds hung (--worker-timeout)."""
@@ -394,6 +408,7 @@ class Arbiter:
                 log.error(
                     "master: reload failed (the new app cannot be loaded), keeping the old workers"
                 )
+                self._notify.reload_ended("reload failed, the old app serves")
             else:
                 # The old workers were lost while the new ones loaded: nothing can
                 # serve, so the master stops as when the app cannot load at start.

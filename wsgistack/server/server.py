@@ -37,6 +37,7 @@ from .listener import (
     unopen,
 )
 from .logsetup import start_logging
+from .notify import Notify
 from .pidfile import PidFile
 from .preload import load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
@@ -197,6 +198,8 @@ class Server:
         early: list[int] = []  # signals before the server's handlers are in
         outer = _note_signals(early) if main else {}
         try:
+            # systemd's Type=notify, read (and unset) before the app loads or a worker forks.
+            notify = Notify.from_environ() if main else Notify(None)
             self.bind()
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
@@ -207,11 +210,12 @@ class Server:
                     if app is None:
                         return 2
                     load = lambda: app  # noqa: E731 - what every worker runs
-                arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure)
+                arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure, notify)
                 return arbiter.run(early=early)
             if (account := self.config.account()) is not None:
                 account.switch()  # bound as root; the app loads and serves as the user
-            self._worker = Worker(self.loader(), self.config, self.listeners)
+            beat = notify.beat if notify.watchdog_every else None  # WatchdogSec=: the loop turns
+            self._worker = Worker(self.loader(), self.config, self.listeners, heartbeat=beat)
             if not main:
                 self._worker.run()
                 return 0
@@ -227,10 +231,13 @@ class Server:
                     worker.stop(graceful=True)
 
                 handlers[signal.SIGHUP] = hang_up
+            if notify.enabled:
+                handlers = {sig: _telling(notify, sig, each) for sig, each in handlers.items()}
             previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
             for signum in early:  # noted while the app loaded: acted on now
                 if callable(handler := handlers.get(signum)):
                     handler(signum, None)
+            notify.in_process()  # loaded and listening: a request now is queued, then answered
             try:
                 worker.run()
             finally:  # Ctrl-C works again once serving has ended
@@ -424,6 +431,18 @@ def _note_signals(noted: list[int]) -> dict[int, Any]:
         if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
             previous[sig] = signal.signal(sig, lambda signum, _: noted.append(signum))
     return previous
+
+
+def _telling(notify: Notify, signum: int, handler: Any) -> Any:
+    """``handler``, which also tells systemd of a stop (``--workers 0``: SIGTERM, SIGINT ...)."""
+    if not callable(handler) or signum == signal.SIGUSR1:
+        return handler
+
+    def stop(signum: int, frame: Any) -> None:
+        notify.stopping(signal.Signals(signum).name)
+        handler(signum, frame)
+
+    return stop
 
 
 def serve(app: Callable[..., Any], **options: Any) -> int:
