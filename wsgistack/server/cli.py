@@ -25,6 +25,7 @@ from .child import finish_as_python_does
 from .config import OPTIONS, ServerConfig, layered_options
 from .listener import describe_listener
 from .logsetup import LogConfig, start_logging
+from .notify import Notify
 from .preload import load_at_terminal
 from .reconfig import Reread
 from .server import Server, settle
@@ -267,11 +268,13 @@ def _serve(args: argparse.Namespace) -> int:
             ini.given,
             ini.ignored,
         )
+    # Read (and unset) before any of the app's code runs, with --workers 0 too.
+    notify = Notify.from_environ()
     loader = functools.partial(_load_in, workdir, load, spec)
     if config.workers == 0:
         try:
             if config.account() is not None:  # binds as root, then loads as the user
-                return serve_announced(Server(loader=_Loading(loader), **options))
+                return serve_announced(Server(loader=_Loading(loader), notify=notify, **options))
             app = load_at_terminal(loader)  # errors show here, before binding
         except KeyboardInterrupt:
             logging.getLogger("wsgistack.server").info(
@@ -288,14 +291,14 @@ def _serve(args: argparse.Namespace) -> int:
             # master reports a worker's.
             log_load_failure(logging.getLogger("wsgistack.server"), "wsgistack serve", exc)
             return 2
-        server = Server(app, **options)
+        server = Server(app, notify=notify, **options)
     else:
         # Workers load it (SIGHUP reloads the code), or with --preload the master
         # does once it has bound; SIGHUP reads the file again either way.
         reread = None
         if args.app is None or config.log_config is not None:  # a file to read again
             reread = functools.partial(_read_again, args, flags, workdir)
-        server = Server(loader=loader, reread=reread, **options)
+        server = Server(loader=loader, reread=reread, notify=notify, **options)
     try:
         return serve_announced(server)
     except KeyboardInterrupt:

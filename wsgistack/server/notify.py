@@ -1,4 +1,4 @@
-"""systemd's ``Type=notify``: tell the service manager when the server is ready, reloading, stopping.
+"""systemd's ``Type=notify``: tell the service manager the server is ready, reloading, stopping.
 
 Rules, as ``sd_notify(3)`` sets them: when ``NOTIFY_SOCKET`` names a unix
 datagram socket (a path, or ``@name`` in the abstract namespace), the

@@ -79,6 +79,9 @@ class Server:
     so SIGHUP also applies the options a file now holds (the CLI's
     ``--config`` and ``--paste``); the ``options`` given here are only the
     first ones.
+    ``notify``: systemd's notification socket (``notify.py``), when the caller
+    read it before loading the app; else ``serve_forever`` reads it (in the
+    main thread), before the app loads or a worker forks.
 
     ``bind()`` opens the listening sockets (``addresses``/``url`` are known
     from then on, and keep naming them after a stop or ``close()``, until the
@@ -95,6 +98,7 @@ class Server:
         *,
         loader: Callable[[], Callable[..., Any]] | None = None,
         reread: Callable[[], Reread] | None = None,
+        notify: Notify | None = None,
         **options: Any,
     ) -> None:
         if (app is None) == (loader is None):
@@ -105,6 +109,7 @@ class Server:
         self.loader: Callable[[], Callable[..., Any]] = loader or (lambda: app)  # type: ignore[assignment,return-value]
         self.config = ServerConfig.from_options(**options)
         self._reread = reread
+        self._notify = notify
         if self.config.reload and app is not None:
             raise ConfigError(
                 "reload: needs Server(loader=...): an app already loaded here would be"
@@ -199,7 +204,7 @@ class Server:
         outer = _note_signals(early) if main else {}
         try:
             # systemd's Type=notify, read (and unset) before the app loads or a worker forks.
-            notify = Notify.from_environ() if main else Notify(None)
+            notify = self._notify or (Notify.from_environ() if main else Notify(None))
             self.bind()
             if self.config.pid is not None:  # after bind: a failed start leaves none
                 self._pid_file = PidFile.create(self.config.pid)
