@@ -158,7 +158,11 @@ class Notify:
             self._send("STOPPING=1", f"STATUS=stopping ({how})")
 
     def beat(self, draining: bool = False) -> None:
-        """``WATCHDOG=1`` if half the watchdog's interval has passed (cheap otherwise)."""
+        """``WATCHDOG=1`` if half the watchdog's interval has passed (cheap otherwise).
+
+        ``draining`` is the worker's heartbeat signature (``--workers 0`` calls
+        this from its loop); draining or not, the loop turns.
+        """
         if self.watchdog_every and self._clock() - self._pinged >= self.watchdog_every:
             self._pinged = self._clock()
             self._send("WATCHDOG=1")
