@@ -35,7 +35,9 @@ from wsgistack.cli import build_parser
 from wsgistack.demo import TRIES
 from wsgistack.loader import load_app
 from wsgistack.middlewares import LoadBalancer
-from wsgistack.server.config import OPTIONS, ServerConfig, parse_bind
+from wsgistack.server.bind import parse_bind
+from wsgistack.server.config import ServerConfig
+from wsgistack.server.options import OPTIONS
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 README_REDIS = "redis://127.0.0.1:6379/0"

@@ -26,7 +26,8 @@ from benchmarks._wrk import free_port
 from wsgistack.errors import ConfigError
 from wsgistack.server import Server
 from wsgistack.server.activation import activated, listen_fds
-from wsgistack.server.config import Bind, ServerConfig, parse_bind
+from wsgistack.server.bind import Bind, parse_bind
+from wsgistack.server.config import ServerConfig
 
 from .live import RawClient, uwsgi_packet
 from .served import Served, launched, poll

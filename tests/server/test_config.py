@@ -14,7 +14,8 @@ import pytest
 from wsgistack import Server, cli
 from wsgistack.errors import ConfigError
 from wsgistack.server.access import AccessLog
-from wsgistack.server.config import Bind, ServerConfig, parse_bind
+from wsgistack.server.bind import Bind, parse_bind
+from wsgistack.server.config import ServerConfig
 
 from .conftest import echo_app
 from .live import RawClient, live_server

@@ -11,7 +11,7 @@ from wsgiref.validate import validator
 import pytest
 
 from wsgistack.server import Server
-from wsgistack.server.config import parse_bind
+from wsgistack.server.bind import parse_bind
 from wsgistack.server.listener import accept, open_listeners
 
 from .conftest import echo_app

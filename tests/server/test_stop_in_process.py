@@ -17,7 +17,8 @@ from wsgiref.validate import validator
 import pytest
 
 from wsgistack.server import Server, stopping
-from wsgistack.server.config import ServerConfig, parse_bind
+from wsgistack.server.bind import parse_bind
+from wsgistack.server.config import ServerConfig
 from wsgistack.server.listener import close_listeners, open_listeners
 from wsgistack.server.worker import Worker
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from wsgistack.errors import ConfigError
 from wsgistack.server import Server
 from wsgistack.server import worker as worker_module
-from wsgistack.server.config import ServerConfig, parse_bind
+from wsgistack.server.bind import parse_bind
+from wsgistack.server.config import ServerConfig
 from wsgistack.server.http import Limits
 from wsgistack.server.listener import close_listeners, open_listeners
 from wsgistack.server.uwsgi import UwsgiParser

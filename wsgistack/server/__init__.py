@@ -7,7 +7,8 @@ with Server(app, bind="127.0.0.1:0", workers=0) as server:
 
 from __future__ import annotations
 
-from .config import Bind, ServerConfig
+from .bind import Bind
+from .config import ServerConfig
 from .server import Server, serve
 
 __all__ = ["Bind", "Server", "ServerConfig", "serve"]

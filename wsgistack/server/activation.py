@@ -18,7 +18,8 @@ import os
 from collections.abc import MutableMapping
 
 from ..errors import ConfigError
-from .config import Bind, ServerConfig
+from .bind import Bind
+from .config import ServerConfig
 
 __all__ = ["SD_LISTEN_FDS_START", "activated", "listen_fds"]
 

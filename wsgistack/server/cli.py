@@ -22,17 +22,18 @@ from ..loader import app_failed, load_app, log_load_failure, working_directory
 from ..pasteini import PasteIni, read_paste_ini
 from ..pipeline import SERVER_TABLE, load_pipeline, read_pipeline
 from .child import finish_as_python_does
-from .config import OPTIONS, ServerConfig, layered_options
+from .config import ServerConfig, layered_options
 from .listener import describe_listener
 from .logsetup import LogConfig, start_logging
 from .notify import Notify
+from .options import OPTIONS
 from .preload import load_at_terminal
 from .reconfig import Reread
 from .server import Server, settle
 
 __all__ = ["add_serve", "pipeline_options", "serve_announced", "start_logging"]
 
-#: (option, metavar, help) in the order --help shows them; values go through config.OPTIONS.
+#: (option, metavar, help) in the order --help shows them; values go through options.OPTIONS.
 _HELP = (
     (
         "bind",

@@ -20,7 +20,7 @@ import sys
 
 from ..errors import ConfigError
 from .account import Account
-from .config import Bind
+from .bind import Bind
 
 __all__ = [
     "about_one_connection",

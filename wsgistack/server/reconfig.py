@@ -25,7 +25,8 @@ import socket
 from collections.abc import Callable, Collection, Iterable
 
 from ..errors import ConfigError
-from .config import Bind, ServerConfig
+from .bind import Bind
+from .config import ServerConfig
 from .listener import close_listeners, open_listeners, unopen
 
 __all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open"]
