@@ -124,6 +124,8 @@ def test_sighup_applies_an_edited_log_config_and_refuses_a_broken_one(tmp_path, 
     path.write_text(INI.format(prefix="NEW") if ini else _dict_config("NEW"))
     served.proc.send_signal(signal.SIGHUP)
     poll(lambda: any(line.startswith("NEW ") and "read again" in line for line in _lines(out)))
+    # The old worker, with the old logging, serves until the new one is up.
+    poll(lambda: any(line.startswith("NEW ") and "reload done" in line for line in _lines(out)))
     served.get("/after-edit")
     poll(lambda: "NEW myapp WARNING served /after-edit" in _lines(out))
 
