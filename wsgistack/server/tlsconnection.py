@@ -34,6 +34,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from .answers import ClientGone, client_of
+from .clientcert import client_cert_keys
 from .connection import Connection
 from .discard import linger
 from .environ import build_environ
@@ -176,8 +177,10 @@ class TLSConnection(Connection):
     """A ``Connection`` over an ``ssl.SSLSocket`` whose handshake is done.
 
     ``wsgi.url_scheme`` is ``https`` from the listener's environ, whoever
-    the peer (no ``X-Forwarded-Proto`` can make it ``http``); sendfile is not
-    used (the kernel cannot encrypt), files are read and written.
+    the peer (no ``X-Forwarded-Proto`` can make it ``http``); the client's
+    certificate, if it showed one, is named by ``SSL_CLIENT_*`` keys, added
+    once to this connection's copy of that environ (``clientcert.py``).
+    sendfile is not used (the kernel cannot encrypt), files are read and written.
     """
 
     __slots__ = ("_cut", "_waits")
@@ -187,7 +190,7 @@ class TLSConnection(Connection):
     def __init__(
         self, sock: ssl.SSLSocket, peer: Any, worker: Any, environ_base: dict[str, Any]
     ) -> None:
-        super().__init__(sock, peer, worker, environ_base)
+        super().__init__(sock, peer, worker, environ_base | client_cert_keys(sock))
         self._build_environ = build_environ  # the scheme is the connection's: https
         self._waits = False  # Python's timeout set: a pool thread's blocking calls
         self._cut = False  # cut off: no close_notify, which would say the body was whole
