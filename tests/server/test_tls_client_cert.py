@@ -1,7 +1,8 @@
 """Who a verified client certificate names: the ``SSL_CLIENT_*`` keys, over real TLS.
 
 The values are checked against what openssl itself prints for the same file
-(``-nameopt RFC2253``, ``-serial``, ``-enddate``).
+(``-nameopt RFC2253``, ``-serial``, ``-enddate``), and against what a real
+nginx terminating the same mutual TLS sends over a uwsgi bind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 
 from tests.redis_server import OPENSSL
 
-from .live import live_server
+from .live import RawClient, live_server, uwsgi_packet
+from .nginx import Nginx, free_port, uwsgi_params
 from .test_tls import client_context, tls_options
 
 #: A subject that needs every RFC 4514 escape: leading and trailing space,
@@ -153,3 +155,71 @@ def test_a_flask_view_authorises_by_the_subject(tls_files, awkward):
         body = conn.getresponse().read().decode()
         conn.close()
     assert body == printed(awkward[0], "subject")
+
+
+NGINX_MTLS = """
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {ca};
+    ssl_verify_client on;
+    location / {{
+      include {params};
+      uwsgi_param SSL_CLIENT_VERIFY $ssl_client_verify;
+      uwsgi_param SSL_CLIENT_S_DN $ssl_client_s_dn;
+      uwsgi_param SSL_CLIENT_I_DN $ssl_client_i_dn;
+      uwsgi_param SSL_CLIENT_M_SERIAL $ssl_client_serial;
+      uwsgi_param SSL_CLIENT_V_START $ssl_client_v_start;
+      uwsgi_param SSL_CLIENT_V_END $ssl_client_v_end;
+      uwsgi_param SSL_CLIENT_CERT $ssl_client_raw_cert;
+      uwsgi_pass 127.0.0.1:{upstream};
+    }}
+  }}
+"""
+
+
+def test_nginx_s_variables_pass_a_uwsgi_bind_as_sent_and_match_our_own(
+    tmp_path, tls_files, awkward
+):
+    # The uwsgi bind trusts nginx: its SSL_CLIENT_* params arrive as sent, the
+    # PEM's line breaks too, and they read as our own TLS bind's keys.
+    options = tls_options(tls_files, ca_certs=str(tls_files.ca), cert_reqs="required")
+    context = with_cert(tls_files, *awkward)
+    with live_server(ssl_keys_app, bind=["uwsgi://127.0.0.1:0"]) as upstream:
+        tls_port = free_port()
+        server_block = NGINX_MTLS.format(
+            port=tls_port,
+            cert=tls_files.server_cert,
+            key=tls_files.server_key,
+            ca=tls_files.ca,
+            params=uwsgi_params(),
+            upstream=upstream.addresses[0][1],
+        )
+        with Nginx(tmp_path, "", http_extra=server_block):
+            (behind_nginx,) = ask(("127.0.0.1", tls_port), context)
+    with live_server(ssl_keys_app, **options) as server:
+        (ours,) = ask(server.address, context)
+    assert behind_nginx == ours
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "status"),
+    [
+        ("SSL_CLIENT_CERT", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", 200),
+        ("SSL_CLIENT_CERT", "-----BEGIN CERTIFICATE-----\r\nMIIB\r\n", 400),
+        ("SSL_CLIENT_S_DN", "CN=a\nCN=b", 400),
+    ],
+    ids=["pem-lines", "pem-with-cr", "lf-elsewhere"],
+)
+def test_a_uwsgi_bind_takes_a_pem_s_line_breaks_and_no_others(key, value, status):
+    variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "PATH_INFO": "/", key: value}
+    with (
+        live_server(ssl_keys_app, bind="uwsgi://127.0.0.1:0") as server,
+        RawClient(server.addresses[0]) as client,
+    ):
+        client.send(uwsgi_packet(variables))
+        answer_status, _, body = client.response()
+    assert answer_status == status
+    if status == 200:
+        assert json.loads(body) == {key: value}

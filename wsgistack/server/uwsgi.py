@@ -61,6 +61,9 @@ _MODIFIER1_SCRIPT_NAME = 30
 _PARAMS_ROOM = 4096
 #: Methods a REQUEST_METHOD is nearly always: taken without the token check.
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+#: Variables that hold a certificate, PEM (mod_ssl's SSL_CLIENT_CERT and
+#: SSL_CLIENT_CERT_CHAIN_n): their lines end in LF.
+_PEM_PREFIX = "SSL_CLIENT_CERT"
 #: More digits than any body limit has (2**63 - 1 has 19): too large, unparsed.
 _LENGTH_DIGITS = 19
 
@@ -135,14 +138,20 @@ except ImportError:  # not compiled (no C compiler at install): the same in Pyth
 
 
 def _check_values(variables: dict[str, str]) -> None:
-    """Refuse CR, LF or NUL in a value, except in PATH_INFO.
+    """Refuse CR, LF or NUL in a value, except in PATH_INFO, and LF in a PEM.
 
     No header value can hold them (nginx refuses such requests), so they mean
     a peer that is not nginx, forging headers.  PATH_INFO is the decoded path:
     nginx sends ``/a%0Ab`` as ``/a\nb``, and the app gets it as over HTTP.
+    And a client certificate nginx passes as mod_ssl names it
+    (``uwsgi_param SSL_CLIENT_CERT $ssl_client_raw_cert``) is a PEM, in lines.
     """
     for key, value in variables.items():
-        if key != "PATH_INFO" and ("\r" in value or "\n" in value or "\x00" in value):
+        if key == "PATH_INFO":
+            continue
+        if key.startswith(_PEM_PREFIX):
+            value = value.replace("\n", "")
+        if "\r" in value or "\n" in value or "\x00" in value:
             raise ProtocolError(f"uwsgi: a control character in {key}", 400)
 
 
