@@ -147,11 +147,9 @@ def _check_values(variables: dict[str, str]) -> None:
     (``uwsgi_param SSL_CLIENT_CERT $ssl_client_raw_cert``) is a PEM, in lines.
     """
     for key, value in variables.items():
-        if key == "PATH_INFO":
-            continue
-        if key.startswith(_PEM_PREFIX):
-            value = value.replace("\n", "")
-        if "\r" in value or "\n" in value or "\x00" in value:
+        if ("\r" in value or "\n" in value or "\x00" in value) and key != "PATH_INFO":
+            if key.startswith(_PEM_PREFIX) and "\r" not in value and "\x00" not in value:
+                continue  # (looked at only here: the common path tests what it did)
             raise ProtocolError(f"uwsgi: a control character in {key}", 400)
 
 
