@@ -15,6 +15,7 @@ import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 from .errors import ConfigError
 from .options import listed
@@ -23,9 +24,11 @@ __all__ = [
     "IPAddress",
     "IPNetwork",
     "NetworkSet",
+    "TrustedPeers",
     "as_network",
     "parse_address",
     "parse_network",
+    "peer_list",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -200,3 +203,49 @@ class NetworkSet:
         shown = ", ".join(str(n) for n in self.networks[:4])
         more = f", ... {len(self.networks) - 4} more" if len(self.networks) > 4 else ""
         return f"NetworkSet([{shown}{more}])"
+
+
+def peer_list(value: object, option: str) -> tuple[str, ...]:
+    """Peers an option trusts, as gunicorn writes them: ``"127.0.0.1,::1"`` or a list.
+
+    A comma-separated string (as gunicorn, ini files and the environment
+    write it) or a list of addresses and networks; ``*`` is every peer.  Kept
+    as written, each entry checked here (``TrustedPeers`` matches them).
+    """
+    if isinstance(value, str):
+        entries: list[Any] = [entry.strip() for entry in value.split(",")]
+    else:
+        entries = listed(value, option, "addresses or networks")
+    kept: list[str] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = entry.strip()
+            if not entry:
+                continue  # "a,,b"; "" alone trusts no peer with an address
+            if entry == "*":
+                kept.append(entry)
+                continue
+        network = as_network(entry, option=option)
+        kept.append(entry if isinstance(entry, str) else str(network))
+    return tuple(kept)
+
+
+class TrustedPeers:
+    """Which connected peers a ``peer_list`` option trusts; asked once per connection.
+
+    A peer on a unix socket has no address to list and is trusted, as
+    gunicorn trusts it: the socket file's permissions decide who connects.
+    """
+
+    __slots__ = ("everyone", "networks")
+
+    def __init__(self, entries: tuple[str, ...], option: str) -> None:
+        self.everyone = "*" in entries
+        self.networks = NetworkSet([entry for entry in entries if entry != "*"], option=option)
+
+    def trusts(self, peer: Any) -> bool:
+        """Whether ``peer`` (a socket's peer address: a tuple, or a unix one) is trusted."""
+        if self.everyone or not isinstance(peer, tuple):
+            return True
+        address = parse_address(peer[0])
+        return address is not None and address in self.networks

@@ -70,7 +70,7 @@ class ServerConfig:
     max_header_size: int = 16384
     socket_mode: int | None = None
     #: Peers trusted to say the request came over HTTPS (gunicorn's default);
-    #: peers on a unix socket always are (see ``environ.SchemeTrust``).
+    #: peers on a unix socket always are (see ``netset.TrustedPeers``).
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     #: Load the app once in the master, before the workers fork from it (gunicorn's
     #: --preload): their memory shared, a failure seen once; SIGHUP keeps the code.

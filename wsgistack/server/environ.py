@@ -19,14 +19,12 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ProtocolError, RequestBodyError
-from ..netset import NetworkSet, parse_address
 from .config import ServerConfig
 from .http import Request
 
 __all__ = [
     "FileWrapper",
     "Input",
-    "SchemeTrust",
     "build_environ",
     "build_proxied_environ",
     "environ_base",
@@ -182,29 +180,6 @@ def build_environ(
         environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = wsgi_input
     return environ
-
-
-class SchemeTrust:
-    """Which peers may set ``wsgi.url_scheme`` (``--forwarded-allow-ips``), as gunicorn's.
-
-    Asked once per connection.  A peer on a unix socket has no address to
-    list and is trusted, as gunicorn trusts it: the socket file's permissions
-    decide who connects (nginx through ``unix:/run/app.sock``).
-    """
-
-    __slots__ = ("everyone", "networks")
-
-    def __init__(self, entries: tuple[str, ...]) -> None:
-        self.everyone = "*" in entries
-        self.networks = NetworkSet(
-            [entry for entry in entries if entry != "*"], option="forwarded_allow_ips"
-        )
-
-    def trusts(self, peer: Any) -> bool:
-        if self.everyone or not isinstance(peer, tuple):
-            return True
-        address = parse_address(peer[0])
-        return address is not None and address in self.networks
 
 
 #: gunicorn's ``secure_scheme_headers``: the environ key, and the value meaning HTTPS.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from ..netset import as_network
+from ..netset import peer_list
 from ..options import MAX_SECONDS, ini_flag, listed
 from ..paths import check_spelling
 from .account import group_option, user_option
@@ -291,29 +291,8 @@ FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"
 
 
 def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
-    """Peers whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``, as gunicorn's option.
-
-    A comma-separated string (``"127.0.0.1,::1"``, as gunicorn, ini files and
-    the environment write it) or a list of addresses and networks; ``*`` is
-    every peer.  Kept as written, each entry checked here.
-    """
-    option = "forwarded_allow_ips"
-    if isinstance(value, str):
-        entries: list[Any] = [entry.strip() for entry in value.split(",")]
-    else:
-        entries = listed(value, option, "addresses or networks")
-    kept: list[str] = []
-    for entry in entries:
-        if isinstance(entry, str):
-            entry = entry.strip()
-            if not entry:
-                continue  # "a,,b"; "" alone trusts no peer with an address
-            if entry == "*":
-                kept.append(entry)
-                continue
-        network = as_network(entry, option=option)
-        kept.append(entry if isinstance(entry, str) else str(network))
-    return tuple(kept)
+    """Peers whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``, as gunicorn's option."""
+    return peer_list(value, "forwarded_allow_ips")
 
 
 def _pem_path(name: str) -> Callable[[Any], str | None]:

@@ -31,12 +31,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..netset import TrustedPeers
 from .access import AccessLog
 from .answers import AbortConnection, client_of, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
 from .discard import STOP_GRACE, discard_more, drain, linger
-from .environ import SchemeTrust, environ_base
+from .environ import environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
@@ -99,7 +100,7 @@ class Worker:
         )
         self.access_log = AccessLog.open(config.access_log, config.access_log_format)
         #: Which peers' X-Forwarded-Proto counts (--forwarded-allow-ips).
-        self.scheme_trust = SchemeTrust(config.forwarded_allow_ips)
+        self.scheme_trust = TrustedPeers(config.forwarded_allow_ips, "forwarded_allow_ips")
         self.stopping = False
         self._reopen = False  # reopen_logs() was asked for
         self.keeps_alive = config.keepalive > 0  # --keepalive 0: every response closes
