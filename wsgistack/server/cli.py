@@ -214,6 +214,21 @@ _HELP = (
     ),
     ("ciphers", "LIST", "OpenSSL cipher list for TLS 1.2 (default: Python's, TLS 1.2 minimum)"),
     (
+        "proxy_protocol",
+        "",
+        "every http bind expects a PROXY protocol header (v1 or v2, as HAProxy and TCP"
+        " load balancers send) before the request or the TLS handshake; its source"
+        " address becomes REMOTE_ADDR. A connection without a valid one is closed"
+        " (default off)",
+    ),
+    (
+        "proxy_allow_from",
+        "ADDRESSES",
+        "with --proxy-protocol, the balancers (addresses or CIDR networks, comma-separated;"
+        " * for any) that may send the header; other peers are closed unread"
+        " (default 127.0.0.1,::1)",
+    ),
+    (
         "reload",
         "",
         "for development: when a file of the app's modules (or the --config or --paste"
@@ -234,6 +249,7 @@ _ACTIONS = {
     "reload_extra_file": "append",
     "reload": "store_true",
     "preload": "store_true",
+    "proxy_protocol": "store_true",
 }
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).

@@ -23,6 +23,7 @@ from .account import Account
 from .bind import Bind
 from .logformat import DEFAULT_FORMAT
 from .options import FORWARDED_ALLOW_IPS_ENV, OPTIONS
+from .proxyproto import DEFAULT_ALLOW_FROM, check_proxy_protocol
 from .tls import check_tls
 
 __all__ = ["ServerConfig", "convert_options", "layered_options"]
@@ -93,6 +94,10 @@ class ServerConfig:
     ca_certs: str | None = None
     cert_reqs: str = "none"
     ciphers: str | None = None
+    #: Every http bind expects a PROXY protocol header (v1 or v2) from a peer
+    #: in ``proxy_allow_from``, whose source is then the client (proxyproto.py).
+    proxy_protocol: bool = False
+    proxy_allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -130,6 +135,7 @@ class ServerConfig:
             )
         self.account()  # an account this process cannot switch to fails here, once
         check_tls(self)
+        check_proxy_protocol(self)
         if not self.workers:
             self.check_in_process()
 

@@ -25,6 +25,7 @@ from .account import group_option, user_option
 from .bind import PROTOCOLS, Bind, parse_bind
 from .logformat import compile_format
 from .logsetup import LogConfig
+from .proxyproto import proxy_allow_from, proxy_protocol
 
 __all__ = ["FORWARDED_ALLOW_IPS_ENV", "LOG_LEVELS", "MIN_WORKER_TIMEOUT", "OPTIONS"]
 
@@ -363,4 +364,6 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "ca_certs": _pem_path("ca_certs"),
     "cert_reqs": _cert_reqs,
     "ciphers": _ciphers,
+    "proxy_protocol": proxy_protocol,
+    "proxy_allow_from": proxy_allow_from,
 }

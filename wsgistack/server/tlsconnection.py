@@ -75,6 +75,8 @@ class Handshake:
 
     __slots__ = ("base", "context", "deadline", "fd", "peer", "sock", "started")
 
+    what = "TLS handshake"  # for the sweep's line when it is not done in time
+
     def __init__(
         self, sock: socket.socket, peer: Any, context: ssl.SSLContext, base: dict[str, Any]
     ) -> None:
@@ -123,6 +125,10 @@ class Handshake:
         except OSError as exc:
             raise HandshakeFailed(exc.strerror or str(exc)) from None
         return None
+
+    def advance(self, worker: Worker) -> None:
+        """The loop's step, each time the socket is ready (see ``shake``)."""
+        shake(worker, self)
 
 
 def shake(worker: Worker, handshake: Handshake) -> None:

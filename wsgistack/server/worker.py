@@ -42,6 +42,7 @@ from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
 from .poller import AcceptWaiter, make_poller
+from .proxyconnection import HeaderWait, ProxyGate
 from .stopping import shutdown
 from .threads import RequestThread
 from .tls import server_context
@@ -109,10 +110,14 @@ class Worker:
         self._listeners = {sock.fileno(): sock for sock in listeners}
         #: --certfile's, as the master loaded it (a key only root reads serves under --user).
         tls = server_context(config)
+        #: --proxy-protocol's: who may send the header (None: off).
+        gate = ProxyGate(config.proxy_allow_from) if config.proxy_protocol else None
         #: Per listener: its address family, does it speak uwsgi, the environ keys
-        #: its requests share (SERVER_NAME and SERVER_PORT are the bind's own), and
-        #: its TLS context (None: plain).
-        self._binds: dict[int, tuple[int, bool, dict[str, Any], ssl.SSLContext | None]] = {
+        #: its requests share (SERVER_NAME and SERVER_PORT are the bind's own), its
+        #: TLS context (None: plain) and its PROXY protocol gate (None: none expected).
+        self._binds: dict[
+            int, tuple[int, bool, dict[str, Any], ssl.SSLContext | None, ProxyGate | None]
+        ] = {
             sock.fileno(): (
                 int(sock.family),
                 bind.protocol == "uwsgi",
@@ -123,11 +128,13 @@ class Worker:
                     tls=config.tls_for(bind),
                 ),
                 tls if config.tls_for(bind) else None,
+                gate if bind.protocol != "uwsgi" else None,  # nginx's uwsgi_pass sends none
             )
             for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
         }
-        #: TLS connections whose handshake is under way (the loop steps them).
-        self._handshakes: dict[int, Handshake] = {}
+        #: Connections not yet speaking HTTP: a TLS handshake, or a PROXY protocol
+        #: header, under way (the loop steps them, the sweep ends them in --timeout).
+        self._handshakes: dict[int, Handshake | HeaderWait] = {}
         #: One uwsgi bind and no other: pool threads accept (see ``_accepting``).
         self._direct = len(listeners) == 1 and self._binds[listeners[0].fileno()][1]
         #: Readable once the worker stops: wakes threads waiting to accept.
@@ -257,16 +264,16 @@ class Worker:
             elif (connection := self._connections.get(fd)) is not None:
                 self._readable(connection)
             elif (handshake := self._handshakes.get(fd)) is not None:
-                shake(self, handshake)
+                handshake.advance(self)
 
     def _accept(self, listener: socket.socket) -> None:
-        family, uwsgi, base, tls = self._binds[listener.fileno()]  # the same for the batch
+        family, uwsgi, base, tls, gate = self._binds[listener.fileno()]  # the same for the batch
+        # TLS: no early read, the handshake's bytes are OpenSSL's; PROXY: the header's
+        # bytes are read exactly (proxyconnection.py).
+        early_read = tls is None and gate is None
         for _ in range(64):
             try:
-                # TLS: no early read, the handshake's bytes are OpenSSL's.
-                accepted = (
-                    accept(listener, family) if tls is None else accept(listener, family, False)
-                )
+                accepted = accept(listener, family, early_read)
             except OSError as exc:
                 if self._accept_failed(exc):
                     for fd in self._listeners:
@@ -276,6 +283,9 @@ class Worker:
             if accepted is None:
                 return
             sock, peer, early = accepted
+            if gate is not None:
+                self._await_header(sock, peer, base, tls, gate)
+                continue
             if tls is not None:
                 handshake = Handshake(sock, peer, tls, base)
                 handshake.deadline = self.clock() + self.config.timeout
@@ -295,8 +305,26 @@ class Worker:
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
 
-    def _end_handshake(self, handshake: Handshake) -> None:
-        """Forget and close a connection whose handshake failed or took too long."""
+    def _await_header(
+        self,
+        sock: socket.socket,
+        peer: Any,
+        base: dict[str, Any],
+        tls: ssl.SSLContext | None,
+        gate: ProxyGate,
+    ) -> None:
+        """A connection on a --proxy-protocol bind: its header first, from an allowed peer."""
+        if not gate.admits(peer):
+            sock.close()
+            return
+        wait = HeaderWait(sock, peer, base, tls)
+        wait.deadline = self.clock() + self.config.timeout
+        self._handshakes[wait.fd] = wait
+        self._poller.add(wait.fd, oneshot=True)
+        wait.advance(self)  # the header often came with the connection
+
+    def _end_handshake(self, handshake: Handshake | HeaderWait) -> None:
+        """Forget and close a connection whose handshake or header failed or took too long."""
         del self._handshakes[handshake.fd]
         self._poller.remove(handshake.fd)
         handshake.sock.close()
@@ -351,7 +379,8 @@ class Worker:
         for handshake in [each for each in self._handshakes.values() if each.deadline <= now]:
             if handshake.started:  # one that sent nothing closes without a word, as idle ones
                 log.info(
-                    "TLS handshake with %s: not done within --timeout (%g s), closed",
+                    "%s from %s: not done within --timeout (%g s), closed",
+                    handshake.what,
                     client_of(handshake.peer),
                     self.config.timeout,
                 )
@@ -394,7 +423,7 @@ class Worker:
         a uwsgi bind faces nginx, which sends its packet whole, not clients.
         """
         listener = self.listeners[0]
-        family, _, base, _ = self._binds[listener.fileno()]
+        family, _, base, _, _ = self._binds[listener.fileno()]
         waiter = AcceptWaiter(listener.fileno(), self._stop_reader.fileno())
         serving = self._serving
         try:
