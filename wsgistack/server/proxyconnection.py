@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from ..netset import TrustedPeers
@@ -33,7 +34,7 @@ from .tlsconnection import Handshake, shake
 if TYPE_CHECKING:
     from .worker import Worker
 
-__all__ = ["HeaderWait", "ProxyGate"]
+__all__ = ["HeaderWait", "ProxyGate", "await_header"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -76,7 +77,9 @@ class HeaderWait:
 
     what = "PROXY protocol header"
 
-    def __init__(self, sock: socket.socket, peer: Any, base: dict[str, Any], tls: Any) -> None:
+    def __init__(
+        self, sock: socket.socket, peer: Any, base: dict[str, Any], tls: ssl.SSLContext | None
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer  # the balancer's address, until the header names the client
@@ -133,3 +136,22 @@ class HeaderWait:
         connection.polled = True
         worker._connections[self.fd] = connection
         worker._readable(connection)  # the request often came with the header
+
+
+def await_header(
+    worker: Worker,
+    sock: socket.socket,
+    peer: Any,
+    base: dict[str, Any],
+    tls: ssl.SSLContext | None,
+    gate: ProxyGate,
+) -> None:
+    """A connection just accepted on a --proxy-protocol bind: its header first."""
+    if not gate.admits(peer):
+        sock.close()
+        return
+    wait = HeaderWait(sock, peer, base, tls)
+    wait.deadline = worker.clock() + worker.config.timeout
+    worker._handshakes[wait.fd] = wait
+    worker._poller.add(wait.fd, oneshot=True)
+    wait.advance(worker)  # the header often came with the connection

@@ -42,7 +42,7 @@ from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
 from .poller import AcceptWaiter, make_poller
-from .proxyconnection import HeaderWait, ProxyGate
+from .proxyconnection import HeaderWait, ProxyGate, await_header
 from .stopping import shutdown
 from .threads import RequestThread
 from .tls import server_context
@@ -284,7 +284,7 @@ class Worker:
                 return
             sock, peer, early = accepted
             if gate is not None:
-                self._await_header(sock, peer, base, tls, gate)
+                await_header(self, sock, peer, base, tls, gate)
                 continue
             if tls is not None:
                 handshake = Handshake(sock, peer, tls, base)
@@ -304,24 +304,6 @@ class Worker:
                     continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
-
-    def _await_header(
-        self,
-        sock: socket.socket,
-        peer: Any,
-        base: dict[str, Any],
-        tls: ssl.SSLContext | None,
-        gate: ProxyGate,
-    ) -> None:
-        """A connection on a --proxy-protocol bind: its header first, from an allowed peer."""
-        if not gate.admits(peer):
-            sock.close()
-            return
-        wait = HeaderWait(sock, peer, base, tls)
-        wait.deadline = self.clock() + self.config.timeout
-        self._handshakes[wait.fd] = wait
-        self._poller.add(wait.fd, oneshot=True)
-        wait.advance(self)  # the header often came with the connection
 
     def _end_handshake(self, handshake: Handshake | HeaderWait) -> None:
         """Forget and close a connection whose handshake or header failed or took too long."""
