@@ -299,3 +299,16 @@ def test_the_options_convert_as_gunicorns():
 def test_bad_proxy_options_fail_at_start_naming_the_option(options, message):
     with pytest.raises(ConfigError, match=message):
         ServerConfig.from_options(**options)
+
+
+def test_a_header_that_stalls_is_closed_after_timeout(caplog):
+    calls: list[str] = []
+    caplog.set_level(logging.INFO, "wsgistack.server")
+    with (
+        live_server(counting(calls), proxy_protocol=True, timeout=1) as server,
+        socket.create_connection(server.address, timeout=10) as sock,
+    ):
+        sock.sendall(CLIENTS["v2-tcp4"][0][:20])  # and nothing more
+        assert read_until_close(sock) == b""
+    assert calls == []
+    assert "PROXY protocol header from 127.0.0.1: not done within --timeout (1 s)" in caplog.text

@@ -75,7 +75,7 @@ class HeaderWait:
 
     __slots__ = ("base", "deadline", "fd", "peer", "read", "sock", "started", "tls")
 
-    what = "PROXY protocol header"
+    what = "PROXY protocol header from"  # for the sweep's line
 
     def __init__(
         self, sock: socket.socket, peer: Any, base: dict[str, Any], tls: ssl.SSLContext | None

@@ -75,7 +75,7 @@ class Handshake:
 
     __slots__ = ("base", "context", "deadline", "fd", "peer", "sock", "started")
 
-    what = "TLS handshake"  # for the sweep's line when it is not done in time
+    what = "TLS handshake with"  # for the sweep's line when it is not done in time
 
     def __init__(
         self, sock: socket.socket, peer: Any, context: ssl.SSLContext, base: dict[str, Any]

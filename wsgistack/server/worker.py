@@ -361,7 +361,7 @@ class Worker:
         for handshake in [each for each in self._handshakes.values() if each.deadline <= now]:
             if handshake.started:  # one that sent nothing closes without a word, as idle ones
                 log.info(
-                    "%s from %s: not done within --timeout (%g s), closed",
+                    "%s %s: not done within --timeout (%g s), closed",
                     handshake.what,
                     client_of(handshake.peer),
                     self.config.timeout,
