@@ -273,7 +273,9 @@ class Worker:
         early_read = tls is None and gate is None
         for _ in range(64):
             try:
-                accepted = accept(listener, family, early_read)
+                accepted = (
+                    accept(listener, family) if early_read else accept(listener, family, False)
+                )
             except OSError as exc:
                 if self._accept_failed(exc):
                     for fd in self._listeners:
