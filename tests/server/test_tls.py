@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -305,3 +306,30 @@ def test_flask_builds_https_urls(tls_files):
         body = conn.getresponse().read().decode()
         conn.close()
     assert body == f"https://127.0.0.1:{server.address[1]}/here"
+
+
+def test_sighup_after_a_deploy_reads_the_new_release_s_certificate(serve, tmp_path, tls_files):
+    # --chdir in a `current` symlink whose stack.toml names its certificate
+    # relatively: after the deploy switched the link, SIGHUP's new workers run
+    # the new release, and the master must read that release's certificate,
+    # not the one of the release it started in (its own working directory).
+    (tmp_path / "renewed").mkdir()
+    renewed = make_certificates(tmp_path / "renewed")
+    for name, files in (("one", tls_files), ("two", renewed)):
+        release = tmp_path / "releases" / name
+        release.mkdir(parents=True)
+        shutil.copy(files.server_cert, release / "cert.pem")
+        shutil.copy(files.server_key, release / "key.pem")
+        shutil.copy(tmp_path / "slowapp.py", release / "slowapp.py")
+        (release / "stack.toml").write_text(
+            '[app]\nuse = "slowapp:app"\n\n[server]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n'
+        )
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "one")
+    server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
+    assert seen_certificate(server.port) == der(tls_files.server_cert)
+    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
+    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload done" in server.log.read_text())
+    assert seen_certificate(server.port) == der(renewed.server_cert)

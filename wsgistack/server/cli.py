@@ -414,7 +414,17 @@ def _source(
 
 
 def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str) -> Reread:
-    """SIGHUP: the file served (or --log-config's) read again, under the same flags, unapplied."""
+    """SIGHUP: the file served (or --log-config's) read again, under the same flags, unapplied.
+
+    The master first enters ``workdir`` again, as the new workers will: after
+    a deploy switched a ``current`` symlink, the file's relative paths (the
+    certificate, the pid file) name the new release's files, not those of
+    the release the master started in.
+    """
+    try:
+        os.chdir(workdir)
+    except OSError as exc:
+        raise ConfigError(f"chdir: cannot enter {workdir!r}: {exc.strerror}") from None
     options, _, ini = _source(args, dict(flags), workdir)
     config = ServerConfig.from_options(**options)
     if args.config is not None:
