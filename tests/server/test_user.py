@@ -268,3 +268,35 @@ def test_a_key_only_root_can_read_serves_https_as_the_user(serve_as, tls_files, 
     with urllib.request.urlopen(request, timeout=10, context=context) as response:
         who = json.loads(response.read())
     assert who["uid"] == who["imported_as"] == NOBODY
+
+
+def test_in_process_a_pid_file_the_user_could_not_remove_is_refused(site, tmp_path):
+    # With --workers 0 the process is nobody once it has bound, and nobody
+    # cannot remove a file from a directory of root's (pytest's tmp_path, 0700):
+    # the file would outlive the server, naming a PID the kernel hands out again
+    # to a process a `kill -USR1 $(cat app.pid)` would then end.
+    pid_file = str(tmp_path / "app.pid")
+    options = ("--workers", "0", "--user", "nobody", "--pid", pid_file)
+    result = subprocess.run(
+        [*SERVE, "whoami:app", "--bind", "127.0.0.1:0", *options],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=30,  # (before the check, it served until killed here)
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"wsgistack serve: error: pid: {pid_file}: "), result.stderr
+    assert "workers 0" in result.stderr
+    assert not (tmp_path / "app.pid").exists()
+
+
+def test_in_process_a_pid_file_in_the_user_s_directory_is_removed_at_exit(serve_as, site):
+    run = site / "run"
+    run.mkdir()
+    os.chown(run, NOBODY, NOGROUP)  # as systemd's RuntimeDirectory= with User=
+    pid_file = run / "app.pid"
+    server = serve_as("--workers", "0", "--user", "nobody", "--pid", str(pid_file))
+    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    assert not pid_file.exists()

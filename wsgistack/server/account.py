@@ -26,7 +26,14 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["Account", "give_log", "give_log_to_reopen", "group_option", "user_option"]
+__all__ = [
+    "Account",
+    "check_pid_file",
+    "give_log",
+    "give_log_to_reopen",
+    "group_option",
+    "user_option",
+]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -124,6 +131,24 @@ class Account:
         os.setgid(self.gid)
         os.setuid(self.uid)
 
+    def may_remove_from(self, directory: str) -> bool:
+        """Whether the account may remove a file of root's from ``directory``.
+
+        It must write and search the directory, by its owner, group or other
+        bits (ACLs aside); a sticky one (``/tmp``) must be its own.
+        """
+        info = os.stat(directory)
+        groups = {self.gid, *(os.getgrouplist(self.name, self.gid) if self.name else ())}
+        if info.st_uid == self.uid:
+            bits = info.st_mode >> 6
+        elif info.st_gid in groups:
+            bits = info.st_mode >> 3
+        else:
+            bits = info.st_mode
+        if bits & 0o3 != 0o3:
+            return False
+        return not info.st_mode & stat.S_ISVTX or info.st_uid == self.uid
+
     def give_socket(self, path: str) -> None:
         """Give the unix socket file at ``path`` to the account (not a link put there)."""
         fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
@@ -151,6 +176,31 @@ class Account:
                 os.fchown(fd, self.uid, self.gid)
         finally:
             os.close(fd)
+
+
+def check_pid_file(path: str | None, account: Account | None) -> None:
+    """With ``--workers 0``: refuse a pid file the process, once the account, could not remove.
+
+    There is no master to stay root, and a file left behind names a PID the
+    kernel hands out again: logrotate's ``kill -USR1 $(cat app.pid)`` would
+    end whichever process has it then.  A directory that cannot be looked at
+    is left for ``PidFile.create`` to name.
+    """
+    if path is None or account is None or os.geteuid() != 0 or account.uid == 0:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        removable = account.may_remove_from(directory)
+    except OSError:
+        return
+    if not removable:
+        who = account.name or f"UID {account.uid}"
+        raise ConfigError(
+            f"pid: {path}: with workers 0 the server runs as {who} once it has bound,"
+            f" and {who} could not remove the file from {directory} at exit: use a"
+            f" directory {who} may write (/run/app/, its own), or workers >= 1"
+            " (the master stays root and removes it)"
+        )
 
 
 def give_log(path: str | None, account: Account | None, option: str = "access_log") -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..options import did_you_mean
-from .account import Account
+from .account import Account, check_pid_file
 from .bind import Bind
 from .logformat import DEFAULT_FORMAT
 from .options import FORWARDED_ALLOW_IPS_ENV, OPTIONS
@@ -133,11 +133,12 @@ class ServerConfig:
                 " says where lines go; give one of them (a FileHandler in the file, or"
                 " --error-log alone)"
             )
-        self.account()  # an account this process cannot switch to fails here, once
+        account = self.account()  # an account this process cannot switch to fails here, once
         check_tls(self)
         check_proxy_protocol(self)
         if not self.workers:
             self.check_in_process()
+            check_pid_file(self.pid, account)
 
     def check_in_process(self) -> None:
         """Refuse what needs a master, for a server that runs in this process."""
