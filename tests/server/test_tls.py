@@ -333,3 +333,19 @@ def test_sighup_after_a_deploy_reads_the_new_release_s_certificate(serve, tmp_pa
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: "reload done" in server.log.read_text())
     assert seen_certificate(server.port) == der(renewed.server_cert)
+
+
+def test_a_handshake_cut_short_by_a_stop_is_logged_as_such(tls_files, caplog):
+    # A stop gives a handshake under way the grace an unfinished request head
+    # gets; its line says the stop ended it, as the head's does, not --timeout.
+    caplog.set_level(logging.INFO, "wsgistack.server")
+    with (
+        live_server(scheme_app, **tls_options(tls_files)) as server,
+        socket.create_connection(server.address, timeout=10) as sock,
+    ):
+        sock.sendall(b"\x16\x03\x01")  # a handshake record begun, never finished
+        poll(lambda: server._worker._handshakes)  # accepted, its handshake under way
+        server.stop()
+        assert sock.recv(100) == b""  # closed by the stop (bounded: timeout=10)
+    assert "TLS handshake with 127.0.0.1: not done as the worker stopped, closed" in caplog.text
+    assert "--timeout" not in caplog.text

@@ -32,6 +32,7 @@ __all__ = [
     "AbortConnection",
     "ClientGone",
     "fail",
+    "ran_out",
     "refusal_bytes",
     "refuse_timeout",
     "report_broken",
@@ -67,6 +68,13 @@ def client_of(peer: object) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "-"
 
 
+def ran_out(worker: Worker) -> str:
+    """What a request head or a TLS handshake not done in time ran out of, for its log line."""
+    if worker.stopping:  # its grace (see stopping.py), not --timeout, ran out
+        return "as the worker stopped"
+    return f"within --timeout ({worker.config.timeout:g} s)"
+
+
 def refuse_timeout(connection: Connection) -> None:
     """Answer a request head that did not arrive within --timeout: a 408, logged.
 
@@ -75,13 +83,8 @@ def refuse_timeout(connection: Connection) -> None:
     An idle keep-alive connection (no byte of a head) closes without either.
     """
     if connection.parser.mid_request:
-        worker = connection.worker
-        waited = (
-            "as the worker stopped"
-            if worker.stopping  # its grace (see stopping.py), not --timeout, ran out
-            else f"within --timeout ({worker.config.timeout:g} s)"
-        )
         client = client_of(connection.peer)
+        waited = ran_out(connection.worker)
         log.info("request head from %s: not complete %s, answered 408", client, waited)
         data, sent = refusal_bytes(connection, 408), 0
         with contextlib.suppress(OSError):

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..netset import TrustedPeers
 from .access import AccessLog
-from .answers import AbortConnection, client_of, refuse_timeout
+from .answers import AbortConnection, client_of, ran_out, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
 from .discard import STOP_GRACE, discard_more, drain, linger
@@ -362,12 +362,8 @@ class Worker:
     def _sweep(self, now: float) -> None:
         for handshake in [each for each in self._handshakes.values() if each.deadline <= now]:
             if handshake.started:  # one that sent nothing closes without a word, as idle ones
-                log.info(
-                    "%s %s: not done within --timeout (%g s), closed",
-                    handshake.what,
-                    client_of(handshake.peer),
-                    self.config.timeout,
-                )
+                client = client_of(handshake.peer)
+                log.info("%s %s: not done %s, closed", handshake.what, client, ran_out(self))
             self._end_handshake(handshake)
         # list() copies in one step: pool threads may close connections meanwhile.
         for connection in list(self._connections.values()):
