@@ -8,6 +8,7 @@ which processes imported it.
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import textwrap
@@ -20,6 +21,7 @@ from wsgistack.server.config import ServerConfig
 from wsgistack.server.reconfig import check_reload
 
 from .served import Served, poll
+from .test_process import RELEASE
 from .test_reload_config import hang_up
 
 PRELOADED_APP = """
@@ -299,3 +301,27 @@ def test_health_checks_and_rate_limits_run_in_each_preloaded_worker(serve, tmp_p
         for connection in connections.values():
             connection.close()
     assert imports(tmp_path) == [server.proc.pid]  # the pipeline was built once
+
+
+def test_a_sighup_after_a_deploy_keeps_the_new_workers_beside_the_loaded_code(serve, tmp_path):
+    # --chdir in a `current` symlink: a SIGHUP reads the new release's stack.toml
+    # (its relative paths from there), but --preload keeps the code loaded at
+    # start, so the new workers must read the files beside that code, not mix
+    # the old code with the new release's files.
+    for name in ("one", "two"):
+        release = tmp_path / "releases" / name
+        release.mkdir(parents=True)
+        (release / "release_app.py").write_text(RELEASE % name)
+        (release / "release.txt").write_text(name)
+        (release / "stack.toml").write_text(
+            '[app]\nuse = "release_app:app"\n\n[server]\npreload = true\n'
+        )
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "one")
+    server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
+    assert server.get() == "one:one"
+    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
+    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload done" in server.log.read_text())
+    assert server.get() == "one:one"

@@ -11,10 +11,12 @@ their threads on first use and renew their locks and pools in each worker
 master's too (``child.run_child`` clears them in each worker).
 
     app = load_in_master(loader)   # None once the failure is logged: exit with status 2
+    load = forked_from(app)        # each worker's loader
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +25,7 @@ from typing import Any
 
 from ..loader import log_load_failure
 
-__all__ = ["load_at_terminal", "load_in_master", "note_reload"]
+__all__ = ["forked_from", "load_at_terminal", "load_in_master", "note_reload"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -45,6 +47,24 @@ def load_in_master(load: Callable[[], Any]) -> Any | None:
             os.getpid(),
         )
         return None
+
+
+def forked_from(app: Any) -> Callable[[], Any]:
+    """What each worker loads: ``app``, in the directory the master loaded it in.
+
+    A SIGHUP with a file to read moves the master into the release a
+    ``current`` symlink names now (the file's relative paths are from there);
+    the code is still the one loaded at start, so its workers read the files
+    beside it.  A release removed since leaves them where the master is.
+    """
+    directory = os.getcwd()
+
+    def load() -> Any:
+        with contextlib.suppress(OSError):
+            os.chdir(directory)
+        return app
+
+    return load
 
 
 def note_reload() -> None:

@@ -39,7 +39,7 @@ from .listener import (
 from .logsetup import start_logging
 from .notify import Notify
 from .pidfile import PidFile
-from .preload import load_in_master, note_reload
+from .preload import forked_from, load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .threads import RequestThread
 from .tls import load_context
@@ -214,7 +214,7 @@ class Server:
                     app = load_in_master(self.loader)  # signals meanwhile are in ``early``
                     if app is None:
                         return 2
-                    load = lambda: app  # noqa: E731 - what every worker runs
+                    load = forked_from(app)  # what every worker runs
                 arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure, notify)
                 return arbiter.run(early=early)
             if (account := self.config.account()) is not None:
