@@ -719,3 +719,31 @@ def test_a_worker_that_cannot_load_the_code_is_tried_again_ever_more_slowly(serv
     poll(lambda: server.log.read_text().count("trying again in 1 s") == 2, timeout=20)
     assert server.log.read_text().count("trying again in 2 s") == 1
     assert server.proc.poll() is None
+
+
+def test_a_relative_pid_file_is_removed_after_a_deploy_s_sighup(serve, tmp_path):
+    # The pid file a stack.toml names relatively is written in the release
+    # --chdir's `current` link names at start; a SIGHUP after the deploy reads
+    # the new release's file from there, and the stop must still remove the
+    # file it wrote, not look for it in the new release.
+    for name in ("one", "two"):
+        release = tmp_path / "releases" / name
+        release.mkdir(parents=True)
+        (release / "release_app.py").write_text(RELEASE % name)
+        (release / "release.txt").write_text(name)
+        (release / "stack.toml").write_text(
+            '[app]\nuse = "release_app:app"\n\n[server]\npid = "app.pid"\n'
+        )
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "one")
+    server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
+    written = tmp_path / "releases" / "one" / "app.pid"
+    assert written.read_text() == f"{server.proc.pid}\n"
+    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
+    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload done" in server.log.read_text())
+    assert server.get() == "two:two"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    assert not written.exists()

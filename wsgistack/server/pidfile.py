@@ -63,7 +63,9 @@ class PidFile:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
             raise ConfigError(f"pid: cannot write {path}: {exc.strerror or exc}") from None
-        return cls(path, pid)
+        # Kept absolute: a SIGHUP may move the master into the release a
+        # `current` symlink names now, and the file to remove is this one.
+        return cls(path.absolute(), pid)
 
     @staticmethod
     def _read(path: Path) -> int | None:
