@@ -7,6 +7,7 @@ a bounded poll, never a fixed sleep.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -747,3 +748,21 @@ def test_a_relative_pid_file_is_removed_after_a_deploy_s_sighup(serve, tmp_path)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
     assert not written.exists()
+
+
+def test_a_sighup_after_the_working_directory_was_removed_is_refused(serve, tmp_path):
+    # The file's relative paths are read from the working directory again at
+    # each SIGHUP: once it is gone, the reload is refused with the reason and
+    # the old worker serves on.
+    release = tmp_path / "release"
+    release.mkdir()
+    shutil.copy(tmp_path / "slowapp.py", release / "slowapp.py")
+    stack = tmp_path / "stack.toml"
+    stack.write_text('[app]\nuse = "slowapp:app"\n')
+    server = serve(target=("--config", str(stack)), cwd=release)
+    worker = server.get()
+    shutil.rmtree(release)
+    server.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "reload refused" in server.log.read_text())
+    assert f"cannot enter the working directory {str(release)!r} again" in server.log.read_text()
+    assert server.get() == worker

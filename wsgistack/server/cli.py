@@ -424,7 +424,9 @@ def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str
     try:
         os.chdir(workdir)
     except OSError as exc:
-        raise ConfigError(f"chdir: cannot enter {workdir!r}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot enter the working directory {workdir!r} again: {exc.strerror}"
+        ) from None
     options, _, ini = _source(args, dict(flags), workdir)
     config = ServerConfig.from_options(**options)
     if args.config is not None:
