@@ -739,6 +739,7 @@ def test_a_relative_pid_file_is_removed_after_a_deploy_s_sighup(serve, tmp_path)
     current.symlink_to(tmp_path / "releases" / "one")
     server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
     written = tmp_path / "releases" / "one" / "app.pid"
+    poll(written.exists)  # written once bound, after the `listening on` line
     assert written.read_text() == f"{server.proc.pid}\n"
     (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
     os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do

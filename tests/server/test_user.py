@@ -296,6 +296,7 @@ def test_in_process_a_pid_file_in_the_user_s_directory_is_removed_at_exit(serve_
     os.chown(run, NOBODY, NOGROUP)  # as systemd's RuntimeDirectory= with User=
     pid_file = run / "app.pid"
     server = serve_as("--workers", "0", "--user", "nobody", "--pid", str(pid_file))
+    poll(pid_file.exists)  # written once bound, after the `listening on` line
     assert pid_file.read_text() == f"{server.proc.pid}\n"
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
