@@ -13,7 +13,9 @@ that names it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +26,7 @@ from .bind import Bind
 from .logformat import DEFAULT_FORMAT
 from .options import FORWARDED_ALLOW_IPS_ENV, OPTIONS
 from .proxyproto import DEFAULT_ALLOW_FROM, check_proxy_protocol
-from .tls import check_tls
+from .tls import check_tls, server_context
 
 __all__ = ["ServerConfig", "convert_options", "layered_options"]
 
@@ -155,6 +157,16 @@ class ServerConfig:
                 "reload: new code is loaded by new workers, which a master starts: use"
                 " --workers 1 (workers = 1) with it, not 0"
             )
+
+    @functools.cached_property
+    def tls_context(self) -> ssl.SSLContext | None:
+        """``certfile``'s context, its files read once for this configuration (``tls.py``).
+
+        Read in the master as the options are checked, so every worker forked
+        with this configuration serves with it, and a key only root can read
+        serves under ``--user``; a SIGHUP's new configuration reads them again.
+        """
+        return server_context(self)
 
     def account(self) -> Account | None:
         """Who the workers run as (``user``/``group``); None when as the master."""

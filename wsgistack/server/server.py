@@ -12,6 +12,7 @@ In-process (``workers=0``), e.g. in tests: the sockets are bound before the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -42,7 +43,6 @@ from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .threads import RequestThread
-from .tls import load_context
 from .worker import Worker
 
 __all__ = ["Server", "serve"]
@@ -273,7 +273,7 @@ class Server:
         """
         if self._reread is None:  # no file: the options stay
             if self.config.certfile is not None:
-                load_context(self.config)
+                self.config = dataclasses.replace(self.config)  # the TLS files read again
             if self.config.preload:
                 note_reload()
             return self.config, self.listeners

@@ -1,14 +1,15 @@
 """The server's TLS context (``--certfile``, ``--keyfile``, ...), loaded from the files.
 
 Rules: the files are read in the master, as ``ServerConfig`` checks the
-options (at start-up, and again at each SIGHUP: a renewed certificate), so a
-file that cannot be loaded fails there, naming the option, never in a worker;
-and a worker forked after serves with the context the master loaded, so a key
-only root can read serves under ``--user`` too, as nginx's master reads it.
+options (at start-up, and again for each SIGHUP's configuration: a renewed
+certificate), so a file that cannot be loaded fails there, naming the option,
+never in a worker; the context is the configuration's (``tls_context``), and
+a worker forked with it serves with what the master loaded, so a key only
+root can read serves under ``--user`` too, as nginx's master reads it.
 TLS 1.2 at least, no renegotiation (a client could make the server compute
 handshakes at will), ALPN ``http/1.1`` (we speak no HTTP/2).
 
-    context = server_context(config)    # None without --certfile; the master's if loaded
+    context = server_context(config)    # the files read now; None without --certfile
     tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 """
 
@@ -23,7 +24,7 @@ from ..tlsfiles import CertOptions, load_cert_chain, load_file
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["CERT_REQS", "check_tls", "load_context", "server_context"]
+__all__ = ["CERT_REQS", "check_tls", "server_context"]
 
 #: ``--cert-reqs`` by name (gunicorn takes ssl's numbers 0, 1, 2 for these).
 CERT_REQS = {
@@ -35,26 +36,13 @@ CERT_REQS = {
 _NAMES = CertOptions("", "certfile", "keyfile", None)
 
 
-#: The context last loaded for each set of TLS options: a worker forked after
-#: the load (or an in-process server) serves with it.
-_loaded: dict[tuple[str | None, ...], ssl.SSLContext] = {}
-
-
-def _options(config: ServerConfig) -> tuple[str | None, ...]:
-    return (config.certfile, config.keyfile, config.ca_certs, config.cert_reqs, config.ciphers)
-
-
 def server_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The context TLS binds serve with, as last loaded; None when ``certfile`` is not set."""
+    """A new context, the files read now; None when ``certfile`` is not set.
+
+    Read once per configuration: ``ServerConfig.tls_context`` keeps it.
+    """
     if config.certfile is None:
         return None
-    loaded = _loaded.get(_options(config))
-    return loaded if loaded is not None else load_context(config)
-
-
-def load_context(config: ServerConfig) -> ssl.SSLContext:
-    """Read the files into a new context, the one ``server_context`` gives from now on."""
-    assert config.certfile is not None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
@@ -73,12 +61,11 @@ def load_context(config: ServerConfig) -> ssl.SSLContext:
         except ssl.SSLError:
             raise ConfigError(f"ciphers: no cipher matches {config.ciphers!r}") from None
     context.set_alpn_protocols(["http/1.1"])
-    _loaded[_options(config)] = context
     return context
 
 
 def check_tls(config: ServerConfig) -> None:
-    """Refuse TLS options that cannot go together, then load the files (``server_context``)."""
+    """Refuse TLS options that cannot go together, then load the files (``tls_context``)."""
     if config.certfile is None:
         for name in ("keyfile", "ca_certs", "ciphers"):
             if getattr(config, name) is not None:
@@ -101,4 +88,4 @@ def check_tls(config: ServerConfig) -> None:
             "ca_certs: verifies client certificates, which cert_reqs 'none' (the"
             " default) never asks for: add cert_reqs 'required' (or 'optional')"
         )
-    load_context(config)
+    config.tls_context  # noqa: B018 - read now, in the master, and kept

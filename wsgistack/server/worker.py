@@ -45,7 +45,6 @@ from .poller import AcceptWaiter, make_poller
 from .proxyconnection import HeaderWait, ProxyGate, await_header
 from .stopping import shutdown
 from .threads import RequestThread
-from .tls import server_context
 from .tlsconnection import Handshake, shake
 
 __all__ = ["Worker"]
@@ -109,7 +108,7 @@ class Worker:
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
         #: --certfile's, as the master loaded it (a key only root reads serves under --user).
-        tls = server_context(config)
+        tls = config.tls_context
         #: --proxy-protocol's: who may send the header (None: off).
         gate = ProxyGate(config.proxy_allow_from) if config.proxy_protocol else None
         #: Per listener: its address family, does it speak uwsgi, the environ keys
