@@ -229,6 +229,18 @@ _HELP = (
         " (default 127.0.0.1,::1)",
     ),
     (
+        "statsd_host",
+        "HOST:PORT",
+        "send metrics to this StatsD daemon over UDP (or unix:/path), under gunicorn's"
+        " names: gunicorn.requests, gunicorn.request.duration, ... (default none)",
+    ),
+    ("statsd_prefix", "PREFIX", "put before every metric's name, a dot added (default none)"),
+    (
+        "dogstatsd_tags",
+        "TAGS",
+        "Datadog tags added to every metric, e.g. env:prod,service:shop (default none)",
+    ),
+    (
         "reload",
         "",
         "for development: when a file of the app's modules (or the --config or --paste"

@@ -100,6 +100,11 @@ class ServerConfig:
     #: in ``proxy_allow_from``, whose source is then the client (proxyproto.py).
     proxy_protocol: bool = False
     proxy_allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM
+    #: Metrics to a StatsD daemon under gunicorn's names (statsd.py): its address
+    #: (None: none sent), a prefix (ends with a dot) and Datadog's tags.
+    statsd_host: str | None = None
+    statsd_prefix: str = ""
+    dogstatsd_tags: str = ""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -138,6 +143,9 @@ class ServerConfig:
         account = self.account()  # an account this process cannot switch to fails here, once
         check_tls(self)
         check_proxy_protocol(self)
+        if self.statsd_host is None and (self.statsd_prefix or self.dogstatsd_tags):
+            name = "statsd_prefix" if self.statsd_prefix else "dogstatsd_tags"
+            raise ConfigError(f"{name}: given, but there is no statsd_host to send metrics to")
         if not self.workers:
             self.check_in_process()
             check_pid_file(self.pid, account)

@@ -62,6 +62,9 @@ class Notify:
         self._status = ""
         self._stopping = False
         self._failed = False  # the first failure to send was logged
+        #: Also told how many workers run (ready or loading), on each ``serving``
+        #: call: the StatsD worker gauge (``statsd.master_metrics``).
+        self.on_workers: Callable[[int], None] | None = None
 
     @classmethod
     def from_environ(
@@ -106,6 +109,8 @@ class Notify:
         could not load to be given up on); after a reload the first call says
         ``READY=1`` again.  Otherwise only a changed ``STATUS=`` is sent.
         """
+        if self.on_workers is not None:
+            self.on_workers(ready + loading)
         if self._stopping or self.address is None:
             return
         status = f"serving, {ready} worker{'' if ready == 1 else 's'}"

@@ -26,6 +26,7 @@ from .bind import PROTOCOLS, Bind, parse_bind
 from .logformat import compile_format
 from .logsetup import LogConfig
 from .proxyproto import proxy_allow_from, proxy_protocol
+from .statsd import dogstatsd_tags, statsd_host, statsd_prefix
 
 __all__ = ["FORWARDED_ALLOW_IPS_ENV", "LOG_LEVELS", "MIN_WORKER_TIMEOUT", "OPTIONS"]
 
@@ -366,4 +367,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "ciphers": _ciphers,
     "proxy_protocol": proxy_protocol,
     "proxy_allow_from": proxy_allow_from,
+    "statsd_host": statsd_host,
+    "statsd_prefix": statsd_prefix,
+    "dogstatsd_tags": dogstatsd_tags,
 }

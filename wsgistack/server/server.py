@@ -42,6 +42,7 @@ from .notify import Notify
 from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
 from .reconfig import Reread, changes, check_reload, keep_or_open
+from .statsd import check_statsd, master_metrics
 from .threads import RequestThread
 from .worker import Worker
 
@@ -145,6 +146,7 @@ class Server:
         if not self.listeners:
             settle(self.config)
             _check_access_log(self.config)
+            check_statsd(self.config)
             self._passed = self._passed or listen_fds()
             self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
             if said:
@@ -216,7 +218,12 @@ class Server:
                         return 2
                     load = forked_from(app)  # what every worker runs
                 arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure, notify)
-                return arbiter.run(early=early)
+                metrics = master_metrics(self.config, notify)  # the worker gauge, log counts
+                try:
+                    return arbiter.run(early=early)
+                finally:
+                    if metrics is not None:
+                        metrics.close()
             if (account := self.config.account()) is not None:
                 account.switch()  # bound as root; the app loads and serves as the user
             beat = notify.beat if notify.watchdog_every else None  # WatchdogSec=: the loop turns
@@ -282,6 +289,7 @@ class Server:
         check_reload(self.config, new, again.source)
         try:
             _check_access_log(new)
+            check_statsd(new)  # the new workers' (the master's gauge keeps its start's)
             listeners, opened = keep_or_open(self.config, new, self.listeners, self._dropped_fds)
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None

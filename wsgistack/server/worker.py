@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..netset import TrustedPeers
-from .access import AccessLog
 from .answers import AbortConnection, client_of, ran_out, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
@@ -43,6 +42,7 @@ from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
 from .poller import AcceptWaiter, make_poller
 from .proxyconnection import HeaderWait, ProxyGate, await_header
+from .statsd import request_log
 from .stopping import shutdown
 from .threads import RequestThread
 from .tlsconnection import Handshake, shake
@@ -98,7 +98,7 @@ class Worker:
             config.max_header_size,
             config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
         )
-        self.access_log = AccessLog.open(config.access_log, config.access_log_format)
+        self.access_log = request_log(config)  # and --statsd-host's metrics (statsd.py)
         #: Which peers' X-Forwarded-Proto counts (--forwarded-allow-ips).
         self.scheme_trust = TrustedPeers(config.forwarded_allow_ips, "forwarded_allow_ips")
         self.stopping = False
