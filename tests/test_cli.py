@@ -230,3 +230,31 @@ def test_serve_from_the_wrong_directory_says_where_it_looked(tmp_path):
         "wsgistack serve: error: 'hello_site_xyz:app': no module named 'hello_site_xyz'"
         f" (not in the working directory {tmp_path}, nor installed for {sys.executable})\n"
     )
+
+
+#: An app that needs what a [server] table sets for it: its module in a
+#: --pythonpath or --chdir directory, and a variable --env gives.
+NEEDS_SETTINGS = (
+    "import os\n\nSETTINGS = os.environ['CHECKED_SETTINGS_XYZ']\n\n\n"
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [SETTINGS.encode()]\n"
+)
+
+
+@pytest.mark.parametrize("where", ["pythonpath", "chdir"])
+def test_check_loads_the_app_as_serve_does_with_the_server_tables_env_and_paths(tmp_path, where):
+    # check loaded the app without the table's env, pythonpath or chdir, so it
+    # refused a file that serve --config serves ("no module named 'settingsapp'").
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "settingsapp_xyz.py").write_text(NEEDS_SETTINGS)
+    path = tmp_path / "stack.toml"
+    lib = f'"{tmp_path / "lib"}"'
+    path.write_text(
+        '[app]\nuse = "settingsapp_xyz:app"\n[server]\n'
+        f"{where} = {f'[{lib}]' if where == 'pythonpath' else lib}\n"
+        'env = {CHECKED_SETTINGS_XYZ = "prod"}\n'
+    )
+    result = run("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{path}: ok", "settingsapp_xyz.app"]

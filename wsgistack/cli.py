@@ -9,7 +9,6 @@ $ wsgistack check --paste site.ini
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,9 +16,9 @@ from collections.abc import Callable, Sequence
 from .compose import describe
 from .errors import ConfigError
 from .loader import log_load_failure, working_directory
-from .pasteini import read_paste_ini
-from .pipeline import load_pipeline
-from .server.cli import add_serve, pipeline_options
+from .server.cli import add_serve, enter_chdir, served_source
+from .server.config import ServerConfig
+from .server.server import settle_process
 
 __all__ = ["main"]
 
@@ -33,17 +32,15 @@ def _check(args: argparse.Namespace) -> int:
     if (args.file is None) == (args.paste is None):
         raise ConfigError("give exactly one of FILE or --paste FILE")
     name = args.file or args.paste
-    ini = None
-    if args.paste is not None:
-        ini = read_paste_ini(args.paste, working_directory())
-        ini.server_options({})  # its [server:main], as serve --paste reads it
+    # Its [server] table (or [server:main]) read as serve reads it, and the app
+    # loaded where and with what serve loads it: the chdir, env and pythonpath.
+    served, _ = enter_chdir(argparse.Namespace(app=None, config=args.file, paste=args.paste), {})
+    options, load, ini = served_source(served, {})
+    settle_process(ServerConfig.from_options(**options))
+    if ini is not None:
         # Its [loggers], as serve --paste applies them before binding: a file
         # serve would refuse is not ok here (a log file it names is opened).
         ini.configure_logging()
-        load: Callable[[], object] = ini.load_app
-    else:
-        pipeline_options(args.file, {})  # its [server] table, as serve --config reads it
-        load = functools.partial(load_pipeline, args.file)
     try:
         app = load()
     except Exception as exc:

@@ -32,7 +32,14 @@ from .preload import load_at_terminal
 from .reconfig import Reread
 from .server import Server, settle
 
-__all__ = ["add_serve", "pipeline_options", "serve_announced", "start_logging"]
+__all__ = [
+    "add_serve",
+    "enter_chdir",
+    "pipeline_options",
+    "serve_announced",
+    "served_source",
+    "start_logging",
+]
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).
 APP_FORMS = (
@@ -44,17 +51,9 @@ APP_FORMS = (
 def _serve(args: argparse.Namespace) -> int:
     spec = _named(args)
     flags = {name: getattr(args, name) for name, *_ in FLAGS if getattr(args, name) is not None}
-    workdir = working_directory()
-    if "chdir" in flags:  # a path typed here is from here, as any the shell takes
-        flags["chdir"] = os.path.join(workdir, flags["chdir"])
-    if (chdir := _chdir_first(args, flags)) is not None:
-        args = _named_from(args, workdir)
-        os.chdir(chdir)  # before the options are checked: their paths are from there
-        if chdir not in sys.path:
-            sys.path.insert(0, chdir)  # the app's modules, as gunicorn's --chdir
-        workdir = chdir
+    args, workdir = enter_chdir(args, flags)
     # A missing or broken file, a bad [server] option: one line, before binding.
-    options, load, ini = _source(args, flags)
+    options, load, ini = served_source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
     settle(config)  # --env, --pythonpath, a --log-config or --error-log: before any import
     if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
@@ -133,6 +132,25 @@ class _Loading:
             raise _LoadFailed(exc) from exc
 
 
+def enter_chdir(args: argparse.Namespace, flags: dict[str, Any]) -> tuple[argparse.Namespace, str]:
+    """Move to --chdir's (or the served file's ``chdir``) directory; ``args`` and the directory.
+
+    First of all, before the options are checked: their relative paths, and
+    the app's modules, are from there, while the --config or --paste file
+    named on the command line stays named from where it runs (``args``).
+    """
+    workdir = working_directory()
+    if "chdir" in flags:  # a path typed here is from here, as any the shell takes
+        flags["chdir"] = os.path.join(workdir, flags["chdir"])
+    if (chdir := _chdir_first(args, flags)) is not None:
+        args = _named_from(args, workdir)
+        os.chdir(chdir)
+        if chdir not in sys.path:
+            sys.path.insert(0, chdir)  # the app's modules, as gunicorn's --chdir
+        workdir = chdir
+    return args, workdir
+
+
 def _chdir_first(args: argparse.Namespace, flags: Mapping[str, Any]) -> str | None:
     """--chdir, or the ``chdir`` of the file served, checked; None if neither gives one.
 
@@ -172,7 +190,7 @@ def _named(args: argparse.Namespace) -> str:
     return named[0]
 
 
-def _source(
+def served_source(
     args: argparse.Namespace, options: dict[str, Any], workdir: str | None = None
 ) -> tuple[dict[str, Any], Callable[[], Any], PasteIni | None]:
     """The server's options with the file's under them, the app's loader, and the ini if any.
@@ -209,10 +227,10 @@ def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str
         raise ConfigError(
             f"cannot enter the working directory {workdir!r} again: {exc.strerror}"
         ) from None
-    options, _, ini = _source(args, dict(flags), workdir)
+    options, _, ini = served_source(args, dict(flags), workdir)
     config = ServerConfig.from_options(**options)
     if args.config is not None:
-        source = os.path.join(workdir, args.config)  # as read (_source): the same name
+        source = os.path.join(workdir, args.config)  # as read (served_source): the same name
     elif args.paste is not None:
         source = args.paste.partition("#")[0]  # read_paste_ini names it as given
     else:
