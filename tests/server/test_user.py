@@ -301,3 +301,24 @@ def test_in_process_a_pid_file_in_the_user_s_directory_is_removed_at_exit(serve_
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
     assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_the_error_log_is_the_users_so_a_sigusr1_reopens_it(site, workers):
+    # The server created it as root (0644) and left it root's: with --workers 0
+    # the process, once nobody, could not reopen it on SIGUSR1 ("cannot reopen
+    # the log file ...: Permission denied"), as gunicorn gives its error log.
+    log = site / "logs" / "error.log"
+    log.parent.mkdir(mode=0o755)
+    argv = [*SERVE, "whoami:app", "--bind", "127.0.0.1:0", "--user", "nobody"]
+    argv += ["--workers", workers, "--error-log", str(log)]
+    with launched(site) as launch:
+        server = launch(argv, cwd=site, env={**os.environ, "PWD": str(site)}, wait=False)
+        listening = poll(lambda: log.exists() and "listening on" in log.read_text())
+        assert listening and (log.stat().st_uid, log.stat().st_gid) == (NOBODY, NOGROUP)
+        server.port = int(log.read_text().split("listening on", 1)[1].split()[0].rsplit(":", 1)[1])
+        server.proc.send_signal(signal.SIGUSR1)
+        assert _who(server)["uid"] == NOBODY
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+    assert "cannot reopen" not in log.read_text()

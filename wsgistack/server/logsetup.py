@@ -32,9 +32,9 @@ from typing import Any
 
 from ..errors import ConfigError, unreadable
 from ..loader import raised
-from .account import Account, give_log_to_reopen
+from .account import Account, give_log, give_log_to_reopen
 
-__all__ = ["LogConfig", "apply_ini", "reopen_log_files", "start_logging"]
+__all__ = ["LogConfig", "apply_ini", "give_log_files", "reopen_log_files", "start_logging"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -246,6 +246,17 @@ def _kept_on_failure(where: str) -> Iterator[None]:
                 handler.close()
         cause = f": {raised(exc.__cause__)}" if exc.__cause__ is not None else ""
         raise ConfigError(f"{where}: {raised(exc)}{cause}") from None
+
+
+def give_log_files(account: Account | None) -> None:
+    """At start-up, with --user: give each file the logging writes to the account.
+
+    The process made them as root (--error-log's, --log-config's handlers);
+    left root's, a worker, or the ``--workers 0`` process once it switched,
+    could not open them again on SIGUSR1.  As gunicorn gives its error log.
+    """
+    for handler in _file_handlers():
+        give_log(handler.baseFilename, account, "log file")
 
 
 def reopen_log_files(account: Account | None = None, access_log: str | None = None) -> None:

@@ -37,7 +37,7 @@ from .listener import (
     set_socket_mode,
     unopen,
 )
-from .logsetup import start_logging
+from .logsetup import give_log_files, start_logging
 from .notify import Notify
 from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
@@ -146,6 +146,7 @@ class Server:
         if not self.listeners:
             settle(self.config)
             _check_access_log(self.config)
+            give_log_files(self.config.account())
             check_statsd(self.config)
             self._passed = self._passed or listen_fds()
             self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
