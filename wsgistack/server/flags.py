@@ -152,7 +152,7 @@ FLAGS = (
         "user",
         "NAME",
         "a user name or UID the workers switch to after the fork, before loading the app;"
-        " the master stays root to bind, the unix socket files and the access log are"
+        " the master stays root to bind, the unix socket files and the log files are"
         " given to the user (default: as started)",
     ),
     (
