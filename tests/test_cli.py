@@ -258,3 +258,46 @@ def test_check_loads_the_app_as_serve_does_with_the_server_tables_env_and_paths(
     result = run("check", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{path}: ok", "settingsapp_xyz.app"]
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ('error_log = "{missing}/error.log"', "error_log: cannot open '{missing}/error.log'"),
+        ('log_config = "{logging}"', "log_config: {logging}: ValueError: Unable to configure"),
+    ],
+    ids=["error_log", "log_config"],
+)
+def test_check_refuses_the_logging_serve_refuses(tmp_path, server, message):
+    # check read --log-config's file but never applied it, and never opened
+    # --error-log's: it called ok a file that serve --config refuses at once.
+    missing, logging_file = tmp_path / "no-such-dir", tmp_path / "logging.json"
+    logging_file.write_text(
+        '{"version": 1, "handlers": {"file": {"class": "logging.FileHandler",'
+        f' "filename": "{missing}/app.log"}}}}, "root": {{"handlers": ["file"]}}}}'
+    )
+    path = tmp_path / "stack.toml"
+    names = {"missing": missing, "logging": logging_file}
+    path.write_text(f"{GOOD}[server]\n{server.format(**names)}\n")
+    for command in (
+        ["check", str(path)],
+        ["serve", "--config", str(path), "--bind", "127.0.0.1:0"],
+    ):
+        result = run(*command)
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        prefix = f"wsgistack {command[0]}: error: "
+        assert result.stderr.startswith(prefix + message.format(**names)), result.stderr
+
+
+def test_check_reports_a_broken_app_on_standard_error_whatever_the_error_log(tmp_path):
+    # The error log takes the server's lines, not check's own report.
+    (tmp_path / "needsenv_xyz.py").write_text("import os\n\nX = os.environ['NO_SUCH_XYZ']\n")
+    path = tmp_path / "stack.toml"
+    path.write_text(
+        f'[app]\nuse = "needsenv_xyz:app"\n[server]\nerror_log = "{tmp_path}/error.log"\n'
+        f'pythonpath = ["{tmp_path}"]\n'
+    )
+    result = run("check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"wsgistack check: {path}: cannot load the app: ")
+    assert "KeyError: 'NO_SUCH_XYZ'" in result.stderr

@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 from .compose import describe
 from .errors import ConfigError
 from .loader import log_load_failure, working_directory
-from .server.cli import add_serve, enter_chdir, served_source
+from .server.cli import add_serve, enter_chdir, served_source, settle_served
 from .server.config import ServerConfig
-from .server.server import settle_process
 
 __all__ = ["main"]
 
@@ -36,25 +35,40 @@ def _check(args: argparse.Namespace) -> int:
     # loaded where and with what serve loads it: the chdir, env and pythonpath.
     served, _ = enter_chdir(argparse.Namespace(app=None, config=args.file, paste=args.paste), {})
     options, load, ini = served_source(served, {})
-    settle_process(ServerConfig.from_options(**options))
-    if ini is not None:
-        # Its [loggers], as serve --paste applies them before binding: a file
-        # serve would refuse is not ok here (a log file it names is opened).
-        ini.configure_logging()
+    # Its logging too ([loggers], log_config, error_log), as serve sets it up
+    # before binding: a file serve would refuse is not ok here (log files are opened).
+    settle_served(ServerConfig.from_options(**options), ini)
     try:
         app = load()
     except Exception as exc:
         if isinstance(exc, ConfigError) and exc.__cause__ is None:
             raise  # a bad option or name: one line from main()
         # The app's own code failed: its traceback and status 2, as serve reports it.
-        logging.basicConfig(format="%(message)s")
-        log_load_failure(logging.getLogger("wsgistack"), f"wsgistack check: {name}", exc)
+        _report_failure(name, exc)
         return 2
     print(f"{name}: ok")
     if ini is not None and ini.ignored is not None:
         print(f"{ini.given}: [server:main] uses {ini.ignored}: ignored by wsgistack serve")
     print(describe(app))
     return 0
+
+
+def _report_failure(name: str, exc: BaseException) -> None:
+    """check's report of an app that failed to load, on standard error.
+
+    Wherever the file's logging (error_log, log_config) sends the rest: the
+    person running check reads the reason here.
+    """
+    report = logging.getLogger("wsgistack.check")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    report.addHandler(handler)
+    report.propagate = False
+    report.setLevel(logging.ERROR)  # whatever level the file gives the wsgistack loggers
+    try:
+        log_load_failure(report, f"wsgistack check: {name}", exc)
+    finally:
+        report.removeHandler(handler)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "pipeline_options",
     "serve_announced",
     "served_source",
+    "settle_served",
     "start_logging",
 ]
 
@@ -55,11 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     # A missing or broken file, a bad [server] option: one line, before binding.
     options, load, ini = served_source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
-    settle(config)  # --env, --pythonpath, a --log-config or --error-log: before any import
-    if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
-        _check_ini_logging(ini, config)
-        ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
-    start_logging(config.log_level, config.error_log, config.log_config)
+    settle_served(config, ini)
     if ini is not None and ini.ignored is not None:
         logging.getLogger("wsgistack.server").info(
             "%s: [server:main] uses %s, not wsgistack's server: its options are ignored",
@@ -247,6 +244,20 @@ def _relog(ini: PasteIni | None, config: ServerConfig) -> None:
         start_logging(config.log_level)  # as at start: ours only where the root has no handler
     else:
         logging.getLogger().setLevel(config.log_level.upper())
+
+
+def settle_served(config: ServerConfig, ini: PasteIni | None) -> None:
+    """Before any import: ``settle`` (--env, --pythonpath, ...), then the logging.
+
+    The logging is --log-config's, or the ini's ``[loggers]``, or ours (to
+    standard error or --error-log's file); ``wsgistack check`` sets up the
+    same, so a file serve would refuse is not called ok.
+    """
+    settle(config)
+    if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
+        _check_ini_logging(ini, config)
+        ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
+    start_logging(config.log_level, config.error_log, config.log_config)
 
 
 def _check_ini_logging(ini: PasteIni, config: ServerConfig) -> None:

@@ -427,17 +427,6 @@ def settle(config: ServerConfig) -> None:
     or --error-log gives.  The CLI calls it first of all; a Server made in
     code (or by pserve) as it binds; again, it changes nothing.
     """
-    settle_process(config)
-    if config.log_config is not None or config.error_log != "-":
-        start_logging(config.log_level, config.error_log, config.log_config)
-
-
-def settle_process(config: ServerConfig) -> None:
-    """--umask, --chdir, --env and --pythonpath: where and with what the app is loaded.
-
-    ``wsgistack check`` needs these too (to load the app as serve would), but
-    not the logging, whose file would take the check's own report.
-    """
     if config.umask is not None:
         os.umask(config.umask)
     if config.chdir is not None:
@@ -445,6 +434,8 @@ def settle_process(config: ServerConfig) -> None:
     for key, value in config.env:
         os.environ[key] = value
     sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
+    if config.log_config is not None or config.error_log != "-":
+        start_logging(config.log_level, config.error_log, config.log_config)
 
 
 def _note_signals(noted: list[int]) -> dict[int, Any]:
