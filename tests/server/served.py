@@ -20,7 +20,18 @@ from typing import Any
 
 import pytest
 
-__all__ = ["APP", "HELD_IMPORT", "Served", "launched", "limit_files", "orphans", "poll"]
+__all__ = [
+    "APP",
+    "HELD_IMPORT",
+    "RELEASE_APP",
+    "Served",
+    "deploy",
+    "launched",
+    "limit_files",
+    "orphans",
+    "poll",
+    "releases",
+]
 
 APP = """
 import os, time
@@ -158,3 +169,37 @@ def orphans(master: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
     except OSError:
         return []
+
+
+#: A release's app (``% name``): answers its name and the release.txt beside
+#: the worker's working directory, so a test sees which code runs where.
+RELEASE_APP = """
+from pathlib import Path
+
+def app(environ, start_response):
+    body = ("%s:" + Path("release.txt").read_text()).encode()  # relative: the worker's cwd
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+
+def releases(root: Path, fill: Callable[[Path, str], None]) -> Path:
+    """``root/releases/one`` and ``two``, each ``fill(directory, name)``; the ``current`` link to one.
+
+    The usual deploy layout: a server started in ``current`` (``--chdir`` or
+    its working directory), then ``deploy(current, "two")`` and a SIGHUP.
+    """
+    for name in ("one", "two"):
+        release = root / "releases" / name
+        release.mkdir(parents=True)
+        fill(release, name)
+    current = root / "current"
+    current.symlink_to(root / "releases" / "one")
+    return current
+
+
+def deploy(current: Path, name: str) -> None:
+    """Point ``current`` at ``releases/NAME`` in one step, as ``ln -sfn`` and ``mv -T`` do."""
+    link = current.with_name("next")
+    link.symlink_to(current.parent / "releases" / name)
+    os.replace(link, current)

@@ -8,7 +8,6 @@ which processes imported it.
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import signal
 import textwrap
@@ -20,8 +19,7 @@ from wsgistack.errors import ConfigError
 from wsgistack.server.config import ServerConfig
 from wsgistack.server.reconfig import check_reload
 
-from .served import Served, poll
-from .test_process import RELEASE
+from .served import RELEASE_APP, Served, deploy, poll, releases
 from .test_reload_config import hang_up
 
 PRELOADED_APP = """
@@ -308,20 +306,18 @@ def test_a_sighup_after_a_deploy_keeps_the_new_workers_beside_the_loaded_code(se
     # (its relative paths from there), but --preload keeps the code loaded at
     # start, so the new workers must read the files beside that code, not mix
     # the old code with the new release's files.
-    for name in ("one", "two"):
-        release = tmp_path / "releases" / name
-        release.mkdir(parents=True)
-        (release / "release_app.py").write_text(RELEASE % name)
-        (release / "release.txt").write_text(name)
-        (release / "stack.toml").write_text(
+
+    def release(directory: Path, name: str) -> None:
+        (directory / "release_app.py").write_text(RELEASE_APP % name)
+        (directory / "release.txt").write_text(name)
+        (directory / "stack.toml").write_text(
             '[app]\nuse = "release_app:app"\n\n[server]\npreload = true\n'
         )
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "one")
+
+    current = releases(tmp_path, release)
     server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
     assert server.get() == "one:one"
-    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
-    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    deploy(current, "two")
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: "reload done" in server.log.read_text())
     assert server.get() == "one:one"

@@ -15,13 +15,14 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from wsgistack.server.pidfile import PidFile
 
 from .live import RawClient
-from .served import HELD_IMPORT, Served, poll
+from .served import HELD_IMPORT, RELEASE_APP, Served, deploy, poll, releases
 
 
 def test_sigterm_lets_the_in_flight_request_finish(serve):
@@ -438,31 +439,20 @@ def test_an_app_module_that_is_missing_is_one_line_without_a_traceback(serve):
     assert "Traceback" not in log
 
 
-RELEASE = """
-from pathlib import Path
-
-def app(environ, start_response):
-    body = ("%s:" + Path("release.txt").read_text()).encode()  # relative: the worker's cwd
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body]
-"""
+def _release(directory: Path, name: str) -> None:
+    """A release whose app answers ``NAME:`` and the release.txt where the worker runs."""
+    (directory / "release_app.py").write_text(RELEASE_APP % name)
+    (directory / "release.txt").write_text(name)
 
 
 def test_sighup_reloads_the_release_a_current_symlink_points_to_now(serve, tmp_path):
     # The usual deploy: start in a 'current' symlink, point it at a new release,
     # send SIGHUP.  The new workers must import, and run, in the release it names
     # now, as gunicorn's do; they used to stay in the one resolved at start-up.
-    for name in ("one", "two"):
-        release = tmp_path / "releases" / name
-        release.mkdir(parents=True)
-        (release / "release_app.py").write_text(RELEASE % name)
-        (release / "release.txt").write_text(name)
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "one")
+    current = releases(tmp_path, _release)
     server = serve("--workers", "1", target=("release_app:app",), cwd=current)
     assert server.get() == "one:one"
-    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
-    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    deploy(current, "two")
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: server.get() == "two:two")
 
@@ -727,22 +717,18 @@ def test_a_relative_pid_file_is_removed_after_a_deploy_s_sighup(serve, tmp_path)
     # --chdir's `current` link names at start; a SIGHUP after the deploy reads
     # the new release's file from there, and the stop must still remove the
     # file it wrote, not look for it in the new release.
-    for name in ("one", "two"):
-        release = tmp_path / "releases" / name
-        release.mkdir(parents=True)
-        (release / "release_app.py").write_text(RELEASE % name)
-        (release / "release.txt").write_text(name)
-        (release / "stack.toml").write_text(
+    def release(directory: Path, name: str) -> None:
+        _release(directory, name)
+        (directory / "stack.toml").write_text(
             '[app]\nuse = "release_app:app"\n\n[server]\npid = "app.pid"\n'
         )
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "one")
+
+    current = releases(tmp_path, release)
     server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
     written = tmp_path / "releases" / "one" / "app.pid"
     poll(written.exists)  # written once bound, after the `listening on` line
     assert written.read_text() == f"{server.proc.pid}\n"
-    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
-    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    deploy(current, "two")
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: "reload done" in server.log.read_text())
     assert server.get() == "two:two"

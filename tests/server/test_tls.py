@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ import pytest
 
 from tests.redis_server import encrypt_key, make_certificates
 from tests.server.live import live_server
-from tests.server.served import poll
+from tests.server.served import deploy, poll, releases
 from wsgistack.errors import ConfigError
 from wsgistack.server.config import ServerConfig, layered_options
 
@@ -315,21 +314,20 @@ def test_sighup_after_a_deploy_reads_the_new_release_s_certificate(serve, tmp_pa
     # not the one of the release it started in (its own working directory).
     (tmp_path / "renewed").mkdir()
     renewed = make_certificates(tmp_path / "renewed")
-    for name, files in (("one", tls_files), ("two", renewed)):
-        release = tmp_path / "releases" / name
-        release.mkdir(parents=True)
-        shutil.copy(files.server_cert, release / "cert.pem")
-        shutil.copy(files.server_key, release / "key.pem")
-        shutil.copy(tmp_path / "slowapp.py", release / "slowapp.py")
-        (release / "stack.toml").write_text(
+
+    def release(directory: Path, name: str) -> None:
+        files = tls_files if name == "one" else renewed
+        shutil.copy(files.server_cert, directory / "cert.pem")
+        shutil.copy(files.server_key, directory / "key.pem")
+        shutil.copy(tmp_path / "slowapp.py", directory / "slowapp.py")
+        (directory / "stack.toml").write_text(
             '[app]\nuse = "slowapp:app"\n\n[server]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n'
         )
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "one")
+
+    current = releases(tmp_path, release)
     server = serve("--chdir", str(current), target=("--config", str(current / "stack.toml")))
     assert seen_certificate(server.port) == der(tls_files.server_cert)
-    (tmp_path / "next").symlink_to(tmp_path / "releases" / "two")
-    os.replace(tmp_path / "next", current)  # atomically, as `ln -sfn` + `mv -T` do
+    deploy(current, "two")
     server.proc.send_signal(signal.SIGHUP)
     poll(lambda: "reload done" in server.log.read_text())
     assert seen_certificate(server.port) == der(renewed.server_cert)
