@@ -45,6 +45,19 @@ def test_check_prints_the_stack(tmp_path):
     ]
 
 
+def test_check_takes_the_file_as_serve_names_it_with_config(tmp_path):
+    # `serve --config stack.toml` serves it; `check --config stack.toml` was an
+    # argparse error ("unrecognized arguments").
+    path = tmp_path / "stack.toml"
+    path.write_text(GOOD)
+    result = run("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{path}: ok"
+    both = run("check", str(path), "--config", str(path))
+    assert both.returncode == 2
+    assert "give exactly one of FILE, --config FILE or --paste FILE" in both.stderr
+
+
 def test_check_fails_with_the_reason(tmp_path):
     path = tmp_path / "stack.toml"
     path.write_text(GOOD.replace('tag = "a"', 'tga = "a"'))

@@ -316,4 +316,4 @@ def test_check_refuses_the_loggers_serve_refuses(tmp_path):
 
 def test_check_takes_one_file(capsys):
     assert main(["check", "stack.toml", "--paste", "site.ini"]) == 2
-    assert "give exactly one of FILE or --paste FILE" in capsys.readouterr().err
+    assert "give exactly one of FILE, --config FILE or --paste FILE" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 $ wsgistack demo
 $ wsgistack serve myapp:app --bind 127.0.0.1:8000
-$ wsgistack check stack.toml
+$ wsgistack check stack.toml          # or --config stack.toml, as serve names it
 $ wsgistack check --paste site.ini
 """
 
@@ -28,12 +28,14 @@ DESCRIPTION = (
 
 
 def _check(args: argparse.Namespace) -> int:
-    if (args.file is None) == (args.paste is None):
-        raise ConfigError("give exactly one of FILE or --paste FILE")
-    name = args.file or args.paste
+    named = [each for each in (args.file, args.config, args.paste) if each is not None]
+    if len(named) != 1:
+        raise ConfigError("give exactly one of FILE, --config FILE or --paste FILE")
+    name = named[0]
+    pipeline = args.file if args.file is not None else args.config
     # Its [server] table (or [server:main]) read as serve reads it, and the app
     # loaded where and with what serve loads it: the chdir, env and pythonpath.
-    served, _ = enter_chdir(argparse.Namespace(app=None, config=args.file, paste=args.paste), {})
+    served, _ = enter_chdir(argparse.Namespace(app=None, config=pipeline, paste=args.paste), {})
     options, load, ini = served_source(served, {})
     # Its logging too ([loggers], log_config, error_log), as serve sets it up
     # before binding: a file serve would refuse is not ok here (log files are opened).
@@ -116,6 +118,11 @@ def _add_check(commands: argparse._SubParsersAction) -> Callable[[argparse.Names
         " it loads, 2 when it does not, with the reason.",
     )
     parser.add_argument("file", nargs="?", metavar="FILE", help="the TOML pipeline file")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the TOML pipeline file, named as serve --config names it (the same as FILE)",
+    )
     parser.add_argument(
         "--paste",
         metavar="FILE",
