@@ -10,6 +10,7 @@ stopped by its PID; every wait is a bounded poll.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from wsgistack.server import Server
 from wsgistack.server.activation import activated, listen_fds
 from wsgistack.server.bind import Bind, parse_bind
 from wsgistack.server.config import ServerConfig
+from wsgistack.server.listener import describe_listener
 
 from .live import RawClient, uwsgi_packet
 from .served import Served, launched, poll
@@ -336,3 +338,23 @@ def test_an_inherited_socket_speaks_uwsgi_when_its_bind_says_so(checked):
         with served, RawClient(listener.getsockname()) as client:
             client.send(uwsgi_packet(variables))
             assert client.read_to_close().startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_inherited_abstract_unix_socket_is_named_with_an_at(checked, caplog):
+    # systemd's ListenStream=@name: the kernel's name starts with a NUL byte,
+    # which the `listening on` line and server.addresses printed as it came.
+    caplog.set_level(logging.INFO, "wsgistack.server")
+    name = f"wsgistack-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind("\0" + name)
+        listener.listen()
+        copy = os.dup(listener.fileno())
+        with Server(checked(ok), bind=f"fd://{copy}") as server:
+            assert server.addresses == [(f"@{name}", 0)]
+            assert describe_listener(server.listeners[0], server.config.bind[0]) == (
+                f"http://unix:@{name}"
+            )
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect("\0" + name)
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 ")

@@ -275,18 +275,27 @@ def close_listeners(sockets: list[socket.socket]) -> None:
         if sock.family == socket.AF_UNIX:
             path = sock.getsockname()
             ours = _UNIX_FILES.pop(path, None)
-            with contextlib.suppress(OSError):
-                info = os.stat(path)
-                if ours == (info.st_dev, info.st_ino, os.getpid()):
-                    os.unlink(path)
+            # None: not a file we made (an inherited socket's, or an abstract
+            # name, "\0..." with no file at all, which os.stat() would refuse).
+            if ours is not None:
+                with contextlib.suppress(OSError):
+                    info = os.stat(path)
+                    if ours == (info.st_dev, info.st_ino, os.getpid()):
+                        os.unlink(path)
         sock.close()
 
 
 def describe_socket(sock: socket.socket) -> tuple[str, int]:
-    """(host, port) of a listening socket; for unix sockets (path, 0)."""
+    """(host, port) of a listening socket; for unix sockets (path, 0).
+
+    An abstract unix socket (systemd's ``ListenStream=@name``, passed to us)
+    has a name that starts with a NUL byte: it is written ``@name``, as
+    systemd and ``ss`` write it.
+    """
     name = sock.getsockname()
     if isinstance(name, str | bytes):
-        return (os.fsdecode(name), 0)
+        path = os.fsdecode(name)
+        return ("@" + path[1:] if path[:1] == "\0" else path, 0)
     return (name[0], name[1])
 
 
