@@ -308,6 +308,9 @@ def test_uwsgi_protocol_applies_to_the_passed_sockets():
     assert said == "socket activation: serving the 2 sockets passed by systemd (LISTEN_FDS)"
     given = ServerConfig.from_options(bind=["fd://4", "uwsgi://fd://3"])
     assert activated(given, (3, 4), bind_given=True)[0] == given  # they say how to serve them
+    # A passed socket the binds leave out queues clients nobody answers: said.
+    _, said = activated(given, (3, 4, 5, 6), bind_given=True)
+    assert said.endswith("serving the fd:// binds given; fd 5, 6 not among them, not served")
 
 
 def test_an_inherited_socket_serves_in_process_and_stays_open_for_its_owner(checked):

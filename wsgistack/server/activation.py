@@ -64,7 +64,11 @@ def activated(
         return config, ""
     passed = f"{len(fds)} socket{'s' if len(fds) > 1 else ''} passed by systemd (LISTEN_FDS)"
     if all(bind.kind == "fd" for bind in config.bind):
-        return config, f"socket activation: {passed}; serving the fd:// binds given"
+        said = f"socket activation: {passed}; serving the fd:// binds given"
+        left = sorted(set(fds) - {bind.fd for bind in config.bind})
+        if left:  # open, and queueing clients nobody will answer: a unit and binds that disagree
+            said += f"; fd {', '.join(map(str, left))} not among them, not served"
+        return config, said
     binds = tuple(Bind("fd", fd=fd, protocol=config.protocol) for fd in fds)
     said = f"socket activation: serving the {passed}"
     if bind_given:
