@@ -111,12 +111,17 @@ def _root_path(value: Any) -> str:
     return value
 
 
-def _access_log(value: Any) -> str | None:
+def _file_path(value: Any, option: str, what: str) -> str:
+    """``value`` as a path's text (a ``pathlib.Path`` too); else ``OPTION: VALUE must be WHAT``."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if value is None or (isinstance(value, str) and value):
+    if isinstance(value, str) and value:
         return value
-    raise ConfigError(f"access_log: {value!r} must be '-' (stdout) or a file path")
+    raise ConfigError(f"{option}: {value!r} must be {what}")
+
+
+def _access_log(value: Any) -> str | None:
+    return None if value is None else _file_path(value, "access_log", "'-' (stdout) or a file path")
 
 
 def _access_log_format(value: Any) -> str:
@@ -127,10 +132,7 @@ def _access_log_format(value: Any) -> str:
 def _pid(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"pid: {value!r} must be a file path")
+    value = _file_path(value, "pid", "a file path")
     directory = os.path.dirname(os.path.abspath(value))
     if not os.path.isdir(directory):
         raise ConfigError(f"pid: {value!r}: the directory {directory!r} does not exist")
@@ -189,9 +191,8 @@ def _chdir(value: Any) -> str | None:
     """
     if value is None:
         return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not os.path.isabs(value):
+    value = _file_path(value, "chdir", "an absolute directory path")
+    if not os.path.isabs(value):
         raise ConfigError(f"chdir: {value!r} must be an absolute directory path")
     if not os.path.isdir(value):
         raise ConfigError(f"chdir: {value!r} is not a directory")
@@ -219,21 +220,14 @@ def _reload_extra_files(value: Any) -> tuple[str, ...]:
 
 
 def _error_log(value: Any) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, str) and value:
-        return value
-    raise ConfigError(f"error_log: {value!r} must be '-' (standard error) or a file path")
+    return _file_path(value, "error_log", "'-' (standard error) or a file path")
 
 
 def _log_config(value: Any) -> str | None:
     """A logging file that exists and parses (``LogConfig.read``); it is applied at start."""
     if value is None:
         return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"log_config: {value!r} must be a file path")
+    value = _file_path(value, "log_config", "a file path")
     LogConfig.read(value)
     return value
 
@@ -301,11 +295,7 @@ def _pem_path(name: str) -> Callable[[Any], str | None]:
     """A PEM file's path (loaded by ``tls.server_context``, which says what is wrong in it)."""
 
     def convert(value: Any) -> str | None:
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if value is None or (isinstance(value, str) and value):
-            return value
-        raise ConfigError(f"{name}: {value!r} must be the path of a PEM file")
+        return None if value is None else _file_path(value, name, "the path of a PEM file")
 
     return convert
 
