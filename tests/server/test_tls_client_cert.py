@@ -11,6 +11,7 @@ import http.client
 import json
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import flask
@@ -42,13 +43,32 @@ def printed(cert: Path, what: str) -> str:
 @pytest.fixture(scope="module")
 def awkward(tmp_path_factory, tls_files):
     """A client certificate from the session's CA whose subject needs escaping (cert, key)."""
-    directory = tmp_path_factory.mktemp("awkward-client")
+    return client_certificate(
+        tmp_path_factory.mktemp("awkward-client"), tls_files, AWKWARD_SUBJECT, ""
+    )
+
+
+#: A person's certificate as a company CA issues them: three OUs, a non-ASCII
+#: CN, an Email field, a domainComponent (no key of its own in mod_ssl).
+RICH_SUBJECT = (
+    "/DC=example/C=DE/ST=Bayern/L=München/O=Example GmbH/OU=payments/OU=platform/OU=sre"
+    "/CN=Zoë Dürr/title=Engineer/GN=Zoë/SN=Dürr/UID=zd7/emailAddress=zoe@example.com"
+)
+RICH_SANS = (
+    "subjectAltName=DNS:billing.internal,DNS:billing-2.internal,email:zoe@example.com,"
+    "URI:spiffe://example.org/ns/prod/sa/billing,IP:10.0.0.7,IP:2001:db8:0:0:0:0:0:7,"
+    "otherName:msUPN;UTF8:zd7@example.com\n"
+)
+
+
+def client_certificate(directory: Path, tls_files, subject: str, extensions: str) -> tuple:
+    """A client certificate from the session's CA for ``subject`` (cert, key), by openssl."""
     ca_dir = tls_files.ca.parent
-    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n" + extensions)
     openssl(
         *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
         *("-keyout", str(directory / "client.key"), "-out", str(directory / "client.csr")),
-        *("-utf8", "-multivalue-rdn", "-subj", AWKWARD_SUBJECT),
+        *("-utf8", "-multivalue-rdn", "-subj", subject),
     )
     openssl(
         *("x509", "-req", "-in", str(directory / "client.csr"), "-days", "2"),
@@ -59,12 +79,32 @@ def awkward(tmp_path_factory, tls_files):
     return directory / "client.pem", directory / "client.key"
 
 
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory, tls_files):
+    """A client certificate with many subject fields and SANs of each kind (cert, key)."""
+    directory = tmp_path_factory.mktemp("rich-client")
+    return client_certificate(directory, tls_files, RICH_SUBJECT, RICH_SANS)
+
+
 def ssl_keys_app(environ, start_response):
     """Answers the ``SSL_*`` keys of its environ, as JSON."""
     seen = {key: value for key, value in environ.items() if key.startswith("SSL_")}
     body = json.dumps(seen).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
+
+
+#: The keys of one field or SAN each (SSL_CLIENT_S_DN_CN...), not of the whole DN.
+FIELD_KEYS = ("SSL_CLIENT_S_DN_", "SSL_CLIENT_I_DN_", "SSL_CLIENT_SAN_")
+
+
+def picked(seen: dict, prefix: str) -> dict:
+    """The keys of ``seen`` under ``prefix``, but for the fields' keys and the days left."""
+    return {
+        key: value
+        for key, value in seen.items()
+        if key.startswith(prefix) and not key.startswith((*FIELD_KEYS, "SSL_CLIENT_V_REMAIN"))
+    }
 
 
 def ask(address, context: ssl.SSLContext | None, times: int = 1, headers=None) -> list[dict]:
@@ -101,7 +141,7 @@ def test_a_verified_client_certificate_is_named_on_every_request(
     with live_server(ssl_keys_app, **options) as server:
         first, second = ask(server.address, with_cert(tls_files, cert, key), times=2)
     assert first == second
-    assert first == {
+    assert picked(first, "SSL_CLIENT_") == {
         "SSL_CLIENT_VERIFY": "SUCCESS",
         "SSL_CLIENT_S_DN": printed(cert, "subject"),
         "SSL_CLIENT_I_DN": printed(cert, "issuer"),
@@ -130,7 +170,9 @@ def test_optional_without_a_certificate_says_none_and_nothing_else(tls_files):
     forged = {"SSL-Client-Verify": "SUCCESS", "SSL-Client-S-DN": "CN=admin"}
     with live_server(ssl_keys_app, **options) as server:
         seen = ask(server.address, client_context(tls_files), times=2, headers=forged)
-    assert seen == [{"SSL_CLIENT_VERIFY": "NONE"}] * 2
+    assert [picked(keys, "SSL_CLIENT_") for keys in seen] == [{"SSL_CLIENT_VERIFY": "NONE"}] * 2
+    assert not any(key.startswith("SSL_CLIENT_") and key != "SSL_CLIENT_VERIFY" for key in seen[0])
+    assert seen[0]["SSL_PROTOCOL"] == "TLSv1.3"  # the connection's own keys, certificate or not
 
 
 def test_plain_http_binds_have_no_ssl_keys():
@@ -157,6 +199,71 @@ def test_a_flask_view_authorises_by_the_subject(tls_files, awkward):
     assert body == printed(awkward[0], "subject")
 
 
+def wsgi(text: str) -> str:
+    """``text`` as PEP 3333 carries it in an environ: its UTF-8 bytes, decoded latin-1."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def test_each_subject_field_and_san_has_its_mod_ssl_key(tls_files, rich):
+    options = tls_options(tls_files, ca_certs=str(tls_files.ca), cert_reqs="required")
+    with live_server(ssl_keys_app, **options) as server:
+        first, second = ask(server.address, with_cert(tls_files, *rich), times=2)
+    assert first == second
+    fields = {key: value for key, value in first.items() if key.startswith(FIELD_KEYS)}
+    assert fields == {
+        # In the certificate's order; a second and third OU are _1 and _2.
+        "SSL_CLIENT_S_DN_C": "DE",
+        "SSL_CLIENT_S_DN_ST": "Bayern",
+        "SSL_CLIENT_S_DN_L": wsgi("München"),
+        "SSL_CLIENT_S_DN_O": "Example GmbH",
+        "SSL_CLIENT_S_DN_OU": "payments",
+        "SSL_CLIENT_S_DN_OU_1": "platform",
+        "SSL_CLIENT_S_DN_OU_2": "sre",
+        "SSL_CLIENT_S_DN_CN": wsgi("Zoë Dürr"),
+        "SSL_CLIENT_S_DN_T": "Engineer",
+        "SSL_CLIENT_S_DN_G": wsgi("Zoë"),
+        "SSL_CLIENT_S_DN_S": wsgi("Dürr"),
+        "SSL_CLIENT_S_DN_UID": "zd7",
+        "SSL_CLIENT_S_DN_Email": "zoe@example.com",
+        "SSL_CLIENT_I_DN_CN": "wsgistack test ca",
+        # Numbered from 0 by kind; the msUPN otherName has no key (Python cannot read it).
+        "SSL_CLIENT_SAN_DNS_0": "billing.internal",
+        "SSL_CLIENT_SAN_DNS_1": "billing-2.internal",
+        "SSL_CLIENT_SAN_Email_0": "zoe@example.com",
+        "SSL_CLIENT_SAN_URI_0": "spiffe://example.org/ns/prod/sa/billing",
+        "SSL_CLIENT_SAN_IP_0": "10.0.0.7",
+        "SSL_CLIENT_SAN_IP_1": "2001:db8::7",
+    }
+    # The app gets the text back as under mod_wsgi; the whole DN stays RFC 4514's ASCII.
+    assert first["SSL_CLIENT_S_DN_CN"].encode("latin-1").decode("utf-8") == "Zoë Dürr"
+    assert first["SSL_CLIENT_S_DN"] == printed(rich[0], "subject")
+    assert "CN=Zo\\C3\\AB D\\C3\\BCrr" in first["SSL_CLIENT_S_DN"]
+
+
+def test_the_days_left_are_counted_as_mod_ssl_counts_them(tls_files, rich):
+    # mod_ssl counts whole days from the request's second to a day past
+    # notAfter: 2 for this certificate, which ends two days after the fixture
+    # made it (3 within the second it was made; nginx's $ssl_client_v_remain
+    # says 1).  Counted at the handshake, which happens between these two.
+    end = ssl.cert_time_to_seconds(printed(rich[0], "enddate")) + 86400
+    options = tls_options(tls_files, ca_certs=str(tls_files.ca), cert_reqs="required")
+    with live_server(ssl_keys_app, **options) as server:
+        before = int(time.time())
+        (seen,) = ask(server.address, with_cert(tls_files, *rich))
+        after = int(time.time())
+    assert seen["SSL_CLIENT_V_REMAIN"] in {str((end - now) // 86400) for now in (before, after)}
+    assert seen["SSL_CLIENT_V_REMAIN"] in ("2", "3")
+
+
+def test_a_field_s_control_character_is_escaped_as_openssl_does(tls_files, tmp_path):
+    cert, key = client_certificate(tmp_path, tls_files, "/CN=tab\there/description=a\x7fb", "")
+    options = tls_options(tls_files, ca_certs=str(tls_files.ca), cert_reqs="required")
+    with live_server(ssl_keys_app, **options) as server:
+        (seen,) = ask(server.address, with_cert(tls_files, cert, key))
+    assert seen["SSL_CLIENT_S_DN_CN"] == "tab\\09here"
+    assert seen["SSL_CLIENT_S_DN_D"] == "a\\7Fb"
+
+
 NGINX_MTLS = """
   server {{
     listen 127.0.0.1:{port} ssl;
@@ -164,6 +271,7 @@ NGINX_MTLS = """
     ssl_certificate_key {key};
     ssl_client_certificate {ca};
     ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {{
       include {params};
       uwsgi_param SSL_CLIENT_VERIFY $ssl_client_verify;
@@ -173,6 +281,8 @@ NGINX_MTLS = """
       uwsgi_param SSL_CLIENT_V_START $ssl_client_v_start;
       uwsgi_param SSL_CLIENT_V_END $ssl_client_v_end;
       uwsgi_param SSL_CLIENT_CERT $ssl_client_raw_cert;
+      uwsgi_param SSL_PROTOCOL $ssl_protocol;
+      uwsgi_param SSL_CIPHER $ssl_cipher;
       uwsgi_pass 127.0.0.1:{upstream};
     }}
   }}
@@ -200,7 +310,8 @@ def test_nginx_s_variables_pass_a_uwsgi_bind_as_sent_and_match_our_own(
             (behind_nginx,) = ask(("127.0.0.1", tls_port), context)
     with live_server(ssl_keys_app, **options) as server:
         (ours,) = ask(server.address, context)
-    assert behind_nginx == ours
+    assert len(behind_nginx) == 9  # every key nginx was told to pass, and no other
+    assert behind_nginx == {key: ours[key] for key in behind_nginx}
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..tlsfiles import CertOptions, load_cert_chain, load_file
+from .tlsfacts import keep_server_name
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -61,6 +62,7 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
         except ssl.SSLError:
             raise ConfigError(f"ciphers: no cipher matches {config.ciphers!r}") from None
     context.set_alpn_protocols(["http/1.1"])
+    keep_server_name(context)  # SSL_TLS_SNI
     return context
 
 

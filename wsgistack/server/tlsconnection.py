@@ -31,6 +31,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from .answers import ClientGone, client_of
@@ -39,6 +40,7 @@ from .connection import Connection
 from .discard import linger
 from .environ import build_environ
 from .response import response_head
+from .tlsfacts import connection_keys
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -183,9 +185,10 @@ class TLSConnection(Connection):
     """A ``Connection`` over an ``ssl.SSLSocket`` whose handshake is done.
 
     ``wsgi.url_scheme`` is ``https`` from the listener's environ, whoever
-    the peer (no ``X-Forwarded-Proto`` can make it ``http``); the client's
-    certificate, if it showed one, is named by ``SSL_CLIENT_*`` keys, added
-    once to this connection's copy of that environ (``clientcert.py``).
+    the peer (no ``X-Forwarded-Proto`` can make it ``http``); the protocol,
+    cipher and SNI (``tlsfacts.py``) and the client's certificate, if it
+    showed one (``SSL_CLIENT_*``, ``clientcert.py``), are mod_ssl's keys,
+    added once to this connection's copy of that environ.
     sendfile is not used (the kernel cannot encrypt), files are read and written.
     """
 
@@ -196,7 +199,8 @@ class TLSConnection(Connection):
     def __init__(
         self, sock: ssl.SSLSocket, peer: Any, worker: Any, environ_base: dict[str, Any]
     ) -> None:
-        super().__init__(sock, peer, worker, environ_base | client_cert_keys(sock))
+        tls_keys = connection_keys(sock) | client_cert_keys(sock, time.time())
+        super().__init__(sock, peer, worker, environ_base | tls_keys)
         self._build_environ = build_environ  # the scheme is the connection's: https
         self._waits = False  # Python's timeout set: a pool thread's blocking calls
         self._cut = False  # cut off: no close_notify, which would say the body was whole
