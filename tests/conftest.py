@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterable
 from wsgiref.validate import validator
 
@@ -38,6 +39,22 @@ def sendfile_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(os, "sendfile", spy)
     return sent
+
+
+@pytest.fixture(scope="session")
+def ipv6_loopback() -> None:
+    """Skip where ::1 cannot be bound; in CI, fail: its machines have an IPv6 loopback."""
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as sock:
+                sock.bind(("::1", 0))
+        except OSError:
+            pass
+        else:
+            return
+    if os.environ.get("CI"):
+        pytest.fail("::1 cannot be bound here, and CI's machines have an IPv6 loopback")
+    pytest.skip("this machine has no IPv6 loopback (::1)")
 
 
 def _need_redis() -> None:

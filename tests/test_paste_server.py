@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import urllib.request
 
 import pytest
 from paste.deploy import loadserver
@@ -43,6 +44,27 @@ server = loadserver(uri)
 sys.exit(server(loadapp(uri)))
 """
 
+#: pserve's run where "localhost" resolves as a stock Debian /etc/hosts names
+#: it, 127.0.0.1 and ::1 (Pyramid's development.ini listens on it): some
+#: machines, this sandbox among them, name only 127.0.0.1.
+RUN_DUAL_STACK_LOCALHOST = (
+    """
+import socket
+
+resolve = socket.getaddrinfo
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host != "localhost":
+        return resolve(host, *args, **kwargs)
+    return resolve("127.0.0.1", *args, **kwargs) + resolve("::1", *args, **kwargs)
+
+
+socket.getaddrinfo = getaddrinfo
+"""
+    + RUN
+)
+
 INI = """
 [app:main]
 use = call:pidapp:make_app
@@ -56,11 +78,11 @@ use = egg:wsgistack#main
 @pytest.fixture
 def pserve(tmp_path):
     (tmp_path / "pidapp.py").write_text(APP)
-    (tmp_path / "run.py").write_text(RUN)
 
     with launched(tmp_path) as launch:
 
-        def start(server: str) -> Served:
+        def start(server: str, run: str = RUN) -> Served:
+            (tmp_path / "run.py").write_text(run)
             ini = tmp_path / "site.ini"
             ini.write_text(INI.format(server=server))
             return launch([sys.executable, "run.py", str(ini)])
@@ -87,6 +109,34 @@ def test_listen_names_several_addresses(pserve, tmp_path):
         sock.connect(str(path))
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def _listening(served: Served, count: int) -> list[str] | None:
+    """The URLs of the server's ``listening on`` lines, once there are ``count``."""
+    lines = served.log.read_text().splitlines()
+    urls = [line.split("listening on ", 1)[1] for line in lines if "listening on " in line]
+    return sorted(urls) if len(urls) == count else None
+
+
+@pytest.mark.parametrize("server", ["listen = localhost:0", "host = localhost\nport = 0"])
+def test_a_name_is_served_on_every_address_it_resolves_to(pserve, ipv6_loopback, server):
+    # waitress binds both addresses of "localhost", so a browser that tries
+    # ::1 first is answered at once, not refused (and left to fall back).
+    served = pserve(f"{server}\nworkers = 0", run=RUN_DUAL_STACK_LOCALHOST)
+    urls = poll(lambda: _listening(served, 2))
+    assert [url.rsplit(":", 1)[0] for url in urls] == ["http://127.0.0.1", "http://[::1]"]
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert int(response.read()) == served.proc.pid
+
+
+def test_an_address_named_twice_is_bound_once():
+    # "localhost" is 127.0.0.1 (and perhaps ::1): binding 127.0.0.1:6543
+    # twice would fail; waitress binds each address once.
+    options = ini_server_options({"listen": "127.0.0.1:6543 localhost:6543"}, "ini")
+    binds = [str(bind) for bind in ServerConfig.from_options(**options).bind]
+    resolved = {info[4][0] for info in socket.getaddrinfo("localhost", 6543)}
+    assert binds == ["127.0.0.1:6543", *(["[::1]:6543"] if "::1" in resolved else [])]
 
 
 @pytest.mark.parametrize(
@@ -144,6 +194,16 @@ def test_a_star_host_listens_beside_other_addresses(tmp_path):
             "listen = 127.0.0.1:8000\nbind = 127.0.0.1:8001",
             "server main: listen: give bind or listen (the same option), not both",
             id="listen-and-bind",
+        ),
+        pytest.param(
+            "listen = nowhere.invalid:8000",
+            "server main: listen: 'nowhere.invalid' does not resolve to an address (",
+            id="listen-a-name-that-resolves-to-nothing",
+        ),
+        pytest.param(
+            "host = nowhere.invalid\nport = 8000",
+            "server main: host: 'nowhere.invalid' does not resolve to an address (",
+            id="host-a-name-that-resolves-to-nothing",
         ),
         pytest.param(
             "listen = 8000",

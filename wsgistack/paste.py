@@ -16,8 +16,10 @@ written: ``name = 2024`` is "2024".
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -165,7 +167,8 @@ def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
 
     pserve's ini files name the address as ``host`` and ``port`` (gunicorn's
     and waitress's runners read them so) or, for waitress, ``listen``; ours is
-    ``bind``.  Several addresses: space-separated, or a TOML list.
+    ``bind``.  Several addresses: space-separated, or a TOML list.  Each
+    address is read as waitress reads it (see ``_every_address``).
     """
     options: dict[str, Any] = dict(local_conf)
     named = [key for key in ("bind", "listen") if key in options]
@@ -181,7 +184,7 @@ def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
         value = ini_value(options.pop(named[0]))
         addresses = value.split() if isinstance(value, str) else value
         if isinstance(addresses, list):
-            addresses = [one for address in addresses for one in _every_interface(address)]
+            addresses = _every_address(addresses, f"{where}: {named[0]}")
         options["bind"] = addresses
     elif host is not None or port is not None:
         host = (host or "127.0.0.1").strip()
@@ -189,22 +192,63 @@ def _ini_binds(local_conf: Mapping[str, str], where: str) -> dict[str, Any]:
         if not (port.isascii() and port.isdigit()):
             raise ConfigError(f"{where}: port: {port!r} is not a port number (0-65535)")
         bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        options["bind"] = _every_interface(f"{bracketed}:{port}")
+        options["bind"] = _every_address([f"{bracketed}:{port}"], f"{where}: host")
     return options
 
 
-def _every_interface(address: Any) -> list[Any]:
-    """waitress's ``*:PORT`` (Pyramid's production.ini: ``listen = *:6543``) as our binds.
+def _every_address(addresses: list[Any], where: str) -> list[Any]:
+    """``addresses`` with each host name replaced by every address it resolves to, once each.
 
-    ``*`` is every interface to waitress, IPv4 and IPv6; here that is
-    ``0.0.0.0:PORT`` and ``[::]:PORT``, the IPv6 one bound IPv6-only, so the
-    two sockets share the port.  Any other address is left as written.
+    As waitress does with ``listen``: Pyramid's development.ini says
+    ``listen = localhost:6543``, which waitress binds on 127.0.0.1 and on
+    ::1, so a browser that tries ::1 first is answered; and ``*`` is every
+    interface, 0.0.0.0 and ``[::]`` (each IPv6 socket is bound IPv6-only, so
+    the two share the port).  A name that resolves to nothing fails here, at
+    start-up.  An address that is not ``HOST:PORT`` (``unix:``, ``fd://``) or
+    not text is left to the ``bind`` option to check.
     """
-    if isinstance(address, str):
-        host, sep, port = address.rpartition(":")
-        if sep and host == "*":
-            return [f"0.0.0.0:{port}", f"[::]:{port}"]
-    return [address]
+    from .server.bind import parse_bind
+
+    found: list[Any] = []
+    for address in addresses:
+        try:
+            bind = parse_bind(address)
+        except ConfigError:
+            found.append(address)  # the bind option says what is wrong with it
+            continue
+        if bind.kind != "tcp":
+            found.append(address)
+            continue
+        scheme = address[: address.index("://") + 3] if bind.protocol else ""
+        for host in _resolve(bind.host, bind.port, where):
+            one = scheme + str(dataclasses.replace(bind, host=host, protocol=""))
+            # A name and an address of it, or two names of one address, would
+            # bind one address twice; port 0 binds a new port each time.
+            if bind.port == 0 or one not in found:
+                found.append(one)
+    return found
+
+
+def _resolve(host: str, port: int, where: str) -> list[str]:
+    """The addresses ``host`` resolves to for a listening TCP socket, in the resolver's order."""
+    try:
+        infos = socket.getaddrinfo(
+            None if host == "*" else host,
+            port,
+            socket.AF_UNSPEC,
+            socket.SOCK_STREAM,
+            socket.IPPROTO_TCP,
+            socket.AI_PASSIVE,
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(f"{where}: {host!r} does not resolve to an address ({reason})") from None
+    hosts: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in hosts:
+            hosts.append(address)
+    return hosts
 
 
 def ini_server_options(
