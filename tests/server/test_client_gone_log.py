@@ -1,8 +1,10 @@
-"""What the server's log says of a client that leaves or stalls mid-request (INFO lines).
+"""What the server's log says of a client that leaves or stalls mid-request.
 
-nginx logs these at info ("client prematurely closed connection", "client
-timed out"), waitress its "Client disconnected while serving": an operator
-whose access log shows a 400 or 408, or a short body, learns why.  An
+A body or head cut short or stalled is an INFO line, as nginx's "client
+prematurely closed connection" and "client timed out" are at info: an
+operator whose access log shows a 400 or 408 learns why.  A client that
+leaves as the response goes out (a cancelled download) is a DEBUG line, as
+gunicorn's "Ignoring EPIPE": on a busy site it would drown real errors.  An
 ordinary close between requests (keep-alive) says nothing.
 """
 
@@ -34,6 +36,15 @@ def big(environ, start_response):
 def info(caplog):
     caplog.set_level(logging.INFO, logger="wsgistack.server")
     return lambda: [r.getMessage() for r in caplog.records if r.name == "wsgistack.server"]
+
+
+@pytest.fixture
+def leveled(caplog):
+    """The server's log lines as (level, message), DEBUG ones included."""
+    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
+    return lambda: [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "wsgistack.server"
+    ]
 
 
 def reset(sock: socket.socket) -> None:
@@ -91,15 +102,37 @@ def test_a_client_that_closes_mid_head_is_logged(info):
         poll(lambda: "127.0.0.1 closed the connection in the middle of a request head" in info())
 
 
-def test_a_client_that_leaves_during_the_response_is_logged_with_its_request(info):
-    with live_server(big) as server:
+def _leaves_big(leveled, app) -> tuple[int, str]:
+    """Start ``app``'s big response, reset the connection: the (level, line) said of it."""
+    with live_server(app) as server:
         client = RawClient(server.address)
         client.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
         client.sock.recv(1)  # the response has begun
         reset(client.sock)
-        poll(lambda: any("GET /big from 127.0.0.1: the client closed" in m for m in info()))
-    line = next(m for m in info() if m.startswith("GET /big"))
+        return poll(
+            lambda: next(
+                ((lv, m) for lv, m in leveled() if m.startswith("GET /big from 127.0.0.1")), None
+            )
+        )
+
+
+def test_a_client_that_leaves_during_the_response_is_a_debug_line_naming_it(leveled):
+    # A cancelled download is no fault of the server's: at the default level
+    # (INFO) it says nothing, as gunicorn, and nginx at its default level.
+    level, line = _leaves_big(leveled, big)
+    assert level == logging.DEBUG
+    assert "the client closed the connection" in line, line
     assert line.endswith("before the response ended"), line
+    assert [m for lv, m in leveled() if lv >= logging.INFO and "127.0.0.1" in m] == []
+
+
+def test_a_client_that_stops_reading_the_response_is_an_info_line(info):
+    # Unlike a close, a stalled reader held a thread for --timeout: it shows.
+    with live_server(big, timeout=0.5) as server, RawClient(server.address) as client:
+        client.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.sock.recv(1)  # the response has begun; then nothing is read
+        poll(lambda: any("read nothing for --timeout (0.5 s), dropped" in m for m in info()))
+    assert any(m.startswith("GET /big from 127.0.0.1: the client read nothing") for m in info())
 
 
 def test_keep_alive_requests_and_their_close_log_nothing(info):
@@ -122,18 +155,14 @@ def big_by_write(environ, start_response):
     return []
 
 
-def test_a_client_leaving_a_write_app_behind_error_catcher_is_no_app_error(info, caplog):
+def test_a_client_leaving_a_write_app_behind_error_catcher_is_no_app_error(leveled, caplog):
     # The server's write() failed inside the app, so ErrorCatcher took the
     # client's leaving for the app's failure: an ERROR with a traceback, the
-    # on_error hooks (a Sentry report per disconnect), and no INFO line.
+    # on_error hooks (a Sentry report per disconnect), and no line of ours.
     hooked: list[str] = []
-    caplog.set_level(logging.INFO, logger="wsgistack.errors")
+    caplog.set_level(logging.DEBUG, logger="wsgistack.errors")  # keeps the handler at DEBUG
     app = ErrorCatcher(validator(big_by_write), on_error=lambda *args: hooked.append(args[2]))
-    with live_server(validator(app)) as server:
-        client = RawClient(server.address)
-        client.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
-        client.sock.recv(1)  # the response has begun
-        reset(client.sock)
-        poll(lambda: any("GET /big from 127.0.0.1: the client closed" in m for m in info()))
+    level, line = _leaves_big(leveled, validator(app))
+    assert (level, "the client closed" in line) == (logging.DEBUG, True), line
     assert [r.getMessage() for r in caplog.records if r.name == "wsgistack.errors"] == []
     assert hooked == []

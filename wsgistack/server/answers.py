@@ -51,15 +51,21 @@ class AbortConnection(Exception):
 class ClientGone(AbortConnection):
     """The client went away (or read nothing for --timeout) as the response went out.
 
-    Raised by the sends; the request's line says so at INFO, as nginx's and
-    waitress's do ("Client disconnected while serving ..."): the app did its
-    work, the access log shows a short body, and this line says why.
+    Raised by the sends; ``level`` is that of the request's line (see
+    ``report_broken``): DEBUG for a client that closed, INFO for one that
+    stopped reading and held a thread for --timeout.
     """
+
+    def __init__(self, message: str, level: int = logging.DEBUG) -> None:
+        super().__init__(message)
+        self.level = level
 
     @classmethod
     def from_error(cls, exc: OSError, timeout: float) -> ClientGone:
         if isinstance(exc, BlockingIOError | TimeoutError):  # SO_SNDTIMEO, or TLS's timeout
-            return cls(f"the client read nothing for --timeout ({timeout:g} s), dropped")
+            return cls(
+                f"the client read nothing for --timeout ({timeout:g} s), dropped", logging.INFO
+            )
         return cls(f"the client closed the connection ({exc.strerror or exc})")
 
 
@@ -97,18 +103,22 @@ def refuse_timeout(connection: Connection) -> None:
 def report_broken(
     worker: Worker, environ: dict[str, Any], response: Response, exc: Exception
 ) -> None:
-    """Say at INFO why a request the app saw broke off on the client's side.
+    """Say why a request the app saw broke off on the client's side.
 
-    Its body stopped coming (cut off: 400, too slow: 408, too large: 413), or
-    the client left as the response went out: nginx logs these at info
-    ("client prematurely closed connection"), waitress its "Client
-    disconnected while serving".  The access log line shows only a status.
-    Not while the worker stops: its cut of the requests it ends says so itself.
+    Its body stopped coming (cut off: 400, too slow: 408, too large: 413),
+    at INFO; or the client stopped reading for --timeout, at INFO too, as
+    nginx's "client timed out".  A client that left as the response went out
+    (a cancelled download, a phone that lost its network) is no fault of
+    the server's and, on a busy site, a line a second: DEBUG, where gunicorn
+    puts it ("Ignoring EPIPE"); nginx logs it at info, below its default
+    error_log level.  (waitress says "Client disconnected" at INFO.)  The
+    access log line shows only a status.  Not while the worker stops: its
+    cut of the requests it ends says so itself.
     """
     if worker.stopping:
         return
     if isinstance(exc, ClientGone):
-        log.info("%s: %s before the response ended", request_from(environ), exc)
+        log.log(exc.level, "%s: %s before the response ended", request_from(environ), exc)
     elif isinstance(exc, ProtocolError):
         answer = "the response had begun: cut" if response.sent else exc.status_hint
         log.info("%s: %s (%s)", request_from(environ), exc, answer)
