@@ -85,6 +85,38 @@ def test_limits_are_refused_with_their_status(server, raw, status):
         assert client.closed_by_peer()
 
 
+def _request(method: bytes, line_length: int) -> bytes:
+    """A request whose line (``method SP target SP HTTP/1.1``) is ``line_length`` bytes long."""
+    target = b"/" + b"a" * (line_length - len(method) - len(b"  HTTP/1.1") - 1)
+    return method + b" " + target + b" HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "length", "status"),
+    [
+        pytest.param(b"GET", 1024, 200, id="at-the-limit"),
+        pytest.param(b"POST", 1025, 414, id="the-method-a-byte-over"),  # the same target
+        pytest.param(b"GET", 1025, 414, id="the-target-a-byte-over"),
+        pytest.param(b"BREW", 1024, 501, id="an-unknown-method-at-the-limit"),
+        pytest.param(b"BREWS", 1025, 414, id="an-unknown-method-a-byte-over"),
+    ],
+)
+def test_the_request_line_limit_counts_the_whole_line_as_gunicorns(method, length, status):
+    # gunicorn's limit_request_line, and our option's help, count the method,
+    # the target and the version; we counted the target alone, so a line over
+    # the limit passed while its target (1011 bytes here) was within it.
+    called: list[str] = []
+
+    def app(environ, start_response):
+        called.append(environ["REQUEST_METHOD"])
+        return echo_app(environ, start_response)
+
+    with live_server(app, max_request_line=1024) as server, RawClient(server.address) as client:
+        got, _, _ = client.request(_request(method, length))
+    assert got == status
+    assert called == ([method.decode()] if status == 200 else [])
+
+
 @pytest.mark.parametrize(
     "before",
     [

@@ -350,7 +350,7 @@ def test_a_request_without_host_gets_urls_on_the_listeners_name(nginx):
 @pytest.mark.parametrize(
     ("path", "headers", "status", "logged"),
     [
-        ("/" + "a" * 300, [], 414, "a 301-byte REQUEST_URI is over the 256-byte"),
+        ("/" + "a" * 300, [], 414, "a 314-byte request line (REQUEST_METHOD, REQUEST_URI, SERV"),
         ("/", [(f"X-H{n}", "v") for n in range(6)], 431, "7 header fields are over the limit of 5"),
         ("/", [("X-Big", "v" * 1500)], 431, "1526 bytes of header fields are over the 1024-byte"),
         ("/" + "a" * 200, [(f"X-H{n}", "v") for n in range(4)], 200, None),

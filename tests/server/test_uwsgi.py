@@ -412,6 +412,19 @@ def test_a_server_with_only_uwsgi_binds_has_no_http_url():
         server.url  # noqa: B018
 
 
+@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("POST", 414)])
+def test_a_uwsgi_request_line_is_held_to_the_limit_as_an_http_one(method, status):
+    # REQUEST_METHOD, REQUEST_URI and SERVER_PROTOCOL are the line nginx read:
+    # counted with its two spaces, the same request gets the same answer on
+    # either bind.  The GET's line is 256 bytes, the POST's one more.
+    SEEN.clear()
+    uri = "/" + "a" * (256 - len("GET  HTTP/1.1") - 1)
+    with live_server(recording, bind="uwsgi://127.0.0.1:0", max_request_line=256) as server:
+        got, _, _ = exchange(server, packet(nginx_vars(method, uri)))
+    assert got == status
+    assert len(SEEN) == (1 if status == 200 else 0)
+
+
 NAMES = st.from_regex(r"(HTTP_)?[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}", fullmatch=True).filter(
     lambda name: name not in ("CONTENT_LENGTH", "REQUEST_METHOD")
 )

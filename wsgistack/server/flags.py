@@ -61,7 +61,8 @@ FLAGS = (
     (
         "max_request_line",
         "BYTES",
-        "longest request line (method, target, version), longer ones get 414 (default 8190)",
+        "longest request line in bytes, method, target and version together (as gunicorn's"
+        " --limit-request-line counts it), longer ones get 414 (default 8190)",
     ),
     ("max_headers", "N", "most header fields in a request, more get 431 (default 100)"),
     (

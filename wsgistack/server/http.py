@@ -46,10 +46,21 @@ __all__ = [
 
 log = logging.getLogger("wsgistack.server")
 
+#: What a request line holds besides its method and target (RFC 9112 3:
+#: ``method SP request-target SP HTTP-version``): the limit counts the whole
+#: line, as gunicorn's ``limit_request_line`` does.  llhttp takes a version
+#: only as NAME/D.D, so it is 8 bytes; spaces llhttp tolerates beyond the
+#: one each are not counted (the head's size limit bounds them).
+_SPACES_AND_VERSION = len(b"  HTTP/1.1")
+
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Parser limits: request line, header count and bytes, body bytes."""
+    """Parser limits: request line, header count and bytes, body bytes.
+
+    ``max_request_line`` is the whole line, CRLF aside: method, target and
+    version (see ``_SPACES_AND_VERSION``), as gunicorn's ``limit_request_line``.
+    """
 
     max_request_line: int = 8190
     max_headers: int = 100
@@ -227,7 +238,8 @@ class RequestParser(RequestQueue):
         request = self._current
         assert request is not None
         request.url += url
-        if len(request.url) > self.limits.max_request_line:
+        line = len(self._parser.get_method()) + len(request.url) + _SPACES_AND_VERSION
+        if line > self.limits.max_request_line:
             raise self._refusal("request line too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:

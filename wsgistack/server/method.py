@@ -73,7 +73,7 @@ def method_refusal(message: bytes, limit: int) -> ProtocolError | None:
     """The refusal of a message whose method llhttp refused, or None: wait for more bytes.
 
     ``message`` holds its bytes so far from the first; ``limit`` is the
-    longest request line (a longer one gets 414, as a long target does).
+    longest request line, CRLF aside (a longer one gets 414, as for a known method).
     """
     method, space, _ = message.partition(b" ")
     if (method or space) and not _TOKEN.fullmatch(method):
@@ -81,9 +81,10 @@ def method_refusal(message: bytes, limit: int) -> ProtocolError | None:
         name = method[:40].decode("latin-1")
         return ProtocolError(f"malformed request method {name!r}", 400)
     end = message.find(b"\n")
-    if end < 0 or len(method) > limit:
-        if len(message) > limit:
-            return ProtocolError("request line too long", 414)
+    line = message if end < 0 else message[:end]
+    if len(line.rstrip(b"\r")) > limit:  # the whole line, CRLF aside, as for a known method
+        return ProtocolError("request line too long", 414)
+    if end < 0:
         return None  # the request line is still arriving
     try:
         httptools.HttpRequestParser(_Begins()).feed_data(b"GET" + message[len(method) : end + 1])

@@ -59,6 +59,8 @@ _MODIFIER1_SCRIPT_NAME = 30
 #: Room for nginx's params (uwsgi_params is about 500 bytes) and for the
 #: "HTTP_" and sizes each header gains over its HTTP line.
 _PARAMS_ROOM = 4096
+#: The variables that hold the parts of the request line nginx read, in order.
+_REQUEST_LINE = ("REQUEST_METHOD", "REQUEST_URI", "SERVER_PROTOCOL")
 #: Methods a REQUEST_METHOD is nearly always: taken without the token check.
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 #: Variables that hold a certificate, PEM (mod_ssl's SSL_CLIENT_CERT and
@@ -291,16 +293,18 @@ class UwsgiParser(RequestQueue):
         """Refuse a head over the limits the HTTP bind applies, with its statuses.
 
         The packet's own limit only bounds them together: a target of 600 bytes
-        passed --max-request-line 256, and 20 headers --max-headers 5.  Header
+        passed --max-request-line 256, and 20 headers --max-headers 5.  The
+        request line is its three variables and the two spaces between them.  Header
         fields are the ``HTTP_*`` variables (a repeated one, joined, counts once),
         each sized as its HTTP line (``Name: value`` and CRLF).
         """
         limits = self.limits
-        target = len(variables.get("REQUEST_URI", ""))
-        if target > limits.max_request_line:
+        # The request line nginx read, as the HTTP bind counts it: method SP target SP version.
+        line = sum(len(variables.get(name, "")) + 1 for name in _REQUEST_LINE) - 1
+        if line > limits.max_request_line:
             raise ProtocolError(
-                f"uwsgi: a {target}-byte REQUEST_URI is over the "
-                f"{limits.max_request_line}-byte request-line limit",
+                f"uwsgi: a {line}-byte request line (REQUEST_METHOD, REQUEST_URI,"
+                f" SERVER_PROTOCOL) is over the {limits.max_request_line}-byte limit",
                 414,
             )
         fields = size = 0
