@@ -233,7 +233,7 @@ def test_a_reset_while_sending_on_a_pooled_connection_goes_out_fresh(lb, raw, mo
     # A pooled connection the upstream reset after the check before reuse: the head
     # cannot go out (EPIPE, ECONNRESET), so nothing reached the upstream; a GET goes
     # out again on a fresh connection, as on a close, and nothing is counted.
-    from wsgistack.middlewares.forward import balancer as module
+    from wsgistack.middlewares.forward import attempt as module
 
     upstream = raw(OK)
     balancer = lb([upstream.url, raw(OK).url], max_fails=1)

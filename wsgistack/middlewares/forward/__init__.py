@@ -6,7 +6,7 @@
 The parts: ``upstream`` (addresses, health, idle connections), ``balance``
 (strategies, pure), ``health`` (the active checker), ``client`` (HTTP/1.1 on
 raw sockets), ``mapping`` (headers, paths and redirects across the hop),
-``balancer`` (the app).
+``attempt`` (one try at one upstream), ``balancer`` (the app and its retry rules).
 """
 
 from __future__ import annotations

@@ -47,16 +47,9 @@ from ...requestbody import (
     chunked_input,
     spool_body,
 )
-from ...sockets import set_io_timeout
+from .attempt import IDEMPOTENT, Failure, attempt
 from .balance import STRATEGIES
-from .client import (
-    BadRequestHead,
-    Exchange,
-    ReadTimeout,
-    UpstreamClosed,
-    request_head,
-    send_request,
-)
+from .client import BadRequestHead, Exchange, request_head
 from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target
 from .response import failed_answer, release, respond
@@ -67,18 +60,9 @@ __all__ = ["LoadBalancer"]
 
 log = logging.getLogger("wsgistack.forward")
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: The 405 to TRACE says what is forwarded (RFC 9110 §15.5.6: a 405 carries Allow).
 ALLOW = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
-
-
-class _Failure(Exception):
-    def __init__(self, kind: str, message: str, sent: bool, stale: bool = False) -> None:
-        super().__init__(message)
-        self.kind = kind  # "error" or "timeout", as in next_upstream
-        self.sent = sent  # did any of the request reach the upstream?
-        self.stale = stale  # a pooled connection closed or reset unanswered
 
 
 class LoadBalancer:
@@ -357,7 +341,7 @@ class LoadBalancer:
             return _bad_head(error, environ, start_response)
         deadline = self.clock() + self.retry_timeout
         tried: set[int] = set()
-        failure: _Failure | None = None
+        failure: Failure | None = None
         # The latest answer with a status in next_upstream, held while another
         # upstream is tried: if none does better, the client gets it (as with tries=1).
         kept: tuple[Upstream, Exchange, socket.socket] | None = None
@@ -375,10 +359,10 @@ class LoadBalancer:
                 except BadRequestHead as error:
                     return _bad_head(error, environ, start_response)
             try:
-                exchange, sock = self._forward(upstream, head, method, body, length, chunked)
+                exchange, sock = attempt(self, upstream, head, method, body, length, chunked)
             except ClientBodyError as error:
                 return body_failed(error, environ, start_response, log)
-            except _Failure as error:
+            except Failure as error:
                 failure = error
                 if self._passive and not error.stale:
                     upstream.failed(self.clock())
@@ -440,72 +424,6 @@ class LoadBalancer:
         target = request_target(upstream, environ)
         host_line = ("Host", upstream.host_header if host is None else host)
         return request_head(method, target, [host_line, *headers], length, chunked)
-
-    def _forward(
-        self,
-        upstream: Upstream,
-        head: bytes,
-        method: str,
-        body: IO[bytes],
-        length: int | None,
-        chunked: bool,
-        fresh: bool = False,
-    ) -> tuple[Exchange, socket.socket]:
-        """Send the request and read the response head; raises _Failure.
-
-        ``fresh``: on a new connection, never a pooled one.
-        """
-        sock = None if fresh else upstream.take_idle(self.clock(), self.idle_timeout)
-        reused = sock is not None
-        if sock is None:
-            try:
-                sock = upstream.connect(self.connect_timeout)
-            except TimeoutError:
-                raise _Failure(
-                    "timeout", f"connecting to {upstream.url} timed out", False
-                ) from None
-            except OSError as exc:
-                raise _Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
-            set_io_timeout(sock, self.read_timeout)
-        upstream.started()
-        exchange = Exchange(sock, head_only=method == "HEAD")
-        try:
-            try:
-                send_request(sock, head, body, length, chunked)
-            except OSError:
-                if not exchange.read_early_head():
-                    raise
-                log.info("upstream %s answered before it had the whole request", upstream.url)
-            exchange.read_head()  # (a no-op if it answered early)
-            return exchange, sock
-        except ClientBodyError:
-            upstream.ended()
-            sock.close()  # the upstream sees a request cut short, and drops it
-            raise
-        except (UpstreamClosed, OSError, ReadTimeout) as exc:
-            upstream.ended()
-            sock.close()
-            # BlockingIOError: a send or receive waited past SO_SNDTIMEO/SO_RCVTIMEO.
-            timeout = isinstance(exc, ReadTimeout | TimeoutError | BlockingIOError)
-            # A pooled connection closed or reset with no byte of an answer: most
-            # likely the upstream's keep-alive timeout crossing the request (the race
-            # no check before reuse can close), so the upstream is not blamed for it.
-            stale = reused and not timeout and not exchange.received
-            if stale and not (chunked or length) and method in IDEMPOTENT:
-                # The upstream may have read the request and died on it, so only a
-                # bodiless idempotent one goes out again (RFC 9110 §9.2.2), and once:
-                # on a new connection, not on each pooled one in turn (a request that
-                # kills a worker would kill max_idle of them).
-                return self._forward(upstream, head, method, body, length, chunked, fresh=True)
-            kind = "timeout" if timeout else "error"
-            what = f"a pooled connection closed unanswered ({exc})" if stale else exc
-            raise _Failure(kind, f"{upstream.url}: {what}", True, stale) from None
-        except BaseException:
-            # Anything else (a header that is not latin-1, an interrupt): still not
-            # in flight, or least_conn and p2c would shun this upstream for good.
-            upstream.ended()
-            sock.close()
-            raise
 
 
 def _bad_head(
