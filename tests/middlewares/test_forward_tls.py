@@ -24,39 +24,6 @@ from wsgistack import describe
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import LoadBalancer
 
-from .tls_upstream import TLSUpstream
-
-
-@pytest.fixture
-def server_context(tls_files) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
-    return context
-
-
-@pytest.fixture
-def tls_upstream(server_context):
-    """tls_upstream(name="tls", context=None): an HTTPS upstream, closed after the test."""
-    made: list[TLSUpstream] = []
-
-    def make(name: str = "tls", context: ssl.SSLContext | None = None) -> TLSUpstream:
-        made.append(TLSUpstream(context or server_context, name))
-        return made[-1]
-
-    yield make
-    for upstream in made:
-        upstream.close()
-
-
-@pytest.fixture
-def trusting(lb, tls_files):
-    """trusting(upstreams, **options): a LoadBalancer that trusts the test CA."""
-
-    def make(upstreams, **options):
-        return lb(upstreams, tls_ca_certs=str(tls_files.ca), **options)
-
-    return make
-
 
 def client(app) -> TestApp:
     return TestApp(validator(app))

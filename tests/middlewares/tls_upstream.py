@@ -2,7 +2,12 @@
 
 Each connection's handshake runs in its own thread (a silent client holds up
 only itself), and is counted, so a test sees how many TLS sessions the
-forwarder opened; a failed one is kept with its reason.  HTTP/1.1 keep-alive.
+forwarder opened and how many of them resumed an earlier one (the server's
+``session_reused``); a failed one is kept with its reason.  HTTP/1.1 keep-alive.
+
+The fixtures: ``server_context`` (the test CA's server certificate, for
+127.0.0.1), ``tls_upstream(name, context)`` and ``trusting(upstreams, **options)``
+(a LoadBalancer that trusts the test CA).
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["TLSUpstream"]
+import pytest
+
+from wsgistack.middlewares import LoadBalancer
+
+__all__ = ["TLSUpstream", "server_context", "tls_upstream", "trusting"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,7 +77,10 @@ class TLSUpstream(ThreadingHTTPServer):
     """An HTTPS server on 127.0.0.1:0 with ``context``; ``handshakes`` counts the good ones.
 
     ``status``: what it answers (a health check sees it too); ``failures``:
-    the reasons of handshakes that failed; ``requests``: (method, path, headers, body).
+    the reasons of handshakes that failed; ``requests``: (method, path, headers, body);
+    ``resumed``: the good handshakes that resumed a session; ``versions``: each
+    good handshake's protocol ("TLSv1.3").  ``context`` may be replaced between
+    connections: a restart with new session ticket keys, on the same port.
     """
 
     daemon_threads = True
@@ -78,6 +91,8 @@ class TLSUpstream(ThreadingHTTPServer):
         self.name = name
         self.status = 200
         self.handshakes = 0
+        self.resumed = 0
+        self.versions: list[str | None] = []
         self.failures: list[str] = []
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.released = threading.Event()
@@ -94,6 +109,8 @@ class TLSUpstream(ThreadingHTTPServer):
             self.failures.append(str(exc))
             return
         self.handshakes += 1
+        self.resumed += tls.session_reused
+        self.versions.append(tls.version())
         with tls:  # (wrapping detached ``request``: socketserver closes only that one)
             super().finish_request(tls, client_address)
 
@@ -101,3 +118,34 @@ class TLSUpstream(ThreadingHTTPServer):
         self.released.set()
         self.shutdown()
         self.server_close()
+
+
+@pytest.fixture
+def server_context(tls_files) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    return context
+
+
+@pytest.fixture
+def tls_upstream(server_context) -> Iterator[Callable[..., TLSUpstream]]:
+    """tls_upstream(name="tls", context=None): an HTTPS upstream, closed after the test."""
+    made: list[TLSUpstream] = []
+
+    def make(name: str = "tls", context: ssl.SSLContext | None = None) -> TLSUpstream:
+        made.append(TLSUpstream(context or server_context, name))
+        return made[-1]
+
+    yield make
+    for upstream in made:
+        upstream.close()
+
+
+@pytest.fixture
+def trusting(lb, tls_files) -> Callable[..., LoadBalancer]:
+    """trusting(upstreams, **options): a LoadBalancer that trusts the test CA."""
+
+    def make(upstreams, **options):
+        return lb(upstreams, tls_ca_certs=str(tls_files.ca), **options)
+
+    return make
