@@ -107,12 +107,10 @@ class LoadBalancer:
         ``client_max_body_size``; 0: no limit).  A Content-Length over it is refused
         unread; a chunked body when it passes it (a buffered one before any upstream
         sees it, its temporary file removed; a streamed one cut short).  1 GiB by default.
-    :param tls_verify: check the certificate and name of each ``https://`` upstream
-        (default; False is logged as a warning).  ``tls_ca_certs``: a PEM file or
-        directory of CAs to trust instead of the system's; ``tls_certfile``,
-        ``tls_keyfile``, ``tls_password``: a client certificate for upstreams that
-        ask for one; ``tls_server_name``: the name sent and checked instead of each
-        URL's host.  For the whole pool (see ``tls.PoolTLS``).
+    :param tls_verify: and ``tls_ca_certs``, ``tls_certfile``, ``tls_keyfile``,
+        ``tls_password``, ``tls_server_name``, ``tls_session_reuse``,
+        ``tls_min_version``, ``tls_ciphers``: how the pool speaks TLS to its
+        ``https://`` upstreams (each described on ``tls.PoolTLS``, which checks them).
     """
 
     def __init__(
@@ -145,20 +143,31 @@ class LoadBalancer:
         tls_keyfile: str | None = None,
         tls_password: str | None = None,
         tls_server_name: str | None = None,
+        tls_session_reuse: bool = True,
+        tls_min_version: str | None = None,
+        tls_ciphers: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         upstreams = listed(upstreams, "LoadBalancer: upstreams", "http:// or https:// URLs")
         if not upstreams:
             raise ConfigError("LoadBalancer: upstreams: give a list of at least one http:// URL")
         tls = PoolTLS(
-            tls_verify, tls_ca_certs, tls_certfile, tls_keyfile, tls_password, tls_server_name
+            verify=tls_verify,
+            ca_certs=tls_ca_certs,
+            certfile=tls_certfile,
+            keyfile=tls_keyfile,
+            password=tls_password,
+            server_name=tls_server_name,
+            session_reuse=tls_session_reuse,
+            min_version=tls_min_version,
+            ciphers=tls_ciphers,
         )
         self.tls_verify = tls.verify
         count(max_idle, "LoadBalancer: max_idle", least=0)
         count(max_fails, "LoadBalancer: max_fails", least=0)  # 0: no passive accounting
         self.max_body_size = count(max_body_size, "LoadBalancer: max_body_size", least=0)
         defaults = {"max_fails": max_fails, "fail_timeout": fail_timeout, "max_idle": max_idle}
-        pool_tls = functools.cache(lambda: (tls.context(), tls.server_name))  # made once, if at all
+        pool_tls = functools.cache(tls.upstream_options)  # made once, if at all
         self.upstreams = [parse_upstream(spec, defaults, pool_tls) for spec in upstreams]
         if tls.given() and not any(u.scheme == "https" for u in self.upstreams):
             raise ConfigError(f"LoadBalancer: {tls.given()[0]}: no upstream is https://")

@@ -229,6 +229,7 @@ class HealthChecker:
             exchange.read_head()
             for _ in exchange.body():
                 pass
+            upstream.keep_session(sock)  # checks resume sessions too, as requests do
             return exchange.status[:1] in ("2", "3")
         except (OSError, UpstreamClosed, ReadTimeout):
             return None if not whole and self._stopped.is_set() else False

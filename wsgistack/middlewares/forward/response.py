@@ -138,8 +138,13 @@ def release(
     sock: socket.socket,
     delivered: bool = True,
 ) -> None:
-    """The exchange ended: pool the connection if it is clean and both sides allow."""
+    """The exchange ended: pool the connection if it is clean and both sides allow.
+
+    A response read whole leaves its TLS session resumable: the upstream keeps it.
+    """
     upstream.ended()
+    if exchange.complete:
+        upstream.keep_session(sock)
     if delivered and exchange.complete and exchange.keep_alive:
         upstream.give_back(sock, balancer.clock())
     else:

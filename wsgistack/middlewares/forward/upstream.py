@@ -9,7 +9,9 @@ An ``https://`` upstream's connections are TLS, made with the pool's
 ``ssl.SSLContext`` (verified against the system's CAs unless it says
 otherwise) and the name it checks; the handshake is part of connecting, so
 its failure is a connect failure, and its connections are pooled and
-checked before reuse as plain ones are.
+checked before reuse as plain ones are.  A new one resumes the upstream's last
+TLS session (kept per upstream: a session belongs to one server and name);
+a server that no longer knows it does a full handshake instead.
 """
 
 from __future__ import annotations
@@ -100,9 +102,11 @@ class Upstream:
         max_idle: int = 32,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
+        session_reuse: bool = True,
     ) -> None:
         """``tls``: the context for an ``https://`` URL (None: the system's CAs);
-        ``server_name``: the name sent in SNI and checked (None: the URL's host)."""
+        ``server_name``: the name sent in SNI and checked (None: the URL's host);
+        ``session_reuse``: resume the last TLS session on a new connection."""
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ConfigError(
@@ -148,6 +152,9 @@ class Upstream:
         self.server_name = server_name or parts.hostname
         if parts.scheme == "https":
             self.tls = tls or ssl.create_default_context()
+        self.session_reuse = flag(session_reuse, f"LoadBalancer: upstreams: {url!r}: session_reuse")
+        #: The session a new connection resumes (one attribute, read and set whole).
+        self._session: ssl.SSLSession | None = None
         # Health and load, guarded by the lock.
         self._lock = threading.Lock()
         self.active = 0
@@ -168,7 +175,10 @@ class Upstream:
         hands every worker the parent's idle connections: two workers would
         read each other's responses on one socket.  The child closes its copies
         (the parent's stay open, so the upstream sees no close), and takes a
-        new lock, in case another thread of the parent held the old one.
+        new lock, in case another thread of the parent held the old one.  The
+        TLS session is kept: it is data, not a connection, and the upstream
+        resumes it for any number of clients (as for the parent's threads), so
+        each worker's first connection skips the full handshake too.
         """
         self._lock = threading.Lock()
         self.active = 0
@@ -242,8 +252,12 @@ class Upstream:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
+            # A session the server no longer knows (restarted, expired) is no
+            # error: the server answers with a full handshake instead.
             try:
-                sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
+                sock = self.tls.wrap_socket(
+                    sock, server_hostname=self.server_name, session=self._session
+                )
             except ssl.SSLError as exc:
                 sock.close()
                 raise ConnectionError(
@@ -255,6 +269,18 @@ class Upstream:
         with self._lock:
             self.connections_made += 1
         return sock
+
+    def keep_session(self, sock: socket.socket) -> None:
+        """Keep ``sock``'s TLS session for the next new connection to resume.
+
+        Called once a response was read whole on it, not right after the
+        handshake: a TLS 1.3 server sends the tickets that make a session
+        resumable after its handshake, and the response's reads take them in.
+        """
+        if self.session_reuse and isinstance(sock, ssl.SSLSocket):
+            session = sock.session
+            if session is not None:
+                self._session = session
 
     def take_idle(self, now: float, max_age: float) -> socket.socket | None:
         """The most recent idle connection that is younger than ``max_age`` and still clean."""
@@ -301,11 +327,11 @@ _UPSTREAM_KEYS = ("url", "weight", "backup")
 def parse_upstream(
     spec: Any,
     defaults: dict[str, Any],
-    tls: Callable[[], tuple[ssl.SSLContext, str | None]] | None = None,
+    tls: Callable[[], dict[str, Any]] | None = None,
 ) -> Upstream:
     """``"http://host:port"``, ``{"url": ..., "weight": 2, "backup": true}`` or an Upstream.
 
-    ``tls()``: the pool's context and server name, asked only for an ``https://`` URL.
+    ``tls()``: the pool's TLS options for ``Upstream``, asked only for an ``https://`` URL.
     """
     if isinstance(spec, Upstream):
         return spec
@@ -326,10 +352,7 @@ def parse_upstream(
     raise ConfigError(f"LoadBalancer: upstreams: {spec!r} is not a URL or a table")
 
 
-def _tls_options(
-    url: Any, tls: Callable[[], tuple[ssl.SSLContext, str | None]] | None
-) -> dict[str, Any]:
+def _tls_options(url: Any, tls: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
     if tls is None or not isinstance(url, str) or url[:6].lower() != "https:":
         return {}
-    context, server_name = tls()
-    return {"tls": context, "server_name": server_name}
+    return tls()
