@@ -14,6 +14,7 @@ from wsgistack.server.config import ServerConfig
 from wsgistack.server.logformat import DEFAULT_FORMAT, Entry, compile_format
 
 from .live import RawClient, live_server
+from .served import poll
 from .test_uwsgi import exchange, nginx_vars
 from .test_uwsgi import packet as uwsgi_packet
 
@@ -114,6 +115,8 @@ def test_a_refused_and_a_broken_off_request_are_logged_in_the_format(tmp_path):
             client.send(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n")
             status, _, body = client.response()
             assert status == 400
+        # The refusal's line is written after its answer: wait, so the two keep their order.
+        poll(lambda: log.exists() and log.read_text().count("\n") == 1)
         with RawClient(server.address) as client:
             client.send(b"GET /broken HTTP/1.1\r\nHost: a\r\nX-Request-Id: r1\r\n\r\n")
             client.read_to_close()
