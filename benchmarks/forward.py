@@ -10,12 +10,16 @@ instead of the reference server: what each proxy costs on its own, with a
 server in C around it.
 
     python benchmarks/forward.py [--seconds 5] [--rounds 3] [--front wsgistack|bjoern]
+
+It needs bjoern (``pip install bjoern``, which builds against libev: Debian's
+``libev-dev``), wrk, and nginx for its row.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -100,6 +104,12 @@ def main() -> None:
     parser.add_argument("--front", choices=("wsgistack", "bjoern"), default="wsgistack")
     args = parser.parse_args()
     front = serve if args.front == "wsgistack" else serve_bjoern
+    if importlib.util.find_spec("bjoern") is None:
+        # Not in the bench extra: it builds against libev, which pip cannot install.
+        raise SystemExit(
+            "bjoern, the upstream, is not installed: pip install bjoern"
+            " (it builds against libev: apt-get install libev-dev)"
+        )
     peers = ("werkzeug", "wsgiproxy2", "bjoern")
     versions = ", ".join(f"{name} {version(name)}" for name in peers)
     print(f"{versions}; the proxies served by {args.front}")
