@@ -37,7 +37,7 @@ handle = arbiter.Arbiter._handle
 
 def late_handle(self, signum):
     if signum in (signal.SIGTERM, signal.SIGINT):
-        select.select([self._ready_r], [], [], 20)
+        select.select([self._ready_pipe.reader], [], [], 20)
     return handle(self, signum)
 
 arbiter.Arbiter._handle = late_handle
@@ -133,16 +133,16 @@ def test_a_second_sighup_s_workers_finish_the_reload(serve, tmp_path):
 #: from it cannot pass unseen within a poll.
 LONG_BOOT_WAIT = """
 import sys
-from wsgistack.server import arbiter
+from wsgistack.server import backoff
 
-boot_failed = arbiter.Arbiter._boot_failed
+failed_to_load = backoff.Backoff.failed_to_load
 
-def long_boot_failed(self, pid):
-    self._boot_wait = max(self._boot_wait, 1800.0)
-    return boot_failed(self, pid)
+def long_failed_to_load(self, now):
+    self.wait = max(self.wait, 1800.0)
+    return failed_to_load(self, now)
 
-arbiter.BOOT_RETRY_MAX = 3600.0
-arbiter.Arbiter._boot_failed = long_boot_failed
+backoff.BOOT_RETRY_MAX = 3600.0
+backoff.Backoff.failed_to_load = long_failed_to_load
 from wsgistack.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -36,8 +36,9 @@ and it exits with status 1).
 Workers call ``load()`` after the fork, so a reload picks up new code (``preload.py``: not);
 if the first workers cannot load it (an error, or dying before they are ready:
 a crash in an import), the master exits with status 2; a later worker that
-cannot load it is tried again after 1 s, then 2, 4 ... up to BOOT_RETRY_MAX,
-until a worker loads the app again (a SIGHUP does not wait for the next try).
+cannot load it is tried again ever more slowly (``backoff.py``), until a worker
+loads the app again (a SIGHUP does not wait for the next try).  A worker is
+ready once it says so on a pipe (``ready.py``).
 
     Arbiter(lambda: load_app("myapp:app"), config, listeners).run()
 """
@@ -57,12 +58,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError
+from .backoff import Backoff
 from .child import BOOT_ERROR, exit_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .logsetup import reopen_log_files
 from .notify import Notify
+from .ready import ReadyPipe
 from .reconfig import Dropped
 from .reloader import ReloadRequests
 from .watchdog import Watchdog
@@ -81,9 +84,6 @@ _HANDLED = (
     signal.SIGTTOU,
     signal.SIGCHLD,
 )
-#: The longest wait between two tries to start a worker whose app cannot load
-#: (the wait doubles from 1 s): each try is a whole import of the app.
-BOOT_RETRY_MAX = 30.0
 
 
 class State(enum.Enum):
@@ -122,18 +122,16 @@ class Arbiter:
         self._signals: collections.deque[int] = collections.deque()
         self._deadline = 0.0
         self._deadline_passed = False  # the kill at the deadline was logged
-        self._respawn_at = 0.0  # a worker failing at start delays the next spawn
-        self._boot_wait = 0.0  # after a worker could not load the app: doubles to BOOT_RETRY_MAX
-        self._booted = False  # some worker has loaded the app
+        self._backoff = Backoff()  # a worker failing at start delays the next spawn
         self._boot_failure = 0  # the first worker that could not load it: the master stops
         self._status = 0
         self._wake_r, self._wake_w = os.pipe()
-        self._ready_r, self._ready_w = os.pipe()
+        self._ready_pipe = ReadyPipe()
         self._reloads = ReloadRequests() if config.reload else None
-        self._waited = [self._wake_r, self._ready_r]  # by select(), with a --reload pipe
+        self._waited = [self._wake_r, self._ready_pipe.reader]  # by select(), with --reload's
         if self._reloads is not None:
             self._waited.append(self._reloads.reader)
-        for fd in (self._wake_r, self._wake_w, self._ready_r):
+        for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
 
     # -- signals: record only ---------------------------------------------------------
@@ -182,8 +180,9 @@ class Arbiter:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for fd in (self._wake_r, self._wake_w, self._ready_r, self._ready_w):
+            for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
+            self._ready_pipe.close()
             self._watchdog.close()
             self._dropped.close()
             if self._reloads is not None:
@@ -386,15 +385,15 @@ class Arbiter:
             else:
                 level = logging.INFO if code == 0 else logging.WARNING
                 log.log(level, "worker %d exited (status %d), respawning", pid, code)
-                if code != 0 and time.monotonic() - started < 1.0:
-                    self._respawn_at = time.monotonic() + 1.0  # no fork storm on a start failure
+                if code != 0:
+                    self._backoff.died(started, time.monotonic())  # no fork storm
             self._retiring.discard(pid)
             self._leaving.discard(pid)
             self._ready.discard(pid)
 
     def _boot_failed(self, pid: int) -> None:
         """A worker could not load the app (never called once stopping)."""
-        if not self._booted:
+        if not self._backoff.booted:
             self._give_up(pid)
         elif self._state is State.RELOADING and pid not in self._retiring:
             fresh = set(self.workers) - self._retiring - self._leaving
@@ -417,15 +416,9 @@ class Arbiter:
                 )
                 self._give_up(pid)
         else:
-            # The code on disk no longer loads (a deploy without a reload, or a
-            # failed reload's lost old worker): the others serve on, and each try
-            # is a whole import, so the tries come ever more slowly.
-            self._boot_wait = min(BOOT_RETRY_MAX, max(1.0, 2 * self._boot_wait))
-            self._respawn_at = time.monotonic() + self._boot_wait
-            log.error(
-                "master: a new worker could not load the app; trying again in %g s",
-                self._boot_wait,
-            )
+            # The code on disk no longer loads: the others serve on (backoff.py).
+            wait = self._backoff.failed_to_load(time.monotonic())
+            log.error("master: a new worker could not load the app; trying again in %g s", wait)
 
     def _give_up(self, pid: int) -> None:
         """Stop with status 2: the app cannot be loaded and nothing else serves."""
@@ -434,19 +427,9 @@ class Arbiter:
         self._stop(graceful=False)
 
     def _read_ready(self) -> None:
-        try:
-            data = os.read(self._ready_r, 4096)
-        except BlockingIOError:
-            return
-        for index in range(0, len(data) - 3, 4):
-            self._ready.add(int.from_bytes(data[index : index + 4], "little"))
-            self._booted = True
-            if self._boot_wait:
-                # The app loads again (a reload with fixed code, or a fix on disk):
-                # the back-off's wait ends with it, so a worker lost or recycled
-                # from now on is replaced at once, and a later failure waits 1 s.
-                self._boot_wait = 0.0
-                self._respawn_at = 0.0
+        for pid in self._ready_pipe.read():
+            self._ready.add(pid)
+            self._backoff.loaded()  # the app loads again: a back-off's wait ends
 
     def _spawn_missing(self) -> None:
         """Start workers up to the count, or (SIGTTOU, once no reload runs) drain some.
@@ -462,7 +445,7 @@ class Arbiter:
                 _kill(pid, signal.SIGTERM)
                 self._leaving.add(pid)
             return
-        if time.monotonic() < self._respawn_at:
+        if not self._backoff.may_spawn(time.monotonic()):
             return
         for _ in range(self._target - len(active)):
             self._spawn()
@@ -498,7 +481,7 @@ class Arbiter:
     # -- in the child -----------------------------------------------------------------
     def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:
         signal.set_wakeup_fd(-1)
-        for fd in (self._wake_r, self._wake_w, self._ready_r):
+        for fd in (self._wake_r, self._wake_w, self._ready_pipe.reader):
             os.close(fd)
         self._watchdog.close()  # the other workers' pulses are the master's
         # Listeners a reload dropped: a copy here would keep one accepting into
@@ -512,7 +495,7 @@ class Arbiter:
             self.listeners,
             mask=mask,
             beat=beat,
-            ready_fd=self._ready_w,
+            ready=self._ready_pipe,
             changed=self._reloads.send if self._reloads is not None else None,
         )
 

@@ -5,7 +5,7 @@ closes what is the master's, installs its own handlers, loads the app (a
 stop during the import is noted, not lost), tells the master it is ready
 and serves.  It ends as a Python program does, through ``exit_child``.
 
-    status = run_child(load, config, listeners, mask=mask, beat=beat, ready_fd=w)
+    status = run_child(load, config, listeners, mask=mask, beat=beat, ready=ready_pipe)
     exit_child(status, config.graceful_timeout + 1.0)
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import faulthandler
 import logging
 import os
@@ -29,6 +28,7 @@ from ..errors import ConfigError
 from ..loader import log_load_failure
 from .config import ServerConfig
 from .heartbeat import Heartbeat
+from .ready import ReadyPipe
 from .reloader import Change, Watcher, broken_app, failure_files, watched_files
 from .worker import Worker
 
@@ -47,10 +47,10 @@ def run_child(
     *,
     mask: Iterable[int],
     beat: Heartbeat | None,
-    ready_fd: int,
+    ready: ReadyPipe,
     changed: Callable[[list[Change]], None] | None = None,
 ) -> int:
-    """Be a worker: load the app, say ready on ``ready_fd``, serve; the exit status.
+    """Be a worker: load the app, say ready on ``ready``, serve; the exit status.
 
     The master's own descriptors and wakeup fd are already let go of (``Arbiter._child``).
     ``changed`` (--reload) is told of each change to the app's files; an app
@@ -111,12 +111,7 @@ def run_child(
         signal.signal(signum, handler)
     if stops:  # one came after the check above, before these handlers
         worker.stop(graceful=stops[0] == signal.SIGTERM)
-    try:
-        os.write(ready_fd, os.getpid().to_bytes(4, "little"))
-    except OSError as exc:
-        if exc.errno != errno.EPIPE:
-            raise
-    os.close(ready_fd)
+    ready.say()
     if watcher is not None:
         watcher.start()
     try:
