@@ -68,6 +68,7 @@ from .notify import Notify
 from .ready import ReadyPipe
 from .reconfig import Dropped
 from .reloader import ReloadRequests
+from .roster import Roster
 from .watchdog import Watchdog
 
 __all__ = ["Arbiter"]
@@ -112,12 +113,9 @@ class Arbiter:
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
-        self.workers: dict[int, float] = {}  # pid -> start time
+        self.workers = Roster()  # pid -> start time, and each one's standing (roster.py)
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
-        self._retiring: set[int] = set()  # the old set, during a reload (some may be gone)
-        self._leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
-        self._ready: set[int] = set()
         self._watchdog = Watchdog()  # --worker-timeout
         self._signals: collections.deque[int] = collections.deque()
         self._deadline = 0.0
@@ -225,7 +223,7 @@ class Arbiter:
         if signum == signal.SIGUSR1:
             reopen_log_files(self.config.account(), self.config.access_log)
             log.info("master: log files reopened; the workers reopen theirs")
-            self._kill_all(signal.SIGUSR1)
+            self.workers.signal_all(signal.SIGUSR1)
             return
         if signum == signal.SIGHUP:
             self._reload()
@@ -251,18 +249,16 @@ class Arbiter:
             # Two deploys in a row: the set still starting may hold the older
             # code, so it is stopped (gracefully: a ready one may serve) and a
             # new set loads the latest; the old set serves until that is ready.
-            starting = set(self.workers) - self._retiring - self._leaving
+            starting = self.workers.active()
             log.info(
                 "master: reload again, starting new workers (stopping the %d still starting)",
                 len(starting),
             )
-            for pid in starting:
-                _kill(pid, signal.SIGTERM)
-            self._leaving |= starting
+            self.workers.send_away(starting, signal.SIGTERM)
         else:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
-            self._retiring = set(self.workers) - self._leaving
+            self.workers.retiring = set(self.workers) - self.workers.leaving
         for _ in range(self._target):
             self._spawn()
 
@@ -301,44 +297,37 @@ class Arbiter:
         self._deadline = min(self._deadline, deadline) if stopping else deadline
         self._state = State.STOPPING
         self._notify.stopping("graceful" if graceful else "quick")
-        self._retiring = set()  # every worker now leaves: none is "old" or replaced
-        self._leaving |= set(self.workers)
+        self.workers.retiring = set()  # every worker now leaves: none is "old" or replaced
+        self.workers.leaving |= set(self.workers)
         # No worker is spawned from here on: the master lets go of the listeners
         # (a unix socket's file goes too), so once the draining workers have
         # closed theirs, new clients are refused instead of queued for nobody.
         close_listeners(self.listeners)
         self._dropped.close()
-        self._kill_all(signal.SIGTERM if graceful else signal.SIGQUIT)
+        self.workers.signal_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
         if self._state is not State.RELOADING:
             return
-        fresh = set(self.workers) - self._retiring - self._leaving
-        if len(fresh & self._ready) >= self._target:
+        if len(self.workers.active() & self.workers.ready) >= self._target:
             log.info("master: reload done, the old workers drain")
-            for pid in self._retiring & set(self.workers):
-                _kill(pid, signal.SIGTERM)
             # Neither replaced nor counted as serving: a new worker lost while
             # they drain is replaced at once.
-            self._leaving |= self._retiring
-            self._retiring = set()
+            self.workers.send_away(self.workers.retiring, signal.SIGTERM)
+            self.workers.retiring = set()
             self._state = State.SERVING
 
     def _tell(self) -> None:
         """systemd's view of a serving master: READY=1 once a set is up, STATUS= as it changes."""
         if self._state is State.SERVING:
-            active = set(self.workers) - self._retiring - self._leaving
-            self._notify.serving(len(active & self._ready), len(active - self._ready), self._target)
+            active, ready = self.workers.active(), self.workers.ready
+            self._notify.serving(len(active & ready), len(active - ready), self._target)
 
     def _watch(self) -> None:
         """Dump and kill the workers the watchdog finds hung (--worker-timeout)."""
-        loading = {
-            pid: started
-            for pid, started in self.workers.items()
-            if pid not in self._ready and pid not in self._retiring and pid not in self._leaving
-        }
+        loading = self.workers.loading()
         for pid, signum in self._watchdog.check(time.monotonic(), self.config, loading):
-            _kill(pid, signum)
+            self.workers.signal([pid], signum)
 
     def _enforce_deadline(self) -> None:
         if time.monotonic() > self._deadline:
@@ -350,11 +339,7 @@ class Arbiter:
                     count,
                     "" if count == 1 else "s",
                 )
-            self._kill_all(signal.SIGKILL)
-
-    def _kill_all(self, signum: int) -> None:
-        for pid in list(self.workers):
-            _kill(pid, signum)
+            self.workers.signal_all(signal.SIGKILL)
 
     def _reap(self) -> None:
         while True:
@@ -364,19 +349,19 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            started = self.workers.pop(pid, None)
+            started = self.workers.reaped(pid)
             self._watchdog.forget(pid)
             code = os.waitstatus_to_exitcode(status)
             self._read_ready()  # its "ready", if it came before it died
-            if started is None or pid in self._leaving:
+            if started is None or pid in self.workers.leaving:
                 pass  # asked to leave (also every worker, once stopping): not replaced
-            elif code == BOOT_ERROR and pid not in self._ready:
+            elif code == BOOT_ERROR and pid not in self.workers.ready:
                 self._boot_failed(pid)  # once ready, a 3 is the app's own (its os._exit(3))
-            elif pid in self._retiring:
+            elif pid in self.workers.retiring:
                 # An old worker of a reload: the new workers, coming up, replace it.
                 level = logging.INFO if code == 0 else logging.WARNING
                 log.log(level, "worker %d exited (status %d) during the reload", pid, code)
-            elif code != 0 and pid not in self._ready:
+            elif code != 0 and pid not in self.workers.ready:
                 # Killed or crashed before it was ready (a segfault in an import,
                 # os._exit, the OOM killer): the app could not be loaded, as if it
                 # had raised, where it used to be respawned every second for ever.
@@ -387,21 +372,16 @@ class Arbiter:
                 log.log(level, "worker %d exited (status %d), respawning", pid, code)
                 if code != 0:
                     self._backoff.died(started, time.monotonic())  # no fork storm
-            self._retiring.discard(pid)
-            self._leaving.discard(pid)
-            self._ready.discard(pid)
+            self.workers.forget(pid)
 
     def _boot_failed(self, pid: int) -> None:
         """A worker could not load the app (never called once stopping)."""
         if not self._backoff.booted:
             self._give_up(pid)
-        elif self._state is State.RELOADING and pid not in self._retiring:
-            fresh = set(self.workers) - self._retiring - self._leaving
-            for each in fresh:
-                _kill(each, signal.SIGQUIT)
-            self._leaving |= fresh
-            old = self._retiring & set(self.workers)
-            self._retiring = set()
+        elif self._state is State.RELOADING and pid not in self.workers.retiring:
+            self.workers.send_away(self.workers.active(), signal.SIGQUIT)
+            old = self.workers.retiring & set(self.workers)
+            self.workers.retiring = set()
             self._state = State.SERVING
             if old:
                 log.error(
@@ -428,7 +408,7 @@ class Arbiter:
 
     def _read_ready(self) -> None:
         for pid in self._ready_pipe.read():
-            self._ready.add(pid)
+            self.workers.ready.add(pid)
             self._backoff.loaded()  # the app loads again: a back-off's wait ends
 
     def _spawn_missing(self) -> None:
@@ -436,14 +416,9 @@ class Arbiter:
 
         Those still loading the app go first (none of them serves yet), then the oldest.
         """
-        active = sorted(
-            set(self.workers) - self._retiring - self._leaving,
-            key=lambda pid: (pid in self._ready, self.workers[pid]),
-        )
+        active = self.workers.surplus_order()
         if self._state is State.SERVING and len(active) > self._target:
-            for pid in active[: len(active) - self._target]:
-                _kill(pid, signal.SIGTERM)
-                self._leaving.add(pid)
+            self.workers.send_away(active[: len(active) - self._target], signal.SIGTERM)
             return
         if not self._backoff.may_spawn(time.monotonic()):
             return
@@ -465,7 +440,7 @@ class Arbiter:
             raise
         if pid:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self.workers[pid] = time.monotonic()
+            self.workers.add(pid, time.monotonic())
             if beat is not None:
                 self._watchdog.add(pid, beat)
             return
@@ -498,8 +473,3 @@ class Arbiter:
             ready=self._ready_pipe,
             changed=self._reloads.send if self._reloads is not None else None,
         )
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
