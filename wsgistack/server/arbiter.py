@@ -1,6 +1,6 @@
 """The prefork master: N workers on shared listening sockets, kept alive and replaced safely.
 
-Signals (handlers only record the signal; the loop acts on it):
+Signals (handlers only record the signal, ``signalqueue.py``; the loop acts on it):
 SIGTERM  graceful stop: workers stop accepting, finish in-flight requests
          within --graceful-timeout, then the master exits.
 SIGHUP   graceful reload: a new set of workers loads the app afresh and
@@ -45,12 +45,9 @@ ready once it says so on a pipe (``ready.py``).
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import enum
 import logging
 import os
-import select
 import signal
 import socket
 import time
@@ -59,7 +56,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .backoff import Backoff
-from .child import BOOT_ERROR, exit_child, run_child
+from .child import BOOT_ERROR, fork_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .listener import close_listeners
@@ -69,6 +66,7 @@ from .ready import ReadyPipe
 from .reconfig import Dropped
 from .reloader import ReloadRequests
 from .roster import Roster
+from .signalqueue import SignalQueue
 from .watchdog import Watchdog
 
 __all__ = ["Arbiter"]
@@ -117,24 +115,17 @@ class Arbiter:
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
         self._watchdog = Watchdog()  # --worker-timeout
-        self._signals: collections.deque[int] = collections.deque()
+        self._signals = SignalQueue(_HANDLED)  # the handlers only record (signalqueue.py)
         self._deadline = 0.0
         self._deadline_passed = False  # the kill at the deadline was logged
         self._backoff = Backoff()  # a worker failing at start delays the next spawn
         self._boot_failure = 0  # the first worker that could not load it: the master stops
         self._status = 0
-        self._wake_r, self._wake_w = os.pipe()
         self._ready_pipe = ReadyPipe()
         self._reloads = ReloadRequests() if config.reload else None
-        self._waited = [self._wake_r, self._ready_pipe.reader]  # by select(), with --reload's
+        self._waited = [self._ready_pipe.reader]  # by select(), with --reload's, and signals
         if self._reloads is not None:
             self._waited.append(self._reloads.reader)
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-
-    # -- signals: record only ---------------------------------------------------------
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)
 
     def run(self, early: Iterable[int] = ()) -> int:
         """Supervise until stopped; returns the exit status.
@@ -142,9 +133,7 @@ class Arbiter:
         ``early``: signals the caller noted before this (``Server`` notes them
         from its pid file on), acted on before any worker starts.
         """
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
-        old_wakeup = signal.set_wakeup_fd(self._wake_w)
-        self._signals.extend(early)
+        self._signals.install(early)
         workers = self.config.workers
         log.info(
             "master %d: starting %d worker%s", os.getpid(), workers, "" if workers == 1 else "s"
@@ -155,14 +144,14 @@ class Arbiter:
                 " (for development: each worker looks at every file once a second)"
             )
         try:
-            while self._signals:
-                self._handle(self._signals.popleft())
+            while (signum := self._signals.pop()) is not None:
+                self._handle(signum)
             if self._state is not State.STOPPING:
                 self._spawn_missing()
             while self.workers or self._state is not State.STOPPING:
                 self._wait()
-                while self._signals:
-                    self._handle(self._signals.popleft())
+                while (signum := self._signals.pop()) is not None:
+                    self._handle(signum)
                 self._reap()
                 self._dropped.release(alive=self.workers)
                 self._read_ready()
@@ -175,11 +164,7 @@ class Arbiter:
                 else:
                     self._spawn_missing()
         finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
+            self._signals.uninstall()
             self._ready_pipe.close()
             self._watchdog.close()
             self._dropped.close()
@@ -199,13 +184,7 @@ class Arbiter:
 
     def _wait(self) -> None:
         self._notify.beat()  # systemd's WatchdogSec=: the master's loop still turns
-        with contextlib.suppress(InterruptedError):
-            select.select(self._waited, [], [], min(1.0, self._notify.watchdog_every or 1.0))
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._signals.wait(self._waited, min(1.0, self._notify.watchdog_every or 1.0))
 
     def _read_reload_requests(self) -> None:
         """--reload: a worker saw the app's files change; reload as SIGHUP does, once per change."""
@@ -426,38 +405,23 @@ class Arbiter:
             self._spawn()
 
     def _spawn(self) -> None:
-        # Stop signals wait, blocked, across the fork until the child has its own
-        # handlers: one that came in between ran the master's inherited handler in
-        # the child, which recorded it nowhere, and the worker served on.
         beat = Heartbeat() if self.config.worker_timeout else None
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        # The worker's exit gets as long as a stop's deadline: --graceful-timeout, and a second.
+        limit = self.config.graceful_timeout + 1.0
         try:
-            pid = os.fork()
+            pid = fork_child(_HANDLED, lambda mask: self._child(mask, beat), limit)
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if beat is not None:
                 beat.close()
             raise
-        if pid:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self.workers.add(pid, time.monotonic())
-            if beat is not None:
-                self._watchdog.add(pid, beat)
-            return
-        status = 1
-        try:
-            status = self._child(mask, beat)
-        except BaseException:
-            log.exception("worker %d failed", os.getpid())
-        finally:
-            # As long as a stop's deadline grants them: --graceful-timeout, and a second.
-            exit_child(status, self.config.graceful_timeout + 1.0)
+        self.workers.add(pid, time.monotonic())
+        if beat is not None:
+            self._watchdog.add(pid, beat)
 
     # -- in the child -----------------------------------------------------------------
     def _child(self, mask: Iterable[int], beat: Heartbeat | None) -> int:
-        signal.set_wakeup_fd(-1)
-        for fd in (self._wake_r, self._wake_w, self._ready_pipe.reader):
-            os.close(fd)
+        self._signals.close_in_child()
+        os.close(self._ready_pipe.reader)
         self._watchdog.close()  # the other workers' pulses are the master's
         # Listeners a reload dropped: a copy here would keep one accepting into
         # a queue nobody serves once the old workers have left.

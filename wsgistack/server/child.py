@@ -1,12 +1,12 @@
 """A worker process's own side of the fork: its signals, loading the app, reporting ready, exiting.
 
-The master (``arbiter.py``) forks with its stop signals blocked; the child
-closes what is the master's, installs its own handlers, loads the app (a
-stop during the import is noted, not lost), tells the master it is ready
-and serves.  It ends as a Python program does, through ``exit_child``.
+The master (``arbiter.py``) forks with its stop signals blocked
+(``fork_child``); the child closes what is the master's, installs its own
+handlers, loads the app (a stop during the import is noted, not lost), tells
+the master it is ready and serves.  It ends as a Python program does, through
+``exit_child``.
 
-    status = run_child(load, config, listeners, mask=mask, beat=beat, ready=ready_pipe)
-    exit_child(status, config.graceful_timeout + 1.0)
+    pid = fork_child(signals, lambda mask: run_child(load, ..., mask=mask), limit)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ConfigError
 from ..loader import log_load_failure
@@ -32,12 +32,40 @@ from .ready import ReadyPipe
 from .reloader import Change, Watcher, broken_app, failure_files, watched_files
 from .worker import Worker
 
-__all__ = ["BOOT_ERROR", "exit_child", "finish_as_python_does", "run_child"]
+__all__ = ["BOOT_ERROR", "exit_child", "finish_as_python_does", "fork_child", "run_child"]
 
 log = logging.getLogger("wsgistack.server")
 
 #: A worker's exit status when it could not load the app.
 BOOT_ERROR = 3
+
+
+def fork_child(blocked: Iterable[int], child: Callable[[Iterable[int]], int], limit: float) -> int:
+    """Fork a worker that runs ``child(mask)``; in the master, its pid (the worker never returns).
+
+    The signals ``blocked`` wait, blocked, across the fork until the child has
+    its own handlers: one that came in between ran the master's inherited
+    handler in the child, which recorded it nowhere, and the worker served
+    on.  ``child`` gets the master's mask, to restore once its handlers are
+    in, and returns the exit status; the worker then ends through
+    ``exit_child`` within ``limit`` seconds.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return pid
+    status = 1
+    try:
+        status = child(mask)
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+    finally:
+        exit_child(status, limit)
 
 
 def run_child(
@@ -122,7 +150,7 @@ def run_child(
     return 0
 
 
-def exit_child(status: int, limit: float) -> None:
+def exit_child(status: int, limit: float) -> NoReturn:
     """End a worker as a Python program ends: the app's threads, exit handlers, output and logs.
 
     In the order of CPython's ``Py_FinalizeEx``: first the app's threads
