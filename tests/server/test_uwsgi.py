@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from wsgistack.errors import ConfigError
 from wsgistack.server import Server
+from wsgistack.server import direct as direct_module
 from wsgistack.server import worker as worker_module
 from wsgistack.server.bind import parse_bind
 from wsgistack.server.config import ServerConfig
@@ -314,7 +315,7 @@ def test_a_unix_socket_peer_without_remote_addr_has_no_address(tmp_path, sent):
 def test_a_uwsgi_only_worker_accepts_in_its_pool_threads(server):
     # nginx opens a connection per uwsgi request: on a worker with no other bind
     # the threads accept themselves, sparing a hand-over from the loop each time.
-    assert server._worker._direct is (len(server.listeners) == 1)
+    assert (server._worker._direct is not None) is (len(server.listeners) == 1)
 
 
 def test_a_stalled_peer_holds_one_thread_while_the_others_serve():
@@ -367,7 +368,7 @@ def test_a_refused_upload_is_answered_while_nginx_still_sends_it(binds):
 def test_running_out_of_descriptors_pauses_accepting_in_the_pool_threads(monkeypatch, caplog):
     # EMFILE from accept() leaves the connection in the backlog: retrying at once
     # would spin; the threads rest for ACCEPT_PAUSE, warn, and accept again after.
-    real_accept = worker_module.accept
+    real_accept = direct_module.accept
     failures = [OSError(errno.EMFILE, "Too many open files")]
 
     def accept(listener, family=None):
@@ -375,7 +376,7 @@ def test_running_out_of_descriptors_pauses_accepting_in_the_pool_threads(monkeyp
             raise failures.pop()
         return real_accept(listener, family)
 
-    monkeypatch.setattr(worker_module, "accept", accept)
+    monkeypatch.setattr(direct_module, "accept", accept)
     caplog.set_level(logging.WARNING, logger="wsgistack.server")
     with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1) as server:
         assert exchange(server, packet(nginx_vars(uri="/after")))[2] == b"GET /after  "
@@ -501,7 +502,7 @@ def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypat
     # readable: a rest that also waited on it returned at once, and the thread
     # spun on accept() at full CPU for as long as descriptors ran short.
     monkeypatch.setattr(worker_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
-    real_accept = worker_module.accept
+    real_accept = direct_module.accept
     failing = threading.Event()
     attempts: list[int] = []
     retried = threading.Event()
@@ -514,7 +515,7 @@ def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypat
             retried.set()
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(worker_module, "accept", accept)
+    monkeypatch.setattr(direct_module, "accept", accept)
     with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1) as server:
         failing.set()
         with RawClient(server.address) as client:
@@ -549,7 +550,8 @@ def test_a_listener_that_fails_every_accept_rests_instead_of_spinning(monkeypatc
             (retried if failed.is_set() else failed).set()
             raise
 
-    monkeypatch.setattr(worker_module, "accept", accept)
+    monkeypatch.setattr(worker_module, "accept", accept)  # the loop's (http-loop)
+    monkeypatch.setattr(direct_module, "accept", accept)  # the threads' (uwsgi-threads)
     caplog.set_level(logging.INFO, logger="wsgistack.server")
     with live_server(recording, bind=bind, threads=1) as server:
         server.listeners[0].shutdown(socket.SHUT_RD)  # ready at once (HUP): it wakes a thread
@@ -589,11 +591,11 @@ def test_a_graceful_stop_gives_a_half_sent_packet_the_stop_grace_not_the_timeout
     with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1, timeout=60) as server:
         with RawClient(server.address, timeout=20) as stalled:
             stalled.send(packet(nginx_vars())[:10])
-            worker = server._worker
+            direct = server._worker._direct
             deadline = time.monotonic() + 10
-            while not worker._serving[0] and time.monotonic() < deadline:
+            while not direct.serving[0] and time.monotonic() < deadline:
                 time.sleep(0.01)  # until the thread has accepted it
-            assert worker._serving[0]
+            assert direct.serving[0]
             stopper = threading.Thread(target=server.close)
             stopper.start()
             assert stalled.response()[0] == 408
@@ -606,7 +608,7 @@ def test_a_worker_whose_master_is_gone_wakes_its_accepting_threads(monkeypatch):
     # The watchdog (the master died: kill -9) set the stop flag without the
     # stop's wake-up, so each accepting thread slept on for ACCEPT_WAKE (made
     # 60 s here) and the orphaned worker outlived its master that long.
-    monkeypatch.setattr(worker_module, "ACCEPT_WAKE", 60.0)
+    monkeypatch.setattr(direct_module, "ACCEPT_WAKE", 60.0)
     config = ServerConfig.from_options(bind="uwsgi://127.0.0.1:0", threads=2)
     listeners = open_listeners(config.bind, 16)
     master_alive = threading.Event()

@@ -75,15 +75,15 @@ def shutdown(worker: Worker) -> None:
             not worker._busy
             and not worker._connections
             and not worker._handshakes
-            and not worker._accepting_threads
+            and not (worker._direct is not None and worker._direct.alive)
         ):
             break
         worker._dispatch(worker._poller.poll(0.05))
         worker._sweep(worker.clock())
     with worker._lock:  # a pool thread closes a connection's socket only after this lock
         worker._finished = True
-        if worker._direct:
-            cut = [each for each in worker._serving if each is not None]
+        if worker._direct is not None:
+            cut = worker._direct.held()
         else:
             cut = [each for each in worker._connections.values() if each.busy]
         for connection in cut:
@@ -99,16 +99,16 @@ def shutdown(worker: Worker) -> None:
         worker._jobs.put(None)
     # Join the threads that serve nothing (an immediate stop does not wait
     # for a request in flight); an accepting thread leaves at once on a stop.
-    if worker._direct:
-        idle = [t for t, held in zip(worker._threads, worker._serving, strict=True) if not held]
+    if worker._direct is not None:
+        idle = worker._direct.idle(worker._threads)
     else:
         idle = [] if worker._busy else worker._threads
     deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
     for thread in idle:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     worker._poller.close()
-    worker._stop_reader.close()
-    worker._stop_writer.close()
+    if worker._direct is not None:
+        worker._direct.close()
     if worker.access_log is not None:
         worker.access_log.close()
     log.debug("worker stopped (%d requests)", worker.requests)
@@ -126,8 +126,10 @@ def unlisten(worker: Worker) -> None:
     In process (``--workers 0``, ``Server.close()``) the worker's are the
     server's, closed the same way: nothing else would accept on them.
     """
-    if not worker._owns_listeners or _may_accept(worker):
+    if not worker._owns_listeners:
         return
+    if worker._direct is not None and worker._direct.may_accept(worker._threads):
+        return  # a uwsgi-only worker's thread may still accept (direct.py)
     worker._owns_listeners = False
     close_listeners(worker.listeners)  # in process, a unix socket's file goes too
 
@@ -172,17 +174,3 @@ def _cut(sock: socket.socket) -> None:
     # the reset comes when the thread closes it, as at a forked worker's exit).
     with contextlib.suppress(OSError), socket.socket(sock.family, socket.SOCK_STREAM) as dead:
         os.dup2(dead.fileno(), sock.fileno(), inheritable=False)
-
-
-def _may_accept(worker: Worker) -> bool:
-    """Whether a pool thread of a uwsgi-only worker may still call accept().
-
-    One that holds a connection will not: it sees the stop when done with it
-    and leaves.  Waiting for those too (for every thread to end) kept the
-    listener open for as long as a request ran, and nginx's new connections
-    queued for nobody.
-    """
-    return worker._direct and any(
-        held is None and thread.is_alive()
-        for thread, held in zip(worker._threads, worker._serving, strict=True)
-    )

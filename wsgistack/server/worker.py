@@ -7,11 +7,7 @@ thread answers every buffered request (pipelining) and gives the connection
 back to the selector through a queue plus a wake-up socket.
 
 A worker whose one bind speaks uwsgi works as uWSGI's threads do instead:
-nginx opens a connection per request and sends the packet as it connects,
-so each pool thread accepts its next connection itself, and the kernel
-wakes one thread per connection.  The hand-over from the selector (a
-wake-up and a trip of the GIL between threads per request) cost a fifth of
-the CPU a uwsgi request takes.
+each pool thread accepts its next connection itself (``direct.py``).
 
     worker = Worker(app, config, listeners)
     worker.run()           # until worker.stop() (from any thread) or a signal
@@ -19,7 +15,6 @@ the CPU a uwsgi request takes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import random
@@ -35,12 +30,13 @@ from ..netset import TrustedPeers
 from .answers import AbortConnection, client_of, ran_out, refuse_timeout
 from .config import ServerConfig
 from .connection import Connection
-from .discard import STOP_GRACE, discard_more, drain, linger
+from .direct import DirectAccept
+from .discard import discard_more, drain, linger
 from .environ import environ_base
 from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
-from .poller import AcceptWaiter, make_poller
+from .poller import make_poller
 from .proxyconnection import HeaderWait, ProxyGate, await_header
 from .statsd import request_log
 from .stopping import shutdown
@@ -53,9 +49,6 @@ log = logging.getLogger("wsgistack.server")
 
 #: How long listeners rest after accept() ran out of descriptors or memory.
 ACCEPT_PAUSE = 0.5
-#: A pool thread waiting to accept looks at least this often whether the worker
-#: is stopping (a stop wakes it at once; this is the bound should that be missed).
-ACCEPT_WAKE = 1.0
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
 
@@ -134,14 +127,11 @@ class Worker:
         #: Connections not yet speaking HTTP: a TLS handshake, or a PROXY protocol
         #: header, under way (the loop steps them, the sweep ends them in --timeout).
         self._handshakes: dict[int, Handshake | HeaderWait] = {}
-        #: One uwsgi bind and no other: pool threads accept (see ``_accepting``).
-        self._direct = len(listeners) == 1 and self._binds[listeners[0].fileno()][1]
-        #: Readable once the worker stops: wakes threads waiting to accept.
-        self._stop_reader, self._stop_writer = socket.socketpair()
-        self._accepting_threads = 0  # alive in _accepting (a graceful stop waits for them)
-        #: Per accepting thread, the connection it holds: a stop joins the others
-        #: (each thread writes only its own slot, so no lock is taken).
-        self._serving: list[Connection | None] = [None] * config.threads
+        #: One uwsgi bind and no other: pool threads accept (direct.py), else None.
+        self._direct: DirectAccept | None = None
+        if len(listeners) == 1 and self._binds[listeners[0].fileno()][1]:
+            family, _, base, _, _ = self._binds[listeners[0].fileno()]
+            self._direct = DirectAccept(self, listeners[0], family, base, config.threads)
         self._connections: dict[int, Connection] = {}
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
         self._accept_warned = -60.0
@@ -208,20 +198,21 @@ class Worker:
         self._graceful = self._graceful and graceful
         self.stopping = True
         self._poller.wake()
-        with contextlib.suppress(OSError):  # closed: the worker has stopped already
-            self._stop_writer.send(b"x")
+        if self._direct is not None:
+            self._direct.wake()
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         """Serve until stopped; closes every connection and the pool before returning."""
-        if self._direct:
-            self._accepting_threads = self.config.threads
+        direct = self._direct
+        if direct is not None:
+            direct.alive = self.config.threads
         else:
             for fd in self._listeners:
                 self._poller.add(fd, oneshot=False)
         for index in range(self.config.threads):
-            if self._direct:
-                thread = RequestThread(self._accepting, index)
+            if direct is not None:
+                thread = RequestThread(direct.serve, index)
             else:
                 thread = RequestThread(self._pool_thread)
             thread.start()
@@ -276,10 +267,10 @@ class Worker:
                     accept(listener, family) if early_read else accept(listener, family, False)
                 )
             except OSError as exc:
-                if self._accept_failed(exc):
+                if pause := self._accept_failed(exc):
                     for fd in self._listeners:
                         self._poller.remove(fd)
-                    self._accept_resume = self.clock() + ACCEPT_PAUSE
+                    self._accept_resume = self.clock() + pause
                 return
             if accepted is None:
                 return
@@ -312,8 +303,8 @@ class Worker:
         self._poller.remove(handshake.fd)
         handshake.sock.close()
 
-    def _accept_failed(self, exc: OSError) -> bool:
-        """True when accepting must pause: any error not about the one connection.
+    def _accept_failed(self, exc: OSError) -> float:
+        """How long accepting must pause (0: not at all): any error not about the one connection.
 
         Out of descriptors or memory, the pending connection stays in the
         backlog and the listener stays readable, so retrying at once would
@@ -325,12 +316,12 @@ class Worker:
         """
         if about_one_connection(exc):
             log.info("accept failed: %s", exc)
-            return False
+            return 0.0
         now = self.clock()
         if now - self._accept_warned >= 30.0:
             self._accept_warned = now
             log.warning("accept failed (%s): pausing accepts for %.1f s", exc, ACCEPT_PAUSE)
-        return True
+        return ACCEPT_PAUSE
 
     def _readable(self, connection: Connection) -> None:
         if connection.lingering:
@@ -393,50 +384,6 @@ class Worker:
         jobs = self._jobs
         while (connection := jobs.get()) is not None:
             self._run(connection)
-
-    def _accepting(self, index: int) -> None:
-        """A pool thread of a uwsgi-only worker: accept a connection, serve it, repeat.
-
-        A peer that connects and sends too little holds this thread for up to
-        --timeout (a 408 then), where the selector would hold only its socket:
-        a uwsgi bind faces nginx, which sends its packet whole, not clients.
-        """
-        listener = self.listeners[0]
-        family, _, base, _, _ = self._binds[listener.fileno()]
-        waiter = AcceptWaiter(listener.fileno(), self._stop_reader.fileno())
-        serving = self._serving
-        try:
-            while not self.stopping:
-                try:
-                    accepted = accept(listener, family)
-                except OSError as exc:
-                    if self._accept_failed(exc):
-                        waiter.rest(ACCEPT_PAUSE)  # a stop still ends the pause
-                    continue
-                if accepted is None:
-                    waiter.wait(ACCEPT_WAKE)
-                    continue
-                sock, peer, early = accepted
-                # This thread's alone (a stop waits for the thread, not for it):
-                # the loop learns of it only to read away what a refused peer sends.
-                connection = Connection(sock, peer, self, base, uwsgi=True)
-                serving[index] = connection
-                connection.busy = True
-                if connection.read_request(early, waiter.readable, STOP_GRACE):
-                    self._serve(connection)  # one request: uwsgi never keeps a connection
-                with self._lock:  # a stop cuts only what a slot holds (stopping._cut)
-                    serving[index] = None
-                    if connection.linger:
-                        self._connections[connection.fd] = connection
-                if connection.linger:
-                    linger(self, connection)
-                else:
-                    sock.close()
-        finally:
-            waiter.close()
-            with self._lock:
-                self._accepting_threads -= 1
-            self._poller.wake()  # a stop waiting for this thread looks again
 
     def _run(self, connection: Connection) -> None:
         """Serve a connection's parsed requests, then hand it back, linger or close."""
