@@ -302,6 +302,45 @@ def test_the_error_log_is_reopened_on_sigusr1_and_no_line_is_lost(tmp_path, serv
     assert "listening on" not in served.log.read_text()
 
 
+#: An app whose import waits for the test's word (the file ``go``), as a large
+#: Django project's takes seconds: logrotate may come meanwhile.
+SLOW_IMPORT_APP = """
+import logging, os, pathlib, time
+from wsgiref.validate import validator
+
+pathlib.Path("importing").write_text(str(os.getpid()))
+deadline = time.monotonic() + 30
+while not pathlib.Path("go").exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+
+
+@validator
+def app(environ, start_response):
+    logging.getLogger("myapp").warning("served %s", environ["PATH_INFO"])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_a_sigusr1_while_a_worker_loads_the_app_is_not_lost(tmp_path, serve):
+    # The worker was forked before the master reopened the file: it writes to
+    # the rotated one until it reopens too, so the signal must wait for it.
+    (tmp_path / "slowlog.py").write_text(SLOW_IMPORT_APP)
+    served = serve(
+        "--error-log", "error.log", "--workers", "1", target=("slowlog:app",), wait=False
+    )
+    log, rotated = tmp_path / "error.log", tmp_path / "error.log.1"
+    served.port = poll(lambda: _port(log, served))
+    poll(lambda: (tmp_path / "importing").exists())
+    log.rename(rotated)
+    served.proc.send_signal(signal.SIGUSR1)
+    poll(lambda: any("master: log files reopened" in line for line in _lines(log)))
+    (tmp_path / "go").touch()
+    assert served.get("/after") == "ok"
+    poll(lambda: any("served /after" in line for line in _lines(log)))
+    assert not any("served" in line for line in _lines(rotated))
+
+
 def test_env_is_set_before_the_app_is_imported_and_seen_in_the_request(tmp_path, serve):
     (tmp_path / "logapp.py").write_text(LOGGING_APP)
     served = serve("--env", "GREETING=hello=there", "--workers", "1", target=("logapp:app",))

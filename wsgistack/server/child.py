@@ -96,7 +96,10 @@ def run_child(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, lambda signum, _: stops.append(signum))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default would end the worker
+    # logrotate's SIGUSR1 too: the files this worker inherited may be the ones
+    # the master has just reopened by name; they are reopened once it serves.
+    reopens: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda signum, _: reopens.append(signum))
     for sig in (signal.SIGTTIN, signal.SIGTTOU):  # the master's (their default stops it)
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -139,6 +142,8 @@ def run_child(
         signal.signal(signum, handler)
     if stops:  # one came after the check above, before these handlers
         worker.stop(graceful=stops[0] == signal.SIGTERM)
+    if reopens:  # before the first request, whose lines then go to the new files
+        worker.reopen_logs_now()
     ready.say()
     if watcher is not None:
         watcher.start()

@@ -188,6 +188,12 @@ class Worker:
         self._reopen = True
         self._poller.wake()
 
+    def reopen_logs_now(self) -> None:
+        """Open the log files again in this thread: the loop's, or before it serves."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+        reopen_log_files()  # --error-log's, --log-config's: this process's copies
+
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout).
 
@@ -231,9 +237,7 @@ class Worker:
             self._dispatch(self._poller.poll(0.5))
             if self._reopen:
                 self._reopen = False
-                if self.access_log is not None:
-                    self.access_log.reopen()
-                reopen_log_files()  # --error-log's, --log-config's: this process's copies
+                self.reopen_logs_now()
             now = self.clock()
             if self._accept_resume and now >= self._accept_resume:
                 self._accept_resume = 0.0
