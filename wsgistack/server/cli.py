@@ -29,8 +29,9 @@ from .logsetup import LogConfig, start_logging
 from .notify import Notify
 from .options import OPTIONS
 from .preload import load_at_terminal
+from .processenv import settle
 from .reconfig import Reread
-from .server import Server, settle
+from .server import Server
 
 __all__ = [
     "add_serve",

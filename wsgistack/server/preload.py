@@ -67,9 +67,18 @@ def forked_from(app: Any) -> Callable[[], Any]:
     return load
 
 
-def note_reload() -> None:
-    """Say, on each SIGHUP, that the new workers run the code loaded at start."""
+def note_reload(env_changed: bool = False) -> None:
+    """Say, on each SIGHUP, that the new workers run the code loaded at start.
+
+    A changed ``env`` reaches their ``os.environ`` (as gunicorn's reload sets
+    it before the fork), but not what the app read from it as it loaded.
+    """
     log.info("master: reload: --preload, the app loaded at start is kept; restart for new code")
+    if env_changed:
+        log.info(
+            "master: reload: --preload: the new env is in the new workers' os.environ; what"
+            " the app read from it as it loaded at start (a settings module) stays as it was"
+        )
 
 
 def load_at_terminal(load: Callable[[], Any]) -> Any:

@@ -5,10 +5,13 @@ Rules: a hangup re-reads the configuration the server started from (the CLI's
 is applied until every step that can fail has succeeded (the files parse, the
 options are valid, the new addresses bind, the pid file and the access log can
 be written, the logging section applies): a bad edit leaves the running server
-exactly as it was.  An address listed before and after keeps its socket, so
-its port (also one picked with port 0) and its queued connections stay; only
-the addresses that are new are bound, and those no longer listed are closed by
-the master once the workers that hold them have left.
+exactly as it was.  A changed ``env`` is set just before the logging section
+applies (which may read it, as at start) and put back if that fails
+(``processenv.py``), so the old workers' respawns keep the old environment.
+An address listed before and after keeps its socket, so its port (also one
+picked with port 0) and its queued connections stay; only the addresses that
+are new are bound, and those no longer listed are closed by the master once
+the workers that hold them have left.
 
     again = Reread(config, "stack.toml", apply_logging=lambda: None)
     listeners, opened = keep_or_open(server.config, again.config, server.listeners)
@@ -28,6 +31,7 @@ from ..errors import ConfigError
 from .bind import Bind
 from .config import ServerConfig
 from .listener import close_listeners, open_listeners, unopen
+from .processenv import env_changes
 
 __all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open"]
 
@@ -47,15 +51,16 @@ class Reread:
 
 
 _ACCOUNT = "the workers' user, group, umask and directory are set at start"
-_PROCESS = "the master's environment, import path and error log are set at start"
+_PROCESS = "the master's import path and error log are set at start"
 #: Options a reload cannot change, and why: the files the master made are the
-#: old user's; what the master set in its own process stays there.
+#: old user's; what the master set in its own process stays there (``env``
+#: can change: ``processenv.py``; a module imported from the old path would
+#: stay imported, so a new ``pythonpath`` is refused, where gunicorn ignores it).
 _AT_START = {
     "user": _ACCOUNT,
     "group": _ACCOUNT,
     "umask": _ACCOUNT,
     "chdir": _ACCOUNT,
-    "env": _PROCESS,
     "pythonpath": _PROCESS,
     "error_log": _PROCESS,
 }
@@ -151,11 +156,17 @@ def _check_fd(bind: Bind, ours: dict[int, Bind], dropped_fds: Collection[int]) -
 
 
 def changes(old: ServerConfig, new: ServerConfig) -> list[str]:
-    """``option old -> new`` for each option that differs, in ``ServerConfig``'s order."""
+    """``option old -> new`` for each option that differs, in ``ServerConfig``'s order.
+
+    ``env`` by its keys only: its values are often secrets.
+    """
     said = []
     for field in dataclasses.fields(ServerConfig):
         before, after = getattr(old, field.name), getattr(new, field.name)
-        if before != after:
+        if field.name == "env":
+            if keys := env_changes(before, after):
+                said.append(f"env {keys}")
+        elif before != after:
             said.append(f"{field.name} {_shown(field.name, before)} -> {_shown(field.name, after)}")
     return said
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -37,10 +35,11 @@ from .listener import (
     set_socket_mode,
     unopen,
 )
-from .logsetup import give_log_files, start_logging
+from .logsetup import give_log_files
 from .notify import Notify
 from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
+from .processenv import change_env, settle
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .statsd import check_statsd, master_metrics
 from .threads import RequestThread
@@ -277,7 +276,8 @@ class Server:
 
         A ``ConfigError`` (the files, an option, an address that cannot be
         bound, the pid file, the access log, the logging section) leaves
-        everything as it was: what was opened here is closed again.
+        everything as it was: what was opened here is closed again, and the
+        environment (``env``, changed for the new workers) is put back.
         """
         if self._reread is None:  # no file: the options stay
             if self.config.certfile is not None:
@@ -295,14 +295,19 @@ class Server:
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
         pid_file = self._pid_file
+        undo_env = None
         try:
             if new.pid != self.config.pid:
                 try:
                     pid_file = PidFile.create(new.pid) if new.pid is not None else None
                 except ConfigError as exc:
                     raise ConfigError(f"{again.source}: {exc}") from None
+            # As at start, the environment before the logging (an ini's args may read it).
+            undo_env = change_env(self.config.env, new.env)
             again.apply_logging()  # its errors name the file already
         except BaseException:
+            if undo_env is not None:
+                undo_env()  # the old workers' respawns get the old environment
             unopen(opened)
             if pid_file is not None and pid_file is not self._pid_file:
                 pid_file.remove()
@@ -314,7 +319,7 @@ class Server:
         said = "; ".join(changes(self.config, new)) or "nothing changed"
         log.info("master: reload, %s read again: %s", again.source, said)
         if new.preload:
-            note_reload()
+            note_reload(env_changed=dict(new.env) != dict(self.config.env))
         for sock, bind in zip(listeners, new.bind, strict=True):
             if any(sock is each for each in opened):
                 log.info("listening on %s", describe_listener(sock, bind, new.tls_for(bind)))
@@ -418,24 +423,6 @@ def _check_access_log(config: ServerConfig) -> None:
     access_log = AccessLog.open(config.access_log)
     if access_log is not None:
         access_log.close()
-
-
-def settle(config: ServerConfig) -> None:
-    """What the options set for the whole process, before it binds or loads the app.
-
-    --umask, --chdir, --env and --pythonpath, then the logging a --log-config
-    or --error-log gives.  The CLI calls it first of all; a Server made in
-    code (or by pserve) as it binds; again, it changes nothing.
-    """
-    if config.umask is not None:
-        os.umask(config.umask)
-    if config.chdir is not None:
-        os.chdir(config.chdir)
-    for key, value in config.env:
-        os.environ[key] = value
-    sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
-    if config.log_config is not None or config.error_log != "-":
-        start_logging(config.log_level, config.error_log, config.log_config)
 
 
 def _note_signals(noted: list[int]) -> dict[int, Any]:
