@@ -205,17 +205,23 @@ def app_failed(spec: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"{spec!r}: {raised(exc)}")
 
 
-def log_load_failure(log: logging.Logger, who: str, exc: BaseException) -> None:
+def log_load_failure(
+    log: logging.Logger, who: str, exc: BaseException, *, traceback_elsewhere: str = ""
+) -> None:
     """Log why the app could not load, the same way in a worker and in process.
 
     A bad spec or a missing module is one line; what the app's own code raised
     (also an import failing inside it, which ``load_app`` wraps) comes with its
     traceback, so a missing setting shows its type and line.
+    ``traceback_elsewhere``: another process logged the same traceback; this
+    note, ending the line, takes its place.
     """
     cause = exc.__cause__ if isinstance(exc, ConfigError) else exc
+    shown = cause is not None and not traceback_elsewhere
     log.error(
-        "%s: cannot load the app: %s",
+        "%s: cannot load the app: %s%s",
         who,
         exc if isinstance(exc, ConfigError) else raised(exc),
-        exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
+        f" ({traceback_elsewhere})" if traceback_elsewhere else "",
+        exc_info=(type(cause), cause, cause.__traceback__) if shown and cause else None,
     )

@@ -88,6 +88,29 @@ def test_a_syntax_error_is_logged_answered_500_and_the_fix_brings_the_app_back(s
     assert server.proc.poll() is None
 
 
+def test_a_broken_edit_s_traceback_is_logged_once_however_many_workers(serve, tmp_path):
+    app = tmp_path / "devapp.py"
+    save(app, app_text("PID", "import os\nPID = str(os.getpid())"))
+    server = serve("--reload", "--workers", "3", target=("devapp:app",))
+    # Each worker has loaded the app (and looks at its file) before the edit.
+    answered: set[str] = set()
+    poll(lambda: answered.add(answer(server)) or answered == {str(pid) for pid in server.workers()})
+    failed = "cannot load the app: 'devapp:app': SyntaxError"
+    for edit in (1, 2):  # each failed edit: once
+        save(app, "def app(:\n")
+        # Every worker of the reload says it cannot load the app; one of them, why.
+        count = 3 * edit
+        log = poll(lambda: (text := server.log.read_text()).count(failed) >= count and text)  # noqa: B023
+        assert log.count(failed) == count, log
+        assert log.count("Traceback (most recent call last)") == edit, log
+        assert log.count('devapp.py", line 1') == edit, log
+        assert log.count("answering 500 until a file changes (--reload)") == count, log
+        poll(lambda: answer(server) == "500")  # once the old workers have drained
+        save(app, app_text(f"fixed{edit}"))
+        poll(lambda: answer(server) == f"fixed{edit}")  # noqa: B023
+    assert server.proc.poll() is None
+
+
 def test_a_new_module_that_breaks_is_watched_until_fixed(serve, tmp_path):
     # The edit imports a module no worker had imported, and it does not
     # compile: only the failure's traceback names it.

@@ -64,7 +64,7 @@ from .logsetup import reopen_log_files
 from .notify import Notify
 from .ready import ReadyPipe
 from .reconfig import Dropped
-from .reloader import ReloadRequests
+from .reloader import FirstFailure, ReloadRequests
 from .roster import Roster
 from .signalqueue import SignalQueue
 from .watchdog import Watchdog
@@ -123,6 +123,8 @@ class Arbiter:
         self._status = 0
         self._ready_pipe = ReadyPipe()
         self._reloads = ReloadRequests() if config.reload else None
+        #: --reload: which worker of a set logs a load failure's traceback.
+        self._first_failure = FirstFailure() if config.reload else None
         self._waited = [self._ready_pipe.reader]  # by select(), with --reload's, and signals
         if self._reloads is not None:
             self._waited.append(self._reloads.reader)
@@ -170,6 +172,8 @@ class Arbiter:
             self._dropped.close()
             if self._reloads is not None:
                 self._reloads.close()
+            if self._first_failure is not None:
+                self._first_failure.close()
         if self._boot_failure:
             # The last line, the whole story: gunicorn's ends "Reason: Worker failed to boot."
             log.error(
@@ -238,6 +242,8 @@ class Arbiter:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
             self.workers.retiring = set(self.workers) - self.workers.leaving
+        if self._first_failure is not None:
+            self._first_failure.renew()  # a new set, new code: its failure is new
         for _ in range(self._target):
             self._spawn()
 
@@ -436,4 +442,5 @@ class Arbiter:
             beat=beat,
             ready=self._ready_pipe,
             changed=self._reloads.send if self._reloads is not None else None,
+            first_failure=self._first_failure,
         )

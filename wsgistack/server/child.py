@@ -29,7 +29,7 @@ from ..loader import log_load_failure
 from .config import ServerConfig
 from .heartbeat import Heartbeat
 from .ready import ReadyPipe
-from .reloader import Change, Watcher, broken_app, failure_files, watched_files
+from .reloader import Change, FirstFailure, Watcher, broken_app, failure_files, watched_files
 from .worker import Worker
 
 __all__ = ["BOOT_ERROR", "exit_child", "finish_as_python_does", "fork_child", "run_child"]
@@ -77,12 +77,14 @@ def run_child(
     beat: Heartbeat | None,
     ready: ReadyPipe,
     changed: Callable[[list[Change]], None] | None = None,
+    first_failure: FirstFailure | None = None,
 ) -> int:
     """Be a worker: load the app, say ready on ``ready``, serve; the exit status.
 
     The master's own descriptors and wakeup fd are already let go of (``Arbiter._child``).
     ``changed`` (--reload) is told of each change to the app's files; an app
-    that fails to load is then answered with a 500 until one changes.
+    that fails to load is then answered with a 500 until one changes, and
+    ``first_failure`` says whether this worker logs the traceback.
     """
     atexit._clear()  # the master's exit handlers are its own (see exit_child)
     if beat is not None:
@@ -115,14 +117,23 @@ def run_child(
     try:
         app = load()
     except Exception as exc:
-        log_load_failure(log, f"worker {os.getpid()}", exc)
+        who = f"worker {os.getpid()}"
         if changed is None or (isinstance(exc, ConfigError) and exc.__cause__ is None):
             # No --reload, or no code of the app's failed (a bad spec or option).
+            log_load_failure(log, who, exc)
             return BOOT_ERROR
         # --reload: the app's own code failed.  Serve on, so the save that fixes it
         # brings the app back (gunicorn --reload does so for a SyntaxError only).
-        log.info("worker %d: answering 500 until a file changes (--reload)", os.getpid())
+        if first_failure is None or first_failure.take():
+            log_load_failure(log, who, exc)
+            log.info("%s: answering 500 until a file changes (--reload)", who)
+        else:
+            elsewhere = "traceback above, once; answering 500 until a file changes (--reload)"
+            log_load_failure(log, who, exc, traceback_elsewhere=elsewhere)
         app, broken = broken_app(type(exc.__cause__ or exc).__name__), failure_files(exc)
+    finally:
+        if first_failure is not None:
+            first_failure.close()
     if stops:
         log.info("worker %d: stopped while loading the app", os.getpid())
         return 0

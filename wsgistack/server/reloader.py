@@ -15,7 +15,8 @@ A change reaches the master once from every worker: the master acts on a
 graceful reload: in-flight requests finish, new workers import the new
 code), and says so in one line.  A worker whose app fails to load answers
 500 (``broken_app``) and watches the files of the failure's traceback too,
-so the save that fixes the code brings the app back.
+so the save that fixes the code brings the app back.  The same failure in
+every worker of a reload is logged with its traceback once (``FirstFailure``).
 
     watcher = Watcher(lambda: watched_files(extra), on_change=ask_master)
     watcher.start()    # in the worker, after the app loaded
@@ -37,7 +38,15 @@ import webob.exc
 
 from ..refusals import refusal
 
-__all__ = ["INTERVAL", "ReloadRequests", "Watcher", "broken_app", "failure_files", "watched_files"]
+__all__ = [
+    "INTERVAL",
+    "FirstFailure",
+    "ReloadRequests",
+    "Watcher",
+    "broken_app",
+    "failure_files",
+    "watched_files",
+]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -152,6 +161,41 @@ class Watcher:
                     self.on_change(changed)
             except Exception:  # the worker serves on; the next look tries again
                 log.exception("worker %d: --reload: looking at the files failed", os.getpid())
+
+
+class FirstFailure:
+    """Which worker of a set logs the app's load failure with its traceback.
+
+    Every worker of a reload imports the same code: code that does not load
+    failed in each, and as many identical tracebacks filled the screen.  The
+    master makes a pipe holding one byte for each set of workers it starts
+    (``renew``); the first of them whose app fails to load takes it (reading
+    one byte from a pipe is atomic: exactly one reader gets it) and logs the
+    traceback, the others one line each.  A worker respawned later in the
+    same set finds the byte taken.  Nothing of it is on the request path.
+    """
+
+    def __init__(self) -> None:
+        self._reader = -1
+        self.renew()
+
+    def renew(self) -> None:
+        """In the master, before it starts a set of workers: a byte for its first failure."""
+        reader, writer = os.pipe()
+        os.write(writer, b"!")
+        os.close(writer)  # once the byte is taken, a read finds the end: never blocks
+        self.close()
+        self._reader = reader
+
+    def take(self) -> bool:
+        """In a worker whose app failed to load: whether it is the first of its set to fail."""
+        return os.read(self._reader, 1) == b"!"
+
+    def close(self) -> None:
+        """Let go of the pipe (a worker, once its app is loaded or not; the master, at its end)."""
+        if self._reader >= 0:
+            os.close(self._reader)
+            self._reader = -1
 
 
 class ReloadRequests:
