@@ -56,17 +56,22 @@ class ClientGone(AbortConnection):
     stopped reading and held a thread for --timeout.
     """
 
-    def __init__(self, message: str, level: int = logging.DEBUG) -> None:
+    def __init__(self, message: str, level: int = logging.DEBUG, sent: int = 0) -> None:
         super().__init__(message)
         self.level = level
+        #: Of the bytes the failing send was given, how many the kernel took
+        #: first (a partial send): the access log counts them, and no more.
+        self.sent = sent
 
     @classmethod
-    def from_error(cls, exc: OSError, timeout: float) -> ClientGone:
+    def from_error(cls, exc: OSError, timeout: float, sent: int = 0) -> ClientGone:
         if isinstance(exc, BlockingIOError | TimeoutError):  # SO_SNDTIMEO, or TLS's timeout
             return cls(
-                f"the client read nothing for --timeout ({timeout:g} s), dropped", logging.INFO
+                f"the client read nothing for --timeout ({timeout:g} s), dropped",
+                logging.INFO,
+                sent,
             )
-        return cls(f"the client closed the connection ({exc.strerror or exc})")
+        return cls(f"the client closed the connection ({exc.strerror or exc})", sent=sent)
 
 
 def client_of(peer: object) -> str:

@@ -256,8 +256,12 @@ class Connection:
         return True
 
     def sendall(self, data: bytes) -> None:
-        """Send all of ``data``; a client that takes nothing for --timeout is dropped."""
+        """Send all of ``data``; a client that takes nothing for --timeout is dropped.
+
+        The ``ClientGone`` raised then says how much of ``data`` the kernel took.
+        """
         sock = self.sock
+        sent = 0
         try:
             try:
                 sent = sock.send(data, socket.MSG_DONTWAIT)  # usually all of it, at once
@@ -269,7 +273,7 @@ class Connection:
                 while sent < len(data):
                     sent += sock.send(view[sent : sent + SEND_BLOCK])
         except OSError as exc:  # including BlockingIOError: --timeout passed (SO_SNDTIMEO)
-            raise ClientGone.from_error(exc, self.timeout) from None
+            raise ClientGone.from_error(exc, self.timeout, sent) from None
 
     def bound_waits(self) -> None:
         """Before a call that may wait: bound each wait by --timeout, in the kernel."""

@@ -84,6 +84,8 @@ class Response:
         self.close = False
         self.head_only = head_only
         self.length: int | None = None
+        #: Body bytes (a chunked body's data, not its framing) handed to the kernel:
+        #: the access log's size, as nginx's $body_bytes_sent (writing._uncount).
         self.written = 0
         self.own_fields = 0  # DATE | SERVER: the app gave its own
         #: The error the app passed to start_response after the head went out:

@@ -260,6 +260,8 @@ class TLSConnection(Connection):
         try:
             self.sock.sendall(data)
         except OSError as exc:  # TimeoutError: --timeout passed
+            # Nothing of a failed write counts: OpenSSL (as Python sets it up, with no
+            # SSL_MODE_ENABLE_PARTIAL_WRITE) reports a write done whole or not at all.
             raise ClientGone.from_error(exc, self.timeout) from None
 
     def _close_notify(self) -> None:

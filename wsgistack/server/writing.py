@@ -161,12 +161,36 @@ def _writer(
             if not response.head_only:
                 head += _frame(response, data)  # a bad first chunk raises here,
             response.sent = True  # while a 500 can still go out instead
-            connection.sendall(head)
+            try:
+                connection.sendall(head)
+            except ClientGone as exc:
+                _uncount(response, len(head) - exc.sent, len(data))
+                raise
             return
         if data and not response.head_only:
-            connection.sendall(_frame(response, data))
+            frame = _frame(response, data)
+            try:
+                connection.sendall(frame)
+            except ClientGone as exc:
+                _uncount(response, len(frame) - exc.sent, len(data))
+                raise
 
     return write
+
+
+def _uncount(response: Response, unsent: int, size: int) -> None:
+    """Take back from ``written`` the bytes of a body chunk a failed send left unsent.
+
+    ``_frame`` counts a chunk before it goes out (the hot path has no other
+    step); ``unsent`` is what the kernel did not take of the bytes sent with
+    it, and the chunk was last among them but for its chunked framing's CRLF.
+    So ``written`` stays what was handed to the kernel, as nginx's
+    ``$body_bytes_sent`` counts it, not what the client never got.
+    """
+    if response.head_only:
+        return
+    trailer = 2 if response.chunked else 0
+    response.written -= min(max(unsent - trailer, 0), size)
 
 
 def _frame(response: Response, data: bytes) -> bytes:
@@ -292,7 +316,11 @@ def _copy_read(
         block = os.pread(fileno, min(remaining, READ_BLOCK), offset)
         if not block:
             break  # the file shrank: _finish reports the short body
-        connection.sendall(block)
+        try:
+            connection.sendall(block)
+        except ClientGone as exc:
+            response.written += exc.sent
+            raise
         offset += len(block)
         remaining -= len(block)
         response.written += len(block)
