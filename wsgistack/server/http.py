@@ -13,8 +13,10 @@ together (section 6.1), duplicate or non-numeric Content-Length (6.3), bad chunk
 sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a transfer coding
 other than ``chunked`` (501, naming it, 6.1), Transfer-Encoding in HTTP/1.0
-(6.1), versions other than 1.0/1.1 (505), CONNECT (501), a method llhttp does
-not know (501; a malformed one 400: ``method.py``), a ``*`` target
+(6.1), versions other than 1.0/1.1 (505), a protocol name other than ``HTTP``
+(400: llhttp also reads RTSP and ICE, see ``_other_protocol``), CONNECT (501), a
+method llhttp does not know or knows only for RTSP (501; a malformed one 400:
+``method.py``), a ``*`` target
 other than OPTIONS' (400, 3.2.4), an absolute-form target whose scheme is not
 http or https (400, RFC 9110 4.2), an Expect other than
 100-continue (417, RFC 9110 10.1.1; an empty list expects nothing), an Upgrade
@@ -34,7 +36,7 @@ import time
 import httptools
 
 from ..errors import ProtocolError
-from .method import failing_message, method_refusal
+from .method import failing_message, method_refusal, unimplemented
 from .target import absolute_form, valid_host
 
 __all__ = [
@@ -158,6 +160,8 @@ class RequestParser(RequestQueue):
         self._open_bytes = 0
         #: The piece of data being parsed (see feed).
         self._piece: bytes | memoryview = b""
+        #: The earlier pieces of a head still arriving: its request line may be there.
+        self._held: bytearray | None = None
         self._header_bytes = 0
         self._hosts = 0
         self._te: bytes | None = None
@@ -199,7 +203,7 @@ class RequestParser(RequestQueue):
         except httptools.HttpParserUpgrade:
             self._refuse_upgrade()
         except httptools.HttpParserError as exc:
-            error = self._callback_error or _classify(exc)
+            error = self._callback_error or _classify(exc, self._parser)
             if data[:1] == b"\x00" and self._current is not None and not self._current.url:
                 error = _uwsgi_on_http_bind()  # no HTTP message begins with a NUL byte
             elif isinstance(exc, httptools.HttpParserInvalidMethodError) and (idle or replay):
@@ -303,6 +307,16 @@ class RequestParser(RequestQueue):
         request.version = version = parser.get_http_version()
         request.keep_alive = request.keep_alive and parser.should_keep_alive()
         self._in_head = self._open = False
+        head: bytes | bytearray | memoryview = self._piece
+        if type(head) is not bytes:  # a slice of a large read (see feed): once per piece
+            head = self._piece = bytes(head)
+        if self._held is not None:
+            head, self._held = self._held + head, None
+        # llhttp also reads "RTSP/" and "ICE/" where "HTTP/" belongs: only a
+        # head that holds one of them is looked at more closely.
+        if (b" RTSP/" in head or b" ICE/" in head) and (name := _other_protocol(head, request.url)):
+            # RFC 9112 2.3: the name is "HTTP", case-sensitive; nginx answers 400.
+            raise self._refusal(f"{name}/{version} is not HTTP", 400)
         if version not in ("1.1", "1.0"):
             raise self._refusal(f"HTTP/{version} is not supported", 505)
         if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
@@ -403,6 +417,10 @@ class RequestParser(RequestQueue):
         open after them once its request line has ended.  What goes uncounted
         is at most the request line still arriving, which ``on_url`` bounds.
         """
+        if self._in_head:  # on_headers_complete looks for its request line here too
+            if self._held is None:
+                self._held = bytearray()
+            self._held += data
         if self._open_fresh:
             self._open_fresh = False
             open_line = len(data) - 1 - data.rfind(b"\n")
@@ -467,6 +485,23 @@ def _ends_request_line(data: bytes, url: bytes) -> bool:
     return line[-9:-3] == b" HTTP/" and line[:-9].endswith(b" " + url)
 
 
+def _other_protocol(head: bytes | bytearray, url: bytes) -> str | None:
+    """The protocol a request line names instead of HTTP (``RTSP``, ``ICE``), or None.
+
+    llhttp has checked the line (method, target, ``NAME/d.d``, with NAME one
+    of the three) but keeps no name, and no offset: ``head`` holds the line,
+    with whatever came before it in the same reads (earlier requests, their
+    bodies) and its header fields.  So it is refused only when no line there
+    gives this target as HTTP: a request that may be HTTP is never refused.
+    """
+    if b" " + url + b" HTTP/" in head:
+        return None
+    for name in ("RTSP", "ICE"):
+        if b" %b %b/" % (url, name.encode()) in head:
+            return name
+    return None
+
+
 def _uwsgi_on_http_bind() -> ProtocolError:
     """The refusal of a uwsgi packet at an HTTP bind, logged as a warning.
 
@@ -502,8 +537,12 @@ def _transfer_coding_refusal(value: bytes) -> str | None:
     return None
 
 
-def _classify(exc: Exception) -> ProtocolError:
+def _classify(exc: Exception, parser: httptools.HttpRequestParser) -> ProtocolError:
     text = str(exc)
+    if text == "Invalid method for HTTP/x.x request":
+        # A method llhttp knows only for RTSP (ANNOUNCE, SETUP, PLAY...) over HTTP:
+        # a token method we do not implement, as any other unknown one (501).
+        return unimplemented(parser.get_method())
     if "HTTP version" in text:
         return ProtocolError(text, 505)
     if "Transfer-Encoding" in text and "invalid" in text.lower():

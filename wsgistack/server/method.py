@@ -22,7 +22,7 @@ import httptools
 from ..errors import ProtocolError
 from ..options import TCHAR
 
-__all__ = ["failing_message", "method_refusal"]
+__all__ = ["failing_message", "method_refusal", "unimplemented"]
 
 _TOKEN = re.compile(TCHAR.encode("ascii") + b"+")
 
@@ -90,5 +90,10 @@ def method_refusal(message: bytes, limit: int) -> ProtocolError | None:
         httptools.HttpRequestParser(_Begins()).feed_data(b"GET" + message[len(method) : end + 1])
     except httptools.HttpParserError:
         return ProtocolError("malformed request line", 400)
+    return unimplemented(method)
+
+
+def unimplemented(method: bytes) -> ProtocolError:
+    """The 501 for a well-formed method we do not implement (RFC 9110 15.6.2)."""
     name = method[:40].decode("ascii")
     return ProtocolError(f"request method {name!r} is not implemented", 501)
