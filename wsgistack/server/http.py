@@ -162,6 +162,8 @@ class RequestParser(RequestQueue):
         self._piece: bytes | memoryview = b""
         #: The earlier pieces of a head still arriving: its request line may be there.
         self._held: bytearray | None = None
+        #: Where in the piece the search for the next request line starts.
+        self._seen = 0
         self._header_bytes = 0
         self._hosts = 0
         self._te: bytes | None = None
@@ -198,6 +200,7 @@ class RequestParser(RequestQueue):
         if replay is not None:
             self._replay = None
         self._piece = data
+        self._seen = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -307,14 +310,19 @@ class RequestParser(RequestQueue):
         request.version = version = parser.get_http_version()
         request.keep_alive = request.keep_alive and parser.should_keep_alive()
         self._in_head = self._open = False
+        # llhttp also reads "RTSP/" and "ICE/" where "HTTP/" belongs, and keeps no
+        # name: the request line is found in the bytes, from after the last one
+        # found in this piece (pipelined requests), so the search is short.
         head: bytes | bytearray | memoryview = self._piece
         if type(head) is not bytes:  # a slice of a large read (see feed): once per piece
             head = self._piece = bytes(head)
-        if self._held is not None:
-            head, self._held = self._held + head, None
-        # llhttp also reads "RTSP/" and "ICE/" where "HTTP/" belongs: only a
-        # head that holds one of them is looked at more closely.
-        if (b" RTSP/" in head or b" ICE/" in head) and (name := _other_protocol(head, request.url)):
+        seen, held = self._seen, self._held
+        if held is not None:  # the head began in an earlier read
+            head, self._held, seen = held + head, None, 0
+        at = head.find(b" " + request.url + b" HTTP/", seen)
+        if at >= 0:
+            self._seen = at + 1 if held is None else max(at + 1 - len(held), 0)
+        elif (name := _other_protocol(head, request.url)) is not None:
             # RFC 9112 2.3: the name is "HTTP", case-sensitive; nginx answers 400.
             raise self._refusal(f"{name}/{version} is not HTTP", 400)
         if version not in ("1.1", "1.0"):
@@ -491,8 +499,10 @@ def _other_protocol(head: bytes | bytearray, url: bytes) -> str | None:
     llhttp has checked the line (method, target, ``NAME/d.d``, with NAME one
     of the three) but keeps no name, and no offset: ``head`` holds the line,
     with whatever came before it in the same reads (earlier requests, their
-    bodies) and its header fields.  So it is refused only when no line there
-    gives this target as HTTP: a request that may be HTTP is never refused.
+    bodies) and its header fields.  Asked when the search from the last line
+    found (``on_headers_complete``) failed, this one looks at all of ``head``,
+    and names a protocol only when nothing there gives this target as HTTP:
+    a request that may be HTTP is never refused.
     """
     if b" " + url + b" HTTP/" in head:
         return None
