@@ -26,6 +26,16 @@ def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     return [data]
 
 
+def recording_echo(calls: list[str], key: str = "REQUEST_METHOD"):
+    """``echo_app`` that first notes ``environ[key]`` in ``calls``: whether a request reached it."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        calls.append(environ[key])
+        return echo_app(environ, start_response)
+
+    return app
+
+
 @pytest.fixture
 def echo() -> object:
     return echo_app

@@ -14,7 +14,7 @@ from wsgistack.server import Server
 from wsgistack.server.bind import parse_bind
 from wsgistack.server.listener import accept, open_listeners
 
-from .conftest import echo_app
+from .conftest import echo_app, recording_echo
 from .live import RawClient, live_server
 
 GET = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -376,14 +376,6 @@ def test_a_long_chunk_extension_sent_whole_in_one_write_gets_413():
         assert (status, headers["connection"]) == (413, "close")
 
 
-def _recording(calls: list[str]):
-    def app(environ, start_response):
-        calls.append(environ["REQUEST_METHOD"])
-        return echo_app(environ, start_response)
-
-    return app
-
-
 @pytest.mark.parametrize(
     ("pieces", "status"),
     [
@@ -395,7 +387,7 @@ def _recording(calls: list[str]):
 )
 def test_a_method_split_across_sends_is_judged_whole(pieces, status):
     calls: list[str] = []
-    with live_server(_recording(calls)) as server, RawClient(server.address) as client:
+    with live_server(recording_echo(calls)) as server, RawClient(server.address) as client:
         for piece in pieces:
             client.send(piece)
         answer, headers, _ = client.response()
@@ -408,7 +400,7 @@ def test_an_unknown_method_pipelined_after_a_request_is_refused_after_its_answer
     calls: list[str] = []
     with (
         caplog.at_level("DEBUG", logger="wsgistack.server"),
-        live_server(_recording(calls)) as server,
+        live_server(recording_echo(calls)) as server,
         RawClient(server.address) as client,
     ):
         client.send(GET % b"first" + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")

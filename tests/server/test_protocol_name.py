@@ -13,17 +13,9 @@ import logging
 
 import pytest
 
-from .conftest import echo_app
+from .conftest import recording_echo
 from .live import RawClient, live_server
 from .served import poll
-
-
-def _recording(calls: list[str]):
-    def app(environ, start_response):
-        calls.append(environ["PATH_INFO"])
-        return echo_app(environ, start_response)
-
-    return app
 
 
 @pytest.mark.parametrize(
@@ -43,7 +35,7 @@ def test_a_protocol_name_arriving_in_a_later_read_is_judged(pieces, status, tmp_
     log = tmp_path / "access.log"
     with (
         caplog.at_level(logging.DEBUG, logger="wsgistack.server"),
-        live_server(_recording(calls), access_log=str(log)) as server,
+        live_server(recording_echo(calls, "PATH_INFO"), access_log=str(log)) as server,
         RawClient(server.address) as client,
     ):
         first, rest = pieces
@@ -64,7 +56,10 @@ def test_a_protocol_name_arriving_in_a_later_read_is_judged(pieces, status, tmp_
 
 def test_a_request_naming_rtsp_pipelined_after_an_http_one_is_refused_after_its_answer():
     calls: list[str] = []
-    with live_server(_recording(calls)) as server, RawClient(server.address) as client:
+    with (
+        live_server(recording_echo(calls, "PATH_INFO")) as server,
+        RawClient(server.address) as client,
+    ):
         client.send(
             b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second RTSP/1.0\r\nHost: a\r\n\r\n"
         )
@@ -79,7 +74,10 @@ def test_an_rtsp_request_line_inside_a_body_does_not_refuse_the_next_request():
     # request for the same target in the same read: that request is served.
     fake = b"GET /next RTSP/1.0\r\n"
     calls: list[str] = []
-    with live_server(_recording(calls)) as server, RawClient(server.address) as client:
+    with (
+        live_server(recording_echo(calls, "PATH_INFO")) as server,
+        RawClient(server.address) as client,
+    ):
         client.send(
             b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (len(fake), fake)
             + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
