@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsgistack.server.http import Limits, RequestParser
+from wsgistack.server.http import RequestParser
+from wsgistack.server.request import Limits
 from wsgistack.server.response import error_response, response_head
 
 from .test_corpus import _bytewise, _cases, _random, _whole

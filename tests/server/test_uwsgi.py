@@ -21,8 +21,8 @@ from wsgistack.server import direct as direct_module
 from wsgistack.server import worker as worker_module
 from wsgistack.server.bind import parse_bind
 from wsgistack.server.config import ServerConfig
-from wsgistack.server.http import Limits
 from wsgistack.server.listener import close_listeners, open_listeners
+from wsgistack.server.request import Limits
 from wsgistack.server.uwsgi import UwsgiParser
 
 from .conftest import echo_app

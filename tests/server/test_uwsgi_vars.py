@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsgistack.server import uwsgi
-from wsgistack.server.http import Limits
+from wsgistack.server.request import Limits
 from wsgistack.server.uwsgi import UwsgiParser, decode_vars_python
 
 try:

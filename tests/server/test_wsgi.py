@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wsgistack.server.environ import Input
-from wsgistack.server.http import Request
+from wsgistack.server.request import Request
 
 from .live import RawClient, live_server
 

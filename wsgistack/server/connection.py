@@ -34,7 +34,8 @@ from .answers import (
 )
 from .discard import Discard, read_away
 from .environ import Input, build_environ, build_proxied_environ
-from .http import Request, RequestParser
+from .http import RequestParser
+from .request import Request
 from .response import Response
 from .uwsgi import UwsgiParser, build_uwsgi_environ
 from .writing import SEND_BLOCK, run_app

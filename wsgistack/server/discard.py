@@ -36,7 +36,7 @@ import collections
 import socket
 from typing import TYPE_CHECKING
 
-from .http import Request
+from .request import Request
 from .response import Response
 
 if TYPE_CHECKING:

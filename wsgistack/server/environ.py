@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..errors import ProtocolError, RequestBodyError
 from .config import ServerConfig
-from .http import Request
+from .request import Request
 
 __all__ = [
     "FileWrapper",

@@ -28,23 +28,16 @@ target may be is ``target.py``'s.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
-import time
 
 import httptools
 
 from ..errors import ProtocolError
 from .method import failing_message, method_refusal, unimplemented
+from .request import Limits, Request, RequestQueue
 from .target import absolute_form, valid_host
 
-__all__ = [
-    "Limits",
-    "Request",
-    "RequestParser",
-    "RequestQueue",
-]
+__all__ = ["RequestParser"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -54,92 +47,6 @@ log = logging.getLogger("wsgistack.server")
 #: only as NAME/D.D, so it is 8 bytes; spaces llhttp tolerates beyond the
 #: one each are not counted (the head's size limit bounds them).
 _SPACES_AND_VERSION = len(b"  HTTP/1.1")
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """Parser limits: request line, header count and bytes, body bytes.
-
-    ``max_request_line`` is the whole line, CRLF aside: method, target and
-    version (see ``_SPACES_AND_VERSION``), as gunicorn's ``limit_request_line``.
-    """
-
-    max_request_line: int = 8190
-    max_headers: int = 100
-    max_header_size: int = 16384
-    max_body_size: int = 100 * 1024 * 1024
-
-
-class Request:
-    """One request head plus its body bytes as the parser delivers them."""
-
-    __slots__ = (
-        "body",
-        "body_size",
-        "chunked",
-        "complete",
-        "content_length",
-        "error",
-        "expect_continue",
-        "expect_other",
-        "head_at",
-        "headers",
-        "keep_alive",
-        "method",
-        "target",
-        "url",
-        "version",
-    )
-
-    def __init__(self) -> None:
-        self.method = ""
-        self.url = b""
-        #: An absolute-form target taken apart: path, query and authority.
-        self.target: tuple[bytes, bytes, str] | None = None
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: collections.deque[bytes] = collections.deque()
-        self.body_size = 0
-        self.content_length: int | None = None
-        self.chunked = False
-        self.complete = False
-        self.keep_alive = True
-        self.expect_continue = False
-        self.expect_other = False
-        self.error: ProtocolError | None = None
-        #: When the head was complete (``time.monotonic()``): the access log's durations.
-        self.head_at = 0.0
-
-
-class RequestQueue:
-    """What a connection takes from a parser: complete requests in order, then any refusal.
-
-    The HTTP and the uwsgi parsers fill ``_pending`` and set ``error``; the
-    connection drains the first and answers the second.
-    """
-
-    def __init__(self) -> None:
-        self._pending: collections.deque[Request] = collections.deque()
-        #: A refusal found after the queued requests; answer it once they are done.
-        self.error: ProtocolError | None = None
-
-    def next_request(self) -> Request | None:
-        """The oldest request whose head is complete, or None."""
-        return self._pending.popleft() if self._pending else None
-
-    @property
-    def has_request(self) -> bool:
-        return bool(self._pending)
-
-    @property
-    def refusing_head(self) -> bool:
-        """Whether the request ``error`` refuses is known to be a HEAD (its answer has no body)."""
-        return False
-
-    def _queue(self, request: Request) -> None:
-        """Queue a request whose head is complete, noting when (the log's durations start)."""
-        request.head_at = time.monotonic()
-        self._pending.append(request)
 
 
 class RequestParser(RequestQueue):

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..options import TCHAR, TOKEN
 from .environ import Input
-from .http import Limits, Request, RequestQueue
+from .request import Limits, Request, RequestQueue
 
 __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 

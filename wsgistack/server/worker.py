@@ -33,11 +33,11 @@ from .connection import Connection
 from .direct import DirectAccept
 from .discard import discard_more, drain, linger
 from .environ import environ_base
-from .http import Limits
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
 from .poller import make_poller
 from .proxyconnection import HeaderWait, ProxyGate, await_header
+from .request import Limits
 from .statsd import request_log
 from .stopping import shutdown
 from .threads import RequestThread

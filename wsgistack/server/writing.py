@@ -26,7 +26,7 @@ from ..wsgi import close_iterable
 from .answers import AbortConnection, ClientGone, fail
 from .discard import discardable
 from .environ import FileWrapper
-from .http import Request
+from .request import Request
 from .response import BODYLESS, DATE, SERVER, BadBody, Response, check_head, response_head
 
 if TYPE_CHECKING:

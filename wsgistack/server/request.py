@@ -1,0 +1,107 @@
+"""What a parser hands the connection: requests in order, within limits, or a refusal.
+
+Both wire protocols fill the same shapes: the HTTP parser (``http.py``) and
+the uwsgi one (``uwsgi.py``) take ``Limits``, make a ``Request`` per head and
+queue it on a ``RequestQueue``, so the connection, the environ and the
+response writer serve either without knowing which it was.
+
+    parser = RequestParser(Limits(max_headers=50))   # a RequestQueue (http.py)
+    request = parser.next_request()                  # a Request, or None
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+from ..errors import ProtocolError
+
+__all__ = ["Limits", "Request", "RequestQueue"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Parser limits: request line, header count and bytes, body bytes.
+
+    ``max_request_line`` is the whole line, CRLF aside: method, target and
+    version (see ``_SPACES_AND_VERSION`` in ``http.py``), as gunicorn's
+    ``limit_request_line``.
+    """
+
+    max_request_line: int = 8190
+    max_headers: int = 100
+    max_header_size: int = 16384
+    max_body_size: int = 100 * 1024 * 1024
+
+
+class Request:
+    """One request head plus its body bytes as the parser delivers them."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "content_length",
+        "error",
+        "expect_continue",
+        "expect_other",
+        "head_at",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "url",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.url = b""
+        #: An absolute-form target taken apart: path, query and authority.
+        self.target: tuple[bytes, bytes, str] | None = None
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: collections.deque[bytes] = collections.deque()
+        self.body_size = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.complete = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.expect_other = False
+        self.error: ProtocolError | None = None
+        #: When the head was complete (``time.monotonic()``): the access log's durations.
+        self.head_at = 0.0
+
+
+class RequestQueue:
+    """What a connection takes from a parser: complete requests in order, then any refusal.
+
+    The HTTP and the uwsgi parsers fill ``_pending`` and set ``error``; the
+    connection drains the first and answers the second.
+    """
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[Request] = collections.deque()
+        #: A refusal found after the queued requests; answer it once they are done.
+        self.error: ProtocolError | None = None
+
+    def next_request(self) -> Request | None:
+        """The oldest request whose head is complete, or None."""
+        return self._pending.popleft() if self._pending else None
+
+    @property
+    def has_request(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def refusing_head(self) -> bool:
+        """Whether the request ``error`` refuses is known to be a HEAD (its answer has no body)."""
+        return False
+
+    def _queue(self, request: Request) -> None:
+        """Queue a request whose head is complete, noting when (the log's durations start)."""
+        request.head_at = time.monotonic()
+        self._pending.append(request)
