@@ -28,18 +28,15 @@ target may be is ``target.py``'s.
 
 from __future__ import annotations
 
-import logging
-
 import httptools
 
 from ..errors import ProtocolError
-from .method import failing_message, method_refusal, unimplemented
+from .method import failing_message, method_refusal
+from .refusals import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .request import Limits, Request, RequestQueue
 from .target import absolute_form, valid_host
 
 __all__ = ["RequestParser"]
-
-log = logging.getLogger("wsgistack.server")
 
 #: What a request line holds besides its method and target (RFC 9112 3:
 #: ``method SP request-target SP HTTP-version``): the limit counts the whole
@@ -113,9 +110,9 @@ class RequestParser(RequestQueue):
         except httptools.HttpParserUpgrade:
             self._refuse_upgrade()
         except httptools.HttpParserError as exc:
-            error = self._callback_error or _classify(exc, self._parser)
+            error = self._callback_error or classify(exc, self._parser)
             if data[:1] == b"\x00" and self._current is not None and not self._current.url:
-                error = _uwsgi_on_http_bind()  # no HTTP message begins with a NUL byte
+                error = uwsgi_on_http_bind()  # no HTTP message begins with a NUL byte
             elif isinstance(exc, httptools.HttpParserInvalidMethodError) and (idle or replay):
                 # Unless it began after a request that began in an earlier feed (not
                 # kept): where is not known, so neither is its method (400).
@@ -257,7 +254,7 @@ class RequestParser(RequestQueue):
             if version == "1.0":
                 # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
                 raise self._refusal("Transfer-Encoding in an HTTP/1.0 request", 400)
-            refused = _transfer_coding_refusal(self._te)
+            refused = transfer_coding_refusal(self._te)
             if refused is not None:
                 raise self._refusal(refused, 501)
             request.chunked = True
@@ -417,51 +414,3 @@ def _other_protocol(head: bytes | bytearray, url: bytes) -> str | None:
         if b" %b %b/" % (url, name.encode()) in head:
             return name
     return None
-
-
-def _uwsgi_on_http_bind() -> ProtocolError:
-    """The refusal of a uwsgi packet at an HTTP bind, logged as a warning.
-
-    It is nginx's ``uwsgi_pass`` pointed at a bind written without its
-    ``uwsgi://`` prefix: every request fails, so the log says how to fix it.
-    """
-    error = ProtocolError(
-        "this looks like a uwsgi packet (nginx's uwsgi_pass) sent to an HTTP bind;"
-        " bind it as uwsgi://HOST:PORT or serve with --protocol uwsgi",
-        400,
-    )
-    log.warning("refused a request: %s", error)
-    return error
-
-
-def _transfer_coding_refusal(value: bytes) -> str | None:
-    """Why a Transfer-Encoding that llhttp let through is refused (501), or None: chunked.
-
-    llhttp has already refused what is ambiguous (with a Content-Length, chunked
-    twice, or not last: 400).  RFC 9112 6.1: a coding we do not decode (gzip,
-    deflate, the obsolete identity, as nginx and h11 say) is 501, named so the
-    log shows which.  RFC 9110 5.6.1: empty list elements are ignored.  A tab
-    after the final ``chunked`` is OWS (RFC 9110 5.5) that gunicorn and h11
-    strip, but llhttp then reads no chunked body: refused, never misframed.
-    """
-    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
-    unknown = [coding.decode("latin-1") for coding in codings if coding not in (b"", b"chunked")]
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        return f"transfer coding {names} is not supported: only chunked is"
-    if not value.rstrip(b" ").lower().endswith(b"chunked"):
-        return "a tab after 'chunked' in Transfer-Encoding is not supported (llhttp reads no body)"
-    return None
-
-
-def _classify(exc: Exception, parser: httptools.HttpRequestParser) -> ProtocolError:
-    text = str(exc)
-    if text == "Invalid method for HTTP/x.x request":
-        # A method llhttp knows only for RTSP (ANNOUNCE, SETUP, PLAY...) over HTTP:
-        # a token method we do not implement, as any other unknown one (501).
-        return unimplemented(parser.get_method())
-    if "HTTP version" in text:
-        return ProtocolError(text, 505)
-    if "Transfer-Encoding" in text and "invalid" in text.lower():
-        return ProtocolError(text, 501 if "Request has invalid" in text else 400)
-    return ProtocolError(text or "malformed request", 400)
