@@ -14,7 +14,7 @@ sizes (7.1), obs-fold (5.2), bare LF/CR (2.2) and control characters in
 headers (5.5).  We add: a missing or repeated Host (3.2), a transfer coding
 other than ``chunked`` (501, naming it, 6.1), Transfer-Encoding in HTTP/1.0
 (6.1), versions other than 1.0/1.1 (505), a protocol name other than ``HTTP``
-(400: llhttp also reads RTSP and ICE, see ``_other_protocol``), CONNECT (501), a
+(400: llhttp also reads RTSP and ICE, see ``requestline.py``), CONNECT (501), a
 method llhttp does not know or knows only for RTSP (501; a malformed one 400:
 ``method.py``), a ``*`` target
 other than OPTIONS' (400, 3.2.4), an absolute-form target whose scheme is not
@@ -34,16 +34,10 @@ from ..errors import ProtocolError
 from .method import failing_message, method_refusal
 from .refusals import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .request import Limits, Request, RequestQueue
+from .requestline import SPACES_AND_VERSION, ends_request_line, other_protocol
 from .target import absolute_form, valid_host
 
 __all__ = ["RequestParser"]
-
-#: What a request line holds besides its method and target (RFC 9112 3:
-#: ``method SP request-target SP HTTP-version``): the limit counts the whole
-#: line, as gunicorn's ``limit_request_line`` does.  llhttp takes a version
-#: only as NAME/D.D, so it is 8 bytes; spaces llhttp tolerates beyond the
-#: one each are not counted (the head's size limit bounds them).
-_SPACES_AND_VERSION = len(b"  HTTP/1.1")
 
 
 class RequestParser(RequestQueue):
@@ -149,7 +143,7 @@ class RequestParser(RequestQueue):
         request = self._current
         assert request is not None
         request.url += url
-        line = len(self._parser.get_method()) + len(request.url) + _SPACES_AND_VERSION
+        line = len(self._parser.get_method()) + len(request.url) + SPACES_AND_VERSION
         if line > self.limits.max_request_line:
             raise self._refusal("request line too long", 414)
 
@@ -226,7 +220,7 @@ class RequestParser(RequestQueue):
         at = head.find(b" " + request.url + b" HTTP/", seen)
         if at >= 0:
             self._seen = at + 1 if held is None else max(at + 1 - len(held), 0)
-        elif (name := _other_protocol(head, request.url)) is not None:
+        elif (name := other_protocol(head, request.url)) is not None:
             # RFC 9112 2.3: the name is "HTTP", case-sensitive; nginx answers 400.
             raise self._refusal(f"{name}/{version} is not HTTP", 400)
         if version not in ("1.1", "1.0"):
@@ -343,7 +337,7 @@ class RequestParser(RequestQueue):
                 self._open_bytes = len(url) + self._header_bytes
                 # With no field line yet, the last line end may be an earlier
                 # request's: the open line is ours once our request line has ended.
-                if self._header_bytes or _ends_request_line(data, url):
+                if self._header_bytes or ends_request_line(data, url):
                     self._open_bytes += open_line
         else:
             self._open_bytes += len(data)
@@ -389,28 +383,3 @@ class RequestParser(RequestQueue):
         request.complete = True
         self._current = None
         self._halted = True
-
-
-def _ends_request_line(data: bytes, url: bytes) -> bool:
-    """Whether the last line that ends in ``data`` is the request line for ``url``."""
-    line = data[: data.rfind(b"\n")].rstrip(b"\r")
-    return line[-9:-3] == b" HTTP/" and line[:-9].endswith(b" " + url)
-
-
-def _other_protocol(head: bytes | bytearray, url: bytes) -> str | None:
-    """The protocol a request line names instead of HTTP (``RTSP``, ``ICE``), or None.
-
-    llhttp has checked the line (method, target, ``NAME/d.d``, with NAME one
-    of the three) but keeps no name, and no offset: ``head`` holds the line,
-    with whatever came before it in the same reads (earlier requests, their
-    bodies) and its header fields.  Asked when the search from the last line
-    found (``on_headers_complete``) failed, this one looks at all of ``head``,
-    and names a protocol only when nothing there gives this target as HTTP:
-    a request that may be HTTP is never refused.
-    """
-    if b" " + url + b" HTTP/" in head:
-        return None
-    for name in ("RTSP", "ICE"):
-        if b" %b %b/" % (url, name.encode()) in head:
-            return name
-    return None

@@ -25,7 +25,7 @@ class Limits:
     """Parser limits: request line, header count and bytes, body bytes.
 
     ``max_request_line`` is the whole line, CRLF aside: method, target and
-    version (see ``_SPACES_AND_VERSION`` in ``http.py``), as gunicorn's
+    version (see ``requestline.SPACES_AND_VERSION``), as gunicorn's
     ``limit_request_line``.
     """
 
