@@ -23,7 +23,9 @@ http or https (400, RFC 9110 4.2), an Expect other than
 with a body (400) and the size limits (414, 431, 413; a trailer section counts
 against the header limit, and so does each chunk-size line with its
 extensions, 413, RFC 9112 7.1.1).  What a Host value and an absolute-form
-target may be is ``target.py``'s.
+target may be is ``target.py``'s; what an llhttp error or a transfer coding
+is answered with, ``refusals.py``'s; the ``Limits``, ``Request`` and queue
+that the uwsgi parser shares, ``request.py``'s.
 """
 
 from __future__ import annotations
