@@ -24,7 +24,7 @@ with a body (400) and the size limits (414, 431, 413; a trailer section counts
 against the header limit, and so does each chunk-size line with its
 extensions, 413, RFC 9112 7.1.1).  What a Host value and an absolute-form
 target may be is ``target.py``'s; what an llhttp error or a transfer coding
-is answered with, ``refusals.py``'s; the ``Limits``, ``Request`` and queue
+is answered with, ``malformed.py``'s; the ``Limits``, ``Request`` and queue
 that the uwsgi parser shares, ``request.py``'s.
 """
 
@@ -33,8 +33,8 @@ from __future__ import annotations
 import httptools
 
 from ..errors import ProtocolError
+from .malformed import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .method import failing_message, method_refusal
-from .refusals import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .request import Limits, Request, RequestQueue
 from .requestline import SPACES_AND_VERSION, ends_request_line, other_protocol
 from .target import absolute_form, valid_host

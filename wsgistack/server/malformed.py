@@ -1,4 +1,4 @@
-"""Why a request head is refused, as a status and a message, where that takes more than a line.
+"""Why a malformed request head is refused: a status and a message, where that takes reading.
 
 The parser (``http.py``) raises most refusals in place; the ones here need
 reading: what an llhttp error means (400, or 501 for a method or a transfer
