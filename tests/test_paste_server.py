@@ -220,3 +220,9 @@ def test_a_bad_option_fails_as_the_server_loads_naming_it(tmp_path, server, mess
     with pytest.raises(ConfigError) as caught:
         loadserver(f"config:{ini}")
     assert str(caught.value).startswith(f"{ini}: {message}")
+
+
+def test_env_written_as_a_toml_table_in_an_ini_is_refused_naming_it():
+    # TOML's env = {A = "1"} copied into [server:main] would set a variable "{A ".
+    with pytest.raises(ConfigError, match=r"env: '\{A ': a variable's name has no spaces"):
+        ini_server_options({"env": '{A = "1"}', "listen": "127.0.0.1:0"}, "site.ini")

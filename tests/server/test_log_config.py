@@ -246,6 +246,12 @@ def _start_error(tmp_path: Path, *options: str) -> str:
         pytest.param({}, ["--env", "=x"], "env: '': a variable's name", id="env-empty-name"),
         pytest.param(
             {},
+            ["--env", 'A = "1"'],
+            "env: 'A ': a variable's name has no spaces (KEY=VALUE; in an ini, one per line)",
+            id="env-spaced-name",
+        ),
+        pytest.param(
+            {},
             ["--pythonpath", "nowhere"],
             "pythonpath: 'nowhere' is not a directory",
             id="pythonpath",

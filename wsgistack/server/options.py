@@ -252,6 +252,12 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         key, text = item
         if not isinstance(key, str) or not key or "=" in key or "\0" in key + text:
             raise ConfigError(f"env: {key!r}: a variable's name is not empty, without = or NUL")
+        if any(char.isspace() for char in key):
+            # An ini's env = {A = "1"} (TOML's form) or A = 1 would name "{A " or "A ".
+            raise ConfigError(
+                f"env: {key!r}: a variable's name has no spaces (KEY=VALUE; in an ini,"
+                " one per line)"
+            )
         pairs.append((key, text))
     return tuple(pairs)
 
