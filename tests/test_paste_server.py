@@ -75,13 +75,35 @@ use = egg:wsgistack#main
 """
 
 
+#: pidapp's settings come from the environment and a module on the path as it is
+#: imported, as a Django settings module's do: it answers them, then its pid.
+SETTINGS_APP = """
+import os
+from wsgiref.validate import validator
+
+import pidsettings
+
+GREETING = os.environ["GREETING"]
+
+
+def make_app(global_conf, **settings):
+    @validator
+    def app(environ, start_response):
+        body = f"{GREETING} {pidsettings.NAME} {os.getpid()}".encode()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+"""
+
+
 @pytest.fixture
 def pserve(tmp_path):
-    (tmp_path / "pidapp.py").write_text(APP)
-
     with launched(tmp_path) as launch:
 
-        def start(server: str, run: str = RUN) -> Served:
+        def start(server: str, run: str = RUN, app: str = APP) -> Served:
+            (tmp_path / "pidapp.py").write_text(app)
             (tmp_path / "run.py").write_text(run)
             ini = tmp_path / "site.ini"
             ini.write_text(INI.format(server=server))
@@ -97,6 +119,20 @@ def test_host_and_port_serve_the_app_with_the_prefork_master(pserve):
     assert os.getpid() not in workers
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0
+
+
+def test_env_and_pythonpath_are_set_before_pserve_loads_the_app(pserve, tmp_path):
+    # pserve loads the server, then the app, then serves: the options that the
+    # app's import reads take effect as the server loads, as the CLI's do first.
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "pidsettings.py").write_text("NAME = 'site'\n")
+    served = pserve(
+        f"host = 127.0.0.1\nport = 0\nenv = GREETING=hello\npythonpath = {tmp_path / 'lib'}",
+        app=SETTINGS_APP,
+    )
+    greeting, name, pid = served.get().split()
+    assert (greeting, name) == ("hello", "site")
+    assert int(pid) in served.workers()
 
 
 def test_listen_names_several_addresses(pserve, tmp_path):

@@ -274,15 +274,21 @@ def server_factory(
     the command line takes them: ``workers = 2``, ``socket_mode = 660``), plus
     ``host`` and ``port`` or ``listen``.  A factory rather than a runner
     (gunicorn's and waitress's are runners): PasteDeploy calls it while it
-    loads the server, so a bad option fails before the app is loaded.
+    loads the server, so a bad option fails before the app is loaded.  What
+    the app's import may read (``env``, ``pythonpath``, ``chdir``...) is set
+    here too, as the CLI sets it before anything else (``settle``): pserve
+    loads the app after the server, and before it calls ``serve``.
     """
     from .server.cli import serve_announced, start_logging
     from .server.config import ServerConfig
+    from .server.processenv import settle
     from .server.server import Server
 
     where = _where(global_conf, "server main")
     options = ini_server_options(local_conf, where)
-    level = ServerConfig.from_options(**options).log_level
+    config = ServerConfig.from_options(**options)
+    settle(config)  # the Server settles again as it binds: that changes nothing
+    level = config.log_level
 
     def serve(app: WSGIApplication) -> int:
         """Serve ``app`` until stopped; with workers, each forks from this loaded app."""
