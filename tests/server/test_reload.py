@@ -105,6 +105,10 @@ def test_a_broken_edit_s_traceback_is_logged_once_however_many_workers(serve, tm
         assert log.count("Traceback (most recent call last)") == edit, log
         assert log.count('devapp.py", line 1') == edit, log
         assert log.count("answering 500 until a file changes (--reload)") == count, log
+        # The others' lines point to it truly, whichever of the lines came first.
+        assert log.count("its traceback is logged once, by the first worker that failed") == (
+            count - edit
+        ), log
         poll(lambda: answer(server) == "500")  # once the old workers have drained
         save(app, app_text(f"fixed{edit}"))
         poll(lambda: answer(server) == f"fixed{edit}")  # noqa: B023

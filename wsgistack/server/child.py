@@ -128,7 +128,11 @@ def run_child(
             log_load_failure(log, who, exc)
             log.info("%s: answering 500 until a file changes (--reload)", who)
         else:
-            elsewhere = "traceback above, once; answering 500 until a file changes (--reload)"
+            # Not "above": the first worker to fail may still be writing its traceback.
+            elsewhere = (
+                "its traceback is logged once, by the first worker that failed;"
+                " answering 500 until a file changes (--reload)"
+            )
             log_load_failure(log, who, exc, traceback_elsewhere=elsewhere)
         app, broken = broken_app(type(exc.__cause__ or exc).__name__), failure_files(exc)
     finally:
