@@ -15,7 +15,10 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.redis_server import OPENSSL
+
 from .live import live_server
+from .served import poll
 from .test_tls import client_context, read_to_close, tls_options
 
 #: Over TLS 1.2 the client picks the cipher, to know its name and bits.
@@ -179,3 +182,26 @@ def test_workers_forked_from_one_master_resume_each_other_s_sessions(serve, tmp_
             break
     assert first["SSL_SESSION_RESUMED"] == "Initial"
     assert elsewhere, "the other worker took none of 40 connections"
+
+
+def test_a_server_name_that_is_not_ascii_is_refused_in_one_log_line(serve, tmp_path, tls_files):
+    # RFC 6066 3: a HostName is ASCII, and CPython hands sni_callback no other:
+    # the handshake fails.  Its report is the server's line, nothing on stderr.
+    (tmp_path / "tlskeys.py").write_text(TLS_KEYS_APP)
+    server = serve(
+        *("--certfile", str(tls_files.server_cert), "--keyfile", str(tls_files.server_key)),
+        target=("tlskeys:app",),
+    )
+    name = "\u00e9.example".encode()  # UTF-8 bytes, as openssl sends them
+    subprocess.run(
+        [OPENSSL, "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername", name],
+        input=b"",
+        capture_output=True,
+        timeout=20,
+    )
+    refused = "TLS handshake with 127.0.0.1 failed: "
+    line = poll(lambda: next((x for x in server.log.read_text().splitlines() if refused in x), ""))
+    assert line.endswith(refused + "the server name it sent (SNI) is not ASCII (RFC 6066)")
+    seen, _ = get(server.port, client_context(tls_files))  # the worker serves on
+    assert seen["SSL_CLIENT_VERIFY"] == "NONE"
+    assert "Traceback" not in server.log.read_text()  # (the log holds standard error too)

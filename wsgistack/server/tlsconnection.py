@@ -40,7 +40,7 @@ from .connection import Connection
 from .discard import linger
 from .environ import build_environ
 from .response import response_head
-from .tlsfacts import connection_keys
+from .tlsfacts import NOT_ASCII_NAME, connection_keys
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -178,6 +178,8 @@ def _reason(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return "the client closed the connection"
     reason = getattr(exc, "reason", None)
+    if reason == "CALLBACK_FAILED":  # the server's only callback is sni_callback's
+        return NOT_ASCII_NAME
     return reason.lower().replace("_", " ") if reason else str(exc)
 
 

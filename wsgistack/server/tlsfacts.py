@@ -19,7 +19,10 @@ client's side, so ``keep_server_name`` gives the server's context a
 callback that writes it on the connection's socket (``ServerSocket``) during
 the handshake.  A session resumes with a ticket from the same context:
 workers forked from one master share it, and a SIGHUP's new context starts
-every client afresh.
+every client afresh.  CPython hands the callback only a name it can decode
+as ASCII (RFC 6066 3 allows no other): for any other the handshake fails
+(logged as ``NOT_ASCII_NAME``), and CPython's own report of it, a traceback
+on standard error for every such connection, is dropped (``_QuietBadNames``).
 
     keep_server_name(context)     # once, when the context is made
     base = {**listener_base, **connection_keys(tls_sock)}
@@ -29,8 +32,13 @@ from __future__ import annotations
 
 import functools
 import ssl
+import sys
+from typing import Any
 
-__all__ = ["ServerSocket", "connection_keys", "keep_server_name"]
+__all__ = ["NOT_ASCII_NAME", "ServerSocket", "connection_keys", "keep_server_name"]
+
+#: Why a handshake failed whose client sent a server name that is not ASCII.
+NOT_ASCII_NAME = "the server name it sent (SNI) is not ASCII (RFC 6066)"
 
 
 class ServerSocket(ssl.SSLSocket):
@@ -45,12 +53,43 @@ def keep_server_name(context: ssl.SSLContext) -> None:
     """Make ``context``'s sockets ``ServerSocket`` and record each one's SNI on it."""
     context.sslsocket_class = ServerSocket
     context.sni_callback = _record_sni
+    if not isinstance(sys.unraisablehook, _QuietBadNames):
+        sys.unraisablehook = _QuietBadNames(sys.unraisablehook)
 
 
 def _record_sni(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
     """OpenSSL's servername callback: ``name`` is None when the client sent no SNI."""
     if isinstance(sock, ServerSocket):
         sock.sni = name
+
+
+class _QuietBadNames:
+    """``sys.unraisablehook``: drops CPython's report of a server name that is not ASCII.
+
+    CPython decodes the name before it calls ``sni_callback``, and reports a
+    failure as an unraisable exception: five lines on standard error, outside
+    the logging, for each such connection, however many a client opens.  The
+    handshake's failure is the server's line already; every other report is
+    passed on to the hook that was there before.
+    """
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        if not _bad_name(unraisable):
+            self.previous(unraisable)
+
+
+def _bad_name(unraisable: Any) -> bool:
+    """Whether ``unraisable`` is a server name our socket's handshake could not decode."""
+    if unraisable.exc_type is not UnicodeDecodeError or not isinstance(unraisable.object, bytes):
+        return False
+    tb = unraisable.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    # Raised in do_handshake(), which CPython reports as the innermost frame.
+    return tb is not None and isinstance(tb.tb_frame.f_locals.get("self"), ServerSocket)
 
 
 def connection_keys(sock: ssl.SSLSocket) -> dict[str, str]:
