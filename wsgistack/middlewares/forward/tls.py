@@ -8,9 +8,11 @@ the system's CAs (as ``requests`` and ``urllib3``; nginx's
 pool with an ``https://`` upstream (the system's store costs tens of ms).
 
 Each upstream resumes its last TLS session on a new connection (nginx's
-``proxy_ssl_session_reuse on``): a resumed handshake skips the key exchange
-and the certificate chain's verification on both sides, which counts when
-the pool churns (idle timeouts, restarts, bursts past ``max_idle``).
+``proxy_ssl_session_reuse on``): a resumed handshake skips the certificates,
+their signatures and the chain's verification on both sides (over TLS 1.2 the
+key exchange too; TLS 1.3 still does one, as OpenSSL offers ``psk_dhe_ke``
+only), which counts when the pool churns (idle timeouts, restarts, bursts
+past ``max_idle``).
 
     tls = PoolTLS(verify=True, ca_certs="/etc/ssl/internal-ca.pem", server_name="api.internal")
     options = tls.upstream_options()  # a ConfigError naming the option if a file is bad
