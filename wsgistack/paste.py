@@ -279,20 +279,21 @@ def server_factory(
     here too, as the CLI sets it before anything else (``settle``): pserve
     loads the app after the server, and before it calls ``serve``.
     """
-    from .server.cli import serve_announced, start_logging
+    from .server.cli import serve_announced
     from .server.config import ServerConfig
-    from .server.processenv import settle
+    from .server.processenv import Settled
     from .server.server import Server
 
     where = _where(global_conf, "server main")
     options = ini_server_options(local_conf, where)
     config = ServerConfig.from_options(**options)
-    settle(config)  # the Server settles again as it binds: that changes nothing
+    settled = Settled()  # the Server's, handed over: it settles again as it binds, as a no-op
+    settled.settle(config)
     level = config.log_level
 
     def serve(app: WSGIApplication) -> int:
         """Serve ``app`` until stopped; with workers, each forks from this loaded app."""
-        start_logging(level)
-        return serve_announced(Server(app, **options))
+        settled.start_logging(level)
+        return serve_announced(Server(app, settled=settled, **options))
 
     return serve

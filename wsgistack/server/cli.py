@@ -25,11 +25,11 @@ from .child import finish_as_python_does
 from .config import ServerConfig, layered_options
 from .flags import ACTIONS, FLAGS
 from .listener import describe_listener
-from .logsetup import LogConfig, start_logging
+from .logsetup import LogConfig
 from .notify import Notify
 from .options import OPTIONS
 from .preload import load_at_terminal
-from .processenv import settle
+from .processenv import Settled
 from .reconfig import Reread
 from .server import Server
 
@@ -40,7 +40,6 @@ __all__ = [
     "serve_announced",
     "served_source",
     "settle_served",
-    "start_logging",
 ]
 
 #: The ways an app is named, as gunicorn names it (see loader.load_app).
@@ -57,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     # A missing or broken file, a bad [server] option: one line, before binding.
     options, load, ini = served_source(args, flags)
     config = ServerConfig.from_options(**options)  # validate before loading the app
-    settle_served(config, ini)
+    settled = settle_served(config, ini)  # handed to the Server: it settles again, as a no-op
     if ini is not None and ini.ignored is not None:
         logging.getLogger("wsgistack.server").info(
             "%s: [server:main] uses %s, not wsgistack's server: its options are ignored",
@@ -70,7 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
     if config.workers == 0:
         try:
             if config.account() is not None:  # binds as root, then loads as the user
-                return serve_announced(Server(loader=_Loading(loader), notify=notify, **options))
+                return serve_announced(
+                    Server(loader=_Loading(loader), notify=notify, settled=settled, **options)
+                )
             app = load_at_terminal(loader)  # errors show here, before binding
         except KeyboardInterrupt:
             logging.getLogger("wsgistack.server").info(
@@ -87,14 +88,14 @@ def _serve(args: argparse.Namespace) -> int:
             # master reports a worker's.
             log_load_failure(logging.getLogger("wsgistack.server"), "wsgistack serve", exc)
             return 2
-        server = Server(app, notify=notify, **options)
+        server = Server(app, notify=notify, settled=settled, **options)
     else:
         # Workers load it (SIGHUP reloads the code), or with --preload the master
         # does once it has bound; SIGHUP reads the file again either way.
         reread = None
         if args.app is None or config.log_config is not None:  # a file to read again
-            reread = functools.partial(_read_again, args, flags, workdir)
-        server = Server(loader=loader, reread=reread, notify=notify, **options)
+            reread = functools.partial(_read_again, args, flags, workdir, settled)
+        server = Server(loader=loader, reread=reread, notify=notify, settled=settled, **options)
     try:
         return serve_announced(server)
     except KeyboardInterrupt:
@@ -211,7 +212,9 @@ def served_source(
     return options, load, ini
 
 
-def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str) -> Reread:
+def _read_again(
+    args: argparse.Namespace, flags: Mapping[str, Any], workdir: str, settled: Settled
+) -> Reread:
     """SIGHUP: the file served (or --log-config's) read again, under the same flags, unapplied.
 
     The master first enters ``workdir`` again, as the new workers will: after
@@ -233,32 +236,34 @@ def _read_again(args: argparse.Namespace, flags: Mapping[str, Any], workdir: str
         source = args.paste.partition("#")[0]  # read_paste_ini names it as given
     else:
         source = str(config.log_config)  # APP with --log-config: only that file is read
-    return Reread(config, source, functools.partial(_relog, ini, config))
+    return Reread(config, source, functools.partial(_relog, ini, config, settled))
 
 
-def _relog(ini: PasteIni | None, config: ServerConfig) -> None:
+def _relog(ini: PasteIni | None, config: ServerConfig, settled: Settled) -> None:
     """SIGHUP's logging: --log-config's file or the ini's ``[loggers]`` again, else the level."""
     if config.log_config is not None:
         LogConfig.read(config.log_config).apply(config.log_level)
     elif ini is not None and ini.has_loggers:
         ini.configure_logging()
-        start_logging(config.log_level)  # as at start: ours only where the root has no handler
+        settled.start_logging(config.log_level)  # as at start: ours where the root has no handler
     else:
         logging.getLogger().setLevel(config.log_level.upper())
 
 
-def settle_served(config: ServerConfig, ini: PasteIni | None) -> None:
-    """Before any import: ``settle`` (--env, --pythonpath, ...), then the logging.
+def settle_served(config: ServerConfig, ini: PasteIni | None) -> Settled:
+    """Before any import: ``settle`` (--env, --pythonpath, ...), then the logging; what it set.
 
     The logging is --log-config's, or the ini's ``[loggers]``, or ours (to
     standard error or --error-log's file); ``wsgistack check`` sets up the
     same, so a file serve would refuse is not called ok.
     """
-    settle(config)
+    settled = Settled()
+    settled.settle(config)
     if ini is not None and config.log_config is None:  # --log-config wins, as gunicorn's
         _check_ini_logging(ini, config)
         ini.configure_logging()  # the file's [loggers] first: start_logging then adds nothing
-    start_logging(config.log_level, config.error_log, config.log_config)
+    settled.start_logging(config.log_level, config.error_log, config.log_config)
+    return settled
 
 
 def _check_ini_logging(ini: PasteIni, config: ServerConfig) -> None:

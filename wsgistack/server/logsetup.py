@@ -88,33 +88,26 @@ class _NotWrittenYet(logging.Filter):
         return True
 
 
-#: What ``start_logging`` set up in this process: asked again (the CLI, then
-#: the Server it makes), it changes nothing.
-_started: tuple[str, str | None] | None = None
-
-
-def start_logging(level: str, error_log: str = "-", log_config: str | None = None) -> None:
+def start_logging(level: str, error_log: str = "-", log_config: str | None = None) -> bool:
     """Set up the process's logging, unless it has handlers already (pserve set them up).
 
     ``log_config``: that file decides (``LogConfig``); else our line goes to
     standard error (``-``) or appends to the ``error_log`` file, opened here.
     An ``error_log`` where the process's logging is set up already (pserve's
     ``[loggers]``, the program's own) would be lost: a ``ConfigError``.
+    Returns whether it set something up; the server that asked remembers it
+    (``processenv.Settled``), so asking again changes nothing.
     """
-    global _started
-    if _started == (error_log, log_config):
-        return
     if log_config is not None:
         LogConfig.read(log_config).apply(level)
-        _started = (error_log, log_config)
-        return
+        return True
     if logging.root.handlers:
         if error_log != "-":
             raise ConfigError(
                 f"error_log: {error_log!r}: this process's logging is set up already"
                 " (pserve's [loggers], or the program's own): add a FileHandler there"
             )
-        return  # as basicConfig: pserve or an ini's [loggers] set it up
+        return False  # as basicConfig: pserve or an ini's [loggers] set it up
     handler: logging.StreamHandler[Any]
     if error_log == "-":
         handler = logging.StreamHandler()
@@ -126,7 +119,7 @@ def start_logging(level: str, error_log: str = "-", log_config: str | None = Non
             raise ConfigError(f"error_log: cannot open {error_log!r}: {exc.strerror}") from None
     handler.setFormatter(_ZonedFormatter(LINE))
     logging.basicConfig(level=level.upper(), handlers=[handler])
-    _started = (error_log, log_config)
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,75 +3,94 @@
 Rules: ``settle`` applies --umask, --chdir, --env, --pythonpath and the
 logging before anything binds or loads.  As in gunicorn's reload, the first
 time the server sets a key, the value it had before (or its absence) is
-remembered.  A reload puts each key the old configuration set
-back to that value (or removes it), then sets the new configuration's keys,
-so a key dropped from the file is gone and one that was there before the
-server started comes back.  The workers forked next inherit the result.  The
-record is the process's, as the environment is: the CLI sets ``--env`` before
-it makes its ``Server``, which sets it again as it binds (changing nothing).
+remembered.  A reload puts each key the old configuration set and the new
+one drops back to that value (or removes it), then sets the new
+configuration's keys, so a key dropped from the file is gone and one that was
+there before the server started comes back.  The workers forked next inherit
+the result.  The record is one server's (``Settled``), never the module's: the
+CLI and pserve settle before the app's import and hand theirs to the
+``Server`` they make, which settles again as it binds (changing nothing); a
+``Server`` made in code keeps its own, so a second server in the process
+starts from what it finds.
 
-    settle(config)                               # at start: set_env(config.env) among others
-    undo = change_env(old.env, new.env)          # a reload, not committed yet
-    undo()                                       # it failed after all
+    settled = Settled()
+    settled.settle(config)            # at start: --env among others
+    serving = settled.env
+    settled.change_env(new.env)       # a reload
+    settled.change_env(serving)       # it failed after all: back to what serves
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from .config import ServerConfig
 from .logsetup import start_logging
 
-__all__ = ["change_env", "env_changes", "set_env", "settle"]
+__all__ = ["Env", "Settled", "env_changes"]
 
-Env = Iterable[tuple[str, str]]
-
-#: Each key the server has set in this process, and its value before (None: unset).
-_before: dict[str, str | None] = {}
+Env = tuple[tuple[str, str], ...]
 
 
-def settle(config: ServerConfig) -> None:
-    """What the options set for the whole process, before it binds or loads the app.
+class Settled:
+    """What ``settle`` set in this process for one server, so a reload can change it back."""
 
-    --umask, --chdir, --env and --pythonpath, then the logging a --log-config
-    or --error-log gives.  The CLI calls it first of all; a Server made in
-    code (or by pserve) as it binds; again, it changes nothing.
-    """
-    if config.umask is not None:
-        os.umask(config.umask)
-    if config.chdir is not None:
-        os.chdir(config.chdir)
-    set_env(config.env)
-    sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
-    if config.log_config is not None or config.error_log != "-":
-        start_logging(config.log_level, config.error_log, config.log_config)
+    def __init__(self) -> None:
+        #: Each key this server has set, and its value before (None: unset).
+        self._before: dict[str, str | None] = {}
+        self._env: Env = ()
+        #: The (error_log, log_config) ``start_logging`` set up, once it has.
+        self._logging: tuple[str, str | None] | None = None
+
+    @property
+    def env(self) -> Env:
+        """The ``env`` set last: the one the workers forked next inherit."""
+        return self._env
+
+    def settle(self, config: ServerConfig) -> None:
+        """What the options set for the whole process, before it binds or loads the app.
+
+        --umask, --chdir, --env and --pythonpath, then the logging a --log-config
+        or --error-log gives.  The CLI calls it first of all; a Server made in
+        code (or by pserve) as it binds; again, it changes nothing.
+        """
+        if config.umask is not None:
+            os.umask(config.umask)
+        if config.chdir is not None:
+            os.chdir(config.chdir)
+        self.change_env(config.env)
+        sys.path[0:0] = [path for path in config.pythonpath if path not in sys.path]
+        if config.log_config is not None or config.error_log != "-":
+            self.start_logging(config.log_level, config.error_log, config.log_config)
+
+    def change_env(self, env: Iterable[tuple[str, str]]) -> None:
+        """Set ``env``'s keys; those set last that ``env`` drops get their value from before."""
+        env = tuple(env)
+        kept = {key for key, _ in env}
+        for key, _ in self._env:
+            if key not in kept:
+                _put(key, self._before[key])
+        for key, value in env:
+            self._before.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        self._env = env
+
+    def start_logging(
+        self, level: str, error_log: str = "-", log_config: str | None = None
+    ) -> None:
+        """``logsetup.start_logging``, once: asked again for the same files, it changes nothing.
+
+        The CLI asks, then the Server it hands this record to, as it binds.
+        """
+        if self._logging == (error_log, log_config):
+            return
+        if start_logging(level, error_log, log_config):
+            self._logging = (error_log, log_config)
 
 
-def set_env(env: Env) -> None:
-    """Set each key of ``env``, remembering the value it had before the server first set it."""
-    for key, value in env:
-        _before.setdefault(key, os.environ.get(key))
-        os.environ[key] = value
-
-
-def change_env(old: Env, new: Env) -> Callable[[], None]:
-    """Go from ``old``'s keys to ``new``'s; returns what puts the environment back as it was."""
-    old, new = tuple(old), tuple(new)
-    now = {key: os.environ.get(key) for key, _ in (*old, *new)}
-    for key, _ in old:
-        _put(key, _before.get(key))
-    set_env(new)
-
-    def undo() -> None:
-        for key, value in now.items():
-            _put(key, value)
-
-    return undo
-
-
-def env_changes(old: Env, new: Env) -> str:
+def env_changes(old: Iterable[tuple[str, str]], new: Iterable[tuple[str, str]]) -> str:
     """The keys a reload adds, changes and removes, for the log: never their values (secrets)."""
     before, after = dict(old), dict(new)
     said = [

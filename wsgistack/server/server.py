@@ -39,7 +39,7 @@ from .logsetup import give_log_files
 from .notify import Notify
 from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
-from .processenv import change_env, settle
+from .processenv import Settled
 from .reconfig import Reread, changes, check_reload, keep_or_open
 from .statsd import check_statsd, master_metrics
 from .threads import RequestThread
@@ -82,6 +82,9 @@ class Server:
     ``notify``: systemd's notification socket (``notify.py``), when the caller
     read it before loading the app; else ``serve_forever`` reads it (in the
     main thread), before the app loads or a worker forks.
+    ``settled``: what the caller's ``settle`` set in the process before
+    loading the app (the CLI's, pserve's: ``processenv.py``); else the server
+    keeps its own record, from its first ``bind()`` on.
 
     ``bind()`` opens the listening sockets (``addresses``/``url`` are known
     from then on, and keep naming them after a stop or ``close()``, until the
@@ -99,6 +102,7 @@ class Server:
         loader: Callable[[], Callable[..., Any]] | None = None,
         reread: Callable[[], Reread] | None = None,
         notify: Notify | None = None,
+        settled: Settled | None = None,
         **options: Any,
     ) -> None:
         if (app is None) == (loader is None):
@@ -110,6 +114,7 @@ class Server:
         self.config = ServerConfig.from_options(**options)
         self._reread = reread
         self._notify = notify
+        self._settled = settled or Settled()  # --env's record, changed by SIGHUP
         if self.config.reload and app is not None:
             raise ConfigError(
                 "reload: needs Server(loader=...): an app already loaded here would be"
@@ -143,7 +148,7 @@ class Server:
         the configured binds, unless those are all ``fd://N``.
         """
         if not self.listeners:
-            settle(self.config)
+            self._settled.settle(self.config)
             _check_access_log(self.config)
             give_log_files(self.config.account())
             check_statsd(self.config)
@@ -295,7 +300,7 @@ class Server:
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
         pid_file = self._pid_file
-        undo_env = None
+        serving = self._settled.env
         try:
             if new.pid != self.config.pid:
                 try:
@@ -303,11 +308,10 @@ class Server:
                 except ConfigError as exc:
                     raise ConfigError(f"{again.source}: {exc}") from None
             # As at start, the environment before the logging (an ini's args may read it).
-            undo_env = change_env(self.config.env, new.env)
+            self._settled.change_env(new.env)
             again.apply_logging()  # its errors name the file already
         except BaseException:
-            if undo_env is not None:
-                undo_env()  # the old workers' respawns get the old environment
+            self._settled.change_env(serving)  # the old workers' respawns get the old environment
             unopen(opened)
             if pid_file is not None and pid_file is not self._pid_file:
                 pid_file.remove()
