@@ -17,12 +17,15 @@ import pytest
 from .served import Served, poll
 
 #: Answers its worker's pid, GREETING as the app read it at import, then
-#: GREETING, PRESET and DROPPED as they are now (``-``: unset).
+#: GREETING, PRESET and DROPPED as they are now (``-``: unset).  It cannot be
+#: imported with ``GREETING=broken`` (a setting the new code refuses).
 ENV_APP = """
 import os
 from wsgiref.validate import validator
 
 AT_IMPORT = os.environ.get("GREETING", "-")
+if AT_IMPORT == "broken":
+    raise RuntimeError("GREETING=broken: this app cannot start")
 
 
 @validator
@@ -132,6 +135,27 @@ def test_a_refused_reload_leaves_the_env_for_the_old_workers_respawns(
     assert set(answers(server, respawned).values()) == {"secret-one secret-one overridden here"}
     # Mended, the next SIGHUP applies the new env.
     envstack('GREETING = "secret-two"', working_logging(tmp_path))
+    hang_up(server, "reload done")
+    new = replaced(server, respawned)
+    assert set(answers(server, new).values()) == {"secret-two secret-two original -"}
+
+
+def test_a_failed_reload_puts_the_env_back_for_the_old_workers_respawns(serve, envstack):
+    envstack(FIRST)
+    server = serve(target=("--config", "stack.toml"), bind=())
+    old = poll(lambda: server.count_workers(2))
+    answers(server, old)
+    envstack('GREETING = "broken", PRESET = "overridden-too"')  # the new workers cannot load
+    hang_up(server, "master: reload failed")
+    poll(lambda: server.workers() == old)  # the new ones are gone, the old ones serve
+    # A worker of the old set dies: its replacement gets the env the old set
+    # runs with (the new one would not even load the app).
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    respawned = poll(lambda: (pids := server.count_workers(2)) and victim not in pids and pids)
+    assert set(answers(server, respawned).values()) == {"secret-one secret-one overridden here"}
+    # Mended, the next SIGHUP goes from the env that serves to the file's.
+    envstack('GREETING = "secret-two"')
     hang_up(server, "reload done")
     new = replaced(server, respawned)
     assert set(answers(server, new).values()) == {"secret-two secret-two original -"}

@@ -8,6 +8,9 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          fails; if the new workers cannot load the app, the old ones stay.
          With ``reconfigure`` (--config, --paste) it first reads the file again
          (``reconfig.py``); one that cannot apply is logged and changes nothing.
+         A reload whose new workers cannot load the app puts the master's
+         environment (``env``) back as the old set has it, for the workers it
+         respawns.
          A second SIGHUP during a reload stops the set still starting and
          starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
@@ -62,6 +65,7 @@ from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .logsetup import reopen_log_files
 from .notify import Notify
+from .processenv import Env, Settled
 from .ready import ReadyPipe
 from .reconfig import Dropped
 from .reloader import FirstFailure, ReloadRequests
@@ -103,6 +107,7 @@ class Arbiter:
         listeners: list[socket.socket],
         reconfigure: Callable[[], tuple[ServerConfig, list[socket.socket]]] | None = None,
         notify: Notify | None = None,
+        settled: Settled | None = None,
     ) -> None:
         self.load = load
         self.config = config
@@ -111,6 +116,9 @@ class Arbiter:
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
+        #: The process's ``env`` (``processenv.py``), which ``reconfigure`` changes.
+        self._settled = settled or Settled()
+        self._serving_env: Env = ()  # while reloading: the env the old set was forked with
         self.workers = Roster()  # pid -> start time, and each one's standing (roster.py)
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -226,6 +234,7 @@ class Arbiter:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
         self._notify.reloading()
+        serving_env = self._settled.env
         if not self._read_again():
             return
         if self._state is State.RELOADING:
@@ -241,6 +250,7 @@ class Arbiter:
         else:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
+            self._serving_env = serving_env
             self.workers.retiring = set(self.workers) - self.workers.leaving
         if self._first_failure is not None:
             self._first_failure.renew()  # a new set, new code: its failure is new
@@ -368,6 +378,9 @@ class Arbiter:
             old = self.workers.retiring & set(self.workers)
             self.workers.retiring = set()
             self._state = State.SERVING
+            # The old set's env again: a worker respawned for it (a crash,
+            # --max-requests, SIGTTIN) must not get the new env with the old code.
+            self._settled.change_env(self._serving_env)
             if old:
                 log.error(
                     "master: reload failed (the new app cannot be loaded), keeping the old workers"

@@ -7,7 +7,8 @@ options are valid, the new addresses bind, the pid file and the access log can
 be written, the logging section applies): a bad edit leaves the running server
 exactly as it was.  A changed ``env`` is set just before the logging section
 applies (which may read it, as at start) and put back if that fails
-(``processenv.py``), so the old workers' respawns keep the old environment.
+(``processenv.py``), or if the new workers then cannot load the app
+(``arbiter.py``), so the old workers' respawns keep the old environment.
 An address listed before and after keeps its socket, so its port (also one
 picked with port 0) and its queued connections stay; only the addresses that
 are new are bound, and those no longer listed are closed by the master once

@@ -222,7 +222,9 @@ class Server:
                     if app is None:
                         return 2
                     load = forked_from(app)  # what every worker runs
-                arbiter = Arbiter(load, self.config, self.listeners, self._reconfigure, notify)
+                arbiter = Arbiter(
+                    load, self.config, self.listeners, self._reconfigure, notify, self._settled
+                )
                 metrics = master_metrics(self.config, notify)  # the worker gauge, log counts
                 try:
                     return arbiter.run(early=early)
