@@ -282,6 +282,26 @@ def test_a_bad_log_config_in_a_toml_server_table_names_the_file_and_the_option(t
     assert "stack.toml: [server]: log_config: none.json: no such file" in result.stderr
 
 
+def test_a_nul_in_an_env_value_names_the_key_and_the_value_not_a_bad_name(tmp_path):
+    (tmp_path / "stack.toml").write_text(
+        '[server]\nenv = { GREETING = "a\\u0000b" }\n[app]\nuse = "logapp:app"\n'
+    )
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgistack.cli", "serve", "--config", "stack.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert (
+        "stack.toml: [server]: env: 'GREETING': its value holds a NUL, which no variable can carry"
+    ) in result.stderr
+    assert "name" not in result.stderr
+
+
 def test_the_error_log_is_reopened_on_sigusr1_and_no_line_is_lost(tmp_path, serve):
     (tmp_path / "logapp.py").write_text(LOGGING_APP)
     served = serve("--error-log", "error.log", "--workers", "2", target=("logapp:app",), wait=False)

@@ -80,6 +80,12 @@ def test_a_sighup_applies_the_files_new_workers_limit_and_access_log(serve, stac
             id="unknown-option",
         ),
         pytest.param(
+            'env = { GREETING = "a\\u0000b" }\nmax_request_line = 100\n',
+            "stack.toml: [server]: env: 'GREETING': its value holds a NUL, which no variable"
+            " can carry",
+            id="env-value-nul",
+        ),
+        pytest.param(
             "workers = -2\nmax_request_line = 100\n",
             "stack.toml: [server]: workers: -2 must be an integer >= 0",
             id="bad-value",

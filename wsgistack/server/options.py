@@ -250,8 +250,10 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str)):
             raise ConfigError(f"env: {item!r} is not KEY=VALUE (a value is a string)")
         key, text = item
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key + text:
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise ConfigError(f"env: {key!r}: a variable's name is not empty, without = or NUL")
+        if "\0" in text:  # the value's own fault, not the name's: os.environ would refuse it
+            raise ConfigError(f"env: {key!r}: its value holds a NUL, which no variable can carry")
         if any(char.isspace() for char in key):
             # An ini's env = {A = "1"} (TOML's form) or A = 1 would name "{A " or "A ".
             raise ConfigError(
