@@ -464,3 +464,28 @@ def test_an_error_log_where_logging_is_set_up_already_is_refused_not_lost(tmp_pa
     with pytest.raises(ConfigError, match=r"error_log: .*logging is set up already"):
         Server(lambda e, s: [], bind="127.0.0.1:0", error_log=str(tmp_path / "e.log")).start()
     assert not (tmp_path / "e.log").exists()
+
+
+def test_a_second_server_in_the_process_writes_the_same_error_log(tmp_path):
+    # A program (or a test suite) that serves twice in one process with the same
+    # --error-log: the second server finds our own handler and writes there too.
+    log_file = tmp_path / "e.log"
+    code = f"""
+import logging, urllib.request
+from wsgiref.validate import validator
+from wsgistack import Server
+
+@validator
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+for turn in ("first", "second"):
+    with Server(app, bind="127.0.0.1:0", error_log={str(log_file)!r}) as server:
+        urllib.request.urlopen(server.url, timeout=10).read()
+        logging.getLogger("wsgistack.server").warning("%s server served", turn)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = log_file.read_text()
+    assert "first server served" in lines and "second server served" in lines

@@ -88,6 +88,10 @@ class _NotWrittenYet(logging.Filter):
         return True
 
 
+#: The attribute marking the handler ``start_logging`` installed, and where it writes.
+_ERROR_LOG = "wsgistack_error_log"
+
+
 def start_logging(level: str, error_log: str = "-", log_config: str | None = None) -> bool:
     """Set up the process's logging, unless it has handlers already (pserve set them up).
 
@@ -95,13 +99,16 @@ def start_logging(level: str, error_log: str = "-", log_config: str | None = Non
     standard error (``-``) or appends to the ``error_log`` file, opened here.
     An ``error_log`` where the process's logging is set up already (pserve's
     ``[loggers]``, the program's own) would be lost: a ``ConfigError``.
-    Returns whether it set something up; the server that asked remembers it
-    (``processenv.Settled``), so asking again changes nothing.
+    An ``error_log`` our own handler writes already (a second server in the
+    process, the same file) changes nothing.  Returns whether it set something
+    up; the server that asked remembers it (``processenv.Settled``).
     """
     if log_config is not None:
         LogConfig.read(log_config).apply(level)
         return True
     if logging.root.handlers:
+        if any(getattr(h, _ERROR_LOG, None) == error_log for h in logging.root.handlers):
+            return False  # ours, to the same place: set up by an earlier server
         if error_log != "-":
             raise ConfigError(
                 f"error_log: {error_log!r}: this process's logging is set up already"
@@ -118,6 +125,7 @@ def start_logging(level: str, error_log: str = "-", log_config: str | None = Non
         except OSError as exc:
             raise ConfigError(f"error_log: cannot open {error_log!r}: {exc.strerror}") from None
     handler.setFormatter(_ZonedFormatter(LINE))
+    setattr(handler, _ERROR_LOG, error_log)
     logging.basicConfig(level=level.upper(), handlers=[handler])
     return True
 
