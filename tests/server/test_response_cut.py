@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from wsgistack.errors import ResponseCut
+from wsgistack.middlewares import ErrorCatcher
 
 from .live import RawClient, live_server, uwsgi_packet
 
@@ -129,3 +130,51 @@ def test_the_apps_own_connection_reset_is_its_failure_not_the_client_gone(caplog
         client.read_to_close()
         assert client.was_reset  # cut off: the body was chunked and unfinished
     assert errors(caplog) == ["GET /reset from 127.0.0.1: the application raised while iterating"]
+
+
+class FailingClose:
+    """A body that breaks after its first chunk, and whose close() fails too."""
+
+    def __iter__(self):
+        yield b"first"
+        raise KeyError("while iterating")
+
+    def close(self) -> None:
+        raise LookupError("in close")
+
+
+def failing_close_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return FailingClose()
+
+
+def chain(error: BaseException | None) -> list[str]:
+    """The names of an exception and of those it was raised while handling."""
+    names = []
+    while error is not None:
+        names.append(type(error).__name__)
+        error = error.__context__
+    return names
+
+
+@pytest.mark.parametrize("catcher", [False, True], ids=["server", "error_catcher"])
+def test_a_close_that_fails_after_a_cut_is_reported_alone(catcher, caplog):
+    # The close() error was raised while the server handled its own
+    # AbortConnection (and the catcher's ResponseCut), so its traceback, and the
+    # exception an on_error hook (Sentry) received, carried the server's
+    # internals as "During handling of the above exception".
+    reported = []
+    app: Any = failing_close_app
+    if catcher:
+        app = ErrorCatcher(
+            app, on_error=lambda exc_info, environ, error_id: reported.append(exc_info[1])
+        )
+    with live_server(app) as server, RawClient(server.address) as client:
+        client.send(http_request("/close"))
+        client.read_to_close()
+        assert client.was_reset
+    closing = [r for r in caplog.records if r.exc_info and r.exc_info[1].args == ("in close",)]
+    assert len(closing) == 1
+    assert chain(closing[0].exc_info[1]) == ["LookupError"]
+    if catcher:
+        assert [chain(error) for error in reported] == [["KeyError"], ["LookupError"]]

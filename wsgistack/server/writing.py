@@ -64,26 +64,37 @@ def run_app(
     except BaseException:
         fail(connection, response, f"{request_from(environ)}: the application raised")
         return
+    # The result is closed after the except blocks, not in a finally: an error
+    # its close() raises is then the app's own, not chained (``During handling
+    # of the above exception``) to the server's AbortConnection, or a layer's
+    # ResponseCut, in the log and in what an error catcher's hooks receive.
+    pending: BaseException | None = None
     try:
-        if (
+        if not (
             isinstance(result, FileWrapper)
             and not response.sent
             and response.status is not None
             and _sendfile(connection, result, request, response)
         ):
-            return
-        _write_all(connection, result, request, response)
-    except (AbortConnection, ProtocolError):
-        raise
+            _write_all(connection, result, request, response)
+    except (AbortConnection, ProtocolError) as exc:
+        pending = exc
     except BaseException:
         message = f"{request_from(environ)}: the application raised while iterating"
-        fail(connection, response, message)
-    finally:
         try:
-            close_iterable(result)
-        except BaseException:
-            log.exception("%s: the application's close() raised", request_from(environ))
-            response.close = True
+            fail(connection, response, message)
+        except BaseException as exc:  # AbortConnection, ProtocolError: the caller's
+            pending = exc
+    try:
+        close_iterable(result)
+    except BaseException:
+        log.exception("%s: the application's close() raised", request_from(environ))
+        response.close = True
+    if pending is not None:
+        try:
+            raise pending
+        finally:
+            pending = None  # no cycle through this frame's traceback
 
 
 def _write_all(
