@@ -342,7 +342,7 @@ def test_a_handshake_cut_short_by_a_stop_is_logged_as_such(tls_files, caplog):
         socket.create_connection(server.address, timeout=10) as sock,
     ):
         sock.sendall(b"\x16\x03\x01")  # a handshake record begun, never finished
-        poll(lambda: server._worker._handshakes)  # accepted, its handshake under way
+        poll(lambda: len(server._worker.handshakes))  # accepted, its handshake under way
         server.stop()
         assert sock.recv(100) == b""  # closed by the stop (bounded: timeout=10)
     assert "TLS handshake with 127.0.0.1: not done as the worker stopped, closed" in caplog.text

@@ -69,7 +69,7 @@ class ProxyGate:
 class HeaderWait:
     """A connection on a PROXY protocol bind whose header is still arriving.
 
-    It sits among the worker's handshakes (``Worker._handshakes``): the loop
+    It sits among the worker's handshakes (``Worker.handshakes``): the loop
     steps it when its socket is readable, the sweep ends it after --timeout.
     """
 
@@ -118,24 +118,21 @@ class HeaderWait:
         except ProxyHeaderError as exc:
             if str(exc):
                 log.info("PROXY protocol: %s from %s, closed", exc, client_of(self.peer))
-            worker._end_handshake(self)
+            worker.handshakes.end(self)
             return
         if header is None:
-            worker._poller.rearm(self.fd)
+            worker.handshakes.wait(self)
             return
         peer = self.peer if header.source is None else header.source
-        del worker._handshakes[self.fd]
+        worker.handshakes.done(self)
         if self.tls is not None:  # the ClientHello follows: the handshake, for the client
             handshake = Handshake(self.sock, peer, self.tls, self.base)
             handshake.deadline = self.deadline  # header and handshake within --timeout
-            worker._handshakes[self.fd] = handshake
+            worker.handshakes.follow(handshake)
             shake(worker, handshake)
             return
-        connection = Connection(self.sock, peer, worker, self.base)
-        connection.deadline = worker.clock() + worker.config.timeout
-        connection.polled = True
-        worker._connections[self.fd] = connection
-        worker._readable(connection)  # the request often came with the header
+        # The request often came with the header: adopt reads it.
+        worker.adopt(Connection(self.sock, peer, worker, self.base))
 
 
 def await_header(
@@ -152,6 +149,5 @@ def await_header(
         return
     wait = HeaderWait(sock, peer, base, tls)
     wait.deadline = worker.clock() + worker.config.timeout
-    worker._handshakes[wait.fd] = wait
-    worker._poller.add(wait.fd, oneshot=True)
+    worker.handshakes.begin(wait)
     wait.advance(worker)  # the header often came with the connection

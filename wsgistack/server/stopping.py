@@ -53,7 +53,7 @@ def shutdown(worker: Worker) -> None:
     for connection in list(worker._connections.values()):
         if not connection.busy:
             connection.deadline = min(connection.deadline, now + STOP_GRACE)
-    for handshake in worker._handshakes.values():  # TLS: as a connection with no request yet
+    for handshake in worker.handshakes.all():  # TLS: as a connection with no request yet
         handshake.deadline = min(handshake.deadline, now + STOP_GRACE)
     deadline = now + (worker.config.graceful_timeout if worker._graceful else 0.0)
     unlisten(worker)
@@ -74,7 +74,7 @@ def shutdown(worker: Worker) -> None:
         if (
             not worker._busy
             and not worker._connections
-            and not worker._handshakes
+            and not worker.handshakes
             and not (worker._direct is not None and worker._direct.alive)
         ):
             break
@@ -93,8 +93,8 @@ def shutdown(worker: Worker) -> None:
     for connection in list(worker._connections.values()):
         if not connection.busy:
             worker._close(connection)
-    for handshake in list(worker._handshakes.values()):
-        worker._end_handshake(handshake)
+    for handshake in worker.handshakes.all():
+        worker.handshakes.end(handshake)
     for _ in worker._threads:
         worker._jobs.put(None)
     # Join the threads that serve nothing (an immediate stop does not wait

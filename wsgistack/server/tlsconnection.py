@@ -143,26 +143,22 @@ def shake(worker: Worker, handshake: Handshake) -> None:
     except HandshakeFailed as exc:
         if str(exc):
             log.info("TLS handshake with %s failed: %s", client_of(handshake.peer), exc)
-        worker._end_handshake(handshake)
+        worker.handshakes.end(handshake)
         return
     if wait is not None:
-        worker._poller.rearm(handshake.fd, writable=wait == "write")
+        worker.handshakes.wait(handshake, writable=wait == "write")
         return
-    del worker._handshakes[handshake.fd]
+    worker.handshakes.done(handshake)
     sock: Any = handshake.sock  # an SSLSocket now
-    connection = TLSConnection(sock, handshake.peer, worker, handshake.base)
-    connection.deadline = worker.clock() + worker.config.timeout
-    connection.polled = True
-    worker._connections[connection.fd] = connection
-    worker._readable(connection)  # the request may have come with the handshake's end
+    # The request may have come with the handshake's end: adopt reads it.
+    worker.adopt(TLSConnection(sock, handshake.peer, worker, handshake.base))
 
 
 def _answer_plain_http(worker: Worker, handshake: Handshake) -> None:
     """Plain HTTP on a TLS port: nginx's 400, in plain text, then a lingering close."""
-    del worker._handshakes[handshake.fd]
+    worker.handshakes.done(handshake)
     connection = Connection(handshake.sock, handshake.peer, worker, handshake.base)
-    connection.polled = True
-    worker._connections[connection.fd] = connection
+    worker.adopt(connection, read=False)
     log.info("plain HTTP from %s to an HTTPS port, answered 400", client_of(handshake.peer))
     answer, sent = plain_http_answer(), 0
     with contextlib.suppress(OSError):

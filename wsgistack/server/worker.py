@@ -33,10 +33,11 @@ from .connection import Connection
 from .direct import DirectAccept
 from .discard import discard_more, drain, linger
 from .environ import environ_base
+from .handshakes import Handshakes
 from .listener import about_one_connection, accept, describe_socket
 from .logsetup import reopen_log_files
 from .poller import make_poller
-from .proxyconnection import HeaderWait, ProxyGate, await_header
+from .proxyconnection import ProxyGate, await_header
 from .request import Limits
 from .statsd import request_log
 from .stopping import shutdown
@@ -126,7 +127,7 @@ class Worker:
         }
         #: Connections not yet speaking HTTP: a TLS handshake, or a PROXY protocol
         #: header, under way (the loop steps them, the sweep ends them in --timeout).
-        self._handshakes: dict[int, Handshake | HeaderWait] = {}
+        self.handshakes = Handshakes(self._poller)
         #: One uwsgi bind and no other: pool threads accept (direct.py), else None.
         self._direct: DirectAccept | None = None
         if len(listeners) == 1 and self._binds[listeners[0].fileno()][1]:
@@ -257,7 +258,7 @@ class Worker:
                 self._accept(listener)
             elif (connection := self._connections.get(fd)) is not None:
                 self._readable(connection)
-            elif (handshake := self._handshakes.get(fd)) is not None:
+            elif (handshake := self.handshakes.get(fd)) is not None:
                 handshake.advance(self)
 
     def _accept(self, listener: socket.socket) -> None:
@@ -285,8 +286,7 @@ class Worker:
             if tls is not None:
                 handshake = Handshake(sock, peer, tls, base)
                 handshake.deadline = self.clock() + self.config.timeout
-                self._handshakes[handshake.fd] = handshake
-                self._poller.add(handshake.fd, oneshot=True)
+                self.handshakes.begin(handshake)
                 shake(self, handshake)  # the ClientHello has often come already
                 continue
             connection = Connection(sock, peer, self, base, uwsgi=uwsgi)
@@ -301,11 +301,17 @@ class Worker:
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
 
-    def _end_handshake(self, handshake: Handshake | HeaderWait) -> None:
-        """Forget and close a connection whose handshake or header failed or took too long."""
-        del self._handshakes[handshake.fd]
-        self._poller.remove(handshake.fd)
-        handshake.sock.close()
+    def adopt(self, connection: Connection, read: bool = True) -> None:
+        """Serve a connection whose set-up ended in the loop (``handshakes.py``).
+
+        Its socket is in the poller already; ``read``: take what came with
+        the set-up's end (a request often does) as the loop would.
+        """
+        connection.deadline = self.clock() + self.config.timeout
+        connection.polled = True
+        self._connections[connection.fd] = connection
+        if read:
+            self._readable(connection)
 
     def _accept_failed(self, exc: OSError) -> float:
         """How long accepting must pause (0: not at all): any error not about the one connection.
@@ -354,11 +360,11 @@ class Worker:
         self._jobs.put(connection)
 
     def _sweep(self, now: float) -> None:
-        for handshake in [each for each in self._handshakes.values() if each.deadline <= now]:
+        for handshake in self.handshakes.overdue(now):
             if handshake.started:  # one that sent nothing closes without a word, as idle ones
                 client = client_of(handshake.peer)
                 log.info("%s %s: not done %s, closed", handshake.what, client, ran_out(self))
-            self._end_handshake(handshake)
+            self.handshakes.end(handshake)
         # list() copies in one step: pool threads may close connections meanwhile.
         for connection in list(self._connections.values()):
             if connection.busy or connection.deadline > now:
