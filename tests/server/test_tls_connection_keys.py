@@ -1,4 +1,4 @@
-"""How a client connected: mod_ssl's SSL_PROTOCOL, SSL_CIPHER*, SSL_SESSION_RESUMED, SSL_TLS_SNI.
+"""How a client connected: mod_ssl's SSL_PROTOCOL, SSL_CIPHER*, SSL_SESSION_*, SSL_TLS_SNI.
 
 Real TLS clients (Python's ``ssl``, curl) against the server on port 0; the
 certificates are the session's (``tls_files``, tests/conftest.py).
@@ -7,6 +7,7 @@ certificates are the session's (``tls_files``, tests/conftest.py).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -80,6 +81,7 @@ def get(
 def test_tls_1_3_names_the_protocol_and_cipher_as_mod_ssl(tls_files):
     with live_server(tls_keys_app, **tls_options(tls_files)) as server:
         seen, client = get(server.address[1], client_context(tls_files))
+    assert re.fullmatch("[0-9a-f]{64}", seen.pop("SSL_SESSION_ID"))  # OpenSSL names it
     assert seen == {
         "HTTPS": "on",
         "wsgi.url_scheme": "https",
@@ -161,6 +163,42 @@ def test_a_resumed_session_says_resumed(tls_files, version):
     assert resumed.resumed  # the client's side agrees
     assert [first["SSL_SESSION_RESUMED"], again["SSL_SESSION_RESUMED"]] == ["Initial", "Resumed"]
     assert fresh["SSL_SESSION_RESUMED"] == "Initial"
+
+
+def test_tls_1_2_shows_the_session_id_the_client_resumes_with(tls_files):
+    # A full TLS 1.2 handshake that hands out a ticket keeps no id on the
+    # server's side, and mod_ssl sets no empty variable; the resumption shows
+    # the id the client sent with its ticket, as mod_ssl's SSL_SESSION_ID.
+    context = client_context(tls_files)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with live_server(tls_keys_app, **tls_options(tls_files)) as server:
+        first, client = get(server.address[1], context)
+        again, _ = get(server.address[1], context, session=client.session)
+    assert "SSL_SESSION_ID" not in first
+    assert client.session is not None
+    assert again["SSL_SESSION_ID"] == client.session.id.hex()
+
+
+def test_the_session_id_is_the_connection_s_for_each_of_its_requests(tls_files):
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    with (
+        live_server(tls_keys_app, **tls_options(tls_files)) as server,
+        socket.create_connection(server.address, timeout=10) as raw,
+        client_context(tls_files).wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        file = sock.makefile("rb")
+        ids = []
+        for _ in range(2):
+            sock.sendall(request)
+            length = 0
+            while (line := file.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            ids.append(json.loads(file.read(length))["SSL_SESSION_ID"])
+        file.close()
+        other, _ = get(server.address[1], client_context(tls_files))
+    assert ids[0] == ids[1]
+    assert other["SSL_SESSION_ID"] != ids[0]  # a new connection, a new session
 
 
 def test_workers_forked_from_one_master_resume_each_other_s_sessions(serve, tmp_path, tls_files):

@@ -9,6 +9,8 @@ asked for.  The names and values are Apache mod_ssl's (``SSLOptions
     SSL_CIPHER             OpenSSL's name: TLS_AES_256_GCM_SHA384, ECDHE-ECDSA-AES128-GCM-SHA256
     SSL_CIPHER_USEKEYSIZE  the bits of key the cipher uses
     SSL_CIPHER_ALGKEYSIZE  the bits of key the algorithm could take
+    SSL_SESSION_ID         the session's id in lowercase hex (mod_ssl's ap_bin2hex); absent
+                           when it has none (TLS 1.2 with a ticket: see ``_session_id``)
     SSL_SESSION_RESUMED    Initial, or Resumed when the client resumed a session
     SSL_TLS_SNI            the server name the client sent (SNI); absent when it sent none
 
@@ -106,10 +108,24 @@ def connection_keys(sock: ssl.SSLSocket) -> dict[str, str]:
         "SSL_CIPHER_ALGKEYSIZE": str(_algorithm_bits().get(name, used_bits)),
         "SSL_SESSION_RESUMED": "Resumed" if sock.session_reused else "Initial",
     }
+    if session_id := _session_id(sock):
+        keys["SSL_SESSION_ID"] = session_id
     sni = getattr(sock, "sni", None)  # unset on a socket another context made
     if sni:
         keys["SSL_TLS_SNI"] = sni
     return keys
+
+
+def _session_id(sock: ssl.SSLSocket) -> str:
+    """The session's id as mod_ssl shows it: hex, or "" when OpenSSL gave it none.
+
+    OpenSSL names every TLS 1.3 session (each resumption gets a new id), and
+    a TLS 1.2 session the client resumes by id or by ticket; a TLS 1.2 full
+    handshake that hands the client a ticket keeps no id on the server.
+    mod_ssl sets no variable whose value is empty, so neither do we.
+    """
+    session = sock.session
+    return session.id.hex() if session is not None else ""
 
 
 @functools.cache
