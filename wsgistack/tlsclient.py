@@ -19,7 +19,6 @@ is trusted; with one, only what it names.
 from __future__ import annotations
 
 import os
-import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -27,10 +26,7 @@ from typing import Any
 from .errors import ConfigError
 from .tlsfiles import CertOptions, load_cert_chain, load_file
 
-__all__ = ["client_context", "tls_failure"]
-
-#: Where in CPython's _ssl.c an error was raised, as its message ends: not the user's concern.
-_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\Z")
+__all__ = ["client_context"]
 
 
 def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.SSLContext:
@@ -82,17 +78,3 @@ def client_context(settings: Mapping[str, Any], where: str, prefix: str) -> ssl.
                 f"{where}: {prefix}ciphers: no cipher matches {settings[prefix + 'ciphers']!r}"
             ) from None
     return context
-
-
-def tls_failure(exc: ssl.SSLError) -> str:
-    """Why a TLS connection failed, in one line without OpenSSL's source position.
-
-    An untrusted certificate or a wrong name says so (the verify message);
-    a server that answers in plain HTTP shows as a record that is no TLS.
-    """
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    text = _SOURCE.sub("", str(exc.strerror or exc))
-    if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
-        text += " (does it speak plain HTTP on that port?)"
-    return text

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
+from ..tlstext import closed_without_notice, io_failure
 from .response import Response, error_body_size, error_response
 from .uwsgi import UwsgiParser
 
@@ -52,8 +54,9 @@ class ClientGone(AbortConnection):
     """The client went away (or read nothing for --timeout) as the response went out.
 
     Raised by the sends; ``level`` is that of the request's line (see
-    ``report_broken``): DEBUG for a client that closed, INFO for one that
-    stopped reading and held a thread for --timeout.
+    ``report_broken``): DEBUG for a client that closed (over TLS too, with
+    or without close_notify), INFO for one that stopped reading and held a
+    thread for --timeout, or whose TLS failed.
     """
 
     def __init__(self, message: str, level: int = logging.DEBUG, sent: int = 0) -> None:
@@ -71,7 +74,11 @@ class ClientGone(AbortConnection):
                 logging.INFO,
                 sent,
             )
-        return cls(f"the client closed the connection ({exc.strerror or exc})", sent=sent)
+        if closed_without_notice(exc):  # TLS: OpenSSL lost the errno (a close or a reset)
+            return cls("the client closed the connection", sent=sent)
+        if isinstance(exc, ssl.SSLError):  # a real TLS failure: worth a look
+            return cls(io_failure(exc), logging.INFO, sent)
+        return cls(f"the client closed the connection ({io_failure(exc)})", sent=sent)
 
 
 def client_of(peer: object) -> str:

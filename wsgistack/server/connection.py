@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ProtocolError
 from ..sockets import reset_on_close, set_io_timeout
+from ..tlstext import io_failure
 from .answers import (
     AbortConnection,
     ClientGone,
@@ -194,8 +195,10 @@ class Connection:
             data = self._recv_waiting()
         except (BlockingIOError, TimeoutError):  # --timeout passed (SO_RCVTIMEO; TLS's)
             raise ProtocolError("timed out reading the request body", 408) from None
-        except OSError as exc:
-            raise ProtocolError(f"reading the request body failed: {exc}", 400) from None
+        except OSError as exc:  # a reset, or a TLS error: "TLS error: bad record mac"
+            raise ProtocolError(
+                f"reading the request body failed: {io_failure(exc)}", 400
+            ) from None
         if not data:
             raise ProtocolError("the client closed before the body ended", 400)
         self.parser.feed(data)

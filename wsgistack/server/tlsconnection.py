@@ -34,6 +34,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..tlstext import closed_without_notice, io_failure, tls_reason
 from .answers import ClientGone, client_of
 from .clientcert import client_cert_keys
 from .connection import Connection
@@ -171,12 +172,11 @@ def _answer_plain_http(worker: Worker, handshake: Handshake) -> None:
 
 def _reason(exc: ssl.SSLError) -> str:
     """OpenSSL's reason, readable: ``PEER_DID_NOT_RETURN_A_CERTIFICATE`` -> its words."""
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+    if closed_without_notice(exc):
         return "the client closed the connection"
-    reason = getattr(exc, "reason", None)
-    if reason == "CALLBACK_FAILED":  # the server's only callback is sni_callback's
+    if getattr(exc, "reason", None) == "CALLBACK_FAILED":  # the only callback: sni_callback's
         return NOT_ASCII_NAME
-    return reason.lower().replace("_", " ") if reason else str(exc)
+    return tls_reason(exc)
 
 
 class TLSConnection(Connection):
@@ -236,7 +236,9 @@ class TLSConnection(Connection):
     def receive(self) -> bool:
         try:
             data = self.recv_now()
-        except OSError:
+        except OSError as exc:  # a reset says nothing, as on a plain bind; a bad record does
+            if isinstance(exc, ssl.SSLError) and not closed_without_notice(exc):
+                log.info("%s: %s, closed", client_of(self.peer), io_failure(exc))
             return False
         if data is None:
             return True  # a TLS record not whole yet, or one with no data (a ticket)

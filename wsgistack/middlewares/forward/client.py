@@ -21,7 +21,7 @@ from typing import Any
 import httptools
 
 from ...requestbody import BLOCK, ClientBodyError, read_body
-from ...tlsclient import tls_failure
+from ...tlstext import tls_failure
 
 __all__ = [
     "BadRequestHead",

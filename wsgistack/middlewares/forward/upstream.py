@@ -29,7 +29,7 @@ from ...errors import ConfigError
 from ...forking import forget_on_fork
 from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
-from ...tlsclient import tls_failure
+from ...tlstext import tls_failure
 from .client import readable
 
 __all__ = ["DEFAULT_PORTS", "Upstream", "parse_upstream"]
