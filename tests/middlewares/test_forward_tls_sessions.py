@@ -82,6 +82,42 @@ def test_a_session_the_restarted_upstream_does_not_know_falls_back_to_a_full_han
     assert balancer.status()[0]["up"] is True
 
 
+def test_a_session_offered_to_a_handshake_that_failed_is_offered_no_more(
+    trusting, tls_upstream, fresh_context, caplog
+):
+    # The upstream turns TLS 1.2-only for a moment (a bad deploy): the handshake
+    # that offered the session fails.  Back to its old context, which would
+    # still resume that session, the next handshake is a full one all the same.
+    upstream = tls_upstream()
+    known = upstream.context
+    balancer = trusting([upstream.url], max_idle=0, max_fails=0, tls_min_version="TLSv1.3")
+    client(balancer).get("/")
+    upstream.context = tls12_only(fresh_context())
+    with caplog.at_level(logging.WARNING, "wsgistack.forward"):
+        client(balancer).get("/", status=502)
+    assert "TLS handshake with 127.0.0.1 failed" in caplog.text
+    upstream.context = known
+    client(balancer).get("/")
+    client(balancer).get("/")  # and the session of that full one resumes again
+    assert (upstream.handshakes, upstream.resumed) == (3, 1)
+    row = balancer.status()[0]
+    assert (row["tls_full_handshakes"], row["tls_resumed_handshakes"]) == (2, 1)
+
+
+def test_the_status_counts_full_and_resumed_handshakes_per_https_upstream(
+    lb, trusting, tls_upstream
+):
+    upstream = tls_upstream()
+    balancer = trusting([upstream.url], max_idle=0)
+    for _ in range(3):
+        client(balancer).get("/")
+    row = balancer.status()[0]
+    assert (row["tls_full_handshakes"], row["tls_resumed_handshakes"]) == (1, 2)
+    assert row["connections_made"] == 3
+    plain = lb(["http://127.0.0.1:9"]).status()[0]  # no TLS: no such counts
+    assert "tls_full_handshakes" not in plain and "tls_resumed_handshakes" not in plain
+
+
 def test_a_session_is_kept_per_upstream_never_offered_to_another(trusting, tls_upstream):
     # Both upstreams share one server context, so each would accept the other's
     # session: only the forwarder keeping them apart makes b's first one full.

@@ -11,7 +11,9 @@ otherwise) and the name it checks; the handshake is part of connecting, so
 its failure is a connect failure, and its connections are pooled and
 checked before reuse as plain ones are.  A new one resumes the upstream's last
 TLS session (kept per upstream: a session belongs to one server and name);
-a server that no longer knows it does a full handshake instead.
+a server that no longer knows it does a full handshake instead, and a
+handshake that fails drops it.  ``status()`` counts an https:// upstream's
+full and resumed handshakes.
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ class Upstream:
         self.rises = 0
         self._idle: deque[_Idle] = deque()
         self.connections_made = 0
+        #: https://: the good handshakes, full and resumed (nginx users look for
+        #: these when they turn proxy_ssl_session_reuse on).
+        self.tls_full = 0
+        self.tls_resumed = 0
         forget_on_fork(self)
 
     def _forked(self) -> None:
@@ -254,21 +260,36 @@ class Upstream:
         if self.tls is not None:
             # A session the server no longer knows (restarted, expired) is no
             # error: the server answers with a full handshake instead.
+            offered = self._session
             try:
-                sock = self.tls.wrap_socket(
-                    sock, server_hostname=self.server_name, session=self._session
-                )
-            except ssl.SSLError as exc:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_name, session=offered)
+            except BaseException as exc:
                 sock.close()
-                raise ConnectionError(
-                    f"TLS handshake with {self.server_name} failed: {tls_failure(exc)}"
-                ) from None
-            except BaseException:
-                sock.close()
+                self._forget_session(offered)
+                if isinstance(exc, ssl.SSLError):
+                    why = tls_failure(exc)
+                    raise ConnectionError(
+                        f"TLS handshake with {self.server_name} failed: {why}"
+                    ) from None
                 raise
         with self._lock:
             self.connections_made += 1
+            if isinstance(sock, ssl.SSLSocket) and sock.session_reused:
+                self.tls_resumed += 1
+            elif self.tls is not None:
+                self.tls_full += 1
         return sock
+
+    def _forget_session(self, offered: ssl.SSLSession | None) -> None:
+        """A handshake that offered ``offered`` failed: offer it no more.
+
+        Whatever broke the handshake (a certificate no longer trusted, a
+        server that aborts on the session, a stall), the next one starts
+        afresh rather than offer the same session again and again.  Only that
+        session: one another thread kept meanwhile came from a good handshake.
+        """
+        if offered is not None and self._session is offered:
+            self._session = None
 
     def keep_session(self, sock: socket.socket) -> None:
         """Keep ``sock``'s TLS session for the next new connection to resume.
@@ -306,7 +327,8 @@ class Upstream:
                 self._idle.pop().sock.close()
 
     def status(self, now: float) -> dict[str, Any]:
-        return {
+        """The upstream's row for a status page; an https:// one's counts its TLS handshakes."""
+        row = {
             "url": self.url,
             "weight": self.weight,
             "backup": self.backup,
@@ -315,6 +337,10 @@ class Upstream:
             "idle": len(self._idle),
             "connections_made": self.connections_made,
         }
+        if self.tls is not None:
+            row["tls_full_handshakes"] = self.tls_full
+            row["tls_resumed_handshakes"] = self.tls_resumed
+        return row
 
     def __repr__(self) -> str:
         extra = f", weight={self.weight}" if self.weight != 1 else ""
