@@ -154,6 +154,31 @@ def test_a_get_to_a_dying_upstream_is_retried_elsewhere(lb, upstreams, dying):
     assert dying.requests == [b"GET "]
 
 
+@pytest.mark.parametrize(
+    ("method", "status", "sent"),
+    [
+        *(pytest.param(m, 200, [m], id=f"{m}-again") for m in ("GET", "HEAD", "OPTIONS")),
+        *(pytest.param(m, 200, [m], id=f"{m}-again") for m in ("PUT", "DELETE")),
+        *(pytest.param(m, 502, [m], id=f"{m}-once") for m in ("POST", "PATCH", "LOCK", "PURGE")),
+        pytest.param("TRACE", 405, [], id="TRACE-never"),  # answered here, never sent
+    ],
+)
+def test_after_the_request_went_out_only_an_idempotent_method_goes_out_again(
+    lb, upstreams, dying, method, status, sent
+):
+    # The first upstream read the whole request and hung up unanswered: it may
+    # have acted on it, so only a method RFC 9110 §9.2.2 calls idempotent goes
+    # to the next one (nginx repeats any method but POST, LOCK and PATCH: PURGE too).
+    good = upstreams.start("b")
+    balancer = lb([dying.url, good])
+    request = b"%s / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % method.encode()
+    # wsgiref's validator warns of any method RFC 9110 does not define (LOCK, PURGE).
+    answer = exchange(balancer, request, threads=2, validate=method not in ("LOCK", "PURGE"))
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    assert [request.split(b" ")[0].decode() for request in dying.requests] == sent
+    assert upstreams.received[("b", method)] == (1 if status == 200 else 0)
+
+
 def test_back_from_fail_timeout_one_failure_takes_it_out_again(lb, upstreams, raw):
     # As nginx: once max_fails took it out, the first try after fail_timeout
     # decides; one failure (a client waiting out a timeout, say) takes it out

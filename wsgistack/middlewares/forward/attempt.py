@@ -27,6 +27,11 @@ __all__ = ["IDEMPOTENT", "Failure", "attempt"]
 
 log = logging.getLogger("wsgistack.forward")
 
+#: The methods a request may go out again with once it was sent: RFC 9110
+#: §9.2.2's idempotent ones, but TRACE, which the balancer answers 405 itself
+#: and never forwards.  Any other method (POST, PATCH, LOCK, WebDAV's, an
+#: extension) is assumed unsafe to repeat: nginx retries every method but
+#: POST, LOCK and PATCH, which would send an unknown one twice.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
