@@ -35,12 +35,26 @@ class ConfigError(WsgiStackError, ValueError):
     """
 
 
+#: The statuses of a request over a size limit the operator set (RFC 9110
+#: 15.5.14, 15.5.15, RFC 6585 5): its body, its request line, its header fields.
+_OVER_LIMIT = frozenset({413, 414, 431})
+
+
 class ProtocolError(WsgiStackError):
     """A peer broke the protocol; ``status_hint`` is the status to answer with."""
 
     def __init__(self, message: str, status_hint: int = 400) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+
+    @property
+    def over_limit(self) -> bool:
+        """Whether the request was well formed but larger than a limit allows (413, 414, 431).
+
+        The client's doing, whichever bind it came through: the server logs it
+        at INFO, as nginx its "client sent too long URI".
+        """
+        return self.status_hint in _OVER_LIMIT
 
 
 class RequestBodyError(ProtocolError, OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import select
 import socket
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import echo_app
-from .live import RawClient, live_server
+from .live import RawClient, live_server, read_until_close, uwsgi_packet
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -115,6 +116,52 @@ def test_the_request_line_limit_counts_the_whole_line_as_gunicorns(method, lengt
         got, _, _ = client.request(_request(method, length))
     assert got == status
     assert called == ([method.decode()] if status == 200 else [])
+
+
+LONG_LINE = (
+    "request from 127.0.0.1: request line longer than --max-request-line (64 bytes), answered 414"
+)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: a\r\n\r\n", id="http-target"),
+        pytest.param(b"BREWS /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n", id="http-unknown-method"),
+        pytest.param(b"GET /" + b"a" * 100, id="http-line-that-never-ends"),
+        pytest.param(
+            uwsgi_packet(
+                {
+                    "REQUEST_METHOD": "GET",
+                    "REQUEST_URI": "/" + "a" * 100,
+                    "PATH_INFO": "/" + "a" * 100,
+                    "SERVER_PROTOCOL": "HTTP/1.1",
+                    "REMOTE_ADDR": "127.0.0.1",  # nginx's client, and the HTTP test's
+                }
+            ),
+            id="uwsgi",
+        ),
+    ],
+)
+def test_a_request_line_over_the_limit_is_one_info_line_from_either_bind(caplog, request_bytes):
+    # As nginx's "client sent too long URI" (info): the uwsgi bind said it as a
+    # WARNING a client could repeat at will, and the HTTP bind only at DEBUG.
+    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
+    bind = "uwsgi://127.0.0.1:0" if request_bytes[:1] == b"\x00" else "127.0.0.1:0"
+    with (
+        live_server(echo_app, bind=bind, max_request_line=64) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(request_bytes)
+        assert read_until_close(client).startswith(b"HTTP/1.1 414 ")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "wsgistack.server"
+        and r.levelno >= logging.INFO
+        and "request line" in r.getMessage()
+    ]
+    assert said == [(logging.INFO, LONG_LINE)]
 
 
 @pytest.mark.parametrize(

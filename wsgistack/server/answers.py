@@ -155,17 +155,26 @@ def send_refusal(connection: Connection, error: ProtocolError, head_only: bool =
     """Answer a request refused before the app saw it (logged, as nginx logs its 400s).
 
     ``head_only``: the request is known to be a HEAD, so no body goes out.
+    A request over a limit (413, 414, 431) is also one INFO line naming the
+    client and the limit, the same from both binds, as nginx's "client sent
+    too long URI" is at info: an operator who lowered a limit sees what it
+    turns away, and a client cannot fill the log with warnings (gunicorn's
+    "Invalid request from ip=..." is one).  Other refusals are the access
+    log's alone; the uwsgi parser warns of a malformed packet itself.
     """
-    log.debug("refused %s: %s", connection.peer, error)
+    peer, line = connection.peer, ""
+    if isinstance(connection.parser, UwsgiParser):
+        peer, line = connection.parser.refused_line(peer)  # the client, not nginx
+    if error.over_limit:
+        log.info("request from %s: %s, answered %d", client_of(peer), error, error.status_hint)
+    else:
+        log.debug("refused %s: %s", connection.peer, error)
     connection.linger = True  # the connection then closes, lingering (see worker)
     size = 0
     try:
         size = send_error(connection, error.status_hint, head_only)
     finally:  # also when the client has gone: its line, with nothing sent
         if connection.worker.access_log is not None:
-            peer, line = connection.peer, ""
-            if isinstance(connection.parser, UwsgiParser):
-                peer, line = connection.parser.refused_line(peer)  # the client, not nginx
             connection.worker.access_log.refused(peer, error.status_hint, line, size=size)
 
 

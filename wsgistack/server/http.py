@@ -36,7 +36,7 @@ from ..errors import ProtocolError
 from .malformed import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .method import failing_message, method_refusal
 from .request import Limits, Request, RequestQueue
-from .requestline import SPACES_AND_VERSION, ends_request_line, other_protocol
+from .requestline import SPACES_AND_VERSION, ends_request_line, line_too_long, other_protocol
 from .target import absolute_form, valid_host
 
 __all__ = ["RequestParser"]
@@ -147,7 +147,7 @@ class RequestParser(RequestQueue):
         request.url += url
         line = len(self._parser.get_method()) + len(request.url) + SPACES_AND_VERSION
         if line > self.limits.max_request_line:
-            raise self._refusal("request line too long", 414)
+            raise self._refusal(line_too_long(self.limits.max_request_line), 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._current
@@ -347,8 +347,10 @@ class RequestParser(RequestQueue):
         if self._in_head:
             if self._open_bytes > limits.max_request_line + limits.max_header_size:
                 # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
-                status = 431 if self._current and self._current.url else 414
-                self._fail(ProtocolError("request head too large", status))
+                if self._current and self._current.url:
+                    self._fail(ProtocolError("request head too large", 431))
+                else:  # its request line has not ended
+                    self._fail(ProtocolError(line_too_long(limits.max_request_line), 414))
         elif self._open_bytes > limits.max_header_size:
             if self._size_line:
                 # RFC 9112 7.1.1: a server ought to limit chunk extensions and answer

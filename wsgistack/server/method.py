@@ -21,6 +21,7 @@ import httptools
 
 from ..errors import ProtocolError
 from ..options import TCHAR
+from .requestline import line_too_long
 
 __all__ = ["failing_message", "method_refusal", "unimplemented"]
 
@@ -83,7 +84,7 @@ def method_refusal(message: bytes, limit: int) -> ProtocolError | None:
     end = message.find(b"\n")
     line = message if end < 0 else message[:end]
     if len(line.rstrip(b"\r")) > limit:  # the whole line, CRLF aside, as for a known method
-        return ProtocolError("request line too long", 414)
+        return ProtocolError(line_too_long(limit), 414)
     if end < 0:
         return None  # the request line is still arriving
     try:

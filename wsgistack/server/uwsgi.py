@@ -26,6 +26,7 @@ from ..errors import ProtocolError
 from ..options import TCHAR, TOKEN
 from .environ import Input
 from .request import Limits, Request, RequestQueue
+from .requestline import line_too_long
 
 __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
 
@@ -234,7 +235,8 @@ class UwsgiParser(RequestQueue):
                 self._head()
             except ProtocolError as exc:
                 self.error = exc
-                log.warning("refused a uwsgi packet: %s", exc)
+                if not exc.over_limit:  # nginx never sends such a packet: its setup is wrong
+                    log.warning("refused a uwsgi packet: %s", exc)
             return
         self._body(request, data)
 
@@ -302,11 +304,7 @@ class UwsgiParser(RequestQueue):
         # The request line nginx read, as the HTTP bind counts it: method SP target SP version.
         line = sum(len(variables.get(name, "")) + 1 for name in _REQUEST_LINE) - 1
         if line > limits.max_request_line:
-            raise ProtocolError(
-                f"uwsgi: a {line}-byte request line (REQUEST_METHOD, REQUEST_URI,"
-                f" SERVER_PROTOCOL) is over the {limits.max_request_line}-byte limit",
-                414,
-            )
+            raise ProtocolError(line_too_long(limits.max_request_line), 414)
         fields = size = 0
         for name, value in variables.items():
             if name.startswith("HTTP_"):
