@@ -20,6 +20,36 @@ def hello_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
     return [body]
 
 
+def logging_ini(level: str, args: str, fmt: str) -> str:
+    """The ``[loggers]``..``[formatters]`` sections of a logging.fileConfig ini.
+
+    The root logger at ``level`` writes to one FileHandler made with ``args``
+    (its Python tuple, as the ini spells it) in the format ``fmt``.
+    """
+    return f"""
+[loggers]
+keys = root
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = {level}
+handlers = file
+
+[handler_file]
+class = FileHandler
+args = {args}
+formatter = plain
+
+[formatter_plain]
+format = {fmt}
+"""
+
+
 @pytest.fixture
 def checked() -> Callable[[WSGIApplication], WSGIApplication]:
     """Wrap an app in wsgiref's validator, so PEP 3333 is checked, not assumed."""

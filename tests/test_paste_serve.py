@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from tests.conftest import logging_ini
 from wsgistack.cli import main
 
 from .server.live import RawClient
@@ -144,29 +145,10 @@ def test_sighup_loads_the_changed_code(paste_serve, tmp_path):
 
 
 def test_the_ini_loggers_set_up_logging(paste_serve, tmp_path):
-    logging_sections = """
-    [loggers]
-    keys = root
-
-    [handlers]
-    keys = file
-
-    [formatters]
-    keys = plain
-
-    [logger_root]
-    level = INFO
-    handlers = file
-
-    [handler_file]
-    class = FileHandler
-    args = ('%(here)s/from-ini.log',)
-    formatter = plain
-
-    [formatter_plain]
-    format = from the ini: %(message)s
-    """
-    write_site(tmp_path, OURS + "workers = 1\n", extra=textwrap.dedent(logging_sections))
+    logging_sections = logging_ini(
+        "INFO", "('%(here)s/from-ini.log',)", "from the ini: %(message)s"
+    )
+    write_site(tmp_path, OURS + "workers = 1\n", extra=logging_sections)
     log = tmp_path / "from-ini.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "wsgistack.cli", "serve", "--paste", "site.ini"],

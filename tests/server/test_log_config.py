@@ -15,6 +15,7 @@ from wsgiref.validate import validator
 
 import pytest
 
+from tests.conftest import logging_ini
 from tests.server.served import poll
 from wsgistack import Server
 from wsgistack.errors import ConfigError
@@ -36,28 +37,7 @@ def app(environ, start_response):
     return [body]
 """
 
-INI = """
-[loggers]
-keys = root
-
-[handlers]
-keys = file
-
-[formatters]
-keys = plain
-
-[logger_root]
-level = WARNING
-handlers = file
-
-[handler_file]
-class = FileHandler
-args = ('out.log', 'a')
-formatter = plain
-
-[formatter_plain]
-format = {prefix} %(name)s %(levelname)s %(message)s
-"""
+INI = logging_ini("WARNING", "('out.log', 'a')", "{prefix} %(name)s %(levelname)s %(message)s")
 
 
 def _dict_config(prefix: str, handler_class: str = "logging.FileHandler") -> str:

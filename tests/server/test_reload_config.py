@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import logging_ini
+
 from .live import RawClient
 from .served import Served, poll
 
@@ -205,28 +207,7 @@ use = egg:wsgistack#main
 host = 127.0.0.1
 port = 0
 {server}
-
-[loggers]
-keys = root
-
-[handlers]
-keys = file
-
-[formatters]
-keys = plain
-
-[logger_root]
-level = INFO
-handlers = file
-
-[handler_file]
-class = FileHandler
-args = ('{log}',)
-formatter = plain
-
-[formatter_plain]
-format = %(levelname)s %(message)s
-"""
+""" + logging_ini("INFO", "('{log}',)", "%(levelname)s %(message)s")
 
 
 def listening_port(log: Path) -> int | None:
