@@ -15,7 +15,8 @@ from wsgistack.server.bind import parse_bind
 from wsgistack.server.listener import accept, open_listeners
 
 from .conftest import echo_app, recording_echo
-from .live import RawClient, live_server
+from .live import RawClient, live_server, read_until_close
+from .served import poll
 
 GET = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -55,6 +56,58 @@ def test_response_without_length_is_chunked_for_http11():
         assert headers["transfer-encoding"] == "chunked"
         assert body == b"first,second"
         assert client.request(GET % b"")[2] == b"first,second"  # still keep-alive
+
+
+EVENTS = (b"data: 1\n\n", b"data: 2\n\n")
+
+
+def keeping_open(environ, start_response):
+    """A server-sent-events app: empty strings between its events, as long polls yield.
+
+    ``/length`` gives a Content-Length, ``/write`` writes through the legacy write().
+    """
+    path = environ["PATH_INFO"]
+    headers = [("Content-Type", "text/event-stream")]
+    if path == "/length":
+        headers.append(("Content-Length", str(sum(map(len, EVENTS)))))
+    write = start_response("200 OK", headers)
+    if path == "/write":
+        write(b"")
+        write(EVENTS[0])
+        write(b"")
+        return [b"", EVENTS[1], b""]
+    return iter([b"", EVENTS[0], b"", b"", EVENTS[1], b""])
+
+
+CHUNKED = b"9\r\n%b\r\n9\r\n%b\r\n0\r\n\r\n" % EVENTS
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/", CHUNKED, id="chunked"),
+        pytest.param("/write", CHUNKED, id="chunked-by-write"),
+        pytest.param("/length", b"".join(EVENTS), id="content-length"),
+    ],
+)
+def test_an_empty_string_from_the_app_is_never_a_chunk_or_a_byte(tmp_path, path, body):
+    # An empty chunk is the last one (0\r\n\r\n): written for a b"" the app
+    # yields to keep a response open, it would end the body there, and the
+    # client would read the next event as the next response.
+    log = tmp_path / "access.log"
+    twice = b"GET %b HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode()
+    last = b"GET %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path.encode()
+    with (
+        live_server(keeping_open, access_log=str(log)) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(twice + last)  # the first on a kept-alive connection, pipelined
+        answer = read_until_close(client)
+    first, second = answer.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert first.partition(b"\r\n\r\n")[2] == body
+    assert second.partition(b"\r\n\r\n")[2] == body
+    lines = poll(lambda: (lines := log.read_text().splitlines()) and len(lines) == 2 and lines)
+    assert all(line.endswith(f'" 200 {len(b"".join(EVENTS))} "-" "-"') for line in lines)
 
 
 def test_response_without_length_is_close_delimited_for_http10():
