@@ -246,26 +246,23 @@ def test_a_bad_logging_env_or_path_option_fails_at_start_naming_it(
     assert message in _start_error(tmp_path, *options)
 
 
-def test_a_bad_log_config_in_a_toml_server_table_names_the_file_and_the_option(tmp_path):
-    (tmp_path / "stack.toml").write_text(
-        '[server]\nlog_config = "none.json"\n[app]\nuse = "logapp:app"\n'
-    )
-    (tmp_path / "logapp.py").write_text(LOGGING_APP)
-    result = subprocess.run(
-        [sys.executable, "-m", "wsgistack.cli", "serve", "--config", "stack.toml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "stack.toml: [server]: log_config: none.json: no such file" in result.stderr
-
-
-def test_a_nul_in_an_env_value_names_the_key_and_the_value_not_a_bad_name(tmp_path):
-    (tmp_path / "stack.toml").write_text(
-        '[server]\nenv = { GREETING = "a\\u0000b" }\n[app]\nuse = "logapp:app"\n'
-    )
+@pytest.mark.parametrize(
+    ("server_table", "message"),
+    [
+        ('log_config = "none.json"', "stack.toml: [server]: log_config: none.json: no such file"),
+        (
+            # The value's fault, not the name's: said so, naming the key.
+            'env = { GREETING = "a\\u0000b" }',
+            "stack.toml: [server]: env: 'GREETING': its value holds a NUL,"
+            " which no variable can carry",
+        ),
+    ],
+    ids=["log-config", "env-value-nul"],
+)
+def test_a_bad_option_in_a_toml_server_table_names_the_file_and_the_option(
+    tmp_path, server_table, message
+):
+    (tmp_path / "stack.toml").write_text(f'[server]\n{server_table}\n[app]\nuse = "logapp:app"\n')
     (tmp_path / "logapp.py").write_text(LOGGING_APP)
     result = subprocess.run(
         [sys.executable, "-m", "wsgistack.cli", "serve", "--config", "stack.toml"],
@@ -276,10 +273,8 @@ def test_a_nul_in_an_env_value_names_the_key_and_the_value_not_a_bad_name(tmp_pa
         check=False,
     )
     assert result.returncode != 0
-    assert (
-        "stack.toml: [server]: env: 'GREETING': its value holds a NUL, which no variable can carry"
-    ) in result.stderr
-    assert "name" not in result.stderr
+    assert message in result.stderr
+    assert "a variable's name" not in result.stderr
 
 
 def test_the_error_log_is_reopened_on_sigusr1_and_no_line_is_lost(tmp_path, serve):
