@@ -8,9 +8,10 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          fails; if the new workers cannot load the app, the old ones stay.
          With ``reconfigure`` (--config, --paste) it first reads the file again
          (``reconfig.py``); one that cannot apply is logged and changes nothing.
-         A reload whose new workers cannot load the app puts the master's
-         environment (``env``) back as the old set has it, for the workers it
-         respawns.
+         A reload whose new workers cannot load the app puts the master back
+         to what the old set runs with (``Serving``): its configuration, env,
+         listeners, pid file and worker count, so the workers it respawns
+         and the next reload start from there.
          A second SIGHUP during a reload stops the set still starting and
          starts another (the latest code wins).  Ignored once a stop has begun.
 SIGINT / SIGQUIT  quick stop, also during a graceful one; a stop once begun
@@ -48,6 +49,7 @@ ready once it says so on a pipe (``ready.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -65,7 +67,6 @@ from .heartbeat import Heartbeat
 from .listener import close_listeners
 from .logsetup import reopen_log_files
 from .notify import Notify
-from .processenv import Env, Settled
 from .ready import ReadyPipe
 from .reconfig import Dropped
 from .reloader import FirstFailure, ReloadRequests
@@ -97,6 +98,15 @@ class State(enum.Enum):
     STOPPING = "stopping"  # workers drain or quit; none is spawned, no reload finishes
 
 
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """What the set serving when a reload began runs with: a failed reload goes back to it."""
+
+    config: ServerConfig
+    listeners: tuple[socket.socket, ...]
+    target: int  # how many of it to keep (SIGTTIN / SIGTTOU during the reload count too)
+
+
 class Arbiter:
     """Run and supervise ``config.workers`` worker processes until stopped."""
 
@@ -107,7 +117,7 @@ class Arbiter:
         listeners: list[socket.socket],
         reconfigure: Callable[[], tuple[ServerConfig, list[socket.socket]]] | None = None,
         notify: Notify | None = None,
-        settled: Settled | None = None,
+        restore: Callable[[ServerConfig, list[socket.socket]], None] | None = None,
     ) -> None:
         self.load = load
         self.config = config
@@ -115,10 +125,10 @@ class Arbiter:
         #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None.
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
+        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``).
+        self._restore = restore
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
-        #: The process's ``env`` (``processenv.py``), which ``reconfigure`` changes.
-        self._settled = settled or Settled()
-        self._serving_env: Env = ()  # while reloading: the env the old set was forked with
+        self._serving: Serving | None = None  # while reloading: what the old set runs with
         self.workers = Roster()  # pid -> start time, and each one's standing (roster.py)
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -234,7 +244,7 @@ class Arbiter:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
         self._notify.reloading()
-        serving_env = self._settled.env
+        serving = self._serving or Serving(self.config, tuple(self.listeners), self._target)
         if not self._read_again():
             return
         if self._state is State.RELOADING:
@@ -250,7 +260,7 @@ class Arbiter:
         else:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
-            self._serving_env = serving_env
+            self._serving = serving
             self.workers.retiring = set(self.workers) - self.workers.leaving
         if self._first_failure is not None:
             self._first_failure.renew()  # a new set, new code: its failure is new
@@ -267,6 +277,12 @@ class Arbiter:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
             self._notify.reload_ended("reload refused, see the log")
             return False
+        if self._serving is not None:
+            # A reload replaces one under way: the sockets only that attempt
+            # opened are closed now (its workers, the only others holding
+            # them, are told to stop), so none outlives a failure.
+            kept = (*listeners, *self._serving.listeners)
+            close_listeners([sock for sock in self.listeners if not _among(sock, kept)])
         self._dropped.hold(self.listeners, listeners, holders=self.workers)
         if config.workers != self.config.workers:
             self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
@@ -284,6 +300,8 @@ class Arbiter:
             log.info("master: one worker less, but at least one stays")
             return
         self._target += step
+        if self._serving is not None and self._serving.target + step >= 1:
+            self._serving = dataclasses.replace(self._serving, target=self._serving.target + step)
         log.info("master: one worker %s, now %d", "more" if step > 0 else "less", self._target)
 
     def _stop(self, graceful: bool) -> None:
@@ -311,6 +329,7 @@ class Arbiter:
             self.workers.send_away(self.workers.retiring, signal.SIGTERM)
             self.workers.retiring = set()
             self._state = State.SERVING
+            self._serving = None
 
     def _tell(self) -> None:
         """systemd's view of a serving master: READY=1 once a set is up, STATUS= as it changes."""
@@ -378,25 +397,34 @@ class Arbiter:
             old = self.workers.retiring & set(self.workers)
             self.workers.retiring = set()
             self._state = State.SERVING
-            # The old set's env again: a worker respawned for it (a crash,
-            # --max-requests, SIGTTIN) must not get the new env with the old code.
-            self._settled.change_env(self._serving_env)
+            left = "keeping the old workers" if old else "no old worker left"
+            log.error("master: reload failed (the new app cannot be loaded), %s", left)
+            self._go_back()
             if old:
-                log.error(
-                    "master: reload failed (the new app cannot be loaded), keeping the old workers"
-                )
                 self._notify.reload_ended("reload failed, the old app serves")
             else:
                 # The old workers were lost while the new ones loaded: nothing can
                 # serve, so the master stops as when the app cannot load at start.
-                log.error(
-                    "master: reload failed (the new app cannot be loaded), no old worker left"
-                )
                 self._give_up(pid)
         else:
             # The code on disk no longer loads: the others serve on (backoff.py).
             wait = self._backoff.failed_to_load(time.monotonic())
             log.error("master: a new worker could not load the app; trying again in %g s", wait)
+
+    def _go_back(self) -> None:
+        """The failed reload undone: the master acts on what the old set runs with again.
+
+        A worker respawned for it (a crash, --max-requests, SIGTTIN) gets its
+        options, env and listeners, not the new ones with the old code; the
+        count is its count, and the next reload is told against it.
+        """
+        assert self._serving is not None  # set while reloading
+        serving, self._serving = self._serving, None
+        listeners = list(serving.listeners)
+        self._dropped.take_back(listeners)  # the addresses it dropped are served again
+        if self._restore is not None:
+            self._restore(serving.config, listeners)  # closes those it opened
+        self.config, self.listeners, self._target = serving.config, listeners, serving.target
 
     def _give_up(self, pid: int) -> None:
         """Stop with status 2: the app cannot be loaded and nothing else serves."""
@@ -457,3 +485,8 @@ class Arbiter:
             changed=self._reloads.send if self._reloads is not None else None,
             first_failure=self._first_failure,
         )
+
+
+def _among(sock: socket.socket, listeners: Iterable[socket.socket]) -> bool:
+    """Whether ``sock`` is one of ``listeners`` (the same object: sockets have no equality)."""
+    return any(sock is each for each in listeners)

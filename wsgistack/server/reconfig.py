@@ -7,8 +7,11 @@ options are valid, the new addresses bind, the pid file and the access log can
 be written, the logging section applies): a bad edit leaves the running server
 exactly as it was.  A changed ``env`` is set just before the logging section
 applies (which may read it, as at start) and put back if that fails
-(``processenv.py``), or if the new workers then cannot load the app
-(``arbiter.py``), so the old workers' respawns keep the old environment.
+(``processenv.py``).  If the new workers then cannot load the app, the master
+goes back to the configuration the old workers run with (``arbiter.py``'s
+``Serving``, ``Server._restore``): the env, the listeners (those opened for
+the reload closed, those it dropped kept), the pid file and the worker count;
+the logging the reload applied stays, as it cannot be undone.
 An address listed before and after keeps its socket, so its port (also one
 picked with port 0) and its queued connections stay; only the addresses that
 are new are bound, and those no longer listed are closed by the master once
@@ -20,21 +23,25 @@ the workers that hold them have left.
     dropped = Dropped()                               # in the master
     dropped.hold(server.listeners, listeners, holders=workers)
     dropped.release(alive=workers)    # each turn: closed once no holder is left
+    dropped.take_back(server.listeners)  # the new workers failed: the old ones keep theirs
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from collections.abc import Callable, Collection, Iterable
 
 from ..errors import ConfigError
 from .bind import Bind
 from .config import ServerConfig
-from .listener import close_listeners, open_listeners, unopen
+from .listener import close_listeners, open_listeners, set_socket_mode, unopen
 from .processenv import env_changes
 
-__all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open"]
+__all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open", "retune"]
+
+log = logging.getLogger("wsgistack.server")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +187,18 @@ def _shown(name: str, value: object) -> str:
     return str(value)
 
 
+def retune(sock: socket.socket, bind: Bind, old: ServerConfig, new: ServerConfig) -> None:
+    """Give a listener kept across a reload ``new``'s backlog and socket mode, where they differ."""
+    if new.backlog != old.backlog and bind.kind != "fd":
+        # (an inherited socket's backlog is its owner's: ListenQueueBacklog=)
+        sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
+    if bind.kind == "unix" and new.socket_mode not in (None, old.socket_mode):
+        try:
+            set_socket_mode(sock, new.socket_mode)
+        except OSError as exc:
+            log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
+
+
 class Dropped:
     """The listeners reloads dropped, held by the master until the workers holding them leave.
 
@@ -198,6 +217,11 @@ class Dropped:
         if dropped:
             self._sockets += dropped
             self._holders |= set(holders)
+
+    def take_back(self, listeners: Iterable[socket.socket]) -> None:
+        """Keep ``listeners`` open after all: the reload that dropped them failed."""
+        back = list(listeners)
+        self._sockets = [sock for sock in self._sockets if all(sock is not each for each in back)]
 
     def release(self, alive: Iterable[int]) -> None:
         """Close them once none of their holders is among the ``alive`` workers."""

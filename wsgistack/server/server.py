@@ -32,7 +32,6 @@ from .listener import (
     describe_listener,
     describe_socket,
     open_listeners,
-    set_socket_mode,
     unopen,
 )
 from .logsetup import give_log_files
@@ -40,7 +39,7 @@ from .notify import Notify
 from .pidfile import PidFile
 from .preload import forked_from, load_in_master, note_reload
 from .processenv import Settled
-from .reconfig import Reread, changes, check_reload, keep_or_open
+from .reconfig import Reread, changes, check_reload, keep_or_open, retune
 from .statsd import check_statsd, master_metrics
 from .threads import RequestThread
 from .worker import Worker
@@ -223,7 +222,12 @@ class Server:
                         return 2
                     load = forked_from(app)  # what every worker runs
                 arbiter = Arbiter(
-                    load, self.config, self.listeners, self._reconfigure, notify, self._settled
+                    load,
+                    self.config,
+                    self.listeners,
+                    reconfigure=self._reconfigure,
+                    notify=notify,
+                    restore=self._restore,
                 )
                 metrics = master_metrics(self.config, notify)  # the worker gauge, log counts
                 try:
@@ -329,19 +333,41 @@ class Server:
         for sock, bind in zip(listeners, new.bind, strict=True):
             if any(sock is each for each in opened):
                 log.info("listening on %s", describe_listener(sock, bind, new.tls_for(bind)))
-                continue
-            if new.backlog != self.config.backlog and bind.kind != "fd":
-                # (an inherited socket's backlog is its owner's: ListenQueueBacklog=)
-                sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
-            if bind.kind == "unix" and new.socket_mode not in (None, self.config.socket_mode):
-                try:
-                    set_socket_mode(sock, new.socket_mode)
-                except OSError as exc:
-                    log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
+            else:
+                retune(sock, bind, self.config, new)
         self._dropped_fds |= _fds(self.config) - _fds(new)
         self.config, self.listeners = new, listeners
         self._note_bound()
         return new, listeners
+
+    def _restore(self, config: ServerConfig, listeners: list[socket.socket]) -> None:
+        """Back to the ``config`` and ``listeners`` the old workers run with: their reload failed.
+
+        The listeners opened for it are closed (an inherited one let go of),
+        the kept ones get their backlog and socket mode back, the env and the
+        pid file are the old ones.  The logging it applied stays (``Reread``).
+        """
+        said = "; ".join(changes(self.config, config))
+        unopen([sock for sock in self.listeners if all(sock is not each for each in listeners)])
+        for sock, bind in zip(listeners, config.bind, strict=True):
+            retune(sock, bind, self.config, config)
+        self._dropped_fds -= _fds(config)  # taken back, open again
+        self._settled.change_env(config.env)
+        if config.pid != self.config.pid:
+            try:
+                pid_file = PidFile.create(config.pid) if config.pid is not None else None
+            except ConfigError as exc:
+                # Where it is now, rather than nowhere; the next reload starts from here.
+                log.warning("master: the pid file stays where the reload moved it: %s", exc)
+                config = dataclasses.replace(config, pid=self.config.pid)
+            else:
+                if self._pid_file is not None:
+                    self._pid_file.remove()
+                self._pid_file = pid_file
+        self.config, self.listeners = config, listeners
+        self._note_bound()
+        if said:
+            log.info("master: the old workers' configuration is back: %s", said)
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe); its listeners close as it begins."""
