@@ -19,7 +19,7 @@ import pytest
 
 from .served import Served, poll
 from .test_reload_config import refused, request_line, status_of
-from .test_reload_env import ENV_APP, hang_up
+from .test_reload_env import ENV_APP, answers, hang_up
 from .test_reload_states import HELD
 
 
@@ -79,6 +79,7 @@ def test_a_respawned_old_worker_runs_with_the_old_options_and_count(serve, site)
     site('bind = "127.0.0.1:0"\nworkers = 2\nenv = { GREETING = "one" }\n')
     server = serve(target=("--config", "stack.toml"), bind=())
     old = poll(lambda: server.count_workers(2))
+    answers(server, old)  # loaded: one still loading would read the edited file
     added = free_port()
     site(
         f"""\
@@ -112,6 +113,7 @@ def test_an_address_the_failed_reload_dropped_is_served_again(serve, site):
     site('bind = "127.0.0.1:0"\nworkers = 1\nenv = { GREETING = "one" }\n')
     server = serve(target=("--config", "stack.toml"), bind=())
     old = poll(lambda: server.count_workers(1))
+    answers(server, old)
     moved = free_port()
     site(f'bind = "127.0.0.1:{moved}"\nworkers = 1\nenv = {{ GREETING = "broken" }}\n')
     fail_a_reload(server, old)
@@ -126,6 +128,7 @@ def test_the_pid_file_moves_back(serve, site, tmp_path):
     site('bind = "127.0.0.1:0"\npid = "one.pid"\nenv = { GREETING = "one" }\n')
     server = serve(target=("--config", "stack.toml"), bind=())
     old = poll(lambda: server.count_workers(1))
+    answers(server, old)
     site('bind = "127.0.0.1:0"\npid = "two.pid"\nenv = { GREETING = "broken" }\n')
     log = fail_a_reload(server, old)
     assert "pid one.pid -> two.pid" in log  # the reload had moved it
