@@ -85,8 +85,8 @@ def test_a_head_that_stalls_past_the_timeout_is_logged(info):
 def test_a_head_cut_short_by_a_stop_does_not_blame_the_timeout(info):
     with live_server(echo_app, timeout=60) as server, RawClient(server.address) as client:
         client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
-        connections = server._worker._connections
-        poll(lambda: any(each.parser.mid_request for each in list(connections.values())))
+        worker = server._worker
+        poll(lambda: any(each.parser.mid_request for each in worker.connections()))
         server.stop()
         status, _, _ = client.response()  # after the stop's grace, not --timeout
     assert status == 408

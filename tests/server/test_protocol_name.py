@@ -41,8 +41,8 @@ def test_a_protocol_name_arriving_in_a_later_read_is_judged(pieces, status, tmp_
         first, rest = pieces
         client.send(first)
         # The target's end in one read, the protocol name in the next.
-        connections = server._worker._connections
-        poll(lambda: any(each.parser.mid_request for each in list(connections.values())))
+        worker = server._worker
+        poll(lambda: any(each.parser.mid_request for each in worker.connections()))
         client.send(rest)
         answer, headers, body = client.response()
         assert (answer, headers["connection"]) == (status, "close")

@@ -86,7 +86,7 @@ def test_a_request_cut_at_the_deadline_is_reset_then_and_sends_nothing_more(
                 assert data.endswith(b"first part, ")
                 release.set()
                 assert finished.wait(10)  # the app's thread went on, and ended
-                for thread in worker._threads:  # then the server's part of it
+                for thread in worker.threads:  # then the server's part of it
                     thread.join(10)
     finally:
         release.set()
@@ -218,7 +218,7 @@ def test_a_large_send_at_the_deadline_is_cut_then_not_finished(as_file, tmp_path
                 while data := client.recv(65536):
                     received += len(data)
             assert received < size // 2, received
-        for thread in worker._threads:  # the thread ends too, and closes what it held
+        for thread in worker.threads:  # the thread ends too, and closes what it held
             thread.join(10)
             assert not thread.is_alive()
     finally:

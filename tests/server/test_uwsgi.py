@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from wsgistack.errors import ConfigError
 from wsgistack.server import Server
 from wsgistack.server import direct as direct_module
+from wsgistack.server import listener as listener_module
 from wsgistack.server import worker as worker_module
 from wsgistack.server.bind import parse_bind
 from wsgistack.server.config import ServerConfig
@@ -320,7 +321,7 @@ def test_a_unix_socket_peer_without_remote_addr_has_no_address(tmp_path, sent):
 def test_a_uwsgi_only_worker_accepts_in_its_pool_threads(server):
     # nginx opens a connection per uwsgi request: on a worker with no other bind
     # the threads accept themselves, sparing a hand-over from the loop each time.
-    assert (server._worker._direct is not None) is (len(server.listeners) == 1)
+    assert (server._worker.direct is not None) is (len(server.listeners) == 1)
 
 
 def test_a_stalled_peer_holds_one_thread_while_the_others_serve():
@@ -506,7 +507,7 @@ def test_a_thread_out_of_descriptors_rests_instead_of_retrying_at_once(monkeypat
     # The connection that hit EMFILE stays in the backlog, so the listener stays
     # readable: a rest that also waited on it returned at once, and the thread
     # spun on accept() at full CPU for as long as descriptors ran short.
-    monkeypatch.setattr(worker_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
+    monkeypatch.setattr(listener_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
     real_accept = direct_module.accept
     failing = threading.Event()
     attempts: list[int] = []
@@ -542,7 +543,7 @@ def test_a_listener_that_fails_every_accept_rests_instead_of_spinning(monkeypatc
     # while every accept() fails with EINVAL.  Only out-of-descriptors paused;
     # this was taken for one connection's error and retried at once, at full
     # CPU and with a log line per try, until the worker stopped.
-    monkeypatch.setattr(worker_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
+    monkeypatch.setattr(listener_module, "ACCEPT_PAUSE", 60.0)  # only a stop ends it here
     real_accept = worker_module.accept
     attempts: list[int] = []
     failed, retried = threading.Event(), threading.Event()
@@ -585,7 +586,7 @@ def test_an_immediate_stop_leaves_no_idle_accepting_thread_behind():
         assert exchange(server, packet(nginx_vars()))[0] == 200
         server.stop(graceful=False)
         server.close()
-        assert not any(thread.is_alive() for thread in server._worker._threads)
+        assert not any(thread.is_alive() for thread in server._worker.threads)
 
 
 def test_a_graceful_stop_gives_a_half_sent_packet_the_stop_grace_not_the_timeout():
@@ -596,7 +597,7 @@ def test_a_graceful_stop_gives_a_half_sent_packet_the_stop_grace_not_the_timeout
     with live_server(recording, bind="uwsgi://127.0.0.1:0", threads=1, timeout=60) as server:
         with RawClient(server.address, timeout=20) as stalled:
             stalled.send(packet(nginx_vars())[:10])
-            direct = server._worker._direct
+            direct = server._worker.direct
             deadline = time.monotonic() + 10
             while not direct.serving[0] and time.monotonic() < deadline:
                 time.sleep(0.01)  # until the thread has accepted it
@@ -626,7 +627,7 @@ def test_a_worker_whose_master_is_gone_wakes_its_accepting_threads(monkeypatch):
         master_alive.clear()
         runner.join(20)
         assert not runner.is_alive()
-        assert not any(thread.is_alive() for thread in worker._threads)
+        assert not any(thread.is_alive() for thread in worker.threads)
     finally:
         worker.stop(graceful=False)
         runner.join(20)

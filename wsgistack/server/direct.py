@@ -9,7 +9,7 @@ uwsgi request takes.  Kept apart from ``worker.py``, whose loop and pool
 serve every other worker: here is only what this way of serving adds, and
 what a stop needs to know of it (``stopping.py``).
 
-    direct = DirectAccept(worker, listener, family, base, threads)
+    direct = DirectAccept(worker, listener, profile, threads)
     RequestThread(direct.serve, index).start()   # each pool thread
     direct.wake()                                # a stop: waiting threads look at once
 """
@@ -20,7 +20,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .connection import Connection
 from .discard import STOP_GRACE, linger
@@ -28,6 +28,7 @@ from .listener import accept
 from .poller import AcceptWaiter
 
 if TYPE_CHECKING:
+    from .profiles import BindProfile
     from .worker import Worker
 
 __all__ = ["ACCEPT_WAKE", "DirectAccept"]
@@ -40,24 +41,22 @@ ACCEPT_WAKE = 1.0
 class DirectAccept:
     """The pool threads of a worker that accept on ``listener`` themselves, and their state.
 
-    ``family`` and ``base`` are the listener's (its address family, the
-    environ keys its requests share).  Each thread writes only its own slot
-    of ``serving``, under the worker's lock, so a stop cuts only what a slot
-    holds.
+    ``profile`` is the listener's (``profiles.py``).  Each thread writes
+    only its own slot of ``serving``, under the worker's lock, so a stop cuts
+    only what a slot holds.
     """
 
     def __init__(
         self,
         worker: Worker,
         listener: socket.socket,
-        family: int,
-        base: dict[str, Any],
+        profile: BindProfile,
         threads: int,
     ) -> None:
         self._worker = worker
         self._listener = listener
-        self._family = family
-        self._base = base
+        self._family = profile.family
+        self._base = profile.base
         #: Readable once the worker stops: wakes threads waiting to accept.
         self._stop_reader, self._stop_writer = socket.socketpair()
         self.alive = 0  # threads in ``serve`` (a graceful stop waits for them)
@@ -80,7 +79,7 @@ class DirectAccept:
                 try:
                     accepted = accept(listener, self._family)
                 except OSError as exc:
-                    if pause := worker._accept_failed(exc):
+                    if pause := worker.accept_pause.after(exc):
                         waiter.rest(pause)  # a stop still ends the pause
                     continue
                 if accepted is None:
@@ -93,20 +92,20 @@ class DirectAccept:
                 serving[index] = connection
                 connection.busy = True
                 if connection.read_request(early, waiter.readable, STOP_GRACE):
-                    worker._serve(connection)  # one request: uwsgi never keeps a connection
-                with worker._lock:  # a stop cuts only what a slot holds (stopping._cut)
+                    worker.serve_next(connection)  # one request: uwsgi never keeps a connection
+                with worker.lock:  # a stop cuts only what a slot holds (stopping._cut)
                     serving[index] = None
                     if connection.linger:
-                        worker._connections[connection.fd] = connection
+                        worker.track(connection)
                 if connection.linger:
                     linger(worker, connection)
                 else:
                     sock.close()
         finally:
             waiter.close()
-            with worker._lock:
+            with worker.lock:
                 self.alive -= 1
-            worker._poller.wake()  # a stop waiting for this thread looks again
+            worker.wake()  # a stop waiting for this thread looks again
 
     def wake(self) -> None:
         """Wake the threads waiting to accept: the worker is stopping."""

@@ -132,17 +132,16 @@ def discard_more(worker: Worker, connection: Connection) -> None:
     """Read away more of an unread body; once it ended, go on as after any request."""
     ended = read_away(connection)
     if ended is None:
-        worker._poller.rearm(connection.fd)  # more to come, by the same deadline
+        worker.watch(connection)  # more to come, by the same deadline
     elif not ended:
         if connection.linger:
             linger(worker, connection)
         else:
-            worker._close(connection)
+            worker.close_connection(connection)
     elif connection.parser.has_request or connection.parser.error is not None:
-        worker._submit(connection)  # pipelined after the body
+        worker.submit(connection)  # pipelined after the body
     else:
-        worker._set_idle_deadline(connection)
-        worker._poller.rearm(connection.fd)
+        worker.watch(connection, idle=True)
 
 
 def linger(worker: Worker, connection: Connection) -> None:
@@ -161,13 +160,13 @@ def linger(worker: Worker, connection: Connection) -> None:
     try:
         connection.half_close()
     except OSError:
-        worker._close(connection)
+        worker.close_connection(connection)
         return
     now = worker.clock()
     connection.lingering = True
     connection.linger_until = now + LINGER_TOTAL
     connection.deadline = now + _linger_idle(worker)
-    worker._hand_back(connection)
+    worker.hand_back(connection)
 
 
 def _linger_idle(worker: Worker) -> float:
@@ -192,7 +191,7 @@ def drain(worker: Worker, connection: Connection) -> None:
         except OSError:
             data = b""
         if not data:
-            worker._close(connection)
+            worker.close_connection(connection)
             return
     connection.deadline = min(worker.clock() + _linger_idle(worker), connection.linger_until)
-    worker._poller.rearm(connection.fd)
+    worker.watch(connection)

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 
 from ..errors import ConfigError
 from .account import Account
 from .bind import Bind
 
 __all__ = [
+    "ACCEPT_PAUSE",
+    "AcceptPause",
     "about_one_connection",
     "accept",
     "close_listeners",
@@ -32,6 +36,11 @@ __all__ = [
     "set_socket_mode",
     "unopen",
 ]
+
+log = logging.getLogger("wsgistack.server")
+
+#: How long listeners rest after accept() ran out of descriptors or memory.
+ACCEPT_PAUSE = 0.5
 
 #: Linux copies TCP_NODELAY from a listener to the sockets it accepts, which
 #: spares a system call per connection; elsewhere ``accept`` sets it.
@@ -347,3 +356,37 @@ def about_one_connection(exc: OSError) -> bool:
     listener shut down) would fail again at once and must pause accepting.
     """
     return exc.errno in _CONNECTION_ERRORS
+
+
+class AcceptPause:
+    """A worker's answer to a failed accept(): how long to rest, and a warning now and then.
+
+    One per worker, shared by whatever accepts in it (the loop, or a
+    uwsgi-only worker's threads), so the warning is throttled for all of them.
+    """
+
+    __slots__ = ("_clock", "_warned")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._warned = -60.0
+
+    def after(self, exc: OSError) -> float:
+        """How long accepting must pause (0: not at all): any error not about the one connection.
+
+        Out of descriptors or memory, the pending connection stays in the
+        backlog and the listener stays readable, so retrying at once would
+        spin; as nginx does, accepting rests for ``ACCEPT_PAUSE`` while open
+        connections finish and free their descriptors.  An error of the
+        listener itself (EINVAL once it was shut down) would spin for ever:
+        it rests too, and the warning says why.  Errors about one connection
+        (reset, or a network error Linux hands on from it) just skip it.
+        """
+        if about_one_connection(exc):
+            log.info("accept failed: %s", exc)
+            return 0.0
+        now = self._clock()
+        if now - self._warned >= 30.0:
+            self._warned = now
+            log.warning("accept failed (%s): pausing accepts for %.1f s", exc, ACCEPT_PAUSE)
+        return ACCEPT_PAUSE

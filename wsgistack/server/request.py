@@ -14,10 +14,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
 
-__all__ = ["Limits", "Request", "RequestQueue"]
+if TYPE_CHECKING:
+    from .config import ServerConfig
+
+__all__ = ["NO_BODY_LIMIT", "Limits", "Request", "RequestQueue"]
+
+#: ``--max-body-size 0``: larger than any body a client can send.
+NO_BODY_LIMIT = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +40,16 @@ class Limits:
     max_headers: int = 100
     max_header_size: int = 16384
     max_body_size: int = 100 * 1024 * 1024
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> Limits:
+        """The limits a server's options set (``--max-request-line`` ...)."""
+        return cls(
+            config.max_request_line,
+            config.max_headers,
+            config.max_header_size,
+            config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
+        )
 
 
 class Request:

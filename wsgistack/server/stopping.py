@@ -11,6 +11,10 @@ Kept apart from ``worker.py``, which serves: nothing here runs per request.
         self._loop()        # Worker.run(), until stop()
     finally:
         shutdown(self)
+
+It reaches the worker only through the methods it keeps for a stop
+(``connections``, ``serve_ready``, ``sweep``, ``holds_nothing``, ``finish``,
+``release_threads``) and its public fields.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .discard import STOP_GRACE
 from .listener import close_listeners
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .worker import Worker
 
 __all__ = ["shutdown"]
@@ -40,9 +45,8 @@ JOIN_IDLE = 5.0
 
 
 def shutdown(worker: Worker) -> None:
-    """Drain and close everything ``worker`` holds; its loop has ended (a stop)."""
-    for fd in worker._listeners:
-        worker._poller.remove(fd)
+    """Drain and close what ``worker`` holds but its poller (``run``'s); its loop has ended."""
+    worker.unwatch_listeners()
     # Graceful: a connection accepted before the stop still gets its request
     # answered (with Connection: close) if it sends one within STOP_GRACE;
     # a request already sent on an idle keep-alive connection is read and
@@ -50,20 +54,20 @@ def shutdown(worker: Worker) -> None:
     # discard.linger); a lingering close (a client still uploading after its
     # answer) goes on until it ends or times out.
     now = worker.clock()
-    for connection in list(worker._connections.values()):
+    for connection in worker.connections():
         if not connection.busy:
             connection.deadline = min(connection.deadline, now + STOP_GRACE)
     for handshake in worker.handshakes.all():  # TLS: as a connection with no request yet
         handshake.deadline = min(handshake.deadline, now + STOP_GRACE)
-    deadline = now + (worker.config.graceful_timeout if worker._graceful else 0.0)
+    deadline = now + (worker.config.graceful_timeout if worker.graceful else 0.0)
     unlisten(worker)
-    if worker._graceful:
-        worker._dispatch(worker._poller.poll(0))
+    if worker.graceful:
+        worker.serve_ready(0)
     while worker.clock() < deadline:
         if worker.heartbeat is not None:
             worker.heartbeat(True)  # draining: the master grants --graceful-timeout
         unlisten(worker)
-        for connection in list(worker._connections.values()):
+        for connection in worker.connections():
             if (
                 connection.served
                 and not connection.busy
@@ -71,44 +75,25 @@ def shutdown(worker: Worker) -> None:
                 and not connection.parser.mid_request
             ):
                 discard.linger(worker, connection)
-        if (
-            not worker._busy
-            and not worker._connections
-            and not worker.handshakes
-            and not (worker._direct is not None and worker._direct.alive)
-        ):
+        if worker.holds_nothing():
             break
-        worker._dispatch(worker._poller.poll(0.05))
-        worker._sweep(worker.clock())
-    with worker._lock:  # a pool thread closes a connection's socket only after this lock
-        worker._finished = True
-        if worker._direct is not None:
-            cut = worker._direct.held()
-        else:
-            cut = [each for each in worker._connections.values() if each.busy]
-        for connection in cut:
-            _cut(connection.sock)
-    if cut:
-        report_cut(worker, len(cut))
-    for connection in list(worker._connections.values()):
+        worker.serve_ready(0.05)
+        worker.sweep(worker.clock())
+    if cut := worker.finish(_cut):
+        report_cut(worker, cut)
+    for connection in worker.connections():
         if not connection.busy:
-            worker._close(connection)
+            worker.close_connection(connection)
     for handshake in worker.handshakes.all():
         worker.handshakes.end(handshake)
-    for _ in worker._threads:
-        worker._jobs.put(None)
     # Join the threads that serve nothing (an immediate stop does not wait
     # for a request in flight); an accepting thread leaves at once on a stop.
-    if worker._direct is not None:
-        idle = worker._direct.idle(worker._threads)
-    else:
-        idle = [] if worker._busy else worker._threads
+    idle = worker.release_threads()
     deadline = time.monotonic() + JOIN_IDLE  # real time: threads wake in it
     for thread in idle:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    worker._poller.close()
-    if worker._direct is not None:
-        worker._direct.close()
+    if worker.direct is not None:
+        worker.direct.close()
     if worker.access_log is not None:
         worker.access_log.close()
     log.debug("worker stopped (%d requests)", worker.requests)
@@ -126,11 +111,11 @@ def unlisten(worker: Worker) -> None:
     In process (``--workers 0``, ``Server.close()``) the worker's are the
     server's, closed the same way: nothing else would accept on them.
     """
-    if not worker._owns_listeners:
+    if not worker.owns_listeners:
         return
-    if worker._direct is not None and worker._direct.may_accept(worker._threads):
+    if worker.direct is not None and worker.direct.may_accept(worker.threads):
         return  # a uwsgi-only worker's thread may still accept (direct.py)
-    worker._owns_listeners = False
+    worker.owns_listeners = False
     close_listeners(worker.listeners)  # in process, a unix socket's file goes too
 
 
@@ -141,7 +126,7 @@ def report_cut(worker: Worker, count: int) -> None:
     """
     them = "it" if count == 1 else "them"
     plural = "" if count == 1 else "s"
-    if worker._graceful:
+    if worker.graceful:
         log.warning(
             "worker stopping: --graceful-timeout (%g s) passed with %d request%s"
             " in flight, cutting %s",
@@ -154,7 +139,7 @@ def report_cut(worker: Worker, count: int) -> None:
         log.info("worker stopping now (quick stop): cutting %d request%s in flight", count, plural)
 
 
-def _cut(sock: socket.socket) -> None:
+def _cut(connection: Connection) -> None:
     """Reset a connection a pool thread still serves, now, and leave that thread a dead socket.
 
     The reset, as for any response cut off (see ``reset_on_close``): one
@@ -169,6 +154,7 @@ def _cut(sock: socket.socket) -> None:
     at most ``writing.SEND_BLOCK`` (1 MiB), so a client reading on gets at
     most that much more; one that reads nothing waits out --timeout.
     """
+    sock = connection.sock
     reset_on_close(sock)
     # OSError: closed meanwhile, or no descriptor left for the dead socket (then
     # the reset comes when the thread closes it, as at a forked worker's exit).

@@ -3,7 +3,7 @@
 Kept apart from ``worker.py``, which decides what they run: this is only how
 a pool thread tells Python which exits wait for it and for the threads it starts.
 
-    thread = RequestThread(worker._pool_thread)
+    thread = RequestThread(worker.serve_jobs)
     thread.start()
 """
 

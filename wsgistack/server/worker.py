@@ -20,7 +20,6 @@ import queue
 import random
 import signal
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -32,12 +31,12 @@ from .config import ServerConfig
 from .connection import Connection
 from .direct import DirectAccept
 from .discard import discard_more, drain, linger
-from .environ import environ_base
 from .handshakes import Handshakes
-from .listener import about_one_connection, accept, describe_socket
+from .listener import AcceptPause, accept
 from .logsetup import reopen_log_files
 from .poller import make_poller
-from .proxyconnection import ProxyGate, await_header
+from .profiles import bind_profiles
+from .proxyconnection import await_header
 from .request import Limits
 from .statsd import request_log
 from .stopping import shutdown
@@ -47,11 +46,6 @@ from .tlsconnection import Handshake, shake
 __all__ = ["Worker"]
 
 log = logging.getLogger("wsgistack.server")
-
-#: How long listeners rest after accept() ran out of descriptors or memory.
-ACCEPT_PAUSE = 0.5
-#: ``--max-body-size 0``: larger than any body a client can send.
-NO_BODY_LIMIT = 2**63 - 1
 
 
 class Worker:
@@ -85,63 +79,37 @@ class Worker:
         #: stops, once nothing in it accepts (see ``stopping.unlisten``), as a
         #: gunicorn worker closes its sockets; False leaves them to the caller
         #: (to serve them again with another worker).
-        self._owns_listeners = owns_listeners
-        self.limits = Limits(
-            config.max_request_line,
-            config.max_headers,
-            config.max_header_size,
-            config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
-        )
+        self.owns_listeners = owns_listeners
+        self.limits = Limits.of(config)
         self.access_log = request_log(config)  # and --statsd-host's metrics (statsd.py)
         #: Which peers' X-Forwarded-Proto counts (--forwarded-allow-ips).
         self.scheme_trust = TrustedPeers(config.forwarded_allow_ips, "forwarded_allow_ips")
         self.stopping = False
         self._reopen = False  # reopen_logs() was asked for
         self.keeps_alive = config.keepalive > 0  # --keepalive 0: every response closes
-        self._graceful = True
+        #: Whether a stop lets requests in flight finish (False once one was quick).
+        self.graceful = True
         self._poller = make_poller()
         self._listeners = {sock.fileno(): sock for sock in listeners}
-        #: --certfile's, as the master loaded it (a key only root reads serves under --user).
-        tls = config.tls_context
-        #: --proxy-protocol's: who may send the header (None: off).
-        gate = ProxyGate(config.proxy_allow_from) if config.proxy_protocol else None
-        #: Per listener: its address family, does it speak uwsgi, the environ keys
-        #: its requests share (SERVER_NAME and SERVER_PORT are the bind's own), its
-        #: TLS context (None: plain) and its PROXY protocol gate (None: none expected).
-        self._binds: dict[
-            int, tuple[int, bool, dict[str, Any], ssl.SSLContext | None, ProxyGate | None]
-        ] = {
-            sock.fileno(): (
-                int(sock.family),
-                bind.protocol == "uwsgi",
-                environ_base(
-                    config,
-                    *describe_socket(sock),
-                    multiprocess=multiprocess,
-                    tls=config.tls_for(bind),
-                ),
-                tls if config.tls_for(bind) else None,
-                gate if bind.protocol != "uwsgi" else None,  # nginx's uwsgi_pass sends none
-            )
-            for sock, bind in zip(listeners, config.bind, strict=True)  # one listener per bind
-        }
+        self._binds = bind_profiles(config, listeners, multiprocess=multiprocess)
         #: Connections not yet speaking HTTP: a TLS handshake, or a PROXY protocol
         #: header, under way (the loop steps them, the sweep ends them in --timeout).
         self.handshakes = Handshakes(self._poller)
         #: One uwsgi bind and no other: pool threads accept (direct.py), else None.
-        self._direct: DirectAccept | None = None
-        if len(listeners) == 1 and self._binds[listeners[0].fileno()][1]:
-            family, _, base, _, _ = self._binds[listeners[0].fileno()]
-            self._direct = DirectAccept(self, listeners[0], family, base, config.threads)
+        self.direct: DirectAccept | None = None
+        if len(listeners) == 1 and (profile := self._binds[listeners[0].fileno()]).uwsgi:
+            self.direct = DirectAccept(self, listeners[0], profile, config.threads)
         self._connections: dict[int, Connection] = {}
+        self.accept_pause = AcceptPause(clock)  # after EMFILE: the loop's and direct.py's
         self._accept_resume = 0.0  # when accepting resumes after EMFILE (0: not paused)
-        self._accept_warned = -60.0
         self._jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._busy = 0
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        #: Guards the connection table, the busy count and ``_finished``; direct.py's
+        #: threads clear their slots under it (a stop cuts only what a slot holds).
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []  # the pool, in slot order
         #: The loop has let go of its connections (end of a stop): a pool thread
-        #: done with one closes it instead of handing it back (under ``_lock``).
+        #: done with one closes it instead of handing it back (under ``lock``).
         self._finished = False
         self.requests = 0
         limit = config.max_requests
@@ -177,7 +145,7 @@ class Worker:
             # lost increment between threads costs nothing).
             self.requests += 1
             return
-        with self._lock:
+        with self.lock:
             self.requests += 1
             last = self.requests == self.max_requests
         if last:
@@ -187,13 +155,17 @@ class Worker:
     def reopen_logs(self) -> None:
         """Open the log files again, from the loop (logrotate's SIGUSR1)."""
         self._reopen = True
-        self._poller.wake()
+        self.wake()
 
     def reopen_logs_now(self) -> None:
         """Open the log files again in this thread: the loop's, or before it serves."""
         if self.access_log is not None:
             self.access_log.reopen()
         reopen_log_files()  # --error-log's, --log-config's: this process's copies
+
+    def wake(self) -> None:
+        """Wake the loop: it looks at once at what changed (a stop, a thread that left)."""
+        self._poller.wake()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; with ``graceful`` finish in-flight requests (--graceful-timeout).
@@ -202,16 +174,16 @@ class Worker:
         SIGTERM after Ctrl-C, ``Server.close()`` after ``stop(graceful=False)``)
         changes nothing.
         """
-        self._graceful = self._graceful and graceful
+        self.graceful = self.graceful and graceful
         self.stopping = True
-        self._poller.wake()
-        if self._direct is not None:
-            self._direct.wake()
+        self.wake()
+        if self.direct is not None:
+            self.direct.wake()
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         """Serve until stopped; closes every connection and the pool before returning."""
-        direct = self._direct
+        direct = self.direct
         if direct is not None:
             direct.alive = self.config.threads
         else:
@@ -221,14 +193,15 @@ class Worker:
             if direct is not None:
                 thread = RequestThread(direct.serve, index)
             else:
-                thread = RequestThread(self._pool_thread)
+                thread = RequestThread(self.serve_jobs)
             thread.start()
-            self._threads.append(thread)
+            self.threads.append(thread)
         self.ready.set()
         try:
             self._loop()
         finally:
             shutdown(self)  # stopping.py: the drain, the cut, the listeners let go
+            self._poller.close()
 
     def _loop(self) -> None:
         next_sweep = self.clock() + 0.5
@@ -245,7 +218,7 @@ class Worker:
                 for fd in self._listeners:
                     self._poller.add(fd, oneshot=False)
             if now >= next_sweep:
-                self._sweep(now)
+                self.sweep(now)
                 next_sweep = now + 0.5
                 if self.watchdog is not None and not self.watchdog():
                     log.warning("the master is gone, worker stopping")
@@ -272,9 +245,8 @@ class Worker:
                     accept(listener, family) if early_read else accept(listener, family, False)
                 )
             except OSError as exc:
-                if pause := self._accept_failed(exc):
-                    for fd in self._listeners:
-                        self._poller.remove(fd)
+                if pause := self.accept_pause.after(exc):
+                    self.unwatch_listeners()
                     self._accept_resume = self.clock() + pause
                 return
             if accepted is None:
@@ -296,7 +268,7 @@ class Worker:
                 parser = connection.parser
                 connection.feed(early)
                 if parser.has_request or parser.error is not None:
-                    self._submit(connection)  # the pool thread arms the poller if it keeps it
+                    self.submit(connection)  # the pool thread arms the poller if it keeps it
                     continue
             self._poller.add(connection.fd, oneshot=True)
             connection.polled = True
@@ -313,25 +285,20 @@ class Worker:
         if read:
             self._readable(connection)
 
-    def _accept_failed(self, exc: OSError) -> float:
-        """How long accepting must pause (0: not at all): any error not about the one connection.
+    def track(self, connection: Connection) -> None:
+        """Enter a connection a ``direct`` thread accepted, for ``linger`` (under ``lock``)."""
+        self._connections[connection.fd] = connection
 
-        Out of descriptors or memory, the pending connection stays in the
-        backlog and the listener stays readable, so retrying at once would
-        spin; as nginx does, accepting rests for ``ACCEPT_PAUSE`` while open
-        connections finish and free their descriptors.  An error of the
-        listener itself (EINVAL once it was shut down) would spin for ever:
-        it rests too, and the warning says why.  Errors about one connection
-        (reset, or a network error Linux hands on from it) just skip it.
-        """
-        if about_one_connection(exc):
-            log.info("accept failed: %s", exc)
-            return 0.0
-        now = self.clock()
-        if now - self._accept_warned >= 30.0:
-            self._accept_warned = now
-            log.warning("accept failed (%s): pausing accepts for %.1f s", exc, ACCEPT_PAUSE)
-        return ACCEPT_PAUSE
+    def watch(self, connection: Connection, idle: bool = False) -> None:
+        """Wait in the loop for a connection's next bytes; ``idle``: its request has ended."""
+        if idle:
+            self._set_idle_deadline(connection)
+        self._poller.rearm(connection.fd)
+
+    def unwatch_listeners(self) -> None:
+        """Stop accepting in the loop: a pause after EMFILE, or a stop."""
+        for fd in self._listeners:
+            self._poller.remove(fd)
 
     def _readable(self, connection: Connection) -> None:
         if connection.lingering:
@@ -343,23 +310,24 @@ class Worker:
         parser = connection.parser
         was_idle = not parser.mid_request
         if not connection.receive():
-            self._close(connection)
+            self.close_connection(connection)
         elif parser.has_request or parser.error is not None:
-            self._submit(connection)
+            self.submit(connection)
         else:
             if was_idle and parser.mid_request:
                 # The whole head must arrive within --timeout of its first byte (slowloris).
                 connection.deadline = self.clock() + self.config.timeout
             self._poller.rearm(connection.fd)
 
-    def _submit(self, connection: Connection) -> None:
+    def submit(self, connection: Connection) -> None:
         """Hand a connection with a complete request to the pool."""
         connection.busy = True
-        with self._lock:
+        with self.lock:
             self._busy += 1
         self._jobs.put(connection)
 
-    def _sweep(self, now: float) -> None:
+    def sweep(self, now: float) -> None:
+        """End what outlived its deadline: set-ups, heads (408), idle and lingering connections."""
         for handshake in self.handshakes.overdue(now):
             if handshake.started:  # one that sent nothing closes without a word, as idle ones
                 client = client_of(handshake.peer)
@@ -374,11 +342,11 @@ class Worker:
                 continue
             if not connection.lingering:
                 refuse_timeout(connection)  # a head begun and not finished: 408
-            self._close(connection)
+            self.close_connection(connection)
 
-    def _close(self, connection: Connection) -> None:
+    def close_connection(self, connection: Connection) -> None:
         """Forget and close a connection (from the loop or a pool thread)."""
-        with self._lock:  # against _hand_back: see there
+        with self.lock:  # against hand_back: see there
             if self._connections.get(connection.fd) is not connection:
                 return  # already closed; its fd may belong to a newer connection
             del self._connections[connection.fd]
@@ -390,33 +358,34 @@ class Worker:
         connection.close()
 
     # -- the pool ---------------------------------------------------------------------
-    def _pool_thread(self) -> None:
+    def serve_jobs(self) -> None:
+        """A pool thread's work: serve the connections the loop submits until told to leave."""
         jobs = self._jobs
         while (connection := jobs.get()) is not None:
             self._run(connection)
 
     def _run(self, connection: Connection) -> None:
         """Serve a connection's parsed requests, then hand it back, linger or close."""
-        keep = self._serve(connection)
+        keep = self.serve_next(connection)
         while keep and connection.parser.has_request:
             # Pipelined: the next request is buffered (while stopping, it is
             # answered too, with Connection: close).
-            keep = self._serve(connection)
-        with self._lock:
+            keep = self.serve_next(connection)
+        with self.lock:
             self._busy -= 1
         if keep and not self.stopping:
             # Idle: --keepalive.  A pipelined head already begun, or a body being
             # read away: --timeout for it, as for any head (a begun head used to
             # get 408 once --keepalive passed).
             self._set_idle_deadline(connection)
-            self._hand_back(connection)
+            self.hand_back(connection)
         elif keep or connection.linger:
             # keep: the response went out keep-alive, then the worker began to
             # stop, and the client may be sending its next request already.
             # Lingering also while stopping: a reset would eat the answer.
             linger(self, connection)
         else:
-            self._close(connection)
+            self.close_connection(connection)
         if self.stopping:
             self._poller.wake()
 
@@ -425,15 +394,15 @@ class Worker:
         wait = self.config.timeout if busy else self.config.keepalive
         connection.deadline = self.clock() + wait
 
-    def _hand_back(self, connection: Connection) -> None:
+    def hand_back(self, connection: Connection) -> None:
         """Give a connection the pool is done with back to the loop to watch.
 
-        Under the lock, as one step with ``_close``: once ``busy`` is False the
-        sweep may close the connection and a new one take its fd, and a late
-        rearm would then hand the newcomer's bytes to the loop while a pool
-        thread serves it.
+        Under the lock, as one step with ``close_connection``: once ``busy``
+        is False the sweep may close the connection and a new one take its
+        fd, and a late rearm would then hand the newcomer's bytes to the loop
+        while a pool thread serves it.
         """
-        with self._lock:
+        with self.lock:
             if self._connections.get(connection.fd) is not connection:
                 return
             if not self._finished:  # else the loop is gone: nobody would watch it
@@ -444,9 +413,10 @@ class Worker:
                     return
                 except OSError:
                     pass
-        self._close(connection)
+        self.close_connection(connection)
 
-    def _serve(self, connection: Connection) -> bool:
+    def serve_next(self, connection: Connection) -> bool:
+        """Answer the connection's next request; False: close it.  Nothing it raises escapes."""
         try:
             return connection.serve()
         except AbortConnection:
@@ -455,3 +425,37 @@ class Worker:
         except BaseException:  # the pool thread must outlive anything a request raises
             log.exception("unexpected error serving %s", connection.peer)
             return False
+
+    # -- what a stop needs (stopping.py) ----------------------------------------------
+    def connections(self) -> list[Connection]:
+        """The connections in the table, copied: pool threads may close them meanwhile."""
+        return list(self._connections.values())
+
+    def serve_ready(self, timeout: float) -> None:
+        """A stop's turn of the loop: step what is ready within ``timeout`` seconds."""
+        self._dispatch(self._poller.poll(timeout))
+
+    def holds_nothing(self) -> bool:
+        """Nothing in flight, in the table or being set up, and no thread that may accept."""
+        held = self._busy or self._connections or self.handshakes
+        return not (held or (self.direct is not None and self.direct.alive))
+
+    def finish(self, cut: Callable[[Connection], None]) -> int:
+        """No connection goes back to the loop from now; ``cut`` each one served, say how many."""
+        with self.lock:  # a pool thread closes a connection's socket only after this lock
+            self._finished = True
+            if self.direct is not None:
+                held = self.direct.held()
+            else:
+                held = [each for each in self._connections.values() if each.busy]
+            for connection in held:
+                cut(connection)
+        return len(held)
+
+    def release_threads(self) -> list[threading.Thread]:
+        """Tell every pool thread to leave; returns those serving nothing (a stop joins them)."""
+        for _ in self.threads:
+            self._jobs.put(None)
+        if self.direct is not None:
+            return self.direct.idle(self.threads)
+        return [] if self._busy else self.threads
