@@ -5,7 +5,8 @@ body chunk; ``start_response`` with ``exc_info`` replaces headers before that
 and re-raises after; a status or header with CR/LF or non-latin-1 is refused
 with a 500 and logged; the result's ``close()`` is always called.  The body
 is framed by its Content-Length, chunked (HTTP/1.1 without one) or ended by
-the close; a real file goes out with ``os.sendfile`` (read and sent over TLS).  What a response *is*
+the close (a body that ends before its first byte is ``Content-Length: 0``);
+a real file goes out with ``os.sendfile`` (read and sent over TLS).  What a response *is*
 (its state, the checks of a head, its bytes) is ``response.py``'s; this
 module sends it, through ``Connection.sendall``.
 
@@ -116,6 +117,18 @@ def _write_all(
         if chunk:
             write(chunk)
     if not response.sent:
+        if (
+            response.status is not None
+            and response.length is None
+            and not response.head_only
+            and response.status[:3] not in BODYLESS
+        ):
+            # The body ended before its first byte: its length is known now, 0.
+            # Said so, rather than a chunked or close-delimited nothing, it lets
+            # an HTTP/1.0 client keep the connection.  Not for a HEAD: the app's
+            # GET may have a body (RFC 9110 8.6); 204 and 304 carry none anyway.
+            response.length = 0
+            response.headers.append(("Content-Length", "0"))
         write(b"")
         if response.status is None:
             raise ProtocolError("the application never called start_response", 500)
