@@ -5,7 +5,9 @@ decryption failed or bad record mac (_ssl.c:2580)``, and a peer that closed
 its TCP connection without TLS's close_notify (a cancelled download, a
 killed client) as ``EOF occurred in violation of protocol (_ssl.c:2427)``.
 A user reads neither: the first is a TLS error, said so, in OpenSSL's reason
-alone; the second is a peer that left, said as a plain TCP close is.
+alone; the second is a peer that left, said as a plain TCP close is.  Both
+sides word a failed handshake alike: the server's lines (``tls_reason``) and
+the forwarder's (``tls_failure``) read ``... failed: wrong version number``.
 
     if closed_without_notice(exc): ...          # the peer went away
     log.info("... %s", io_failure(exc))       # "TLS error: bad record mac" / strerror
@@ -33,14 +35,18 @@ def closed_without_notice(exc: BaseException) -> bool:
 
 
 def tls_failure(exc: ssl.SSLError) -> str:
-    """Why a TLS connection failed, in one line without OpenSSL's source position.
+    """Why a TLS connection to an upstream failed, worded as the server's lines word it.
 
-    An untrusted certificate or a wrong name says so (the verify message);
-    a server that answers in plain HTTP shows as a record that is no TLS.
+    OpenSSL's reason in words (``tls_reason``), as the server says why a
+    client's handshake failed; an untrusted certificate or a wrong name says
+    so (the verify message), an upstream that left says that, and one that
+    answers in plain HTTP shows as a record that is no TLS, with a hint.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
-    text = _SOURCE.sub("", str(exc.strerror or exc))
+    if closed_without_notice(exc):
+        return "the upstream closed the connection"
+    text = tls_reason(exc)
     if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
         text += " (does it speak plain HTTP on that port?)"
     return text

@@ -188,7 +188,11 @@ def test_without_the_client_certificate_an_upstream_asking_for_one_is_a_502(
         client(trusting([upstream.url])).get("/", status=502)
     # TLS 1.3: the server checks the client's certificate after the client's
     # handshake is done, so the refusal comes as the answer (an alert, or the end).
-    assert f"upstream {upstream.url} failed (error)" in caplog.text
+    (line,) = [r.getMessage() for r in caplog.records if "failed (error)" in r.getMessage()]
+    assert line.startswith(f"upstream {upstream.url} failed (error)")
+    # The alert in words, as the server says a client's ("TLS error: bad record mac"),
+    # or, when the upstream closes instead, that it did.
+    assert re.search(r": (TLS error: [a-z0-9 ]+|the upstream closed the connection)\Z", line), line
     assert not upstream.requests
 
 
@@ -208,8 +212,57 @@ def test_an_upstream_speaking_plain_http_on_an_https_url_is_a_502(trusting, upst
     balancer = trusting([plain.replace("http://", "https://")])
     with caplog.at_level(logging.WARNING, "wsgistack.forward"):
         client(balancer).get("/", status=502)
-    assert "TLS handshake with 127.0.0.1 failed" in caplog.text
+    # OpenSSL's reason in words, as the server's own lines say it, and the hint
+    # (3.0 says "wrong version number"; later versions name the record otherwise).
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert re.search(
+        r"TLS handshake with 127\.0\.0\.1 failed: [a-z0-9 ]+ "
+        r"\(does it speak plain HTTP on that port\?\)\Z",
+        line,
+    ), line
     assert not upstreams.received
+
+
+def test_a_protocol_the_upstream_refuses_is_logged_in_openssl_s_words(
+    trusting, tls_upstream, server_context, caplog
+):
+    # The line kept OpenSSL's tag: "failed: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1
+    # alert protocol version", where the server says "failed: unsupported protocol".
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    upstream = tls_upstream(context=server_context)
+    with caplog.at_level(logging.WARNING, "wsgistack.forward"):
+        client(trusting([upstream.url], tls_min_version="TLSv1.3")).get("/", status=502)
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert line.endswith(": TLS handshake with 127.0.0.1 failed: tlsv1 alert protocol version")
+    assert not upstream.requests
+
+
+def test_an_upstream_that_leaves_mid_handshake_closed_the_connection(trusting, caplog):
+    # It read "EOF occurred in violation of protocol", as the server's line for a
+    # client that leaves reads "the client closed the connection".
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def read_the_hello_and_leave() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(65536)  # the ClientHello
+            conn.shutdown(socket.SHUT_WR)  # a FIN, no close_notify
+            while conn.recv(65536):  # read to the client's close: no reset
+                pass
+
+    thread = threading.Thread(target=read_the_hello_and_leave)
+    thread.start()
+    try:
+        balancer = trusting([f"https://127.0.0.1:{listener.getsockname()[1]}"])
+        with caplog.at_level(logging.WARNING, "wsgistack.forward"):
+            client(balancer).get("/", status=502)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert "TLS handshake with 127.0.0.1 failed: the upstream closed the connection" in (
+        caplog.text
+    )
 
 
 def test_read_timeout_holds_over_tls(trusting, tls_upstream):

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 
 from ...requestbody import ClientBodyError
 from ...sockets import set_io_timeout
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request
+from .client import Exchange, ReadTimeout, UpstreamClosed, send_request, upstream_io_failure
 from .upstream import Upstream
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def attempt(
             # kills a worker would kill max_idle of them).
             return attempt(balancer, upstream, head, method, body, length, chunked, fresh=True)
         kind = "timeout" if timeout else "error"
-        what = f"a pooled connection closed unanswered ({exc})" if stale else exc
+        why = upstream_io_failure(exc) if isinstance(exc, OSError) else str(exc)
+        what = f"a pooled connection closed unanswered ({why})" if stale else why
         raise Failure(kind, f"{upstream.url}: {what}", True, stale) from None
     except BaseException:
         # Anything else (a header that is not latin-1, an interrupt): still not

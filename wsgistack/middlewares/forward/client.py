@@ -21,7 +21,7 @@ from typing import Any
 import httptools
 
 from ...requestbody import BLOCK, ClientBodyError, read_body
-from ...tlstext import tls_failure
+from ...tlstext import closed_without_notice, io_failure
 
 __all__ = [
     "BadRequestHead",
@@ -31,14 +31,30 @@ __all__ = [
     "readable",
     "request_head",
     "send_request",
+    "upstream_io_failure",
 ]
 
 #: The largest response head, interim 1xx heads included: past it the answer is a
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
+_CLOSED = "the upstream closed the connection"
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 #: RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); llhttp lets the rest in.
 _REASON_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def upstream_io_failure(exc: OSError) -> str:
+    """Why a read or write on an upstream's connection failed, in a few words.
+
+    A TLS failure reads as the server words a client's ("TLS error: bad record
+    mac", OpenSSL's reason without its tag), a close without close_notify as
+    any close, and any other error as Python gives it.
+    """
+    if closed_without_notice(exc):
+        return _CLOSED
+    if isinstance(exc, ssl.SSLError):
+        return io_failure(exc)
+    return str(exc)
 
 
 class UpstreamClosed(Exception):
@@ -154,17 +170,15 @@ class Exchange:
             data = self.sock.recv(BLOCK if self._headers_done else MAX_HEAD - self._head_size)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
             raise ReadTimeout("the upstream did not answer in time") from None
-        except ssl.SSLError as exc:  # (an alert: a TLS 1.3 server refusing our certificate)
-            raise UpstreamClosed(f"TLS: {tls_failure(exc)}", self.received) from None
-        except OSError as exc:
-            raise UpstreamClosed(str(exc), self.received) from None
+        except OSError as exc:  # (a TLS alert: a TLS 1.3 server refusing our certificate)
+            raise UpstreamClosed(upstream_io_failure(exc), self.received) from None
         if not data:
             if self._headers_done and not self.complete and not self._framed():
                 self.complete = True  # a body delimited by the close (RFC 9112 §6.3 item 8)
                 self.keep_alive = False
                 return
             if not self.complete:
-                raise UpstreamClosed("the upstream closed the connection", self.received)
+                raise UpstreamClosed(_CLOSED, self.received)
             return
         self.received = True
         try:
