@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .conftest import echo_app
 from .live import RawClient, live_server
+from .served import poll
 
 
 def bad_head(environ, start_response):
@@ -49,3 +51,21 @@ def test_a_413_while_the_app_reads_logs_the_bytes_of_its_body(tmp_path):
     assert status == 413 and body
     (line,) = log.read_text().splitlines()
     assert line.endswith(f'"POST /up HTTP/1.1" 413 {len(body)} "-" "-"')
+
+
+def test_a_head_the_client_cut_short_is_a_400_line_and_a_silent_close_none(tmp_path):
+    # A client that closed mid-head left an INFO line and no access line, where
+    # its stalled twin has "-" 408 and nginx writes a 400 for both.  A client
+    # that closes between requests, or before a byte (a preconnect), is no request.
+    log = tmp_path / "access.log"
+    with live_server(echo_app, access_log=str(log)) as server:
+        with RawClient(server.address) as client:
+            assert client.request(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+        with RawClient(server.address):
+            pass  # connected, sent nothing, left
+        with RawClient(server.address) as client:
+            client.send(b"GET /cut HTTP/1.1\r\nHo")
+        poll(lambda: " 400 " in log.read_text())
+    whole, cut = log.read_text().splitlines()  # after the stop: nothing else came
+    assert '"GET /whole HTTP/1.1" 200 ' in whole
+    assert cut.startswith("127.0.0.1 - - [") and cut.endswith('] "-" 400 - "-" "-"')

@@ -96,9 +96,10 @@ def test_a_head_cut_short_by_a_stop_does_not_blame_the_timeout(info):
 
 
 def test_a_client_that_closes_mid_head_is_an_info_line(leveled):
-    # INFO, unlike a close mid-response (DEBUG): no access log line records it
-    # (as nginx's "client prematurely closed connection" is at info, like a body
-    # cut short), and browsers send a head in one write, so it is seldom.
+    # INFO, unlike a close mid-response (DEBUG): the access log's "-" 400 says
+    # only that it happened (as nginx's "client prematurely closed connection"
+    # is at info, like a body cut short); browsers send a head in one write, so
+    # it is seldom.
     with live_server(echo_app) as server:
         with RawClient(server.address) as client:
             client.send(b"GET / HTTP/1.1\r\nHo")

@@ -137,10 +137,14 @@ def report_broken(
 
 
 def report_head_cut(connection: Connection) -> None:
-    """Say why a connection closed in the middle of a request head.
+    """Say why a connection closed in the middle of a request head, and log it a 400.
 
     Behind nginx (uwsgi) a warning: nginx never sends half a packet.  From an
     HTTP client, INFO, as nginx's "client prematurely closed connection".
+    The access log has its line, ``"-" 400`` with no byte sent, as nginx
+    writes one, and as a head that stalls has its 408: a request begun is
+    never left out.  A connection that closes before any byte of a head
+    (an idle keep-alive, a preconnect) is no request, and has no line.
     """
     if connection.uwsgi:
         log.warning("uwsgi: %s closed in the middle of a packet", connection.peer or "a peer")
@@ -149,6 +153,8 @@ def report_head_cut(connection: Connection) -> None:
             "%s closed the connection in the middle of a request head",
             client_of(connection.peer),
         )
+    if connection.worker.access_log is not None:
+        connection.worker.access_log.refused(connection.peer, 400)
 
 
 def send_refusal(connection: Connection, error: ProtocolError, head_only: bool = False) -> None:
