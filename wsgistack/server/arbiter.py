@@ -64,7 +64,7 @@ from .backoff import Backoff
 from .child import BOOT_ERROR, fork_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
-from .listener import close_listeners
+from .listener import among, close_listeners
 from .logsetup import reopen_log_files
 from .notify import Notify
 from .ready import ReadyPipe
@@ -282,7 +282,7 @@ class Arbiter:
             # opened are closed now (its workers, the only others holding
             # them, are told to stop), so none outlives a failure.
             kept = (*listeners, *self._serving.listeners)
-            close_listeners([sock for sock in self.listeners if not _among(sock, kept)])
+            close_listeners([sock for sock in self.listeners if not among(sock, kept)])
         self._dropped.hold(self.listeners, listeners, holders=self.workers)
         if config.workers != self.config.workers:
             self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
@@ -485,8 +485,3 @@ class Arbiter:
             changed=self._reloads.send if self._reloads is not None else None,
             first_failure=self._first_failure,
         )
-
-
-def _among(sock: socket.socket, listeners: Iterable[socket.socket]) -> bool:
-    """Whether ``sock`` is one of ``listeners`` (the same object: sockets have no equality)."""
-    return any(sock is each for each in listeners)

@@ -18,7 +18,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..errors import ConfigError
 from .account import Account
@@ -29,6 +29,7 @@ __all__ = [
     "AcceptPause",
     "about_one_connection",
     "accept",
+    "among",
     "close_listeners",
     "describe_listener",
     "describe_socket",
@@ -266,6 +267,11 @@ def set_socket_mode(sock: socket.socket, mode: int) -> None:
         os.chmod(f"/proc/self/fd/{fd}", mode)  # Linux: the file the descriptor names
     finally:
         os.close(fd)
+
+
+def among(sock: socket.socket, listeners: Iterable[socket.socket]) -> bool:
+    """Whether ``sock`` is one of ``listeners`` (the same object: sockets have no equality)."""
+    return any(sock is each for each in listeners)
 
 
 def close_listeners(sockets: list[socket.socket]) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable
 from ..errors import ConfigError
 from .bind import Bind
 from .config import ServerConfig
-from .listener import close_listeners, open_listeners, set_socket_mode, unopen
+from .listener import among, close_listeners, open_listeners, set_socket_mode, unopen
 from .processenv import env_changes
 
 __all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open", "retune"]
@@ -221,7 +221,7 @@ class Dropped:
     def take_back(self, listeners: Iterable[socket.socket]) -> None:
         """Keep ``listeners`` open after all: the reload that dropped them failed."""
         back = list(listeners)
-        self._sockets = [sock for sock in self._sockets if all(sock is not each for each in back)]
+        self._sockets = [sock for sock in self._sockets if not among(sock, back)]
 
     def release(self, alive: Iterable[int]) -> None:
         """Close them once none of their holders is among the ``alive`` workers."""

@@ -28,6 +28,7 @@ from .activation import activated, listen_fds
 from .arbiter import Arbiter
 from .config import ServerConfig
 from .listener import (
+    among,
     close_listeners,
     describe_listener,
     describe_socket,
@@ -331,7 +332,7 @@ class Server:
         if new.preload:
             note_reload(env_changed=dict(new.env) != dict(self.config.env))
         for sock, bind in zip(listeners, new.bind, strict=True):
-            if any(sock is each for each in opened):
+            if among(sock, opened):
                 log.info("listening on %s", describe_listener(sock, bind, new.tls_for(bind)))
             else:
                 retune(sock, bind, self.config, new)
@@ -348,7 +349,7 @@ class Server:
         pid file are the old ones.  The logging it applied stays (``Reread``).
         """
         said = "; ".join(changes(self.config, config))
-        unopen([sock for sock in self.listeners if all(sock is not each for each in listeners)])
+        unopen([sock for sock in self.listeners if not among(sock, listeners)])
         for sock, bind in zip(listeners, config.bind, strict=True):
             retune(sock, bind, self.config, config)
         self._dropped_fds -= _fds(config)  # taken back, open again
