@@ -230,6 +230,18 @@ def test_start_response_twice_without_exc_info_is_a_500():
         assert client.request(GET % b"")[0] == 500
 
 
+@pytest.mark.parametrize("body", [[], [b"never"]], ids=["empty", "a-chunk"])
+def test_an_app_that_never_calls_start_response_is_a_500_and_logged(body, caplog):
+    def app(environ, start_response):
+        return body
+
+    with live_server(app, validate=False) as server, RawClient(server.address) as client:
+        assert client.request(GET % b"")[0] == 500
+    errors = [r for r in caplog.records if r.name == "wsgistack.server" and r.exc_info]
+    assert len(errors) == 1
+    assert "before start_response" in str(errors[0].exc_info[1])
+
+
 @pytest.mark.parametrize(
     ("status", "headers"),
     [
