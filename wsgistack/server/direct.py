@@ -95,9 +95,10 @@ class DirectAccept:
                     worker.serve_next(connection)  # one request: uwsgi never keeps a connection
                 with worker.lock:  # a stop cuts only what a slot holds (stopping._cut)
                     serving[index] = None
-                    if connection.linger:
-                        worker.track(connection)
                 if connection.linger:
+                    # Still busy and this thread's: until linger hands it back, no
+                    # stop or sweep touches it, in the table or not yet.
+                    worker.track(connection)
                     linger(worker, connection)
                 else:
                     sock.close()

@@ -286,8 +286,14 @@ class Worker:
             self._readable(connection)
 
     def track(self, connection: Connection) -> None:
-        """Enter a connection a ``direct`` thread accepted, for ``linger`` (under ``lock``)."""
-        self._connections[connection.fd] = connection
+        """Enter a connection a ``direct`` thread accepted in the table, so ``linger`` can use it.
+
+        Takes ``lock`` itself, as ``close_connection`` and ``hand_back`` (which
+        look it up) do.  Only a connection that lingers (a refused upload) is
+        tracked: a request served whole never comes here.
+        """
+        with self.lock:
+            self._connections[connection.fd] = connection
 
     def watch(self, connection: Connection, idle: bool = False) -> None:
         """Wait in the loop for a connection's next bytes; ``idle``: its request has ended."""
