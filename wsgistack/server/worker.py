@@ -122,8 +122,8 @@ class Worker:
 
         SIGTERM drains, SIGINT and SIGQUIT stop now, SIGUSR1 reopens the log
         files (logrotate), and SIGHUP is ignored: reloading is a master's work, and
-        its default action would end the process (in process, ``Server`` makes
-        it a graceful stop instead, unless it was ignored at start).
+        its default action would end the process (in process, ``mainthread.py``
+        makes it a graceful stop instead, unless it was ignored at start).
         """
         return {
             signal.SIGTERM: lambda *_: self.stop(graceful=True),
