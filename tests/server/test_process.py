@@ -44,6 +44,19 @@ def test_sigint_quits(serve):
     assert server.proc.wait(timeout=10) == 0
 
 
+def test_sigusr2_to_the_master_is_logged_and_serving_goes_on(serve):
+    # gunicorn's USR2 starts a new master (its binary upgrade); an operator who
+    # sends it out of habit, or a script written for gunicorn, ended ours by
+    # the signal's default action, and every worker with it, without a line.
+    server = serve("--workers", "1")
+    serving = server.get()
+    server.proc.send_signal(signal.SIGUSR2)
+    poll(lambda: "master: SIGUSR2 ignored" in server.log.read_text())
+    assert server.get() == serving  # the same worker, not a restart
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+
+
 def test_killed_worker_is_respawned(serve):
     server = serve("--workers", "2")
     before = poll(lambda: server.count_workers(2))

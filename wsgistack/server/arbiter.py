@@ -23,6 +23,9 @@ SIGUSR1  reopen log files (--access-log, --error-log, --log-config's) in the mas
 SIGTTIN / SIGTTOU  one worker more / less (never fewer than one), as gunicorn's:
          one still loading the app leaves first, else the oldest, drained; a reload
          starts as many as there are now.
+SIGUSR2  logged and ignored: gunicorn's re-exec upgrade, which an operator may
+         send out of habit, does not exist here, and the default action would
+         end the master (and with it every worker) without a line.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
 A worker whose loop stops beating for --worker-timeout seconds (a C extension
 holding the GIL, a deadlock) is hung: the master logs it, sends SIGUSR2 (the
@@ -86,6 +89,7 @@ _HANDLED = (
     signal.SIGUSR1,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR2,
     signal.SIGCHLD,
 )
 
@@ -231,6 +235,12 @@ class Arbiter:
             return
         if signum in (signal.SIGTTIN, signal.SIGTTOU):
             self._resize(1 if signum == signal.SIGTTIN else -1)
+            return
+        if signum == signal.SIGUSR2:
+            log.warning(
+                "master: SIGUSR2 ignored: there is no re-exec upgrade (gunicorn's USR2);"
+                " SIGHUP reloads the app and the configuration"
+            )
             return
         graceful = signum == signal.SIGTERM
         if self._state is State.STOPPING and graceful:
