@@ -50,6 +50,20 @@ def test_a_custom_format_writes_each_atom(tmp_path):
     assert abs(float(seconds) * 1_000_000 - int(us)) <= 1
 
 
+def test_the_path_of_an_absolute_form_target_is_its_path_not_the_url(tmp_path):
+    # %(U)s wrote "http://example.com/abs" for a proxy-style request line, so a
+    # gunicorn format that counts hits per path split one page in two.
+    log = tmp_path / "access.log"
+    with (
+        live_server(naps, access_log=str(log), access_log_format="%(U)s %(q)s") as server,
+        RawClient(server.address) as client,
+    ):
+        client.request(b"GET http://example.com/abs?z=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        client.request(b"GET http://example.com?y HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        client.request(b"GET /plain?x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert log.read_text().splitlines() == ["/abs z=1", "/ y", "/plain x"]
+
+
 def test_the_default_format_is_the_combined_line(tmp_path):
     # Byte for byte what the log wrote before the format was an option, and the
     # default's direct function writes what the atoms' table would.

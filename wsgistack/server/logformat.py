@@ -107,11 +107,23 @@ def _environ(key: str) -> Atom:
     return atom
 
 
+#: An absolute-form target's scheme and authority (RFC 9112 3.2.2), ahead of its path.
+_SCHEME_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
 def _raw_uri(part: int) -> Atom:
-    """The path (0) or query (2) of the target as received, before any layer mounted it."""
+    """The path (0) or query (2) of the target as received, before any layer mounted it.
+
+    Of an absolute-form target (``GET http://example.com/a``), the path is
+    ``/a``, as Apache's ``%U`` and gunicorn's ``U`` write it, not the URL.
+    """
 
     def atom(entry: Entry) -> str:
-        return _text(entry.environ.get("RAW_URI", "").partition("?")[part])
+        target = entry.environ.get("RAW_URI", "")
+        if target[:1] != "/" and (authority := _SCHEME_AUTHORITY.match(target)):
+            rest = target[authority.end() :]
+            target = rest if rest[:1] == "/" else "/" + rest
+        return _text(target.partition("?")[part])
 
     return atom
 
