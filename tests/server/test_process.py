@@ -57,6 +57,25 @@ def test_sigusr2_to_the_master_is_logged_and_serving_goes_on(serve):
     assert server.proc.wait(timeout=20) == 0
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_sigusr2_prints_the_stacks_of_a_serving_process_and_it_serves_on(serve, workers):
+    # ``kill -USR2 PID`` shows where a slow request is, with the watchdog off
+    # too, and in process, where the signal's default action would end it.
+    server = serve("--workers", workers, "--worker-timeout", "0")
+    pid = int(server.get())
+    result: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: result.update(body=server.get("/slow?2")))
+    thread.start()
+    poll(server.marker.exists)
+    os.kill(pid, signal.SIGUSR2)
+    poll(lambda: "slowapp.py" in server.log.read_text())
+    thread.join(timeout=15)
+    assert result["body"] == str(pid)  # the request it was in finished
+    assert int(server.get()) == pid
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+
+
 def test_killed_worker_is_respawned(serve):
     server = serve("--workers", "2")
     before = poll(lambda: server.count_workers(2))

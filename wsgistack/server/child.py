@@ -87,10 +87,10 @@ def run_child(
     ``first_failure`` says whether this worker logs the traceback.
     """
     atexit._clear()  # the master's exit handlers are its own (see exit_child)
-    if beat is not None:
-        # Written by C code that needs no GIL: a hung worker can still show
-        # where it hangs before the master kills it.
-        faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
+    # SIGUSR2 prints every thread's stack, written by C code that needs no GIL:
+    # a hung worker can still show where it hangs before the master kills it,
+    # and ``kill -USR2 PID`` shows an operator where a slow one is, watchdog or not.
+    faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
     parent = os.getppid()
     # A stop may come while the app loads (imports can take seconds): note it
     # here, since the master's handler inherited by fork records into nothing.

@@ -6,7 +6,8 @@ handlers are in.  In process (``workers=0``) the worker's handlers
 (``Worker.signal_handlers``) serve the main thread, with two changes: SIGHUP
 stops gracefully, as there is no master to reload (unless it was ignored at
 start, as under ``nohup``), and a stop is told to systemd first
-(``notify.py``).  The previous handlers are back once it has served, and if
+(``notify.py``).  SIGUSR2 prints every thread's stack, as in a worker
+(``child.py``).  The previous handlers are back once it has served, and if
 the app's own threads then keep the exit waiting, the log says so.
 
     outer = note_signals(early)                      # before the bind
@@ -15,6 +16,7 @@ the app's own threads then keep the exit waiting, the log says so.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -44,6 +46,7 @@ _NOTED = (
     signal.SIGUSR1,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR2,
 )
 
 
@@ -81,9 +84,11 @@ def run_in_main_thread(
         if callable(handler := handlers.get(signum)):
             handler(signum, None)
     notify.in_process()  # loaded and listening: a request now is queued, then answered
+    faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)  # stacks, as a worker's
     try:
         worker.run()
     finally:  # Ctrl-C works again once serving has ended
+        faulthandler.unregister(signal.SIGUSR2)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if hung_up:
