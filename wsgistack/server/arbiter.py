@@ -64,6 +64,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .backoff import Backoff
+from .bind import Bind
 from .child import BOOT_ERROR, fork_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
@@ -119,14 +120,18 @@ class Arbiter:
         load: Callable[[], Callable[..., Any]],
         config: ServerConfig,
         listeners: list[socket.socket],
-        reconfigure: Callable[[], tuple[ServerConfig, list[socket.socket]]] | None = None,
+        reconfigure: Callable[
+            [list[tuple[Bind, socket.socket]]], tuple[ServerConfig, list[socket.socket]]
+        ]
+        | None = None,
         notify: Notify | None = None,
         restore: Callable[[ServerConfig, list[socket.socket]], None] | None = None,
     ) -> None:
         self.load = load
         self.config = config
         self.listeners = listeners
-        #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None.
+        #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None;
+        #: given the listeners reloads dropped that the master still holds.
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
         #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``).
@@ -282,7 +287,7 @@ class Arbiter:
         if self._reconfigure is None:
             return True
         try:
-            config, listeners = self._reconfigure()
+            config, listeners = self._reconfigure(self._dropped.held())
         except ConfigError as exc:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
             self._notify.reload_ended("reload refused, see the log")
@@ -293,7 +298,9 @@ class Arbiter:
             # them, are told to stop), so none outlives a failure.
             kept = (*listeners, *self._serving.listeners)
             close_listeners([sock for sock in self.listeners if not among(sock, kept)])
-        self._dropped.hold(self.listeners, listeners, holders=self.workers)
+        self._dropped.take_back(listeners)  # an address dropped, listed again: its socket
+        held = zip(self.config.bind, self.listeners, strict=True)
+        self._dropped.hold(held, listeners, holders=self.workers)
         if config.workers != self.config.workers:
             self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
         self.config, self.listeners = config, listeners

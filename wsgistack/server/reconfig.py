@@ -15,13 +15,17 @@ the logging the reload applied stays, as it cannot be undone.
 An address listed before and after keeps its socket, so its port (also one
 picked with port 0) and its queued connections stay; only the addresses that
 are new are bound, and those no longer listed are closed by the master once
-the workers that hold them have left.
+the workers that hold them have left; one listed again before that takes
+its held socket back (``Dropped.held``), as binding it anew would fail.
 
     again = Reread(config, "stack.toml", apply_logging=lambda: None)
-    listeners, opened = keep_or_open(server.config, again.config, server.listeners)
-    log.info("%s", "; ".join(changes(server.config, again.config)))
     dropped = Dropped()                               # in the master
-    dropped.hold(server.listeners, listeners, holders=workers)
+    listeners, opened = keep_or_open(
+        server.config, again.config, server.listeners, held=dropped.held()
+    )
+    log.info("%s", "; ".join(changes(server.config, again.config)))
+    dropped.take_back(listeners)                      # listed again: served again
+    dropped.hold(zip(server.config.bind, server.listeners), listeners, holders=workers)
     dropped.release(alive=workers)    # each turn: closed once no holder is left
     dropped.take_back(server.listeners)  # the new workers failed: the old ones keep theirs
 """
@@ -36,7 +40,13 @@ from collections.abc import Callable, Collection, Iterable
 from ..errors import ConfigError
 from .bind import Bind
 from .config import ServerConfig
-from .listener import among, close_listeners, open_listeners, set_socket_mode, unopen
+from .listener import (
+    among,
+    close_listeners,
+    open_listeners,
+    set_socket_mode,
+    unopen,
+)
 from .processenv import env_changes
 
 __all__ = ["Dropped", "Reread", "changes", "check_reload", "keep_or_open", "retune"]
@@ -116,19 +126,23 @@ def keep_or_open(
     new: ServerConfig,
     listeners: list[socket.socket],
     dropped_fds: Collection[int] = (),
+    held: Iterable[tuple[Bind, socket.socket]] = (),
 ) -> tuple[list[socket.socket], list[socket.socket]]:
     """The listeners for ``new.bind``, in its order, and those of them opened here.
 
     An address in ``old.bind`` keeps its socket from ``listeners`` (same
-    order as ``old.bind``); any other is bound now (an ``fd://N`` adopted
-    first, as at start).  If one fails, those opened here are undone
+    order as ``old.bind``), and one an earlier reload dropped that the master
+    still ``held`` (``Dropped.held``) takes that socket back: binding it again
+    would fail while it is open.  Any other is bound now (an ``fd://N``
+    adopted first, as at start).  If one fails, those opened here are undone
     (``unopen``) and the ``ConfigError`` names the address.  ``dropped_fds``:
-    the inherited descriptors an earlier reload dropped; we closed them (or
-    will once the old workers leave), so the number no longer names that
+    the inherited descriptors an earlier reload dropped and the master closed
+    (or held, and is taken back here), so the number no longer names that
     socket and is refused.
     """
-    kept = {_address(bind): sock for bind, sock in zip(old.bind, listeners, strict=True)}
-    ours = {sock.fileno(): bind for bind, sock in zip(old.bind, listeners, strict=True)}
+    pairs = [*zip(old.bind, listeners, strict=True), *held]
+    kept = {_address(bind): sock for bind, sock in pairs}
+    ours = {sock.fileno(): bind for bind, sock in pairs}
     result: dict[int, socket.socket] = {}
     opened: list[socket.socket] = []
     order = sorted(range(len(new.bind)), key=lambda index: new.bind[index].kind != "fd")
@@ -187,12 +201,19 @@ def _shown(name: str, value: object) -> str:
     return str(value)
 
 
-def retune(sock: socket.socket, bind: Bind, old: ServerConfig, new: ServerConfig) -> None:
-    """Give a listener kept across a reload ``new``'s backlog and socket mode, where they differ."""
-    if new.backlog != old.backlog and bind.kind != "fd":
-        # (an inherited socket's backlog is its owner's: ListenQueueBacklog=)
+def retune(sock: socket.socket, bind: Bind, old: ServerConfig | None, new: ServerConfig) -> None:
+    """Give a listener kept across a reload ``new``'s backlog and socket mode, where they differ.
+
+    ``old``: the configuration it was tuned for; None when that is not known
+    (a socket a reload dropped, taken back), and both are applied.
+    """
+    if bind.kind == "fd":
+        return  # an inherited socket's backlog and mode are its owner's: ListenQueueBacklog=
+    if old is None or new.backlog != old.backlog:
         sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
-    if bind.kind == "unix" and new.socket_mode not in (None, old.socket_mode):
+    if bind.kind == "unix" and new.socket_mode is not None:
+        if old is not None and new.socket_mode == old.socket_mode:
+            return
         try:
             set_socket_mode(sock, new.socket_mode)
         except OSError as exc:
@@ -202,26 +223,36 @@ def retune(sock: socket.socket, bind: Bind, old: ServerConfig, new: ServerConfig
 class Dropped:
     """The listeners reloads dropped, held by the master until the workers holding them leave.
 
-    Until then the old workers serve the connections already queued on them.
+    Until then the old workers serve the connections already queued on them,
+    and a reload that lists the address again takes the socket back.
     """
 
     def __init__(self) -> None:
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[tuple[Bind, socket.socket]] = []
         self._holders: set[int] = set()  # the workers forked while they were listed
 
     def hold(
-        self, old: list[socket.socket], new: list[socket.socket], holders: Iterable[int]
+        self,
+        old: Iterable[tuple[Bind, socket.socket]],
+        new: list[socket.socket],
+        holders: Iterable[int],
     ) -> None:
-        """Keep those of ``old`` that ``new`` no longer lists, for the ``holders`` now running."""
-        dropped = [sock for sock in old if all(sock is not kept for kept in new)]
+        """Keep those of ``old`` (bind, socket) that ``new`` no longer lists, for ``holders``."""
+        dropped = [
+            (bind, sock) for bind, sock in old if sock.fileno() != -1 and not among(sock, new)
+        ]
         if dropped:
             self._sockets += dropped
             self._holders |= set(holders)
 
+    def held(self) -> list[tuple[Bind, socket.socket]]:
+        """Each listener held now, with the bind it was opened for (``keep_or_open`` takes them)."""
+        return list(self._sockets)
+
     def take_back(self, listeners: Iterable[socket.socket]) -> None:
-        """Keep ``listeners`` open after all: the reload that dropped them failed."""
+        """Keep ``listeners`` open after all: listed again, or their dropping reload failed."""
         back = list(listeners)
-        self._sockets = [sock for sock in self._sockets if not among(sock, back)]
+        self._sockets = [(bind, sock) for bind, sock in self._sockets if not among(sock, back)]
 
     def release(self, alive: Iterable[int]) -> None:
         """Close them once none of their holders is among the ``alive`` workers."""
@@ -231,5 +262,5 @@ class Dropped:
 
     def close(self) -> None:
         """Close them now: the master stops, or a new worker lets go of its copies."""
-        close_listeners(self._sockets)
+        close_listeners([sock for _, sock in self._sockets])
         self._sockets = []

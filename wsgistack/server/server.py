@@ -26,6 +26,7 @@ from .access import AccessLog
 from .account import give_log
 from .activation import activated, listen_fds
 from .arbiter import Arbiter
+from .bind import Bind
 from .config import ServerConfig
 from .listener import (
     among,
@@ -233,8 +234,13 @@ class Server:
             for sig, handler in outer.items():
                 signal.signal(sig, handler)
 
-    def _reconfigure(self) -> tuple[ServerConfig, list[socket.socket]]:
+    def _reconfigure(
+        self, held: list[tuple[Bind, socket.socket]]
+    ) -> tuple[ServerConfig, list[socket.socket]]:
         """SIGHUP's configuration, read, bound and applied: the master's new config and listeners.
+
+        ``held``: the listeners earlier reloads dropped that the master still
+        holds (``Dropped``); an address listed again takes its socket back.
 
         With --preload it also says that the code is kept.  Without a file to
         read again, the options stay; the TLS files are read again (a renewed
@@ -257,7 +263,9 @@ class Server:
         try:
             _check_access_log(new)
             check_statsd(new)  # the new workers' (the master's gauge keeps its start's)
-            listeners, opened = keep_or_open(self.config, new, self.listeners, self._dropped_fds)
+            listeners, opened = keep_or_open(
+                self.config, new, self.listeners, self._dropped_fds, held
+            )
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
         pid_file = self._pid_file
@@ -285,12 +293,18 @@ class Server:
         log.info("master: reload, %s read again: %s", again.source, said)
         if new.preload:
             note_reload(env_changed=dict(new.env) != dict(self.config.env))
+        taken = [sock for _, sock in held]
         for sock, bind in zip(listeners, new.bind, strict=True):
             if among(sock, opened):
                 log.info("listening on %s", describe_listener(sock, bind, new.tls_for(bind)))
+            elif among(sock, taken):
+                where = describe_listener(sock, bind, new.tls_for(bind))
+                log.info("listening on %s again (the socket a reload dropped, kept)", where)
+                retune(sock, bind, None, new)  # tuned for whichever config dropped it
             else:
                 retune(sock, bind, self.config, new)
-        self._dropped_fds |= _fds(self.config) - _fds(new)
+        # Those taken back are open again: only the others are gone for good.
+        self._dropped_fds = (self._dropped_fds | _fds(self.config)) - _fds(new)
         self.config, self.listeners = new, listeners
         self._note_bound()
         return new, listeners
