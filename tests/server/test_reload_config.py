@@ -157,6 +157,17 @@ def test_a_new_socket_mode_applies_to_a_kept_unix_socket(serve, stack, tmp_path)
     assert status_of(str(path), request_line(20)) == 200
 
 
+def test_a_socket_mode_turned_off_leaves_a_kept_unix_socket_to_the_umask(serve, stack, tmp_path):
+    path = tmp_path / "site.sock"
+    stack(f'bind = "unix:{path}"\numask = "027"\nsocket_mode = "600"\n')
+    server = serve(target=("--config", "stack.toml"), bind=(), wait=False)
+    poll(lambda: "listening on" in server.log.read_text())
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    stack(f'bind = "unix:{path}"\numask = "027"\n')
+    hang_up(server, "reload done")
+    assert os.stat(path).st_mode & 0o777 == 0o750  # as a fresh bind under umask 027 gives
+
+
 def test_an_address_that_cannot_be_bound_keeps_everything(serve, stack, tmp_path):
     path = tmp_path / "new.sock"
     stack('bind = "127.0.0.1:0"\n')

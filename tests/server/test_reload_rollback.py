@@ -165,3 +165,19 @@ def test_an_address_a_replaced_reload_opened_is_closed_when_the_last_one_fails(s
     poll(lambda: server.workers() == old)
     poll(lambda: refused(added))
     assert int(server.get()) in old
+
+
+def test_a_unix_socket_s_mode_goes_back(serve, site, tmp_path):
+    # No socket_mode at start: the file has the mode the umask leaves (777 less 027).
+    path = tmp_path / "site.sock"
+    binds = f'bind = ["127.0.0.1:0", "unix:{path}"]\numask = "027"\n'
+    site(f'{binds}env = {{ GREETING = "one" }}\n')
+    server = serve(target=("--config", "stack.toml"), bind=())
+    old = poll(lambda: server.count_workers(1))
+    answers(server, old)
+    assert os.stat(path).st_mode & 0o777 == 0o750
+    site(f'{binds}socket_mode = "600"\nenv = {{ GREETING = "broken" }}\n')
+    log = fail_a_reload(server, old)
+    assert "socket_mode None -> 600" in log  # the reload had set it
+    assert os.stat(path).st_mode & 0o777 == 0o750
+    assert status_of(str(path), request_line(20)) == 200

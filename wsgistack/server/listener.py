@@ -35,6 +35,7 @@ __all__ = [
     "describe_socket",
     "open_listeners",
     "set_socket_mode",
+    "umask_mode",
     "unopen",
 ]
 
@@ -122,6 +123,16 @@ def _bind_with_mode(sock: socket.socket, path: str, mode: int) -> None:
         sock.bind(path)
     finally:
         os.umask(previous)
+
+
+def umask_mode() -> int:
+    """The mode bind() gives a unix socket file under the process umask (``socket_mode`` off).
+
+    Read by setting the umask and putting it straight back, as ``_bind_with_mode`` does.
+    """
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _tcp_options(sock: socket.socket, bind: Bind) -> None:

@@ -45,6 +45,7 @@ from .listener import (
     close_listeners,
     open_listeners,
     set_socket_mode,
+    umask_mode,
     unopen,
 )
 from .processenv import env_changes
@@ -205,17 +206,17 @@ def retune(sock: socket.socket, bind: Bind, old: ServerConfig | None, new: Serve
     """Give a listener kept across a reload ``new``'s backlog and socket mode, where they differ.
 
     ``old``: the configuration it was tuned for; None when that is not known
-    (a socket a reload dropped, taken back), and both are applied.
+    (a socket a reload dropped, taken back), and both are applied.  A socket
+    mode turned off is the one the process umask gives, as a fresh bind would.
     """
     if bind.kind == "fd":
         return  # an inherited socket's backlog and mode are its owner's: ListenQueueBacklog=
     if old is None or new.backlog != old.backlog:
         sock.listen(new.backlog)  # Linux applies a new backlog to a listening socket
-    if bind.kind == "unix" and new.socket_mode is not None:
-        if old is not None and new.socket_mode == old.socket_mode:
-            return
+    if bind.kind == "unix" and (old is None or new.socket_mode != old.socket_mode):
+        mode = umask_mode() if new.socket_mode is None else new.socket_mode
         try:
-            set_socket_mode(sock, new.socket_mode)
+            set_socket_mode(sock, mode)
         except OSError as exc:
             log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
 
