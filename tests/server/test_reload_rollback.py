@@ -181,3 +181,46 @@ def test_a_unix_socket_s_mode_goes_back(serve, site, tmp_path):
     assert "socket_mode None -> 600" in log  # the reload had set it
     assert os.stat(path).st_mode & 0o777 == 0o750
     assert status_of(str(path), request_line(20)) == 200
+
+
+def test_a_pid_file_that_cannot_move_back_is_named_where_it_is(serve, tmp_path):
+    # The new workers are held in their import (HELD) while one.pid is taken.
+    (tmp_path / "heldapp.py").write_text(HELD)
+
+    def write(pid: str) -> None:
+        text = f'[server]\nbind = "127.0.0.1:0"\nworkers = 1\npid = "{pid}"\n'
+        (tmp_path / "stack.toml").write_text(text + "[app]\nuse = 'heldapp:app'\n")
+
+    def held_reload() -> None:
+        for held in tmp_path.glob("held-*"):
+            held.unlink()
+        (tmp_path / "hold").touch()
+        hang_up(server, "reload, starting new workers")
+        poll(lambda: list(tmp_path.glob("held-*")))
+
+    def fail_it(count: int) -> str:
+        (tmp_path / "hold").unlink()
+        poll(lambda: server.log.read_text().count("master: reload failed") == count)
+        poll(lambda: server.workers() == old)
+        return server.log.read_text()
+
+    write("one.pid")
+    server = serve(target=("--config", "stack.toml"), bind=())
+    old = poll(lambda: server.count_workers(1))
+    poll(lambda: list(tmp_path.glob("loaded-*")))
+    write("two.pid")
+    held_reload()  # the pid file moved to two.pid
+    # one.pid now names a live process (this test's): the rollback cannot move it back.
+    (tmp_path / "one.pid").write_text(f"{os.getpid()}\n")
+    (tmp_path / "broken").touch()
+    log = fail_it(1)
+    assert "master: the pid file stays where the reload moved it" in log
+    assert "pid two.pid -> one.pid" not in log  # not said to be back: it is not
+    assert (tmp_path / "two.pid").read_text().strip() == str(server.proc.pid)
+    # The next reload (the file names two.pid) fails too: it goes back to where
+    # the file is, not to one.pid, which no configuration names any more.
+    (tmp_path / "one.pid").unlink()
+    held_reload()
+    log = fail_it(2)
+    assert (tmp_path / "two.pid").read_text().strip() == str(server.proc.pid)
+    assert not (tmp_path / "one.pid").exists()

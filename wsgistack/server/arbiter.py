@@ -125,7 +125,7 @@ class Arbiter:
         ]
         | None = None,
         notify: Notify | None = None,
-        restore: Callable[[ServerConfig, list[socket.socket]], None] | None = None,
+        restore: Callable[[ServerConfig, list[socket.socket]], ServerConfig] | None = None,
     ) -> None:
         self.load = load
         self.config = config
@@ -134,7 +134,8 @@ class Arbiter:
         #: given the listeners reloads dropped that the master still holds.
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
-        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``).
+        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``);
+        #: returns the configuration as it now is (a pid file that could not move back).
         self._restore = restore
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
         self._serving: Serving | None = None  # while reloading: what the old set runs with
@@ -439,9 +440,10 @@ class Arbiter:
         serving, self._serving = self._serving, None
         listeners = list(serving.listeners)
         self._dropped.take_back(listeners)  # the addresses it dropped are served again
+        config = serving.config
         if self._restore is not None:
-            self._restore(serving.config, listeners)  # closes those it opened
-        self.config, self.listeners, self._target = serving.config, listeners, serving.target
+            config = self._restore(config, listeners)  # closes those it opened
+        self.config, self.listeners, self._target = config, listeners, serving.target
 
     def _give_up(self, pid: int) -> None:
         """Stop with status 2: the app cannot be loaded and nothing else serves."""

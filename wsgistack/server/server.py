@@ -309,14 +309,15 @@ class Server:
         self._note_bound()
         return new, listeners
 
-    def _restore(self, config: ServerConfig, listeners: list[socket.socket]) -> None:
+    def _restore(self, config: ServerConfig, listeners: list[socket.socket]) -> ServerConfig:
         """Back to the ``config`` and ``listeners`` the old workers run with: their reload failed.
 
         The listeners opened for it are closed (an inherited one let go of),
         the kept ones get their backlog and socket mode back, the env and the
         pid file are the old ones.  The logging it applied stays (``Reread``).
+        Returns ``config`` as it now is: a pid file that cannot move back stays
+        where the reload put it, and is named there (the master's config too).
         """
-        said = "; ".join(changes(self.config, config))
         unopen([sock for sock in self.listeners if not among(sock, listeners)])
         for sock, bind in zip(listeners, config.bind, strict=True):
             retune(sock, bind, self.config, config)
@@ -333,10 +334,12 @@ class Server:
                 if self._pid_file is not None:
                     self._pid_file.remove()
                 self._pid_file = pid_file
+        said = "; ".join(changes(self.config, config))
         self.config, self.listeners = config, listeners
         self._note_bound()
         if said:
             log.info("master: the old workers' configuration is back: %s", said)
+        return config
 
     def stop(self, graceful: bool = True) -> None:
         """Ask an in-process server to stop (thread-safe); its listeners close as it begins."""
