@@ -108,6 +108,37 @@ def test_a_client_that_closes_mid_head_is_an_info_line(leveled):
     assert [m for lv, m in leveled() if "127.0.0.1" in m] == [line]
 
 
+def test_a_client_that_resets_mid_head_is_an_info_line_and_a_400(leveled, tmp_path):
+    # A reset (a killed client, a proxy giving up) used to leave no line at all
+    # where a close left both; nginx logs both, the reset's errno named.
+    log = tmp_path / "access.log"
+    with live_server(echo_app, access_log=str(log)) as server:
+        client = RawClient(server.address)
+        client.send(b"GET / HTTP/1.1\r\nHo")
+        poll(lambda: any(each.parser.mid_request for each in server._worker.connections()))
+        reset(client.sock)
+        line = (
+            "127.0.0.1 closed the connection in the middle of a request head"
+            " (Connection reset by peer)"
+        )
+        poll(lambda: (logging.INFO, line) in leveled())
+        poll(lambda: " 400 " in log.read_text())
+    assert [m for lv, m in leveled() if "127.0.0.1" in m] == [line]
+    (cut,) = log.read_text().splitlines()
+    assert cut.startswith("127.0.0.1 - - [") and cut.endswith('] "-" 400 - "-" "-"')
+
+
+def test_a_reset_between_requests_says_nothing(leveled, tmp_path):
+    log = tmp_path / "access.log"
+    with live_server(echo_app, access_log=str(log)) as server:
+        client = RawClient(server.address)
+        assert client.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+        reset(client.sock)
+        poll(lambda: not server._worker.connections())
+    assert [m for lv, m in leveled() if lv >= logging.INFO and "127.0.0.1" in m] == []
+    assert [" 200 " in each for each in log.read_text().splitlines()] == [True]
+
+
 def _leaves_big(leveled, app) -> tuple[int, str]:
     """Start ``app``'s big response, reset the connection: the (level, line) said of it."""
     with live_server(app) as server:

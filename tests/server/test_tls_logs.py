@@ -98,3 +98,41 @@ def test_a_record_that_does_not_decrypt_between_requests_is_a_tls_error_line(tls
     assert level == logging.INFO
     assert line.endswith(", closed"), line
     assert "_ssl.c" not in line and "[SSL" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("leave", "said"),
+    [
+        ("reset", "127.0.0.1 closed the connection in the middle of a request head"),
+        ("close", "127.0.0.1 closed the connection in the middle of a request head"),
+        ("forged", "127.0.0.1: reading the request head failed: TLS error: "),
+    ],
+)
+def test_a_head_cut_short_over_tls_is_an_info_line_and_a_400(
+    tls_files, leveled, tmp_path, leave, said
+):
+    # A record that does not decrypt mid-head had its line but no access line.
+    # A reset reads as a close without close_notify does (OpenSSL loses its errno).
+    log = tmp_path / "access.log"
+    with (
+        live_server(echo_app, access_log=str(log), **tls_options(tls_files)) as server,
+        tls_connect(server, tls_files) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        poll(lambda: any(each.parser.mid_request for each in server._worker.connections()))
+        if leave == "reset":
+            reset(sock)
+        elif leave == "close":
+            sock.close()  # the TCP close, no close_notify
+        else:
+            os.write(sock.fileno(), FORGED_RECORD)
+        level, line = _said_of(leveled, "127.0.0.1")
+        poll(lambda: " 400 " in log.read_text())
+    assert level == logging.INFO
+    if leave == "forged":
+        assert line.startswith(said) and line.endswith(", closed"), line
+    else:  # OpenSSL reports a reset as it does a close: its errno lost
+        assert line == said
+    assert [m for _, m in leveled() if "127.0.0.1" in m] == [line]
+    (cut,) = log.read_text().splitlines()
+    assert cut.startswith("127.0.0.1 - - [") and cut.endswith('] "-" 400 - "-" "-"')

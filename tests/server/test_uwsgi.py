@@ -30,6 +30,7 @@ from .conftest import echo_app
 from .live import HeldApp, RawClient, live_server, read_until_close
 from .live import uwsgi_packet as packet
 from .served import poll
+from .test_client_gone_log import reset
 
 
 def nginx_vars(method: str = "GET", uri: str = "/", **extra: str) -> dict[str, str]:
@@ -276,6 +277,33 @@ def test_a_truncated_packet_is_logged_and_closed_unseen(server, caplog):
         assert client.read_to_close() == b""
     assert SEEN == []
     assert any("middle of a packet" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("binds", [1, 2], ids=["uwsgi only", "beside http"])
+def test_a_packet_cut_by_a_reset_is_a_warning_and_a_400(binds, tmp_path, caplog):
+    # A peer that resets mid-packet (nginx killed, a forged client) left no
+    # line at all, where one that closes leaves a warning and a "-" 400.
+    SEEN.clear()
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    log = tmp_path / "access.log"
+    bind = ["uwsgi://127.0.0.1:0", "127.0.0.1:0"][:binds]
+    with live_server(recording, bind=bind, timeout=5, access_log=str(log)) as server:
+        worker = server._worker
+        client = RawClient(server.addresses[0])
+        client.send(packet(nginx_vars())[:20])
+        poll(
+            lambda: any(
+                each.parser.mid_request
+                for each in worker.connections() + (worker.direct.held() if worker.direct else [])
+            )
+        )
+        reset(client.sock)
+        poll(lambda: " 400 " in log.read_text())
+    said = [r.getMessage() for r in caplog.records if "middle of a packet" in r.getMessage()]
+    assert [each.endswith("(Connection reset by peer)") for each in said] == [True], said
+    (cut,) = log.read_text().splitlines()
+    assert cut.endswith('] "-" 400 - "-" "-"')
+    assert SEEN == []
 
 
 def test_a_packet_that_stalls_gets_408_after_the_timeout(server):

@@ -136,23 +136,34 @@ def report_broken(
         log.info("%s: %s (%s)", request_from(environ), exc, answer)
 
 
-def report_head_cut(connection: Connection) -> None:
-    """Say why a connection closed in the middle of a request head, and log it a 400.
+def report_head_cut(connection: Connection, exc: OSError | None = None) -> None:
+    """Say why a connection broke in the middle of a request head, and log it a 400.
 
-    Behind nginx (uwsgi) a warning: nginx never sends half a packet.  From an
-    HTTP client, INFO, as nginx's "client prematurely closed connection".
-    The access log has its line, ``"-" 400`` with no byte sent, as nginx
-    writes one, and as a head that stalls has its 408: a request begun is
-    never left out.  A connection that closes before any byte of a head
-    (an idle keep-alive, a preconnect) is no request, and has no line.
+    ``exc``: the read failed (a reset, a TLS error) rather than ending in a
+    close, as nginx's "recv() failed (104: Connection reset by peer) while
+    reading client request headers"; said in ``io_failure``'s words, a reset
+    as a close with its errno (as ``ClientGone`` says one), a TLS error as one
+    mid-body reads.  Over TLS a close or reset without close_notify loses its
+    errno in OpenSSL, and reads as a close.  Behind nginx (uwsgi) a warning:
+    nginx never sends half a packet.  From an HTTP client, INFO, as nginx's
+    "client prematurely closed connection".  The access log has its line,
+    ``"-" 400`` with no byte sent, as nginx writes one, and as a head that
+    stalls has its 408: a request begun is never left out.  A connection that
+    closes or resets before any byte of a head (an idle keep-alive, a
+    preconnect) is no request, and has no line.
     """
+    if exc is not None and closed_without_notice(exc):
+        exc = None
+    why = "" if exc is None else f" ({io_failure(exc)})"
     if connection.uwsgi:
-        log.warning("uwsgi: %s closed in the middle of a packet", connection.peer or "a peer")
+        peer = connection.peer or "a peer"
+        log.warning("uwsgi: %s closed in the middle of a packet%s", peer, why)
+    elif isinstance(exc, ssl.SSLError):  # no close of the client's: TLS failed, we close
+        client = client_of(connection.peer)
+        log.info("%s: reading the request head failed: %s, closed", client, io_failure(exc))
     else:
-        log.info(
-            "%s closed the connection in the middle of a request head",
-            client_of(connection.peer),
-        )
+        client = client_of(connection.peer)
+        log.info("%s closed the connection in the middle of a request head%s", client, why)
     if connection.worker.access_log is not None:
         connection.worker.access_log.refused(connection.peer, 400)
 

@@ -120,7 +120,8 @@ class Connection:
             data = self.sock.recv(65536, socket.MSG_DONTWAIT)  # the loop thread never waits
         except (BlockingIOError, InterruptedError):
             return True
-        except OSError:
+        except OSError as exc:  # a reset: mid-head, said as a close is
+            self._peer_closed(exc)
             return False
         if not data:
             self._peer_closed()
@@ -165,15 +166,17 @@ class Connection:
                 data = self.sock.recv(65536, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 continue
-            except OSError:
+            except OSError as exc:
+                self._peer_closed(exc)
                 return False
             if not data:
                 self._peer_closed()
                 return False
 
-    def _peer_closed(self) -> None:
-        if self.parser.mid_request:  # not an ordinary close between requests
-            report_head_cut(self)
+    def _peer_closed(self, exc: OSError | None = None) -> None:
+        """The peer closed, or ``exc`` broke the read: logged if it cut a head short."""
+        if self.parser.mid_request:  # not an ordinary close (or reset) between requests
+            report_head_cut(self, exc)
 
     def feed(self, data: bytes) -> None:
         """Hand bytes read in the worker's loop to the parser.

@@ -236,8 +236,11 @@ class TLSConnection(Connection):
     def receive(self) -> bool:
         try:
             data = self.recv_now()
-        except OSError as exc:  # a reset says nothing, as on a plain bind; a bad record does
-            if isinstance(exc, ssl.SSLError) and not closed_without_notice(exc):
+        except OSError as exc:
+            if self.parser.mid_request:  # a head cut short: said as on a plain bind
+                self._peer_closed(exc)
+            elif isinstance(exc, ssl.SSLError) and not closed_without_notice(exc):
+                # Between requests a reset says nothing, as on a plain bind; a bad record does.
                 log.info("%s: %s, closed", client_of(self.peer), io_failure(exc))
             return False
         if data is None:
