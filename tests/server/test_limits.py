@@ -164,6 +164,66 @@ def test_a_request_line_over_the_limit_is_one_info_line_from_either_bind(caplog,
     assert said == [(logging.INFO, LONG_LINE)]
 
 
+def _uwsgi_post(length: str) -> bytes:
+    variables = {
+        "REQUEST_METHOD": "POST",
+        "REQUEST_URI": "/up",
+        "PATH_INFO": "/up",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": length,
+        "REMOTE_ADDR": "127.0.0.1",  # nginx's client, and the HTTP tests'
+    }
+    return uwsgi_packet(variables)
+
+
+DECLARED = "Content-Length 2000000 larger than --max-body-size (1000 bytes)"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        pytest.param(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n",
+            DECLARED,
+            id="http-content-length",
+        ),
+        pytest.param(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"400\r\n"
+            + b"x" * 1024
+            + b"\r\n0\r\n\r\n",
+            "request body larger than --max-body-size (1000 bytes)",
+            id="http-chunked",
+        ),
+        pytest.param(_uwsgi_post("0002000000"), DECLARED, id="uwsgi"),
+        pytest.param(
+            _uwsgi_post("9" * 30),
+            "a 30-digit Content-Length larger than --max-body-size (1000 bytes)",
+            id="uwsgi-too-many-digits",
+        ),
+    ],
+)
+def test_a_body_over_the_limit_is_one_info_line_naming_it_from_either_bind(
+    caplog, request_bytes, reason
+):
+    # "request body too large" named neither the limit nor what came, where
+    # nginx's "client intended to send too large body: N bytes" does.
+    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
+    bind = "uwsgi://127.0.0.1:0" if request_bytes[:1] == b"\x00" else "127.0.0.1:0"
+    with (
+        live_server(echo_app, bind=bind, max_body_size=1000) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(request_bytes)
+        assert read_until_close(client).startswith(b"HTTP/1.1 413 ")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "wsgistack.server" and r.levelno >= logging.INFO and "413" in r.getMessage()
+    ]
+    assert said == [(logging.INFO, f"request from 127.0.0.1: {reason}, answered 413")]
+
+
 @pytest.mark.parametrize(
     "before",
     [

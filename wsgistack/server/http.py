@@ -35,7 +35,7 @@ import httptools
 from ..errors import ProtocolError
 from .malformed import classify, transfer_coding_refusal, uwsgi_on_http_bind
 from .method import failing_message, method_refusal
-from .request import Limits, Request, RequestQueue
+from .request import Limits, Request, RequestQueue, body_too_large
 from .requestline import SPACES_AND_VERSION, ends_request_line, line_too_long, other_protocol
 from .target import absolute_form, valid_host
 
@@ -257,15 +257,15 @@ class RequestParser(RequestQueue):
             self._open_size_line()
         length = request.content_length
         if length is not None and length > self.limits.max_body_size:
-            raise self._refusal("request body too large", 413)
+            raise self._refusal(body_too_large(self.limits.max_body_size, str(length)), 413)
         self._queue(request)
 
     def on_body(self, body: bytes) -> None:
         request = self._current
         assert request is not None
         request.body_size += len(body)
-        if request.body_size > self.limits.max_body_size:
-            raise self._refusal("request body too large", 413)
+        if request.body_size > self.limits.max_body_size:  # chunked: no length declared
+            raise self._refusal(body_too_large(self.limits.max_body_size), 413)
         request.body.append(body)
         self._open = False  # chunk data: the chunk header before it was not the last
 

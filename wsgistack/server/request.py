@@ -21,7 +21,7 @@ from ..errors import ProtocolError
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["NO_BODY_LIMIT", "Limits", "Request", "RequestQueue"]
+__all__ = ["NO_BODY_LIMIT", "Limits", "Request", "RequestQueue", "body_too_large"]
 
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
@@ -50,6 +50,25 @@ class Limits:
             config.max_header_size,
             config.max_body_size or NO_BODY_LIMIT,  # 0: no limit, as nginx's client_max_body_size 0
         )
+
+
+def body_too_large(limit: int, declared: str | None = None) -> str:
+    """The reason given for a 413, the same over HTTP and uwsgi: the limit, and what came.
+
+    ``declared``: the digits of the Content-Length the client sent (nginx's
+    CONTENT_LENGTH), when it declared one; else the body (chunked) grew past
+    the limit.  An operator sees what was turned away and which option did
+    it, as nginx's "client intended to send too large body: N bytes" shows.
+    """
+    if limit >= NO_BODY_LIMIT:  # --max-body-size 0: only a length no integer holds
+        bound = f"the largest body ({NO_BODY_LIMIT} bytes)"
+    else:
+        bound = f"--max-body-size ({limit} bytes)"
+    if declared is None:
+        return f"request body larger than {bound}"
+    if len(declared) > len(str(NO_BODY_LIMIT)):  # thousands of digits: their count will do
+        return f"a {len(declared)}-digit Content-Length larger than {bound}"
+    return f"Content-Length {declared} larger than {bound}"
 
 
 class Request:

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..options import TCHAR, TOKEN
 from .environ import Input
-from .request import Limits, Request, RequestQueue
+from .request import Limits, Request, RequestQueue, body_too_large
 from .requestline import line_too_long
 
 __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
@@ -278,7 +278,7 @@ class UwsgiParser(RequestQueue):
             digits = length_text.lstrip("0") or "0"
             length = int(digits) if len(digits) <= _LENGTH_DIGITS else None
             if length is None or length > self.limits.max_body_size:
-                raise ProtocolError("request body too large", 413)
+                raise ProtocolError(body_too_large(self.limits.max_body_size, digits), 413)
             variables["CONTENT_LENGTH"] = digits  # the app sees a plain number
         else:
             length = 0
