@@ -224,6 +224,20 @@ def test_a_body_over_the_limit_is_one_info_line_naming_it_from_either_bind(
     assert said == [(logging.INFO, f"request from 127.0.0.1: {reason}, answered 413")]
 
 
+def test_a_length_no_integer_holds_is_413_without_a_limit_and_says_so(caplog):
+    # --max-body-size 0 is no limit, yet a CONTENT_LENGTH of 30 digits is more
+    # than any body: its line must not name a limit of 0, or of 2**63 - 1, as the option's.
+    caplog.set_level(logging.INFO, logger="wsgistack.server")
+    with (
+        live_server(echo_app, bind="uwsgi://127.0.0.1:0", max_body_size=0) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(_uwsgi_post("9" * 30))
+        assert read_until_close(client).startswith(b"HTTP/1.1 413 ")
+    reason = "a 30-digit Content-Length larger than the largest body (9223372036854775807 bytes)"
+    assert f"request from 127.0.0.1: {reason}, answered 413" in caplog.messages
+
+
 @pytest.mark.parametrize(
     "before",
     [
