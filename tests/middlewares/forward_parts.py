@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from wsgiref.validate import validator
@@ -17,6 +18,7 @@ __all__ = [
     "DyingUpstream",
     "HastyUpstream",
     "RawUpstream",
+    "ResettingUpstream",
     "Upstreams",
     "dying",
     "lb",
@@ -154,6 +156,27 @@ class HastyUpstream(_RawServer):
         super().close()
         for sock in self.held:
             sock.close()
+
+
+class ResettingUpstream(_RawServer):
+    """A raw server that resets each connection (SO_LINGER 0), as a crashed or killed one.
+
+    Once a request's head is in (and no more of it read), after sending
+    ``reply``: a part of an answer, or nothing.
+    """
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        super().__init__(self._accepted)
+
+    def _accepted(self, sock: socket.socket) -> None:
+        sock.settimeout(10)
+        with sock:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            sock.sendall(self.reply)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _body_end(head: bytes, buffer: bytes) -> int | None:

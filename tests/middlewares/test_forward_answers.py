@@ -87,7 +87,7 @@ def test_a_misframed_head_is_a_502_and_its_connection_is_not_reused(
             ),
             True,
             b"5\r\nhello\r\n",
-            "closed mid-response (the upstream closed the connection)",
+            "closed mid-response (the upstream closed the connection while reading the body)",
             id="chunked-closed-before-its-last-chunk",
         ),
         pytest.param(

@@ -44,7 +44,8 @@ def test_an_upstream_closing_mid_body_is_one_error_line(lb, raw, caplog, caught)
     assert head.startswith(b"HTTP/1.1 200") and body == b"abc"  # cut off, by a close
     message = only_line(caplog).getMessage()
     assert message == (
-        f"upstream {upstream.url} closed mid-response (the upstream closed the connection)"
+        f"upstream {upstream.url} closed mid-response"
+        " (the upstream closed the connection while reading the body)"
         " to GET /p from 127.0.0.1; aborting the response"
     )
 
@@ -59,7 +60,8 @@ def test_an_upstream_closing_before_its_first_body_byte_answers_502(lb, raw, cap
     )
     assert received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), received
     assert only_line(caplog).getMessage() == (
-        f"upstream {upstream.url} closed mid-response (the upstream closed the connection)"
+        f"upstream {upstream.url} closed mid-response"
+        " (the upstream closed the connection while reading the body)"
         " to GET /p from 127.0.0.1; answering 502"
     )
 
@@ -102,8 +104,11 @@ def test_each_refused_upstream_and_the_503_when_none_is_left_name_the_request(
     tried = []
     for record in tries:
         url, _, rest = record.getMessage().removeprefix("upstream ").partition(" ")
-        assert rest.startswith("failed (error) for GET /one from 127.0.0.1: "), rest
-        assert "Connection refused" in rest
+        address = url.removeprefix("http://")
+        assert rest == (
+            f"failed (error) for GET /one from 127.0.0.1: connect to {address} failed:"
+            " connection refused"
+        )
         tried.append(url)
     assert sorted(tried) == sorted(urls)
     caplog.clear()

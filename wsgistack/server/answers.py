@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
-from ..tlstext import closed_without_notice, io_failure
+from ..iotext import closed_without_notice, io_failure
 from .response import Response, error_body_size, error_response
 from .uwsgi import UwsgiParser
 

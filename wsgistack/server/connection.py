@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..iotext import io_failure
 from ..sockets import reset_on_close, set_io_timeout
-from ..tlstext import io_failure
 from .answers import (
     AbortConnection,
     ClientGone,

@@ -34,7 +34,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..tlstext import closed_without_notice, io_failure, tls_reason
+from ..iotext import closed_without_notice, io_failure, tls_reason
 from .answers import ClientGone, client_of
 from .clientcert import client_cert_keys
 from .connection import Connection

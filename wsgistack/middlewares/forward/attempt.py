@@ -15,24 +15,19 @@ import logging
 import socket
 from typing import IO, TYPE_CHECKING
 
+from ...iotext import broke_while
 from ...requestbody import ClientBodyError
 from ...sockets import set_io_timeout
-from .client import Exchange, ReadTimeout, UpstreamClosed, send_request, upstream_io_failure
+from .client import UPSTREAM, Exchange, ReadTimeout, UpstreamClosed, send_request
+from .methods import IDEMPOTENT
 from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .balancer import LoadBalancer
 
-__all__ = ["IDEMPOTENT", "Failure", "attempt"]
+__all__ = ["Failure", "attempt"]
 
 log = logging.getLogger("wsgistack.forward")
-
-#: The methods a request may go out again with once it was sent: RFC 9110
-#: §9.2.2's idempotent ones, but TRACE, which the balancer answers 405 itself
-#: and never forwards.  Any other method (POST, PATCH, LOCK, WebDAV's, an
-#: extension) is assumed unsafe to repeat: nginx retries every method but
-#: POST, LOCK and PATCH, which would send an unknown one twice.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Failure(Exception):
@@ -64,10 +59,10 @@ def attempt(
     if sock is None:
         try:
             sock = upstream.connect(balancer.connect_timeout)
-        except TimeoutError:
-            raise Failure("timeout", f"connecting to {upstream.url} timed out", False) from None
+        except TimeoutError as exc:  # (worded by connect: which step, which timeout)
+            raise Failure("timeout", str(exc), False) from None
         except OSError as exc:
-            raise Failure("error", f"cannot connect to {upstream.url}: {exc}", False) from None
+            raise Failure("error", str(exc), False) from None
         set_io_timeout(sock, balancer.read_timeout)
     upstream.started()
     exchange = Exchange(sock, head_only=method == "HEAD")
@@ -100,12 +95,27 @@ def attempt(
             # kills a worker would kill max_idle of them).
             return attempt(balancer, upstream, head, method, body, length, chunked, fresh=True)
         kind = "timeout" if timeout else "error"
-        why = upstream_io_failure(exc) if isinstance(exc, OSError) else str(exc)
+        why = _worded(exc, balancer.read_timeout)
         what = f"a pooled connection closed unanswered ({why})" if stale else why
-        raise Failure(kind, f"{upstream.url}: {what}", True, stale) from None
+        raise Failure(kind, what, True, stale) from None
     except BaseException:
         # Anything else (a header that is not latin-1, an interrupt): still not
         # in flight, or least_conn and p2c would shun this upstream for good.
         upstream.ended()
         sock.close()
         raise
+
+
+def _worded(exc: UpstreamClosed | OSError | ReadTimeout, read_timeout: float) -> str:
+    """Why an exchange failed, saying what was being done, as nginx's upstream errors do.
+
+    Read failures come worded by the reader (which knows head from body); an
+    OSError here is a send's, as the request went out.
+    """
+    if isinstance(exc, UpstreamClosed):
+        return str(exc)
+    if isinstance(exc, ReadTimeout):
+        return f"{UPSTREAM} timed out (read_timeout {read_timeout:g} s) {exc.doing}"
+    if isinstance(exc, TimeoutError | BlockingIOError):  # SO_SNDTIMEO: read_timeout's too
+        return f"{UPSTREAM} timed out (read_timeout {read_timeout:g} s) while sending the request"
+    return broke_while(exc, UPSTREAM, "while sending the request")

@@ -47,11 +47,12 @@ from ...requestbody import (
     chunked_input,
     spool_body,
 )
-from .attempt import IDEMPOTENT, Failure, attempt
+from .attempt import Failure, attempt
 from .balance import STRATEGIES
 from .client import BadRequestHead, Exchange, request_head
 from .health import HealthChecker, checked_host, checked_path
 from .mapping import request_headers, request_target
+from .methods import ALLOW, IDEMPOTENT, REFUSED
 from .response import failed_answer, release, respond
 from .tls import PoolTLS
 from .upstream import Upstream, parse_upstream
@@ -60,8 +61,6 @@ __all__ = ["LoadBalancer"]
 
 log = logging.getLogger("wsgistack.forward")
 
-#: The 405 to TRACE says what is forwarded (RFC 9110 §15.5.6: a 405 carries Allow).
-ALLOW = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 CONDITIONS = frozenset({"error", "timeout", "http_502", "http_503", "http_504"})
 
 
@@ -290,13 +289,12 @@ class LoadBalancer:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.health_path is not None:
             self._health.ensure_running()
-        if environ["REQUEST_METHOD"] == "TRACE":
-            # Never forwarded, as nginx: an upstream echoing the request would show a
-            # page's script the cookies and credentials its browser sent (cross-site
-            # tracing).  The body, if any, is left unread; no upstream is chosen.
+        if environ["REQUEST_METHOD"] in REFUSED:
+            # Never forwarded (TRACE: see methods.REFUSED).  The body, if any, is
+            # left unread; no upstream is chosen.
             answer = refusal(
                 webob.exc.HTTPMethodNotAllowed,
-                "TRACE is not forwarded.",
+                f"{environ['REQUEST_METHOD']} is not forwarded.",
                 headers=[("Allow", ALLOW)],
             )
             return answer(environ, start_response)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import re
 import select
 import socket
-import ssl
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
 import httptools
 
+from ...iotext import broke_while
 from ...requestbody import BLOCK, ClientBodyError, read_body
-from ...tlstext import closed_without_notice, io_failure
 
 __all__ = [
+    "UPSTREAM",
     "BadRequestHead",
     "Exchange",
     "ReadTimeout",
@@ -31,30 +31,16 @@ __all__ = [
     "readable",
     "request_head",
     "send_request",
-    "upstream_io_failure",
 ]
 
 #: The largest response head, interim 1xx heads included: past it the answer is a
 #: 502, never memory without bound (nginx's proxy_buffer_size is 4 or 8 KiB).
 MAX_HEAD = 65536
-_CLOSED = "the upstream closed the connection"
+#: Who broke a connection, in the log lines (as the server says "the client").
+UPSTREAM = "the upstream"
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 #: RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); llhttp lets the rest in.
 _REASON_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def upstream_io_failure(exc: OSError) -> str:
-    """Why a read or write on an upstream's connection failed, in a few words.
-
-    A TLS failure reads as the server words a client's ("TLS error: bad record
-    mac", OpenSSL's reason without its tag), a close without close_notify as
-    any close, and any other error as Python gives it.
-    """
-    if closed_without_notice(exc):
-        return _CLOSED
-    if isinstance(exc, ssl.SSLError):
-        return io_failure(exc)
-    return str(exc)
 
 
 class UpstreamClosed(Exception):
@@ -72,7 +58,15 @@ class UpstreamClosed(Exception):
 
 
 class ReadTimeout(Exception):
-    """The upstream did not answer within the read timeout."""
+    """The upstream sent nothing within the read timeout; ``doing``: while reading what.
+
+    The reader knows the part it waited for; the caller knows the timeout's
+    name and value, so it words the line.
+    """
+
+    def __init__(self, doing: str) -> None:
+        super().__init__(f"{UPSTREAM} timed out {doing}")
+        self.doing = doing
 
 
 class _Excess(Exception):
@@ -169,16 +163,17 @@ class Exchange:
             # While in the head, no more than it may still take: its bound is exact.
             data = self.sock.recv(BLOCK if self._headers_done else MAX_HEAD - self._head_size)
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
-            raise ReadTimeout("the upstream did not answer in time") from None
+            raise ReadTimeout(self._doing()) from None
         except OSError as exc:  # (a TLS alert: a TLS 1.3 server refusing our certificate)
-            raise UpstreamClosed(upstream_io_failure(exc), self.received) from None
+            raise UpstreamClosed(broke_while(exc, UPSTREAM, self._doing()), self.received) from None
         if not data:
             if self._headers_done and not self.complete and not self._framed():
                 self.complete = True  # a body delimited by the close (RFC 9112 §6.3 item 8)
                 self.keep_alive = False
                 return
             if not self.complete:
-                raise UpstreamClosed(_CLOSED, self.received)
+                doing = self._doing() if self.received else "before the response head"
+                raise UpstreamClosed(f"{UPSTREAM} closed the connection {doing}", self.received)
             return
         self.received = True
         try:
@@ -201,6 +196,10 @@ class Exchange:
             self._head_size += len(data)
             if self._head_size >= MAX_HEAD:
                 raise UpstreamClosed(f"a response head over {MAX_HEAD} bytes", True, closed=False)
+
+    def _doing(self) -> str:
+        """What a read that failed now was for, as nginx's lines say it."""
+        return "while reading the body" if self._headers_done else "while reading the response head"
 
     def _framed(self) -> bool:
         """True if the response said where its body ends (else the close ends it)."""

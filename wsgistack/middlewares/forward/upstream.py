@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 
 from ...errors import ConfigError
 from ...forking import forget_on_fork
+from ...iotext import os_reason, peer_failure, tls_failure
 from ...options import did_you_mean, flag
 from ...paths import escaped_spelling
-from ...tlstext import tls_failure
-from .client import readable
+from .client import UPSTREAM, readable
 
 __all__ = ["DEFAULT_PORTS", "Upstream", "parse_upstream"]
 
@@ -253,10 +253,26 @@ class Upstream:
     def connect(self, timeout: float) -> socket.socket:
         """A new connection, its TLS handshake done for https:// (each step within ``timeout``).
 
-        A handshake that fails raises ConnectionError saying why (TimeoutError if it stalled).
+        A step that fails raises ConnectionError, or TimeoutError if it stalled,
+        saying which step and why, as nginx's "connect() failed ... while
+        connecting to upstream": ``connect to 10.0.0.5:8000 failed: connection
+        refused``, ``TLS handshake with api.internal failed: certificate verify
+        failed: ...``, ``... timed out (connect_timeout 3 s)``.
         """
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stalled = f"timed out (connect_timeout {timeout:g} s)"
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(f"connect to {address} {stalled}") from None
+        except OSError as exc:  # refused, unreachable, a name that does not resolve
+            raise ConnectionError(f"connect to {address} failed: {os_reason(exc)}") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # reset already (a crashed upstream's backlog)
+            sock.close()
+            why = peer_failure(exc, UPSTREAM)
+            raise ConnectionError(f"connect to {address} failed: {why}") from None
         if self.tls is not None:
             # A session the server no longer knows (restarted, expired) is no
             # error: the server answers with a full handshake instead.
@@ -266,10 +282,14 @@ class Upstream:
             except BaseException as exc:
                 sock.close()
                 self._forget_session(offered)
+                handshake = f"TLS handshake with {self.server_name}"
+                if isinstance(exc, TimeoutError):
+                    raise TimeoutError(f"{handshake} {stalled}") from None
                 if isinstance(exc, ssl.SSLError):
-                    why = tls_failure(exc)
+                    raise ConnectionError(f"{handshake} failed: {tls_failure(exc)}") from None
+                if isinstance(exc, OSError):  # a reset mid-handshake
                     raise ConnectionError(
-                        f"TLS handshake with {self.server_name} failed: {why}"
+                        f"{handshake} failed: {peer_failure(exc, UPSTREAM)}"
                     ) from None
                 raise
         with self._lock:

@@ -1,16 +1,20 @@
-"""TLS errors in plain words, for the log lines of the server and of the forwarder.
+"""Socket and TLS errors in plain words, for the log lines of the server and of the forwarder.
 
-CPython's ``ssl`` errors read as OpenSSL's: ``[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]
+Python words an errno as its repr (``[Errno 104] Connection reset by peer``)
+and CPython's ``ssl`` errors read as OpenSSL's: ``[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]
 decryption failed or bad record mac (_ssl.c:2580)``, and a peer that closed
 its TCP connection without TLS's close_notify (a cancelled download, a
 killed client) as ``EOF occurred in violation of protocol (_ssl.c:2427)``.
-A user reads neither: the first is a TLS error, said so, in OpenSSL's reason
-alone; the second is a peer that left, said as a plain TCP close is.  Both
-sides word a failed handshake alike: the server's lines (``tls_reason``) and
-the forwarder's (``tls_failure``) read ``... failed: wrong version number``.
+A user reads none of these: a TLS error is said so, in OpenSSL's reason
+alone; a peer that left is said as a plain TCP close is; an errno is its
+message.  Both sides word a failed handshake alike: the server's lines
+(``tls_reason``) and the forwarder's (``tls_failure``) read ``... failed:
+wrong version number``; and a connection that broke says who broke it and
+what was being done, as nginx's upstream errors do (``broke_while``).
 
     if closed_without_notice(exc): ...          # the peer went away
     log.info("... %s", io_failure(exc))       # "TLS error: bad record mac" / strerror
+    broke_while(exc, "the upstream", "while sending the request")
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from __future__ import annotations
 import re
 import ssl
 
-__all__ = ["closed_without_notice", "io_failure", "tls_failure", "tls_reason"]
+__all__ = [
+    "broke_while",
+    "closed_without_notice",
+    "io_failure",
+    "os_reason",
+    "peer_failure",
+    "tls_failure",
+    "tls_reason",
+]
 
 #: Where in CPython's _ssl.c an error was raised, as its message ends: not the user's concern.
 _SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\Z")
@@ -65,3 +77,31 @@ def io_failure(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {tls_reason(exc)}"
     return exc.strerror or str(exc)
+
+
+def os_reason(exc: OSError) -> str:
+    """An errno's message as a clause of a line: ``connection refused`` (never ``[Errno 111]``)."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def peer_failure(exc: OSError, peer: str) -> str:
+    """What ``peer`` (``"the upstream"``) did to the connection, or what failed on it.
+
+    A reset says so ("the upstream reset the connection"); a close, also a
+    write after it (EPIPE) or a TLS close without close_notify, says that;
+    a TLS error is ``TLS error: <its reason>``; anything else is the errno's
+    message ("no route to host").
+    """
+    if isinstance(exc, ConnectionResetError):
+        return f"{peer} reset the connection"
+    if isinstance(exc, BrokenPipeError) or closed_without_notice(exc):
+        return f"{peer} closed the connection"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {tls_reason(exc)}"
+    return os_reason(exc)
+
+
+def broke_while(exc: OSError, peer: str, doing: str) -> str:
+    """``peer_failure`` and what was being done: "... reset the connection while sending"."""
+    return f"{peer_failure(exc, peer)} {doing}"
