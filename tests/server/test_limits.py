@@ -164,6 +164,46 @@ def test_a_request_line_over_the_limit_is_one_info_line_from_either_bind(caplog,
     assert said == [(logging.INFO, LONG_LINE)]
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 10 + b"\r\n",
+            "more than --max-headers (8) header fields",
+            id="many-fields",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 600 + b"\r\n\r\n",
+            "header fields larger than --max-header-size (512 bytes)",
+            id="large-fields",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 800,
+            "request head larger than --max-request-line + --max-header-size (576 bytes)",
+            id="head-that-never-ends",
+        ),
+    ],
+)
+def test_a_head_over_a_header_limit_is_one_info_line_naming_the_limit(
+    caplog, request_bytes, reason
+):
+    # The README says an over-limit line names the limit; the 431s said only
+    # "too many header fields", leaving the operator to guess which option.
+    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
+    with (
+        live_server(echo_app, max_headers=8, max_header_size=512, max_request_line=64) as server,
+        socket.create_connection(server.address, timeout=5) as client,
+    ):
+        client.sendall(request_bytes)
+        assert read_until_close(client).startswith(b"HTTP/1.1 431 ")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "wsgistack.server" and r.levelno >= logging.INFO
+    ]
+    assert said == [(logging.INFO, f"request from 127.0.0.1: {reason}, answered 431")]
+
+
 def _uwsgi_post(length: str) -> bytes:
     variables = {
         "REQUEST_METHOD": "POST",

@@ -160,7 +160,7 @@ class RequestParser(RequestQueue):
             # began in is past _bound_open's reach.
             self._header_bytes += size
             if self._header_bytes > self.limits.max_header_size:
-                raise self._refusal("trailer section too large", 431)
+                raise self._refusal(self._over_header_size("trailer section"), 431)
             return
         self._header_bytes += len(name) + len(value) + 4
         # RFC 9112 5: llhttp strips only the leading OWS.  It refuses the other
@@ -171,9 +171,11 @@ class RequestParser(RequestQueue):
         headers = request.headers
         headers.append((name, value))
         if len(headers) > self.limits.max_headers:
-            raise self._refusal("too many header fields", 431)
+            raise self._refusal(
+                f"more than --max-headers ({self.limits.max_headers}) header fields", 431
+            )
         if self._header_bytes > self.limits.max_header_size:
-            raise self._refusal("header fields too large", 431)
+            raise self._refusal(self._over_header_size("header fields"), 431)
         lower = name.lower()
         if lower == b"host":
             self._hosts += 1
@@ -348,7 +350,11 @@ class RequestParser(RequestQueue):
             if self._open_bytes > limits.max_request_line + limits.max_header_size:
                 # RFC 9110 15.5.15/RFC 6585 5: a head that never ends is refused by size.
                 if self._current and self._current.url:
-                    self._fail(ProtocolError("request head too large", 431))
+                    limit = limits.max_request_line + limits.max_header_size
+                    what = "--max-request-line + --max-header-size"
+                    self._fail(
+                        ProtocolError(f"request head larger than {what} ({limit} bytes)", 431)
+                    )
                 else:  # its request line has not ended
                     self._fail(ProtocolError(line_too_long(limits.max_request_line), 414))
         elif self._open_bytes > limits.max_header_size:
@@ -358,7 +364,11 @@ class RequestParser(RequestQueue):
                 self._fail(ProtocolError("chunk-size line too long", 413))
             else:
                 # RFC 9112 7.1.2: trailer fields are header fields; the same limit holds.
-                self._fail(ProtocolError("trailer section too large", 431))
+                self._fail(ProtocolError(self._over_header_size("trailer section"), 431))
+
+    def _over_header_size(self, what: str) -> str:
+        """A 431's reason, naming the limit, as the 414's and 413's do (``line_too_long``)."""
+        return f"{what} larger than --max-header-size ({self.limits.max_header_size} bytes)"
 
     @property
     def refusing_head(self) -> bool:

@@ -19,7 +19,7 @@ REFUSED = frozenset({"TRACE"})
 
 #: The methods the IANA HTTP Method Registry marks idempotent (its
 #: "Idempotent" column: RFC 9110 §9.2.2's, and WebDAV's, DeltaV's, CalDAV's
-#: and the others RFC 7237 registered, QUERY from RFC 10008), so a request
+#: and the others RFC 7237 registered, and the httpbis QUERY method), so a request
 #: that may have reached an upstream can be sent to the next (RFC 9110
 #: §9.2.2).  Not in it: those the registry marks not idempotent (POST, PATCH,
 #: LOCK, CONNECT), TRACE (REFUSED), PRI (HTTP/2's connection preface, no
@@ -37,7 +37,7 @@ IDEMPOTENT = frozenset(
         "VERSION-CONTROL", "REPORT", "CHECKIN", "CHECKOUT", "UNCHECKOUT", "MKWORKSPACE",
         "UPDATE", "LABEL", "MERGE", "BASELINE-CONTROL", "MKACTIVITY",
         # ACL (RFC 3744), ordered collections (3648), redirect references (4437),
-        # CalDAV (4791), SEARCH (5323), LINK and UNLINK (2068), QUERY (10008)
+        # CalDAV (4791), SEARCH (5323), LINK and UNLINK (2068), QUERY (httpbis)
         "ACL", "ORDERPATCH", "MKREDIRECTREF", "UPDATEREDIRECTREF", "MKCALENDAR",
         "SEARCH", "LINK", "UNLINK", "QUERY",
     }
