@@ -379,15 +379,15 @@ class Worker:
             keep = self.serve_next(connection)
         with self.lock:
             self._busy -= 1
-        if keep and not self.stopping:
+        if keep:
             # Idle: --keepalive.  A pipelined head already begun, or a body being
             # read away: --timeout for it, as for any head (a begun head used to
-            # get 408 once --keepalive passed).
+            # get 408 once --keepalive passed).  While stopping, the stop's grace
+            # instead (stopping.py): the response went out keep-alive, and the
+            # client may be sending its next request already.
             self._set_idle_deadline(connection)
             self.hand_back(connection)
-        elif keep or connection.linger:
-            # keep: the response went out keep-alive, then the worker began to
-            # stop, and the client may be sending its next request already.
+        elif connection.linger:
             # Lingering also while stopping: a reset would eat the answer.
             linger(self, connection)
         else:
