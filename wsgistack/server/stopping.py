@@ -3,8 +3,9 @@
 A stop (SIGTERM, a reload, a --max-requests recycle, ``Server.close()``)
 ends the worker's loop, and ``shutdown`` runs its last turns: requests in
 flight finish within --graceful-timeout (none on a quick stop), idle
-keep-alive connections close lingering (see ``discard.linger``), and
-those still running at the deadline are cut with a reset and one log line.
+connections answer a request sent within ``STOP_GRACE`` with Connection:
+close and then close lingering (see ``discard.linger``), and those still
+running at the deadline are cut with a reset and one log line.
 Kept apart from ``worker.py``, which serves: nothing here runs per request.
 
     try:
