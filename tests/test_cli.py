@@ -314,3 +314,38 @@ def test_check_reports_a_broken_app_on_standard_error_whatever_the_error_log(tmp
     assert result.returncode == 2
     assert result.stderr.startswith(f"wsgistack check: {path}: cannot load the app: ")
     assert "KeyError: 'NO_SUCH_XYZ'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "hint"),
+    [
+        (["--keep-alive", "5"], "(gunicorn's --keep-alive is --keepalive here)"),
+        (
+            ["-w", "2", "--error-logfile=-"],
+            "(gunicorn's -w is --workers here; gunicorn's --error-logfile is --error-log here)",
+        ),
+        (["-t", "60"], "(gunicorn's -t (its worker watchdog) is --worker-timeout here)"),
+        (
+            ["--max-requests-jitter", "50"],
+            "(gunicorn's --max-requests-jitter has no counterpart:"
+            " --max-requests is jittered by 10% of itself)",
+        ),
+    ],
+)
+def test_a_gunicorn_spelling_is_refused_saying_what_to_write_here(capsys, arguments, hint):
+    # A command line carried over from gunicorn was refused only as
+    # "unrecognized arguments", leaving the operator to search the option table.
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "tests.pipeline_fixtures:tags_app", *arguments])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == f"wsgistack: error: unrecognized arguments: {' '.join(arguments)} {hint}"
+
+
+def test_an_unknown_flag_that_is_no_gunicorn_spelling_is_refused_as_before(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "tests.pipeline_fixtures:tags_app", "--bogus"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "wsgistack: error: unrecognized arguments: --bogus"
+    )

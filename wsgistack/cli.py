@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .loader import log_load_failure, working_directory
 from .server.cli import add_serve, enter_chdir, served_source, settle_served
 from .server.config import ServerConfig
+from .server.flags import spelling_hints
 
 __all__ = ["main"]
 
@@ -153,7 +154,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad configuration)."""
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:
+        hints = spelling_hints(unrecognized) if args.command == "serve" else ""
+        parser.error(
+            f"unrecognized arguments: {' '.join(unrecognized)}" + (f" ({hints})" if hints else "")
+        )
     # Like gunicorn: modules named in the config are importable from the working
     # directory, through a symlink as named (a reload then sees the new release).
     workdir = working_directory()

@@ -10,7 +10,7 @@ them (``cli.add_serve`` builds the parser from it).
 
 from __future__ import annotations
 
-__all__ = ["ACTIONS", "FLAGS"]
+__all__ = ["ACTIONS", "FLAGS", "GUNICORN_SPELLINGS", "spelling_hints"]
 
 #: (option, metavar, help) in the order --help shows them; values go through options.OPTIONS.
 FLAGS = (
@@ -243,3 +243,39 @@ ACTIONS = {
     "preload": "store_true",
     "proxy_protocol": "store_true",
 }
+
+#: gunicorn's spellings of options we have under another name, or not at all:
+#: a command line carried over from gunicorn is refused saying what to write
+#: here, not only as "unrecognized".  (gunicorn's --timeout is accepted, with
+#: our meaning: the README's table says so.)
+GUNICORN_SPELLINGS = {
+    "-w": "is --workers here",
+    "-b": "is --bind here",
+    "-p": "is --pid here",
+    "-u": "is --user here",
+    "-g": "is --group here",
+    "-m": "is --umask here",
+    "-t": "(its worker watchdog) is --worker-timeout here",
+    "--keep-alive": "is --keepalive here",
+    "--error-logfile": "is --error-log here",
+    "--log-file": "is --error-log here",
+    "--access-logfile": "is --access-log here",
+    "--access-logformat": "is --access-log-format here",
+    "--limit-request-line": "is --max-request-line here",
+    "--limit-request-fields": "is --max-headers here",
+    "--limit-request-field_size": "is --max-header-size here",
+    "--log-config-json": "is --log-config with a .json file here",
+    "--max-requests-jitter": "has no counterpart: --max-requests is jittered by 10% of itself",
+    "--worker-class": "has no counterpart: workers serve with threads (--threads)",
+    "-k": "has no counterpart: workers serve with threads (--threads)",
+}
+
+
+def spelling_hints(unrecognized: list[str]) -> str:
+    """What to write here for gunicorn's spellings among ``unrecognized`` arguments, or ``""``."""
+    names = dict.fromkeys(argument.partition("=")[0] for argument in unrecognized)
+    return "; ".join(
+        f"gunicorn's {name} {GUNICORN_SPELLINGS[name]}"
+        for name in names
+        if name in GUNICORN_SPELLINGS
+    )
