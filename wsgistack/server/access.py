@@ -3,6 +3,7 @@
 access = AccessLog.open("-")      # stdout; a path appends to that file
 access(environ, response, started)
 access.reopen()                   # after logrotate moved the file (SIGUSR1)
+check_access_log(config)          # at start-up and on SIGHUP: a bad path fails there
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import contextlib
 import logging
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError
+from .account import give_log
 from .logformat import DEFAULT_FORMAT, Entry, compile_format
 
-__all__ = ["AccessLog"]
+if TYPE_CHECKING:  # config.py's options table takes statsd.py's converters, which import this
+    from .config import ServerConfig
+
+__all__ = ["AccessLog", "check_access_log"]
 
 log = logging.getLogger("wsgistack.server")
 
@@ -129,6 +134,18 @@ class AccessLog:
             if self._owned:
                 with contextlib.suppress(OSError):  # the last lines could not be flushed: said
                     self._stream.close()
+
+
+def check_access_log(config: ServerConfig) -> None:
+    """Open and close the --access-log file: a bad path fails here, not in each worker.
+
+    With --user, it is created and given to the user first: the workers open
+    it by its name once they are no longer root.
+    """
+    give_log(config.access_log, config.account())
+    access_log = AccessLog.open(config.access_log)
+    if access_log is not None:
+        access_log.close()
 
 
 def _append(path: str) -> TextIO:

@@ -22,8 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigError
-from .access import AccessLog
-from .account import give_log
+from .access import check_access_log
 from .activation import activated, listen_fds
 from .arbiter import Arbiter
 from .bind import Bind
@@ -132,7 +131,7 @@ class Server:
         """
         if not self.listeners:
             self._settled.settle(self.config)
-            _check_access_log(self.config)
+            check_access_log(self.config)
             give_log_files(self.config.account())
             check_statsd(self.config)
             self._passed = self._passed or listen_fds()
@@ -261,7 +260,7 @@ class Server:
         new, _ = activated(again.config, self._passed, bind_given=False)
         check_reload(self.config, new, again.source)
         try:
-            _check_access_log(new)
+            check_access_log(new)
             check_statsd(new)  # the new workers' (the master's gauge keeps its start's)
             listeners, opened = keep_or_open(
                 self.config, new, self.listeners, self._dropped_fds, held
@@ -415,18 +414,6 @@ class Server:
 def _fds(config: ServerConfig) -> set[int]:
     """The inherited descriptors ``config`` serves (its ``fd://N`` binds)."""
     return {bind.fd for bind in config.bind if bind.kind == "fd"}
-
-
-def _check_access_log(config: ServerConfig) -> None:
-    """Open and close the --access-log file: a bad path fails here, not in each worker.
-
-    With --user, it is created and given to the user first: the workers open
-    it by its name once they are no longer root.
-    """
-    give_log(config.access_log, config.account())
-    access_log = AccessLog.open(config.access_log)
-    if access_log is not None:
-        access_log.close()
 
 
 def serve(app: Callable[..., Any], **options: Any) -> int:
