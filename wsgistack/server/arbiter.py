@@ -125,7 +125,10 @@ class Arbiter:
         ]
         | None = None,
         notify: Notify | None = None,
-        restore: Callable[[ServerConfig, list[socket.socket]], ServerConfig] | None = None,
+        restore: Callable[
+            [ServerConfig, list[socket.socket], list[tuple[Bind, socket.socket]]], ServerConfig
+        ]
+        | None = None,
     ) -> None:
         self.load = load
         self.config = config
@@ -134,7 +137,8 @@ class Arbiter:
         #: given the listeners reloads dropped that the master still holds.
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
-        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``);
+        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``),
+        #: given the listeners the failed reload took back and gave back (held again);
         #: returns the configuration as it now is (a pid file that could not move back).
         self._restore = restore
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
@@ -296,10 +300,11 @@ class Arbiter:
         if self._serving is not None:
             # A reload replaces one under way: the sockets only that attempt
             # opened are closed now (its workers, the only others holding
-            # them, are told to stop), so none outlives a failure.
-            kept = (*listeners, *self._serving.listeners)
+            # them, are told to stop), so none outlives a failure; those it
+            # took back from the held ones are not its own (``hold`` below).
+            kept = (*listeners, *self._serving.listeners, *self._dropped.lent())
             close_listeners([sock for sock in self.listeners if not among(sock, kept)])
-        self._dropped.take_back(listeners)  # an address dropped, listed again: its socket
+        self._dropped.take_back(listeners)  # an address dropped, listed again: its socket, lent
         held = zip(self.config.bind, self.listeners, strict=True)
         self._dropped.hold(held, listeners, holders=self.workers)
         if config.workers != self.config.workers:
@@ -348,6 +353,7 @@ class Arbiter:
             self.workers.retiring = set()
             self._state = State.SERVING
             self._serving = None
+            self._dropped.settle()  # the sockets it took back are its own
 
     def _tell(self) -> None:
         """systemd's view of a serving master: READY=1 once a set is up, STATUS= as it changes."""
@@ -439,10 +445,11 @@ class Arbiter:
         assert self._serving is not None  # set while reloading
         serving, self._serving = self._serving, None
         listeners = list(serving.listeners)
-        self._dropped.take_back(listeners)  # the addresses it dropped are served again
+        # The addresses it dropped are served again; those it took back are held again.
+        given = self._dropped.go_back(listeners)
         config = serving.config
         if self._restore is not None:
-            config = self._restore(config, listeners)  # closes those it opened
+            config = self._restore(config, listeners, given)  # closes those it opened
         self.config, self.listeners, self._target = config, listeners, serving.target
 
     def _give_up(self, pid: int) -> None:
@@ -481,6 +488,7 @@ class Arbiter:
                 beat.close()
             raise
         self.workers.add(pid, time.monotonic())
+        self._dropped.forked(pid)  # a copy of each listener a reload under way took back
         if beat is not None:
             self._watchdog.add(pid, beat)
 

@@ -16,7 +16,8 @@ An address listed before and after keeps its socket, so its port (also one
 picked with port 0) and its queued connections stay; only the addresses that
 are new are bound, and those no longer listed are closed by the master once
 the workers that hold them have left; one listed again before that takes
-its held socket back (``Dropped.held``), as binding it anew would fail.
+its held socket back (``Dropped.held``), as binding it anew would fail, and
+gives it back to be held again if that reload fails or is replaced.
 
     again = Reread(config, "stack.toml", apply_logging=lambda: None)
     dropped = Dropped()                               # in the master
@@ -24,10 +25,12 @@ its held socket back (``Dropped.held``), as binding it anew would fail.
         server.config, again.config, server.listeners, held=dropped.held()
     )
     log.info("%s", "; ".join(changes(server.config, again.config)))
-    dropped.take_back(listeners)                      # listed again: served again
+    dropped.take_back(listeners)                      # listed again: lent to the reload
     dropped.hold(zip(server.config.bind, server.listeners), listeners, holders=workers)
+    dropped.forked(pid)               # each worker forked: it has the lent ones too
     dropped.release(alive=workers)    # each turn: closed once no holder is left
-    dropped.take_back(server.listeners)  # the new workers failed: the old ones keep theirs
+    dropped.settle()                  # the reload is done: the lent ones are its own
+    given = dropped.go_back(old_listeners)  # it failed: the old ones keep theirs, lent held again
 """
 
 from __future__ import annotations
@@ -221,16 +224,29 @@ def retune(sock: socket.socket, bind: Bind, old: ServerConfig | None, new: Serve
             log.warning("master: socket_mode not applied to %s: %s", bind, exc.strerror)
 
 
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """A listener a reload dropped, and the workers with a copy (forked while it was listed)."""
+
+    bind: Bind
+    sock: socket.socket
+    holders: set[int]
+
+
 class Dropped:
     """The listeners reloads dropped, held by the master until the workers holding them leave.
 
     Until then the old workers serve the connections already queued on them,
-    and a reload that lists the address again takes the socket back.
+    and a reload that lists the address again takes the socket back.  It is
+    lent to that reload until it is done (``settle``): one that fails or is
+    replaced dropping it again gives it back (``go_back``, ``hold``), to be
+    held for its old workers still, and for those forked while it was lent,
+    never closed under them as a socket that reload had opened.
     """
 
     def __init__(self) -> None:
-        self._sockets: list[tuple[Bind, socket.socket]] = []
-        self._holders: set[int] = set()  # the workers forked while they were listed
+        self._held: list[_Held] = []
+        self._lent: list[_Held] = []  # taken back by the reload under way
 
     def hold(
         self,
@@ -238,30 +254,70 @@ class Dropped:
         new: list[socket.socket],
         holders: Iterable[int],
     ) -> None:
-        """Keep those of ``old`` (bind, socket) that ``new`` no longer lists, for ``holders``."""
-        dropped = [
-            (bind, sock) for bind, sock in old if sock.fileno() != -1 and not among(sock, new)
-        ]
-        if dropped:
-            self._sockets += dropped
-            self._holders |= set(holders)
+        """Keep those of ``old`` (bind, socket) that ``new`` no longer lists, for ``holders``.
+
+        One lent to the reload ``new`` replaces is held for its own holders.
+        """
+        for bind, sock in old:
+            if sock.fileno() == -1 or among(sock, new) or _find(sock, self._held):
+                continue
+            lent = _find(sock, self._lent)
+            if lent is not None:
+                self._lent.remove(lent)
+                self._held.append(lent)
+            else:
+                self._held.append(_Held(bind, sock, set(holders)))
 
     def held(self) -> list[tuple[Bind, socket.socket]]:
         """Each listener held now, with the bind it was opened for (``keep_or_open`` takes them)."""
-        return list(self._sockets)
+        return [(each.bind, each.sock) for each in self._held]
+
+    def lent(self) -> list[socket.socket]:
+        """The listeners the reload under way took back: not its own to close."""
+        return [each.sock for each in self._lent]
 
     def take_back(self, listeners: Iterable[socket.socket]) -> None:
-        """Keep ``listeners`` open after all: listed again, or their dropping reload failed."""
+        """Lend those of ``listeners`` held to the reload that lists them again."""
         back = list(listeners)
-        self._sockets = [(bind, sock) for bind, sock in self._sockets if not among(sock, back)]
+        self._lent += [each for each in self._held if among(each.sock, back)]
+        self._held = [each for each in self._held if not among(each.sock, back)]
+
+    def forked(self, pid: int) -> None:
+        """Worker ``pid`` was forked with the lent listeners among its own: it holds them too."""
+        for each in self._lent:
+            each.holders.add(pid)
+
+    def settle(self) -> None:
+        """The reload under way is done: the listeners lent to it are its own now."""
+        self._lent = []
+
+    def go_back(self, serving: Iterable[socket.socket]) -> list[tuple[Bind, socket.socket]]:
+        """The reload under way failed: the old workers' ``serving`` listeners are theirs again.
+
+        Those it dropped are held no more; those lent to it that ``serving``
+        does not list are held again, and returned (bind, socket).
+        """
+        kept = list(serving)
+        given = [each for each in self._lent if not among(each.sock, kept)]
+        self._held = [each for each in self._held if not among(each.sock, kept)] + given
+        self._lent = []
+        return [(each.bind, each.sock) for each in given]
 
     def release(self, alive: Iterable[int]) -> None:
-        """Close them once none of their holders is among the ``alive`` workers."""
-        self._holders &= set(alive)
-        if self._sockets and not self._holders:
-            self.close()
+        """Close each held listener once none of its holders is among the ``alive`` workers."""
+        living = set(alive)
+        for each in (*self._held, *self._lent):
+            each.holders &= living
+        gone = [each for each in self._held if not each.holders]
+        if gone:
+            close_listeners([each.sock for each in gone])
+            self._held = [each for each in self._held if each.holders]
 
     def close(self) -> None:
-        """Close them now: the master stops, or a new worker lets go of its copies."""
-        close_listeners([sock for _, sock in self._sockets])
-        self._sockets = []
+        """Close the held ones now: the master stops, or a new worker lets go of its copies."""
+        close_listeners([each.sock for each in self._held])
+        self._held = []
+
+
+def _find(sock: socket.socket, entries: list[_Held]) -> _Held | None:
+    return next((each for each in entries if each.sock is sock), None)

@@ -308,19 +308,30 @@ class Server:
         self._note_bound()
         return new, listeners
 
-    def _restore(self, config: ServerConfig, listeners: list[socket.socket]) -> ServerConfig:
+    def _restore(
+        self,
+        config: ServerConfig,
+        listeners: list[socket.socket],
+        given: list[tuple[Bind, socket.socket]],
+    ) -> ServerConfig:
         """Back to the ``config`` and ``listeners`` the old workers run with: their reload failed.
 
-        The listeners opened for it are closed (an inherited one let go of),
-        the kept ones get their backlog and socket mode back, the env and the
-        pid file are the old ones.  The logging it applied stays (``Reread``).
+        The listeners opened for it are closed (an inherited one let go of);
+        those it took back from the held ones are ``given`` back (``Dropped``)
+        and stay open, for the workers still holding them; the kept ones get
+        their backlog and socket mode back, the env and the pid file are the
+        old ones.  The logging it applied stays (``Reread``).
         Returns ``config`` as it now is: a pid file that cannot move back stays
         where the reload put it, and is named there (the master's config too).
         """
-        unopen([sock for sock in self.listeners if not among(sock, listeners)])
+        held = [sock for _, sock in given]
+        unopen([sock for sock in self.listeners if not among(sock, (*listeners, *held))])
         for sock, bind in zip(listeners, config.bind, strict=True):
             retune(sock, bind, self.config, config)
-        self._dropped_fds -= _fds(config)  # taken back, open again
+        # Those it dropped are served again; an inherited one given back is dropped again.
+        self._dropped_fds = (self._dropped_fds - _fds(config)) | {
+            bind.fd for bind, _ in given if bind.kind == "fd"
+        }
         self._settled.change_env(config.env)
         if config.pid != self.config.pid:
             try:
