@@ -3,9 +3,10 @@
 The master holds a dropped listener until the workers that had it leave; a
 reload that lists the address again takes that socket back rather than bind
 it a second time (which the held socket would refuse: "Address already in
-use").  The CLI in a subprocess, its ``--config`` file edited in
-``tmp_path``; the old worker is kept draining by a request it is still
-serving, then killed by PID; every wait a bounded poll.
+use"); if that reload fails or is replaced, the socket is held again, not
+closed under the workers still draining it.  The CLI in a subprocess, its
+``--config`` file edited in ``tmp_path``; the old worker is kept draining by
+a request it is still serving, then killed by PID; every wait a bounded poll.
 """
 
 from __future__ import annotations
