@@ -276,7 +276,24 @@ def test_a_truncated_packet_is_logged_and_closed_unseen(server, caplog):
         client.sock.shutdown(socket.SHUT_WR)
         assert client.read_to_close() == b""
     assert SEEN == []
-    assert any("middle of a packet" in record.getMessage() for record in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "middle of a packet" in r.getMessage()]
+    assert said == ["uwsgi: 127.0.0.1 closed in the middle of a packet"]
+
+
+def test_a_packet_cut_on_a_unix_socket_names_no_address(tmp_path, caplog):
+    # A unix socket's peer has no address: the warning says "the peer".
+    caplog.set_level(logging.WARNING, logger="wsgistack.server")
+    path = tmp_path / "app.sock"
+    with (
+        live_server(recording, bind=f"uwsgi://unix:{path}", timeout=2),
+        RawClient(str(path)) as client,
+    ):
+        client.send(packet(nginx_vars())[:20])
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read_to_close() == b""
+        poll(lambda: any("middle of a packet" in r.getMessage() for r in caplog.records))
+    said = [r.getMessage() for r in caplog.records if "middle of a packet" in r.getMessage()]
+    assert said == ["uwsgi: the peer closed in the middle of a packet"]
 
 
 @pytest.mark.parametrize("binds", [1, 2], ids=["uwsgi only", "beside http"])

@@ -34,6 +34,7 @@ __all__ = [
     "AbortConnection",
     "ClientGone",
     "fail",
+    "peer_name",
     "ran_out",
     "refusal_bytes",
     "refuse_timeout",
@@ -84,6 +85,12 @@ class ClientGone(AbortConnection):
 def client_of(peer: object) -> str:
     """The client's address for a log line about a connection with no request yet."""
     return str(peer[0]) if isinstance(peer, tuple) and peer else "-"
+
+
+def peer_name(peer: object) -> str:
+    """A peer as a line's subject: its address, or ``the peer`` on a unix socket (none)."""
+    address = client_of(peer)
+    return "the peer" if address == "-" else address
 
 
 def ran_out(worker: Worker) -> str:
@@ -156,7 +163,7 @@ def report_head_cut(connection: Connection, exc: OSError | None = None) -> None:
         exc = None
     why = "" if exc is None else f" ({io_failure(exc)})"
     if connection.uwsgi:
-        peer = connection.peer or "a peer"
+        peer = peer_name(connection.peer)
         log.warning("uwsgi: %s closed in the middle of a packet%s", peer, why)
     elif isinstance(exc, ssl.SSLError):  # no close of the client's: TLS failed, we close
         client = client_of(connection.peer)
@@ -185,7 +192,7 @@ def send_refusal(connection: Connection, error: ProtocolError, head_only: bool =
     if error.over_limit:
         log.info("request from %s: %s, answered %d", client_of(peer), error, error.status_hint)
     else:
-        log.debug("refused %s: %s", connection.peer, error)
+        log.debug("refused %s: %s", client_of(connection.peer), error)
     connection.linger = True  # the connection then closes, lingering (see worker)
     size = 0
     try:

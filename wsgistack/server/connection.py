@@ -27,6 +27,7 @@ from ..sockets import reset_on_close, set_io_timeout
 from .answers import (
     AbortConnection,
     ClientGone,
+    peer_name,
     refuse_timeout,
     report_broken,
     report_head_cut,
@@ -188,7 +189,7 @@ class Connection:
         try:
             self.parser.feed(data)
         except Exception:
-            log.exception("the request parser failed on bytes from %s", self.peer or "a peer")
+            log.exception("the request parser failed on bytes from %s", peer_name(self.peer))
             self.parser.error = ProtocolError("the request could not be parsed", 400)
 
     def _fill(self) -> None:
