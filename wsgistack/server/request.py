@@ -21,10 +21,14 @@ from ..errors import ProtocolError
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["NO_BODY_LIMIT", "Limits", "Request", "RequestQueue", "body_too_large"]
+__all__ = ["LENGTH_DIGITS", "NO_BODY_LIMIT", "Limits", "Request", "RequestQueue", "body_too_large"]
 
 #: ``--max-body-size 0``: larger than any body a client can send.
 NO_BODY_LIMIT = 2**63 - 1
+#: The digits of the largest length a limit holds (19): a Content-Length with
+#: more is too large, and is refused without being parsed (int() of thousands
+#: of digits is slow, and over 4300 raises).
+LENGTH_DIGITS = len(str(NO_BODY_LIMIT))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +70,7 @@ def body_too_large(limit: int, declared: str | None = None) -> str:
         bound = f"--max-body-size ({limit} bytes)"
     if declared is None:
         return f"request body larger than {bound}"
-    if len(declared) > len(str(NO_BODY_LIMIT)):  # thousands of digits: their count will do
+    if len(declared) > LENGTH_DIGITS:  # thousands of digits: their count will do
         return f"a {len(declared)}-digit Content-Length larger than {bound}"
     return f"Content-Length {declared} larger than {bound}"
 

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..options import TCHAR, TOKEN
 from .environ import Input
-from .request import Limits, Request, RequestQueue, body_too_large
+from .request import LENGTH_DIGITS, Limits, Request, RequestQueue, body_too_large
 from .requestline import line_too_long
 
 __all__ = ["UwsgiParser", "UwsgiRequest", "build_uwsgi_environ"]
@@ -67,8 +67,6 @@ _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "O
 #: Variables that hold a certificate, PEM (mod_ssl's SSL_CLIENT_CERT and
 #: SSL_CLIENT_CERT_CHAIN_n): their lines end in LF.
 _PEM_PREFIX = "SSL_CLIENT_CERT"
-#: More digits than any body limit has (2**63 - 1 has 19): too large, unparsed.
-_LENGTH_DIGITS = 19
 
 
 class UwsgiRequest(Request):
@@ -276,7 +274,7 @@ class UwsgiParser(RequestQueue):
             # nginx passes a client's Content-Length as sent, leading zeros and
             # all, and int() refuses a string of over 4300 digits with ValueError.
             digits = length_text.lstrip("0") or "0"
-            length = int(digits) if len(digits) <= _LENGTH_DIGITS else None
+            length = int(digits) if len(digits) <= LENGTH_DIGITS else None
             if length is None or length > self.limits.max_body_size:
                 raise ProtocolError(body_too_large(self.limits.max_body_size, digits), 413)
             variables["CONTENT_LENGTH"] = digits  # the app sees a plain number
