@@ -64,6 +64,24 @@ def test_the_path_of_an_absolute_form_target_is_its_path_not_the_url(tmp_path):
     assert log.read_text().splitlines() == ["/abs z=1", "/ y", "/plain x"]
 
 
+def test_no_query_is_an_empty_q_as_gunicorn_writes_it(tmp_path):
+    # q wrote "-" for no query, so a gunicorn format that rebuilds the target
+    # logged "/p?-"; a request refused before its head has "-", as every
+    # request atom.
+    log = tmp_path / "access.log"
+    with live_server(naps, access_log=str(log), access_log_format="%(U)s?%(q)s") as server:
+        with RawClient(server.address) as client:
+            client.request(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n")
+            client.request(b"GET /p? HTTP/1.1\r\nHost: a\r\n\r\n")
+            client.request(b"GET /p?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        poll(lambda: log.read_text().count("\n") == 3)
+        with RawClient(server.address) as client:
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n")
+            assert client.response()[0] == 400
+        poll(lambda: log.read_text().count("\n") == 4)
+    assert log.read_text().splitlines() == ["/p?", "/p?", "/p?x=1", "-?-"]
+
+
 def test_the_default_format_is_the_combined_line(tmp_path):
     # Byte for byte what the log wrote before the format was an option, and the
     # default's direct function writes what the atoms' table would.

@@ -111,21 +111,30 @@ def _environ(key: str) -> Atom:
 _SCHEME_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 
 
-def _raw_uri(part: int) -> Atom:
-    """The path (0) or query (2) of the target as received, before any layer mounted it.
+def _target(entry: Entry) -> str | None:
+    """The target as received, before any layer mounted it; None for a request refused unread.
 
-    Of an absolute-form target (``GET http://example.com/a``), the path is
-    ``/a``, as Apache's ``%U`` and gunicorn's ``U`` write it, not the URL.
+    An absolute-form target (``GET http://example.com/a?x``) is ``/a?x``, so
+    its path is ``/a``, as Apache's ``%U`` and gunicorn's ``U`` write it, not the URL.
     """
+    target = entry.environ.get("RAW_URI")
+    if target is None:
+        return None
+    if target[:1] != "/" and (authority := _SCHEME_AUTHORITY.match(target)):
+        rest = target[authority.end() :]
+        target = rest if rest[:1] == "/" else "/" + rest
+    return target
 
-    def atom(entry: Entry) -> str:
-        target = entry.environ.get("RAW_URI", "")
-        if target[:1] != "/" and (authority := _SCHEME_AUTHORITY.match(target)):
-            rest = target[authority.end() :]
-            target = rest if rest[:1] == "/" else "/" + rest
-        return _text(target.partition("?")[part])
 
-    return atom
+def _path(entry: Entry) -> str:
+    target = _target(entry)
+    return "-" if target is None else _text(target.partition("?")[0])
+
+
+def _query(entry: Entry) -> str:
+    # Empty when there is none, as gunicorn's q: "%(U)s?%(q)s" writes "/p?", not "/p?-".
+    target = _target(entry)
+    return "-" if target is None else target.partition("?")[2].translate(LOG_ESCAPES)
 
 
 def _duration(unit: int) -> Atom:
@@ -153,8 +162,8 @@ ATOMS: dict[str, tuple[str, Atom]] = {
     "t": ("the time of the line, [10/Oct/2000:13:55:36 -0700]", _time),
     "r": ("the request line, GET /path?q=1 HTTP/1.1", _request),
     "m": ("the method", _environ("REQUEST_METHOD")),
-    "U": ("the path as received, without the query", _raw_uri(0)),
-    "q": ("the query string, without '?'", _raw_uri(2)),
+    "U": ("the path as received, without the query", _path),
+    "q": ("the query string, without '?'; empty when there is none", _query),
     "H": ("the protocol, HTTP/1.1", _environ("SERVER_PROTOCOL")),
     "s": ("the status code", lambda entry: entry.status),
     "B": ("the body bytes sent", lambda entry: str(entry.size)),
