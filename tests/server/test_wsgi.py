@@ -230,16 +230,39 @@ def test_start_response_twice_without_exc_info_is_a_500():
         assert client.request(GET % b"")[0] == 500
 
 
-@pytest.mark.parametrize("body", [[], [b"never"]], ids=["empty", "a-chunk"])
-def test_an_app_that_never_calls_start_response_is_a_500_and_logged(body, caplog):
+@pytest.mark.parametrize(
+    ("body", "did"),
+    [
+        ([], "returned without calling start_response"),
+        ([b"never"], "sent a body before calling start_response"),
+    ],
+    ids=["empty", "a-chunk"],
+)
+def test_an_app_that_never_calls_start_response_is_a_500_and_logged(body, did, caplog):
+    # Logged as "the application raised while iterating" with a traceback of
+    # the server's own write(), as if the app had raised: one line says what it did.
     def app(environ, start_response):
         return body
 
     with live_server(app, validate=False) as server, RawClient(server.address) as client:
-        assert client.request(GET % b"")[0] == 500
-    errors = [r for r in caplog.records if r.name == "wsgistack.server" and r.exc_info]
-    assert len(errors) == 1
-    assert "before start_response" in str(errors[0].exc_info[1])
+        assert client.request(GET % b"x")[0] == 500
+    errors = [r for r in caplog.records if r.name == "wsgistack.server" and r.levelname == "ERROR"]
+    assert [(r.getMessage(), r.exc_info) for r in errors] == [
+        (f"GET /x from 127.0.0.1: the application {did}, answered 500", None)
+    ]
+
+
+def test_an_app_that_calls_start_response_in_an_empty_generator_is_a_200(caplog):
+    # Legal (PEP 3333: headers go out with the first non-empty chunk, or at
+    # the end): an empty 200, not a 500.
+    def app(environ, start_response):  # a generator: nothing runs until iterated
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from ()
+
+    with live_server(app) as server, RawClient(server.address) as client:
+        status, headers, body = client.request(GET % b"x")
+    assert (status, headers["content-length"], body) == (200, "0", b"")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize(

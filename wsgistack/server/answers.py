@@ -8,7 +8,7 @@ connection.  Kept apart from ``connection.py``, which serves: nothing here
 runs for a request that succeeds.
 
     except BaseException:
-        fail(self, response, f"{request_from(environ)}: the application raised")
+        fail(self, response, environ)   # "GET /x from 203.0.113.9: the application raised"
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AbortConnection",
     "ClientGone",
+    "NoStartResponse",
     "fail",
     "peer_name",
     "ran_out",
@@ -80,6 +81,14 @@ class ClientGone(AbortConnection):
         if isinstance(exc, ssl.SSLError):  # a real TLS failure: worth a look
             return cls(io_failure(exc), logging.INFO, sent)
         return cls(f"the client closed the connection ({io_failure(exc)})", sent=sent)
+
+
+class NoStartResponse(Exception):
+    """The app sent a body, or returned, without calling ``start_response`` (PEP 3333).
+
+    Its own mistake, not an exception it raised: ``fail`` logs what it did in
+    one line, with no traceback (it would show the server's code, not the app's).
+    """
 
 
 def client_of(peer: object) -> str:
@@ -217,8 +226,14 @@ def refusal_bytes(connection: Connection, status: int, head_only: bool = False) 
     return error_response(status, stamped=not connection.uwsgi, head_only=head_only)
 
 
-def fail(connection: Connection, response: Response, message: str) -> None:
-    """Answer the exception being handled: a 500 (or its status), or cut the connection."""
+def fail(
+    connection: Connection, response: Response, environ: dict[str, Any], doing: str = ""
+) -> None:
+    """Answer the exception being handled: a 500 (or its status), or cut the connection.
+
+    Logged, unless a layer has said why: ``GET /x from CLIENT: the application
+    raised`` and ``doing`` (`` while iterating``), with the traceback.
+    """
     error = sys.exc_info()[1]
     fault = body_error_behind(error) if error is not None else None
     if fault is not None:
@@ -242,8 +257,11 @@ def fail(connection: Connection, response: Response, message: str) -> None:
             type(error).__name__,
         )
         raise AbortConnection
+    elif isinstance(error, NoStartResponse):  # nothing was sent: no status to send
+        log.error("%s: %s, answered 500", request_from(environ), error)
+        status = 500
     else:
-        log.error("%s", message, exc_info=True)
+        log.error("%s: the application raised%s", request_from(environ), doing, exc_info=True)
         if response.sent:
             raise AbortConnection
         status = 500

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._logtext import request_from
 from ..errors import ProtocolError
 from ..wsgi import close_iterable
-from .answers import AbortConnection, ClientGone, fail
+from .answers import AbortConnection, ClientGone, NoStartResponse, fail
 from .discard import discardable
 from .environ import FileWrapper
 from .request import Request
@@ -63,7 +63,7 @@ def run_app(
     except (AbortConnection, ProtocolError):
         raise
     except BaseException:
-        fail(connection, response, f"{request_from(environ)}: the application raised")
+        fail(connection, response, environ)
         return
     # The result is closed after the except blocks, not in a finally: an error
     # its close() raises is then the app's own, not chained (``During handling
@@ -81,9 +81,8 @@ def run_app(
     except (AbortConnection, ProtocolError) as exc:
         pending = exc
     except BaseException:
-        message = f"{request_from(environ)}: the application raised while iterating"
         try:
-            fail(connection, response, message)
+            fail(connection, response, environ, " while iterating")
         except BaseException as exc:  # AbortConnection, ProtocolError: the caller's
             pending = exc
     try:
@@ -129,9 +128,9 @@ def _write_all(
             # GET may have a body (RFC 9110 8.6); 204 and 304 carry none anyway.
             response.length = 0
             response.headers.append(("Content-Length", "0"))
-        # The head alone.  An app that never called start_response fails here
-        # (write()'s AssertionError), and run_app answers 500 and logs it.
-        write(b"")
+        if response.status is None:  # legal until now: a generator may call it last
+            raise NoStartResponse("the application returned without calling start_response")
+        write(b"")  # the head alone
     _finish(connection, response)
 
 
@@ -178,8 +177,8 @@ def _writer(
     connection: Connection, request: Request, response: Response
 ) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
-        if response.status is None:
-            raise AssertionError("write() before start_response()")
+        if response.status is None:  # only _write_all has a write() before it
+            raise NoStartResponse("the application sent a body before calling start_response")
         if not response.sent:
             head = _head(connection, request, response)
             if not response.head_only:
