@@ -10,13 +10,14 @@ import tracemalloc
 from wsgiref.validate import validator
 
 import pytest
+import waitress.server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paste.deploy import loadapp
 from webtest import TestApp
 
 from tests.processes import held, in_a_child
-from tests.server.live import exchange, live_server
+from tests.server.live import RawClient, exchange, live_server
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import ErrorCatcher, LoadBalancer, PrefixDispatcher
@@ -739,6 +740,30 @@ def test_trace_in_process_is_a_validated_405_with_allow(lb, raw):
     response = app.request("/", method="TRACE", headers={"Accept": "application/json"}, status=405)
     assert response.json["code"].startswith("405")
     assert "TRACE" not in response.headers["Allow"]
+    assert upstream.connections == 0
+
+
+@pytest.mark.parametrize("target", [b"example.com:443", b"/x"], ids=["authority-form", "path"])
+def test_connect_under_waitress_is_answered_405_and_never_reaches_an_upstream(lb, raw, target):
+    # Our server answers CONNECT 501 before any app; waitress (as gunicorn)
+    # hands it to the app, and the balancer sent "CONNECT 443 HTTP/1.1" on.
+    # As nginx: a tunnel no reverse proxy opens (RFC 9110 §9.3.6) is 405.
+    # (Not validated: wsgiref's validator warns of CONNECT, which it does not list.)
+    upstream = raw(OK)
+    front = waitress.server.create_server(lb([upstream.url]), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=front.run, daemon=True)
+    thread.start()
+    try:
+        with RawClient(("127.0.0.1", int(front.effective_port))) as client:
+            client.send(
+                b"CONNECT %s HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n"
+                % target
+            )
+            status, headers, _ = client.response()
+    finally:
+        front.close()
+        thread.join(5)
+    assert (status, headers["allow"]) == (405, "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
     assert upstream.connections == 0
 
 
