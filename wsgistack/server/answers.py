@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
-from ..iotext import closed_without_notice, io_failure
+from ..iotext import broke_while, closed_without_notice, io_failure, peer_failure
 from .response import Response, error_body_size, error_response
 from .uwsgi import UwsgiParser
 
@@ -76,11 +76,11 @@ class ClientGone(AbortConnection):
                 logging.INFO,
                 sent,
             )
-        if closed_without_notice(exc):  # TLS: OpenSSL lost the errno (a close or a reset)
-            return cls("the client closed the connection", sent=sent)
-        if isinstance(exc, ssl.SSLError):  # a real TLS failure: worth a look
-            return cls(io_failure(exc), logging.INFO, sent)
-        return cls(f"the client closed the connection ({io_failure(exc)})", sent=sent)
+        if isinstance(exc, ssl.SSLError) and not closed_without_notice(exc):
+            return cls(io_failure(exc), logging.INFO, sent)  # a real TLS failure: worth a look
+        # A reset, a close (EPIPE; over TLS OpenSSL loses which one it was),
+        # worded as the forwarder words an upstream's: "the client reset the connection".
+        return cls(peer_failure(exc, "the client"), sent=sent)
 
 
 class NoStartResponse(Exception):
@@ -157,31 +157,35 @@ def report_head_cut(connection: Connection, exc: OSError | None = None) -> None:
 
     ``exc``: the read failed (a reset, a TLS error) rather than ending in a
     close, as nginx's "recv() failed (104: Connection reset by peer) while
-    reading client request headers"; said in ``io_failure``'s words, a reset
-    as a close with its errno (as ``ClientGone`` says one), a TLS error as one
-    mid-body reads.  Over TLS a close or reset without close_notify loses its
-    errno in OpenSSL, and reads as a close.  Behind nginx (uwsgi) a warning:
-    nginx never sends half a packet.  From an HTTP client, INFO, as nginx's
-    "client prematurely closed connection".  The access log has its line,
-    ``"-" 400`` with no byte sent, as nginx writes one, and as a head that
-    stalls has its 408: a request begun is never left out.  A connection that
-    closes or resets before any byte of a head (an idle keep-alive, a
-    preconnect) is no request, and has no line.
+    reading client request headers"; a reset is said in ``peer_failure``'s
+    words, as the forwarder says an upstream's ("... reset the connection"),
+    a TLS error as one mid-body reads.  Over TLS a close or reset without
+    close_notify loses its errno in OpenSSL, and reads as a close.  Behind
+    nginx (uwsgi) a warning: nginx never sends half a packet.  From an HTTP
+    client, INFO, as nginx's "client prematurely closed connection".  The
+    access log has its line, ``"-" 400`` with no byte sent, as nginx writes
+    one, and as a head that stalls has its 408: a request begun is never left
+    out.  A connection that closes or resets before any byte of a head (an
+    idle keep-alive, a preconnect) is no request, and has no line.
     """
     if exc is not None and closed_without_notice(exc):
         exc = None
-    why = "" if exc is None else f" ({io_failure(exc)})"
     if connection.uwsgi:
-        peer = peer_name(connection.peer)
-        log.warning("uwsgi: %s closed in the middle of a packet%s", peer, why)
+        log.warning("uwsgi: %s", _cut(peer_name(connection.peer), exc, "in the middle of a packet"))
     elif isinstance(exc, ssl.SSLError):  # no close of the client's: TLS failed, we close
         client = client_of(connection.peer)
         log.info("%s: reading the request head failed: %s, closed", client, io_failure(exc))
     else:
-        client = client_of(connection.peer)
-        log.info("%s closed the connection in the middle of a request head%s", client, why)
+        log.info("%s", _cut(client_of(connection.peer), exc, "in the middle of a request head"))
     if connection.worker.access_log is not None:
         connection.worker.access_log.refused(connection.peer, 400)
+
+
+def _cut(peer: str, exc: OSError | None, where: str) -> str:
+    """``127.0.0.1 closed the connection <where>``, or reset it (``exc``), or what failed."""
+    if exc is None:
+        return f"{peer} closed the connection {where}"
+    return broke_while(exc, peer, where)
 
 
 def send_refusal(connection: Connection, error: ProtocolError, head_only: bool = False) -> None:
