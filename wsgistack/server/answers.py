@@ -24,7 +24,6 @@ from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
 from ..iotext import broke_while, closed_without_notice, io_failure, peer_failure
 from .response import Response, error_body_size, error_response
-from .uwsgi import UwsgiParser
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -199,9 +198,8 @@ def send_refusal(connection: Connection, error: ProtocolError, head_only: bool =
     "Invalid request from ip=..." is one).  Other refusals are the access
     log's alone; the uwsgi parser warns of a malformed packet itself.
     """
-    peer, line = connection.peer, ""
-    if isinstance(connection.parser, UwsgiParser):
-        peer, line = connection.parser.refused_line(peer)  # the client, not nginx
+    # Behind uwsgi_pass the client nginx served, not nginx; its request line once known.
+    peer, line = connection.parser.refused_line(connection.peer)
     if error.over_limit:
         log.info("request from %s: %s, answered %d", client_of(peer), error, error.status_hint)
     else:

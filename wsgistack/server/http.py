@@ -30,6 +30,8 @@ that the uwsgi parser shares, ``request.py``'s.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httptools
 
 from ..errors import ProtocolError
@@ -208,7 +210,7 @@ class RequestParser(RequestQueue):
         request = self._current
         assert request is not None
         parser = self._parser
-        request.method = parser.get_method().decode("ascii")
+        method = parser.get_method().decode("ascii")
         request.version = version = parser.get_http_version()
         request.keep_alive = request.keep_alive and parser.should_keep_alive()
         self._in_head = self._open = False
@@ -227,6 +229,9 @@ class RequestParser(RequestQueue):
         elif (name := other_protocol(head, request.url)) is not None:
             # RFC 9112 2.3: the name is "HTTP", case-sensitive; nginx answers 400.
             raise self._refusal(f"{name}/{version} is not HTTP", 400)
+        # Set once the head is known to be HTTP: a refusal from here on is logged
+        # with its request line (refused_line), as nginx logs its 413s and 501s.
+        request.method = method
         if version not in ("1.1", "1.0"):
             raise self._refusal(f"HTTP/{version} is not supported", 505)
         if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
@@ -369,6 +374,18 @@ class RequestParser(RequestQueue):
     def _over_header_size(self, what: str) -> str:
         """A 431's reason, naming the limit, as the 414's and 413's do (``line_too_long``)."""
         return f"{what} larger than --max-header-size ({self.limits.max_header_size} bytes)"
+
+    def refused_line(self, peer: Any) -> tuple[Any, str]:
+        """The client and request line to log for a refusal (413, say).
+
+        The line is known once the head was read as HTTP (a body over
+        ``--max-body-size``, an unsupported coding); before that (a bad or
+        too long head) it is ``""``, logged as ``-``.
+        """
+        request = self._current
+        if request is None or not request.method:
+            return peer, ""
+        return peer, f"{request.method} {request.url.decode('latin-1')} HTTP/{request.version}"
 
     @property
     def refusing_head(self) -> bool:
