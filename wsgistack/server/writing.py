@@ -115,6 +115,13 @@ def _write_all(
     for chunk in result:
         if chunk:
             write(chunk)
+            if response.head_only:
+                # A HEAD (or a 204, 304) is answered once its head is out: the
+                # rest would go nowhere, and no send would fail to tell that the
+                # client left, so an endless body (server-sent events) would hold
+                # this thread for good.  run_app closes the result: a generator
+                # gets its GeneratorExit, Django its request_finished.
+                break
     if not response.sent:
         if (
             response.status is not None
