@@ -143,3 +143,21 @@ def test_a_head_that_is_not_http_is_still_logged_without_a_request_line(tmp_path
         assert client.request(b"GET / RTSP/1.0\r\nHost: a\r\n\r\n")[0] == 400
     (line,) = log.read_text().splitlines()
     assert '] "-" 400 ' in line
+
+
+def test_a_queued_request_refused_is_logged_with_its_own_line_not_the_next_ones(tmp_path):
+    # Refused as its environ is built (a trusted proxy's scheme headers
+    # disagree) while the next, pipelined request's body is still arriving.
+    log = tmp_path / "access.log"
+    with (
+        live_server(echo_app, access_log=str(log)) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(
+            b"GET /first HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n"
+            b"X-Forwarded-Ssl: off\r\n\r\n"
+            b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        assert client.response()[0] == 400
+    (line,) = log.read_text().splitlines()
+    assert '"GET /first HTTP/1.1" 400 ' in line

@@ -27,6 +27,7 @@ from .response import Response, error_body_size, error_response
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .request import Request
     from .worker import Worker
 
 __all__ = [
@@ -187,10 +188,16 @@ def _cut(peer: str, exc: OSError | None, where: str) -> str:
     return broke_while(exc, peer, where)
 
 
-def send_refusal(connection: Connection, error: ProtocolError, head_only: bool = False) -> None:
+def send_refusal(
+    connection: Connection,
+    error: ProtocolError,
+    head_only: bool = False,
+    request: Request | None = None,
+) -> None:
     """Answer a request refused before the app saw it (logged, as nginx logs its 400s).
 
     ``head_only``: the request is known to be a HEAD, so no body goes out.
+    ``request``: the refused request, when it was queued (its line is logged).
     A request over a limit (413, 414, 431) is also one INFO line naming the
     client and the limit, the same from both binds, as nginx's "client sent
     too long URI" is at info: an operator who lowered a limit sees what it
@@ -199,7 +206,7 @@ def send_refusal(connection: Connection, error: ProtocolError, head_only: bool =
     log's alone; the uwsgi parser warns of a malformed packet itself.
     """
     # Behind uwsgi_pass the client nginx served, not nginx; its request line once known.
-    peer, line = connection.parser.refused_line(connection.peer)
+    peer, line = connection.parser.refused_line(connection.peer, request)
     if error.over_limit:
         log.info("request from %s: %s, answered %d", client_of(peer), error, error.status_hint)
     else:

@@ -247,7 +247,7 @@ class Connection:
         parser = self.parser
         while (request := parser.next_request()) is not None:
             if request.error is not None:  # broken before the app saw it
-                send_refusal(self, request.error, head_only=request.method == "HEAD")
+                send_refusal(self, request.error, request.method == "HEAD", request)
                 return False
             self.worker.count_request()
             self.served = True
@@ -304,7 +304,7 @@ class Connection:
         try:
             environ = self._build_environ(self.environ_base, request, self.peer, wsgi_input)
         except ProtocolError as exc:
-            send_refusal(self, exc, response.head_only)
+            send_refusal(self, exc, response.head_only, request)
             return False
         keep_alive = request.keep_alive
         try:

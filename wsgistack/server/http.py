@@ -375,14 +375,16 @@ class RequestParser(RequestQueue):
         """A 431's reason, naming the limit, as the 414's and 413's do (``line_too_long``)."""
         return f"{what} larger than --max-header-size ({self.limits.max_header_size} bytes)"
 
-    def refused_line(self, peer: Any) -> tuple[Any, str]:
+    def refused_line(self, peer: Any, request: Request | None = None) -> tuple[Any, str]:
         """The client and request line to log for a refusal (413, say).
 
-        The line is known once the head was read as HTTP (a body over
-        ``--max-body-size``, an unsupported coding); before that (a bad or
-        too long head) it is ``""``, logged as ``-``.
+        ``request`` is the refused one when it was already queued; otherwise
+        it is the one being parsed.  Its line is known once the head was read
+        as HTTP (a body over ``--max-body-size``, an unsupported coding);
+        before that (a bad or too long head) it is ``""``, logged as ``-``.
         """
-        request = self._current
+        if request is None:
+            request = self._current
         if request is None or not request.method:
             return peer, ""
         return peer, f"{request.method} {request.url.decode('latin-1')} HTTP/{request.version}"

@@ -324,20 +324,21 @@ class UwsgiParser(RequestQueue):
         variables = self.variables
         return variables is not None and variables.get("REQUEST_METHOD") == "HEAD"
 
-    def refused_line(self, peer: Any) -> tuple[Any, str]:
+    def refused_line(self, peer: Any, request: Request | None = None) -> tuple[Any, str]:
         """The client and request line to log for a refusal (413, say).
 
         Once the variables are parsed, they name the client nginx served and
-        its request, where the peer is only nginx itself.
+        its request, where the peer is only nginx itself (a packet is one
+        request: ``request``, when given, is that one).
         """
         variables = self.variables
         if not variables or not variables.get("REQUEST_METHOD"):
             return peer, ""
         client = (variables.get("REMOTE_ADDR", ""), variables.get("REMOTE_PORT", ""))
-        request = " ".join(
+        line = " ".join(
             variables.get(key, "") for key in ("REQUEST_METHOD", "REQUEST_URI", "SERVER_PROTOCOL")
         )
-        return client, request
+        return client, line
 
     def _body(self, request: UwsgiRequest, data: bytes) -> None:
         wanted = request.content_length - request.body_size  # type: ignore[operator]
