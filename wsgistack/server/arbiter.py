@@ -27,6 +27,7 @@ SIGUSR2  logged and ignored: gunicorn's re-exec upgrade, which an operator may
          send out of habit, does not exist here, and the default action would
          end the master (and with it every worker) without a line.
 A worker that dies (crash, ``kill -9``, or --max-requests recycling) is respawned.
+Every worker started (at start, respawned, SIGTTIN, a reload's) is logged with its PID.
 A worker whose loop stops beating for --worker-timeout seconds (a C extension
 holding the GIL, a deadlock) is hung: the master logs it, sends SIGUSR2 (the
 worker's faulthandler prints every thread's stack), then SIGKILL, and a new
@@ -488,6 +489,9 @@ class Arbiter:
                 beat.close()
             raise
         self.workers.add(pid, time.monotonic())
+        # Named at the fork, not once ready: a worker that hangs loading the app
+        # is the one an operator wants to `kill -USR2`, and its own lines follow this.
+        log.info("worker %d started", pid)
         self._dropped.forked(pid)  # a copy of each listener a reload under way took back
         if beat is not None:
             self._watchdog.add(pid, beat)
