@@ -680,12 +680,16 @@ def test_the_pid_file_names_the_server_and_goes_at_exit(serve, tmp_path, workers
     assert not pid_file.exists()
 
 
-def test_a_pid_file_naming_a_live_server_refuses_the_second_start(serve, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["master", "in-process"])
+def test_a_pid_file_naming_a_live_server_refuses_the_second_start(serve, tmp_path, workers):
     first = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"))
     poll((tmp_path / "app.pid").exists)
-    second = serve("--workers", "1", "--pid", str(tmp_path / "app.pid"), wait=False)
+    second = serve("--workers", workers, "--pid", str(tmp_path / "app.pid"), wait=False)
     assert second.proc.wait(timeout=15) == 2
-    assert f"already running as PID {first.proc.pid}" in second.log.read_text()
+    said = second.log.read_text()
+    assert f"already running as PID {first.proc.pid}" in said
+    # Refused before the bind, as gunicorn does: it used to say "listening on" first.
+    assert "listening on" not in said
     assert (tmp_path / "app.pid").read_text() == f"{first.proc.pid}\n"  # the first's, kept
 
 

@@ -1,6 +1,7 @@
 """``--pid FILE``: the serving process's PID in a file, for init scripts and logrotate.
 
-    pid_file = PidFile.create("/run/app.pid")   # refuses if a live server holds it
+    PidFile.check("/run/app.pid")               # before the bind: a live server holds it?
+    pid_file = PidFile.create("/run/app.pid")   # after it; refuses as check() does
     ...
     pid_file.remove()                           # only while the file is still ours
 
@@ -44,12 +45,7 @@ class PidFile:
         """Write this process's PID to ``path`` (atomically); ConfigError naming ``pid``."""
         path = Path(path)
         pid = os.getpid()
-        holder = cls._read(path)
-        if holder is not None and holder != pid and _alive(holder):
-            raise ConfigError(
-                f"pid: {path}: a server is already running as PID {holder}"
-                " (remove the file if that process is not one)"
-            )
+        cls.check(path)  # again: a server may have started since the check before the bind
         temporary = None
         try:
             # A fresh, unguessable name (O_EXCL): never a link someone planted.
@@ -66,6 +62,22 @@ class PidFile:
         # Kept absolute: a SIGHUP may move the master into the release a
         # `current` symlink names now, and the file to remove is this one.
         return cls(path.absolute(), pid)
+
+    @classmethod
+    def check(cls, path: str | os.PathLike[str]) -> None:
+        """Refuse (ConfigError naming ``pid``) a file naming another live process.
+
+        Called before the bind as well as by ``create`` after it: a refused
+        start then never says ``listening on``, and still leaves no file when
+        the bind fails.
+        """
+        path = Path(path)
+        holder = cls._read(path)
+        if holder is not None and holder != os.getpid() and _alive(holder):
+            raise ConfigError(
+                f"pid: {path}: a server is already running as PID {holder}"
+                " (remove the file if that process is not one)"
+            )
 
     @staticmethod
     def _read(path: Path) -> int | None:

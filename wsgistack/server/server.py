@@ -134,6 +134,8 @@ class Server:
             check_access_log(self.config)
             give_log_files(self.config.account())
             check_statsd(self.config)
+            if self.config.pid is not None:
+                PidFile.check(self.config.pid)  # a second start is refused before it binds
             self._passed = self._passed or listen_fds()
             self.config, said = activated(self.config, self._passed, bind_given=self._bind_given)
             if said:
