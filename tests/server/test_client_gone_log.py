@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 from wsgiref.validate import validator
 
 import pytest
@@ -61,7 +62,30 @@ def test_a_client_that_closes_mid_body_is_logged_with_its_request(info):
         status, _, _ = client.response()
         client.close()
     assert status == 400
-    assert "POST /upload from 127.0.0.1: the client closed before the body ended (400)" in info()
+    line = "POST /upload from 127.0.0.1: the client closed the connection before the body ended"
+    assert f"{line} (400)" in info()
+
+
+def test_a_client_that_resets_mid_body_is_said_as_its_other_lines_say_it(info):
+    # It read "reading the request body failed: Connection reset by peer", where
+    # a reset mid-head or mid-response says "the client reset the connection".
+    reading = threading.Event()
+
+    @validator
+    def upload(environ, start_response):
+        reading.set()  # the app reads the body now: the reset reaches its read
+        body = environ["wsgi.input"].read(100)
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with live_server(upload) as server:
+        client = RawClient(server.address)
+        client.send(UPLOAD)
+        assert reading.wait(10)
+        reset(client.sock)
+        line = "POST /upload from 127.0.0.1: the client reset the connection before the body ended"
+        poll(lambda: f"{line} (400)" in info())
+    assert [m for m in info() if "127.0.0.1" in m] == [f"{line} (400)"]
 
 
 def test_a_body_that_stalls_past_the_timeout_is_logged_with_its_request(info):

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+from wsgiref.validate import validator
 
 import pytest
 
@@ -85,6 +86,34 @@ def test_a_record_that_does_not_decrypt_mid_body_is_a_tls_error_line(tls_files, 
     ), line
     assert line.endswith("(400)"), line
     assert "_ssl.c" not in line and "[SSL" not in line, line
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_a_tls_client_that_leaves_mid_body_reads_as_a_close(tls_files, leveled, leave):
+    # OpenSSL loses a reset's errno: either reads as a close, in the words of a
+    # plain bind's ("the client closed the connection ..."), never a TLS error.
+    reading = threading.Event()
+
+    @validator
+    def upload(environ, start_response):
+        reading.set()
+        body = environ["wsgi.input"].read(100)
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with live_server(upload, **tls_options(tls_files)) as server:
+        sock = tls_connect(server, tls_files)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nxx")
+        assert reading.wait(10)
+        if leave == "reset":
+            reset(sock)
+        else:
+            sock.close()  # the TCP close, no close_notify (no unwrap)
+        level, line = _said_of(leveled, "POST /upload from 127.0.0.1")
+    assert (level, line) == (
+        logging.INFO,
+        "POST /upload from 127.0.0.1: the client closed the connection before the body ended (400)",
+    )
 
 
 def test_a_record_that_does_not_decrypt_between_requests_is_a_tls_error_line(tls_files, leveled):

@@ -34,6 +34,7 @@ __all__ = [
     "AbortConnection",
     "ClientGone",
     "NoStartResponse",
+    "body_cut",
     "fail",
     "peer_name",
     "ran_out",
@@ -179,6 +180,22 @@ def report_head_cut(connection: Connection, exc: OSError | None = None) -> None:
         log.info("%s", _cut(client_of(connection.peer), exc, "in the middle of a request head"))
     if connection.worker.access_log is not None:
         connection.worker.access_log.refused(connection.peer, 400)
+
+
+def body_cut(exc: OSError | None = None) -> ProtocolError:
+    """The 400 of a body the client broke off while the app read it: closed (no ``exc``) or reset.
+
+    Worded as the client's other lines (``peer_failure``): "the client reset
+    the connection before the body ended"; over TLS a close or reset without
+    close_notify reads as a close.  A real TLS failure (a record that does not
+    decrypt), or another errno, is what failed: "reading the request body
+    failed: TLS error: bad record mac".
+    """
+    if exc is None:
+        return ProtocolError("the client closed the connection before the body ended", 400)
+    if isinstance(exc, ConnectionResetError) or closed_without_notice(exc):
+        return ProtocolError(broke_while(exc, "the client", "before the body ended"), 400)
+    return ProtocolError(f"reading the request body failed: {io_failure(exc)}", 400)
 
 
 def _cut(peer: str, exc: OSError | None, where: str) -> str:

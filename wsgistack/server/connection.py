@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
-from ..iotext import io_failure
 from ..sockets import reset_on_close, set_io_timeout
 from .answers import (
     AbortConnection,
     ClientGone,
+    body_cut,
     peer_name,
     refuse_timeout,
     report_broken,
@@ -200,11 +200,9 @@ class Connection:
         except (BlockingIOError, TimeoutError):  # --timeout passed (SO_RCVTIMEO; TLS's)
             raise ProtocolError("timed out reading the request body", 408) from None
         except OSError as exc:  # a reset, or a TLS error: "TLS error: bad record mac"
-            raise ProtocolError(
-                f"reading the request body failed: {io_failure(exc)}", 400
-            ) from None
+            raise body_cut(exc) from None
         if not data:
-            raise ProtocolError("the client closed before the body ended", 400)
+            raise body_cut()
         self.parser.feed(data)
 
     # -- the socket calls a TLS connection makes its own way (tlsconnection.py) --------
