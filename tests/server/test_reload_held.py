@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .served import APP, Served, launched, poll
+from .served import APP, HELD_IMPORT, Served, launched, poll
 from .test_activation import LAUNCHER, listening
 from .test_reload_config import refused, request_line, status_of
 from .test_reload_env import hang_up
@@ -236,5 +236,30 @@ def test_a_socket_held_again_is_closed_once_its_old_worker_leaves(launch, tmp_pa
         assert master_listeners(server) == 1
         if b.passed is None:  # an inherited socket's first copy is this test's
             assert isinstance(b.address, int) and refused(b.address)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+
+
+def test_an_inherited_socket_a_replaced_reload_adopted_is_adopted_again(launch, tmp_path):
+    # The replaced reload closed fd 3 (where a failed one lets go of it), so the
+    # number named no socket any more and the next reload listing it was refused.
+    (tmp_path / "slowimport.py").write_text(HELD_IMPORT)
+    with listening() as passed:
+        port = passed.getsockname()[1]
+        write(tmp_path, "slowapp:app", "127.0.0.1:0")
+        server = launch(passed.fileno())
+        poll(lambda: server.count_workers(1))
+        write(tmp_path, "slowimport:app", "127.0.0.1:0", "fd://3")
+        hang_up(server, "reload, starting new workers")
+        poll((tmp_path / "loading").exists)  # its worker loads, fd 3 among its listeners
+        write(tmp_path, "slowapp:app", "127.0.0.1:0")
+        hang_up(server, "reload done")  # the second SIGHUP releases the held import
+        write(tmp_path, "slowapp:app", "127.0.0.1:0", "fd://3")
+        done = server.log.read_text().count("reload done")
+        log = hang_up(server, "master: reload")  # read again, or refused
+        assert "reload refused" not in log
+        log = poll(lambda: (text := server.log.read_text()).count("reload done") > done and text)
+        assert f"listening on http://127.0.0.1:{port}\n" in log
+        assert status_of(("127.0.0.1", port), request_line(20)) == 200
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0

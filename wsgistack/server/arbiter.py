@@ -69,7 +69,7 @@ from .bind import Bind
 from .child import BOOT_ERROR, fork_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
-from .listener import among, close_listeners
+from .listener import among, close_listeners, unopen
 from .logsetup import reopen_log_files
 from .notify import Notify
 from .ready import ReadyPipe
@@ -122,7 +122,8 @@ class Arbiter:
         config: ServerConfig,
         listeners: list[socket.socket],
         reconfigure: Callable[
-            [list[tuple[Bind, socket.socket]]], tuple[ServerConfig, list[socket.socket]]
+            [list[tuple[Bind, socket.socket]], frozenset[int]],
+            tuple[ServerConfig, list[socket.socket]],
         ]
         | None = None,
         notify: Notify | None = None,
@@ -135,7 +136,8 @@ class Arbiter:
         self.config = config
         self.listeners = listeners
         #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None;
-        #: given the listeners reloads dropped that the master still holds.
+        #: given the listeners reloads dropped that the master still holds, and the
+        #: inherited descriptors it closed (``Dropped.closed``).
         self._reconfigure = reconfigure
         self._dropped = Dropped()  # listeners a reload dropped, still held
         #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``),
@@ -293,18 +295,19 @@ class Arbiter:
         if self._reconfigure is None:
             return True
         try:
-            config, listeners = self._reconfigure(self._dropped.held())
+            config, listeners = self._reconfigure(self._dropped.held(), self._dropped.closed())
         except ConfigError as exc:
             log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
             self._notify.reload_ended("reload refused, see the log")
             return False
         if self._serving is not None:
             # A reload replaces one under way: the sockets only that attempt
-            # opened are closed now (its workers, the only others holding
-            # them, are told to stop), so none outlives a failure; those it
-            # took back from the held ones are not its own (``hold`` below).
+            # opened are undone now (its workers, the only others holding
+            # them, are told to stop), as a failed one's are: closed, and an
+            # inherited one let go of, so a later reload can adopt it again;
+            # those it took back from the held ones are not its own (``hold`` below).
             kept = (*listeners, *self._serving.listeners, *self._dropped.lent())
-            close_listeners([sock for sock in self.listeners if not among(sock, kept)])
+            unopen([sock for sock in self.listeners if not among(sock, kept)])
         self._dropped.take_back(listeners)  # an address dropped, listed again: its socket, lent
         held = zip(self.config.bind, self.listeners, strict=True)
         self._dropped.hold(held, listeners, holders=self.workers)

@@ -22,7 +22,7 @@ gives it back to be held again if that reload fails or is replaced.
     again = Reread(config, "stack.toml", apply_logging=lambda: None)
     dropped = Dropped()                               # in the master
     listeners, opened = keep_or_open(
-        server.config, again.config, server.listeners, held=dropped.held()
+        server.config, again.config, server.listeners, dropped.closed(), dropped.held()
     )
     log.info("%s", "; ".join(changes(server.config, again.config)))
     dropped.take_back(listeners)                      # listed again: lent to the reload
@@ -141,8 +141,7 @@ def keep_or_open(
     adopted first, as at start).  If one fails, those opened here are undone
     (``unopen``) and the ``ConfigError`` names the address.  ``dropped_fds``:
     the inherited descriptors an earlier reload dropped and the master closed
-    (or held, and is taken back here), so the number no longer names that
-    socket and is refused.
+    (``Dropped.closed``), so the number no longer names that socket and is refused.
     """
     pairs = [*zip(old.bind, listeners, strict=True), *held]
     kept = {_address(bind): sock for bind, sock in pairs}
@@ -247,6 +246,7 @@ class Dropped:
     def __init__(self) -> None:
         self._held: list[_Held] = []
         self._lent: list[_Held] = []  # taken back by the reload under way
+        self._closed: set[int] = set()  # the inherited descriptors (fd://N) closed here
 
     def hold(
         self,
@@ -271,6 +271,15 @@ class Dropped:
     def held(self) -> list[tuple[Bind, socket.socket]]:
         """Each listener held now, with the bind it was opened for (``keep_or_open`` takes them)."""
         return [(each.bind, each.sock) for each in self._held]
+
+    def closed(self) -> frozenset[int]:
+        """The inherited descriptors closed here: their numbers name that socket no more.
+
+        ``keep_or_open`` refuses them.  Only a held one is ever closed while
+        the master serves: any other inherited socket a reload lets go of
+        (``unopen``) stays open as it came, and can be adopted again.
+        """
+        return frozenset(self._closed)
 
     def lent(self) -> list[socket.socket]:
         """The listeners the reload under way took back: not its own to close."""
@@ -310,13 +319,17 @@ class Dropped:
             each.holders &= living
         gone = [each for each in self._held if not each.holders]
         if gone:
-            close_listeners([each.sock for each in gone])
+            self._close(gone)
             self._held = [each for each in self._held if each.holders]
 
     def close(self) -> None:
         """Close the held ones now: the master stops, or a new worker lets go of its copies."""
-        close_listeners([each.sock for each in self._held])
+        self._close(self._held)
         self._held = []
+
+    def _close(self, entries: list[_Held]) -> None:
+        self._closed |= {each.bind.fd for each in entries if each.bind.kind == "fd"}
+        close_listeners([each.sock for each in entries])
 
 
 def _find(sock: socket.socket, entries: list[_Held]) -> _Held | None:

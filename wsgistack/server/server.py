@@ -106,8 +106,6 @@ class Server:
         self._bind_given = "bind" in options
         #: The descriptors systemd passed (socket activation), read as it binds.
         self._passed: tuple[int, ...] = ()
-        #: Inherited descriptors (fd://N) a reload dropped: closed, never adopted again.
-        self._dropped_fds: set[int] = set()
         self.listeners: list[socket.socket] = []
         #: Each listener's (host, port) as bound, kept once a stop has closed them.
         self._bound: list[tuple[str, int]] = []
@@ -236,12 +234,14 @@ class Server:
                 signal.signal(sig, handler)
 
     def _reconfigure(
-        self, held: list[tuple[Bind, socket.socket]]
+        self, held: list[tuple[Bind, socket.socket]], closed: frozenset[int]
     ) -> tuple[ServerConfig, list[socket.socket]]:
         """SIGHUP's configuration, read, bound and applied: the master's new config and listeners.
 
         ``held``: the listeners earlier reloads dropped that the master still
         holds (``Dropped``); an address listed again takes its socket back.
+        ``closed``: the inherited descriptors (``fd://N``) the master closed,
+        refused as numbers that no longer name the socket they did.
 
         With --preload it also says that the code is kept.  Without a file to
         read again, the options stay; the TLS files are read again (a renewed
@@ -264,9 +264,7 @@ class Server:
         try:
             check_access_log(new)
             check_statsd(new)  # the new workers' (the master's gauge keeps its start's)
-            listeners, opened = keep_or_open(
-                self.config, new, self.listeners, self._dropped_fds, held
-            )
+            listeners, opened = keep_or_open(self.config, new, self.listeners, closed, held)
         except ConfigError as exc:
             raise ConfigError(f"{again.source}: {exc}") from None
         pid_file = self._pid_file
@@ -304,8 +302,6 @@ class Server:
                 retune(sock, bind, None, new)  # tuned for whichever config dropped it
             else:
                 retune(sock, bind, self.config, new)
-        # Those taken back are open again: only the others are gone for good.
-        self._dropped_fds = (self._dropped_fds | _fds(self.config)) - _fds(new)
         self.config, self.listeners = new, listeners
         self._note_bound()
         return new, listeners
@@ -330,10 +326,6 @@ class Server:
         unopen([sock for sock in self.listeners if not among(sock, (*listeners, *held))])
         for sock, bind in zip(listeners, config.bind, strict=True):
             retune(sock, bind, self.config, config)
-        # Those it dropped are served again; an inherited one given back is dropped again.
-        self._dropped_fds = (self._dropped_fds - _fds(config)) | {
-            bind.fd for bind, _ in given if bind.kind == "fd"
-        }
         self._settled.change_env(config.env)
         if config.pid != self.config.pid:
             try:
@@ -422,11 +414,6 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _fds(config: ServerConfig) -> set[int]:
-    """The inherited descriptors ``config`` serves (its ``fd://N`` binds)."""
-    return {bind.fd for bind in config.bind if bind.kind == "fd"}
 
 
 def serve(app: Callable[..., Any], **options: Any) -> int:
