@@ -263,3 +263,30 @@ def test_an_inherited_socket_a_replaced_reload_adopted_is_adopted_again(launch, 
         assert status_of(("127.0.0.1", port), request_line(20)) == 200
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
+
+
+def test_a_dropped_socket_is_closed_once_the_workers_forked_with_it_leave(launch, tmp_path):
+    # Every live worker counted as a holder: B stayed open in the master until
+    # the first worker, forked before B was opened, had drained its request.
+    with contextlib.ExitStack() as stack:
+        b = second("tcp", tmp_path, stack)
+        write(tmp_path, "slowapp:app", "127.0.0.1:0")
+        server = launch(None)
+        (first,) = poll(lambda: server.count_workers(1))
+        slow = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), 10))
+        slow.sendall(b"GET /slow?60 HTTP/1.1\r\nHost: a\r\n\r\n")
+        poll(server.marker.exists)  # the first worker drains this for a minute
+        write(tmp_path, "slowapp:app", "127.0.0.1:0", b.bind)
+        hang_up(server, "reload done")
+        (opened_b,) = poll(lambda: server.count_workers(2)) - {first}
+        assert status_of(b.asked, request_line(20)) == 200
+        write(tmp_path, "slowapp:app", "127.0.0.1:0")
+        hang_up(server, "reload done")
+        poll(lambda: opened_b not in server.workers())
+        poll(lambda: held_by_master(server, b.address) == 0)
+        assert first in server.workers()  # still draining, and never had B
+        assert isinstance(b.address, int) and refused(b.address)
+        os.kill(first, signal.SIGKILL)
+        poll(lambda: first not in server.workers())
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0

@@ -190,7 +190,7 @@ class Arbiter:
                 while (signum := self._signals.pop()) is not None:
                     self._handle(signum)
                 self._reap()
-                self._dropped.release(alive=self.workers)
+                self._dropped.release(holding=self.workers.holding)
                 self._read_ready()
                 self._read_reload_requests()
                 self._watch()
@@ -310,7 +310,7 @@ class Arbiter:
             unopen([sock for sock in self.listeners if not among(sock, kept)])
         self._dropped.take_back(listeners)  # an address dropped, listed again: its socket, lent
         held = zip(self.config.bind, self.listeners, strict=True)
-        self._dropped.hold(held, listeners, holders=self.workers)
+        self._dropped.hold(held, listeners)
         if config.workers != self.config.workers:
             self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
         self.config, self.listeners = config, listeners
@@ -491,11 +491,10 @@ class Arbiter:
             if beat is not None:
                 beat.close()
             raise
-        self.workers.add(pid, time.monotonic())
+        self.workers.add(pid, time.monotonic(), self.listeners)  # its copies (roster.py)
         # Named at the fork, not once ready: a worker that hangs loading the app
         # is the one an operator wants to `kill -USR2`, and its own lines follow this.
         log.info("worker %d started", pid)
-        self._dropped.forked(pid)  # a copy of each listener a reload under way took back
         if beat is not None:
             self._watchdog.add(pid, beat)
 

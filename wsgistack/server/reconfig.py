@@ -26,9 +26,8 @@ gives it back to be held again if that reload fails or is replaced.
     )
     log.info("%s", "; ".join(changes(server.config, again.config)))
     dropped.take_back(listeners)                      # listed again: lent to the reload
-    dropped.hold(zip(server.config.bind, server.listeners), listeners, holders=workers)
-    dropped.forked(pid)               # each worker forked: it has the lent ones too
-    dropped.release(alive=workers)    # each turn: closed once no holder is left
+    dropped.hold(zip(server.config.bind, server.listeners), listeners)
+    dropped.release(holding=workers.holding)  # each turn: closed once no worker has a copy
     dropped.settle()                  # the reload is done: the lent ones are its own
     given = dropped.go_back(old_listeners)  # it failed: the old ones keep theirs, lent held again
 """
@@ -225,11 +224,10 @@ def retune(sock: socket.socket, bind: Bind, old: ServerConfig | None, new: Serve
 
 @dataclasses.dataclass(eq=False)
 class _Held:
-    """A listener a reload dropped, and the workers with a copy (forked while it was listed)."""
+    """A listener a reload dropped, with the bind it was opened for."""
 
     bind: Bind
     sock: socket.socket
-    holders: set[int]
 
 
 class Dropped:
@@ -240,7 +238,9 @@ class Dropped:
     lent to that reload until it is done (``settle``): one that fails or is
     replaced dropping it again gives it back (``go_back``, ``hold``), to be
     held for its old workers still, and for those forked while it was lent,
-    never closed under them as a socket that reload had opened.
+    never closed under them as a socket that reload had opened.  Who holds a
+    copy is the workers' table's to say (``Roster.holding``): those forked
+    while the master listed it, not every worker still draining.
     """
 
     def __init__(self) -> None:
@@ -248,15 +248,10 @@ class Dropped:
         self._lent: list[_Held] = []  # taken back by the reload under way
         self._closed: set[int] = set()  # the inherited descriptors (fd://N) closed here
 
-    def hold(
-        self,
-        old: Iterable[tuple[Bind, socket.socket]],
-        new: list[socket.socket],
-        holders: Iterable[int],
-    ) -> None:
-        """Keep those of ``old`` (bind, socket) that ``new`` no longer lists, for ``holders``.
+    def hold(self, old: Iterable[tuple[Bind, socket.socket]], new: list[socket.socket]) -> None:
+        """Keep those of ``old`` (bind, socket) that ``new`` no longer lists.
 
-        One lent to the reload ``new`` replaces is held for its own holders.
+        One lent to the reload ``new`` replaces is held again.
         """
         for bind, sock in old:
             if sock.fileno() == -1 or among(sock, new) or _find(sock, self._held):
@@ -264,9 +259,7 @@ class Dropped:
             lent = _find(sock, self._lent)
             if lent is not None:
                 self._lent.remove(lent)
-                self._held.append(lent)
-            else:
-                self._held.append(_Held(bind, sock, set(holders)))
+            self._held.append(lent or _Held(bind, sock))
 
     def held(self) -> list[tuple[Bind, socket.socket]]:
         """Each listener held now, with the bind it was opened for (``keep_or_open`` takes them)."""
@@ -291,11 +284,6 @@ class Dropped:
         self._lent += [each for each in self._held if among(each.sock, back)]
         self._held = [each for each in self._held if not among(each.sock, back)]
 
-    def forked(self, pid: int) -> None:
-        """Worker ``pid`` was forked with the lent listeners among its own: it holds them too."""
-        for each in self._lent:
-            each.holders.add(pid)
-
     def settle(self) -> None:
         """The reload under way is done: the listeners lent to it are its own now."""
         self._lent = []
@@ -312,15 +300,12 @@ class Dropped:
         self._lent = []
         return [(each.bind, each.sock) for each in given]
 
-    def release(self, alive: Iterable[int]) -> None:
-        """Close each held listener once none of its holders is among the ``alive`` workers."""
-        living = set(alive)
-        for each in (*self._held, *self._lent):
-            each.holders &= living
-        gone = [each for each in self._held if not each.holders]
+    def release(self, holding: Callable[[socket.socket], Collection[int]]) -> None:
+        """Close each held listener once ``holding(sock)``, the workers with a copy, is empty."""
+        gone = [each for each in self._held if not holding(each.sock)]
         if gone:
             self._close(gone)
-            self._held = [each for each in self._held if each.holders]
+            self._held = [each for each in self._held if each not in gone]  # by identity
 
     def close(self) -> None:
         """Close the held ones now: the master stops, or a new worker lets go of its copies."""

@@ -1,6 +1,10 @@
-"""The master's table of its workers: when each started and where it stands.
+"""The master's table of its workers: when each started, its listeners, and where it stands.
 
-Rules: every worker forked and not yet reaped is in ``started``.  Its
+Rules: every worker forked and not yet reaped is in ``started``, and in
+``listening`` with the master's listeners at its fork: a forked worker has a
+copy of each of them (and of no other, ``Arbiter._child``) until it exits, so
+a listener a reload dropped is the master's to close once none of these is
+left (``Dropped.release``), whatever else still drains.  Its
 standing is a set it belongs to: ``retiring`` (the old set of a reload
 under way, serving until the new one is ready), ``leaving`` (told to stop
 for good: drained, surplus after SIGTTOU, or a failed reload's), and
@@ -10,7 +14,7 @@ nor leaving is active: the active ones are those the master keeps at
 it asks about, and sends the signals.
 
     workers = Roster()
-    workers.add(pid, time.monotonic())                 # forked
+    workers.add(pid, time.monotonic(), listeners)      # forked, with these listeners
     workers.send_away(workers.active(), signal.SIGTERM)
     started = workers.reaped(pid)                      # waitpid() returned it
     workers.forget(pid)                                # once its exit is judged
@@ -20,16 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterable, Iterator
+
+from .listener import among
 
 __all__ = ["Roster"]
 
 
 class Roster:
-    """Every worker the master runs: pid -> start time (monotonic), and its standing."""
+    """Every worker the master runs: pid -> start time (monotonic), its listeners, its standing."""
 
     def __init__(self) -> None:
         self.started: dict[int, float] = {}
+        self.listening: dict[int, tuple[socket.socket, ...]] = {}  # the master's, at its fork
         self.retiring: set[int] = set()  # the old set, during a reload
         self.leaving: set[int] = set()  # told to stop for good (drained, or failed a reload)
         self.ready: set[int] = set()  # has loaded the app
@@ -40,13 +48,19 @@ class Roster:
     def __iter__(self) -> Iterator[int]:
         return iter(self.started)
 
-    def add(self, pid: int, now: float) -> None:
-        """A worker just forked."""
+    def add(self, pid: int, now: float, listeners: Iterable[socket.socket]) -> None:
+        """A worker just forked, with a copy of each of the master's ``listeners``."""
         self.started[pid] = now
+        self.listening[pid] = tuple(listeners)
 
     def reaped(self, pid: int) -> float | None:
         """A worker that exited leaves the table; its start time (None: not ours)."""
+        self.listening.pop(pid, None)
         return self.started.pop(pid, None)
+
+    def holding(self, sock: socket.socket) -> set[int]:
+        """The workers with a copy of listener ``sock``: those forked while the master listed it."""
+        return {pid for pid, listeners in self.listening.items() if among(sock, listeners)}
 
     def forget(self, pid: int) -> None:
         """Drop a reaped worker's standing, once its exit has been judged by it."""
