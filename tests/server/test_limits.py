@@ -146,22 +146,30 @@ LONG_LINE = (
 def test_a_request_line_over_the_limit_is_one_info_line_from_either_bind(caplog, request_bytes):
     # As nginx's "client sent too long URI" (info): the uwsgi bind said it as a
     # WARNING a client could repeat at will, and the HTTP bind only at DEBUG.
+    said = _said_refusing(caplog, request_bytes, 414, max_request_line=64)
+    assert [line for line in said if "request line" in line[1]] == [(logging.INFO, LONG_LINE)]
+
+
+def _said_refusing(
+    caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: int, **limits: int
+) -> list[tuple[int, str]]:
+    """Send ``request_bytes`` (to a uwsgi bind if it is a packet); the server's lines, INFO up.
+
+    The answer is checked to be ``status`` first.
+    """
     caplog.set_level(logging.DEBUG, logger="wsgistack.server")
     bind = "uwsgi://127.0.0.1:0" if request_bytes[:1] == b"\x00" else "127.0.0.1:0"
     with (
-        live_server(echo_app, bind=bind, max_request_line=64) as server,
+        live_server(echo_app, bind=bind, **limits) as server,
         socket.create_connection(server.address, timeout=5) as client,
     ):
         client.sendall(request_bytes)
-        assert read_until_close(client).startswith(b"HTTP/1.1 414 ")
-    said = [
+        assert read_until_close(client).startswith(b"HTTP/1.1 %d " % status)
+    return [
         (r.levelno, r.getMessage())
         for r in caplog.records
-        if r.name == "wsgistack.server"
-        and r.levelno >= logging.INFO
-        and "request line" in r.getMessage()
+        if r.name == "wsgistack.server" and r.levelno >= logging.INFO
     ]
-    assert said == [(logging.INFO, LONG_LINE)]
 
 
 @pytest.mark.parametrize(
@@ -189,18 +197,8 @@ def test_a_head_over_a_header_limit_is_one_info_line_naming_the_limit(
 ):
     # The README says an over-limit line names the limit; the 431s said only
     # "too many header fields", leaving the operator to guess which option.
-    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
-    with (
-        live_server(echo_app, max_headers=8, max_header_size=512, max_request_line=64) as server,
-        socket.create_connection(server.address, timeout=5) as client,
-    ):
-        client.sendall(request_bytes)
-        assert read_until_close(client).startswith(b"HTTP/1.1 431 ")
-    said = [
-        (r.levelno, r.getMessage())
-        for r in caplog.records
-        if r.name == "wsgistack.server" and r.levelno >= logging.INFO
-    ]
+    limits = {"max_headers": 8, "max_header_size": 512, "max_request_line": 64}
+    said = _said_refusing(caplog, request_bytes, 431, **limits)
     assert said == [(logging.INFO, f"request from 127.0.0.1: {reason}, answered 431")]
 
 
@@ -248,19 +246,8 @@ def test_a_body_over_the_limit_is_one_info_line_naming_it_from_either_bind(
 ):
     # "request body too large" named neither the limit nor what came, where
     # nginx's "client intended to send too large body: N bytes" does.
-    caplog.set_level(logging.DEBUG, logger="wsgistack.server")
-    bind = "uwsgi://127.0.0.1:0" if request_bytes[:1] == b"\x00" else "127.0.0.1:0"
-    with (
-        live_server(echo_app, bind=bind, max_body_size=1000) as server,
-        socket.create_connection(server.address, timeout=5) as client,
-    ):
-        client.sendall(request_bytes)
-        assert read_until_close(client).startswith(b"HTTP/1.1 413 ")
-    said = [
-        (r.levelno, r.getMessage())
-        for r in caplog.records
-        if r.name == "wsgistack.server" and r.levelno >= logging.INFO and "413" in r.getMessage()
-    ]
+    said = _said_refusing(caplog, request_bytes, 413, max_body_size=1000)
+    said = [line for line in said if "413" in line[1]]
     assert said == [(logging.INFO, f"request from 127.0.0.1: {reason}, answered 413")]
 
 

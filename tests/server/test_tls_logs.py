@@ -9,10 +9,13 @@ against the server on port 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
+from collections.abc import Iterator
 from wsgiref.validate import validator
 
 import pytest
@@ -64,9 +67,12 @@ def test_a_tls_client_that_leaves_mid_response_is_one_plain_debug_line(tls_files
 FORGED_RECORD = b"\x17\x03\x03\x00\x20" + b"\x5a" * 32
 
 
-def test_a_record_that_does_not_decrypt_mid_body_is_a_tls_error_line(tls_files, leveled):
+@contextlib.contextmanager
+def _mid_upload(tls_files) -> Iterator[ssl.SSLSocket]:
+    """A TLS client two bytes into a 100-byte upload, as the app reads it."""
     reading = threading.Event()
 
+    @validator
     def upload(environ, start_response):
         reading.set()  # the app reads the body: the next record is its pool thread's
         body = environ["wsgi.input"].read(100)
@@ -77,6 +83,11 @@ def test_a_record_that_does_not_decrypt_mid_body_is_a_tls_error_line(tls_files, 
         sock = tls_connect(server, tls_files)
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nxx")
         assert reading.wait(10)
+        yield sock
+
+
+def test_a_record_that_does_not_decrypt_mid_body_is_a_tls_error_line(tls_files, leveled):
+    with _mid_upload(tls_files) as sock:
         os.write(sock.fileno(), FORGED_RECORD)  # under the TLS layer: as if forged on the way
         level, line = _said_of(leveled, "POST /upload from 127.0.0.1")
         sock.close()
@@ -92,19 +103,7 @@ def test_a_record_that_does_not_decrypt_mid_body_is_a_tls_error_line(tls_files, 
 def test_a_tls_client_that_leaves_mid_body_reads_as_a_close(tls_files, leveled, leave):
     # OpenSSL loses a reset's errno: either reads as a close, in the words of a
     # plain bind's ("the client closed the connection ..."), never a TLS error.
-    reading = threading.Event()
-
-    @validator
-    def upload(environ, start_response):
-        reading.set()
-        body = environ["wsgi.input"].read(100)
-        start_response("200 OK", [("Content-Length", str(len(body)))])
-        return [body]
-
-    with live_server(upload, **tls_options(tls_files)) as server:
-        sock = tls_connect(server, tls_files)
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nxx")
-        assert reading.wait(10)
+    with _mid_upload(tls_files) as sock:
         if leave == "reset":
             reset(sock)
         else:
