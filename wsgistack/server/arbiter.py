@@ -9,8 +9,8 @@ SIGHUP   graceful reload: a new set of workers loads the app afresh and
          With ``reconfigure`` (--config, --paste) it first reads the file again
          (``reconfig.py``); one that cannot apply is logged and changes nothing.
          A reload whose new workers cannot load the app puts the master back
-         to what the old set runs with (``Serving``): its configuration, env,
-         listeners, pid file and worker count, so the workers it respawns
+         to what the old set runs with (``reloadbook.py``): its configuration,
+         env, listeners, pid file and worker count, so the workers it respawns
          and the next reload start from there.
          A second SIGHUP during a reload stops the set still starting and
          starts another (the latest code wins).  Ignored once a stop has begun.
@@ -53,7 +53,6 @@ ready once it says so on a pipe (``ready.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import os
@@ -63,17 +62,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ConfigError
 from .backoff import Backoff
-from .bind import Bind
 from .child import BOOT_ERROR, fork_child, run_child
 from .config import ServerConfig
 from .heartbeat import Heartbeat
-from .listener import among, close_listeners, unopen
+from .listener import close_listeners
 from .logsetup import reopen_log_files
 from .notify import Notify
 from .ready import ReadyPipe
-from .reconfig import Dropped
+from .reloadbook import Reconfigure, ReloadBook, Restore, Serving
 from .reloader import FirstFailure, ReloadRequests
 from .roster import Roster
 from .signalqueue import SignalQueue
@@ -104,15 +101,6 @@ class State(enum.Enum):
     STOPPING = "stopping"  # workers drain or quit; none is spawned, no reload finishes
 
 
-@dataclasses.dataclass(frozen=True)
-class Serving:
-    """What the set serving when a reload began runs with: a failed reload goes back to it."""
-
-    config: ServerConfig
-    listeners: tuple[socket.socket, ...]
-    target: int  # how many of it to keep (SIGTTIN / SIGTTOU during the reload count too)
-
-
 class Arbiter:
     """Run and supervise ``config.workers`` worker processes until stopped."""
 
@@ -121,31 +109,16 @@ class Arbiter:
         load: Callable[[], Callable[..., Any]],
         config: ServerConfig,
         listeners: list[socket.socket],
-        reconfigure: Callable[
-            [list[tuple[Bind, socket.socket]], frozenset[int]],
-            tuple[ServerConfig, list[socket.socket]],
-        ]
-        | None = None,
+        reconfigure: Reconfigure | None = None,
         notify: Notify | None = None,
-        restore: Callable[
-            [ServerConfig, list[socket.socket], list[tuple[Bind, socket.socket]]], ServerConfig
-        ]
-        | None = None,
+        restore: Restore | None = None,
     ) -> None:
         self.load = load
         self.config = config
         self.listeners = listeners
-        #: SIGHUP's new configuration and listeners (``Server._reconfigure``), or None;
-        #: given the listeners reloads dropped that the master still holds, and the
-        #: inherited descriptors it closed (``Dropped.closed``).
-        self._reconfigure = reconfigure
-        self._dropped = Dropped()  # listeners a reload dropped, still held
-        #: Puts back what ``reconfigure`` changed outside the master (``Server._restore``),
-        #: given the listeners the failed reload took back and gave back (held again);
-        #: returns the configuration as it now is (a pid file that could not move back).
-        self._restore = restore
         self._notify = notify or Notify(None)  # systemd's Type=notify (notify.py)
-        self._serving: Serving | None = None  # while reloading: what the old set runs with
+        #: SIGHUP's configuration, what the old set runs with, the listeners dropped.
+        self._book = ReloadBook(reconfigure, restore, self._notify)
         self.workers = Roster()  # pid -> start time, and each one's standing (roster.py)
         self._target = config.workers  # how many to keep: --workers, then SIGTTIN / SIGTTOU
         self._state = State.SERVING
@@ -190,7 +163,7 @@ class Arbiter:
                 while (signum := self._signals.pop()) is not None:
                     self._handle(signum)
                 self._reap()
-                self._dropped.release(holding=self.workers.holding)
+                self._book.dropped.release(holding=self.workers.holding)
                 self._read_ready()
                 self._read_reload_requests()
                 self._watch()
@@ -204,7 +177,7 @@ class Arbiter:
             self._signals.uninstall()
             self._ready_pipe.close()
             self._watchdog.close()
-            self._dropped.close()
+            self._book.dropped.close()
             if self._reloads is not None:
                 self._reloads.close()
             if self._first_failure is not None:
@@ -267,9 +240,13 @@ class Arbiter:
             log.info("master: reload ignored, the master is stopping")
             return  # not a quick stop either: in-flight requests keep their grace
         self._notify.reloading()
-        serving = self._serving or Serving(self.config, tuple(self.listeners), self._target)
-        if not self._read_again():
+        serving = Serving(self.config, tuple(self.listeners), self._target)
+        if (taken := self._book.read_again(self.config, self.listeners)) is None:
             return
+        config, listeners = taken
+        if config.workers != self.config.workers:
+            self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
+        self.config, self.listeners = config, listeners
         if self._state is State.RELOADING:
             # Two deploys in a row: the set still starting may hold the older
             # code, so it is stopped (gracefully: a ready one may serve) and a
@@ -283,38 +260,12 @@ class Arbiter:
         else:
             log.info("master: reload, starting new workers")
             self._state = State.RELOADING
-            self._serving = serving
+            self._book.keep(serving)
             self.workers.retiring = set(self.workers) - self.workers.leaving
         if self._first_failure is not None:
             self._first_failure.renew()  # a new set, new code: its failure is new
         for _ in range(self._target):
             self._spawn()
-
-    def _read_again(self) -> bool:
-        """Take the configuration the files now hold; False (logged) if it cannot apply."""
-        if self._reconfigure is None:
-            return True
-        try:
-            config, listeners = self._reconfigure(self._dropped.held(), self._dropped.closed())
-        except ConfigError as exc:
-            log.error("master: reload refused, the old configuration and workers serve on: %s", exc)
-            self._notify.reload_ended("reload refused, see the log")
-            return False
-        if self._serving is not None:
-            # A reload replaces one under way: the sockets only that attempt
-            # opened are undone now (its workers, the only others holding
-            # them, are told to stop), as a failed one's are: closed, and an
-            # inherited one let go of, so a later reload can adopt it again;
-            # those it took back from the held ones are not its own (``hold`` below).
-            kept = (*listeners, *self._serving.listeners, *self._dropped.lent())
-            unopen([sock for sock in self.listeners if not among(sock, kept)])
-        self._dropped.take_back(listeners)  # an address dropped, listed again: its socket, lent
-        held = zip(self.config.bind, self.listeners, strict=True)
-        self._dropped.hold(held, listeners)
-        if config.workers != self.config.workers:
-            self._target = config.workers  # else SIGTTIN / SIGTTOU's count stands
-        self.config, self.listeners = config, listeners
-        return True
 
     def _resize(self, step: int) -> None:
         """One worker more or less (SIGTTIN / SIGTTOU); ``_spawn_missing`` does it."""
@@ -327,8 +278,7 @@ class Arbiter:
             log.info("master: one worker less, but at least one stays")
             return
         self._target += step
-        if self._serving is not None and self._serving.target + step >= 1:
-            self._serving = dataclasses.replace(self._serving, target=self._serving.target + step)
+        self._book.resize(step)
         log.info("master: one worker %s, now %d", "more" if step > 0 else "less", self._target)
 
     def _stop(self, graceful: bool) -> None:
@@ -343,7 +293,7 @@ class Arbiter:
         # (a unix socket's file goes too), so once the draining workers have
         # closed theirs, new clients are refused instead of queued for nobody.
         close_listeners(self.listeners)
-        self._dropped.close()
+        self._book.dropped.close()
         self.workers.signal_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _finish_reload(self) -> None:
@@ -356,8 +306,7 @@ class Arbiter:
             self.workers.send_away(self.workers.retiring, signal.SIGTERM)
             self.workers.retiring = set()
             self._state = State.SERVING
-            self._serving = None
-            self._dropped.settle()  # the sockets it took back are its own
+            self._book.done()  # the sockets it took back are its own
 
     def _tell(self) -> None:
         """systemd's view of a serving master: READY=1 once a set is up, STATUS= as it changes."""
@@ -427,7 +376,7 @@ class Arbiter:
             self._state = State.SERVING
             left = "keeping the old workers" if old else "no old worker left"
             log.error("master: reload failed (the new app cannot be loaded), %s", left)
-            self._go_back()
+            self.config, self.listeners, self._target = self._book.go_back()
             if old:
                 self._notify.reload_ended("reload failed, the old app serves")
             else:
@@ -438,23 +387,6 @@ class Arbiter:
             # The code on disk no longer loads: the others serve on (backoff.py).
             wait = self._backoff.failed_to_load(time.monotonic())
             log.error("master: a new worker could not load the app; trying again in %g s", wait)
-
-    def _go_back(self) -> None:
-        """The failed reload undone: the master acts on what the old set runs with again.
-
-        A worker respawned for it (a crash, --max-requests, SIGTTIN) gets its
-        options, env and listeners, not the new ones with the old code; the
-        count is its count, and the next reload is told against it.
-        """
-        assert self._serving is not None  # set while reloading
-        serving, self._serving = self._serving, None
-        listeners = list(serving.listeners)
-        # The addresses it dropped are served again; those it took back are held again.
-        given = self._dropped.go_back(listeners)
-        config = serving.config
-        if self._restore is not None:
-            config = self._restore(config, listeners, given)  # closes those it opened
-        self.config, self.listeners, self._target = config, listeners, serving.target
 
     def _give_up(self, pid: int) -> None:
         """Stop with status 2: the app cannot be loaded and nothing else serves."""
@@ -505,7 +437,7 @@ class Arbiter:
         self._watchdog.close()  # the other workers' pulses are the master's
         # Listeners a reload dropped: a copy here would keep one accepting into
         # a queue nobody serves once the old workers have left.
-        self._dropped.close()
+        self._book.dropped.close()
         if self._reloads is not None:
             os.close(self._reloads.reader)
         return run_child(

@@ -8,7 +8,7 @@ be written, the logging section applies): a bad edit leaves the running server
 exactly as it was.  A changed ``env`` is set just before the logging section
 applies (which may read it, as at start) and put back if that fails
 (``processenv.py``).  If the new workers then cannot load the app, the master
-goes back to the configuration the old workers run with (``arbiter.py``'s
+goes back to the configuration the old workers run with (``reloadbook.py``'s
 ``Serving``, ``Server._restore``): the env, the listeners (those opened for
 the reload closed, those it dropped kept), the pid file and the worker count;
 the logging the reload applied stays, as it cannot be undone.
