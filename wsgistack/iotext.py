@@ -11,6 +11,8 @@ message.  Both sides word a failed handshake alike: the server's lines
 (``tls_reason``) and the forwarder's (``tls_failure``) read ``... failed:
 wrong version number``; and a connection that broke says who broke it and
 what was being done, as nginx's upstream errors do (``broke_while``).
+A request body the client broke off reads alike, whoever reads it: the
+server, or a middleware under any server (``body_failure``).
 
     if closed_without_notice(exc): ...          # the peer went away
     log.info("... %s", io_failure(exc))       # "TLS error: bad record mac" / strerror
@@ -23,6 +25,7 @@ import re
 import ssl
 
 __all__ = [
+    "body_failure",
     "broke_while",
     "closed_without_notice",
     "io_failure",
@@ -105,3 +108,16 @@ def peer_failure(exc: OSError, peer: str) -> str:
 def broke_while(exc: OSError, peer: str, doing: str) -> str:
     """``peer_failure`` and what was being done: "... reset the connection while sending"."""
     return f"{peer_failure(exc, peer)} {doing}"
+
+
+def body_failure(exc: OSError) -> str:
+    """Why reading a request body raised ``exc``, worded as the client's other lines.
+
+    A reset says so: "the client reset the connection before the body ended";
+    over TLS a close or reset without close_notify reads as a close.  A real
+    TLS failure (a record that does not decrypt), or another errno, is what
+    failed: "reading the request body failed: TLS error: bad record mac".
+    """
+    if isinstance(exc, ConnectionResetError) or closed_without_notice(exc):
+        return broke_while(exc, "the client", "before the body ended")
+    return f"reading the request body failed: {io_failure(exc)}"

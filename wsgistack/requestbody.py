@@ -26,6 +26,7 @@ import webob.exc
 
 from ._types import StartResponse, WSGIEnvironment
 from .errors import ProtocolError
+from .iotext import body_failure
 from .refusals import refusal
 
 __all__ = [
@@ -167,11 +168,18 @@ def chunked_input(environ: WSGIEnvironment, limit: int = 0) -> Any:
 
 
 def read_body(body: Any, size: int) -> bytes:
-    """Up to ``size`` bytes of ``body``; whatever reading it raises becomes ClientBodyError."""
+    """Up to ``size`` bytes of ``body``; whatever reading it raises becomes ClientBodyError.
+
+    A socket's error (a server that lets it through, as gunicorn does) is
+    worded as the reference server words its own: "the client reset the
+    connection before the body ended", "... failed: TLS error: bad record mac".
+    """
     try:
         return body.read(size)  # type: ignore[no-any-return]
     except ClientBodyError:
         raise  # the client's already (a body over the limit)
+    except OSError as exc:
+        raise ClientBodyError(body_failure(exc)) from exc
     except Exception as exc:  # the client's side, whatever the server in front raises
         raise ClientBodyError(f"reading the request body failed: {exc}") from exc
 

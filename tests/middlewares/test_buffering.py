@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from paste.deploy import loadapp
 
 from tests.djangoapp import application as django_app
 from tests.server.live import live_server, post_chunked, read_until_close
+from tests.server.served import poll
 from wsgistack import build_pipeline, compose, describe, use
 from wsgistack.errors import ConfigError
 from wsgistack.middlewares import RequestBuffering
@@ -211,7 +213,9 @@ def test_a_body_that_fails_to_read_is_400_logged_under_any_server(caplog):
     assert status == "400 Bad Request"
     assert b"did not arrive whole" in body
     assert app.count == 0
-    assert "reading the request body failed: the client reset the connection" in caplog.text
+    assert "request body failed: the client reset the connection before the body ended" in (
+        caplog.text
+    )
 
 
 def test_a_content_length_body_streams_to_the_app_untouched():
@@ -367,22 +371,31 @@ buffered_hashing_app = RequestBuffering(Calls(hashing_app))
 
 @contextlib.contextmanager
 def gunicorn_serving(target: str):
-    """gunicorn serving ``target`` on a port the OS chose; yields its address."""
+    """gunicorn serving ``target`` on a port the OS chose.
+
+    Yields its address and the lines it writes to stderr from then on (a list
+    that grows as they come).
+    """
     with subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", "1", target],
         stderr=subprocess.PIPE,
         text=True,
     ) as gunicorn:
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(gunicorn.stderr), daemon=True)
         try:
             listening = None
             for line in gunicorn.stderr:
                 if listening := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
                     break
             assert listening, "gunicorn did not start"
-            yield ("127.0.0.1", int(listening[1]))
+            reader.start()  # ends as gunicorn does
+            yield ("127.0.0.1", int(listening[1])), said
         finally:
             gunicorn.terminate()
             gunicorn.wait(timeout=30)
+            if reader.is_alive():
+                reader.join(timeout=30)
 
 
 def test_a_coding_besides_chunked_is_501_not_handed_on_undecoded():
@@ -395,13 +408,49 @@ def test_a_coding_besides_chunked_is_501_not_handed_on_undecoded():
     )
     target = "tests.middlewares.test_buffering:buffered_hashing_app"
     with (
-        gunicorn_serving(target) as address,
+        gunicorn_serving(target) as (address, _),
         socket.create_connection(address, timeout=30) as client,
     ):
         client.sendall(request)
         received = read_until_close(client)
     assert received.startswith(b"HTTP/1.1 501"), received[:200]
     assert b"only chunked" in received
+
+
+def logged_buffering():
+    """What gunicorn serves in the reset test below (its factory, called in the worker).
+
+    RequestBuffering with its lines on gunicorn's stderr, behind a layer that
+    says when a request has reached it, so the client resets only then.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    buffering = RequestBuffering(Calls(validator(hashing_app)))
+
+    def app(environ, start_response):
+        print("a request reached the app", file=sys.stderr, flush=True)
+        return buffering(environ, start_response)
+
+    return validator(app)
+
+
+def test_a_client_reset_mid_body_reads_as_the_reference_server_says_it():
+    """gunicorn hands the socket's ConnectionResetError on to the app: it read
+    "reading the request body failed: [Errno 104] Connection reset by peer",
+    where the reference server's line says who did what."""
+    target = "tests.middlewares.test_buffering:logged_buffering()"
+    with (
+        gunicorn_serving(target) as (address, said),
+        socket.create_connection(address, timeout=30) as client,
+    ):
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        poll(lambda: "a request reached the app\n" in said)  # the body is being read
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, as a client killed mid-upload
+        line = "wsgistack.buffering: request body failed: the client reset the connection"
+        poll(lambda: any(said_line.startswith(line) for said_line in said))
+    assert f"{line} before the body ended\n" in said
 
 
 @pytest.mark.parametrize(

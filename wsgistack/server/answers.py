@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._logtext import request_from
 from ..errors import ProtocolError, ResponseCut, body_error_behind
-from ..iotext import broke_while, closed_without_notice, io_failure, peer_failure
+from ..iotext import body_failure, broke_while, closed_without_notice, io_failure, peer_failure
 from .response import Response, error_body_size, error_response
 
 if TYPE_CHECKING:
@@ -185,17 +185,13 @@ def report_head_cut(connection: Connection, exc: OSError | None = None) -> None:
 def body_cut(exc: OSError | None = None) -> ProtocolError:
     """The 400 of a body the client broke off while the app read it: closed (no ``exc``) or reset.
 
-    Worded as the client's other lines (``peer_failure``): "the client reset
-    the connection before the body ended"; over TLS a close or reset without
-    close_notify reads as a close.  A real TLS failure (a record that does not
-    decrypt), or another errno, is what failed: "reading the request body
-    failed: TLS error: bad record mac".
+    Worded as the client's other lines (``body_failure``): "the client reset
+    the connection before the body ended", or what failed ("reading the
+    request body failed: TLS error: bad record mac").
     """
     if exc is None:
         return ProtocolError("the client closed the connection before the body ended", 400)
-    if isinstance(exc, ConnectionResetError) or closed_without_notice(exc):
-        return ProtocolError(broke_while(exc, "the client", "before the body ended"), 400)
-    return ProtocolError(f"reading the request body failed: {io_failure(exc)}", 400)
+    return ProtocolError(body_failure(exc), 400)
 
 
 def _cut(peer: str, exc: OSError | None, where: str) -> str:
